@@ -1,0 +1,248 @@
+//! The local control socket: how CLI commands reach a running `appliance serve`.
+//!
+//! Layer: driver. redb lets only one process open the database, so while the server runs the
+//! CLI sends its request here instead: a Unix socket `control.sock` in the data directory, mode
+//! 0600 (only the owner of the data directory can manage peers). The protocol is one JSON
+//! request line and one JSON response line per connection.
+//!
+//! The client's private key never crosses this socket: the CLI generates the key pair and
+//! sends only the public key and the preshared key.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use peers::{Ipv4Net, PeerName, PresharedKey, PublicKey, Role};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+
+use crate::registry::{AddPeer, AddPeerError};
+use crate::service::Service;
+use crate::store::PeerRecord;
+
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// A request from the CLI.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    PeerAdd {
+        name: String,
+        role: String,
+        public_key: String,
+        preshared_key: Option<String>,
+        #[serde(default)]
+        extra_allowed_ips: Vec<String>,
+    },
+}
+
+/// What a successful `peer add` returns: enough for the CLI to render the client config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerAdded {
+    pub name: String,
+    pub role: String,
+    pub address: std::net::Ipv4Addr,
+    pub server_public_key: String,
+    pub endpoint: String,
+    pub subnet: String,
+}
+
+impl PeerAdded {
+    pub fn new(rec: &PeerRecord, server: &crate::store::ServerRecord) -> PeerAdded {
+        PeerAdded {
+            name: rec.name.to_string(),
+            role: rec.role.to_string(),
+            address: rec.address,
+            server_public_key: server.private_key.public_key().to_base64(),
+            endpoint: server.endpoint.to_string(),
+            subnet: server.subnet().to_string(),
+        }
+    }
+}
+
+/// The error half of a response.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ControlFailure {
+    /// `invalid_input`, `conflict` or `internal`.
+    pub kind: String,
+    pub message: String,
+}
+
+impl ControlFailure {
+    fn invalid(message: impl ToString) -> Self {
+        ControlFailure {
+            kind: "invalid_input".into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<AddPeerError> for ControlFailure {
+    fn from(e: AddPeerError) -> Self {
+        let kind = match e {
+            AddPeerError::Store(_) | AddPeerError::ShuttingDown => "internal",
+            AddPeerError::PoolFull(_) => "conflict",
+            _ => "conflict",
+        };
+        ControlFailure {
+            kind: kind.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Response {
+    Ok(serde_json::Value),
+    Error(ControlFailure),
+}
+
+/// Parses the wire request into the checked core request.
+pub fn parse_add(
+    name: &str,
+    role: &str,
+    public_key: &str,
+    preshared_key: Option<&str>,
+    extra: &[String],
+) -> Result<AddPeer, ControlFailure> {
+    Ok(AddPeer {
+        name: PeerName::new(name).map_err(ControlFailure::invalid)?,
+        role: role.parse::<Role>().map_err(ControlFailure::invalid)?,
+        public_key: PublicKey::parse(public_key).map_err(ControlFailure::invalid)?,
+        preshared_key: preshared_key
+            .map(PresharedKey::parse)
+            .transpose()
+            .map_err(ControlFailure::invalid)?,
+        extra_allowed_ips: extra
+            .iter()
+            .map(|s| Ipv4Net::parse(s))
+            .collect::<Result<_, _>>()
+            .map_err(ControlFailure::invalid)?,
+    })
+}
+
+async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, ControlFailure> {
+    match req {
+        Request::PeerAdd {
+            name,
+            role,
+            public_key,
+            preshared_key,
+            extra_allowed_ips,
+        } => {
+            let req = parse_add(
+                &name,
+                &role,
+                &public_key,
+                preshared_key.as_deref(),
+                &extra_allowed_ips,
+            )?;
+            let rec = service.add_peer(req).await?;
+            Ok(serde_json::to_value(PeerAdded::new(&rec, &service.server)).unwrap())
+        }
+    }
+}
+
+/// Binds the control socket (replacing a stale one) with mode 0600.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if path.exists() {
+        // A previous server died without cleaning up, or one is running right now.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is answering: another appliance serve is running", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves control requests until the task is dropped.
+pub async fn serve(listener: UnixListener, service: Arc<Service>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept");
+                continue;
+            }
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut r = tokio::io::BufReader::new(r).take(MAX_REQUEST as u64);
+            let mut line = String::new();
+            let resp = match r.read_line(&mut line).await {
+                Ok(_) => match serde_json::from_str::<Request>(&line) {
+                    Ok(req) => match handle(&service, req).await {
+                        Ok(v) => Response::Ok(v),
+                        Err(f) => Response::Error(f),
+                    },
+                    Err(e) => Response::Error(ControlFailure::invalid(format!(
+                        "malformed control request: {e}"
+                    ))),
+                },
+                Err(e) => Response::Error(ControlFailure::invalid(e)),
+            };
+            let mut out = serde_json::to_vec(&resp).unwrap();
+            out.push(b'\n');
+            let _ = w.write_all(&out).await;
+        });
+    }
+}
+
+use tokio::io::AsyncReadExt as _;
+
+/// Why a control request failed on the client side.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing is listening: the server is not running.
+    #[error("no appliance is serving on {0}")]
+    NotServing(String),
+    /// The socket broke mid-request.
+    #[error("control socket error: {0}")]
+    Io(#[from] io::Error),
+    /// The server refused the request.
+    #[error("{0}")]
+    Refused(ControlFailure),
+    /// The reply did not parse.
+    #[error("the server sent a malformed reply: {0}")]
+    Protocol(String),
+}
+
+/// Sends one request to a running server (blocking; for the CLI).
+pub fn request(path: &Path, req: &Request) -> Result<serde_json::Value, ClientError> {
+    let mut stream = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ClientError::NotServing(path.display().to_string()))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let mut line = serde_json::to_vec(req).unwrap();
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply)?;
+    match serde_json::from_str::<Response>(&reply) {
+        Ok(Response::Ok(v)) => Ok(v),
+        Ok(Response::Error(f)) => Err(ClientError::Refused(f)),
+        Err(e) => Err(ClientError::Protocol(e.to_string())),
+    }
+}

@@ -1,0 +1,58 @@
+//! Who is calling: the map from tunnel source address to peer record.
+//!
+//! Layer: core data shared (behind an `RwLock`) by the driver, which keeps it in step with the
+//! router's peer table, and the HTTP API, which resolves each request's identity from it. The
+//! mapping is trustworthy because the router drops any packet whose source address is outside
+//! the sending peer's allowed IPs, and allowed IPs never overlap.
+
+use std::net::Ipv4Addr;
+
+use peers::PeerName;
+
+use crate::store::PeerRecord;
+
+/// The peers the running appliance serves, looked up by address.
+#[derive(Default, Debug)]
+pub struct Directory {
+    peers: Vec<PeerRecord>,
+}
+
+impl Directory {
+    pub fn new(peers: Vec<PeerRecord>) -> Directory {
+        Directory { peers }
+    }
+
+    /// The enabled peer whose allowed IPs contain `ip`.
+    pub fn by_address(&self, ip: Ipv4Addr) -> Option<&PeerRecord> {
+        self.peers
+            .iter()
+            .find(|p| p.enabled && p.allowed_ips.iter().any(|n| n.contains(ip)))
+    }
+
+    pub fn by_name(&self, name: &PeerName) -> Option<&PeerRecord> {
+        self.peers.iter().find(|p| &p.name == name)
+    }
+
+    /// Inserts or replaces (by name) a peer.
+    pub fn upsert(&mut self, rec: PeerRecord) {
+        self.peers.retain(|p| p.name != rec.name);
+        self.peers.push(rec);
+    }
+
+    pub fn remove(&mut self, name: &PeerName) -> Option<PeerRecord> {
+        let i = self.peers.iter().position(|p| &p.name == name)?;
+        Some(self.peers.remove(i))
+    }
+
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &PeerRecord> {
+        self.peers.iter()
+    }
+}

@@ -1,0 +1,25 @@
+//! appliance: a private job scheduler for a small crew, reachable only over its own
+//! userspace WireGuard.
+//!
+//! One process, one UDP port. Layers, from the wire inwards:
+//! - [`tunnel`]: sans-IO WireGuard router (boringtun `Tunn` per peer, demux, allowed-IP check).
+//! - [`netstack`]: sans-IO smoltcp stack owning the tunnel address (ICMP echo, TCP 8888).
+//! - [`driver`]: the one task that owns the UDP socket, the router and the netstack.
+//! - [`api`]: hyper on netstack connections; every request has a [`api::Caller`].
+//! - [`registry`] (pure peer decisions), [`store`] (redb), [`service`] (operations of the
+//!   running server), [`control`] (local Unix control socket for the CLI).
+//! - [`server`]: `init` and `serve` wiring; [`paths`]: the data directory.
+//!
+//! See `docs/design.md` for the driver loop and the path a packet takes.
+
+pub mod api;
+pub mod control;
+pub mod directory;
+pub mod driver;
+pub mod netstack;
+pub mod paths;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod tunnel;

@@ -1,0 +1,593 @@
+//! The userspace TCP/IP stack that owns the tunnel address.
+//!
+//! Layer: sans-IO core. [`Netstack`] wraps a smoltcp `Interface` (`Medium::Ip`) holding the
+//! server's tunnel address (default `10.88.88.1/24`). It answers ICMP echo and accepts TCP on
+//! one port (8888). The driver feeds it decrypted IP packets with [`Netstack::handle_packet`],
+//! calls [`Netstack::poll`] with the current time, and drains [`Netstack::poll_transmit`]
+//! (IP packets for the router) and [`Netstack::poll_accept`] (new connections).
+//! [`Netstack::poll_delay`] says when to poll again.
+//!
+//! Connections: smoltcp has one socket per connection, so the stack arms one listening socket
+//! per SYN it sees (plus a small spare pool), capped per peer address and overall. Each
+//! established connection is bridged to a [`Stream`] (tokio `AsyncRead`/`AsyncWrite`) through a
+//! pair of bounded in-memory buffers; the stream wakes the driver through a [`Notify`] when it
+//! writes, reads or closes, so the driver never polls on a timer for data.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+/// Tunnel MTU (matches the `MTU = 1420` in client configs).
+pub const MTU: usize = 1420;
+
+/// Tunables for the TCP side.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// The TCP port served (8888).
+    pub port: u16,
+    /// Connections (including half-open) one tunnel address may hold.
+    pub per_peer: usize,
+    /// Connections overall, listening sockets included.
+    pub total: usize,
+    /// smoltcp receive and send buffer per connection; over 64 KiB enables window scaling.
+    pub socket_buffer: usize,
+    /// Bytes buffered between a socket and its [`Stream`], each direction.
+    pub stream_buffer: usize,
+    /// Spare listening sockets kept armed even when no SYN is pending.
+    pub spare_listeners: usize,
+    /// TCP keepalive interval; with `timeout`, dead phones release their sockets.
+    pub keepalive: Duration,
+    /// Abort a connection whose peer stops acknowledging for this long.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            port: 8888,
+            per_peer: 128,
+            total: 512,
+            socket_buffer: 256 * 1024,
+            stream_buffer: 64 * 1024,
+            spare_listeners: 2,
+            keepalive: Duration::from_secs(25),
+            timeout: Duration::from_secs(75),
+        }
+    }
+}
+
+/// Counters for health and debugging.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetstackStats {
+    pub accepted: u64,
+    /// SYNs dropped because the peer or the appliance was at its connection cap.
+    pub refused_over_cap: u64,
+    pub open_connections: usize,
+}
+
+/// A freshly established TCP connection.
+pub struct Accepted {
+    /// The client's tunnel address and port (trustworthy: the router checked allowed IPs).
+    pub remote: SocketAddrV4,
+    pub stream: Stream,
+}
+
+#[derive(Default)]
+struct QueueDevice {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        self.0.push_back(buf);
+        r
+    }
+}
+
+impl Device for QueueDevice {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _: SmolInstant) -> Option<(Rx, Tx<'_>)> {
+        let p = self.rx.pop_front()?;
+        Some((Rx(p), Tx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _: SmolInstant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = MTU;
+        caps
+    }
+}
+
+/// State shared between the netstack (driver side) and a [`Stream`] (hyper side).
+struct Pipe {
+    /// Received from the network, not yet read by the application.
+    rx: VecDeque<u8>,
+    /// The peer sent FIN and everything before it is in `rx`.
+    rx_eof: bool,
+    /// Written by the application, not yet in the socket.
+    tx: VecDeque<u8>,
+    /// The application shut down its write side (or dropped the stream).
+    tx_closed: bool,
+    /// The connection was reset or aborted; reads and writes fail.
+    reset: bool,
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+    cap: usize,
+}
+
+impl Pipe {
+    fn wake_reader(&mut self) {
+        if let Some(w) = self.read_waker.take() {
+            w.wake();
+        }
+    }
+    fn wake_writer(&mut self) {
+        if let Some(w) = self.write_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// One TCP connection as seen by the application: tokio `AsyncRead` + `AsyncWrite`.
+pub struct Stream {
+    pipe: Arc<Mutex<Pipe>>,
+    driver: Arc<Notify>,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut p = self.pipe.lock().unwrap();
+        if !p.rx.is_empty() {
+            let was_full = p.rx.len() >= p.cap;
+            let n = buf.remaining().min(p.rx.len());
+            let (a, b) = p.rx.as_slices();
+            let from_a = n.min(a.len());
+            buf.put_slice(&a[..from_a]);
+            buf.put_slice(&b[..n - from_a]);
+            p.rx.drain(..n);
+            drop(p);
+            if was_full {
+                // The driver stopped reading the socket when the pipe filled up.
+                self.driver.notify_one();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if p.reset {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        if p.rx_eof {
+            return Poll::Ready(Ok(()));
+        }
+        p.read_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut p = self.pipe.lock().unwrap();
+        if p.reset {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        if p.tx_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let room = p.cap.saturating_sub(p.tx.len());
+        if room == 0 {
+            p.write_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = room.min(data.len());
+        p.tx.extend(&data[..n]);
+        drop(p);
+        self.driver.notify_one();
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut p = self.pipe.lock().unwrap();
+        if p.reset {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        if p.tx.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        p.write_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.pipe.lock().unwrap().tx_closed = true;
+        self.driver.notify_one();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.pipe.lock().unwrap().tx_closed = true;
+        self.driver.notify_one();
+    }
+}
+
+struct Conn {
+    remote: Option<SocketAddrV4>,
+    /// Set once established and handed to the application.
+    pipe: Option<Arc<Mutex<Pipe>>>,
+    fin_sent: bool,
+}
+
+/// The userspace TCP/IP stack. See the module docs for the contract.
+pub struct Netstack {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    device: QueueDevice,
+    address: Ipv4Addr,
+    limits: Limits,
+    listeners: Vec<SocketHandle>,
+    conns: HashMap<SocketHandle, Conn>,
+    /// SYNs seen since the last poll, by source address.
+    pending_syns: HashMap<Ipv4Addr, usize>,
+    accepted: VecDeque<Accepted>,
+    driver: Arc<Notify>,
+    stats: NetstackStats,
+}
+
+fn smol_now(now: Duration) -> SmolInstant {
+    SmolInstant::from_micros(now.as_micros() as i64)
+}
+
+impl Netstack {
+    /// A stack owning `address/prefix`. `driver` is notified whenever a [`Stream`] needs the
+    /// driver to poll again. `now` is time since an arbitrary, fixed origin.
+    pub fn new(
+        address: Ipv4Addr,
+        prefix: u8,
+        limits: Limits,
+        driver: Arc<Notify>,
+        seed: u64,
+        now: Duration,
+    ) -> Netstack {
+        let mut device = QueueDevice::default();
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = seed;
+        let mut iface = Interface::new(config, &mut device, smol_now(now));
+        iface.update_ip_addrs(|addrs| {
+            addrs
+                .push(IpCidr::new(IpAddress::Ipv4(address), prefix))
+                .expect("one address fits");
+        });
+        let mut stack = Netstack {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            device,
+            address,
+            limits,
+            listeners: Vec::new(),
+            conns: HashMap::new(),
+            pending_syns: HashMap::new(),
+            accepted: VecDeque::new(),
+            driver,
+            stats: NetstackStats::default(),
+        };
+        stack.arm_listeners(0);
+        stack
+    }
+
+    /// Feeds one decrypted IPv4 packet (already allowed-IP checked by the router).
+    pub fn handle_packet(&mut self, packet: Vec<u8>) {
+        if let Some(src) = self.syn_source(&packet) {
+            let open = self.connections_from(src) + self.pending_syns.get(&src).unwrap_or(&0);
+            let total = self.listeners.len() + self.conns.len();
+            if open >= self.limits.per_peer || total >= self.limits.total {
+                self.stats.refused_over_cap += 1;
+                tracing::debug!(%src, open, total, "dropping SYN over connection cap");
+                return;
+            }
+            *self.pending_syns.entry(src).or_default() += 1;
+        }
+        self.device.rx.push_back(packet);
+    }
+
+    /// The source address if `packet` is a TCP SYN (without ACK) to our port.
+    fn syn_source(&self, packet: &[u8]) -> Option<Ipv4Addr> {
+        let ip = Ipv4Packet::new_checked(packet).ok()?;
+        if ip.next_header() != IpProtocol::Tcp || ip.dst_addr() != self.address {
+            return None;
+        }
+        let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+        (tcp.syn() && !tcp.ack() && tcp.dst_port() == self.limits.port).then(|| ip.src_addr())
+    }
+
+    fn connections_from(&self, src: Ipv4Addr) -> usize {
+        self.conns
+            .values()
+            .filter(|c| c.remote.is_some_and(|r| *r.ip() == src))
+            .count()
+    }
+
+    fn new_socket(&self) -> tcp::Socket<'static> {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; self.limits.socket_buffer]),
+            tcp::SocketBuffer::new(vec![0u8; self.limits.socket_buffer]),
+        );
+        s.set_nagle_enabled(false);
+        s.set_keep_alive(Some(self.limits.keepalive.into()));
+        s.set_timeout(Some(self.limits.timeout.into()));
+        s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(5)));
+        s
+    }
+
+    /// Keeps enough listening sockets for `syns` pending SYNs plus the spare pool.
+    fn arm_listeners(&mut self, syns: usize) {
+        let want = syns.max(self.limits.spare_listeners);
+        while self.listeners.len() < want
+            && self.listeners.len() + self.conns.len() < self.limits.total
+        {
+            let mut s = self.new_socket();
+            s.listen(self.limits.port).expect("port is non-zero");
+            let h = self.sockets.add(s);
+            self.listeners.push(h);
+        }
+    }
+
+    /// Runs the stack: ingress, socket state, data to and from streams, egress.
+    /// Call after feeding packets, when a [`Stream`] notified the driver, and when
+    /// [`Netstack::poll_delay`] has elapsed.
+    pub fn poll(&mut self, now: Duration) {
+        let syns: usize = self.pending_syns.drain().map(|(_, n)| n).sum();
+        self.arm_listeners(syns);
+        let now = smol_now(now);
+        self.iface.poll(now, &mut self.device, &mut self.sockets);
+        self.collect_new_connections();
+        if self.shuttle() {
+            // Data moved into sockets: let smoltcp send it now rather than next wake-up.
+            self.iface.poll(now, &mut self.device, &mut self.sockets);
+            self.shuttle();
+        }
+        self.arm_listeners(0);
+        self.stats.open_connections = self.conns.len();
+    }
+
+    fn collect_new_connections(&mut self) {
+        let mut still = Vec::with_capacity(self.listeners.len());
+        for h in self.listeners.drain(..) {
+            let s = self.sockets.get::<tcp::Socket>(h);
+            if s.state() == tcp::State::Listen {
+                still.push(h);
+            } else {
+                let remote = s.remote_endpoint().and_then(|e| match e.addr {
+                    IpAddress::Ipv4(a) => Some(SocketAddrV4::new(a, e.port)),
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                });
+                self.conns.insert(
+                    h,
+                    Conn {
+                        remote,
+                        pipe: None,
+                        fin_sent: false,
+                    },
+                );
+            }
+        }
+        self.listeners = still;
+    }
+
+    /// Moves bytes between sockets and pipes; hands established connections to the
+    /// application; reaps closed sockets. Returns whether anything was written to a socket.
+    fn shuttle(&mut self) -> bool {
+        let mut wrote = false;
+        let mut dead = Vec::new();
+        let mut relisten = Vec::new();
+        for (&h, conn) in self.conns.iter_mut() {
+            let s = self.sockets.get_mut::<tcp::Socket>(h);
+            match s.state() {
+                tcp::State::Listen => {
+                    // Reset during the handshake: smoltcp put it back to listening.
+                    relisten.push(h);
+                    continue;
+                }
+                tcp::State::Closed => {
+                    dead.push(h);
+                    continue;
+                }
+                tcp::State::SynReceived => continue,
+                _ => {}
+            }
+            let pipe = match &conn.pipe {
+                Some(p) => p.clone(),
+                None => {
+                    let Some(remote) = conn.remote else {
+                        s.abort();
+                        continue;
+                    };
+                    let p = Arc::new(Mutex::new(Pipe {
+                        rx: VecDeque::new(),
+                        rx_eof: false,
+                        tx: VecDeque::new(),
+                        tx_closed: false,
+                        reset: false,
+                        read_waker: None,
+                        write_waker: None,
+                        cap: self.limits.stream_buffer,
+                    }));
+                    conn.pipe = Some(p.clone());
+                    self.stats.accepted += 1;
+                    self.accepted.push_back(Accepted {
+                        remote,
+                        stream: Stream {
+                            pipe: p.clone(),
+                            driver: self.driver.clone(),
+                        },
+                    });
+                    p
+                }
+            };
+            let mut p = pipe.lock().unwrap();
+            // Network -> application, bounded by the pipe's capacity.
+            let mut got = false;
+            while s.can_recv() && p.rx.len() < p.cap {
+                let room = p.cap - p.rx.len();
+                let n = s
+                    .recv(|data| {
+                        let n = data.len().min(room);
+                        p.rx.extend(&data[..n]);
+                        (n, n)
+                    })
+                    .unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got = true;
+            }
+            if got {
+                // Reading freed receive window; let the next iface.poll advertise it.
+                wrote = true;
+            }
+            if !s.may_recv() && !p.rx_eof && s.recv_queue() == 0 {
+                p.rx_eof = true;
+                got = true;
+            }
+            if got {
+                p.wake_reader();
+            }
+            // Application -> network.
+            let mut sent = false;
+            while !p.tx.is_empty() && s.can_send() {
+                let (a, _) = p.tx.as_slices();
+                match s.send_slice(a) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        p.tx.drain(..n);
+                        sent = true;
+                    }
+                }
+            }
+            if sent {
+                wrote = true;
+                p.wake_writer();
+            }
+            if p.tx_closed && p.tx.is_empty() && !conn.fin_sent {
+                s.close();
+                conn.fin_sent = true;
+                wrote = true;
+            }
+            // The application is gone and our FIN is out: nobody will read the rest, so
+            // release the socket once the peer has nothing left that we must acknowledge.
+            let app_gone = Arc::strong_count(&pipe) == 2;
+            if app_gone
+                && conn.fin_sent
+                && p.tx.is_empty()
+                && matches!(
+                    s.state(),
+                    tcp::State::FinWait2 | tcp::State::TimeWait | tcp::State::Closed
+                )
+            {
+                dead.push(h);
+            }
+        }
+        for h in relisten {
+            self.conns.remove(&h);
+            self.listeners.push(h);
+        }
+        for h in dead {
+            if let Some(conn) = self.conns.remove(&h) {
+                if let Some(p) = conn.pipe {
+                    let mut p = p.lock().unwrap();
+                    if !p.rx_eof || !p.tx.is_empty() {
+                        p.reset = true;
+                    }
+                    p.rx_eof = true;
+                    p.wake_reader();
+                    p.wake_writer();
+                }
+            }
+            self.sockets.remove(h);
+        }
+        wrote
+    }
+
+    /// Aborts every connection from an address in `nets` (a removed or disabled peer).
+    pub fn abort_from(&mut self, nets: &[peers::Ipv4Net]) -> usize {
+        let mut n = 0;
+        for (&h, conn) in self.conns.iter_mut() {
+            let Some(remote) = conn.remote else { continue };
+            if !nets.iter().any(|net| net.contains(*remote.ip())) {
+                continue;
+            }
+            self.sockets.get_mut::<tcp::Socket>(h).abort();
+            if let Some(p) = &conn.pipe {
+                let mut p = p.lock().unwrap();
+                p.reset = true;
+                p.wake_reader();
+                p.wake_writer();
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Next IP packet to hand to the router.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.device.tx.pop_front()
+    }
+
+    /// Next newly established connection.
+    pub fn poll_accept(&mut self) -> Option<Accepted> {
+        self.accepted.pop_front()
+    }
+
+    /// How long until [`Netstack::poll`] must run again (`None`: only on new input).
+    pub fn poll_delay(&mut self, now: Duration) -> Option<Duration> {
+        self.iface
+            .poll_delay(smol_now(now), &self.sockets)
+            .map(Duration::from)
+    }
+
+    pub fn stats(&self) -> NetstackStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests;

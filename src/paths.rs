@@ -1,0 +1,93 @@
+//! Where the appliance keeps its files.
+//!
+//! Layer: driver helper (filesystem). The data directory is `--data-dir`, else the
+//! `APPLIANCE_DATA_DIR` environment variable, else `/var/lib/appliance` when running as root
+//! (the systemd unit) and `$XDG_DATA_HOME/appliance` (default `~/.local/share/appliance`)
+//! otherwise. It is created with mode 0700 and holds `appliance.redb` (mode 0600) and, while
+//! serving, the control socket `control.sock` (mode 0600).
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The environment variable naming the data directory.
+pub const ENV_DATA_DIR: &str = "APPLIANCE_DATA_DIR";
+
+/// The resolved data directory and the files in it.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// Resolves the directory from the flag, the environment, or the default.
+    pub fn resolve(flag: Option<PathBuf>) -> DataDir {
+        let root = flag
+            .or_else(|| std::env::var_os(ENV_DATA_DIR).map(PathBuf::from))
+            .unwrap_or_else(default_dir);
+        DataDir { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.root.join("appliance.redb")
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.root.join("control.sock")
+    }
+
+    /// Creates the directory (mode 0700) if missing, and tightens an existing one.
+    pub fn ensure(&self) -> io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)?;
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+    }
+
+    /// Makes the database file readable by its owner only.
+    pub fn protect_database(&self) -> io::Result<()> {
+        let db = self.database();
+        if db.exists() {
+            fs::set_permissions(db, fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
+    }
+}
+
+fn default_dir() -> PathBuf {
+    // SAFETY-free check: root's uid is 0; read it without libc.
+    let is_root = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/appliance");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("appliance");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/appliance"),
+        None => PathBuf::from("appliance-data"),
+    }
+}
+
+/// This machine's host name, the default `Endpoint` for client configs.
+pub fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}

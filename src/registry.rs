@@ -1,0 +1,218 @@
+//! Peer registry core: the pure decisions behind every peer command.
+//!
+//! Layer: core. Takes the current peer list, a validated request and the time, and returns what
+//! must be written ([`PeerChange`]) or a typed error. It performs no I/O and reads no clock, so
+//! the CLI (database opened directly), the control socket and the HTTP API all share it, and
+//! [`crate::store::Store::update_peers`] commits its result atomically.
+
+use std::net::Ipv4Addr;
+
+use peers::{AddressPool, Ipv4Net, PeerName, PoolError, PresharedKey, PublicKey, Role};
+
+use crate::store::{PeerChange, PeerRecord, ServerRecord, StoreError};
+
+/// A request to register a new peer. The client's private key is not part of it.
+#[derive(Clone, Debug)]
+pub struct AddPeer {
+    pub name: PeerName,
+    pub role: Role,
+    pub public_key: PublicKey,
+    pub preshared_key: Option<PresharedKey>,
+    /// Extra source ranges the peer may use besides its own address (rarely needed).
+    pub extra_allowed_ips: Vec<Ipv4Net>,
+}
+
+/// Why a peer could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddPeerError {
+    /// Peer names are unique.
+    #[error("a peer named '{0}' already exists; pick another name or remove it first")]
+    NameTaken(PeerName),
+    /// Each WireGuard key identifies one peer.
+    #[error("that public key already belongs to peer '{0}'")]
+    KeyTaken(PeerName),
+    /// The server's own key cannot be a peer.
+    #[error("that public key is the server's own key")]
+    ServerKey,
+    /// No free address is left in the tunnel subnet.
+    #[error(transparent)]
+    PoolFull(#[from] PoolError),
+    /// Allowed IPs must not overlap another peer's, or the caller identity would be ambiguous.
+    #[error("allowed IPs {net} overlap those of peer '{other}'")]
+    AllowedIpsOverlap { net: Ipv4Net, other: PeerName },
+    /// Allowed IPs must not contain the server's tunnel address.
+    #[error("allowed IPs {net} contain the server's tunnel address {server}")]
+    AllowedIpsContainServer { net: Ipv4Net, server: Ipv4Addr },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The server stopped while the change was being made live (it is stored).
+    #[error("the appliance is shutting down; the peer is stored and will be live after restart")]
+    ShuttingDown,
+}
+
+/// Decides the record for a new peer: a unique name and key, the lowest free address.
+pub fn plan_add(
+    existing: &[PeerRecord],
+    server: &ServerRecord,
+    req: AddPeer,
+    now_unix: u64,
+) -> Result<(PeerChange, PeerRecord), AddPeerError> {
+    if let Some(p) = existing.iter().find(|p| p.name == req.name) {
+        return Err(AddPeerError::NameTaken(p.name.clone()));
+    }
+    if let Some(p) = existing.iter().find(|p| p.public_key == req.public_key) {
+        return Err(AddPeerError::KeyTaken(p.name.clone()));
+    }
+    if req.public_key == server.private_key.public_key() {
+        return Err(AddPeerError::ServerKey);
+    }
+    let server_ip = server.interface.addr();
+    let pool = AddressPool::new(server.subnet(), server_ip);
+    let used: Vec<Ipv4Addr> = existing
+        .iter()
+        .flat_map(|p| p.allowed_ips.iter())
+        .filter(|n| n.prefix() == 32)
+        .map(|n| n.addr())
+        .collect();
+    let address = loop_free_address(&pool, &used, existing)?;
+    let mut allowed_ips = vec![Ipv4Net::host(address)];
+    allowed_ips.extend(req.extra_allowed_ips.iter().copied());
+    for net in &allowed_ips {
+        if net.contains(server_ip) {
+            return Err(AddPeerError::AllowedIpsContainServer {
+                net: *net,
+                server: server_ip,
+            });
+        }
+        for p in existing {
+            if p.allowed_ips.iter().any(|o| o.overlaps(net)) {
+                return Err(AddPeerError::AllowedIpsOverlap {
+                    net: *net,
+                    other: p.name.clone(),
+                });
+            }
+        }
+    }
+    let record = PeerRecord {
+        name: req.name,
+        role: req.role,
+        public_key: req.public_key,
+        preshared_key: req.preshared_key,
+        address,
+        allowed_ips,
+        enabled: true,
+        created_at: now_unix,
+    };
+    let change = PeerChange {
+        upsert: vec![record.clone()],
+        remove: vec![],
+    };
+    Ok((change, record))
+}
+
+/// The lowest pool address not inside any existing peer's allowed IPs.
+fn loop_free_address(
+    pool: &AddressPool,
+    used: &[Ipv4Addr],
+    existing: &[PeerRecord],
+) -> Result<Ipv4Addr, PoolError> {
+    let mut taken: Vec<Ipv4Addr> = used.to_vec();
+    loop {
+        let candidate = pool.allocate(taken.iter())?;
+        let covered = existing
+            .iter()
+            .any(|p| p.allowed_ips.iter().any(|n| n.contains(candidate)));
+        if !covered {
+            return Ok(candidate);
+        }
+        taken.push(candidate);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peers::{Endpoint, PrivateKey};
+    use rand_chacha::rand_core::SeedableRng;
+
+    fn server(rng: &mut rand_chacha::ChaCha20Rng) -> ServerRecord {
+        ServerRecord {
+            private_key: PrivateKey::generate(rng),
+            listen_port: 51820,
+            interface: "10.88.88.1/24".parse().unwrap(),
+            endpoint: Endpoint::parse("vpn.example.test", 51820).unwrap(),
+            created_at: 0,
+        }
+    }
+
+    fn req(name: &str, rng: &mut rand_chacha::ChaCha20Rng) -> AddPeer {
+        AddPeer {
+            name: name.parse().unwrap(),
+            role: Role::Viewer,
+            public_key: PrivateKey::generate(rng).public_key(),
+            preshared_key: Some(PresharedKey::generate(rng)),
+            extra_allowed_ips: vec![],
+        }
+    }
+
+    #[test]
+    fn allocates_lowest_free_and_rejects_duplicates() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let srv = server(&mut rng);
+        let (_, a) = plan_add(&[], &srv, req("alice", &mut rng), 1).unwrap();
+        assert_eq!(a.address, Ipv4Addr::new(10, 88, 88, 2));
+        assert_eq!(a.allowed_ips, vec![Ipv4Net::host(a.address)]);
+        let (_, b) = plan_add(&[a.clone()], &srv, req("bob", &mut rng), 1).unwrap();
+        assert_eq!(b.address, Ipv4Addr::new(10, 88, 88, 3));
+
+        let err = plan_add(&[a.clone(), b.clone()], &srv, req("alice", &mut rng), 1).unwrap_err();
+        assert!(matches!(err, AddPeerError::NameTaken(_)), "{err}");
+
+        let mut dup = req("carol", &mut rng);
+        dup.public_key = b.public_key;
+        let err = plan_add(&[a.clone(), b.clone()], &srv, dup, 1).unwrap_err();
+        assert!(matches!(err, AddPeerError::KeyTaken(ref n) if n.as_str() == "bob"));
+
+        // A freed address is reused: with only bob left, the next peer gets .2 again.
+        let (_, c) = plan_add(&[b], &srv, req("carol", &mut rng), 1).unwrap();
+        assert_eq!(c.address, Ipv4Addr::new(10, 88, 88, 2));
+    }
+
+    #[test]
+    fn rejects_overlapping_extra_ranges_and_server_key() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(8);
+        let srv = server(&mut rng);
+        let mut r = req("gw", &mut rng);
+        r.extra_allowed_ips = vec!["10.88.88.0/24".parse().unwrap()];
+        let err = plan_add(&[], &srv, r, 1).unwrap_err();
+        assert!(matches!(err, AddPeerError::AllowedIpsContainServer { .. }));
+
+        let mut r = req("gw", &mut rng);
+        r.extra_allowed_ips = vec!["192.168.50.0/24".parse().unwrap()];
+        let (_, gw) = plan_add(&[], &srv, r, 1).unwrap();
+        let mut r2 = req("gw2", &mut rng);
+        r2.extra_allowed_ips = vec!["192.168.50.128/25".parse().unwrap()];
+        let err = plan_add(&[gw], &srv, r2, 1).unwrap_err();
+        assert!(matches!(err, AddPeerError::AllowedIpsOverlap { .. }));
+
+        let mut r = req("me", &mut rng);
+        r.public_key = srv.private_key.public_key();
+        assert!(matches!(
+            plan_add(&[], &srv, r, 1).unwrap_err(),
+            AddPeerError::ServerKey
+        ));
+    }
+
+    #[test]
+    fn full_pool_is_a_clear_error() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+        let mut srv = server(&mut rng);
+        srv.interface = "10.0.0.1/30".parse().unwrap();
+        let (_, a) = plan_add(&[], &srv, req("a", &mut rng), 1).unwrap();
+        assert_eq!(a.address, Ipv4Addr::new(10, 0, 0, 2));
+        let err = plan_add(&[a], &srv, req("b", &mut rng), 1).unwrap_err();
+        assert!(matches!(err, AddPeerError::PoolFull(_)));
+        assert!(err.to_string().contains("10.0.0.0/30"), "{err}");
+    }
+}

@@ -1,0 +1,276 @@
+//! `init` and `serve`: setting up the data directory and running the whole appliance.
+//!
+//! Layer: driver (process wiring). `init` writes the server key and settings once. `serve`
+//! opens the store, loads every peer into the router, binds the one UDP socket, starts the
+//! network driver, the control socket and the HTTP service, and stops cleanly on SIGINT or
+//! SIGTERM. Nothing here binds a TCP socket: the API exists only on the netstack.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use peers::{Endpoint, EndpointError, Ipv4Net, PrivateKey};
+use tokio::sync::{mpsc, watch};
+
+use crate::directory::Directory;
+use crate::driver::{self, DriverParts, Metrics};
+use crate::netstack::Limits;
+use crate::paths::DataDir;
+use crate::service::{unix_now, Service};
+use crate::store::{OpenError, ServerRecord, Store, StoreError};
+use crate::tunnel::Router;
+
+/// Default WireGuard UDP port.
+pub const DEFAULT_LISTEN_PORT: u16 = 51820;
+/// Default tunnel subnet; the server takes its first host address.
+pub const DEFAULT_SUBNET: &str = "10.88.88.0/24";
+
+/// Settings for a new appliance.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// `HOST[:PORT]` clients connect to; defaults to this machine's host name.
+    pub endpoint: Option<String>,
+    pub listen_port: u16,
+    /// The tunnel subnet, e.g. `10.88.88.0/24`.
+    pub subnet: Ipv4Net,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            endpoint: None,
+            listen_port: DEFAULT_LISTEN_PORT,
+            subnet: DEFAULT_SUBNET.parse().expect("default subnet parses"),
+        }
+    }
+}
+
+/// Why `init` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The data directory already has a server key; it is never replaced.
+    #[error("{0} is already initialised; its server key is kept (remove the directory to start over)")]
+    AlreadyInitialized(String),
+    /// The subnet cannot hold a server and at least one peer.
+    #[error("subnet {0} is too small: use a prefix of /30 or shorter, e.g. 10.88.88.0/24")]
+    SubnetTooSmall(Ipv4Net),
+    /// The endpoint does not parse.
+    #[error("invalid --endpoint: {0}")]
+    Endpoint(#[from] EndpointError),
+    /// The listen port is 0.
+    #[error("--listen-port must be between 1 and 65535")]
+    ListenPort,
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Opens the store in `dir`, creating the directory and the database if needed.
+pub fn open_store(dir: &DataDir) -> Result<Store, InitError> {
+    dir.ensure().map_err(|source| InitError::DataDir {
+        path: dir.root().display().to_string(),
+        source,
+    })?;
+    let store = Store::open(&dir.database())?;
+    dir.protect_database().map_err(|source| InitError::DataDir {
+        path: dir.database().display().to_string(),
+        source,
+    })?;
+    Ok(store)
+}
+
+/// Creates the server record. With `must_be_new`, an existing record is an error; otherwise
+/// the existing record is returned untouched. Returns the record and whether it is new.
+pub fn init(
+    store: &Store,
+    dir: &DataDir,
+    opts: &InitOptions,
+    must_be_new: bool,
+) -> Result<(ServerRecord, bool), InitError> {
+    if let Some(existing) = store.server()? {
+        if must_be_new {
+            return Err(InitError::AlreadyInitialized(dir.root().display().to_string()));
+        }
+        return Ok((existing, false));
+    }
+    if opts.subnet.prefix() > 30 {
+        return Err(InitError::SubnetTooSmall(opts.subnet));
+    }
+    if opts.listen_port == 0 {
+        return Err(InitError::ListenPort);
+    }
+    let endpoint = match &opts.endpoint {
+        Some(e) => Endpoint::parse(e, opts.listen_port)?,
+        None => Endpoint {
+            host: crate::paths::hostname(),
+            port: opts.listen_port,
+        },
+    };
+    let network = u32::from(opts.subnet.network());
+    let interface = Ipv4Net::new(Ipv4Addr::from(network + 1), opts.subnet.prefix())
+        .expect("prefix already checked");
+    let record = ServerRecord {
+        private_key: PrivateKey::generate(&mut rand_core::OsRng),
+        listen_port: opts.listen_port,
+        interface,
+        endpoint,
+        created_at: unix_now(),
+    };
+    if !store.init_server(&record)? {
+        // Lost a race with another init: keep theirs.
+        let existing = store.server()?.expect("init_server saw a record");
+        if must_be_new {
+            return Err(InitError::AlreadyInitialized(dir.root().display().to_string()));
+        }
+        return Ok((existing, false));
+    }
+    Ok((record, true))
+}
+
+/// Why `serve` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Init(#[from] InitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The UDP port is taken or not permitted.
+    #[error("cannot listen on UDP {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The control socket could not be created.
+    #[error("cannot create the control socket {path}: {source}")]
+    Control {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The network driver failed.
+    #[error("network driver failed: {0}")]
+    Driver(std::io::Error),
+}
+
+/// Options for `serve`.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Overrides the UDP listen address (default `0.0.0.0:<listen_port>`).
+    pub listen: Option<SocketAddr>,
+    pub limits: Limits,
+}
+
+/// Runs the appliance until SIGINT/SIGTERM (or `shutdown` turns true).
+pub async fn serve(
+    dir: &DataDir,
+    opts: ServeOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    let store = open_store(dir)?;
+    let (server, created) = init(&store, dir, &InitOptions::default(), false)?;
+    if created {
+        tracing::info!(
+            data_dir = %dir.root().display(),
+            endpoint = %server.endpoint,
+            "initialised a new appliance (first run)"
+        );
+    }
+    let peers = store.peers()?;
+    let store = Arc::new(store);
+
+    let mut router = Router::new(&server.private_key, Box::new(rand_core::OsRng));
+    for p in peers.iter().filter(|p| p.enabled) {
+        if let Err(e) = router.upsert_peer(driver::peer_config(p)) {
+            tracing::warn!(peer = %p.name, error = %e, "stored peer not routed");
+        }
+    }
+    let listen = opts
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], server.listen_port)));
+    let socket = tokio::net::UdpSocket::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let control_path = dir.control_socket();
+    let control = crate::control::bind(&control_path).map_err(|source| ServeError::Control {
+        path: control_path.display().to_string(),
+        source,
+    })?;
+
+    let directory = Arc::new(RwLock::new(Directory::new(peers)));
+    let metrics = Arc::new(Metrics::default());
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let service = Arc::new(Service {
+        store,
+        server: server.clone(),
+        commands: commands_tx,
+        directory: directory.clone(),
+        metrics: metrics.clone(),
+        started: Instant::now(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let accept_service = service.clone();
+    let parts = DriverParts {
+        socket,
+        router,
+        address: server.interface.addr(),
+        prefix: server.interface.prefix(),
+        limits: opts.limits,
+        commands: commands_rx,
+        directory,
+        metrics,
+        on_accept: Box::new(move |conn| {
+            crate::api::serve_connection(conn, accept_service.clone())
+        }),
+        shutdown: stop_rx,
+    };
+    let mut driver_task = tokio::spawn(driver::run(parts));
+    let control_task = tokio::spawn(crate::control::serve(control, service.clone()));
+    tracing::info!(
+        udp = %listen,
+        tunnel = %server.interface,
+        api = %format!("http://{}:8888/", server.interface.addr()),
+        public_key = %server.private_key.public_key(),
+        "serving"
+    );
+
+    let result = tokio::select! {
+        r = &mut driver_task => Some(r),
+        _ = wait_for_signal() => None,
+        _ = shutdown.changed() => None,
+    };
+    let _ = stop_tx.send(true);
+    control_task.abort();
+    let _ = std::fs::remove_file(&control_path);
+    let result = match result {
+        Some(r) => r,
+        None => driver_task.await,
+    };
+    tracing::info!("stopped");
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ServeError::Driver(e)),
+        Err(e) => Err(ServeError::Driver(std::io::Error::other(e))),
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

@@ -1,0 +1,403 @@
+//! Storage layer: the one module that touches the redb file.
+//!
+//! Owns the table definitions, the schema version and the conversion between the rows on disk
+//! (JSON in redb values) and the checked types the rest of the appliance uses. Every write is one
+//! redb transaction committed with `Durability::Immediate` (redb's default), so a call that
+//! returns `Ok` has reached the disk. Cores decide *what* to write (see [`crate::registry`]);
+//! this module only commits it.
+//!
+//! redb takes an exclusive lock on the file: while `appliance serve` runs, other processes get
+//! [`OpenError::Locked`] and must talk to the running server through its control socket.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use peers::{Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// Version of the layout below; recorded in `meta` so a future binary can migrate.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
+const PEER_STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("peer_stats");
+
+const KEY_SCHEMA: &str = "schema_version";
+const KEY_SERVER: &str = "server";
+
+/// The server's identity and network settings, written once by `init`.
+#[derive(Clone, Debug)]
+pub struct ServerRecord {
+    /// The server's static WireGuard key.
+    pub private_key: PrivateKey,
+    /// UDP port the WireGuard socket listens on.
+    pub listen_port: u16,
+    /// The tunnel interface address with its prefix, e.g. `10.88.88.1/24`.
+    pub interface: Ipv4Net,
+    /// What clients put in `Endpoint =`.
+    pub endpoint: Endpoint,
+    /// Unix seconds when the server was initialised.
+    pub created_at: u64,
+}
+
+impl ServerRecord {
+    /// The tunnel subnet (network address and prefix), e.g. `10.88.88.0/24`.
+    pub fn subnet(&self) -> Ipv4Net {
+        Ipv4Net::new(self.interface.network(), self.interface.prefix())
+            .expect("a stored prefix is valid")
+    }
+}
+
+/// One WireGuard peer as the server knows it. The client's private key is never stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerRecord {
+    pub name: PeerName,
+    pub role: Role,
+    pub public_key: PublicKey,
+    pub preshared_key: Option<PresharedKey>,
+    /// The peer's tunnel address (first entry of its allowed IPs, a /32).
+    pub address: Ipv4Addr,
+    /// Source addresses the peer may use inside the tunnel.
+    pub allowed_ips: Vec<Ipv4Net>,
+    /// A disabled peer stays stored but cannot handshake.
+    pub enabled: bool,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// Per-peer traffic statistics, persisted now and then by the server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerStats {
+    /// Unix seconds of the last completed handshake.
+    pub last_handshake: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// The peer's current UDP endpoint, as `ip:port`.
+    pub endpoint: Option<String>,
+}
+
+/// Failure to open the database file.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process (normally `appliance serve`) holds the file.
+    #[error("the database {path} is in use by another process (is `appliance serve` running?)")]
+    Locked { path: String },
+    /// The file was written by a newer appliance.
+    #[error("the database {path} has schema version {found}, newer than this binary understands ({SCHEMA_VERSION}); upgrade appliance")]
+    SchemaTooNew { path: String, found: u32 },
+    /// redb could not read or create the file.
+    #[error("cannot open the database {path}: {source}")]
+    Storage {
+        path: String,
+        #[source]
+        source: redb::Error,
+    },
+}
+
+/// Failure of a read or write on an open database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb reported an I/O or consistency problem.
+    #[error("database error: {0}")]
+    Redb(#[from] redb::Error),
+    /// A stored row failed validation: the file was edited or is damaged.
+    #[error("stored record {key:?} is damaged: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+macro_rules! impl_from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Redb(e.into()) }
+        }
+    )*};
+}
+impl_from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The open appliance database.
+pub struct Store {
+    db: Database,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ServerRow {
+    private_key: String,
+    listen_port: u16,
+    interface: String,
+    endpoint: String,
+    created_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerRow {
+    name: String,
+    role: String,
+    public_key: String,
+    preshared_key: Option<String>,
+    address: Ipv4Addr,
+    allowed_ips: Vec<String>,
+    enabled: bool,
+    created_at: u64,
+}
+
+fn corrupt(key: &str, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+impl ServerRow {
+    fn from_record(r: &ServerRecord) -> Self {
+        ServerRow {
+            private_key: r.private_key.to_base64(),
+            listen_port: r.listen_port,
+            interface: r.interface.to_string(),
+            endpoint: r.endpoint.to_string(),
+            created_at: r.created_at,
+        }
+    }
+    fn into_record(self) -> Result<ServerRecord, StoreError> {
+        let c = |e: &dyn std::fmt::Display| corrupt(KEY_SERVER, e);
+        Ok(ServerRecord {
+            private_key: PrivateKey::parse(&self.private_key).map_err(|e| c(&e))?,
+            listen_port: self.listen_port,
+            interface: Ipv4Net::parse(&self.interface).map_err(|e| c(&e))?,
+            endpoint: Endpoint::parse(&self.endpoint, self.listen_port).map_err(|e| c(&e))?,
+            created_at: self.created_at,
+        })
+    }
+}
+
+impl PeerRow {
+    fn from_record(r: &PeerRecord) -> Self {
+        PeerRow {
+            name: r.name.to_string(),
+            role: r.role.to_string(),
+            public_key: r.public_key.to_base64(),
+            preshared_key: r.preshared_key.as_ref().map(|k| k.to_base64()),
+            address: r.address,
+            allowed_ips: r.allowed_ips.iter().map(|n| n.to_string()).collect(),
+            enabled: r.enabled,
+            created_at: r.created_at,
+        }
+    }
+    fn into_record(self) -> Result<PeerRecord, StoreError> {
+        let key = self.name.clone();
+        let c = |e: &dyn std::fmt::Display| corrupt(&key, e);
+        Ok(PeerRecord {
+            name: PeerName::new(&self.name).map_err(|e| c(&e))?,
+            role: self.role.parse().map_err(|e| c(&e))?,
+            public_key: PublicKey::parse(&self.public_key).map_err(|e| c(&e))?,
+            preshared_key: match self.preshared_key {
+                Some(k) => Some(PresharedKey::parse(&k).map_err(|e| c(&e))?),
+                None => None,
+            },
+            address: self.address,
+            allowed_ips: self
+                .allowed_ips
+                .iter()
+                .map(|s| Ipv4Net::parse(s))
+                .collect::<Result<_, _>>()
+                .map_err(|e| c(&e))?,
+            enabled: self.enabled,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// Encodes a peer record as stored bytes (exposed for tests of the on-disk format).
+pub fn encode_peer(r: &PeerRecord) -> Vec<u8> {
+    serde_json::to_vec(&PeerRow::from_record(r)).expect("rows serialise")
+}
+
+fn decode_peer(key: &str, bytes: &[u8]) -> Result<PeerRecord, StoreError> {
+    let row: PeerRow = serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))?;
+    row.into_record()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and checks its schema version.
+    pub fn open(path: &Path) -> Result<Store, OpenError> {
+        let p = path.display().to_string();
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(OpenError::Locked { path: p })
+            }
+            Err(e) => {
+                return Err(OpenError::Storage {
+                    path: p,
+                    source: e.into(),
+                })
+            }
+        };
+        let store = Store { db };
+        let storage = |e: StoreError| OpenError::Storage {
+            path: p.clone(),
+            source: match e {
+                StoreError::Redb(e) => e,
+                other => redb::Error::Corrupted(other.to_string()),
+            },
+        };
+        match store.schema_version().map_err(storage)? {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(OpenError::SchemaTooNew { path: p, found: v })
+            }
+            Some(_) => {}
+            None => store.init_schema().map_err(storage)?,
+        }
+        Ok(store)
+    }
+
+    fn schema_version(&self) -> Result<Option<u32>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match table.get(KEY_SCHEMA)? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| corrupt(KEY_SCHEMA, e)),
+            None => Ok(None),
+        }
+    }
+
+    fn init_schema(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(KEY_SCHEMA, serde_json::to_vec(&SCHEMA_VERSION).unwrap().as_slice())?;
+            txn.open_table(PEERS)?;
+            txn.open_table(PEER_STATS)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The server record, if `init` has run.
+    pub fn server(&self) -> Result<Option<ServerRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let Some(v) = meta.get(KEY_SERVER)? else {
+            return Ok(None);
+        };
+        let row: ServerRow =
+            serde_json::from_slice(v.value()).map_err(|e| corrupt(KEY_SERVER, e))?;
+        row.into_record().map(Some)
+    }
+
+    /// Writes the server record unless one exists; returns `false` (and writes nothing) if
+    /// the server was already initialised — its key is never replaced.
+    pub fn init_server(&self, record: &ServerRecord) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            if meta.get(KEY_SERVER)?.is_some() {
+                return Ok(false);
+            }
+            let row = serde_json::to_vec(&ServerRow::from_record(record)).unwrap();
+            meta.insert(KEY_SERVER, row.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+
+    /// Every stored peer, ordered by name.
+    pub fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PEERS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push(decode_peer(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Runs `plan` on the current peer list inside one write transaction and stores the peers
+    /// it returns (replacing same-named rows) and removes the names it lists, atomically.
+    /// `plan` is a pure decision (see [`crate::registry`]); if it fails nothing is written.
+    pub fn update_peers<T, E>(
+        &self,
+        plan: impl FnOnce(&[PeerRecord]) -> Result<(PeerChange, T), E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let out = {
+            let mut table = txn.open_table(PEERS).map_err(StoreError::from)?;
+            let mut current = Vec::new();
+            for row in table.iter().map_err(StoreError::from)? {
+                let (k, v) = row.map_err(StoreError::from)?;
+                current.push(decode_peer(k.value(), v.value())?);
+            }
+            let (change, out) = plan(&current)?;
+            for name in &change.remove {
+                table.remove(name.as_str()).map_err(StoreError::from)?;
+            }
+            for rec in &change.upsert {
+                table
+                    .insert(rec.name.as_str(), encode_peer(rec).as_slice())
+                    .map_err(StoreError::from)?;
+            }
+            if !change.remove.is_empty() {
+                let mut stats = txn.open_table(PEER_STATS).map_err(StoreError::from)?;
+                for name in &change.remove {
+                    stats.remove(name.as_str()).map_err(StoreError::from)?;
+                }
+            }
+            out
+        };
+        txn.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// Stored statistics for every peer that has any.
+    pub fn peer_stats(&self) -> Result<Vec<(String, PeerStats)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PEER_STATS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let stats = serde_json::from_slice(v.value()).map_err(|e| corrupt(k.value(), e))?;
+            out.push((k.value().to_string(), stats));
+        }
+        Ok(out)
+    }
+
+    /// Persists statistics for the named peers (ignoring names no longer stored).
+    pub fn save_peer_stats(&self, stats: &[(String, PeerStats)]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let peers = txn.open_table(PEERS)?;
+            let mut table = txn.open_table(PEER_STATS)?;
+            for (name, s) in stats {
+                if peers.get(name.as_str())?.is_some() {
+                    table.insert(name.as_str(), serde_json::to_vec(s).unwrap().as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// What a planned peer operation writes.
+#[derive(Debug, Default)]
+pub struct PeerChange {
+    /// Rows to insert or replace (keyed by name).
+    pub upsert: Vec<PeerRecord>,
+    /// Names to delete, with their statistics.
+    pub remove: Vec<PeerName>,
+}

@@ -1,0 +1,354 @@
+//! Deterministic router tests: a boringtun client `Tunn` talks to the router through plain
+//! byte vectors. No sockets.
+
+use super::*;
+use boringtun::noise::{Tunn, TunnResult};
+use peers::{Ipv4Net, PresharedKey, PrivateKey};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 88, 88, 1);
+
+fn client_addr(n: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 40000 + n as u16))
+}
+
+/// A minimal IPv4 packet (UDP protocol number, empty payload) from `src` to `dst`.
+pub(crate) fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let len = 20 + payload.len();
+    let mut p = vec![0u8; len];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p[20..].copy_from_slice(payload);
+    p
+}
+
+struct Client {
+    tunn: Tunn,
+    key: PrivateKey,
+    addr: SocketAddr,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn new(rng: &mut ChaCha20Rng, server: &PrivateKey, psk: &PresharedKey, n: u8) -> Client {
+        let key = PrivateKey::generate(rng);
+        let tunn = Tunn::new(
+            StaticSecret::from(*key.as_bytes()),
+            XPublic::from(*server.public_key().as_bytes()),
+            Some(*psk.as_bytes()),
+            None,
+            n as u32,
+            None,
+        );
+        Client {
+            tunn,
+            key,
+            addr: client_addr(n),
+            buf: vec![0u8; MAX_DATAGRAM],
+        }
+    }
+
+    fn initiation(&mut self) -> Vec<u8> {
+        match self.tunn.format_handshake_initiation(&mut self.buf, true) {
+            TunnResult::WriteToNetwork(p) => p.to_vec(),
+            other => panic!("no initiation: {other:?}"),
+        }
+    }
+
+    /// Feeds a server datagram; returns what the client wants to send back and any IPv4
+    /// packet it decrypted.
+    fn receive(&mut self, datagram: &[u8]) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
+        let mut out = Vec::new();
+        let mut ip = None;
+        match self.tunn.decapsulate(None, datagram, &mut self.buf) {
+            TunnResult::WriteToNetwork(p) => {
+                out.push(p.to_vec());
+                while let TunnResult::WriteToNetwork(p) =
+                    self.tunn.decapsulate(None, &[], &mut self.buf)
+                {
+                    out.push(p.to_vec());
+                }
+            }
+            TunnResult::WriteToTunnelV4(p, _) => ip = Some(p.to_vec()),
+            TunnResult::Done => {}
+            other => panic!("client could not decapsulate: {other:?}"),
+        }
+        (out, ip)
+    }
+
+    fn encapsulate(&mut self, packet: &[u8]) -> Vec<u8> {
+        match self.tunn.encapsulate(packet, &mut self.buf) {
+            TunnResult::WriteToNetwork(p) => p.to_vec(),
+            other => panic!("client could not encapsulate: {other:?}"),
+        }
+    }
+}
+
+struct World {
+    rng: ChaCha20Rng,
+    server_key: PrivateKey,
+    router: Router,
+    psk: PresharedKey,
+}
+
+impl World {
+    fn new(seed: u64) -> World {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let server_key = PrivateKey::generate(&mut rng);
+        let router = Router::new(
+            &server_key,
+            Box::new(ChaCha20Rng::seed_from_u64(seed + 1)),
+        );
+        let psk = PresharedKey::generate(&mut rng);
+        World {
+            rng,
+            server_key,
+            router,
+            psk,
+        }
+    }
+
+    /// Registers a client with the given allowed /32 and returns it.
+    fn add_client(&mut self, n: u8, address: Ipv4Addr) -> Client {
+        let client = Client::new(&mut self.rng, &self.server_key, &self.psk, n);
+        self.router
+            .upsert_peer(PeerConfig {
+                public_key: client.key.public_key(),
+                preshared_key: Some(self.psk.clone()),
+                allowed_ips: vec![Ipv4Net::host(address)],
+                keepalive: None,
+            })
+            .unwrap();
+        client
+    }
+
+    fn drain_transmit(&mut self) -> Vec<Transmit> {
+        std::iter::from_fn(|| self.router.poll_transmit()).collect()
+    }
+
+    /// Runs a full handshake between `client` and the router.
+    fn handshake(&mut self, client: &mut Client) {
+        let init = client.initiation();
+        self.router.handle_datagram(client.addr, &init);
+        let out = self.drain_transmit();
+        assert_eq!(out.len(), 1, "one handshake response");
+        assert_eq!(out[0].dst, client.addr);
+        let (replies, _) = client.receive(&out[0].payload);
+        // The client confirms the session with a keepalive.
+        for r in replies {
+            self.router.handle_datagram(client.addr, &r);
+        }
+        assert!(self.drain_transmit().is_empty());
+    }
+}
+
+#[test]
+fn handshake_then_data_reaches_netstack_with_identity() {
+    let mut w = World::new(1);
+    let addr = Ipv4Addr::new(10, 88, 88, 2);
+    let mut c = w.add_client(1, addr);
+    w.handshake(&mut c);
+    assert_eq!(w.router.stats().handshakes, 1);
+    assert_eq!(w.router.peer(&c.key.public_key()).unwrap().endpoint(), Some(c.addr));
+
+    let pkt = ipv4(addr, SERVER_IP, b"hello");
+    let d = c.encapsulate(&pkt);
+    w.router.handle_datagram(c.addr, &d);
+    let inb = w.router.poll_inbound().expect("packet delivered");
+    assert_eq!(inb.packet, pkt);
+    assert_eq!(inb.peer, c.key.public_key());
+    assert!(w.router.poll_inbound().is_none());
+}
+
+#[test]
+fn spoofed_source_is_dropped_and_counted() {
+    let mut w = World::new(2);
+    let alice_ip = Ipv4Addr::new(10, 88, 88, 2);
+    let mallory_ip = Ipv4Addr::new(10, 88, 88, 3);
+    let _alice = w.add_client(1, alice_ip);
+    let mut mallory = w.add_client(2, mallory_ip);
+    w.handshake(&mut mallory);
+
+    // Mallory claims Alice's address: decrypts fine, but must not reach the netstack.
+    let d = mallory.encapsulate(&ipv4(alice_ip, SERVER_IP, b"x"));
+    w.router.handle_datagram(mallory.addr, &d);
+    assert!(w.router.poll_inbound().is_none());
+    assert_eq!(w.router.stats().dropped_spoofed, 1);
+
+    // Her own address works.
+    let d = mallory.encapsulate(&ipv4(mallory_ip, SERVER_IP, b"x"));
+    w.router.handle_datagram(mallory.addr, &d);
+    assert_eq!(w.router.poll_inbound().unwrap().peer, mallory.key.public_key());
+}
+
+#[test]
+fn unknown_key_gets_no_reply() {
+    let mut w = World::new(3);
+    let _known = w.add_client(1, Ipv4Addr::new(10, 88, 88, 2));
+    // A stranger who knows the server's public key (valid mac1) but is not registered.
+    let mut stranger = Client::new(&mut w.rng, &w.server_key, &w.psk, 9);
+    let init = stranger.initiation();
+    w.router.handle_datagram(stranger.addr, &init);
+    assert!(w.drain_transmit().is_empty());
+    assert_eq!(w.router.stats().dropped_unknown_peer, 1);
+
+    // A datagram for the wrong server key fails mac1 before any DH.
+    let other_server = PrivateKey::generate(&mut w.rng);
+    let mut lost = Client::new(&mut w.rng, &other_server, &w.psk, 8);
+    let init = lost.initiation();
+    w.router.handle_datagram(lost.addr, &init);
+    assert!(w.drain_transmit().is_empty());
+    assert_eq!(w.router.stats().dropped_bad_mac, 1);
+
+    // Garbage and data for unknown indices: silence.
+    w.router.handle_datagram(stranger.addr, b"not wireguard");
+    let mut data = vec![4u8, 0, 0, 0];
+    data.extend_from_slice(&0xdead_beefu32.to_le_bytes());
+    data.extend_from_slice(&[0u8; 40]);
+    w.router.handle_datagram(stranger.addr, &data);
+    assert!(w.drain_transmit().is_empty());
+    assert!(w.router.poll_inbound().is_none());
+}
+
+#[test]
+fn demux_by_index_routes_each_peer_and_outbound_by_address() {
+    let mut w = World::new(4);
+    let mut clients: Vec<(Client, Ipv4Addr)> = (0..20u8)
+        .map(|i| {
+            let ip = Ipv4Addr::new(10, 88, 88, 2 + i);
+            (w.add_client(i, ip), ip)
+        })
+        .collect();
+    for (c, _) in clients.iter_mut() {
+        w.handshake(c);
+    }
+    for (c, ip) in clients.iter_mut() {
+        let d = c.encapsulate(&ipv4(*ip, SERVER_IP, &[1, 2, 3]));
+        w.router.handle_datagram(c.addr, &d);
+        assert_eq!(w.router.poll_inbound().unwrap().peer, c.key.public_key());
+    }
+    // Outbound: a reply to peer 7 goes to its endpoint and only it can decrypt it.
+    let (c7, ip7) = &mut clients[7];
+    let reply = ipv4(SERVER_IP, *ip7, b"pong");
+    w.router.handle_ip_packet(&reply);
+    let out = w.drain_transmit();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].dst, c7.addr);
+    let (_, ip) = c7.receive(&out[0].payload);
+    assert_eq!(ip.unwrap(), reply);
+
+    // Unroutable destination is counted, not sent.
+    w.router
+        .handle_ip_packet(&ipv4(SERVER_IP, Ipv4Addr::new(10, 88, 88, 200), b"?"));
+    assert!(w.drain_transmit().is_empty());
+    assert_eq!(w.router.stats().dropped_unroutable_out, 1);
+}
+
+#[test]
+fn endpoint_moves_only_after_authentication() {
+    let mut w = World::new(5);
+    let ip = Ipv4Addr::new(10, 88, 88, 2);
+    let mut c = w.add_client(1, ip);
+    w.handshake(&mut c);
+    let key = c.key.public_key();
+
+    // A forged data packet from elsewhere, reusing a real packet's header with a bad tag.
+    let mut forged = c.encapsulate(&ipv4(ip, SERVER_IP, b"a"));
+    let n = forged.len();
+    forged[n - 1] ^= 0xff;
+    let attacker = SocketAddr::from(([127, 0, 0, 66], 6666));
+    w.router.handle_datagram(attacker, &forged);
+    assert_eq!(w.router.peer(&key).unwrap().endpoint(), Some(c.addr));
+    assert_eq!(w.router.stats().dropped_invalid, 1);
+
+    // The phone roams: a genuine packet from the new address moves the endpoint.
+    let roamed = SocketAddr::from(([127, 0, 0, 2], 5555));
+    let d = c.encapsulate(&ipv4(ip, SERVER_IP, b"b"));
+    w.router.handle_datagram(roamed, &d);
+    assert_eq!(w.router.peer(&key).unwrap().endpoint(), Some(roamed));
+}
+
+#[test]
+fn removed_peer_is_silent_and_indices_are_not_reused() {
+    let mut w = World::new(6);
+    let ip = Ipv4Addr::new(10, 88, 88, 2);
+    let mut c = w.add_client(1, ip);
+    w.handshake(&mut c);
+    let first_index = w.router.peer(&c.key.public_key()).unwrap().index();
+    assert!(first_index < (1 << 24));
+    assert!(w.router.remove_peer(&c.key.public_key()));
+
+    let d = c.encapsulate(&ipv4(ip, SERVER_IP, b"a"));
+    w.router.handle_datagram(c.addr, &d);
+    assert!(w.router.poll_inbound().is_none());
+    let init = c.initiation();
+    w.router.handle_datagram(c.addr, &init);
+    assert!(w.drain_transmit().is_empty());
+
+    // Re-adding gets a fresh index; thousands of adds never repeat one.
+    let mut seen = std::collections::HashSet::new();
+    seen.insert(first_index);
+    for _ in 0..2000 {
+        let i = w
+            .router
+            .upsert_peer(PeerConfig {
+                public_key: c.key.public_key(),
+                preshared_key: None,
+                allowed_ips: vec![Ipv4Net::host(ip)],
+                keepalive: None,
+            })
+            .unwrap();
+        assert!(seen.insert(i), "index {i} reused");
+    }
+}
+
+#[test]
+fn overlapping_allowed_ips_are_refused() {
+    let mut w = World::new(7);
+    let _a = w.add_client(1, Ipv4Addr::new(10, 88, 88, 2));
+    let k = PrivateKey::generate(&mut w.rng).public_key();
+    let err = w.router.upsert_peer(PeerConfig {
+        public_key: k,
+        preshared_key: None,
+        allowed_ips: vec!["10.88.88.0/30".parse().unwrap()],
+        keepalive: None,
+    });
+    assert!(err.is_err());
+}
+
+#[test]
+fn initiations_beyond_the_limit_get_cookie_replies() {
+    let mut w = World::new(8);
+    let mut c = w.add_client(1, Ipv4Addr::new(10, 88, 88, 2));
+    w.router.handle_timeout(Instant::now());
+    let mut cookies = 0;
+    for _ in 0..(HANDSHAKES_PER_SECOND as usize + 10) {
+        let init = c.initiation();
+        w.router.handle_datagram(c.addr, &init);
+        for t in w.drain_transmit() {
+            if t.payload[0] == 3 {
+                cookies += 1;
+            }
+        }
+    }
+    assert!(cookies > 0, "no cookie reply under load");
+    assert!(w.router.stats().cookie_replies > 0);
+}
+
+#[test]
+fn timers_tick_every_250ms_and_poll_timeout_says_when() {
+    let mut w = World::new(9);
+    let t0 = Instant::now();
+    assert_eq!(w.router.poll_timeout(), None);
+    w.router.handle_timeout(t0);
+    assert_eq!(w.router.poll_timeout(), Some(t0 + TICK));
+    w.router.handle_timeout(t0 + Duration::from_millis(100));
+    assert_eq!(w.router.poll_timeout(), Some(t0 + TICK));
+    w.router.handle_timeout(t0 + TICK);
+    assert_eq!(w.router.poll_timeout(), Some(t0 + TICK * 2));
+}
