@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, installing first what the tests need.
+#
+#   scripts/test.sh [extra cargo test args...]
+#
+# On Debian (apt-get present) it installs the missing prerequisites of the interop tests, with
+# sudo when not root. The interop tests need root (network namespaces, /dev/net/tun), so when
+# you are not root cargo builds as you and runs the test binaries through `sudo -E`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+packages=(wireguard-go wireguard-tools iproute2 curl iputils-ping procps wrk zbar-tools)
+
+if [ "$(id -u)" -eq 0 ]; then
+  as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+  as_root=(sudo)
+else
+  as_root=()
+  echo "test.sh: not root and no sudo: the interop tests will be skipped" >&2
+fi
+
+if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then
+  missing=()
+  for pkg in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$pkg")
+    fi
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "test.sh: installing ${missing[*]}"
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y --no-install-recommends "${missing[@]}"
+  else
+    echo "test.sh: prerequisites present: ${packages[*]}"
+  fi
+else
+  echo "test.sh: no apt-get here; install the equivalents of: ${packages[*]}" >&2
+fi
+
+if [ "$(id -u)" -ne 0 ] && [ "${#as_root[@]}" -gt 0 ]; then
+  host="$(rustc -vV | sed -n 's/^host: //p')"
+  runner_var="CARGO_TARGET_$(echo "$host" | tr '[:lower:]-' '[:upper:]_')_RUNNER"
+  export "$runner_var=sudo -E"
+  echo "test.sh: test binaries run as root via $runner_var='sudo -E'"
+fi
+
+echo "test.sh: cargo test --workspace --all-targets $*"
+exec cargo test --workspace --all-targets "$@"
