@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
-use crate::registry::{AddPeer, AddPeerError};
-use crate::service::Service;
-use crate::store::PeerRecord;
+use crate::registry::{AddPeer, AddPeerError, PeerUpdateError};
+use crate::service::{PeerView, Service};
+use crate::store::{PeerRecord, StoreError};
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -30,6 +30,7 @@ const MAX_REQUEST: usize = 64 * 1024;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
+    /// Register a new peer; replies [`PeerAdded`].
     PeerAdd {
         name: String,
         role: String,
@@ -37,6 +38,20 @@ pub enum Request {
         preshared_key: Option<String>,
         #[serde(default)]
         extra_allowed_ips: Vec<String>,
+    },
+    /// Every peer with statistics; replies `[PeerView]`.
+    PeerList,
+    /// Enable or disable a peer; replies [`PeerView`].
+    PeerSetEnabled { name: String, enabled: bool },
+    /// Change a peer's role; replies [`PeerView`].
+    PeerSetRole { name: String, role: String },
+    /// Remove a peer; replies [`PeerView`] of the removed peer.
+    PeerRemove { name: String },
+    /// New key and PSK for a peer; replies [`PeerAdded`].
+    PeerRotate {
+        name: String,
+        public_key: String,
+        preshared_key: Option<String>,
     },
 }
 
@@ -82,11 +97,33 @@ impl ControlFailure {
     }
 }
 
+impl From<PeerUpdateError> for ControlFailure {
+    fn from(e: PeerUpdateError) -> Self {
+        let kind = match e {
+            PeerUpdateError::NotFound(_) => "not_found",
+            PeerUpdateError::KeyTaken(_) | PeerUpdateError::ServerKey => "conflict",
+            PeerUpdateError::Store(_) | PeerUpdateError::ShuttingDown => "internal",
+        };
+        ControlFailure {
+            kind: kind.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for ControlFailure {
+    fn from(e: StoreError) -> Self {
+        ControlFailure {
+            kind: "internal".into(),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl From<AddPeerError> for ControlFailure {
     fn from(e: AddPeerError) -> Self {
         let kind = match e {
             AddPeerError::Store(_) | AddPeerError::ShuttingDown => "internal",
-            AddPeerError::PoolFull(_) => "conflict",
             _ => "conflict",
         };
         ControlFailure {
@@ -146,7 +183,43 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             let rec = service.add_peer(req).await?;
             Ok(serde_json::to_value(PeerAdded::new(&rec, &service.server)).unwrap())
         }
+        Request::PeerList => Ok(serde_json::to_value(service.list_peers().await?).unwrap()),
+        Request::PeerSetEnabled { name, enabled } => {
+            let rec = service.set_enabled(parse_name(&name)?, enabled).await?;
+            Ok(view(&rec))
+        }
+        Request::PeerSetRole { name, role } => {
+            let role = role.parse::<Role>().map_err(ControlFailure::invalid)?;
+            let rec = service.set_role(parse_name(&name)?, role).await?;
+            Ok(view(&rec))
+        }
+        Request::PeerRemove { name } => {
+            let rec = service.remove_peer(parse_name(&name)?).await?;
+            Ok(view(&rec))
+        }
+        Request::PeerRotate {
+            name,
+            public_key,
+            preshared_key,
+        } => {
+            let key = PublicKey::parse(&public_key).map_err(ControlFailure::invalid)?;
+            let psk = preshared_key
+                .as_deref()
+                .map(PresharedKey::parse)
+                .transpose()
+                .map_err(ControlFailure::invalid)?;
+            let rec = service.rotate(parse_name(&name)?, key, psk).await?;
+            Ok(serde_json::to_value(PeerAdded::new(&rec, &service.server)).unwrap())
+        }
     }
+}
+
+fn parse_name(name: &str) -> Result<PeerName, ControlFailure> {
+    PeerName::new(name).map_err(ControlFailure::invalid)
+}
+
+fn view(rec: &PeerRecord) -> serde_json::Value {
+    serde_json::to_value(PeerView::new(rec, None)).unwrap()
 }
 
 /// Binds the control socket (replacing a stale one) with mode 0600.

@@ -9,6 +9,7 @@
 //!
 //! Everything else (hyper connections, the control socket, the HTTP API) reaches it through
 //! the bounded [`Command`] channel and the [`Notify`] that streams ring.
+#![allow(clippy::disallowed_methods)] // the driver reads the clock and sleeps
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -193,23 +194,28 @@ fn handle_command(
 ) {
     match cmd {
         Command::UpsertPeer(rec, done) => {
-            // A replaced peer (new key, new addresses, or disabled) loses its connections.
             let old = directory.read().unwrap().by_name(&rec.name).cloned();
-            if let Some(old) = &old {
-                router.remove_peer(&old.public_key);
-                if old.public_key != rec.public_key
-                    || old.allowed_ips != rec.allowed_ips
-                    || !rec.enabled
-                {
-                    stack.abort_from(&old.allowed_ips);
+            // A role change alone keeps the tunnel and connections; anything that changes who
+            // may use the tunnel (key, PSK, addresses, enabled) ends the old sessions.
+            let tunnel_changed = old.as_ref().is_none_or(|o| {
+                o.public_key != rec.public_key
+                    || o.preshared_key != rec.preshared_key
+                    || o.allowed_ips != rec.allowed_ips
+                    || o.enabled != rec.enabled
+            });
+            if tunnel_changed {
+                if let Some(old) = &old {
+                    router.remove_peer(&old.public_key);
+                    let n = stack.abort_from(&old.allowed_ips);
+                    tracing::debug!(peer = %old.name, connections = n, "old tunnel ended");
+                }
+                if rec.enabled {
+                    if let Err(e) = router.upsert_peer(peer_config(&rec)) {
+                        tracing::warn!(peer = %rec.name, error = %e, "peer not routed");
+                    }
                 }
             }
-            if rec.enabled {
-                if let Err(e) = router.upsert_peer(peer_config(&rec)) {
-                    tracing::warn!(peer = %rec.name, error = %e, "peer not routed");
-                }
-            }
-            tracing::info!(peer = %rec.name, address = %rec.address, enabled = rec.enabled, "peer live");
+            tracing::info!(peer = %rec.name, address = %rec.address, role = %rec.role, enabled = rec.enabled, "peer live");
             directory.write().unwrap().upsert(rec);
             let _ = done.send(());
         }

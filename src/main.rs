@@ -1,23 +1,32 @@
-//! The `appliance` command line: `init`, `serve`, `peer add`.
+//! The `appliance` command line: `init`, `serve`, `peer add|list|show|enable|disable|remove|rotate`.
 //!
-//! Layer: CLI edge. Parses arguments into checked types, picks the path to the state (the
-//! control socket of a running server, or the database opened directly) and prints results.
+//! Layer: CLI edge. Parses arguments into checked types, then sends each peer command to the
+//! running server through its control socket, or — when nothing serves — runs the same pure
+//! decision against the database directly. Prints results.
 //! Exit codes: 0 success, 2 bad input or a refused request, 1 anything else.
+#![allow(clippy::disallowed_methods)] // CLI edge
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use appliance::control::{self, ClientError, PeerAdded, Request};
+use appliance::control::{self, ClientError, ControlFailure, PeerAdded, Request};
 use appliance::paths::DataDir;
-use appliance::registry::AddPeerError;
+use appliance::registry::{self, AddPeerError, PeerUpdateError};
 use appliance::server::{self, InitOptions, ServeOptions};
+use appliance::service::{unix_now, PeerView};
+use appliance::store::{ServerRecord, Store};
 use clap::{Args, Parser, Subcommand};
-use peers::{ClientConfig, Endpoint, Ipv4Net, PresharedKey, PrivateKey, PublicKey, Role};
+use peers::{ClientConfig, Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
+use serde_json::Value;
 
 #[derive(Parser)]
-#[command(name = "appliance", version, about = "A private job scheduler reachable only over its own WireGuard")]
+#[command(
+    name = "appliance",
+    version,
+    about = "A private job scheduler reachable only over its own WireGuard"
+)]
 struct Cli {
     /// Data directory [default: $APPLIANCE_DATA_DIR, else /var/lib/appliance as root,
     /// else ~/.local/share/appliance]
@@ -47,7 +56,7 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<std::net::SocketAddr>,
     },
-    /// Manage WireGuard peers
+    /// Manage WireGuard peers (live: no restart needed)
     #[command(subcommand)]
     Peer(PeerCommand),
 }
@@ -55,23 +64,50 @@ enum Command {
 #[derive(Subcommand)]
 enum PeerCommand {
     /// Add a peer and print its wg-quick config (and a QR code on a terminal)
-    Add(AddArgs),
+    Add {
+        /// 1-32 characters of a-z, 0-9, '_' and '-'
+        name: String,
+        /// admin, officer, viewer or handler
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// List peers with their state and traffic
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one peer
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a disabled peer connect again
+    Enable { name: String },
+    /// Stop a peer from connecting (ends its sessions at once; keeps its address)
+    Disable { name: String },
+    /// Delete a peer (ends its sessions at once; its address can be reused)
+    Remove { name: String },
+    /// Issue a new key pair and preshared key and print the new config; the old key stops working
+    Rotate {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
+/// Options for the client config that `add` and `rotate` print.
 #[derive(Args)]
-struct AddArgs {
-    /// 1-32 characters of a-z, 0-9, '_' and '-'
-    name: String,
-    /// admin, officer, viewer or handler
-    #[arg(long, default_value = "viewer")]
-    role: String,
+struct ConfigArgs {
     /// Register a key the device generated itself (its private key never leaves it)
     #[arg(long)]
     public_key: Option<String>,
     /// DNS servers for the client config, comma separated
     #[arg(long, value_delimiter = ',')]
     dns: Vec<std::net::IpAddr>,
-    /// AllowedIPs of the client config [default: the tunnel subnet, a split tunnel]
+    /// AllowedIPs of the client config, comma separated [default: the tunnel subnet]
     #[arg(long)]
     allowed_ips: Option<String>,
     /// PersistentKeepalive of the client config, in seconds (0 turns it off)
@@ -83,7 +119,7 @@ struct AddArgs {
     /// Write the config to this file (mode 0600) instead of stdout
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Also write the QR code as a PNG image
+    /// Also write the QR code of the config as a PNG image
     #[arg(long)]
     qr_png: Option<PathBuf>,
 }
@@ -108,12 +144,20 @@ fn fatal(message: impl ToString) -> Failure {
     }
 }
 
+impl From<ControlFailure> for Failure {
+    fn from(f: ControlFailure) -> Self {
+        Failure {
+            code: if f.kind == "internal" { 1 } else { 2 },
+            message: f.message,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -125,7 +169,7 @@ fn main() -> ExitCode {
             subnet,
         } => cmd_init(&dir, endpoint, listen_port, &subnet),
         Command::Serve { listen } => cmd_serve(&dir, listen),
-        Command::Peer(PeerCommand::Add(args)) => cmd_peer_add(&dir, args),
+        Command::Peer(cmd) => cmd_peer(&dir, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -156,6 +200,9 @@ fn cmd_init(
         listen_port,
         subnet,
     };
+    if let Some(e) = &opts.endpoint {
+        Endpoint::parse(e, listen_port).map_err(|e| usage(format!("invalid --endpoint: {e}")))?;
+    }
     let store = server::open_store(dir).map_err(init_failure)?;
     let (rec, _) = server::init(&store, dir, &opts, true).map_err(init_failure)?;
     println!("initialised {}", dir.root().display());
@@ -182,35 +229,245 @@ fn cmd_serve(dir: &DataDir, listen: Option<std::net::SocketAddr>) -> Result<(), 
         })
 }
 
-fn cmd_peer_add(dir: &DataDir, args: AddArgs) -> Result<(), Failure> {
-    // Check everything the user typed before touching any state.
-    let name = peers::PeerName::new(&args.name).map_err(|e| usage(format!("invalid name: {e}")))?;
-    let role: Role = args.role.parse().map_err(usage)?;
-    let (private_key, public_key) = match &args.public_key {
-        Some(k) => (
-            None,
-            PublicKey::parse(k).map_err(|e| usage(format!("invalid --public-key: {e}")))?,
-        ),
-        None => {
-            let k = PrivateKey::generate(&mut rand_core::OsRng);
-            let p = k.public_key();
-            (Some(k), p)
-        }
-    };
-    let client_allowed = args
-        .allowed_ips
-        .as_deref()
-        .map(peers::parse_cidr_list)
-        .transpose()
-        .map_err(|e| usage(format!("invalid --allowed-ips: {e}")))?;
-    if let Some(e) = &args.endpoint {
-        Endpoint::parse(e, server::DEFAULT_LISTEN_PORT)
-            .map_err(|e| usage(format!("invalid --endpoint: {e}")))?;
+/// Sends `req` to the running server, or runs `offline` on the database when none runs.
+/// `create` lets the offline path initialise a missing data directory (for `peer add`).
+fn call(
+    dir: &DataDir,
+    req: Request,
+    create: bool,
+    offline: impl FnOnce(&Store, &ServerRecord) -> Result<Value, ControlFailure>,
+) -> Result<Value, Failure> {
+    match control::request(&dir.control_socket(), &req) {
+        Ok(v) => return Ok(v),
+        Err(ClientError::NotServing(_)) => {}
+        Err(ClientError::Refused(f)) => return Err(f.into()),
+        Err(e) => return Err(fatal(e)),
     }
-    let psk = PresharedKey::generate(&mut rand_core::OsRng);
+    if !create && !dir.database().exists() {
+        return Err(usage(format!(
+            "no appliance in {} (run `appliance init` or `appliance serve` first, or pass --data-dir)",
+            dir.root().display()
+        )));
+    }
+    let store = server::open_store(dir).map_err(|e| match e {
+        server::InitError::Open(appliance::store::OpenError::Locked { .. }) => fatal(format!(
+            "{e}; its control socket {} did not answer",
+            dir.control_socket().display()
+        )),
+        e => init_failure(e),
+    })?;
+    let (server_rec, created) =
+        server::init(&store, dir, &InitOptions::default(), false).map_err(init_failure)?;
+    if created {
+        eprintln!(
+            "initialised {} (clients dial {}; run `appliance init --endpoint HOST` first to choose)",
+            dir.root().display(),
+            server_rec.endpoint
+        );
+    }
+    Ok(offline(&store, &server_rec)?)
+}
 
-    let added = add_peer(dir, &name, role, &public_key, &psk)?;
+fn add_failure(e: AddPeerError) -> ControlFailure {
+    e.into()
+}
 
+fn update_failure(e: PeerUpdateError) -> ControlFailure {
+    e.into()
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("plain data serialises")
+}
+
+fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
+    match cmd {
+        PeerCommand::Add { name, role, config } => {
+            let name = PeerName::new(&name).map_err(|e| usage(format!("invalid name: {e}")))?;
+            let role: Role = role.parse().map_err(usage)?;
+            let keys = ClientKeys::new(&config)?;
+            config.validate()?;
+            let req = Request::PeerAdd {
+                name: name.to_string(),
+                role: role.to_string(),
+                public_key: keys.public.to_base64(),
+                preshared_key: Some(keys.psk.to_base64()),
+                extra_allowed_ips: vec![],
+            };
+            let add = registry::AddPeer {
+                name,
+                role,
+                public_key: keys.public,
+                preshared_key: Some(keys.psk.clone()),
+                extra_allowed_ips: vec![],
+            };
+            let v = call(dir, req, true, move |store, server| {
+                let now = unix_now();
+                let rec = store
+                    .update_peers(|existing| registry::plan_add(existing, server, add, now))
+                    .map_err(add_failure)?;
+                Ok(to_value(&PeerAdded::new(&rec, server)))
+            })?;
+            let added: PeerAdded = serde_json::from_value(v).map_err(fatal)?;
+            print_config(&added, keys, &config)
+        }
+        PeerCommand::Rotate { name, config } => {
+            let name = PeerName::new(&name).map_err(|e| usage(format!("invalid name: {e}")))?;
+            let keys = ClientKeys::new(&config)?;
+            config.validate()?;
+            let req = Request::PeerRotate {
+                name: name.to_string(),
+                public_key: keys.public.to_base64(),
+                preshared_key: Some(keys.psk.to_base64()),
+            };
+            let (public, psk) = (keys.public, keys.psk.clone());
+            let v = call(dir, req, false, move |store, server| {
+                let rec = store
+                    .update_peers(|existing| {
+                        registry::plan_rotate(existing, server, &name, public, Some(psk))
+                    })
+                    .map_err(update_failure)?;
+                Ok(to_value(&PeerAdded::new(&rec, server)))
+            })?;
+            let added: PeerAdded = serde_json::from_value(v).map_err(fatal)?;
+            eprintln!("rotated the keys of {}: its old config no longer connects", added.name);
+            print_config(&added, keys, &config)
+        }
+        PeerCommand::Enable { name } => set_enabled(dir, &name, true),
+        PeerCommand::Disable { name } => set_enabled(dir, &name, false),
+        PeerCommand::Remove { name } => {
+            let name = PeerName::new(&name).map_err(|e| usage(format!("invalid name: {e}")))?;
+            let req = Request::PeerRemove {
+                name: name.to_string(),
+            };
+            let v = call(dir, req, false, move |store, _| {
+                let rec = store
+                    .update_peers(|existing| registry::plan_remove(existing, &name))
+                    .map_err(update_failure)?;
+                Ok(to_value(&PeerView::new(&rec, None)))
+            })?;
+            let view: PeerView = serde_json::from_value(v).map_err(fatal)?;
+            println!(
+                "removed peer {} ({}); address {} is free again",
+                view.name, view.role, view.address
+            );
+            Ok(())
+        }
+        PeerCommand::List { json } => {
+            let views = list(dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&views).unwrap());
+            } else {
+                print_table(&views);
+            }
+            Ok(())
+        }
+        PeerCommand::Show { name, json } => {
+            let name = PeerName::new(&name).map_err(|e| usage(format!("invalid name: {e}")))?;
+            let views = list(dir)?;
+            let Some(v) = views.into_iter().find(|v| v.name == name.as_str()) else {
+                return Err(usage(format!(
+                    "no peer named '{name}' (see `appliance peer list`)"
+                )));
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap());
+            } else {
+                print_one(&v);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn set_enabled(dir: &DataDir, name: &str, enabled: bool) -> Result<(), Failure> {
+    let name = PeerName::new(name).map_err(|e| usage(format!("invalid name: {e}")))?;
+    let req = Request::PeerSetEnabled {
+        name: name.to_string(),
+        enabled,
+    };
+    let v = call(dir, req, false, move |store, _| {
+        let rec = store
+            .update_peers(|existing| registry::plan_set_enabled(existing, &name, enabled))
+            .map_err(update_failure)?;
+        Ok(to_value(&PeerView::new(&rec, None)))
+    })?;
+    let view: PeerView = serde_json::from_value(v).map_err(fatal)?;
+    println!(
+        "peer {} is {}",
+        view.name,
+        if view.enabled { "enabled" } else { "disabled" }
+    );
+    Ok(())
+}
+
+fn list(dir: &DataDir) -> Result<Vec<PeerView>, Failure> {
+    let v = call(dir, Request::PeerList, false, |store, _| {
+        let stats: std::collections::HashMap<_, _> = store.peer_stats()?.into_iter().collect();
+        let views: Vec<PeerView> = store
+            .peers()?
+            .iter()
+            .map(|p| PeerView::new(p, stats.get(p.name.as_str())))
+            .collect();
+        Ok(to_value(&views))
+    })?;
+    serde_json::from_value(v).map_err(fatal)
+}
+
+/// The client's keys: generated here unless the device registered its own public key.
+struct ClientKeys {
+    private: Option<PrivateKey>,
+    public: PublicKey,
+    psk: PresharedKey,
+}
+
+impl ClientKeys {
+    fn new(config: &ConfigArgs) -> Result<ClientKeys, Failure> {
+        let (private, public) = match &config.public_key {
+            Some(k) => (
+                None,
+                PublicKey::parse(k).map_err(|e| usage(format!("invalid --public-key: {e}")))?,
+            ),
+            None => {
+                let k = PrivateKey::generate(&mut rand_core::OsRng);
+                let p = k.public_key();
+                (Some(k), p)
+            }
+        };
+        Ok(ClientKeys {
+            private,
+            public,
+            psk: PresharedKey::generate(&mut rand_core::OsRng),
+        })
+    }
+}
+
+impl ConfigArgs {
+    /// Checks every option before any state changes.
+    fn validate(&self) -> Result<(), Failure> {
+        if let Some(a) = &self.allowed_ips {
+            peers::parse_cidr_list(a).map_err(|e| usage(format!("invalid --allowed-ips: {e}")))?;
+        }
+        if let Some(e) = &self.endpoint {
+            Endpoint::parse(e, server::DEFAULT_LISTEN_PORT)
+                .map_err(|e| usage(format!("invalid --endpoint: {e}")))?;
+        }
+        for (flag, path) in [("--out", &self.out), ("--qr-png", &self.qr_png)] {
+            if let Some(p) = path {
+                let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+                if parent.is_some_and(|d| !d.is_dir()) {
+                    return Err(usage(format!(
+                        "invalid {flag}: directory {} does not exist",
+                        parent.unwrap().display()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn print_config(added: &PeerAdded, keys: ClientKeys, args: &ConfigArgs) -> Result<(), Failure> {
     let server_key = PublicKey::parse(&added.server_public_key).map_err(fatal)?;
     let mut endpoint =
         Endpoint::parse(&added.endpoint, server::DEFAULT_LISTEN_PORT).map_err(fatal)?;
@@ -218,16 +475,20 @@ fn cmd_peer_add(dir: &DataDir, args: AddArgs) -> Result<(), Failure> {
         // Without a port, the override keeps the server's port.
         endpoint = Endpoint::parse(e, endpoint.port).map_err(fatal)?;
     }
+    let allowed_ips = match &args.allowed_ips {
+        Some(a) => peers::parse_cidr_list(a).map_err(fatal)?,
+        None => vec![Ipv4Net::parse(&added.subnet).map_err(fatal)?],
+    };
+    let registered_own_key = keys.private.is_none();
     let config = ClientConfig {
-        private_key,
+        private_key: keys.private,
         address: added.address,
         dns: args.dns.clone(),
         mtu: peers::DEFAULT_MTU,
         server_public_key: server_key,
-        preshared_key: Some(psk),
+        preshared_key: Some(keys.psk),
         endpoint,
-        allowed_ips: client_allowed
-            .unwrap_or_else(|| vec![Ipv4Net::parse(&added.subnet).expect("server sent a subnet")]),
+        allowed_ips,
         persistent_keepalive: (args.keepalive > 0).then_some(args.keepalive),
         name: Some(added.name.clone()),
     };
@@ -242,7 +503,7 @@ fn cmd_peer_add(dir: &DataDir, args: AddArgs) -> Result<(), Failure> {
             write_private(path, text.as_bytes())
                 .map_err(|e| fatal(format!("cannot write {}: {e}", path.display())))?;
             eprintln!(
-                "added peer {} ({}) at {}; config written to {}",
+                "peer {} ({}) at {}: config written to {}",
                 added.name,
                 added.role,
                 added.address,
@@ -253,73 +514,23 @@ fn cmd_peer_add(dir: &DataDir, args: AddArgs) -> Result<(), Failure> {
             let stdout = std::io::stdout();
             let tty = stdout.is_terminal();
             let mut out = stdout.lock();
-            let _ = out.write_all(text.as_bytes());
+            out.write_all(text.as_bytes()).map_err(fatal)?;
             if tty {
                 let qr = peers::render_terminal(&text).map_err(fatal)?;
-                let _ = writeln!(out, "\nScan with the WireGuard app (+ → Scan from QR code):\n{qr}");
+                writeln!(
+                    out,
+                    "\nScan with the WireGuard app (+, then \"Scan from QR code\"):\n{qr}"
+                )
+                .map_err(fatal)?;
             }
         }
     }
-    if args.public_key.is_some() {
-        eprintln!("note: the config has no private key; paste the device's own key into PrivateKey.");
-    }
-    Ok(())
-}
-
-/// Registers the peer through the running server, or directly in the database when no
-/// server runs.
-fn add_peer(
-    dir: &DataDir,
-    name: &peers::PeerName,
-    role: Role,
-    public_key: &PublicKey,
-    psk: &PresharedKey,
-) -> Result<PeerAdded, Failure> {
-    let req = Request::PeerAdd {
-        name: name.to_string(),
-        role: role.to_string(),
-        public_key: public_key.to_base64(),
-        preshared_key: Some(psk.to_base64()),
-        extra_allowed_ips: vec![],
-    };
-    match control::request(&dir.control_socket(), &req) {
-        Ok(v) => return serde_json::from_value(v).map_err(fatal),
-        Err(ClientError::NotServing(_)) => {}
-        Err(ClientError::Refused(f)) if f.kind != "internal" => return Err(usage(f.message)),
-        Err(e) => return Err(fatal(e)),
-    }
-    let store = server::open_store(dir).map_err(|e| match e {
-        server::InitError::Open(appliance::store::OpenError::Locked { .. }) => fatal(format!(
-            "{e}; its control socket {} did not answer",
-            dir.control_socket().display()
-        )),
-        e => init_failure(e),
-    })?;
-    let (server_rec, created) =
-        server::init(&store, dir, &InitOptions::default(), false).map_err(init_failure)?;
-    if created {
+    if registered_own_key {
         eprintln!(
-            "initialised {} (clients dial {}; run `appliance init --endpoint` first to choose)",
-            dir.root().display(),
-            server_rec.endpoint
+            "note: the config has no private key; fill in PrivateKey with the device's own key."
         );
     }
-    let req = control::parse_add(
-        name.as_str(),
-        role.as_str(),
-        &public_key.to_base64(),
-        Some(&psk.to_base64()),
-        &[],
-    )
-    .map_err(usage)?;
-    let now = appliance::service::unix_now();
-    let rec = store
-        .update_peers(|existing| appliance::registry::plan_add(existing, &server_rec, req, now))
-        .map_err(|e| match e {
-            AddPeerError::Store(_) | AddPeerError::ShuttingDown => fatal(e),
-            e => usage(e),
-        })?;
-    Ok(PeerAdded::new(&rec, &server_rec))
+    Ok(())
 }
 
 fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
@@ -331,4 +542,133 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(data)?;
     f.sync_all()
+}
+
+/// "2 min ago", "never".
+fn ago(unix: Option<u64>, now: u64) -> String {
+    let Some(t) = unix else {
+        return "never".into();
+    };
+    let s = now.saturating_sub(t);
+    match s {
+        0..=9 => "just now".into(),
+        10..=59 => format!("{s} s ago"),
+        60..=3599 => format!("{} min ago", s / 60),
+        3600..=86399 => format!("{} h ago", s / 3600),
+        _ => format!("{} days ago", s / 86400),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `YYYY-MM-DD HH:MM UTC` from Unix seconds (civil-from-days, proleptic Gregorian).
+fn date(unix: u64) -> String {
+    let days = (unix / 86400) as i64;
+    let secs = unix % 86400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        secs / 3600,
+        (secs % 3600) / 60
+    )
+}
+
+fn print_table(views: &[PeerView]) {
+    if views.is_empty() {
+        println!("no peers yet: add one with `appliance peer add NAME --role admin`");
+        return;
+    }
+    let now = unix_now();
+    let rows: Vec<[String; 9]> = views
+        .iter()
+        .map(|v| {
+            [
+                v.name.clone(),
+                v.role.clone(),
+                v.address.to_string(),
+                if v.enabled { "yes" } else { "no" }.into(),
+                date(v.created_at),
+                ago(v.last_handshake, now),
+                bytes(v.rx_bytes),
+                bytes(v.tx_bytes),
+                v.endpoint.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let head = [
+        "NAME", "ROLE", "ADDRESS", "ENABLED", "CREATED", "HANDSHAKE", "RX", "TX", "ENDPOINT",
+    ];
+    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let s: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(head.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_one(v: &PeerView) {
+    let now = unix_now();
+    println!("name:           {}", v.name);
+    println!("role:           {}", v.role);
+    println!("address:        {}", v.address);
+    println!("allowed IPs:    {}", v.allowed_ips.join(", "));
+    println!("public key:     {}", v.public_key);
+    println!("enabled:        {}", if v.enabled { "yes" } else { "no" });
+    println!("created:        {}", date(v.created_at));
+    println!("last handshake: {}", ago(v.last_handshake, now));
+    println!("received:       {}", bytes(v.rx_bytes));
+    println!("sent:           {}", bytes(v.tx_bytes));
+    println!(
+        "endpoint:       {}",
+        v.endpoint.as_deref().unwrap_or("-")
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_durations_read_well() {
+        assert_eq!(date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(date(1_709_208_000), "2024-02-29 12:00 UTC");
+        assert_eq!(ago(None, 100), "never");
+        assert_eq!(ago(Some(100), 105), "just now");
+        assert_eq!(ago(Some(0), 150), "2 min ago");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+    }
 }

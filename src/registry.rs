@@ -130,6 +130,110 @@ fn loop_free_address(
     }
 }
 
+/// Why a change to an existing peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerUpdateError {
+    /// No peer has that name.
+    #[error("no peer named '{0}' (see `appliance peer list`)")]
+    NotFound(PeerName),
+    /// The new key already belongs to another peer (rotate).
+    #[error("that public key already belongs to peer '{0}'")]
+    KeyTaken(PeerName),
+    /// The new key is the server's own key (rotate).
+    #[error("that public key is the server's own key")]
+    ServerKey,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The server stopped while the change was being made live (it is stored).
+    #[error("the appliance is shutting down; the change is stored and takes effect after restart")]
+    ShuttingDown,
+}
+
+fn find<'a>(existing: &'a [PeerRecord], name: &PeerName) -> Result<&'a PeerRecord, PeerUpdateError> {
+    existing
+        .iter()
+        .find(|p| &p.name == name)
+        .ok_or_else(|| PeerUpdateError::NotFound(name.clone()))
+}
+
+/// Enables or disables a peer. A disabled peer stays stored (same address, same key) but
+/// cannot handshake until enabled again.
+pub fn plan_set_enabled(
+    existing: &[PeerRecord],
+    name: &PeerName,
+    enabled: bool,
+) -> Result<(PeerChange, PeerRecord), PeerUpdateError> {
+    let mut rec = find(existing, name)?.clone();
+    rec.enabled = enabled;
+    Ok((
+        PeerChange {
+            upsert: vec![rec.clone()],
+            remove: vec![],
+        },
+        rec,
+    ))
+}
+
+/// Changes a peer's role.
+pub fn plan_set_role(
+    existing: &[PeerRecord],
+    name: &PeerName,
+    role: Role,
+) -> Result<(PeerChange, PeerRecord), PeerUpdateError> {
+    let mut rec = find(existing, name)?.clone();
+    rec.role = role;
+    Ok((
+        PeerChange {
+            upsert: vec![rec.clone()],
+            remove: vec![],
+        },
+        rec,
+    ))
+}
+
+/// Removes a peer and its statistics; its address becomes free for the next peer.
+pub fn plan_remove(
+    existing: &[PeerRecord],
+    name: &PeerName,
+) -> Result<(PeerChange, PeerRecord), PeerUpdateError> {
+    let rec = find(existing, name)?.clone();
+    Ok((
+        PeerChange {
+            upsert: vec![],
+            remove: vec![rec.name.clone()],
+        },
+        rec,
+    ))
+}
+
+/// Gives a peer a new key and preshared key, keeping its name, role and address. The old key
+/// stops working.
+pub fn plan_rotate(
+    existing: &[PeerRecord],
+    server: &ServerRecord,
+    name: &PeerName,
+    public_key: PublicKey,
+    preshared_key: Option<PresharedKey>,
+) -> Result<(PeerChange, PeerRecord), PeerUpdateError> {
+    let mut rec = find(existing, name)?.clone();
+    if let Some(other) = existing.iter().find(|p| p.public_key == public_key) {
+        return Err(PeerUpdateError::KeyTaken(other.name.clone()));
+    }
+    if public_key == server.private_key.public_key() {
+        return Err(PeerUpdateError::ServerKey);
+    }
+    rec.public_key = public_key;
+    rec.preshared_key = preshared_key;
+    Ok((
+        PeerChange {
+            upsert: vec![rec.clone()],
+            remove: vec![],
+        },
+        rec,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +318,38 @@ mod tests {
         let err = plan_add(&[a], &srv, req("b", &mut rng), 1).unwrap_err();
         assert!(matches!(err, AddPeerError::PoolFull(_)));
         assert!(err.to_string().contains("10.0.0.0/30"), "{err}");
+    }
+    #[test]
+    fn enable_disable_remove_rotate() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(10);
+        let srv = server(&mut rng);
+        let (_, a) = plan_add(&[], &srv, req("alice", &mut rng), 1).unwrap();
+        let (_, b) = plan_add(&[a.clone()], &srv, req("bob", &mut rng), 1).unwrap();
+        let all = vec![a.clone(), b.clone()];
+        let name: PeerName = "alice".parse().unwrap();
+
+        let (ch, off) = plan_set_enabled(&all, &name, false).unwrap();
+        assert!(!off.enabled);
+        assert_eq!(ch.upsert, vec![off.clone()]);
+        assert_eq!(off.address, a.address);
+
+        let (_, admin) = plan_set_role(&all, &name, Role::Admin).unwrap();
+        assert_eq!(admin.role, Role::Admin);
+
+        let (ch, gone) = plan_remove(&all, &name).unwrap();
+        assert_eq!(ch.remove, vec![name.clone()]);
+        assert_eq!(gone.name, name);
+
+        let new_key = PrivateKey::generate(&mut rng).public_key();
+        let (_, rot) = plan_rotate(&all, &srv, &name, new_key, None).unwrap();
+        assert_eq!(rot.public_key, new_key);
+        assert_eq!(rot.address, a.address);
+        assert_eq!(rot.role, a.role);
+        let err = plan_rotate(&all, &srv, &name, b.public_key, None).unwrap_err();
+        assert!(matches!(err, PeerUpdateError::KeyTaken(ref n) if n.as_str() == "bob"));
+
+        let ghost: PeerName = "ghost".parse().unwrap();
+        let err = plan_remove(&all, &ghost).unwrap_err();
+        assert!(err.to_string().contains("no peer named 'ghost'"), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 //! opens the store, loads every peer into the router, binds the one UDP socket, starts the
 //! network driver, the control socket and the HTTP service, and stops cleanly on SIGINT or
 //! SIGTERM. Nothing here binds a TCP socket: the API exists only on the netstack.
+#![allow(clippy::disallowed_methods)] // process wiring
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -16,12 +17,14 @@ use crate::directory::Directory;
 use crate::driver::{self, DriverParts, Metrics};
 use crate::netstack::Limits;
 use crate::paths::DataDir;
-use crate::service::{unix_now, Service};
+use crate::service::{unix_now, Service, StatsBook};
 use crate::store::{OpenError, ServerRecord, Store, StoreError};
 use crate::tunnel::Router;
 
 /// Default WireGuard UDP port.
 pub const DEFAULT_LISTEN_PORT: u16 = 51820;
+/// How often per-peer statistics (last handshake, bytes, endpoint) are written to the store.
+pub const STATS_PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Default tunnel subnet; the server takes its first host address.
 pub const DEFAULT_SUBNET: &str = "10.88.88.0/24";
 
@@ -185,6 +188,7 @@ pub async fn serve(
         );
     }
     let peers = store.peers()?;
+    let stored_stats = store.peer_stats()?;
     let store = Arc::new(store);
 
     let mut router = Router::new(&server.private_key, Box::new(rand_core::OsRng));
@@ -217,6 +221,7 @@ pub async fn serve(
         commands: commands_tx,
         directory: directory.clone(),
         metrics: metrics.clone(),
+        stats: std::sync::Mutex::new(StatsBook::new(stored_stats)),
         started: Instant::now(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -237,6 +242,17 @@ pub async fn serve(
     };
     let mut driver_task = tokio::spawn(driver::run(parts));
     let control_task = tokio::spawn(crate::control::serve(control, service.clone()));
+    let stats_service = service.clone();
+    let stats_task = tokio::spawn(async move {
+        let mut every = tokio::time::interval(STATS_PERSIST_INTERVAL);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            if let Err(e) = stats_service.persist_stats().await {
+                tracing::warn!(error = %e, "could not persist peer statistics");
+            }
+        }
+    });
     tracing::info!(
         udp = %listen,
         tunnel = %server.interface,
@@ -250,8 +266,12 @@ pub async fn serve(
         _ = wait_for_signal() => None,
         _ = shutdown.changed() => None,
     };
-    let _ = stop_tx.send(true);
+    stats_task.abort();
     control_task.abort();
+    if let Err(e) = service.persist_stats().await {
+        tracing::warn!(error = %e, "could not persist peer statistics");
+    }
+    let _ = stop_tx.send(true);
     let _ = std::fs::remove_file(&control_path);
     let result = match result {
         Some(r) => r,

@@ -1,18 +1,25 @@
 //! The running appliance's operations, shared by the HTTP API and the control socket.
 //!
-//! Layer: driver glue. Each operation runs the pure core decision against the store in one
-//! write transaction (on a blocking thread: commits fsync), then tells the network driver so
-//! the change is live before the caller hears "ok".
+//! Layer: driver glue. Each operation runs the pure core decision ([`crate::registry`]) against
+//! the store in one write transaction (on a blocking thread: commits fsync), then tells the
+//! network driver, so the change is live before the caller hears "ok".
+#![allow(clippy::disallowed_methods)] // driver glue: reads the wall clock for record timestamps
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use peers::{PeerName, PresharedKey, PublicKey, Role};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::directory::Directory;
-use crate::driver::{Command, Metrics};
-use crate::registry::{plan_add, AddPeer, AddPeerError};
-use crate::store::{PeerRecord, ServerRecord, Store};
+use crate::driver::{Command, LivePeerStats, Metrics};
+use crate::registry::{
+    plan_add, plan_remove, plan_rotate, plan_set_enabled, plan_set_role, AddPeer, AddPeerError,
+    PeerUpdateError,
+};
+use crate::store::{PeerChange, PeerRecord, PeerStats, ServerRecord, Store, StoreError};
 
 /// Seconds since the Unix epoch (driver-side clock read).
 pub fn unix_now() -> u64 {
@@ -22,6 +29,111 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// One peer as `peer list` / `GET /api/v1/peers` show it. Never contains a key secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    pub name: String,
+    pub role: String,
+    pub address: std::net::Ipv4Addr,
+    pub allowed_ips: Vec<String>,
+    pub public_key: String,
+    pub enabled: bool,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds of the last completed handshake; `None`: never.
+    pub last_handshake: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// The peer's current UDP endpoint (`ip:port`), if it has one.
+    pub endpoint: Option<String>,
+}
+
+impl PeerView {
+    pub fn new(rec: &PeerRecord, stats: Option<&PeerStats>) -> PeerView {
+        let s = stats.cloned().unwrap_or_default();
+        PeerView {
+            name: rec.name.to_string(),
+            role: rec.role.to_string(),
+            address: rec.address,
+            allowed_ips: rec.allowed_ips.iter().map(|n| n.to_string()).collect(),
+            public_key: rec.public_key.to_base64(),
+            enabled: rec.enabled,
+            created_at: rec.created_at,
+            last_handshake: s.last_handshake,
+            rx_bytes: s.rx_bytes,
+            tx_bytes: s.tx_bytes,
+            endpoint: s.endpoint,
+        }
+    }
+}
+
+/// Running totals of per-peer statistics across tunnel restarts, keyed by peer name.
+///
+/// The router's counters start at zero whenever a peer's `Tunn` is created (server start,
+/// rotate, enable), so the book adds deltas to the stored totals.
+#[derive(Default)]
+pub struct StatsBook {
+    totals: HashMap<String, PeerStats>,
+    last_seen: HashMap<PublicKey, (u64, u64)>,
+}
+
+impl StatsBook {
+    pub fn new(stored: Vec<(String, PeerStats)>) -> StatsBook {
+        StatsBook {
+            totals: stored.into_iter().collect(),
+            last_seen: HashMap::new(),
+        }
+    }
+
+    /// Folds in a live sample; `names` maps keys to peer names. Returns the updated totals.
+    pub fn update(
+        &mut self,
+        live: &[LivePeerStats],
+        names: &HashMap<PublicKey, String>,
+        now_unix: u64,
+    ) -> Vec<(String, PeerStats)> {
+        for s in live {
+            let Some(name) = names.get(&s.public_key) else {
+                continue;
+            };
+            let (prx, ptx) = self.last_seen.get(&s.public_key).copied().unwrap_or((0, 0));
+            let (drx, dtx) = if s.rx_bytes < prx || s.tx_bytes < ptx {
+                (s.rx_bytes, s.tx_bytes)
+            } else {
+                (s.rx_bytes - prx, s.tx_bytes - ptx)
+            };
+            self.last_seen
+                .insert(s.public_key, (s.rx_bytes, s.tx_bytes));
+            let t = self.totals.entry(name.clone()).or_default();
+            t.rx_bytes += drx;
+            t.tx_bytes += dtx;
+            if let Some(since) = s.since_handshake {
+                t.last_handshake = Some(now_unix.saturating_sub(since.as_secs()));
+            }
+            if let Some(e) = s.endpoint {
+                t.endpoint = Some(e.to_string());
+            }
+        }
+        self.totals.retain(|n, _| names.values().any(|v| v == n));
+        let mut out: Vec<_> = self
+            .totals
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    pub fn get(&self, name: &str) -> Option<&PeerStats> {
+        self.totals.get(name)
+    }
+
+    /// Forgets a removed peer.
+    pub fn forget(&mut self, name: &str) {
+        self.totals.remove(name);
+    }
+}
+
 /// Handle to the running appliance.
 pub struct Service {
     pub store: Arc<Store>,
@@ -29,6 +141,7 @@ pub struct Service {
     pub commands: mpsc::Sender<Command>,
     pub directory: Arc<RwLock<Directory>>,
     pub metrics: Arc<Metrics>,
+    pub stats: Mutex<StatsBook>,
     pub started: Instant,
 }
 
@@ -43,19 +156,131 @@ impl From<ShuttingDown> for AddPeerError {
     }
 }
 
+impl From<ShuttingDown> for PeerUpdateError {
+    fn from(_: ShuttingDown) -> Self {
+        PeerUpdateError::ShuttingDown
+    }
+}
+
 impl Service {
-    /// Registers a peer durably and makes it live.
-    pub async fn add_peer(&self, req: AddPeer) -> Result<PeerRecord, AddPeerError> {
+    /// Runs a pure peer decision in one write transaction on a blocking thread.
+    async fn commit<T, E>(
+        &self,
+        plan: impl FnOnce(&[PeerRecord], &ServerRecord) -> Result<(PeerChange, T), E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
         let store = self.store.clone();
         let server = self.server.clone();
+        tokio::task::spawn_blocking(move || store.update_peers(|existing| plan(existing, &server)))
+            .await
+            .expect("store task does not panic")
+    }
+
+    /// Registers a peer durably and makes it live.
+    pub async fn add_peer(&self, req: AddPeer) -> Result<PeerRecord, AddPeerError> {
         let now = unix_now();
-        let rec = tokio::task::spawn_blocking(move || {
-            store.update_peers(|existing| plan_add(existing, &server, req, now))
-        })
-        .await
-        .expect("store task does not panic")?;
+        let rec = self
+            .commit(move |existing, server| plan_add(existing, server, req, now))
+            .await?;
         self.make_live(rec.clone()).await?;
         Ok(rec)
+    }
+
+    /// Enables or disables a peer; disabling ends its sessions and connections at once.
+    pub async fn set_enabled(
+        &self,
+        name: PeerName,
+        enabled: bool,
+    ) -> Result<PeerRecord, PeerUpdateError> {
+        let rec = self
+            .commit(move |existing, _| plan_set_enabled(existing, &name, enabled))
+            .await?;
+        self.make_live(rec.clone()).await?;
+        Ok(rec)
+    }
+
+    /// Changes a peer's role (effective from its next request).
+    pub async fn set_role(&self, name: PeerName, role: Role) -> Result<PeerRecord, PeerUpdateError> {
+        let rec = self
+            .commit(move |existing, _| plan_set_role(existing, &name, role))
+            .await?;
+        self.make_live(rec.clone()).await?;
+        Ok(rec)
+    }
+
+    /// Replaces a peer's key and PSK; the old key's sessions and connections end at once.
+    pub async fn rotate(
+        &self,
+        name: PeerName,
+        public_key: PublicKey,
+        psk: Option<PresharedKey>,
+    ) -> Result<PeerRecord, PeerUpdateError> {
+        let rec = self
+            .commit(move |existing, server| plan_rotate(existing, server, &name, public_key, psk))
+            .await?;
+        self.make_live(rec.clone()).await?;
+        Ok(rec)
+    }
+
+    /// Removes a peer; its sessions and connections end at once and its address is freed.
+    pub async fn remove_peer(&self, name: PeerName) -> Result<PeerRecord, PeerUpdateError> {
+        let n = name.clone();
+        let rec = self
+            .commit(move |existing, _| plan_remove(existing, &n))
+            .await?;
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::RemovePeer { name, done: tx })
+            .await
+            .map_err(|_| ShuttingDown)?;
+        rx.await.map_err(|_| ShuttingDown)?;
+        self.stats.lock().unwrap().forget(rec.name.as_str());
+        Ok(rec)
+    }
+
+    /// Every peer with live statistics merged into the stored totals.
+    pub async fn list_peers(&self) -> Result<Vec<PeerView>, StoreError> {
+        let _ = self.sample_stats().await;
+        let dir = self.directory.read().unwrap();
+        let book = self.stats.lock().unwrap();
+        let mut out: Vec<PeerView> = dir
+            .iter()
+            .map(|p| PeerView::new(p, book.get(p.name.as_str())))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Asks the driver for live statistics and folds them into the book; returns the totals.
+    pub async fn sample_stats(&self) -> Result<Vec<(String, PeerStats)>, ShuttingDown> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::PeerStats(tx))
+            .await
+            .map_err(|_| ShuttingDown)?;
+        let live = rx.await.map_err(|_| ShuttingDown)?;
+        let names: HashMap<PublicKey, String> = self
+            .directory
+            .read()
+            .unwrap()
+            .iter()
+            .map(|p| (p.public_key, p.name.to_string()))
+            .collect();
+        Ok(self.stats.lock().unwrap().update(&live, &names, unix_now()))
+    }
+
+    /// Persists the statistics totals (called now and then, and at shutdown).
+    pub async fn persist_stats(&self) -> Result<(), StoreError> {
+        let Ok(totals) = self.sample_stats().await else {
+            return Ok(());
+        };
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.save_peer_stats(&totals))
+            .await
+            .expect("store task does not panic")
     }
 
     async fn make_live(&self, rec: PeerRecord) -> Result<(), ShuttingDown> {

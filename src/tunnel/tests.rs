@@ -1,5 +1,6 @@
 //! Deterministic router tests: a boringtun client `Tunn` talks to the router through plain
 //! byte vectors. No sockets.
+#![allow(clippy::disallowed_methods)] // tests pick an arbitrary origin instant
 
 use super::*;
 use boringtun::noise::{Tunn, TunnResult};

@@ -1,0 +1,150 @@
+//! Router hot path: decapsulate + demux + allowed-IP check (inbound) and route + encapsulate
+//! (outbound), with 1 peer and with 250 peers. Datagrams are encrypted by real boringtun
+//! clients in the untimed setup, so only the server side is measured.
+//!
+//! Run: `cargo bench --bench router` (results and the baseline ratio: benches/RESULTS.md).
+#![allow(clippy::disallowed_methods)] // benchmark setup paces handshakes
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use appliance::tunnel::{PeerConfig, Router};
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519::{PublicKey as XPublic, StaticSecret};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use peers::{Ipv4Net, PresharedKey, PrivateKey};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 88, 88, 1);
+/// A typical HTTP-sized packet inside the tunnel.
+const PAYLOAD: usize = 512;
+
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, payload: usize) -> Vec<u8> {
+    let len = 20 + payload;
+    let mut p = vec![0u8; len];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p
+}
+
+struct Client {
+    tunn: Tunn,
+    addr: SocketAddr,
+    ip: Ipv4Addr,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn encapsulate(&mut self, packet: &[u8]) -> Vec<u8> {
+        match self.tunn.encapsulate(packet, &mut self.buf) {
+            TunnResult::WriteToNetwork(p) => p.to_vec(),
+            other => panic!("{other:?}"),
+        }
+    }
+    fn decapsulate(&mut self, d: &[u8]) {
+        match self.tunn.decapsulate(None, d, &mut self.buf) {
+            TunnResult::Err(e) => panic!("{e:?}"),
+            TunnResult::WriteToNetwork(_) => {
+                while let TunnResult::WriteToNetwork(_) =
+                    self.tunn.decapsulate(None, &[], &mut self.buf)
+                {}
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A router with `n` peers, each with a completed handshake.
+fn setup(n: usize) -> (Router, Vec<Client>) {
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let server = PrivateKey::generate(&mut rng);
+    let mut router = Router::new(&server, Box::new(ChaCha20Rng::seed_from_u64(2)));
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let key = PrivateKey::generate(&mut rng);
+        let psk = PresharedKey::generate(&mut rng);
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 88, 0, 2)) + i as u32);
+        router
+            .upsert_peer(PeerConfig {
+                public_key: key.public_key(),
+                preshared_key: Some(psk.clone()),
+                allowed_ips: vec![Ipv4Net::host(ip)],
+                keepalive: None,
+            })
+            .unwrap();
+        let mut c = Client {
+            tunn: Tunn::new(
+                StaticSecret::from(*key.as_bytes()),
+                XPublic::from(*server.public_key().as_bytes()),
+                Some(*psk.as_bytes()),
+                None,
+                i as u32,
+                None,
+            ),
+            addr: SocketAddr::from(([127, 0, 0, 1], 20000 + i as u16)),
+            ip,
+            buf: vec![0u8; 65536],
+        };
+        let init = match c.tunn.format_handshake_initiation(&mut c.buf, true) {
+            TunnResult::WriteToNetwork(p) => p.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        router.handle_datagram(c.addr, &init);
+        let resp = router.poll_transmit().expect("handshake response");
+        c.decapsulate(&resp.payload);
+        // Confirm the session with a keepalive so the router uses it for sending.
+        let ka = c.encapsulate(&[]);
+        router.handle_datagram(c.addr, &ka);
+        while router.poll_transmit().is_some() {}
+        // Handshakes are rate limited per second; keep setup under the limit.
+        if i % 40 == 39 {
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            router.handle_timeout(std::time::Instant::now());
+        }
+        clients.push(c);
+    }
+    (router, clients)
+}
+
+fn bench(c: &mut Criterion) {
+    for n in [1usize, 250] {
+        let (mut router, mut clients) = setup(n);
+        let mut g = c.benchmark_group(format!("router/{n}-peers"));
+        g.throughput(Throughput::Bytes(PAYLOAD as u64 + 20));
+        let mut next = 0usize;
+        g.bench_function("inbound decap+demux+allowed-ip", |b| {
+            b.iter_batched(
+                || {
+                    next = (next + 1) % clients.len();
+                    let cl = &mut clients[next];
+                    (cl.addr, cl.encapsulate(&ipv4(cl.ip, SERVER_IP, PAYLOAD)))
+                },
+                |(from, d)| {
+                    router.handle_datagram(from, &d);
+                    router.poll_inbound().expect("delivered")
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        let mut next = 0usize;
+        let packets: Vec<Vec<u8>> = clients
+            .iter()
+            .map(|cl| ipv4(SERVER_IP, cl.ip, PAYLOAD))
+            .collect();
+        g.bench_function("outbound route+encap", |b| {
+            b.iter(|| {
+                next = (next + 1) % packets.len();
+                router.handle_ip_packet(&packets[next]);
+                router.poll_transmit().expect("sent")
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
