@@ -21,7 +21,7 @@ use tokio::net::UnixListener;
 
 use crate::registry::{AddPeer, AddPeerError, PeerUpdateError};
 use crate::service::{PeerView, Service};
-use crate::store::{PeerRecord, StoreError};
+use crate::store::{Actor, PeerRecord, StoreError};
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -47,6 +47,12 @@ pub enum Request {
     PeerSetRole { name: String, role: String },
     /// Remove a peer; replies [`PeerView`] of the removed peer.
     PeerRemove { name: String },
+    /// Audit entries, newest first; replies `[AuditEntry]`.
+    AuditList {
+        before: Option<u64>,
+        since_ms: Option<u64>,
+        limit: usize,
+    },
     /// New key and PSK for a peer; replies [`PeerAdded`].
     PeerRotate {
         name: String,
@@ -101,7 +107,9 @@ impl From<PeerUpdateError> for ControlFailure {
     fn from(e: PeerUpdateError) -> Self {
         let kind = match e {
             PeerUpdateError::NotFound(_) => "not_found",
-            PeerUpdateError::KeyTaken(_) | PeerUpdateError::ServerKey => "conflict",
+            PeerUpdateError::KeyTaken(_)
+            | PeerUpdateError::ServerKey
+            | PeerUpdateError::LastAdmin => "conflict",
             PeerUpdateError::Store(_) | PeerUpdateError::ShuttingDown => "internal",
         };
         ControlFailure {
@@ -180,21 +188,32 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
                 preshared_key.as_deref(),
                 &extra_allowed_ips,
             )?;
-            let rec = service.add_peer(req).await?;
+            let rec = service.add_peer(req, Actor::local_cli()).await?;
             Ok(serde_json::to_value(PeerAdded::new(&rec, &service.server)).unwrap())
         }
         Request::PeerList => Ok(serde_json::to_value(service.list_peers().await?).unwrap()),
+        Request::AuditList {
+            before,
+            since_ms,
+            limit,
+        } => {
+            let store = service.store.clone();
+            let page = tokio::task::spawn_blocking(move || store.audit_page(before, since_ms, limit))
+                .await
+                .expect("store task does not panic")?;
+            Ok(serde_json::to_value(page).unwrap())
+        }
         Request::PeerSetEnabled { name, enabled } => {
-            let rec = service.set_enabled(parse_name(&name)?, enabled).await?;
+            let rec = service.set_enabled(parse_name(&name)?, enabled, Actor::local_cli()).await?;
             Ok(view(&rec))
         }
         Request::PeerSetRole { name, role } => {
             let role = role.parse::<Role>().map_err(ControlFailure::invalid)?;
-            let rec = service.set_role(parse_name(&name)?, role).await?;
+            let rec = service.set_role(parse_name(&name)?, role, Actor::local_cli()).await?;
             Ok(view(&rec))
         }
         Request::PeerRemove { name } => {
-            let rec = service.remove_peer(parse_name(&name)?).await?;
+            let rec = service.remove_peer(parse_name(&name)?, Actor::local_cli()).await?;
             Ok(view(&rec))
         }
         Request::PeerRotate {
@@ -208,7 +227,7 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
                 .map(PresharedKey::parse)
                 .transpose()
                 .map_err(ControlFailure::invalid)?;
-            let rec = service.rotate(parse_name(&name)?, key, psk).await?;
+            let rec = service.rotate(parse_name(&name)?, key, psk, Actor::local_cli()).await?;
             Ok(serde_json::to_value(PeerAdded::new(&rec, &service.server)).unwrap())
         }
     }

@@ -178,7 +178,8 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
                 }
             }
         }
-        while let Some(conn) = stack.poll_accept() {
+        while let Some(mut conn) = stack.poll_accept() {
+            conn.endpoint = router.endpoint_of(*conn.remote.ip());
             on_accept(conn);
         }
         metrics.publish(router.stats(), stack.stats());

@@ -15,8 +15,8 @@ use appliance::control::{self, ClientError, ControlFailure, PeerAdded, Request};
 use appliance::paths::DataDir;
 use appliance::registry::{self, AddPeerError, PeerUpdateError};
 use appliance::server::{self, InitOptions, ServeOptions};
-use appliance::service::{unix_now, PeerView};
-use appliance::store::{ServerRecord, Store};
+use appliance::service::{unix_now, unix_now_ms, PeerView};
+use appliance::store::{Actor, ServerRecord, Store};
 use clap::{Args, Parser, Subcommand};
 use peers::{ClientConfig, Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
 use serde_json::Value;
@@ -51,10 +51,17 @@ enum Command {
         subnet: String,
     },
     /// Run the appliance (initialising the data directory on first run)
-    Serve {
-        /// UDP address to listen on [default: 0.0.0.0:<listen port>]
-        #[arg(long, value_name = "ADDR:PORT")]
-        listen: Option<std::net::SocketAddr>,
+    Serve(ServeArgs),
+    /// Show the audit trail (who changed what, when, from where), newest first
+    Audit {
+        #[arg(long)]
+        json: bool,
+        /// Only entries at or after this time (RFC 3339, or Unix seconds)
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many entries
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
     /// Manage WireGuard peers (live: no restart needed)
     #[command(subcommand)]
@@ -96,6 +103,25 @@ enum PeerCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// UDP address to listen on [default: 0.0.0.0:<listen port>]
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
+    /// Another name the API answers to in the Host header (repeatable), e.g. a local DNS name
+    #[arg(long = "host", value_name = "NAME")]
+    hosts: Vec<String>,
+    /// Largest request body accepted, in bytes
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_body: usize,
+    /// Seconds a client may take to send a request's headers
+    #[arg(long, default_value_t = 30)]
+    header_timeout: u64,
+    /// Concurrent HTTP connections per peer
+    #[arg(long, default_value_t = 32)]
+    max_connections_per_peer: usize,
 }
 
 /// Options for the client config that `add` and `rotate` print.
@@ -169,8 +195,9 @@ fn main() -> ExitCode {
             listen_port,
             subnet,
         } => cmd_init(&dir, endpoint, listen_port, &subnet),
-        Command::Serve { listen } => cmd_serve(&dir, listen),
+        Command::Serve(args) => cmd_serve(&dir, args),
         Command::Peer(cmd) => cmd_peer(&dir, cmd),
+        Command::Audit { json, since, limit } => cmd_audit(&dir, json, since, limit),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -213,14 +240,32 @@ fn cmd_init(
     Ok(())
 }
 
-fn cmd_serve(dir: &DataDir, listen: Option<std::net::SocketAddr>) -> Result<(), Failure> {
+fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
+    if args.max_body == 0 || args.header_timeout == 0 || args.max_connections_per_peer == 0 {
+        return Err(usage(
+            "--max-body, --header-timeout and --max-connections-per-peer must be greater than 0",
+        ));
+    }
+    for h in &args.hosts {
+        if h.is_empty() || h.contains(['/', ' ', ':']) {
+            return Err(usage(format!(
+                "invalid --host '{h}': give a bare host name such as appliance.lan"
+            )));
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(fatal)?;
     let (_keep, shutdown) = tokio::sync::watch::channel(false);
     let opts = ServeOptions {
-        listen,
+        listen: args.listen,
+        api: appliance::api::ApiConfig {
+            extra_hosts: args.hosts,
+            max_body: args.max_body,
+            header_read_timeout: std::time::Duration::from_secs(args.header_timeout),
+            max_connections_per_peer: args.max_connections_per_peer,
+        },
         ..ServeOptions::default()
     };
     rt.block_on(server::serve(dir, opts, shutdown))
@@ -303,9 +348,12 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
                 extra_allowed_ips: vec![],
             };
             let v = call(dir, req, true, move |store, server| {
-                let now = unix_now();
+                let now = unix_now_ms();
                 let rec = store
-                    .update_peers(|existing| registry::plan_add(existing, server, add, now))
+                    .update_peers(|existing| {
+                        let planned = registry::plan_add(existing, server, add, now / 1000);
+                        registry::audited(planned, "peer.add", &Actor::local_cli(), now)
+                    })
                     .map_err(add_failure)?;
                 Ok(to_value(&PeerAdded::new(&rec, server)))
             })?;
@@ -325,7 +373,9 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
             let v = call(dir, req, false, move |store, server| {
                 let rec = store
                     .update_peers(|existing| {
-                        registry::plan_rotate(existing, server, &name, public, Some(psk))
+                        let planned =
+                            registry::plan_rotate(existing, server, &name, public, Some(psk));
+                        registry::audited(planned, "peer.rotate", &Actor::local_cli(), unix_now_ms())
                     })
                     .map_err(update_failure)?;
                 Ok(to_value(&PeerAdded::new(&rec, server)))
@@ -343,7 +393,10 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
             };
             let v = call(dir, req, false, move |store, _| {
                 let rec = store
-                    .update_peers(|existing| registry::plan_remove(existing, &name))
+                    .update_peers(|existing| {
+                        let planned = registry::plan_remove(existing, &name);
+                        registry::audited(planned, "peer.remove", &Actor::local_cli(), unix_now_ms())
+                    })
                     .map_err(update_failure)?;
                 Ok(to_value(&PeerView::new(&rec, None)))
             })?;
@@ -388,8 +441,12 @@ fn set_enabled(dir: &DataDir, name: &str, enabled: bool) -> Result<(), Failure> 
         enabled,
     };
     let v = call(dir, req, false, move |store, _| {
+        let action = if enabled { "peer.enable" } else { "peer.disable" };
         let rec = store
-            .update_peers(|existing| registry::plan_set_enabled(existing, &name, enabled))
+            .update_peers(|existing| {
+                let planned = registry::plan_set_enabled(existing, &name, enabled);
+                registry::audited(planned, action, &Actor::local_cli(), unix_now_ms())
+            })
             .map_err(update_failure)?;
         Ok(to_value(&PeerView::new(&rec, None)))
     })?;
@@ -413,6 +470,50 @@ fn list(dir: &DataDir) -> Result<Vec<PeerView>, Failure> {
         Ok(to_value(&views))
     })?;
     serde_json::from_value(v).map_err(fatal)
+}
+
+fn cmd_audit(dir: &DataDir, json: bool, since: Option<String>, limit: usize) -> Result<(), Failure> {
+    let since_ms = since
+        .as_deref()
+        .map(appliance::api::parse_since)
+        .transpose()
+        .map_err(|e| usage(format!("invalid --since: {e}")))?;
+    if limit == 0 {
+        return Err(usage("--limit must be at least 1"));
+    }
+    let req = Request::AuditList {
+        before: None,
+        since_ms,
+        limit,
+    };
+    let v = call(dir, req, false, move |store, _| {
+        Ok(to_value(&store.audit_page(None, since_ms, limit)?))
+    })?;
+    let entries: Vec<appliance::store::AuditEntry> = serde_json::from_value(v).map_err(fatal)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries).unwrap());
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("no audit entries");
+    }
+    for e in &entries {
+        let who = match (&e.actor.fingerprint, &e.actor.endpoint) {
+            (Some(fp), Some(ep)) => format!("{} [{fp}] from {ep}", e.actor.peer),
+            (Some(fp), None) => format!("{} [{fp}]", e.actor.peer),
+            _ => format!("{} ({})", e.actor.peer, e.actor.via),
+        };
+        println!(
+            "{}  #{:<5} {:<14} {:<20} by {}  {}",
+            date(e.at_ms / 1000),
+            e.seq,
+            e.action,
+            e.target.as_deref().unwrap_or("-"),
+            who,
+            e.summary
+        );
+    }
+    Ok(())
 }
 
 /// The client's keys: generated here unless the device registered its own public key.

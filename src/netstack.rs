@@ -81,6 +81,8 @@ pub struct NetstackStats {
 pub struct Accepted {
     /// The client's tunnel address and port (trustworthy: the router checked allowed IPs).
     pub remote: SocketAddrV4,
+    /// The peer's WireGuard endpoint at accept time (filled in by the driver).
+    pub endpoint: Option<std::net::SocketAddr>,
     pub stream: Stream,
 }
 
@@ -455,6 +457,7 @@ impl Netstack {
                     self.stats.accepted += 1;
                     self.accepted.push_back(Accepted {
                         remote,
+                        endpoint: None,
                         stream: Stream {
                             pipe: p.clone(),
                             driver: self.driver.clone(),

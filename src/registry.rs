@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use peers::{AddressPool, Ipv4Net, PeerName, PoolError, PresharedKey, PublicKey, Role};
 
-use crate::store::{PeerChange, PeerRecord, ServerRecord, StoreError};
+use crate::store::{Actor, AuditEntry, PeerChange, PeerRecord, ServerRecord, StoreError};
 
 /// A request to register a new peer. The client's private key is not part of it.
 #[derive(Clone, Debug)]
@@ -107,6 +107,7 @@ pub fn plan_add(
     let change = PeerChange {
         upsert: vec![record.clone()],
         remove: vec![],
+        audit: None,
     };
     Ok((change, record))
 }
@@ -142,6 +143,9 @@ pub enum PeerUpdateError {
     /// The new key is the server's own key (rotate).
     #[error("that public key is the server's own key")]
     ServerKey,
+    /// Over the API, the last enabled admin cannot be disabled, demoted or removed.
+    #[error("refused: this would leave no enabled admin (do it with the CLI on the server if you mean it)")]
+    LastAdmin,
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -170,6 +174,7 @@ pub fn plan_set_enabled(
         PeerChange {
             upsert: vec![rec.clone()],
             remove: vec![],
+            audit: None,
         },
         rec,
     ))
@@ -187,6 +192,31 @@ pub fn plan_set_role(
         PeerChange {
             upsert: vec![rec.clone()],
             remove: vec![],
+            audit: None,
+        },
+        rec,
+    ))
+}
+
+/// Changes a peer's role and/or enabled flag in one step (the API's PATCH).
+pub fn plan_update(
+    existing: &[PeerRecord],
+    name: &PeerName,
+    role: Option<Role>,
+    enabled: Option<bool>,
+) -> Result<(PeerChange, PeerRecord), PeerUpdateError> {
+    let mut rec = find(existing, name)?.clone();
+    if let Some(r) = role {
+        rec.role = r;
+    }
+    if let Some(e) = enabled {
+        rec.enabled = e;
+    }
+    Ok((
+        PeerChange {
+            upsert: vec![rec.clone()],
+            remove: vec![],
+            audit: None,
         },
         rec,
     ))
@@ -202,6 +232,7 @@ pub fn plan_remove(
         PeerChange {
             upsert: vec![],
             remove: vec![rec.name.clone()],
+            audit: None,
         },
         rec,
     ))
@@ -229,9 +260,66 @@ pub fn plan_rotate(
         PeerChange {
             upsert: vec![rec.clone()],
             remove: vec![],
+            audit: None,
         },
         rec,
     ))
+}
+
+/// The audit entry for a peer change. Never includes a key secret: only the public key's
+/// fingerprint.
+pub fn audit_peer(action: &str, rec: &PeerRecord, actor: &Actor, now_ms: u64) -> AuditEntry {
+    let summary = match action {
+        "peer.add" => serde_json::json!({
+            "role": rec.role.as_str(),
+            "address": rec.address.to_string(),
+            "key": rec.public_key.fingerprint(),
+        }),
+        "peer.rotate" => serde_json::json!({"key": rec.public_key.fingerprint()}),
+        "peer.enable" | "peer.disable" => serde_json::json!({"enabled": rec.enabled}),
+        "peer.role" => serde_json::json!({"role": rec.role.as_str()}),
+        "peer.update" => serde_json::json!({"role": rec.role.as_str(), "enabled": rec.enabled}),
+        _ => serde_json::json!({
+            "address": rec.address.to_string(),
+            "key": rec.public_key.fingerprint(),
+        }),
+    };
+    AuditEntry {
+        seq: 0,
+        at_ms: now_ms,
+        actor: actor.clone(),
+        action: action.to_string(),
+        target: Some(rec.name.to_string()),
+        summary,
+    }
+}
+
+/// Attaches the audit entry for `action` to a planned peer change.
+pub fn audited<E>(
+    planned: Result<(PeerChange, PeerRecord), E>,
+    action: &str,
+    actor: &Actor,
+    now_ms: u64,
+) -> Result<(PeerChange, PeerRecord), E> {
+    planned.map(|(mut change, rec)| {
+        change.audit = Some(audit_peer(action, &rec, actor, now_ms));
+        (change, rec)
+    })
+}
+
+/// Refuses a change that would leave no enabled admin (the API must not lock everyone out;
+/// the CLI on the server can still do it deliberately).
+pub fn keeps_an_admin(existing: &[PeerRecord], after: &PeerChange) -> bool {
+    let had = existing.iter().any(|p| p.enabled && p.role == Role::Admin);
+    if !had {
+        return true;
+    }
+    existing
+        .iter()
+        .filter(|p| !after.remove.contains(&p.name))
+        .map(|p| after.upsert.iter().find(|u| u.name == p.name).unwrap_or(p))
+        .chain(after.upsert.iter().filter(|u| !existing.iter().any(|p| p.name == u.name)))
+        .any(|p| p.enabled && p.role == Role::Admin)
 }
 
 #[cfg(test)]

@@ -170,6 +170,7 @@ pub struct ServeOptions {
     /// Overrides the UDP listen address (default `0.0.0.0:<listen_port>`).
     pub listen: Option<SocketAddr>,
     pub limits: Limits,
+    pub api: crate::api::ApiConfig,
 }
 
 /// Runs the appliance until SIGINT/SIGTERM (or `shutdown` turns true).
@@ -223,6 +224,8 @@ pub async fn serve(
         metrics: metrics.clone(),
         stats: std::sync::Mutex::new(StatsBook::new(stored_stats)),
         started: Instant::now(),
+        api: opts.api.clone(),
+        connections: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let accept_service = service.clone();

@@ -16,16 +16,23 @@ use tokio::sync::{mpsc, oneshot};
 use crate::directory::Directory;
 use crate::driver::{Command, LivePeerStats, Metrics};
 use crate::registry::{
-    plan_add, plan_remove, plan_rotate, plan_set_enabled, plan_set_role, AddPeer, AddPeerError,
-    PeerUpdateError,
+    audited, keeps_an_admin, plan_add, plan_remove, plan_update, plan_rotate, plan_set_enabled, plan_set_role,
+    AddPeer, AddPeerError, PeerUpdateError,
 };
-use crate::store::{PeerChange, PeerRecord, PeerStats, ServerRecord, Store, StoreError};
+use crate::store::{
+    Actor, PeerChange, PeerRecord, PeerStats, ServerRecord, Store, StoreError,
+};
 
 /// Seconds since the Unix epoch (driver-side clock read).
 pub fn unix_now() -> u64 {
+    unix_now_ms() / 1000
+}
+
+/// Milliseconds since the Unix epoch (driver-side clock read).
+pub fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
@@ -143,6 +150,10 @@ pub struct Service {
     pub metrics: Arc<Metrics>,
     pub stats: Mutex<StatsBook>,
     pub started: Instant,
+    /// HTTP limits and allowed host names.
+    pub api: crate::api::ApiConfig,
+    /// Open HTTP connections per peer address.
+    pub connections: crate::api::ConnectionCounts,
 }
 
 /// The driver stopped (the appliance is shutting down).
@@ -179,13 +190,53 @@ impl Service {
             .expect("store task does not panic")
     }
 
-    /// Registers a peer durably and makes it live.
-    pub async fn add_peer(&self, req: AddPeer) -> Result<PeerRecord, AddPeerError> {
-        let now = unix_now();
+    /// Registers a peer durably (with its audit entry) and makes it live.
+    pub async fn add_peer(&self, req: AddPeer, actor: Actor) -> Result<PeerRecord, AddPeerError> {
+        let now = unix_now_ms();
         let rec = self
-            .commit(move |existing, server| plan_add(existing, server, req, now))
+            .commit(move |existing, server| {
+                audited(plan_add(existing, server, req, now / 1000), "peer.add", &actor, now)
+            })
             .await?;
         self.make_live(rec.clone()).await?;
+        Ok(rec)
+    }
+
+    /// Runs a planned change to an existing peer with its audit entry; over the API, refuses
+    /// to leave no enabled admin. Then makes the result live.
+    async fn update_peer(
+        &self,
+        action: &'static str,
+        actor: Actor,
+        plan: impl FnOnce(&[PeerRecord], &ServerRecord) -> Result<(PeerChange, PeerRecord), PeerUpdateError>
+            + Send
+            + 'static,
+    ) -> Result<PeerRecord, PeerUpdateError> {
+        let now = unix_now_ms();
+        let guard = actor.via == "api";
+        let rec = self
+            .commit(move |existing, server| {
+                let planned = audited(plan(existing, server), action, &actor, now)?;
+                if guard && !keeps_an_admin(existing, &planned.0) {
+                    return Err(PeerUpdateError::LastAdmin);
+                }
+                Ok(planned)
+            })
+            .await?;
+        if action == "peer.remove" {
+            let (tx, rx) = oneshot::channel();
+            self.commands
+                .send(Command::RemovePeer {
+                    name: rec.name.clone(),
+                    done: tx,
+                })
+                .await
+                .map_err(|_| ShuttingDown)?;
+            rx.await.map_err(|_| ShuttingDown)?;
+            self.stats.lock().unwrap().forget(rec.name.as_str());
+        } else {
+            self.make_live(rec.clone()).await?;
+        }
         Ok(rec)
     }
 
@@ -194,21 +245,40 @@ impl Service {
         &self,
         name: PeerName,
         enabled: bool,
+        actor: Actor,
     ) -> Result<PeerRecord, PeerUpdateError> {
-        let rec = self
-            .commit(move |existing, _| plan_set_enabled(existing, &name, enabled))
-            .await?;
-        self.make_live(rec.clone()).await?;
-        Ok(rec)
+        let action = if enabled { "peer.enable" } else { "peer.disable" };
+        self.update_peer(action, actor, move |existing, _| {
+            plan_set_enabled(existing, &name, enabled)
+        })
+        .await
     }
 
     /// Changes a peer's role (effective from its next request).
-    pub async fn set_role(&self, name: PeerName, role: Role) -> Result<PeerRecord, PeerUpdateError> {
-        let rec = self
-            .commit(move |existing, _| plan_set_role(existing, &name, role))
-            .await?;
-        self.make_live(rec.clone()).await?;
-        Ok(rec)
+    pub async fn set_role(
+        &self,
+        name: PeerName,
+        role: Role,
+        actor: Actor,
+    ) -> Result<PeerRecord, PeerUpdateError> {
+        self.update_peer("peer.role", actor, move |existing, _| {
+            plan_set_role(existing, &name, role)
+        })
+        .await
+    }
+
+    /// Changes role and/or enabled in one audited step (the API's PATCH).
+    pub async fn update_fields(
+        &self,
+        name: PeerName,
+        role: Option<Role>,
+        enabled: Option<bool>,
+        actor: Actor,
+    ) -> Result<PeerRecord, PeerUpdateError> {
+        self.update_peer("peer.update", actor, move |existing, _| {
+            plan_update(existing, &name, role, enabled)
+        })
+        .await
     }
 
     /// Replaces a peer's key and PSK; the old key's sessions and connections end at once.
@@ -217,28 +287,24 @@ impl Service {
         name: PeerName,
         public_key: PublicKey,
         psk: Option<PresharedKey>,
+        actor: Actor,
     ) -> Result<PeerRecord, PeerUpdateError> {
-        let rec = self
-            .commit(move |existing, server| plan_rotate(existing, server, &name, public_key, psk))
-            .await?;
-        self.make_live(rec.clone()).await?;
-        Ok(rec)
+        self.update_peer("peer.rotate", actor, move |existing, server| {
+            plan_rotate(existing, server, &name, public_key, psk)
+        })
+        .await
     }
 
     /// Removes a peer; its sessions and connections end at once and its address is freed.
-    pub async fn remove_peer(&self, name: PeerName) -> Result<PeerRecord, PeerUpdateError> {
-        let n = name.clone();
-        let rec = self
-            .commit(move |existing, _| plan_remove(existing, &n))
-            .await?;
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::RemovePeer { name, done: tx })
-            .await
-            .map_err(|_| ShuttingDown)?;
-        rx.await.map_err(|_| ShuttingDown)?;
-        self.stats.lock().unwrap().forget(rec.name.as_str());
-        Ok(rec)
+    pub async fn remove_peer(
+        &self,
+        name: PeerName,
+        actor: Actor,
+    ) -> Result<PeerRecord, PeerUpdateError> {
+        self.update_peer("peer.remove", actor, move |existing, _| {
+            plan_remove(existing, &name)
+        })
+        .await
     }
 
     /// Every peer with live statistics merged into the stored totals.

@@ -22,6 +22,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
 const PEER_STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("peer_stats");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 const KEY_SCHEMA: &str = "schema_version";
 const KEY_SERVER: &str = "server";
@@ -279,6 +280,7 @@ impl Store {
             meta.insert(KEY_SCHEMA, serde_json::to_vec(&SCHEMA_VERSION).unwrap().as_slice())?;
             txn.open_table(PEERS)?;
             txn.open_table(PEER_STATS)?;
+            txn.open_table(AUDIT)?;
         }
         txn.commit()?;
         Ok(())
@@ -357,6 +359,9 @@ impl Store {
                     stats.remove(name.as_str()).map_err(StoreError::from)?;
                 }
             }
+            if let Some(entry) = change.audit {
+                append_audit(&txn, entry)?;
+            }
             out
         };
         txn.commit().map_err(StoreError::from)?;
@@ -400,4 +405,106 @@ pub struct PeerChange {
     pub upsert: Vec<PeerRecord>,
     /// Names to delete, with their statistics.
     pub remove: Vec<PeerName>,
+    /// The audit entry committed in the same transaction.
+    pub audit: Option<AuditEntry>,
+}
+
+/// Who made a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Actor {
+    /// Peer name, or `"local"` for the CLI on the server itself.
+    pub peer: String,
+    /// Short fingerprint of the peer's public key (`None` for the local CLI).
+    pub fingerprint: Option<String>,
+    /// Tunnel address the request came from.
+    pub address: Option<String>,
+    /// The peer's WireGuard endpoint (public `ip:port`) when the request arrived.
+    pub endpoint: Option<String>,
+    /// `"api"` or `"cli"`.
+    pub via: String,
+}
+
+impl Actor {
+    /// The administrator at the server's own terminal.
+    pub fn local_cli() -> Actor {
+        Actor {
+            peer: "local".into(),
+            fingerprint: None,
+            address: None,
+            endpoint: None,
+            via: "cli".into(),
+        }
+    }
+}
+
+/// One audit-trail entry. Summaries never contain secrets (keys, PSKs, webhook tokens).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Sequence number, assigned when committed (0 before).
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    pub actor: Actor,
+    /// What was done, e.g. `peer.add`, `job.create`.
+    pub action: String,
+    /// The object acted on (peer name, job id).
+    pub target: Option<String>,
+    /// A redacted summary of the change.
+    pub summary: serde_json::Value,
+}
+
+/// Appends an entry inside an open write transaction, assigning the next sequence number.
+pub(crate) fn append_audit(
+    txn: &redb::WriteTransaction,
+    mut entry: AuditEntry,
+) -> Result<u64, StoreError> {
+    let mut table = txn.open_table(AUDIT)?;
+    let seq = match table.last()? {
+        Some((k, _)) => k.value() + 1,
+        None => 1,
+    };
+    entry.seq = seq;
+    table.insert(seq, serde_json::to_vec(&entry).unwrap().as_slice())?;
+    Ok(seq)
+}
+
+impl Store {
+    /// Appends one audit entry in its own transaction.
+    pub fn audit(&self, entry: AuditEntry) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let seq = append_audit(&txn, entry)?;
+        txn.commit()?;
+        Ok(seq)
+    }
+
+    /// Audit entries, newest first: those with `seq < before` (all when `None`), at or after
+    /// `since_ms`, at most `limit`.
+    pub fn audit_page(
+        &self,
+        before: Option<u64>,
+        since_ms: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(AUDIT) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        let range = table.range(..before.unwrap_or(u64::MAX))?;
+        for row in range.rev() {
+            let (k, v) = row?;
+            let entry: AuditEntry = serde_json::from_slice(v.value())
+                .map_err(|e| corrupt(&format!("audit/{}", k.value()), e))?;
+            if since_ms.is_some_and(|s| entry.at_ms < s) {
+                break;
+            }
+            out.push(entry);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
 }

@@ -370,6 +370,13 @@ impl Router {
         self.peers.values()
     }
 
+    /// The WireGuard endpoint of the peer owning tunnel address `ip`.
+    pub fn endpoint_of(&self, ip: Ipv4Addr) -> Option<SocketAddr> {
+        self.route(ip)
+            .and_then(|i| self.peers.get(&i))
+            .and_then(|p| p.endpoint)
+    }
+
     /// The peer with this public key.
     pub fn peer(&self, key: &PublicKey) -> Option<&Peer> {
         self.by_key.get(key.as_bytes()).and_then(|i| self.peers.get(i))

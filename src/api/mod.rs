@@ -1,0 +1,582 @@
+//! The HTTP API, served by hyper on connections from the netstack only.
+//!
+//! Layer: driver (application side). Every connection handed to [`serve_connection`] came
+//! through the tunnel; its source address was checked against the sending peer's allowed IPs
+//! by the router, so [`Caller`] — resolved from that address for every request — is the
+//! request's identity. There is no host TCP socket anywhere in this module or its callers.
+//!
+//! Every request passes the same gate, in order:
+//! 1. identity: the source address must belong to an enabled peer (else 403);
+//! 2. `Host` must be the tunnel address or a configured name (else 403: DNS rebinding);
+//! 3. a state-changing request whose `Origin` is present must come from our own origin
+//!    (else 403: CSRF from other pages and apps on the same phone);
+//! 4. a request body must be `application/json` (else 415) and at most `max_body` (else 413);
+//! 5. the route's role requirement (else 403 naming the role needed).
+//! No CORS headers are ever sent. Errors are always `{"error":{"code","message","field"}}`.
+
+mod audit;
+mod peers;
+
+pub use audit::parse_since;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, ORIGIN};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{json, Value};
+
+use crate::netstack::Accepted;
+use crate::service::Service;
+use crate::store::Actor;
+
+/// Tunables of the HTTP side (all configurable on `serve`).
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Names besides the tunnel address that `Host` may carry (e.g. a local DNS name).
+    pub extra_hosts: Vec<String>,
+    /// Largest request body accepted.
+    pub max_body: usize,
+    /// How long a client may take to send a request's headers (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// Concurrent HTTP connections one peer may hold; more get a 429 and are closed.
+    pub max_connections_per_peer: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            extra_hosts: Vec::new(),
+            max_body: 64 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            max_connections_per_peer: 32,
+        }
+    }
+}
+
+/// The port the API listens on inside the tunnel.
+pub const PORT: u16 = 8888;
+
+/// The identity of a request: the WireGuard peer it came through.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: ::peers::Role,
+    pub address: Ipv4Addr,
+    pub fingerprint: String,
+    /// The peer's WireGuard endpoint when the connection was accepted.
+    pub endpoint: Option<SocketAddr>,
+}
+
+impl Caller {
+    /// This caller as the actor of an audited change.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            peer: self.name.clone(),
+            fingerprint: Some(self.fingerprint.clone()),
+            address: Some(self.address.to_string()),
+            endpoint: self.endpoint.map(|e| e.to_string()),
+            via: "api".into(),
+        }
+    }
+}
+
+/// What a route demands of the caller's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Any peer, handlers included.
+    Any,
+    /// Read the scheduler: viewer, officer, admin.
+    Read,
+    /// Create, edit, pause and run jobs: officer, admin.
+    Operate,
+    /// Everything, including peers and the audit trail: admin.
+    Admin,
+}
+
+impl Need {
+    fn allows(self, role: ::peers::Role) -> bool {
+        use ::peers::Role::*;
+        match self {
+            Need::Any => true,
+            Need::Read => matches!(role, Admin | Officer | Viewer),
+            Need::Operate => matches!(role, Admin | Officer),
+            Need::Admin => role == Admin,
+        }
+    }
+
+    fn roles(self) -> &'static str {
+        match self {
+            Need::Any => "any",
+            Need::Read => "viewer, officer or admin",
+            Need::Operate => "officer or admin",
+            Need::Admin => "admin",
+        }
+    }
+}
+
+pub type Resp = Response<Full<Bytes>>;
+
+/// An API error: status, code, sentence, and the offending field if any.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> ApiError {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn bad_request(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid", message).field(field)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn internal(message: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %message, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("internal error: {message}"),
+        )
+    }
+
+    pub fn into_response(self) -> Resp {
+        json_response(
+            self.status,
+            json!({"error": {"code": self.code, "message": self.message, "field": self.field}}),
+        )
+    }
+}
+
+pub type ApiResult = Result<Resp, ApiError>;
+
+/// Per-request context handed to route handlers.
+pub struct Ctx<'a> {
+    pub service: &'a Service,
+    pub caller: Caller,
+    pub query: HashMap<String, String>,
+    /// The parsed JSON body, if the request had one.
+    pub body: Option<Value>,
+}
+
+impl Ctx<'_> {
+    pub fn require(&self, need: Need) -> Result<(), ApiError> {
+        if need.allows(self.caller.role) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_role",
+                format!(
+                    "this needs the {} role; {} is {}",
+                    need.roles(),
+                    self.caller.name,
+                    self.caller.role
+                ),
+            ))
+        }
+    }
+
+    /// The JSON body as an object, or a 400 naming the body.
+    pub fn object(&self) -> Result<&serde_json::Map<String, Value>, ApiError> {
+        match &self.body {
+            Some(Value::Object(m)) => Ok(m),
+            Some(_) => Err(ApiError::bad_request("body", "the body must be a JSON object")),
+            None => Err(ApiError::bad_request("body", "this request needs a JSON body")),
+        }
+    }
+}
+
+/// Rejects object keys not in `allowed`, naming the first unknown one.
+pub fn deny_unknown(
+    obj: &serde_json::Map<String, Value>,
+    allowed: &[&str],
+    prefix: &str,
+) -> Result<(), ApiError> {
+    for k in obj.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(
+                format!("{prefix}{k}"),
+                format!("unknown field '{k}'; expected one of: {}", allowed.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, body: Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub fn ok(body: Value) -> ApiResult {
+    Ok(json_response(StatusCode::OK, body))
+}
+
+/// Counts open HTTP connections per peer address.
+#[derive(Default)]
+pub struct ConnectionCounts {
+    open: Mutex<HashMap<Ipv4Addr, usize>>,
+}
+
+struct ConnectionSlot<'a> {
+    counts: &'a ConnectionCounts,
+    ip: Ipv4Addr,
+}
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().unwrap();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ConnectionCounts {
+    fn acquire(&self, ip: Ipv4Addr, max: usize) -> Option<ConnectionSlot<'_>> {
+        let mut open = self.open.lock().unwrap();
+        let n = open.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot { counts: self, ip })
+    }
+}
+
+/// Serves HTTP/1.1 (keep-alive) on one tunnel connection, on its own task.
+pub fn serve_connection(conn: Accepted, service: Arc<Service>) {
+    let remote = conn.remote;
+    let endpoint = conn.endpoint;
+    tokio::spawn(async move {
+        let cfg = service.api.clone();
+        let slot = service
+            .connections
+            .acquire(*remote.ip(), cfg.max_connections_per_peer);
+        let over_limit = slot.is_none();
+        let svc_service = service.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let service = svc_service.clone();
+            async move {
+                if over_limit {
+                    let mut r = ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_connections",
+                        format!(
+                            "this peer already has {} open connections; close some and retry",
+                            cfg.max_connections_per_peer
+                        ),
+                    )
+                    .into_response();
+                    r.headers_mut()
+                        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                    return Ok::<_, Infallible>(r);
+                }
+                Ok::<_, Infallible>(handle(&service, remote, endpoint, req).await)
+            }
+        });
+        let result = hyper::server::conn::http1::Builder::new()
+            .keep_alive(!over_limit)
+            .timer(TokioTimer::new())
+            .header_read_timeout(service.api.header_read_timeout)
+            .serve_connection(TokioIo::new(conn.stream), svc)
+            .await;
+        drop(slot);
+        if let Err(e) = result {
+            tracing::debug!(%remote, error = %e, "connection ended with error");
+        }
+    });
+}
+
+fn caller(service: &Service, remote: SocketAddrV4, endpoint: Option<SocketAddr>) -> Option<Caller> {
+    let dir = service.directory.read().unwrap();
+    dir.by_address(*remote.ip()).map(|p| Caller {
+        name: p.name.to_string(),
+        role: p.role,
+        address: *remote.ip(),
+        fingerprint: p.public_key.fingerprint(),
+        endpoint,
+    })
+}
+
+/// Host names (with and without the port) this appliance answers to.
+fn host_allowed(service: &Service, host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let tunnel = service.server.interface.addr().to_string();
+    let names = std::iter::once(tunnel.as_str()).chain(service.api.extra_hosts.iter().map(String::as_str));
+    for name in names {
+        let name = name.to_ascii_lowercase();
+        if host == name || host == format!("{name}:{PORT}") {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether `origin` is `http://HOST[:8888]` for an allowed host.
+fn origin_allowed(service: &Service, origin: &str) -> bool {
+    origin
+        .strip_prefix("http://")
+        .is_some_and(|host| !host.contains('/') && host_allowed(service, host))
+}
+
+fn is_json(ct: &HeaderValue) -> bool {
+    ct.to_str()
+        .ok()
+        .and_then(|s| s.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn has_body(h: &hyper::HeaderMap) -> bool {
+    if h.contains_key(hyper::header::TRANSFER_ENCODING) {
+        return true;
+    }
+    h.get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+}
+
+fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(percent_decode(k), percent_decode(v));
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'+' {
+            out.push(b' ');
+        } else if b == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(v) = hex {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+            out.push(b);
+        } else {
+            out.push(b);
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn secure(mut r: Resp) -> Resp {
+    let h = r.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn handle(
+    service: &Service,
+    remote: SocketAddrV4,
+    endpoint: Option<SocketAddr>,
+    req: Request<Incoming>,
+) -> Resp {
+    secure(match gate_and_route(service, remote, endpoint, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    })
+}
+
+async fn gate_and_route(
+    service: &Service,
+    remote: SocketAddrV4,
+    endpoint: Option<SocketAddr>,
+    req: Request<Incoming>,
+) -> ApiResult {
+    let Some(who) = caller(service, remote, endpoint) else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "unknown_peer",
+            "this tunnel address belongs to no enabled peer",
+        ));
+    };
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !host_allowed(service, host) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_host",
+            format!(
+                "Host '{host}' is not this appliance; use http://{}:{PORT}/",
+                service.server.interface.addr()
+            ),
+        )
+        .field("Host"));
+    }
+    let method = req.method().clone();
+    let state_changing = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if state_changing {
+        if let Some(origin) = req.headers().get(ORIGIN) {
+            let origin = origin.to_str().unwrap_or("");
+            if !origin_allowed(service, origin) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "cross_origin",
+                    format!("requests from origin '{origin}' may not change anything here"),
+                )
+                .field("Origin"));
+            }
+        }
+    }
+    let (parts, incoming) = req.into_parts();
+    let body = if has_body(&parts.headers) {
+        let ct_ok = parts.headers.get(CONTENT_TYPE).is_some_and(is_json);
+        if !ct_ok {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "request bodies must be JSON with Content-Type: application/json",
+            )
+            .field("Content-Type"));
+        }
+        let max = service.api.max_body;
+        let bytes = match Limited::new(incoming, max).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("request bodies are limited to {max} bytes"),
+                )
+                .field("body"))
+            }
+            Err(e) => {
+                return Err(ApiError::bad_request(
+                    "body",
+                    format!("could not read the body: {e}"),
+                ))
+            }
+        };
+        Some(serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+            ApiError::bad_request("body", format!("the body is not valid JSON: {e}"))
+        })?)
+    } else {
+        None
+    };
+    route(service, who, method, parts.uri, body).await
+}
+
+async fn route(
+    service: &Service,
+    who: Caller,
+    method: Method,
+    uri: hyper::Uri,
+    body: Option<Value>,
+) -> ApiResult {
+    let path = uri.path().to_string();
+    tracing::debug!(peer = %who.name, %method, %path, "request");
+    let ctx = Ctx {
+        service,
+        caller: who,
+        query: parse_query(uri.query()),
+        body,
+    };
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match (method.clone(), segs.as_slice()) {
+        (Method::GET, [""]) => Ok(dashboard()),
+        (Method::GET, ["api", "v1", "health"]) => health(&ctx),
+        (Method::GET, ["api", "v1", "whoami"]) => ok(json!({
+            "peer": ctx.caller.name,
+            "role": ctx.caller.role.as_str(),
+            "address": ctx.caller.address.to_string(),
+        })),
+        (_, ["api", "v1", "peers", rest @ ..]) => peers::route(&ctx, &method, rest).await,
+        (Method::GET, ["api", "v1", "audit"]) => audit::list(&ctx).await,
+        (_, ["", ..]) | (_, ["api", "v1", "health" | "whoami" | "audit"]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        )),
+        _ => Err(ApiError::not_found(format!("no endpoint at {path}"))),
+    }
+}
+
+fn health(ctx: &Ctx<'_>) -> ApiResult {
+    let service = ctx.service;
+    let m = &service.metrics;
+    let peers = service.directory.read().unwrap().len();
+    ok(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "peers": peers,
+        "uptime_s": service.started.elapsed().as_secs(),
+        "tunnel": {
+            "handshakes": m.handshakes.load(Ordering::Relaxed),
+            "dropped_spoofed": m.dropped_spoofed.load(Ordering::Relaxed),
+            "dropped_unknown_peer": m.dropped_unknown_peer.load(Ordering::Relaxed),
+            "connections_accepted": m.connections_accepted.load(Ordering::Relaxed),
+            "connections_refused": m.connections_refused.load(Ordering::Relaxed),
+        }
+    }))
+}
+
+fn dashboard() -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(DASHBOARD.as_bytes())));
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    r
+}
+
+const DASHBOARD: &str = include_str!("dashboard.html");

@@ -1,0 +1,185 @@
+//! `/api/v1/peers`: peer management for admins, with the CLI's rules and live effect.
+//!
+//! `POST` generates the client key pair on the server and returns the client config and its QR
+//! code (SVG) in that one response; the private key is stored nowhere.
+
+use hyper::{Method, StatusCode};
+use peers::{ClientConfig, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
+use serde_json::{json, Value};
+
+use super::{deny_unknown, ok, ApiError, ApiResult, Ctx, Need};
+use crate::registry::{AddPeer, AddPeerError, PeerUpdateError};
+use crate::service::PeerView;
+
+pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
+    ctx.require(Need::Admin)?;
+    match (method, rest) {
+        (&Method::GET, []) => ok(json!(ctx
+            .service
+            .list_peers()
+            .await
+            .map_err(ApiError::internal)?)),
+        (&Method::POST, []) => create(ctx).await,
+        (&Method::GET, [name]) => {
+            let name = parse_name(name)?;
+            let views = ctx.service.list_peers().await.map_err(ApiError::internal)?;
+            views
+                .into_iter()
+                .find(|v| v.name == name.as_str())
+                .map(|v| ok(json!(v)))
+                .unwrap_or_else(|| Err(not_found(&name)))
+        }
+        (&Method::PATCH, [name]) => patch(ctx, parse_name(name)?).await,
+        (&Method::DELETE, [name]) => {
+            let rec = ctx
+                .service
+                .remove_peer(parse_name(name)?, ctx.caller.actor())
+                .await
+                .map_err(update_error)?;
+            ok(json!(PeerView::new(&rec, None)))
+        }
+        (_, [] | [_]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed here"),
+        )),
+        _ => Err(ApiError::not_found("no such peer endpoint")),
+    }
+}
+
+fn parse_name(s: &str) -> Result<PeerName, ApiError> {
+    PeerName::new(s).map_err(|e| ApiError::bad_request("name", e.to_string()))
+}
+
+fn not_found(name: &PeerName) -> ApiError {
+    ApiError::not_found(format!("no peer named '{name}'"))
+}
+
+fn str_field<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::bad_request(key, format!("'{key}' must be a string"))),
+    }
+}
+
+async fn create(ctx: &Ctx<'_>) -> ApiResult {
+    let obj = ctx.object()?;
+    deny_unknown(obj, &["name", "role", "public_key", "dns"], "")?;
+    let name = parse_name(
+        str_field(obj, "name")?.ok_or_else(|| ApiError::bad_request("name", "'name' is required"))?,
+    )?;
+    let role: Role = str_field(obj, "role")?
+        .unwrap_or("viewer")
+        .parse()
+        .map_err(|e: peers::RoleError| ApiError::bad_request("role", e.to_string()))?;
+    let (private, public) = match str_field(obj, "public_key")? {
+        Some(k) => (
+            None,
+            PublicKey::parse(k).map_err(|e| ApiError::bad_request("public_key", e.to_string()))?,
+        ),
+        None => {
+            let k = PrivateKey::generate(&mut rand_core::OsRng);
+            let p = k.public_key();
+            (Some(k), p)
+        }
+    };
+    let dns = match obj.get("dns") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| ApiError::bad_request("dns", "'dns' must be a list of IP addresses"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ApiError::bad_request("dns", "'dns' must be a list of IP addresses")),
+    };
+    let psk = PresharedKey::generate(&mut rand_core::OsRng);
+    let req = AddPeer {
+        name,
+        role,
+        public_key: public,
+        preshared_key: Some(psk.clone()),
+        extra_allowed_ips: vec![],
+    };
+    let rec = ctx
+        .service
+        .add_peer(req, ctx.caller.actor())
+        .await
+        .map_err(|e| match e {
+            AddPeerError::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).field("name"),
+            AddPeerError::KeyTaken(_) | AddPeerError::ServerKey => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).field("public_key")
+            }
+            AddPeerError::PoolFull(_) => ApiError::new(StatusCode::CONFLICT, "pool_full", e.to_string()),
+            AddPeerError::AllowedIpsOverlap { .. } | AddPeerError::AllowedIpsContainServer { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            AddPeerError::Store(_) | AddPeerError::ShuttingDown => ApiError::internal(e),
+        })?;
+    let server = &ctx.service.server;
+    let config = ClientConfig {
+        private_key: private,
+        address: rec.address,
+        dns,
+        mtu: peers::DEFAULT_MTU,
+        server_public_key: server.private_key.public_key(),
+        preshared_key: Some(psk),
+        endpoint: server.endpoint.clone(),
+        allowed_ips: vec![server.subnet()],
+        persistent_keepalive: Some(25),
+        name: Some(rec.name.to_string()),
+    };
+    let text = config.render();
+    let svg = peers::render_svg(&text).map_err(ApiError::internal)?;
+    let mut r = super::json_response(
+        StatusCode::CREATED,
+        json!({"peer": PeerView::new(&rec, None), "config": text, "qr_svg": svg}),
+    );
+    r.headers_mut().insert(
+        hyper::header::LOCATION,
+        hyper::header::HeaderValue::from_str(&format!("/api/v1/peers/{}", rec.name))
+            .expect("peer names are header-safe"),
+    );
+    Ok(r)
+}
+
+async fn patch(ctx: &Ctx<'_>, name: PeerName) -> ApiResult {
+    let obj = ctx.object()?;
+    deny_unknown(obj, &["role", "enabled"], "")?;
+    let role = str_field(obj, "role")?
+        .map(|r| {
+            r.parse::<Role>()
+                .map_err(|e| ApiError::bad_request("role", e.to_string()))
+        })
+        .transpose()?;
+    let enabled = match obj.get("enabled") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(ApiError::bad_request("enabled", "'enabled' must be true or false")),
+    };
+    if role.is_none() && enabled.is_none() {
+        return Err(ApiError::bad_request("body", "give 'role' and/or 'enabled'"));
+    }
+    let rec = ctx
+        .service
+        .update_fields(name, role, enabled, ctx.caller.actor())
+        .await
+        .map_err(update_error)?;
+    ok(json!(PeerView::new(&rec, None)))
+}
+
+fn update_error(e: PeerUpdateError) -> ApiError {
+    match e {
+        PeerUpdateError::NotFound(_) => ApiError::not_found(e.to_string()),
+        PeerUpdateError::KeyTaken(_) | PeerUpdateError::ServerKey | PeerUpdateError::LastAdmin => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+        }
+        PeerUpdateError::Store(_) | PeerUpdateError::ShuttingDown => ApiError::internal(e),
+    }
+}
