@@ -333,25 +333,24 @@ fn caller(service: &Service, remote: SocketAddrV4, endpoint: Option<SocketAddr>)
     })
 }
 
-/// Host names (with and without the port) this appliance answers to.
-fn host_allowed(service: &Service, host: &str) -> bool {
+/// Whether `host` (a Host header) names this appliance: the tunnel address or an extra name,
+/// with or without `:8888`.
+pub fn host_allowed(tunnel: Ipv4Addr, extra: &[String], host: &str) -> bool {
     let host = host.to_ascii_lowercase();
-    let tunnel = service.server.interface.addr().to_string();
-    let names = std::iter::once(tunnel.as_str()).chain(service.api.extra_hosts.iter().map(String::as_str));
-    for name in names {
-        let name = name.to_ascii_lowercase();
-        if host == name || host == format!("{name}:{PORT}") {
-            return true;
-        }
-    }
-    false
+    let tunnel = tunnel.to_string();
+    std::iter::once(tunnel.as_str())
+        .chain(extra.iter().map(String::as_str))
+        .any(|name| {
+            let name = name.to_ascii_lowercase();
+            host == name || host == format!("{name}:{PORT}")
+        })
 }
 
-/// Whether `origin` is `http://HOST[:8888]` for an allowed host.
-fn origin_allowed(service: &Service, origin: &str) -> bool {
+/// Whether `origin` is our own: `http://HOST[:8888]` for an allowed host.
+pub fn origin_allowed(tunnel: Ipv4Addr, extra: &[String], origin: &str) -> bool {
     origin
         .strip_prefix("http://")
-        .is_some_and(|host| !host.contains('/') && host_allowed(service, host))
+        .is_some_and(|host| !host.contains('/') && host_allowed(tunnel, extra, host))
 }
 
 fn is_json(ct: &HeaderValue) -> bool {
@@ -445,7 +444,8 @@ async fn gate_and_route(
         .get(HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    if !host_allowed(service, host) {
+    let tunnel = service.server.interface.addr();
+    if !host_allowed(tunnel, &service.api.extra_hosts, host) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden_host",
@@ -461,7 +461,7 @@ async fn gate_and_route(
     if state_changing {
         if let Some(origin) = req.headers().get(ORIGIN) {
             let origin = origin.to_str().unwrap_or("");
-            if !origin_allowed(service, origin) {
+            if !origin_allowed(tunnel, &service.api.extra_hosts, origin) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "cross_origin",
@@ -580,3 +580,62 @@ fn dashboard() -> Resp {
 }
 
 const DASHBOARD: &str = include_str!("dashboard.html");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Ipv4Addr = Ipv4Addr::new(10, 88, 88, 1);
+
+    #[test]
+    fn host_check_accepts_only_our_names() {
+        let extra = vec!["Guild.LAN".to_string()];
+        assert!(host_allowed(T, &extra, "10.88.88.1"));
+        assert!(host_allowed(T, &extra, "10.88.88.1:8888"));
+        assert!(host_allowed(T, &extra, "guild.lan:8888"));
+        assert!(!host_allowed(T, &extra, "evil.example"));
+        assert!(!host_allowed(T, &extra, "10.88.88.1:9999"));
+        assert!(!host_allowed(T, &extra, ""));
+        assert!(!host_allowed(T, &[], "guild.lan"));
+    }
+
+    #[test]
+    fn origin_check_is_exact() {
+        assert!(origin_allowed(T, &[], "http://10.88.88.1:8888"));
+        assert!(origin_allowed(T, &[], "http://10.88.88.1"));
+        assert!(!origin_allowed(T, &[], "https://10.88.88.1:8888"));
+        assert!(!origin_allowed(T, &[], "http://10.88.88.1.evil.example"));
+        assert!(!origin_allowed(T, &[], "null"));
+        assert!(!origin_allowed(T, &[], "http://10.88.88.1:8888/x"));
+    }
+
+    #[test]
+    fn roles_form_a_ladder() {
+        use ::peers::Role::*;
+        assert!(Need::Any.allows(Handler));
+        assert!(!Need::Read.allows(Handler));
+        assert!(Need::Read.allows(Viewer));
+        assert!(!Need::Operate.allows(Viewer));
+        assert!(Need::Operate.allows(Officer));
+        assert!(!Need::Admin.allows(Officer));
+        assert!(Need::Admin.allows(Admin));
+    }
+
+    #[test]
+    fn query_strings_decode() {
+        let q = parse_query(Some("since=2026-11-22T05%3A00%3A00Z&limit=5&x&y=a+b&bad=%zz"));
+        assert_eq!(q["since"], "2026-11-22T05:00:00Z");
+        assert_eq!(q["limit"], "5");
+        assert_eq!(q["x"], "");
+        assert_eq!(q["y"], "a b");
+        assert_eq!(q["bad"], "%zz");
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json(&HeaderValue::from_static("application/json")));
+        assert!(is_json(&HeaderValue::from_static("Application/JSON; charset=utf-8")));
+        assert!(!is_json(&HeaderValue::from_static("text/plain")));
+        assert!(!is_json(&HeaderValue::from_static("application/jsonx")));
+    }
+}
