@@ -91,6 +91,12 @@ enum PeerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change a peer's role (effective from its next request; the tunnel stays up)
+    Role {
+        name: String,
+        /// admin, officer, viewer or handler
+        role: String,
+    },
     /// Let a disabled peer connect again
     Enable { name: String },
     /// Stop a peer from connecting (ends its sessions at once; keeps its address)
@@ -383,6 +389,26 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
             let added: PeerAdded = serde_json::from_value(v).map_err(fatal)?;
             eprintln!("rotated the keys of {}: its old config no longer connects", added.name);
             print_config(&added, keys, &config)
+        }
+        PeerCommand::Role { name, role } => {
+            let name = PeerName::new(&name).map_err(|e| usage(format!("invalid name: {e}")))?;
+            let role: Role = role.parse().map_err(usage)?;
+            let req = Request::PeerSetRole {
+                name: name.to_string(),
+                role: role.to_string(),
+            };
+            let v = call(dir, req, false, move |store, _| {
+                let rec = store
+                    .update_peers(|existing| {
+                        let planned = registry::plan_set_role(existing, &name, role);
+                        registry::audited(planned, "peer.role", &Actor::local_cli(), unix_now_ms())
+                    })
+                    .map_err(update_failure)?;
+                Ok(to_value(&PeerView::new(&rec, None)))
+            })?;
+            let view: PeerView = serde_json::from_value(v).map_err(fatal)?;
+            println!("peer {} is now {}", view.name, view.role);
+            Ok(())
         }
         PeerCommand::Enable { name } => set_enabled(dir, &name, true),
         PeerCommand::Disable { name } => set_enabled(dir, &name, false),

@@ -632,6 +632,20 @@ mod tests {
     }
 
     #[test]
+    fn connection_slots_are_counted_per_peer_and_released() {
+        let counts = ConnectionCounts::default();
+        let a = Ipv4Addr::new(10, 88, 88, 2);
+        let b = Ipv4Addr::new(10, 88, 88, 3);
+        let s1 = counts.acquire(a, 2).unwrap();
+        let s2 = counts.acquire(a, 2).unwrap();
+        assert!(counts.acquire(a, 2).is_none(), "third connection of a is refused");
+        let _b1 = counts.acquire(b, 2).expect("b has its own budget");
+        drop(s1);
+        let _s3 = counts.acquire(a, 2).expect("a released slot is reusable");
+        drop(s2);
+    }
+
+    #[test]
     fn json_content_types() {
         assert!(is_json(&HeaderValue::from_static("application/json")));
         assert!(is_json(&HeaderValue::from_static("Application/JSON; charset=utf-8")));
