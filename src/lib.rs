@@ -19,6 +19,7 @@ pub mod driver;
 pub mod netstack;
 pub mod paths;
 pub mod registry;
+pub mod sched;
 pub mod server;
 pub mod service;
 pub mod store;

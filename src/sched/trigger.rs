@@ -1,0 +1,328 @@
+//! Triggers: when a job fires.
+//!
+//! Layer: pure time arithmetic under [`crate::sched`]; no I/O, no clocks. Owns the three trigger
+//! kinds ([`Trigger::At`], [`Trigger::Every`], [`Trigger::Cron`]), the checked cron expression
+//! ([`CronExpr`]) and the checked IANA time zone ([`Zone`]). May touch `jiff` and `croner`, nothing
+//! else. Contract: [`Trigger::next_after`] returns the first fire strictly after the instant it is
+//! given, never a fire before the trigger's `start` or after its `end`, and is a pure function of
+//! its arguments.
+//!
+//! # Time zones and daylight saving time
+//!
+//! `at` and `every` are absolute: they name instants, and a wall clock change does not move them.
+//! `cron` matches wall-clock times in its [`Zone`] (UTC unless the job names one). Each wall-clock
+//! time the expression matches becomes exactly one instant:
+//!
+//! - a time that does not exist (the clock springs forward over it) runs **once, at the first
+//!   instant after the gap**: `30 2 * * *` in Europe/Berlin on 2026-03-29 runs at 03:00 CEST
+//!   (01:00Z). Several matched times in one gap (`*/15 * * * *`) collapse into that one run, and a
+//!   match at the end of the gap (03:00) is the same run, not a second one;
+//! - a time that occurs twice (the clock falls back over it) runs **once, at its first
+//!   occurrence**: `30 2 * * *` in Europe/Berlin on 2026-10-25 runs at 02:30 CEST (00:30Z) and not
+//!   again at 02:30 CET. This holds for every expression, so `*/30 * * * *` does not run during the
+//!   repeated hour; use an `every` trigger for a fixed period in absolute time.
+//!
+//! `croner` itself applies these rules only to "fixed-time" expressions (no wildcard in the
+//! second, minute or hour field); for the others it skips times in a gap and runs both
+//! occurrences of a repeated time. We therefore use `croner` only to parse expressions and to
+//! search wall-clock time (`jiff::civil::DateTime`, which has no gaps or folds), and map matches to
+//! instants here, with one rule for every expression.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use croner::parser::{CronParser, Seconds, Year};
+use jiff::civil::DateTime;
+use jiff::tz::{AmbiguousOffset, Offset, TimeZone};
+use jiff::{SignedDuration, Timestamp};
+
+/// When a job fires. Built only by [`crate::sched::JobSpec::from_json`] or by hand from checked
+/// parts, so every value is valid: `interval >= 1s`, `end > start` where both are set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// Fires once, at this instant.
+    At(Timestamp),
+    /// Fires at `start + k * interval` for `k = 0, 1, 2, …`, never after `end`.
+    Every {
+        /// The period, at least one second.
+        interval: Duration,
+        /// The anchor of the grid and the earliest fire. The JSON field `start` is optional; when
+        /// it is missing, the job's creation time is stored here, so a restart keeps the phase.
+        start: Timestamp,
+        /// No fire after this instant (a fire exactly at `end` still happens).
+        end: Option<Timestamp>,
+    },
+    /// Fires at the wall-clock times matched by `expr` in `zone`; see the module docs for DST.
+    Cron {
+        /// The checked expression.
+        expr: CronExpr,
+        /// The zone whose wall clock `expr` is matched against.
+        zone: Zone,
+        /// No fire before this instant.
+        start: Option<Timestamp>,
+        /// No fire after this instant (a fire exactly at `end` still happens).
+        end: Option<Timestamp>,
+    },
+}
+
+impl Trigger {
+    /// The first fire time strictly after `after`, or `None` when the trigger is exhausted (an
+    /// `at` that is not after `after`, or no fire left before `end`).
+    ///
+    /// Never returns a time before the trigger's `start` or after its `end`. Pure: the same
+    /// arguments always give the same answer.
+    pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
+        let next = match self {
+            Trigger::At(at) => return (*at > after).then_some(*at),
+            Trigger::Every {
+                interval, start, ..
+            } => every_next_after(*interval, *start, after)?,
+            Trigger::Cron {
+                expr, zone, start, ..
+            } => {
+                // Fires at or after `start`: search strictly after the instant just before it.
+                let after = match start {
+                    Some(start) if *start > after => {
+                        start.checked_sub(SignedDuration::from_nanos(1)).ok()?
+                    }
+                    _ => after,
+                };
+                cron_next_after(expr, zone.tz(), after)?
+            }
+        };
+        match self.end() {
+            Some(end) if next > end => None,
+            _ => Some(next),
+        }
+    }
+
+    /// The trigger's `end`, if it has one. `at` has none (it fires once anyway).
+    pub fn end(&self) -> Option<Timestamp> {
+        match self {
+            Trigger::At(_) => None,
+            Trigger::Every { end, .. } | Trigger::Cron { end, .. } => *end,
+        }
+    }
+}
+
+/// `start + k * interval` for the smallest `k >= 0` that lands strictly after `after`.
+fn every_next_after(interval: Duration, start: Timestamp, after: Timestamp) -> Option<Timestamp> {
+    if after < start {
+        return Some(start);
+    }
+    let step = i128::try_from(interval.as_nanos()).ok()?.max(1);
+    let elapsed = after.as_nanosecond() - start.as_nanosecond();
+    let k = elapsed / step + 1;
+    Timestamp::from_nanosecond(start.as_nanosecond().checked_add(k.checked_mul(step)?)?).ok()
+}
+
+/// Bounds the loop in [`cron_next_after`]. Each round either returns or jumps past a whole gap or
+/// fold, and transitions are months apart, so two or three rounds are the most ever needed.
+const CRON_ROUNDS: usize = 16;
+
+/// The first instant strictly after `after` that a wall-clock match of `expr` in `tz` maps to.
+///
+/// Matches map to instants monotonically (a gap time maps to the gap's end, a repeated time to
+/// its first occurrence), and `after`'s own wall-clock time maps to `after` or earlier, so the
+/// answer is the first match after `after`'s wall-clock time whose instant is after `after`.
+fn cron_next_after(expr: &CronExpr, tz: &TimeZone, after: Timestamp) -> Option<Timestamp> {
+    let mut cursor = tz.to_datetime(after);
+    for _ in 0..CRON_ROUNDS {
+        let civil = expr.next_civil_after(cursor)?;
+        let (instant, skip_to) = match tz.to_ambiguous_timestamp(civil).offset() {
+            AmbiguousOffset::Unambiguous { offset } => (offset.to_timestamp(civil).ok()?, None),
+            AmbiguousOffset::Gap { after: later, .. } => {
+                // Wall times in the gap are [T + before, T + later); they all run at T.
+                let transition = next_transition(tz, later.to_timestamp(civil).ok()?)?;
+                (transition, Some(later.to_datetime(transition)))
+            }
+            AmbiguousOffset::Fold { before, .. } => {
+                // Wall times in the fold are [T + after, T + before); they run at the earlier one.
+                let earlier = before.to_timestamp(civil).ok()?;
+                let transition = next_transition(tz, earlier)?;
+                (earlier, Some(before.to_datetime(transition)))
+            }
+        };
+        if instant > after {
+            return Some(instant);
+        }
+        // Every later match inside this gap or fold maps to an instant at or before `after` too:
+        // resume the search at its end (one second before, as the search is exclusive).
+        cursor = match skip_to {
+            Some(end) => end
+                .checked_sub(SignedDuration::from_secs(1))
+                .ok()?
+                .max(civil),
+            None => civil,
+        };
+    }
+    None
+}
+
+/// The first time zone transition strictly after `ts`.
+fn next_transition(tz: &TimeZone, ts: Timestamp) -> Option<Timestamp> {
+    tz.following(ts).next().map(|t| t.timestamp())
+}
+
+/// A checked crontab expression: 5 fields (minute hour day-of-month month day-of-week) or 6 (a
+/// seconds field first). Month and day names (`JAN`, `THU`), ranges, steps, lists, `L`, `W`, `#`
+/// and the `@daily`-style nicknames are accepted, case-insensitively. Day-of-month and
+/// day-of-week combine with OR when both are restricted, as in Vixie cron. The expression is
+/// known to match at least one date.
+#[derive(Debug, Clone)]
+pub struct CronExpr {
+    source: String,
+    /// Boxed: the parsed pattern is several hundred bytes.
+    cron: Box<croner::Cron>,
+}
+
+impl CronExpr {
+    /// Parses and checks an expression.
+    pub fn parse(source: &str) -> Result<CronExpr, CronExprError> {
+        let source = source.trim();
+        if source.is_empty() {
+            return Err(CronExprError::Empty);
+        }
+        if !source.starts_with('@') {
+            let fields = source.split_whitespace().count();
+            if fields != 5 && fields != 6 {
+                return Err(CronExprError::FieldCount { found: fields });
+            }
+        }
+        let cron = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .year(Year::Disallowed)
+            .build()
+            .parse(source)
+            .map_err(|e| CronExprError::Invalid {
+                reason: e.to_string(),
+            })?;
+        let expr = CronExpr {
+            source: source.split_whitespace().collect::<Vec<_>>().join(" "),
+            cron: Box::new(cron),
+        };
+        // A pattern like `0 0 30 2 *` parses but never matches; croner then searches to year
+        // 5000 on every call. Reject it once, here. Every satisfiable pattern (no year field)
+        // matches within any 28-year span, so the search from 2000 settles it.
+        if expr
+            .next_civil_after(DateTime::constant(2000, 1, 1, 0, 0, 0, 0))
+            .is_none()
+        {
+            return Err(CronExprError::NeverMatches);
+        }
+        Ok(expr)
+    }
+
+    /// The expression as given (trimmed, single spaces between fields).
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The first matching wall-clock time strictly after `cursor`, to the second.
+    fn next_civil_after(&self, cursor: DateTime) -> Option<DateTime> {
+        self.cron.find_next_occurrence(&cursor, false).ok()
+    }
+}
+
+impl PartialEq for CronExpr {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl fmt::Display for CronExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl FromStr for CronExpr {
+    type Err = CronExprError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CronExpr::parse(s)
+    }
+}
+
+/// Why a cron expression was rejected by [`CronExpr::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CronExprError {
+    /// The string was empty or only whitespace.
+    #[error("the cron expression is empty; give 5 fields (minute hour day month weekday), e.g. \"45 19 * * THU\"")]
+    Empty,
+    /// Not 5 or 6 whitespace-separated fields.
+    #[error("a cron expression has 5 fields (minute hour day month weekday) or 6 (seconds first); this one has {found}")]
+    FieldCount {
+        /// How many fields were found.
+        found: usize,
+    },
+    /// A field is out of range or malformed; `reason` is the parser's explanation.
+    #[error("the cron expression is not valid: {reason}")]
+    Invalid {
+        /// The parser's explanation.
+        reason: String,
+    },
+    /// The expression parses but matches no date (for example the 30th of February).
+    #[error("the cron expression never matches a real date (for example the 30th of February); check the day and month fields")]
+    NeverMatches,
+}
+
+/// A checked IANA time zone, kept with its canonical name (`Europe/Berlin`, `UTC`).
+#[derive(Debug, Clone)]
+pub struct Zone {
+    name: String,
+    tz: TimeZone,
+}
+
+impl Zone {
+    /// Looks up an IANA time zone name, case-insensitively. Uses the time zone database bundled
+    /// into the binary (and the system one, where present); this is the only place in
+    /// `sched` that may read it.
+    pub fn get(name: &str) -> Result<Zone, ZoneError> {
+        let tz = TimeZone::get(name).map_err(|_| ZoneError::Unknown {
+            name: name.to_string(),
+        })?;
+        let name = tz.iana_name().unwrap_or(name).to_string();
+        Ok(Zone { name, tz })
+    }
+
+    /// Coordinated Universal Time, the default zone of a cron trigger.
+    pub fn utc() -> Zone {
+        Zone {
+            name: "UTC".to_string(),
+            tz: TimeZone::UTC,
+        }
+    }
+
+    /// The canonical IANA name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The zone's rules.
+    pub fn tz(&self) -> &TimeZone {
+        &self.tz
+    }
+
+    /// The zone's UTC offset at `ts`.
+    pub fn offset_at(&self, ts: Timestamp) -> Offset {
+        self.tz.to_offset(ts)
+    }
+}
+
+impl PartialEq for Zone {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+/// Why a time zone name was rejected by [`Zone::get`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ZoneError {
+    /// The name is not in the IANA time zone database.
+    #[error("unknown time zone {name:?}; use an IANA name such as \"Europe/Berlin\" or \"UTC\"")]
+    Unknown {
+        /// The name as given.
+        name: String,
+    },
+}
