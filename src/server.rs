@@ -171,6 +171,7 @@ pub struct ServeOptions {
     pub listen: Option<SocketAddr>,
     pub limits: Limits,
     pub api: crate::api::ApiConfig,
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 /// Runs the appliance until SIGINT/SIGTERM (or `shutdown` turns true).
@@ -226,8 +227,17 @@ pub async fn serve(
         started: Instant::now(),
         api: opts.api.clone(),
         connections: Default::default(),
+        jobs: std::sync::OnceLock::new(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (jobs, jobs_task) = crate::jobs::Jobs::start(
+        service.store.clone(),
+        opts.jobs.clone(),
+        stop_rx.clone(),
+    )?;
+    if service.jobs.set(jobs).is_err() {
+        unreachable!("the scheduler starts once");
+    }
     let accept_service = service.clone();
     let parts = DriverParts {
         socket,
@@ -280,6 +290,7 @@ pub async fn serve(
         Some(r) => r,
         None => driver_task.await,
     };
+    let _ = jobs_task.await;
     tracing::info!("stopped");
     match result {
         Ok(Ok(())) => Ok(()),

@@ -154,6 +154,8 @@ pub struct Service {
     pub api: crate::api::ApiConfig,
     /// Open HTTP connections per peer address.
     pub connections: crate::api::ConnectionCounts,
+    /// The scheduler (set once it has loaded its jobs).
+    pub jobs: std::sync::OnceLock<crate::jobs::Jobs>,
 }
 
 /// The driver stopped (the appliance is shutting down).

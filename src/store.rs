@@ -13,7 +13,10 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use peers::{Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
+use jiff::Timestamp;
 use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::sched::{JobId, JobSpec};
 use serde::{Deserialize, Serialize};
 
 /// Version of the layout below; recorded in `meta` so a future binary can migrate.
@@ -23,6 +26,10 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
 const PEER_STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("peer_stats");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
+/// Index: (job id, run id) for a job's history.
+const JOB_RUNS: TableDefinition<(u64, u64), ()> = TableDefinition::new("job_runs");
 
 const KEY_SCHEMA: &str = "schema_version";
 const KEY_SERVER: &str = "server";
@@ -281,6 +288,9 @@ impl Store {
             txn.open_table(PEERS)?;
             txn.open_table(PEER_STATS)?;
             txn.open_table(AUDIT)?;
+            txn.open_table(JOBS)?;
+            txn.open_table(RUNS)?;
+            txn.open_table(JOB_RUNS)?;
         }
         txn.commit()?;
         Ok(())
@@ -506,5 +516,375 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Jobs and runs
+
+/// A stored job: its checked spec plus bookkeeping.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub spec: JobSpec,
+    /// Unix milliseconds.
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// Peer name of the creator (or "local").
+    pub created_by: String,
+    /// The next scheduled fire not yet taken (None: none, or not computed yet).
+    pub next_fire_at: Option<Timestamp>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobRow {
+    spec: serde_json::Value,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+    created_by: String,
+    next_fire_at_ms: Option<i64>,
+}
+
+fn encode_job(r: &JobRecord) -> Vec<u8> {
+    serde_json::to_vec(&JobRow {
+        spec: r.spec.to_json(),
+        created_at_ms: r.created_at_ms,
+        updated_at_ms: r.updated_at_ms,
+        created_by: r.created_by.clone(),
+        next_fire_at_ms: r.next_fire_at.map(|t| t.as_millisecond()),
+    })
+    .expect("rows serialise")
+}
+
+fn decode_job(id: u64, bytes: &[u8]) -> Result<JobRecord, StoreError> {
+    let key = format!("jobs/{}", JobId::from_u64(id));
+    let row: JobRow = serde_json::from_slice(bytes).map_err(|e| corrupt(&key, e))?;
+    Ok(JobRecord {
+        id: JobId::from_u64(id),
+        spec: JobSpec::from_json(&row.spec, None).map_err(|e| corrupt(&key, e))?,
+        created_at_ms: row.created_at_ms,
+        updated_at_ms: row.updated_at_ms,
+        created_by: row.created_by,
+        next_fire_at: row
+            .next_fire_at_ms
+            .map(Timestamp::from_millisecond)
+            .transpose()
+            .map_err(|e| corrupt(&key, e))?,
+    })
+}
+
+/// State of one run (one fire of a job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    /// Scheduled, but found later than `misfire_grace` (downtime): recorded, not executed.
+    Missed,
+    /// Scheduled while `max_instances` runs were still going: recorded, not executed.
+    Skipped,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Missed => "missed",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "missed" => RunStatus::Missed,
+            "skipped" => RunStatus::Skipped,
+            _ => {
+                return Err(format!(
+                    "unknown status '{s}': expected running, succeeded, failed, missed or skipped"
+                ))
+            }
+        })
+    }
+}
+
+/// One fire of a job, as recorded in the run history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Assigned when first stored (0 before).
+    pub id: u64,
+    #[serde(with = "job_id_hex")]
+    pub job_id: JobId,
+    pub job_name: String,
+    /// When the schedule said it should run (RFC 3339).
+    pub scheduled_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    /// Attempts made so far.
+    pub attempt: u32,
+    pub status: RunStatus,
+    /// `schedule` or `manual` (run now).
+    pub trigger: String,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// For a summarising missed record: how many fires it stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+/// Job ids travel as their 16-hex-digit display form.
+mod job_id_hex {
+    use super::JobId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &JobId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<JobId, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Filter for run listings.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub job: Option<JobId>,
+    pub status: Option<RunStatus>,
+    /// Only runs scheduled at or after this instant.
+    pub since: Option<Timestamp>,
+    /// Only runs with an id below this (the cursor).
+    pub before: Option<u64>,
+    pub limit: usize,
+}
+
+impl Store {
+    /// Every stored job.
+    pub fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(JOBS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push(decode_job(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(JOBS)?;
+        let row = table.get(id.as_u64())?;
+        row.map(|v| decode_job(id.as_u64(), v.value())).transpose()
+    }
+
+    /// Inserts a new job (returns false, writing nothing, if the id is taken) with its audit
+    /// entry, in one durable transaction.
+    pub fn insert_job(&self, rec: &JobRecord, audit: Option<AuditEntry>) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(JOBS)?;
+            if table.get(rec.id.as_u64())?.is_some() {
+                return Ok(false);
+            }
+            table.insert(rec.id.as_u64(), encode_job(rec).as_slice())?;
+            if let Some(a) = audit {
+                append_audit(&txn, a)?;
+            }
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+
+    /// Applies `change` to a stored job inside one transaction with its audit entry. `change`
+    /// returns the new record, or `None` to delete it. Returns the new record (or the deleted
+    /// one), or `Ok(None)` when no job has that id.
+    pub fn update_job<E: From<StoreError>>(
+        &self,
+        id: JobId,
+        change: impl FnOnce(&JobRecord) -> Result<(Option<JobRecord>, Option<AuditEntry>), E>,
+    ) -> Result<Option<JobRecord>, E> {
+        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let out = {
+            let mut table = txn.open_table(JOBS).map_err(StoreError::from)?;
+            let current = match table.get(id.as_u64()).map_err(StoreError::from)? {
+                Some(v) => decode_job(id.as_u64(), v.value())?,
+                None => return Ok(None),
+            };
+            let (next, audit) = change(&current)?;
+            match &next {
+                Some(rec) => {
+                    table
+                        .insert(id.as_u64(), encode_job(rec).as_slice())
+                        .map_err(StoreError::from)?;
+                }
+                None => {
+                    table.remove(id.as_u64()).map_err(StoreError::from)?;
+                }
+            }
+            if let Some(a) = audit {
+                append_audit(&txn, a)?;
+            }
+            Some(next.unwrap_or(current))
+        };
+        txn.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// Records new runs and the jobs' next fire times in one transaction; assigns run ids
+    /// (returned in order).
+    pub fn start_runs(
+        &self,
+        runs: &mut [RunRecord],
+        next_fires: &[(JobId, Option<Timestamp>)],
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(RUNS)?;
+            let mut index = txn.open_table(JOB_RUNS)?;
+            let mut next_id = match table.last()? {
+                Some((k, _)) => k.value() + 1,
+                None => 1,
+            };
+            for run in runs.iter_mut() {
+                run.id = next_id;
+                next_id += 1;
+                table.insert(run.id, serde_json::to_vec(run).unwrap().as_slice())?;
+                index.insert((run.job_id.as_u64(), run.id), ())?;
+            }
+            let mut jobs = txn.open_table(JOBS)?;
+            for (id, next) in next_fires {
+                let current = match jobs.get(id.as_u64())? {
+                    Some(v) => decode_job(id.as_u64(), v.value())?,
+                    None => continue,
+                };
+                if current.next_fire_at != *next {
+                    let mut rec = current;
+                    rec.next_fire_at = *next;
+                    jobs.insert(id.as_u64(), encode_job(&rec).as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Rewrites finished (or progressing) runs.
+    pub fn update_runs(&self, runs: &[RunRecord]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(RUNS)?;
+            for run in runs {
+                table.insert(run.id, serde_json::to_vec(run).unwrap().as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Runs newest first, filtered.
+    pub fn runs_page(&self, f: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RUNS)?;
+        let mut out = Vec::new();
+        let before = f.before.unwrap_or(u64::MAX);
+        let decode = |id: u64, bytes: &[u8]| -> Result<RunRecord, StoreError> {
+            serde_json::from_slice(bytes).map_err(|e| corrupt(&format!("runs/{id}"), e))
+        };
+        let keep = |r: &RunRecord| {
+            f.status.is_none_or(|s| r.status == s) && f.since.is_none_or(|t| r.scheduled_at >= t)
+        };
+        match f.job {
+            Some(job) => {
+                let index = txn.open_table(JOB_RUNS)?;
+                let j = job.as_u64();
+                for row in index.range((j, 0)..(j, before))?.rev() {
+                    let (k, _) = row?;
+                    let id = k.value().1;
+                    if let Some(v) = table.get(id)? {
+                        let r = decode(id, v.value())?;
+                        if keep(&r) {
+                            out.push(r);
+                            if out.len() >= f.limit {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            None => {
+                for row in table.range(..before)?.rev() {
+                    let (k, v) = row?;
+                    let r = decode(k.value(), v.value())?;
+                    if keep(&r) {
+                        out.push(r);
+                        if out.len() >= f.limit {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs still marked running (left over from a crash).
+    pub fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RUNS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let r: RunRecord =
+                serde_json::from_slice(v.value()).map_err(|e| corrupt(&format!("runs/{}", k.value()), e))?;
+            if r.status == RunStatus::Running {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes runs scheduled before `cutoff` that are no longer running; returns how many.
+    pub fn prune_runs(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut n = 0;
+        {
+            let mut table = txn.open_table(RUNS)?;
+            let mut index = txn.open_table(JOB_RUNS)?;
+            let mut doomed = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                let r: RunRecord = serde_json::from_slice(v.value())
+                    .map_err(|e| corrupt(&format!("runs/{}", k.value()), e))?;
+                if r.scheduled_at >= cutoff {
+                    // Ids grow with time, so nearly everything after this is newer.
+                    if doomed.len() > 0 || r.status != RunStatus::Running {
+                        break;
+                    }
+                    continue;
+                }
+                if r.status != RunStatus::Running {
+                    doomed.push((k.value(), r.job_id.as_u64()));
+                }
+            }
+            for (id, job) in doomed {
+                table.remove(id)?;
+                index.remove((job, id))?;
+                n += 1;
+            }
+        }
+        txn.commit()?;
+        Ok(n)
     }
 }

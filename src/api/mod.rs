@@ -15,6 +15,7 @@
 //! No CORS headers are ever sent. Errors are always `{"error":{"code","message","field"}}`.
 
 mod audit;
+mod jobs;
 mod peers;
 
 pub use audit::parse_since;
@@ -535,11 +536,18 @@ async fn route(
         })),
         (_, ["api", "v1", "peers", rest @ ..]) => peers::route(&ctx, &method, rest).await,
         (Method::GET, ["api", "v1", "audit"]) => audit::list(&ctx).await,
-        (_, ["", ..]) | (_, ["api", "v1", "health" | "whoami" | "audit"]) => Err(ApiError::new(
+        (_, ["api", "v1", "jobs", rest @ ..]) => jobs::route(&ctx, &method, rest).await,
+        (Method::GET, ["api", "v1", "runs"]) => jobs::runs(&ctx, None).await,
+        (Method::GET, ["api", "v1", "stats"]) => jobs::stats(&ctx),
+        (Method::GET, ["api", "v1", "openapi.json"]) => Ok(openapi()),
+        (_, ["", ..])
+        | (_, ["api", "v1", "health" | "whoami" | "audit" | "runs" | "stats" | "openapi.json"]) => {
+            Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{method} is not allowed on {path}"),
-        )),
+        ))
+        }
         _ => Err(ApiError::not_found(format!("no endpoint at {path}"))),
     }
 }
@@ -580,6 +588,16 @@ fn dashboard() -> Resp {
 }
 
 const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The OpenAPI 3.1 description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+fn openapi() -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,279 @@
+//! `/api/v1/jobs`, `/api/v1/runs`, `/api/v1/stats`: the scheduler over HTTP.
+//!
+//! Roles: viewers read; officers and admins create, edit, pause, resume, run and delete.
+//! Every change is committed (with its audit entry, webhook secrets redacted) before the
+//! answer: a 201 means the job is on disk.
+
+use hyper::{Method, StatusCode};
+use jiff::Timestamp;
+use serde_json::{json, Value};
+
+use super::{json_response, ok, ApiError, ApiResult, Ctx, Need};
+use crate::jobs::{sort_key, JobEntry, JobError};
+use crate::sched::JobId;
+use crate::store::{RunFilter, RunRecord, RunStatus};
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 500;
+
+fn jobs<'a>(ctx: &Ctx<'a>) -> Result<&'a crate::jobs::Jobs, ApiError> {
+    ctx.service
+        .jobs
+        .get()
+        .ok_or_else(|| ApiError::internal("the scheduler is not running"))
+}
+
+fn job_error(e: JobError) -> ApiError {
+    match e {
+        JobError::NotFound(_) => ApiError::not_found(e.to_string()),
+        JobError::Spec(s) => {
+            let field = s.field.clone();
+            let mut err = ApiError::new(StatusCode::BAD_REQUEST, "invalid", s.message.clone());
+            if !field.is_empty() {
+                err = err.field(field);
+            }
+            err
+        }
+        JobError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
+        JobError::Store(_) | JobError::ShuttingDown => ApiError::internal(e),
+    }
+}
+
+/// A job for this caller: read-only roles get webhook secrets redacted.
+fn view(ctx: &Ctx<'_>, e: &JobEntry) -> Value {
+    if ctx.require(Need::Operate).is_ok() {
+        e.to_json()
+    } else {
+        e.to_json_redacted()
+    }
+}
+
+fn parse_id(s: &str) -> Result<JobId, ApiError> {
+    s.parse()
+        .map_err(|e: crate::sched::JobIdError| ApiError::bad_request("id", e.to_string()))
+}
+
+fn limit(ctx: &Ctx<'_>) -> Result<usize, ApiError> {
+    match ctx.query.get("limit") {
+        None => Ok(DEFAULT_LIMIT),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request("limit", format!("limit must be a number from 1 to {MAX_LIMIT}"))
+            }),
+    }
+}
+
+fn deny_unknown_query(ctx: &Ctx<'_>, allowed: &[&str]) -> Result<(), ApiError> {
+    for k in ctx.query.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(
+                k.clone(),
+                format!("unknown query parameter '{k}'; expected one of: {}", allowed.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
+    match (method, rest) {
+        (&Method::GET, []) => {
+            ctx.require(Need::Read)?;
+            list(ctx)
+        }
+        (&Method::POST, []) => {
+            ctx.require(Need::Operate)?;
+            let body = ctx.body.as_ref().ok_or_else(|| {
+                ApiError::bad_request("body", "this request needs a JSON body (the job)")
+            })?;
+            let entry = jobs(ctx)?
+                .create(body, &ctx.caller.actor())
+                .await
+                .map_err(job_error)?;
+            let mut r = json_response(StatusCode::CREATED, entry.to_json());
+            r.headers_mut().insert(
+                hyper::header::LOCATION,
+                hyper::header::HeaderValue::from_str(&format!("/api/v1/jobs/{}", entry.record.id))
+                    .expect("ids are header-safe"),
+            );
+            Ok(r)
+        }
+        (&Method::GET, [id]) => {
+            ctx.require(Need::Read)?;
+            let id = parse_id(id)?;
+            let e = jobs(ctx)?
+                .get(id)
+                .ok_or_else(|| job_error(JobError::NotFound(id)))?;
+            ok(view(ctx, &e))
+        }
+        (&Method::PATCH, [id]) => {
+            ctx.require(Need::Operate)?;
+            let id = parse_id(id)?;
+            let patch = ctx.object().map(|o| Value::Object(o.clone()))?;
+            let e = jobs(ctx)?
+                .patch(id, &patch, &ctx.caller.actor())
+                .await
+                .map_err(job_error)?;
+            ok(e.to_json())
+        }
+        (&Method::DELETE, [id]) => {
+            ctx.require(Need::Operate)?;
+            let id = parse_id(id)?;
+            let e = jobs(ctx)?
+                .delete(id, &ctx.caller.actor())
+                .await
+                .map_err(job_error)?;
+            ok(json!({"deleted": e.record.id.to_string(), "name": e.record.spec.name}))
+        }
+        (&Method::POST, [id, action @ ("pause" | "resume")]) => {
+            ctx.require(Need::Operate)?;
+            let id = parse_id(id)?;
+            let e = jobs(ctx)?
+                .set_paused(id, *action == "pause", &ctx.caller.actor())
+                .await
+                .map_err(job_error)?;
+            ok(e.to_json())
+        }
+        (&Method::POST, [id, "run"]) => {
+            ctx.require(Need::Operate)?;
+            let id = parse_id(id)?;
+            jobs(ctx)?
+                .run_now(id, &ctx.caller.actor())
+                .await
+                .map_err(job_error)?;
+            Ok(json_response(
+                StatusCode::ACCEPTED,
+                json!({"job": id.to_string(), "status": "started"}),
+            ))
+        }
+        (&Method::GET, [id, "runs"]) => {
+            ctx.require(Need::Read)?;
+            let id = parse_id(id)?;
+            if jobs(ctx)?.get(id).is_none() {
+                return Err(job_error(JobError::NotFound(id)));
+            }
+            runs(ctx, Some(id)).await
+        }
+        (_, [] | [_] | [_, "pause" | "resume" | "run" | "runs"]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed here"),
+        )),
+        _ => Err(ApiError::not_found("no such job endpoint")),
+    }
+}
+
+/// `GET /api/v1/jobs?paused=&name=&limit=&cursor=`, sorted by next fire time.
+fn list(ctx: &Ctx<'_>) -> ApiResult {
+    deny_unknown_query(ctx, &["paused", "name", "limit", "cursor"])?;
+    let limit = limit(ctx)?;
+    let paused = match ctx.query.get("paused").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(ApiError::bad_request("paused", "paused must be true or false")),
+    };
+    let name = ctx.query.get("name").map(|n| n.to_lowercase());
+    let cursor = ctx
+        .query
+        .get("cursor")
+        .map(|c| parse_job_cursor(c).ok_or_else(|| ApiError::bad_request("cursor", "cursor must be a next_cursor value from a previous page")))
+        .transpose()?;
+    let all = jobs(ctx)?.list();
+    let mut page: Vec<&JobEntry> = all
+        .iter()
+        .filter(|e| paused.is_none_or(|p| e.record.spec.paused == p))
+        .filter(|e| {
+            name.as_ref()
+                .is_none_or(|n| e.record.spec.name.to_lowercase().contains(n))
+        })
+        .filter(|e| cursor.is_none_or(|c| sort_key(&e.record) > c))
+        .take(limit + 1)
+        .collect();
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next = more
+        .then(|| page.last().map(|e| job_cursor(sort_key(&e.record))))
+        .flatten();
+    ok(json!({
+        "jobs": page.iter().map(|e| view(ctx, e)).collect::<Vec<_>>(),
+        "next_cursor": next,
+    }))
+}
+
+fn job_cursor((t, id): (i128, u64)) -> String {
+    format!("{t}_{id:016x}")
+}
+
+fn parse_job_cursor(s: &str) -> Option<(i128, u64)> {
+    let (t, id) = s.split_once('_')?;
+    Some((t.parse().ok()?, u64::from_str_radix(id, 16).ok()?))
+}
+
+/// `GET /api/v1/runs?status=&since=&limit=&cursor=` (and per job), newest first.
+pub(super) async fn runs(ctx: &Ctx<'_>, job: Option<JobId>) -> ApiResult {
+    ctx.require(Need::Read)?;
+    deny_unknown_query(ctx, &["status", "since", "limit", "cursor"])?;
+    let status = ctx
+        .query
+        .get("status")
+        .map(|s| s.parse::<RunStatus>().map_err(|m| ApiError::bad_request("status", m)))
+        .transpose()?;
+    let since = ctx
+        .query
+        .get("since")
+        .map(|s| {
+            s.parse::<Timestamp>()
+                .map_err(|e| ApiError::bad_request("since", format!("since must be an RFC 3339 time: {e}")))
+        })
+        .transpose()?;
+    let before = ctx
+        .query
+        .get("cursor")
+        .map(|c| {
+            c.parse::<u64>()
+                .map_err(|_| ApiError::bad_request("cursor", "cursor must be a next_cursor value from a previous page"))
+        })
+        .transpose()?;
+    let limit = limit(ctx)?;
+    let runs: Vec<RunRecord> = jobs(ctx)?
+        .runs(RunFilter {
+            job,
+            status,
+            since,
+            before,
+            limit,
+        })
+        .await
+        .map_err(job_error)?;
+    let next = (runs.len() == limit).then(|| runs.last().map(|r| r.id.to_string())).flatten();
+    ok(json!({"runs": runs, "next_cursor": next}))
+}
+
+/// `GET /api/v1/stats`.
+pub(super) fn stats(ctx: &Ctx<'_>) -> ApiResult {
+    ctx.require(Need::Read)?;
+    let jobs = jobs(ctx)?;
+    let (total, paused, running) = jobs.counts();
+    let s = jobs.stats.lock().unwrap();
+    let lateness = s.lateness_percentiles().map(|(p50, p99, n)| {
+        json!({"p50_ms": p50, "p99_ms": p99, "samples": n})
+    });
+    ok(json!({
+        "jobs": total,
+        "paused": paused,
+        "running": running,
+        "since_start": {
+            "fired": s.fired,
+            "succeeded": s.succeeded,
+            "failed": s.failed,
+            "missed": s.missed,
+            "skipped": s.skipped,
+        },
+        "lateness": lateness,
+        "uptime_s": ctx.service.started.elapsed().as_secs(),
+    }))
+}

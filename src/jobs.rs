@@ -1,0 +1,718 @@
+//! The scheduler driver and the job operations the API calls.
+//!
+//! Layer: driver. One task owns the sans-IO [`Core`]: it reads the clock, sleeps until the
+//! core's next deadline, takes its fires, records them (runs and the jobs' next fire times in
+//! one store transaction), and hands each run to the webhook [`Executor`] on its own task.
+//! Finished runs come back on a channel and are written in batches.
+//!
+//! [`Jobs`] is the handle the API uses. Every change is committed (with its audit entry) before
+//! the driver hears of it and before the caller gets its answer: a 201 means the job is on disk.
+//! Reads come from an in-memory table the driver keeps in step with the core.
+#![allow(clippy::disallowed_methods)] // driver: reads the clock and sleeps
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::sched::{Action, Core, Fire, FireKind, JobId, JobSpec, SpecError};
+use crate::store::{
+    Actor, AuditEntry, JobRecord, RunFilter, RunRecord, RunStatus, Store, StoreError,
+};
+use crate::webhook::Executor;
+
+/// How often old runs are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Lateness samples kept for the stats endpoint.
+const LATENESS_SAMPLES: usize = 4096;
+/// Longest sleep when no job is due (the loop also wakes on every command).
+const IDLE_SLEEP: Duration = Duration::from_secs(3600);
+
+/// Why a job operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// No job has that id.
+    #[error("no job with id {0}")]
+    NotFound(JobId),
+    /// The spec (or patch) is invalid; names the field.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// `run now` while `max_instances` runs are going.
+    #[error("job {0} already runs its maximum number of instances; try again when one finishes")]
+    Busy(JobId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The scheduler stopped (the appliance is shutting down).
+    #[error("the scheduler is shutting down")]
+    ShuttingDown,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone)]
+pub struct JobEntry {
+    pub record: JobRecord,
+    pub running: u32,
+}
+
+impl JobEntry {
+    /// The job as stored, with bookkeeping fields.
+    pub fn to_json(&self) -> Value {
+        self.render(false)
+    }
+
+    /// The same with webhook secrets (URL token, credential headers) replaced by `***`: what
+    /// read-only roles see, since a webhook URL is enough to post to the channel.
+    pub fn to_json_redacted(&self) -> Value {
+        self.render(true)
+    }
+
+    fn render(&self, redact: bool) -> Value {
+        let r = &self.record;
+        let mut v = if redact {
+            r.spec.redacted_json()
+        } else {
+            r.spec.to_json()
+        };
+        let obj = v.as_object_mut().expect("a spec is an object");
+        obj.insert("id".into(), json!(r.id.to_string()));
+        obj.insert(
+            "next_fire_at".into(),
+            json!(r.next_fire_at.map(|t| t.to_string())),
+        );
+        obj.insert("created_at".into(), json!(ms_to_rfc3339(r.created_at_ms)));
+        obj.insert("updated_at".into(), json!(ms_to_rfc3339(r.updated_at_ms)));
+        obj.insert("created_by".into(), json!(r.created_by));
+        obj.insert("running".into(), json!(self.running));
+        v
+    }
+}
+
+fn ms_to_rfc3339(ms: u64) -> String {
+    Timestamp::from_millisecond(ms as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// Counters since start, for `/api/v1/stats`.
+#[derive(Default, Debug)]
+pub struct JobStats {
+    pub fired: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub missed: u64,
+    pub skipped: u64,
+    /// Milliseconds from scheduled time to the start of the first attempt, scheduled runs only.
+    lateness_ms: VecDeque<u64>,
+}
+
+impl JobStats {
+    fn lateness(&mut self, ms: u64) {
+        if self.lateness_ms.len() == LATENESS_SAMPLES {
+            self.lateness_ms.pop_front();
+        }
+        self.lateness_ms.push_back(ms);
+    }
+
+    /// (p50, p99, samples) of recent lateness.
+    pub fn lateness_percentiles(&self) -> Option<(u64, u64, usize)> {
+        if self.lateness_ms.is_empty() {
+            return None;
+        }
+        let mut v: Vec<u64> = self.lateness_ms.iter().copied().collect();
+        v.sort_unstable();
+        let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+        Some((at(0.50), at(0.99), v.len()))
+    }
+}
+
+enum Command {
+    Upsert {
+        record: JobRecord,
+        /// Recompute the next fire from now (a new or changed spec).
+        reschedule: bool,
+        done: oneshot::Sender<Option<Timestamp>>,
+    },
+    Remove(JobId, oneshot::Sender<()>),
+    Pause(JobId, oneshot::Sender<()>),
+    Resume(JobId, oneshot::Sender<Option<Timestamp>>),
+    RunNow(JobId, oneshot::Sender<bool>),
+}
+
+/// Handle to the scheduler, shared by the API.
+pub struct Jobs {
+    commands: mpsc::Sender<Command>,
+    table: Arc<RwLock<HashMap<JobId, JobEntry>>>,
+    pub store: Arc<Store>,
+    pub stats: Arc<Mutex<JobStats>>,
+}
+
+/// Options for the scheduler.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// Runs older than this are pruned.
+    pub run_retention: Duration,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            run_retention: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+impl Jobs {
+    /// Loads every stored job, marks runs interrupted by a previous stop as failed, and starts
+    /// the driver task.
+    pub fn start(
+        store: Arc<Store>,
+        config: JobsConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(Jobs, tokio::task::JoinHandle<()>), StoreError> {
+        let now = Timestamp::now();
+        let mut interrupted = store.unfinished_runs()?;
+        for r in &mut interrupted {
+            r.status = RunStatus::Failed;
+            r.finished_at = Some(now);
+            r.error = Some("interrupted: the appliance stopped during this run".into());
+        }
+        if !interrupted.is_empty() {
+            store.update_runs(&interrupted)?;
+        }
+        let records = store.jobs()?;
+        let mut core = Core::new();
+        let mut table = HashMap::with_capacity(records.len());
+        for rec in records {
+            core.upsert(rec.id, Arc::new(rec.spec.clone()), rec.next_fire_at, now);
+            table.insert(rec.id, JobEntry { record: rec, running: 0 });
+        }
+        tracing::info!(jobs = table.len(), interrupted = interrupted.len(), "scheduler loaded");
+        let table = Arc::new(RwLock::new(table));
+        let stats = Arc::new(Mutex::new(JobStats::default()));
+        let (tx, rx) = mpsc::channel(256);
+        let (fin_tx, fin_rx) = mpsc::channel(4096);
+        let driver = Driver {
+            core,
+            store: store.clone(),
+            table: table.clone(),
+            stats: stats.clone(),
+            executor: Executor::new(),
+            finished: fin_tx,
+            config,
+            manual: Vec::new(),
+        };
+        let task = tokio::spawn(driver.run(rx, fin_rx, shutdown));
+        Ok((
+            Jobs {
+                commands: tx,
+                table,
+                store,
+                stats,
+            },
+            task,
+        ))
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, JobError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| JobError::ShuttingDown)?;
+        rx.await.map_err(|_| JobError::ShuttingDown)
+    }
+
+    fn audit(actor: &Actor, action: &str, id: JobId, summary: Value) -> AuditEntry {
+        AuditEntry {
+            seq: 0,
+            at_ms: Timestamp::now().as_millisecond().max(0) as u64,
+            actor: actor.clone(),
+            action: action.into(),
+            target: Some(id.to_string()),
+            summary,
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> T {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .expect("store task does not panic")
+    }
+
+    /// Validates, stores durably (with its audit entry) and schedules a new job.
+    pub async fn create(&self, body: &Value, actor: &Actor) -> Result<JobEntry, JobError> {
+        let now = Timestamp::now();
+        let spec = JobSpec::from_json(body, Some(now))?;
+        let now_ms = now.as_millisecond().max(0) as u64;
+        let mut record = JobRecord {
+            id: JobId::from_u64(0),
+            spec,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            created_by: actor.peer.clone(),
+            next_fire_at: None,
+        };
+        loop {
+            record.id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
+            let audit = Self::audit(
+                actor,
+                "job.create",
+                record.id,
+                record.spec.redacted_json(),
+            );
+            let r = record.clone();
+            if self.blocking(move |s| s.insert_job(&r, Some(audit))).await? {
+                break;
+            }
+        }
+        self.schedule(record, true).await
+    }
+
+    async fn schedule(&self, record: JobRecord, reschedule: bool) -> Result<JobEntry, JobError> {
+        let id = record.id;
+        let next = self
+            .ask(|done| Command::Upsert {
+                record,
+                reschedule,
+                done,
+            })
+            .await?;
+        let mut entry = self.get(id).ok_or(JobError::NotFound(id))?;
+        entry.record.next_fire_at = next;
+        Ok(entry)
+    }
+
+    /// Applies a JSON merge patch to a job's spec (validated as a whole) and reschedules it.
+    pub async fn patch(&self, id: JobId, patch: &Value, actor: &Actor) -> Result<JobEntry, JobError> {
+        let now = Timestamp::now();
+        let patch = patch.clone();
+        let actor = actor.clone();
+        let rec = self
+            .blocking(move |s| {
+                s.update_job(id, |cur| {
+                    let spec = cur.spec.patched(&patch, Some(now))?;
+                    let audit = Self::audit(
+                        &actor,
+                        "job.update",
+                        id,
+                        json!({"before": cur.spec.redacted_json(), "after": spec.redacted_json()}),
+                    );
+                    let mut next = cur.clone();
+                    next.spec = spec;
+                    next.updated_at_ms = now.as_millisecond().max(0) as u64;
+                    next.next_fire_at = None;
+                    Ok::<_, JobError>((Some(next), Some(audit)))
+                })
+            })
+            .await?
+            .ok_or(JobError::NotFound(id))?;
+        self.schedule(rec, true).await
+    }
+
+    /// Deletes a job (its run history stays until pruned).
+    pub async fn delete(&self, id: JobId, actor: &Actor) -> Result<JobEntry, JobError> {
+        let actor = actor.clone();
+        let rec = self
+            .blocking(move |s| {
+                s.update_job(id, |cur| {
+                    let audit = Self::audit(&actor, "job.delete", id, json!({"name": cur.spec.name}));
+                    Ok::<_, JobError>((None, Some(audit)))
+                })
+            })
+            .await?
+            .ok_or(JobError::NotFound(id))?;
+        self.ask(|done| Command::Remove(id, done)).await?;
+        Ok(JobEntry {
+            record: rec,
+            running: 0,
+        })
+    }
+
+    /// Pauses (`paused = true`) or resumes a job; resuming continues from now without a burst
+    /// of the runs missed while paused.
+    pub async fn set_paused(&self, id: JobId, paused: bool, actor: &Actor) -> Result<JobEntry, JobError> {
+        let actor = actor.clone();
+        let now_ms = Timestamp::now().as_millisecond().max(0) as u64;
+        let rec = self
+            .blocking(move |s| {
+                s.update_job(id, |cur| {
+                    let mut next = cur.clone();
+                    next.spec.paused = paused;
+                    next.updated_at_ms = now_ms;
+                    let action = if paused { "job.pause" } else { "job.resume" };
+                    let audit = Self::audit(&actor, action, id, json!({"name": cur.spec.name}));
+                    Ok::<_, JobError>((Some(next), Some(audit)))
+                })
+            })
+            .await?
+            .ok_or(JobError::NotFound(id))?;
+        if paused {
+            self.ask(|done| Command::Pause(id, done)).await?;
+        } else {
+            self.ask(|done| Command::Resume(id, done)).await?;
+        }
+        self.table_update(rec);
+        self.get(id).ok_or(JobError::NotFound(id))
+    }
+
+    fn table_update(&self, rec: JobRecord) {
+        let mut t = self.table.write().unwrap();
+        if let Some(e) = t.get_mut(&rec.id) {
+            let next = e.record.next_fire_at;
+            e.record = rec;
+            e.record.next_fire_at = next;
+        }
+    }
+
+    /// Runs a job now through the normal run path (respecting `max_instances`).
+    pub async fn run_now(&self, id: JobId, actor: &Actor) -> Result<(), JobError> {
+        let name = self.get(id).ok_or(JobError::NotFound(id))?.record.spec.name;
+        if !self.ask(|done| Command::RunNow(id, done)).await? {
+            return Err(JobError::Busy(id));
+        }
+        let audit = Self::audit(actor, "job.run", id, json!({"name": name}));
+        self.blocking(move |s| s.audit(audit)).await?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: JobId) -> Option<JobEntry> {
+        self.table.read().unwrap().get(&id).cloned()
+    }
+
+    /// Every job, sorted by next fire time (jobs without one last), then id.
+    pub fn list(&self) -> Vec<JobEntry> {
+        let mut v: Vec<JobEntry> = self.table.read().unwrap().values().cloned().collect();
+        v.sort_by_key(|e| sort_key(&e.record));
+        v
+    }
+
+    /// (jobs, paused, running).
+    pub fn counts(&self) -> (usize, usize, u32) {
+        let t = self.table.read().unwrap();
+        let paused = t.values().filter(|e| e.record.spec.paused).count();
+        let running = t.values().map(|e| e.running).sum();
+        (t.len(), paused, running)
+    }
+
+    pub async fn runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, JobError> {
+        Ok(self.blocking(move |s| s.runs_page(&filter)).await?)
+    }
+}
+
+/// Sort key for listings: next fire (none last), then id.
+pub fn sort_key(r: &JobRecord) -> (i128, u64) {
+    (
+        r.next_fire_at
+            .map(|t| t.as_nanosecond())
+            .unwrap_or(i128::MAX),
+        r.id.as_u64(),
+    )
+}
+
+struct Driver {
+    core: Core,
+    store: Arc<Store>,
+    table: Arc<RwLock<HashMap<JobId, JobEntry>>>,
+    stats: Arc<Mutex<JobStats>>,
+    executor: Executor,
+    finished: mpsc::Sender<RunRecord>,
+    config: JobsConfig,
+    /// (job, time) of `run now` fires not yet taken, so their runs are marked manual.
+    manual: Vec<(JobId, Timestamp)>,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut finished: mpsc::Receiver<RunRecord>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            let now = Timestamp::now();
+            let sleep = match self.core.poll_timeout() {
+                Some(due) => now
+                    .duration_until(due)
+                    .try_into()
+                    .unwrap_or(Duration::ZERO)
+                    .min(IDLE_SLEEP),
+                None => IDLE_SLEEP,
+            };
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { break; }
+                }
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                Some(run) = finished.recv() => {
+                    let mut batch = vec![run];
+                    while let Ok(r) = finished.try_recv() {
+                        batch.push(r);
+                        if batch.len() >= 1024 { break; }
+                    }
+                    self.record_finished(batch).await;
+                }
+                _ = prune.tick() => self.prune().await,
+                _ = tokio::time::sleep(sleep) => {}
+            }
+            self.core.handle_timeout(Timestamp::now());
+            self.take_fires().await;
+        }
+        tracing::info!("scheduler stopped");
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        let now = Timestamp::now();
+        match cmd {
+            Command::Upsert {
+                record,
+                reschedule,
+                done,
+            } => {
+                let id = record.id;
+                let persisted = if reschedule { None } else { record.next_fire_at };
+                self.core
+                    .upsert(id, Arc::new(record.spec.clone()), persisted, now);
+                let next = self.core.next_fire_at(id);
+                let running = self.core.running(id);
+                let mut rec = record;
+                rec.next_fire_at = next;
+                self.table
+                    .write()
+                    .unwrap()
+                    .insert(id, JobEntry { record: rec, running });
+                let _ = done.send(next);
+            }
+            Command::Remove(id, done) => {
+                self.core.remove(id);
+                self.table.write().unwrap().remove(&id);
+                let _ = done.send(());
+            }
+            Command::Pause(id, done) => {
+                self.core.pause(id);
+                self.set_next(id, None);
+                let _ = done.send(());
+            }
+            Command::Resume(id, done) => {
+                self.core.resume(id, now);
+                let next = self.core.next_fire_at(id);
+                self.set_next(id, next);
+                let _ = done.send(next);
+            }
+            Command::RunNow(id, done) => {
+                let started = self.core.run_now(id, now);
+                if started {
+                    self.manual.push((id, now));
+                }
+                let _ = done.send(started);
+            }
+        }
+    }
+
+    fn set_next(&self, id: JobId, next: Option<Timestamp>) {
+        if let Some(e) = self.table.write().unwrap().get_mut(&id) {
+            e.record.next_fire_at = next;
+        }
+    }
+
+    /// Records every pending fire and the jobs' new next fire times in one transaction, then
+    /// starts the runs.
+    async fn take_fires(&mut self) {
+        let fires: Vec<Fire> = std::iter::from_fn(|| self.core.poll_fire()).collect();
+        let dirty = self.core.take_dirty();
+        if fires.is_empty() && dirty.is_empty() {
+            return;
+        }
+        let now = Timestamp::now();
+        let mut runs = Vec::with_capacity(fires.len());
+        let mut manual = Vec::with_capacity(fires.len());
+        for f in &fires {
+            let name = self
+                .core
+                .spec(f.job)
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            let is_manual = f.kind == FireKind::Run
+                && match self.manual.iter().position(|m| *m == (f.job, f.scheduled_at)) {
+                    Some(i) => {
+                        self.manual.swap_remove(i);
+                        true
+                    }
+                    None => false,
+                };
+            let mut run = RunRecord {
+                id: 0,
+                job_id: f.job,
+                job_name: name,
+                scheduled_at: f.scheduled_at,
+                started_at: None,
+                finished_at: None,
+                attempt: 0,
+                status: RunStatus::Running,
+                trigger: if is_manual { "manual" } else { "schedule" }.into(),
+                http_status: None,
+                error: None,
+                duration_ms: None,
+                count: None,
+            };
+            match f.kind {
+                FireKind::Run => run.started_at = Some(now),
+                FireKind::Missed => {
+                    run.status = RunStatus::Missed;
+                    run.finished_at = Some(now);
+                    run.error = Some("missed: the appliance was not running within misfire_grace of this time".into());
+                }
+                FireKind::Skipped => {
+                    run.status = RunStatus::Skipped;
+                    run.finished_at = Some(now);
+                    run.error = Some("skipped: max_instances runs were still going".into());
+                }
+                FireKind::MissedMany { through } => {
+                    run.status = RunStatus::Missed;
+                    run.finished_at = Some(now);
+                    run.error = Some(format!(
+                        "missed: every further fire from {} through {through} (too many to list)",
+                        f.scheduled_at
+                    ));
+                }
+            }
+            manual.push(is_manual);
+            runs.push(run);
+        }
+        let store = self.store.clone();
+        let dirty_for_store = dirty.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            store.start_runs(&mut runs, &dirty_for_store).map(|_| runs)
+        })
+        .await
+        .expect("store task does not panic");
+        let runs = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing was recorded: do not run what we could not record; the fires are
+                // lost for this round and the error is loud.
+                tracing::error!(error = %e, fires = fires.len(), "could not record fires");
+                for f in &fires {
+                    if f.kind.is_run() {
+                        self.core.handle_finished(f.job);
+                    }
+                }
+                return;
+            }
+        };
+        {
+            let mut t = self.table.write().unwrap();
+            for (id, next) in &dirty {
+                if let Some(e) = t.get_mut(id) {
+                    e.record.next_fire_at = *next;
+                }
+            }
+        }
+        let mut stats = self.stats.lock().unwrap();
+        for (run, is_manual) in runs.into_iter().zip(manual) {
+            match run.status {
+                RunStatus::Missed => stats.missed += 1,
+                RunStatus::Skipped => stats.skipped += 1,
+                _ => {}
+            }
+            if run.status != RunStatus::Running {
+                continue;
+            }
+            stats.fired += 1;
+            if !is_manual {
+                let late = run.scheduled_at.duration_until(now).as_millis().max(0) as u64;
+                stats.lateness(late);
+            }
+            let Some(spec) = self.core.spec(run.job_id).cloned() else {
+                continue;
+            };
+            if let Some(e) = self.table.write().unwrap().get_mut(&run.job_id) {
+                e.running = self.core.running(run.job_id);
+            }
+            let executor = self.executor.clone();
+            let finished = self.finished.clone();
+            tokio::spawn(async move {
+                let run = execute(executor, &spec, run).await;
+                let _ = finished.send(run).await;
+            });
+        }
+    }
+
+    async fn record_finished(&mut self, batch: Vec<RunRecord>) {
+        {
+            let mut stats = self.stats.lock().unwrap();
+            let mut t = self.table.write().unwrap();
+            for run in &batch {
+                self.core.handle_finished(run.job_id);
+                if let Some(e) = t.get_mut(&run.job_id) {
+                    e.running = self.core.running(run.job_id);
+                }
+                match run.status {
+                    RunStatus::Succeeded => stats.succeeded += 1,
+                    _ => stats.failed += 1,
+                }
+            }
+        }
+        let store = self.store.clone();
+        let r = tokio::task::spawn_blocking(move || store.update_runs(&batch))
+            .await
+            .expect("store task does not panic");
+        if let Err(e) = r {
+            tracing::error!(error = %e, "could not record finished runs");
+        }
+    }
+
+    async fn prune(&self) {
+        let Ok(span) = jiff::SignedDuration::try_from(self.config.run_retention) else {
+            return;
+        };
+        let Ok(cutoff) = Timestamp::now().checked_sub(span) else {
+            return;
+        };
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.prune_runs(cutoff))
+            .await
+            .expect("store task does not panic")
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "old runs pruned"),
+            Err(e) => tracing::warn!(error = %e, "could not prune runs"),
+        }
+    }
+}
+
+/// Executes one run: the webhook with retries and timeouts. Logs never contain the URL.
+async fn execute(executor: Executor, spec: &JobSpec, mut run: RunRecord) -> RunRecord {
+    let Action::Webhook(hook) = &spec.action;
+    let started = std::time::Instant::now();
+    let outcome = executor.run(hook, spec.retry, spec.timeout, |_| {}).await;
+    run.attempt = outcome.attempts;
+    run.http_status = outcome.last.status;
+    run.error = outcome.last.error.clone();
+    run.status = if outcome.last.succeeded() {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Failed
+    };
+    run.finished_at = Some(Timestamp::now());
+    run.duration_ms = Some(started.elapsed().as_millis() as u64);
+    tracing::info!(
+        job = %run.job_id,
+        name = %run.job_name,
+        status = run.status.as_str(),
+        http = ?run.http_status,
+        attempts = run.attempt,
+        "run finished"
+    );
+    run
+}

@@ -1,0 +1,277 @@
+//! The webhook executor: one fire of a job becomes HTTP requests to its webhook.
+//!
+//! Layer: driver (outbound I/O). Sends the job's request over HTTP or HTTPS (rustls with the
+//! bundled webpki roots, so a minimal container needs no CA store), with a per-attempt timeout,
+//! request and response bodies capped, and retries with exponential backoff. A 2xx reply is
+//! success. A 429 honours `Retry-After` (Discord's rate limits) — seconds or an HTTP date,
+//! capped at [`MAX_RETRY_AFTER`] — instead of the backoff. Other 4xx replies are final (retrying
+//! a malformed request or a deleted webhook cannot help); 5xx, timeouts and connection errors
+//! are retried.
+//!
+//! Nothing here logs a webhook URL in full: Discord's token is in its path.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use hyper::{Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::sched::{Retry, Webhook};
+
+/// Largest request body sent.
+pub const MAX_REQUEST_BODY: usize = 64 * 1024;
+/// Largest part of a response read (the rest is dropped; the status is what counts).
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+/// Longest `Retry-After` honoured.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// Error text kept in a run record.
+const MAX_ERROR_TEXT: usize = 512;
+
+/// How one attempt went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptResult {
+    /// The HTTP status, if a response arrived.
+    pub status: Option<u16>,
+    /// Why it failed (timeout, connection error, non-2xx with the start of the body).
+    pub error: Option<String>,
+    /// The server asked us to wait this long before retrying (429 `Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+impl AttemptResult {
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+
+    /// Whether another attempt could help.
+    pub fn retryable(&self) -> bool {
+        match self.status {
+            None => true,
+            Some(429) => true,
+            Some(s) => s >= 500,
+        }
+    }
+}
+
+/// How a whole fire went, after retries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub attempts: u32,
+    pub last: AttemptResult,
+}
+
+/// The outbound HTTP client, shared by all runs.
+#[derive(Clone)]
+pub struct Executor {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl Default for Executor {
+    fn default() -> Self {
+        Executor::new()
+    }
+}
+
+impl Executor {
+    pub fn new() -> Executor {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https);
+        Executor { client }
+    }
+
+    /// One attempt with `timeout` covering connect, request and reading the (capped) reply.
+    pub async fn attempt(&self, hook: &Webhook, timeout: Duration) -> AttemptResult {
+        match tokio::time::timeout(timeout, self.send(hook)).await {
+            Ok(r) => r,
+            Err(_) => AttemptResult {
+                status: None,
+                error: Some(format!("timed out after {} s", timeout.as_secs_f64())),
+                retry_after: None,
+            },
+        }
+    }
+
+    async fn send(&self, hook: &Webhook) -> AttemptResult {
+        let fail = |e: String| AttemptResult {
+            status: None,
+            error: Some(truncate(e)),
+            retry_after: None,
+        };
+        let body = match &hook.body {
+            Some(v) => Bytes::from(v.to_string()),
+            None => Bytes::new(),
+        };
+        if body.len() > MAX_REQUEST_BODY {
+            return AttemptResult {
+                status: None,
+                error: Some(format!(
+                    "request body is {} bytes, over the {MAX_REQUEST_BODY}-byte limit",
+                    body.len()
+                )),
+                retry_after: None,
+            };
+        }
+        let mut req = Request::builder()
+            .method(hook.method.clone())
+            .uri(hook.url.clone());
+        let headers = req.headers_mut().expect("builder is valid so far");
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("appliance/", env!("CARGO_PKG_VERSION"))),
+        );
+        if hook.body.is_some() {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        for (k, v) in &hook.headers {
+            headers.insert(k.clone(), v.clone());
+        }
+        let req = match req.body(Full::new(body)) {
+            Ok(r) => r,
+            Err(e) => return fail(format!("cannot build the request: {e}")),
+        };
+        let resp = match self.client.request(req).await {
+            Ok(r) => r,
+            Err(e) => return fail(describe_client_error(&e)),
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let text = match Limited::new(resp.into_body(), MAX_RESPONSE_BODY).collect().await {
+            Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+            Err(_) => String::from("(response body over the size limit or unreadable)"),
+        };
+        let error = (!status.is_success()).then(|| {
+            let reason = status.canonical_reason().unwrap_or("");
+            truncate(format!("HTTP {} {reason}: {}", status.as_u16(), text.trim()))
+        });
+        AttemptResult {
+            status: Some(status.as_u16()),
+            error,
+            retry_after: (status == StatusCode::TOO_MANY_REQUESTS)
+                .then_some(retry_after)
+                .flatten(),
+        }
+    }
+
+    /// Runs up to `retry.attempts` attempts, sleeping between them (backoff, or the server's
+    /// `Retry-After`). `on_attempt` sees each attempt's number before it starts.
+    pub async fn run(
+        &self,
+        hook: &Webhook,
+        retry: Retry,
+        timeout: Duration,
+        mut on_attempt: impl FnMut(u32),
+    ) -> Outcome {
+        let mut attempt = 1;
+        loop {
+            on_attempt(attempt);
+            let r = self.attempt(hook, timeout).await;
+            if r.succeeded() || !r.retryable() || attempt >= retry.attempts {
+                return Outcome {
+                    attempts: attempt,
+                    last: r,
+                };
+            }
+            attempt += 1;
+            let wait = r
+                .retry_after
+                .unwrap_or_else(|| retry.delay_before(attempt))
+                .min(MAX_RETRY_AFTER);
+            tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, "webhook retry");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
+    use std::error::Error;
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_ERROR_TEXT {
+        let mut cut = MAX_ERROR_TEXT;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// `Retry-After`: delay seconds (Discord also sends fractions) or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs).min(MAX_RETRY_AFTER));
+    }
+    // An HTTP date: wait until then (relative to now; only the driver reads clocks).
+    let when = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
+    #[allow(clippy::disallowed_methods)] // driver module
+    let now = jiff::Timestamp::now();
+    let d = now.until(when).ok()?.total(jiff::Unit::Second).ok()?;
+    Some(Duration::from_secs_f64(d.max(0.0)).min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("99999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
+    }
+
+    #[test]
+    fn what_counts_as_success_and_retryable() {
+        let r = |status: Option<u16>, error: Option<&str>| AttemptResult {
+            status,
+            error: error.map(String::from),
+            retry_after: None,
+        };
+        assert!(r(Some(204), None).succeeded());
+        assert!(!r(Some(404), Some("x")).succeeded());
+        assert!(!r(Some(404), Some("x")).retryable());
+        assert!(r(Some(429), Some("x")).retryable());
+        assert!(r(Some(503), Some("x")).retryable());
+        assert!(r(None, Some("timeout")).retryable());
+    }
+
+    #[test]
+    fn long_errors_are_cut_on_a_char_boundary() {
+        let s = truncate("é".repeat(600));
+        assert!(s.len() <= MAX_ERROR_TEXT + '…'.len_utf8());
+        assert!(s.ends_with('…'));
+    }
+}
