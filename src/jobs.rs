@@ -130,7 +130,7 @@ impl JobStats {
 
 enum Command {
     Upsert {
-        record: JobRecord,
+        record: Box<JobRecord>,
         /// Recompute the next fire from now (a new or changed spec).
         reschedule: bool,
         done: oneshot::Sender<Option<Timestamp>>,
@@ -279,7 +279,7 @@ impl Jobs {
         let id = record.id;
         let next = self
             .ask(|done| Command::Upsert {
-                record,
+                record: Box::new(record),
                 reschedule,
                 done,
             })
@@ -485,7 +485,7 @@ impl Driver {
                     .upsert(id, Arc::new(record.spec.clone()), persisted, now);
                 let next = self.core.next_fire_at(id);
                 let running = self.core.running(id);
-                let mut rec = record;
+                let mut rec = *record;
                 rec.next_fire_at = next;
                 self.table
                     .write()

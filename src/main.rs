@@ -338,7 +338,7 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
             let name = PeerName::new(&name).map_err(|e| usage(format!("invalid name: {e}")))?;
             let role: Role = role.parse().map_err(usage)?;
             let keys = ClientKeys::new(&config)?;
-            config.validate()?;
+            let outputs = config.validate()?;
             let req = Request::PeerAdd {
                 name: name.to_string(),
                 role: role.to_string(),
@@ -364,12 +364,12 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
                 Ok(to_value(&PeerAdded::new(&rec, server)))
             })?;
             let added: PeerAdded = serde_json::from_value(v).map_err(fatal)?;
-            print_config(&added, keys, &config)
+            print_config(&added, keys, &config, outputs)
         }
         PeerCommand::Rotate { name, config } => {
             let name = PeerName::new(&name).map_err(|e| usage(format!("invalid name: {e}")))?;
             let keys = ClientKeys::new(&config)?;
-            config.validate()?;
+            let outputs = config.validate()?;
             let req = Request::PeerRotate {
                 name: name.to_string(),
                 public_key: keys.public.to_base64(),
@@ -388,7 +388,7 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
             })?;
             let added: PeerAdded = serde_json::from_value(v).map_err(fatal)?;
             eprintln!("rotated the keys of {}: its old config no longer connects", added.name);
-            print_config(&added, keys, &config)
+            print_config(&added, keys, &config, outputs)
         }
         PeerCommand::Role { name, role } => {
             let name = PeerName::new(&name).map_err(|e| usage(format!("invalid name: {e}")))?;
@@ -571,8 +571,9 @@ impl ClientKeys {
 }
 
 impl ConfigArgs {
-    /// Checks every option before any state changes.
-    fn validate(&self) -> Result<(), Failure> {
+    /// Checks every option before any state changes, and prepares the output files (so an
+    /// unwritable path fails before the peer exists).
+    fn validate(&self) -> Result<Outputs, Failure> {
         if let Some(a) = &self.allowed_ips {
             peers::parse_cidr_list(a).map_err(|e| usage(format!("invalid --allowed-ips: {e}")))?;
         }
@@ -580,22 +581,91 @@ impl ConfigArgs {
             Endpoint::parse(e, server::DEFAULT_LISTEN_PORT)
                 .map_err(|e| usage(format!("invalid --endpoint: {e}")))?;
         }
-        for (flag, path) in [("--out", &self.out), ("--qr-png", &self.qr_png)] {
-            if let Some(p) = path {
-                let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
-                if parent.is_some_and(|d| !d.is_dir()) {
-                    return Err(usage(format!(
-                        "invalid {flag}: directory {} does not exist",
-                        parent.unwrap().display()
-                    )));
-                }
-            }
-        }
-        Ok(())
+        let prepare = |flag: &str, path: &Option<PathBuf>| {
+            path.as_deref()
+                .map(|p| {
+                    PrivateFile::prepare(p).map_err(|e| usage(format!("invalid {flag}: {e}")))
+                })
+                .transpose()
+        };
+        Ok(Outputs {
+            out: prepare("--out", &self.out)?,
+            qr_png: prepare("--qr-png", &self.qr_png)?,
+        })
     }
 }
 
-fn print_config(added: &PeerAdded, keys: ClientKeys, args: &ConfigArgs) -> Result<(), Failure> {
+/// Files `add`/`rotate` will write, prepared before anything changes.
+struct Outputs {
+    out: Option<PrivateFile>,
+    qr_png: Option<PrivateFile>,
+}
+
+/// A file holding secrets: written to a fresh 0600 temporary file beside its destination and
+/// renamed over it, so an existing file's looser mode never applies and a failure leaves
+/// nothing half-written. Dropped unfinished, the temporary file is removed.
+struct PrivateFile {
+    dest: PathBuf,
+    tmp: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl PrivateFile {
+    fn prepare(dest: &std::path::Path) -> Result<PrivateFile, String> {
+        if dest.is_dir() {
+            return Err(format!("{} is a directory", dest.display()));
+        }
+        let name = dest
+            .file_name()
+            .ok_or_else(|| format!("{} does not name a file", dest.display()))?;
+        let dir = dest
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(format!("directory {} does not exist", dir.display()));
+        }
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+        Ok(PrivateFile {
+            dest: dest.to_path_buf(),
+            tmp,
+            file: Some(file),
+        })
+    }
+
+    fn finish(mut self, data: &[u8]) -> std::io::Result<()> {
+        let mut f = self.file.take().expect("finished once");
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&self.tmp, &self.dest)
+    }
+}
+
+impl Drop for PrivateFile {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn print_config(
+    added: &PeerAdded,
+    keys: ClientKeys,
+    args: &ConfigArgs,
+    outputs: Outputs,
+) -> Result<(), Failure> {
     let server_key = PublicKey::parse(&added.server_public_key).map_err(fatal)?;
     let mut endpoint =
         Endpoint::parse(&added.endpoint, server::DEFAULT_LISTEN_PORT).map_err(fatal)?;
@@ -621,14 +691,16 @@ fn print_config(added: &PeerAdded, keys: ClientKeys, args: &ConfigArgs) -> Resul
         name: Some(added.name.clone()),
     };
     let text = config.render();
-    if let Some(path) = &args.qr_png {
+    if let Some(file) = outputs.qr_png {
         let png = peers::render_png(&text).map_err(fatal)?;
-        write_private(path, &png)
+        let path = file.dest.clone();
+        file.finish(&png)
             .map_err(|e| fatal(format!("cannot write {}: {e}", path.display())))?;
     }
-    match &args.out {
-        Some(path) => {
-            write_private(path, text.as_bytes())
+    match outputs.out {
+        Some(file) => {
+            let path = file.dest.clone();
+            file.finish(text.as_bytes())
                 .map_err(|e| fatal(format!("cannot write {}: {e}", path.display())))?;
             eprintln!(
                 "peer {} ({}) at {}: config written to {}",
@@ -659,17 +731,6 @@ fn print_config(added: &PeerAdded, keys: ClientKeys, args: &ConfigArgs) -> Resul
         );
     }
     Ok(())
-}
-
-fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }
 
 /// "2 min ago", "never".

@@ -355,7 +355,7 @@ mod tests {
         let (_, a) = plan_add(&[], &srv, req("alice", &mut rng), 1).unwrap();
         assert_eq!(a.address, Ipv4Addr::new(10, 88, 88, 2));
         assert_eq!(a.allowed_ips, vec![Ipv4Net::host(a.address)]);
-        let (_, b) = plan_add(&[a.clone()], &srv, req("bob", &mut rng), 1).unwrap();
+        let (_, b) = plan_add(std::slice::from_ref(&a), &srv, req("bob", &mut rng), 1).unwrap();
         assert_eq!(b.address, Ipv4Addr::new(10, 88, 88, 3));
 
         let err = plan_add(&[a.clone(), b.clone()], &srv, req("alice", &mut rng), 1).unwrap_err();
@@ -412,7 +412,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(10);
         let srv = server(&mut rng);
         let (_, a) = plan_add(&[], &srv, req("alice", &mut rng), 1).unwrap();
-        let (_, b) = plan_add(&[a.clone()], &srv, req("bob", &mut rng), 1).unwrap();
+        let (_, b) = plan_add(std::slice::from_ref(&a), &srv, req("bob", &mut rng), 1).unwrap();
         let all = vec![a.clone(), b.clone()];
         let name: PeerName = "alice".parse().unwrap();
 

@@ -99,7 +99,7 @@ pub enum OpenError {
     Storage {
         path: String,
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
 }
 
@@ -108,7 +108,7 @@ pub enum OpenError {
 pub enum StoreError {
     /// redb reported an I/O or consistency problem.
     #[error("database error: {0}")]
-    Redb(#[from] redb::Error),
+    Redb(Box<redb::Error>),
     /// A stored row failed validation: the file was edited or is damaged.
     #[error("stored record {key:?} is damaged: {reason}")]
     Corrupt { key: String, reason: String },
@@ -117,11 +117,12 @@ pub enum StoreError {
 macro_rules! impl_from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Redb(e.into()) }
+            fn from(e: $t) -> Self { StoreError::Redb(Box::new(e.into())) }
         }
     )*};
 }
 impl_from_redb!(
+    redb::Error,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
@@ -243,7 +244,7 @@ impl Store {
             Err(e) => {
                 return Err(OpenError::Storage {
                     path: p,
-                    source: e.into(),
+                    source: Box::new(e.into()),
                 })
             }
         };
@@ -252,7 +253,7 @@ impl Store {
             path: p.clone(),
             source: match e {
                 StoreError::Redb(e) => e,
-                other => redb::Error::Corrupted(other.to_string()),
+                other => Box::new(redb::Error::Corrupted(other.to_string())),
             },
         };
         match store.schema_version().map_err(storage)? {
@@ -753,13 +754,12 @@ impl Store {
         {
             let mut table = txn.open_table(RUNS)?;
             let mut index = txn.open_table(JOB_RUNS)?;
-            let mut next_id = match table.last()? {
+            let first_id = match table.last()? {
                 Some((k, _)) => k.value() + 1,
                 None => 1,
             };
-            for run in runs.iter_mut() {
-                run.id = next_id;
-                next_id += 1;
+            for (run, id) in runs.iter_mut().zip(first_id..) {
+                run.id = id;
                 table.insert(run.id, serde_json::to_vec(run).unwrap().as_slice())?;
                 index.insert((run.job_id.as_u64(), run.id), ())?;
             }
@@ -869,7 +869,7 @@ impl Store {
                     .map_err(|e| corrupt(&format!("runs/{}", k.value()), e))?;
                 if r.scheduled_at >= cutoff {
                     // Ids grow with time, so nearly everything after this is newer.
-                    if doomed.len() > 0 || r.status != RunStatus::Running {
+                    if !doomed.is_empty() || r.status != RunStatus::Running {
                         break;
                     }
                     continue;

@@ -12,6 +12,7 @@
 //!    (else 403: CSRF from other pages and apps on the same phone);
 //! 4. a request body must be `application/json` (else 415) and at most `max_body` (else 413);
 //! 5. the route's role requirement (else 403 naming the role needed).
+//!
 //! No CORS headers are ever sent. Errors are always `{"error":{"code","message","field"}}`.
 
 mod audit;

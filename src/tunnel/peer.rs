@@ -119,11 +119,8 @@ impl Peer {
     /// `decapsulate` with an empty datagram until it is done, handing each datagram to `send`.
     /// This is the only place that loop exists.
     pub(super) fn drain_queued(&mut self, out: &mut [u8], mut send: impl FnMut(&[u8])) {
-        loop {
-            match self.tunn.decapsulate(None, &[], out) {
-                TunnResult::WriteToNetwork(p) => send(p),
-                _ => break,
-            }
+        while let TunnResult::WriteToNetwork(p) = self.tunn.decapsulate(None, &[], out) {
+            send(p);
         }
     }
 

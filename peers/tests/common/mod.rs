@@ -1,6 +1,7 @@
 //! Helpers shared by the tests that drive real tools (wg-quick, wireguard-go, zbarimg).
 
 #![allow(dead_code)]
+#![allow(clippy::disallowed_methods)] // test helper: unique temp names from the clock
 
 use std::path::{Path, PathBuf};
 
