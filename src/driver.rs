@@ -60,6 +60,8 @@ pub struct Metrics {
     pub handshakes: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// TCP connections the netstack holds right now (half-open included).
+    pub open_connections: AtomicU64,
     pub wakeups: AtomicU64,
 }
 
@@ -73,6 +75,8 @@ impl Metrics {
             .store(n.accepted, Ordering::Relaxed);
         self.connections_refused
             .store(n.refused_over_cap, Ordering::Relaxed);
+        self.open_connections
+            .store(n.open_connections as u64, Ordering::Relaxed);
     }
 }
 

@@ -559,6 +559,7 @@ impl Netstack {
                 continue;
             }
             self.sockets.get_mut::<tcp::Socket>(h).abort();
+            tracing::debug!(%remote, "connection aborted: its peer lost access");
             if let Some(p) = &conn.pipe {
                 let mut p = p.lock().unwrap();
                 p.reset = true;

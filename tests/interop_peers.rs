@@ -1048,3 +1048,76 @@ fn peer_added_while_serving_handshakes_within_a_second() {
     assert_eq!(me["peer"], "alice", "whoami: {me}");
     let _ = std::fs::remove_dir_all(&files);
 }
+
+/// Open TCP connections of a peer that loses access (disable, rotate, remove) are aborted
+/// inside the appliance at once: `open_connections` in health, seen by another peer, drops,
+/// and the serve log names the aborted connection.
+#[test]
+fn losing_access_tears_down_open_connections() {
+    if !require_prereqs() {
+        return;
+    }
+    let ns = Netns::new("teardown");
+    let app = Appliance::start(&ns);
+    let mut alice_config = add(&app, &["alice", "--role", "admin"]);
+    let (remote, endpoint) = remote_client_ns(&ns, &app, "teardown-b");
+    let bob_config = add(&app, &["bob", "--endpoint", &endpoint]);
+    let _bob = WgClient::up(&remote, &bob_config);
+    assert_eq!(whoami_ok(&remote, &app)["peer"], "bob");
+
+    // Bob's own health request holds one connection while it is answered.
+    let open = || -> u64 {
+        let r = curl_full(&remote, &api_url("/api/v1/health"), &[]);
+        assert_eq!(r.status, 200, "bob's health: {r:?}");
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        v["tunnel"]["open_connections"]
+            .as_u64()
+            .expect("open_connections in health")
+    };
+    for action in ["disable", "rotate", "remove"] {
+        // A fresh client with alice's current config, and three idle connections from it.
+        let alice = WgClient::up(&ns, &alice_config);
+        assert_eq!(whoami_ok(&ns, &app)["peer"], "alice");
+        let idle: Vec<std::process::Child> = (0..3)
+            .map(|_| {
+                ns.cmd("bash")
+                    .args(["-c", "exec 3<>/dev/tcp/10.88.88.1/8888; sleep 25"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("spawn an idle TCP client")
+            })
+            .collect();
+        assert!(
+            wait_until(Duration::from_secs(10), || open() >= 4),
+            "alice's three idle connections never showed up before `{action}`"
+        );
+        let aborts_before = app.log().matches("connection aborted: its peer lost access").count();
+        let out = cli_ok(&app, &["peer", action, "alice"]);
+        assert!(
+            wait_until(Duration::from_secs(2), || open() == 1),
+            "`peer {action} alice` left her connections open: open_connections = {}\n{}",
+            open(),
+            app.log_tail(40)
+        );
+        let aborts = app.log().matches("connection aborted: its peer lost access").count();
+        assert!(
+            aborts >= aborts_before + 3,
+            "`peer {action}` aborted {} connections, expected 3",
+            aborts - aborts_before
+        );
+        for mut c in idle {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        drop(alice);
+        match action {
+            "disable" => {
+                cli_ok(&app, &["peer", "enable", "alice"]);
+            }
+            "rotate" => alice_config = out,
+            _ => {}
+        }
+    }
+}

@@ -568,6 +568,7 @@ fn health(ctx: &Ctx<'_>) -> ApiResult {
             "dropped_unknown_peer": m.dropped_unknown_peer.load(Ordering::Relaxed),
             "connections_accepted": m.connections_accepted.load(Ordering::Relaxed),
             "connections_refused": m.connections_refused.load(Ordering::Relaxed),
+            "open_connections": m.open_connections.load(Ordering::Relaxed),
         }
     }))
 }
