@@ -258,6 +258,7 @@ impl Jobs {
             updated_at_ms: now_ms,
             created_by: actor.peer.clone(),
             next_fire_at: None,
+            paused_at_ms: None,
         };
         loop {
             record.id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
@@ -335,19 +336,38 @@ impl Jobs {
         })
     }
 
-    /// Pauses (`paused = true`) or resumes a job; resuming continues from now without a burst
-    /// of the runs missed while paused.
-    pub async fn set_paused(&self, id: JobId, paused: bool, actor: &Actor) -> Result<JobEntry, JobError> {
+    /// Pauses (`paused = true`) or resumes a job. Resuming continues from now without a
+    /// burst of the runs missed while paused — unless `catch_up`: then the fires since the
+    /// pause are due at once and the misfire rules apply (within `misfire_grace` they run,
+    /// once with `coalesce`; older ones are recorded as missed).
+    pub async fn set_paused(
+        &self,
+        id: JobId,
+        paused: bool,
+        catch_up: bool,
+        actor: &Actor,
+    ) -> Result<JobEntry, JobError> {
         let actor = actor.clone();
         let now_ms = Timestamp::now().as_millisecond().max(0) as u64;
+        // When it was paused (before this change), for a catch-up resume.
+        let paused_since = self.get(id).and_then(|e| e.record.paused_at_ms);
         let rec = self
             .blocking(move |s| {
                 s.update_job(id, |cur| {
                     let mut next = cur.clone();
                     next.spec.paused = paused;
                     next.updated_at_ms = now_ms;
-                    let action = if paused { "job.pause" } else { "job.resume" };
-                    let audit = Self::audit(&actor, action, id, json!({"name": cur.spec.name}));
+                    next.paused_at_ms = match (paused, cur.paused_at_ms) {
+                        (true, Some(t)) => Some(t),
+                        (true, None) => Some(now_ms),
+                        (false, _) => None,
+                    };
+                    let (action, summary) = if paused {
+                        ("job.pause", json!({"name": cur.spec.name}))
+                    } else {
+                        ("job.resume", json!({"name": cur.spec.name, "catch_up": catch_up}))
+                    };
+                    let audit = Self::audit(&actor, action, id, summary);
                     Ok::<_, JobError>((Some(next), Some(audit)))
                 })
             })
@@ -356,7 +376,26 @@ impl Jobs {
         if paused {
             self.ask(|done| Command::Pause(id, done)).await?;
         } else {
-            self.ask(|done| Command::Resume(id, done)).await?;
+            let first_missed = paused_since
+                .filter(|_| catch_up)
+                .and_then(|ms| Timestamp::from_millisecond(ms as i64).ok())
+                .and_then(|t| rec.spec.trigger.next_after(t));
+            match first_missed {
+                Some(first) => {
+                    let mut r = rec.clone();
+                    r.paused_at_ms = None;
+                    r.next_fire_at = Some(first);
+                    self.ask(|done| Command::Upsert {
+                        record: Box::new(r),
+                        reschedule: false,
+                        done,
+                    })
+                    .await?;
+                }
+                None => {
+                    self.ask(|done| Command::Resume(id, done)).await?;
+                }
+            }
         }
         self.table_update(rec);
         self.get(id).ok_or(JobError::NotFound(id))

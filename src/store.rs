@@ -535,6 +535,8 @@ pub struct JobRecord {
     pub created_by: String,
     /// The next scheduled fire not yet taken (None: none, or not computed yet).
     pub next_fire_at: Option<Timestamp>,
+    /// When the job was paused (kept so a resume can catch up on request).
+    pub paused_at_ms: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -545,6 +547,8 @@ struct JobRow {
     updated_at_ms: u64,
     created_by: String,
     next_fire_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    paused_at_ms: Option<u64>,
 }
 
 fn encode_job(r: &JobRecord) -> Vec<u8> {
@@ -554,6 +558,7 @@ fn encode_job(r: &JobRecord) -> Vec<u8> {
         updated_at_ms: r.updated_at_ms,
         created_by: r.created_by.clone(),
         next_fire_at_ms: r.next_fire_at.map(|t| t.as_millisecond()),
+        paused_at_ms: r.paused_at_ms,
     })
     .expect("rows serialise")
 }
@@ -572,6 +577,7 @@ fn decode_job(id: u64, bytes: &[u8]) -> Result<JobRecord, StoreError> {
             .map(Timestamp::from_millisecond)
             .transpose()
             .map_err(|e| corrupt(&key, e))?,
+        paused_at_ms: row.paused_at_ms,
     })
 }
 

@@ -131,8 +131,28 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
         (&Method::POST, [id, action @ ("pause" | "resume")]) => {
             ctx.require(Need::Operate)?;
             let id = parse_id(id)?;
+            let catch_up = match (&ctx.body, *action) {
+                (None, _) => false,
+                (Some(_), "resume") => {
+                    let obj = ctx.object()?;
+                    super::deny_unknown(obj, &["catch_up"], "")?;
+                    match obj.get("catch_up") {
+                        None | Some(Value::Null) => false,
+                        Some(Value::Bool(b)) => *b,
+                        Some(_) => {
+                            return Err(ApiError::bad_request(
+                                "catch_up",
+                                "catch_up must be true or false",
+                            ))
+                        }
+                    }
+                }
+                (Some(_), _) => {
+                    return Err(ApiError::bad_request("body", "pause takes no body"));
+                }
+            };
             let e = jobs(ctx)?
-                .set_paused(id, *action == "pause", &ctx.caller.actor())
+                .set_paused(id, *action == "pause", catch_up, &ctx.caller.actor())
                 .await
                 .map_err(job_error)?;
             ok(e.to_json())
