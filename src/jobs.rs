@@ -737,7 +737,9 @@ async fn execute(executor: Executor, spec: &JobSpec, mut run: RunRecord) -> RunR
     let outcome = executor.run(hook, spec.retry, spec.timeout, |_| {}).await;
     run.attempt = outcome.attempts;
     run.http_status = outcome.last.status;
-    run.error = outcome.last.error.clone();
+    // Errors are shown to viewers: make sure no part of the URL beyond its redacted form
+    // survives in them, whatever a lower layer put in its message.
+    run.error = outcome.last.error.as_deref().map(|e| scrub(e, hook));
     run.status = if outcome.last.succeeded() {
         RunStatus::Succeeded
     } else {
@@ -754,4 +756,41 @@ async fn execute(executor: Executor, spec: &JobSpec, mut run: RunRecord) -> RunR
         "run finished"
     );
     run
+}
+
+/// Replaces the webhook URL (and its path and query) in `text` with the redacted URL.
+fn scrub(text: &str, hook: &crate::sched::Webhook) -> String {
+    let full = hook.url.to_string();
+    let redacted = JobSpec::redacted_url(&hook.url);
+    let mut out = text.replace(&full, &redacted);
+    if let Some(pq) = hook.url.path_and_query() {
+        if pq.as_str().len() > 1 {
+            out = out.replace(pq.as_str(), "/***");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_the_webhook_token_from_error_text() {
+        let spec = JobSpec::from_json(
+            &json!({
+                "name": "x",
+                "trigger": {"every": "1m", "start": "2026-01-01T00:00:00Z"},
+                "action": {"webhook": {"url": "https://discord.com/api/webhooks/123/SeCrEt?wait=true"}}
+            }),
+            None,
+        )
+        .unwrap();
+        let Action::Webhook(hook) = &spec.action;
+        let e = scrub(
+            "error sending request for url (https://discord.com/api/webhooks/123/SeCrEt?wait=true): /api/webhooks/123/SeCrEt?wait=true",
+            hook,
+        );
+        assert!(!e.contains("SeCrEt"), "{e}");
+    }
 }

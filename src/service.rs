@@ -309,6 +309,11 @@ impl Service {
         .await
     }
 
+    /// One peer with the statistics known so far.
+    pub fn view(&self, rec: &PeerRecord) -> PeerView {
+        PeerView::new(rec, self.stats.lock().unwrap().get(rec.name.as_str()))
+    }
+
     /// Every peer with live statistics merged into the stored totals.
     pub async fn list_peers(&self) -> Result<Vec<PeerView>, StoreError> {
         let _ = self.sample_stats().await;

@@ -19,14 +19,8 @@ pub fn parse_since(s: &str) -> Result<u64, String> {
 
 pub(super) async fn list(ctx: &Ctx<'_>) -> ApiResult {
     ctx.require(Need::Admin)?;
-    let limit = match ctx.query.get("limit") {
-        None => 50,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| ApiError::bad_request("limit", "limit must be a number from 1 to 500"))?,
-    };
+    super::deny_unknown_query(ctx, &["limit", "cursor", "since"])?;
+    let limit = super::limit_param(ctx, 50)?;
     let cursor = ctx
         .query
         .get("cursor")
@@ -41,12 +35,15 @@ pub(super) async fn list(ctx: &Ctx<'_>) -> ApiResult {
         .map(|s| parse_since(s).map_err(|m| ApiError::bad_request("since", m)))
         .transpose()?;
     let store = ctx.service.store.clone();
-    let entries = tokio::task::spawn_blocking(move || store.audit_page(cursor, since, limit))
-        .await
-        .expect("store task does not panic")
-        .map_err(ApiError::internal)?;
-    let next = (entries.len() == limit)
-        .then(|| entries.last().map(|e| e.seq))
+    let mut entries =
+        tokio::task::spawn_blocking(move || store.audit_page(cursor, since, limit + 1))
+            .await
+            .expect("store task does not panic")
+            .map_err(ApiError::internal)?;
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    let next = more
+        .then(|| entries.last().map(|e| e.seq.to_string()))
         .flatten();
     ok(json!({"entries": entries, "next_cursor": next}))
 }

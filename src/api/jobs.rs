@@ -14,7 +14,6 @@ use crate::sched::JobId;
 use crate::store::{RunFilter, RunRecord, RunStatus};
 
 const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 500;
 
 fn jobs<'a>(ctx: &Ctx<'a>) -> Result<&'a crate::jobs::Jobs, ApiError> {
     ctx.service
@@ -54,29 +53,10 @@ fn parse_id(s: &str) -> Result<JobId, ApiError> {
 }
 
 fn limit(ctx: &Ctx<'_>) -> Result<usize, ApiError> {
-    match ctx.query.get("limit") {
-        None => Ok(DEFAULT_LIMIT),
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request("limit", format!("limit must be a number from 1 to {MAX_LIMIT}"))
-            }),
-    }
+    super::limit_param(ctx, DEFAULT_LIMIT)
 }
 
-fn deny_unknown_query(ctx: &Ctx<'_>, allowed: &[&str]) -> Result<(), ApiError> {
-    for k in ctx.query.keys() {
-        if !allowed.contains(&k.as_str()) {
-            return Err(ApiError::bad_request(
-                k.clone(),
-                format!("unknown query parameter '{k}'; expected one of: {}", allowed.join(", ")),
-            ));
-        }
-    }
-    Ok(())
-}
+use super::deny_unknown_query;
 
 pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
     match (method, rest) {
@@ -246,8 +226,12 @@ pub(super) async fn runs(ctx: &Ctx<'_>, job: Option<JobId>) -> ApiResult {
         .query
         .get("since")
         .map(|s| {
-            s.parse::<Timestamp>()
-                .map_err(|e| ApiError::bad_request("since", format!("since must be an RFC 3339 time: {e}")))
+            super::parse_since(s)
+                .map_err(|m| ApiError::bad_request("since", m))
+                .and_then(|ms| {
+                    Timestamp::from_millisecond(ms as i64)
+                        .map_err(|e| ApiError::bad_request("since", e.to_string()))
+                })
         })
         .transpose()?;
     let before = ctx
@@ -259,17 +243,21 @@ pub(super) async fn runs(ctx: &Ctx<'_>, job: Option<JobId>) -> ApiResult {
         })
         .transpose()?;
     let limit = limit(ctx)?;
-    let runs: Vec<RunRecord> = jobs(ctx)?
+    let mut runs: Vec<RunRecord> = jobs(ctx)?
         .runs(RunFilter {
             job,
             status,
             since,
             before,
-            limit,
+            limit: limit + 1,
         })
         .await
         .map_err(job_error)?;
-    let next = (runs.len() == limit).then(|| runs.last().map(|r| r.id.to_string())).flatten();
+    let more = runs.len() > limit;
+    runs.truncate(limit);
+    let next = more
+        .then(|| runs.last().map(|r| r.id.to_string()))
+        .flatten();
     ok(json!({"runs": runs, "next_cursor": next}))
 }
 

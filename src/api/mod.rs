@@ -215,6 +215,37 @@ impl Ctx<'_> {
     }
 }
 
+/// Rejects query parameters not in `allowed`, naming the first unknown one.
+pub fn deny_unknown_query(ctx: &Ctx<'_>, allowed: &[&str]) -> Result<(), ApiError> {
+    for k in ctx.query.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(
+                k.clone(),
+                format!(
+                    "unknown query parameter '{k}'; expected one of: {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `limit` (1..=500, default 100 unless given).
+pub fn limit_param(ctx: &Ctx<'_>, default: usize) -> Result<usize, ApiError> {
+    const MAX: usize = 500;
+    match ctx.query.get("limit") {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request("limit", format!("limit must be a number from 1 to {MAX}"))
+            }),
+    }
+}
+
 /// Rejects object keys not in `allowed`, naming the first unknown one.
 pub fn deny_unknown(
     obj: &serde_json::Map<String, Value>,
@@ -528,7 +559,7 @@ async fn route(
     };
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     match (method.clone(), segs.as_slice()) {
-        (Method::GET, [""]) => Ok(dashboard()),
+        (Method::GET, []) => Ok(dashboard()),
         (Method::GET, ["api", "v1", "health"]) => health(&ctx),
         (Method::GET, ["api", "v1", "whoami"]) => ok(json!({
             "peer": ctx.caller.name,
@@ -541,7 +572,7 @@ async fn route(
         (Method::GET, ["api", "v1", "runs"]) => jobs::runs(&ctx, None).await,
         (Method::GET, ["api", "v1", "stats"]) => jobs::stats(&ctx),
         (Method::GET, ["api", "v1", "openapi.json"]) => Ok(openapi()),
-        (_, ["", ..])
+        (_, [])
         | (_, ["api", "v1", "health" | "whoami" | "audit" | "runs" | "stats" | "openapi.json"]) => {
             Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 
 use super::{deny_unknown, ok, ApiError, ApiResult, Ctx, Need};
 use crate::registry::{AddPeer, AddPeerError, PeerUpdateError};
-use crate::service::PeerView;
 
 pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
     ctx.require(Need::Admin)?;
@@ -36,7 +35,7 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
                 .remove_peer(parse_name(name)?, ctx.caller.actor())
                 .await
                 .map_err(update_error)?;
-            ok(json!(PeerView::new(&rec, None)))
+            ok(json!(ctx.service.view(&rec)))
         }
         (_, [] | [_]) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -139,7 +138,7 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
     let svg = peers::render_svg(&text).map_err(ApiError::internal)?;
     let mut r = super::json_response(
         StatusCode::CREATED,
-        json!({"peer": PeerView::new(&rec, None), "config": text, "qr_svg": svg}),
+        json!({"peer": ctx.service.view(&rec), "config": text, "qr_svg": svg}),
     );
     r.headers_mut().insert(
         hyper::header::LOCATION,
@@ -171,7 +170,7 @@ async fn patch(ctx: &Ctx<'_>, name: PeerName) -> ApiResult {
         .update_fields(name, role, enabled, ctx.caller.actor())
         .await
         .map_err(update_error)?;
-    ok(json!(PeerView::new(&rec, None)))
+    ok(json!(ctx.service.view(&rec)))
 }
 
 fn update_error(e: PeerUpdateError) -> ApiError {

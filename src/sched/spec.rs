@@ -377,6 +377,11 @@ impl JobSpec {
     ///   `cookie` or contains `token`, `secret`, `key`, `auth`, `password` or `signature`.
     ///
     /// The body and metadata are kept as they are.
+    /// A webhook URL with its secret parts replaced by `***` (the form audit entries show).
+    pub fn redacted_url(url: &Uri) -> String {
+        redact_url(url)
+    }
+
     pub fn redacted_json(&self) -> Value {
         let mut v = self.to_json();
         let Action::Webhook(hook) = &self.action;
