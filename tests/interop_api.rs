@@ -220,5 +220,12 @@ fn admin_onboards_a_peer_over_the_api_and_it_is_audited_without_secrets() {
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, vec!["peer.remove", "peer.update"], "{audit}");
-    assert!(audit["next_cursor"].as_u64().is_some());
+    // Follow the cursor: the next page continues where this one ended.
+    let cursor = audit["next_cursor"].as_str().expect("a string cursor on a full page");
+    let (s, older) = call(&ns, "GET", &format!("/api/v1/audit?limit=2&cursor={cursor}"), None, &[]);
+    assert_eq!(s, 200, "{older}");
+    let first_older = older["entries"][0]["seq"].as_u64().unwrap();
+    assert!(first_older < audit["entries"][1]["seq"].as_u64().unwrap());
+    let (s, v) = call(&ns, "GET", "/api/v1/audit?colour=red", None, &[]);
+    assert_eq!((s, v["error"]["field"].as_str()), (400, Some("colour")), "{v}");
 }
