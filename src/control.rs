@@ -198,22 +198,29 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             limit,
         } => {
             let store = service.store.clone();
-            let page = tokio::task::spawn_blocking(move || store.audit_page(before, since_ms, limit))
-                .await
-                .expect("store task does not panic")?;
+            let page =
+                tokio::task::spawn_blocking(move || store.audit_page(before, since_ms, limit))
+                    .await
+                    .expect("store task does not panic")?;
             Ok(serde_json::to_value(page).unwrap())
         }
         Request::PeerSetEnabled { name, enabled } => {
-            let rec = service.set_enabled(parse_name(&name)?, enabled, Actor::local_cli()).await?;
+            let rec = service
+                .set_enabled(parse_name(&name)?, enabled, Actor::local_cli())
+                .await?;
             Ok(view(&rec))
         }
         Request::PeerSetRole { name, role } => {
             let role = role.parse::<Role>().map_err(ControlFailure::invalid)?;
-            let rec = service.set_role(parse_name(&name)?, role, Actor::local_cli()).await?;
+            let rec = service
+                .set_role(parse_name(&name)?, role, Actor::local_cli())
+                .await?;
             Ok(view(&rec))
         }
         Request::PeerRemove { name } => {
-            let rec = service.remove_peer(parse_name(&name)?, Actor::local_cli()).await?;
+            let rec = service
+                .remove_peer(parse_name(&name)?, Actor::local_cli())
+                .await?;
             Ok(view(&rec))
         }
         Request::PeerRotate {
@@ -227,7 +234,9 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
                 .map(PresharedKey::parse)
                 .transpose()
                 .map_err(ControlFailure::invalid)?;
-            let rec = service.rotate(parse_name(&name)?, key, psk, Actor::local_cli()).await?;
+            let rec = service
+                .rotate(parse_name(&name)?, key, psk, Actor::local_cli())
+                .await?;
             Ok(serde_json::to_value(PeerAdded::new(&rec, &service.server)).unwrap())
         }
     }
@@ -248,7 +257,10 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
-                format!("{} is answering: another appliance serve is running", path.display()),
+                format!(
+                    "{} is answering: another appliance serve is running",
+                    path.display()
+                ),
             ));
         }
         std::fs::remove_file(path)?;

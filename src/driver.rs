@@ -67,7 +67,8 @@ pub struct Metrics {
 
 impl Metrics {
     fn publish(&self, r: RouterStats, n: NetstackStats) {
-        self.dropped_spoofed.store(r.dropped_spoofed, Ordering::Relaxed);
+        self.dropped_spoofed
+            .store(r.dropped_spoofed, Ordering::Relaxed);
         self.dropped_unknown_peer
             .store(r.dropped_unknown_peer, Ordering::Relaxed);
         self.handshakes.store(r.handshakes, Ordering::Relaxed);

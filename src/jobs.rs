@@ -187,9 +187,19 @@ impl Jobs {
         let mut table = HashMap::with_capacity(records.len());
         for rec in records {
             core.upsert(rec.id, Arc::new(rec.spec.clone()), rec.next_fire_at, now);
-            table.insert(rec.id, JobEntry { record: rec, running: 0 });
+            table.insert(
+                rec.id,
+                JobEntry {
+                    record: rec,
+                    running: 0,
+                },
+            );
         }
-        tracing::info!(jobs = table.len(), interrupted = interrupted.len(), "scheduler loaded");
+        tracing::info!(
+            jobs = table.len(),
+            interrupted = interrupted.len(),
+            "scheduler loaded"
+        );
         let table = Arc::new(RwLock::new(table));
         let stats = Arc::new(Mutex::new(JobStats::default()));
         let (tx, rx) = mpsc::channel(256);
@@ -216,7 +226,10 @@ impl Jobs {
         ))
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, JobError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, JobError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))
@@ -236,10 +249,7 @@ impl Jobs {
         }
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store) -> T + Send + 'static,
-    ) -> T {
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> T + Send + 'static) -> T {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(&store))
             .await
@@ -262,14 +272,12 @@ impl Jobs {
         };
         loop {
             record.id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
-            let audit = Self::audit(
-                actor,
-                "job.create",
-                record.id,
-                record.spec.redacted_json(),
-            );
+            let audit = Self::audit(actor, "job.create", record.id, record.spec.redacted_json());
             let r = record.clone();
-            if self.blocking(move |s| s.insert_job(&r, Some(audit))).await? {
+            if self
+                .blocking(move |s| s.insert_job(&r, Some(audit)))
+                .await?
+            {
                 break;
             }
         }
@@ -291,7 +299,12 @@ impl Jobs {
     }
 
     /// Applies a JSON merge patch to a job's spec (validated as a whole) and reschedules it.
-    pub async fn patch(&self, id: JobId, patch: &Value, actor: &Actor) -> Result<JobEntry, JobError> {
+    pub async fn patch(
+        &self,
+        id: JobId,
+        patch: &Value,
+        actor: &Actor,
+    ) -> Result<JobEntry, JobError> {
         let now = Timestamp::now();
         let patch = patch.clone();
         let actor = actor.clone();
@@ -323,7 +336,8 @@ impl Jobs {
         let rec = self
             .blocking(move |s| {
                 s.update_job(id, |cur| {
-                    let audit = Self::audit(&actor, "job.delete", id, json!({"name": cur.spec.name}));
+                    let audit =
+                        Self::audit(&actor, "job.delete", id, json!({"name": cur.spec.name}));
                     Ok::<_, JobError>((None, Some(audit)))
                 })
             })
@@ -365,7 +379,10 @@ impl Jobs {
                     let (action, summary) = if paused {
                         ("job.pause", json!({"name": cur.spec.name}))
                     } else {
-                        ("job.resume", json!({"name": cur.spec.name, "catch_up": catch_up}))
+                        (
+                            "job.resume",
+                            json!({"name": cur.spec.name, "catch_up": catch_up}),
+                        )
                     };
                     let audit = Self::audit(&actor, action, id, summary);
                     Ok::<_, JobError>((Some(next), Some(audit)))
@@ -519,17 +536,24 @@ impl Driver {
                 done,
             } => {
                 let id = record.id;
-                let persisted = if reschedule { None } else { record.next_fire_at };
+                let persisted = if reschedule {
+                    None
+                } else {
+                    record.next_fire_at
+                };
                 self.core
                     .upsert(id, Arc::new(record.spec.clone()), persisted, now);
                 let next = self.core.next_fire_at(id);
                 let running = self.core.running(id);
                 let mut rec = *record;
                 rec.next_fire_at = next;
-                self.table
-                    .write()
-                    .unwrap()
-                    .insert(id, JobEntry { record: rec, running });
+                self.table.write().unwrap().insert(
+                    id,
+                    JobEntry {
+                        record: rec,
+                        running,
+                    },
+                );
                 let _ = done.send(next);
             }
             Command::Remove(id, done) => {
@@ -582,7 +606,11 @@ impl Driver {
                 .map(|s| s.name.clone())
                 .unwrap_or_default();
             let is_manual = f.kind == FireKind::Run
-                && match self.manual.iter().position(|m| *m == (f.job, f.scheduled_at)) {
+                && match self
+                    .manual
+                    .iter()
+                    .position(|m| *m == (f.job, f.scheduled_at))
+                {
                     Some(i) => {
                         self.manual.swap_remove(i);
                         true
@@ -609,7 +637,10 @@ impl Driver {
                 FireKind::Missed => {
                     run.status = RunStatus::Missed;
                     run.finished_at = Some(now);
-                    run.error = Some("missed: the appliance was not running within misfire_grace of this time".into());
+                    run.error = Some(
+                        "missed: the appliance was not running within misfire_grace of this time"
+                            .into(),
+                    );
                 }
                 FireKind::Skipped => {
                     run.status = RunStatus::Skipped;

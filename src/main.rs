@@ -381,13 +381,21 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
                     .update_peers(|existing| {
                         let planned =
                             registry::plan_rotate(existing, server, &name, public, Some(psk));
-                        registry::audited(planned, "peer.rotate", &Actor::local_cli(), unix_now_ms())
+                        registry::audited(
+                            planned,
+                            "peer.rotate",
+                            &Actor::local_cli(),
+                            unix_now_ms(),
+                        )
                     })
                     .map_err(update_failure)?;
                 Ok(to_value(&PeerAdded::new(&rec, server)))
             })?;
             let added: PeerAdded = serde_json::from_value(v).map_err(fatal)?;
-            eprintln!("rotated the keys of {}: its old config no longer connects", added.name);
+            eprintln!(
+                "rotated the keys of {}: its old config no longer connects",
+                added.name
+            );
             print_config(&added, keys, &config, outputs)
         }
         PeerCommand::Role { name, role } => {
@@ -421,7 +429,12 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
                 let rec = store
                     .update_peers(|existing| {
                         let planned = registry::plan_remove(existing, &name);
-                        registry::audited(planned, "peer.remove", &Actor::local_cli(), unix_now_ms())
+                        registry::audited(
+                            planned,
+                            "peer.remove",
+                            &Actor::local_cli(),
+                            unix_now_ms(),
+                        )
                     })
                     .map_err(update_failure)?;
                 Ok(to_value(&PeerView::new(&rec, None)))
@@ -467,7 +480,11 @@ fn set_enabled(dir: &DataDir, name: &str, enabled: bool) -> Result<(), Failure> 
         enabled,
     };
     let v = call(dir, req, false, move |store, _| {
-        let action = if enabled { "peer.enable" } else { "peer.disable" };
+        let action = if enabled {
+            "peer.enable"
+        } else {
+            "peer.disable"
+        };
         let rec = store
             .update_peers(|existing| {
                 let planned = registry::plan_set_enabled(existing, &name, enabled);
@@ -498,7 +515,12 @@ fn list(dir: &DataDir) -> Result<Vec<PeerView>, Failure> {
     serde_json::from_value(v).map_err(fatal)
 }
 
-fn cmd_audit(dir: &DataDir, json: bool, since: Option<String>, limit: usize) -> Result<(), Failure> {
+fn cmd_audit(
+    dir: &DataDir,
+    json: bool,
+    since: Option<String>,
+    limit: usize,
+) -> Result<(), Failure> {
     let since_ms = since
         .as_deref()
         .map(appliance::api::parse_since)
@@ -583,9 +605,7 @@ impl ConfigArgs {
         }
         let prepare = |flag: &str, path: &Option<PathBuf>| {
             path.as_deref()
-                .map(|p| {
-                    PrivateFile::prepare(p).map_err(|e| usage(format!("invalid {flag}: {e}")))
-                })
+                .map(|p| PrivateFile::prepare(p).map_err(|e| usage(format!("invalid {flag}: {e}"))))
                 .transpose()
         };
         Ok(Outputs {
@@ -806,7 +826,15 @@ fn print_table(views: &[PeerView]) {
         })
         .collect();
     let head = [
-        "NAME", "ROLE", "ADDRESS", "ENABLED", "CREATED", "HANDSHAKE", "RX", "TX", "ENDPOINT",
+        "NAME",
+        "ROLE",
+        "ADDRESS",
+        "ENABLED",
+        "CREATED",
+        "HANDSHAKE",
+        "RX",
+        "TX",
+        "ENDPOINT",
     ];
     let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -840,10 +868,7 @@ fn print_one(v: &PeerView) {
     println!("last handshake: {}", ago(v.last_handshake, now));
     println!("received:       {}", bytes(v.rx_bytes));
     println!("sent:           {}", bytes(v.tx_bytes));
-    println!(
-        "endpoint:       {}",
-        v.endpoint.as_deref().unwrap_or("-")
-    );
+    println!("endpoint:       {}", v.endpoint.as_deref().unwrap_or("-"));
 }
 
 #[cfg(test)]

@@ -154,7 +154,10 @@ pub enum PeerUpdateError {
     ShuttingDown,
 }
 
-fn find<'a>(existing: &'a [PeerRecord], name: &PeerName) -> Result<&'a PeerRecord, PeerUpdateError> {
+fn find<'a>(
+    existing: &'a [PeerRecord],
+    name: &PeerName,
+) -> Result<&'a PeerRecord, PeerUpdateError> {
     existing
         .iter()
         .find(|p| &p.name == name)
@@ -318,7 +321,12 @@ pub fn keeps_an_admin(existing: &[PeerRecord], after: &PeerChange) -> bool {
         .iter()
         .filter(|p| !after.remove.contains(&p.name))
         .map(|p| after.upsert.iter().find(|u| u.name == p.name).unwrap_or(p))
-        .chain(after.upsert.iter().filter(|u| !existing.iter().any(|p| p.name == u.name)))
+        .chain(
+            after
+                .upsert
+                .iter()
+                .filter(|u| !existing.iter().any(|p| p.name == u.name)),
+        )
         .any(|p| p.enabled && p.role == Role::Admin)
 }
 

@@ -52,7 +52,9 @@ impl Default for InitOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     /// The data directory already has a server key; it is never replaced.
-    #[error("{0} is already initialised; its server key is kept (remove the directory to start over)")]
+    #[error(
+        "{0} is already initialised; its server key is kept (remove the directory to start over)"
+    )]
     AlreadyInitialized(String),
     /// The subnet cannot hold a server and at least one peer.
     #[error("subnet {0} is too small: use a prefix of /30 or shorter, e.g. 10.88.88.0/24")]
@@ -83,10 +85,11 @@ pub fn open_store(dir: &DataDir) -> Result<Store, InitError> {
         source,
     })?;
     let store = Store::open(&dir.database())?;
-    dir.protect_database().map_err(|source| InitError::DataDir {
-        path: dir.database().display().to_string(),
-        source,
-    })?;
+    dir.protect_database()
+        .map_err(|source| InitError::DataDir {
+            path: dir.database().display().to_string(),
+            source,
+        })?;
     Ok(store)
 }
 
@@ -100,7 +103,9 @@ pub fn init(
 ) -> Result<(ServerRecord, bool), InitError> {
     if let Some(existing) = store.server()? {
         if must_be_new {
-            return Err(InitError::AlreadyInitialized(dir.root().display().to_string()));
+            return Err(InitError::AlreadyInitialized(
+                dir.root().display().to_string(),
+            ));
         }
         return Ok((existing, false));
     }
@@ -131,7 +136,9 @@ pub fn init(
         // Lost a race with another init: keep theirs.
         let existing = store.server()?.expect("init_server saw a record");
         if must_be_new {
-            return Err(InitError::AlreadyInitialized(dir.root().display().to_string()));
+            return Err(InitError::AlreadyInitialized(
+                dir.root().display().to_string(),
+            ));
         }
         return Ok((existing, false));
     }
@@ -230,11 +237,8 @@ pub async fn serve(
         jobs: std::sync::OnceLock::new(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (jobs, jobs_task) = crate::jobs::Jobs::start(
-        service.store.clone(),
-        opts.jobs.clone(),
-        stop_rx.clone(),
-    )?;
+    let (jobs, jobs_task) =
+        crate::jobs::Jobs::start(service.store.clone(), opts.jobs.clone(), stop_rx.clone())?;
     if service.jobs.set(jobs).is_err() {
         unreachable!("the scheduler starts once");
     }
@@ -248,9 +252,7 @@ pub async fn serve(
         commands: commands_rx,
         directory,
         metrics,
-        on_accept: Box::new(move |conn| {
-            crate::api::serve_connection(conn, accept_service.clone())
-        }),
+        on_accept: Box::new(move |conn| crate::api::serve_connection(conn, accept_service.clone())),
         shutdown: stop_rx,
     };
     let mut driver_task = tokio::spawn(driver::run(parts));

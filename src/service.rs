@@ -16,12 +16,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::directory::Directory;
 use crate::driver::{Command, LivePeerStats, Metrics};
 use crate::registry::{
-    audited, keeps_an_admin, plan_add, plan_remove, plan_update, plan_rotate, plan_set_enabled, plan_set_role,
-    AddPeer, AddPeerError, PeerUpdateError,
+    audited, keeps_an_admin, plan_add, plan_remove, plan_rotate, plan_set_enabled, plan_set_role,
+    plan_update, AddPeer, AddPeerError, PeerUpdateError,
 };
-use crate::store::{
-    Actor, PeerChange, PeerRecord, PeerStats, ServerRecord, Store, StoreError,
-};
+use crate::store::{Actor, PeerChange, PeerRecord, PeerStats, ServerRecord, Store, StoreError};
 
 /// Seconds since the Unix epoch (driver-side clock read).
 pub fn unix_now() -> u64 {
@@ -197,7 +195,12 @@ impl Service {
         let now = unix_now_ms();
         let rec = self
             .commit(move |existing, server| {
-                audited(plan_add(existing, server, req, now / 1000), "peer.add", &actor, now)
+                audited(
+                    plan_add(existing, server, req, now / 1000),
+                    "peer.add",
+                    &actor,
+                    now,
+                )
             })
             .await?;
         self.make_live(rec.clone()).await?;
@@ -210,7 +213,10 @@ impl Service {
         &self,
         action: &'static str,
         actor: Actor,
-        plan: impl FnOnce(&[PeerRecord], &ServerRecord) -> Result<(PeerChange, PeerRecord), PeerUpdateError>
+        plan: impl FnOnce(
+                &[PeerRecord],
+                &ServerRecord,
+            ) -> Result<(PeerChange, PeerRecord), PeerUpdateError>
             + Send
             + 'static,
     ) -> Result<PeerRecord, PeerUpdateError> {
@@ -249,7 +255,11 @@ impl Service {
         enabled: bool,
         actor: Actor,
     ) -> Result<PeerRecord, PeerUpdateError> {
-        let action = if enabled { "peer.enable" } else { "peer.disable" };
+        let action = if enabled {
+            "peer.enable"
+        } else {
+            "peer.disable"
+        };
         self.update_peer(action, actor, move |existing, _| {
             plan_set_enabled(existing, &name, enabled)
         })

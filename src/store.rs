@@ -12,8 +12,8 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use peers::{Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
 use jiff::Timestamp;
+use peers::{Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
 use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::sched::{JobId, JobSpec};
@@ -285,7 +285,10 @@ impl Store {
         let txn = self.db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
-            meta.insert(KEY_SCHEMA, serde_json::to_vec(&SCHEMA_VERSION).unwrap().as_slice())?;
+            meta.insert(
+                KEY_SCHEMA,
+                serde_json::to_vec(&SCHEMA_VERSION).unwrap().as_slice(),
+            )?;
             txn.open_table(PEERS)?;
             txn.open_table(PEER_STATS)?;
             txn.open_table(AUDIT)?;
@@ -698,7 +701,11 @@ impl Store {
 
     /// Inserts a new job (returns false, writing nothing, if the id is taken) with its audit
     /// entry, in one durable transaction.
-    pub fn insert_job(&self, rec: &JobRecord, audit: Option<AuditEntry>) -> Result<bool, StoreError> {
+    pub fn insert_job(
+        &self,
+        rec: &JobRecord,
+        audit: Option<AuditEntry>,
+    ) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(JOBS)?;
@@ -852,8 +859,8 @@ impl Store {
         let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            let r: RunRecord =
-                serde_json::from_slice(v.value()).map_err(|e| corrupt(&format!("runs/{}", k.value()), e))?;
+            let r: RunRecord = serde_json::from_slice(v.value())
+                .map_err(|e| corrupt(&format!("runs/{}", k.value()), e))?;
             if r.status == RunStatus::Running {
                 out.push(r);
             }

@@ -150,13 +150,20 @@ impl Executor {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let text = match Limited::new(resp.into_body(), MAX_RESPONSE_BODY).collect().await {
+        let text = match Limited::new(resp.into_body(), MAX_RESPONSE_BODY)
+            .collect()
+            .await
+        {
             Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
             Err(_) => String::from("(response body over the size limit or unreadable)"),
         };
         let error = (!status.is_success()).then(|| {
             let reason = status.canonical_reason().unwrap_or("");
-            truncate(format!("HTTP {} {reason}: {}", status.as_u16(), text.trim()))
+            truncate(format!(
+                "HTTP {} {reason}: {}",
+                status.as_u16(),
+                text.trim()
+            ))
         });
         AttemptResult {
             status: Some(status.as_u16()),

@@ -20,7 +20,10 @@ impl Dir {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let p = std::env::temp_dir().join(format!("appliance-cli-{tag}-{}-{nanos}", std::process::id()));
+        let p = std::env::temp_dir().join(format!(
+            "appliance-cli-{tag}-{}-{nanos}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&p).unwrap();
         Dir(p)
     }
@@ -65,7 +68,16 @@ fn server_key(init_stdout: &str) -> String {
 #[test]
 fn init_creates_a_private_data_dir_and_never_replaces_the_key() {
     let d = Dir::new("init");
-    let out = run(&d.data(), &["init", "--endpoint", "vpn.example.org", "--listen-port", "51999"]);
+    let out = run(
+        &d.data(),
+        &[
+            "init",
+            "--endpoint",
+            "vpn.example.org",
+            "--listen-port",
+            "51999",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let key = server_key(&stdout);
@@ -76,7 +88,11 @@ fn init_creates_a_private_data_dir_and_never_replaces_the_key() {
 
     let again = run(&d.data(), &["init"]);
     assert_eq!(again.status.code(), Some(2));
-    assert!(text(&again.stderr).contains("already initialised"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("already initialised"),
+        "{}",
+        text(&again.stderr)
+    );
     // The key is unchanged: a peer config still names it.
     let cfg = run(&d.data(), &["peer", "add", "alice"]);
     assert!(cfg.status.success(), "{}", text(&cfg.stderr));
@@ -96,12 +112,24 @@ fn bad_init_input_exits_2_and_creates_no_key() {
     ] {
         let d = Dir::new("badinit");
         let out = run(&d.data(), &args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
         let err = text(&out.stderr);
-        assert!(err.starts_with("error: ") && err.contains(needle), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
         // Nothing usable was written: a later init with good input succeeds.
         let ok = run(&d.data(), &["init"]);
-        assert!(ok.status.success(), "{args:?} left state behind: {}", text(&ok.stderr));
+        assert!(
+            ok.status.success(),
+            "{args:?} left state behind: {}",
+            text(&ok.stderr)
+        );
     }
 }
 
@@ -120,10 +148,18 @@ fn data_dir_comes_from_the_environment_when_no_flag_is_given() {
 #[test]
 fn read_commands_on_a_missing_data_dir_say_so() {
     let d = Dir::new("missing");
-    for args in [vec!["peer", "list"], vec!["audit"], vec!["peer", "disable", "x"]] {
+    for args in [
+        vec!["peer", "list"],
+        vec!["audit"],
+        vec!["peer", "disable", "x"],
+    ] {
         let out = run(&d.data(), &args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(text(&out.stderr).contains("no appliance in"), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("no appliance in"),
+            "{}",
+            text(&out.stderr)
+        );
         assert!(!d.data().exists(), "{args:?} created the data dir");
     }
 }
@@ -147,7 +183,11 @@ impl Serving {
         let sock = data.join("control.sock");
         let deadline = Instant::now() + Duration::from_secs(15);
         while !sock.exists() {
-            assert!(Instant::now() < deadline, "serve did not create {}", sock.display());
+            assert!(
+                Instant::now() < deadline,
+                "serve did not create {}",
+                sock.display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Serving { child, sock }
@@ -192,7 +232,11 @@ fn serve_initialises_on_first_run_and_peer_commands_go_through_it() {
     let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(v[0]["name"], "alice");
     let bad = run(&d.data(), &["peer", "add", "alice"]);
-    assert_eq!(bad.status.code(), Some(2), "duplicate over the control socket");
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "duplicate over the control socket"
+    );
 
     // SIGTERM: clean exit, socket removed; the data is all there offline.
     let status = s.stop();
@@ -218,5 +262,9 @@ fn a_second_serve_on_the_same_data_dir_is_refused() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("in use by another process"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("in use by another process"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -16,7 +16,13 @@ use serde_json::{json, Value};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A request through the tunnel from `ns`; returns (status, parsed JSON or Null).
-fn call(ns: &Netns, method: &str, path: &str, body: Option<&Value>, extra: &[&str]) -> (u16, Value) {
+fn call(
+    ns: &Netns,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    extra: &[&str],
+) -> (u16, Value) {
     let mut args: Vec<String> = vec!["-X".into(), method.into()];
     if let Some(b) = body {
         args.extend([
@@ -73,10 +79,19 @@ fn roles_are_enforced_and_role_changes_are_live() {
     assert_eq!((s, v["role"].as_str()), (200, Some("viewer")));
 
     // A viewer's POST is refused, naming the role required; nothing is created.
-    let (s, v) = call(&ns, "POST", "/api/v1/peers", Some(&json!({"name": "bob"})), &[]);
+    let (s, v) = call(
+        &ns,
+        "POST",
+        "/api/v1/peers",
+        Some(&json!({"name": "bob"})),
+        &[],
+    );
     assert_eq!(s, 403, "{v}");
     assert_eq!(error_code(&v), "forbidden_role");
-    assert!(v["error"]["message"].as_str().unwrap().contains("admin"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("admin"),
+        "{v}"
+    );
     assert_eq!(peer_names(&app), vec!["alice"]);
     let (s, _) = call(&ns, "GET", "/api/v1/audit", None, &[]);
     assert_eq!(s, 403);
@@ -106,10 +121,22 @@ fn browser_safety_gate_refuses_cross_origin_foreign_host_and_non_json() {
     let bob = json!({"name": "bob", "role": "viewer"});
 
     // A cross-origin POST (another web page on the phone) is refused.
-    let (s, v) = call(&ns, "POST", "/api/v1/peers", Some(&bob), &["-H", "Origin: http://evil.example"]);
+    let (s, v) = call(
+        &ns,
+        "POST",
+        "/api/v1/peers",
+        Some(&bob),
+        &["-H", "Origin: http://evil.example"],
+    );
     assert_eq!((s, error_code(&v)), (403, "cross_origin"), "{v}");
     assert_eq!(v["error"]["field"], "Origin");
-    let (s, v) = call(&ns, "POST", "/api/v1/peers", Some(&bob), &["-H", "Origin: null"]);
+    let (s, v) = call(
+        &ns,
+        "POST",
+        "/api/v1/peers",
+        Some(&bob),
+        &["-H", "Origin: null"],
+    );
     assert_eq!((s, error_code(&v)), (403, "cross_origin"), "{v}");
 
     // text/plain (a form or a simple CORS request) gets 415.
@@ -118,12 +145,23 @@ fn browser_safety_gate_refuses_cross_origin_foreign_host_and_non_json() {
         "POST",
         "/api/v1/peers",
         None,
-        &["-H", "Content-Type: text/plain", "--data-binary", r#"{"name":"bob"}"#],
+        &[
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            r#"{"name":"bob"}"#,
+        ],
     );
     assert_eq!((s, error_code(&v)), (415, "unsupported_media_type"), "{v}");
 
     // A foreign Host header (DNS rebinding) is refused, even for reads.
-    let (s, v) = call(&ns, "GET", "/api/v1/health", None, &["-H", "Host: evil.example"]);
+    let (s, v) = call(
+        &ns,
+        "GET",
+        "/api/v1/health",
+        None,
+        &["-H", "Host: evil.example"],
+    );
     assert_eq!((s, error_code(&v)), (403, "forbidden_host"), "{v}");
     assert_eq!(v["error"]["field"], "Host");
 
@@ -131,19 +169,51 @@ fn browser_safety_gate_refuses_cross_origin_foreign_host_and_non_json() {
     let big = json!({"name": "x".repeat(70 * 1024)});
     let (s, v) = call(&ns, "POST", "/api/v1/peers", Some(&big), &[]);
     assert_eq!((s, error_code(&v)), (413, "body_too_large"), "{v}");
-    let (s, v) = call(&ns, "POST", "/api/v1/peers", Some(&json!({"name": "bob", "colour": "red"})), &[]);
+    let (s, v) = call(
+        &ns,
+        "POST",
+        "/api/v1/peers",
+        Some(&json!({"name": "bob", "colour": "red"})),
+        &[],
+    );
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["error"]["field"], "colour");
-    let (s, v) = call(&ns, "POST", "/api/v1/peers", Some(&json!({"name": "Bad Name"})), &[]);
-    assert_eq!((s, v["error"]["field"].as_str()), (400, Some("name")), "{v}");
+    let (s, v) = call(
+        &ns,
+        "POST",
+        "/api/v1/peers",
+        Some(&json!({"name": "Bad Name"})),
+        &[],
+    );
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("name")),
+        "{v}"
+    );
 
     // None of that created anything, and no CORS header was ever sent.
     assert_eq!(peer_names(&app), vec!["alice"]);
-    let r = curl_full(&ns, &api_url("/api/v1/health"), &["-i", "-H", "Origin: http://evil.example"]);
-    assert!(!r.body.to_ascii_lowercase().contains("access-control-allow-origin"), "{}", r.body);
+    let r = curl_full(
+        &ns,
+        &api_url("/api/v1/health"),
+        &["-i", "-H", "Origin: http://evil.example"],
+    );
+    assert!(
+        !r.body
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin"),
+        "{}",
+        r.body
+    );
 
     // The same POST from our own origin works.
-    let (s, v) = call(&ns, "POST", "/api/v1/peers", Some(&bob), &["-H", "Origin: http://10.88.88.1:8888"]);
+    let (s, v) = call(
+        &ns,
+        "POST",
+        "/api/v1/peers",
+        Some(&bob),
+        &["-H", "Origin: http://10.88.88.1:8888"],
+    );
     assert_eq!(s, 201, "{v}");
 }
 
@@ -155,7 +225,13 @@ fn admin_onboards_a_peer_over_the_api_and_it_is_audited_without_secrets() {
     let ns = Netns::new("onboard");
     let (app, _c) = alice_with_role(&ns, "admin");
 
-    let (s, v) = call(&ns, "POST", "/api/v1/peers", Some(&json!({"name": "bob", "role": "officer"})), &[]);
+    let (s, v) = call(
+        &ns,
+        "POST",
+        "/api/v1/peers",
+        Some(&json!({"name": "bob", "role": "officer"})),
+        &[],
+    );
     assert_eq!(s, 201, "{v}");
     let config = v["config"].as_str().expect("config text").to_string();
     assert!(v["qr_svg"].as_str().unwrap().contains("<svg"), "QR as SVG");
@@ -168,10 +244,16 @@ fn admin_onboards_a_peer_over_the_api_and_it_is_audited_without_secrets() {
     ns.link_veth(&remote, "192.0.2.1/24", "192.0.2.2/24");
     let bob_conf = with_config_value(&config, "Endpoint", &format!("192.0.2.1:{}", app.port()));
     let bob = WgClient::up(&remote, &bob_conf);
-    assert!(bob.wait_handshake(HANDSHAKE_TIMEOUT), "bob's config does not connect");
+    assert!(
+        bob.wait_handshake(HANDSHAKE_TIMEOUT),
+        "bob's config does not connect"
+    );
     let (s, who) = call(&remote, "GET", "/api/v1/whoami", None, &[]);
     assert_eq!(s, 200);
-    assert_eq!((who["peer"].as_str(), who["role"].as_str()), (Some("bob"), Some("officer")));
+    assert_eq!(
+        (who["peer"].as_str(), who["role"].as_str()),
+        (Some("bob"), Some("officer"))
+    );
 
     // The audit trail names who (peer + key fingerprint), what, when and from where.
     let (s, audit) = call(&ns, "GET", "/api/v1/audit", None, &[]);
@@ -184,8 +266,15 @@ fn admin_onboards_a_peer_over_the_api_and_it_is_audited_without_secrets() {
         .unwrap_or_else(|| panic!("no peer.add bob in {audit}"));
     assert_eq!(add["actor"]["peer"], "alice");
     assert_eq!(add["actor"]["via"], "api");
-    assert!(add["actor"]["fingerprint"].as_str().is_some_and(|f| !f.is_empty()));
-    assert!(add["actor"]["endpoint"].as_str().is_some_and(|e| e.starts_with("127.0.0.1:")), "{add}");
+    assert!(add["actor"]["fingerprint"]
+        .as_str()
+        .is_some_and(|f| !f.is_empty()));
+    assert!(
+        add["actor"]["endpoint"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("127.0.0.1:")),
+        "{add}"
+    );
     assert!(add["at_ms"].as_u64().unwrap() > 0);
 
     // Secrets appear nowhere: not in the audit trail, not in the CLI's audit, not in the logs.
@@ -194,18 +283,33 @@ fn admin_onboards_a_peer_over_the_api_and_it_is_audited_without_secrets() {
     let cli = String::from_utf8_lossy(&cli.stdout).to_string();
     assert!(cli.contains("peer.add"), "{cli}");
     for secret in [&private, &psk] {
-        assert!(!audit.to_string().contains(secret.as_str()), "secret in audit API");
+        assert!(
+            !audit.to_string().contains(secret.as_str()),
+            "secret in audit API"
+        );
         assert!(!cli.contains(secret.as_str()), "secret in CLI audit");
         assert!(!app.log().contains(secret.as_str()), "secret in serve log");
     }
 
     // PATCH disables bob at once; the last admin cannot lock everyone out over the API.
-    let (s, v) = call(&ns, "PATCH", "/api/v1/peers/bob", Some(&json!({"enabled": false})), &[]);
+    let (s, v) = call(
+        &ns,
+        "PATCH",
+        "/api/v1/peers/bob",
+        Some(&json!({"enabled": false})),
+        &[],
+    );
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["enabled"], false);
     let r = curl_full(&remote, &api_url("/api/v1/whoami"), &["--max-time", "2"]);
     assert_eq!(r.status, 0, "disabled bob still answered: {r:?}");
-    let (s, v) = call(&ns, "PATCH", "/api/v1/peers/alice", Some(&json!({"role": "viewer"})), &[]);
+    let (s, v) = call(
+        &ns,
+        "PATCH",
+        "/api/v1/peers/alice",
+        Some(&json!({"role": "viewer"})),
+        &[],
+    );
     assert_eq!((s, error_code(&v)), (409, "conflict"), "{v}");
     let (s, v) = call(&ns, "DELETE", "/api/v1/peers/alice", None, &[]);
     assert_eq!(s, 409, "{v}");
@@ -221,11 +325,23 @@ fn admin_onboards_a_peer_over_the_api_and_it_is_audited_without_secrets() {
         .collect();
     assert_eq!(actions, vec!["peer.remove", "peer.update"], "{audit}");
     // Follow the cursor: the next page continues where this one ended.
-    let cursor = audit["next_cursor"].as_str().expect("a string cursor on a full page");
-    let (s, older) = call(&ns, "GET", &format!("/api/v1/audit?limit=2&cursor={cursor}"), None, &[]);
+    let cursor = audit["next_cursor"]
+        .as_str()
+        .expect("a string cursor on a full page");
+    let (s, older) = call(
+        &ns,
+        "GET",
+        &format!("/api/v1/audit?limit=2&cursor={cursor}"),
+        None,
+        &[],
+    );
     assert_eq!(s, 200, "{older}");
     let first_older = older["entries"][0]["seq"].as_u64().unwrap();
     assert!(first_older < audit["entries"][1]["seq"].as_u64().unwrap());
     let (s, v) = call(&ns, "GET", "/api/v1/audit?colour=red", None, &[]);
-    assert_eq!((s, v["error"]["field"].as_str()), (400, Some("colour")), "{v}");
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("colour")),
+        "{v}"
+    );
 }

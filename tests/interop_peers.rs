@@ -1093,7 +1093,10 @@ fn losing_access_tears_down_open_connections() {
             wait_until(Duration::from_secs(10), || open() >= 4),
             "alice's three idle connections never showed up before `{action}`"
         );
-        let aborts_before = app.log().matches("connection aborted: its peer lost access").count();
+        let aborts_before = app
+            .log()
+            .matches("connection aborted: its peer lost access")
+            .count();
         let out = cli_ok(&app, &["peer", action, "alice"]);
         assert!(
             wait_until(Duration::from_secs(2), || open() == 1),
@@ -1101,7 +1104,10 @@ fn losing_access_tears_down_open_connections() {
             open(),
             app.log_tail(40)
         );
-        let aborts = app.log().matches("connection aborted: its peer lost access").count();
+        let aborts = app
+            .log()
+            .matches("connection aborted: its peer lost access")
+            .count();
         assert!(
             aborts >= aborts_before + 3,
             "`peer {action}` aborted {} connections, expected 3",

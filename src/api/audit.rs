@@ -25,8 +25,9 @@ pub(super) async fn list(ctx: &Ctx<'_>) -> ApiResult {
         .query
         .get("cursor")
         .map(|c| {
-            c.parse::<u64>()
-                .map_err(|_| ApiError::bad_request("cursor", "cursor must be a number from next_cursor"))
+            c.parse::<u64>().map_err(|_| {
+                ApiError::bad_request("cursor", "cursor must be a number from next_cursor")
+            })
         })
         .transpose()?;
     let since = ctx

@@ -174,13 +174,25 @@ fn list(ctx: &Ctx<'_>) -> ApiResult {
         None => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
-        Some(_) => return Err(ApiError::bad_request("paused", "paused must be true or false")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "paused",
+                "paused must be true or false",
+            ))
+        }
     };
     let name = ctx.query.get("name").map(|n| n.to_lowercase());
     let cursor = ctx
         .query
         .get("cursor")
-        .map(|c| parse_job_cursor(c).ok_or_else(|| ApiError::bad_request("cursor", "cursor must be a next_cursor value from a previous page")))
+        .map(|c| {
+            parse_job_cursor(c).ok_or_else(|| {
+                ApiError::bad_request(
+                    "cursor",
+                    "cursor must be a next_cursor value from a previous page",
+                )
+            })
+        })
         .transpose()?;
     let all = jobs(ctx)?.list();
     let mut page: Vec<&JobEntry> = all
@@ -220,7 +232,10 @@ pub(super) async fn runs(ctx: &Ctx<'_>, job: Option<JobId>) -> ApiResult {
     let status = ctx
         .query
         .get("status")
-        .map(|s| s.parse::<RunStatus>().map_err(|m| ApiError::bad_request("status", m)))
+        .map(|s| {
+            s.parse::<RunStatus>()
+                .map_err(|m| ApiError::bad_request("status", m))
+        })
         .transpose()?;
     let since = ctx
         .query
@@ -238,8 +253,12 @@ pub(super) async fn runs(ctx: &Ctx<'_>, job: Option<JobId>) -> ApiResult {
         .query
         .get("cursor")
         .map(|c| {
-            c.parse::<u64>()
-                .map_err(|_| ApiError::bad_request("cursor", "cursor must be a next_cursor value from a previous page"))
+            c.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(
+                    "cursor",
+                    "cursor must be a next_cursor value from a previous page",
+                )
+            })
         })
         .transpose()?;
     let limit = limit(ctx)?;
@@ -267,9 +286,9 @@ pub(super) fn stats(ctx: &Ctx<'_>) -> ApiResult {
     let jobs = jobs(ctx)?;
     let (total, paused, running) = jobs.counts();
     let s = jobs.stats.lock().unwrap();
-    let lateness = s.lateness_percentiles().map(|(p50, p99, n)| {
-        json!({"p50_ms": p50, "p99_ms": p99, "samples": n})
-    });
+    let lateness = s
+        .lateness_percentiles()
+        .map(|(p50, p99, n)| json!({"p50_ms": p50, "p99_ms": p99, "samples": n}));
     ok(json!({
         "jobs": total,
         "paused": paused,

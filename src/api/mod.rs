@@ -209,8 +209,14 @@ impl Ctx<'_> {
     pub fn object(&self) -> Result<&serde_json::Map<String, Value>, ApiError> {
         match &self.body {
             Some(Value::Object(m)) => Ok(m),
-            Some(_) => Err(ApiError::bad_request("body", "the body must be a JSON object")),
-            None => Err(ApiError::bad_request("body", "this request needs a JSON body")),
+            Some(_) => Err(ApiError::bad_request(
+                "body",
+                "the body must be a JSON object",
+            )),
+            None => Err(ApiError::bad_request(
+                "body",
+                "this request needs a JSON body",
+            )),
         }
     }
 }
@@ -256,7 +262,10 @@ pub fn deny_unknown(
         if !allowed.contains(&k.as_str()) {
             return Err(ApiError::bad_request(
                 format!("{prefix}{k}"),
-                format!("unknown field '{k}'; expected one of: {}", allowed.join(", ")),
+                format!(
+                    "unknown field '{k}'; expected one of: {}",
+                    allowed.join(", ")
+                ),
             ));
         }
     }
@@ -440,7 +449,10 @@ fn percent_decode(s: &str) -> String {
 
 fn secure(mut r: Resp) -> Resp {
     let h = r.headers_mut();
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert("cache-control", HeaderValue::from_static("no-store"));
@@ -575,10 +587,10 @@ async fn route(
         (_, [])
         | (_, ["api", "v1", "health" | "whoami" | "audit" | "runs" | "stats" | "openapi.json"]) => {
             Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed on {path}"),
-        ))
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            ))
         }
         _ => Err(ApiError::not_found(format!("no endpoint at {path}"))),
     }
@@ -674,7 +686,9 @@ mod tests {
 
     #[test]
     fn query_strings_decode() {
-        let q = parse_query(Some("since=2026-11-22T05%3A00%3A00Z&limit=5&x&y=a+b&bad=%zz"));
+        let q = parse_query(Some(
+            "since=2026-11-22T05%3A00%3A00Z&limit=5&x&y=a+b&bad=%zz",
+        ));
         assert_eq!(q["since"], "2026-11-22T05:00:00Z");
         assert_eq!(q["limit"], "5");
         assert_eq!(q["x"], "");
@@ -689,7 +703,10 @@ mod tests {
         let b = Ipv4Addr::new(10, 88, 88, 3);
         let s1 = counts.acquire(a, 2).unwrap();
         let s2 = counts.acquire(a, 2).unwrap();
-        assert!(counts.acquire(a, 2).is_none(), "third connection of a is refused");
+        assert!(
+            counts.acquire(a, 2).is_none(),
+            "third connection of a is refused"
+        );
         let _b1 = counts.acquire(b, 2).expect("b has its own budget");
         drop(s1);
         let _s3 = counts.acquire(a, 2).expect("a released slot is reusable");
@@ -699,7 +716,9 @@ mod tests {
     #[test]
     fn json_content_types() {
         assert!(is_json(&HeaderValue::from_static("application/json")));
-        assert!(is_json(&HeaderValue::from_static("Application/JSON; charset=utf-8")));
+        assert!(is_json(&HeaderValue::from_static(
+            "Application/JSON; charset=utf-8"
+        )));
         assert!(!is_json(&HeaderValue::from_static("text/plain")));
         assert!(!is_json(&HeaderValue::from_static("application/jsonx")));
     }

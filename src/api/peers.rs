@@ -61,7 +61,10 @@ fn str_field<'a>(
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::bad_request(key, format!("'{key}' must be a string"))),
+        Some(_) => Err(ApiError::bad_request(
+            key,
+            format!("'{key}' must be a string"),
+        )),
     }
 }
 
@@ -69,7 +72,8 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
     let obj = ctx.object()?;
     deny_unknown(obj, &["name", "role", "public_key", "dns"], "")?;
     let name = parse_name(
-        str_field(obj, "name")?.ok_or_else(|| ApiError::bad_request("name", "'name' is required"))?,
+        str_field(obj, "name")?
+            .ok_or_else(|| ApiError::bad_request("name", "'name' is required"))?,
     )?;
     let role: Role = str_field(obj, "role")?
         .unwrap_or("viewer")
@@ -91,12 +95,17 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
         Some(Value::Array(items)) => items
             .iter()
             .map(|v| {
-                v.as_str()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| ApiError::bad_request("dns", "'dns' must be a list of IP addresses"))
+                v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                    ApiError::bad_request("dns", "'dns' must be a list of IP addresses")
+                })
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(ApiError::bad_request("dns", "'dns' must be a list of IP addresses")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "dns",
+                "'dns' must be a list of IP addresses",
+            ))
+        }
     };
     let psk = PresharedKey::generate(&mut rand_core::OsRng);
     let req = AddPeer {
@@ -111,12 +120,17 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
         .add_peer(req, ctx.caller.actor())
         .await
         .map_err(|e| match e {
-            AddPeerError::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).field("name"),
+            AddPeerError::NameTaken(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).field("name")
+            }
             AddPeerError::KeyTaken(_) | AddPeerError::ServerKey => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).field("public_key")
             }
-            AddPeerError::PoolFull(_) => ApiError::new(StatusCode::CONFLICT, "pool_full", e.to_string()),
-            AddPeerError::AllowedIpsOverlap { .. } | AddPeerError::AllowedIpsContainServer { .. } => {
+            AddPeerError::PoolFull(_) => {
+                ApiError::new(StatusCode::CONFLICT, "pool_full", e.to_string())
+            }
+            AddPeerError::AllowedIpsOverlap { .. }
+            | AddPeerError::AllowedIpsContainServer { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             AddPeerError::Store(_) | AddPeerError::ShuttingDown => ApiError::internal(e),
@@ -160,10 +174,18 @@ async fn patch(ctx: &Ctx<'_>, name: PeerName) -> ApiResult {
     let enabled = match obj.get("enabled") {
         None | Some(Value::Null) => None,
         Some(Value::Bool(b)) => Some(*b),
-        Some(_) => return Err(ApiError::bad_request("enabled", "'enabled' must be true or false")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "enabled",
+                "'enabled' must be true or false",
+            ))
+        }
     };
     if role.is_none() && enabled.is_none() {
-        return Err(ApiError::bad_request("body", "give 'role' and/or 'enabled'"));
+        return Err(ApiError::bad_request(
+            "body",
+            "give 'role' and/or 'enabled'",
+        ));
     }
     let rec = ctx
         .service

@@ -76,11 +76,8 @@ impl Sim {
         for _ in 0..200 {
             let mut moved = false;
             for ph in phones.iter_mut() {
-                ph.iface.poll(
-                    smol_now(self.now),
-                    &mut ph.dev,
-                    &mut ph.sockets,
-                );
+                ph.iface
+                    .poll(smol_now(self.now), &mut ph.dev, &mut ph.sockets);
                 while let Some(p) = ph.dev.tx.pop_front() {
                     self.stack.handle_packet(p);
                     moved = true;
@@ -159,7 +156,9 @@ fn answers_icmp_echo() {
     assert_eq!(reply.src_addr(), SERVER);
     let icmp = Icmpv4Packet::new_checked(reply.payload()).unwrap();
     let repr = Icmpv4Repr::parse(&icmp, &Default::default()).unwrap();
-    assert!(matches!(repr, Icmpv4Repr::EchoReply { ident: 7, seq_no: 1, data } if data == b"ping!"));
+    assert!(
+        matches!(repr, Icmpv4Repr::EchoReply { ident: 7, seq_no: 1, data } if data == b"ping!")
+    );
 }
 
 #[test]
@@ -171,7 +170,10 @@ fn tcp_round_trip_with_close() {
     assert_eq!(phone.tcp(h).state(), tcp::State::Established);
     assert_eq!(sim.accepted.len(), 1);
     let mut conn = sim.accepted.pop().unwrap();
-    assert_eq!(conn.remote, SocketAddrV4::new(Ipv4Addr::new(10, 88, 88, 2), 50000));
+    assert_eq!(
+        conn.remote,
+        SocketAddrV4::new(Ipv4Addr::new(10, 88, 88, 2), 50000)
+    );
 
     phone
         .tcp(h)

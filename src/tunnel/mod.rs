@@ -31,8 +31,8 @@ use boringtun::x25519::{PublicKey as XPublic, StaticSecret};
 use peers::{PrivateKey, PublicKey};
 use rand_core::RngCore;
 
-pub use peer::{Peer, PeerConfig};
 use peer::{Decap, Encap};
+pub use peer::{Peer, PeerConfig};
 
 /// How often every peer's timers run.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -289,7 +289,10 @@ impl Router {
             self.stats.dropped_unroutable_out += 1;
             return;
         };
-        let peer = self.peers.get_mut(&index).expect("routes point at live peers");
+        let peer = self
+            .peers
+            .get_mut(&index)
+            .expect("routes point at live peers");
         match (peer.encapsulate(packet, &mut self.buf), peer.endpoint) {
             (Encap::Send(p), Some(dst)) => self.transmit.push_back(Transmit {
                 dst,
@@ -379,7 +382,9 @@ impl Router {
 
     /// The peer with this public key.
     pub fn peer(&self, key: &PublicKey) -> Option<&Peer> {
-        self.by_key.get(key.as_bytes()).and_then(|i| self.peers.get(i))
+        self.by_key
+            .get(key.as_bytes())
+            .and_then(|i| self.peers.get(i))
     }
 
     pub fn len(&self) -> usize {

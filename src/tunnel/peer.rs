@@ -33,7 +33,10 @@ pub enum Decap<'a> {
     /// Nothing to do (a keepalive, a cookie stored, or a bad packet already counted).
     Nothing { authenticated: bool },
     /// Send this to the network (handshake response, keepalive, cookie reply).
-    Reply { packet: &'a [u8], authenticated: bool },
+    Reply {
+        packet: &'a [u8],
+        authenticated: bool,
+    },
     /// A decrypted IPv4 packet from inside the tunnel, with its claimed source address.
     Ipv4 { packet: &'a [u8], src: Ipv4Addr },
     /// A decrypted IPv6 packet; the tunnel is IPv4-only, so the router drops it.

@@ -101,10 +101,7 @@ impl World {
     fn new(seed: u64) -> World {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let server_key = PrivateKey::generate(&mut rng);
-        let router = Router::new(
-            &server_key,
-            Box::new(ChaCha20Rng::seed_from_u64(seed + 1)),
-        );
+        let router = Router::new(&server_key, Box::new(ChaCha20Rng::seed_from_u64(seed + 1)));
         let psk = PresharedKey::generate(&mut rng);
         World {
             rng,
@@ -155,7 +152,10 @@ fn handshake_then_data_reaches_netstack_with_identity() {
     let mut c = w.add_client(1, addr);
     w.handshake(&mut c);
     assert_eq!(w.router.stats().handshakes, 1);
-    assert_eq!(w.router.peer(&c.key.public_key()).unwrap().endpoint(), Some(c.addr));
+    assert_eq!(
+        w.router.peer(&c.key.public_key()).unwrap().endpoint(),
+        Some(c.addr)
+    );
 
     let pkt = ipv4(addr, SERVER_IP, b"hello");
     let d = c.encapsulate(&pkt);
@@ -184,7 +184,10 @@ fn spoofed_source_is_dropped_and_counted() {
     // Her own address works.
     let d = mallory.encapsulate(&ipv4(mallory_ip, SERVER_IP, b"x"));
     w.router.handle_datagram(mallory.addr, &d);
-    assert_eq!(w.router.poll_inbound().unwrap().peer, mallory.key.public_key());
+    assert_eq!(
+        w.router.poll_inbound().unwrap().peer,
+        mallory.key.public_key()
+    );
 }
 
 #[test]
