@@ -16,7 +16,7 @@ use appliance::paths::DataDir;
 use appliance::registry::{self, AddPeerError, PeerUpdateError};
 use appliance::server::{self, InitOptions, ServeOptions};
 use appliance::service::{unix_now, unix_now_ms, PeerView};
-use appliance::store::{Actor, ServerRecord, Store};
+use appliance::store::{Actor, PeerChange, PeerRecord, ServerRecord, Store};
 use clap::{Args, Parser, Subcommand};
 use peers::{ClientConfig, Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
 use serde_json::Value;
@@ -324,8 +324,23 @@ fn add_failure(e: AddPeerError) -> ControlFailure {
     e.into()
 }
 
-fn update_failure(e: PeerUpdateError) -> ControlFailure {
-    e.into()
+/// Runs a change to an existing peer directly on the database, audited as the local CLI.
+fn offline_update(
+    store: &Store,
+    server: &ServerRecord,
+    action: &str,
+    plan: impl FnOnce(&[PeerRecord], &ServerRecord) -> Result<(PeerChange, PeerRecord), PeerUpdateError>,
+) -> Result<PeerRecord, ControlFailure> {
+    store
+        .update_peers(|existing| {
+            registry::audited(
+                plan(existing, server),
+                action,
+                &Actor::local_cli(),
+                unix_now_ms(),
+            )
+        })
+        .map_err(ControlFailure::from)
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
@@ -377,18 +392,9 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
             };
             let (public, psk) = (keys.public, keys.psk.clone());
             let v = call(dir, req, false, move |store, server| {
-                let rec = store
-                    .update_peers(|existing| {
-                        let planned =
-                            registry::plan_rotate(existing, server, &name, public, Some(psk));
-                        registry::audited(
-                            planned,
-                            "peer.rotate",
-                            &Actor::local_cli(),
-                            unix_now_ms(),
-                        )
-                    })
-                    .map_err(update_failure)?;
+                let rec = offline_update(store, server, "peer.rotate", |existing, server| {
+                    registry::plan_rotate(existing, server, &name, public, Some(psk))
+                })?;
                 Ok(to_value(&PeerAdded::new(&rec, server)))
             })?;
             let added: PeerAdded = serde_json::from_value(v).map_err(fatal)?;
@@ -405,13 +411,10 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
                 name: name.to_string(),
                 role: role.to_string(),
             };
-            let v = call(dir, req, false, move |store, _| {
-                let rec = store
-                    .update_peers(|existing| {
-                        let planned = registry::plan_set_role(existing, &name, role);
-                        registry::audited(planned, "peer.role", &Actor::local_cli(), unix_now_ms())
-                    })
-                    .map_err(update_failure)?;
+            let v = call(dir, req, false, move |store, server| {
+                let rec = offline_update(store, server, "peer.role", |existing, _| {
+                    registry::plan_set_role(existing, &name, role)
+                })?;
                 Ok(to_value(&PeerView::new(&rec, None)))
             })?;
             let view: PeerView = serde_json::from_value(v).map_err(fatal)?;
@@ -425,18 +428,10 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
             let req = Request::PeerRemove {
                 name: name.to_string(),
             };
-            let v = call(dir, req, false, move |store, _| {
-                let rec = store
-                    .update_peers(|existing| {
-                        let planned = registry::plan_remove(existing, &name);
-                        registry::audited(
-                            planned,
-                            "peer.remove",
-                            &Actor::local_cli(),
-                            unix_now_ms(),
-                        )
-                    })
-                    .map_err(update_failure)?;
+            let v = call(dir, req, false, move |store, server| {
+                let rec = offline_update(store, server, "peer.remove", |existing, _| {
+                    registry::plan_remove(existing, &name)
+                })?;
                 Ok(to_value(&PeerView::new(&rec, None)))
             })?;
             let view: PeerView = serde_json::from_value(v).map_err(fatal)?;
@@ -479,18 +474,15 @@ fn set_enabled(dir: &DataDir, name: &str, enabled: bool) -> Result<(), Failure> 
         name: name.to_string(),
         enabled,
     };
-    let v = call(dir, req, false, move |store, _| {
+    let v = call(dir, req, false, move |store, server| {
         let action = if enabled {
             "peer.enable"
         } else {
             "peer.disable"
         };
-        let rec = store
-            .update_peers(|existing| {
-                let planned = registry::plan_set_enabled(existing, &name, enabled);
-                registry::audited(planned, action, &Actor::local_cli(), unix_now_ms())
-            })
-            .map_err(update_failure)?;
+        let rec = offline_update(store, server, action, |existing, _| {
+            registry::plan_set_enabled(existing, &name, enabled)
+        })?;
         Ok(to_value(&PeerView::new(&rec, None)))
     })?;
     let view: PeerView = serde_json::from_value(v).map_err(fatal)?;

@@ -171,16 +171,7 @@ pub fn plan_set_enabled(
     name: &PeerName,
     enabled: bool,
 ) -> Result<(PeerChange, PeerRecord), PeerUpdateError> {
-    let mut rec = find(existing, name)?.clone();
-    rec.enabled = enabled;
-    Ok((
-        PeerChange {
-            upsert: vec![rec.clone()],
-            remove: vec![],
-            audit: None,
-        },
-        rec,
-    ))
+    plan_update(existing, name, None, Some(enabled))
 }
 
 /// Changes a peer's role.
@@ -189,16 +180,19 @@ pub fn plan_set_role(
     name: &PeerName,
     role: Role,
 ) -> Result<(PeerChange, PeerRecord), PeerUpdateError> {
-    let mut rec = find(existing, name)?.clone();
-    rec.role = role;
-    Ok((
+    plan_update(existing, name, Some(role), None)
+}
+
+/// The change that stores `rec` (insert or replace by name).
+fn upsert(rec: PeerRecord) -> (PeerChange, PeerRecord) {
+    (
         PeerChange {
             upsert: vec![rec.clone()],
             remove: vec![],
             audit: None,
         },
         rec,
-    ))
+    )
 }
 
 /// Changes a peer's role and/or enabled flag in one step (the API's PATCH).
@@ -215,14 +209,7 @@ pub fn plan_update(
     if let Some(e) = enabled {
         rec.enabled = e;
     }
-    Ok((
-        PeerChange {
-            upsert: vec![rec.clone()],
-            remove: vec![],
-            audit: None,
-        },
-        rec,
-    ))
+    Ok(upsert(rec))
 }
 
 /// Removes a peer and its statistics; its address becomes free for the next peer.
@@ -259,14 +246,7 @@ pub fn plan_rotate(
     }
     rec.public_key = public_key;
     rec.preshared_key = preshared_key;
-    Ok((
-        PeerChange {
-            upsert: vec![rec.clone()],
-            remove: vec![],
-            audit: None,
-        },
-        rec,
-    ))
+    Ok(upsert(rec))
 }
 
 /// The audit entry for a peer change. Never includes a key secret: only the public key's
