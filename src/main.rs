@@ -128,6 +128,9 @@ struct ServeArgs {
     /// Concurrent HTTP connections per peer
     #[arg(long, default_value_t = 32)]
     max_connections_per_peer: usize,
+    /// How long run history is kept (e.g. 30d, 12h)
+    #[arg(long, default_value = "30d")]
+    run_retention: String,
 }
 
 /// Options for the client config that `add` and `rotate` print.
@@ -259,12 +262,18 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
             )));
         }
     }
+    let run_retention = appliance::sched::parse_duration(&args.run_retention)
+        .map_err(|e| usage(format!("invalid --run-retention: {e}")))?;
+    if run_retention < std::time::Duration::from_secs(3600) {
+        return Err(usage("--run-retention must be at least 1h"));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(fatal)?;
     let (_keep, shutdown) = tokio::sync::watch::channel(false);
     let opts = ServeOptions {
+        jobs: appliance::jobs::JobsConfig { run_retention },
         listen: args.listen,
         api: appliance::api::ApiConfig {
             extra_hosts: args.hosts,

@@ -876,18 +876,13 @@ impl Store {
             let mut table = txn.open_table(RUNS)?;
             let mut index = txn.open_table(JOB_RUNS)?;
             let mut doomed = Vec::new();
+            // A full scan: ids grow with recording time, not with scheduled time (catch-up
+            // after downtime records old fires late), and this runs once an hour.
             for row in table.iter()? {
                 let (k, v) = row?;
                 let r: RunRecord = serde_json::from_slice(v.value())
                     .map_err(|e| corrupt(&format!("runs/{}", k.value()), e))?;
-                if r.scheduled_at >= cutoff {
-                    // Ids grow with time, so nearly everything after this is newer.
-                    if !doomed.is_empty() || r.status != RunStatus::Running {
-                        break;
-                    }
-                    continue;
-                }
-                if r.status != RunStatus::Running {
+                if r.scheduled_at < cutoff && r.status != RunStatus::Running {
                     doomed.push((k.value(), r.job_id.as_u64()));
                 }
             }
@@ -899,5 +894,155 @@ impl Store {
         }
         txn.commit()?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "appliance-store-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        (Store::open(&dir.join("db.redb")).unwrap(), dir)
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn run(job: u64, at: &str, status: RunStatus) -> RunRecord {
+        RunRecord {
+            id: 0,
+            job_id: JobId::from_u64(job),
+            job_name: format!("job{job}"),
+            scheduled_at: ts(at),
+            started_at: None,
+            finished_at: None,
+            attempt: 1,
+            status,
+            trigger: "schedule".into(),
+            http_status: None,
+            error: None,
+            duration_ms: None,
+            count: None,
+        }
+    }
+
+    #[test]
+    fn runs_are_paged_filtered_and_pruned() {
+        let (store, dir) = temp_store("runs");
+        let mut runs = vec![
+            run(1, "2026-01-01T00:00:00Z", RunStatus::Succeeded),
+            run(2, "2026-01-02T00:00:00Z", RunStatus::Failed),
+            run(1, "2026-01-03T00:00:00Z", RunStatus::Missed),
+            run(1, "2026-01-04T00:00:00Z", RunStatus::Running),
+            run(2, "2026-01-05T00:00:00Z", RunStatus::Succeeded),
+            // Recorded late (catch-up after downtime): an old time with a new id.
+            run(2, "2026-01-01T12:00:00Z", RunStatus::Missed),
+        ];
+        store.start_runs(&mut runs, &[]).unwrap();
+        assert_eq!(
+            runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5, 6]
+        );
+        let page = |f: RunFilter| -> Vec<u64> {
+            store.runs_page(&f).unwrap().iter().map(|r| r.id).collect()
+        };
+        let all = RunFilter {
+            limit: 10,
+            ..RunFilter::default()
+        };
+        assert_eq!(page(all.clone()), vec![6, 5, 4, 3, 2, 1], "newest first");
+        assert_eq!(
+            page(RunFilter {
+                job: Some(JobId::from_u64(1)),
+                ..all.clone()
+            }),
+            vec![4, 3, 1]
+        );
+        assert_eq!(
+            page(RunFilter {
+                status: Some(RunStatus::Succeeded),
+                ..all.clone()
+            }),
+            vec![5, 1]
+        );
+        assert_eq!(
+            page(RunFilter {
+                since: Some(ts("2026-01-03T00:00:00Z")),
+                ..all.clone()
+            }),
+            vec![5, 4, 3]
+        );
+        assert_eq!(
+            page(RunFilter {
+                before: Some(4),
+                limit: 2,
+                ..all.clone()
+            }),
+            vec![3, 2],
+            "cursor continues below the last id"
+        );
+        assert_eq!(store.unfinished_runs().unwrap().len(), 1);
+
+        // Pruning before Jan 4 removes 1, 2, 3 and the late 6, but never a running run.
+        assert_eq!(store.prune_runs(ts("2026-01-04T12:00:00Z")).unwrap(), 4);
+        assert_eq!(page(all.clone()), vec![5, 4]);
+        assert_eq!(
+            page(RunFilter {
+                job: Some(JobId::from_u64(1)),
+                ..all
+            }),
+            vec![4],
+            "the per-job index is pruned too"
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn audit_is_append_only_and_paged_newest_first() {
+        let (store, dir) = temp_store("audit");
+        for i in 0..5u64 {
+            let seq = store
+                .audit(AuditEntry {
+                    seq: 0,
+                    at_ms: 1000 * i,
+                    actor: Actor::local_cli(),
+                    action: format!("a{i}"),
+                    target: None,
+                    summary: serde_json::json!({}),
+                })
+                .unwrap();
+            assert_eq!(seq, i + 1);
+        }
+        let seqs = |before, since, limit| -> Vec<u64> {
+            store
+                .audit_page(before, since, limit)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect()
+        };
+        assert_eq!(seqs(None, None, 10), vec![5, 4, 3, 2, 1]);
+        assert_eq!(seqs(Some(4), None, 2), vec![3, 2]);
+        assert_eq!(seqs(None, Some(2000), 10), vec![5, 4, 3]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_file_is_refused_as_locked() {
+        let (store, dir) = temp_store("lock");
+        let err = Store::open(&dir.join("db.redb")).err().expect("locked");
+        assert!(matches!(err, OpenError::Locked { .. }), "{err}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
