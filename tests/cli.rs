@@ -268,3 +268,39 @@ fn a_second_serve_on_the_same_data_dir_is_refused() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn qr_code_only_on_a_terminal() {
+    let d = Dir::new("tty");
+    let piped = run(&d.data(), &["peer", "add", "piped"]);
+    assert!(piped.status.success());
+    let piped = text(&piped.stdout);
+    assert!(!piped.contains('▀') && !piped.contains('▄') && !piped.contains('█'));
+    assert!(piped.starts_with("# appliance peer: piped"), "{piped}");
+
+    // `script` gives the command a pseudo-terminal as stdout.
+    let Ok(out) = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} --data-dir {} peer add phone",
+            bin(),
+            d.data().display()
+        ))
+        .arg("/dev/null")
+        .output()
+    else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "`script` (util-linux) is missing under CI"
+        );
+        eprintln!("SKIP: no `script` to provide a terminal");
+        return;
+    };
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tty = text(&out.stdout);
+    assert!(tty.contains("[Interface]"), "{tty}");
+    assert!(tty.contains("Scan with the WireGuard app"), "{tty}");
+    let blocks = tty.chars().filter(|c| matches!(c, '▀' | '▄' | '█')).count();
+    assert!(blocks > 200, "no QR code on the terminal ({blocks} block characters)");
+}
