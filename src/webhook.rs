@@ -276,6 +276,90 @@ mod tests {
         assert!(r(None, Some("timeout")).retryable());
     }
 
+    fn hook(url: &str) -> Webhook {
+        Webhook {
+            url: url.parse().unwrap(),
+            method: hyper::Method::POST,
+            headers: vec![],
+            body: Some(serde_json::json!({"content": "hi"})),
+        }
+    }
+
+    /// Outbound HTTPS really is TLS with certificate verification: a local server presenting
+    /// a self-signed certificate is refused, and the run records why.
+    #[tokio::test]
+    async fn https_verifies_certificates() {
+        use std::sync::Arc;
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+            .unwrap();
+        let der = cert.cert.der().clone();
+        let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(
+            cert.signing_key.serialize_der(),
+        )
+        .unwrap();
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            // The client aborts the handshake; that is the point.
+            let _ = acceptor.accept(tcp).await;
+        });
+        let r = Executor::new()
+            .attempt(
+                &hook(&format!("https://127.0.0.1:{port}/hook")),
+                Duration::from_secs(10),
+            )
+            .await;
+        server.await.unwrap();
+        assert!(!r.succeeded());
+        assert_eq!(r.status, None);
+        let err = r.error.unwrap();
+        assert!(err.to_lowercase().contains("certificate"), "{err}");
+    }
+
+    /// A reply far larger than the cap is not read whole, and the attempt still completes.
+    #[tokio::test]
+    async fn huge_replies_are_capped() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let body = vec![b'x'; 4 * 1024 * 1024];
+            let head = format!(
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = tcp.write_all(head.as_bytes()).await;
+            let _ = tcp.write_all(&body).await;
+        });
+        let r = Executor::new()
+            .attempt(
+                &hook(&format!("http://127.0.0.1:{port}/big")),
+                Duration::from_secs(10),
+            )
+            .await;
+        assert_eq!(r.status, Some(500));
+        let err = r.error.unwrap();
+        assert!(
+            err.len() <= MAX_ERROR_TEXT + 4,
+            "error text not capped: {}",
+            err.len()
+        );
+        server.abort();
+    }
+
     #[test]
     fn long_errors_are_cut_on_a_char_boundary() {
         let s = truncate("é".repeat(600));
