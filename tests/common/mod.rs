@@ -826,3 +826,21 @@ pub fn ping(ns: &Netns, ip: &str) -> bool {
         .status
         .success()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Crashes
+
+impl Appliance<'_> {
+    /// Kills `serve` with SIGKILL and reaps it: as far as the process is concerned a power cut
+    /// (no shutdown code runs; `control.sock` stays behind, so after the next [`Appliance::serve`]
+    /// wait for the API itself rather than trusting the socket). Returns how it ended, or None if
+    /// it was not serving.
+    pub fn kill9(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        let _ = output_of(bounded(10, "kill").args(["-KILL", &child.id().to_string()]));
+        child.wait().ok()
+    }
+}
