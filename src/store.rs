@@ -549,7 +549,9 @@ struct JobRow {
     created_at_ms: u64,
     updated_at_ms: u64,
     created_by: String,
-    next_fire_at_ms: Option<i64>,
+    /// Full precision (RFC 3339 with nanoseconds): `every` schedules are anchored at the
+    /// creation instant, so a rounded value would land beside the schedule after a restart.
+    next_fire_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     paused_at_ms: Option<u64>,
 }
@@ -560,7 +562,7 @@ fn encode_job(r: &JobRecord) -> Vec<u8> {
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
         created_by: r.created_by.clone(),
-        next_fire_at_ms: r.next_fire_at.map(|t| t.as_millisecond()),
+        next_fire_at: r.next_fire_at,
         paused_at_ms: r.paused_at_ms,
     })
     .expect("rows serialise")
@@ -575,11 +577,7 @@ fn decode_job(id: u64, bytes: &[u8]) -> Result<JobRecord, StoreError> {
         created_at_ms: row.created_at_ms,
         updated_at_ms: row.updated_at_ms,
         created_by: row.created_by,
-        next_fire_at: row
-            .next_fire_at_ms
-            .map(Timestamp::from_millisecond)
-            .transpose()
-            .map_err(|e| corrupt(&key, e))?,
+        next_fire_at: row.next_fire_at,
         paused_at_ms: row.paused_at_ms,
     })
 }
@@ -1033,6 +1031,38 @@ mod tests {
         assert_eq!(seqs(None, None, 10), vec![5, 4, 3, 2, 1]);
         assert_eq!(seqs(Some(4), None, 2), vec![3, 2]);
         assert_eq!(seqs(None, Some(2000), 10), vec![5, 4, 3]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn next_fire_times_keep_full_precision() {
+        let (store, dir) = temp_store("precision");
+        let spec = JobSpec::from_json(
+            &serde_json::json!({
+                "name": "tick",
+                "trigger": {"every": "1s", "start": "2026-01-01T00:00:00.123456789Z"},
+                "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
+            }),
+            None,
+        )
+        .unwrap();
+        let next = ts("2026-01-01T00:00:05.123456789Z");
+        let rec = JobRecord {
+            id: JobId::from_u64(7),
+            spec,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            created_by: "t".into(),
+            next_fire_at: Some(next),
+            paused_at_ms: None,
+        };
+        assert!(store.insert_job(&rec, None).unwrap());
+        let back = store.job(JobId::from_u64(7)).unwrap().unwrap();
+        assert_eq!(back.next_fire_at, Some(next));
+        // And it is exactly on the job's schedule.
+        let prev = next.checked_sub(jiff::SignedDuration::from_nanos(1)).unwrap();
+        assert_eq!(back.spec.trigger.next_after(prev), Some(next));
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
