@@ -15,30 +15,6 @@ use serde_json::{json, Value};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A request through the tunnel from `ns`; returns (status, parsed JSON or Null).
-fn call(
-    ns: &Netns,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-    extra: &[&str],
-) -> (u16, Value) {
-    let mut args: Vec<String> = vec!["-X".into(), method.into()];
-    if let Some(b) = body {
-        args.extend([
-            "-H".into(),
-            "Content-Type: application/json".into(),
-            "--data-binary".into(),
-            b.to_string(),
-        ]);
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let r = curl_full(ns, &api_url(path), &refs);
-    let v = serde_json::from_str(&r.body).unwrap_or(Value::Null);
-    (r.status, v)
-}
-
 fn error_code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
@@ -343,5 +319,82 @@ fn admin_onboards_a_peer_over_the_api_and_it_is_audited_without_secrets() {
         (s, v["error"]["field"].as_str()),
         (400, Some("colour")),
         "{v}"
+    );
+}
+
+/// An appliance served with `serve_args` and one connected peer "alice" of `role`.
+fn alice_on<'a>(ns: &'a Netns, role: &str, serve_args: &[&str]) -> (Appliance<'a>, WgClient<'a>) {
+    let mut app = Appliance::init(ns, &[]);
+    app.serve_with(serve_args);
+    let config = app.peer_add("alice", role);
+    let client = WgClient::up(ns, &config);
+    assert!(client.wait_handshake(HANDSHAKE_TIMEOUT), "no handshake");
+    (app, client)
+}
+
+/// Slowloris: a client that never finishes its headers is cut off after --header-timeout.
+#[test]
+fn unfinished_headers_are_cut_off_after_the_header_timeout() {
+    if !require_prereqs() {
+        return;
+    }
+    let ns = Netns::new("slowloris");
+    let (_app, _c) = alice_on(&ns, "viewer", &["--header-timeout", "2"]);
+    // Send half a request and wait for the server to close the connection.
+    let script = r#"exec 3<>/dev/tcp/10.88.88.1/8888
+printf 'GET /api/v1/health HTTP/1.1\r\nHost: 10.88.88.1\r\n' >&3
+start=$(date +%s.%N); cat <&3 >/dev/null; end=$(date +%s.%N)
+echo "$start $end""#;
+    let out = output_of(ns.bounded(20, "bash").args(["-c", script]));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let t: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    assert_eq!(t.len(), 2, "no timing: {text:?} {}", describe(&out));
+    let held = t[1] - t[0];
+    assert!(
+        (1.0..8.0).contains(&held),
+        "connection with unfinished headers was held {held:.1} s (timeout 2 s)"
+    );
+    // A complete request still works.
+    assert_eq!(call(&ns, "GET", "/api/v1/health", None, &[]).0, 200);
+}
+
+/// More than --max-connections-per-peer concurrent connections get a clear 429.
+#[test]
+fn connections_over_the_per_peer_limit_get_429() {
+    if !require_prereqs() {
+        return;
+    }
+    let ns = Netns::new("connlimit");
+    let (_app, _c) = alice_on(&ns, "viewer", &["--max-connections-per-peer", "3"]);
+    let idle: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            ns.cmd("bash")
+                .args(["-c", "exec 3<>/dev/tcp/10.88.88.1/8888; sleep 20"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn an idle TCP client")
+        })
+        .collect();
+    let refused = wait_until(Duration::from_secs(10), || {
+        call(&ns, "GET", "/api/v1/health", None, &[]).0 == 429
+    });
+    let (s, v) = call(&ns, "GET", "/api/v1/health", None, &[]);
+    assert!(refused, "a fourth connection was not refused: {s} {v}");
+    assert_eq!((s, error_code(&v)), (429, "too_many_connections"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains('3'), "{v}");
+    for mut c in idle {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            call(&ns, "GET", "/api/v1/health", None, &[]).0 == 200
+        }),
+        "connections freed but requests still refused"
     );
 }

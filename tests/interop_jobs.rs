@@ -151,30 +151,6 @@ impl Drop for Sink {
 // ---------------------------------------------------------------------------------------------
 // API calls through the tunnel
 
-/// A request through the tunnel from `ns`; returns (status, parsed JSON or Null).
-fn call(
-    ns: &Netns,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-    extra: &[&str],
-) -> (u16, Value) {
-    let mut args: Vec<String> = vec!["-X".into(), method.into()];
-    if let Some(b) = body {
-        args.extend([
-            "-H".into(),
-            "Content-Type: application/json".into(),
-            "--data-binary".into(),
-            b.to_string(),
-        ]);
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let r = curl_full(ns, &api_url(path), &refs);
-    let v = serde_json::from_str(&r.body).unwrap_or(Value::Null);
-    (r.status, v)
-}
-
 /// [`call`] that must answer `status`; returns the JSON.
 fn expect(ns: &Netns, method: &str, path: &str, body: Option<&Value>, status: u16) -> Value {
     let (s, v) = call(ns, method, path, body, &[]);
@@ -1919,5 +1895,95 @@ fn a_restart_neither_repeats_nor_shifts_a_fire() {
     assert!(
         k == k.round(),
         "next_fire_at after the restart is off the grid start + k s (k = {k:.9}): {listed}"
+    );
+}
+
+/// Resume with `{"catch_up": true}`: the fires missed while paused are run (each, without
+/// `coalesce`) within the grace, instead of being skipped as a plain resume does.
+#[test]
+fn resume_with_catch_up_runs_the_fires_missed_while_paused() {
+    if !prereqs() {
+        return;
+    }
+    let ns = Netns::new("jcatchup");
+    let (app, _c, _) = appliance_with_peer(&ns, "olga", "officer");
+    let sink = Sink::start(&ns);
+    let every = create(
+        &ns,
+        &job_with(
+            "catchup",
+            json!({"every": "1s"}),
+            &sink.url("/ok/c"),
+            json!({"coalesce": false, "misfire_grace": "30s", "max_instances": 10}),
+        ),
+    );
+    let id = id_of(&every);
+    assert!(
+        wait_until(Duration::from_secs(10), || !sink.hits("/ok/c").is_empty()),
+        "no first fire"
+    );
+    pause(&ns, &id);
+    sleep(Duration::from_millis(300));
+    let paused_at = Timestamp::now();
+    let c0 = sink.hits("/ok/c").len();
+    sleep(Duration::from_millis(3500));
+    assert_eq!(sink.hits("/ok/c").len(), c0, "fired while paused");
+
+    let resumed_at = Timestamp::now();
+    let body = json!({"catch_up": true});
+    let v = expect(
+        &ns,
+        "POST",
+        &format!("/api/v1/jobs/{id}/resume"),
+        Some(&body),
+        200,
+    );
+    assert_eq!(v["paused"], false, "{v}");
+    // The ~3 missed fires arrive at once (a burst, as asked), then the schedule continues.
+    assert!(
+        wait_until(Duration::from_secs(3), || sink.hits("/ok/c").len()
+            >= c0 + 3),
+        "catch-up fires did not arrive: {} new",
+        sink.hits("/ok/c").len() - c0
+    );
+    let runs = wait_runs(
+        &ns,
+        &app,
+        &id,
+        Duration::from_secs(10),
+        "caught up",
+        finished,
+    );
+    let caught: Vec<&Value> = runs
+        .iter()
+        .filter(|r| {
+            let s = ts(&r["scheduled_at"]);
+            s > paused_at && s < resumed_at
+        })
+        .collect();
+    assert!(
+        caught.len() >= 3,
+        "fires scheduled while paused were not run: {}",
+        Value::from(runs.clone())
+    );
+    assert!(
+        caught.iter().all(|r| r["status"] == "succeeded"),
+        "{}",
+        Value::from(runs.clone())
+    );
+
+    // Bad catch_up values are refused naming the field.
+    pause(&ns, &id);
+    let (s, v) = call(
+        &ns,
+        "POST",
+        &format!("/api/v1/jobs/{id}/resume"),
+        Some(&json!({"catch_up": "yes"})),
+        &[],
+    );
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("catch_up")),
+        "{v}"
     );
 }

@@ -434,7 +434,14 @@ impl<'ns> Appliance<'ns> {
     /// Spawns `serve` inside the namespace (RUST_LOG=info,appliance=debug, stdout and stderr to
     /// `serve.log`) and waits up to [`READY_TIMEOUT`] for `control.sock`.
     pub fn serve(&mut self) {
+        self.serve_with(&[]);
+    }
+
+    /// [`Appliance::serve`] with extra `serve` arguments (e.g. `["--header-timeout", "2"]`).
+    pub fn serve_with(&mut self, serve_args: &[&str]) {
         assert!(self.child.is_none(), "appliance is already serving");
+        // A crash (kill9) leaves the old socket behind; wait for the new server's own.
+        let _ = fs::remove_file(self.control_sock());
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -447,6 +454,7 @@ impl<'ns> Appliance<'ns> {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("serve")
+            .args(serve_args)
             .env("RUST_LOG", "info,appliance=debug")
             .env("NO_COLOR", "1") // plain text in serve.log
             .stdin(Stdio::null())
@@ -843,4 +851,32 @@ impl Appliance<'_> {
         let _ = output_of(bounded(10, "kill").args(["-KILL", &child.id().to_string()]));
         child.wait().ok()
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON API calls
+
+/// A request through the tunnel from `ns` (JSON body if given); returns the status (0: no
+/// response) and the parsed JSON body (Null if none or not JSON).
+pub fn call(
+    ns: &Netns,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    extra: &[&str],
+) -> (u16, serde_json::Value) {
+    let mut args: Vec<String> = vec!["-X".into(), method.into()];
+    if let Some(b) = body {
+        args.extend([
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "--data-binary".into(),
+            b.to_string(),
+        ]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = curl_full(ns, &api_url(path), &refs);
+    let v = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
+    (r.status, v)
 }
