@@ -302,5 +302,8 @@ fn qr_code_only_on_a_terminal() {
     assert!(tty.contains("[Interface]"), "{tty}");
     assert!(tty.contains("Scan with the WireGuard app"), "{tty}");
     let blocks = tty.chars().filter(|c| matches!(c, '▀' | '▄' | '█')).count();
-    assert!(blocks > 200, "no QR code on the terminal ({blocks} block characters)");
+    assert!(
+        blocks > 200,
+        "no QR code on the terminal ({blocks} block characters)"
+    );
 }
