@@ -2,7 +2,15 @@
 //! (outbound), with 1 peer and with 250 peers. Datagrams are encrypted by real boringtun
 //! clients in the untimed setup, so only the server side is measured.
 //!
-//! Run: `cargo bench --bench router` (results and the baseline ratio: benches/RESULTS.md).
+//! Baseline, run side by side in the same process (STYLE.md rule 11): `baseline/N-peers` does
+//! the same cryptographic work with bare server-side boringtun `Tunn`s and no router around
+//! them — `Tunn::decapsulate` of the same kind of datagrams, `Tunn::encapsulate` of the same
+//! packets, the `Tunn` picked by position in a `Vec`. router time / baseline time is the
+//! router's overhead: parse + index demux + allowed-IP check + endpoint update + the owned
+//! `Vec` copies into its `Inbound`/`Transmit` queues.
+//!
+//! Run: `cargo bench --bench router -- --warm-up-time 1 --measurement-time 3`
+//! (figures and ratios: benches/RESULTS.md).
 #![allow(clippy::disallowed_methods)] // benchmark setup paces handshakes
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -85,7 +93,7 @@ fn setup(n: usize) -> (Router, Vec<Client>) {
                 i as u32,
                 None,
             ),
-            addr: SocketAddr::from(([127, 0, 0, 1], 20000 + i as u16)),
+            addr: client_addr(i),
             ip,
             buf: vec![0u8; 65536],
         };
@@ -108,6 +116,116 @@ fn setup(n: usize) -> (Router, Vec<Client>) {
         clients.push(c);
     }
     (router, clients)
+}
+
+/// The UDP source address of client `i` (never dialled: the server side only hands it to
+/// boringtun's rate limiter and records it as the endpoint).
+fn client_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 20000 + i as u16))
+}
+
+/// `n` bare server-side `Tunn`s, each with a completed, confirmed session to its own client:
+/// the same handshake the router setup does, minus the router.
+fn setup_bare(n: usize) -> (Vec<Tunn>, Vec<Client>) {
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let server = PrivateKey::generate(&mut rng);
+    let server_secret = StaticSecret::from(*server.as_bytes());
+    let server_public = XPublic::from(&server_secret);
+    let mut buf = vec![0u8; 65536];
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let key = PrivateKey::generate(&mut rng);
+        let psk = PresharedKey::generate(&mut rng);
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 88, 0, 2)) + i as u32);
+        // Each bare Tunn has its own rate limiter (None), so one handshake each never trips it.
+        let mut srv = Tunn::new(
+            server_secret.clone(),
+            XPublic::from(*key.public_key().as_bytes()),
+            Some(*psk.as_bytes()),
+            None,
+            i as u32,
+            None,
+        );
+        let mut c = Client {
+            tunn: Tunn::new(
+                StaticSecret::from(*key.as_bytes()),
+                server_public,
+                Some(*psk.as_bytes()),
+                None,
+                (1000 + i) as u32,
+                None,
+            ),
+            addr: client_addr(i),
+            ip,
+            buf: vec![0u8; 65536],
+        };
+        let init = match c.tunn.format_handshake_initiation(&mut c.buf, true) {
+            TunnResult::WriteToNetwork(p) => p.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        let resp = match srv.decapsulate(Some(c.addr.ip()), &init, &mut buf) {
+            TunnResult::WriteToNetwork(p) => p.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        c.decapsulate(&resp);
+        // Confirm the session with a keepalive so the server side may send on it.
+        let ka = c.encapsulate(&[]);
+        match srv.decapsulate(Some(c.addr.ip()), &ka, &mut buf) {
+            TunnResult::Err(e) => panic!("{e:?}"),
+            TunnResult::WriteToNetwork(_) => {
+                while let TunnResult::WriteToNetwork(_) = srv.decapsulate(None, &[], &mut buf) {}
+            }
+            _ => {}
+        }
+        servers.push(srv);
+        clients.push(c);
+    }
+    (servers, clients)
+}
+
+/// The baseline group for `n` peers: bare `Tunn` work, same inputs and harness shape as the
+/// router group (`iter_batched` with client-side encryption in the untimed setup inbound,
+/// `iter` over pre-built packets outbound).
+fn bench_baseline(c: &mut Criterion, n: usize) {
+    let (mut servers, mut clients) = setup_bare(n);
+    let mut buf = vec![0u8; appliance::tunnel::MAX_DATAGRAM];
+    let mut g = c.benchmark_group(format!("baseline/{n}-peers"));
+    g.throughput(Throughput::Bytes(PAYLOAD as u64 + 20));
+    let mut next = 0usize;
+    g.bench_function("inbound Tunn::decapsulate", |b| {
+        b.iter_batched(
+            || {
+                next = (next + 1) % clients.len();
+                let cl = &mut clients[next];
+                (
+                    next,
+                    cl.addr,
+                    cl.encapsulate(&ipv4(cl.ip, SERVER_IP, PAYLOAD)),
+                )
+            },
+            |(i, from, d)| match servers[i].decapsulate(Some(from.ip()), &d, &mut buf) {
+                TunnResult::WriteToTunnelV4(p, src) => (p.len(), src),
+                other => panic!("{other:?}"),
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let mut next = 0usize;
+    let packets: Vec<Vec<u8>> = clients
+        .iter()
+        .map(|cl| ipv4(SERVER_IP, cl.ip, PAYLOAD))
+        .collect();
+    g.bench_function("outbound Tunn::encapsulate", |b| {
+        b.iter(|| {
+            next = (next + 1) % packets.len();
+            match servers[next].encapsulate(&packets[next], &mut buf) {
+                TunnResult::WriteToNetwork(p) => p.len(),
+                other => panic!("{other:?}"),
+            }
+        })
+    });
+    g.finish();
 }
 
 fn bench(c: &mut Criterion) {
@@ -143,6 +261,8 @@ fn bench(c: &mut Criterion) {
             })
         });
         g.finish();
+        // The baseline right after, in the same process, so both see the same machine state.
+        bench_baseline(c, n);
     }
 }
 
