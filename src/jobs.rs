@@ -263,11 +263,11 @@ impl Jobs {
         let now_ms = now.as_millisecond().max(0) as u64;
         let mut record = JobRecord {
             id: JobId::from_u64(0),
+            next_fire_at: first_fire(&spec, now),
             spec,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             created_by: actor.peer.clone(),
-            next_fire_at: None,
             paused_at_ms: None,
         };
         loop {
@@ -281,7 +281,9 @@ impl Jobs {
                 break;
             }
         }
-        self.schedule(record, true).await
+        // The next fire went to disk with the job, so the driver has nothing to write back:
+        // one durable commit per create.
+        self.schedule(record, false).await
     }
 
     async fn schedule(&self, record: JobRecord, reschedule: bool) -> Result<JobEntry, JobError> {
@@ -319,15 +321,15 @@ impl Jobs {
                         json!({"before": cur.spec.redacted_json(), "after": spec.redacted_json()}),
                     );
                     let mut next = cur.clone();
+                    next.next_fire_at = first_fire(&spec, now);
                     next.spec = spec;
                     next.updated_at_ms = now.as_millisecond().max(0) as u64;
-                    next.next_fire_at = None;
                     Ok::<_, JobError>((Some(next), Some(audit)))
                 })
             })
             .await?
             .ok_or(JobError::NotFound(id))?;
-        self.schedule(rec, true).await
+        self.schedule(rec, false).await
     }
 
     /// Deletes a job (its run history stays until pruned).
@@ -459,6 +461,16 @@ impl Jobs {
 
     pub async fn runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, JobError> {
         Ok(self.blocking(move |s| s.runs_page(&filter)).await?)
+    }
+}
+
+/// The first fire of a new or changed spec, strictly after `now` (what the core computes for
+/// it), so it can be stored in the same transaction as the spec.
+fn first_fire(spec: &JobSpec, now: Timestamp) -> Option<Timestamp> {
+    if spec.paused {
+        None
+    } else {
+        spec.trigger.next_after(now)
     }
 }
 
@@ -598,7 +610,6 @@ impl Driver {
         }
         let now = Timestamp::now();
         let mut runs = Vec::with_capacity(fires.len());
-        let mut manual = Vec::with_capacity(fires.len());
         for f in &fires {
             let name = self
                 .core
@@ -656,7 +667,6 @@ impl Driver {
                     ));
                 }
             }
-            manual.push(is_manual);
             runs.push(run);
         }
         let store = self.store.clone();
@@ -689,7 +699,7 @@ impl Driver {
             }
         }
         let mut stats = self.stats.lock().unwrap();
-        for (run, is_manual) in runs.into_iter().zip(manual) {
+        for run in runs {
             match run.status {
                 RunStatus::Missed => stats.missed += 1,
                 RunStatus::Skipped => stats.skipped += 1,
@@ -699,10 +709,6 @@ impl Driver {
                 continue;
             }
             stats.fired += 1;
-            if !is_manual {
-                let late = run.scheduled_at.duration_until(now).as_millis().max(0) as u64;
-                stats.lateness(late);
-            }
             let Some(spec) = self.core.spec(run.job_id).cloned() else {
                 continue;
             };
@@ -730,6 +736,14 @@ impl Driver {
                 match run.status {
                     RunStatus::Succeeded => stats.succeeded += 1,
                     _ => stats.failed += 1,
+                }
+                // Lateness as the receiver sees it: from the scheduled time to the start of
+                // the first attempt (after the fire was recorded durably).
+                if run.trigger == "schedule" {
+                    if let Some(started) = run.started_at {
+                        let late = run.scheduled_at.duration_until(started).as_millis().max(0);
+                        stats.lateness(late as u64);
+                    }
                 }
             }
         }
@@ -764,6 +778,7 @@ impl Driver {
 /// Executes one run: the webhook with retries and timeouts. Logs never contain the URL.
 async fn execute(executor: Executor, spec: &JobSpec, mut run: RunRecord) -> RunRecord {
     let Action::Webhook(hook) = &spec.action;
+    run.started_at = Some(Timestamp::now());
     let started = std::time::Instant::now();
     let outcome = executor.run(hook, spec.retry, spec.timeout, |_| {}).await;
     run.attempt = outcome.attempts;

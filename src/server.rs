@@ -215,12 +215,6 @@ pub async fn serve(
             addr: listen,
             source,
         })?;
-    let control_path = dir.control_socket();
-    let control = crate::control::bind(&control_path).map_err(|source| ServeError::Control {
-        path: control_path.display().to_string(),
-        source,
-    })?;
-
     let directory = Arc::new(RwLock::new(Directory::new(peers)));
     let metrics = Arc::new(Metrics::default());
     let (commands_tx, commands_rx) = mpsc::channel(64);
@@ -242,6 +236,13 @@ pub async fn serve(
     if service.jobs.set(jobs).is_err() {
         unreachable!("the scheduler starts once");
     }
+    // Only now that every job is loaded does the CLI get an answering control socket (its
+    // existence is the readiness signal scripts and tests wait for).
+    let control_path = dir.control_socket();
+    let control = crate::control::bind(&control_path).map_err(|source| ServeError::Control {
+        path: control_path.display().to_string(),
+        source,
+    })?;
     let accept_service = service.clone();
     let parts = DriverParts {
         socket,

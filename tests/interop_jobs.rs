@@ -834,11 +834,13 @@ fn check_catchup(
         !before.is_empty() && !after.is_empty(),
         "{label}: runs on both sides expected: {all}"
     );
-    // The first pass after the restart (one handle_timeout) starts every catch-up run at once.
-    let first_start = started(after[0]);
+    // The first pass after the restart (one handle_timeout) starts every catch-up run: they
+    // are the runs after the restart that were scheduled before the first of them started
+    // (each run's started_at is its own first attempt, microseconds apart).
+    let first_start = after.iter().map(|r| started(r)).min().unwrap();
     let catchup: Vec<Value> = after
         .iter()
-        .filter(|r| started(r) == first_start && sched(r) <= first_start)
+        .filter(|r| sched(r) <= first_start)
         .map(|r| (*r).clone())
         .collect();
     assert!(!catchup.is_empty(), "{label}: no catch-up run: {all}");
@@ -888,7 +890,7 @@ fn check_catchup(
         );
     }
     // After the catch-up, the regular schedule: the first fire after the restart pass.
-    let next: Vec<&&Value> = after.iter().filter(|r| started(r) > first_start).collect();
+    let next: Vec<&&Value> = after.iter().filter(|r| sched(r) > first_start).collect();
     if let Some(n) = next.first() {
         let gap = secs(first_start, sched(n));
         assert!(
