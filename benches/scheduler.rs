@@ -863,7 +863,9 @@ fn main() {
     // `cargo test --all-targets` also runs harness-less benches, without `--bench`: only
     // check that it starts (benchmarks are not tests; the real run is `cargo bench`).
     if !std::env::args().any(|a| a == "--bench") {
-        println!("scheduler bench: not run under `cargo test` (use `cargo bench --bench scheduler`)");
+        println!(
+            "scheduler bench: not run under `cargo test` (use `cargo bench --bench scheduler`)"
+        );
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

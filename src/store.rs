@@ -1061,7 +1061,9 @@ mod tests {
         let back = store.job(JobId::from_u64(7)).unwrap().unwrap();
         assert_eq!(back.next_fire_at, Some(next));
         // And it is exactly on the job's schedule.
-        let prev = next.checked_sub(jiff::SignedDuration::from_nanos(1)).unwrap();
+        let prev = next
+            .checked_sub(jiff::SignedDuration::from_nanos(1))
+            .unwrap();
         assert_eq!(back.spec.trigger.next_after(prev), Some(next));
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
