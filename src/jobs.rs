@@ -45,6 +45,9 @@ pub enum JobError {
     Busy(JobId),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The fire could not be recorded, so it was not run.
+    #[error("the run could not be recorded, so it did not start: {0}")]
+    NotRecorded(String),
     /// The scheduler stopped (the appliance is shutting down).
     #[error("the scheduler is shutting down")]
     ShuttingDown,
@@ -138,7 +141,8 @@ enum Command {
     Remove(JobId, oneshot::Sender<()>),
     Pause(JobId, oneshot::Sender<()>),
     Resume(JobId, oneshot::Sender<Option<Timestamp>>),
-    RunNow(JobId, oneshot::Sender<bool>),
+    /// Answered once the run is recorded, with its id.
+    RunNow(JobId, oneshot::Sender<Result<u64, JobError>>),
 }
 
 /// Handle to the scheduler, shared by the API.
@@ -429,15 +433,14 @@ impl Jobs {
         }
     }
 
-    /// Runs a job now through the normal run path (respecting `max_instances`).
-    pub async fn run_now(&self, id: JobId, actor: &Actor) -> Result<(), JobError> {
+    /// Runs a job now through the normal run path (respecting `max_instances`); returns the
+    /// id of the run, recorded before this returns.
+    pub async fn run_now(&self, id: JobId, actor: &Actor) -> Result<u64, JobError> {
         let name = self.get(id).ok_or(JobError::NotFound(id))?.record.spec.name;
-        if !self.ask(|done| Command::RunNow(id, done)).await? {
-            return Err(JobError::Busy(id));
-        }
-        let audit = Self::audit(actor, "job.run", id, json!({"name": name}));
+        let run = self.ask(|done| Command::RunNow(id, done)).await??;
+        let audit = Self::audit(actor, "job.run", id, json!({"name": name, "run": run}));
         self.blocking(move |s| s.audit(audit)).await?;
-        Ok(())
+        Ok(run)
     }
 
     pub fn get(&self, id: JobId) -> Option<JobEntry> {
@@ -492,8 +495,9 @@ struct Driver {
     executor: Executor,
     finished: mpsc::Sender<RunRecord>,
     config: JobsConfig,
-    /// (job, time) of `run now` fires not yet taken, so their runs are marked manual.
-    manual: Vec<(JobId, Timestamp)>,
+    /// `run now` fires not yet taken: (job, time) so their runs are marked manual, and who
+    /// waits for the run's id.
+    manual: Vec<(JobId, Timestamp, oneshot::Sender<Result<u64, JobError>>)>,
 }
 
 impl Driver {
@@ -585,11 +589,13 @@ impl Driver {
                 let _ = done.send(next);
             }
             Command::RunNow(id, done) => {
-                let started = self.core.run_now(id, now);
-                if started {
-                    self.manual.push((id, now));
+                if !self.core.contains(id) {
+                    let _ = done.send(Err(JobError::NotFound(id)));
+                } else if self.core.run_now(id, now) {
+                    self.manual.push((id, now, done));
+                } else {
+                    let _ = done.send(Err(JobError::Busy(id)));
                 }
-                let _ = done.send(started);
             }
         }
     }
@@ -610,24 +616,23 @@ impl Driver {
         }
         let now = Timestamp::now();
         let mut runs = Vec::with_capacity(fires.len());
+        let mut waiters = Vec::with_capacity(fires.len());
         for f in &fires {
             let name = self
                 .core
                 .spec(f.job)
                 .map(|s| s.name.clone())
                 .unwrap_or_default();
-            let is_manual = f.kind == FireKind::Run
-                && match self
+            let waiter = match f.kind {
+                FireKind::Run => self
                     .manual
                     .iter()
-                    .position(|m| *m == (f.job, f.scheduled_at))
-                {
-                    Some(i) => {
-                        self.manual.swap_remove(i);
-                        true
-                    }
-                    None => false,
-                };
+                    .position(|m| (m.0, m.1) == (f.job, f.scheduled_at))
+                    .map(|i| self.manual.swap_remove(i).2),
+                _ => None,
+            };
+            let is_manual = waiter.is_some();
+            waiters.push(waiter);
             let mut run = RunRecord {
                 id: 0,
                 job_id: f.job,
@@ -677,7 +682,14 @@ impl Driver {
         .await
         .expect("store task does not panic");
         let runs = match result {
-            Ok(r) => r,
+            Ok(r) => {
+                for (run, w) in r.iter().zip(waiters) {
+                    if let Some(w) = w {
+                        let _ = w.send(Ok(run.id));
+                    }
+                }
+                r
+            }
             Err(e) => {
                 // Nothing was recorded: do not run what we could not record; the fires are
                 // lost for this round and the error is loud.
@@ -686,6 +698,9 @@ impl Driver {
                     if f.kind.is_run() {
                         self.core.handle_finished(f.job);
                     }
+                }
+                for w in waiters.into_iter().flatten() {
+                    let _ = w.send(Err(JobError::NotRecorded(e.to_string())));
                 }
                 return;
             }

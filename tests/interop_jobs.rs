@@ -1264,6 +1264,13 @@ fn pause_resume_run_now_and_max_instances() {
     let manual: Vec<&Value> = runs.iter().filter(|r| r["trigger"] == "manual").collect();
     assert_eq!(manual.len(), 1, "{}", Value::from(runs.clone()));
     assert_good_run(manual[0], "manual");
+    // The 202 named the run it started.
+    assert_eq!(
+        v["run"].as_str(),
+        Some(manual[0]["id"].to_string().as_str()),
+        "run-now reply {v} vs the manual run {}",
+        manual[0]
+    );
     assert_eq!(sink.hits("/ok/p").len(), c1 + 1);
     let j = get_job(&ns, &id);
     assert_eq!(

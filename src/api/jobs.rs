@@ -34,7 +34,9 @@ fn job_error(e: JobError) -> ApiError {
             err
         }
         JobError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
-        JobError::Store(_) | JobError::ShuttingDown => ApiError::internal(e),
+        JobError::Store(_) | JobError::NotRecorded(_) | JobError::ShuttingDown => {
+            ApiError::internal(e)
+        }
     }
 }
 
@@ -140,14 +142,20 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
         (&Method::POST, [id, "run"]) => {
             ctx.require(Need::Operate)?;
             let id = parse_id(id)?;
-            jobs(ctx)?
+            let run = jobs(ctx)?
                 .run_now(id, &ctx.caller.actor())
                 .await
                 .map_err(job_error)?;
-            Ok(json_response(
+            let mut r = json_response(
                 StatusCode::ACCEPTED,
-                json!({"job": id.to_string(), "status": "started"}),
-            ))
+                json!({"job": id.to_string(), "run": run.to_string(), "status": "started"}),
+            );
+            r.headers_mut().insert(
+                hyper::header::LOCATION,
+                hyper::header::HeaderValue::from_str(&format!("/api/v1/jobs/{id}/runs"))
+                    .expect("ids are header-safe"),
+            );
+            Ok(r)
         }
         (&Method::GET, [id, "runs"]) => {
             ctx.require(Need::Read)?;

@@ -283,6 +283,11 @@ impl Core {
     }
 
     /// Number of jobs (paused and exhausted ones included).
+    /// Whether the core has this job.
+    pub fn contains(&self, id: JobId) -> bool {
+        self.jobs.contains_key(&id)
+    }
+
     pub fn len(&self) -> usize {
         self.jobs.len()
     }
