@@ -131,6 +131,9 @@ impl JobStats {
     }
 }
 
+/// Where the id of a `run now` run is sent once it is recorded.
+type RunReply = oneshot::Sender<Result<u64, JobError>>;
+
 enum Command {
     Upsert {
         record: Box<JobRecord>,
@@ -142,7 +145,7 @@ enum Command {
     Pause(JobId, oneshot::Sender<()>),
     Resume(JobId, oneshot::Sender<Option<Timestamp>>),
     /// Answered once the run is recorded, with its id.
-    RunNow(JobId, oneshot::Sender<Result<u64, JobError>>),
+    RunNow(JobId, RunReply),
 }
 
 /// Handle to the scheduler, shared by the API.
@@ -497,7 +500,7 @@ struct Driver {
     config: JobsConfig,
     /// `run now` fires not yet taken: (job, time) so their runs are marked manual, and who
     /// waits for the run's id.
-    manual: Vec<(JobId, Timestamp, oneshot::Sender<Result<u64, JobError>>)>,
+    manual: Vec<(JobId, Timestamp, RunReply)>,
 }
 
 impl Driver {
