@@ -159,11 +159,12 @@ impl Executor {
         };
         let error = (!status.is_success()).then(|| {
             let reason = status.canonical_reason().unwrap_or("");
-            truncate(format!(
-                "HTTP {} {reason}: {}",
-                status.as_u16(),
-                text.trim()
-            ))
+            let body = text.trim();
+            truncate(if body.is_empty() {
+                format!("HTTP {} {reason}", status.as_u16())
+            } else {
+                format!("HTTP {} {reason}: {body}", status.as_u16())
+            })
         });
         AttemptResult {
             status: Some(status.as_u16()),
