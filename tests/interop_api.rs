@@ -369,17 +369,7 @@ fn connections_over_the_per_peer_limit_get_429() {
     }
     let ns = Netns::new("connlimit");
     let (_app, _c) = alice_on(&ns, "viewer", &["--max-connections-per-peer", "3"]);
-    let idle: Vec<std::process::Child> = (0..3)
-        .map(|_| {
-            ns.cmd("bash")
-                .args(["-c", "exec 3<>/dev/tcp/10.88.88.1/8888; sleep 20"])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("spawn an idle TCP client")
-        })
-        .collect();
+    let idle = IdleConnections::open(&ns, 3, 20);
     let refused = wait_until(Duration::from_secs(10), || {
         call(&ns, "GET", "/api/v1/health", None, &[]).0 == 429
     });
@@ -387,10 +377,7 @@ fn connections_over_the_per_peer_limit_get_429() {
     assert!(refused, "a fourth connection was not refused: {s} {v}");
     assert_eq!((s, error_code(&v)), (429, "too_many_connections"), "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains('3'), "{v}");
-    for mut c in idle {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    drop(idle);
     assert!(
         wait_until(Duration::from_secs(10), || {
             call(&ns, "GET", "/api/v1/health", None, &[]).0 == 200

@@ -1078,17 +1078,7 @@ fn losing_access_tears_down_open_connections() {
         // A fresh client with alice's current config, and three idle connections from it.
         let alice = WgClient::up(&ns, &alice_config);
         assert_eq!(whoami_ok(&ns, &app)["peer"], "alice");
-        let idle: Vec<std::process::Child> = (0..3)
-            .map(|_| {
-                ns.cmd("bash")
-                    .args(["-c", "exec 3<>/dev/tcp/10.88.88.1/8888; sleep 25"])
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .expect("spawn an idle TCP client")
-            })
-            .collect();
+        let idle = IdleConnections::open(&ns, 3, 25);
         assert!(
             wait_until(Duration::from_secs(10), || open() >= 4),
             "alice's three idle connections never showed up before `{action}`"
@@ -1113,10 +1103,7 @@ fn losing_access_tears_down_open_connections() {
             "`peer {action}` aborted {} connections, expected 3",
             aborts - aborts_before
         );
-        for mut c in idle {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        drop(idle);
         drop(alice);
         match action {
             "disable" => {

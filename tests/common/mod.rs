@@ -880,3 +880,38 @@ pub fn call(
     let v = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
     (r.status, v)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Idle TCP connections
+
+/// `n` TCP connections from `ns` to the API that send nothing (bash `/dev/tcp`, held for
+/// `secs`). Dropping it closes them.
+pub struct IdleConnections(Vec<Child>);
+
+impl IdleConnections {
+    pub fn open(ns: &Netns, n: usize, secs: u32) -> IdleConnections {
+        let script = format!("exec 3<>/dev/tcp/10.88.88.1/8888; sleep {secs}");
+        IdleConnections(
+            (0..n)
+                .map(|_| {
+                    ns.cmd("bash")
+                        .args(["-c", &script])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("spawn an idle TCP client")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for IdleConnections {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
