@@ -62,7 +62,6 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     /// TCP connections the netstack holds right now (half-open included).
     pub open_connections: AtomicU64,
-    pub wakeups: AtomicU64,
 }
 
 impl Metrics {
@@ -160,7 +159,6 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
             _ = wake.notified() => {}
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
-        metrics.wakeups.fetch_add(1, Ordering::Relaxed);
 
         let now = Instant::now();
         router.handle_timeout(now);

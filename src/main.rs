@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use appliance::control::{self, ClientError, ControlFailure, PeerAdded, Request};
 use appliance::paths::DataDir;
-use appliance::registry::{self, AddPeerError, PeerUpdateError};
+use appliance::registry::{self, PeerUpdateError};
 use appliance::server::{self, InitOptions, ServeOptions};
 use appliance::service::{unix_now, unix_now_ms, PeerView};
 use appliance::store::{Actor, PeerChange, PeerRecord, ServerRecord, Store};
@@ -329,10 +329,6 @@ fn call(
     Ok(offline(&store, &server_rec)?)
 }
 
-fn add_failure(e: AddPeerError) -> ControlFailure {
-    e.into()
-}
-
 /// Runs a change to an existing peer directly on the database, audited as the local CLI.
 fn offline_update(
     store: &Store,
@@ -384,7 +380,7 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
                         let planned = registry::plan_add(existing, server, add, now / 1000);
                         registry::audited(planned, "peer.add", &Actor::local_cli(), now)
                     })
-                    .map_err(add_failure)?;
+                    .map_err(ControlFailure::from)?;
                 Ok(to_value(&PeerAdded::new(&rec, server)))
             })?;
             let added: PeerAdded = serde_json::from_value(v).map_err(fatal)?;
