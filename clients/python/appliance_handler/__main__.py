@@ -31,7 +31,8 @@ def _bounded(kind, low, high, what):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a {kind.__name__} from {low} to {high}, got '{text}'") from None
+            noun = "whole number" if kind is int else "number"
+            raise argparse.ArgumentTypeError(f"{what} must be a {noun} from {low} to {high}, got '{text}'") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{what} must be from {low} to {high}, got {text}")
         return value

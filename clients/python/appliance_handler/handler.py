@@ -15,7 +15,7 @@ import inspect
 import threading
 from typing import Any, Callable, Dict, Optional
 
-from .settings import Settings
+from .settings import Settings, default_url
 
 _local = threading.local()
 
@@ -63,11 +63,13 @@ class Handler:
     def run(self, settings: Optional[Settings] = None, install_signals: bool = True, **kwargs: Any) -> None:
         """Register and serve until ``stop()`` (or SIGINT/SIGTERM when called from the main
         thread with ``install_signals``). Settings come from ``settings`` or keyword arguments
-        (``url=``, ``concurrency=``, ``lease_s=``, ...). Raises ``ApiError`` when the appliance
-        refuses registration or leasing for a reason retrying cannot fix."""
+        (``url=``, ``concurrency=``, ``lease_s=``, ...); the URL defaults to ``$APPLIANCE_URL``,
+        else ``http://10.88.88.1:8888``. Raises ``ApiError`` when the appliance refuses
+        registration or leasing for a reason retrying cannot fix."""
         from .runner import Runner
 
         if settings is None:
+            kwargs.setdefault("url", default_url())
             settings = Settings(**kwargs)
         elif kwargs:
             raise TypeError("pass either settings or keyword settings, not both")

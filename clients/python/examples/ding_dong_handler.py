@@ -125,4 +125,4 @@ class DingDongHandler(Handler):
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    DingDongHandler().run(url=os.environ.get("APPLIANCE_URL", "http://10.88.88.1:8888"))
+    DingDongHandler().run()  # $APPLIANCE_URL or http://10.88.88.1:8888

@@ -137,4 +137,4 @@ def _nonce(run_id: str) -> str:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    DiscordHandler().run(url=os.environ.get("APPLIANCE_URL", "http://10.88.88.1:8888"))
+    DiscordHandler().run()  # $APPLIANCE_URL or http://10.88.88.1:8888

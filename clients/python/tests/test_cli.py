@@ -80,7 +80,7 @@ class CliTest(unittest.TestCase):
         cases = [
             (["cli_fixture:Sleeper", "--concurrency", "0"], "--concurrency must be from 1 to 100"),
             (["cli_fixture:Sleeper", "--lease-s", "4"], "--lease-s must be from 5 to 3600"),
-            (["cli_fixture:Sleeper", "--wait-s", "soon"], "--wait-s must be a int"),
+            (["cli_fixture:Sleeper", "--wait-s", "soon"], "--wait-s must be a whole number from 0 to 60"),
             (["cli_fixture"], "is not MODULE:CLASS"),
             (["no_such_module:Bot"], "cannot import 'no_such_module'"),
             (["cli_fixture:Missing"], "has no 'Missing'"),

@@ -1,10 +1,12 @@
 """The lease loop against the fake appliance: register, lease, call, heartbeat, ack, fail,
 backoff, Retry-After, dedupe, stop."""
 
+import os
 import socket
 import threading
 import time
 import unittest
+from unittest import mock
 
 import support  # noqa: F401  (puts the package on sys.path)
 from support import RecordingSleep, Served
@@ -94,6 +96,17 @@ class RunnerTest(unittest.TestCase):
         self.assertIn("echo", self.fake.methods)
         self.assertNotIn("run", self.fake.methods)
         self.assertEqual(served.runner.handler_id, "test-bot")
+
+    def test_handler_run_uses_appliance_url_and_stop_ends_it(self):
+        bot = Bot()
+        run_id = self.fake.enqueue("echo", {"via": "env"})
+        with mock.patch.dict(os.environ, {"APPLIANCE_URL": self.fake.url}):
+            thread = threading.Thread(target=bot.run, kwargs={"wait_s": 30}, daemon=True)
+            thread.start()
+            self.done(run_id)
+        bot.stop()
+        thread.join(5)
+        self.assertFalse(thread.is_alive())
 
     def test_lease_call_ack_with_the_result(self):
         bot = Bot()
