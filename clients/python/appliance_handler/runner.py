@@ -297,6 +297,8 @@ class Runner:
 
     def _process(self, r: _Running) -> None:
         task = r.task
+        if self._abandon.is_set():
+            return  # handed back already by _abandon_running
         log.info("task %s: %s (job %s, run %s, attempt %d)", task.id, task.method, task.job_id, task.run_id, task.attempt)
         cached = self.recent.get(task.run_id)
         if cached is not None:
