@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite, installing first what the tests need.
+# Runs the whole test suite (the Python handler library's tests, then cargo's), installing
+# first what the tests need.
 #
 #   scripts/test.sh [extra cargo test args...]
 #
@@ -46,5 +47,15 @@ if [ "$(id -u)" -ne 0 ] && [ "${#as_root[@]}" -gt 0 ]; then
   echo "test.sh: test binaries run as root via $runner_var='sudo -E'"
 fi
 
+# The Python handler library (clients/python): standard library only, ~10 s, loopback only.
+# A failure here fails the script, but only after cargo's tests have run too.
+echo "test.sh: python3 -m unittest discover -s clients/python/tests -v"
+python_status=0
+python3 -m unittest discover -s clients/python/tests -v || python_status=$?
+
 echo "test.sh: cargo test --workspace --all-targets $*"
-exec cargo test --workspace --all-targets "$@"
+cargo test --workspace --all-targets "$@"
+if [ "$python_status" -ne 0 ]; then
+  echo "test.sh: the Python handler tests failed (exit $python_status); see above" >&2
+  exit "$python_status"
+fi
