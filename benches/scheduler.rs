@@ -90,6 +90,15 @@ impl TempDir {
     }
 }
 
+/// Opens the bench database, creating it (schema only, no server key) on first use.
+fn open_db(path: &std::path::Path) -> Result<Store, appliance::store::OpenError> {
+    if path.exists() {
+        Store::open(path)
+    } else {
+        Store::create(path, None)
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -153,7 +162,7 @@ impl RowLayout {
         let now = Timestamp::now();
         let probe = Timestamp::from_millisecond(1_900_000_000_123).unwrap();
         {
-            let store = Store::open(&dir.db()).expect("open store");
+            let store = open_db(&dir.db()).expect("open store");
             let rec = JobRecord {
                 id: JobId::from_u64(PROBE_ID),
                 spec: JobSpec::from_json(&job_body(0, now), Some(now)).unwrap(),
@@ -286,7 +295,7 @@ fn bare_commits(dir: &TempDir, n: usize, callers: usize, size: usize) -> f64 {
 /// inserts/s.
 fn store_inserts(n: usize, callers: usize) -> f64 {
     let dir = TempDir::new("store");
-    let store = Store::open(&dir.db()).unwrap();
+    let store = open_db(&dir.db()).unwrap();
     let now = Timestamp::now();
     let now_ms = now.as_millisecond() as u64;
     let records: Vec<(JobRecord, AuditEntry)> = (0..n)
@@ -335,7 +344,7 @@ fn store_inserts(n: usize, callers: usize) -> f64 {
 /// creates/s.
 async fn appliance_creates(n: usize, callers: usize) -> f64 {
     let dir = TempDir::new("creates");
-    let store = Arc::new(Store::open(&dir.db()).unwrap());
+    let store = Arc::new(open_db(&dir.db()).unwrap());
     let (jobs, tx, task) = start_jobs(store);
     let jobs = Arc::new(jobs);
     let now = Timestamp::now();
@@ -510,11 +519,11 @@ async fn bench_startup(out: &mut String) {
     );
 
     // In process: Store::jobs() vs Jobs::start, alternating.
-    let store = Arc::new(Store::open(&full.db()).unwrap());
+    let store = Arc::new(open_db(&full.db()).unwrap());
     let (mut load, mut start) = (Vec::new(), Vec::new());
     for _ in 0..STARTUP_ROUNDS {
         let t = Instant::now();
-        let n = tokio::task::block_in_place(|| store.jobs().unwrap().len());
+        let n = tokio::task::block_in_place(|| store.jobs().unwrap().rows.len());
         load.push(t.elapsed().as_secs_f64() * 1e3);
         assert_eq!(n, STARTUP_JOBS, "every stored row loads back");
 
@@ -701,7 +710,7 @@ async fn appliance_burst(addr: SocketAddr, hits: &Hits, round: usize) -> Burst {
             }),
         )
     });
-    let store = Arc::new(Store::open(&dir.db()).unwrap());
+    let store = Arc::new(open_db(&dir.db()).unwrap());
     let (jobs, tx, task) = start_jobs(store);
     assert!(Timestamp::now() < at, "setup took longer than the lead");
     let (late, once) = collect(hits, &prefix, at, BURST).await;

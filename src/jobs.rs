@@ -154,6 +154,8 @@ pub struct Jobs {
     table: Arc<RwLock<HashMap<JobId, JobEntry>>>,
     pub store: Arc<Store>,
     pub stats: Arc<Mutex<JobStats>>,
+    /// Job and run rows that did not decode when the scheduler loaded (skipped, logged).
+    pub damaged_at_start: usize,
 }
 
 /// Options for the scheduler.
@@ -180,7 +182,9 @@ impl Jobs {
         shutdown: watch::Receiver<bool>,
     ) -> Result<(Jobs, tokio::task::JoinHandle<()>), StoreError> {
         let now = Timestamp::now();
-        let mut interrupted = store.unfinished_runs()?;
+        let unfinished = store.unfinished_runs()?;
+        let mut damaged_at_start = unfinished.damaged.len();
+        let mut interrupted = unfinished.rows;
         for r in &mut interrupted {
             r.status = RunStatus::Failed;
             r.finished_at = Some(now);
@@ -189,7 +193,9 @@ impl Jobs {
         if !interrupted.is_empty() {
             store.update_runs(&interrupted)?;
         }
-        let records = store.jobs()?;
+        let loaded = store.jobs()?;
+        damaged_at_start += loaded.damaged.len();
+        let records = loaded.rows;
         let mut core = Core::new();
         let mut table = HashMap::with_capacity(records.len());
         for rec in records {
@@ -205,6 +211,7 @@ impl Jobs {
         tracing::info!(
             jobs = table.len(),
             interrupted = interrupted.len(),
+            damaged = damaged_at_start,
             "scheduler loaded"
         );
         let table = Arc::new(RwLock::new(table));
@@ -228,6 +235,7 @@ impl Jobs {
                 table,
                 store,
                 stats,
+                damaged_at_start,
             },
             task,
         ))

@@ -154,6 +154,9 @@ pub struct Service {
     pub connections: crate::api::ConnectionCounts,
     /// The scheduler (set once it has loaded its jobs).
     pub jobs: std::sync::OnceLock<crate::jobs::Jobs>,
+    /// Stored rows skipped as damaged (peers, jobs, runs found at start); reset by
+    /// `appliance doctor --quarantine`. Shown in `/api/v1/health`.
+    pub damaged_rows: std::sync::atomic::AtomicUsize,
 }
 
 /// The driver stopped (the appliance is shutting down).

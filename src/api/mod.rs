@@ -600,10 +600,12 @@ fn health(ctx: &Ctx<'_>) -> ApiResult {
     let service = ctx.service;
     let m = &service.metrics;
     let peers = service.directory.read().unwrap().len();
+    let damaged = service.damaged_rows.load(Ordering::Relaxed);
     ok(json!({
-        "status": "ok",
+        "status": if damaged > 0 { "degraded" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "peers": peers,
+        "damaged_rows": damaged,
         "uptime_s": service.started.elapsed().as_secs(),
         "tunnel": {
             "handshakes": m.handshakes.load(Ordering::Relaxed),

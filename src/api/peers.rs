@@ -50,6 +50,12 @@ fn parse_name(s: &str) -> Result<PeerName, ApiError> {
     PeerName::new(s).map_err(|e| ApiError::bad_request("name", e.to_string()))
 }
 
+/// A device's own key: refused (400 naming `public_key`) when it is not a key a device can
+/// have — malformed, a low-order point, or a non-canonical encoding.
+fn parse_public_key(s: &str) -> Result<PublicKey, ApiError> {
+    PublicKey::parse(s).map_err(|e| ApiError::bad_request("public_key", e.to_string()))
+}
+
 fn not_found(name: &PeerName) -> ApiError {
     ApiError::not_found(format!("no peer named '{name}'"))
 }
@@ -80,10 +86,7 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
         .parse()
         .map_err(|e: peers::RoleError| ApiError::bad_request("role", e.to_string()))?;
     let (private, public) = match str_field(obj, "public_key")? {
-        Some(k) => (
-            None,
-            PublicKey::parse(k).map_err(|e| ApiError::bad_request("public_key", e.to_string()))?,
-        ),
+        Some(k) => (None, parse_public_key(k)?),
         None => {
             let k = PrivateKey::generate(&mut rand_core::OsRng);
             let p = k.public_key();
@@ -202,5 +205,32 @@ fn update_error(e: PeerUpdateError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
         }
         PeerUpdateError::Store(_) | PeerUpdateError::ShuttingDown => ApiError::internal(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn low_order_and_non_canonical_public_keys_are_400_naming_public_key() {
+        for (key, needle) in [
+            (
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                "low-order point",
+            ),
+            (
+                "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                "low-order point",
+            ),
+            ("/////////////////////////////////////////38=", "canonical"),
+        ] {
+            let e = parse_public_key(key).expect_err(key);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{key}");
+            assert_eq!(e.field.as_deref(), Some("public_key"), "{key}");
+            assert!(e.message.contains(needle), "{key}: {}", e.message);
+        }
+        let good = PrivateKey::generate(&mut rand_core::OsRng).public_key();
+        assert_eq!(parse_public_key(&good.to_base64()).unwrap(), good);
     }
 }
