@@ -11,6 +11,7 @@
 //! the bounded [`Command`] channel and the [`Notify`] that streams ring.
 #![allow(clippy::disallowed_methods)] // the driver reads the clock and sleeps
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,6 +127,8 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
     let mut stack = Netstack::new(address, prefix, limits, wake.clone(), seed, Duration::ZERO);
     let mut buf = vec![0u8; 65536];
     let mut commands_open = true;
+    let dual_stack = socket.local_addr()?.is_ipv6();
+    let mut last_handshake: HashMap<PublicKey, Instant> = HashMap::new();
 
     loop {
         let now = Instant::now();
@@ -140,10 +143,10 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
             r = socket.recv_from(&mut buf) => {
                 match r {
                     Ok((n, from)) => {
-                        router.handle_datagram(from, &buf[..n]);
+                        router.handle_datagram(canonical(from), &buf[..n]);
                         for _ in 1..RECV_BATCH {
                             match socket.try_recv_from(&mut buf) {
-                                Ok((n, from)) => router.handle_datagram(from, &buf[..n]),
+                                Ok((n, from)) => router.handle_datagram(canonical(from), &buf[..n]),
                                 Err(_) => break,
                             }
                         }
@@ -162,6 +165,9 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
 
         let now = Instant::now();
         router.handle_timeout(now);
+        while let Some(h) = router.poll_handshake() {
+            log_online(&mut last_handshake, &directory, h, now);
+        }
         while let Some(inb) = router.poll_inbound() {
             stack.handle_packet(inb.packet);
         }
@@ -169,7 +175,10 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
         while let Some(pkt) = stack.poll_transmit() {
             router.handle_ip_packet(&pkt);
         }
-        while let Some(t) = router.poll_transmit() {
+        while let Some(mut t) = router.poll_transmit() {
+            if dual_stack {
+                t.dst = mapped(t.dst);
+            }
             if let Err(e) = socket.try_send_to(&t.payload, t.dst) {
                 if e.kind() == io::ErrorKind::WouldBlock {
                     // Kernel buffer full: wait for room rather than drop (backpressure).
@@ -188,6 +197,51 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
         metrics.publish(router.stats(), stack.stats());
     }
     Ok(())
+}
+
+/// A peer that handshakes after [`ONLINE_GAP`] or more without one (or for the first time
+/// since start) is logged at INFO as online, so journald shows who is active; the handshakes
+/// of a peer that stays connected (every 2 minutes) are not.
+pub const ONLINE_GAP: Duration = Duration::from_secs(180);
+
+fn log_online(
+    last: &mut HashMap<PublicKey, Instant>,
+    directory: &RwLock<Directory>,
+    h: crate::tunnel::Handshake,
+    now: Instant,
+) {
+    let was_offline = last
+        .insert(h.peer, now)
+        .is_none_or(|t| now.duration_since(t) >= ONLINE_GAP);
+    if was_offline {
+        let dir = directory.read().unwrap();
+        let name = dir
+            .iter()
+            .find(|p| p.public_key == h.peer)
+            .map(|p| p.name.to_string())
+            .unwrap_or_else(|| "?".into());
+        tracing::info!(peer = %name, endpoint = %h.from, "peer online (first handshake after 3 min or more offline)");
+    }
+}
+
+/// An IPv4 peer seen through the dual-stack socket arrives as `[::ffff:a.b.c.d]`; the router,
+/// logs and statistics see it as the plain IPv4 address it is.
+fn canonical(from: SocketAddr) -> SocketAddr {
+    match from {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => from,
+        },
+        v4 => v4,
+    }
+}
+
+/// The reverse of [`canonical`], for sending from the dual-stack socket.
+fn mapped(dst: SocketAddr) -> SocketAddr {
+    match dst {
+        SocketAddr::V4(v4) => SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port())),
+        v6 => v6,
+    }
 }
 
 fn handle_command(

@@ -16,6 +16,7 @@
 //! No CORS headers are ever sent. Errors are always `{"error":{"code","message","field"}}`.
 
 mod audit;
+mod endpoint;
 mod jobs;
 mod peers;
 
@@ -489,14 +490,14 @@ async fn gate_and_route(
         .get(HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    let tunnel = service.server.interface.addr();
+    let tunnel = service.server().interface.addr();
     if !host_allowed(tunnel, &service.api.extra_hosts, host) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden_host",
             format!(
                 "Host '{host}' is not this appliance; use http://{}:{PORT}/",
-                service.server.interface.addr()
+                service.server().interface.addr()
             ),
         )
         .field("Host"));
@@ -580,6 +581,7 @@ async fn route(
         })),
         (_, ["api", "v1", "peers", rest @ ..]) => peers::route(&ctx, &method, rest).await,
         (Method::GET, ["api", "v1", "audit"]) => audit::list(&ctx).await,
+        (_, ["api", "v1", "endpoint"]) => endpoint::route(&ctx, &method).await,
         (_, ["api", "v1", "jobs", rest @ ..]) => jobs::route(&ctx, &method, rest).await,
         (Method::GET, ["api", "v1", "runs"]) => jobs::runs(&ctx, None).await,
         (Method::GET, ["api", "v1", "stats"]) => jobs::stats(&ctx),

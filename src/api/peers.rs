@@ -138,7 +138,7 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
             }
             AddPeerError::Store(_) | AddPeerError::ShuttingDown => ApiError::internal(e),
         })?;
-    let server = &ctx.service.server;
+    let server = &ctx.service.server();
     let config = ClientConfig {
         private_key: private,
         address: rec.address,
