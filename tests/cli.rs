@@ -923,3 +923,44 @@ fn terminal_qr_code_scans_from_the_screen_and_says_when_it_does_not_fit() {
     let config_start = raw.find("[Interface]").expect("config shown");
     assert!(config_start > code_end, "config after the code");
 }
+
+#[test]
+fn log_format_json_gives_one_object_per_line_and_serve_warns_about_the_endpoint() {
+    let d = Dir::new("jsonlog");
+    assert!(run(&d.data(), &["init", "--endpoint", "127.0.0.1"])
+        .status
+        .success());
+    let log = d.0.join("serve.log");
+    let child = Command::new(bin())
+        .arg("--data-dir")
+        .arg(d.data())
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let sock = d.data().join("control.sock");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = Serving { child, sock };
+    assert!(s.stop().success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = logged
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["message"] == "serving"), "{logged}");
+    let warning = lines
+        .iter()
+        .find(|l| l["level"] == "WARN")
+        .unwrap_or_else(|| panic!("no warning: {logged}"));
+    let message = warning["message"].as_str().unwrap();
+    assert!(
+        message.contains("loopback") && message.contains("appliance endpoint HOST[:PORT]"),
+        "{message}"
+    );
+}
