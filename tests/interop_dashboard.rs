@@ -110,6 +110,22 @@ fn the_dashboard_shows_jobs_runs_and_role_appropriate_actions() {
         "one Run now button per job:\n{dom}"
     );
 
+    assert!(
+        !dom.contains(">Clients dial "),
+        "the server section is for admins:\n{dom}"
+    );
+
+    // An admin also sees the endpoint, with the form that changes it (PUT /api/v1/endpoint).
+    let out = app.run(&["peer", "role", "olga", "admin"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let dom = rendered(&ns);
+    for needle in [
+        format!(">Clients dial {}<", app.endpoint()),
+        ">Change endpoint</button>".to_string(),
+    ] {
+        assert!(dom.contains(&needle), "dashboard lacks {needle:?}:\n{dom}");
+    }
+
     // A viewer sees the same jobs but no buttons that would only earn a 403.
     let out = app.run(&["peer", "role", "olga", "viewer"]);
     assert!(out.status.success(), "{}", describe(&out));
