@@ -40,6 +40,9 @@ const MAX_LATENESS_S: f64 = 1.5;
 const CLOCK_EPS_S: f64 = 0.001;
 /// The sink's port, inside each test's own namespace.
 const SINK_PORT: u16 = 18080;
+/// `serve` arguments that let webhooks reach the sink on the namespace's 127.0.0.1 (by
+/// default webhooks reach public addresses only).
+const ALLOW_SINK: &[&str] = &["--allow-webhook-net", "127.0.0.0/8"];
 
 // ---------------------------------------------------------------------------------------------
 // Prerequisites
@@ -242,14 +245,15 @@ fn wait_api(ns: &Netns, app: &Appliance) {
     );
 }
 
-/// Starts an appliance in `ns` with one connected peer `name` of `role`; returns the config too
-/// (to reconnect after a restart).
+/// Starts an appliance in `ns` (serving with [`ALLOW_SINK`]) with one connected peer `name` of
+/// `role`; returns the config too (to reconnect after a restart).
 fn appliance_with_peer<'a>(
     ns: &'a Netns,
     name: &str,
     role: &str,
 ) -> (Appliance<'a>, WgClient<'a>, String) {
-    let app = Appliance::start(ns);
+    let mut app = Appliance::init(ns, &[]);
+    app.serve_with(ALLOW_SINK);
     let config = app.peer_add(name, role);
     let client = connect(ns, &app, &config);
     (app, client, config)
@@ -704,7 +708,7 @@ fn kill_9_loses_no_acknowledged_job_or_run() {
 
     // Down past the due time (well within the default 60 s misfire grace), then back.
     sleep(Duration::from_secs(2));
-    app.serve();
+    app.serve_with(ALLOW_SINK);
     let _client = connect(&ns, &app, &config);
 
     let listed = all_jobs(&ns);
@@ -956,7 +960,7 @@ fn misfires_after_downtime_are_recorded_and_caught_up_once() {
         "requests while the appliance was down"
     );
     let restart = Timestamp::now();
-    app.serve();
+    app.serve_with(ALLOW_SINK);
     let _client = connect(&ns, &app, &config);
     // A few regular fires after the catch-up, then stop both and let the runs finish.
     sleep(Duration::from_millis(2500));
@@ -1868,7 +1872,7 @@ fn a_restart_neither_repeats_nor_shifts_a_fire() {
     let status = app.stop().expect("was serving");
     assert!(status.success(), "{status}");
     drop(client);
-    app.serve();
+    app.serve_with(ALLOW_SINK);
     let _client = connect(&ns, &app, &config);
     let listed = get_job(&ns, &id);
     sleep(Duration::from_millis(2500));
