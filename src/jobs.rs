@@ -490,7 +490,7 @@ fn check_destination(spec: &JobSpec, policy: &NetPolicy) -> Result<(), SpecError
         return Ok(());
     };
     match policy::parse_host(host) {
-        policy::Host::Ip(ip) => policy.check(ip).map_err(|r| SpecError {
+        policy::Host::Ip(ip) => policy.check(ip).map(|_| ()).map_err(|r| SpecError {
             field: "action.webhook.url".into(),
             message: r.to_string(),
         }),

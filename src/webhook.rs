@@ -20,7 +20,7 @@
 #![allow(clippy::disallowed_methods)] // driver: sleeps between attempts, reads the clock
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -111,16 +111,62 @@ pub enum ConnectError {
 }
 
 /// The executor's TCP connector: resolves the URL host itself and dials only addresses that
-/// [`NetPolicy`] permits. Wrapped by the TLS connector, so it guards HTTP and HTTPS alike.
+/// [`NetPolicy`] permits and that are not the host's own (unless an allowed network names
+/// them). Wrapped by the TLS connector, so it guards HTTP and HTTPS alike.
 #[derive(Clone, Debug)]
 pub struct GuardedConnector {
     policy: Arc<NetPolicy>,
+    /// Whether a bind test tells this host's own addresses apart, per family (false when the
+    /// kernel lets anyone bind any address: `net.ipv4.ip_nonlocal_bind` and friends).
+    probe_v4: bool,
+    probe_v6: bool,
+}
+
+/// Whether `ip` is an address of this host: binding a UDP socket to it (port 0, never used,
+/// nothing sent) succeeds only for local addresses.
+pub fn host_owns(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 impl GuardedConnector {
     pub fn new(policy: NetPolicy) -> GuardedConnector {
+        // A documentation address is never configured on a real host: if it binds, the kernel
+        // accepts non-local binds and the test cannot tell the host's addresses apart.
+        let probe_v4 = !host_owns(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)));
+        let probe_v6 = !host_owns(IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2001, 0xdb8, 0, 0, 0, 0, 0, 1,
+        )));
+        if !probe_v4 || !probe_v6 {
+            tracing::warn!(
+                ipv4 = probe_v4,
+                ipv6 = probe_v6,
+                "non-local binds are enabled: webhooks to this host's own public addresses cannot \
+                 be detected for the families marked false"
+            );
+        }
         GuardedConnector {
             policy: Arc::new(policy),
+            probe_v4,
+            probe_v6,
+        }
+    }
+
+    /// The policy's verdict plus the host-address test for public addresses.
+    fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
+        match self.policy.check(ip)? {
+            policy::Permit::Allowed => Ok(()),
+            policy::Permit::Public => {
+                let ip = policy::canonical(ip);
+                let probe = match ip {
+                    IpAddr::V4(_) => self.probe_v4,
+                    IpAddr::V6(_) => self.probe_v6,
+                };
+                if probe && host_owns(ip) {
+                    Err(Refusal::OwnHost { ip })
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 
@@ -147,7 +193,7 @@ impl GuardedConnector {
         let mut first_refusal = None;
         let mut permitted = Vec::with_capacity(candidates.len());
         for addr in candidates {
-            match self.policy.check(addr.ip()) {
+            match self.check(addr.ip()) {
                 Ok(()) => permitted.push(addr),
                 Err(r) => {
                     first_refusal.get_or_insert(r);
@@ -560,6 +606,15 @@ mod tests {
         server.await.unwrap();
         assert!(r.succeeded(), "{r:?}");
         assert_eq!(r.status, Some(204));
+    }
+
+    /// The bind test finds this host's own addresses (loopback here; a public one in the
+    /// interop test) and nothing else.
+    #[test]
+    fn the_host_s_own_addresses_are_recognised() {
+        assert!(host_owns("127.0.0.1".parse().unwrap()));
+        assert!(!host_owns("192.0.2.1".parse().unwrap()));
+        assert!(!host_owns("2001:db8::1".parse().unwrap()));
     }
 
     /// The body of a non-2xx reply never reaches the run's error text: status line only.

@@ -78,6 +78,12 @@ struct Sink {
 
 impl Sink {
     fn start(ns: &Netns) -> Sink {
+        Sink::start_on(ns, "127.0.0.1")
+    }
+
+    /// A sink on `addr`:[`SINK_PORT`] (an address of the namespace); [`Sink::url`] still names
+    /// 127.0.0.1.
+    fn start_on(ns: &Netns, addr: &str) -> Sink {
         let dir = unique_temp_dir("sink");
         let log = dir.join("requests.jsonl");
         let out = File::create(dir.join("sink.out")).expect("create sink.out");
@@ -87,6 +93,7 @@ impl Sink {
             .arg(script)
             .arg(SINK_PORT.to_string())
             .arg(&log)
+            .arg(addr)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("clone sink.out"))
             .stderr(out)
@@ -2228,4 +2235,29 @@ fn webhooks_cannot_reach_the_appliance_or_loopback() {
     assert_eq!(runs.len(), 2, "{}", Value::from(runs.clone()));
     assert_eq!(sink.hits("/ok/named").len(), 1, "{:?}", sink.requests());
     assert_eq!(sink.requests().len(), 1, "{:?}", sink.requests());
+
+    // A public address of the host itself (here: of the namespace, on its `lo`) is refused when
+    // the run connects, though it is public and the job was accepted.
+    ns.ip(&["addr", "add", "1.2.3.4/32", "dev", "lo"]);
+    let host_sink = Sink::start_on(&ns, "1.2.3.4");
+    let host = id_of(&create(
+        &ns,
+        &job(
+            "host-public",
+            far_at(),
+            &format!("http://1.2.3.4:{SINK_PORT}/ok/host"),
+        ),
+    ));
+    refused_run(
+        &app,
+        &host,
+        1,
+        "destination 1.2.3.4 is an address of the appliance's own host; webhooks cannot call it \
+         unless serve --allow-webhook-net names it",
+    );
+    assert!(
+        host_sink.requests().is_empty(),
+        "{:?}",
+        host_sink.requests()
+    );
 }

@@ -14,7 +14,9 @@
 //!    shared (CGNAT), link-local, multicast, broadcast, documentation, benchmarking and reserved
 //!    ranges, IPv6 unique-local and site-local, and every IPv6 form that embeds an IPv4 address
 //!    (IPv4-mapped, IPv4-compatible, 6to4, NAT64) when the embedded address is not public.
-//! 4. The rest (public unicast) is accepted.
+//! 4. The rest (public unicast) is accepted — as [`Permit::Public`], which tells the driver to
+//!    make one more check this pure module cannot: that the address is not one of the host's
+//!    own (see `webhook::GuardedConnector`).
 //!
 //! IPv4-mapped IPv6 addresses (`::ffff:127.0.0.1`) are judged as the IPv4 address they carry,
 //! for all three lists. [`parse_host`] reads a URL host the way the C resolver would, so
@@ -116,6 +118,22 @@ pub enum Refusal {
          serve --allow-webhook-net"
     )]
     NotPublic { ip: IpAddr, kind: &'static str },
+    /// The address is public but belongs to the appliance's host (found by the driver, not by
+    /// [`NetPolicy::check`]).
+    #[error(
+        "destination {ip} is an address of the appliance's own host; webhooks cannot call it \
+         unless serve --allow-webhook-net names it"
+    )]
+    OwnHost { ip: IpAddr },
+}
+
+/// Why an address is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// An `--allow-webhook-net` network covers it: the operator opted it in.
+    Allowed,
+    /// It is public unicast: the driver must still make sure it is not the host's own.
+    Public,
 }
 
 /// The destination policy: see the module documentation for the rules.
@@ -147,8 +165,8 @@ impl NetPolicy {
         &self.allowed
     }
 
-    /// Whether a connection to `ip` is permitted, and if not, why.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
+    /// Whether a connection to `ip` is permitted (and on what grounds), and if not, why.
+    pub fn check(&self, ip: IpAddr) -> Result<Permit, Refusal> {
         let ip = canonical(ip);
         let embedded = match ip {
             IpAddr::V6(v6) => embedded_v4(v6).map(IpAddr::V4),
@@ -160,17 +178,17 @@ impl NetPolicy {
             }
         }
         if self.allowed.iter().any(|n| n.contains(ip)) {
-            return Ok(());
+            return Ok(Permit::Allowed);
         }
         match non_public(ip) {
             Some(kind) => Err(Refusal::NotPublic { ip, kind }),
-            None => Ok(()),
+            None => Ok(Permit::Public),
         }
     }
 }
 
 /// `::ffff:a.b.c.d` becomes `a.b.c.d`; everything else is returned as is.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -441,7 +459,7 @@ mod tests {
             "[64:ff9b::808:808]", // NAT64 of 8.8.8.8
             "[::ffff:1.1.1.1]",
         ] {
-            assert_eq!(p.check(ip(host)), Ok(()), "{host}");
+            assert_eq!(p.check(ip(host)), Ok(Permit::Public), "{host}");
         }
     }
 
@@ -471,7 +489,7 @@ mod tests {
              webhook can never call the appliance itself"
         );
         // Next door is allowed by the allow-list.
-        assert_eq!(p.check(ip("10.88.89.1")), Ok(()));
+        assert_eq!(p.check(ip("10.88.89.1")), Ok(Permit::Allowed));
     }
 
     #[test]
@@ -490,8 +508,9 @@ mod tests {
             "192.168.1.200",
             "[fd12::1]",
         ] {
-            assert_eq!(p.check(ip(host)), Ok(()), "{host}");
+            assert_eq!(p.check(ip(host)), Ok(Permit::Allowed), "{host}");
         }
+        assert_eq!(p.check(ip("1.1.1.1")), Ok(Permit::Public));
         for host in ["192.168.2.1", "[::1]", "169.254.169.254", "0", "10.0.0.1"] {
             assert!(p.check(ip(host)).is_err(), "{host}");
         }
