@@ -95,19 +95,16 @@ pub enum ConnectError {
     /// The URL has no host (the job spec forbids this; kept for completeness).
     #[error("the webhook URL has no host")]
     NoHost,
-    /// DNS failed.
-    #[error("cannot resolve {host}: {source}")]
-    Resolve {
-        host: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// DNS failed. (The cause is in the message and not chained as a source, so the run's
+    /// error text, which walks the chain, does not repeat it.)
+    #[error("cannot resolve {host}: {error}")]
+    Resolve { host: String, error: std::io::Error },
     /// DNS answered with no address.
     #[error("{host} has no address in DNS")]
     NoAddress { host: String },
     /// The TCP connection failed (to a permitted address).
     #[error("cannot connect: {0}")]
-    Connect(#[source] std::io::Error),
+    Connect(std::io::Error),
 }
 
 /// The executor's TCP connector: resolves the URL host itself and dials only addresses that
@@ -184,9 +181,9 @@ impl GuardedConnector {
             policy::Host::Ip(ip) => vec![SocketAddr::new(ip, port)],
             policy::Host::Name(name) => tokio::net::lookup_host((name, port))
                 .await
-                .map_err(|source| ConnectError::Resolve {
+                .map_err(|error| ConnectError::Resolve {
                     host: name.to_owned(),
-                    source,
+                    error,
                 })?
                 .collect(),
         };
@@ -591,6 +588,26 @@ mod tests {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             other => panic!("something connected to the listener: {other:?}"),
         }
+    }
+
+    /// A connection error on a permitted address says so once, without repeating its cause.
+    #[tokio::test]
+    async fn connection_errors_are_short() {
+        // Bind, learn the port, close: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let r = loopback_allowed()
+            .attempt(
+                &hook(&format!("http://127.0.0.1:{port}/")),
+                Duration::from_secs(5),
+            )
+            .await;
+        assert!(!r.refused && r.retryable(), "{r:?}");
+        let err = r.error.unwrap();
+        assert_eq!(err.matches("refused").count(), 1, "{err}");
     }
 
     /// `--allow-webhook-net 127.0.0.0/8` opens loopback (what the interop tests rely on).
