@@ -178,6 +178,11 @@ struct ServeArgs {
     /// How long run history is kept (e.g. 30d, 12h)
     #[arg(long, default_value = "30d")]
     run_retention: String,
+    /// Let webhooks reach this non-public network (repeatable), e.g. 192.168.1.0/24 for a
+    /// self-hosted bot; by default they reach public addresses only. The tunnel subnet stays
+    /// closed whatever is given
+    #[arg(long = "allow-webhook-net", value_name = "CIDR")]
+    allow_webhook_nets: Vec<appliance::webhook::IpNet>,
 }
 
 /// Options for the client config that `add` and `rotate` print.
@@ -340,7 +345,10 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
         .map_err(fatal)?;
     let (_keep, shutdown) = tokio::sync::watch::channel(false);
     let opts = ServeOptions {
-        jobs: appliance::jobs::JobsConfig { run_retention },
+        jobs: appliance::jobs::JobsConfig {
+            run_retention,
+            webhook_policy: appliance::webhook::NetPolicy::new(args.allow_webhook_nets),
+        },
         listen: args.listen,
         api: appliance::api::ApiConfig {
             extra_hosts: args.hosts,
