@@ -286,6 +286,9 @@ pub async fn serve(
     if service.jobs.set(jobs).is_err() {
         unreachable!("the scheduler starts once");
     }
+    // SIGTERM/SIGINT handlers before the readiness signal: a stop right after the control
+    // socket appears is a clean shutdown, not the default action's abrupt exit.
+    let mut signals = Signals::install();
     // Only now that every job is loaded does the CLI get an answering control socket (its
     // existence is the readiness signal scripts and tests wait for).
     let control_path = dir.control_socket();
@@ -330,7 +333,7 @@ pub async fn serve(
 
     let result = tokio::select! {
         r = &mut driver_task => Some(r),
-        _ = wait_for_signal() => None,
+        _ = signals.wait() => None,
         _ = shutdown.changed() => None,
     };
     stats_task.abort();
@@ -438,13 +441,26 @@ fn is_private_v6(ip: std::net::Ipv6Addr) -> bool {
     (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// The shutdown signals, installed once.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        }
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }
 
