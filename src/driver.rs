@@ -303,3 +303,19 @@ fn handle_command(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_ipv4_sources_are_plain_ipv4_inside_and_mapped_again_outside() {
+        let v4: SocketAddr = "203.0.113.7:4242".parse().unwrap();
+        let seen: SocketAddr = "[::ffff:203.0.113.7]:4242".parse().unwrap();
+        assert_eq!(canonical(seen), v4);
+        assert_eq!(mapped(v4), seen);
+        let v6: SocketAddr = "[2001:db8::7]:4242".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
+        assert_eq!(mapped(v6), v6);
+    }
+}
