@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite, installing first what the tests need.
+# Runs the whole test suite, installing first what the tests need: the cargo tests, then
+# scripts/test-deb.sh (the .deb built, installed, run and purged; APPLIANCE_TEST_DEB=0 skips it
+# outside CI).
 #
 #   scripts/test.sh [extra cargo test args...]
 #
@@ -47,4 +49,16 @@ if [ "$(id -u)" -ne 0 ] && [ "${#as_root[@]}" -gt 0 ]; then
 fi
 
 echo "test.sh: cargo test --workspace --all-targets $*"
-exec cargo test --workspace --all-targets "$@"
+cargo_rc=0
+cargo test --workspace --all-targets "$@" || cargo_rc=$?
+
+# The .deb: build, install, run, purge (scripts/test-deb.sh says what it checks).
+if [ "${APPLIANCE_TEST_DEB:-1}" = 0 ] && [ "${CI:-}" != true ]; then
+  echo "test.sh: APPLIANCE_TEST_DEB=0: scripts/test-deb.sh NOT run"
+  exit "$cargo_rc"
+fi
+echo "test.sh: bash scripts/test-deb.sh"
+deb_rc=0
+bash scripts/test-deb.sh || deb_rc=$?
+echo "test.sh: cargo tests exit $cargo_rc, .deb test exit $deb_rc"
+[ "$cargo_rc" -eq 0 ] && [ "$deb_rc" -eq 0 ]
