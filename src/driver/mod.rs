@@ -14,6 +14,8 @@
 //! the bounded [`Command`] channel and the [`Notify`] that streams ring.
 
 mod engine;
+#[cfg(test)]
+mod tests;
 
 pub use engine::Engine;
 
@@ -129,6 +131,7 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
         mut shutdown,
     } = parts;
     let origin = Instant::now();
+    sync_boringtun_clock(origin, origin);
     let wake = Arc::new(Notify::new());
     let seed = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
     let mut engine = Engine::new(router, address, prefix, limits, directory, seed, origin);
@@ -151,6 +154,8 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
             _ = tokio::time::sleep_until(deadline.into()) => Event::Wake,
         };
         let now = Instant::now();
+        // No await from here to the sends: every boringtun call below sees this time.
+        sync_boringtun_clock(origin, now);
         match event {
             Event::Datagram(Ok((n, from))) => {
                 engine.handle_datagram(from, &buf[..n]);
@@ -195,4 +200,16 @@ enum Event {
     Command(Command),
     /// A stream, the timer, a closed command channel: just run the step.
     Wake,
+}
+
+/// Keeps boringtun's clock on real time. A no-op unless the test-only `mock-clock` feature
+/// put boringtun on `mock_instant`'s thread-local clock — which Cargo does for every binary
+/// `cargo test` builds, including the one the interop tests start. The clock is per thread and
+/// the runtime may move this task between threads, so it is set after every wake-up, before
+/// the first boringtun call.
+fn sync_boringtun_clock(origin: Instant, now: Instant) {
+    #[cfg(feature = "mock-clock")]
+    mock_instant::MockClock::set_time(now - origin);
+    #[cfg(not(feature = "mock-clock"))]
+    let _ = (origin, now);
 }
