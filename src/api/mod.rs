@@ -36,7 +36,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 
-use crate::netstack::Accepted;
+use crate::netstack::stream::Connection;
 use crate::service::Service;
 use crate::store::Actor;
 
@@ -321,7 +321,7 @@ impl ConnectionCounts {
 }
 
 /// Serves HTTP/1.1 (keep-alive) on one tunnel connection, on its own task.
-pub fn serve_connection(conn: Accepted, service: Arc<Service>) {
+pub fn serve_connection(conn: Connection, service: Arc<Service>) {
     let remote = conn.remote;
     let endpoint = conn.endpoint;
     tokio::spawn(async move {
