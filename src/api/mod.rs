@@ -18,6 +18,7 @@
 mod audit;
 mod jobs;
 mod peers;
+mod preview;
 
 pub use audit::parse_since;
 
@@ -572,6 +573,7 @@ async fn route(
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     match (method.clone(), segs.as_slice()) {
         (Method::GET, []) => Ok(dashboard()),
+        (Method::POST, ["api", "v1", "schedule", "preview"]) => preview::route(&ctx),
         (Method::GET, ["api", "v1", "health"]) => health(&ctx),
         (Method::GET, ["api", "v1", "whoami"]) => ok(json!({
             "peer": ctx.caller.name,
@@ -585,6 +587,7 @@ async fn route(
         (Method::GET, ["api", "v1", "stats"]) => jobs::stats(&ctx),
         (Method::GET, ["api", "v1", "openapi.json"]) => Ok(openapi()),
         (_, [])
+        | (_, ["api", "v1", "schedule", "preview"])
         | (_, ["api", "v1", "health" | "whoami" | "audit" | "runs" | "stats" | "openapi.json"]) => {
             Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
