@@ -13,6 +13,7 @@ const DOC: &str = include_str!("../src/api/openapi.json");
 const ROUTES: &[(&str, &str)] = &[
     // src/api/mod.rs
     ("get", "/"),
+    ("get", "/assets/{name}"),
     ("post", "/api/v1/schedule/preview"),
     ("get", "/api/v1/health"),
     ("get", "/api/v1/whoami"),
