@@ -196,6 +196,28 @@ fn a_leader_runs_the_guild_from_a_phone() {
     );
     assert_eq!(s, 200, "{v}");
 
+    // The page's two helpers, over plain HTTP: errors name the field, nothing is stored.
+    let bad_cron = json!({"trigger": {"cron": "61 * * * *"}});
+    let (s, v) = call(
+        &ns,
+        "POST",
+        "/api/v1/schedule/preview",
+        Some(&bad_cron),
+        &[],
+    );
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("trigger.cron")),
+        "{v}"
+    );
+    let bad_url = json!({"action": {"webhook": {"url": "ftp://example.invalid/x"}}});
+    let (s, v) = call(&ns, "POST", "/api/v1/jobs/test", Some(&bad_url), &[]);
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("action.webhook.url")),
+        "{v}"
+    );
+
     let shots = unique_temp_dir("shots");
     let r = phase(&ns, "leader", &shots, Some(&sink_url));
 
@@ -340,6 +362,7 @@ fn a_leader_runs_the_guild_from_a_phone() {
             "members-qr",
             "audit",
             "viewer",
+            "viewer-dark",
         ],
     );
     let _ = fs::remove_dir_all(&shots);

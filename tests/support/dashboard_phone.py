@@ -277,6 +277,12 @@ def viewer():
     assert navs == ["Jobs", "Failures"], navs
     check_layout("viewer")
     shot("viewer")
+    # Dark mode follows the phone's setting.
+    d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    bg = d.execute_script("return getComputedStyle(document.body).backgroundColor")
+    assert bg == "rgb(17, 17, 17)", "dark mode background is " + bg
+    shot("viewer-dark")
+    d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     # The job's own page: history, still read-only and without the webhook token.
     click("job-link")
     until("the job page", lambda: "#/job/" in d.current_url and all_of("job-row"))

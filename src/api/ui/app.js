@@ -198,8 +198,12 @@
       h("div", { class: "mute" }, when(r.started_at || r.scheduled_at),
         r.attempt > 1 ? " · " + r.attempt + " attempts" : "",
         r.count > 1 ? " · " + r.count + " fires" : "",
-        r.duration_ms !== null && r.duration_ms !== undefined ? " · " + r.duration_ms + " ms" : ""),
-      r.error ? h("div", { class: "err", testid: "run-error", text: r.error }) : null);
+        r.duration_ms !== null && r.duration_ms !== undefined ? " · " + r.duration_ms + " ms" : "",
+        // Handler runs (handlers branch): which handler, how long it waited in the queue.
+        r.handler ? " · handler " + r.handler : "",
+        typeof r.queue_delay_ms === "number" ? " · waited " + (r.queue_delay_ms / 1000).toFixed(1) + " s" : ""),
+      r.error ? h("div", { class: "err", testid: "run-error", text: r.error }) : null,
+      r.result !== undefined && r.result !== null ? h("code", { text: "result: " + JSON.stringify(r.result).slice(0, 200) }) : null);
   }
 
   function pager(load) {
