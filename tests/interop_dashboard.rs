@@ -228,7 +228,11 @@ fn a_leader_runs_the_guild_from_a_phone() {
     assert_eq!(hits.len(), 1, "one test request: {hits:#?}");
     assert_eq!(hits[0]["path"], "/ok/hooks/SeCrEtToken");
     let body: Value = serde_json::from_str(hits[0]["body"].as_str().unwrap()).unwrap();
-    assert_eq!(body, json!({"content": "@raiders raid in 15 minutes!"}));
+    let message = json!({
+        "content": "@raiders raid in 15 minutes!",
+        "embeds": [{"title": "Raid night", "color": 0x5865f2}]
+    });
+    assert_eq!(body, message);
     assert!(
         r["bad_cron_error"].as_str().unwrap().contains("not valid"),
         "{r:#}"
@@ -253,10 +257,7 @@ fn a_leader_runs_the_guild_from_a_phone() {
         json!({"cron": "30 20 * * THU", "timezone": "Europe/Berlin"})
     );
     assert_eq!(raid["action"]["webhook"]["url"], sink_url.as_str());
-    assert_eq!(
-        raid["action"]["webhook"]["body"],
-        json!({"content": "@raiders raid in 15 minutes!"})
-    );
+    assert_eq!(raid["action"]["webhook"]["body"], message);
     let (_, audit) = call(&ns, "GET", "/api/v1/audit?limit=100", None, &[]);
     let actions: Vec<&str> = audit["entries"]
         .as_array()

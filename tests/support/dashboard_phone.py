@@ -161,6 +161,10 @@ def leader():
         [li.text for li in find("job-preview").find_elements(By.TAG_NAME, "li")]))
     fill("job-webhook-url", SINK_URL)
     fill("job-message", "@raiders raid in 15 minutes!")
+    click_summary = d.find_element(By.XPATH, "//summary[normalize-space()='Embed (optional)']")
+    click_summary.click()
+    fill("embed-title", "Raid night")
+    find("embed-use-color").click()
     check_layout("job form")
     shot("job-form")
 
