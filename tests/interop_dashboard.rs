@@ -196,6 +196,19 @@ fn a_leader_runs_the_guild_from_a_phone() {
     );
     assert_eq!(s, 200, "{v}");
 
+    // The page and its assets come with a strict policy: this origin only, no inline script.
+    for path in ["/", "/assets/app.js", "/assets/app.css"] {
+        let r = curl_full(&ns, &api_url(path), &["-D", "-"]);
+        assert_eq!(r.status, 200, "{path}");
+        let head = r.body.to_ascii_lowercase();
+        assert!(
+            head.contains(
+                "content-security-policy: default-src 'none'; script-src 'self'; style-src 'self';"
+            ) && !head.contains("unsafe-"),
+            "{path}: {head:.600}"
+        );
+    }
+
     // The page's two helpers, over plain HTTP: errors name the field, nothing is stored.
     let bad_cron = json!({"trigger": {"cron": "61 * * * *"}});
     let (s, v) = call(

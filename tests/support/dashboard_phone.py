@@ -306,8 +306,16 @@ def viewer():
     }
 
 
+def no_policy_violations():
+    """The page runs entirely within its Content-Security-Policy."""
+    refused = [e["message"] for e in d.get_log("browser")
+               if "Content Security Policy" in e["message"] or "Refused to" in e["message"]]
+    assert not refused, "CSP violations: %s" % refused
+
+
 try:
     {"leader": leader, "viewer": viewer, "rotate": rotate}[PHASE]()
+    no_policy_violations()
     result["ok"] = True
 except Exception as e:  # noqa: BLE001 - report any failure with a screenshot
     result["ok"] = False
