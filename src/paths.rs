@@ -122,7 +122,8 @@ pub fn host_checks(dir: &Path) -> crate::status::HostChecks {
     }
 }
 
-fn disk_free(dir: &Path) -> Option<f64> {
+/// Free fraction of the file system holding `dir` (`statvfs`), if known.
+pub fn disk_free(dir: &Path) -> Option<f64> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -133,7 +134,9 @@ fn disk_free(dir: &Path) -> Option<f64> {
     Some(st.f_bavail as f64 / st.f_blocks as f64)
 }
 
-fn clock_synced() -> Option<bool> {
+/// Whether the kernel considers the clock synchronised (`adjtimex`), if it can tell. Not for
+/// `serve`: the systemd unit's SystemCallFilter leaves out `@clock`.
+pub fn clock_synced() -> Option<bool> {
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
     // SAFETY: `modes == 0` only reads the kernel's clock state into `tx`.
     let state = unsafe { libc::adjtimex(&mut tx) };

@@ -232,6 +232,22 @@ pub fn collect(
     })
 }
 
+impl Status {
+    /// Adds the clock warning when `synced` says the clock is not synchronised and it is not
+    /// there yet (the CLI probes the clock itself for a status that came from `serve`).
+    pub fn add_clock_check(&mut self, synced: Option<bool>) {
+        let host = HostChecks {
+            disk_free: None,
+            clock_synced: synced,
+        };
+        for w in host_warnings(host) {
+            if !self.warnings.iter().any(|x| x.code == w.code) {
+                self.warnings.push(w);
+            }
+        }
+    }
+}
+
 fn warnings(endpoint: &Endpoint, host: HostChecks) -> Vec<Warning> {
     let mut out = Vec::new();
     if let Some(message) = crate::server::endpoint_warning(endpoint) {
@@ -240,6 +256,12 @@ fn warnings(endpoint: &Endpoint, host: HostChecks) -> Vec<Warning> {
             message,
         });
     }
+    out.extend(host_warnings(host));
+    out
+}
+
+fn host_warnings(host: HostChecks) -> Vec<Warning> {
+    let mut out = Vec::new();
     if let Some(free) = host.disk_free.filter(|f| *f < DISK_LOW_FRACTION) {
         out.push(Warning {
             code: "disk".into(),

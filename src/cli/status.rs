@@ -23,7 +23,10 @@ pub fn run(dir: &DataDir, json: bool) -> Result<(), Failure> {
             unix_now(),
         )?))
     })?;
-    let s: Status = serde_json::from_value(v).map_err(fatal)?;
+    let mut s: Status = serde_json::from_value(v).map_err(fatal)?;
+    if s.serving {
+        s.add_clock_check(appliance::paths::clock_synced());
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&s).unwrap());
     } else {
