@@ -49,7 +49,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 
-use crate::netstack::Accepted;
+use crate::netstack::stream::Connection;
 use crate::service::Service;
 use crate::store::Actor;
 
@@ -405,7 +405,7 @@ impl ConnectionCounts {
 }
 
 /// Serves HTTP/1.1 (keep-alive) on one tunnel connection, on its own task.
-pub fn serve_connection(conn: Accepted, service: Arc<Service>) {
+pub fn serve_connection(conn: Connection, service: Arc<Service>) {
     let remote = conn.remote;
     let endpoint = conn.endpoint;
     tokio::spawn(async move {
