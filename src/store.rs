@@ -10,11 +10,13 @@
 //! [`OpenError::Locked`] and must talk to the running server through its control socket.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use jiff::Timestamp;
 use peers::{Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::backends::FileBackend;
+use redb::{Database, ReadableTable, StorageBackend, TableDefinition};
 
 use crate::sched::{JobId, JobSpec};
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,25 @@ const JOB_RUNS: TableDefinition<(u64, u64), ()> = TableDefinition::new("job_runs
 
 const KEY_SCHEMA: &str = "schema_version";
 const KEY_SERVER: &str = "server";
+/// Written by [`Store::recover`] to prove the disk accepts a commit again.
+const KEY_PROBE: &str = "probe";
+
+fn open_db(
+    factory: &BackendFactory,
+    watch: &Arc<IoWatch>,
+) -> Result<Database, redb::DatabaseError> {
+    let inner = factory()?;
+    redb::Builder::new().create_with_backend(Watched {
+        inner,
+        watch: watch.clone(),
+    })
+}
+
+/// When a degraded condition began (shown to the operator only).
+#[allow(clippy::disallowed_methods)] // storage edge: stamps the start of an I/O condition
+fn wall_clock() -> Timestamp {
+    Timestamp::now()
+}
 
 /// The server's identity and network settings, written once by `init`.
 #[derive(Clone, Debug)]
@@ -101,12 +122,30 @@ pub enum OpenError {
         #[source]
         source: Box<redb::Error>,
     },
+    /// The file opened but its schema could not be read or written (a full disk, a damaged
+    /// file).
+    #[error("cannot open the database {path}: {source}")]
+    Unusable {
+        path: String,
+        #[source]
+        source: StoreError,
+    },
 }
 
 /// Failure of a read or write on an open database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// redb reported an I/O or consistency problem.
+    /// The filesystem holding the database is full (ENOSPC) or over quota (EDQUOT). Nothing
+    /// of the failed operation was written; the store recovers by itself once space is freed.
+    #[error(
+        "the appliance's disk is full: nothing was saved; free space on the server and try again"
+    )]
+    DiskFull,
+    /// The database hit another I/O error, or is being reopened after one. Nothing of the
+    /// failed operation was written; the store reopens the file by itself.
+    #[error("the database is unavailable after a disk error ({reason}): nothing was saved; the appliance reopens it by itself, try again in a few seconds")]
+    Unavailable { reason: String },
+    /// redb reported a consistency problem.
     #[error("database error: {0}")]
     Redb(Box<redb::Error>),
     /// A stored row failed validation: the file was edited or is damaged.
@@ -114,24 +153,177 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
 }
 
+/// Whether an I/O error means "no space": ENOSPC or EDQUOT, however it is wrapped.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull
+        || {
+            let text = e.to_string();
+            text.contains("No space left on device") || text.contains("Disk quota exceeded")
+        }
+}
+
+impl From<redb::Error> for StoreError {
+    /// The one place redb errors are classified.
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull,
+            redb::Error::Io(io) => StoreError::Unavailable {
+                reason: io.to_string(),
+            },
+            redb::Error::PreviousIo => StoreError::Unavailable {
+                reason: "an earlier write failed".into(),
+            },
+            other => StoreError::Redb(Box::new(other)),
+        }
+    }
+}
+
 macro_rules! impl_from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Redb(Box::new(e.into())) }
+            fn from(e: $t) -> Self { StoreError::from(redb::Error::from(e)) }
         }
     )*};
 }
 impl_from_redb!(
-    redb::Error,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
     redb::CommitError
 );
 
+/// The first I/O error the storage backend returned since the database was (re)opened. redb
+/// refuses every further operation on that handle (`PreviousIo`) until it is reopened, so "an
+/// error is recorded here" and "the handle is poisoned" are the same thing.
+#[derive(Debug, Default)]
+struct IoWatch {
+    failed: std::sync::Mutex<Option<IoFailure>>,
+}
+
+#[derive(Debug, Clone)]
+struct IoFailure {
+    disk_full: bool,
+    message: String,
+}
+
+impl IoWatch {
+    fn record(&self, e: &std::io::Error) {
+        let mut failed = self.failed.lock().unwrap();
+        if failed.is_none() {
+            *failed = Some(IoFailure {
+                disk_full: is_disk_full(e),
+                message: e.to_string(),
+            });
+        }
+    }
+
+    fn get(&self) -> Option<IoFailure> {
+        self.failed.lock().unwrap().clone()
+    }
+
+    fn clear(&self) {
+        *self.failed.lock().unwrap() = None;
+    }
+}
+
+/// The backend every [`Store`] opens redb on: the real one (a file, or a test's) plus a note of
+/// the first error it returned.
+#[derive(Debug)]
+struct Watched {
+    inner: Box<dyn StorageBackend>,
+    watch: Arc<IoWatch>,
+}
+
+impl Watched {
+    fn note<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r {
+            self.watch.record(e);
+        }
+        r
+    }
+}
+
+impl StorageBackend for Watched {
+    fn len(&self) -> std::io::Result<u64> {
+        self.note(self.inner.len())
+    }
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.note(self.inner.read(offset, len))
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.note(self.inner.set_len(len))
+    }
+    fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+        self.note(self.inner.sync_data(eventual))
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.note(self.inner.write(offset, data))
+    }
+}
+
+/// Makes a fresh storage backend over the same bytes: the first open and every reopen.
+type BackendFactory =
+    Box<dyn Fn() -> Result<Box<dyn StorageBackend>, redb::DatabaseError> + Send + Sync>;
+
+/// Why writes are failing, and since when.
+#[derive(Debug, Clone)]
+struct Degraded {
+    disk_full: bool,
+    reason: String,
+    since: Timestamp,
+}
+
+/// Whether the store can write, for `/api/v1/health` (and later `status` and `/metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StorageHealth {
+    /// `false` from the first failed write until a write succeeds again.
+    pub writable: bool,
+    /// Why not (the I/O error), `None` while writable.
+    pub reason: Option<String>,
+    /// `true` when the reason is a full disk or an exceeded quota.
+    pub disk_full: bool,
+    /// When writes started failing, `None` while writable.
+    pub since: Option<Timestamp>,
+}
+
 /// The open appliance database.
+///
+/// All access goes through [`Store::reader`] and [`Store::writer`], which hand out the current
+/// redb handle under a lock. After a backend I/O error redb poisons its handle, so the store
+/// marks itself degraded and [`Store::recover`] drops the handle and reopens the same storage
+/// (under the write lock: redb's file lock is released on drop, and no transaction outlives
+/// the swap). A failed commit writes nothing, so what was committed before is all there is.
 pub struct Store {
-    db: Database,
+    slot: RwLock<Option<Database>>,
+    factory: BackendFactory,
+    watch: Arc<IoWatch>,
+    degraded: std::sync::Mutex<Option<Degraded>>,
+    /// Value of the last probe write (see [`Store::recover`]).
+    probes: std::sync::atomic::AtomicU64,
+}
+
+/// The current database handle, held for the life of one operation.
+struct DbGuard<'a> {
+    store: &'a Store,
+    guard: RwLockReadGuard<'a, Option<Database>>,
+}
+
+impl std::ops::Deref for DbGuard<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        self.guard
+            .as_ref()
+            .expect("a guard is only made over an open handle")
+    }
+}
+
+impl Drop for DbGuard<'_> {
+    fn drop(&mut self) {
+        self.store.note_failure();
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -235,8 +427,34 @@ fn decode_peer(key: &str, bytes: &[u8]) -> Result<PeerRecord, StoreError> {
 impl Store {
     /// Opens (creating if needed) the database file and checks its schema version.
     pub fn open(path: &Path) -> Result<Store, OpenError> {
-        let p = path.display().to_string();
-        let db = match Database::create(path) {
+        let file: PathBuf = path.to_path_buf();
+        Store::open_on(
+            path.display().to_string(),
+            Box::new(move || {
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&file)?;
+                Ok(Box::new(FileBackend::new(f)?) as Box<dyn StorageBackend>)
+            }),
+        )
+    }
+
+    /// Opens a database on storage the caller provides: `make` is called for the first open
+    /// and again for every reopen after an I/O error, and must return a fresh backend over the
+    /// same bytes. For tests (a backend that can pretend the disk is full).
+    #[doc(hidden)]
+    pub fn open_with_backend(
+        make: impl Fn() -> Result<Box<dyn StorageBackend>, redb::DatabaseError> + Send + Sync + 'static,
+    ) -> Result<Store, OpenError> {
+        Store::open_on("(test backend)".into(), Box::new(make))
+    }
+
+    fn open_on(p: String, factory: BackendFactory) -> Result<Store, OpenError> {
+        let watch = Arc::new(IoWatch::default());
+        let db = match open_db(&factory, &watch) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(OpenError::Locked { path: p })
@@ -248,26 +466,179 @@ impl Store {
                 })
             }
         };
-        let store = Store { db };
-        let storage = |e: StoreError| OpenError::Storage {
-            path: p.clone(),
-            source: match e {
-                StoreError::Redb(e) => e,
-                other => Box::new(redb::Error::Corrupted(other.to_string())),
-            },
+        let store = Store {
+            slot: RwLock::new(Some(db)),
+            factory,
+            watch,
+            degraded: std::sync::Mutex::new(None),
+            probes: std::sync::atomic::AtomicU64::new(0),
         };
-        match store.schema_version().map_err(storage)? {
+        let unusable = |source: StoreError| OpenError::Unusable {
+            path: p.clone(),
+            source,
+        };
+        match store.schema_version().map_err(unusable)? {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(OpenError::SchemaTooNew { path: p, found: v })
             }
             Some(_) => {}
-            None => store.init_schema().map_err(storage)?,
+            None => store.init_schema().map_err(unusable)?,
         }
         Ok(store)
     }
 
+    /// The database for a read. If the handle was poisoned by an I/O error, it is reopened
+    /// first (reads keep working while writes cannot).
+    fn reader(&self) -> Result<DbGuard<'_>, StoreError> {
+        if self.watch.get().is_some() || self.slot.read().unwrap().is_none() {
+            self.reopen()?;
+        }
+        self.guard()
+    }
+
+    /// The database for a write. While degraded, [`Store::recover`] runs first, so a write
+    /// either finds the store writable again or is refused with the reason.
+    fn writer(&self) -> Result<DbGuard<'_>, StoreError> {
+        if self.degraded.lock().unwrap().is_some() {
+            self.recover()?;
+        }
+        self.guard()
+    }
+
+    fn guard(&self) -> Result<DbGuard<'_>, StoreError> {
+        let guard = self.slot.read().unwrap();
+        if guard.is_none() {
+            return Err(self.condition_error());
+        }
+        Ok(DbGuard { store: self, guard })
+    }
+
+    /// After every operation: if the backend failed, writes are degraded until a recovery.
+    fn note_failure(&self) {
+        let Some(failure) = self.watch.get() else {
+            return;
+        };
+        let mut degraded = self.degraded.lock().unwrap();
+        match degraded.as_mut() {
+            Some(d) => {
+                d.disk_full = failure.disk_full;
+                d.reason = failure.message;
+            }
+            None => {
+                tracing::error!(error = %failure.message, "database write failed: writes are refused until the disk accepts them again");
+                *degraded = Some(Degraded {
+                    disk_full: failure.disk_full,
+                    reason: failure.message,
+                    since: wall_clock(),
+                });
+            }
+        }
+    }
+
+    /// The error a refused operation reports while degraded.
+    fn condition_error(&self) -> StoreError {
+        match self.degraded.lock().unwrap().as_ref() {
+            Some(d) if d.disk_full => StoreError::DiskFull,
+            Some(d) => StoreError::Unavailable {
+                reason: d.reason.clone(),
+            },
+            None => StoreError::Unavailable {
+                reason: "the database is being reopened".into(),
+            },
+        }
+    }
+
+    /// Drops the current handle (poisoned or not) and opens the same storage again.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.slot.write().unwrap();
+        if slot.is_some() && self.watch.get().is_none() {
+            return Ok(()); // someone else reopened it meanwhile
+        }
+        // redb's exclusive lock on the file goes with the old handle: drop it first.
+        drop(slot.take());
+        self.watch.clear();
+        match open_db(&self.factory, &self.watch) {
+            Ok(db) => {
+                *slot = Some(db);
+                tracing::info!("database reopened after an I/O error");
+                Ok(())
+            }
+            Err(e) => {
+                drop(slot);
+                // Opening repairs and writes the header: on a full disk that fails too.
+                if let redb::DatabaseError::Storage(redb::StorageError::Io(io)) = &e {
+                    self.watch.record(io);
+                }
+                self.note_failure();
+                tracing::warn!(error = %e, "could not reopen the database");
+                Err(match redb::Error::from(e) {
+                    redb::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull,
+                    other => StoreError::Unavailable {
+                        reason: other.to_string(),
+                    },
+                })
+            }
+        }
+    }
+
+    /// Tries to make the store writable again: reopens the database if an I/O error poisoned
+    /// it, then commits a tiny probe (`meta`/`probe`). On success the degraded condition is
+    /// cleared; otherwise the error says why writes still fail. Cheap when nothing is wrong:
+    /// the periodic probe and every write while degraded call it.
+    pub fn recover(&self) -> Result<(), StoreError> {
+        if self.degraded.lock().unwrap().is_none() && self.watch.get().is_none() {
+            return Ok(());
+        }
+        if self.watch.get().is_some() || self.slot.read().unwrap().is_none() {
+            self.reopen()?;
+        }
+        {
+            let db = self.guard()?;
+            let n = self
+                .probes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let probe = || -> Result<(), StoreError> {
+                let txn = db.begin_write()?;
+                txn.open_table(META)?
+                    .insert(KEY_PROBE, n.to_be_bytes().as_slice())?;
+                txn.commit()?;
+                Ok(())
+            };
+            if let Err(e) = probe() {
+                drop(db);
+                return Err(match e {
+                    StoreError::Redb(_) | StoreError::Corrupt { .. } => e,
+                    _ => self.condition_error(),
+                });
+            }
+        }
+        if let Some(d) = self.degraded.lock().unwrap().take() {
+            tracing::info!(since = %d.since, "database writable again");
+        }
+        Ok(())
+    }
+
+    /// Whether writes currently succeed, and if not why and since when.
+    pub fn health(&self) -> StorageHealth {
+        match self.degraded.lock().unwrap().as_ref() {
+            None => StorageHealth {
+                writable: true,
+                reason: None,
+                disk_full: false,
+                since: None,
+            },
+            Some(d) => StorageHealth {
+                writable: false,
+                reason: Some(d.reason.clone()),
+                disk_full: d.disk_full,
+                since: Some(d.since),
+            },
+        }
+    }
+
     fn schema_version(&self) -> Result<Option<u32>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = match txn.open_table(META) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -282,7 +653,8 @@ impl Store {
     }
 
     fn init_schema(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
             meta.insert(
@@ -302,7 +674,8 @@ impl Store {
 
     /// The server record, if `init` has run.
     pub fn server(&self) -> Result<Option<ServerRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         let Some(v) = meta.get(KEY_SERVER)? else {
             return Ok(None);
@@ -315,7 +688,8 @@ impl Store {
     /// Writes the server record unless one exists; returns `false` (and writes nothing) if
     /// the server was already initialised — its key is never replaced.
     pub fn init_server(&self, record: &ServerRecord) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
             if meta.get(KEY_SERVER)?.is_some() {
@@ -330,7 +704,8 @@ impl Store {
 
     /// Every stored peer, ordered by name.
     pub fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(PEERS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -350,7 +725,8 @@ impl Store {
     where
         E: From<StoreError>,
     {
-        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let db = self.writer()?;
+        let txn = db.begin_write().map_err(StoreError::from)?;
         let out = {
             let mut table = txn.open_table(PEERS).map_err(StoreError::from)?;
             let mut current = Vec::new();
@@ -384,7 +760,8 @@ impl Store {
 
     /// Stored statistics for every peer that has any.
     pub fn peer_stats(&self) -> Result<Vec<(String, PeerStats)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(PEER_STATS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -397,7 +774,8 @@ impl Store {
 
     /// Persists statistics for the named peers (ignoring names no longer stored).
     pub fn save_peer_stats(&self, stats: &[(String, PeerStats)]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         {
             let peers = txn.open_table(PEERS)?;
             let mut table = txn.open_table(PEER_STATS)?;
@@ -485,7 +863,8 @@ pub(crate) fn append_audit(
 impl Store {
     /// Appends one audit entry in its own transaction.
     pub fn audit(&self, entry: AuditEntry) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         let seq = append_audit(&txn, entry)?;
         txn.commit()?;
         Ok(seq)
@@ -499,7 +878,8 @@ impl Store {
         since_ms: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = match txn.open_table(AUDIT) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
@@ -680,7 +1060,8 @@ pub struct RunFilter {
 impl Store {
     /// Every stored job.
     pub fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(JOBS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -691,7 +1072,8 @@ impl Store {
     }
 
     pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(JOBS)?;
         let row = table.get(id.as_u64())?;
         row.map(|v| decode_job(id.as_u64(), v.value())).transpose()
@@ -704,7 +1086,8 @@ impl Store {
         rec: &JobRecord,
         audit: Option<AuditEntry>,
     ) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(JOBS)?;
             if table.get(rec.id.as_u64())?.is_some() {
@@ -727,7 +1110,8 @@ impl Store {
         id: JobId,
         change: impl FnOnce(&JobRecord) -> Result<(Option<JobRecord>, Option<AuditEntry>), E>,
     ) -> Result<Option<JobRecord>, E> {
-        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let db = self.writer()?;
+        let txn = db.begin_write().map_err(StoreError::from)?;
         let out = {
             let mut table = txn.open_table(JOBS).map_err(StoreError::from)?;
             let current = match table.get(id.as_u64()).map_err(StoreError::from)? {
@@ -761,7 +1145,8 @@ impl Store {
         runs: &mut [RunRecord],
         next_fires: &[(JobId, Option<Timestamp>)],
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(RUNS)?;
             let mut index = txn.open_table(JOB_RUNS)?;
@@ -793,7 +1178,8 @@ impl Store {
 
     /// Rewrites finished (or progressing) runs.
     pub fn update_runs(&self, runs: &[RunRecord]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(RUNS)?;
             for run in runs {
@@ -806,7 +1192,8 @@ impl Store {
 
     /// Runs newest first, filtered.
     pub fn runs_page(&self, f: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(RUNS)?;
         let mut out = Vec::new();
         let before = f.before.unwrap_or(u64::MAX);
@@ -852,7 +1239,8 @@ impl Store {
 
     /// Runs still marked running (left over from a crash).
     pub fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(RUNS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -868,7 +1256,8 @@ impl Store {
 
     /// Deletes runs scheduled before `cutoff` that are no longer running; returns how many.
     pub fn prune_runs(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         let mut n = 0;
         {
             let mut table = txn.open_table(RUNS)?;
@@ -1069,6 +1458,130 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    fn job_record(id: u64, name: &str) -> JobRecord {
+        let spec = JobSpec::from_json(
+            &serde_json::json!({
+                "name": name,
+                "trigger": {"every": "1m", "start": "2026-01-01T00:00:00Z"},
+                "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
+            }),
+            None,
+        )
+        .unwrap();
+        JobRecord {
+            id: JobId::from_u64(id),
+            spec,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            created_by: "t".into(),
+            next_fire_at: Some(ts("2026-01-01T00:01:00Z")),
+            paused_at_ms: None,
+        }
+    }
+
+    /// A write big enough to need blocks the disk has never allocated.
+    fn big_audit(tag: &str) -> AuditEntry {
+        AuditEntry {
+            seq: 0,
+            at_ms: 0,
+            actor: Actor::local_cli(),
+            action: tag.into(),
+            target: None,
+            summary: serde_json::json!({"pad": "x".repeat(256 * 1024)}),
+        }
+    }
+
+    #[test]
+    fn a_full_disk_refuses_writes_keeps_reads_and_recovers_without_a_new_store() {
+        let disk = testing::Disk::default();
+        let store = disk.store();
+        assert!(store.insert_job(&job_record(1, "before"), None).unwrap());
+        let acknowledged = store.audit(big_audit("before")).unwrap();
+        assert!(store.health().writable);
+
+        disk.set_full(true);
+        let err = store.audit(big_audit("during")).unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the appliance's disk is full: nothing was saved; free space on the server and try again"
+        );
+        let health = store.health();
+        assert!(!health.writable && health.disk_full, "{health:?}");
+        assert!(health.since.is_some() && health.reason.is_some());
+        // Writes stay refused with the same reason while the disk is full, whatever their size.
+        let err = store
+            .insert_job(&job_record(2, "during"), None)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+        // Reads keep working on the reopened handle.
+        assert_eq!(store.jobs().unwrap().len(), 1);
+        let audit = store.audit_page(None, None, 10).unwrap();
+        assert_eq!(
+            audit.iter().map(|a| a.seq).collect::<Vec<_>>(),
+            vec![acknowledged]
+        );
+        assert!(
+            !store.health().writable,
+            "a read does not clear the condition"
+        );
+
+        disk.set_full(false);
+        // The same Store writes again: the first write recovers it.
+        assert!(store.insert_job(&job_record(3, "after"), None).unwrap());
+        assert!(store.health().writable, "{:?}", store.health());
+        let seq = store.audit(big_audit("after")).unwrap();
+        assert_eq!(seq, acknowledged + 1, "nothing refused was half-written");
+        let mut names: Vec<String> = store
+            .jobs()
+            .unwrap()
+            .into_iter()
+            .map(|j| j.spec.name)
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec!["after", "before"],
+            "acknowledged records survive, refused ones never appear"
+        );
+        drop(store);
+        // And all of it is on the disk: a fresh open sees the same.
+        let again = disk.store();
+        assert_eq!(again.jobs().unwrap().len(), 2);
+        assert_eq!(again.audit_page(None, None, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn recover_clears_the_condition_only_once_a_commit_succeeds() {
+        let disk = testing::Disk::default();
+        let store = disk.store();
+        store.insert_job(&job_record(1, "a"), None).unwrap();
+        disk.set_failing(true);
+        let err = store.insert_job(&job_record(2, "b"), None).unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+        assert!(matches!(store.recover(), Err(StoreError::DiskFull)));
+        assert!(!store.health().writable);
+        disk.set_failing(false);
+        store.recover().unwrap();
+        assert!(store.health().writable);
+        assert_eq!(store.jobs().unwrap().len(), 1);
+        assert!(store.insert_job(&job_record(2, "b"), None).unwrap());
+    }
+
+    #[test]
+    fn io_errors_are_classified() {
+        assert!(is_disk_full(&std::io::Error::from_raw_os_error(28)));
+        assert!(is_disk_full(&std::io::Error::from_raw_os_error(122)));
+        assert!(is_disk_full(&std::io::Error::other(
+            "write: No space left on device (os error 28)"
+        )));
+        assert!(!is_disk_full(&std::io::Error::from_raw_os_error(5)));
+        let e = StoreError::from(redb::StorageError::Io(std::io::Error::from_raw_os_error(5)));
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+        let e = StoreError::from(redb::StorageError::PreviousIo);
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+    }
+
     #[test]
     fn a_second_open_of_the_same_file_is_refused_as_locked() {
         let (store, dir) = temp_store("lock");
@@ -1076,5 +1589,102 @@ mod tests {
         assert!(matches!(err, OpenError::Locked { .. }), "{err}");
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Storage for tests that can run out of space.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::HashSet;
+    use std::io;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use redb::StorageBackend;
+
+    use super::Store;
+
+    const BLOCK: u64 = 4096;
+    const ENOSPC: i32 = 28;
+
+    /// A sparse file in memory on a filesystem that can fill up. Like ext4 or tmpfs: growing
+    /// the length allocates nothing; writing a block never written before needs a free block,
+    /// which fails with ENOSPC while [`Disk::set_full`] is on; rewriting a block already
+    /// allocated always works. [`Disk::set_failing`] makes every write, resize and sync fail
+    /// (a disk with no space even for redb's header rewrites). Clones share the bytes, so a
+    /// reopened store sees what was committed before.
+    #[derive(Debug, Clone, Default)]
+    pub struct Disk {
+        state: Arc<Mutex<(Vec<u8>, HashSet<u64>)>>,
+        full: Arc<AtomicBool>,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl Disk {
+        pub fn set_full(&self, on: bool) {
+            self.full.store(on, Ordering::SeqCst);
+        }
+
+        pub fn set_failing(&self, on: bool) {
+            self.failing.store(on, Ordering::SeqCst);
+        }
+
+        /// A store on this disk; each reopen gets a fresh backend over the same bytes.
+        pub fn store(&self) -> Store {
+            let disk = self.clone();
+            Store::open_with_backend(move || Ok(Box::new(disk.clone()) as Box<dyn StorageBackend>))
+                .expect("the test disk opens")
+        }
+
+        fn refuse(&self) -> io::Result<()> {
+            if self.failing.load(Ordering::SeqCst) {
+                Err(io::Error::from_raw_os_error(ENOSPC))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl StorageBackend for Disk {
+        fn len(&self) -> io::Result<u64> {
+            Ok(self.state.lock().unwrap().0.len() as u64)
+        }
+
+        fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+            let s = self.state.lock().unwrap();
+            let (a, b) = (offset as usize, offset as usize + len);
+            if b > s.0.len() {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            Ok(s.0[a..b].to_vec())
+        }
+
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.refuse()?;
+            let mut s = self.state.lock().unwrap();
+            s.0.resize(len as usize, 0);
+            s.1.retain(|b| b * BLOCK < len);
+            Ok(())
+        }
+
+        fn sync_data(&self, _eventual: bool) -> io::Result<()> {
+            self.refuse()
+        }
+
+        fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.refuse()?;
+            let mut s = self.state.lock().unwrap();
+            let end = offset + data.len() as u64;
+            let blocks = offset / BLOCK..end.div_ceil(BLOCK);
+            if self.full.load(Ordering::SeqCst) && blocks.clone().any(|b| !s.1.contains(&b)) {
+                return Err(io::Error::from_raw_os_error(ENOSPC));
+            }
+            if end as usize > s.0.len() {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            s.0[offset as usize..end as usize].copy_from_slice(data);
+            s.1.extend(blocks);
+            Ok(())
+        }
     }
 }
