@@ -153,6 +153,26 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
 }
 
+impl StoreError {
+    /// The same failure for another waiter: the class and the sentence are kept (redb's own
+    /// errors cannot be cloned, so those become `Unavailable` with their text).
+    pub fn same_kind(&self) -> StoreError {
+        match self {
+            StoreError::DiskFull => StoreError::DiskFull,
+            StoreError::Unavailable { reason } => StoreError::Unavailable {
+                reason: reason.clone(),
+            },
+            StoreError::Redb(e) => StoreError::Unavailable {
+                reason: e.to_string(),
+            },
+            StoreError::Corrupt { key, reason } => StoreError::Corrupt {
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
 /// Whether an I/O error means "no space": ENOSPC or EDQUOT, however it is wrapped.
 pub fn is_disk_full(e: &std::io::Error) -> bool {
     const ENOSPC: i32 = 28;
@@ -508,7 +528,7 @@ impl Store {
     fn guard(&self) -> Result<DbGuard<'_>, StoreError> {
         let guard = self.slot.read().unwrap();
         if guard.is_none() {
-            return Err(self.condition_error());
+            return Err(self.refusal());
         }
         Ok(DbGuard { store: self, guard })
     }
@@ -536,7 +556,7 @@ impl Store {
     }
 
     /// The error a refused operation reports while degraded.
-    fn condition_error(&self) -> StoreError {
+    pub fn refusal(&self) -> StoreError {
         match self.degraded.lock().unwrap().as_ref() {
             Some(d) if d.disk_full => StoreError::DiskFull,
             Some(d) => StoreError::Unavailable {
@@ -608,7 +628,7 @@ impl Store {
                 drop(db);
                 return Err(match e {
                     StoreError::Redb(_) | StoreError::Corrupt { .. } => e,
-                    _ => self.condition_error(),
+                    _ => self.refusal(),
                 });
             }
         }
