@@ -38,11 +38,16 @@ const KEY_SERVER: &str = "server";
 /// Written by [`Store::recover`] to prove the disk accepts a commit again.
 const KEY_PROBE: &str = "probe";
 
+/// Opens redb on a fresh backend from `factory`; with `read_only`, over an [`Overlay`].
 fn open_db(
     factory: &BackendFactory,
     watch: &Arc<IoWatch>,
+    read_only: bool,
 ) -> Result<Database, redb::DatabaseError> {
-    let inner = factory()?;
+    let mut inner = factory()?;
+    if read_only {
+        inner = Box::new(Overlay::new(inner)?);
+    }
     redb::Builder::new().create_with_backend(Watched {
         inner,
         watch: watch.clone(),
@@ -317,7 +322,7 @@ pub struct StorageHealth {
 /// (under the write lock: redb's file lock is released on drop, and no transaction outlives
 /// the swap). A failed commit writes nothing, so what was committed before is all there is.
 pub struct Store {
-    slot: RwLock<Option<Database>>,
+    slot: RwLock<Option<Handle>>,
     factory: BackendFactory,
     watch: Arc<IoWatch>,
     degraded: std::sync::Mutex<Option<Degraded>>,
@@ -326,9 +331,49 @@ pub struct Store {
 }
 
 /// The current database handle, held for the life of one operation.
+/// An open redb handle.
+struct Handle {
+    /// Always `Some` until dropped.
+    db: Option<Database>,
+    /// Opened over an [`Overlay`] because a real reopen failed: serves reads, never writes.
+    read_only: bool,
+}
+
+impl Handle {
+    fn new(db: Database, read_only: bool) -> Handle {
+        Handle {
+            db: Some(db),
+            read_only,
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let Some(db) = self.db.take() else { return };
+        if !self.read_only {
+            return;
+        }
+        // redb's Drop commits its allocator state. On a handle repaired in the overlay that
+        // commit can trip a debug assertion of redb's buddy allocator (debug builds only; in
+        // release it writes to the overlay and is thrown away). Nothing of it reaches the file.
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+        if dropped.is_err() {
+            tracing::debug!("redb panicked while closing a read-only handle; ignored");
+        }
+    }
+}
+
+/// The current database handle, held for the life of one operation.
 struct DbGuard<'a> {
     store: &'a Store,
-    guard: RwLockReadGuard<'a, Option<Database>>,
+    guard: RwLockReadGuard<'a, Option<Handle>>,
+}
+
+impl DbGuard<'_> {
+    fn read_only(&self) -> bool {
+        self.guard.as_ref().is_some_and(|h| h.read_only)
+    }
 }
 
 impl std::ops::Deref for DbGuard<'_> {
@@ -336,7 +381,103 @@ impl std::ops::Deref for DbGuard<'_> {
     fn deref(&self) -> &Database {
         self.guard
             .as_ref()
+            .and_then(|h| h.db.as_ref())
             .expect("a guard is only made over an open handle")
+    }
+}
+
+/// The same bytes, but every write, resize and sync stays in memory: what redb needs to open a
+/// file that must be repaired (after an I/O error) when the disk cannot take the repair. The
+/// file itself is never written through it, so it still needs (and gets) the real repair later.
+#[derive(Debug)]
+struct Overlay {
+    inner: Box<dyn StorageBackend>,
+    state: std::sync::Mutex<OverlayState>,
+}
+
+#[derive(Debug)]
+struct OverlayState {
+    len: u64,
+    /// File bytes at or beyond this offset read as zeros (the length was cut below it).
+    cut: u64,
+    blocks: std::collections::HashMap<u64, Vec<u8>>,
+}
+
+const OVERLAY_BLOCK: u64 = 4096;
+
+impl Overlay {
+    fn new(inner: Box<dyn StorageBackend>) -> std::io::Result<Overlay> {
+        let len = inner.len()?;
+        Ok(Overlay {
+            inner,
+            state: std::sync::Mutex::new(OverlayState {
+                len,
+                cut: len,
+                blocks: Default::default(),
+            }),
+        })
+    }
+
+    fn block(&self, st: &OverlayState, b: u64) -> std::io::Result<Vec<u8>> {
+        if let Some(bytes) = st.blocks.get(&b) {
+            return Ok(bytes.clone());
+        }
+        let mut buf = vec![0; OVERLAY_BLOCK as usize];
+        let start = b * OVERLAY_BLOCK;
+        if start < st.cut {
+            let n = (st.cut - start).min(OVERLAY_BLOCK) as usize;
+            buf[..n].copy_from_slice(&self.inner.read(start, n)?);
+        }
+        Ok(buf)
+    }
+}
+
+impl StorageBackend for Overlay {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.state.lock().unwrap().len)
+    }
+
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let st = self.state.lock().unwrap();
+        let end = offset + len as u64;
+        if end > st.len {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        let mut out = Vec::with_capacity(len);
+        for b in offset / OVERLAY_BLOCK..end.div_ceil(OVERLAY_BLOCK) {
+            let block = self.block(&st, b)?;
+            let from = offset.max(b * OVERLAY_BLOCK) - b * OVERLAY_BLOCK;
+            let to = end.min((b + 1) * OVERLAY_BLOCK) - b * OVERLAY_BLOCK;
+            out.extend_from_slice(&block[from as usize..to as usize]);
+        }
+        Ok(out)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        let mut st = self.state.lock().unwrap();
+        st.len = len;
+        st.cut = st.cut.min(len);
+        st.blocks.retain(|b, _| b * OVERLAY_BLOCK < len);
+        Ok(())
+    }
+
+    fn sync_data(&self, _eventual: bool) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let mut st = self.state.lock().unwrap();
+        let end = offset + data.len() as u64;
+        for b in offset / OVERLAY_BLOCK..end.div_ceil(OVERLAY_BLOCK) {
+            let mut block = self.block(&st, b)?;
+            let from = offset.max(b * OVERLAY_BLOCK);
+            let to = end.min((b + 1) * OVERLAY_BLOCK);
+            block[(from - b * OVERLAY_BLOCK) as usize..(to - b * OVERLAY_BLOCK) as usize]
+                .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
+            st.blocks.insert(b, block);
+        }
+        st.len = st.len.max(end);
+        Ok(())
     }
 }
 
@@ -474,7 +615,7 @@ impl Store {
 
     fn open_on(p: String, factory: BackendFactory) -> Result<Store, OpenError> {
         let watch = Arc::new(IoWatch::default());
-        let db = match open_db(&factory, &watch) {
+        let db = match open_db(&factory, &watch, false) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(OpenError::Locked { path: p })
@@ -487,7 +628,7 @@ impl Store {
             }
         };
         let store = Store {
-            slot: RwLock::new(Some(db)),
+            slot: RwLock::new(Some(Handle::new(db, false))),
             factory,
             watch,
             degraded: std::sync::Mutex::new(None),
@@ -508,12 +649,19 @@ impl Store {
     }
 
     /// The database for a read. If the handle was poisoned by an I/O error, it is reopened
-    /// first (reads keep working while writes cannot).
+    /// first — read-only over an [`Overlay`] when the disk cannot take the reopen — so reads
+    /// keep working while writes cannot.
     fn reader(&self) -> Result<DbGuard<'_>, StoreError> {
         if self.watch.get().is_some() || self.slot.read().unwrap().is_none() {
-            self.reopen()?;
+            // On failure it leaves a read-only handle whenever the file can be read.
+            let _ = self.reopen();
         }
-        self.guard()
+        self.guard().map_err(|_| StoreError::Unavailable {
+            reason: self
+                .health()
+                .reason
+                .unwrap_or_else(|| "the database could not be reopened".into()),
+        })
     }
 
     /// The database for a write. While degraded, [`Store::recover`] runs first, so a write
@@ -522,7 +670,12 @@ impl Store {
         if self.degraded.lock().unwrap().is_some() {
             self.recover()?;
         }
-        self.guard()
+        let db = self.guard()?;
+        if db.read_only() {
+            drop(db);
+            return Err(self.refusal());
+        }
+        Ok(db)
     }
 
     fn guard(&self) -> Result<DbGuard<'_>, StoreError> {
@@ -571,26 +724,32 @@ impl Store {
     /// Drops the current handle (poisoned or not) and opens the same storage again.
     fn reopen(&self) -> Result<(), StoreError> {
         let mut slot = self.slot.write().unwrap();
-        if slot.is_some() && self.watch.get().is_none() {
+        if slot.as_ref().is_some_and(|h| !h.read_only) && self.watch.get().is_none() {
             return Ok(()); // someone else reopened it meanwhile
         }
         // redb's exclusive lock on the file goes with the old handle: drop it first.
         drop(slot.take());
         self.watch.clear();
-        match open_db(&self.factory, &self.watch) {
+        match open_db(&self.factory, &self.watch, false) {
             Ok(db) => {
-                *slot = Some(db);
+                *slot = Some(Handle::new(db, false));
                 tracing::info!("database reopened after an I/O error");
                 Ok(())
             }
             Err(e) => {
-                drop(slot);
                 // Opening repairs and writes the header: on a full disk that fails too.
                 if let redb::DatabaseError::Storage(redb::StorageError::Io(io)) = &e {
                     self.watch.record(io);
                 }
                 self.note_failure();
-                tracing::warn!(error = %e, "could not reopen the database");
+                tracing::warn!(error = %e, "could not reopen the database for writing; serving reads only");
+                self.watch.clear();
+                match open_db(&self.factory, &self.watch, true) {
+                    Ok(db) => *slot = Some(Handle::new(db, true)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not reopen the database even for reads")
+                    }
+                }
                 Err(match redb::Error::from(e) {
                     redb::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull,
                     other => StoreError::Unavailable {
@@ -609,7 +768,14 @@ impl Store {
         if self.degraded.lock().unwrap().is_none() && self.watch.get().is_none() {
             return Ok(());
         }
-        if self.watch.get().is_some() || self.slot.read().unwrap().is_none() {
+        if self.watch.get().is_some()
+            || self
+                .slot
+                .read()
+                .unwrap()
+                .as_ref()
+                .is_none_or(|h| h.read_only)
+        {
             self.reopen()?;
         }
         {
@@ -1581,6 +1747,16 @@ mod tests {
         assert!(matches!(err, StoreError::DiskFull), "{err:?}");
         assert!(matches!(store.recover(), Err(StoreError::DiskFull)));
         assert!(!store.health().writable);
+        // The disk cannot even take redb's repair on reopen: reads go on over the overlay.
+        assert_eq!(store.jobs().unwrap().len(), 1);
+        assert!(matches!(
+            store.insert_job(&job_record(3, "c"), None),
+            Err(StoreError::DiskFull)
+        ));
+        assert_eq!(
+            store.job(JobId::from_u64(1)).unwrap().unwrap().spec.name,
+            "a"
+        );
         disk.set_failing(false);
         store.recover().unwrap();
         assert!(store.health().writable);
