@@ -34,9 +34,13 @@ fn job_error(e: JobError) -> ApiError {
             err
         }
         JobError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
-        JobError::Store(_) | JobError::NotRecorded(_) | JobError::ShuttingDown => {
-            ApiError::internal(e)
+        JobError::Store(s) => ApiError::store(&s),
+        JobError::NotRecorded(ref s) => {
+            let mut err = ApiError::store(s);
+            err.message = e.to_string();
+            err
         }
+        JobError::ShuttingDown => ApiError::internal(e),
     }
 }
 

@@ -136,7 +136,8 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
             | AddPeerError::AllowedIpsContainServer { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
-            AddPeerError::Store(_) | AddPeerError::ShuttingDown => ApiError::internal(e),
+            AddPeerError::Store(s) => ApiError::store(&s),
+            AddPeerError::ShuttingDown => ApiError::internal(e),
         })?;
     let server = &ctx.service.server;
     let config = ClientConfig {
@@ -204,7 +205,8 @@ fn update_error(e: PeerUpdateError) -> ApiError {
         PeerUpdateError::KeyTaken(_) | PeerUpdateError::ServerKey | PeerUpdateError::LastAdmin => {
             ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
         }
-        PeerUpdateError::Store(_) | PeerUpdateError::ShuttingDown => ApiError::internal(e),
+        PeerUpdateError::Store(s) => ApiError::store(&s),
+        PeerUpdateError::ShuttingDown => ApiError::internal(e),
     }
 }
 
