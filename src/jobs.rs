@@ -168,6 +168,9 @@ pub struct Jobs {
     policy: Arc<NetPolicy>,
     /// Whether the driver can record fires (false from a failed commit until recovery).
     recording: Arc<AtomicBool>,
+    /// A handle on the driver's own executor (same client, same destination rules), for
+    /// [`Jobs::test_action`].
+    executor: Executor,
 }
 
 /// Options for the scheduler.
@@ -236,6 +239,7 @@ impl Jobs {
         let (tx, rx) = mpsc::channel(256);
         let (fin_tx, fin_rx) = mpsc::channel(4096);
         let recording = Arc::new(AtomicBool::new(true));
+        let executor = Executor::new(config.webhook_policy.clone());
         let driver = Driver {
             recording: recording.clone(),
             unsaved: Vec::new(),
@@ -245,7 +249,7 @@ impl Jobs {
             store: store.clone(),
             table: table.clone(),
             stats: stats.clone(),
-            executor: Executor::new(config.webhook_policy.clone()),
+            executor: executor.clone(),
             finished: fin_tx,
             config,
             manual: Vec::new(),
@@ -260,6 +264,7 @@ impl Jobs {
                 damaged_at_start,
                 policy,
                 recording,
+                executor,
             },
             task,
         ))
@@ -485,6 +490,40 @@ impl Jobs {
     /// writable again; meanwhile no fire runs (an unrecorded fire is never executed).
     pub fn recording(&self) -> bool {
         self.recording.load(Ordering::SeqCst)
+    }
+
+    /// Runs a job's action once, now, without creating a job: one attempt through the
+    /// scheduler's own executor with the job's timeout, no retries, no run record. `body` is a
+    /// job as for [`Jobs::create`], or just its `action` (and `timeout`): a missing `name` or
+    /// `trigger` is not needed to send. The audit entry (`job.test`, secrets redacted) is
+    /// committed before the request goes out.
+    pub async fn test_action(
+        &self,
+        body: &Value,
+        actor: &Actor,
+    ) -> Result<crate::webhook::AttemptResult, JobError> {
+        let mut body = body.clone();
+        if let Value::Object(obj) = &mut body {
+            obj.entry("name").or_insert_with(|| json!("test"));
+            obj.entry("trigger")
+                .or_insert_with(|| json!({"every": "1h"}));
+        }
+        let now = Timestamp::now();
+        let spec = JobSpec::from_json(&body, Some(now))?;
+        check_destination(&spec, &self.policy)?;
+        let audit = AuditEntry {
+            seq: 0,
+            at_ms: now.as_millisecond().max(0) as u64,
+            actor: actor.clone(),
+            action: "job.test".into(),
+            target: None,
+            summary: spec.redacted_json(),
+        };
+        self.blocking(move |s| s.audit(audit)).await?;
+        let Action::Webhook(hook) = &spec.action;
+        let mut result = self.executor.attempt(hook, spec.timeout).await;
+        result.error = result.error.map(|e| scrub(&e, hook));
+        Ok(result)
     }
 
     pub fn get(&self, id: JobId) -> Option<JobEntry> {

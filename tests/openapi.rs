@@ -13,6 +13,8 @@ const DOC: &str = include_str!("../src/api/openapi.json");
 const ROUTES: &[(&str, &str)] = &[
     // src/api/mod.rs
     ("get", "/"),
+    ("get", "/assets/{name}"),
+    ("post", "/api/v1/schedule/preview"),
     ("get", "/api/v1/health"),
     ("get", "/api/v1/whoami"),
     ("get", "/api/v1/audit"),
@@ -25,9 +27,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/peers/{name}"),
     ("patch", "/api/v1/peers/{name}"),
     ("delete", "/api/v1/peers/{name}"),
+    ("post", "/api/v1/peers/{name}/rotate"),
     // src/api/jobs.rs
     ("get", "/api/v1/jobs"),
     ("post", "/api/v1/jobs"),
+    ("post", "/api/v1/jobs/test"),
     ("get", "/api/v1/jobs/{id}"),
     ("patch", "/api/v1/jobs/{id}"),
     ("delete", "/api/v1/jobs/{id}"),

@@ -18,6 +18,8 @@
 mod audit;
 mod jobs;
 mod peers;
+mod preview;
+mod ui;
 
 pub use audit::parse_since;
 
@@ -36,7 +38,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 
-use crate::netstack::Accepted;
+use crate::netstack::stream::Connection;
 use crate::service::Service;
 use crate::store::{Actor, StoreError};
 
@@ -339,7 +341,7 @@ impl ConnectionCounts {
 }
 
 /// Serves HTTP/1.1 (keep-alive) on one tunnel connection, on its own task.
-pub fn serve_connection(conn: Accepted, service: Arc<Service>) {
+pub fn serve_connection(conn: Connection, service: Arc<Service>) {
     let remote = conn.remote;
     let endpoint = conn.endpoint;
     tokio::spawn(async move {
@@ -474,6 +476,13 @@ fn secure(mut r: Resp) -> Resp {
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert("cache-control", HeaderValue::from_static("no-store"));
+    // The dashboard's own files carry their policy (ui::CSP); nothing else is a page at all.
+    if !h.contains_key("content-security-policy") {
+        h.insert(
+            "content-security-policy",
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     r
 }
 
@@ -589,7 +598,9 @@ async fn route(
     };
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     match (method.clone(), segs.as_slice()) {
-        (Method::GET, []) => Ok(dashboard()),
+        (Method::GET, []) => Ok(ui::index()),
+        (Method::GET, ["assets", name]) => ui::asset(name),
+        (Method::POST, ["api", "v1", "schedule", "preview"]) => preview::route(&ctx),
         (Method::GET, ["api", "v1", "health"]) => health(&ctx),
         (Method::GET, ["api", "v1", "whoami"]) => ok(json!({
             "peer": ctx.caller.name,
@@ -603,6 +614,8 @@ async fn route(
         (Method::GET, ["api", "v1", "stats"]) => jobs::stats(&ctx),
         (Method::GET, ["api", "v1", "openapi.json"]) => Ok(openapi()),
         (_, [])
+        | (_, ["assets", _])
+        | (_, ["api", "v1", "schedule", "preview"])
         | (_, ["api", "v1", "health" | "whoami" | "audit" | "runs" | "stats" | "openapi.json"]) => {
             Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -654,24 +667,6 @@ pub fn health_json(service: &Service) -> Value {
         }
     })
 }
-
-fn dashboard() -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from_static(DASHBOARD.as_bytes())));
-    let h = r.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
-    );
-    r
-}
-
-const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// The OpenAPI 3.1 description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
