@@ -2,7 +2,8 @@
 //! `HOST:PORT` new client configs carry in `Endpoint =`.
 //!
 //! `PUT` takes `{"endpoint": "HOST[:PORT]"}` (a missing port is the port listened on); the
-//! change is committed with its audit entry (`server.endpoint`) before the answer and is live
+//! change is committed with its audit entry (`server.endpoint`) before the answer (507 on a
+//! full disk, nothing changed) and is live
 //! at once: the next `POST /api/v1/peers` and `appliance peer add` carry it. Tunnels that are
 //! up stay up.
 
@@ -43,7 +44,7 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method) -> ApiResult {
                 .service
                 .set_endpoint(endpoint.clone(), ctx.caller.actor())
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(|e| ApiError::store(&e))?;
             let view = EndpointView::new(&endpoint, Some(&previous));
             ok(serde_json::to_value(view).expect("plain data"))
         }
