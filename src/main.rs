@@ -336,8 +336,9 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
             header_read_timeout: std::time::Duration::from_secs(args.header_timeout),
             max_connections_per_peer: args.max_connections_per_peer,
         },
+        // The stack drops SYNs a little past the API's cap, before allocating anything.
+        limits: appliance::netstack::Limits::for_api_cap(args.max_connections_per_peer),
         first_run,
-        ..ServeOptions::default()
     };
     rt.block_on(server::serve(dir, opts, shutdown))
         .map_err(|e| match e {
