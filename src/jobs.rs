@@ -51,6 +51,27 @@ pub enum JobError {
     /// The scheduler stopped (the appliance is shutting down).
     #[error("the scheduler is shutting down")]
     ShuttingDown,
+    /// Another job already has this name (names are unique, ignoring case and surrounding
+    /// spaces).
+    #[error("job {id} is already called '{name}'; job names are unique (ignoring case): pick another or change that job")]
+    NameTaken { name: String, id: JobId },
+}
+
+/// The form of a job name that must be unique: lowercase, without surrounding whitespace.
+pub fn name_key(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+/// The job other than `except` whose name has the same [`name_key`] as `name`, if any.
+pub fn name_taken<'a>(
+    jobs: impl IntoIterator<Item = &'a JobRecord>,
+    name: &str,
+    except: Option<JobId>,
+) -> Option<JobId> {
+    let key = name_key(name);
+    jobs.into_iter()
+        .find(|r| Some(r.id) != except && name_key(&r.spec.name) == key)
+        .map(|r| r.id)
 }
 
 /// A job as the API shows it.
@@ -63,21 +84,21 @@ pub struct JobEntry {
 impl JobEntry {
     /// The job as stored, with bookkeeping fields.
     pub fn to_json(&self) -> Value {
-        self.render(false)
+        self.render(None)
     }
 
-    /// The same with webhook secrets (URL token, credential headers) replaced by `***`: what
-    /// read-only roles see, since a webhook URL is enough to post to the channel.
-    pub fn to_json_redacted(&self) -> Value {
-        self.render(true)
+    /// What read-only roles see ([`JobSpec::viewer_json`]: the webhook URL as scheme and host
+    /// with a fingerprint keyed by `key`, allow-listed header values, no body), since a webhook
+    /// URL, a header or a body can be enough to post to the channel.
+    pub fn to_json_for_viewer(&self, key: &[u8]) -> Value {
+        self.render(Some(key))
     }
 
-    fn render(&self, redact: bool) -> Value {
+    fn render(&self, viewer_key: Option<&[u8]>) -> Value {
         let r = &self.record;
-        let mut v = if redact {
-            r.spec.redacted_json()
-        } else {
-            r.spec.to_json()
+        let mut v = match viewer_key {
+            Some(key) => r.spec.viewer_json(key),
+            None => r.spec.to_json(),
         };
         let obj = v.as_object_mut().expect("a spec is an object");
         obj.insert("id".into(), json!(r.id.to_string()));
@@ -161,6 +182,9 @@ pub struct Jobs {
     /// A handle on the driver's own executor (same client, same destination rules), for
     /// [`Jobs::test_action`].
     executor: Executor,
+    /// Held across the uniqueness check and the write of a create or rename, so two
+    /// concurrent requests cannot both take a name.
+    naming: tokio::sync::Mutex<()>,
 }
 
 /// Options for the scheduler.
@@ -168,6 +192,10 @@ pub struct Jobs {
 pub struct JobsConfig {
     /// Runs older than this are pruned.
     pub run_retention: Duration,
+    /// Audit entries older than this are pruned.
+    pub audit_retention: Duration,
+    /// The audit trail is pruned, oldest first, to at most this many bytes of entries.
+    pub audit_max_bytes: u64,
     /// Where webhooks may connect (public addresses by default; `serve` adds the tunnel subnet
     /// as forbidden and the `--allow-webhook-net` networks as allowed).
     pub webhook_policy: NetPolicy,
@@ -177,6 +205,8 @@ impl Default for JobsConfig {
     fn default() -> Self {
         JobsConfig {
             run_retention: Duration::from_secs(30 * 86_400),
+            audit_retention: Duration::from_secs(365 * 86_400),
+            audit_max_bytes: 64 * 1024 * 1024,
             webhook_policy: NetPolicy::default(),
         }
     }
@@ -249,6 +279,7 @@ impl Jobs {
                 damaged_at_start,
                 policy,
                 executor,
+                naming: tokio::sync::Mutex::new(()),
             },
             task,
         ))
@@ -289,6 +320,8 @@ impl Jobs {
         let now = Timestamp::now();
         let spec = JobSpec::from_json(body, Some(now))?;
         check_destination(&spec, &self.policy)?;
+        let _naming = self.naming.lock().await;
+        self.check_name(&spec.name, None)?;
         let now_ms = now.as_millisecond().max(0) as u64;
         let mut record = JobRecord {
             id: JobId::from_u64(0),
@@ -313,6 +346,17 @@ impl Jobs {
         // The next fire went to disk with the job, so the driver has nothing to write back:
         // one durable commit per create.
         self.schedule(record, false).await
+    }
+
+    fn check_name(&self, name: &str, except: Option<JobId>) -> Result<(), JobError> {
+        let table = self.table.read().unwrap();
+        match name_taken(table.values().map(|e| &e.record), name, except) {
+            Some(id) => Err(JobError::NameTaken {
+                name: name.to_string(),
+                id,
+            }),
+            None => Ok(()),
+        }
     }
 
     async fn schedule(&self, record: JobRecord, reschedule: bool) -> Result<JobEntry, JobError> {
@@ -340,11 +384,25 @@ impl Jobs {
         let patch = patch.clone();
         let actor = actor.clone();
         let policy = self.policy.clone();
+        let _naming = self.naming.lock().await;
+        let table = self.table.clone();
         let rec = self
             .blocking(move |s| {
                 s.update_job(id, |cur| {
                     let spec = cur.spec.patched(&patch, Some(now))?;
                     check_destination(&spec, &policy)?;
+                    // A job keeps a name it already has (even one shared before names were
+                    // unique); a new name must be free.
+                    if name_key(&spec.name) != name_key(&cur.spec.name) {
+                        let table = table.read().unwrap();
+                        let records = table.values().map(|e| &e.record);
+                        if let Some(other) = name_taken(records, &spec.name, Some(id)) {
+                            return Err(JobError::NameTaken {
+                                name: spec.name.clone(),
+                                id: other,
+                            });
+                        }
+                    }
                     let audit = Self::audit(
                         &actor,
                         "job.update",
@@ -865,6 +923,23 @@ impl Driver {
             Ok(n) => tracing::info!(pruned = n, "old runs pruned"),
             Err(e) => tracing::warn!(error = %e, "could not prune runs"),
         }
+        let now_ms = Timestamp::now().as_millisecond().max(0) as u64;
+        let cutoff_ms = now_ms.saturating_sub(
+            self.config
+                .audit_retention
+                .as_millis()
+                .min(u64::MAX as u128) as u64,
+        );
+        let max = self.config.audit_max_bytes;
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.prune_audit(cutoff_ms, max))
+            .await
+            .expect("store task does not panic")
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "old audit entries pruned"),
+            Err(e) => tracing::warn!(error = %e, "could not prune the audit trail"),
+        }
     }
 }
 
@@ -900,11 +975,13 @@ async fn execute(executor: Executor, spec: &JobSpec, mut run: RunRecord) -> RunR
 /// Replaces the webhook URL (and its path and query) in `text` with the redacted URL.
 fn scrub(text: &str, hook: &crate::sched::Webhook) -> String {
     let full = hook.url.to_string();
-    let redacted = JobSpec::redacted_url(&hook.url);
+    let redacted = crate::sched::spec::viewer_url(&hook.url);
     let mut out = text.replace(&full, &redacted);
     if let Some(pq) = hook.url.path_and_query() {
-        if pq.as_str().len() > 1 {
-            out = out.replace(pq.as_str(), "/***");
+        for part in [pq.as_str(), hook.url.path()] {
+            if part.len() > 1 {
+                out = out.replace(part, "/***");
+            }
         }
     }
     out
@@ -924,6 +1001,38 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn job_names_are_unique_ignoring_case_and_surrounding_spaces() {
+        let rec = |id: u64, name: &str| {
+            let mut spec = spec_to("https://example.com/hook");
+            spec.name = name.into();
+            JobRecord {
+                id: JobId::from_u64(id),
+                spec,
+                created_at_ms: 0,
+                updated_at_ms: 0,
+                created_by: "olga".into(),
+                next_fire_at: None,
+                paused_at_ms: None,
+            }
+        };
+        let jobs = [rec(1, "Raid Reminder"), rec(2, "weekly")];
+        assert_eq!(
+            name_taken(&jobs, "raid reminder", None),
+            Some(JobId::from_u64(1))
+        );
+        assert_eq!(
+            name_taken(&jobs, " WEEKLY ", None),
+            Some(JobId::from_u64(2))
+        );
+        assert_eq!(name_taken(&jobs, "raid", None), None);
+        assert_eq!(
+            name_taken(&jobs, "RAID REMINDER", Some(JobId::from_u64(1))),
+            None,
+            "a job does not collide with itself"
+        );
     }
 
     /// Literal destinations the policy refuses are refused at create/patch, naming the field;
@@ -976,5 +1085,15 @@ mod tests {
             hook,
         );
         assert!(!e.contains("SeCrEt"), "{e}");
+
+        // A Telegram bot token sits in the first path segment; nothing of the path survives.
+        let spec = spec_to("https://api.telegram.org/bot123:AAHsecret/sendMessage?chat_id=1");
+        let Action::Webhook(hook) = &spec.action;
+        let e = scrub(
+            "error sending request for url (https://api.telegram.org/bot123:AAHsecret/sendMessage?chat_id=1); GET /bot123:AAHsecret/sendMessage",
+            hook,
+        );
+        assert!(!e.contains("AAHsecret") && !e.contains("chat_id"), "{e}");
+        assert!(e.contains("https://api.telegram.org/***"), "{e}");
     }
 }

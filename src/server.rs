@@ -318,6 +318,7 @@ pub async fn serve(
         started: Instant::now(),
         api: opts.api.clone(),
         connections: Default::default(),
+        guards: crate::api::Guards::new(&opts.api),
         jobs: std::sync::OnceLock::new(),
         damaged_rows: AtomicUsize::new(damaged_peers.len()),
     });

@@ -743,6 +743,43 @@ impl Store {
         Ok(seq)
     }
 
+    /// Deletes the oldest audit entries: every one written before `cutoff_ms`, then more,
+    /// oldest first, until the entries kept take at most `max_bytes` — but never the newest
+    /// entry. Returns how many went.
+    /// Damaged entries count by their size and are pruned like the rest (they are old history,
+    /// not live state). A full scan; it runs once an hour.
+    pub fn prune_audit(&self, cutoff_ms: u64, max_bytes: u64) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut n = 0;
+        {
+            let mut table = txn.open_table(AUDIT)?;
+            let mut rows = Vec::new();
+            let mut total: u64 = 0;
+            for row in table.iter()? {
+                let (k, v) = row?;
+                let at_ms = serde_json::from_slice::<AuditEntry>(v.value())
+                    .map(|e| e.at_ms)
+                    .unwrap_or(0);
+                let size = v.value().len() as u64;
+                total += size;
+                rows.push((k.value(), at_ms, size));
+            }
+            // The newest entry always stays: sequence numbers continue from it, so cursors
+            // handed out earlier never come to mean other entries.
+            rows.pop();
+            for (seq, at_ms, size) in rows {
+                if at_ms >= cutoff_ms && total <= max_bytes {
+                    break;
+                }
+                table.remove(seq)?;
+                total -= size;
+                n += 1;
+            }
+        }
+        txn.commit()?;
+        Ok(n)
+    }
+
     /// Audit entries, newest first: those with `seq < before` (all when `None`), at or after
     /// `since_ms`, at most `limit`.
     pub fn audit_page(
@@ -1560,6 +1597,38 @@ mod tests {
         assert_eq!(seqs(None, None, 10), vec![5, 4, 3, 2, 1]);
         assert_eq!(seqs(Some(4), None, 2), vec![3, 2]);
         assert_eq!(seqs(None, Some(2000), 10), vec![5, 4, 3]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn audit_is_pruned_by_age_then_by_size_oldest_first() {
+        let (store, dir) = temp_store("audit-prune");
+        let entry = |at_ms: u64, pad: usize| AuditEntry {
+            seq: 0,
+            at_ms,
+            actor: Actor::local_cli(),
+            action: "job.update".into(),
+            target: None,
+            summary: serde_json::json!({"pad": "x".repeat(pad)}),
+        };
+        for i in 0..10u64 {
+            store.audit(entry(1_000 * (i + 1), 1_000)).unwrap();
+        }
+        let size = |s: &Store| -> (usize, Vec<u64>) {
+            let page = s.audit_page(None, None, 100).unwrap();
+            (page.len(), page.iter().rev().map(|e| e.seq).collect())
+        };
+        // Age: entries before t=3000 go (two of them), nothing else while under the size cap.
+        assert_eq!(store.prune_audit(3_000, u64::MAX).unwrap(), 2);
+        assert_eq!(size(&store).1, (3..=10).collect::<Vec<_>>());
+        // Size: each entry is a little over 1000 bytes; a 3500-byte cap keeps the newest three.
+        assert_eq!(store.prune_audit(0, 3_500).unwrap(), 5);
+        assert_eq!(size(&store).1, vec![8, 9, 10]);
+        // The newest entry stays whatever the limits, so numbering continues after it.
+        assert_eq!(store.prune_audit(u64::MAX, 0).unwrap(), 2);
+        assert_eq!(size(&store).1, vec![10]);
+        assert_eq!(store.audit(entry(20_000, 10)).unwrap(), 11);
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
