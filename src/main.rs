@@ -239,7 +239,11 @@ fn fatal(message: impl ToString) -> Failure {
 impl From<ControlFailure> for Failure {
     fn from(f: ControlFailure) -> Self {
         Failure {
-            code: if f.kind == "internal" { 1 } else { 2 },
+            // 2 is for what the caller got wrong; a full disk or a failure is the server's.
+            code: match f.kind.as_str() {
+                "internal" | "insufficient_storage" | "unavailable" => 1,
+                _ => 2,
+            },
             message: f.message,
         }
     }
