@@ -445,8 +445,9 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
             max_buffered_per_peer: args.max_buffered_per_peer,
             max_buffered_total: args.max_buffered_total,
         },
+        // The stack drops SYNs a little past the API's cap, before allocating anything.
+        limits: appliance::netstack::Limits::for_api_cap(args.max_connections_per_peer),
         first_run,
-        ..ServeOptions::default()
     };
     rt.block_on(server::serve(dir, opts, shutdown))
         .map_err(|e| match e {

@@ -65,7 +65,9 @@ pub struct ApiConfig {
     pub max_body: usize,
     /// How long a client may take to send a request's headers (slowloris guard).
     pub header_read_timeout: Duration,
-    /// Concurrent HTTP connections one peer may hold; more get a 429 and are closed.
+    /// Concurrent HTTP connections one peer may hold; the next few get a 429 and are closed,
+    /// and the netstack drops SYNs beyond those before allocating anything
+    /// (`netstack::Limits::for_api_cap`).
     pub max_connections_per_peer: usize,
     /// Largest request head (request line and headers), in bytes; larger gets a 431. hyper's
     /// read buffer is capped at this, so it is also the memory a connection holds for a head.
