@@ -62,6 +62,9 @@ pub enum Request {
     /// List damaged stored rows, or move them into quarantine; replies
     /// [`crate::store::DoctorReport`].
     Doctor { quarantine: bool },
+    /// Write a consistent snapshot of the database to `path` (absolute; must not exist),
+    /// while serving; replies [`crate::store::BackupInfo`].
+    Backup { path: String },
 }
 
 /// What a successful `peer add` returns: enough for the CLI to render the client config.
@@ -126,6 +129,20 @@ impl From<StoreError> for ControlFailure {
     fn from(e: StoreError) -> Self {
         ControlFailure {
             kind: "internal".into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::store::BackupError> for ControlFailure {
+    fn from(e: crate::store::BackupError) -> Self {
+        use crate::store::BackupError::*;
+        let kind = match e {
+            Exists { .. } | NoDirectory { .. } => "invalid_input",
+            _ => "internal",
+        };
+        ControlFailure {
+            kind: kind.into(),
             message: e.to_string(),
         }
     }
@@ -240,6 +257,21 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
                     .store(0, std::sync::atomic::Ordering::Relaxed);
             }
             Ok(serde_json::to_value(report).unwrap())
+        }
+        Request::Backup { path } => {
+            let path = std::path::PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(ControlFailure::invalid(format!(
+                    "the backup path {} must be absolute (the server's working directory is not yours)",
+                    path.display()
+                )));
+            }
+            let store = service.store.clone();
+            let info = tokio::task::spawn_blocking(move || store.backup_to(&path))
+                .await
+                .expect("store task does not panic")?;
+            tracing::info!(file = %info.path, bytes = info.bytes, "backup written (control socket)");
+            Ok(serde_json::to_value(info).unwrap())
         }
         Request::PeerRotate {
             name,

@@ -109,6 +109,20 @@ pub struct JobStats {
     pub skipped: u64,
     /// Milliseconds from scheduled time to the start of the first attempt, scheduled runs only.
     lateness_ms: VecDeque<u64>,
+    /// The same, all of them since start, as a histogram for `GET /metrics`.
+    pub lateness: Lateness,
+}
+
+/// Fire lateness (scheduled time to first attempt) in seconds, as a histogram.
+#[derive(Debug, Clone)]
+pub struct Lateness(pub crate::metrics::HistogramData);
+
+impl Default for Lateness {
+    fn default() -> Self {
+        Lateness(crate::metrics::HistogramData::new(
+            crate::metrics::LATENESS_BUCKETS,
+        ))
+    }
 }
 
 impl JobStats {
@@ -117,6 +131,7 @@ impl JobStats {
             self.lateness_ms.pop_front();
         }
         self.lateness_ms.push_back(ms);
+        self.lateness.0.observe(ms as f64 / 1000.0);
     }
 
     /// (p50, p99, samples) of recent lateness.
@@ -156,6 +171,8 @@ pub struct Jobs {
     pub stats: Arc<Mutex<JobStats>>,
     /// Job and run rows that did not decode when the scheduler loaded (skipped, logged).
     pub damaged_at_start: usize,
+    /// Webhook attempts by result (for `GET /metrics`).
+    pub webhook_attempts: Arc<crate::metrics::LabelCounter>,
 }
 
 /// Options for the scheduler.
@@ -218,12 +235,14 @@ impl Jobs {
         let stats = Arc::new(Mutex::new(JobStats::default()));
         let (tx, rx) = mpsc::channel(256);
         let (fin_tx, fin_rx) = mpsc::channel(4096);
+        let executor = Executor::new();
+        let webhook_attempts = executor.attempts.clone();
         let driver = Driver {
             core,
             store: store.clone(),
             table: table.clone(),
             stats: stats.clone(),
-            executor: Executor::new(),
+            executor,
             finished: fin_tx,
             config,
             manual: Vec::new(),
@@ -236,6 +255,7 @@ impl Jobs {
                 store,
                 stats,
                 damaged_at_start,
+                webhook_attempts,
             },
             task,
         ))

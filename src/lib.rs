@@ -13,10 +13,12 @@
 //! See `docs/design.md` for the driver loop and the path a packet takes.
 
 pub mod api;
+pub mod backups;
 pub mod control;
 pub mod directory;
 pub mod driver;
 pub mod jobs;
+pub mod metrics;
 pub mod netstack;
 pub mod paths;
 pub mod registry;

@@ -157,6 +157,8 @@ pub struct Service {
     /// Stored rows skipped as damaged (peers, jobs, runs found at start); reset by
     /// `appliance doctor --quarantine`. Shown in `/api/v1/health`.
     pub damaged_rows: std::sync::atomic::AtomicUsize,
+    /// HTTP requests by route template and status, with latencies (`GET /metrics`).
+    pub http: crate::metrics::HttpMetrics,
 }
 
 /// The driver stopped (the appliance is shutting down).

@@ -31,8 +31,17 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use crate::sched::{JobId, JobSpec};
 use serde::{Deserialize, Serialize};
 
-/// Version of the layout below; recorded in `meta` so a future binary can migrate.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the layout below; recorded in `meta`. Opening an older file upgrades it in one
+/// transaction (see `store/migrate.rs` for the steps).
+pub const SCHEMA_VERSION: u32 = 2;
+
+mod backup;
+mod migrate;
+
+pub(crate) use backup::sync_dir;
+pub use backup::{restore_file, BackupError, BackupInfo, RestoreError, Restored};
+#[doc(hidden)]
+pub use migrate::{encode_job_for_fixture, write_v1_fixture};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
@@ -123,6 +132,14 @@ pub enum OpenError {
     /// The file was written by a newer appliance.
     #[error("the database {path} has schema version {found}, newer than this binary understands ({SCHEMA_VERSION}); upgrade appliance")]
     SchemaTooNew { path: String, found: u32 },
+    /// The file has an older schema and upgrading it failed; the upgrade is one transaction,
+    /// so the file is unchanged.
+    #[error("cannot upgrade the database {path} from schema version {from} to {SCHEMA_VERSION} ({reason}); it is unchanged: restore a backup, or run an older appliance")]
+    Migration {
+        path: String,
+        from: u32,
+        reason: String,
+    },
     /// redb could not read or create the file.
     #[error("cannot open the database {path}: {source}")]
     Storage {
@@ -161,6 +178,9 @@ impl_from_redb!(
 /// The open appliance database.
 pub struct Store {
     db: Database,
+    /// How long each commit took (redb's `Durability::Immediate`: write and fsync), for
+    /// `GET /metrics`.
+    pub commit_latency: crate::metrics::Histogram,
 }
 
 /// A stored row that failed to decode into its checked type.
@@ -416,10 +436,28 @@ impl Store {
             Ok(Err(e)) => return Err(damaged(e.to_string())),
             Err(panic) => return Err(damaged(format!("redb could not read it: {panic}"))),
         };
-        let store = Store { db };
+        let store = Store::wrap(db);
         match quietly(|| store.schema_version()) {
             Ok(Ok(Some(v))) if v > SCHEMA_VERSION => {
                 Err(OpenError::SchemaTooNew { path: p, found: v })
+            }
+            Ok(Ok(Some(v))) if v < SCHEMA_VERSION => {
+                match quietly(|| migrate::upgrade(&store, v)) {
+                    Ok(Ok(())) => {
+                        tracing::info!(path = %p, from = v, to = SCHEMA_VERSION, "database schema upgraded");
+                        Ok(store)
+                    }
+                    Ok(Err(e)) => Err(OpenError::Migration {
+                        path: p,
+                        from: v,
+                        reason: e.to_string(),
+                    }),
+                    Err(panic) => Err(OpenError::Migration {
+                        path: p,
+                        from: v,
+                        reason: panic,
+                    }),
+                }
             }
             Ok(Ok(Some(_))) => Ok(store),
             Ok(Ok(None)) => Err(damaged("it has no appliance schema".into())),
@@ -466,9 +504,9 @@ impl Store {
         let tmp = path.with_file_name(format!(".{name}.{}.new", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         let built = (|| -> Result<(), StoreError> {
-            let store = Store {
-                db: Database::create(&tmp).map_err(|e| StoreError::Redb(Box::new(e.into())))?,
-            };
+            let store = Store::wrap(
+                Database::create(&tmp).map_err(|e| StoreError::Redb(Box::new(e.into())))?,
+            );
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| StoreError::Redb(Box::new(e.into())))?;
             store.init_schema()?;
@@ -500,7 +538,25 @@ impl Store {
         Store::open(path)
     }
 
-    fn schema_version(&self) -> Result<Option<u32>, StoreError> {
+    fn wrap(db: Database) -> Store {
+        Store {
+            db,
+            commit_latency: crate::metrics::Histogram::new(crate::metrics::LATENCY_BUCKETS),
+        }
+    }
+
+    /// Commits `txn`, timing it for `GET /metrics`. The storage layer's one clock read: a
+    /// commit is the store's own I/O (write and fsync), and only it can time it.
+    #[allow(clippy::disallowed_methods)]
+    fn commit(&self, txn: redb::WriteTransaction) -> Result<(), redb::CommitError> {
+        let started = std::time::Instant::now();
+        let r = txn.commit();
+        self.commit_latency.observe_duration(started.elapsed());
+        r
+    }
+
+    /// The schema version recorded in the file (after any upgrade at open).
+    pub fn schema_version(&self) -> Result<Option<u32>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = match txn.open_table(META) {
             Ok(t) => t,
@@ -523,15 +579,9 @@ impl Store {
                 KEY_SCHEMA,
                 serde_json::to_vec(&SCHEMA_VERSION).unwrap().as_slice(),
             )?;
-            txn.open_table(PEERS)?;
-            txn.open_table(PEER_STATS)?;
-            txn.open_table(AUDIT)?;
-            txn.open_table(JOBS)?;
-            txn.open_table(RUNS)?;
-            txn.open_table(JOB_RUNS)?;
-            txn.open_table(QUARANTINE)?;
         }
-        txn.commit()?;
+        migrate::create_tables(&txn)?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -559,7 +609,7 @@ impl Store {
             let row = serde_json::to_vec(&ServerRow::from_record(record)).unwrap();
             meta.insert(KEY_SERVER, row.as_slice())?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(true)
     }
 
@@ -630,7 +680,7 @@ impl Store {
             }
             out
         };
-        txn.commit().map_err(StoreError::from)?;
+        self.commit(txn).map_err(StoreError::from)?;
         Ok(out)
     }
 
@@ -659,7 +709,7 @@ impl Store {
                 }
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 }
@@ -739,7 +789,7 @@ impl Store {
     pub fn audit(&self, entry: AuditEntry) -> Result<u64, StoreError> {
         let txn = self.db.begin_write()?;
         let seq = append_audit(&txn, entry)?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(seq)
     }
 
@@ -972,7 +1022,7 @@ impl Store {
                 append_audit(&txn, a)?;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(true)
     }
 
@@ -1007,7 +1057,7 @@ impl Store {
             }
             Some(next.unwrap_or(current))
         };
-        txn.commit().map_err(StoreError::from)?;
+        self.commit(txn).map_err(StoreError::from)?;
         Ok(out)
     }
 
@@ -1044,7 +1094,7 @@ impl Store {
                 }
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -1057,7 +1107,7 @@ impl Store {
                 table.insert(run.id, serde_json::to_vec(run).unwrap().as_slice())?;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -1153,7 +1203,7 @@ impl Store {
                 n += 1;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(n)
     }
 }
@@ -1359,7 +1409,7 @@ impl Store {
                 },
             )?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(found.into_iter().map(|f| f.row).collect())
     }
 
@@ -1419,7 +1469,7 @@ impl Store {
             }
             other => return Err(corrupt(other, "no such table for raw test rows")),
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 }

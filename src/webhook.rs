@@ -48,6 +48,27 @@ impl AttemptResult {
         self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
     }
 
+    /// The result class counted in `appliance_webhook_attempts_total`: `success`,
+    /// `rate_limited` (429), `client_error` (other 4xx), `server_error` (5xx), `other_status`,
+    /// `timeout` or `error` (no response: connection, TLS, request too large).
+    pub fn label(&self) -> &'static str {
+        match self.status {
+            _ if self.succeeded() => "success",
+            Some(429) => "rate_limited",
+            Some(400..=499) => "client_error",
+            Some(500..=599) => "server_error",
+            Some(_) => "other_status",
+            None if self
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("timed out")) =>
+            {
+                "timeout"
+            }
+            None => "error",
+        }
+    }
+
     /// Whether another attempt could help.
     pub fn retryable(&self) -> bool {
         match self.status {
@@ -69,6 +90,8 @@ pub struct Outcome {
 #[derive(Clone)]
 pub struct Executor {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Attempts by result ([`AttemptResult::label`]), for `GET /metrics`.
+    pub attempts: std::sync::Arc<crate::metrics::LabelCounter>,
 }
 
 impl Default for Executor {
@@ -87,7 +110,10 @@ impl Executor {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(https);
-        Executor { client }
+        Executor {
+            client,
+            attempts: Default::default(),
+        }
     }
 
     /// One attempt with `timeout` covering connect, request and reading the (capped) reply.
@@ -188,6 +214,7 @@ impl Executor {
         loop {
             on_attempt(attempt);
             let r = self.attempt(hook, timeout).await;
+            self.attempts.inc(r.label());
             if r.succeeded() || !r.retryable() || attempt >= retry.attempts {
                 return Outcome {
                     attempts: attempt,

@@ -19,6 +19,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/runs"),
     ("get", "/api/v1/stats"),
     ("get", "/api/v1/openapi.json"),
+    ("get", "/metrics"),
     // src/api/peers.rs
     ("get", "/api/v1/peers"),
     ("post", "/api/v1/peers"),
