@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-packages=(wireguard-go wireguard-tools iproute2 curl iputils-ping procps wrk zbar-tools python3 bsdutils chromium)
+packages=(wireguard-go wireguard-tools iproute2 curl iputils-ping procps wrk zbar-tools python3 bsdutils chromium prometheus)
 
 if [ "$(id -u)" -eq 0 ]; then
   as_root=()
