@@ -365,4 +365,18 @@ fn a_real_prometheus_peer_scrapes_metrics_through_wireguard_go() {
         "appliance_http_request_duration_seconds_count{route=\"/metrics\"}",
     );
     assert!(lat.first().is_some_and(|s| value_of(s) >= 1.0), "{lat:?}");
+
+    // Viewers and up only: the same peer demoted to handler is refused, naming the roles.
+    let demoted = app.run(&["peer", "role", "prom", "handler"]);
+    assert!(demoted.status.success(), "{}", describe(&demoted));
+    let (status, err) = call(&ns, "GET", "/metrics", None, &[]);
+    assert_eq!(status, 403, "{err}");
+    assert_eq!(err["error"]["code"], "forbidden_role", "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("viewer, officer or admin"),
+        "{err}"
+    );
 }
