@@ -8,7 +8,8 @@
 //! - [`api`]: hyper on netstack connections; every request has a [`api::Caller`].
 //! - [`registry`] (pure peer decisions), [`store`] (redb), [`service`] (operations of the
 //!   running server), [`control`] (local Unix control socket for the CLI).
-//! - [`server`]: `init` and `serve` wiring; [`paths`]: the data directory.
+//! - [`server`]: `init` and `serve` wiring; [`paths`]: the data directory; [`backups`]:
+//!   rotated backups and restore; [`metrics`]: counters and the Prometheus text format.
 //!
 //! See `docs/design.md` for the driver loop and the path a packet takes.
 

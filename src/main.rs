@@ -4,7 +4,8 @@
 //! Layer: CLI edge. Parses arguments into checked types, then sends each peer command to the
 //! running server through its control socket, or — when nothing serves — runs the same pure
 //! decision against the database directly. Prints results.
-//! Only `init` and `serve` create a data directory; every other command refuses a missing one.
+//! Only `init`, `serve` and `restore` create a data directory; every other command refuses a
+//! missing one.
 //! Exit codes: 0 success, 2 bad input, a refused request or no appliance data, 3 the database is
 //! empty, damaged or from a newer version (restarting will not help: the systemd unit's
 //! `RestartPreventExitStatus=3`), 1 anything else.
@@ -33,7 +34,7 @@ use serde_json::Value;
     version,
     about = "A private job scheduler reachable only over its own WireGuard",
     after_help = "Exit codes: 0 success; 2 bad input, a refused request, or no appliance data \
-(only `init` and `serve` create it); 3 the database is empty, damaged or from a newer version \
+(only `init`, `serve` and `restore` create it); 3 the database is empty, damaged or from a newer version \
 (restore a backup or move it aside); 1 anything else."
 )]
 struct Cli {

@@ -17,6 +17,9 @@
 //! loaders: [`Store::peers`] and [`Store::jobs`] return what decodes plus a list of
 //! [`DamagedRow`]s, and [`Store::quarantine_damaged`] moves damaged rows, bytes intact, into the
 //! `quarantine` table.
+//!
+//! An older file is upgraded at open (`store/migrate.rs`: ordered steps in one transaction).
+//! [`Store::backup_to`] writes a consistent snapshot while serving (`store/backup.rs`).
 
 use std::cell::Cell;
 use std::io::Read as _;
