@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 
 use crate::paths::DataDir;
-use crate::store::{self, BackupError, BackupInfo, OpenError, RestoreError, Restored, Store};
+use crate::store::{self, BackupError, BackupInfo, RestoreError, Restored, Store};
 
 /// Subdirectory of the data directory holding rotated backups.
 pub const BACKUP_DIR: &str = "backups";
@@ -202,7 +202,7 @@ pub fn restore(dir: &DataDir, file: &Path, force: bool) -> Result<RestoreOutcome
         });
     }
     // redb's lock tells whether a server (without an answering socket yet) holds the file.
-    if matches!(Store::open(&db), Err(OpenError::Locked { .. })) {
+    if Store::is_locked(&db) {
         return Err(RestoreDirError::Serving { dir: root });
     }
     dir.ensure().map_err(|source| RestoreDirError::DataDir {

@@ -387,7 +387,12 @@ pub fn request(path: &Path, req: &Request) -> Result<serde_json::Value, ClientEr
         }
         Err(e) => return Err(e.into()),
     };
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // A backup copies the whole database before it answers; everything else is quick.
+    let wait = match req {
+        Request::Backup { .. } => Duration::from_secs(3600),
+        _ => Duration::from_secs(30),
+    };
+    stream.set_read_timeout(Some(wait))?;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
     let mut line = serde_json::to_vec(req).unwrap();
     line.push(b'\n');

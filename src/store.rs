@@ -469,6 +469,15 @@ impl Store {
         }
     }
 
+    /// Whether another process (normally `appliance serve`) holds the database at `path`.
+    /// Unlike [`Store::open`] this never upgrades or otherwise changes the file.
+    pub fn is_locked(path: &Path) -> bool {
+        matches!(
+            quietly(|| Database::open(path)),
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen))
+        )
+    }
+
     /// Opens an existing appliance database and reads its server record; a file without a
     /// readable server record is [`OpenError::Damaged`].
     pub fn open_appliance(path: &Path) -> Result<(Store, ServerRecord), OpenError> {
