@@ -35,7 +35,7 @@ use appliance::control::{self, Request};
 use appliance::jobs::{Jobs, JobsConfig};
 use appliance::sched::{Action, JobId, JobSpec, Webhook};
 use appliance::store::{Actor, AuditEntry, JobRecord, Store};
-use appliance::webhook::Executor;
+use appliance::webhook::{Executor, NetPolicy};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::service::service_fn;
@@ -246,10 +246,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Webhooks may reach the loopback sink (as with `serve --allow-webhook-net 127.0.0.0/8`).
+fn loopback_policy() -> NetPolicy {
+    NetPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])
+}
+
 /// Start the appliance's scheduler on `store`; returns it with its stop switch and task.
 fn start_jobs(store: Arc<Store>) -> (Jobs, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
-    let (jobs, task) = Jobs::start(store, JobsConfig::default(), rx).expect("start jobs");
+    let config = JobsConfig {
+        webhook_policy: loopback_policy(),
+        ..JobsConfig::default()
+    };
+    let (jobs, task) = Jobs::start(store, config, rx).expect("start jobs");
     (jobs, tx, task)
 }
 
@@ -739,7 +748,7 @@ async fn baseline_burst(addr: SocketAddr, hits: &Hits, round: usize) -> Burst {
     let prefix = format!("b{round}");
     let now = Timestamp::now();
     let at = burst_instant();
-    let executor = Executor::new();
+    let executor = Executor::new(loopback_policy());
     let hooks: Vec<(Webhook, JobSpec)> = (0..BURST)
         .map(|i| {
             let spec = JobSpec::from_json(&burst_body(addr, &prefix, i, at), Some(now)).unwrap();

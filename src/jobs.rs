@@ -22,7 +22,7 @@ use crate::sched::{Action, Core, Fire, FireKind, JobId, JobSpec, SpecError};
 use crate::store::{
     Actor, AuditEntry, JobRecord, RunFilter, RunRecord, RunStatus, Store, StoreError,
 };
-use crate::webhook::Executor;
+use crate::webhook::{policy, Executor, NetPolicy};
 
 /// How often old runs are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -173,6 +173,8 @@ pub struct Jobs {
     pub damaged_at_start: usize,
     /// Webhook attempts by result (for `GET /metrics`).
     pub webhook_attempts: Arc<crate::metrics::LabelCounter>,
+    /// Where webhooks may connect; literal-IP URLs are checked against it at create and patch.
+    policy: Arc<NetPolicy>,
 }
 
 /// Options for the scheduler.
@@ -180,12 +182,16 @@ pub struct Jobs {
 pub struct JobsConfig {
     /// Runs older than this are pruned.
     pub run_retention: Duration,
+    /// Where webhooks may connect (public addresses by default; `serve` adds the tunnel subnet
+    /// as forbidden and the `--allow-webhook-net` networks as allowed).
+    pub webhook_policy: NetPolicy,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
         JobsConfig {
             run_retention: Duration::from_secs(30 * 86_400),
+            webhook_policy: NetPolicy::default(),
         }
     }
 }
@@ -233,9 +239,10 @@ impl Jobs {
         );
         let table = Arc::new(RwLock::new(table));
         let stats = Arc::new(Mutex::new(JobStats::default()));
+        let policy = Arc::new(config.webhook_policy.clone());
         let (tx, rx) = mpsc::channel(256);
         let (fin_tx, fin_rx) = mpsc::channel(4096);
-        let executor = Executor::new();
+        let executor = Executor::new(config.webhook_policy.clone());
         let webhook_attempts = executor.attempts.clone();
         let driver = Driver {
             core,
@@ -256,6 +263,7 @@ impl Jobs {
                 stats,
                 damaged_at_start,
                 webhook_attempts,
+                policy,
             },
             task,
         ))
@@ -295,6 +303,7 @@ impl Jobs {
     pub async fn create(&self, body: &Value, actor: &Actor) -> Result<JobEntry, JobError> {
         let now = Timestamp::now();
         let spec = JobSpec::from_json(body, Some(now))?;
+        check_destination(&spec, &self.policy)?;
         let now_ms = now.as_millisecond().max(0) as u64;
         let mut record = JobRecord {
             id: JobId::from_u64(0),
@@ -345,10 +354,12 @@ impl Jobs {
         let now = Timestamp::now();
         let patch = patch.clone();
         let actor = actor.clone();
+        let policy = self.policy.clone();
         let rec = self
             .blocking(move |s| {
                 s.update_job(id, |cur| {
                     let spec = cur.spec.patched(&patch, Some(now))?;
+                    check_destination(&spec, &policy)?;
                     let audit = Self::audit(
                         &actor,
                         "job.update",
@@ -495,6 +506,23 @@ impl Jobs {
 
     pub async fn runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, JobError> {
         Ok(self.blocking(move |s| s.runs_page(&filter)).await?)
+    }
+}
+
+/// Refuses a webhook URL whose host is an address the destination policy never lets the
+/// executor connect to (a literal IP, a numeric form such as `2130706433`, or `localhost`).
+/// DNS names are judged when a run connects, on the addresses they resolve to then.
+fn check_destination(spec: &JobSpec, policy: &NetPolicy) -> Result<(), SpecError> {
+    let Action::Webhook(hook) = &spec.action;
+    let Some(host) = hook.url.host() else {
+        return Ok(());
+    };
+    match policy::parse_host(host) {
+        policy::Host::Ip(ip) => policy.check(ip).map(|_| ()).map_err(|r| SpecError {
+            field: "action.webhook.url".into(),
+            message: r.to_string(),
+        }),
+        policy::Host::Name(_) => Ok(()),
     }
 }
 
@@ -866,6 +894,51 @@ fn scrub(text: &str, hook: &crate::sched::Webhook) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec_to(url: &str) -> JobSpec {
+        JobSpec::from_json(
+            &json!({
+                "name": "x",
+                "trigger": {"every": "1m", "start": "2026-01-01T00:00:00Z"},
+                "action": {"webhook": {"url": url}}
+            }),
+            None,
+        )
+        .unwrap()
+    }
+
+    /// Literal destinations the policy refuses are refused at create/patch, naming the field;
+    /// names wait for the connect-time check.
+    #[test]
+    fn literal_destinations_are_checked_when_a_job_is_saved() {
+        let tunnel: crate::webhook::IpNet = "10.88.88.0/24".parse().unwrap();
+        let default = NetPolicy::new(vec![]).forbid(tunnel);
+        let lan = NetPolicy::new(vec!["10.0.0.0/8".parse().unwrap()]).forbid(tunnel);
+        for url in [
+            "http://10.88.88.1:8888/api/v1/peers",
+            "http://127.0.0.1:9/x",
+            "http://localhost/x",
+            "http://2130706433/x",
+            "http://0/x",
+            "http://[::1]/x",
+            "http://[::ffff:127.0.0.1]/x",
+            "http://169.254.169.254/latest/meta-data",
+            "https://192.168.1.2/hook",
+        ] {
+            let e = check_destination(&spec_to(url), &default).unwrap_err();
+            assert_eq!(e.field, "action.webhook.url", "{url}");
+            assert!(e.message.starts_with("destination "), "{url}: {e}");
+        }
+        let e = check_destination(&spec_to("http://10.88.88.1:8888/"), &lan).unwrap_err();
+        assert!(e.message.contains("appliance's own network"), "{e}");
+        assert!(check_destination(&spec_to("http://10.1.2.3/hook"), &lan).is_ok());
+        assert!(
+            check_destination(&spec_to("https://discord.com/api/webhooks/1/t"), &default).is_ok()
+        );
+        assert!(check_destination(&spec_to("https://162.159.135.232/x"), &default).is_ok());
+        // A name is resolved, and judged, only when a run connects.
+        assert!(check_destination(&spec_to("http://sink.test:18080/"), &default).is_ok());
+    }
 
     #[test]
     fn scrub_removes_the_webhook_token_from_error_text() {

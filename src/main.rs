@@ -172,6 +172,11 @@ struct ServeArgs {
     /// How many backups --backup-every keeps (the oldest are deleted)
     #[arg(long, default_value_t = 7, value_name = "N")]
     backup_keep: usize,
+    /// Let webhooks reach this non-public network (repeatable), e.g. 192.168.1.0/24 for a
+    /// self-hosted bot; by default they reach public addresses only. The tunnel subnet stays
+    /// closed whatever is given
+    #[arg(long = "allow-webhook-net", value_name = "CIDR")]
+    allow_webhook_nets: Vec<appliance::webhook::IpNet>,
 }
 
 /// Options for the client config that `add` and `rotate` print.
@@ -347,7 +352,10 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
         .map_err(fatal)?;
     let (_keep, shutdown) = tokio::sync::watch::channel(false);
     let opts = ServeOptions {
-        jobs: appliance::jobs::JobsConfig { run_retention },
+        jobs: appliance::jobs::JobsConfig {
+            run_retention,
+            webhook_policy: appliance::webhook::NetPolicy::new(args.allow_webhook_nets),
+        },
         listen: args.listen,
         api: appliance::api::ApiConfig {
             extra_hosts: args.hosts,

@@ -258,8 +258,11 @@ pub async fn serve(
         http: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Webhooks never reach the tunnel subnet (the API lives there), whatever is allowed.
+    let mut jobs_config = opts.jobs.clone();
+    jobs_config.webhook_policy = jobs_config.webhook_policy.forbid(server.interface.into());
     let (jobs, jobs_task) =
-        crate::jobs::Jobs::start(service.store.clone(), opts.jobs.clone(), stop_rx.clone())?;
+        crate::jobs::Jobs::start(service.store.clone(), jobs_config, stop_rx.clone())?;
     service
         .damaged_rows
         .fetch_add(jobs.damaged_at_start, std::sync::atomic::Ordering::Relaxed);

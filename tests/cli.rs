@@ -133,6 +133,26 @@ fn bad_init_input_exits_2_and_creates_no_key() {
     }
 }
 
+/// A bad `--allow-webhook-net` is a usage error naming the flag, before anything is created.
+#[test]
+fn a_bad_allow_webhook_net_exits_2_naming_the_flag() {
+    for (net, needle) in [
+        ("192.168.1.0/33", "not a valid prefix length"),
+        ("lan", "is not an IP address"),
+        ("fd00::/200", "not a valid prefix length"),
+    ] {
+        let d = Dir::new("badnet");
+        let out = run(&d.data(), &["serve", "--allow-webhook-net", net]);
+        assert_eq!(out.status.code(), Some(2), "{net}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("--allow-webhook-net") && err.contains(needle),
+            "{net}: {err}"
+        );
+        assert!(!d.data().exists(), "{net}: serve created the data dir");
+    }
+}
+
 #[test]
 fn data_dir_comes_from_the_environment_when_no_flag_is_given() {
     let d = Dir::new("env");

@@ -234,6 +234,7 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
             "client_error",
             "server_error",
             "other_status",
+            "refused",
             "timeout",
             "error",
         ] {
