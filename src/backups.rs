@@ -49,6 +49,33 @@ pub fn plan_prune(names: &[String], keep: usize) -> Vec<String> {
     ours.into_iter().take(excess).cloned().collect()
 }
 
+/// Backups written by the running server (scheduled or through the control socket), for
+/// `GET /metrics`: an alert on an old last success catches a backup job that stopped working.
+#[derive(Debug, Default)]
+pub struct BackupStats {
+    pub succeeded: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+    /// Unix seconds of the last successful backup (0: none since start).
+    pub last_success_unix: std::sync::atomic::AtomicU64,
+}
+
+impl BackupStats {
+    /// Counts one backup attempt.
+    pub fn record<T, E>(&self, r: &Result<T, E>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match r {
+            Ok(_) => {
+                self.succeeded.fetch_add(1, Relaxed);
+                self.last_success_unix
+                    .store(Timestamp::now().as_second().max(0) as u64, Relaxed);
+            }
+            Err(_) => {
+                self.failed.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
 /// Settings of `serve --backup-every D --backup-keep N`.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -104,6 +131,7 @@ pub async fn run_periodic(
     store: Arc<Store>,
     dir: DataDir,
     schedule: Schedule,
+    stats: Arc<BackupStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut next = tokio::time::Instant::now() + schedule.every;
@@ -120,6 +148,7 @@ pub async fn run_periodic(
         let r = tokio::task::spawn_blocking(move || rotate_once(&store, &dir, keep))
             .await
             .expect("backup task does not panic");
+        stats.record(&r);
         match r {
             Ok(info) => tracing::info!(
                 file = %info.path,

@@ -269,7 +269,9 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             let store = service.store.clone();
             let info = tokio::task::spawn_blocking(move || store.backup_to(&path))
                 .await
-                .expect("store task does not panic")?;
+                .expect("store task does not panic");
+            service.backups.record(&info);
+            let info = info?;
             tracing::info!(file = %info.path, bytes = info.bytes, "backup written (control socket)");
             Ok(serde_json::to_value(info).unwrap())
         }

@@ -256,6 +256,7 @@ pub async fn serve(
         jobs: std::sync::OnceLock::new(),
         damaged_rows: AtomicUsize::new(damaged_peers.len()),
         http: Default::default(),
+        backups: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     // Webhooks never reach the tunnel subnet (the API lives there), whatever is allowed.
@@ -306,6 +307,7 @@ pub async fn serve(
             service.store.clone(),
             dir.clone(),
             schedule,
+            service.backups.clone(),
             stop_rx.clone(),
         ))
     });

@@ -159,6 +159,8 @@ pub struct Service {
     pub damaged_rows: std::sync::atomic::AtomicUsize,
     /// HTTP requests by route template and status, with latencies (`GET /metrics`).
     pub http: crate::metrics::HttpMetrics,
+    /// Backups this server wrote (`GET /metrics`).
+    pub backups: Arc<crate::backups::BackupStats>,
 }
 
 /// The driver stopped (the appliance is shutting down).

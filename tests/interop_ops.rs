@@ -275,8 +275,12 @@ fn a_real_prometheus_peer_scrapes_metrics_through_wireguard_go() {
     let app = Appliance::start(&ns);
     let config = app.peer_add("prom", "viewer");
     let _client = connect(&ns, &app, &config);
-    // Some traffic for the HTTP series: a 404 and a 200.
+    // Some traffic for the HTTP series: a 404 and a 200. And one backup while serving.
     assert_eq!(call(&ns, "GET", "/api/v1/nope", None, &[]).0, 404);
+    let backup = unique_temp_dir("opsprom-backup").join("b.redb");
+    let out = app.run(&["backup", backup.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let _ = std::fs::remove_dir_all(backup.parent().unwrap());
 
     // The body itself: the right content type, and promtool's linter is happy.
     let r = curl_full(&ns, &api_url("/metrics"), &["-i"]);
@@ -298,9 +302,17 @@ fn a_real_prometheus_peer_scrapes_metrics_through_wireguard_go() {
         "appliance_run_lateness_seconds_bucket{le=\"+Inf\"} 0",
         "appliance_store_commit_duration_seconds_count ",
         "appliance_webhook_attempts_total{result=\"success\"} 0",
+        "appliance_backups_total{result=\"ok\"} 1",
+        "appliance_backups_total{result=\"failed\"} 0",
     ] {
         assert!(body.contains(series), "missing {series} in:\n{body}");
     }
+    let last_backup: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("appliance_backup_last_success_timestamp_seconds "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(last_backup > 1.0e9, "last backup time: {last_backup}");
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -247,6 +247,32 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
         }
     }
 
+    // Backups written by this server (scheduled, or `appliance backup` while serving).
+    {
+        let b = &service.backups;
+        e.family(
+            "appliance_backups_total",
+            "Backups this server wrote since start, by result.",
+            "counter",
+        );
+        e.sample(
+            "appliance_backups_total",
+            &[("result", "ok")],
+            b.succeeded.load(Ordering::Relaxed) as f64,
+        );
+        e.sample(
+            "appliance_backups_total",
+            &[("result", "failed")],
+            b.failed.load(Ordering::Relaxed) as f64,
+        );
+        e.single(
+            "appliance_backup_last_success_timestamp_seconds",
+            "Unix time of the last successful backup since start (0: none yet).",
+            "gauge",
+            b.last_success_unix.load(Ordering::Relaxed) as f64,
+        );
+    }
+
     // Storage.
     e.family(
         "appliance_store_commit_duration_seconds",
