@@ -381,7 +381,9 @@ fn decode_peer(key: &str, bytes: &[u8]) -> Result<PeerRecord, StoreError> {
 impl Store {
     /// Opens an existing database and checks its schema version. Never creates or initialises
     /// anything: a missing file is [`OpenError::Missing`]; an empty, foreign, truncated or
-    /// schema-less file is [`OpenError::Damaged`] and is not written to by this check.
+    /// schema-less file is [`OpenError::Damaged`] and is not written to by this check. A healthy
+    /// file of an older schema version is upgraded in one transaction
+    /// ([`OpenError::Migration`] if that fails, leaving it unchanged).
     pub fn open(path: &Path) -> Result<Store, OpenError> {
         let p = path.display().to_string();
         let meta = match std::fs::metadata(path) {
