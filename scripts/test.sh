@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (the Python handler library's tests, then cargo's), installing
-# first what the tests need.
+# Runs the whole test suite, installing first what the tests need: the Python handler library's
+# tests, the cargo tests, then scripts/test-deb.sh (the .deb built, installed, run and purged;
+# APPLIANCE_TEST_DEB=0 skips it outside CI).
 #
 #   scripts/test.sh [extra cargo test args...]
 #
@@ -54,8 +55,16 @@ python_status=0
 python3 -m unittest discover -s clients/python/tests -v || python_status=$?
 
 echo "test.sh: cargo test --workspace --all-targets $*"
-cargo test --workspace --all-targets "$@"
-if [ "$python_status" -ne 0 ]; then
-  echo "test.sh: the Python handler tests failed (exit $python_status); see above" >&2
-  exit "$python_status"
+cargo_rc=0
+cargo test --workspace --all-targets "$@" || cargo_rc=$?
+
+# The .deb: build, install, run, purge (scripts/test-deb.sh says what it checks).
+deb_rc=0
+if [ "${APPLIANCE_TEST_DEB:-1}" = 0 ] && [ "${CI:-}" != true ]; then
+  echo "test.sh: APPLIANCE_TEST_DEB=0: scripts/test-deb.sh NOT run"
+else
+  echo "test.sh: bash scripts/test-deb.sh"
+  bash scripts/test-deb.sh || deb_rc=$?
 fi
+echo "test.sh: python tests exit $python_status, cargo tests exit $cargo_rc, .deb test exit $deb_rc"
+[ "$python_status" -eq 0 ] && [ "$cargo_rc" -eq 0 ] && [ "$deb_rc" -eq 0 ]

@@ -76,6 +76,76 @@ impl BackupStats {
     }
 }
 
+const STAGED_PREFIX: &str = ".backup-";
+const STAGED_SUFFIX: &str = ".staged";
+
+/// A fresh name, in the data directory, for a backup the server writes for `appliance backup`
+/// (which copies it out and deletes it).
+pub fn staged_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{STAGED_PREFIX}{}-{}{STAGED_SUFFIX}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Whether `name` is a bare staging name from [`staged_name`] (no directory parts).
+pub fn is_staged_name(name: &str) -> bool {
+    name.starts_with(STAGED_PREFIX)
+        && name.ends_with(STAGED_SUFFIX)
+        && !name.contains('/')
+        && !name.contains("..")
+}
+
+/// Deletes staged backups a CLI never collected (it died mid-copy). Called at `serve` start.
+pub fn remove_stale_staged(root: &Path) {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if is_staged_name(&name) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => tracing::info!(file = %name, "stale staged backup removed"),
+                Err(err) => {
+                    tracing::warn!(file = %name, error = %err, "cannot remove a stale staged backup")
+                }
+            }
+        }
+    }
+}
+
+/// Copies `src` to `dest` for the caller: a new file created 0600 beside `dest`, fsynced, and
+/// hard-linked into place, so an existing `dest` is never overwritten and a failure leaves
+/// nothing at `dest`. Returns the bytes copied.
+pub fn copy_private(src: &Path, dest: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "backup".into());
+    let tmp = dest.with_file_name(format!(".{name}.{}.copying", std::process::id()));
+    let copied = (|| {
+        let mut from = std::fs::File::open(src)?;
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let n = std::io::copy(&mut from, &mut to)?;
+        to.sync_all()?;
+        std::fs::hard_link(&tmp, dest)?;
+        Ok(n)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    if copied.is_ok() {
+        store::sync_dir(dest.parent().unwrap_or(Path::new(".")));
+    }
+    copied
+}
+
 /// Settings of `serve --backup-every D --backup-keep N`.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -198,6 +268,27 @@ pub enum RestoreDirError {
     },
 }
 
+/// Gives `file` the owner of `dir` when they differ: `sudo appliance restore` into the
+/// directory of a service that runs as its own user (systemd's `DynamicUser=`, which only
+/// re-owns the directory's contents when the directory itself changed hands). Only root can;
+/// anyone else gets a warning.
+fn match_owner(dir: &Path, file: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Ok(d), Ok(f)) = (std::fs::metadata(dir), std::fs::metadata(file)) else {
+        return;
+    };
+    if (d.uid(), d.gid()) == (f.uid(), f.gid()) {
+        return;
+    }
+    if let Err(e) = std::os::unix::fs::chown(file, Some(d.uid()), Some(d.gid())) {
+        tracing::warn!(
+            file = %file.display(),
+            error = %e,
+            "cannot give the restored database the data directory's owner; the server may not be able to open it"
+        );
+    }
+}
+
 /// What [`restore`] did.
 #[derive(Debug, Clone)]
 pub struct RestoreOutcome {
@@ -267,6 +358,7 @@ pub fn restore(dir: &DataDir, file: &Path, force: bool) -> Result<RestoreOutcome
         })
     })?;
     store::sync_dir(dir.root());
+    match_owner(dir.root(), &db);
     Ok(RestoreOutcome {
         restored,
         kept_aside,

@@ -62,9 +62,12 @@ pub enum Request {
     /// List damaged stored rows, or move them into quarantine; replies
     /// [`crate::store::DoctorReport`].
     Doctor { quarantine: bool },
-    /// Write a consistent snapshot of the database to `path` (absolute; must not exist),
-    /// while serving; replies [`crate::store::BackupInfo`].
-    Backup { path: String },
+    /// Write a consistent snapshot of the database into the data directory under a staging
+    /// name; replies [`crate::store::BackupInfo`] whose `path` is that file's name. The CLI
+    /// copies it to its destination and deletes it: the server may not be able to write where
+    /// the caller wants (the systemd unit's sandbox gives it only the data directory, and its
+    /// own private /tmp).
+    Backup,
 }
 
 /// What a successful `peer add` returns: enough for the CLI to render the client config.
@@ -258,21 +261,20 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             }
             Ok(serde_json::to_value(report).unwrap())
         }
-        Request::Backup { path } => {
-            let path = std::path::PathBuf::from(path);
-            if !path.is_absolute() {
-                return Err(ControlFailure::invalid(format!(
-                    "the backup path {} must be absolute (the server's working directory is not yours)",
-                    path.display()
-                )));
-            }
+        Request::Backup => {
+            let name = crate::backups::staged_name();
+            let path = service.data_dir.join(&name);
             let store = service.store.clone();
             let info = tokio::task::spawn_blocking(move || store.backup_to(&path))
                 .await
                 .expect("store task does not panic");
             service.backups.record(&info);
-            let info = info?;
-            tracing::info!(file = %info.path, bytes = info.bytes, "backup written (control socket)");
+            let mut info = info?;
+            tracing::info!(
+                bytes = info.bytes,
+                "backup staged for the CLI (control socket)"
+            );
+            info.path = name;
             Ok(serde_json::to_value(info).unwrap())
         }
         Request::PeerRotate {
@@ -391,7 +393,7 @@ pub fn request(path: &Path, req: &Request) -> Result<serde_json::Value, ClientEr
     };
     // A backup copies the whole database before it answers; everything else is quick.
     let wait = match req {
-        Request::Backup { .. } => Duration::from_secs(3600),
+        Request::Backup => Duration::from_secs(3600),
         _ => Duration::from_secs(30),
     };
     stream.set_read_timeout(Some(wait))?;

@@ -177,6 +177,15 @@ struct ServeArgs {
     /// closed whatever is given
     #[arg(long = "allow-webhook-net", value_name = "CIDR")]
     allow_webhook_nets: Vec<appliance::webhook::IpNet>,
+    /// First run only: HOST[:PORT] that clients dial [default: this machine's host name]
+    #[arg(long, env = "APPLIANCE_ENDPOINT", value_name = "HOST[:PORT]")]
+    endpoint: Option<String>,
+    /// First run only: UDP port for WireGuard [default: 51820]
+    #[arg(long, env = "APPLIANCE_LISTEN_PORT", value_name = "PORT")]
+    listen_port: Option<u16>,
+    /// First run only: tunnel subnet; the server takes its first address [default: 10.88.88.0/24]
+    #[arg(long, env = "APPLIANCE_SUBNET", value_name = "CIDR")]
+    subnet: Option<String>,
 }
 
 /// Options for the client config that `add` and `rotate` print.
@@ -346,6 +355,18 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
             })
         }
     };
+    // Checked before anything touches the disk, though they matter only on the first run.
+    let first_run = server::FirstRun {
+        subnet: (args.subnet.as_deref().map(Ipv4Net::parse).transpose())
+            .map_err(|e| usage(format!("invalid --subnet (or APPLIANCE_SUBNET): {e}")))?,
+        endpoint: args.endpoint,
+        listen_port: args.listen_port,
+    };
+    first_run.options().check().map_err(|e| {
+        usage(format!(
+            "{e} (given as a flag, or as APPLIANCE_ENDPOINT, APPLIANCE_LISTEN_PORT or APPLIANCE_SUBNET)"
+        ))
+    })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -364,6 +385,7 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
             max_connections_per_peer: args.max_connections_per_peer,
         },
         backups,
+        first_run,
         ..ServeOptions::default()
     };
     rt.block_on(server::serve(dir, opts, shutdown))

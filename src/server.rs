@@ -51,6 +51,71 @@ impl Default for InitOptions {
     }
 }
 
+impl InitOptions {
+    /// Checks the settings without touching the disk and returns the endpoint clients will
+    /// dial (this machine's host name when none is given).
+    pub fn check(&self) -> Result<Endpoint, InitError> {
+        if self.subnet.prefix() > 30 {
+            return Err(InitError::SubnetTooSmall(self.subnet));
+        }
+        if self.listen_port == 0 {
+            return Err(InitError::ListenPort);
+        }
+        Ok(match &self.endpoint {
+            Some(e) => Endpoint::parse(e, self.listen_port)?,
+            None => Endpoint {
+                host: crate::paths::hostname(),
+                port: self.listen_port,
+            },
+        })
+    }
+}
+
+/// What `serve` initialises a new data directory with (its flags or `APPLIANCE_ENDPOINT`,
+/// `APPLIANCE_LISTEN_PORT`, `APPLIANCE_SUBNET`). Each `None` takes `init`'s default. A data
+/// directory that is already initialised keeps its own settings.
+#[derive(Debug, Clone, Default)]
+pub struct FirstRun {
+    pub endpoint: Option<String>,
+    pub listen_port: Option<u16>,
+    pub subnet: Option<Ipv4Net>,
+}
+
+impl FirstRun {
+    /// The settings for `init`, defaults filled in.
+    pub fn options(&self) -> InitOptions {
+        let default = InitOptions::default();
+        InitOptions {
+            endpoint: self.endpoint.clone(),
+            listen_port: self.listen_port.unwrap_or(default.listen_port),
+            subnet: self.subnet.unwrap_or(default.subnet),
+        }
+    }
+
+    /// The given settings that `stored` does not match, described for a warning: they are
+    /// ignored because the server record is written once.
+    pub fn ignored(&self, stored: &ServerRecord) -> Vec<String> {
+        let mut ignored = Vec::new();
+        if let Some(port) = self.listen_port.filter(|p| *p != stored.listen_port) {
+            ignored.push(format!("listen port {port} (keeps {})", stored.listen_port));
+        }
+        let stored_subnet = Ipv4Net::new(stored.interface.network(), stored.interface.prefix())
+            .expect("a stored prefix is at most 32");
+        if let Some(subnet) = self.subnet {
+            if (subnet.network(), subnet.prefix()) != (stored_subnet.addr(), stored_subnet.prefix())
+            {
+                ignored.push(format!("subnet {subnet} (keeps {stored_subnet})"));
+            }
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if Endpoint::parse(endpoint, stored.listen_port).as_ref() != Ok(&stored.endpoint) {
+                ignored.push(format!("endpoint {endpoint} (keeps {})", stored.endpoint));
+            }
+        }
+        ignored
+    }
+}
+
 /// Why `init` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -113,19 +178,7 @@ pub fn open_existing(dir: &DataDir) -> Result<(Store, ServerRecord), InitError> 
 
 /// Checks `opts` and makes a new server identity (nothing is written).
 pub fn new_server_record(opts: &InitOptions) -> Result<ServerRecord, InitError> {
-    if opts.subnet.prefix() > 30 {
-        return Err(InitError::SubnetTooSmall(opts.subnet));
-    }
-    if opts.listen_port == 0 {
-        return Err(InitError::ListenPort);
-    }
-    let endpoint = match &opts.endpoint {
-        Some(e) => Endpoint::parse(e, opts.listen_port)?,
-        None => Endpoint {
-            host: crate::paths::hostname(),
-            port: opts.listen_port,
-        },
-    };
+    let endpoint = opts.check()?;
     let network = u32::from(opts.subnet.network());
     let interface = Ipv4Net::new(Ipv4Addr::from(network + 1), opts.subnet.prefix())
         .expect("prefix already checked");
@@ -196,6 +249,8 @@ pub struct ServeOptions {
     pub jobs: crate::jobs::JobsConfig,
     /// `--backup-every` / `--backup-keep`: rotated backups in `data-dir/backups/`.
     pub backups: Option<crate::backups::Schedule>,
+    /// Settings for a data directory that is not yet initialised.
+    pub first_run: FirstRun,
 }
 
 /// Runs the appliance until SIGINT/SIGTERM (or `shutdown` turns true).
@@ -206,7 +261,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (store, server) = match open_existing(dir) {
         Err(InitError::NoData { .. }) => {
-            let (store, server) = create(dir, &InitOptions::default())?;
+            let (store, server) = create(dir, &opts.first_run.options())?;
             tracing::info!(
                 data_dir = %dir.root().display(),
                 endpoint = %server.endpoint,
@@ -214,7 +269,19 @@ pub async fn serve(
             );
             (store, server)
         }
-        r => r?,
+        Ok((store, server)) => {
+            let ignored = opts.first_run.ignored(&server);
+            if !ignored.is_empty() {
+                tracing::warn!(
+                    data_dir = %dir.root().display(),
+                    "first-run settings ignored, the data directory is already initialised: {} \
+                     (they apply only to a new data directory)",
+                    ignored.join(", ")
+                );
+            }
+            (store, server)
+        }
+        Err(e) => return Err(e.into()),
     };
     // Damaged rows are skipped (and logged) by the loaders, counted for /api/v1/health and
     // listed by `appliance doctor`; the rest serves.
@@ -257,7 +324,9 @@ pub async fn serve(
         damaged_rows: AtomicUsize::new(damaged_peers.len()),
         http: Default::default(),
         backups: Default::default(),
+        data_dir: dir.root().to_path_buf(),
     });
+    crate::backups::remove_stale_staged(dir.root());
     let (stop_tx, stop_rx) = watch::channel(false);
     // Webhooks never reach the tunnel subnet (the API lives there), whatever is allowed.
     let mut jobs_config = opts.jobs.clone();

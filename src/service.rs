@@ -161,6 +161,8 @@ pub struct Service {
     pub http: crate::metrics::HttpMetrics,
     /// Backups this server wrote (`GET /metrics`).
     pub backups: Arc<crate::backups::BackupStats>,
+    /// The data directory (where backups requested over the control socket are staged).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// The driver stopped (the appliance is shutting down).

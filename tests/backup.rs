@@ -164,13 +164,25 @@ fn backups_offline_and_while_serving_are_private_never_overwrite_and_restore_the
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(!d.path("missing").exists());
 
-    // While serving: through the control socket, with the server's lock held.
+    // While serving: through the control socket, with the server's lock held. The server
+    // stages the snapshot in the data directory and the CLI copies it out; a staged file a
+    // crashed CLI left behind is removed when serve starts.
+    let stale = data.join(".backup-1-0.staged");
+    std::fs::write(&stale, b"left by a CLI that died").unwrap();
     let s = Serving::start(&data, &[]);
+    assert!(!stale.exists(), "serve removes stale staged backups");
     ok(&data, &["peer", "add", "bob"]);
     let b2 = d.path("b2.redb");
     let out = ok(&data, &["backup", b2.to_str().unwrap()]);
     assert!(out.contains("2 peers"), "{out}");
+    assert!(out.contains(&b2.display().to_string()), "{out}");
     assert_eq!(mode(&b2), 0o600);
+    let staged: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".backup-"))
+        .collect();
+    assert!(staged.is_empty(), "staged copies left: {staged:?}");
     // Relative paths are the caller's, not the server's.
     let rel = Command::new(bin())
         .current_dir(&d.0)

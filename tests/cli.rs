@@ -323,14 +323,16 @@ struct Serving {
 
 impl Serving {
     fn start(data: &Path) -> Serving {
-        Serving::start_logging(data, Stdio::null())
+        Serving::start_with(data, &[], Stdio::null())
     }
 
-    fn start_logging(data: &Path, stderr: Stdio) -> Serving {
+    /// Starts `serve` with extra environment variables, its stderr going to `stderr`.
+    fn start_with(data: &Path, env: &[(&str, &str)], stderr: Stdio) -> Serving {
         let child = Command::new(bin())
             .arg("--data-dir")
             .arg(data)
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -407,6 +409,89 @@ fn serve_initialises_on_first_run_and_peer_commands_go_through_it() {
     assert!(text(&list.stdout).contains("alice"));
 }
 
+/// The systemd template (`appliance@.service`) gives each instance its own port and subnet
+/// through `APPLIANCE_LISTEN_PORT` / `APPLIANCE_SUBNET` / `APPLIANCE_ENDPOINT`: `serve` uses
+/// them on the first run only, and says so when they no longer match.
+#[test]
+fn serve_takes_first_run_settings_from_the_environment() {
+    let d = Dir::new("firstrun");
+    let first = [
+        ("APPLIANCE_LISTEN_PORT", "51977"),
+        ("APPLIANCE_SUBNET", "10.77.0.0/24"),
+        ("APPLIANCE_ENDPOINT", "guild.example.org"),
+    ];
+    let s = Serving::start_with(&d.data(), &first, Stdio::null());
+    let add = run(&d.data(), &["peer", "add", "alice"]);
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let cfg = text(&add.stdout);
+    assert!(cfg.contains("Address = 10.77.0.2/32"), "{cfg}");
+    assert!(cfg.contains("Endpoint = guild.example.org:51977"), "{cfg}");
+    assert!(s.stop().success());
+
+    // Changed settings on an initialised directory: kept as stored, with a warning.
+    let log = d.0.join("second.log");
+    let changed = [
+        ("APPLIANCE_LISTEN_PORT", "51978"),
+        ("APPLIANCE_SUBNET", "10.78.0.0/24"),
+    ];
+    let s = Serving::start_with(
+        &d.data(),
+        &changed,
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let add = run(&d.data(), &["peer", "add", "bob"]);
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let cfg = text(&add.stdout);
+    assert!(cfg.contains("Address = 10.77.0.3/32"), "{cfg}");
+    assert!(cfg.contains("Endpoint = guild.example.org:51977"), "{cfg}");
+    assert!(s.stop().success());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("first-run settings ignored")
+            && log.contains("listen port 51978 (keeps 51977)")
+            && log.contains("subnet 10.78.0.0/24 (keeps 10.77.0.0/24)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn bad_first_run_settings_stop_serve_with_exit_2_before_writing() {
+    for (env, needle) in [
+        (("APPLIANCE_SUBNET", "10.0.0.0/33"), "APPLIANCE_SUBNET"),
+        (("APPLIANCE_SUBNET", "10.0.0.0/31"), "too small"),
+        (("APPLIANCE_LISTEN_PORT", "0"), "--listen-port"),
+        (("APPLIANCE_LISTEN_PORT", "70000"), "--listen-port"),
+        (("APPLIANCE_ENDPOINT", "bad host"), "--endpoint"),
+    ] {
+        let d = Dir::new("badfirstrun");
+        let mut child = Command::new(bin())
+            .arg("--data-dir")
+            .arg(d.data())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env(env.0, env.1)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{env:?}: serve started instead of refusing the setting");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{env:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!d.data().exists(), "{env:?} created the data directory");
+    }
+}
+
 #[test]
 fn a_second_serve_on_the_same_data_dir_is_refused() {
     let d = Dir::new("twice");
@@ -470,7 +555,11 @@ fn a_damaged_job_row_is_skipped_listed_by_doctor_and_quarantined() {
 
     // serve still starts, loads the good job and says what it skipped.
     let log = d.0.join("serve.log");
-    let s = Serving::start_logging(&d.data(), Stdio::from(std::fs::File::create(&log).unwrap()));
+    let s = Serving::start_with(
+        &d.data(),
+        &[],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("damaged row skipped"), "{logged}");
     assert!(logged.contains(&bad_id.to_string()), "{logged}");

@@ -1,7 +1,9 @@
 //! `appliance backup FILE` and `appliance restore FILE [--force]`.
 //!
 //! `backup` asks a running server for a snapshot through the control socket (the server holds
-//! the database's lock) or, when nothing serves, opens the database itself; either way the
+//! the database's lock); the server writes it into the data directory — under the systemd
+//! unit the only place it may write — and the CLI copies it to FILE as the caller and deletes
+//! the staged file. When nothing serves, the CLI opens the database itself. Either way the
 //! snapshot is one read transaction ([`appliance::store::Store::backup_to`]). `restore` never
 //! runs while a server uses the directory ([`appliance::backups::restore`]).
 
@@ -45,18 +47,30 @@ fn destination(file: &Path) -> Result<PathBuf, Failure> {
 
 pub fn cmd_backup(dir: &DataDir, file: &Path) -> Result<(), Failure> {
     let dest = destination(file)?;
-    let req = Request::Backup {
-        path: dest.display().to_string(),
-    };
     let offline_dest = dest.clone();
-    let v = call(dir, req, move |store, _| {
+    let v = call(dir, Request::Backup, move |store, _| {
         Ok(to_value(
             &store
                 .backup_to(&offline_dest)
                 .map_err(ControlFailure::from)?,
         ))
     })?;
-    let info: BackupInfo = serde_json::from_value(v).map_err(fatal)?;
+    let mut info: BackupInfo = serde_json::from_value(v).map_err(fatal)?;
+    if backups::is_staged_name(&info.path) {
+        // The server wrote it into the data directory (the only place its sandbox may
+        // write); copy it out as the caller and delete the staged file whatever happens.
+        let staged = dir.root().join(&info.path);
+        let copied = backups::copy_private(&staged, &dest);
+        let _ = std::fs::remove_file(&staged);
+        copied.map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => usage(format!(
+                "{} already exists; a backup never overwrites a file: choose a new name or move it away",
+                dest.display()
+            )),
+            _ => fatal(format!("cannot write the backup {}: {e}", dest.display())),
+        })?;
+        info.path = dest.display().to_string();
+    }
     println!(
         "backup written to {} ({} bytes, schema version {}): {} peers, {} jobs, {} runs",
         info.path, info.bytes, info.schema_version, info.peers, info.jobs, info.runs
