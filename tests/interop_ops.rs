@@ -7,6 +7,8 @@
 //!   test's namespace it scrapes `http://10.88.88.1:8888/metrics` every second through
 //!   wireguard-go; its `up` is 1 and the appliance's series are in its database.
 //!   `promtool check metrics` passes on a scraped body.
+//! - `sudo appliance restore` into a directory owned by a service user leaves a database that
+//!   user owns.
 //!
 //! Needs root and the packages `scripts/test.sh` installs (`prometheus` for the second test):
 //! SKIP without them, FAIL under `CI=true`. Every address used is inside the test's own
@@ -395,4 +397,41 @@ fn a_real_prometheus_peer_scrapes_metrics_through_wireguard_go() {
             .contains("viewer, officer or admin"),
         "{err}"
     );
+}
+
+/// `sudo appliance restore` into the data directory of a service running as its own user
+/// (systemd's `DynamicUser=`): the restored database belongs to the directory's owner, or the
+/// service could not open it. Needs root (only root can give a file away).
+#[test]
+fn a_restore_as_root_gives_the_database_the_data_directory_owner() {
+    use std::os::unix::fs::MetadataExt as _;
+    if !require_prereqs() {
+        return;
+    }
+    let base = unique_temp_dir("opsown");
+    let run = |data: &std::path::Path, args: &[&str]| {
+        output_of(
+            bounded(CMD_TIMEOUT_S, appliance_bin())
+                .arg("--data-dir")
+                .arg(data)
+                .args(args),
+        )
+    };
+    let src = base.join("src");
+    let out = run(&src, &["init"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let backup = base.join("b.redb");
+    let out = run(&src, &["backup", backup.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let data = base.join("service-data");
+    std::fs::create_dir(&data).unwrap();
+    // The service's user: any unprivileged id will do.
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+    let out = run(&data, &["restore", backup.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let db = std::fs::metadata(data.join("appliance.redb")).unwrap();
+    assert_eq!((db.uid(), db.gid()), (65534, 65534));
+    assert_eq!(db.mode() & 0o777, 0o600);
+    let _ = std::fs::remove_dir_all(&base);
 }
