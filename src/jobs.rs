@@ -175,6 +175,9 @@ pub struct Jobs {
     pub webhook_attempts: Arc<crate::metrics::LabelCounter>,
     /// Where webhooks may connect; literal-IP URLs are checked against it at create and patch.
     policy: Arc<NetPolicy>,
+    /// A handle on the driver's own executor (same client, same destination rules), for
+    /// [`Jobs::test_action`].
+    executor: Executor,
 }
 
 /// Options for the scheduler.
@@ -249,7 +252,7 @@ impl Jobs {
             store: store.clone(),
             table: table.clone(),
             stats: stats.clone(),
-            executor,
+            executor: executor.clone(),
             finished: fin_tx,
             config,
             manual: Vec::new(),
@@ -264,6 +267,7 @@ impl Jobs {
                 damaged_at_start,
                 webhook_attempts,
                 policy,
+                executor,
             },
             task,
         ))
@@ -483,6 +487,40 @@ impl Jobs {
         let audit = Self::audit(actor, "job.run", id, json!({"name": name, "run": run}));
         self.blocking(move |s| s.audit(audit)).await?;
         Ok(run)
+    }
+
+    /// Runs a job's action once, now, without creating a job: one attempt through the
+    /// scheduler's own executor with the job's timeout, no retries, no run record. `body` is a
+    /// job as for [`Jobs::create`], or just its `action` (and `timeout`): a missing `name` or
+    /// `trigger` is not needed to send. The audit entry (`job.test`, secrets redacted) is
+    /// committed before the request goes out.
+    pub async fn test_action(
+        &self,
+        body: &Value,
+        actor: &Actor,
+    ) -> Result<crate::webhook::AttemptResult, JobError> {
+        let mut body = body.clone();
+        if let Value::Object(obj) = &mut body {
+            obj.entry("name").or_insert_with(|| json!("test"));
+            obj.entry("trigger")
+                .or_insert_with(|| json!({"every": "1h"}));
+        }
+        let now = Timestamp::now();
+        let spec = JobSpec::from_json(&body, Some(now))?;
+        check_destination(&spec, &self.policy)?;
+        let audit = AuditEntry {
+            seq: 0,
+            at_ms: now.as_millisecond().max(0) as u64,
+            actor: actor.clone(),
+            action: "job.test".into(),
+            target: None,
+            summary: spec.redacted_json(),
+        };
+        self.blocking(move |s| s.audit(audit)).await?;
+        let Action::Webhook(hook) = &spec.action;
+        let mut result = self.executor.attempt(hook, spec.timeout).await;
+        result.error = result.error.map(|e| scrub(&e, hook));
+        Ok(result)
     }
 
     pub fn get(&self, id: JobId) -> Option<JobEntry> {

@@ -13,6 +13,8 @@ const DOC: &str = include_str!("../src/api/openapi.json");
 const ROUTES: &[(&str, &str)] = &[
     // src/api/mod.rs
     ("get", "/"),
+    ("get", "/assets/{name}"),
+    ("post", "/api/v1/schedule/preview"),
     ("get", "/api/v1/health"),
     ("get", "/api/v1/whoami"),
     ("get", "/api/v1/audit"),
@@ -26,9 +28,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/peers/{name}"),
     ("patch", "/api/v1/peers/{name}"),
     ("delete", "/api/v1/peers/{name}"),
+    ("post", "/api/v1/peers/{name}/rotate"),
     // src/api/jobs.rs
     ("get", "/api/v1/jobs"),
     ("post", "/api/v1/jobs"),
+    ("post", "/api/v1/jobs/test"),
     ("get", "/api/v1/jobs/{id}"),
     ("patch", "/api/v1/jobs/{id}"),
     ("delete", "/api/v1/jobs/{id}"),
@@ -219,4 +223,21 @@ fn the_named_components_exist() {
             "components.schemas.{name} is missing"
         );
     }
+}
+
+#[test]
+fn every_route_has_its_own_metrics_label() {
+    // `GET /metrics` labels requests by route template; each served route must map to its own
+    // documented template (and an unknown path to `other`), or the labels drift from the API.
+    for (_, path) in ROUTES {
+        let concrete = path
+            .replace("{name}", "alice")
+            .replace("{id}", "00000000000000ff");
+        assert_eq!(
+            appliance::api::route_template(&concrete),
+            *path,
+            "{concrete}"
+        );
+    }
+    assert_eq!(appliance::api::route_template("/no/such/thing"), "other");
 }

@@ -83,6 +83,17 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
             );
             Ok(r)
         }
+        (&Method::POST, ["test"]) => {
+            ctx.require(Need::Operate)?;
+            let body = ctx.body.as_ref().ok_or_else(|| {
+                ApiError::bad_request("body", "this request needs a JSON body (the job)")
+            })?;
+            let r = jobs(ctx)?
+                .test_action(body, &ctx.caller.actor())
+                .await
+                .map_err(job_error)?;
+            ok(json!({"status": r.status, "ok": r.succeeded(), "error": r.error}))
+        }
         (&Method::GET, [id]) => {
             ctx.require(Need::Read)?;
             let id = parse_id(id)?;

@@ -19,6 +19,8 @@ mod audit;
 mod jobs;
 mod metrics;
 mod peers;
+mod preview;
+mod ui;
 
 pub use audit::parse_since;
 
@@ -37,7 +39,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 
-use crate::netstack::Accepted;
+use crate::netstack::stream::Connection;
 use crate::service::Service;
 use crate::store::Actor;
 
@@ -322,7 +324,7 @@ impl ConnectionCounts {
 }
 
 /// Serves HTTP/1.1 (keep-alive) on one tunnel connection, on its own task.
-pub fn serve_connection(conn: Accepted, service: Arc<Service>) {
+pub fn serve_connection(conn: Connection, service: Arc<Service>) {
     let remote = conn.remote;
     let endpoint = conn.endpoint;
     tokio::spawn(async move {
@@ -457,6 +459,13 @@ fn secure(mut r: Resp) -> Resp {
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert("cache-control", HeaderValue::from_static("no-store"));
+    // The dashboard's own files carry their policy (ui::CSP); nothing else is a page at all.
+    if !h.contains_key("content-security-policy") {
+        h.insert(
+            "content-security-policy",
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     r
 }
 
@@ -488,6 +497,8 @@ pub fn route_template(path: &str) -> &'static str {
     match segs.as_slice() {
         [] => "/",
         ["metrics"] => "/metrics",
+        ["assets", _] => "/assets/{name}",
+        ["api", "v1", "schedule", "preview"] => "/api/v1/schedule/preview",
         ["api", "v1", "health"] => "/api/v1/health",
         ["api", "v1", "whoami"] => "/api/v1/whoami",
         ["api", "v1", "audit"] => "/api/v1/audit",
@@ -496,7 +507,9 @@ pub fn route_template(path: &str) -> &'static str {
         ["api", "v1", "openapi.json"] => "/api/v1/openapi.json",
         ["api", "v1", "peers"] => "/api/v1/peers",
         ["api", "v1", "peers", _] => "/api/v1/peers/{name}",
+        ["api", "v1", "peers", _, "rotate"] => "/api/v1/peers/{name}/rotate",
         ["api", "v1", "jobs"] => "/api/v1/jobs",
+        ["api", "v1", "jobs", "test"] => "/api/v1/jobs/test",
         ["api", "v1", "jobs", _] => "/api/v1/jobs/{id}",
         ["api", "v1", "jobs", _, "pause"] => "/api/v1/jobs/{id}/pause",
         ["api", "v1", "jobs", _, "resume"] => "/api/v1/jobs/{id}/resume",
@@ -619,7 +632,9 @@ async fn route(
     };
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     match (method.clone(), segs.as_slice()) {
-        (Method::GET, []) => Ok(dashboard()),
+        (Method::GET, []) => Ok(ui::index()),
+        (Method::GET, ["assets", name]) => ui::asset(name),
+        (Method::POST, ["api", "v1", "schedule", "preview"]) => preview::route(&ctx),
         (Method::GET, ["api", "v1", "health"]) => health(&ctx),
         (Method::GET, ["api", "v1", "whoami"]) => ok(json!({
             "peer": ctx.caller.name,
@@ -634,6 +649,8 @@ async fn route(
         (Method::GET, ["api", "v1", "openapi.json"]) => Ok(openapi()),
         (Method::GET, ["metrics"]) => metrics::get(&ctx).await,
         (_, [] | ["metrics"])
+        | (_, ["assets", _])
+        | (_, ["api", "v1", "schedule", "preview"])
         | (_, ["api", "v1", "health" | "whoami" | "audit" | "runs" | "stats" | "openapi.json"]) => {
             Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -666,24 +683,6 @@ fn health(ctx: &Ctx<'_>) -> ApiResult {
         }
     }))
 }
-
-fn dashboard() -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from_static(DASHBOARD.as_bytes())));
-    let h = r.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
-    );
-    r
-}
-
-const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// The OpenAPI 3.1 description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");

@@ -670,7 +670,10 @@ fn parse_name(v: &Value) -> Result<String, SpecError> {
     Ok(s.clone())
 }
 
-fn parse_trigger(v: &Value, now: Option<Timestamp>) -> Result<Trigger, SpecError> {
+/// Parses a job's `trigger` object on its own, exactly as [`JobSpec::from_json`] does (same
+/// `now` rules, errors named `trigger.*`): the schedule preview uses it so that what it shows is
+/// what the scheduler will do.
+pub fn parse_trigger(v: &Value, now: Option<Timestamp>) -> Result<Trigger, SpecError> {
     let Value::Object(m) = v else {
         return Err(SpecError::new(
             "trigger",
