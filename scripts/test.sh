@@ -12,8 +12,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # chromium-driver + python3-selenium: the dashboard test drives the page in headless Chromium
-# prometheus: interop_ops scrapes /metrics with a real Prometheus (its binary only, no daemon).
 # (tests/support/dashboard_phone.py runs under /usr/bin/python3, where Debian puts selenium).
+# prometheus: interop_ops scrapes /metrics with a real Prometheus (its binary only, no daemon).
 packages=(wireguard-go wireguard-tools iproute2 curl iputils-ping procps wrk zbar-tools python3 bsdutils chromium
           chromium-driver python3-selenium
           prometheus)
