@@ -10,15 +10,18 @@
 //! - [`api`]: hyper on netstack connections; every request has a [`api::Caller`].
 //! - [`registry`] (pure peer decisions), [`store`] (redb), [`service`] (operations of the
 //!   running server), [`control`] (local Unix control socket for the CLI).
-//! - [`server`]: `init` and `serve` wiring; [`paths`]: the data directory.
+//! - [`server`]: `init` and `serve` wiring; [`paths`]: the data directory; [`backups`]:
+//!   rotated backups and restore; [`metrics`]: counters and the Prometheus text format.
 //!
 //! See `docs/design.md` for the driver loop and the path a packet takes.
 
 pub mod api;
+pub mod backups;
 pub mod control;
 pub mod directory;
 pub mod driver;
 pub mod jobs;
+pub mod metrics;
 pub mod netstack;
 pub mod paths;
 pub mod registry;

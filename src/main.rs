@@ -1,14 +1,17 @@
 //! The `appliance` command line: `init`, `serve`, `peer add|list|show|enable|disable|remove|rotate`,
-//! `audit`, `doctor`.
+//! `audit`, `doctor`, and (in `cli/`) `backup`, `restore`.
 //!
 //! Layer: CLI edge. Parses arguments into checked types, then sends each peer command to the
 //! running server through its control socket, or — when nothing serves — runs the same pure
 //! decision against the database directly. Prints results.
-//! Only `init` and `serve` create a data directory; every other command refuses a missing one.
+//! Only `init`, `serve` and `restore` create a data directory; every other command refuses a
+//! missing one.
 //! Exit codes: 0 success, 2 bad input, a refused request or no appliance data, 3 the database is
 //! empty, damaged or from a newer version (restarting will not help: the systemd unit's
 //! `RestartPreventExitStatus=3`), 1 anything else.
 #![allow(clippy::disallowed_methods)] // CLI edge
+
+mod cli;
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -31,7 +34,7 @@ use serde_json::Value;
     version,
     about = "A private job scheduler reachable only over its own WireGuard",
     after_help = "Exit codes: 0 success; 2 bad input, a refused request, or no appliance data \
-(only `init` and `serve` create it); 3 the database is empty, damaged or from a newer version \
+(only `init`, `serve` and `restore` create it); 3 the database is empty, damaged or from a newer version \
 (restore a backup or move it aside); 1 anything else."
 )]
 struct Cli {
@@ -81,6 +84,22 @@ enum Command {
         /// longer appear; works while serving
         #[arg(long)]
         quarantine: bool,
+    },
+    /// Write a consistent snapshot of the database to FILE (works while serving). The file
+    /// holds the server's private key: it is created with mode 0600
+    Backup {
+        /// Where to write it; must not exist
+        file: PathBuf,
+    },
+    /// Fill an empty data directory from a backup (refused while a server uses it). A backup
+    /// from an older version is upgraded
+    Restore {
+        /// A file written by `appliance backup` or `serve --backup-every`
+        file: PathBuf,
+        /// Restore into a directory that holds data: the current database is first moved
+        /// aside to appliance.redb.before-restore-TIME (never deleted)
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -174,6 +193,12 @@ struct ServeArgs {
     /// Most space the audit trail may take, in MiB; the oldest entries go first
     #[arg(long, default_value_t = 64)]
     audit_max_mib: u64,
+    /// Write a backup into DATA_DIR/backups/ this often (e.g. 1d, 6h); none by default
+    #[arg(long, value_name = "DURATION")]
+    backup_every: Option<String>,
+    /// How many backups --backup-every keeps (the oldest are deleted)
+    #[arg(long, default_value_t = 7, value_name = "N")]
+    backup_keep: usize,
     /// Let webhooks reach this non-public network (repeatable), e.g. 192.168.1.0/24 for a
     /// self-hosted bot; by default they reach public addresses only. The tunnel subnet stays
     /// closed whatever is given
@@ -217,19 +242,19 @@ struct ConfigArgs {
 }
 
 /// A CLI failure: a sentence for the user and the exit code.
-struct Failure {
+pub(crate) struct Failure {
     code: u8,
     message: String,
 }
 
-fn usage(message: impl ToString) -> Failure {
+pub(crate) fn usage(message: impl ToString) -> Failure {
     Failure {
         code: 2,
         message: message.to_string(),
     }
 }
 
-fn fatal(message: impl ToString) -> Failure {
+pub(crate) fn fatal(message: impl ToString) -> Failure {
     Failure {
         code: 1,
         message: message.to_string(),
@@ -269,6 +294,8 @@ fn main() -> ExitCode {
         Command::Peer(cmd) => cmd_peer(&dir, cmd),
         Command::Audit { json, since, limit } => cmd_audit(&dir, json, since, limit),
         Command::Doctor { json, quarantine } => cmd_doctor(&dir, json, quarantine),
+        Command::Backup { file } => cli::backup::cmd_backup(&dir, &file),
+        Command::Restore { file, force } => cli::backup::cmd_restore(&dir, &file, force),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -289,7 +316,11 @@ fn init_failure(e: server::InitError) -> Failure {
         AlreadyInitialized(_) | SubnetTooSmall(_) | Endpoint(_) | ListenPort | NoData { .. } => {
             usage(e)
         }
-        Open(OpenError::Damaged { .. } | OpenError::SchemaTooNew { .. }) => Failure {
+        Open(
+            OpenError::Damaged { .. }
+            | OpenError::SchemaTooNew { .. }
+            | OpenError::Migration { .. },
+        ) => Failure {
             code: EXIT_DAMAGED,
             message: e.to_string(),
         },
@@ -364,6 +395,23 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
     if run_retention < std::time::Duration::from_secs(3600) {
         return Err(usage("--run-retention must be at least 1h"));
     }
+    let backups = match &args.backup_every {
+        None => None,
+        Some(every) => {
+            let every = appliance::sched::parse_duration(every)
+                .map_err(|e| usage(format!("invalid --backup-every: {e}")))?;
+            if every < std::time::Duration::from_secs(1) {
+                return Err(usage("--backup-every must be at least 1s"));
+            }
+            if args.backup_keep == 0 {
+                return Err(usage("--backup-keep must be at least 1"));
+            }
+            Some(appliance::backups::Schedule {
+                every,
+                keep: args.backup_keep,
+            })
+        }
+    };
     // Checked before anything touches the disk, though they matter only on the first run.
     let first_run = server::FirstRun {
         subnet: (args.subnet.as_deref().map(Ipv4Net::parse).transpose())
@@ -404,6 +452,7 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
             max_buffered_per_peer: args.max_buffered_per_peer,
             max_buffered_total: args.max_buffered_total,
         },
+        backups,
         first_run,
         ..ServeOptions::default()
     };
@@ -416,7 +465,7 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
 
 /// Sends `req` to the running server, or runs `offline` on the database when none runs. Never
 /// creates anything: a missing data directory or database exits 2 saying where it looked.
-fn call(
+pub(crate) fn call(
     dir: &DataDir,
     req: Request,
     offline: impl FnOnce(&Store, &ServerRecord) -> Result<Value, ControlFailure>,
@@ -456,7 +505,7 @@ fn offline_update(
         .map_err(ControlFailure::from)
 }
 
-fn to_value<T: serde::Serialize>(v: &T) -> Value {
+pub(crate) fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("plain data serialises")
 }
 

@@ -160,6 +160,12 @@ pub struct Service {
     /// Stored rows skipped as damaged (peers, jobs, runs found at start); reset by
     /// `appliance doctor --quarantine`. Shown in `/api/v1/health`.
     pub damaged_rows: std::sync::atomic::AtomicUsize,
+    /// HTTP requests by route template and status, with latencies (`GET /metrics`).
+    pub http: crate::metrics::HttpMetrics,
+    /// Backups this server wrote (`GET /metrics`).
+    pub backups: Arc<crate::backups::BackupStats>,
+    /// The data directory (where backups requested over the control socket are staged).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// The driver stopped (the appliance is shutting down).

@@ -149,6 +149,9 @@ impl World {
             guards: crate::api::Guards::new(&Default::default()),
             jobs: OnceLock::new(),
             damaged_rows: Default::default(),
+            http: Default::default(),
+            backups: Default::default(),
+            data_dir: data_dir.clone(),
         });
 
         let tunn = Tunn::new(
