@@ -82,7 +82,10 @@ fn a_backup_during_200_tunnelled_creates_holds_every_acknowledged_one_and_restor
     const CREATES: usize = 200;
     const WORKERS: usize = 4;
     let ns = Netns::new("opsbk");
-    let mut app = Appliance::start(&ns);
+    // 200 creates as fast as 4 workers can send: well over the default write rate (10/s,
+    // burst 50), whose 429s would only test the limiter, not the backup.
+    let mut app = Appliance::init(&ns, &[]);
+    app.serve_with(&["--write-rate", "10000", "--write-burst", "10000"]);
     let config = app.peer_add("ops", "officer");
     let key_in_config = config_value(&config, "PublicKey").expect("config names the server");
     let _client = connect(&ns, &app, &config);
