@@ -22,6 +22,11 @@
 //! a backend I/O error (a full disk) writes are refused with [`StoreError::DiskFull`] or
 //! [`StoreError::Unavailable`] while reads go on; [`Store::recover`] reopens the same file
 //! (never creating or initialising it) and clears the condition once a commit succeeds again.
+//!
+//! An older file is upgraded at open (`store/migrate.rs`: ordered steps in one transaction,
+//! through the same `writer`); a reopen after an I/O error finds it upgraded already.
+//! [`Store::backup_to`] writes a consistent snapshot while serving (`store/backup.rs`, one
+//! read transaction through `reader`).
 
 use std::cell::Cell;
 use std::io::Read as _;
@@ -38,8 +43,17 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, StorageBackend, Table
 use crate::sched::{JobId, JobSpec};
 use serde::{Deserialize, Serialize};
 
-/// Version of the layout below; recorded in `meta` so a future binary can migrate.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the layout below; recorded in `meta`. Opening an older file upgrades it in one
+/// transaction (see `store/migrate.rs` for the steps).
+pub const SCHEMA_VERSION: u32 = 2;
+
+mod backup;
+mod migrate;
+
+pub(crate) use backup::sync_dir;
+pub use backup::{restore_file, BackupError, BackupInfo, RestoreError, Restored};
+#[doc(hidden)]
+pub use migrate::{encode_job_for_fixture, write_v1_fixture};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
@@ -179,6 +193,14 @@ pub enum OpenError {
     /// The file was written by a newer appliance.
     #[error("the database {path} has schema version {found}, newer than this binary understands ({SCHEMA_VERSION}); upgrade appliance")]
     SchemaTooNew { path: String, found: u32 },
+    /// The file has an older schema and upgrading it failed; the upgrade is one transaction,
+    /// so the file is unchanged.
+    #[error("cannot upgrade the database {path} from schema version {from} to {SCHEMA_VERSION} ({reason}); it is unchanged: restore a backup, or run an older appliance")]
+    Migration {
+        path: String,
+        from: u32,
+        reason: String,
+    },
     /// redb could not read or create the file.
     #[error("cannot open the database {path}: {source}")]
     Storage {
@@ -387,6 +409,9 @@ pub struct Store {
     degraded: std::sync::Mutex<Option<Degraded>>,
     /// Value of the last probe write (see [`Store::recover`]).
     probes: std::sync::atomic::AtomicU64,
+    /// How long each commit took (redb's `Durability::Immediate`: write and fsync), for
+    /// `GET /metrics`.
+    pub commit_latency: crate::metrics::Histogram,
 }
 
 /// The current database handle, held for the life of one operation.
@@ -738,11 +763,30 @@ fn decode_peer(key: &str, bytes: &[u8]) -> Result<PeerRecord, StoreError> {
     row.into_record()
 }
 
+/// The schema version recorded in `db`'s `meta` table, `None` if it has none.
+fn read_schema_version(db: &Database) -> Result<Option<u32>, StoreError> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match table.get(KEY_SCHEMA)? {
+        Some(v) => serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| corrupt(KEY_SCHEMA, e)),
+        None => Ok(None),
+    }
+}
+
 impl Store {
     /// Opens an existing database and checks its schema version. Never creates or initialises
     /// anything: a missing file is [`OpenError::Missing`]; an empty, foreign, truncated or
-    /// schema-less file is [`OpenError::Damaged`] and is not written to by this check. The
-    /// store then reopens the same file by itself after an I/O error (see [`Store::recover`]).
+    /// schema-less file is [`OpenError::Damaged`] and is not written to by this check. A healthy
+    /// file of an older schema version is upgraded in one transaction
+    /// ([`OpenError::Migration`] if that fails, leaving it unchanged). The store then reopens
+    /// the same file by itself after an I/O error (see [`Store::recover`]); a reopen needs no
+    /// upgrade, as the open did it.
     pub fn open(path: &Path) -> Result<Store, OpenError> {
         let p = path.display().to_string();
         let meta = match std::fs::metadata(path) {
@@ -807,11 +851,42 @@ impl Store {
             Ok(Ok(Some(v))) if v > SCHEMA_VERSION => {
                 Err(OpenError::SchemaTooNew { path: p, found: v })
             }
+            Ok(Ok(Some(v))) if v < SCHEMA_VERSION => store.upgrade_at_open(p, v).map(|()| store),
             Ok(Ok(Some(_))) => Ok(store),
             Ok(Ok(None)) => Err(damaged("it has no appliance schema".into())),
             Ok(Err(e)) => Err(damaged(e.to_string())),
             Err(panic) => Err(damaged(format!("redb could not read it: {panic}"))),
         }
+    }
+
+    /// Upgrades a freshly opened store from schema version `from` (one write transaction
+    /// through [`Store::writer`], timed like every commit).
+    fn upgrade_at_open(&self, p: String, from: u32) -> Result<(), OpenError> {
+        match quietly(|| migrate::upgrade(self, from)) {
+            Ok(Ok(())) => {
+                tracing::info!(path = %p, from, to = SCHEMA_VERSION, "database schema upgraded");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(OpenError::Migration {
+                path: p,
+                from,
+                reason: e.to_string(),
+            }),
+            Err(panic) => Err(OpenError::Migration {
+                path: p,
+                from,
+                reason: panic,
+            }),
+        }
+    }
+
+    /// Whether another process (normally `appliance serve`) holds the database at `path`.
+    /// Unlike [`Store::open`] this never upgrades or otherwise changes the file.
+    pub fn is_locked(path: &Path) -> bool {
+        matches!(
+            quietly(|| Database::open(path)),
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen))
+        )
     }
 
     /// Opens an existing appliance database and reads its server record; a file without a
@@ -920,6 +995,7 @@ impl Store {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(OpenError::SchemaTooNew { path: p, found: v })
             }
+            Some(v) if v < SCHEMA_VERSION => store.upgrade_at_open(p, v)?,
             Some(_) => {}
             None => store.init_schema().map_err(unusable)?,
         }
@@ -934,7 +1010,19 @@ impl Store {
             watch,
             degraded: std::sync::Mutex::new(None),
             probes: std::sync::atomic::AtomicU64::new(0),
+            commit_latency: crate::metrics::Histogram::new(crate::metrics::LATENCY_BUCKETS),
         }
+    }
+
+    /// Commits `txn` (begun on a handle from [`Store::writer`]), timing it for `GET /metrics`.
+    /// The storage layer's one clock read: a commit is the store's own I/O (write and fsync),
+    /// and only it can time it. Failed commits are timed too.
+    #[allow(clippy::disallowed_methods)]
+    fn commit(&self, txn: redb::WriteTransaction) -> Result<(), redb::CommitError> {
+        let started = std::time::Instant::now();
+        let r = txn.commit();
+        self.commit_latency.observe_duration(started.elapsed());
+        r
     }
 
     /// The database for a read. If the handle was poisoned by an I/O error, it is reopened
@@ -1076,7 +1164,7 @@ impl Store {
                 let txn = db.begin_write()?;
                 txn.open_table(META)?
                     .insert(KEY_PROBE, n.to_be_bytes().as_slice())?;
-                txn.commit()?;
+                self.commit(txn)?;
                 Ok(())
             };
             if let Err(e) = probe() {
@@ -1111,20 +1199,9 @@ impl Store {
         }
     }
 
-    fn schema_version(&self) -> Result<Option<u32>, StoreError> {
-        let db = self.reader()?;
-        let txn = db.begin_read()?;
-        let table = match txn.open_table(META) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        match table.get(KEY_SCHEMA)? {
-            Some(v) => serde_json::from_slice(v.value())
-                .map(Some)
-                .map_err(|e| corrupt(KEY_SCHEMA, e)),
-            None => Ok(None),
-        }
+    /// The schema version recorded in the file (after any upgrade at open).
+    pub fn schema_version(&self) -> Result<Option<u32>, StoreError> {
+        read_schema_version(&*self.reader()?)
     }
 
     fn init_schema(&self) -> Result<(), StoreError> {
@@ -1136,15 +1213,9 @@ impl Store {
                 KEY_SCHEMA,
                 serde_json::to_vec(&SCHEMA_VERSION).unwrap().as_slice(),
             )?;
-            txn.open_table(PEERS)?;
-            txn.open_table(PEER_STATS)?;
-            txn.open_table(AUDIT)?;
-            txn.open_table(JOBS)?;
-            txn.open_table(RUNS)?;
-            txn.open_table(JOB_RUNS)?;
-            txn.open_table(QUARANTINE)?;
         }
-        txn.commit()?;
+        migrate::create_tables(&txn)?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -1174,7 +1245,7 @@ impl Store {
             let row = serde_json::to_vec(&ServerRow::from_record(record)).unwrap();
             meta.insert(KEY_SERVER, row.as_slice())?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(true)
     }
 
@@ -1294,7 +1365,7 @@ impl Store {
             }
             out
         };
-        txn.commit().map_err(StoreError::from)?;
+        self.commit(txn).map_err(StoreError::from)?;
         Ok(out)
     }
 
@@ -1325,7 +1396,7 @@ impl Store {
                 }
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 }
@@ -1406,7 +1477,7 @@ impl Store {
         let db = self.writer()?;
         let txn = db.begin_write()?;
         let seq = append_audit(&txn, entry)?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(seq)
     }
 
@@ -1444,7 +1515,7 @@ impl Store {
                 n += 1;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(n)
     }
 
@@ -1681,7 +1752,7 @@ impl Store {
                 append_audit(&txn, a)?;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(true)
     }
 
@@ -1717,7 +1788,7 @@ impl Store {
             }
             Some(next.unwrap_or(current))
         };
-        txn.commit().map_err(StoreError::from)?;
+        self.commit(txn).map_err(StoreError::from)?;
         Ok(out)
     }
 
@@ -1755,7 +1826,7 @@ impl Store {
                 }
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -1769,7 +1840,7 @@ impl Store {
                 table.insert(run.id, serde_json::to_vec(run).unwrap().as_slice())?;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -1868,7 +1939,7 @@ impl Store {
                 n += 1;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(n)
     }
 }
@@ -2077,7 +2148,7 @@ impl Store {
                 },
             )?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(found.into_iter().map(|f| f.row).collect())
     }
 
@@ -2139,7 +2210,7 @@ impl Store {
             }
             other => return Err(corrupt(other, "no such table for raw test rows")),
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 }
