@@ -18,6 +18,8 @@ pub mod api;
 pub mod control;
 pub mod directory;
 pub mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jobs;
 pub mod netstack;
 pub mod paths;

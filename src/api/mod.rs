@@ -414,7 +414,9 @@ fn has_body(h: &hyper::HeaderMap) -> bool {
         .is_some_and(|n| n > 0)
 }
 
-fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+/// A request's query string as decoded pairs (`+` and `%XX` decoded; fuzzed as `http_gate`).
+#[doc(hidden)]
+pub fn parse_query(q: Option<&str>) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -578,7 +580,7 @@ async fn route(
         query: parse_query(uri.query()),
         body,
     };
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let segs = path_segments(&path);
     match (method.clone(), segs.as_slice()) {
         (Method::GET, []) => Ok(ui::index()),
         (Method::GET, ["assets", name]) => ui::asset(name),
@@ -607,6 +609,13 @@ async fn route(
         }
         _ => Err(ApiError::not_found(format!("no endpoint at {path}"))),
     }
+}
+
+/// A request path's segments after the leading `/`, trailing slashes ignored:
+/// `/api/v1/jobs/` is `["api", "v1", "jobs"]` (fuzzed as `http_gate`).
+#[doc(hidden)]
+pub fn path_segments(path: &str) -> Vec<&str> {
+    path.trim_end_matches('/').split('/').skip(1).collect()
 }
 
 fn health(ctx: &Ctx<'_>) -> ApiResult {
