@@ -434,8 +434,13 @@ fn percent_decode(s: &str) -> String {
         if b == b'+' {
             out.push(b' ');
         } else if b == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
+            // Two hex digits exactly: `from_str_radix` alone would also take a sign (`%+1`).
+            let pair = &bytes[i + 1..i + 3];
+            let hex = pair
+                .iter()
+                .all(u8::is_ascii_hexdigit)
+                .then(|| std::str::from_utf8(pair).ok())
+                .flatten()
                 .and_then(|h| u8::from_str_radix(h, 16).ok());
             if let Some(v) = hex {
                 out.push(v);
@@ -700,6 +705,14 @@ mod tests {
         assert_eq!(q["x"], "");
         assert_eq!(q["y"], "a b");
         assert_eq!(q["bad"], "%zz");
+    }
+
+    #[test]
+    fn percent_needs_two_hex_digits_not_a_sign() {
+        let q = parse_query(Some("a=%+1&b=%-1&c=%41"));
+        assert_eq!(q["a"], "% 1");
+        assert_eq!(q["b"], "%-1");
+        assert_eq!(q["c"], "A");
     }
 
     #[test]
