@@ -159,7 +159,7 @@ pub fn router_datagram(data: &[u8]) {
 }
 
 /// `http_gate`: a request head as it arrives on port 8888, through the same parser hyper uses
-/// (`httparse`), then the gate's Host and Origin checks, the request target's parsing, query
+/// (`httparse`), then the gate's Host/target and Origin checks, the request target's parsing, query
 /// decoding and path splitting.
 pub fn http_gate(data: &[u8]) {
     let extra = ["appliance.lan".to_string()];
@@ -168,20 +168,28 @@ pub fn http_gate(data: &[u8]) {
     if req.parse(data).is_err() {
         return;
     }
-    for h in req.headers.iter() {
-        let Ok(value) = hyper::header::HeaderValue::from_bytes(h.value) else {
-            continue;
-        };
-        let text = value.to_str().unwrap_or("");
-        if h.name.eq_ignore_ascii_case("host") {
-            crate::api::host_allowed(TUNNEL, &extra, text);
-        } else if h.name.eq_ignore_ascii_case("origin") {
-            crate::api::origin_allowed(TUNNEL, &extra, text);
-        }
-    }
-    let Some(target) = req.path else {
+    let (Some(method), Some(target)) = (req.method, req.path) else {
         return;
     };
+    let mut builder = hyper::Request::builder().method(method).uri(target);
+    for h in req.headers.iter() {
+        builder = builder.header(h.name, h.value);
+    }
+    if let Ok(request) = builder.body(()) {
+        let state_changing = !matches!(
+            *request.method(),
+            hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
+        );
+        let target_ok = crate::api::check_target(TUNNEL, &extra, &request);
+        let origin_ok = crate::api::check_origin(TUNNEL, &extra, request.headers(), state_changing);
+        for e in [target_ok.err(), origin_ok.err()].into_iter().flatten() {
+            assert!(
+                e.status.is_client_error(),
+                "the gate refused with {}",
+                e.status
+            );
+        }
+    }
     if let Ok(uri) = target.parse::<hyper::Uri>() {
         let query = crate::api::parse_query(uri.query());
         for (k, v) in &query {

@@ -5,12 +5,18 @@
 //! one store transaction), and hands each run to the webhook [`Executor`] on its own task.
 //! Finished runs come back on a channel and are written in batches.
 //!
+//! When a commit fails (a full disk) nothing unrecorded runs: the driver stops taking fires,
+//! tries [`Store::recover`] every [`RECOVER_EVERY`], then reloads the stored next fire times so
+//! the fires that could not be recorded come due again under the misfire rules.
+//!
 //! [`Jobs`] is the handle the API uses. Every change is committed (with its audit entry) before
 //! the driver hears of it and before the caller gets its answer: a 201 means the job is on disk.
 //! Reads come from an in-memory table the driver keeps in step with the core.
 #![allow(clippy::disallowed_methods)] // driver: reads the clock and sleeps
 
+use std::collections::HashSet;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -30,6 +36,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const LATENESS_SAMPLES: usize = 4096;
 /// Longest sleep when no job is due (the loop also wakes on every command).
 const IDLE_SLEEP: Duration = Duration::from_secs(3600);
+/// While fires cannot be recorded, how often the driver tries to make the store writable.
+const RECOVER_EVERY: Duration = Duration::from_secs(2);
 
 /// Why a job operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +55,31 @@ pub enum JobError {
     Store(#[from] StoreError),
     /// The fire could not be recorded, so it was not run.
     #[error("the run could not be recorded, so it did not start: {0}")]
-    NotRecorded(String),
+    NotRecorded(StoreError),
     /// The scheduler stopped (the appliance is shutting down).
     #[error("the scheduler is shutting down")]
     ShuttingDown,
+    /// Another job already has this name (names are unique, ignoring case and surrounding
+    /// spaces).
+    #[error("job {id} is already called '{name}'; job names are unique (ignoring case): pick another or change that job")]
+    NameTaken { name: String, id: JobId },
+}
+
+/// The form of a job name that must be unique: lowercase, without surrounding whitespace.
+pub fn name_key(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+/// The job other than `except` whose name has the same [`name_key`] as `name`, if any.
+pub fn name_taken<'a>(
+    jobs: impl IntoIterator<Item = &'a JobRecord>,
+    name: &str,
+    except: Option<JobId>,
+) -> Option<JobId> {
+    let key = name_key(name);
+    jobs.into_iter()
+        .find(|r| Some(r.id) != except && name_key(&r.spec.name) == key)
+        .map(|r| r.id)
 }
 
 /// A job as the API shows it.
@@ -63,21 +92,21 @@ pub struct JobEntry {
 impl JobEntry {
     /// The job as stored, with bookkeeping fields.
     pub fn to_json(&self) -> Value {
-        self.render(false)
+        self.render(None)
     }
 
-    /// The same with webhook secrets (URL token, credential headers) replaced by `***`: what
-    /// read-only roles see, since a webhook URL is enough to post to the channel.
-    pub fn to_json_redacted(&self) -> Value {
-        self.render(true)
+    /// What read-only roles see ([`JobSpec::viewer_json`]: the webhook URL as scheme and host
+    /// with a fingerprint keyed by `key`, allow-listed header values, no body), since a webhook
+    /// URL, a header or a body can be enough to post to the channel.
+    pub fn to_json_for_viewer(&self, key: &[u8]) -> Value {
+        self.render(Some(key))
     }
 
-    fn render(&self, redact: bool) -> Value {
+    fn render(&self, viewer_key: Option<&[u8]>) -> Value {
         let r = &self.record;
-        let mut v = if redact {
-            r.spec.redacted_json()
-        } else {
-            r.spec.to_json()
+        let mut v = match viewer_key {
+            Some(key) => r.spec.viewer_json(key),
+            None => r.spec.to_json(),
         };
         let obj = v.as_object_mut().expect("a spec is an object");
         obj.insert("id".into(), json!(r.id.to_string()));
@@ -158,9 +187,14 @@ pub struct Jobs {
     pub damaged_at_start: usize,
     /// Where webhooks may connect; literal-IP URLs are checked against it at create and patch.
     policy: Arc<NetPolicy>,
+    /// Whether the driver can record fires (false from a failed commit until recovery).
+    recording: Arc<AtomicBool>,
     /// A handle on the driver's own executor (same client, same destination rules), for
     /// [`Jobs::test_action`].
     executor: Executor,
+    /// Held across the uniqueness check and the write of a create or rename, so two
+    /// concurrent requests cannot both take a name.
+    naming: tokio::sync::Mutex<()>,
 }
 
 /// Options for the scheduler.
@@ -168,6 +202,10 @@ pub struct Jobs {
 pub struct JobsConfig {
     /// Runs older than this are pruned.
     pub run_retention: Duration,
+    /// Audit entries older than this are pruned.
+    pub audit_retention: Duration,
+    /// The audit trail is pruned, oldest first, to at most this many bytes of entries.
+    pub audit_max_bytes: u64,
     /// Where webhooks may connect (public addresses by default; `serve` adds the tunnel subnet
     /// as forbidden and the `--allow-webhook-net` networks as allowed).
     pub webhook_policy: NetPolicy,
@@ -177,6 +215,8 @@ impl Default for JobsConfig {
     fn default() -> Self {
         JobsConfig {
             run_retention: Duration::from_secs(30 * 86_400),
+            audit_retention: Duration::from_secs(365 * 86_400),
+            audit_max_bytes: 64 * 1024 * 1024,
             webhook_policy: NetPolicy::default(),
         }
     }
@@ -228,8 +268,13 @@ impl Jobs {
         let policy = Arc::new(config.webhook_policy.clone());
         let (tx, rx) = mpsc::channel(256);
         let (fin_tx, fin_rx) = mpsc::channel(4096);
+        let recording = Arc::new(AtomicBool::new(true));
         let executor = Executor::new(config.webhook_policy.clone());
         let driver = Driver {
+            recording: recording.clone(),
+            unsaved: Vec::new(),
+            in_flight: HashSet::new(),
+            next_recover: std::time::Instant::now(),
             core,
             store: store.clone(),
             table: table.clone(),
@@ -248,7 +293,9 @@ impl Jobs {
                 stats,
                 damaged_at_start,
                 policy,
+                recording,
                 executor,
+                naming: tokio::sync::Mutex::new(()),
             },
             task,
         ))
@@ -289,6 +336,8 @@ impl Jobs {
         let now = Timestamp::now();
         let spec = JobSpec::from_json(body, Some(now))?;
         check_destination(&spec, &self.policy)?;
+        let _naming = self.naming.lock().await;
+        self.check_name(&spec.name, None)?;
         let now_ms = now.as_millisecond().max(0) as u64;
         let mut record = JobRecord {
             id: JobId::from_u64(0),
@@ -313,6 +362,17 @@ impl Jobs {
         // The next fire went to disk with the job, so the driver has nothing to write back:
         // one durable commit per create.
         self.schedule(record, false).await
+    }
+
+    fn check_name(&self, name: &str, except: Option<JobId>) -> Result<(), JobError> {
+        let table = self.table.read().unwrap();
+        match name_taken(table.values().map(|e| &e.record), name, except) {
+            Some(id) => Err(JobError::NameTaken {
+                name: name.to_string(),
+                id,
+            }),
+            None => Ok(()),
+        }
     }
 
     async fn schedule(&self, record: JobRecord, reschedule: bool) -> Result<JobEntry, JobError> {
@@ -340,11 +400,25 @@ impl Jobs {
         let patch = patch.clone();
         let actor = actor.clone();
         let policy = self.policy.clone();
+        let _naming = self.naming.lock().await;
+        let table = self.table.clone();
         let rec = self
             .blocking(move |s| {
                 s.update_job(id, |cur| {
                     let spec = cur.spec.patched(&patch, Some(now))?;
                     check_destination(&spec, &policy)?;
+                    // A job keeps a name it already has (even one shared before names were
+                    // unique); a new name must be free.
+                    if name_key(&spec.name) != name_key(&cur.spec.name) {
+                        let table = table.read().unwrap();
+                        let records = table.values().map(|e| &e.record);
+                        if let Some(other) = name_taken(records, &spec.name, Some(id)) {
+                            return Err(JobError::NameTaken {
+                                name: spec.name.clone(),
+                                id: other,
+                            });
+                        }
+                    }
                     let audit = Self::audit(
                         &actor,
                         "job.update",
@@ -470,6 +544,12 @@ impl Jobs {
         Ok(run)
     }
 
+    /// Whether the scheduler can record fires. `false` from a failed commit until the store is
+    /// writable again; meanwhile no fire runs (an unrecorded fire is never executed).
+    pub fn recording(&self) -> bool {
+        self.recording.load(Ordering::SeqCst)
+    }
+
     /// Runs a job's action once, now, without creating a job: one attempt through the
     /// scheduler's own executor with the job's timeout, no retries, no run record. `body` is a
     /// job as for [`Jobs::create`], or just its `action` (and `timeout`): a missing `name` or
@@ -576,6 +656,15 @@ struct Driver {
     /// `run now` fires not yet taken: (job, time) so their runs are marked manual, and who
     /// waits for the run's id.
     manual: Vec<(JobId, Timestamp, RunReply)>,
+    /// Shared with [`Jobs::recording`]. While false the driver takes no fires (the core is not
+    /// advanced) and tries [`Store::recover`] every [`RECOVER_EVERY`].
+    recording: Arc<AtomicBool>,
+    /// Finished runs whose final state could not be written yet; written on recovery.
+    unsaved: Vec<RunRecord>,
+    /// Ids of recorded runs whose webhooks are executing.
+    in_flight: HashSet<u64>,
+    /// Earliest next recovery attempt.
+    next_recover: std::time::Instant,
 }
 
 impl Driver {
@@ -589,6 +678,7 @@ impl Driver {
         loop {
             let now = Timestamp::now();
             let sleep = match self.core.poll_timeout() {
+                _ if !self.is_recording() => RECOVER_EVERY,
                 Some(due) => now
                     .duration_until(due)
                     .try_into()
@@ -615,8 +705,13 @@ impl Driver {
                 _ = prune.tick() => self.prune().await,
                 _ = tokio::time::sleep(sleep) => {}
             }
-            self.core.handle_timeout(Timestamp::now());
-            self.take_fires().await;
+            if !self.is_recording() && std::time::Instant::now() >= self.next_recover {
+                self.resume_recording().await;
+            }
+            if self.is_recording() {
+                self.core.handle_timeout(Timestamp::now());
+                self.take_fires().await;
+            }
         }
         tracing::info!("scheduler stopped");
     }
@@ -667,7 +762,9 @@ impl Driver {
                 let _ = done.send(next);
             }
             Command::RunNow(id, done) => {
-                if !self.core.contains(id) {
+                if !self.is_recording() {
+                    let _ = done.send(Err(JobError::NotRecorded(self.store.refusal())));
+                } else if !self.core.contains(id) {
                     let _ = done.send(Err(JobError::NotFound(id)));
                 } else if self.core.run_now(id, now) {
                     self.manual.push((id, now, done));
@@ -769,17 +866,21 @@ impl Driver {
                 r
             }
             Err(e) => {
-                // Nothing was recorded: do not run what we could not record; the fires are
-                // lost for this round and the error is loud.
-                tracing::error!(error = %e, fires = fires.len(), "could not record fires");
+                // Not recorded, so not run. The core already moved past these fires; the
+                // store still holds the old next fire times. Stop taking fires until the store
+                // is writable again, then reload those times: the same fires come due again and
+                // the misfire rules decide, exactly as after a restart. `run now` callers get
+                // the error (their run will not happen later behind their back).
+                tracing::error!(error = %e, fires = fires.len(), "could not record fires: none of them ran; the scheduler resumes when the disk accepts writes again");
                 for f in &fires {
                     if f.kind.is_run() {
                         self.core.handle_finished(f.job);
                     }
                 }
                 for w in waiters.into_iter().flatten() {
-                    let _ = w.send(Err(JobError::NotRecorded(e.to_string())));
+                    let _ = w.send(Err(JobError::NotRecorded(e.same_kind())));
                 }
+                self.stop_recording();
                 return;
             }
         };
@@ -808,6 +909,7 @@ impl Driver {
             if let Some(e) = self.table.write().unwrap().get_mut(&run.job_id) {
                 e.running = self.core.running(run.job_id);
             }
+            self.in_flight.insert(run.id);
             let executor = self.executor.clone();
             let finished = self.finished.clone();
             tokio::spawn(async move {
@@ -822,6 +924,7 @@ impl Driver {
             let mut stats = self.stats.lock().unwrap();
             let mut t = self.table.write().unwrap();
             for run in &batch {
+                self.in_flight.remove(&run.id);
                 self.core.handle_finished(run.job_id);
                 if let Some(e) = t.get_mut(&run.job_id) {
                     e.running = self.core.running(run.job_id);
@@ -840,12 +943,118 @@ impl Driver {
                 }
             }
         }
+        // Kept until written: an outcome is never dropped, only delayed.
+        self.unsaved.extend(batch);
+        if !self.is_recording() {
+            return;
+        }
+        if let Err(e) = self.save_unsaved().await {
+            tracing::error!(error = %e, "could not record finished runs; kept to retry when the disk accepts writes again");
+            self.stop_recording();
+        }
+    }
+
+    /// Writes the finished runs not yet on disk.
+    async fn save_unsaved(&mut self) -> Result<(), StoreError> {
+        if self.unsaved.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.unsaved);
         let store = self.store.clone();
-        let r = tokio::task::spawn_blocking(move || store.update_runs(&batch))
+        let (r, batch) = tokio::task::spawn_blocking(move || (store.update_runs(&batch), batch))
             .await
             .expect("store task does not panic");
-        if let Err(e) = r {
-            tracing::error!(error = %e, "could not record finished runs");
+        if r.is_err() {
+            self.unsaved = batch;
+        }
+        r
+    }
+
+    fn is_recording(&self) -> bool {
+        self.recording.load(Ordering::SeqCst)
+    }
+
+    fn stop_recording(&mut self) {
+        self.recording.store(false, Ordering::SeqCst);
+        self.next_recover = std::time::Instant::now() + RECOVER_EVERY;
+    }
+
+    /// Called every [`RECOVER_EVERY`] while fires cannot be recorded: makes the store writable
+    /// ([`Store::recover`]), writes the finished runs kept meanwhile, closes runs a failed
+    /// commit may have recorded after all (so none stays `running` forever), and reloads every
+    /// job's next fire time from disk into the core. Then firing resumes under the misfire
+    /// rules. On any failure it stays stopped and tries again later.
+    async fn resume_recording(&mut self) {
+        self.next_recover = std::time::Instant::now() + RECOVER_EVERY;
+        let store = self.store.clone();
+        let recovered = tokio::task::spawn_blocking(move || store.recover())
+            .await
+            .expect("store task does not panic");
+        if let Err(e) = recovered {
+            tracing::debug!(error = %e, "store still not writable");
+            return;
+        }
+        if let Err(e) = self.save_unsaved().await {
+            tracing::warn!(error = %e, "could not record finished runs yet");
+            return;
+        }
+        let store = self.store.clone();
+        let in_flight = self.in_flight.clone();
+        let now = Timestamp::now();
+        let reloaded = tokio::task::spawn_blocking(move || {
+            // A commit that failed late (its final sync) may have landed: such runs say
+            // `running` but never started.
+            // Damaged run rows were counted and logged at start; the loaders skip them.
+            let mut orphans: Vec<RunRecord> = store
+                .unfinished_runs()?
+                .rows
+                .into_iter()
+                .filter(|r| !in_flight.contains(&r.id))
+                .collect();
+            for r in &mut orphans {
+                r.status = RunStatus::Failed;
+                r.finished_at = Some(now);
+                r.error =
+                    Some("not started: a disk error hit while this run was being recorded".into());
+            }
+            if !orphans.is_empty() {
+                store.update_runs(&orphans)?;
+            }
+            store.jobs().map(|loaded| loaded.rows)
+        })
+        .await
+        .expect("store task does not panic");
+        let records = match reloaded {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not reload jobs after the disk recovered");
+                return;
+            }
+        };
+        self.reload(records, now);
+        self.recording.store(true, Ordering::SeqCst);
+        tracing::info!("scheduler recording fires again");
+    }
+
+    /// Puts the stored jobs (specs and next fire times) back into the core and the table.
+    fn reload(&mut self, records: Vec<JobRecord>, now: Timestamp) {
+        // Jobs are committed before the core hears of them and deleted from disk before they
+        // leave it, so the stored set is the core's set: only their state needs restoring.
+        let mut t = self.table.write().unwrap();
+        for rec in records {
+            let id = rec.id;
+            self.core
+                .upsert(id, Arc::new(rec.spec.clone()), rec.next_fire_at, now);
+            let mut rec = rec;
+            rec.next_fire_at = self.core.next_fire_at(id);
+            let running = self.core.running(id);
+            t.insert(
+                id,
+                JobEntry {
+                    record: rec,
+                    running,
+                },
+            );
         }
     }
 
@@ -864,6 +1073,23 @@ impl Driver {
             Ok(0) => {}
             Ok(n) => tracing::info!(pruned = n, "old runs pruned"),
             Err(e) => tracing::warn!(error = %e, "could not prune runs"),
+        }
+        let now_ms = Timestamp::now().as_millisecond().max(0) as u64;
+        let cutoff_ms = now_ms.saturating_sub(
+            self.config
+                .audit_retention
+                .as_millis()
+                .min(u64::MAX as u128) as u64,
+        );
+        let max = self.config.audit_max_bytes;
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.prune_audit(cutoff_ms, max))
+            .await
+            .expect("store task does not panic")
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "old audit entries pruned"),
+            Err(e) => tracing::warn!(error = %e, "could not prune the audit trail"),
         }
     }
 }
@@ -900,11 +1126,13 @@ async fn execute(executor: Executor, spec: &JobSpec, mut run: RunRecord) -> RunR
 /// Replaces the webhook URL (and its path and query) in `text` with the redacted URL.
 fn scrub(text: &str, hook: &crate::sched::Webhook) -> String {
     let full = hook.url.to_string();
-    let redacted = JobSpec::redacted_url(&hook.url);
+    let redacted = crate::sched::spec::viewer_url(&hook.url);
     let mut out = text.replace(&full, &redacted);
     if let Some(pq) = hook.url.path_and_query() {
-        if pq.as_str().len() > 1 {
-            out = out.replace(pq.as_str(), "/***");
+        for part in [pq.as_str(), hook.url.path()] {
+            if part.len() > 1 {
+                out = out.replace(part, "/***");
+            }
         }
     }
     out
@@ -924,6 +1152,38 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn job_names_are_unique_ignoring_case_and_surrounding_spaces() {
+        let rec = |id: u64, name: &str| {
+            let mut spec = spec_to("https://example.com/hook");
+            spec.name = name.into();
+            JobRecord {
+                id: JobId::from_u64(id),
+                spec,
+                created_at_ms: 0,
+                updated_at_ms: 0,
+                created_by: "olga".into(),
+                next_fire_at: None,
+                paused_at_ms: None,
+            }
+        };
+        let jobs = [rec(1, "Raid Reminder"), rec(2, "weekly")];
+        assert_eq!(
+            name_taken(&jobs, "raid reminder", None),
+            Some(JobId::from_u64(1))
+        );
+        assert_eq!(
+            name_taken(&jobs, " WEEKLY ", None),
+            Some(JobId::from_u64(2))
+        );
+        assert_eq!(name_taken(&jobs, "raid", None), None);
+        assert_eq!(
+            name_taken(&jobs, "RAID REMINDER", Some(JobId::from_u64(1))),
+            None,
+            "a job does not collide with itself"
+        );
     }
 
     /// Literal destinations the policy refuses are refused at create/patch, naming the field;
@@ -959,6 +1219,166 @@ mod tests {
         assert!(check_destination(&spec_to("http://sink.test:18080/"), &default).is_ok());
     }
 
+    /// A webhook receiver on loopback that counts the requests it answers.
+    async fn counting_sink() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::AtomicUsize;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        async {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::new()),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(conn), svc)
+                        .await;
+                });
+            }
+        });
+        (url, hits)
+    }
+
+    async fn until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + limit;
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs recorded as executed (running or finished after an attempt).
+    fn executed_runs(store: &Store) -> usize {
+        store
+            .runs_page(&RunFilter {
+                limit: 10_000,
+                ..RunFilter::default()
+            })
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.status,
+                    RunStatus::Running | RunStatus::Succeeded | RunStatus::Failed
+                )
+            })
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_fire_runs_unrecorded_and_firing_resumes_when_the_disk_recovers() {
+        let disk = crate::store::testing::Disk::default();
+        let store = Arc::new(disk.store());
+        let (url, hits) = counting_sink().await;
+        let (_stop_tx, stop) = watch::channel(false);
+        // The sink is on loopback, which the default webhook policy refuses.
+        let config = JobsConfig {
+            webhook_policy: NetPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]),
+            ..JobsConfig::default()
+        };
+        let (jobs, _task) = Jobs::start(store.clone(), config, stop).unwrap();
+        let body = json!({
+            "name": "tick",
+            "trigger": {"every": "1s"},
+            "action": {"webhook": {"url": url}},
+        });
+        let job = jobs.create(&body, &Actor::local_cli()).await.unwrap();
+        let hits_now = || hits.load(Ordering::SeqCst);
+        until("first fire", Duration::from_secs(5), || hits_now() >= 1).await;
+        assert!(jobs.recording());
+
+        // No space even for header rewrites: the next round's commit must fail.
+        disk.set_failing(true);
+        until("the scheduler notices", Duration::from_secs(5), || {
+            !jobs.recording()
+        })
+        .await;
+        let err = jobs
+            .run_now(job.record.id, &Actor::local_cli())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, JobError::NotRecorded(StoreError::DiskFull)),
+            "{err:?}"
+        );
+        // Runs already going finish; then nothing more is executed while nothing is recorded.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let frozen = hits_now();
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        assert_eq!(
+            hits_now(),
+            frozen,
+            "a fire ran although it could not be recorded"
+        );
+        assert!(!store.health().writable);
+
+        disk.set_failing(false);
+        until("recording again", Duration::from_secs(5), || {
+            jobs.recording()
+        })
+        .await;
+        assert!(store.health().writable);
+        until("firing again", Duration::from_secs(5), || {
+            hits_now() > frozen
+        })
+        .await;
+        // Let the last webhook's outcome be written, then compare: every execution has its
+        // record, and every record of an executed run was executed.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let executed = hits_now();
+        let recorded = executed_runs(&store);
+        assert!(
+            recorded == executed || recorded == executed + 1,
+            "{executed} webhooks called, {recorded} runs recorded as executed"
+        );
+        let running = store.unfinished_runs().unwrap().rows.len();
+        assert!(
+            running <= 1,
+            "only the current fire may still be running: {running}"
+        );
+        // The fire whose record failed was not lost: it came due again after recovery (one
+        // run for the whole outage: coalesce, within misfire_grace), late by the outage.
+        let runs = store
+            .runs_page(&RunFilter {
+                limit: 10_000,
+                ..RunFilter::default()
+            })
+            .unwrap();
+        let mut ticks: Vec<&RunRecord> = runs.iter().collect();
+        ticks.sort_by_key(|r| r.scheduled_at);
+        let late: Vec<usize> = (0..ticks.len())
+            .filter(|&i| {
+                ticks[i].started_at.is_some_and(|s| {
+                    ticks[i].scheduled_at.duration_until(s) >= jiff::SignedDuration::from_secs(3)
+                })
+            })
+            .collect();
+        assert_eq!(late.len(), 1, "{runs:#?}");
+        let i = late[0];
+        assert!(i > 0, "{runs:#?}");
+        assert_eq!(
+            ticks[i - 1]
+                .scheduled_at
+                .duration_until(ticks[i].scheduled_at),
+            jiff::SignedDuration::from_secs(1),
+            "the late run is the very tick after the last recorded one: {runs:#?}"
+        );
+    }
+
     #[test]
     fn scrub_removes_the_webhook_token_from_error_text() {
         let spec = JobSpec::from_json(
@@ -976,5 +1396,15 @@ mod tests {
             hook,
         );
         assert!(!e.contains("SeCrEt"), "{e}");
+
+        // A Telegram bot token sits in the first path segment; nothing of the path survives.
+        let spec = spec_to("https://api.telegram.org/bot123:AAHsecret/sendMessage?chat_id=1");
+        let Action::Webhook(hook) = &spec.action;
+        let e = scrub(
+            "error sending request for url (https://api.telegram.org/bot123:AAHsecret/sendMessage?chat_id=1); GET /bot123:AAHsecret/sendMessage",
+            hook,
+        );
+        assert!(!e.contains("AAHsecret") && !e.contains("chat_id"), "{e}");
+        assert!(e.contains("https://api.telegram.org/***"), "{e}");
     }
 }

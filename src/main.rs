@@ -144,9 +144,36 @@ struct ServeArgs {
     /// Concurrent HTTP connections per peer
     #[arg(long, default_value_t = 32)]
     max_connections_per_peer: usize,
+    /// Largest request head (request line and headers), in bytes; more gets a 431 (at least 8192)
+    #[arg(long, default_value_t = 16 * 1024)]
+    max_head: usize,
+    /// Seconds a request body may take, on top of its length at --min-body-rate
+    #[arg(long, default_value_t = 10)]
+    body_timeout: u64,
+    /// Slowest request body transfer accepted, in bytes per second
+    #[arg(long, default_value_t = 1024)]
+    min_body_rate: u64,
+    /// State-changing requests (POST, PATCH, DELETE) per second and peer; more get a 429
+    #[arg(long, default_value_t = 10)]
+    write_rate: u32,
+    /// State-changing requests a peer may send at once after an idle spell
+    #[arg(long, default_value_t = 50)]
+    write_burst: u32,
+    /// Request-body bytes one peer may have in memory at once (at least --max-body)
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_buffered_per_peer: u64,
+    /// Request-body bytes all peers together may have in memory at once
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_buffered_total: u64,
     /// How long run history is kept (e.g. 30d, 12h)
     #[arg(long, default_value = "30d")]
     run_retention: String,
+    /// How long audit entries are kept (e.g. 365d)
+    #[arg(long, default_value = "365d")]
+    audit_retention: String,
+    /// Most space the audit trail may take, in MiB; the oldest entries go first
+    #[arg(long, default_value_t = 64)]
+    audit_max_mib: u64,
     /// Let webhooks reach this non-public network (repeatable), e.g. 192.168.1.0/24 for a
     /// self-hosted bot; by default they reach public addresses only. The tunnel subnet stays
     /// closed whatever is given
@@ -212,7 +239,11 @@ fn fatal(message: impl ToString) -> Failure {
 impl From<ControlFailure> for Failure {
     fn from(f: ControlFailure) -> Self {
         Failure {
-            code: if f.kind == "internal" { 1 } else { 2 },
+            // 2 is for what the caller got wrong; a full disk or a failure is the server's.
+            code: match f.kind.as_str() {
+                "internal" | "insufficient_storage" | "unavailable" => 1,
+                _ => 2,
+            },
             message: f.message,
         }
     }
@@ -290,10 +321,36 @@ fn cmd_init(
 }
 
 fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
-    if args.max_body == 0 || args.header_timeout == 0 || args.max_connections_per_peer == 0 {
+    if args.max_body == 0
+        || args.header_timeout == 0
+        || args.max_connections_per_peer == 0
+        || args.body_timeout == 0
+        || args.min_body_rate == 0
+        || args.write_rate == 0
+        || args.write_burst == 0
+        || args.audit_max_mib == 0
+    {
         return Err(usage(
-            "--max-body, --header-timeout and --max-connections-per-peer must be greater than 0",
+            "--max-body, --header-timeout, --max-connections-per-peer, --body-timeout, --min-body-rate, --write-rate, --write-burst and --audit-max-mib must be greater than 0",
         ));
+    }
+    if args.max_head < appliance::api::MIN_HEAD {
+        return Err(usage(format!(
+            "--max-head must be at least {} bytes",
+            appliance::api::MIN_HEAD
+        )));
+    }
+    if args.max_buffered_per_peer < args.max_body as u64
+        || args.max_buffered_total < args.max_buffered_per_peer
+    {
+        return Err(usage(
+            "--max-buffered-per-peer must be at least --max-body, and --max-buffered-total at least --max-buffered-per-peer",
+        ));
+    }
+    let audit_retention = appliance::sched::parse_duration(&args.audit_retention)
+        .map_err(|e| usage(format!("invalid --audit-retention: {e}")))?;
+    if audit_retention < std::time::Duration::from_secs(86_400) {
+        return Err(usage("--audit-retention must be at least 1d"));
     }
     for h in &args.hosts {
         if h.is_empty() || h.contains(['/', ' ', ':']) {
@@ -327,6 +384,8 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
     let opts = ServeOptions {
         jobs: appliance::jobs::JobsConfig {
             run_retention,
+            audit_retention,
+            audit_max_bytes: args.audit_max_mib.saturating_mul(1024 * 1024),
             webhook_policy: appliance::webhook::NetPolicy::new(args.allow_webhook_nets),
         },
         listen: args.listen,
@@ -335,6 +394,15 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
             max_body: args.max_body,
             header_read_timeout: std::time::Duration::from_secs(args.header_timeout),
             max_connections_per_peer: args.max_connections_per_peer,
+            max_head: args.max_head,
+            body_timeout: std::time::Duration::from_secs(args.body_timeout),
+            min_body_rate: args.min_body_rate,
+            write_rate: appliance::api::limits::Rate {
+                per_second: f64::from(args.write_rate),
+                burst: args.write_burst,
+            },
+            max_buffered_per_peer: args.max_buffered_per_peer,
+            max_buffered_total: args.max_buffered_total,
         },
         first_run,
         ..ServeOptions::default()

@@ -34,18 +34,25 @@ fn job_error(e: JobError) -> ApiError {
             err
         }
         JobError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
-        JobError::Store(_) | JobError::NotRecorded(_) | JobError::ShuttingDown => {
-            ApiError::internal(e)
+        JobError::NameTaken { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "name_taken", e.to_string()).field("name")
         }
+        JobError::Store(s) => ApiError::store(&s),
+        JobError::NotRecorded(ref s) => {
+            let mut err = ApiError::store(s);
+            err.message = e.to_string();
+            err
+        }
+        JobError::ShuttingDown => ApiError::internal(e),
     }
 }
 
-/// A job for this caller: read-only roles get webhook secrets redacted.
+/// A job for this caller: read-only roles see the webhook as scheme, host and fingerprint.
 fn view(ctx: &Ctx<'_>, e: &JobEntry) -> Value {
     if ctx.require(Need::Operate).is_ok() {
         e.to_json()
     } else {
-        e.to_json_redacted()
+        e.to_json_for_viewer(&ctx.service.url_fingerprint_key())
     }
 }
 

@@ -146,6 +146,7 @@ impl World {
             started: origin,
             api: Default::default(),
             connections: Default::default(),
+            guards: crate::api::Guards::new(&Default::default()),
             jobs: OnceLock::new(),
             damaged_rows: Default::default(),
         });
