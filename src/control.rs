@@ -132,7 +132,7 @@ pub struct ControlFailure {
 }
 
 impl ControlFailure {
-    fn invalid(message: impl ToString) -> Self {
+    pub(crate) fn invalid(message: impl ToString) -> Self {
         ControlFailure {
             kind: "invalid_input".into(),
             message: message.to_string(),
@@ -209,6 +209,12 @@ impl From<AddPeerError> for ControlFailure {
 enum Response {
     Ok(serde_json::Value),
     Error(ControlFailure),
+}
+
+/// Reads one request line (untrusted bytes from the socket; fuzzed as `control_request`).
+pub fn parse_request(line: &str) -> Result<Request, ControlFailure> {
+    serde_json::from_str::<Request>(line)
+        .map_err(|e| ControlFailure::invalid(format!("malformed control request: {e}")))
 }
 
 /// Parses the wire request into the checked core request.
@@ -348,7 +354,7 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
     }
 }
 
-fn parse_name(name: &str) -> Result<PeerName, ControlFailure> {
+pub(crate) fn parse_name(name: &str) -> Result<PeerName, ControlFailure> {
     PeerName::new(name).map_err(ControlFailure::invalid)
 }
 
@@ -399,14 +405,12 @@ pub async fn serve(listener: UnixListener, service: Arc<Service>) {
             let mut r = tokio::io::BufReader::new(r).take(MAX_REQUEST as u64);
             let mut line = String::new();
             let resp = match r.read_line(&mut line).await {
-                Ok(_) => match serde_json::from_str::<Request>(&line) {
+                Ok(_) => match parse_request(&line) {
                     Ok(req) => match handle(&service, req).await {
                         Ok(v) => Response::Ok(v),
                         Err(f) => Response::Error(f),
                     },
-                    Err(e) => Response::Error(ControlFailure::invalid(format!(
-                        "malformed control request: {e}"
-                    ))),
+                    Err(f) => Response::Error(f),
                 },
                 Err(e) => Response::Error(ControlFailure::invalid(e)),
             };

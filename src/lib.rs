@@ -21,6 +21,8 @@ pub mod backups;
 pub mod control;
 pub mod directory;
 pub mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jobs;
 pub mod metrics;
 pub mod netstack;

@@ -523,7 +523,9 @@ fn has_body(h: &hyper::HeaderMap) -> bool {
         .is_some_and(|n| n > 0)
 }
 
-fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+/// A request's query string as decoded pairs (`+` and `%XX` decoded; fuzzed as `http_gate`).
+#[doc(hidden)]
+pub fn parse_query(q: Option<&str>) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -541,8 +543,13 @@ fn percent_decode(s: &str) -> String {
         if b == b'+' {
             out.push(b' ');
         } else if b == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
+            // Two hex digits exactly: `from_str_radix` alone would also take a sign (`%+1`).
+            let pair = &bytes[i + 1..i + 3];
+            let hex = pair
+                .iter()
+                .all(u8::is_ascii_hexdigit)
+                .then(|| std::str::from_utf8(pair).ok())
+                .flatten()
                 .and_then(|h| u8::from_str_radix(h, 16).ok());
             if let Some(v) = hex {
                 out.push(v);
@@ -706,11 +713,13 @@ async fn gate_and_route(
     result
 }
 
-/// Exactly one `Host`, naming us; an absolute-form target must name us too.
-fn check_target(
+/// Exactly one `Host`, naming us; an absolute-form target must name us too (fuzzed as
+/// `http_gate`).
+#[doc(hidden)]
+pub fn check_target<B>(
     tunnel: Ipv4Addr,
     extra: &[String],
-    req: &Request<Incoming>,
+    req: &Request<B>,
 ) -> Result<(), ApiError> {
     let hosts: Vec<&HeaderValue> = req.headers().get_all(HOST).iter().collect();
     if hosts.len() > 1 {
@@ -751,8 +760,10 @@ fn check_target(
     Ok(())
 }
 
-/// At most one `Origin`; a change must come from our own origin and not from another site.
-fn check_origin(
+/// At most one `Origin`; a change must come from our own origin and not from another site
+/// (fuzzed as `http_gate`).
+#[doc(hidden)]
+pub fn check_origin(
     tunnel: Ipv4Addr,
     extra: &[String],
     headers: &hyper::HeaderMap,
@@ -933,7 +944,7 @@ async fn route(
         query: parse_query(uri.query()),
         body,
     };
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let segs = path_segments(&path);
     match (method.clone(), segs.as_slice()) {
         (Method::GET, []) => Ok(ui::index()),
         (Method::GET, ["assets", name]) => ui::asset(name),
@@ -964,6 +975,13 @@ async fn route(
         }
         _ => Err(ApiError::not_found(format!("no endpoint at {path}"))),
     }
+}
+
+/// A request path's segments after the leading `/`, trailing slashes ignored:
+/// `/api/v1/jobs/` is `["api", "v1", "jobs"]` (fuzzed as `http_gate`).
+#[doc(hidden)]
+pub fn path_segments(path: &str) -> Vec<&str> {
+    path.trim_end_matches('/').split('/').skip(1).collect()
 }
 
 fn health(ctx: &Ctx<'_>) -> ApiResult {
@@ -1074,6 +1092,14 @@ mod tests {
         assert_eq!(q["x"], "");
         assert_eq!(q["y"], "a b");
         assert_eq!(q["bad"], "%zz");
+    }
+
+    #[test]
+    fn percent_needs_two_hex_digits_not_a_sign() {
+        let q = parse_query(Some("a=%+1&b=%-1&c=%41"));
+        assert_eq!(q["a"], "% 1");
+        assert_eq!(q["b"], "%-1");
+        assert_eq!(q["c"], "A");
     }
 
     #[test]
