@@ -368,6 +368,15 @@ pub fn control_request(data: &[u8]) {
                 )
                 .map_err(control::ControlFailure::invalid),
         ),
-        Request::PeerList | Request::AuditList { .. } | Request::Doctor { .. } => Ok(()),
+        // The server parses the new endpoint exactly like this before changing anything.
+        Request::Endpoint { set: Some(text) } => peers::Endpoint::parse(&text, 51820)
+            .map(drop)
+            .map_err(|e| control::ControlFailure::invalid(e.to_string())),
+        Request::PeerList
+        | Request::AuditList { .. }
+        | Request::Doctor { .. }
+        | Request::Endpoint { set: None }
+        | Request::Status
+        | Request::Backup => Ok(()),
     };
 }

@@ -239,7 +239,9 @@ impl Parser {
             let trimmed = raw.trim();
             if trimmed.starts_with('#') {
                 if let Some(rest) = trimmed.strip_prefix(NAME_COMMENT) {
-                    self.name.get_or_insert_with(|| rest.trim().to_owned());
+                    // Read the name as `render` writes it (control characters as spaces), so
+                    // a parsed config renders and parses back to itself (found by fuzzing).
+                    self.name.get_or_insert_with(|| comment_safe(rest));
                 }
                 continue;
             }
@@ -488,6 +490,18 @@ mod tests {
             persistent_keepalive: Some(25),
             name: Some("alice".into()),
         }
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/wg_config/regress-control-chars-in-name`): control
+    /// characters in the name comment were kept by `parse` but written as spaces by `render`,
+    /// so a parsed config did not survive its own round trip.
+    #[test]
+    fn control_characters_in_the_name_comment_round_trip() {
+        let mut text = sample().render();
+        text = text.replacen("alice", "\u{14}al\u{0}\u{0}ice\u{7}", 1);
+        let parsed = ClientConfig::parse(&text).unwrap();
+        assert_eq!(parsed.name.as_deref(), Some("al  ice"));
+        assert_eq!(ClientConfig::parse(&parsed.render()).unwrap(), parsed);
     }
 
     #[test]
