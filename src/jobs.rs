@@ -263,10 +263,31 @@ impl Jobs {
             .expect("store task does not panic")
     }
 
+    /// A handler action must name a handler that has registered the method.
+    fn check_action(&self, spec: &JobSpec) -> Result<(), SpecError> {
+        (self.action_checker())(spec)
+    }
+
+    fn action_checker(&self) -> impl Fn(&JobSpec) -> Result<(), SpecError> + Send + 'static {
+        |spec: &JobSpec| {
+            match spec.action.handler() {
+            None => Ok(()),
+            Some(call) => Err(SpecError {
+                field: "action.handler.id".into(),
+                message: format!(
+                    "no handler named {} has registered its methods; that peer must call PUT /api/v1/handler first",
+                    call.id
+                ),
+            }),
+        }
+        }
+    }
+
     /// Validates, stores durably (with its audit entry) and schedules a new job.
     pub async fn create(&self, body: &Value, actor: &Actor) -> Result<JobEntry, JobError> {
         let now = Timestamp::now();
         let spec = JobSpec::from_json(body, Some(now))?;
+        self.check_action(&spec)?;
         let now_ms = now.as_millisecond().max(0) as u64;
         let mut record = JobRecord {
             id: JobId::from_u64(0),
@@ -317,10 +338,12 @@ impl Jobs {
         let now = Timestamp::now();
         let patch = patch.clone();
         let actor = actor.clone();
+        let check = self.action_checker();
         let rec = self
             .blocking(move |s| {
                 s.update_job(id, |cur| {
                     let spec = cur.spec.patched(&patch, Some(now))?;
+                    check(&spec)?;
                     let audit = Self::audit(
                         &actor,
                         "job.update",
@@ -795,7 +818,10 @@ impl Driver {
 
 /// Executes one run: the webhook with retries and timeouts. Logs never contain the URL.
 async fn execute(executor: Executor, spec: &JobSpec, mut run: RunRecord) -> RunRecord {
-    let Action::Webhook(hook) = &spec.action;
+    let Action::Webhook(hook) = &spec.action else {
+        // Handler calls are queued for their handler, never executed here.
+        unreachable!("only webhook runs are executed by the scheduler");
+    };
     run.started_at = Some(Timestamp::now());
     let started = std::time::Instant::now();
     let outcome = executor.run(hook, spec.retry, spec.timeout, |_| {}).await;
@@ -850,7 +876,9 @@ mod tests {
             None,
         )
         .unwrap();
-        let Action::Webhook(hook) = &spec.action;
+        let Action::Webhook(hook) = &spec.action else {
+            panic!("webhook expected")
+        };
         let e = scrub(
             "error sending request for url (https://discord.com/api/webhooks/123/SeCrEt?wait=true): /api/webhooks/123/SeCrEt?wait=true",
             hook,
