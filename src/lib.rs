@@ -19,6 +19,7 @@ pub mod driver;
 pub mod jobs;
 pub mod netstack;
 pub mod paths;
+pub mod queue;
 pub mod registry;
 pub mod sched;
 pub mod server;
