@@ -18,10 +18,12 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::queue::{self, Task};
 use crate::sched::{Action, Core, Fire, FireKind, JobId, JobSpec, SpecError};
 use crate::store::{
     Actor, AuditEntry, JobRecord, RunFilter, RunRecord, RunStatus, Store, StoreError,
 };
+use crate::tasks::Tasks;
 use crate::webhook::Executor;
 
 /// How often old runs are pruned.
@@ -112,7 +114,7 @@ pub struct JobStats {
 }
 
 impl JobStats {
-    fn lateness(&mut self, ms: u64) {
+    pub(crate) fn lateness(&mut self, ms: u64) {
         if self.lateness_ms.len() == LATENESS_SAMPLES {
             self.lateness_ms.pop_front();
         }
@@ -154,6 +156,8 @@ pub struct Jobs {
     table: Arc<RwLock<HashMap<JobId, JobEntry>>>,
     pub store: Arc<Store>,
     pub stats: Arc<Mutex<JobStats>>,
+    /// The handler task queue (handler actions are delivered through it).
+    pub tasks: Arc<Tasks>,
 }
 
 /// Options for the scheduler.
@@ -190,6 +194,8 @@ impl Jobs {
             store.update_runs(&interrupted)?;
         }
         let records = store.jobs()?;
+        let stats = Arc::new(Mutex::new(JobStats::default()));
+        let (tasks, task_done, held) = Tasks::load(store.clone(), stats.clone())?;
         let mut core = Core::new();
         let mut table = HashMap::with_capacity(records.len());
         for rec in records {
@@ -202,13 +208,20 @@ impl Jobs {
                 },
             );
         }
+        // Handler tasks still queued or leased hold their instances across the restart.
+        for (job, n) in held {
+            core.add_running(job, n);
+            if let Some(e) = table.get_mut(&job) {
+                e.running = core.running(job);
+            }
+        }
         tracing::info!(
             jobs = table.len(),
             interrupted = interrupted.len(),
             "scheduler loaded"
         );
         let table = Arc::new(RwLock::new(table));
-        let stats = Arc::new(Mutex::new(JobStats::default()));
+        tasks.spawn_timer(shutdown.clone());
         let (tx, rx) = mpsc::channel(256);
         let (fin_tx, fin_rx) = mpsc::channel(4096);
         let driver = Driver {
@@ -220,14 +233,16 @@ impl Jobs {
             finished: fin_tx,
             config,
             manual: Vec::new(),
+            tasks: tasks.clone(),
         };
-        let task = tokio::spawn(driver.run(rx, fin_rx, shutdown));
+        let task = tokio::spawn(driver.run(rx, fin_rx, task_done, shutdown));
         Ok((
             Jobs {
                 commands: tx,
                 table,
                 store,
                 stats,
+                tasks,
             },
             task,
         ))
@@ -265,22 +280,12 @@ impl Jobs {
 
     /// A handler action must name a handler that has registered the method.
     fn check_action(&self, spec: &JobSpec) -> Result<(), SpecError> {
-        (self.action_checker())(spec)
+        self.tasks.check_action(spec)
     }
 
     fn action_checker(&self) -> impl Fn(&JobSpec) -> Result<(), SpecError> + Send + 'static {
-        |spec: &JobSpec| {
-            match spec.action.handler() {
-            None => Ok(()),
-            Some(call) => Err(SpecError {
-                field: "action.handler.id".into(),
-                message: format!(
-                    "no handler named {} has registered its methods; that peer must call PUT /api/v1/handler first",
-                    call.id
-                ),
-            }),
-        }
-        }
+        let tasks = self.tasks.clone();
+        move |spec: &JobSpec| tasks.check_action(spec)
     }
 
     /// Validates, stores durably (with its audit entry) and schedules a new job.
@@ -376,6 +381,8 @@ impl Jobs {
             .await?
             .ok_or(JobError::NotFound(id))?;
         self.ask(|done| Command::Remove(id, done)).await?;
+        // Handlers working on its tasks learn it from their next heartbeat.
+        self.tasks.cancel_job(id).await?;
         Ok(JobEntry {
             record: rec,
             running: 0,
@@ -524,6 +531,7 @@ struct Driver {
     /// `run now` fires not yet taken: (job, time) so their runs are marked manual, and who
     /// waits for the run's id.
     manual: Vec<(JobId, Timestamp, RunReply)>,
+    tasks: Arc<Tasks>,
 }
 
 impl Driver {
@@ -531,6 +539,7 @@ impl Driver {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut finished: mpsc::Receiver<RunRecord>,
+        mut task_done: mpsc::UnboundedReceiver<queue::Finished>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
@@ -559,6 +568,12 @@ impl Driver {
                         if batch.len() >= 1024 { break; }
                     }
                     self.record_finished(batch).await;
+                }
+                Some(done) = task_done.recv() => {
+                    self.task_finished(done);
+                    while let Ok(done) = task_done.try_recv() {
+                        self.task_finished(done);
+                    }
                 }
                 _ = prune.tick() => self.prune().await,
                 _ = tokio::time::sleep(sleep) => {}
@@ -626,6 +641,20 @@ impl Driver {
         }
     }
 
+    /// A handler run finished (its run row was written with it): free its instance slot.
+    fn task_finished(&mut self, done: queue::Finished) {
+        self.core.handle_finished(done.job_id);
+        if let Some(e) = self.table.write().unwrap().get_mut(&done.job_id) {
+            e.running = self.core.running(done.job_id);
+        }
+        let mut stats = self.stats.lock().unwrap();
+        if done.succeeded {
+            stats.succeeded += 1;
+        } else {
+            stats.failed += 1;
+        }
+    }
+
     fn set_next(&self, id: JobId, next: Option<Timestamp>) {
         if let Some(e) = self.table.write().unwrap().get_mut(&id) {
             e.record.next_fire_at = next;
@@ -643,6 +672,8 @@ impl Driver {
         let now = Timestamp::now();
         let mut runs = Vec::with_capacity(fires.len());
         let mut waiters = Vec::with_capacity(fires.len());
+        // Handler fires: (index into `runs`, task), committed with the runs.
+        let mut tasks: Vec<(usize, Task)> = Vec::new();
         for f in &fires {
             let name = self
                 .core
@@ -673,8 +704,33 @@ impl Driver {
                 error: None,
                 duration_ms: None,
                 count: None,
+                handler: None,
+                result: None,
+                queue_delay_ms: None,
             };
+            let call = self
+                .core
+                .spec(f.job)
+                .and_then(|s| s.action.handler().map(|c| (c.clone(), s.retry, s.timeout)));
             match f.kind {
+                FireKind::Run if call.is_some() => {
+                    let (call, retry, timeout) = call.expect("checked");
+                    // Queued for the handler; it starts when the handler leases it.
+                    run.status = RunStatus::Queued;
+                    run.handler = Some(call.id.clone());
+                    let mut task = Task::new(
+                        f.job,
+                        &call.id,
+                        &call.method,
+                        &call.params,
+                        f.scheduled_at,
+                        retry,
+                        timeout,
+                        now,
+                    );
+                    task.manual = is_manual;
+                    tasks.push((runs.len(), task));
+                }
                 FireKind::Run => run.started_at = Some(now),
                 FireKind::Missed => {
                     run.status = RunStatus::Missed;
@@ -703,12 +759,17 @@ impl Driver {
         let store = self.store.clone();
         let dirty_for_store = dirty.clone();
         let result = tokio::task::spawn_blocking(move || {
-            store.start_runs(&mut runs, &dirty_for_store).map(|_| runs)
+            store
+                .start_runs_with_tasks(&mut runs, &dirty_for_store, &mut tasks)
+                .map(|_| (runs, tasks))
         })
         .await
         .expect("store task does not panic");
         let runs = match result {
-            Ok(r) => {
+            Ok((r, tasks)) => {
+                self.tasks
+                    .enqueue(tasks.into_iter().map(|(_, t)| t).collect())
+                    .await;
                 for (run, w) in r.iter().zip(waiters) {
                     if let Some(w) = w {
                         let _ = w.send(Ok(run.id));
@@ -745,6 +806,10 @@ impl Driver {
                 RunStatus::Missed => stats.missed += 1,
                 RunStatus::Skipped => stats.skipped += 1,
                 _ => {}
+            }
+            if run.status == RunStatus::Queued {
+                stats.fired += 1;
+                continue;
             }
             if run.status != RunStatus::Running {
                 continue;

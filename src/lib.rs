@@ -25,5 +25,6 @@ pub mod sched;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tasks;
 pub mod tunnel;
 pub mod webhook;

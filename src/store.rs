@@ -19,6 +19,9 @@ use redb::{Database, ReadableTable, TableDefinition};
 use crate::sched::{JobId, JobSpec};
 use serde::{Deserialize, Serialize};
 
+mod tasks;
+pub use tasks::HandlerRecord;
+
 /// Version of the layout below; recorded in `meta` so a future binary can migrate.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -586,6 +589,10 @@ fn decode_job(id: u64, bytes: &[u8]) -> Result<JobRecord, StoreError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// A handler call waiting for its handler to lease it.
+    Queued,
+    /// A handler call leased by its handler (being executed).
+    Leased,
     Running,
     Succeeded,
     Failed,
@@ -596,8 +603,18 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// Whether the run is still going (running, or a handler call queued or leased).
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Queued | RunStatus::Leased | RunStatus::Running
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Leased => "leased",
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
@@ -611,6 +628,8 @@ impl std::str::FromStr for RunStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         Ok(match s {
+            "queued" => RunStatus::Queued,
+            "leased" => RunStatus::Leased,
             "running" => RunStatus::Running,
             "succeeded" => RunStatus::Succeeded,
             "failed" => RunStatus::Failed,
@@ -618,7 +637,7 @@ impl std::str::FromStr for RunStatus {
             "skipped" => RunStatus::Skipped,
             _ => {
                 return Err(format!(
-                    "unknown status '{s}': expected running, succeeded, failed, missed or skipped"
+                    "unknown status '{s}': expected queued, leased, running, succeeded, failed, missed or skipped"
                 ))
             }
         })
@@ -648,6 +667,15 @@ pub struct RunRecord {
     /// For a summarising missed record: how many fires it stands for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// Handler runs: the handler the call is addressed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+    /// Handler runs: the handler's result (acked runs), at most 64 KiB of JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Handler runs: milliseconds from the scheduled time to the first lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_delay_ms: Option<u64>,
 }
 
 /// Job ids travel as their 16-hex-digit display form.
@@ -761,6 +789,18 @@ impl Store {
         runs: &mut [RunRecord],
         next_fires: &[(JobId, Option<Timestamp>)],
     ) -> Result<(), StoreError> {
+        self.start_runs_with_tasks(runs, next_fires, &mut [])
+    }
+
+    /// [`Store::start_runs`], plus the handler tasks of some of the runs in the same
+    /// transaction: `tasks` pairs an index into `runs` with its task, whose `run_id` is set
+    /// to the run's id. A fire and its task are committed together or not at all.
+    pub fn start_runs_with_tasks(
+        &self,
+        runs: &mut [RunRecord],
+        next_fires: &[(JobId, Option<Timestamp>)],
+        tasks: &mut [(usize, crate::queue::Task)],
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(RUNS)?;
@@ -786,6 +826,7 @@ impl Store {
                     jobs.insert(id.as_u64(), encode_job(&rec).as_slice())?;
                 }
             }
+            tasks::insert_new(&txn, runs, tasks)?;
         }
         txn.commit()?;
         Ok(())
@@ -880,7 +921,7 @@ impl Store {
                 let (k, v) = row?;
                 let r: RunRecord = serde_json::from_slice(v.value())
                     .map_err(|e| corrupt(&format!("runs/{}", k.value()), e))?;
-                if r.scheduled_at < cutoff && r.status != RunStatus::Running {
+                if r.scheduled_at < cutoff && !r.status.is_open() {
                     doomed.push((k.value(), r.job_id.as_u64()));
                 }
             }
@@ -929,6 +970,9 @@ mod tests {
             error: None,
             duration_ms: None,
             count: None,
+            handler: None,
+            result: None,
+            queue_delay_ms: None,
         }
     }
 

@@ -18,6 +18,7 @@
 mod audit;
 mod jobs;
 mod peers;
+mod tasks;
 
 pub use audit::parse_since;
 
@@ -102,6 +103,8 @@ pub enum Need {
     Operate,
     /// Everything, including peers and the audit trail: admin.
     Admin,
+    /// Lease and finish handler tasks: handler only (admins do not lease).
+    Handler,
 }
 
 impl Need {
@@ -112,6 +115,7 @@ impl Need {
             Need::Read => matches!(role, Admin | Officer | Viewer),
             Need::Operate => matches!(role, Admin | Officer),
             Need::Admin => role == Admin,
+            Need::Handler => role == Handler,
         }
     }
 
@@ -121,6 +125,7 @@ impl Need {
             Need::Read => "viewer, officer or admin",
             Need::Operate => "officer or admin",
             Need::Admin => "admin",
+            Need::Handler => "handler",
         }
     }
 }
@@ -570,6 +575,16 @@ async fn route(
         body,
     };
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    if ctx.caller.role == ::peers::Role::Handler && !handler_may_call(&segs) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_role",
+            format!(
+                "this needs the viewer, officer or admin role; {} is a handler, and handlers may call only health, whoami, openapi.json, PUT /api/v1/handler and /api/v1/tasks/…",
+                ctx.caller.name
+            ),
+        ));
+    }
     match (method.clone(), segs.as_slice()) {
         (Method::GET, []) => Ok(dashboard()),
         (Method::GET, ["api", "v1", "health"]) => health(&ctx),
@@ -584,16 +599,34 @@ async fn route(
         (Method::GET, ["api", "v1", "runs"]) => jobs::runs(&ctx, None).await,
         (Method::GET, ["api", "v1", "stats"]) => jobs::stats(&ctx),
         (Method::GET, ["api", "v1", "openapi.json"]) => Ok(openapi()),
+        (Method::PUT, ["api", "v1", "handler"]) => tasks::register(&ctx).await,
+        (Method::GET, ["api", "v1", "handlers"]) => tasks::list(&ctx).await,
+        (_, ["api", "v1", "tasks", rest @ ..]) => tasks::route(&ctx, &method, rest).await,
         (_, [])
-        | (_, ["api", "v1", "health" | "whoami" | "audit" | "runs" | "stats" | "openapi.json"]) => {
-            Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{method} is not allowed on {path}"),
-            ))
-        }
+        | (
+            _,
+            ["api", "v1", "health" | "whoami" | "audit" | "runs" | "stats" | "openapi.json" | "handler"
+            | "handlers"],
+        ) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        )),
         _ => Err(ApiError::not_found(format!("no endpoint at {path}"))),
     }
+}
+
+/// The pinned routes a handler peer may call (any method; the routes check it), plus the
+/// static dashboard page and this API's description, which hold no data.
+fn handler_may_call(segs: &[&str]) -> bool {
+    matches!(
+        segs,
+        [] | [
+            "api",
+            "v1",
+            "health" | "whoami" | "handler" | "openapi.json"
+        ] | ["api", "v1", "tasks", ..]
+    )
 }
 
 fn health(ctx: &Ctx<'_>) -> ApiResult {
@@ -682,6 +715,37 @@ mod tests {
         assert!(Need::Operate.allows(Officer));
         assert!(!Need::Admin.allows(Officer));
         assert!(Need::Admin.allows(Admin));
+        assert!(Need::Handler.allows(Handler));
+        assert!(!Need::Handler.allows(Admin), "admins do not lease");
+    }
+
+    #[test]
+    fn handlers_reach_only_the_pinned_routes() {
+        let p = |s: &str| -> bool {
+            let segs: Vec<&str> = s.trim_end_matches('/').split('/').skip(1).collect();
+            handler_may_call(&segs)
+        };
+        for ok in [
+            "/api/v1/health",
+            "/api/v1/whoami",
+            "/api/v1/handler",
+            "/api/v1/tasks/lease",
+            "/api/v1/tasks/00/ack",
+            "/",
+            "/api/v1/openapi.json",
+        ] {
+            assert!(p(ok), "{ok}");
+        }
+        for no in [
+            "/api/v1/jobs",
+            "/api/v1/handlers",
+            "/api/v1/runs",
+            "/api/v1/peers",
+            "/api/v1/stats",
+            "/api/v1/audit",
+        ] {
+            assert!(!p(no), "{no}");
+        }
     }
 
     #[test]

@@ -167,6 +167,9 @@ pub struct Task {
     pub params: Map<String, Value>,
     /// When the fire was scheduled.
     pub scheduled_at: Timestamp,
+    /// A "run now" fire (its queue delay is not lateness).
+    #[serde(default)]
+    pub manual: bool,
     /// Leases made so far (the attempt number of the current or last delivery).
     pub attempt: u32,
     /// The job's `retry.attempts`.
@@ -209,6 +212,7 @@ impl Task {
             method: method.to_string(),
             params: params.clone(),
             scheduled_at,
+            manual: false,
             attempt: 0,
             max_attempts: retry.attempts.max(1),
             backoff_ms: retry.backoff.as_millis() as u64,
@@ -267,6 +271,8 @@ pub struct Lease {
     pub scheduled_at: Timestamp,
     /// Whether this is the task's first lease (its queue delay counts towards lateness).
     pub first: bool,
+    /// Whether the run was started with "run now".
+    pub manual: bool,
 }
 
 /// Why `heartbeat`, `ack` or `fail` was refused.
@@ -466,6 +472,7 @@ impl Core {
                 lease_expires_at: expires_at,
                 scheduled_at: task.scheduled_at,
                 first,
+                manual: task.manual,
             });
         }
         out
