@@ -382,7 +382,9 @@ impl Jobs {
             .ok_or(JobError::NotFound(id))?;
         self.ask(|done| Command::Remove(id, done)).await?;
         // Handlers working on its tasks learn it from their next heartbeat.
-        self.tasks.cancel_job(id).await?;
+        if let Err(e) = self.tasks.cancel_job(id).await {
+            tracing::warn!(job = %id, error = %e, "could not flag the deleted job's tasks as cancelled");
+        }
         Ok(JobEntry {
             record: rec,
             running: 0,
@@ -884,8 +886,13 @@ impl Driver {
 /// Executes one run: the webhook with retries and timeouts. Logs never contain the URL.
 async fn execute(executor: Executor, spec: &JobSpec, mut run: RunRecord) -> RunRecord {
     let Action::Webhook(hook) = &spec.action else {
-        // Handler calls are queued for their handler, never executed here.
-        unreachable!("only webhook runs are executed by the scheduler");
+        // Handler calls are queued for their handler and never reach this point; should a
+        // patch ever race a fire, record that instead of panicking a task.
+        run.status = RunStatus::Failed;
+        run.finished_at = Some(Timestamp::now());
+        run.error =
+            Some("the job's action is no longer a webhook; this run was not executed".into());
+        return run;
     };
     run.started_at = Some(Timestamp::now());
     let started = std::time::Instant::now();

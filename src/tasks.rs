@@ -2,11 +2,14 @@
 //!
 //! Layer: driver. Owns the sans-IO [`queue::Core`] behind one async mutex, the handler
 //! registry (in memory, backed by the `handlers` table) and the long-poll waiters. Every state
-//! change is committed to the store (task rows and their run rows, one transaction) *while the
-//! mutex is held and before the caller is answered*: a 200 to `lease`, `heartbeat`, `ack` or
-//! `fail` means the change is on disk. If a commit fails, the core is rebuilt from the store
-//! and the caller gets the error. One timer task sleeps until [`queue::Core::poll_timeout`]
-//! to expire leases and release tasks whose retry backoff ended.
+//! change is committed to the store (task rows and their run rows, one transaction) *before
+//! the caller is answered*: a 200 to `lease`, `heartbeat`, `ack` or `fail` means the change is
+//! on disk. Commits are grouped: an operation changes the core under its mutex and takes a
+//! ticket; the first caller to get the commit lock takes *every* change made so far and
+//! commits them in one transaction, answering all tickets it covered (one fsync for many acks,
+//! commits in the order the changes were made). If a commit fails, the core is rebuilt from
+//! the store and every operation not yet committed gets the error. One timer task sleeps until
+//! [`queue::Core::poll_timeout`] to expire leases and release tasks whose retry backoff ended.
 //!
 //! Long polls: a lease call that finds nothing registers on its handler's [`Notify`] *before*
 //! it lets go of the core, then waits; whoever makes a task available for that handler (the
@@ -47,6 +50,9 @@ pub enum TaskError {
     /// The change could not be committed, so it did not happen.
     #[error("the change could not be saved, so it did not happen: {0}")]
     Store(#[from] StoreError),
+    /// The change was in a group commit that failed, so it did not happen.
+    #[error("the change could not be saved, so it did not happen: {0}")]
+    NotSaved(String),
 }
 
 /// A handler as `GET /api/v1/handlers` shows it.
@@ -83,13 +89,32 @@ struct HandlerEntry {
 /// Handle to the task queue, shared by the scheduler and the API.
 pub struct Tasks {
     store: Arc<Store>,
-    core: tokio::sync::Mutex<queue::Core>,
+    core: tokio::sync::Mutex<Ticketed>,
+    /// Held while a group commit runs; see the module docs.
+    commits: tokio::sync::Mutex<Committed>,
     handlers: RwLock<HashMap<String, HandlerEntry>>,
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     /// Wakes the timer task: the earliest deadline may have moved.
     timer: Notify,
     finished: mpsc::UnboundedSender<queue::Finished>,
+    /// Wakes [`Tasks::wait_finished`] callers after a commit that finished runs.
+    run_finished: Notify,
     stats: Arc<Mutex<JobStats>>,
+}
+
+/// The core and the ticket of its latest change.
+struct Ticketed {
+    core: queue::Core,
+    ticket: u64,
+}
+
+/// What the group commits achieved.
+#[derive(Default)]
+struct Committed {
+    /// Every ticket up to this one is settled (committed or failed).
+    through: u64,
+    /// Ticket ranges `(after, through]` whose commit failed, newest last (a few kept).
+    failed: Vec<(u64, u64, String)>,
 }
 
 fn load_core(store: &Store, now: Timestamp) -> Result<queue::Core, StoreError> {
@@ -142,11 +167,13 @@ impl Tasks {
         let (tx, rx) = mpsc::unbounded_channel();
         let tasks = Arc::new(Tasks {
             store,
-            core: tokio::sync::Mutex::new(core),
+            core: tokio::sync::Mutex::new(Ticketed { core, ticket: 0 }),
+            commits: tokio::sync::Mutex::new(Committed::default()),
             handlers: RwLock::new(handlers),
             waiters: Mutex::new(HashMap::new()),
             timer: Notify::new(),
             finished: tx,
+            run_finished: Notify::new(),
             stats,
         });
         Ok((tasks, rx, held))
@@ -160,7 +187,7 @@ impl Tasks {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
-                let next = me.core.lock().await.poll_timeout();
+                let next = me.core.lock().await.core.poll_timeout();
                 let sleep = next
                     .map(|due| {
                         Timestamp::now()
@@ -178,38 +205,88 @@ impl Tasks {
                     _ = me.timer.notified() => continue,
                     _ = tokio::time::sleep(sleep) => {}
                 }
-                let mut core = me.core.lock().await;
-                core.handle_timeout(Timestamp::now());
-                if let Err(e) = me.commit(&mut core).await {
+                let ((), ticket) = me.change(|core, now| core.handle_timeout(now)).await;
+                if let Err(e) = me.durable(ticket).await {
                     tracing::error!(error = %e, "could not record expired leases; retrying in 1 s");
-                    drop(core);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         })
     }
 
-    /// Commits what the core changed, then announces it (wake-ups, finished runs). On failure
-    /// the core is rebuilt from the store and nothing is announced.
-    async fn commit(&self, core: &mut queue::Core) -> Result<(), StoreError> {
-        let changes = core.take_changes();
-        if !changes.is_empty() {
-            let store = self.store.clone();
-            let (upsert, remove) = (changes.upsert, changes.remove);
-            let r = tokio::task::spawn_blocking(move || store.apply_task_changes(&upsert, &remove))
-                .await
-                .expect("store task does not panic");
-            if let Err(e) = r {
+    /// Runs `f` on the core (under its mutex) and returns its result with the ticket of the
+    /// change; pass the ticket to [`Tasks::durable`] before answering anyone.
+    async fn change<T>(&self, f: impl FnOnce(&mut queue::Core, Timestamp) -> T) -> (T, u64) {
+        let mut st = self.core.lock().await;
+        let out = f(&mut st.core, Timestamp::now());
+        st.ticket += 1;
+        (out, st.ticket)
+    }
+
+    /// Returns once the change with `ticket` is on disk (or failed to get there). The first
+    /// caller to get the commit lock commits every change made so far in one transaction, then
+    /// announces them (wake-ups, finished runs); callers whose change it covered return at
+    /// once. On failure the core is rebuilt from the store and every change not on disk is
+    /// reported as failed.
+    async fn durable(&self, ticket: u64) -> Result<(), TaskError> {
+        let mut c = self.commits.lock().await;
+        if c.through < ticket {
+            let (changes, through) = {
+                let mut st = self.core.lock().await;
+                (st.core.take_changes(), st.ticket)
+            };
+            let result = if changes.is_empty() {
+                Ok(())
+            } else {
                 let store = self.store.clone();
-                match tokio::task::spawn_blocking(move || load_core(&store, Timestamp::now()))
+                let (upsert, remove) = (changes.upsert.clone(), changes.remove.clone());
+                tokio::task::spawn_blocking(move || store.apply_task_changes(&upsert, &remove))
                     .await
                     .expect("store task does not panic")
-                {
-                    Ok(fresh) => *core = fresh,
-                    Err(e2) => tracing::error!(error = %e2, "could not reload the task queue"),
+            };
+            match result {
+                Ok(()) => {
+                    c.through = through;
+                    self.announce(changes);
                 }
-                return Err(e);
+                Err(e) => {
+                    // Rebuild under the core mutex: changes made meanwhile are dropped too,
+                    // so their tickets fail as well.
+                    let mut st = self.core.lock().await;
+                    let store = self.store.clone();
+                    match tokio::task::spawn_blocking(move || load_core(&store, Timestamp::now()))
+                        .await
+                        .expect("store task does not panic")
+                    {
+                        Ok(fresh) => st.core = fresh,
+                        Err(e2) => tracing::error!(error = %e2, "could not reload the task queue"),
+                    }
+                    let message = e.to_string();
+                    let after = c.through;
+                    c.through = st.ticket;
+                    c.failed.push((after, st.ticket, message));
+                    if c.failed.len() > 16 {
+                        c.failed.remove(0);
+                    }
+                    drop(st);
+                    self.timer.notify_one();
+                    return Err(TaskError::Store(e));
+                }
             }
+        }
+        match c
+            .failed
+            .iter()
+            .find(|(after, through, _)| *after < ticket && ticket <= *through)
+        {
+            Some((_, _, message)) => Err(TaskError::NotSaved(message.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn announce(&self, changes: queue::Changes) {
+        if !changes.finished.is_empty() {
+            self.run_finished.notify_waiters();
         }
         for f in changes.finished {
             let _ = self.finished.send(f);
@@ -218,7 +295,6 @@ impl Tasks {
             self.waiter(&h).notify_waiters();
         }
         self.timer.notify_one();
-        Ok(())
     }
 
     fn waiter(&self, handler: &str) -> Arc<Notify> {
@@ -241,22 +317,24 @@ impl Tasks {
         if tasks.is_empty() {
             return;
         }
-        let mut core = self.core.lock().await;
-        let now = Timestamp::now();
-        for t in tasks {
-            core.enqueue(t, now);
-        }
-        // Nothing to write (the rows went in with the fires): this only wakes.
-        if let Err(e) = self.commit(&mut core).await {
+        let ((), ticket) = self
+            .change(|core, now| {
+                for t in tasks {
+                    core.enqueue(t, now);
+                }
+            })
+            .await;
+        // Nothing of its own to write (the rows went in with the fires): this wakes the
+        // handlers once whatever else is pending is on disk.
+        if let Err(e) = self.durable(ticket).await {
             tracing::error!(error = %e, "could not announce new tasks");
         }
     }
 
     /// Requests cancellation of a deleted job's tasks (heartbeats report it).
-    pub async fn cancel_job(&self, job: JobId) -> Result<(), StoreError> {
-        let mut core = self.core.lock().await;
-        core.cancel_job(job);
-        self.commit(&mut core).await
+    pub async fn cancel_job(&self, job: JobId) -> Result<(), TaskError> {
+        let ((), ticket) = self.change(|core, _| core.cancel_job(job)).await;
+        self.durable(ticket).await
     }
 
     /// Registers (or replaces) `handler`'s methods; audited.
@@ -330,7 +408,7 @@ impl Tasks {
 
     /// Every registered handler, by name, with its queue counts.
     pub async fn list(&self) -> Vec<HandlerView> {
-        let counts = self.core.lock().await.counts();
+        let counts = self.core.lock().await.core.counts();
         let now = Timestamp::now();
         let online_since = now
             .checked_sub(jiff::SignedDuration::try_from(ONLINE_WITHIN).expect("small"))
@@ -367,13 +445,16 @@ impl Tasks {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let mut core = self.core.lock().await;
-                let now = Timestamp::now();
-                self.touch(handler, now);
-                let leases = core.lease(handler, max, lease, now, &mut new_delivery_id);
+                let (leases, ticket) = self
+                    .change(|core, now| {
+                        self.touch(handler, now);
+                        let leases = core.lease(handler, max, lease, now, &mut new_delivery_id);
+                        (leases, now)
+                    })
+                    .await;
+                let (leases, now) = leases;
                 if !leases.is_empty() {
-                    self.commit(&mut core).await?;
-                    drop(core);
+                    self.durable(ticket).await?;
                     let mut stats = self.stats.lock().unwrap();
                     // Lateness of a handler run: from its scheduled time to its first
                     // delivery, which includes the time it waited for its handler.
@@ -395,6 +476,32 @@ impl Tasks {
         }
     }
 
+    /// Waits up to `wait` for the handler run `run_id` to finish (acked, or failed for good)
+    /// and returns its task (result or error, attempts); `None` when it did not finish in
+    /// time or is unknown (not a handler run, or finished more than a day ago). For callers
+    /// that run a job now and want the handler's answer (the ScheduleZero `run_now` shape).
+    pub async fn wait_finished(&self, run_id: u64, wait: Duration) -> Option<Task> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.run_finished.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.core.lock().await.core.task(run_id) {
+                Some(t) if t.is_finished() => return Some(t.clone()),
+                Some(_) => {}
+                None => return None,
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(left) => {}
+            }
+        }
+    }
+
     /// Extends a lease; returns the new expiry and whether cancellation was requested.
     pub async fn heartbeat(
         &self,
@@ -402,11 +509,14 @@ impl Tasks {
         handler: &str,
         lease: Duration,
     ) -> Result<(Timestamp, bool), TaskError> {
-        let mut core = self.core.lock().await;
-        let now = Timestamp::now();
-        self.touch(handler, now);
-        let r = core.heartbeat(delivery, handler, lease, now)?;
-        self.commit(&mut core).await?;
+        let (r, ticket) = self
+            .change(|core, now| {
+                self.touch(handler, now);
+                core.heartbeat(delivery, handler, lease, now)
+            })
+            .await;
+        let r = r?;
+        self.durable(ticket).await?;
         Ok(r)
     }
 
@@ -417,11 +527,14 @@ impl Tasks {
         handler: &str,
         result: Value,
     ) -> Result<AckOutcome, TaskError> {
-        let mut core = self.core.lock().await;
-        let now = Timestamp::now();
-        self.touch(handler, now);
-        let r = core.ack(delivery, handler, result, now)?;
-        self.commit(&mut core).await?;
+        let (r, ticket) = self
+            .change(|core, now| {
+                self.touch(handler, now);
+                core.ack(delivery, handler, result, now)
+            })
+            .await;
+        let r = r?;
+        self.durable(ticket).await?;
         Ok(r)
     }
 
@@ -433,11 +546,171 @@ impl Tasks {
         error: &str,
         retry: bool,
     ) -> Result<FailOutcome, TaskError> {
-        let mut core = self.core.lock().await;
-        let now = Timestamp::now();
-        self.touch(handler, now);
-        let r = core.fail(delivery, handler, error, retry, now)?;
-        self.commit(&mut core).await?;
+        let (r, ticket) = self
+            .change(|core, now| {
+                self.touch(handler, now);
+                core.fail(delivery, handler, error, retry, now)
+            })
+            .await;
+        let r = r?;
+        self.durable(ticket).await?;
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{RunFilter, RunRecord, RunStatus};
+
+    fn temp_store(tag: &str) -> (Arc<Store>, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("appliance-tasks-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        (Arc::new(Store::open(&dir.join("db.redb")).unwrap()), dir)
+    }
+
+    /// One queued handler run, recorded as the scheduler records it (run + task together).
+    fn queue_one(store: &Store, job: u64) -> u64 {
+        let now = Timestamp::now();
+        let mut runs = vec![RunRecord {
+            id: 0,
+            job_id: JobId::from_u64(job),
+            job_name: "call".into(),
+            scheduled_at: now,
+            started_at: None,
+            finished_at: None,
+            attempt: 0,
+            status: RunStatus::Queued,
+            trigger: "manual".into(),
+            http_status: None,
+            error: None,
+            duration_ms: None,
+            count: None,
+            handler: Some("bot".into()),
+            result: None,
+            queue_delay_ms: None,
+        }];
+        let task = Task::new(
+            JobId::from_u64(job),
+            "bot",
+            "send_message",
+            &serde_json::Map::new(),
+            now,
+            crate::sched::Retry::default(),
+            Duration::from_secs(30),
+            now,
+        );
+        store
+            .start_runs_with_tasks(&mut runs, &[], &mut [(0, task)])
+            .unwrap();
+        runs[0].id
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_ack_is_on_disk_before_it_returns_and_wakes_a_run_now_waiter() {
+        let (store, dir) = temp_store("ack");
+        let run = queue_one(&store, 7);
+        let stats = Arc::new(Mutex::new(JobStats::default()));
+        let (tasks, mut done, held) = Tasks::load(store.clone(), stats).unwrap();
+        assert_eq!(
+            held.get(&JobId::from_u64(7)),
+            Some(&1),
+            "the queued task holds a slot"
+        );
+
+        let waiter = {
+            let tasks = tasks.clone();
+            tokio::spawn(async move { tasks.wait_finished(run, Duration::from_secs(10)).await })
+        };
+        let leases = tasks
+            .lease("bot", 10, Duration::from_secs(30), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(leases.len(), 1);
+        let runs = store
+            .runs_page(&RunFilter {
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .unwrap();
+        assert_eq!(runs[0].status, RunStatus::Leased, "the lease is on disk");
+        assert_eq!(runs[0].attempt, 1);
+
+        let outcome = tasks
+            .ack(leases[0].id, "bot", serde_json::json!({"message_id": "42"}))
+            .await
+            .unwrap();
+        assert_eq!(outcome, AckOutcome::Acked);
+        let runs = store
+            .runs_page(&RunFilter {
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .unwrap();
+        assert_eq!(runs[0].status, RunStatus::Succeeded, "the ack is on disk");
+        assert_eq!(
+            runs[0].result,
+            Some(serde_json::json!({"message_id": "42"}))
+        );
+        assert!(runs[0].queue_delay_ms.is_some());
+
+        let finished = waiter
+            .await
+            .unwrap()
+            .expect("the waiter saw the run finish");
+        assert_eq!(
+            finished.result,
+            Some(serde_json::json!({"message_id": "42"}))
+        );
+        let f = done.recv().await.unwrap();
+        assert_eq!(
+            (f.run_id, f.succeeded),
+            (run, true),
+            "the scheduler hears of it"
+        );
+        // Unknown runs and runs that do not finish in time give None.
+        assert!(tasks
+            .wait_finished(run + 100, Duration::from_millis(10))
+            .await
+            .is_none());
+        drop(tasks);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_lease_returns_as_soon_as_a_task_is_enqueued() {
+        let (store, dir) = temp_store("wake");
+        let stats = Arc::new(Mutex::new(JobStats::default()));
+        let (tasks, _done, _) = Tasks::load(store.clone(), stats).unwrap();
+        let poll = {
+            let tasks = tasks.clone();
+            tokio::spawn(async move {
+                let t0 = Instant::now();
+                let l = tasks
+                    .lease("bot", 1, Duration::from_secs(30), Duration::from_secs(20))
+                    .await
+                    .unwrap();
+                (l, t0.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let run = queue_one(&store, 9);
+        let row = store
+            .tasks()
+            .unwrap()
+            .into_iter()
+            .find(|t| t.run_id == run)
+            .unwrap();
+        tasks.enqueue(vec![row]).await;
+        let (leases, waited) = poll.await.unwrap();
+        assert_eq!(leases.len(), 1);
+        assert!(
+            waited < Duration::from_secs(5),
+            "woken, not timed out: {waited:?}"
+        );
+        drop(tasks);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -38,7 +38,7 @@ fn task_error(e: TaskError) -> ApiError {
         TaskError::Lease(LeaseError::NotHeld(..)) => {
             ApiError::new(StatusCode::CONFLICT, "lease_lost", e.to_string()).field("id")
         }
-        TaskError::Store(_) => ApiError::internal(e),
+        TaskError::Store(_) | TaskError::NotSaved(_) => ApiError::internal(e),
     }
 }
 
