@@ -810,7 +810,11 @@ impl Driver {
                 _ => {}
             }
             if run.status == RunStatus::Queued {
+                // A handler call holds its instance until the handler finishes it.
                 stats.fired += 1;
+                if let Some(e) = self.table.write().unwrap().get_mut(&run.job_id) {
+                    e.running = self.core.running(run.job_id);
+                }
                 continue;
             }
             if run.status != RunStatus::Running {

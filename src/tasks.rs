@@ -429,6 +429,15 @@ impl Tasks {
         out
     }
 
+    /// Queued and leased tasks over all handlers (for the statistics).
+    pub async fn totals(&self) -> Counts {
+        let counts = self.core.lock().await.core.counts();
+        counts.values().fold(Counts::default(), |a, c| Counts {
+            queued: a.queued + c.queued,
+            leased: a.leased + c.leased,
+        })
+    }
+
     /// Leases up to `max` of `handler`'s tasks for `lease`, waiting up to `wait` for one to
     /// become available. The leases are on disk before this returns.
     pub async fn lease(

@@ -457,6 +457,13 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
         "{hs}"
     );
 
+    let stats = expect(&ns, "GET", "/api/v1/stats", None, 200);
+    assert_eq!(stats["tasks"], json!({"queued": 0, "leased": 1}), "{stats}");
+    assert_eq!(
+        stats["running"], 1,
+        "a leased call holds its instance: {stats}"
+    );
+
     // eve cannot touch bot's task; bad input to heartbeat, ack and fail names the field.
     let tp = |verb: &str| format!("/api/v1/tasks/{id}/{verb}");
     for verb in ["heartbeat", "ack"] {
@@ -565,6 +572,8 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
     assert!(r["error"].is_null(), "{r}");
     let stats = expect(&ns, "GET", "/api/v1/stats", None, 200);
     assert_eq!(stats["since_start"]["succeeded"], 1, "{stats}");
+    assert_eq!(stats["tasks"], json!({"queued": 0, "leased": 0}), "{stats}");
+    assert_eq!(stats["running"], 0, "{stats}");
     assert!(stats["lateness"]["samples"].as_u64() >= Some(1), "{stats}");
 
     // The run and the registration survive a restart.

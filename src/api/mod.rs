@@ -597,7 +597,7 @@ async fn route(
         (Method::GET, ["api", "v1", "audit"]) => audit::list(&ctx).await,
         (_, ["api", "v1", "jobs", rest @ ..]) => jobs::route(&ctx, &method, rest).await,
         (Method::GET, ["api", "v1", "runs"]) => jobs::runs(&ctx, None).await,
-        (Method::GET, ["api", "v1", "stats"]) => jobs::stats(&ctx),
+        (Method::GET, ["api", "v1", "stats"]) => jobs::stats(&ctx).await,
         (Method::GET, ["api", "v1", "openapi.json"]) => Ok(openapi()),
         (Method::PUT, ["api", "v1", "handler"]) => tasks::register(&ctx).await,
         (Method::GET, ["api", "v1", "handlers"]) => tasks::list(&ctx).await,
