@@ -497,6 +497,25 @@ impl Jobs {
         (t.len(), paused, running)
     }
 
+    /// Deletes the whole finished run history (queued, leased and running runs stay), with an
+    /// audit entry `runs.clear`; returns how many runs were deleted.
+    pub async fn clear_runs(&self, actor: &Actor) -> Result<usize, JobError> {
+        let actor = actor.clone();
+        self.blocking(move |s| {
+            let n = s.prune_runs(Timestamp::MAX)?;
+            s.audit(AuditEntry {
+                seq: 0,
+                at_ms: Timestamp::now().as_millisecond().max(0) as u64,
+                actor,
+                action: "runs.clear".into(),
+                target: None,
+                summary: json!({"deleted": n}),
+            })?;
+            Ok(n)
+        })
+        .await
+    }
+
     pub async fn runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, JobError> {
         Ok(self.blocking(move |s| s.runs_page(&filter)).await?)
     }

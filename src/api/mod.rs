@@ -13,11 +13,15 @@
 //! 4. a request body must be `application/json` (else 415) and at most `max_body` (else 413);
 //! 5. the route's role requirement (else 403 naming the role needed).
 //!
+//! ScheduleZero's routes (`/api/schedule`, `/api/schedules`, …) are served alongside ours by
+//! `schedulezero`, under the same gate.
+//!
 //! No CORS headers are ever sent. Errors are always `{"error":{"code","message","field"}}`.
 
 mod audit;
 mod jobs;
 mod peers;
+mod schedulezero;
 mod tasks;
 
 pub use audit::parse_since;
@@ -602,6 +606,12 @@ async fn route(
         (Method::PUT, ["api", "v1", "handler"]) => tasks::register(&ctx).await,
         (Method::GET, ["api", "v1", "handlers"]) => tasks::list(&ctx).await,
         (_, ["api", "v1", "tasks", rest @ ..]) => tasks::route(&ctx, &method, rest).await,
+        (_, ["api", first, rest @ ..]) if *first != "v1" => {
+            let segs: Vec<&str> = std::iter::once(*first)
+                .chain(rest.iter().copied())
+                .collect();
+            schedulezero::route(&ctx, &method, &segs).await
+        }
         (_, [])
         | (
             _,
