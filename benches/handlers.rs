@@ -155,7 +155,7 @@ struct Delivery {
 
 async fn delivery_round(addr: SocketAddr, hits: &Hits, round: usize) -> Delivery {
     let dir = TempDir::new("delivery");
-    let store = Arc::new(Store::open(&dir.0.join("db.redb")).unwrap());
+    let store = Arc::new(Store::create(&dir.0.join("db.redb"), None).unwrap());
     let (tx, rx) = watch::channel(false);
     let (jobs, task) = Jobs::start(store, JobsConfig::default(), rx).expect("start jobs");
     let jobs = Arc::new(jobs);
@@ -332,7 +332,7 @@ fn bare_commits(dir: &TempDir, n: usize, callers: usize) -> f64 {
 /// Drains `QUEUED` tasks with 4 handlers leasing `max` at a time; returns tasks/s.
 async fn drain(max: usize) -> f64 {
     let dir = TempDir::new("drain");
-    let store = Arc::new(Store::open(&dir.0.join("db.redb")).unwrap());
+    let store = Arc::new(Store::create(&dir.0.join("db.redb"), None).unwrap());
     let now = Timestamp::now();
     let mut runs: Vec<RunRecord> = (0..QUEUED)
         .map(|i| RunRecord {

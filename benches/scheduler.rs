@@ -35,7 +35,7 @@ use appliance::control::{self, Request};
 use appliance::jobs::{Jobs, JobsConfig};
 use appliance::sched::{Action, JobId, JobSpec, Webhook};
 use appliance::store::{Actor, AuditEntry, JobRecord, Store};
-use appliance::webhook::Executor;
+use appliance::webhook::{Executor, NetPolicy};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::service::service_fn;
@@ -87,6 +87,15 @@ impl TempDir {
     }
     fn db(&self) -> PathBuf {
         self.0.join("appliance.redb")
+    }
+}
+
+/// Opens the bench database, creating it (schema only, no server key) on first use.
+fn open_db(path: &std::path::Path) -> Result<Store, appliance::store::OpenError> {
+    if path.exists() {
+        Store::open(path)
+    } else {
+        Store::create(path, None)
     }
 }
 
@@ -153,7 +162,7 @@ impl RowLayout {
         let now = Timestamp::now();
         let probe = Timestamp::from_millisecond(1_900_000_000_123).unwrap();
         {
-            let store = Store::open(&dir.db()).expect("open store");
+            let store = open_db(&dir.db()).expect("open store");
             let rec = JobRecord {
                 id: JobId::from_u64(PROBE_ID),
                 spec: JobSpec::from_json(&job_body(0, now), Some(now)).unwrap(),
@@ -237,10 +246,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Webhooks may reach the loopback sink (as with `serve --allow-webhook-net 127.0.0.0/8`).
+fn loopback_policy() -> NetPolicy {
+    NetPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])
+}
+
 /// Start the appliance's scheduler on `store`; returns it with its stop switch and task.
 fn start_jobs(store: Arc<Store>) -> (Jobs, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
-    let (jobs, task) = Jobs::start(store, JobsConfig::default(), rx).expect("start jobs");
+    let config = JobsConfig {
+        webhook_policy: loopback_policy(),
+        ..JobsConfig::default()
+    };
+    let (jobs, task) = Jobs::start(store, config, rx).expect("start jobs");
     (jobs, tx, task)
 }
 
@@ -286,7 +304,7 @@ fn bare_commits(dir: &TempDir, n: usize, callers: usize, size: usize) -> f64 {
 /// inserts/s.
 fn store_inserts(n: usize, callers: usize) -> f64 {
     let dir = TempDir::new("store");
-    let store = Store::open(&dir.db()).unwrap();
+    let store = open_db(&dir.db()).unwrap();
     let now = Timestamp::now();
     let now_ms = now.as_millisecond() as u64;
     let records: Vec<(JobRecord, AuditEntry)> = (0..n)
@@ -335,7 +353,7 @@ fn store_inserts(n: usize, callers: usize) -> f64 {
 /// creates/s.
 async fn appliance_creates(n: usize, callers: usize) -> f64 {
     let dir = TempDir::new("creates");
-    let store = Arc::new(Store::open(&dir.db()).unwrap());
+    let store = Arc::new(open_db(&dir.db()).unwrap());
     let (jobs, tx, task) = start_jobs(store);
     let jobs = Arc::new(jobs);
     let now = Timestamp::now();
@@ -510,11 +528,11 @@ async fn bench_startup(out: &mut String) {
     );
 
     // In process: Store::jobs() vs Jobs::start, alternating.
-    let store = Arc::new(Store::open(&full.db()).unwrap());
+    let store = Arc::new(open_db(&full.db()).unwrap());
     let (mut load, mut start) = (Vec::new(), Vec::new());
     for _ in 0..STARTUP_ROUNDS {
         let t = Instant::now();
-        let n = tokio::task::block_in_place(|| store.jobs().unwrap().len());
+        let n = tokio::task::block_in_place(|| store.jobs().unwrap().rows.len());
         load.push(t.elapsed().as_secs_f64() * 1e3);
         assert_eq!(n, STARTUP_JOBS, "every stored row loads back");
 
@@ -701,7 +719,7 @@ async fn appliance_burst(addr: SocketAddr, hits: &Hits, round: usize) -> Burst {
             }),
         )
     });
-    let store = Arc::new(Store::open(&dir.db()).unwrap());
+    let store = Arc::new(open_db(&dir.db()).unwrap());
     let (jobs, tx, task) = start_jobs(store);
     assert!(Timestamp::now() < at, "setup took longer than the lead");
     let (late, once) = collect(hits, &prefix, at, BURST).await;
@@ -730,7 +748,7 @@ async fn baseline_burst(addr: SocketAddr, hits: &Hits, round: usize) -> Burst {
     let prefix = format!("b{round}");
     let now = Timestamp::now();
     let at = burst_instant();
-    let executor = Executor::new();
+    let executor = Executor::new(loopback_policy());
     let hooks: Vec<(Webhook, JobSpec)> = (0..BURST)
         .map(|i| {
             let spec = JobSpec::from_json(&burst_body(addr, &prefix, i, at), Some(now)).unwrap();

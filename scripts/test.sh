@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite, installing first what the tests need.
+# Runs the whole test suite, installing first what the tests need: the Python handler library's
+# tests, the cargo tests, then scripts/test-deb.sh (the .deb built, installed, run and purged;
+# APPLIANCE_TEST_DEB=0 skips it outside CI).
 #
 #   scripts/test.sh [extra cargo test args...]
 #
@@ -9,7 +11,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-packages=(wireguard-go wireguard-tools iproute2 curl iputils-ping procps wrk zbar-tools python3 bsdutils chromium)
+# chromium-driver + python3-selenium: the dashboard test drives the page in headless Chromium
+# (tests/support/dashboard_phone.py runs under /usr/bin/python3, where Debian puts selenium).
+packages=(wireguard-go wireguard-tools iproute2 curl iputils-ping procps wrk zbar-tools python3 bsdutils chromium
+          chromium-driver python3-selenium)
 
 if [ "$(id -u)" -eq 0 ]; then
   as_root=()
@@ -46,5 +51,23 @@ if [ "$(id -u)" -ne 0 ] && [ "${#as_root[@]}" -gt 0 ]; then
   echo "test.sh: test binaries run as root via $runner_var='sudo -E'"
 fi
 
+# The Python handler library (clients/python): standard library only, ~10 s, loopback only.
+# A failure here fails the script, but only after cargo's tests have run too.
+echo "test.sh: python3 -m unittest discover -s clients/python/tests -v"
+python_status=0
+python3 -m unittest discover -s clients/python/tests -v || python_status=$?
+
 echo "test.sh: cargo test --workspace --all-targets $*"
-exec cargo test --workspace --all-targets "$@"
+cargo_rc=0
+cargo test --workspace --all-targets "$@" || cargo_rc=$?
+
+# The .deb: build, install, run, purge (scripts/test-deb.sh says what it checks).
+deb_rc=0
+if [ "${APPLIANCE_TEST_DEB:-1}" = 0 ] && [ "${CI:-}" != true ]; then
+  echo "test.sh: APPLIANCE_TEST_DEB=0: scripts/test-deb.sh NOT run"
+else
+  echo "test.sh: bash scripts/test-deb.sh"
+  bash scripts/test-deb.sh || deb_rc=$?
+fi
+echo "test.sh: python tests exit $python_status, cargo tests exit $cargo_rc, .deb test exit $deb_rc"
+[ "$python_status" -eq 0 ] && [ "$cargo_rc" -eq 0 ] && [ "$deb_rc" -eq 0 ]

@@ -59,6 +59,9 @@ pub enum Request {
         public_key: String,
         preshared_key: Option<String>,
     },
+    /// List damaged stored rows, or move them into quarantine; replies
+    /// [`crate::store::DoctorReport`].
+    Doctor { quarantine: bool },
 }
 
 /// What a successful `peer add` returns: enough for the CLI to render the client config.
@@ -223,6 +226,21 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
                 .await?;
             Ok(view(&rec))
         }
+        Request::Doctor { quarantine } => {
+            let store = service.store.clone();
+            let now = crate::service::unix_now_ms();
+            let report = tokio::task::spawn_blocking(move || {
+                store.doctor(quarantine, &Actor::local_cli(), now)
+            })
+            .await
+            .expect("store task does not panic")?;
+            if quarantine {
+                service
+                    .damaged_rows
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(serde_json::to_value(report).unwrap())
+        }
         Request::PeerRotate {
             name,
             public_key,
@@ -348,5 +366,28 @@ pub fn request(path: &Path, req: &Request) -> Result<serde_json::Value, ClientEr
         Ok(Response::Ok(v)) => Ok(v),
         Ok(Response::Error(f)) => Err(ClientError::Refused(f)),
         Err(e) => Err(ClientError::Protocol(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_requests_refuse_low_order_public_keys() {
+        // The control socket carries raw strings and parses them again: a request crafted by
+        // hand (not by the CLI) gets the same check.
+        let err = parse_add(
+            "mallory",
+            "admin",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            None,
+            &[],
+        )
+        .expect_err("the all-zero key is refused");
+        assert_eq!(err.kind, "invalid_input");
+        assert!(err.message.contains("low-order point"), "{}", err.message);
+        let key = peers::PrivateKey::generate(&mut rand_core::OsRng).public_key();
+        assert!(parse_add("alice", "admin", &key.to_base64(), None, &[]).is_ok());
     }
 }

@@ -24,7 +24,7 @@ use crate::store::{
     Actor, AuditEntry, JobRecord, RunFilter, RunRecord, RunStatus, Store, StoreError,
 };
 use crate::tasks::Tasks;
-use crate::webhook::Executor;
+use crate::webhook::{policy, Executor, NetPolicy};
 
 /// How often old runs are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -53,6 +53,27 @@ pub enum JobError {
     /// The scheduler stopped (the appliance is shutting down).
     #[error("the scheduler is shutting down")]
     ShuttingDown,
+    /// Another job already has this name (names are unique, ignoring case and surrounding
+    /// spaces).
+    #[error("job {id} is already called '{name}'; job names are unique (ignoring case): pick another or change that job")]
+    NameTaken { name: String, id: JobId },
+}
+
+/// The form of a job name that must be unique: lowercase, without surrounding whitespace.
+pub fn name_key(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+/// The job other than `except` whose name has the same [`name_key`] as `name`, if any.
+pub fn name_taken<'a>(
+    jobs: impl IntoIterator<Item = &'a JobRecord>,
+    name: &str,
+    except: Option<JobId>,
+) -> Option<JobId> {
+    let key = name_key(name);
+    jobs.into_iter()
+        .find(|r| Some(r.id) != except && name_key(&r.spec.name) == key)
+        .map(|r| r.id)
 }
 
 /// A job as the API shows it.
@@ -65,21 +86,21 @@ pub struct JobEntry {
 impl JobEntry {
     /// The job as stored, with bookkeeping fields.
     pub fn to_json(&self) -> Value {
-        self.render(false)
+        self.render(None)
     }
 
-    /// The same with webhook secrets (URL token, credential headers) replaced by `***`: what
-    /// read-only roles see, since a webhook URL is enough to post to the channel.
-    pub fn to_json_redacted(&self) -> Value {
-        self.render(true)
+    /// What read-only roles see ([`JobSpec::viewer_json`]: the webhook URL as scheme and host
+    /// with a fingerprint keyed by `key`, allow-listed header values, no body), since a webhook
+    /// URL, a header or a body can be enough to post to the channel.
+    pub fn to_json_for_viewer(&self, key: &[u8]) -> Value {
+        self.render(Some(key))
     }
 
-    fn render(&self, redact: bool) -> Value {
+    fn render(&self, viewer_key: Option<&[u8]>) -> Value {
         let r = &self.record;
-        let mut v = if redact {
-            r.spec.redacted_json()
-        } else {
-            r.spec.to_json()
+        let mut v = match viewer_key {
+            Some(key) => r.spec.viewer_json(key),
+            None => r.spec.to_json(),
         };
         let obj = v.as_object_mut().expect("a spec is an object");
         obj.insert("id".into(), json!(r.id.to_string()));
@@ -158,6 +179,16 @@ pub struct Jobs {
     pub stats: Arc<Mutex<JobStats>>,
     /// The handler task queue (handler actions are delivered through it).
     pub tasks: Arc<Tasks>,
+    /// Job and run rows that did not decode when the scheduler loaded (skipped, logged).
+    pub damaged_at_start: usize,
+    /// Where webhooks may connect; literal-IP URLs are checked against it at create and patch.
+    policy: Arc<NetPolicy>,
+    /// A handle on the driver's own executor (same client, same destination rules), for
+    /// [`Jobs::test_action`].
+    executor: Executor,
+    /// Held across the uniqueness check and the write of a create or rename, so two
+    /// concurrent requests cannot both take a name.
+    naming: tokio::sync::Mutex<()>,
 }
 
 /// Options for the scheduler.
@@ -165,12 +196,22 @@ pub struct Jobs {
 pub struct JobsConfig {
     /// Runs older than this are pruned.
     pub run_retention: Duration,
+    /// Audit entries older than this are pruned.
+    pub audit_retention: Duration,
+    /// The audit trail is pruned, oldest first, to at most this many bytes of entries.
+    pub audit_max_bytes: u64,
+    /// Where webhooks may connect (public addresses by default; `serve` adds the tunnel subnet
+    /// as forbidden and the `--allow-webhook-net` networks as allowed).
+    pub webhook_policy: NetPolicy,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
         JobsConfig {
             run_retention: Duration::from_secs(30 * 86_400),
+            audit_retention: Duration::from_secs(365 * 86_400),
+            audit_max_bytes: 64 * 1024 * 1024,
+            webhook_policy: NetPolicy::default(),
         }
     }
 }
@@ -184,7 +225,9 @@ impl Jobs {
         shutdown: watch::Receiver<bool>,
     ) -> Result<(Jobs, tokio::task::JoinHandle<()>), StoreError> {
         let now = Timestamp::now();
-        let mut interrupted = store.unfinished_runs()?;
+        let unfinished = store.unfinished_runs()?;
+        let mut damaged_at_start = unfinished.damaged.len();
+        let mut interrupted = unfinished.rows;
         for r in &mut interrupted {
             r.status = RunStatus::Failed;
             r.finished_at = Some(now);
@@ -193,7 +236,9 @@ impl Jobs {
         if !interrupted.is_empty() {
             store.update_runs(&interrupted)?;
         }
-        let records = store.jobs()?;
+        let loaded = store.jobs()?;
+        damaged_at_start += loaded.damaged.len();
+        let records = loaded.rows;
         let stats = Arc::new(Mutex::new(JobStats::default()));
         let (tasks, task_done, held) = Tasks::load(store.clone(), stats.clone())?;
         let mut core = Core::new();
@@ -218,18 +263,21 @@ impl Jobs {
         tracing::info!(
             jobs = table.len(),
             interrupted = interrupted.len(),
+            damaged = damaged_at_start,
             "scheduler loaded"
         );
         let table = Arc::new(RwLock::new(table));
         tasks.spawn_timer(shutdown.clone());
+        let policy = Arc::new(config.webhook_policy.clone());
         let (tx, rx) = mpsc::channel(256);
         let (fin_tx, fin_rx) = mpsc::channel(4096);
+        let executor = Executor::new(config.webhook_policy.clone());
         let driver = Driver {
             core,
             store: store.clone(),
             table: table.clone(),
             stats: stats.clone(),
-            executor: Executor::new(),
+            executor: executor.clone(),
             finished: fin_tx,
             config,
             manual: Vec::new(),
@@ -243,6 +291,10 @@ impl Jobs {
                 store,
                 stats,
                 tasks,
+                damaged_at_start,
+                policy,
+                executor,
+                naming: tokio::sync::Mutex::new(()),
             },
             task,
         ))
@@ -292,7 +344,10 @@ impl Jobs {
     pub async fn create(&self, body: &Value, actor: &Actor) -> Result<JobEntry, JobError> {
         let now = Timestamp::now();
         let spec = JobSpec::from_json(body, Some(now))?;
+        check_destination(&spec, &self.policy)?;
         self.check_action(&spec)?;
+        let _naming = self.naming.lock().await;
+        self.check_name(&spec.name, None)?;
         let now_ms = now.as_millisecond().max(0) as u64;
         let mut record = JobRecord {
             id: JobId::from_u64(0),
@@ -317,6 +372,17 @@ impl Jobs {
         // The next fire went to disk with the job, so the driver has nothing to write back:
         // one durable commit per create.
         self.schedule(record, false).await
+    }
+
+    fn check_name(&self, name: &str, except: Option<JobId>) -> Result<(), JobError> {
+        let table = self.table.read().unwrap();
+        match name_taken(table.values().map(|e| &e.record), name, except) {
+            Some(id) => Err(JobError::NameTaken {
+                name: name.to_string(),
+                id,
+            }),
+            None => Ok(()),
+        }
     }
 
     async fn schedule(&self, record: JobRecord, reschedule: bool) -> Result<JobEntry, JobError> {
@@ -344,11 +410,27 @@ impl Jobs {
         let patch = patch.clone();
         let actor = actor.clone();
         let check = self.action_checker();
+        let policy = self.policy.clone();
+        let _naming = self.naming.lock().await;
+        let table = self.table.clone();
         let rec = self
             .blocking(move |s| {
                 s.update_job(id, |cur| {
                     let spec = cur.spec.patched(&patch, Some(now))?;
+                    check_destination(&spec, &policy)?;
                     check(&spec)?;
+                    // A job keeps a name it already has (even one shared before names were
+                    // unique); a new name must be free.
+                    if name_key(&spec.name) != name_key(&cur.spec.name) {
+                        let table = table.read().unwrap();
+                        let records = table.values().map(|e| &e.record);
+                        if let Some(other) = name_taken(records, &spec.name, Some(id)) {
+                            return Err(JobError::NameTaken {
+                                name: spec.name.clone(),
+                                id: other,
+                            });
+                        }
+                    }
                     let audit = Self::audit(
                         &actor,
                         "job.update",
@@ -478,6 +560,48 @@ impl Jobs {
         Ok(run)
     }
 
+    /// Runs a job's action once, now, without creating a job: one attempt through the
+    /// scheduler's own executor with the job's timeout, no retries, no run record. `body` is a
+    /// job as for [`Jobs::create`], or just its `action` (and `timeout`): a missing `name` or
+    /// `trigger` is not needed to send. The audit entry (`job.test`, secrets redacted) is
+    /// committed before the request goes out.
+    pub async fn test_action(
+        &self,
+        body: &Value,
+        actor: &Actor,
+    ) -> Result<crate::webhook::AttemptResult, JobError> {
+        let mut body = body.clone();
+        if let Value::Object(obj) = &mut body {
+            obj.entry("name").or_insert_with(|| json!("test"));
+            obj.entry("trigger")
+                .or_insert_with(|| json!({"every": "1h"}));
+        }
+        let now = Timestamp::now();
+        let spec = JobSpec::from_json(&body, Some(now))?;
+        check_destination(&spec, &self.policy)?;
+        if spec.action.webhook().is_none() {
+            return Err(JobError::Spec(SpecError {
+                field: "action".into(),
+                message: "only a webhook can be sent as a test; a handler call goes through its handler's queue: save the job and use Run now".into(),
+            }));
+        }
+        let audit = AuditEntry {
+            seq: 0,
+            at_ms: now.as_millisecond().max(0) as u64,
+            actor: actor.clone(),
+            action: "job.test".into(),
+            target: None,
+            summary: spec.redacted_json(),
+        };
+        self.blocking(move |s| s.audit(audit)).await?;
+        let Some(hook) = spec.action.webhook() else {
+            unreachable!("checked above: only webhooks are tested")
+        };
+        let mut result = self.executor.attempt(hook, spec.timeout).await;
+        result.error = result.error.map(|e| scrub(&e, hook));
+        Ok(result)
+    }
+
     pub fn get(&self, id: JobId) -> Option<JobEntry> {
         self.table.read().unwrap().get(&id).cloned()
     }
@@ -518,6 +642,25 @@ impl Jobs {
 
     pub async fn runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, JobError> {
         Ok(self.blocking(move |s| s.runs_page(&filter)).await?)
+    }
+}
+
+/// Refuses a webhook URL whose host is an address the destination policy never lets the
+/// executor connect to (a literal IP, a numeric form such as `2130706433`, or `localhost`).
+/// DNS names are judged when a run connects, on the addresses they resolve to then.
+fn check_destination(spec: &JobSpec, policy: &NetPolicy) -> Result<(), SpecError> {
+    let Action::Webhook(hook) = &spec.action else {
+        return Ok(());
+    };
+    let Some(host) = hook.url.host() else {
+        return Ok(());
+    };
+    match policy::parse_host(host) {
+        policy::Host::Ip(ip) => policy.check(ip).map(|_| ()).map_err(|r| SpecError {
+            field: "action.webhook.url".into(),
+            message: r.to_string(),
+        }),
+        policy::Host::Name(_) => Ok(()),
     }
 }
 
@@ -903,6 +1046,23 @@ impl Driver {
             Ok(n) => tracing::info!(pruned = n, "old runs pruned"),
             Err(e) => tracing::warn!(error = %e, "could not prune runs"),
         }
+        let now_ms = Timestamp::now().as_millisecond().max(0) as u64;
+        let cutoff_ms = now_ms.saturating_sub(
+            self.config
+                .audit_retention
+                .as_millis()
+                .min(u64::MAX as u128) as u64,
+        );
+        let max = self.config.audit_max_bytes;
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.prune_audit(cutoff_ms, max))
+            .await
+            .expect("store task does not panic")
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "old audit entries pruned"),
+            Err(e) => tracing::warn!(error = %e, "could not prune the audit trail"),
+        }
     }
 }
 
@@ -946,11 +1106,13 @@ async fn execute(executor: Executor, spec: &JobSpec, mut run: RunRecord) -> RunR
 /// Replaces the webhook URL (and its path and query) in `text` with the redacted URL.
 fn scrub(text: &str, hook: &crate::sched::Webhook) -> String {
     let full = hook.url.to_string();
-    let redacted = JobSpec::redacted_url(&hook.url);
+    let redacted = crate::sched::spec::viewer_url(&hook.url);
     let mut out = text.replace(&full, &redacted);
     if let Some(pq) = hook.url.path_and_query() {
-        if pq.as_str().len() > 1 {
-            out = out.replace(pq.as_str(), "/***");
+        for part in [pq.as_str(), hook.url.path()] {
+            if part.len() > 1 {
+                out = out.replace(part, "/***");
+            }
         }
     }
     out
@@ -959,6 +1121,83 @@ fn scrub(text: &str, hook: &crate::sched::Webhook) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec_to(url: &str) -> JobSpec {
+        JobSpec::from_json(
+            &json!({
+                "name": "x",
+                "trigger": {"every": "1m", "start": "2026-01-01T00:00:00Z"},
+                "action": {"webhook": {"url": url}}
+            }),
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn job_names_are_unique_ignoring_case_and_surrounding_spaces() {
+        let rec = |id: u64, name: &str| {
+            let mut spec = spec_to("https://example.com/hook");
+            spec.name = name.into();
+            JobRecord {
+                id: JobId::from_u64(id),
+                spec,
+                created_at_ms: 0,
+                updated_at_ms: 0,
+                created_by: "olga".into(),
+                next_fire_at: None,
+                paused_at_ms: None,
+            }
+        };
+        let jobs = [rec(1, "Raid Reminder"), rec(2, "weekly")];
+        assert_eq!(
+            name_taken(&jobs, "raid reminder", None),
+            Some(JobId::from_u64(1))
+        );
+        assert_eq!(
+            name_taken(&jobs, " WEEKLY ", None),
+            Some(JobId::from_u64(2))
+        );
+        assert_eq!(name_taken(&jobs, "raid", None), None);
+        assert_eq!(
+            name_taken(&jobs, "RAID REMINDER", Some(JobId::from_u64(1))),
+            None,
+            "a job does not collide with itself"
+        );
+    }
+
+    /// Literal destinations the policy refuses are refused at create/patch, naming the field;
+    /// names wait for the connect-time check.
+    #[test]
+    fn literal_destinations_are_checked_when_a_job_is_saved() {
+        let tunnel: crate::webhook::IpNet = "10.88.88.0/24".parse().unwrap();
+        let default = NetPolicy::new(vec![]).forbid(tunnel);
+        let lan = NetPolicy::new(vec!["10.0.0.0/8".parse().unwrap()]).forbid(tunnel);
+        for url in [
+            "http://10.88.88.1:8888/api/v1/peers",
+            "http://127.0.0.1:9/x",
+            "http://localhost/x",
+            "http://2130706433/x",
+            "http://0/x",
+            "http://[::1]/x",
+            "http://[::ffff:127.0.0.1]/x",
+            "http://169.254.169.254/latest/meta-data",
+            "https://192.168.1.2/hook",
+        ] {
+            let e = check_destination(&spec_to(url), &default).unwrap_err();
+            assert_eq!(e.field, "action.webhook.url", "{url}");
+            assert!(e.message.starts_with("destination "), "{url}: {e}");
+        }
+        let e = check_destination(&spec_to("http://10.88.88.1:8888/"), &lan).unwrap_err();
+        assert!(e.message.contains("appliance's own network"), "{e}");
+        assert!(check_destination(&spec_to("http://10.1.2.3/hook"), &lan).is_ok());
+        assert!(
+            check_destination(&spec_to("https://discord.com/api/webhooks/1/t"), &default).is_ok()
+        );
+        assert!(check_destination(&spec_to("https://162.159.135.232/x"), &default).is_ok());
+        // A name is resolved, and judged, only when a run connects.
+        assert!(check_destination(&spec_to("http://sink.test:18080/"), &default).is_ok());
+    }
 
     #[test]
     fn scrub_removes_the_webhook_token_from_error_text() {
@@ -979,5 +1218,15 @@ mod tests {
             hook,
         );
         assert!(!e.contains("SeCrEt"), "{e}");
+
+        // A Telegram bot token sits in the first path segment; nothing of the path survives.
+        let spec = spec_to("https://api.telegram.org/bot123:AAHsecret/sendMessage?chat_id=1");
+        let hook = spec.action.webhook().expect("a webhook");
+        let e = scrub(
+            "error sending request for url (https://api.telegram.org/bot123:AAHsecret/sendMessage?chat_id=1); GET /bot123:AAHsecret/sendMessage",
+            hook,
+        );
+        assert!(!e.contains("AAHsecret") && !e.contains("chat_id"), "{e}");
+        assert!(e.contains("https://api.telegram.org/***"), "{e}");
     }
 }

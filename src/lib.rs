@@ -3,8 +3,10 @@
 //!
 //! One process, one UDP port. Layers, from the wire inwards:
 //! - [`tunnel`]: sans-IO WireGuard router (boringtun `Tunn` per peer, demux, allowed-IP check).
-//! - [`netstack`]: sans-IO smoltcp stack owning the tunnel address (ICMP echo, TCP 8888).
-//! - [`driver`]: the one task that owns the UDP socket, the router and the netstack.
+//! - [`netstack`]: sans-IO smoltcp stack owning the tunnel address (ICMP echo, TCP 8888), with
+//!   byte pipes to the application and, apart, their tokio adapter ([`netstack::stream`]).
+//! - [`driver`]: the sans-IO [`driver::Engine`] (router + netstack as one step, `turn(now)`)
+//!   and the one task that runs it around the UDP socket and the clock.
 //! - [`api`]: hyper on netstack connections; every request has a [`api::Caller`].
 //! - [`registry`] (pure peer decisions), [`store`] (redb), [`service`] (operations of the
 //!   running server), [`control`] (local Unix control socket for the CLI).

@@ -1,9 +1,13 @@
-//! The `appliance` command line: `init`, `serve`, `peer add|list|show|enable|disable|remove|rotate`.
+//! The `appliance` command line: `init`, `serve`, `peer add|list|show|enable|disable|remove|rotate`,
+//! `audit`, `doctor`.
 //!
 //! Layer: CLI edge. Parses arguments into checked types, then sends each peer command to the
 //! running server through its control socket, or — when nothing serves — runs the same pure
 //! decision against the database directly. Prints results.
-//! Exit codes: 0 success, 2 bad input or a refused request, 1 anything else.
+//! Only `init` and `serve` create a data directory; every other command refuses a missing one.
+//! Exit codes: 0 success, 2 bad input, a refused request or no appliance data, 3 the database is
+//! empty, damaged or from a newer version (restarting will not help: the systemd unit's
+//! `RestartPreventExitStatus=3`), 1 anything else.
 #![allow(clippy::disallowed_methods)] // CLI edge
 
 use std::io::{IsTerminal, Write};
@@ -25,7 +29,10 @@ use serde_json::Value;
 #[command(
     name = "appliance",
     version,
-    about = "A private job scheduler reachable only over its own WireGuard"
+    about = "A private job scheduler reachable only over its own WireGuard",
+    after_help = "Exit codes: 0 success; 2 bad input, a refused request, or no appliance data \
+(only `init` and `serve` create it); 3 the database is empty, damaged or from a newer version \
+(restore a backup or move it aside); 1 anything else."
 )]
 struct Cli {
     /// Data directory [default: $APPLIANCE_DATA_DIR, else /var/lib/appliance as root,
@@ -66,6 +73,15 @@ enum Command {
     /// Manage WireGuard peers (live: no restart needed)
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// List stored rows that are damaged (skipped while serving); exits 1 if there are any
+    Doctor {
+        #[arg(long)]
+        json: bool,
+        /// Move the damaged rows into the quarantine table (their bytes are kept) so they no
+        /// longer appear; works while serving
+        #[arg(long)]
+        quarantine: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -128,9 +144,50 @@ struct ServeArgs {
     /// Concurrent HTTP connections per peer
     #[arg(long, default_value_t = 32)]
     max_connections_per_peer: usize,
+    /// Largest request head (request line and headers), in bytes; more gets a 431 (at least 8192)
+    #[arg(long, default_value_t = 16 * 1024)]
+    max_head: usize,
+    /// Seconds a request body may take, on top of its length at --min-body-rate
+    #[arg(long, default_value_t = 10)]
+    body_timeout: u64,
+    /// Slowest request body transfer accepted, in bytes per second
+    #[arg(long, default_value_t = 1024)]
+    min_body_rate: u64,
+    /// State-changing requests (POST, PATCH, DELETE) per second and peer; more get a 429
+    #[arg(long, default_value_t = 10)]
+    write_rate: u32,
+    /// State-changing requests a peer may send at once after an idle spell
+    #[arg(long, default_value_t = 50)]
+    write_burst: u32,
+    /// Request-body bytes one peer may have in memory at once (at least --max-body)
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_buffered_per_peer: u64,
+    /// Request-body bytes all peers together may have in memory at once
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_buffered_total: u64,
     /// How long run history is kept (e.g. 30d, 12h)
     #[arg(long, default_value = "30d")]
     run_retention: String,
+    /// How long audit entries are kept (e.g. 365d)
+    #[arg(long, default_value = "365d")]
+    audit_retention: String,
+    /// Most space the audit trail may take, in MiB; the oldest entries go first
+    #[arg(long, default_value_t = 64)]
+    audit_max_mib: u64,
+    /// Let webhooks reach this non-public network (repeatable), e.g. 192.168.1.0/24 for a
+    /// self-hosted bot; by default they reach public addresses only. The tunnel subnet stays
+    /// closed whatever is given
+    #[arg(long = "allow-webhook-net", value_name = "CIDR")]
+    allow_webhook_nets: Vec<appliance::webhook::IpNet>,
+    /// First run only: HOST[:PORT] that clients dial [default: this machine's host name]
+    #[arg(long, env = "APPLIANCE_ENDPOINT", value_name = "HOST[:PORT]")]
+    endpoint: Option<String>,
+    /// First run only: UDP port for WireGuard [default: 51820]
+    #[arg(long, env = "APPLIANCE_LISTEN_PORT", value_name = "PORT")]
+    listen_port: Option<u16>,
+    /// First run only: tunnel subnet; the server takes its first address [default: 10.88.88.0/24]
+    #[arg(long, env = "APPLIANCE_SUBNET", value_name = "CIDR")]
+    subnet: Option<String>,
 }
 
 /// Options for the client config that `add` and `rotate` print.
@@ -207,6 +264,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd_serve(&dir, args),
         Command::Peer(cmd) => cmd_peer(&dir, cmd),
         Command::Audit { json, since, limit } => cmd_audit(&dir, json, since, limit),
+        Command::Doctor { json, quarantine } => cmd_doctor(&dir, json, quarantine),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -217,10 +275,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Exit code for a database that cannot be used as it is: restarting will not help.
+const EXIT_DAMAGED: u8 = 3;
+
 fn init_failure(e: server::InitError) -> Failure {
+    use appliance::store::OpenError;
     use server::InitError::*;
     match e {
-        AlreadyInitialized(_) | SubnetTooSmall(_) | Endpoint(_) | ListenPort => usage(e),
+        AlreadyInitialized(_) | SubnetTooSmall(_) | Endpoint(_) | ListenPort | NoData { .. } => {
+            usage(e)
+        }
+        Open(OpenError::Damaged { .. } | OpenError::SchemaTooNew { .. }) => Failure {
+            code: EXIT_DAMAGED,
+            message: e.to_string(),
+        },
         _ => fatal(e),
     }
 }
@@ -240,8 +308,7 @@ fn cmd_init(
     if let Some(e) = &opts.endpoint {
         Endpoint::parse(e, listen_port).map_err(|e| usage(format!("invalid --endpoint: {e}")))?;
     }
-    let store = server::open_store(dir).map_err(init_failure)?;
-    let (rec, _) = server::init(&store, dir, &opts, true).map_err(init_failure)?;
+    let (_store, rec) = server::create(dir, &opts).map_err(init_failure)?;
     println!("initialised {}", dir.root().display());
     println!("server public key: {}", rec.private_key.public_key());
     println!("tunnel address:    {}", rec.interface);
@@ -250,10 +317,36 @@ fn cmd_init(
 }
 
 fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
-    if args.max_body == 0 || args.header_timeout == 0 || args.max_connections_per_peer == 0 {
+    if args.max_body == 0
+        || args.header_timeout == 0
+        || args.max_connections_per_peer == 0
+        || args.body_timeout == 0
+        || args.min_body_rate == 0
+        || args.write_rate == 0
+        || args.write_burst == 0
+        || args.audit_max_mib == 0
+    {
         return Err(usage(
-            "--max-body, --header-timeout and --max-connections-per-peer must be greater than 0",
+            "--max-body, --header-timeout, --max-connections-per-peer, --body-timeout, --min-body-rate, --write-rate, --write-burst and --audit-max-mib must be greater than 0",
         ));
+    }
+    if args.max_head < appliance::api::MIN_HEAD {
+        return Err(usage(format!(
+            "--max-head must be at least {} bytes",
+            appliance::api::MIN_HEAD
+        )));
+    }
+    if args.max_buffered_per_peer < args.max_body as u64
+        || args.max_buffered_total < args.max_buffered_per_peer
+    {
+        return Err(usage(
+            "--max-buffered-per-peer must be at least --max-body, and --max-buffered-total at least --max-buffered-per-peer",
+        ));
+    }
+    let audit_retention = appliance::sched::parse_duration(&args.audit_retention)
+        .map_err(|e| usage(format!("invalid --audit-retention: {e}")))?;
+    if audit_retention < std::time::Duration::from_secs(86_400) {
+        return Err(usage("--audit-retention must be at least 1d"));
     }
     for h in &args.hosts {
         if h.is_empty() || h.contains(['/', ' ', ':']) {
@@ -267,20 +360,47 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
     if run_retention < std::time::Duration::from_secs(3600) {
         return Err(usage("--run-retention must be at least 1h"));
     }
+    // Checked before anything touches the disk, though they matter only on the first run.
+    let first_run = server::FirstRun {
+        subnet: (args.subnet.as_deref().map(Ipv4Net::parse).transpose())
+            .map_err(|e| usage(format!("invalid --subnet (or APPLIANCE_SUBNET): {e}")))?,
+        endpoint: args.endpoint,
+        listen_port: args.listen_port,
+    };
+    first_run.options().check().map_err(|e| {
+        usage(format!(
+            "{e} (given as a flag, or as APPLIANCE_ENDPOINT, APPLIANCE_LISTEN_PORT or APPLIANCE_SUBNET)"
+        ))
+    })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(fatal)?;
     let (_keep, shutdown) = tokio::sync::watch::channel(false);
     let opts = ServeOptions {
-        jobs: appliance::jobs::JobsConfig { run_retention },
+        jobs: appliance::jobs::JobsConfig {
+            run_retention,
+            audit_retention,
+            audit_max_bytes: args.audit_max_mib.saturating_mul(1024 * 1024),
+            webhook_policy: appliance::webhook::NetPolicy::new(args.allow_webhook_nets),
+        },
         listen: args.listen,
         api: appliance::api::ApiConfig {
             extra_hosts: args.hosts,
             max_body: args.max_body,
             header_read_timeout: std::time::Duration::from_secs(args.header_timeout),
             max_connections_per_peer: args.max_connections_per_peer,
+            max_head: args.max_head,
+            body_timeout: std::time::Duration::from_secs(args.body_timeout),
+            min_body_rate: args.min_body_rate,
+            write_rate: appliance::api::limits::Rate {
+                per_second: f64::from(args.write_rate),
+                burst: args.write_burst,
+            },
+            max_buffered_per_peer: args.max_buffered_per_peer,
+            max_buffered_total: args.max_buffered_total,
         },
+        first_run,
         ..ServeOptions::default()
     };
     rt.block_on(server::serve(dir, opts, shutdown))
@@ -290,12 +410,11 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
         })
 }
 
-/// Sends `req` to the running server, or runs `offline` on the database when none runs.
-/// `create` lets the offline path initialise a missing data directory (for `peer add`).
+/// Sends `req` to the running server, or runs `offline` on the database when none runs. Never
+/// creates anything: a missing data directory or database exits 2 saying where it looked.
 fn call(
     dir: &DataDir,
     req: Request,
-    create: bool,
     offline: impl FnOnce(&Store, &ServerRecord) -> Result<Value, ControlFailure>,
 ) -> Result<Value, Failure> {
     match control::request(&dir.control_socket(), &req) {
@@ -304,28 +423,13 @@ fn call(
         Err(ClientError::Refused(f)) => return Err(f.into()),
         Err(e) => return Err(fatal(e)),
     }
-    if !create && !dir.database().exists() {
-        return Err(usage(format!(
-            "no appliance in {} (run `appliance init` or `appliance serve` first, or pass --data-dir)",
-            dir.root().display()
-        )));
-    }
-    let store = server::open_store(dir).map_err(|e| match e {
+    let (store, server_rec) = server::open_existing(dir).map_err(|e| match e {
         server::InitError::Open(appliance::store::OpenError::Locked { .. }) => fatal(format!(
             "{e}; its control socket {} did not answer",
             dir.control_socket().display()
         )),
         e => init_failure(e),
     })?;
-    let (server_rec, created) =
-        server::init(&store, dir, &InitOptions::default(), false).map_err(init_failure)?;
-    if created {
-        eprintln!(
-            "initialised {} (clients dial {}; run `appliance init --endpoint HOST` first to choose)",
-            dir.root().display(),
-            server_rec.endpoint
-        );
-    }
     Ok(offline(&store, &server_rec)?)
 }
 
@@ -373,7 +477,7 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
                 preshared_key: Some(keys.psk.clone()),
                 extra_allowed_ips: vec![],
             };
-            let v = call(dir, req, true, move |store, server| {
+            let v = call(dir, req, move |store, server| {
                 let now = unix_now_ms();
                 let rec = store
                     .update_peers(|existing| {
@@ -396,7 +500,7 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
                 preshared_key: Some(keys.psk.to_base64()),
             };
             let (public, psk) = (keys.public, keys.psk.clone());
-            let v = call(dir, req, false, move |store, server| {
+            let v = call(dir, req, move |store, server| {
                 let rec = offline_update(store, server, "peer.rotate", |existing, server| {
                     registry::plan_rotate(existing, server, &name, public, Some(psk))
                 })?;
@@ -416,7 +520,7 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
                 name: name.to_string(),
                 role: role.to_string(),
             };
-            let v = call(dir, req, false, move |store, server| {
+            let v = call(dir, req, move |store, server| {
                 let rec = offline_update(store, server, "peer.role", |existing, _| {
                     registry::plan_set_role(existing, &name, role)
                 })?;
@@ -433,7 +537,7 @@ fn cmd_peer(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
             let req = Request::PeerRemove {
                 name: name.to_string(),
             };
-            let v = call(dir, req, false, move |store, server| {
+            let v = call(dir, req, move |store, server| {
                 let rec = offline_update(store, server, "peer.remove", |existing, _| {
                     registry::plan_remove(existing, &name)
                 })?;
@@ -479,7 +583,7 @@ fn set_enabled(dir: &DataDir, name: &str, enabled: bool) -> Result<(), Failure> 
         name: name.to_string(),
         enabled,
     };
-    let v = call(dir, req, false, move |store, server| {
+    let v = call(dir, req, move |store, server| {
         let action = if enabled {
             "peer.enable"
         } else {
@@ -500,10 +604,11 @@ fn set_enabled(dir: &DataDir, name: &str, enabled: bool) -> Result<(), Failure> 
 }
 
 fn list(dir: &DataDir) -> Result<Vec<PeerView>, Failure> {
-    let v = call(dir, Request::PeerList, false, |store, _| {
+    let v = call(dir, Request::PeerList, |store, _| {
         let stats: std::collections::HashMap<_, _> = store.peer_stats()?.into_iter().collect();
         let views: Vec<PeerView> = store
             .peers()?
+            .rows
             .iter()
             .map(|p| PeerView::new(p, stats.get(p.name.as_str())))
             .collect();
@@ -531,7 +636,7 @@ fn cmd_audit(
         since_ms,
         limit,
     };
-    let v = call(dir, req, false, move |store, _| {
+    let v = call(dir, req, move |store, _| {
         Ok(to_value(&store.audit_page(None, since_ms, limit)?))
     })?;
     let entries: Vec<appliance::store::AuditEntry> = serde_json::from_value(v).map_err(fatal)?;
@@ -557,6 +662,44 @@ fn cmd_audit(
             who,
             e.summary
         );
+    }
+    Ok(())
+}
+
+fn cmd_doctor(dir: &DataDir, json: bool, quarantine: bool) -> Result<(), Failure> {
+    let req = Request::Doctor { quarantine };
+    let v = call(dir, req, move |store, _| {
+        Ok(to_value(&store.doctor(
+            quarantine,
+            &Actor::local_cli(),
+            unix_now_ms(),
+        )?))
+    })?;
+    let report: appliance::store::DoctorReport = serde_json::from_value(v).map_err(fatal)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    } else if report.damaged.is_empty() {
+        println!(
+            "no damaged rows ({} kept in quarantine)",
+            report.in_quarantine
+        );
+    } else {
+        let verb = if report.quarantined {
+            "moved into quarantine"
+        } else {
+            "damaged"
+        };
+        println!("{} row(s) {verb}:", report.damaged.len());
+        for d in &report.damaged {
+            println!("  {d}");
+        }
+        println!("{} row(s) kept in quarantine", report.in_quarantine);
+    }
+    if !report.quarantined && !report.damaged.is_empty() {
+        return Err(fatal(format!(
+            "{} damaged row(s) are skipped while serving; run `appliance doctor --quarantine` to move them aside (their bytes are kept)",
+            report.damaged.len()
+        )));
     }
     Ok(())
 }

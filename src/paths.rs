@@ -18,19 +18,38 @@ pub const ENV_DATA_DIR: &str = "APPLIANCE_DATA_DIR";
 #[derive(Clone, Debug)]
 pub struct DataDir {
     root: PathBuf,
+    source: &'static str,
 }
 
 impl DataDir {
     /// Resolves the directory from the flag, the environment, or the default.
     pub fn resolve(flag: Option<PathBuf>) -> DataDir {
-        let root = flag
-            .or_else(|| std::env::var_os(ENV_DATA_DIR).map(PathBuf::from))
-            .unwrap_or_else(default_dir);
-        DataDir { root }
+        if let Some(root) = flag {
+            return DataDir {
+                root,
+                source: "--data-dir",
+            };
+        }
+        if let Some(root) = std::env::var_os(ENV_DATA_DIR).filter(|v| !v.is_empty()) {
+            return DataDir {
+                root: PathBuf::from(root),
+                source: "the APPLIANCE_DATA_DIR environment variable",
+            };
+        }
+        DataDir {
+            root: default_dir(),
+            source: "the default, as neither --data-dir nor APPLIANCE_DATA_DIR is set",
+        }
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where [`DataDir::root`] came from, for messages: `--data-dir`, the environment
+    /// variable, or the default.
+    pub fn source(&self) -> &'static str {
+        self.source
     }
 
     pub fn database(&self) -> PathBuf {
@@ -41,7 +60,8 @@ impl DataDir {
         self.root.join("control.sock")
     }
 
-    /// Creates the directory (mode 0700) if missing, and tightens an existing one.
+    /// Creates the directory (mode 0700) if missing, and tightens an existing one. Only `init`
+    /// and `serve` call this (through `server::create`).
     pub fn ensure(&self) -> io::Result<()> {
         fs::DirBuilder::new()
             .recursive(true)

@@ -1,6 +1,8 @@
 //! `init` and `serve`: setting up the data directory and running the whole appliance.
 //!
-//! Layer: driver (process wiring). `init` writes the server key and settings once. `serve`
+//! Layer: driver (process wiring). `init` writes the server key and settings once. Only `init`
+//! and `serve` ([`create`]) may create a data directory and database; every other command uses
+//! [`open_existing`], which refuses a missing one. `serve`
 //! opens the store, loads every peer into the router, binds the one UDP socket, starts the
 //! network driver, the control socket and the HTTP service, and stops cleanly on SIGINT or
 //! SIGTERM. Nothing here binds a TCP socket: the API exists only on the netstack.
@@ -20,6 +22,7 @@ use crate::paths::DataDir;
 use crate::service::{unix_now, Service, StatsBook};
 use crate::store::{OpenError, ServerRecord, Store, StoreError};
 use crate::tunnel::Router;
+use std::sync::atomic::AtomicUsize;
 
 /// Default WireGuard UDP port.
 pub const DEFAULT_LISTEN_PORT: u16 = 51820;
@@ -48,6 +51,71 @@ impl Default for InitOptions {
     }
 }
 
+impl InitOptions {
+    /// Checks the settings without touching the disk and returns the endpoint clients will
+    /// dial (this machine's host name when none is given).
+    pub fn check(&self) -> Result<Endpoint, InitError> {
+        if self.subnet.prefix() > 30 {
+            return Err(InitError::SubnetTooSmall(self.subnet));
+        }
+        if self.listen_port == 0 {
+            return Err(InitError::ListenPort);
+        }
+        Ok(match &self.endpoint {
+            Some(e) => Endpoint::parse(e, self.listen_port)?,
+            None => Endpoint {
+                host: crate::paths::hostname(),
+                port: self.listen_port,
+            },
+        })
+    }
+}
+
+/// What `serve` initialises a new data directory with (its flags or `APPLIANCE_ENDPOINT`,
+/// `APPLIANCE_LISTEN_PORT`, `APPLIANCE_SUBNET`). Each `None` takes `init`'s default. A data
+/// directory that is already initialised keeps its own settings.
+#[derive(Debug, Clone, Default)]
+pub struct FirstRun {
+    pub endpoint: Option<String>,
+    pub listen_port: Option<u16>,
+    pub subnet: Option<Ipv4Net>,
+}
+
+impl FirstRun {
+    /// The settings for `init`, defaults filled in.
+    pub fn options(&self) -> InitOptions {
+        let default = InitOptions::default();
+        InitOptions {
+            endpoint: self.endpoint.clone(),
+            listen_port: self.listen_port.unwrap_or(default.listen_port),
+            subnet: self.subnet.unwrap_or(default.subnet),
+        }
+    }
+
+    /// The given settings that `stored` does not match, described for a warning: they are
+    /// ignored because the server record is written once.
+    pub fn ignored(&self, stored: &ServerRecord) -> Vec<String> {
+        let mut ignored = Vec::new();
+        if let Some(port) = self.listen_port.filter(|p| *p != stored.listen_port) {
+            ignored.push(format!("listen port {port} (keeps {})", stored.listen_port));
+        }
+        let stored_subnet = Ipv4Net::new(stored.interface.network(), stored.interface.prefix())
+            .expect("a stored prefix is at most 32");
+        if let Some(subnet) = self.subnet {
+            if (subnet.network(), subnet.prefix()) != (stored_subnet.addr(), stored_subnet.prefix())
+            {
+                ignored.push(format!("subnet {subnet} (keeps {stored_subnet})"));
+            }
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if Endpoint::parse(endpoint, stored.listen_port).as_ref() != Ok(&stored.endpoint) {
+                ignored.push(format!("endpoint {endpoint} (keeps {})", stored.endpoint));
+            }
+        }
+        ignored
+    }
+}
+
 /// Why `init` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -65,6 +133,16 @@ pub enum InitError {
     /// The listen port is 0.
     #[error("--listen-port must be between 1 and 65535")]
     ListenPort,
+    /// There is no database in the data directory (and nothing was created).
+    #[error(
+        "no appliance data at {path} (looked at {looked}); run `appliance init` or pass --data-dir"
+    )]
+    NoData {
+        /// The data directory.
+        path: String,
+        /// Where that directory came from (`--data-dir`, `APPLIANCE_DATA_DIR`, the default).
+        looked: String,
+    },
     /// The data directory could not be created.
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
@@ -78,71 +156,61 @@ pub enum InitError {
     Store(#[from] StoreError),
 }
 
-/// Opens the store in `dir`, creating the directory and the database if needed.
-pub fn open_store(dir: &DataDir) -> Result<Store, InitError> {
-    dir.ensure().map_err(|source| InitError::DataDir {
-        path: dir.root().display().to_string(),
-        source,
-    })?;
-    let store = Store::open(&dir.database())?;
+/// Opens the existing appliance in `dir` with its server record. Creates nothing: a missing
+/// database is [`InitError::NoData`], an empty or damaged one [`OpenError::Damaged`].
+pub fn open_existing(dir: &DataDir) -> Result<(Store, ServerRecord), InitError> {
+    let (store, server) = match Store::open_appliance(&dir.database()) {
+        Err(OpenError::Missing { .. }) => {
+            return Err(InitError::NoData {
+                path: dir.root().display().to_string(),
+                looked: dir.source().to_string(),
+            })
+        }
+        r => r?,
+    };
     dir.protect_database()
         .map_err(|source| InitError::DataDir {
             path: dir.database().display().to_string(),
             source,
         })?;
-    Ok(store)
+    Ok((store, server))
 }
 
-/// Creates the server record. With `must_be_new`, an existing record is an error; otherwise
-/// the existing record is returned untouched. Returns the record and whether it is new.
-pub fn init(
-    store: &Store,
-    dir: &DataDir,
-    opts: &InitOptions,
-    must_be_new: bool,
-) -> Result<(ServerRecord, bool), InitError> {
-    if let Some(existing) = store.server()? {
-        if must_be_new {
-            return Err(InitError::AlreadyInitialized(
-                dir.root().display().to_string(),
-            ));
-        }
-        return Ok((existing, false));
-    }
-    if opts.subnet.prefix() > 30 {
-        return Err(InitError::SubnetTooSmall(opts.subnet));
-    }
-    if opts.listen_port == 0 {
-        return Err(InitError::ListenPort);
-    }
-    let endpoint = match &opts.endpoint {
-        Some(e) => Endpoint::parse(e, opts.listen_port)?,
-        None => Endpoint {
-            host: crate::paths::hostname(),
-            port: opts.listen_port,
-        },
-    };
+/// Checks `opts` and makes a new server identity (nothing is written).
+pub fn new_server_record(opts: &InitOptions) -> Result<ServerRecord, InitError> {
+    let endpoint = opts.check()?;
     let network = u32::from(opts.subnet.network());
     let interface = Ipv4Net::new(Ipv4Addr::from(network + 1), opts.subnet.prefix())
         .expect("prefix already checked");
-    let record = ServerRecord {
+    Ok(ServerRecord {
         private_key: PrivateKey::generate(&mut rand_core::OsRng),
         listen_port: opts.listen_port,
         interface,
         endpoint,
         created_at: unix_now(),
-    };
-    if !store.init_server(&record)? {
-        // Lost a race with another init: keep theirs.
-        let existing = store.server()?.expect("init_server saw a record");
-        if must_be_new {
-            return Err(InitError::AlreadyInitialized(
+    })
+}
+
+/// Creates the data directory (mode 0700) and a new database holding a new server record,
+/// for `init` and a first `serve`. Input is checked before anything is created. Any existing
+/// database file — healthy, empty or damaged — is left exactly as it is: a healthy one is
+/// [`InitError::AlreadyInitialized`], a damaged one [`OpenError::Damaged`].
+pub fn create(dir: &DataDir, opts: &InitOptions) -> Result<(Store, ServerRecord), InitError> {
+    let record = new_server_record(opts)?;
+    dir.ensure().map_err(|source| InitError::DataDir {
+        path: dir.root().display().to_string(),
+        source,
+    })?;
+    match Store::create(&dir.database(), Some(&record)) {
+        Ok(store) => Ok((store, record)),
+        Err(OpenError::Exists { .. }) => match Store::open_appliance(&dir.database()) {
+            Ok(_) | Err(OpenError::Locked { .. }) => Err(InitError::AlreadyInitialized(
                 dir.root().display().to_string(),
-            ));
-        }
-        return Ok((existing, false));
+            )),
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
     }
-    Ok((record, true))
 }
 
 /// Why `serve` stopped with an error.
@@ -179,6 +247,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     pub api: crate::api::ApiConfig,
     pub jobs: crate::jobs::JobsConfig,
+    /// Settings for a data directory that is not yet initialised.
+    pub first_run: FirstRun,
 }
 
 /// Runs the appliance until SIGINT/SIGTERM (or `shutdown` turns true).
@@ -187,16 +257,36 @@ pub async fn serve(
     opts: ServeOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    let store = open_store(dir)?;
-    let (server, created) = init(&store, dir, &InitOptions::default(), false)?;
-    if created {
-        tracing::info!(
-            data_dir = %dir.root().display(),
-            endpoint = %server.endpoint,
-            "initialised a new appliance (first run)"
-        );
-    }
-    let peers = store.peers()?;
+    let (store, server) = match open_existing(dir) {
+        Err(InitError::NoData { .. }) => {
+            let (store, server) = create(dir, &opts.first_run.options())?;
+            tracing::info!(
+                data_dir = %dir.root().display(),
+                endpoint = %server.endpoint,
+                "initialised a new appliance (first run)"
+            );
+            (store, server)
+        }
+        Ok((store, server)) => {
+            let ignored = opts.first_run.ignored(&server);
+            if !ignored.is_empty() {
+                tracing::warn!(
+                    data_dir = %dir.root().display(),
+                    "first-run settings ignored, the data directory is already initialised: {} \
+                     (they apply only to a new data directory)",
+                    ignored.join(", ")
+                );
+            }
+            (store, server)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Damaged rows are skipped (and logged) by the loaders, counted for /api/v1/health and
+    // listed by `appliance doctor`; the rest serves.
+    let crate::store::Loaded {
+        rows: peers,
+        damaged: damaged_peers,
+    } = store.peers()?;
     let stored_stats = store.peer_stats()?;
     let store = Arc::new(store);
 
@@ -228,11 +318,28 @@ pub async fn serve(
         started: Instant::now(),
         api: opts.api.clone(),
         connections: Default::default(),
+        guards: crate::api::Guards::new(&opts.api),
         jobs: std::sync::OnceLock::new(),
+        damaged_rows: AtomicUsize::new(damaged_peers.len()),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Webhooks never reach the tunnel subnet (the API lives there), whatever is allowed.
+    let mut jobs_config = opts.jobs.clone();
+    jobs_config.webhook_policy = jobs_config.webhook_policy.forbid(server.interface.into());
     let (jobs, jobs_task) =
-        crate::jobs::Jobs::start(service.store.clone(), opts.jobs.clone(), stop_rx.clone())?;
+        crate::jobs::Jobs::start(service.store.clone(), jobs_config, stop_rx.clone())?;
+    service
+        .damaged_rows
+        .fetch_add(jobs.damaged_at_start, std::sync::atomic::Ordering::Relaxed);
+    let damaged = service
+        .damaged_rows
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if damaged > 0 {
+        tracing::warn!(
+            damaged_rows = damaged,
+            "serving without {damaged} damaged row(s); `appliance doctor` lists them and `appliance doctor --quarantine` moves them aside"
+        );
+    }
     if service.jobs.set(jobs).is_err() {
         unreachable!("the scheduler starts once");
     }

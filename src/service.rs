@@ -152,8 +152,14 @@ pub struct Service {
     pub api: crate::api::ApiConfig,
     /// Open HTTP connections per peer address.
     pub connections: crate::api::ConnectionCounts,
+    /// Write rate limits, refused-attempt log and buffer budgets of the API (with their
+    /// counters, shown in `/api/v1/health` under `api`).
+    pub guards: crate::api::Guards,
     /// The scheduler (set once it has loaded its jobs).
     pub jobs: std::sync::OnceLock<crate::jobs::Jobs>,
+    /// Stored rows skipped as damaged (peers, jobs, runs found at start); reset by
+    /// `appliance doctor --quarantine`. Shown in `/api/v1/health`.
+    pub damaged_rows: std::sync::atomic::AtomicUsize,
 }
 
 /// The driver stopped (the appliance is shutting down).
@@ -317,6 +323,17 @@ impl Service {
             plan_remove(existing, &name)
         })
         .await
+    }
+
+    /// The key of the webhook-URL fingerprints viewers see: derived from the server's private
+    /// key, so fingerprints are stable across restarts and cannot be computed by a viewer.
+    pub fn url_fingerprint_key(&self) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"appliance url fingerprint v1\0");
+        ctx.update(self.server.private_key.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ctx.finish().as_ref());
+        key
     }
 
     /// One peer with the statistics known so far.

@@ -8,13 +8,25 @@
 //!
 //! redb takes an exclusive lock on the file: while `appliance serve` runs, other processes get
 //! [`OpenError::Locked`] and must talk to the running server through its control socket.
+//!
+//! Opening never creates: [`Store::open`] needs an existing, healthy file and reports an empty,
+//! truncated or foreign one as [`OpenError::Damaged`] (redb's own panics on truncated files are
+//! caught and converted) without writing to it. [`Store::create`] builds a new database beside
+//! the destination and links it into place only if nothing is there, so a schema or a server
+//! key is never written over an existing file. A row that fails to decode does not stop the
+//! loaders: [`Store::peers`] and [`Store::jobs`] return what decodes plus a list of
+//! [`DamagedRow`]s, and [`Store::quarantine_damaged`] moves damaged rows, bytes intact, into the
+//! `quarantine` table.
 
+use std::cell::Cell;
+use std::io::Read as _;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use jiff::Timestamp;
 use peers::{Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::sched::{JobId, JobSpec};
 use serde::{Deserialize, Serialize};
@@ -33,6 +45,9 @@ const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 /// Index: (job id, run id) for a job's history.
 const JOB_RUNS: TableDefinition<(u64, u64), ()> = TableDefinition::new("job_runs");
+/// Damaged rows moved aside by `appliance doctor --quarantine`: key `"{table}/{key}"` (numeric
+/// keys in decimal, a `#N` suffix if that name was taken), value the row's original bytes.
+const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine");
 
 const KEY_SCHEMA: &str = "schema_version";
 const KEY_SERVER: &str = "server";
@@ -88,9 +103,23 @@ pub struct PeerStats {
     pub endpoint: Option<String>,
 }
 
-/// Failure to open the database file.
+/// Failure to open or create the database file.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// There is no file at the path (and nothing was created).
+    #[error("there is no database at {path}")]
+    Missing { path: String },
+    /// [`Store::create`] found a file already there; it is never overwritten.
+    #[error("the database {path} already exists; it is never overwritten")]
+    Exists { path: String },
+    /// The file is empty, not a redb database, truncated, or lacks the appliance's schema or
+    /// server key. Nothing was written to it.
+    #[error("the database {path} is empty or damaged ({len} bytes: {reason}); restore a backup, or move it aside to start over")]
+    Damaged {
+        path: String,
+        len: u64,
+        reason: String,
+    },
     /// Another process (normally `appliance serve`) holds the file.
     #[error("the database {path} is in use by another process (is `appliance serve` running?)")]
     Locked { path: String },
@@ -136,6 +165,100 @@ impl_from_redb!(
 pub struct Store {
     db: Database,
 }
+
+/// A stored row that failed to decode into its checked type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamagedRow {
+    /// The table: `peers`, `peer_stats`, `jobs`, `runs` or `audit`.
+    pub table: String,
+    /// The row's key as shown elsewhere (peer name, job id in hex, run or audit number).
+    pub key: String,
+    /// Why it failed, as a sentence.
+    pub reason: String,
+}
+
+impl std::fmt::Display for DamagedRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}: {}", self.table, self.key, self.reason)
+    }
+}
+
+/// What a loader read: every row that decoded, and the ones that did not.
+#[derive(Debug)]
+pub struct Loaded<T> {
+    pub rows: Vec<T>,
+    pub damaged: Vec<DamagedRow>,
+}
+
+impl<T> Loaded<T> {
+    fn push(&mut self, table: &str, key: String, r: Result<T, StoreError>) {
+        match r {
+            Ok(v) => self.rows.push(v),
+            Err(e) => {
+                let reason = match e {
+                    StoreError::Corrupt { reason, .. } => reason,
+                    e => e.to_string(),
+                };
+                tracing::warn!(table, key = %key, reason = %reason, "damaged row skipped (see `appliance doctor`)");
+                self.damaged.push(DamagedRow {
+                    table: table.into(),
+                    key,
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+impl<T> Default for Loaded<T> {
+    fn default() -> Self {
+        Loaded {
+            rows: Vec::new(),
+            damaged: Vec::new(),
+        }
+    }
+}
+
+/// What `doctor` reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DoctorReport {
+    /// Rows that fail to decode (before `--quarantine`: still in place; after: just moved).
+    pub damaged: Vec<DamagedRow>,
+    /// Whether `damaged` was moved into the quarantine table by this call.
+    pub quarantined: bool,
+    /// Rows kept in the quarantine table, including any just moved.
+    pub in_quarantine: u64,
+}
+
+/// Runs `f`, turning a panic into `Err(message)` without printing it (redb asserts on some
+/// truncated files instead of returning an error). Other threads' panics print as usual.
+fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    thread_local! {
+        static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info)
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    r.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the storage library gave up reading it".into())
+    })
+}
+
+/// redb's file signature (its first nine bytes).
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
 #[derive(Serialize, Deserialize)]
 struct ServerRow {
@@ -236,13 +359,15 @@ fn decode_peer(key: &str, bytes: &[u8]) -> Result<PeerRecord, StoreError> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database file and checks its schema version.
+    /// Opens an existing database and checks its schema version. Never creates or initialises
+    /// anything: a missing file is [`OpenError::Missing`]; an empty, foreign, truncated or
+    /// schema-less file is [`OpenError::Damaged`] and is not written to by this check.
     pub fn open(path: &Path) -> Result<Store, OpenError> {
         let p = path.display().to_string();
-        let db = match Database::create(path) {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(OpenError::Locked { path: p })
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(OpenError::Missing { path: p })
             }
             Err(e) => {
                 return Err(OpenError::Storage {
@@ -251,22 +376,131 @@ impl Store {
                 })
             }
         };
-        let store = Store { db };
-        let storage = |e: StoreError| OpenError::Storage {
+        let len = meta.len();
+        let damaged = |reason: String| OpenError::Damaged {
             path: p.clone(),
-            source: match e {
-                StoreError::Redb(e) => e,
-                other => Box::new(redb::Error::Corrupted(other.to_string())),
-            },
+            len,
+            reason,
         };
-        match store.schema_version().map_err(storage)? {
-            Some(v) if v > SCHEMA_VERSION => {
-                return Err(OpenError::SchemaTooNew { path: p, found: v })
-            }
-            Some(_) => {}
-            None => store.init_schema().map_err(storage)?,
+        if !meta.is_file() {
+            return Err(damaged("it is not a regular file".into()));
         }
-        Ok(store)
+        if len == 0 {
+            return Err(damaged("the file is empty".into()));
+        }
+        let mut magic = [0u8; REDB_MAGIC.len()];
+        let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic));
+        match read {
+            Ok(()) if magic == REDB_MAGIC => {}
+            Ok(()) => return Err(damaged("it is not a redb database".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(damaged("it is too short to be a redb database".into()))
+            }
+            Err(e) => {
+                return Err(OpenError::Storage {
+                    path: p,
+                    source: Box::new(e.into()),
+                })
+            }
+        }
+        let db = match quietly(|| Database::open(path)) {
+            Ok(Ok(db)) => db,
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+                return Err(OpenError::Locked { path: p })
+            }
+            Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
+                if e.kind() != std::io::ErrorKind::UnexpectedEof =>
+            {
+                return Err(OpenError::Storage {
+                    path: p,
+                    source: Box::new(e.into()),
+                })
+            }
+            Ok(Err(e)) => return Err(damaged(e.to_string())),
+            Err(panic) => return Err(damaged(format!("redb could not read it: {panic}"))),
+        };
+        let store = Store { db };
+        match quietly(|| store.schema_version()) {
+            Ok(Ok(Some(v))) if v > SCHEMA_VERSION => {
+                Err(OpenError::SchemaTooNew { path: p, found: v })
+            }
+            Ok(Ok(Some(_))) => Ok(store),
+            Ok(Ok(None)) => Err(damaged("it has no appliance schema".into())),
+            Ok(Err(e)) => Err(damaged(e.to_string())),
+            Err(panic) => Err(damaged(format!("redb could not read it: {panic}"))),
+        }
+    }
+
+    /// Opens an existing appliance database and reads its server record; a file without a
+    /// readable server record is [`OpenError::Damaged`].
+    pub fn open_appliance(path: &Path) -> Result<(Store, ServerRecord), OpenError> {
+        let store = Store::open(path)?;
+        let damaged = |reason: String| OpenError::Damaged {
+            path: path.display().to_string(),
+            len: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            reason,
+        };
+        match quietly(|| store.server()) {
+            Ok(Ok(Some(server))) => Ok((store, server)),
+            Ok(Ok(None)) => Err(damaged("it holds no server key".into())),
+            Ok(Err(e)) => Err(damaged(e.to_string())),
+            Err(panic) => Err(damaged(format!("redb could not read it: {panic}"))),
+        }
+    }
+
+    /// Creates a new database at `path` with the schema and (for the appliance; `None` only in
+    /// tests and benchmarks) the server record, then opens it. The file is built under a
+    /// temporary name in the same directory (mode 0600) and hard-linked into place, which
+    /// fails if anything exists at `path`: an existing file — even an empty one — is never
+    /// initialised over ([`OpenError::Exists`]).
+    pub fn create(path: &Path, server: Option<&ServerRecord>) -> Result<Store, OpenError> {
+        let p = path.display().to_string();
+        let storage = |e: redb::Error| OpenError::Storage {
+            path: p.clone(),
+            source: Box::new(e),
+        };
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(OpenError::Exists { path: p });
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "appliance.redb".into());
+        let tmp = path.with_file_name(format!(".{name}.{}.new", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let built = (|| -> Result<(), StoreError> {
+            let store = Store {
+                db: Database::create(&tmp).map_err(|e| StoreError::Redb(Box::new(e.into())))?,
+            };
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| StoreError::Redb(Box::new(e.into())))?;
+            store.init_schema()?;
+            if let Some(server) = server {
+                store.init_server(server)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = built {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(storage(match e {
+                StoreError::Redb(e) => *e,
+                other => redb::Error::Corrupted(other.to_string()),
+            }));
+        }
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(OpenError::Exists { path: p })
+            }
+            Err(e) => return Err(storage(e.into())),
+        }
+        if let Some(parent) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Make the new directory entry durable.
+            let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
+        }
+        Store::open(path)
     }
 
     fn schema_version(&self) -> Result<Option<u32>, StoreError> {
@@ -298,6 +532,7 @@ impl Store {
             txn.open_table(JOBS)?;
             txn.open_table(RUNS)?;
             txn.open_table(JOB_RUNS)?;
+            txn.open_table(QUARANTINE)?;
         }
         txn.commit()?;
         Ok(())
@@ -331,14 +566,15 @@ impl Store {
         Ok(true)
     }
 
-    /// Every stored peer, ordered by name.
-    pub fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
+    /// Every stored peer that decodes, ordered by name, and the rows that do not (each logged
+    /// at WARN). A damaged peer — including one whose stored key is low-order — is not routed.
+    pub fn peers(&self) -> Result<Loaded<PeerRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(PEERS)?;
-        let mut out = Vec::new();
+        let mut out = Loaded::default();
         for row in table.iter()? {
             let (k, v) = row?;
-            out.push(decode_peer(k.value(), v.value())?);
+            out.push("peers", k.value().into(), decode_peer(k.value(), v.value()));
         }
         Ok(out)
     }
@@ -357,11 +593,27 @@ impl Store {
         let out = {
             let mut table = txn.open_table(PEERS).map_err(StoreError::from)?;
             let mut current = Vec::new();
+            let mut damaged = Vec::new();
             for row in table.iter().map_err(StoreError::from)? {
                 let (k, v) = row.map_err(StoreError::from)?;
-                current.push(decode_peer(k.value(), v.value())?);
+                match decode_peer(k.value(), v.value()) {
+                    Ok(p) => current.push(p),
+                    // The plan never sees a damaged row; it must not be overwritten either.
+                    Err(_) => damaged.push(k.value().to_string()),
+                }
             }
             let (change, out) = plan(&current)?;
+            if let Some(rec) = change
+                .upsert
+                .iter()
+                .find(|r| damaged.iter().any(|d| d == r.name.as_str()))
+            {
+                return Err(StoreError::Corrupt {
+                    key: rec.name.to_string(),
+                    reason: "its stored row is damaged; run `appliance doctor --quarantine` to move it aside first".into(),
+                }
+                .into());
+            }
             for name in &change.remove {
                 table.remove(name.as_str()).map_err(StoreError::from)?;
             }
@@ -492,6 +744,43 @@ impl Store {
         let seq = append_audit(&txn, entry)?;
         txn.commit()?;
         Ok(seq)
+    }
+
+    /// Deletes the oldest audit entries: every one written before `cutoff_ms`, then more,
+    /// oldest first, until the entries kept take at most `max_bytes` — but never the newest
+    /// entry. Returns how many went.
+    /// Damaged entries count by their size and are pruned like the rest (they are old history,
+    /// not live state). A full scan; it runs once an hour.
+    pub fn prune_audit(&self, cutoff_ms: u64, max_bytes: u64) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut n = 0;
+        {
+            let mut table = txn.open_table(AUDIT)?;
+            let mut rows = Vec::new();
+            let mut total: u64 = 0;
+            for row in table.iter()? {
+                let (k, v) = row?;
+                let at_ms = serde_json::from_slice::<AuditEntry>(v.value())
+                    .map(|e| e.at_ms)
+                    .unwrap_or(0);
+                let size = v.value().len() as u64;
+                total += size;
+                rows.push((k.value(), at_ms, size));
+            }
+            // The newest entry always stays: sequence numbers continue from it, so cursors
+            // handed out earlier never come to mean other entries.
+            rows.pop();
+            for (seq, at_ms, size) in rows {
+                if at_ms >= cutoff_ms && total <= max_bytes {
+                    break;
+                }
+                table.remove(seq)?;
+                total -= size;
+                n += 1;
+            }
+        }
+        txn.commit()?;
+        Ok(n)
     }
 
     /// Audit entries, newest first: those with `seq < before` (all when `None`), at or after
@@ -706,14 +995,19 @@ pub struct RunFilter {
 }
 
 impl Store {
-    /// Every stored job.
-    pub fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+    /// Every stored job that decodes, and the rows that do not (each logged at WARN).
+    pub fn jobs(&self) -> Result<Loaded<JobRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(JOBS)?;
-        let mut out = Vec::new();
+        let mut out = Loaded::default();
         for row in table.iter()? {
             let (k, v) = row?;
-            out.push(decode_job(k.value(), v.value())?);
+            let id = k.value();
+            out.push(
+                "jobs",
+                JobId::from_u64(id).to_string(),
+                decode_job(id, v.value()),
+            );
         }
         Ok(out)
     }
@@ -891,17 +1185,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Runs still marked running (left over from a crash).
-    pub fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+    /// Runs still marked running (left over from a crash), and the run rows that do not
+    /// decode (each logged at WARN).
+    pub fn unfinished_runs(&self) -> Result<Loaded<RunRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(RUNS)?;
-        let mut out = Vec::new();
+        let mut out = Loaded::default();
         for row in table.iter()? {
             let (k, v) = row?;
-            let r: RunRecord = serde_json::from_slice(v.value())
-                .map_err(|e| corrupt(&format!("runs/{}", k.value()), e))?;
-            if r.status == RunStatus::Running {
-                out.push(r);
+            match serde_json::from_slice::<RunRecord>(v.value()) {
+                Ok(r) if r.status != RunStatus::Running => {}
+                r => out.push(
+                    "runs",
+                    k.value().to_string(),
+                    r.map_err(|e| corrupt(&format!("runs/{}", k.value()), e)),
+                ),
             }
         }
         Ok(out)
@@ -919,8 +1217,10 @@ impl Store {
             // after downtime records old fires late), and this runs once an hour.
             for row in table.iter()? {
                 let (k, v) = row?;
-                let r: RunRecord = serde_json::from_slice(v.value())
-                    .map_err(|e| corrupt(&format!("runs/{}", k.value()), e))?;
+                // A damaged run is left for `appliance doctor`, not pruned blindly.
+                let Ok(r) = serde_json::from_slice::<RunRecord>(v.value()) else {
+                    continue;
+                };
                 if r.scheduled_at < cutoff && !r.status.is_open() {
                     doomed.push((k.value(), r.job_id.as_u64()));
                 }
@@ -936,6 +1236,272 @@ impl Store {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Damaged rows: finding them and moving them aside
+
+/// A damaged row found by a scan, with what is needed to move it.
+struct Found {
+    row: DamagedRow,
+    /// Key in the quarantine table.
+    quarantine_key: String,
+    key: RawKey,
+    bytes: Vec<u8>,
+}
+
+enum RawKey {
+    Str(String),
+    U64(u64),
+}
+
+type StrCheck = fn(&str, &[u8]) -> Result<(), StoreError>;
+type U64Check = fn(u64, &[u8]) -> Result<(), StoreError>;
+
+/// A string-keyed table: its name, definition and row check.
+type StrTable = (
+    &'static str,
+    TableDefinition<'static, &'static str, &'static [u8]>,
+    StrCheck,
+);
+/// A number-keyed table: its name, definition and row check.
+type U64Table = (
+    &'static str,
+    TableDefinition<'static, u64, &'static [u8]>,
+    U64Check,
+);
+
+const STR_TABLES: [StrTable; 2] = [
+    ("peers", PEERS, |k, v| decode_peer(k, v).map(drop)),
+    ("peer_stats", PEER_STATS, |k, v| {
+        serde_json::from_slice::<PeerStats>(v)
+            .map(drop)
+            .map_err(|e| corrupt(k, e))
+    }),
+];
+
+const U64_TABLES: [U64Table; 3] = [
+    ("jobs", JOBS, |k, v| decode_job(k, v).map(drop)),
+    ("runs", RUNS, |k, v| {
+        serde_json::from_slice::<RunRecord>(v)
+            .map(drop)
+            .map_err(|e| corrupt(&k.to_string(), e))
+    }),
+    ("audit", AUDIT, |k, v| {
+        serde_json::from_slice::<AuditEntry>(v)
+            .map(drop)
+            .map_err(|e| corrupt(&k.to_string(), e))
+    }),
+];
+
+fn reason_of(e: StoreError) -> String {
+    match e {
+        StoreError::Corrupt { reason, .. } => reason,
+        e => e.to_string(),
+    }
+}
+
+fn scan_str(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+    check: StrCheck,
+    out: &mut Vec<Found>,
+) -> Result<(), StoreError> {
+    for row in table.iter()? {
+        let (k, v) = row?;
+        if let Err(e) = check(k.value(), v.value()) {
+            out.push(Found {
+                row: DamagedRow {
+                    table: name.into(),
+                    key: k.value().into(),
+                    reason: reason_of(e),
+                },
+                quarantine_key: format!("{name}/{}", k.value()),
+                key: RawKey::Str(k.value().into()),
+                bytes: v.value().to_vec(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn scan_u64(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    name: &str,
+    check: U64Check,
+    out: &mut Vec<Found>,
+) -> Result<(), StoreError> {
+    for row in table.iter()? {
+        let (k, v) = row?;
+        let id = k.value();
+        if let Err(e) = check(id, v.value()) {
+            let shown = if name == "jobs" {
+                JobId::from_u64(id).to_string()
+            } else {
+                id.to_string()
+            };
+            out.push(Found {
+                row: DamagedRow {
+                    table: name.into(),
+                    key: shown,
+                    reason: reason_of(e),
+                },
+                quarantine_key: format!("{name}/{id}"),
+                key: RawKey::U64(id),
+                bytes: v.value().to_vec(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Every row of `peers`, `peer_stats`, `jobs`, `runs` and `audit` that fails to decode. A
+    /// full scan: for `appliance doctor`, not for hot paths.
+    pub fn damaged_rows(&self) -> Result<Vec<DamagedRow>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut found = Vec::new();
+        for (name, def, check) in STR_TABLES {
+            match txn.open_table(def) {
+                Ok(t) => scan_str(&t, name, check, &mut found)?,
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for (name, def, check) in U64_TABLES {
+            match txn.open_table(def) {
+                Ok(t) => scan_u64(&t, name, check, &mut found)?,
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(found.into_iter().map(|f| f.row).collect())
+    }
+
+    /// How many rows the quarantine table holds.
+    pub fn quarantined_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        match txn.open_table(QUARANTINE) {
+            Ok(t) => Ok(t.len()?),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves every damaged row (see [`Store::damaged_rows`]) into the `quarantine` table with
+    /// its original bytes, in one transaction with one audit entry per row; returns them.
+    pub fn quarantine_damaged(
+        &self,
+        actor: &Actor,
+        at_ms: u64,
+    ) -> Result<Vec<DamagedRow>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut found = Vec::new();
+        {
+            for (name, def, check) in STR_TABLES {
+                scan_str(&txn.open_table(def)?, name, check, &mut found)?;
+            }
+            for (name, def, check) in U64_TABLES {
+                scan_u64(&txn.open_table(def)?, name, check, &mut found)?;
+            }
+            let mut quarantine = txn.open_table(QUARANTINE)?;
+            for f in &found {
+                let mut key = f.quarantine_key.clone();
+                let mut n = 1;
+                while quarantine.get(key.as_str())?.is_some() {
+                    n += 1;
+                    key = format!("{}#{n}", f.quarantine_key);
+                }
+                quarantine.insert(key.as_str(), f.bytes.as_slice())?;
+            }
+        }
+        for f in &found {
+            let table = f.row.table.as_str();
+            match &f.key {
+                RawKey::Str(k) => {
+                    let def = STR_TABLES.iter().find(|t| t.0 == table).expect("scanned").1;
+                    txn.open_table(def)?.remove(k.as_str())?;
+                }
+                RawKey::U64(k) => {
+                    let def = U64_TABLES.iter().find(|t| t.0 == table).expect("scanned").1;
+                    txn.open_table(def)?.remove(*k)?;
+                }
+            }
+            append_audit(
+                &txn,
+                AuditEntry {
+                    seq: 0,
+                    at_ms,
+                    actor: actor.clone(),
+                    action: "store.quarantine".into(),
+                    target: Some(format!("{}/{}", f.row.table, f.row.key)),
+                    summary: serde_json::json!({ "reason": f.row.reason, "bytes": f.bytes.len() }),
+                },
+            )?;
+        }
+        txn.commit()?;
+        Ok(found.into_iter().map(|f| f.row).collect())
+    }
+
+    /// `appliance doctor`: lists the damaged rows, or with `quarantine` moves them aside
+    /// (audited as `actor`).
+    pub fn doctor(
+        &self,
+        quarantine: bool,
+        actor: &Actor,
+        at_ms: u64,
+    ) -> Result<DoctorReport, StoreError> {
+        let damaged = if quarantine {
+            self.quarantine_damaged(actor, at_ms)?
+        } else {
+            self.damaged_rows()?
+        };
+        Ok(DoctorReport {
+            damaged,
+            quarantined: quarantine,
+            in_quarantine: self.quarantined_count()?,
+        })
+    }
+
+    /// The raw bytes kept in quarantine, by quarantine key (for inspection and tests).
+    pub fn quarantined(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(QUARANTINE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Writes raw bytes as a row of `table` (`peers` or `jobs`), bypassing every check: for
+    /// tests that need a damaged row.
+    #[doc(hidden)]
+    pub fn write_raw_row_for_tests(
+        &self,
+        table: &str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        match table {
+            "peers" => {
+                txn.open_table(PEERS)?.insert(key, bytes)?;
+            }
+            "jobs" => {
+                let id: JobId = key.parse().map_err(|e| corrupt(key, e))?;
+                txn.open_table(JOBS)?.insert(id.as_u64(), bytes)?;
+            }
+            other => return Err(corrupt(other, "no such table for raw test rows")),
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -948,7 +1514,7 @@ mod tests {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        (Store::open(&dir.join("db.redb")).unwrap(), dir)
+        (Store::create(&dir.join("db.redb"), None).unwrap(), dir)
     }
 
     fn ts(s: &str) -> Timestamp {
@@ -1031,7 +1597,7 @@ mod tests {
             vec![3, 2],
             "cursor continues below the last id"
         );
-        assert_eq!(store.unfinished_runs().unwrap().len(), 1);
+        assert_eq!(store.unfinished_runs().unwrap().rows.len(), 1);
 
         // Pruning before Jan 4 removes 1, 2, 3 and the late 6, but never a running run.
         assert_eq!(store.prune_runs(ts("2026-01-04T12:00:00Z")).unwrap(), 4);
@@ -1080,6 +1646,38 @@ mod tests {
     }
 
     #[test]
+    fn audit_is_pruned_by_age_then_by_size_oldest_first() {
+        let (store, dir) = temp_store("audit-prune");
+        let entry = |at_ms: u64, pad: usize| AuditEntry {
+            seq: 0,
+            at_ms,
+            actor: Actor::local_cli(),
+            action: "job.update".into(),
+            target: None,
+            summary: serde_json::json!({"pad": "x".repeat(pad)}),
+        };
+        for i in 0..10u64 {
+            store.audit(entry(1_000 * (i + 1), 1_000)).unwrap();
+        }
+        let size = |s: &Store| -> (usize, Vec<u64>) {
+            let page = s.audit_page(None, None, 100).unwrap();
+            (page.len(), page.iter().rev().map(|e| e.seq).collect())
+        };
+        // Age: entries before t=3000 go (two of them), nothing else while under the size cap.
+        assert_eq!(store.prune_audit(3_000, u64::MAX).unwrap(), 2);
+        assert_eq!(size(&store).1, (3..=10).collect::<Vec<_>>());
+        // Size: each entry is a little over 1000 bytes; a 3500-byte cap keeps the newest three.
+        assert_eq!(store.prune_audit(0, 3_500).unwrap(), 5);
+        assert_eq!(size(&store).1, vec![8, 9, 10]);
+        // The newest entry stays whatever the limits, so numbering continues after it.
+        assert_eq!(store.prune_audit(u64::MAX, 0).unwrap(), 2);
+        assert_eq!(size(&store).1, vec![10]);
+        assert_eq!(store.audit(entry(20_000, 10)).unwrap(), 11);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn next_fire_times_keep_full_precision() {
         let (store, dir) = temp_store("precision");
         let spec = JobSpec::from_json(
@@ -1118,6 +1716,178 @@ mod tests {
         let (store, dir) = temp_store("lock");
         let err = Store::open(&dir.join("db.redb")).err().expect("locked");
         assert!(matches!(err, OpenError::Locked { .. }), "{err}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn peer(name: &str, last: u8) -> PeerRecord {
+        PeerRecord {
+            name: PeerName::new(name).unwrap(),
+            role: Role::Admin,
+            public_key: PrivateKey::from_bytes([last; 32]).public_key(),
+            preshared_key: None,
+            address: Ipv4Addr::new(10, 88, 88, last),
+            allowed_ips: vec![Ipv4Net::parse(&format!("10.88.88.{last}/32")).unwrap()],
+            enabled: true,
+            created_at: 0,
+        }
+    }
+
+    fn job(id: u64) -> JobRecord {
+        JobRecord {
+            id: JobId::from_u64(id),
+            spec: JobSpec::from_json(
+                &serde_json::json!({
+                    "name": format!("job{id}"),
+                    "trigger": {"every": "1h", "start": "2026-01-01T00:00:00Z"},
+                    "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
+                }),
+                None,
+            )
+            .unwrap(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            created_by: "t".into(),
+            next_fire_at: None,
+            paused_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn open_never_creates_and_create_never_overwrites() {
+        let dir = std::env::temp_dir().join(format!("appliance-store-open-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.redb");
+        assert!(matches!(Store::open(&path), Err(OpenError::Missing { .. })));
+        assert!(!path.exists(), "open created a file");
+
+        // An empty file: damaged for open, and create leaves it alone.
+        std::fs::write(&path, b"").unwrap();
+        let err = Store::open(&path).err().expect("empty file refused");
+        assert!(matches!(err, OpenError::Damaged { len: 0, .. }), "{err}");
+        assert!(
+            err.to_string().contains("is empty or damaged (0 bytes"),
+            "{err}"
+        );
+        assert!(matches!(
+            Store::create(&path, None),
+            Err(OpenError::Exists { .. })
+        ));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            0,
+            "file was written"
+        );
+        // Foreign bytes too.
+        std::fs::write(&path, vec![7u8; 8192]).unwrap();
+        let err = Store::open(&path).err().expect("foreign file refused");
+        assert!(err.to_string().contains("not a redb database"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 8192]);
+
+        // A fresh one, then truncated: a clean error, not a panic.
+        std::fs::remove_file(&path).unwrap();
+        let store = Store::create(&path, None).unwrap();
+        for i in 0..50u8 {
+            store
+                .update_peers(|_| {
+                    Ok::<_, StoreError>((
+                        PeerChange {
+                            upsert: vec![peer(&format!("p{i}"), i + 2)],
+                            ..PeerChange::default()
+                        },
+                        (),
+                    ))
+                })
+                .unwrap();
+        }
+        drop(store);
+        let len = std::fs::metadata(&path).unwrap().len();
+        for keep in [len / 2, 4096] {
+            let cut = dir.join(format!("cut-{keep}.redb"));
+            std::fs::copy(&path, &cut).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&cut)
+                .unwrap()
+                .set_len(keep)
+                .unwrap();
+            let err = Store::open(&cut).err().expect("truncated file refused");
+            assert!(matches!(err, OpenError::Damaged { .. }), "{keep}: {err}");
+        }
+        // No temporary files are left behind.
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn damaged_rows_are_skipped_reported_and_quarantined_with_their_bytes() {
+        let (store, dir) = temp_store("damaged");
+        let good = peer("alice", 2);
+        let mut low_order: serde_json::Value =
+            serde_json::from_slice(&encode_peer(&peer("mallory", 3))).unwrap();
+        low_order["public_key"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
+        let low_order = serde_json::to_vec(&low_order).unwrap();
+        store
+            .write_raw_row_for_tests("peers", "alice", &encode_peer(&good))
+            .unwrap();
+        store
+            .write_raw_row_for_tests("peers", "mallory", &low_order)
+            .unwrap();
+        assert!(store.insert_job(&job(1), None).unwrap());
+        let garbage = b"{not json at all".to_vec();
+        store
+            .write_raw_row_for_tests("jobs", &JobId::from_u64(2).to_string(), &garbage)
+            .unwrap();
+
+        let peers = store.peers().unwrap();
+        assert_eq!(peers.rows, vec![good.clone()]);
+        assert_eq!(peers.damaged.len(), 1);
+        assert_eq!(peers.damaged[0].key, "mallory");
+        assert!(
+            peers.damaged[0].reason.contains("low-order"),
+            "{:?}",
+            peers.damaged
+        );
+        let jobs = store.jobs().unwrap();
+        assert_eq!(jobs.rows.len(), 1);
+        assert_eq!(jobs.damaged[0].key, JobId::from_u64(2).to_string());
+
+        // Peer commands work around the damaged row but never overwrite it.
+        let refused = store.update_peers(|_| {
+            Ok::<_, StoreError>((
+                PeerChange {
+                    upsert: vec![peer("mallory", 4)],
+                    ..PeerChange::default()
+                },
+                (),
+            ))
+        });
+        assert!(
+            matches!(refused, Err(StoreError::Corrupt { .. })),
+            "{refused:?}"
+        );
+
+        let report = store.doctor(false, &Actor::local_cli(), 5).unwrap();
+        assert_eq!(report.damaged.len(), 2);
+        assert_eq!(report.in_quarantine, 0);
+        let moved = store.doctor(true, &Actor::local_cli(), 5).unwrap();
+        assert_eq!(moved.damaged, report.damaged);
+        assert_eq!(moved.in_quarantine, 2);
+        assert!(store.damaged_rows().unwrap().is_empty());
+        assert!(store.peers().unwrap().damaged.is_empty());
+        assert_eq!(store.jobs().unwrap().rows.len(), 1);
+        let kept = store.quarantined().unwrap();
+        assert!(kept.contains(&("jobs/2".to_string(), garbage)), "{kept:?}");
+        assert!(kept.contains(&("peers/mallory".to_string(), low_order)));
+        let audit = store.audit_page(None, None, 10).unwrap();
+        assert_eq!(audit.len(), 2);
+        assert!(audit.iter().all(|e| e.action == "store.quarantine"));
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }

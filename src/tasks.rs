@@ -577,7 +577,10 @@ mod tests {
             std::env::temp_dir().join(format!("appliance-tasks-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        (Arc::new(Store::open(&dir.join("db.redb")).unwrap()), dir)
+        (
+            Arc::new(Store::create(&dir.join("db.redb"), None).unwrap()),
+            dir,
+        )
     }
 
     /// One queued handler run, recorded as the scheduler records it (run + task together).

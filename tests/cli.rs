@@ -133,6 +133,26 @@ fn bad_init_input_exits_2_and_creates_no_key() {
     }
 }
 
+/// A bad `--allow-webhook-net` is a usage error naming the flag, before anything is created.
+#[test]
+fn a_bad_allow_webhook_net_exits_2_naming_the_flag() {
+    for (net, needle) in [
+        ("192.168.1.0/33", "not a valid prefix length"),
+        ("lan", "is not an IP address"),
+        ("fd00::/200", "not a valid prefix length"),
+    ] {
+        let d = Dir::new("badnet");
+        let out = run(&d.data(), &["serve", "--allow-webhook-net", net]);
+        assert_eq!(out.status.code(), Some(2), "{net}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("--allow-webhook-net") && err.contains(needle),
+            "{net}: {err}"
+        );
+        assert!(!d.data().exists(), "{net}: serve created the data dir");
+    }
+}
+
 #[test]
 fn data_dir_comes_from_the_environment_when_no_flag_is_given() {
     let d = Dir::new("env");
@@ -146,21 +166,153 @@ fn data_dir_comes_from_the_environment_when_no_flag_is_given() {
 }
 
 #[test]
-fn read_commands_on_a_missing_data_dir_say_so() {
+fn commands_other_than_init_and_serve_refuse_a_missing_data_dir() {
+    // A mistyped --data-dir used to make `peer add` create a new appliance with a new server
+    // key and print a config for a server that does not exist.
     let d = Dir::new("missing");
     for args in [
+        vec!["peer", "add", "alice"],
         vec!["peer", "list"],
+        vec!["peer", "rotate", "alice"],
         vec!["audit"],
+        vec!["doctor"],
         vec!["peer", "disable", "x"],
     ] {
         let out = run(&d.data(), &args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
         assert!(
-            text(&out.stderr).contains("no appliance in"),
-            "{}",
+            err.contains(&format!("no appliance data at {}", d.data().display()))
+                && err.contains("(looked at --data-dir)")
+                && err.contains("run `appliance init` or pass --data-dir"),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed a config");
+        assert!(!d.data().exists(), "{args:?} created the data dir");
+    }
+    // An existing directory without a database: same, and nothing is created in it.
+    std::fs::create_dir_all(d.data()).unwrap();
+    let out = run(&d.data(), &["peer", "add", "alice"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_dir(d.data()).unwrap().count(), 0);
+}
+
+#[test]
+fn peer_add_refuses_a_low_order_public_key_and_stores_nothing() {
+    let d = Dir::new("loworder");
+    assert!(run(&d.data(), &["init"]).status.success());
+    for key in [
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        // 1, and p = 2^255-19 (a non-canonical 0)
+        "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "7f///////////////////////////////////////38=",
+    ] {
+        let out = run(&d.data(), &["peer", "add", "x", "--public-key", key]);
+        assert_eq!(out.status.code(), Some(2), "{key}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(
+                "public key is a low-order point: no device has this key; paste the key from the WireGuard app"
+            ),
+            "{key}: {}",
             text(&out.stderr)
         );
-        assert!(!d.data().exists(), "{args:?} created the data dir");
+    }
+    let list = run(&d.data(), &["peer", "list", "--json"]);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v, serde_json::json!([]), "nothing stored");
+}
+
+/// `serve` in the background, or its exit if it stops within `wait`.
+fn serve_exit(data: &Path, wait: Duration) -> Output {
+    let mut child = Command::new(bin())
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + wait;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "serve kept running on a damaged database: {}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn an_empty_database_file_is_never_initialised_over() {
+    // A zero-length appliance.redb used to be taken for a first run: a new server key was
+    // written over it and every phone silently stopped working.
+    let d = Dir::new("empty");
+    std::fs::create_dir_all(d.data()).unwrap();
+    let db = d.data().join("appliance.redb");
+    std::fs::write(&db, b"").unwrap();
+    let serve = serve_exit(&d.data(), Duration::from_secs(15));
+    for (what, out) in [
+        ("serve", serve),
+        ("peer list", run(&d.data(), &["peer", "list"])),
+        ("peer add", run(&d.data(), &["peer", "add", "alice"])),
+        ("init", run(&d.data(), &["init"])),
+        ("doctor", run(&d.data(), &["doctor"])),
+    ] {
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{what}: {err}");
+        assert!(
+            err.contains(&format!(
+                "the database {} is empty or damaged (0 bytes",
+                db.display()
+            )) && err.contains("restore a backup, or move it aside to start over"),
+            "{what}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert_eq!(
+            std::fs::metadata(&db).unwrap().len(),
+            0,
+            "{what} wrote to it"
+        );
+        let files: Vec<_> = std::fs::read_dir(d.data())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            files,
+            vec![std::ffi::OsString::from("appliance.redb")],
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn a_truncated_database_exits_3_without_a_panic() {
+    let d = Dir::new("truncated");
+    assert!(run(&d.data(), &["init"]).status.success());
+    for name in ["alice", "bob", "carol"] {
+        assert!(run(&d.data(), &["peer", "add", name]).status.success());
+    }
+    let db = d.data().join("appliance.redb");
+    let whole = std::fs::read(&db).unwrap();
+    for keep in [whole.len() / 2, 4096] {
+        std::fs::write(&db, &whole[..keep]).unwrap();
+        let serve = serve_exit(&d.data(), Duration::from_secs(15));
+        for (what, out) in [
+            ("serve", serve),
+            ("peer list", run(&d.data(), &["peer", "list"])),
+        ] {
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(3), "{keep} bytes, {what}: {err}");
+            assert!(err.contains("is empty or damaged"), "{what}: {err}");
+            assert!(!err.contains("panicked"), "{keep} bytes, {what}: {err}");
+        }
     }
 }
 
@@ -171,13 +323,19 @@ struct Serving {
 
 impl Serving {
     fn start(data: &Path) -> Serving {
+        Serving::start_with(data, &[], Stdio::null())
+    }
+
+    /// Starts `serve` with extra environment variables, its stderr going to `stderr`.
+    fn start_with(data: &Path, env: &[(&str, &str)], stderr: Stdio) -> Serving {
         let child = Command::new(bin())
             .arg("--data-dir")
             .arg(data)
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let sock = data.join("control.sock");
@@ -251,6 +409,89 @@ fn serve_initialises_on_first_run_and_peer_commands_go_through_it() {
     assert!(text(&list.stdout).contains("alice"));
 }
 
+/// The systemd template (`appliance@.service`) gives each instance its own port and subnet
+/// through `APPLIANCE_LISTEN_PORT` / `APPLIANCE_SUBNET` / `APPLIANCE_ENDPOINT`: `serve` uses
+/// them on the first run only, and says so when they no longer match.
+#[test]
+fn serve_takes_first_run_settings_from_the_environment() {
+    let d = Dir::new("firstrun");
+    let first = [
+        ("APPLIANCE_LISTEN_PORT", "51977"),
+        ("APPLIANCE_SUBNET", "10.77.0.0/24"),
+        ("APPLIANCE_ENDPOINT", "guild.example.org"),
+    ];
+    let s = Serving::start_with(&d.data(), &first, Stdio::null());
+    let add = run(&d.data(), &["peer", "add", "alice"]);
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let cfg = text(&add.stdout);
+    assert!(cfg.contains("Address = 10.77.0.2/32"), "{cfg}");
+    assert!(cfg.contains("Endpoint = guild.example.org:51977"), "{cfg}");
+    assert!(s.stop().success());
+
+    // Changed settings on an initialised directory: kept as stored, with a warning.
+    let log = d.0.join("second.log");
+    let changed = [
+        ("APPLIANCE_LISTEN_PORT", "51978"),
+        ("APPLIANCE_SUBNET", "10.78.0.0/24"),
+    ];
+    let s = Serving::start_with(
+        &d.data(),
+        &changed,
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let add = run(&d.data(), &["peer", "add", "bob"]);
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let cfg = text(&add.stdout);
+    assert!(cfg.contains("Address = 10.77.0.3/32"), "{cfg}");
+    assert!(cfg.contains("Endpoint = guild.example.org:51977"), "{cfg}");
+    assert!(s.stop().success());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("first-run settings ignored")
+            && log.contains("listen port 51978 (keeps 51977)")
+            && log.contains("subnet 10.78.0.0/24 (keeps 10.77.0.0/24)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn bad_first_run_settings_stop_serve_with_exit_2_before_writing() {
+    for (env, needle) in [
+        (("APPLIANCE_SUBNET", "10.0.0.0/33"), "APPLIANCE_SUBNET"),
+        (("APPLIANCE_SUBNET", "10.0.0.0/31"), "too small"),
+        (("APPLIANCE_LISTEN_PORT", "0"), "--listen-port"),
+        (("APPLIANCE_LISTEN_PORT", "70000"), "--listen-port"),
+        (("APPLIANCE_ENDPOINT", "bad host"), "--endpoint"),
+    ] {
+        let d = Dir::new("badfirstrun");
+        let mut child = Command::new(bin())
+            .arg("--data-dir")
+            .arg(d.data())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env(env.0, env.1)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{env:?}: serve started instead of refusing the setting");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{env:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!d.data().exists(), "{env:?} created the data directory");
+    }
+}
+
 #[test]
 fn a_second_serve_on_the_same_data_dir_is_refused() {
     let d = Dir::new("twice");
@@ -270,8 +511,100 @@ fn a_second_serve_on_the_same_data_dir_is_refused() {
 }
 
 #[test]
+fn a_damaged_job_row_is_skipped_listed_by_doctor_and_quarantined() {
+    use appliance::sched::{JobId, JobSpec};
+    use appliance::store::{JobRecord, Store};
+
+    let d = Dir::new("damagedrow");
+    assert!(run(&d.data(), &["init"]).status.success());
+    let db = d.data().join("appliance.redb");
+    let garbage = b"\x00{\"spec\": truncated".to_vec();
+    let bad_id = JobId::from_u64(0xbad);
+    {
+        let store = Store::open(&db).unwrap();
+        let spec = JobSpec::from_json(
+            &serde_json::json!({
+                "name": "good",
+                "trigger": {"every": "1h", "start": "2026-01-01T00:00:00Z"},
+                "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
+            }),
+            None,
+        )
+        .unwrap();
+        let rec = JobRecord {
+            id: JobId::from_u64(0x600d),
+            spec,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            created_by: "test".into(),
+            next_fire_at: None,
+            paused_at_ms: None,
+        };
+        assert!(store.insert_job(&rec, None).unwrap());
+        store
+            .write_raw_row_for_tests("jobs", &bad_id.to_string(), &garbage)
+            .unwrap();
+    }
+
+    // Offline: doctor lists it and exits 1.
+    let doctor = run(&d.data(), &["doctor", "--json"]);
+    assert_eq!(doctor.status.code(), Some(1), "{}", text(&doctor.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    assert_eq!(report["damaged"][0]["table"], "jobs");
+    assert_eq!(report["damaged"][0]["key"], bad_id.to_string());
+
+    // serve still starts, loads the good job and says what it skipped.
+    let log = d.0.join("serve.log");
+    let s = Serving::start_with(
+        &d.data(),
+        &[],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("damaged row skipped"), "{logged}");
+    assert!(logged.contains(&bad_id.to_string()), "{logged}");
+    assert!(
+        logged.contains("jobs=1"),
+        "the good job is loaded: {logged}"
+    );
+    assert!(logged.contains("damaged_rows=1"), "{logged}");
+
+    // Through the control socket while serving: list, then quarantine.
+    let doctor = run(&d.data(), &["doctor"]);
+    assert_eq!(doctor.status.code(), Some(1));
+    assert!(
+        text(&doctor.stdout).contains(&format!("jobs/{bad_id}")),
+        "{}",
+        text(&doctor.stdout)
+    );
+    let q = run(&d.data(), &["doctor", "--quarantine"]);
+    assert!(q.status.success(), "{}", text(&q.stderr));
+    assert!(
+        text(&q.stdout).contains("1 row(s) moved into quarantine"),
+        "{}",
+        text(&q.stdout)
+    );
+    let again = run(&d.data(), &["doctor"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(text(&again.stdout).contains("no damaged rows (1 kept in quarantine)"));
+    assert!(s.stop().success());
+
+    // The row left `jobs`, its bytes are kept, the good job is untouched.
+    let store = Store::open(&db).unwrap();
+    let jobs = store.jobs().unwrap();
+    assert!(jobs.damaged.is_empty());
+    assert_eq!(jobs.rows.len(), 1);
+    assert_eq!(jobs.rows[0].spec.name, "good");
+    assert_eq!(
+        store.quarantined().unwrap(),
+        vec![(format!("jobs/{}", bad_id.as_u64()), garbage)]
+    );
+}
+
+#[test]
 fn qr_code_only_on_a_terminal() {
     let d = Dir::new("tty");
+    assert!(run(&d.data(), &["init"]).status.success());
     let piped = run(&d.data(), &["peer", "add", "piped"]);
     assert!(piped.status.success());
     let piped = text(&piped.stdout);

@@ -385,3 +385,77 @@ fn connections_over_the_per_peer_limit_get_429() {
         "connections freed but requests still refused"
     );
 }
+
+#[test]
+fn damaged_rows_degrade_health_and_low_order_keys_are_refused() {
+    if !require_prereqs() {
+        return;
+    }
+    let ns = Netns::new("damaged");
+    let mut app = Appliance::init(&ns, &[]);
+    let config = app.peer_add("alice", "admin");
+    {
+        // A damaged job row and a stored peer whose key is the all-zero (low-order) point.
+        let store = appliance::store::Store::open(&app.data_dir().join("appliance.redb")).unwrap();
+        store
+            .write_raw_row_for_tests("jobs", "0000000000000bad", b"not json")
+            .unwrap();
+        let mut mallory: Value =
+            serde_json::from_str(&String::from_utf8(peer_row(&store, "alice")).unwrap()).unwrap();
+        mallory["name"] = "mallory".into();
+        mallory["public_key"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
+        mallory["address"] = "10.88.88.99".into();
+        mallory["allowed_ips"] = json!(["10.88.88.99/32"]);
+        store
+            .write_raw_row_for_tests("peers", "mallory", mallory.to_string().as_bytes())
+            .unwrap();
+    }
+    app.serve();
+    let _client = WgClient::up(&ns, &config);
+
+    // The rest serves; health says what was skipped.
+    let (s, v) = call(&ns, "GET", "/api/v1/health", None, &[]);
+    assert_eq!(s, 200, "{v}; log:\n{}", app.log_tail(40));
+    assert_eq!(v["status"], "degraded", "{v}");
+    assert_eq!(v["damaged_rows"], 2, "{v}");
+    assert_eq!(v["peers"], 1, "the low-order peer is not routed: {v}");
+
+    // The API refuses a low-order key, naming the field; nothing is created.
+    let (s, v) = call(
+        &ns,
+        "POST",
+        "/api/v1/peers",
+        Some(&json!({"name": "eve", "public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="})),
+        &[],
+    );
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["field"], "public_key", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("low-order point"),
+        "{v}"
+    );
+    assert!(!peer_names(&app).contains(&"eve".to_string()));
+
+    // doctor --quarantine through the control socket clears the report.
+    let out = app.run(&["doctor", "--quarantine"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let (_, v) = call(&ns, "GET", "/api/v1/health", None, &[]);
+    assert_eq!(
+        (v["status"].as_str(), v["damaged_rows"].as_u64()),
+        (Some("ok"), Some(0))
+    );
+}
+
+/// The stored bytes of one peer row, read back through the store's own encoding.
+fn peer_row(store: &appliance::store::Store, name: &str) -> Vec<u8> {
+    let loaded = store.peers().unwrap();
+    let rec = loaded
+        .rows
+        .iter()
+        .find(|p| p.name.as_str() == name)
+        .expect("peer stored");
+    appliance::store::encode_peer(rec)
+}

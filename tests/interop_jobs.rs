@@ -40,6 +40,9 @@ const MAX_LATENESS_S: f64 = 1.5;
 const CLOCK_EPS_S: f64 = 0.001;
 /// The sink's port, inside each test's own namespace.
 const SINK_PORT: u16 = 18080;
+/// `serve` arguments that let webhooks reach the sink on the namespace's 127.0.0.1 (by
+/// default webhooks reach public addresses only).
+const ALLOW_SINK: &[&str] = &["--allow-webhook-net", "127.0.0.0/8"];
 
 // ---------------------------------------------------------------------------------------------
 // Prerequisites
@@ -75,6 +78,12 @@ struct Sink {
 
 impl Sink {
     fn start(ns: &Netns) -> Sink {
+        Sink::start_on(ns, "127.0.0.1")
+    }
+
+    /// A sink on `addr`:[`SINK_PORT`] (an address of the namespace); [`Sink::url`] still names
+    /// 127.0.0.1.
+    fn start_on(ns: &Netns, addr: &str) -> Sink {
         let dir = unique_temp_dir("sink");
         let log = dir.join("requests.jsonl");
         let out = File::create(dir.join("sink.out")).expect("create sink.out");
@@ -84,6 +93,7 @@ impl Sink {
             .arg(script)
             .arg(SINK_PORT.to_string())
             .arg(&log)
+            .arg(addr)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("clone sink.out"))
             .stderr(out)
@@ -242,14 +252,15 @@ fn wait_api(ns: &Netns, app: &Appliance) {
     );
 }
 
-/// Starts an appliance in `ns` with one connected peer `name` of `role`; returns the config too
-/// (to reconnect after a restart).
+/// Starts an appliance in `ns` (serving with [`ALLOW_SINK`]) with one connected peer `name` of
+/// `role`; returns the config too (to reconnect after a restart).
 fn appliance_with_peer<'a>(
     ns: &'a Netns,
     name: &str,
     role: &str,
 ) -> (Appliance<'a>, WgClient<'a>, String) {
-    let app = Appliance::start(ns);
+    let mut app = Appliance::init(ns, &[]);
+    app.serve_with(ALLOW_SINK);
     let config = app.peer_add(name, role);
     let client = connect(ns, &app, &config);
     (app, client, config)
@@ -704,7 +715,7 @@ fn kill_9_loses_no_acknowledged_job_or_run() {
 
     // Down past the due time (well within the default 60 s misfire grace), then back.
     sleep(Duration::from_secs(2));
-    app.serve();
+    app.serve_with(ALLOW_SINK);
     let _client = connect(&ns, &app, &config);
 
     let listed = all_jobs(&ns);
@@ -956,7 +967,7 @@ fn misfires_after_downtime_are_recorded_and_caught_up_once() {
         "requests while the appliance was down"
     );
     let restart = Timestamp::now();
-    app.serve();
+    app.serve_with(ALLOW_SINK);
     let _client = connect(&ns, &app, &config);
     // A few regular fires after the catch-up, then stop both and let the runs finish.
     sleep(Duration::from_millis(2500));
@@ -1410,6 +1421,23 @@ fn bad_input_is_refused_naming_the_field_and_stores_nothing() {
             job("two", json!({"every": "1h", "cron": "* * * * *"}), url),
         ),
         ("name", job("", json!({"every": "1h"}), url)),
+        // The appliance's own API, even though loopback is opted in (ALLOW_SINK).
+        (
+            "action.webhook.url",
+            job(
+                "self",
+                json!({"every": "1h"}),
+                "http://10.88.88.1:8888/api/v1/peers",
+            ),
+        ),
+        (
+            "action.webhook.url",
+            job(
+                "metadata",
+                json!({"every": "1h"}),
+                "http://169.254.169.254/latest",
+            ),
+        ),
     ];
     for (field, body) in &cases {
         let (s, v) = call(&ns, "POST", "/api/v1/jobs", Some(body), &[]);
@@ -1491,6 +1519,18 @@ fn bad_input_is_refused_naming_the_field_and_stores_nothing() {
     assert_eq!(
         (s, v["error"]["field"].as_str()),
         (400, Some("retry.attempts")),
+        "{v}"
+    );
+    let (s, v) = call(
+        &ns,
+        "PATCH",
+        &format!("/api/v1/jobs/{good_id}"),
+        Some(&json!({"action": {"webhook": {"url": "http://[::ffff:10.88.88.1]:8888/"}}})),
+        &[],
+    );
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("action.webhook.url")),
         "{v}"
     );
 
@@ -1575,18 +1615,23 @@ fn roles_gate_jobs_and_the_audit_trail_has_no_webhook_secrets() {
     );
     assert_eq!(created["created_by"], "olga");
 
-    // The viewer sees it with the secrets redacted, and may not change or run it.
-    let redacted_url = format!("http://127.0.0.1:{SINK_PORT}/ok/api/webhooks/123/***");
+    // The viewer sees scheme, host and a fingerprint, no header values outside the allow-list
+    // and no body, and may not change or run it.
+    let viewer_url = format!("http://127.0.0.1:{SINK_PORT}/***");
     for j in [get_job(&viewer_ns, &id), all_jobs(&viewer_ns)[0].clone()] {
-        assert_eq!(j["action"]["webhook"]["url"], redacted_url.as_str(), "{j}");
+        assert_eq!(j["action"]["webhook"]["url"], viewer_url.as_str(), "{j}");
+        assert!(
+            j["action"]["webhook"]["url_fingerprint"]
+                .as_str()
+                .is_some_and(|f| f.len() == 8),
+            "{j}"
+        );
         assert_eq!(
             j["action"]["webhook"]["headers"]["authorization"], "***",
             "{j}"
         );
-        assert_eq!(
-            j["action"]["webhook"]["headers"]["x-guild"], "raiders",
-            "{j}"
-        );
+        assert_eq!(j["action"]["webhook"]["headers"]["x-guild"], "***", "{j}");
+        assert_eq!(j["action"]["webhook"]["body"], "***", "{j}");
         assert!(
             !j.to_string().contains(TOKEN) && !j.to_string().contains(AUTH),
             "{j}"
@@ -1635,6 +1680,7 @@ fn roles_gate_jobs_and_the_audit_trail_has_no_webhook_secrets() {
     );
 
     // The admin's audit trail: who did what, with the secrets redacted.
+    let redacted_url = format!("http://127.0.0.1:{SINK_PORT}/ok/api/webhooks/123/***");
     let audit = expect(&admin_ns, "GET", "/api/v1/audit?limit=500", None, 200);
     let entries = audit["entries"].as_array().unwrap();
     let entry = |action: &str| {
@@ -1868,7 +1914,7 @@ fn a_restart_neither_repeats_nor_shifts_a_fire() {
     let status = app.stop().expect("was serving");
     assert!(status.success(), "{status}");
     drop(client);
-    app.serve();
+    app.serve_with(ALLOW_SINK);
     let _client = connect(&ns, &app, &config);
     let listed = get_job(&ns, &id);
     sleep(Duration::from_millis(2500));
@@ -1994,5 +2040,230 @@ fn resume_with_catch_up_runs_the_fires_missed_while_paused() {
         (s, v["error"]["field"].as_str()),
         (400, Some("catch_up")),
         "{v}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. A webhook cannot call the appliance itself or its host (hardening issue #13, item 1)
+
+/// `/etc/netns/NAME/hosts`: `ip netns exec NAME` bind-mounts it over `/etc/hosts` for every
+/// process it starts, so names resolve inside the test's namespace only, from a file, with no
+/// DNS traffic. Removed on drop (and `/etc/netns` too when this created it and it is empty).
+struct NetnsHosts {
+    dir: PathBuf,
+    created_parent: bool,
+}
+
+impl NetnsHosts {
+    fn new(ns: &Netns, entries: &str) -> NetnsHosts {
+        let parent = PathBuf::from("/etc/netns");
+        let created_parent = !parent.exists();
+        let dir = parent.join(ns.name());
+        fs::create_dir_all(&dir).expect("create /etc/netns/NAME");
+        fs::write(dir.join("hosts"), entries).expect("write /etc/netns/NAME/hosts");
+        NetnsHosts {
+            dir,
+            created_parent,
+        }
+    }
+}
+
+impl Drop for NetnsHosts {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+        if self.created_parent {
+            // Fails, harmlessly, if another test's namespace still has an entry there.
+            let _ = fs::remove_dir("/etc/netns");
+        }
+    }
+}
+
+/// The issue's attack: a webhook pointed at the appliance's own API, through a WireGuard client
+/// of an admin on the same host, would enter the API as that admin. And one pointed at a
+/// loopback service would reach it. Literal addresses are refused when the job is created;
+/// names that resolve to them are refused when the run connects — nothing is sent, no peer
+/// appears, and the run says why. `--allow-webhook-net` opens a LAN range (here loopback,
+/// where the sink is) but never the tunnel subnet.
+#[test]
+fn webhooks_cannot_reach_the_appliance_or_loopback() {
+    if !prereqs() {
+        return;
+    }
+    let ns = Netns::new("jssrf");
+    // Before `serve` starts: the names its resolver will see.
+    let _hosts = NetnsHosts::new(
+        &ns,
+        "127.0.0.1 localhost\n10.88.88.1 appliance.test\n127.0.0.1 sink.test\n",
+    );
+    let mut app = Appliance::init(&ns, &[]);
+    app.serve(); // no --allow-webhook-net: public destinations only
+    let config = app.peer_add("olga", "officer");
+    let client = connect(&ns, &app, &config);
+    let sink = Sink::start(&ns);
+    let mallory = json!({"name": "mallory", "role": "admin",
+                         "public_key": "wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="});
+
+    // Literal addresses: 400 naming the field, nothing stored.
+    for (url, why) in [
+        (
+            "http://10.88.88.1:8888/api/v1/peers".to_string(),
+            "destination 10.88.88.1 is inside the appliance's own network 10.88.88.0/24",
+        ),
+        (
+            sink.url("/ok/literal"),
+            "destination 127.0.0.1 is not a public address (loopback)",
+        ),
+        (
+            format!("http://2130706433:{SINK_PORT}/ok/numeric"),
+            "destination 127.0.0.1 is not a public address (loopback)",
+        ),
+        (
+            format!("http://localhost:{SINK_PORT}/ok/localhost"),
+            "destination 127.0.0.1 is not a public address (loopback)",
+        ),
+        (
+            format!("http://[::ffff:127.0.0.1]:{SINK_PORT}/ok/mapped"),
+            "destination 127.0.0.1 is not a public address (loopback)",
+        ),
+    ] {
+        let mut body = job("literal", far_at(), &url);
+        body["action"]["webhook"]["body"] = mallory.clone();
+        let (s, v) = call(&ns, "POST", "/api/v1/jobs", Some(&body), &[]);
+        assert_eq!(s, 400, "{url}: {v}");
+        assert_eq!(v["error"]["field"], "action.webhook.url", "{url}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.starts_with(why), "{url}: {msg}");
+    }
+    assert!(all_jobs(&ns).is_empty(), "a refused job was stored");
+
+    // Names are judged on the address they resolve to, when the run connects.
+    let mut own = job_with(
+        "own-api",
+        far_at(),
+        "http://appliance.test:8888/api/v1/peers",
+        json!({"retry": {"attempts": 3, "backoff": "1s"}}),
+    );
+    own["action"]["webhook"]["body"] = mallory.clone();
+    let own = id_of(&create(&ns, &own));
+    let local = id_of(&create(
+        &ns,
+        &job_with(
+            "loopback-sink",
+            far_at(),
+            &format!("http://sink.test:{SINK_PORT}/ok/named"),
+            json!({"retry": {"attempts": 3, "backoff": "1s"}}),
+        ),
+    ));
+    // The tunnel client now speaks for an admin, as the host's own client in the issue did.
+    let out = app.run(&["peer", "role", "olga", "admin"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // Runs job `id` now (its `n`th run) and checks that it failed with `why`, unretried.
+    let refused_run = |app: &Appliance, id: &str, n: usize, why: &str| {
+        expect(&ns, "POST", &format!("/api/v1/jobs/{id}/run"), None, 202);
+        let runs = wait_runs(
+            &ns,
+            app,
+            id,
+            Duration::from_secs(15),
+            "a finished run",
+            |r| r.len() == n && finished(r),
+        );
+        let run = runs.last().unwrap();
+        assert_eq!(run["status"], "failed", "{run}");
+        assert_eq!(run["attempt"], 1, "a refusal is not retried: {run}");
+        assert!(run["http_status"].is_null(), "{run}");
+        let err = run["error"].as_str().unwrap_or_default();
+        assert!(err.starts_with(why), "{run}");
+    };
+    refused_run(
+        &app,
+        &own,
+        1,
+        "destination 10.88.88.1 is inside the appliance's own network 10.88.88.0/24; a webhook \
+         can never call the appliance itself",
+    );
+    refused_run(
+        &app,
+        &local,
+        1,
+        "destination 127.0.0.1 is not a public address (loopback); allow a LAN range with serve \
+         --allow-webhook-net",
+    );
+    assert!(sink.requests().is_empty(), "{:?}", sink.requests());
+    let peers = app.run(&["peer", "list", "--json"]);
+    assert!(peers.status.success(), "{}", describe(&peers));
+    let peers: Value = serde_json::from_slice(&peers.stdout).expect("peer list --json");
+    let names: Vec<&str> = peers
+        .as_array()
+        .expect("peer list is an array")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["olga"], "a webhook created a peer: {peers}");
+
+    // Opting networks in opens them — but never the tunnel subnet.
+    drop(client);
+    app.stop();
+    app.serve_with(&[
+        "--allow-webhook-net",
+        "10.0.0.0/8",
+        "--allow-webhook-net",
+        "127.0.0.0/8",
+    ]);
+    let _client = connect(&ns, &app, &config);
+    let (s, v) = call(
+        &ns,
+        "PATCH",
+        &format!("/api/v1/jobs/{local}"),
+        Some(&json!({"action": {"webhook": {"url": "http://10.88.88.1:8888/api/v1/peers"}}})),
+        &[],
+    );
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("action.webhook.url")),
+        "{v}"
+    );
+    refused_run(
+        &app,
+        &own,
+        2,
+        "destination 10.88.88.1 is inside the appliance's own network 10.88.88.0/24",
+    );
+    expect(&ns, "POST", &format!("/api/v1/jobs/{local}/run"), None, 202);
+    let runs = wait_runs(
+        &ns,
+        &app,
+        &local,
+        Duration::from_secs(15),
+        "a succeeded run",
+        |r| r.iter().any(|r| r["status"] == "succeeded"),
+    );
+    assert_eq!(runs.len(), 2, "{}", Value::from(runs.clone()));
+    assert_eq!(sink.hits("/ok/named").len(), 1, "{:?}", sink.requests());
+    assert_eq!(sink.requests().len(), 1, "{:?}", sink.requests());
+
+    // A public address of the host itself (here: of the namespace, on its `lo`) is refused when
+    // the run connects, though it is public and the job was accepted.
+    ns.ip(&["addr", "add", "1.2.3.4/32", "dev", "lo"]);
+    let host_sink = Sink::start_on(&ns, "1.2.3.4");
+    let host = id_of(&create(
+        &ns,
+        &job(
+            "host-public",
+            far_at(),
+            &format!("http://1.2.3.4:{SINK_PORT}/ok/host"),
+        ),
+    ));
+    refused_run(
+        &app,
+        &host,
+        1,
+        "destination 1.2.3.4 is an address of the appliance's own host; webhooks cannot call it \
+         unless serve --allow-webhook-net names it",
+    );
+    assert!(
+        host_sink.requests().is_empty(),
+        "{:?}",
+        host_sink.requests()
     );
 }

@@ -481,7 +481,7 @@ mod tests {
             address: Ipv4Addr::new(10, 88, 88, 2),
             dns: vec![],
             mtu: DEFAULT_MTU,
-            server_public_key: PublicKey::from_bytes([0x22; 32]),
+            server_public_key: PublicKey::from_bytes([0x22; 32]).unwrap(),
             preshared_key: Some(PresharedKey::from_bytes([0x33; 32])),
             endpoint: Endpoint::parse("vpn.example.org:51820", 51820).unwrap(),
             allowed_ips: vec!["10.88.88.0/24".parse().unwrap()],

@@ -4,6 +4,9 @@
 //! form (standard alphabet, padded: 44 characters ending in `=`, exactly what `wg genkey` and
 //! wg-quick configs use). It touches no OS randomness: generation takes the caller's
 //! `CryptoRngCore`. Contract: every key value is exactly 32 bytes; `parse(to_base64(k)) == k`;
+//! a [`PublicKey`] is never a low-order point nor a non-canonical encoding (see
+//! [`PublicKey::from_bytes`]), so every path that reads a key (CLI, API, control socket, stored
+//! rows, configs) refuses them;
 //! the `Debug` output of a [`PrivateKey`] or [`PresharedKey`] never contains key material, and
 //! neither type implements `Display`, so secrets reach text only through an explicit
 //! `to_base64()`.
@@ -31,6 +34,16 @@ pub enum KeyError {
         /// Number of bytes the text decoded to.
         len: usize,
     },
+    /// (Public keys only.) The key is one of the X25519 points of order 1, 2, 4 or 8. Any
+    /// Diffie-Hellman with it gives the all-zero secret, so anyone could complete a handshake
+    /// as this "peer" without a private key; no real device has such a key.
+    #[error("public key is a low-order point: no device has this key; paste the key from the WireGuard app")]
+    LowOrder,
+    /// (Public keys only.) The 32 bytes, read as a little-endian number, are at least
+    /// p = 2^255 - 19 (this includes every value with the top bit set). X25519 would reduce
+    /// them to another key's point; `wg pubkey` and every WireGuard app print keys below p.
+    #[error("public key is not in canonical form (its value is not below 2^255-19): no device has this key; paste the key from the WireGuard app")]
+    NonCanonical,
 }
 
 fn decode(s: &str) -> Result<[u8; 32], KeyError> {
@@ -46,10 +59,74 @@ fn decode(s: &str) -> Result<[u8; 32], KeyError> {
 #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey([u8; 32]);
 
+/// The u-coordinates of the X25519 points of small order (1, 2, 4, 8), with the top bit clear;
+/// libsodium's `has_small_order` blocklist. 0 and 1 also have the non-canonical encodings p and
+/// p + 1, listed too; the top bit is ignored when comparing (X25519 masks it).
+const SMALL_ORDER: [[u8; 32]; 7] = {
+    let mut p_minus_1 = [0xff; 32];
+    p_minus_1[0] = 0xec;
+    p_minus_1[31] = 0x7f;
+    let mut p = p_minus_1;
+    p[0] = 0xed;
+    let mut p_plus_1 = p_minus_1;
+    p_plus_1[0] = 0xee;
+    let mut one = [0; 32];
+    one[0] = 1;
+    [
+        // 0 (order 4)
+        [0; 32],
+        // 1 (order 1)
+        one,
+        // 325606250916557431795983626356110631294008115727848805560023387167927233504 (order 8)
+        [
+            0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f,
+            0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16,
+            0x5f, 0x49, 0xb8, 0x00,
+        ],
+        // 39382357235489614581723060781553021112529911719440698176882885853963445705823 (order 8)
+        [
+            0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83,
+            0xef, 0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd,
+            0xd0, 0x9f, 0x11, 0x57,
+        ],
+        // p - 1 (order 2)
+        p_minus_1,
+        // p, a non-canonical 0
+        p,
+        // p + 1, a non-canonical 1
+        p_plus_1,
+    ]
+};
+
+fn has_small_order(b: &[u8; 32]) -> bool {
+    let mut masked = *b;
+    masked[31] &= 0x7f;
+    SMALL_ORDER.contains(&masked)
+}
+
+/// True when `b`, little-endian, is below p = 2^255 - 19.
+fn is_canonical(b: &[u8; 32]) -> bool {
+    // p = 0x7fff…ffed. Values at or above p: top byte 0x7f, bytes 1..=30 all 0xff and the low
+    // byte >= 0xed; or the top bit set.
+    if b[31] & 0x80 != 0 {
+        return false;
+    }
+    !(b[31] == 0x7f && b[1..31].iter().all(|&x| x == 0xff) && b[0] >= 0xed)
+}
+
 impl PublicKey {
-    /// Wraps raw key bytes.
-    pub fn from_bytes(b: [u8; 32]) -> Self {
-        PublicKey(b)
+    /// Checks and wraps raw key bytes: refuses the low-order points ([`KeyError::LowOrder`],
+    /// checked first, also in their non-canonical and top-bit-set encodings) and any other
+    /// value that is not below p = 2^255 - 19 ([`KeyError::NonCanonical`]). Keys made by
+    /// [`PrivateKey::public_key`], `wg pubkey` or a WireGuard app always pass.
+    pub fn from_bytes(b: [u8; 32]) -> Result<Self, KeyError> {
+        if has_small_order(&b) {
+            return Err(KeyError::LowOrder);
+        }
+        if !is_canonical(&b) {
+            return Err(KeyError::NonCanonical);
+        }
+        Ok(PublicKey(b))
     }
 
     /// The raw key bytes.
@@ -62,9 +139,10 @@ impl PublicKey {
         STANDARD.encode(self.0)
     }
 
-    /// Reads the base64 form, ignoring surrounding whitespace.
+    /// Reads the base64 form, ignoring surrounding whitespace, and checks the key as
+    /// [`PublicKey::from_bytes`] does.
     pub fn parse(s: &str) -> Result<Self, KeyError> {
-        decode(s).map(PublicKey)
+        decode(s).and_then(PublicKey::from_bytes)
     }
 
     /// The first 8 characters of the base64 form: enough to tell keys apart in listings and
@@ -229,7 +307,7 @@ mod tests {
             "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
         ));
         let pk = hex32("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
-        assert_eq!(sk.public_key(), PublicKey::from_bytes(pk));
+        assert_eq!(sk.public_key(), PublicKey::from_bytes(pk).unwrap());
         assert_eq!(sk.public_key().as_bytes(), &pk);
     }
 
@@ -320,7 +398,7 @@ mod tests {
             "key is not valid base64: a WireGuard key is 44 characters of base64 ending in '='"
         );
         // Surrounding whitespace (a pasted line) is fine.
-        let pk = PublicKey::from_bytes([9; 32]);
+        let pk = PublicKey::from_bytes([9; 32]).unwrap();
         assert_eq!(PublicKey::parse(&format!(" {}\n", pk.to_base64())), Ok(pk));
     }
 
@@ -331,7 +409,100 @@ mod tests {
         assert_eq!(format!("{sk:?}"), "PrivateKey(<redacted>)");
         assert_eq!(format!("{psk:?}"), "PresharedKey(<redacted>)");
         assert!(!format!("{sk:#?}").contains(&sk.to_base64()));
-        let pk = PublicKey::from_bytes([0x42; 32]);
+        let pk = PublicKey::from_bytes([0x42; 32]).unwrap();
         assert_eq!(format!("{pk:?}"), format!("PublicKey({})", pk.to_base64()));
+    }
+
+    /// Every encoding of a small-order point: the seven blocklisted values, each also with the
+    /// top bit set.
+    fn small_order_encodings() -> Vec<[u8; 32]> {
+        let mut out = Vec::new();
+        for b in SMALL_ORDER {
+            out.push(b);
+            let mut high = b;
+            high[31] |= 0x80;
+            out.push(high);
+        }
+        out
+    }
+
+    #[test]
+    fn low_order_points_are_refused_in_every_encoding() {
+        let all = small_order_encodings();
+        assert_eq!(all.len(), 14);
+        // The list is right: X25519 with any (clamped, so a multiple of 8) secret and each of
+        // these points gives the all-zero shared secret.
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let secret = StaticSecret::random_from_rng(&mut rng);
+        for b in &all {
+            let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(*b));
+            assert_eq!(shared.as_bytes(), &[0u8; 32], "{b:02x?} is not low order");
+            assert_eq!(
+                PublicKey::from_bytes(*b),
+                Err(KeyError::LowOrder),
+                "{b:02x?}"
+            );
+            assert_eq!(
+                PublicKey::parse(&STANDARD.encode(b)),
+                Err(KeyError::LowOrder),
+                "{b:02x?}"
+            );
+        }
+        assert_eq!(
+            PublicKey::parse("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+            Err(KeyError::LowOrder)
+        );
+        assert_eq!(
+            KeyError::LowOrder.to_string(),
+            "public key is a low-order point: no device has this key; paste the key from the WireGuard app"
+        );
+    }
+
+    #[test]
+    fn non_canonical_encodings_are_refused() {
+        // p + 2 ..= p + 18 (below 2^255), and a few values with the top bit set.
+        for low in 0xefu8..=0xff {
+            let mut b = [0xff; 32];
+            b[0] = low;
+            b[31] = 0x7f;
+            assert_eq!(
+                PublicKey::from_bytes(b),
+                Err(KeyError::NonCanonical),
+                "{low:#x}"
+            );
+        }
+        for b in [[0xff; 32], [0x80; 32], {
+            let mut b = [9; 32];
+            b[31] |= 0x80;
+            b
+        }] {
+            assert_eq!(PublicKey::from_bytes(b), Err(KeyError::NonCanonical));
+            assert_eq!(
+                PublicKey::parse(&STANDARD.encode(b)),
+                Err(KeyError::NonCanonical)
+            );
+        }
+        // The largest canonical value, p - 1, is low order; p - 2 is an ordinary point.
+        let mut p_minus_2 = [0xff; 32];
+        p_minus_2[0] = 0xeb;
+        p_minus_2[31] = 0x7f;
+        assert!(PublicKey::from_bytes(p_minus_2).is_ok());
+    }
+
+    #[test]
+    fn every_generated_key_is_accepted() {
+        let mut rng = ChaCha20Rng::seed_from_u64(0x5eed);
+        for _ in 0..2000 {
+            let pk = PrivateKey::generate(&mut rng).public_key();
+            assert_eq!(PublicKey::from_bytes(*pk.as_bytes()), Ok(pk));
+            assert_eq!(PublicKey::parse(&pk.to_base64()), Ok(pk));
+        }
+        // Unclamped raw secrets too (how x25519 reads a key from a config).
+        for _ in 0..500 {
+            let mut raw = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rng, &mut raw);
+            let pk = PrivateKey::from_bytes(raw).public_key();
+            assert!(PublicKey::from_bytes(*pk.as_bytes()).is_ok());
+        }
     }
 }

@@ -7,10 +7,17 @@ use serde_json::json;
 
 use super::{ok, ApiError, ApiResult, Ctx, Need};
 
-/// Parses `since`: RFC 3339 or Unix seconds, into Unix milliseconds.
+/// Parses `since`: RFC 3339 or Unix seconds, into Unix milliseconds. Seconds beyond the
+/// latest time representable (year 9999) are refused, never wrapped.
 pub fn parse_since(s: &str) -> Result<u64, String> {
     if let Ok(secs) = s.parse::<u64>() {
-        return Ok(secs * 1000);
+        let max = jiff::Timestamp::MAX.as_second() as u64;
+        return secs
+            .checked_mul(1000)
+            .filter(|_| secs <= max)
+            .ok_or_else(|| {
+                format!("{secs} Unix seconds is out of range; give at most {max} (year 9999)")
+            });
     }
     s.parse::<jiff::Timestamp>()
         .map(|t| t.as_millisecond().max(0) as u64)
@@ -47,4 +54,23 @@ pub(super) async fn list(ctx: &Ctx<'_>) -> ApiResult {
         .then(|| entries.last().map(|e| e.seq.to_string()))
         .flatten();
     ok(json!({"entries": entries, "next_cursor": next}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_never_wraps() {
+        assert_eq!(parse_since("1700000000"), Ok(1_700_000_000_000));
+        assert_eq!(parse_since("1970-01-01T00:00:01Z"), Ok(1000));
+        // 18446744073709552 * 1000 wraps a u64 to 1_616 ms — January 1970.
+        let e = parse_since("18446744073709552").unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
+        assert!(parse_since(&u64::MAX.to_string()).is_err());
+        // Just past jiff's last second is refused too (it could not become a time).
+        let last = jiff::Timestamp::MAX.as_second();
+        assert!(parse_since(&last.to_string()).is_ok());
+        assert!(parse_since(&(last + 1).to_string()).is_err());
+    }
 }

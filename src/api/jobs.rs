@@ -34,18 +34,21 @@ fn job_error(e: JobError) -> ApiError {
             err
         }
         JobError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
+        JobError::NameTaken { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "name_taken", e.to_string()).field("name")
+        }
         JobError::Store(_) | JobError::NotRecorded(_) | JobError::ShuttingDown => {
             ApiError::internal(e)
         }
     }
 }
 
-/// A job for this caller: read-only roles get webhook secrets redacted.
+/// A job for this caller: read-only roles see the webhook as scheme, host and fingerprint.
 fn view(ctx: &Ctx<'_>, e: &JobEntry) -> Value {
     if ctx.require(Need::Operate).is_ok() {
         e.to_json()
     } else {
-        e.to_json_redacted()
+        e.to_json_for_viewer(&ctx.service.url_fingerprint_key())
     }
 }
 
@@ -82,6 +85,17 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
                     .expect("ids are header-safe"),
             );
             Ok(r)
+        }
+        (&Method::POST, ["test"]) => {
+            ctx.require(Need::Operate)?;
+            let body = ctx.body.as_ref().ok_or_else(|| {
+                ApiError::bad_request("body", "this request needs a JSON body (the job)")
+            })?;
+            let r = jobs(ctx)?
+                .test_action(body, &ctx.caller.actor())
+                .await
+                .map_err(job_error)?;
+            ok(json!({"status": r.status, "ok": r.succeeded(), "error": r.error}))
         }
         (&Method::GET, [id]) => {
             ctx.require(Need::Read)?;

@@ -5,24 +5,39 @@
 //! by the router, so [`Caller`] — resolved from that address for every request — is the
 //! request's identity. There is no host TCP socket anywhere in this module or its callers.
 //!
+//! Before any of this, hyper refuses a request head larger than `max_head` with a 431 and
+//! drops a connection that has not sent its head within `header_read_timeout`.
+//!
 //! Every request passes the same gate, in order:
 //! 1. identity: the source address must belong to an enabled peer (else 403);
-//! 2. `Host` must be the tunnel address or a configured name (else 403: DNS rebinding);
-//! 3. a state-changing request whose `Origin` is present must come from our own origin
-//!    (else 403: CSRF from other pages and apps on the same phone);
-//! 4. a request body must be `application/json` (else 415) and at most `max_body` (else 413);
-//! 5. the route's role requirement (else 403 naming the role needed).
+//! 2. exactly one `Host` (else 400), naming the tunnel address or a configured name (else 403:
+//!    DNS rebinding); an absolute-form target must name the same (else 400);
+//! 3. at most one `Origin` (else 403); a state-changing request whose `Origin` is present must
+//!    come from our own origin, and its `Sec-Fetch-Site` must not be `cross-site` or
+//!    `same-site` (else 403: CSRF from other pages and apps on the same phone);
+//! 4. a state-changing request takes a token from the peer's write bucket (else 429 with
+//!    `Retry-After`);
+//! 5. a request body must be `application/json` (else 415) and at most `max_body` — a larger
+//!    `Content-Length` is refused before any of the body is read (413) — must fit the peer's
+//!    and the appliance's buffer budgets (else 503) and must arrive within `body_timeout` plus
+//!    its length at `min_body_rate` (else 408, and the connection closes);
+//! 6. the route's role requirement (else 403 naming the role needed; written to the audit
+//!    trail as `denied`, at most once a minute per peer and route, the rest counted).
 //!
 //! ScheduleZero's routes (`/api/schedule`, `/api/schedules`, …) are served alongside ours by
 //! `schedulezero`, under the same gate.
 //!
-//! No CORS headers are ever sent. Errors are always `{"error":{"code","message","field"}}`.
+//! `HEAD` is served wherever `GET` is (same headers, no body). No CORS headers are ever sent.
+//! Errors are always `{"error":{"code","message","field"}}`.
 
 mod audit;
 mod jobs;
+pub mod limits;
 mod peers;
+mod preview;
 mod schedulezero;
 mod tasks;
+mod ui;
 
 pub use audit::parse_since;
 
@@ -36,12 +51,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, ORIGIN};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 
-use crate::netstack::Accepted;
+use crate::netstack::stream::Connection;
 use crate::service::Service;
 use crate::store::Actor;
 
@@ -56,7 +71,23 @@ pub struct ApiConfig {
     pub header_read_timeout: Duration,
     /// Concurrent HTTP connections one peer may hold; more get a 429 and are closed.
     pub max_connections_per_peer: usize,
+    /// Largest request head (request line and headers), in bytes; larger gets a 431. hyper's
+    /// read buffer is capped at this, so it is also the memory a connection holds for a head.
+    pub max_head: usize,
+    /// Time a body may take beyond what `min_body_rate` allows for its length.
+    pub body_timeout: Duration,
+    /// Slowest body transfer accepted, in bytes per second.
+    pub min_body_rate: u64,
+    /// State-changing requests per peer.
+    pub write_rate: limits::Rate,
+    /// Request-body bytes one peer may have in memory at once.
+    pub max_buffered_per_peer: u64,
+    /// Request-body bytes all peers together may have in memory at once.
+    pub max_buffered_total: u64,
 }
+
+/// Smallest `max_head` hyper accepts.
+pub const MIN_HEAD: usize = 8 * 1024;
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -65,8 +96,48 @@ impl Default for ApiConfig {
             max_body: 64 * 1024,
             header_read_timeout: Duration::from_secs(30),
             max_connections_per_peer: 32,
+            max_head: 16 * 1024,
+            body_timeout: Duration::from_secs(10),
+            min_body_rate: 1024,
+            write_rate: limits::Rate::default(),
+            max_buffered_per_peer: 1024 * 1024,
+            max_buffered_total: 16 * 1024 * 1024,
         }
     }
+}
+
+/// Per-peer limiters and budgets of the running API (see [`limits`]); built from [`ApiConfig`].
+#[derive(Debug)]
+pub struct Guards {
+    writes: Mutex<limits::WriteLimiter>,
+    denied: Mutex<limits::DeniedLog>,
+    /// Request-body bytes in memory; `buffers.in_use` is the metric.
+    pub buffers: limits::BufferBudget,
+    /// State-changing requests refused with 429 since start.
+    pub rate_limited: std::sync::atomic::AtomicU64,
+    /// Refused privileged attempts since start (logged or only counted).
+    pub denied_attempts: std::sync::atomic::AtomicU64,
+}
+
+/// One audit entry per peer and route per this window for refused privileged attempts.
+pub const DENIED_LOG_WINDOW: Duration = Duration::from_secs(60);
+
+impl Guards {
+    pub fn new(cfg: &ApiConfig) -> Guards {
+        Guards {
+            writes: Mutex::new(limits::WriteLimiter::new(cfg.write_rate)),
+            denied: Mutex::new(limits::DeniedLog::new(DENIED_LOG_WINDOW)),
+            buffers: limits::BufferBudget::new(cfg.max_buffered_per_peer, cfg.max_buffered_total),
+            rate_limited: Default::default(),
+            denied_attempts: Default::default(),
+        }
+    }
+}
+
+/// The driver's clock for the limiters (they take `now`).
+#[allow(clippy::disallowed_methods)] // driver: the API task reads the clock for the pure limiters
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
 }
 
 /// The port the API listens on inside the tunnel.
@@ -143,6 +214,10 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<u64>,
+    /// Close the connection after answering (the request's body was not read).
+    pub close: bool,
 }
 
 impl ApiError {
@@ -152,6 +227,8 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
+            close: false,
         }
     }
 
@@ -178,10 +255,19 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Resp {
-        json_response(
+        let mut r = json_response(
             self.status,
             json!({"error": {"code": self.code, "message": self.message, "field": self.field}}),
-        )
+        );
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.close {
+            r.headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
     }
 }
 
@@ -330,7 +416,7 @@ impl ConnectionCounts {
 }
 
 /// Serves HTTP/1.1 (keep-alive) on one tunnel connection, on its own task.
-pub fn serve_connection(conn: Accepted, service: Arc<Service>) {
+pub fn serve_connection(conn: Connection, service: Arc<Service>) {
     let remote = conn.remote;
     let endpoint = conn.endpoint;
     tokio::spawn(async move {
@@ -364,6 +450,9 @@ pub fn serve_connection(conn: Accepted, service: Arc<Service>) {
             .keep_alive(!over_limit)
             .timer(TokioTimer::new())
             .header_read_timeout(service.api.header_read_timeout)
+            // Caps the read buffer: a head that does not fit gets hyper's 431 and the
+            // connection closes, so a connection holds at most this much for a head.
+            .max_buf_size(service.api.max_head.max(MIN_HEAD))
             .serve_connection(TokioIo::new(conn.stream), svc)
             .await;
         drop(slot);
@@ -465,6 +554,13 @@ fn secure(mut r: Resp) -> Resp {
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert("cache-control", HeaderValue::from_static("no-store"));
+    // The dashboard's own files carry their policy (ui::CSP); nothing else is a page at all.
+    if !h.contains_key("content-security-policy") {
+        h.insert(
+            "content-security-policy",
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     r
 }
 
@@ -493,74 +589,268 @@ async fn gate_and_route(
             "this tunnel address belongs to no enabled peer",
         ));
     };
-    let host = req
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
     let tunnel = service.server.interface.addr();
-    if !host_allowed(tunnel, &service.api.extra_hosts, host) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden_host",
-            format!(
-                "Host '{host}' is not this appliance; use http://{}:{PORT}/",
-                service.server.interface.addr()
-            ),
-        )
-        .field("Host"));
-    }
+    let extra = &service.api.extra_hosts;
+    check_target(tunnel, extra, &req)?;
     let method = req.method().clone();
     let state_changing = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    check_origin(tunnel, extra, req.headers(), state_changing)?;
     if state_changing {
-        if let Some(origin) = req.headers().get(ORIGIN) {
-            let origin = origin.to_str().unwrap_or("");
-            if !origin_allowed(tunnel, &service.api.extra_hosts, origin) {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "cross_origin",
-                    format!("requests from origin '{origin}' may not change anything here"),
-                )
-                .field("Origin"));
-            }
+        let limited = service
+            .guards
+            .writes
+            .lock()
+            .unwrap()
+            .check(*remote.ip(), now());
+        if let Err(wait) = limited {
+            service.guards.rate_limited.fetch_add(1, Ordering::Relaxed);
+            let secs = limits::retry_after_secs(wait);
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "{} is making changes faster than {}/s (burst {}); retry in {secs} s",
+                    who.name, service.api.write_rate.per_second, service.api.write_rate.burst
+                ),
+            );
+            e.retry_after = Some(secs);
+            e.close = has_body(req.headers());
+            return Err(e);
         }
     }
     let (parts, incoming) = req.into_parts();
     let body = if has_body(&parts.headers) {
-        let ct_ok = parts.headers.get(CONTENT_TYPE).is_some_and(is_json);
-        if !ct_ok {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "request bodies must be JSON with Content-Type: application/json",
-            )
-            .field("Content-Type"));
-        }
-        let max = service.api.max_body;
-        let bytes = match Limited::new(incoming, max).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("request bodies are limited to {max} bytes"),
-                )
-                .field("body"))
-            }
-            Err(e) => {
-                return Err(ApiError::bad_request(
-                    "body",
-                    format!("could not read the body: {e}"),
-                ))
-            }
-        };
-        Some(serde_json::from_slice::<Value>(&bytes).map_err(|e| {
-            ApiError::bad_request("body", format!("the body is not valid JSON: {e}"))
-        })?)
+        Some(read_body(service, *remote.ip(), &parts.headers, incoming).await?)
     } else {
         None
     };
-    route(service, who, method, parts.uri, body).await
+    let path = parts.uri.path().to_string();
+    let actor = who.clone();
+    // HEAD is GET without the body: hyper sends the headers (Content-Length included) only.
+    let route_method = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
+    let result = route(service, who, route_method, parts.uri, body).await;
+    if let Err(e) = &result {
+        if e.code == "forbidden_role" {
+            record_denied(service, &actor, &method, &path, &e.message).await;
+        }
+    }
+    result
+}
+
+/// Exactly one `Host`, naming us; an absolute-form target must name us too.
+fn check_target(
+    tunnel: Ipv4Addr,
+    extra: &[String],
+    req: &Request<Incoming>,
+) -> Result<(), ApiError> {
+    let hosts: Vec<&HeaderValue> = req.headers().get_all(HOST).iter().collect();
+    if hosts.len() > 1 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "duplicate_host",
+            format!(
+                "the request has {} Host headers; send exactly one",
+                hosts.len()
+            ),
+        )
+        .field("Host"));
+    }
+    let host = hosts.first().and_then(|h| h.to_str().ok()).unwrap_or("");
+    if !host_allowed(tunnel, extra, host) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_host",
+            format!("Host '{host}' is not this appliance; use http://{tunnel}:{PORT}/"),
+        )
+        .field("Host"));
+    }
+    if let Some(authority) = req.uri().authority() {
+        let ours = req.uri().scheme_str() == Some("http")
+            && host_allowed(tunnel, extra, authority.as_str());
+        if !ours {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "foreign_target",
+                format!(
+                    "the request target names '{}', not this appliance; send a path such as /api/v1/whoami",
+                    authority.as_str()
+                ),
+            )
+            .field("target"));
+        }
+    }
+    Ok(())
+}
+
+/// At most one `Origin`; a change must come from our own origin and not from another site.
+fn check_origin(
+    tunnel: Ipv4Addr,
+    extra: &[String],
+    headers: &hyper::HeaderMap,
+    state_changing: bool,
+) -> Result<(), ApiError> {
+    let origins: Vec<&HeaderValue> = headers.get_all(ORIGIN).iter().collect();
+    if origins.len() > 1 {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            format!(
+                "the request has {} Origin headers; a browser sends at most one",
+                origins.len()
+            ),
+        )
+        .field("Origin"));
+    }
+    if !state_changing {
+        return Ok(());
+    }
+    if let Some(origin) = origins.first() {
+        let origin = origin.to_str().unwrap_or("");
+        if !origin_allowed(tunnel, extra, origin) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                format!("requests from origin '{origin}' may not change anything here"),
+            )
+            .field("Origin"));
+        }
+    }
+    for site in headers.get_all("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("").trim().to_ascii_lowercase();
+        if site == "cross-site" || site == "same-site" {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                format!("a page on another site ({site}) may not change anything here"),
+            )
+            .field("Sec-Fetch-Site"));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a JSON body within the size limit, the buffer budgets and the body deadline.
+async fn read_body(
+    service: &Service,
+    peer: Ipv4Addr,
+    headers: &hyper::HeaderMap,
+    incoming: Incoming,
+) -> Result<Value, ApiError> {
+    let cfg = &service.api;
+    let ct_ok = headers.get(CONTENT_TYPE).is_some_and(is_json);
+    if !ct_ok {
+        let mut e = ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "request bodies must be JSON with Content-Type: application/json",
+        )
+        .field("Content-Type");
+        e.close = true;
+        return Err(e);
+    }
+    let max = cfg.max_body;
+    let too_large = || {
+        let mut e = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {max} bytes"),
+        )
+        .field("body");
+        e.close = true;
+        e
+    };
+    let declared = content_length(headers);
+    if declared.is_some_and(|n| n > max as u64) {
+        // Refused from the head alone: not a byte of the body is waited for.
+        return Err(too_large());
+    }
+    let expected = declared.unwrap_or(max as u64);
+    let _held = service
+        .guards
+        .buffers
+        .reserve(peer, expected)
+        .map_err(|b| {
+            let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", b.to_string());
+            e.retry_after = Some(1);
+            e.close = true;
+            e
+        })?;
+    let deadline = limits::body_deadline(expected, cfg.body_timeout, cfg.min_body_rate);
+    let collected = tokio::time::timeout(deadline, Limited::new(incoming, max).collect()).await;
+    let bytes = match collected {
+        Err(_) => {
+            let mut e = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the body did not arrive within {} s; send it at {} bytes/s or faster",
+                    deadline.as_secs(),
+                    cfg.min_body_rate
+                ),
+            )
+            .field("body");
+            e.close = true;
+            return Err(e);
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Ok(Err(e)) => {
+            return Err(ApiError::bad_request(
+                "body",
+                format!("could not read the body: {e}"),
+            ))
+        }
+    };
+    serde_json::from_slice::<Value>(&bytes)
+        .map_err(|e| ApiError::bad_request("body", format!("the body is not valid JSON: {e}")))
+}
+
+fn content_length(h: &hyper::HeaderMap) -> Option<u64> {
+    h.get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Writes a refused privileged attempt to the audit trail (rate-limited per peer and route).
+async fn record_denied(service: &Service, who: &Caller, method: &Method, path: &str, why: &str) {
+    service
+        .guards
+        .denied_attempts
+        .fetch_add(1, Ordering::Relaxed);
+    let route = limits::route_key(method.as_str(), path);
+    let Some(earlier) = service
+        .guards
+        .denied
+        .lock()
+        .unwrap()
+        .record(&who.name, &route, now())
+    else {
+        return;
+    };
+    let entry = crate::store::AuditEntry {
+        seq: 0,
+        at_ms: crate::service::unix_now_ms(),
+        actor: who.actor(),
+        action: "denied".into(),
+        target: Some(route.clone()),
+        summary: json!({
+            "route": route,
+            "role": who.role.as_str(),
+            "reason": why,
+            "earlier_attempts_not_logged": earlier,
+        }),
+    };
+    let store = service.store.clone();
+    let written = tokio::task::spawn_blocking(move || store.audit(entry))
+        .await
+        .expect("store task does not panic");
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "could not audit a refused attempt");
+    }
 }
 
 async fn route(
@@ -590,7 +880,9 @@ async fn route(
         ));
     }
     match (method.clone(), segs.as_slice()) {
-        (Method::GET, []) => Ok(dashboard()),
+        (Method::GET, []) => Ok(ui::index()),
+        (Method::GET, ["assets", name]) => ui::asset(name),
+        (Method::POST, ["api", "v1", "schedule", "preview"]) => preview::route(&ctx),
         (Method::GET, ["api", "v1", "health"]) => health(&ctx),
         (Method::GET, ["api", "v1", "whoami"]) => ok(json!({
             "peer": ctx.caller.name,
@@ -613,6 +905,8 @@ async fn route(
             schedulezero::route(&ctx, &method, &segs).await
         }
         (_, [])
+        | (_, ["assets", _])
+        | (_, ["api", "v1", "schedule", "preview"])
         | (
             _,
             ["api", "v1", "health" | "whoami" | "audit" | "runs" | "stats" | "openapi.json" | "handler"
@@ -631,22 +925,27 @@ async fn route(
 fn handler_may_call(segs: &[&str]) -> bool {
     matches!(
         segs,
-        [] | [
-            "api",
-            "v1",
-            "health" | "whoami" | "handler" | "openapi.json"
-        ] | ["api", "v1", "tasks", ..]
+        [] | ["assets", _]
+            | [
+                "api",
+                "v1",
+                "health" | "whoami" | "handler" | "openapi.json"
+            ]
+            | ["api", "v1", "tasks", ..]
     )
 }
 
 fn health(ctx: &Ctx<'_>) -> ApiResult {
     let service = ctx.service;
     let m = &service.metrics;
+    let g = &service.guards;
     let peers = service.directory.read().unwrap().len();
+    let damaged = service.damaged_rows.load(Ordering::Relaxed);
     ok(json!({
-        "status": "ok",
+        "status": if damaged > 0 { "degraded" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "peers": peers,
+        "damaged_rows": damaged,
         "uptime_s": service.started.elapsed().as_secs(),
         "tunnel": {
             "handshakes": m.handshakes.load(Ordering::Relaxed),
@@ -655,27 +954,15 @@ fn health(ctx: &Ctx<'_>) -> ApiResult {
             "connections_accepted": m.connections_accepted.load(Ordering::Relaxed),
             "connections_refused": m.connections_refused.load(Ordering::Relaxed),
             "open_connections": m.open_connections.load(Ordering::Relaxed),
+        },
+        "api": {
+            "buffered_body_bytes": g.buffers.in_use.load(Ordering::Relaxed),
+            "refused_over_buffer_budget": g.buffers.refused.load(Ordering::Relaxed),
+            "rate_limited": g.rate_limited.load(Ordering::Relaxed),
+            "denied_attempts": g.denied_attempts.load(Ordering::Relaxed),
         }
     }))
 }
-
-fn dashboard() -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from_static(DASHBOARD.as_bytes())));
-    let h = r.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
-    );
-    r
-}
-
-const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// The OpenAPI 3.1 description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");

@@ -29,6 +29,7 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
                 .unwrap_or_else(|| Err(not_found(&name)))
         }
         (&Method::PATCH, [name]) => patch(ctx, parse_name(name)?).await,
+        (&Method::POST, [name, "rotate"]) => rotate(ctx, parse_name(name)?).await,
         (&Method::DELETE, [name]) => {
             let rec = ctx
                 .service
@@ -37,7 +38,7 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
                 .map_err(update_error)?;
             ok(json!(ctx.service.view(&rec)))
         }
-        (_, [] | [_]) => Err(ApiError::new(
+        (_, [] | [_] | [_, "rotate"]) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{method} is not allowed here"),
@@ -48,6 +49,12 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
 
 fn parse_name(s: &str) -> Result<PeerName, ApiError> {
     PeerName::new(s).map_err(|e| ApiError::bad_request("name", e.to_string()))
+}
+
+/// A device's own key: refused (400 naming `public_key`) when it is not a key a device can
+/// have — malformed, a low-order point, or a non-canonical encoding.
+fn parse_public_key(s: &str) -> Result<PublicKey, ApiError> {
+    PublicKey::parse(s).map_err(|e| ApiError::bad_request("public_key", e.to_string()))
 }
 
 fn not_found(name: &PeerName) -> ApiError {
@@ -80,10 +87,7 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
         .parse()
         .map_err(|e: peers::RoleError| ApiError::bad_request("role", e.to_string()))?;
     let (private, public) = match str_field(obj, "public_key")? {
-        Some(k) => (
-            None,
-            PublicKey::parse(k).map_err(|e| ApiError::bad_request("public_key", e.to_string()))?,
-        ),
+        Some(k) => (None, parse_public_key(k)?),
         None => {
             let k = PrivateKey::generate(&mut rand_core::OsRng);
             let p = k.public_key();
@@ -135,6 +139,27 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
             }
             AddPeerError::Store(_) | AddPeerError::ShuttingDown => ApiError::internal(e),
         })?;
+    let (text, svg) = client_config(ctx, &rec, private, psk, dns)?;
+    let mut r = super::json_response(
+        StatusCode::CREATED,
+        json!({"peer": ctx.service.view(&rec), "config": text, "qr_svg": svg}),
+    );
+    r.headers_mut().insert(
+        hyper::header::LOCATION,
+        hyper::header::HeaderValue::from_str(&format!("/api/v1/peers/{}", rec.name))
+            .expect("peer names are header-safe"),
+    );
+    Ok(r)
+}
+
+/// The client config for a peer's new keys, as text and as a QR code (SVG).
+fn client_config(
+    ctx: &Ctx<'_>,
+    rec: &crate::store::PeerRecord,
+    private: Option<PrivateKey>,
+    psk: PresharedKey,
+    dns: Vec<std::net::IpAddr>,
+) -> Result<(String, String), ApiError> {
     let server = &ctx.service.server;
     let config = ClientConfig {
         private_key: private,
@@ -150,16 +175,29 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
     };
     let text = config.render();
     let svg = peers::render_svg(&text).map_err(ApiError::internal)?;
-    let mut r = super::json_response(
-        StatusCode::CREATED,
-        json!({"peer": ctx.service.view(&rec), "config": text, "qr_svg": svg}),
-    );
-    r.headers_mut().insert(
-        hyper::header::LOCATION,
-        hyper::header::HeaderValue::from_str(&format!("/api/v1/peers/{}", rec.name))
-            .expect("peer names are header-safe"),
-    );
-    Ok(r)
+    Ok((text, svg))
+}
+
+/// `POST /api/v1/peers/{name}/rotate`: new key pair and PSK generated here; the old config
+/// stops working at once; the new config and QR are in this one answer only (no body needed).
+async fn rotate(ctx: &Ctx<'_>, name: PeerName) -> ApiResult {
+    if ctx.body.is_some() {
+        return Err(ApiError::bad_request("body", "rotate takes no body"));
+    }
+    let private = PrivateKey::generate(&mut rand_core::OsRng);
+    let psk = PresharedKey::generate(&mut rand_core::OsRng);
+    let rec = ctx
+        .service
+        .rotate(
+            name,
+            private.public_key(),
+            Some(psk.clone()),
+            ctx.caller.actor(),
+        )
+        .await
+        .map_err(update_error)?;
+    let (text, svg) = client_config(ctx, &rec, Some(private), psk, vec![])?;
+    ok(json!({"peer": ctx.service.view(&rec), "config": text, "qr_svg": svg}))
 }
 
 async fn patch(ctx: &Ctx<'_>, name: PeerName) -> ApiResult {
@@ -202,5 +240,32 @@ fn update_error(e: PeerUpdateError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
         }
         PeerUpdateError::Store(_) | PeerUpdateError::ShuttingDown => ApiError::internal(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn low_order_and_non_canonical_public_keys_are_400_naming_public_key() {
+        for (key, needle) in [
+            (
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                "low-order point",
+            ),
+            (
+                "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                "low-order point",
+            ),
+            ("/////////////////////////////////////////38=", "canonical"),
+        ] {
+            let e = parse_public_key(key).expect_err(key);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{key}");
+            assert_eq!(e.field.as_deref(), Some("public_key"), "{key}");
+            assert!(e.message.contains(needle), "{key}: {}", e.message);
+        }
+        let good = PrivateKey::generate(&mut rand_core::OsRng).public_key();
+        assert_eq!(parse_public_key(&good.to_base64()).unwrap(), good);
     }
 }

@@ -75,6 +75,10 @@ fn job_error(e: JobError) -> ApiError {
             }
         }
         JobError::NotFound(_) => ApiError::not_found(e.to_string()).field("id"),
+        // Job names are unique and a ScheduleZero job_id is the job's name.
+        JobError::NameTaken { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "duplicate_job_id", e.to_string()).field("job_id")
+        }
         JobError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
         JobError::Store(_) | JobError::NotRecorded(_) | JobError::ShuttingDown => {
             ApiError::internal(e)
@@ -291,7 +295,8 @@ async fn run_now(ctx: &Ctx<'_>) -> ApiResult {
     // Paused and with a date far ahead: it only ever runs through run_now below. Its attempt may
     // take up to 10 min (the most a job allows); the caller stops waiting after 30 s.
     let spec = json!({
-        "name": format!("run_now {method}"),
+        // Job names are unique: several run_now calls of one method may be in flight.
+        "name": format!("run_now {method} {:08x}", rand_core::RngCore::next_u32(&mut rand_core::OsRng)),
         "trigger": {"at": "2999-01-01T00:00:00Z"},
         "paused": true,
         "timeout": "10m",

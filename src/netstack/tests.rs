@@ -1,10 +1,15 @@
 //! Deterministic netstack tests under virtual time: a second smoltcp interface plays the phone,
-//! packets move between the two through plain queues, and streams are polled with a no-op
-//! waker. No sockets, no sleeps.
+//! packets move between the two through plain queues, and streams (the tokio adapter over each
+//! pipe) are polled with a no-op waker. No sockets, no sleeps.
 
+use super::stream::{Connection, Stream};
 use super::*;
 use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpEndpoint, Ipv4Repr};
-use std::task::Waker;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 88, 88, 1);
 
@@ -53,20 +58,23 @@ impl Phone {
 
 struct Sim {
     now: Duration,
-    stack: Netstack,
+    stack: Stack,
     notify: Arc<Notify>,
-    accepted: Vec<Accepted>,
+    accepted: Vec<Connection>,
+    /// When set, connections stay as the core hands them out (no tokio adapter).
+    raw: Option<Vec<Accepted>>,
 }
 
 impl Sim {
     fn new(limits: Limits) -> Sim {
         let notify = Arc::new(Notify::new());
-        let stack = Netstack::new(SERVER, 24, limits, notify.clone(), 42, Duration::ZERO);
+        let stack = Stack::new(SERVER, 24, limits, 42, Duration::ZERO);
         Sim {
             now: Duration::ZERO,
             stack,
             notify,
             accepted: Vec::new(),
+            raw: None,
         }
     }
 
@@ -85,7 +93,10 @@ impl Sim {
             }
             self.stack.poll(self.now);
             while let Some(a) = self.stack.poll_accept() {
-                self.accepted.push(a);
+                match &mut self.raw {
+                    Some(raw) => raw.push(a),
+                    None => self.accepted.push(Connection::new(a, self.notify.clone())),
+                }
             }
             while let Some(p) = self.stack.poll_transmit() {
                 let dst = Ipv4Packet::new_checked(&p[..]).unwrap().dst_addr();
@@ -298,4 +309,48 @@ fn idle_stack_asks_for_no_early_wakeup() {
     );
     // The notify handle is the only thing that wakes the driver for stream I/O.
     let _ = &sim.notify;
+}
+
+#[test]
+fn pipe_core_serves_without_the_tokio_adapter_and_closes_when_dropped() {
+    let mut sim = Sim::new(Limits::default());
+    sim.raw = Some(Vec::new());
+    let mut phone = Phone::new(Ipv4Addr::new(10, 88, 88, 2));
+    let h = phone.connect(50000);
+    sim.run(&mut [&mut phone]);
+    let conn = sim.raw.as_mut().unwrap().pop().expect("accepted");
+
+    phone.tcp(h).send_slice(b"ping").unwrap();
+    sim.run(&mut [&mut phone]);
+    let mut got = Vec::new();
+    let read = conn
+        .pipe
+        .lock()
+        .unwrap()
+        .read(64, |s| got.extend_from_slice(s));
+    assert_eq!(
+        read,
+        pipe::Read::Data {
+            n: 4,
+            unblocked: false
+        }
+    );
+    assert_eq!(got, b"ping");
+    assert_eq!(
+        conn.pipe.lock().unwrap().read(64, |_| {}),
+        pipe::Read::Empty
+    );
+    assert_eq!(
+        conn.pipe.lock().unwrap().write(b"pong"),
+        pipe::Write::Queued(4)
+    );
+    sim.run(&mut [&mut phone]);
+    let mut buf = [0u8; 16];
+    assert_eq!(phone.tcp(h).recv_slice(&mut buf), Ok(4));
+    assert_eq!(&buf[..4], b"pong");
+
+    // Nobody holds the application's end any more: the stack closes the connection.
+    drop(conn);
+    sim.run(&mut [&mut phone]);
+    assert!(!phone.tcp(h).may_recv(), "the phone got FIN");
 }

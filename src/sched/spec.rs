@@ -440,6 +440,40 @@ impl JobSpec {
         redact_url(url)
     }
 
+    /// What a viewer (read-only role) sees of this job: [`JobSpec::to_json`] with
+    ///
+    /// - the webhook URL cut to scheme, host and port (`https://api.telegram.org/***`), plus
+    ///   `url_fingerprint`: 8 hex digits of an HMAC-SHA256 of the full URL under `key`, so a
+    ///   viewer can tell two URLs apart (or see one change) without learning either — keyed,
+    ///   so a guessable secret such as an ntfy topic cannot be found by trying candidates;
+    /// - header values shown only for names in [`VIEWER_HEADERS`], the rest `***`;
+    /// - the body replaced by `"***"` (it may carry tokens or chat ids).
+    pub fn viewer_json(&self, key: &[u8]) -> Value {
+        let mut v = self.to_json();
+        let Action::Webhook(hook) = &self.action else {
+            // A handler call carries no secrets: the handler authenticates through its tunnel.
+            return v;
+        };
+        if let Some(Value::Object(w)) = v.pointer_mut("/action/webhook") {
+            w.insert("url".into(), json!(viewer_url(&hook.url)));
+            w.insert(
+                "url_fingerprint".into(),
+                json!(url_fingerprint(&hook.url, key)),
+            );
+            if let Some(Value::Object(headers)) = w.get_mut("headers") {
+                for (name, value) in headers.iter_mut() {
+                    if !VIEWER_HEADERS.contains(&name.as_str()) {
+                        *value = json!("***");
+                    }
+                }
+            }
+            if let Some(body) = w.get_mut("body") {
+                *body = json!("***");
+            }
+        }
+        v
+    }
+
     pub fn redacted_json(&self) -> Value {
         let mut v = self.to_json();
         let Action::Webhook(hook) = &self.action else {
@@ -480,6 +514,42 @@ fn merge_patch(target: &mut Value, patch: &Value) {
             merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
         }
     }
+}
+
+/// Header names whose values a viewer may see (lowercase).
+pub const VIEWER_HEADERS: &[&str] = &["accept", "accept-language", "content-type", "user-agent"];
+
+/// A URL as a viewer sees it: scheme, host and port only; anything after becomes `/***`.
+pub fn viewer_url(url: &Uri) -> String {
+    let mut out = String::new();
+    if let Some(scheme) = url.scheme_str() {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    if let Some(host) = url.host() {
+        out.push_str(host);
+    }
+    if let Some(port) = url.port() {
+        out.push(':');
+        out.push_str(port.as_str());
+    }
+    let rest = url.path_and_query().map(|pq| pq.as_str()).unwrap_or("");
+    out.push_str(if rest.is_empty() || rest == "/" {
+        "/"
+    } else {
+        "/***"
+    });
+    out
+}
+
+/// 8 hex digits of HMAC-SHA256(`key`, the full URL).
+pub fn url_fingerprint(url: &Uri, key: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let tag = ring::hmac::sign(&key, url.to_string().as_bytes());
+    tag.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn redact_url(url: &Uri) -> String {
@@ -702,8 +772,28 @@ fn timestamp(v: &Value, path: &str) -> Result<Timestamp, SpecError> {
     let Value::String(s) = v else {
         return Err(SpecError::new(path, hint));
     };
-    s.parse::<Timestamp>()
-        .map_err(|_| SpecError::new(path, hint))
+    s.parse::<Timestamp>().map_err(|_| {
+        // Well-formed but beyond what a timestamp can hold (years up to 9999, less the largest
+        // offset): say so rather than calling it malformed.
+        let well_formed =
+            jiff::fmt::temporal::Pieces::parse(s.as_str()).is_ok_and(|p| p.offset().is_some());
+        if well_formed {
+            SpecError::new(
+                path,
+                format!(
+                    "is out of range: times must lie between {} and {}",
+                    Timestamp::MIN
+                        .round(jiff::Unit::Second)
+                        .unwrap_or(Timestamp::MIN),
+                    Timestamp::MAX
+                        .round(jiff::Unit::Second)
+                        .unwrap_or(Timestamp::MAX)
+                ),
+            )
+        } else {
+            SpecError::new(path, hint)
+        }
+    })
 }
 
 fn opt_timestamp(
@@ -738,10 +828,91 @@ fn parse_name(v: &Value) -> Result<String, SpecError> {
             "must not contain control characters such as newlines or tabs",
         ));
     }
+    check_name_text(s).map_err(|m| SpecError::new("name", m))?;
     Ok(s.clone())
 }
 
-fn parse_trigger(v: &Value, now: Option<Timestamp>) -> Result<Trigger, SpecError> {
+/// Most combining marks allowed in a row after one base character.
+pub const MAX_COMBINING_RUN: usize = 2;
+
+/// Refuses text that can make one name look like another in the dashboard or a terminal:
+/// bidirectional controls, zero-width and other invisible format characters, line and
+/// paragraph separators, and piles of combining marks (more than [`MAX_COMBINING_RUN`] in a
+/// row, or one with nothing to combine with). The message names the character by code point.
+pub fn check_name_text(s: &str) -> Result<(), String> {
+    let mut run = 0;
+    for (i, c) in s.chars().enumerate() {
+        if let Some(what) = invisible(c) {
+            return Err(format!(
+                "must not contain {what} (U+{:04X} at character {}); they can make one name look like another",
+                c as u32,
+                i + 1
+            ));
+        }
+        if is_combining(c) {
+            run += 1;
+            if i == 0 || run > MAX_COMBINING_RUN {
+                return Err(format!(
+                    "must not stack combining marks (U+{:04X} at character {}): at most {MAX_COMBINING_RUN} may follow a letter",
+                    c as u32,
+                    i + 1
+                ));
+            }
+        } else {
+            run = 0;
+        }
+    }
+    Ok(())
+}
+
+/// What kind of invisible or direction-changing character `c` is, if it is one.
+fn invisible(c: char) -> Option<&'static str> {
+    Some(match c as u32 {
+        0x061C | 0x200E | 0x200F | 0x202A..=0x202E | 0x2066..=0x2069 => {
+            "a bidirectional control character"
+        }
+        0x200B..=0x200D | 0x2060 | 0xFEFF => "a zero-width character",
+        0x2028 | 0x2029 => "a line or paragraph separator",
+        // The rest of Unicode's format (Cf) characters, and fillers that render as blanks.
+        0x00AD
+        | 0x034F
+        | 0x0600..=0x0605
+        | 0x06DD
+        | 0x070F
+        | 0x0890..=0x0891
+        | 0x08E2
+        | 0x115F
+        | 0x1160
+        | 0x17B4
+        | 0x17B5
+        | 0x180B..=0x180F
+        | 0x2061..=0x2064
+        | 0x206A..=0x206F
+        | 0x3164
+        | 0xFFA0
+        | 0xFFF9..=0xFFFB
+        | 0x110BD
+        | 0x110CD
+        | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3
+        | 0x1D173..=0x1D17A
+        | 0xE0000..=0xE0FFF => "an invisible formatting character",
+        _ => return None,
+    })
+}
+
+/// Combining marks of the general-purpose combining blocks (the ones that stack on any
+/// letter); script-specific vowel signs are left alone.
+fn is_combining(c: char) -> bool {
+    matches!(c as u32,
+        0x0300..=0x036F | 0x0483..=0x0489 | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF
+        | 0x20D0..=0x20FF | 0xFE20..=0xFE2F)
+}
+
+/// Parses a job's `trigger` object on its own, exactly as [`JobSpec::from_json`] does (same
+/// `now` rules, errors named `trigger.*`): the schedule preview uses it so that what it shows is
+/// what the scheduler will do.
+pub fn parse_trigger(v: &Value, now: Option<Timestamp>) -> Result<Trigger, SpecError> {
     let Value::Object(m) = v else {
         return Err(SpecError::new(
             "trigger",

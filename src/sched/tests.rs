@@ -1422,3 +1422,122 @@ fn handler_actions_parse_round_trip_and_name_the_field() {
     assert!(check_method_name("1st").is_err());
     assert!(check_method_name(&"m".repeat(65)).is_err());
 }
+
+#[test]
+fn names_that_could_impersonate_others_are_refused() {
+    let name = |n: &str| {
+        let mut v = spec_json(json!({"every": "1h"}));
+        v["name"] = json!(n);
+        JobSpec::from_json(&v, Some(ts(NOW)))
+    };
+    for bad in [
+        "raid\u{202E}redner",        // right-to-left override
+        "raid\u{2066}x\u{2069}",     // isolates
+        "raid\u{200F}",              // right-to-left mark
+        "ra\u{200B}id",              // zero-width space
+        "ra\u{200D}id",              // zero-width joiner
+        "\u{FEFF}raid",              // byte-order mark
+        "raid\u{2060}",              // word joiner
+        "raid\u{00AD}",              // soft hyphen
+        "raid\u{2028}x",             // line separator
+        "a\u{0301}\u{0301}\u{0301}", // three stacked combining marks
+        "\u{0301}raid",              // a mark with nothing to combine with
+        "raid\u{E0041}",             // tag character
+    ] {
+        let e = name(bad).unwrap_err();
+        assert_eq!(e.field, "name", "{bad:?}");
+        assert!(e.message.contains("U+"), "{bad:?}: {}", e.message);
+    }
+    for good in [
+        "raid-reminder",
+        "Überfall um 20 Uhr",
+        "e\u{0301}te\u{0301}", // é written with a combining acute
+        "a\u{0308}\u{0301}",   // two marks on one letter
+        "レイド 🐉",
+        "मराठी", // script vowel signs are not the stacking kind
+        "עברית", // right-to-left text itself is fine
+    ] {
+        assert!(name(good).is_ok(), "{good:?}: {:?}", name(good).err());
+    }
+}
+
+#[test]
+fn an_at_beyond_the_representable_range_is_called_out_of_range() {
+    let at = |s: &str| JobSpec::from_json(&spec_json(json!({"at": s})), Some(ts(NOW))).unwrap_err();
+    let e = at("9999-12-31T23:59:59Z");
+    assert_eq!(e.field, "trigger.at");
+    assert!(e.message.contains("out of range"), "{}", e.message);
+    assert!(!e.message.contains("must be an RFC 3339"), "{}", e.message);
+    // Malformed text still gets the format hint.
+    let e = at("next tuesday");
+    assert!(e.message.contains("RFC 3339"), "{}", e.message);
+    let e = at("2030-01-01T00:00:00");
+    assert!(e.message.contains("RFC 3339"), "no offset: {}", e.message);
+    // The far but representable future is accepted.
+    assert!(JobSpec::from_json(
+        &spec_json(json!({"at": "9999-01-01T00:00:00Z"})),
+        Some(ts(NOW))
+    )
+    .is_ok());
+}
+
+#[test]
+fn viewers_see_scheme_host_and_a_keyed_fingerprint_only() {
+    let spec = |url: &str, headers: Value, body: Value| {
+        let mut v = spec_json(json!({"every": "1h"}));
+        v["action"] = json!({"webhook": {"url": url, "headers": headers, "body": body}});
+        JobSpec::from_json(&v, Some(ts(NOW))).unwrap()
+    };
+    let tg = spec(
+        "https://api.telegram.org/bot123456:AAHsecretTOKEN/sendMessage",
+        json!({"Content-Type": "application/json", "X-Guild": "raiders", "Authorization": "Bot s3cr3t"}),
+        json!({"chat_id": "-100777", "text": "raid"}),
+    );
+    let v = tg.viewer_json(b"key one");
+    let hook = &v["action"]["webhook"];
+    assert_eq!(hook["url"], "https://api.telegram.org/***");
+    assert_eq!(hook["headers"]["content-type"], "application/json");
+    assert_eq!(hook["headers"]["x-guild"], "***");
+    assert_eq!(hook["headers"]["authorization"], "***");
+    assert_eq!(hook["body"], "***");
+    let fp = hook["url_fingerprint"].as_str().unwrap().to_string();
+    assert_eq!(fp.len(), 8);
+    let text = v.to_string();
+    for secret in [
+        "AAHsecretTOKEN",
+        "bot123456",
+        "s3cr3t",
+        "raiders",
+        "-100777",
+    ] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert_eq!(v["name"], "raid-reminder");
+
+    // Same URL, same key: same fingerprint; another key or URL: another.
+    assert_eq!(
+        tg.viewer_json(b"key one")["action"]["webhook"]["url_fingerprint"],
+        fp.as_str()
+    );
+    assert_ne!(
+        tg.viewer_json(b"key two")["action"]["webhook"]["url_fingerprint"],
+        fp.as_str()
+    );
+    let url_of = |u: &str| {
+        let v = spec(u, json!({}), Value::Null).viewer_json(b"key one");
+        (
+            v["action"]["webhook"]["url"].as_str().unwrap().to_string(),
+            v["action"]["webhook"]["url_fingerprint"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    let (u, f1) = url_of("https://hc-ping.com/0f3c1a2b-8d4e-4f6a-9b7c-123456789abc");
+    assert_eq!(u, "https://hc-ping.com/***");
+    let (u, f2) = url_of("https://ntfy.sh/guild-raid-alerts-x7");
+    assert_eq!(u, "https://ntfy.sh/***");
+    assert_ne!(f1, f2);
+    assert_eq!(url_of("http://10.0.0.2:8080/").0, "http://10.0.0.2:8080/");
+    assert_eq!(url_of("https://a.example/x?y=1").0, "https://a.example/***");
+}

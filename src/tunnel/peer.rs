@@ -5,8 +5,9 @@
 //! datagram until Done" loop in exactly one place ([`Peer::drain_queued`]), and keeps the
 //! peer's allowed IPs and authenticated endpoint next to its tunnel.
 //!
-//! boringtun keeps its own timers on the process clock; everything else here is driven by the
-//! caller.
+//! boringtun keeps its own timers on its own clock (the process clock; in tests, with the
+//! `mock-clock` feature, `mock_instant`'s virtual clock); everything else here is driven by
+//! the caller.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A local webhook sink for the interop tests: records every request as a JSON line.
 
-Usage: webhook_sink.py PORT LOGFILE   (binds 127.0.0.1 only; runs inside the test's namespace)
+Usage: webhook_sink.py PORT LOGFILE [ADDR]   (binds ADDR, default 127.0.0.1; runs inside the
+test's namespace)
 
 Paths choose the reply:
   /ok/...          204
@@ -19,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = int(sys.argv[1])
 LOG = sys.argv[2]
+ADDR = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
 lock = threading.Lock()
 seen = set()
 
@@ -60,7 +62,7 @@ class Sink(BaseHTTPRequestHandler):
 
 ThreadingHTTPServer.daemon_threads = True
 ThreadingHTTPServer.request_queue_size = 1024
-server = ThreadingHTTPServer(("127.0.0.1", PORT), Sink)
+server = ThreadingHTTPServer((ADDR, PORT), Sink)
 with open(LOG + ".ready", "w") as f:
     f.write("ready\n")
 server.serve_forever()

@@ -1,24 +1,26 @@
 //! The userspace TCP/IP stack that owns the tunnel address.
 //!
-//! Layer: sans-IO core. [`Netstack`] wraps a smoltcp `Interface` (`Medium::Ip`) holding the
+//! Layer: sans-IO core. [`Stack`] wraps a smoltcp `Interface` (`Medium::Ip`) holding the
 //! server's tunnel address (default `10.88.88.1/24`). It answers ICMP echo and accepts TCP on
-//! one port (8888). The driver feeds it decrypted IP packets with [`Netstack::handle_packet`],
-//! calls [`Netstack::poll`] with the current time, and drains [`Netstack::poll_transmit`]
-//! (IP packets for the router) and [`Netstack::poll_accept`] (new connections).
-//! [`Netstack::poll_delay`] says when to poll again.
+//! one port (8888). The driver feeds it decrypted IP packets with [`Stack::handle_packet`],
+//! calls [`Stack::poll`] with the current time, and drains [`Stack::poll_transmit`] (IP
+//! packets for the router) and [`Stack::poll_accept`] (new connections). [`Stack::poll_delay`]
+//! says when to poll again. It never reads a clock, sleeps or touches a runtime.
 //!
 //! Connections: smoltcp has one socket per connection, so the stack arms one listening socket
 //! per SYN it sees (plus a small spare pool), capped per peer address and overall. Each
-//! established connection is bridged to a [`Stream`] (tokio `AsyncRead`/`AsyncWrite`) through a
-//! pair of bounded in-memory buffers; the stream wakes the driver through a [`Notify`] when it
-//! writes, reads or closes, so the driver never polls on a timer for data.
+//! established connection is bridged to the application through a [`Pipe`] (two bounded byte
+//! buffers with readable / writable / closed state, [`pipe`]). The tokio adapter lives apart in
+//! [`stream`]: its [`stream::Stream`] is `AsyncRead`/`AsyncWrite` over a pipe and rings the
+//! driver's `Notify` when it writes, reads or closes, so the driver never polls on a timer for
+//! data.
+
+pub mod pipe;
+pub mod stream;
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -26,8 +28,8 @@ use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
+
+pub use pipe::{Pipe, SharedPipe};
 
 /// Tunnel MTU (matches the `MTU = 1420` in client configs).
 pub const MTU: usize = 1420;
@@ -43,7 +45,7 @@ pub struct Limits {
     pub total: usize,
     /// smoltcp receive and send buffer per connection; over 64 KiB enables window scaling.
     pub socket_buffer: usize,
-    /// Bytes buffered between a socket and its [`Stream`], each direction.
+    /// Bytes buffered between a socket and its [`Pipe`], each direction.
     pub stream_buffer: usize,
     /// Spare listening sockets kept armed even when no SYN is pending.
     pub spare_listeners: usize,
@@ -70,30 +72,35 @@ impl Default for Limits {
 
 /// Counters for health and debugging.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NetstackStats {
+pub struct Stats {
     pub accepted: u64,
     /// SYNs dropped because the peer or the appliance was at its connection cap.
     pub refused_over_cap: u64,
     pub open_connections: usize,
 }
 
-/// A freshly established TCP connection.
+/// A freshly established TCP connection. Dropping it (or every holder of its pipe) closes
+/// the connection.
 pub struct Accepted {
     /// The client's tunnel address and port (trustworthy: the router checked allowed IPs).
     pub remote: SocketAddrV4,
     /// The peer's WireGuard endpoint at accept time (filled in by the driver).
     pub endpoint: Option<std::net::SocketAddr>,
-    pub stream: Stream,
+    /// The application's end of the connection.
+    pub pipe: SharedPipe,
 }
 
+/// A smoltcp device that is two packet queues (also the phone's device in crate tests).
 #[derive(Default)]
-struct QueueDevice {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
+pub(crate) struct QueueDevice {
+    /// Packets for smoltcp to receive.
+    pub(crate) rx: VecDeque<Vec<u8>>,
+    /// Packets smoltcp sent.
+    pub(crate) tx: VecDeque<Vec<u8>>,
 }
 
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+pub(crate) struct Rx(Vec<u8>);
+pub(crate) struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
 
 impl RxToken for Rx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -131,135 +138,15 @@ impl Device for QueueDevice {
     }
 }
 
-/// State shared between the netstack (driver side) and a [`Stream`] (hyper side).
-struct Pipe {
-    /// Received from the network, not yet read by the application.
-    rx: VecDeque<u8>,
-    /// The peer sent FIN and everything before it is in `rx`.
-    rx_eof: bool,
-    /// Written by the application, not yet in the socket.
-    tx: VecDeque<u8>,
-    /// The application shut down its write side (or dropped the stream).
-    tx_closed: bool,
-    /// The connection was reset or aborted; reads and writes fail.
-    reset: bool,
-    read_waker: Option<Waker>,
-    write_waker: Option<Waker>,
-    cap: usize,
-}
-
-impl Pipe {
-    fn wake_reader(&mut self) {
-        if let Some(w) = self.read_waker.take() {
-            w.wake();
-        }
-    }
-    fn wake_writer(&mut self) {
-        if let Some(w) = self.write_waker.take() {
-            w.wake();
-        }
-    }
-}
-
-/// One TCP connection as seen by the application: tokio `AsyncRead` + `AsyncWrite`.
-pub struct Stream {
-    pipe: Arc<Mutex<Pipe>>,
-    driver: Arc<Notify>,
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let mut p = self.pipe.lock().unwrap();
-        if !p.rx.is_empty() {
-            let was_full = p.rx.len() >= p.cap;
-            let n = buf.remaining().min(p.rx.len());
-            let (a, b) = p.rx.as_slices();
-            let from_a = n.min(a.len());
-            buf.put_slice(&a[..from_a]);
-            buf.put_slice(&b[..n - from_a]);
-            p.rx.drain(..n);
-            drop(p);
-            if was_full {
-                // The driver stopped reading the socket when the pipe filled up.
-                self.driver.notify_one();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        if p.reset {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
-        }
-        if p.rx_eof {
-            return Poll::Ready(Ok(()));
-        }
-        p.read_waker = Some(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let mut p = self.pipe.lock().unwrap();
-        if p.reset {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
-        }
-        if p.tx_closed {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        let room = p.cap.saturating_sub(p.tx.len());
-        if room == 0 {
-            p.write_waker = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        let n = room.min(data.len());
-        p.tx.extend(&data[..n]);
-        drop(p);
-        self.driver.notify_one();
-        Poll::Ready(Ok(n))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut p = self.pipe.lock().unwrap();
-        if p.reset {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
-        }
-        if p.tx.is_empty() {
-            return Poll::Ready(Ok(()));
-        }
-        p.write_waker = Some(cx.waker().clone());
-        Poll::Pending
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.pipe.lock().unwrap().tx_closed = true;
-        self.driver.notify_one();
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        self.pipe.lock().unwrap().tx_closed = true;
-        self.driver.notify_one();
-    }
-}
-
 struct Conn {
     remote: Option<SocketAddrV4>,
     /// Set once established and handed to the application.
-    pipe: Option<Arc<Mutex<Pipe>>>,
+    pipe: Option<SharedPipe>,
     fin_sent: bool,
 }
 
 /// The userspace TCP/IP stack. See the module docs for the contract.
-pub struct Netstack {
+pub struct Stack {
     iface: Interface,
     sockets: SocketSet<'static>,
     device: QueueDevice,
@@ -270,25 +157,17 @@ pub struct Netstack {
     /// SYNs seen since the last poll, by source address.
     pending_syns: HashMap<Ipv4Addr, usize>,
     accepted: VecDeque<Accepted>,
-    driver: Arc<Notify>,
-    stats: NetstackStats,
+    stats: Stats,
 }
 
-fn smol_now(now: Duration) -> SmolInstant {
+pub(crate) fn smol_now(now: Duration) -> SmolInstant {
     SmolInstant::from_micros(now.as_micros() as i64)
 }
 
-impl Netstack {
-    /// A stack owning `address/prefix`. `driver` is notified whenever a [`Stream`] needs the
-    /// driver to poll again. `now` is time since an arbitrary, fixed origin.
-    pub fn new(
-        address: Ipv4Addr,
-        prefix: u8,
-        limits: Limits,
-        driver: Arc<Notify>,
-        seed: u64,
-        now: Duration,
-    ) -> Netstack {
+impl Stack {
+    /// A stack owning `address/prefix`; `seed` seeds smoltcp's initial sequence numbers and
+    /// ports. `now` is time since an arbitrary, fixed origin.
+    pub fn new(address: Ipv4Addr, prefix: u8, limits: Limits, seed: u64, now: Duration) -> Stack {
         let mut device = QueueDevice::default();
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
@@ -298,7 +177,7 @@ impl Netstack {
                 .push(IpCidr::new(IpAddress::Ipv4(address), prefix))
                 .expect("one address fits");
         });
-        let mut stack = Netstack {
+        let mut stack = Stack {
             iface,
             sockets: SocketSet::new(Vec::new()),
             device,
@@ -308,8 +187,7 @@ impl Netstack {
             conns: HashMap::new(),
             pending_syns: HashMap::new(),
             accepted: VecDeque::new(),
-            driver,
-            stats: NetstackStats::default(),
+            stats: Stats::default(),
         };
         stack.arm_listeners(0);
         stack
@@ -372,9 +250,9 @@ impl Netstack {
         }
     }
 
-    /// Runs the stack: ingress, socket state, data to and from streams, egress.
-    /// Call after feeding packets, when a [`Stream`] notified the driver, and when
-    /// [`Netstack::poll_delay`] has elapsed.
+    /// Runs the stack: ingress, socket state, data to and from pipes, egress.
+    /// Call after feeding packets, after the application read, wrote or closed a pipe, and
+    /// when [`Stack::poll_delay`] has elapsed.
     pub fn poll(&mut self, now: Duration) {
         let syns: usize = self.pending_syns.drain().map(|(_, n)| n).sum();
         self.arm_listeners(syns);
@@ -443,30 +321,24 @@ impl Netstack {
                         s.abort();
                         continue;
                     };
-                    let p = Arc::new(Mutex::new(Pipe {
-                        rx: VecDeque::new(),
-                        rx_eof: false,
-                        tx: VecDeque::new(),
-                        tx_closed: false,
-                        reset: false,
-                        read_waker: None,
-                        write_waker: None,
-                        cap: self.limits.stream_buffer,
-                    }));
+                    let p = Arc::new(Mutex::new(Pipe::new(self.limits.stream_buffer)));
                     conn.pipe = Some(p.clone());
                     self.stats.accepted += 1;
                     self.accepted.push_back(Accepted {
                         remote,
                         endpoint: None,
-                        stream: Stream {
-                            pipe: p.clone(),
-                            driver: self.driver.clone(),
-                        },
+                        pipe: p.clone(),
                     });
                     p
                 }
             };
+            // Nobody holds the other end any more (the stack's two handles aside): the
+            // application is gone, which closes its write side.
+            let app_gone = Arc::strong_count(&pipe) == 2;
             let mut p = pipe.lock().unwrap();
+            if app_gone {
+                p.tx_closed = true;
+            }
             // Network -> application, bounded by the pipe's capacity.
             let mut got = false;
             while s.can_recv() && p.rx.len() < p.cap {
@@ -517,7 +389,6 @@ impl Netstack {
             }
             // The application is gone and our FIN is out: nobody will read the rest, so
             // release the socket once the peer has nothing left that we must acknowledge.
-            let app_gone = Arc::strong_count(&pipe) == 2;
             if app_gone
                 && conn.fin_sent
                 && p.tx.is_empty()
@@ -581,14 +452,14 @@ impl Netstack {
         self.accepted.pop_front()
     }
 
-    /// How long until [`Netstack::poll`] must run again (`None`: only on new input).
+    /// How long until [`Stack::poll`] must run again (`None`: only on new input).
     pub fn poll_delay(&mut self, now: Duration) -> Option<Duration> {
         self.iface
             .poll_delay(smol_now(now), &self.sockets)
             .map(Duration::from)
     }
 
-    pub fn stats(&self) -> NetstackStats {
+    pub fn stats(&self) -> Stats {
         self.stats
     }
 }

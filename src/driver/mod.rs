@@ -1,0 +1,215 @@
+//! The driver: the one task that owns the network state and does its I/O.
+//!
+//! Layer: driver. The network state itself — the [`Router`] and the [`netstack::Stack`] —
+//! lives in the sans-IO [`Engine`]: input in (`handle_datagram`, `handle_command`), one
+//! synchronous step `turn(now)` that runs everything and returns the next deadline, work out
+//! (`poll_transmit`, `poll_accept`). [`run`] is the thin shell around it: it owns the UDP
+//! socket, reads the clock and sleeps. Receive datagrams (a batch at a time), call the step,
+//! send, spawn hyper on new connections; then sleep until the earliest of: the engine's
+//! deadline (the router's 250 ms timer tick, smoltcp's `poll_delay`), a new datagram, a
+//! command, or a stream asking for service. It never busy-polls: an idle appliance wakes four
+//! times a second for WireGuard timers and nothing else.
+//!
+//! Everything else (hyper connections, the control socket, the HTTP API) reaches it through
+//! the bounded [`Command`] channel and the [`Notify`] that streams ring.
+
+mod engine;
+#[cfg(test)]
+mod tests;
+
+pub use engine::Engine;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use peers::{PeerName, PublicKey};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use crate::directory::Directory;
+use crate::netstack::stream::Connection;
+use crate::netstack::{self, Limits};
+use crate::store::PeerRecord;
+use crate::tunnel::{PeerConfig, Router, RouterStats};
+
+/// Datagrams read per wake-up before the loop processes them.
+const RECV_BATCH: usize = 64;
+
+/// Requests from the rest of the process to the driver.
+pub enum Command {
+    /// Start serving (or replace) a peer; existing sessions of a replaced key end.
+    UpsertPeer(PeerRecord, oneshot::Sender<()>),
+    /// Stop serving a peer: its sessions and TCP connections end at once.
+    RemovePeer {
+        name: PeerName,
+        done: oneshot::Sender<()>,
+    },
+    /// Live per-peer statistics.
+    PeerStats(oneshot::Sender<Vec<LivePeerStats>>),
+}
+
+/// Statistics of one peer as the running router sees them.
+#[derive(Debug, Clone)]
+pub struct LivePeerStats {
+    pub public_key: PublicKey,
+    pub since_handshake: Option<Duration>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// Counters the driver publishes for `/api/v1/health`.
+#[derive(Default, Debug)]
+pub struct Metrics {
+    pub dropped_spoofed: AtomicU64,
+    pub dropped_unknown_peer: AtomicU64,
+    pub handshakes: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub connections_refused: AtomicU64,
+    /// TCP connections the netstack holds right now (half-open included).
+    pub open_connections: AtomicU64,
+}
+
+impl Metrics {
+    fn publish(&self, r: RouterStats, n: netstack::Stats) {
+        self.dropped_spoofed
+            .store(r.dropped_spoofed, Ordering::Relaxed);
+        self.dropped_unknown_peer
+            .store(r.dropped_unknown_peer, Ordering::Relaxed);
+        self.handshakes.store(r.handshakes, Ordering::Relaxed);
+        self.connections_accepted
+            .store(n.accepted, Ordering::Relaxed);
+        self.connections_refused
+            .store(n.refused_over_cap, Ordering::Relaxed);
+        self.open_connections
+            .store(n.open_connections as u64, Ordering::Relaxed);
+    }
+}
+
+/// Where new TCP connections go (the HTTP server).
+pub type AcceptFn = Box<dyn FnMut(Connection) + Send>;
+
+/// Everything the driver needs.
+pub struct DriverParts {
+    pub socket: UdpSocket,
+    pub router: Router,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub limits: Limits,
+    pub commands: mpsc::Receiver<Command>,
+    pub directory: Arc<RwLock<Directory>>,
+    pub metrics: Arc<Metrics>,
+    pub on_accept: AcceptFn,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub fn peer_config(rec: &PeerRecord) -> PeerConfig {
+    PeerConfig {
+        public_key: rec.public_key,
+        preshared_key: rec.preshared_key.clone(),
+        allowed_ips: rec.allowed_ips.clone(),
+        keepalive: None,
+    }
+}
+
+/// Runs the loop until `shutdown` turns true.
+#[allow(clippy::disallowed_methods)] // the driver shell reads the clock and sleeps
+pub async fn run(parts: DriverParts) -> io::Result<()> {
+    let DriverParts {
+        socket,
+        router,
+        address,
+        prefix,
+        limits,
+        mut commands,
+        directory,
+        metrics,
+        mut on_accept,
+        mut shutdown,
+    } = parts;
+    let origin = Instant::now();
+    sync_boringtun_clock(origin, origin);
+    let wake = Arc::new(Notify::new());
+    let seed = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+    let mut engine = Engine::new(router, address, prefix, limits, directory, seed, origin);
+    let mut buf = vec![0u8; 65536];
+    let mut commands_open = true;
+    let mut deadline = origin;
+
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { break; }
+                Event::Wake
+            }
+            r = socket.recv_from(&mut buf) => Event::Datagram(r),
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(cmd) => Event::Command(cmd),
+                None => { commands_open = false; Event::Wake }
+            },
+            _ = wake.notified() => Event::Wake,
+            _ = tokio::time::sleep_until(deadline.into()) => Event::Wake,
+        };
+        let now = Instant::now();
+        // No await from here to the sends: every boringtun call below sees this time.
+        sync_boringtun_clock(origin, now);
+        match event {
+            Event::Datagram(Ok((n, from))) => {
+                engine.handle_datagram(from, &buf[..n]);
+                for _ in 1..RECV_BATCH {
+                    match socket.try_recv_from(&mut buf) {
+                        Ok((n, from)) => engine.handle_datagram(from, &buf[..n]),
+                        Err(_) => break,
+                    }
+                }
+            }
+            // ICMP port unreachable from an old endpoint, and the like: not fatal.
+            Event::Datagram(Err(e)) => tracing::debug!(error = %e, "udp receive"),
+            Event::Command(cmd) => engine.handle_command(cmd),
+            Event::Wake => {}
+        }
+
+        deadline = engine.turn(now);
+        while let Some(t) = engine.poll_transmit() {
+            if let Err(e) = socket.try_send_to(&t.payload, t.dst) {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    // Kernel buffer full: wait for room rather than drop (backpressure).
+                    if let Err(e) = socket.send_to(&t.payload, t.dst).await {
+                        tracing::debug!(error = %e, dst = %t.dst, "udp send");
+                    }
+                } else {
+                    tracing::debug!(error = %e, dst = %t.dst, "udp send");
+                }
+            }
+        }
+        while let Some(conn) = engine.poll_accept() {
+            on_accept(Connection::new(conn, wake.clone()));
+        }
+        let (r, n) = engine.stats();
+        metrics.publish(r, n);
+    }
+    Ok(())
+}
+
+/// What woke the driver.
+enum Event {
+    Datagram(io::Result<(usize, SocketAddr)>),
+    Command(Command),
+    /// A stream, the timer, a closed command channel: just run the step.
+    Wake,
+}
+
+/// Keeps boringtun's clock on real time. A no-op unless the test-only `mock-clock` feature
+/// put boringtun on `mock_instant`'s thread-local clock — which Cargo does for every binary
+/// `cargo test` builds, including the one the interop tests start. The clock is per thread and
+/// the runtime may move this task between threads, so it is set after every wake-up, before
+/// the first boringtun call.
+fn sync_boringtun_clock(origin: Instant, now: Instant) {
+    #[cfg(feature = "mock-clock")]
+    mock_instant::MockClock::set_time(now - origin);
+    #[cfg(not(feature = "mock-clock"))]
+    let _ = (origin, now);
+}

@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""Drives the dashboard in headless Chromium at a phone viewport (390x844), via selenium.
+
+Usage: dashboard_phone.py PHASE OUT_JSON SHOTS_DIR [SINK_URL]
+  PHASE leader: an admin creates, tests, pauses, edits, duplicates and deletes jobs and adds a
+                member (needs SINK_URL, the webhook sink as the appliance reaches it)
+  PHASE viewer: a viewer sees no write controls, no secrets, and crafted writes are refused
+  PHASE rotate: the admin sees vera online and rotates her keys (a new QR and config)
+
+Runs inside the test's network namespace (`ip netns exec`): the page is loaded from
+http://10.88.88.1:8888/ through the namespace's WireGuard tunnel, and nothing else is reached.
+Writes what it saw to OUT_JSON and PNG screenshots (390x844) to SHOTS_DIR. Any failed check
+raises, prints why on stderr and exits non-zero.
+"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+BASE = "http://10.88.88.1:8888/"
+WIDTH, HEIGHT = 390, 844
+PHASE, OUT, SHOTS = sys.argv[1], sys.argv[2], sys.argv[3]
+SINK_URL = sys.argv[4] if len(sys.argv) > 4 else None
+result = {}
+
+
+def log(*a):
+    print("dashboard_phone:", *a, file=sys.stderr, flush=True)
+
+
+def browser(profile):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for a in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--disable-dev-shm-usage", "--user-data-dir=" + profile]:
+        opts.add_argument(a)
+    opts.add_experimental_option("mobileEmulation", {
+        "deviceMetrics": {"width": WIDTH, "height": HEIGHT, "pixelRatio": 1.0, "touch": True},
+        "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel) AppleWebKit/537.36 (KHTML, like Gecko) "
+                     "Chrome/156.0 Mobile Safari/537.36"})
+    service = Service("/usr/bin/chromedriver", log_path=os.path.join(profile, "chromedriver.log"))
+    d = webdriver.Chrome(service=service, options=opts)
+    d.set_page_load_timeout(30)
+    d.set_script_timeout(30)
+    return d
+
+
+profile = tempfile.mkdtemp(prefix="apl-chromium-")
+d = browser(profile)
+wait = WebDriverWait(d, 20)
+
+
+def css(testid):
+    return '[data-testid="%s"]' % testid
+
+
+def find(testid, timeout=20):
+    return WebDriverWait(d, timeout).until(lambda d: d.find_element(By.CSS_SELECTOR, css(testid)))
+
+
+def all_of(testid):
+    return d.find_elements(By.CSS_SELECTOR, css(testid))
+
+
+def until(what, cond, timeout=20):
+    # Views re-render when they poll: an element found a moment ago may be gone; look again.
+    try:
+        return WebDriverWait(d, timeout, ignored_exceptions=[StaleElementReferenceException]).until(lambda d: cond())
+    except TimeoutException:
+        raise AssertionError("timed out waiting for " + what + "; page text:\n" + d.find_element(By.TAG_NAME, "body").text)
+
+
+def texts(testid, attr=None):
+    """The text (or attribute) of every element with this test id, read in one go."""
+    return until("elements " + testid, lambda: [r.get_attribute(attr) if attr else r.text for r in all_of(testid)] or None)
+
+
+def fill(testid, text):
+    el = find(testid)
+    el.clear()
+    el.send_keys(text)
+    return el
+
+
+def click(testid):
+    def once():
+        el = find(testid)
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+        el.click()
+        return True
+    return until("a click on " + testid, once)
+
+
+def go(hash_):
+    d.get(BASE + hash_)
+    until("the header", lambda: "You are" in d.find_element(By.ID, "who").text)
+
+
+def shot(name, scroll_to=None):
+    if scroll_to is not None:
+        d.execute_script("arguments[0].scrollIntoView({block: 'start'})", scroll_to)
+    else:
+        d.execute_script("window.scrollTo(0, 0)")
+    time.sleep(0.3)
+    path = os.path.join(SHOTS, name + ".png")
+    d.save_screenshot(path)
+    result.setdefault("screenshots", []).append(path)
+
+
+def check_layout(view):
+    """No horizontal scrolling, every control labelled, every button at least 44 px tall."""
+    sw, iw = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert iw == WIDTH, "viewport is %s px, not %s" % (iw, WIDTH)
+    assert sw <= iw, "%s: horizontal scroll (%s px wide in a %s px viewport)" % (view, sw, iw)
+    small = d.execute_script("""return [...document.querySelectorAll('button, a.btn, nav a')]
+        .filter(b => b.offsetParent && b.getBoundingClientRect().height < 44)
+        .map(b => b.textContent + ' ' + b.getBoundingClientRect().height)""")
+    assert not small, "%s: buttons under 44 px: %s" % (view, small)
+    unlabelled = d.execute_script("""return [...document.querySelectorAll('input, select, textarea')]
+        .filter(e => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.closest('label'))
+        .map(e => e.id || e.dataset.testid || e.outerHTML.slice(0, 60))""")
+    assert not unlabelled, "%s: controls without a label: %s" % (view, unlabelled)
+    result.setdefault("layout_checked", []).append(view)
+
+
+def fetch(method, path, body=None):
+    """A request from the page itself (same origin, so the browser sends our Origin)."""
+    return d.execute_async_script("""
+        const [method, path, body, done] = arguments;
+        const opt = {method, headers: {}};
+        if (body !== null) { opt.headers['Content-Type'] = 'application/json'; opt.body = JSON.stringify(body); }
+        fetch(path, opt).then(async r => done([r.status, await r.text()])).catch(e => done([0, String(e)]));
+    """, method, path, body)
+
+
+def leader():
+    go("#/jobs")
+    assert "You are leader (admin)" in d.find_element(By.ID, "who").text
+    until("the failing job and its failure", lambda: len(all_of("job-row")) >= 1)
+    assert not all_of("nav-handlers"), "the handlers section shows although /api/v1/handlers is 404"
+    check_layout("jobs")
+
+    # A new cron job, built in the form; the server previews its next fire times.
+    click("new-job")
+    fill("job-name", "raid-reminder")
+    fill("job-schedule", "45 19 * * THU")
+    Select(find("job-timezone")).select_by_value("Europe/Berlin")
+    # The preview follows the typing (debounced): wait for the Thursday-evening Berlin times.
+    result["preview"] = until("5 previewed Thursday fire times", lambda: (lambda t: t if len(t) == 5 and all(
+        x.startswith("Thu") and "GMT+1" in x for x in t) else None)(
+        [li.text for li in find("job-preview").find_elements(By.TAG_NAME, "li")]))
+    fill("job-webhook-url", SINK_URL)
+    fill("job-message", "@raiders raid in 15 minutes!")
+    click_summary = d.find_element(By.XPATH, "//summary[normalize-space()='Embed (optional)']")
+    click_summary.click()
+    fill("embed-title", "Raid night")
+    find("embed-use-color").click()
+    check_layout("job form")
+    shot("job-form")
+
+    # "Send a test now" runs the action once; nothing is created.
+    click("job-test")
+    until("the test result", lambda: find("job-test-result").text.startswith(("Sent", "Not sent")))
+    result["test_result"] = find("job-test-result").text
+    assert result["test_result"].startswith("Sent"), result["test_result"]
+
+    # A bad cron is explained at the field; what was typed stays; nothing is stored.
+    fill("job-schedule", "61 19 * * THU")
+    click("job-save")
+    err = until("the cron error at the field", lambda: d.find_element(By.ID, "err-job-schedule").text)
+    result["bad_cron_error"] = err
+    assert find("job-schedule").get_attribute("aria-invalid") == "true"
+    assert find("job-name").get_attribute("value") == "raid-reminder", "the form lost the name"
+    assert find("job-webhook-url").get_attribute("value") == SINK_URL, "the form lost the URL"
+    assert find("job-message").get_attribute("value") == "@raiders raid in 15 minutes!"
+    status, text = fetch("GET", "/api/v1/jobs?name=raid")
+    assert status == 200 and json.loads(text)["jobs"] == [], "a job was stored: " + text
+    shot("job-form-error", scroll_to=find("job-schedule"))
+
+    # Fixed, saved: the job's page shows it with its next fire.
+    fill("job-schedule", "45 19 * * THU")
+    until("the error to clear and the preview to return", lambda: not d.find_element(By.ID, "err-job-schedule").text
+          and len(find("job-preview").find_elements(By.TAG_NAME, "li")) == 5)
+    click("job-save")
+    until("the new job's page", lambda: "#/job/" in d.current_url and all_of("job-row"))
+    result["job_id"] = d.current_url.rsplit("/", 1)[1]
+    until("its next fire", lambda: "Thu" in find("job-next").text)
+
+    # Pause, then edit (rename and a new time), then duplicate and delete the copy.
+    click("job-pause")
+    until("paused", lambda: all_of("job-resume"))
+    click("job-edit")
+    until("the edit form", lambda: find("job-name").get_attribute("value") == "raid-reminder")
+    assert find("job-schedule").get_attribute("value") == "45 19 * * THU"
+    assert Select(find("job-timezone")).first_selected_option.get_attribute("value") == "Europe/Berlin"
+    fill("job-name", "raid-reminder-edited")
+    fill("job-schedule", "30 20 * * THU")
+    until("the new preview", lambda: "08:30" in find("job-preview").text)
+    click("job-save")
+    until("the edited job", lambda: "#/job/" in d.current_url and
+          any("raid-reminder-edited" in r.text for r in all_of("job-row")))
+    until("the new schedule", lambda: "cron 30 20 * * THU (Europe/Berlin)" in find("job-row").text)
+    click("job-duplicate")
+    until("the duplicate form", lambda: find("job-name").get_attribute("value") == "raid-reminder-edited copy")
+    click("job-save")
+    until("the copy's page", lambda: "#/job/" in d.current_url and d.current_url.rsplit("/", 1)[1] != result["job_id"])
+    copy_id = d.current_url.rsplit("/", 1)[1]
+    click("job-delete")
+    click("confirm-yes")
+    until("the jobs list without the copy", lambda: d.current_url.endswith("#/jobs") and
+          not any(r.get_attribute("data-id") == copy_id for r in all_of("job-row")) and all_of("job-row"))
+    msg = d.find_element(By.ID, "msg")
+    assert msg.text == "Deleted raid-reminder-edited copy." and "bad" not in msg.get_attribute("class"), msg.text
+    result["jobs_after"] = texts("job-row", "data-name")
+    shot("jobs")
+
+    # Failures across all jobs, with the error text.
+    click("nav-failures")
+    until("a failed run with its error", lambda: all_of("run-error"))
+    result["failure_error"] = texts("run-error")[0]
+    check_layout("failures")
+    shot("failures")
+
+    # An admin adds a member: the QR code, the config text and the download link.
+    click("nav-members")
+    until("the member list", lambda: all_of("peer-row"))
+    click("new-peer")
+    fill("peer-name", "vera")
+    Select(find("peer-role")).select_by_value("viewer")
+    click("peer-save")
+    qr = find("peer-qr")
+    until("the QR image", lambda: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", qr))
+    d.execute_script("arguments[0].scrollIntoView({block: 'start'})", qr)
+    time.sleep(0.3)
+    qr.screenshot(os.path.join(SHOTS, "qr-element.png"))
+    result["qr_png"] = os.path.join(SHOTS, "qr-element.png")
+    result["qr_px"] = d.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]", qr)
+    result["config"] = find("peer-config").get_attribute("value")
+    result["download"] = find("peer-download").get_attribute("download")
+    check_layout("members")
+    shot("members-qr", scroll_to=find("peer-issued"))
+
+    click("nav-audit")
+    until("audit entries", lambda: all_of("audit-row"))
+    result["audit_actions"] = [t.split("\n")[0] for t in texts("audit-row")]
+    check_layout("audit")
+    shot("audit")
+
+
+def rotate():
+    """The admin rotates vera's keys from the member list: a new QR and config, once."""
+    go("#/members")
+    row = '[data-testid="peer-row"][data-name="vera"] '
+    until("vera online", lambda: d.find_element(By.CSS_SELECTOR, row + css("peer-state")).text == "online")
+    shot("members")
+    until("a click on Rotate", lambda: d.find_element(By.CSS_SELECTOR, row + css("peer-rotate")).click() or True)
+    click("confirm-yes")
+    until("the new QR", lambda: find("peer-qr") and "Rotated vera" in find("peer-issued").text)
+    result["config"] = find("peer-config").get_attribute("value")
+
+
+def viewer():
+    go("#/jobs")
+    who = d.find_element(By.ID, "who").text
+    assert "You are vera (viewer)" in who, who
+    until("the jobs", lambda: all_of("job-row"))
+    result["jobs_seen"] = texts("job-row", "data-name")
+    controls = d.execute_script("return [...document.querySelectorAll('main button, main a.btn, main input, main select, main textarea')].map(e => e.textContent || e.id)")
+    assert controls == [], "a viewer sees write controls: %s" % controls
+    navs = [a.text for a in d.find_elements(By.CSS_SELECTOR, "nav a")]
+    assert navs == ["Jobs", "Failures"], navs
+    check_layout("viewer")
+    shot("viewer")
+    # Dark mode follows the phone's setting.
+    d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    bg = d.execute_script("return getComputedStyle(document.body).backgroundColor")
+    assert bg == "rgb(17, 17, 17)", "dark mode background is " + bg
+    shot("viewer-dark")
+    d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    # The job's own page: history, still read-only and without the webhook token.
+    click("job-link")
+    until("the job page", lambda: "#/job/" in d.current_url and all_of("job-row"))
+    time.sleep(1)
+    result["viewer_page_text"] = d.find_element(By.TAG_NAME, "body").text
+    buttons = d.execute_script("return [...document.querySelectorAll('main button')].map(b => b.dataset.testid || b.textContent)")
+    assert all(b in ("page-older", "page-newer") for b in buttons), buttons
+    # The form routes are not offered, and the API refuses a crafted write anyway.
+    d.get(BASE + "#/new")
+    until("the jobs list instead of a form", lambda: all_of("job-row"))
+    assert not all_of("job-save")
+    job = {"name": "sneaky", "trigger": {"every": "1m"}, "action": {"webhook": {"url": "https://example.invalid/x"}}}
+    result["crafted"] = {
+        "create": fetch("POST", "/api/v1/jobs", job),
+        "test": fetch("POST", "/api/v1/jobs/test", {"action": job["action"]}),
+        "peer": fetch("POST", "/api/v1/peers", {"name": "mallory", "role": "admin"}),
+    }
+
+
+def no_policy_violations():
+    """The page runs entirely within its Content-Security-Policy."""
+    refused = [e["message"] for e in d.get_log("browser")
+               if "Content Security Policy" in e["message"] or "Refused to" in e["message"]]
+    assert not refused, "CSP violations: %s" % refused
+
+
+try:
+    {"leader": leader, "viewer": viewer, "rotate": rotate}[PHASE]()
+    no_policy_violations()
+    result["ok"] = True
+except Exception as e:  # noqa: BLE001 - report any failure with a screenshot
+    result["ok"] = False
+    result["error"] = "%s: %s" % (type(e).__name__, str(e).split("Stacktrace:")[0])
+    result["trace"] = traceback.format_exc().split("Stacktrace:")[0]
+    try:
+        d.save_screenshot(os.path.join(SHOTS, "failure-%s.png" % PHASE))
+        result["failure_page"] = d.find_element(By.TAG_NAME, "body").text
+        result["console"] = d.get_log("browser") if hasattr(d, "get_log") else []
+    except Exception:  # noqa: BLE001
+        pass
+finally:
+    with open(OUT, "w") as f:
+        json.dump(result, f, indent=1)
+    d.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+if not result["ok"]:
+    log(result.get("trace") or result["error"])
+    sys.exit(1)
