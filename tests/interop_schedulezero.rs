@@ -1,7 +1,10 @@
 //! Interop: ScheduleZero's routes through the real wireguard-go tunnel (issue 9, compatibility).
 //! A ScheduleZero client (`tests/support/schedulezero_client.py`, urllib) runs unchanged in the
-//! officer's namespace against `/api/*` while a handler peer (`tests/support/handler.py`) in its
-//! own namespace leases the calls — every request stays inside namespaces the test created.
+//! officer's namespace against `/api/*` while ScheduleZero's DingDongHandler, ported to the
+//! Python handler library (`clients/python/examples/ding_dong_handler.py`, run with
+//! `python3 -m appliance_handler`), leases the calls as peer `ding-dong-handler`; a second
+//! handler peer (`tests/support/handler.py`) supplies failing and slow methods. Every request
+//! stays inside namespaces the test created.
 //!
 //! What is checked: health and handler status (Connected); a date ding-dong fires and shows as
 //! `success` in `/api/executions`; `/api/schedules` shows next fire times and ScheduleZero's
@@ -129,6 +132,45 @@ impl Drop for Handler {
     }
 }
 
+/// ScheduleZero's DingDongHandler through `python3 -m appliance_handler` in `ns`; killed on
+/// drop.
+struct DingDong(Child, std::path::PathBuf);
+
+impl DingDong {
+    fn start(ns: &Netns) -> DingDong {
+        let dir = unique_temp_dir("dingdong");
+        let out = File::create(dir.join("handler.out")).expect("create handler.out");
+        let child = ns
+            .cmd("python3")
+            .args([
+                "-u",
+                "-m",
+                "appliance_handler",
+                "examples/ding_dong_handler.py:DingDongHandler",
+            ])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/clients/python"))
+            .env("DING_DONG_LOG_DIR", &dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn appliance_handler");
+        DingDong(child, dir)
+    }
+
+    fn output(&self) -> String {
+        fs::read_to_string(self.1.join("handler.out")).unwrap_or_default()
+    }
+}
+
+impl Drop for DingDong {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = fs::remove_dir_all(&self.1);
+    }
+}
+
 /// The report's calls to `method path` (path without its query), in order.
 fn calls<'a>(report: &'a Value, method: &str, path: &str) -> Vec<&'a Value> {
     report["calls"]
@@ -154,6 +196,17 @@ fn a_schedulezero_client_works_unchanged_through_the_tunnel() {
     let (vic_ns, _vic) = remote_peer(&ns, &app, "vic", "viewer", "198.51.100");
     let (ada_ns, _ada) = remote_peer(&ns, &app, "ada", "admin", "203.0.113");
     let _handler = Handler::start(bot_ns);
+    let (dd_ns, _dd) = remote_peer(&ns, &app, "ding-dong-handler", "handler", "100.64.9");
+    let ding_dong = DingDong::start(dd_ns);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            expect(&ns, "GET", "/api/handlers", None, 200)
+                .to_string()
+                .contains("play_quarter_chime")
+        }),
+        "the DingDongHandler did not register:\n{}",
+        ding_dong.output()
+    );
 
     // The client script, unchanged: schedule, list, run_now, executions, delete.
     let script = concat!(
@@ -163,8 +216,8 @@ fn a_schedulezero_client_works_unchanged_through_the_tunnel() {
     let out = run_ok(
         ns.bounded(120, "python3")
             .arg(script)
-            .arg("bot")
-            .arg("echo"),
+            .arg("ding-dong-handler")
+            .arg("play_quarter_chime"),
     );
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("the client printed no report ({e}): {}", describe(&out)));
@@ -176,10 +229,17 @@ fn a_schedulezero_client_works_unchanged_through_the_tunnel() {
         json!({"status": "ok", "service": "ScheduleZero"})
     );
     let handlers = &calls(&report, "GET", "/api/handlers")[0]["body"]["handlers"];
-    assert_eq!(handlers.as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(handlers.as_array().unwrap().len(), 2, "{report}");
     let bot = &handlers[0];
     assert_eq!(bot["id"], "bot");
     assert_eq!(bot["methods"], json!(["boom", "echo", "slow"]));
+    let dd = &handlers[1];
+    assert_eq!(dd["id"], "ding-dong-handler");
+    assert_eq!(dd["status"], "Connected");
+    assert!(
+        dd["methods"].to_string().contains("play_quarter_chime"),
+        "{dd}"
+    );
     assert_eq!(
         bot["status"], "Connected",
         "ScheduleZero always said Disconnected"
@@ -221,7 +281,7 @@ fn a_schedulezero_client_works_unchanged_through_the_tunnel() {
     assert!(two["next_fire_time"].is_string(), "{two}");
     assert_eq!(
         two["args"],
-        json!(["bot", "echo", {"message": "Ding dong 2"}, "ding-dong-2"])
+        json!(["ding-dong-handler", "play_quarter_chime", {"quarter": 2}, "ding-dong-2"])
     );
     assert_eq!(two["trigger"], "interval[1m]");
     let three = by_id("ding-dong-3");
@@ -246,7 +306,12 @@ fn a_schedulezero_client_works_unchanged_through_the_tunnel() {
     let now = &calls(&report, "POST", "/api/run_now")[0];
     assert_eq!(now["status"], 200, "{now}");
     assert_eq!(now["body"]["status"], "success");
-    assert_eq!(now["body"]["result"], json!({"echo": {"message": "now"}}));
+    let result = &now["body"]["result"];
+    assert_eq!(
+        (&result["type"], &result["quarter"], &result["minute"]),
+        (&json!("quarter_chime"), &json!(2), &json!(30)),
+        "{now}"
+    );
 
     // The date ding-dong fired, reached bot and is a success in the execution log.
     let ex = calls(&report, "GET", "/api/executions");
@@ -258,11 +323,15 @@ fn a_schedulezero_client_works_unchanged_through_the_tunnel() {
         .find(|r| r["status"] == "success")
         .unwrap_or_else(|| panic!("ding-dong-1 never succeeded: {last}"));
     assert_eq!(rec["job_id"], "ding-dong-1");
-    assert_eq!(rec["handler_id"], "bot");
-    assert_eq!(rec["result"], json!({"echo": {"message": "Ding dong 1"}}));
+    assert_eq!(rec["handler_id"], "ding-dong-handler");
+    assert_eq!(rec["job_method"], "play_quarter_chime");
+    assert_eq!(rec["result"]["quarter"], 1, "{rec}");
     let stats = &calls(&report, "GET", "/api/executions/stats")[0]["body"];
     assert!(stats["success_count"].as_u64().unwrap() >= 2, "{stats}");
-    assert_eq!(stats["by_handler"]["bot"]["error"], 0, "{stats}");
+    assert_eq!(
+        stats["by_handler"]["ding-dong-handler"]["error"], 0,
+        "{stats}"
+    );
 
     let del = calls(&report, "DELETE", "/api/schedules/ding-dong-1");
     assert_eq!(del[0]["status"], 200, "{}", del[0]);

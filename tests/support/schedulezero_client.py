@@ -4,6 +4,7 @@ the Discord bots of ScheduleZero do, with urllib (stdlib only) instead of reques
 
 Usage: schedulezero_client.py HANDLER_ID METHOD   (runs inside a namespace whose WireGuard peer
                                                    is an officer; prints one JSON report)
+METHOD is called with ScheduleZero's ding-dong params, {"quarter": 1|2|3}.
 
 It checks health and handlers, schedules three ding-dongs (date, interval, cron), lists them,
 runs one now, waits for the date one to succeed in the execution log, then deletes them. It
@@ -35,11 +36,11 @@ def request(method, path, payload=None, raw=None, content_type="application/json
     return status, body
 
 
-def schedule_job(job_id, trigger, message):
+def schedule_job(job_id, trigger, quarter):
     return request("POST", "/api/schedule", {
         "handler_id": HANDLER_ID,
         "job_method": METHOD,
-        "job_params": {"message": message},
+        "job_params": {"quarter": quarter},
         "trigger": trigger,
         "job_id": job_id,
     })
@@ -50,16 +51,16 @@ request("GET", "/api/handlers")
 
 # schedule_ding_dongs.py: a ding-dong in a few seconds, one every minute, one on weekdays.
 run_date = (datetime.now(timezone.utc) + timedelta(seconds=4)).replace(tzinfo=None).isoformat()
-schedule_job("ding-dong-1", {"type": "date", "run_date": run_date}, "Ding dong 1")
-schedule_job("ding-dong-2", {"type": "interval", "minutes": 1}, "Ding dong 2")
+schedule_job("ding-dong-1", {"type": "date", "run_date": run_date}, 1)
+schedule_job("ding-dong-2", {"type": "interval", "minutes": 1}, 2)
 schedule_job("ding-dong-3", {"type": "cron", "day_of_week": "mon-fri", "hour": 9, "minute": 30,
-                             "timezone": "Europe/Berlin"}, "Ding dong 3")
+                             "timezone": "Europe/Berlin"}, 3)
 # ScheduleZero kept the old schedule silently and answered 201.
-schedule_job("ding-dong-1", {"type": "interval", "seconds": 10}, "again")
+schedule_job("ding-dong-1", {"type": "interval", "seconds": 10}, 1)
 
 request("GET", "/api/schedules")
 request("POST", "/api/run_now", {"handler_id": HANDLER_ID, "job_method": METHOD,
-                                 "job_params": {"message": "now"}})
+                                 "job_params": {"quarter": 2}})
 
 # Wait for the date ding-dong in the execution log.
 deadline = time.time() + 30
