@@ -92,7 +92,8 @@ impl PeerAdded {
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct ControlFailure {
-    /// `invalid_input`, `conflict` or `internal`.
+    /// `invalid_input`, `not_found`, `conflict`, `insufficient_storage` (the server's disk is
+    /// full), `unavailable` (its database is being reopened) or `internal`.
     pub kind: String,
     pub message: String,
 }
@@ -113,7 +114,8 @@ impl From<PeerUpdateError> for ControlFailure {
             PeerUpdateError::KeyTaken(_)
             | PeerUpdateError::ServerKey
             | PeerUpdateError::LastAdmin => "conflict",
-            PeerUpdateError::Store(_) | PeerUpdateError::ShuttingDown => "internal",
+            PeerUpdateError::Store(ref s) => store_kind(s),
+            PeerUpdateError::ShuttingDown => "internal",
         };
         ControlFailure {
             kind: kind.into(),
@@ -122,10 +124,20 @@ impl From<PeerUpdateError> for ControlFailure {
     }
 }
 
+/// The failure kind of a storage error: `insufficient_storage` (the disk is full),
+/// `unavailable` (the database is being reopened after a disk error) or `internal`.
+fn store_kind(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::DiskFull => "insufficient_storage",
+        StoreError::Unavailable { .. } => "unavailable",
+        StoreError::Redb(_) | StoreError::Corrupt { .. } => "internal",
+    }
+}
+
 impl From<StoreError> for ControlFailure {
     fn from(e: StoreError) -> Self {
         ControlFailure {
-            kind: "internal".into(),
+            kind: store_kind(&e).into(),
             message: e.to_string(),
         }
     }
@@ -134,7 +146,8 @@ impl From<StoreError> for ControlFailure {
 impl From<AddPeerError> for ControlFailure {
     fn from(e: AddPeerError) -> Self {
         let kind = match e {
-            AddPeerError::Store(_) | AddPeerError::ShuttingDown => "internal",
+            AddPeerError::Store(ref s) => store_kind(s),
+            AddPeerError::ShuttingDown => "internal",
             _ => "conflict",
         };
         ControlFailure {

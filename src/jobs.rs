@@ -5,12 +5,18 @@
 //! one store transaction), and hands each run to the webhook [`Executor`] on its own task.
 //! Finished runs come back on a channel and are written in batches.
 //!
+//! When a commit fails (a full disk) nothing unrecorded runs: the driver stops taking fires,
+//! tries [`Store::recover`] every [`RECOVER_EVERY`], then reloads the stored next fire times so
+//! the fires that could not be recorded come due again under the misfire rules.
+//!
 //! [`Jobs`] is the handle the API uses. Every change is committed (with its audit entry) before
 //! the driver hears of it and before the caller gets its answer: a 201 means the job is on disk.
 //! Reads come from an in-memory table the driver keeps in step with the core.
 #![allow(clippy::disallowed_methods)] // driver: reads the clock and sleeps
 
+use std::collections::HashSet;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -32,6 +38,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const LATENESS_SAMPLES: usize = 4096;
 /// Longest sleep when no job is due (the loop also wakes on every command).
 const IDLE_SLEEP: Duration = Duration::from_secs(3600);
+/// While fires cannot be recorded, how often the driver tries to make the store writable.
+const RECOVER_EVERY: Duration = Duration::from_secs(2);
 
 /// Why a job operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +57,7 @@ pub enum JobError {
     Store(#[from] StoreError),
     /// The fire could not be recorded, so it was not run.
     #[error("the run could not be recorded, so it did not start: {0}")]
-    NotRecorded(String),
+    NotRecorded(StoreError),
     /// The scheduler stopped (the appliance is shutting down).
     #[error("the scheduler is shutting down")]
     ShuttingDown,
@@ -183,6 +191,8 @@ pub struct Jobs {
     pub damaged_at_start: usize,
     /// Where webhooks may connect; literal-IP URLs are checked against it at create and patch.
     policy: Arc<NetPolicy>,
+    /// Whether the driver can record fires (false from a failed commit until recovery).
+    recording: Arc<AtomicBool>,
     /// A handle on the driver's own executor (same client, same destination rules), for
     /// [`Jobs::test_action`].
     executor: Executor,
@@ -271,8 +281,13 @@ impl Jobs {
         let policy = Arc::new(config.webhook_policy.clone());
         let (tx, rx) = mpsc::channel(256);
         let (fin_tx, fin_rx) = mpsc::channel(4096);
+        let recording = Arc::new(AtomicBool::new(true));
         let executor = Executor::new(config.webhook_policy.clone());
         let driver = Driver {
+            recording: recording.clone(),
+            unsaved: Vec::new(),
+            in_flight: HashSet::new(),
+            next_recover: std::time::Instant::now(),
             core,
             store: store.clone(),
             table: table.clone(),
@@ -293,6 +308,7 @@ impl Jobs {
                 tasks,
                 damaged_at_start,
                 policy,
+                recording,
                 executor,
                 naming: tokio::sync::Mutex::new(()),
             },
@@ -560,6 +576,12 @@ impl Jobs {
         Ok(run)
     }
 
+    /// Whether the scheduler can record fires. `false` from a failed commit until the store is
+    /// writable again; meanwhile no fire runs (an unrecorded fire is never executed).
+    pub fn recording(&self) -> bool {
+        self.recording.load(Ordering::SeqCst)
+    }
+
     /// Runs a job's action once, now, without creating a job: one attempt through the
     /// scheduler's own executor with the job's timeout, no retries, no run record. `body` is a
     /// job as for [`Jobs::create`], or just its `action` (and `timeout`): a missing `name` or
@@ -696,6 +718,15 @@ struct Driver {
     /// waits for the run's id.
     manual: Vec<(JobId, Timestamp, RunReply)>,
     tasks: Arc<Tasks>,
+    /// Shared with [`Jobs::recording`]. While false the driver takes no fires (the core is not
+    /// advanced) and tries [`Store::recover`] every [`RECOVER_EVERY`].
+    recording: Arc<AtomicBool>,
+    /// Finished runs whose final state could not be written yet; written on recovery.
+    unsaved: Vec<RunRecord>,
+    /// Ids of recorded runs whose webhooks are executing.
+    in_flight: HashSet<u64>,
+    /// Earliest next recovery attempt.
+    next_recover: std::time::Instant,
 }
 
 impl Driver {
@@ -710,6 +741,7 @@ impl Driver {
         loop {
             let now = Timestamp::now();
             let sleep = match self.core.poll_timeout() {
+                _ if !self.is_recording() => RECOVER_EVERY,
                 Some(due) => now
                     .duration_until(due)
                     .try_into()
@@ -742,8 +774,13 @@ impl Driver {
                 _ = prune.tick() => self.prune().await,
                 _ = tokio::time::sleep(sleep) => {}
             }
-            self.core.handle_timeout(Timestamp::now());
-            self.take_fires().await;
+            if !self.is_recording() && std::time::Instant::now() >= self.next_recover {
+                self.resume_recording().await;
+            }
+            if self.is_recording() {
+                self.core.handle_timeout(Timestamp::now());
+                self.take_fires().await;
+            }
         }
         tracing::info!("scheduler stopped");
     }
@@ -794,7 +831,9 @@ impl Driver {
                 let _ = done.send(next);
             }
             Command::RunNow(id, done) => {
-                if !self.core.contains(id) {
+                if !self.is_recording() {
+                    let _ = done.send(Err(JobError::NotRecorded(self.store.refusal())));
+                } else if !self.core.contains(id) {
                     let _ = done.send(Err(JobError::NotFound(id)));
                 } else if self.core.run_now(id, now) {
                     self.manual.push((id, now, done));
@@ -942,17 +981,21 @@ impl Driver {
                 r
             }
             Err(e) => {
-                // Nothing was recorded: do not run what we could not record; the fires are
-                // lost for this round and the error is loud.
-                tracing::error!(error = %e, fires = fires.len(), "could not record fires");
+                // Not recorded, so not run. The core already moved past these fires; the
+                // store still holds the old next fire times. Stop taking fires until the store
+                // is writable again, then reload those times: the same fires come due again and
+                // the misfire rules decide, exactly as after a restart. `run now` callers get
+                // the error (their run will not happen later behind their back).
+                tracing::error!(error = %e, fires = fires.len(), "could not record fires: none of them ran; the scheduler resumes when the disk accepts writes again");
                 for f in &fires {
                     if f.kind.is_run() {
                         self.core.handle_finished(f.job);
                     }
                 }
                 for w in waiters.into_iter().flatten() {
-                    let _ = w.send(Err(JobError::NotRecorded(e.to_string())));
+                    let _ = w.send(Err(JobError::NotRecorded(e.same_kind())));
                 }
+                self.stop_recording();
                 return;
             }
         };
@@ -989,6 +1032,7 @@ impl Driver {
             if let Some(e) = self.table.write().unwrap().get_mut(&run.job_id) {
                 e.running = self.core.running(run.job_id);
             }
+            self.in_flight.insert(run.id);
             let executor = self.executor.clone();
             let finished = self.finished.clone();
             tokio::spawn(async move {
@@ -1003,6 +1047,7 @@ impl Driver {
             let mut stats = self.stats.lock().unwrap();
             let mut t = self.table.write().unwrap();
             for run in &batch {
+                self.in_flight.remove(&run.id);
                 self.core.handle_finished(run.job_id);
                 if let Some(e) = t.get_mut(&run.job_id) {
                     e.running = self.core.running(run.job_id);
@@ -1021,12 +1066,118 @@ impl Driver {
                 }
             }
         }
+        // Kept until written: an outcome is never dropped, only delayed.
+        self.unsaved.extend(batch);
+        if !self.is_recording() {
+            return;
+        }
+        if let Err(e) = self.save_unsaved().await {
+            tracing::error!(error = %e, "could not record finished runs; kept to retry when the disk accepts writes again");
+            self.stop_recording();
+        }
+    }
+
+    /// Writes the finished runs not yet on disk.
+    async fn save_unsaved(&mut self) -> Result<(), StoreError> {
+        if self.unsaved.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.unsaved);
         let store = self.store.clone();
-        let r = tokio::task::spawn_blocking(move || store.update_runs(&batch))
+        let (r, batch) = tokio::task::spawn_blocking(move || (store.update_runs(&batch), batch))
             .await
             .expect("store task does not panic");
-        if let Err(e) = r {
-            tracing::error!(error = %e, "could not record finished runs");
+        if r.is_err() {
+            self.unsaved = batch;
+        }
+        r
+    }
+
+    fn is_recording(&self) -> bool {
+        self.recording.load(Ordering::SeqCst)
+    }
+
+    fn stop_recording(&mut self) {
+        self.recording.store(false, Ordering::SeqCst);
+        self.next_recover = std::time::Instant::now() + RECOVER_EVERY;
+    }
+
+    /// Called every [`RECOVER_EVERY`] while fires cannot be recorded: makes the store writable
+    /// ([`Store::recover`]), writes the finished runs kept meanwhile, closes runs a failed
+    /// commit may have recorded after all (so none stays `running` forever), and reloads every
+    /// job's next fire time from disk into the core. Then firing resumes under the misfire
+    /// rules. On any failure it stays stopped and tries again later.
+    async fn resume_recording(&mut self) {
+        self.next_recover = std::time::Instant::now() + RECOVER_EVERY;
+        let store = self.store.clone();
+        let recovered = tokio::task::spawn_blocking(move || store.recover())
+            .await
+            .expect("store task does not panic");
+        if let Err(e) = recovered {
+            tracing::debug!(error = %e, "store still not writable");
+            return;
+        }
+        if let Err(e) = self.save_unsaved().await {
+            tracing::warn!(error = %e, "could not record finished runs yet");
+            return;
+        }
+        let store = self.store.clone();
+        let in_flight = self.in_flight.clone();
+        let now = Timestamp::now();
+        let reloaded = tokio::task::spawn_blocking(move || {
+            // A commit that failed late (its final sync) may have landed: such runs say
+            // `running` but never started.
+            // Damaged run rows were counted and logged at start; the loaders skip them.
+            let mut orphans: Vec<RunRecord> = store
+                .unfinished_runs()?
+                .rows
+                .into_iter()
+                .filter(|r| !in_flight.contains(&r.id))
+                .collect();
+            for r in &mut orphans {
+                r.status = RunStatus::Failed;
+                r.finished_at = Some(now);
+                r.error =
+                    Some("not started: a disk error hit while this run was being recorded".into());
+            }
+            if !orphans.is_empty() {
+                store.update_runs(&orphans)?;
+            }
+            store.jobs().map(|loaded| loaded.rows)
+        })
+        .await
+        .expect("store task does not panic");
+        let records = match reloaded {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not reload jobs after the disk recovered");
+                return;
+            }
+        };
+        self.reload(records, now);
+        self.recording.store(true, Ordering::SeqCst);
+        tracing::info!("scheduler recording fires again");
+    }
+
+    /// Puts the stored jobs (specs and next fire times) back into the core and the table.
+    fn reload(&mut self, records: Vec<JobRecord>, now: Timestamp) {
+        // Jobs are committed before the core hears of them and deleted from disk before they
+        // leave it, so the stored set is the core's set: only their state needs restoring.
+        let mut t = self.table.write().unwrap();
+        for rec in records {
+            let id = rec.id;
+            self.core
+                .upsert(id, Arc::new(rec.spec.clone()), rec.next_fire_at, now);
+            let mut rec = rec;
+            rec.next_fire_at = self.core.next_fire_at(id);
+            let running = self.core.running(id);
+            t.insert(
+                id,
+                JobEntry {
+                    record: rec,
+                    running,
+                },
+            );
         }
     }
 
@@ -1197,6 +1348,166 @@ mod tests {
         assert!(check_destination(&spec_to("https://162.159.135.232/x"), &default).is_ok());
         // A name is resolved, and judged, only when a run connects.
         assert!(check_destination(&spec_to("http://sink.test:18080/"), &default).is_ok());
+    }
+
+    /// A webhook receiver on loopback that counts the requests it answers.
+    async fn counting_sink() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::AtomicUsize;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        async {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::new()),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(conn), svc)
+                        .await;
+                });
+            }
+        });
+        (url, hits)
+    }
+
+    async fn until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + limit;
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs recorded as executed (running or finished after an attempt).
+    fn executed_runs(store: &Store) -> usize {
+        store
+            .runs_page(&RunFilter {
+                limit: 10_000,
+                ..RunFilter::default()
+            })
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.status,
+                    RunStatus::Running | RunStatus::Succeeded | RunStatus::Failed
+                )
+            })
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_fire_runs_unrecorded_and_firing_resumes_when_the_disk_recovers() {
+        let disk = crate::store::testing::Disk::default();
+        let store = Arc::new(disk.store());
+        let (url, hits) = counting_sink().await;
+        let (_stop_tx, stop) = watch::channel(false);
+        // The sink is on loopback, which the default webhook policy refuses.
+        let config = JobsConfig {
+            webhook_policy: NetPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]),
+            ..JobsConfig::default()
+        };
+        let (jobs, _task) = Jobs::start(store.clone(), config, stop).unwrap();
+        let body = json!({
+            "name": "tick",
+            "trigger": {"every": "1s"},
+            "action": {"webhook": {"url": url}},
+        });
+        let job = jobs.create(&body, &Actor::local_cli()).await.unwrap();
+        let hits_now = || hits.load(Ordering::SeqCst);
+        until("first fire", Duration::from_secs(5), || hits_now() >= 1).await;
+        assert!(jobs.recording());
+
+        // No space even for header rewrites: the next round's commit must fail.
+        disk.set_failing(true);
+        until("the scheduler notices", Duration::from_secs(5), || {
+            !jobs.recording()
+        })
+        .await;
+        let err = jobs
+            .run_now(job.record.id, &Actor::local_cli())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, JobError::NotRecorded(StoreError::DiskFull)),
+            "{err:?}"
+        );
+        // Runs already going finish; then nothing more is executed while nothing is recorded.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let frozen = hits_now();
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        assert_eq!(
+            hits_now(),
+            frozen,
+            "a fire ran although it could not be recorded"
+        );
+        assert!(!store.health().writable);
+
+        disk.set_failing(false);
+        until("recording again", Duration::from_secs(5), || {
+            jobs.recording()
+        })
+        .await;
+        assert!(store.health().writable);
+        until("firing again", Duration::from_secs(5), || {
+            hits_now() > frozen
+        })
+        .await;
+        // Let the last webhook's outcome be written, then compare: every execution has its
+        // record, and every record of an executed run was executed.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let executed = hits_now();
+        let recorded = executed_runs(&store);
+        assert!(
+            recorded == executed || recorded == executed + 1,
+            "{executed} webhooks called, {recorded} runs recorded as executed"
+        );
+        let running = store.unfinished_runs().unwrap().rows.len();
+        assert!(
+            running <= 1,
+            "only the current fire may still be running: {running}"
+        );
+        // The fire whose record failed was not lost: it came due again after recovery (one
+        // run for the whole outage: coalesce, within misfire_grace), late by the outage.
+        let runs = store
+            .runs_page(&RunFilter {
+                limit: 10_000,
+                ..RunFilter::default()
+            })
+            .unwrap();
+        let mut ticks: Vec<&RunRecord> = runs.iter().collect();
+        ticks.sort_by_key(|r| r.scheduled_at);
+        let late: Vec<usize> = (0..ticks.len())
+            .filter(|&i| {
+                ticks[i].started_at.is_some_and(|s| {
+                    ticks[i].scheduled_at.duration_until(s) >= jiff::SignedDuration::from_secs(3)
+                })
+            })
+            .collect();
+        assert_eq!(late.len(), 1, "{runs:#?}");
+        let i = late[0];
+        assert!(i > 0, "{runs:#?}");
+        assert_eq!(
+            ticks[i - 1]
+                .scheduled_at
+                .duration_until(ticks[i].scheduled_at),
+            jiff::SignedDuration::from_secs(1),
+            "the late run is the very tick after the last recorded one: {runs:#?}"
+        );
     }
 
     #[test]

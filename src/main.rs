@@ -239,7 +239,11 @@ fn fatal(message: impl ToString) -> Failure {
 impl From<ControlFailure> for Failure {
     fn from(f: ControlFailure) -> Self {
         Failure {
-            code: if f.kind == "internal" { 1 } else { 2 },
+            // 2 is for what the caller got wrong; a full disk or a failure is the server's.
+            code: match f.kind.as_str() {
+                "internal" | "insufficient_storage" | "unavailable" => 1,
+                _ => 2,
+            },
             message: f.message,
         }
     }
@@ -400,8 +404,9 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
             max_buffered_per_peer: args.max_buffered_per_peer,
             max_buffered_total: args.max_buffered_total,
         },
+        // The stack drops SYNs a little past the API's cap, before allocating anything.
+        limits: appliance::netstack::Limits::for_api_cap(args.max_connections_per_peer),
         first_run,
-        ..ServeOptions::default()
     };
     rt.block_on(server::serve(dir, opts, shutdown))
         .map_err(|e| match e {

@@ -28,6 +28,9 @@ use std::sync::atomic::AtomicUsize;
 pub const DEFAULT_LISTEN_PORT: u16 = 51820;
 /// How often per-peer statistics (last handshake, bytes, endpoint) are written to the store.
 pub const STATS_PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// While the store refuses writes (a full disk), how often it is probed so that the condition
+/// clears by itself once space is freed, even when nobody writes.
+pub const STORAGE_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// Default tunnel subnet; the server takes its first host address.
 pub const DEFAULT_SUBNET: &str = "10.88.88.0/24";
 
@@ -376,6 +379,19 @@ pub async fn serve(
             }
         }
     });
+    let probe_store = service.store.clone();
+    let probe_task = tokio::spawn(async move {
+        let mut every = tokio::time::interval(STORAGE_PROBE_INTERVAL);
+        loop {
+            every.tick().await;
+            if probe_store.health().writable {
+                continue;
+            }
+            let store = probe_store.clone();
+            // Logs "database writable again" itself when it succeeds.
+            let _ = tokio::task::spawn_blocking(move || store.recover()).await;
+        }
+    });
     tracing::info!(
         udp = %listen,
         tunnel = %server.interface,
@@ -390,6 +406,7 @@ pub async fn serve(
         _ = shutdown.changed() => None,
     };
     stats_task.abort();
+    probe_task.abort();
     control_task.abort();
     if let Err(e) = service.persist_stats().await {
         tracing::warn!(error = %e, "could not persist peer statistics");

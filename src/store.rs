@@ -17,16 +17,23 @@
 //! loaders: [`Store::peers`] and [`Store::jobs`] return what decodes plus a list of
 //! [`DamagedRow`]s, and [`Store::quarantine_damaged`] moves damaged rows, bytes intact, into the
 //! `quarantine` table.
+//!
+//! Every operation reaches redb through one access point ([`Store`]'s `reader`/`writer`). After
+//! a backend I/O error (a full disk) writes are refused with [`StoreError::DiskFull`] or
+//! [`StoreError::Unavailable`] while reads go on; [`Store::recover`] reopens the same file
+//! (never creating or initialising it) and clears the condition once a commit succeeds again.
 
 use std::cell::Cell;
 use std::io::Read as _;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use jiff::Timestamp;
 use peers::{Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::backends::FileBackend;
+use redb::{Database, ReadableTable, ReadableTableMetadata, StorageBackend, TableDefinition};
 
 use crate::sched::{JobId, JobSpec};
 use serde::{Deserialize, Serialize};
@@ -51,6 +58,55 @@ const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantin
 
 const KEY_SCHEMA: &str = "schema_version";
 const KEY_SERVER: &str = "server";
+/// Written by [`Store::recover`] to prove the disk accepts a commit again.
+const KEY_PROBE: &str = "probe";
+
+/// Opens redb on a fresh backend from `factory`; with `read_only`, over an [`Overlay`]. Only
+/// with `initialize` may empty storage become a new database: [`Store::open`] and every reopen
+/// refuse a file that is (or was meanwhile made) empty instead of writing a schema over it.
+fn open_db(
+    factory: &BackendFactory,
+    watch: &Arc<IoWatch>,
+    read_only: bool,
+    initialize: bool,
+) -> Result<Database, redb::DatabaseError> {
+    let mut inner = factory()?;
+    if !initialize && inner.len()? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the database file is empty",
+        )
+        .into());
+    }
+    if read_only {
+        inner = Box::new(Overlay::new(inner)?);
+    }
+    redb::Builder::new().create_with_backend(Watched {
+        inner,
+        watch: watch.clone(),
+    })
+}
+
+/// The backend factory for a database file: opens it read-write on every call, creating it
+/// (mode 0600) only with `create` — [`Store::create`]'s temporary file, never the real one.
+fn file_backend(path: PathBuf, create: bool) -> BackendFactory {
+    Box::new(move || {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(Box::new(FileBackend::new(f)?) as Box<dyn StorageBackend>)
+    })
+}
+
+/// When a degraded condition began (shown to the operator only).
+#[allow(clippy::disallowed_methods)] // storage edge: stamps the start of an I/O condition
+fn wall_clock() -> Timestamp {
+    Timestamp::now()
+}
 
 /// The server's identity and network settings, written once by `init`.
 #[derive(Clone, Debug)]
@@ -133,12 +189,30 @@ pub enum OpenError {
         #[source]
         source: Box<redb::Error>,
     },
+    /// The file opened but its schema could not be read or written (a full disk, a damaged
+    /// file).
+    #[error("cannot open the database {path}: {source}")]
+    Unusable {
+        path: String,
+        #[source]
+        source: StoreError,
+    },
 }
 
 /// Failure of a read or write on an open database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// redb reported an I/O or consistency problem.
+    /// The filesystem holding the database is full (ENOSPC) or over quota (EDQUOT). Nothing
+    /// of the failed operation was written; the store recovers by itself once space is freed.
+    #[error(
+        "the appliance's disk is full: nothing was saved; free space on the server and try again"
+    )]
+    DiskFull,
+    /// The database hit another I/O error, or is being reopened after one. Nothing of the
+    /// failed operation was written; the store reopens the file by itself.
+    #[error("the database is unavailable after a disk error ({reason}): nothing was saved; the appliance reopens it by itself, try again in a few seconds")]
+    Unavailable { reason: String },
+    /// redb reported a consistency problem.
     #[error("database error: {0}")]
     Redb(Box<redb::Error>),
     /// A stored row failed validation: the file was edited or is damaged.
@@ -146,24 +220,333 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
 }
 
+impl StoreError {
+    /// The same failure for another waiter: the class and the sentence are kept (redb's own
+    /// errors cannot be cloned, so those become `Unavailable` with their text).
+    pub fn same_kind(&self) -> StoreError {
+        match self {
+            StoreError::DiskFull => StoreError::DiskFull,
+            StoreError::Unavailable { reason } => StoreError::Unavailable {
+                reason: reason.clone(),
+            },
+            StoreError::Redb(e) => StoreError::Unavailable {
+                reason: e.to_string(),
+            },
+            StoreError::Corrupt { key, reason } => StoreError::Corrupt {
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+/// Whether an I/O error means "no space": ENOSPC or EDQUOT, however it is wrapped.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull
+        || {
+            let text = e.to_string();
+            text.contains("No space left on device") || text.contains("Disk quota exceeded")
+        }
+}
+
+impl From<redb::Error> for StoreError {
+    /// The one place redb errors are classified.
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull,
+            redb::Error::Io(io) => StoreError::Unavailable {
+                reason: io.to_string(),
+            },
+            redb::Error::PreviousIo => StoreError::Unavailable {
+                reason: "an earlier write failed".into(),
+            },
+            other => StoreError::Redb(Box::new(other)),
+        }
+    }
+}
+
 macro_rules! impl_from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Redb(Box::new(e.into())) }
+            fn from(e: $t) -> Self { StoreError::from(redb::Error::from(e)) }
         }
     )*};
 }
 impl_from_redb!(
-    redb::Error,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
     redb::CommitError
 );
 
+/// The first I/O error the storage backend returned since the database was (re)opened. redb
+/// refuses every further operation on that handle (`PreviousIo`) until it is reopened, so "an
+/// error is recorded here" and "the handle is poisoned" are the same thing.
+#[derive(Debug, Default)]
+struct IoWatch {
+    failed: std::sync::Mutex<Option<IoFailure>>,
+}
+
+#[derive(Debug, Clone)]
+struct IoFailure {
+    disk_full: bool,
+    message: String,
+}
+
+impl IoWatch {
+    fn record(&self, e: &std::io::Error) {
+        let mut failed = self.failed.lock().unwrap();
+        if failed.is_none() {
+            *failed = Some(IoFailure {
+                disk_full: is_disk_full(e),
+                message: e.to_string(),
+            });
+        }
+    }
+
+    fn get(&self) -> Option<IoFailure> {
+        self.failed.lock().unwrap().clone()
+    }
+
+    fn clear(&self) {
+        *self.failed.lock().unwrap() = None;
+    }
+}
+
+/// The backend every [`Store`] opens redb on: the real one (a file, or a test's) plus a note of
+/// the first error it returned.
+#[derive(Debug)]
+struct Watched {
+    inner: Box<dyn StorageBackend>,
+    watch: Arc<IoWatch>,
+}
+
+impl Watched {
+    fn note<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r {
+            self.watch.record(e);
+        }
+        r
+    }
+}
+
+impl StorageBackend for Watched {
+    fn len(&self) -> std::io::Result<u64> {
+        self.note(self.inner.len())
+    }
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.note(self.inner.read(offset, len))
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.note(self.inner.set_len(len))
+    }
+    fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+        self.note(self.inner.sync_data(eventual))
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.note(self.inner.write(offset, data))
+    }
+}
+
+/// Makes a fresh storage backend over the same bytes: the first open and every reopen.
+type BackendFactory =
+    Box<dyn Fn() -> Result<Box<dyn StorageBackend>, redb::DatabaseError> + Send + Sync>;
+
+/// Why writes are failing, and since when.
+#[derive(Debug, Clone)]
+struct Degraded {
+    disk_full: bool,
+    reason: String,
+    since: Timestamp,
+}
+
+/// Whether the store can write, for `/api/v1/health` (and later `status` and `/metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StorageHealth {
+    /// `false` from the first failed write until a write succeeds again.
+    pub writable: bool,
+    /// Why not (the I/O error), `None` while writable.
+    pub reason: Option<String>,
+    /// `true` when the reason is a full disk or an exceeded quota.
+    pub disk_full: bool,
+    /// When writes started failing, `None` while writable.
+    pub since: Option<Timestamp>,
+}
+
 /// The open appliance database.
+///
+/// All access goes through [`Store::reader`] and [`Store::writer`], which hand out the current
+/// redb handle under a lock. After a backend I/O error redb poisons its handle, so the store
+/// marks itself degraded and [`Store::recover`] drops the handle and reopens the same storage
+/// (under the write lock: redb's file lock is released on drop, and no transaction outlives
+/// the swap). A failed commit writes nothing, so what was committed before is all there is.
 pub struct Store {
-    db: Database,
+    slot: RwLock<Option<Handle>>,
+    factory: BackendFactory,
+    watch: Arc<IoWatch>,
+    degraded: std::sync::Mutex<Option<Degraded>>,
+    /// Value of the last probe write (see [`Store::recover`]).
+    probes: std::sync::atomic::AtomicU64,
+}
+
+/// The current database handle, held for the life of one operation.
+/// An open redb handle.
+struct Handle {
+    /// Always `Some` until dropped.
+    db: Option<Database>,
+    /// Opened over an [`Overlay`] because a real reopen failed: serves reads, never writes.
+    read_only: bool,
+}
+
+impl Handle {
+    fn new(db: Database, read_only: bool) -> Handle {
+        Handle {
+            db: Some(db),
+            read_only,
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let Some(db) = self.db.take() else { return };
+        if !self.read_only {
+            return;
+        }
+        // redb's Drop commits its allocator state. On a handle repaired in the overlay that
+        // commit can trip a debug assertion of redb's buddy allocator (debug builds only; in
+        // release it writes to the overlay and is thrown away). Nothing of it reaches the file.
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+        if dropped.is_err() {
+            tracing::debug!("redb panicked while closing a read-only handle; ignored");
+        }
+    }
+}
+
+/// The current database handle, held for the life of one operation.
+struct DbGuard<'a> {
+    store: &'a Store,
+    guard: RwLockReadGuard<'a, Option<Handle>>,
+}
+
+impl DbGuard<'_> {
+    fn read_only(&self) -> bool {
+        self.guard.as_ref().is_some_and(|h| h.read_only)
+    }
+}
+
+impl std::ops::Deref for DbGuard<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        self.guard
+            .as_ref()
+            .and_then(|h| h.db.as_ref())
+            .expect("a guard is only made over an open handle")
+    }
+}
+
+/// The same bytes, but every write, resize and sync stays in memory: what redb needs to open a
+/// file that must be repaired (after an I/O error) when the disk cannot take the repair. The
+/// file itself is never written through it, so it still needs (and gets) the real repair later.
+#[derive(Debug)]
+struct Overlay {
+    inner: Box<dyn StorageBackend>,
+    state: std::sync::Mutex<OverlayState>,
+}
+
+#[derive(Debug)]
+struct OverlayState {
+    len: u64,
+    /// File bytes at or beyond this offset read as zeros (the length was cut below it).
+    cut: u64,
+    blocks: std::collections::HashMap<u64, Vec<u8>>,
+}
+
+const OVERLAY_BLOCK: u64 = 4096;
+
+impl Overlay {
+    fn new(inner: Box<dyn StorageBackend>) -> std::io::Result<Overlay> {
+        let len = inner.len()?;
+        Ok(Overlay {
+            inner,
+            state: std::sync::Mutex::new(OverlayState {
+                len,
+                cut: len,
+                blocks: Default::default(),
+            }),
+        })
+    }
+
+    fn block(&self, st: &OverlayState, b: u64) -> std::io::Result<Vec<u8>> {
+        if let Some(bytes) = st.blocks.get(&b) {
+            return Ok(bytes.clone());
+        }
+        let mut buf = vec![0; OVERLAY_BLOCK as usize];
+        let start = b * OVERLAY_BLOCK;
+        if start < st.cut {
+            let n = (st.cut - start).min(OVERLAY_BLOCK) as usize;
+            buf[..n].copy_from_slice(&self.inner.read(start, n)?);
+        }
+        Ok(buf)
+    }
+}
+
+impl StorageBackend for Overlay {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.state.lock().unwrap().len)
+    }
+
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let st = self.state.lock().unwrap();
+        let end = offset + len as u64;
+        if end > st.len {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        let mut out = Vec::with_capacity(len);
+        for b in offset / OVERLAY_BLOCK..end.div_ceil(OVERLAY_BLOCK) {
+            let block = self.block(&st, b)?;
+            let from = offset.max(b * OVERLAY_BLOCK) - b * OVERLAY_BLOCK;
+            let to = end.min((b + 1) * OVERLAY_BLOCK) - b * OVERLAY_BLOCK;
+            out.extend_from_slice(&block[from as usize..to as usize]);
+        }
+        Ok(out)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        let mut st = self.state.lock().unwrap();
+        st.len = len;
+        st.cut = st.cut.min(len);
+        st.blocks.retain(|b, _| b * OVERLAY_BLOCK < len);
+        Ok(())
+    }
+
+    fn sync_data(&self, _eventual: bool) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let mut st = self.state.lock().unwrap();
+        let end = offset + data.len() as u64;
+        for b in offset / OVERLAY_BLOCK..end.div_ceil(OVERLAY_BLOCK) {
+            let mut block = self.block(&st, b)?;
+            let from = offset.max(b * OVERLAY_BLOCK);
+            let to = end.min((b + 1) * OVERLAY_BLOCK);
+            block[(from - b * OVERLAY_BLOCK) as usize..(to - b * OVERLAY_BLOCK) as usize]
+                .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
+            st.blocks.insert(b, block);
+        }
+        st.len = st.len.max(end);
+        Ok(())
+    }
+}
+
+impl Drop for DbGuard<'_> {
+    fn drop(&mut self) {
+        self.store.note_failure();
+    }
 }
 
 /// A stored row that failed to decode into its checked type.
@@ -361,7 +744,8 @@ fn decode_peer(key: &str, bytes: &[u8]) -> Result<PeerRecord, StoreError> {
 impl Store {
     /// Opens an existing database and checks its schema version. Never creates or initialises
     /// anything: a missing file is [`OpenError::Missing`]; an empty, foreign, truncated or
-    /// schema-less file is [`OpenError::Damaged`] and is not written to by this check.
+    /// schema-less file is [`OpenError::Damaged`] and is not written to by this check. The
+    /// store then reopens the same file by itself after an I/O error (see [`Store::recover`]).
     pub fn open(path: &Path) -> Result<Store, OpenError> {
         let p = path.display().to_string();
         let meta = match std::fs::metadata(path) {
@@ -403,7 +787,9 @@ impl Store {
                 })
             }
         }
-        let db = match quietly(|| Database::open(path)) {
+        let factory = file_backend(path.to_path_buf(), false);
+        let watch = Arc::new(IoWatch::default());
+        let db = match quietly(|| open_db(&factory, &watch, false, false)) {
             Ok(Ok(db)) => db,
             Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
                 return Err(OpenError::Locked { path: p })
@@ -419,7 +805,7 @@ impl Store {
             Ok(Err(e)) => return Err(damaged(e.to_string())),
             Err(panic) => return Err(damaged(format!("redb could not read it: {panic}"))),
         };
-        let store = Store { db };
+        let store = Store::with_handle(db, factory, watch);
         match quietly(|| store.schema_version()) {
             Ok(Ok(Some(v))) if v > SCHEMA_VERSION => {
                 Err(OpenError::SchemaTooNew { path: p, found: v })
@@ -450,15 +836,11 @@ impl Store {
 
     /// Creates a new database at `path` with the schema and (for the appliance; `None` only in
     /// tests and benchmarks) the server record, then opens it. The file is built under a
-    /// temporary name in the same directory (mode 0600) and hard-linked into place, which
-    /// fails if anything exists at `path`: an existing file — even an empty one — is never
-    /// initialised over ([`OpenError::Exists`]).
+    /// temporary name in the same directory (created with mode 0600) and hard-linked into
+    /// place, which fails if anything exists at `path`: an existing file — even an empty one —
+    /// is never initialised over ([`OpenError::Exists`]).
     pub fn create(path: &Path, server: Option<&ServerRecord>) -> Result<Store, OpenError> {
         let p = path.display().to_string();
-        let storage = |e: redb::Error| OpenError::Storage {
-            path: p.clone(),
-            source: Box::new(e),
-        };
         if std::fs::symlink_metadata(path).is_ok() {
             return Err(OpenError::Exists { path: p });
         }
@@ -468,24 +850,20 @@ impl Store {
             .unwrap_or_else(|| "appliance.redb".into());
         let tmp = path.with_file_name(format!(".{name}.{}.new", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        let built = (|| -> Result<(), StoreError> {
-            let store = Store {
-                db: Database::create(&tmp).map_err(|e| StoreError::Redb(Box::new(e.into())))?,
-            };
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| StoreError::Redb(Box::new(e.into())))?;
-            store.init_schema()?;
-            if let Some(server) = server {
-                store.init_server(server)?;
+        // The temporary store is dropped (releasing redb's lock on it) before the link.
+        let built = Store::open_on(p.clone(), file_backend(tmp.clone(), true)).and_then(|store| {
+            match server {
+                Some(server) => store.init_server(server).map(drop),
+                None => Ok(()),
             }
-            Ok(())
-        })();
+            .map_err(|source| OpenError::Unusable {
+                path: p.clone(),
+                source,
+            })
+        });
         if let Err(e) = built {
             let _ = std::fs::remove_file(&tmp);
-            return Err(storage(match e {
-                StoreError::Redb(e) => *e,
-                other => redb::Error::Corrupted(other.to_string()),
-            }));
+            return Err(e);
         }
         let linked = std::fs::hard_link(&tmp, path);
         let _ = std::fs::remove_file(&tmp);
@@ -494,7 +872,12 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(OpenError::Exists { path: p })
             }
-            Err(e) => return Err(storage(e.into())),
+            Err(e) => {
+                return Err(OpenError::Storage {
+                    path: p,
+                    source: Box::new(e.into()),
+                })
+            }
         }
         if let Some(parent) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // Make the new directory entry durable.
@@ -503,8 +886,237 @@ impl Store {
         Store::open(path)
     }
 
+    /// Opens a database on storage the caller provides, initialising it if it is empty: `make`
+    /// is called for the first open and again for every reopen after an I/O error, and must
+    /// return a fresh backend over the same bytes. For tests (a backend that can pretend the
+    /// disk is full).
+    #[doc(hidden)]
+    pub fn open_with_backend(
+        make: impl Fn() -> Result<Box<dyn StorageBackend>, redb::DatabaseError> + Send + Sync + 'static,
+    ) -> Result<Store, OpenError> {
+        Store::open_on("(test backend)".into(), Box::new(make))
+    }
+
+    /// Opens new or existing storage from `factory` and writes the schema if it has none: the
+    /// path of [`Store::create`]'s temporary file and of test backends, never of
+    /// [`Store::open`].
+    fn open_on(p: String, factory: BackendFactory) -> Result<Store, OpenError> {
+        let watch = Arc::new(IoWatch::default());
+        let db = match open_db(&factory, &watch, false, true) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(OpenError::Locked { path: p })
+            }
+            Err(e) => {
+                return Err(OpenError::Storage {
+                    path: p,
+                    source: Box::new(e.into()),
+                })
+            }
+        };
+        let store = Store::with_handle(db, factory, watch);
+        let unusable = |source: StoreError| OpenError::Unusable {
+            path: p.clone(),
+            source,
+        };
+        match store.schema_version().map_err(unusable)? {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(OpenError::SchemaTooNew { path: p, found: v })
+            }
+            Some(_) => {}
+            None => store.init_schema().map_err(unusable)?,
+        }
+        Ok(store)
+    }
+
+    /// A store over a freshly opened handle.
+    fn with_handle(db: Database, factory: BackendFactory, watch: Arc<IoWatch>) -> Store {
+        Store {
+            slot: RwLock::new(Some(Handle::new(db, false))),
+            factory,
+            watch,
+            degraded: std::sync::Mutex::new(None),
+            probes: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The database for a read. If the handle was poisoned by an I/O error, it is reopened
+    /// first — read-only over an [`Overlay`] when the disk cannot take the reopen — so reads
+    /// keep working while writes cannot.
+    fn reader(&self) -> Result<DbGuard<'_>, StoreError> {
+        if self.watch.get().is_some() || self.slot.read().unwrap().is_none() {
+            // On failure it leaves a read-only handle whenever the file can be read.
+            let _ = self.reopen();
+        }
+        self.guard().map_err(|_| StoreError::Unavailable {
+            reason: self
+                .health()
+                .reason
+                .unwrap_or_else(|| "the database could not be reopened".into()),
+        })
+    }
+
+    /// The database for a write. While degraded, [`Store::recover`] runs first, so a write
+    /// either finds the store writable again or is refused with the reason.
+    fn writer(&self) -> Result<DbGuard<'_>, StoreError> {
+        if self.degraded.lock().unwrap().is_some() {
+            self.recover()?;
+        }
+        let db = self.guard()?;
+        if db.read_only() {
+            drop(db);
+            return Err(self.refusal());
+        }
+        Ok(db)
+    }
+
+    fn guard(&self) -> Result<DbGuard<'_>, StoreError> {
+        let guard = self.slot.read().unwrap();
+        if guard.is_none() {
+            return Err(self.refusal());
+        }
+        Ok(DbGuard { store: self, guard })
+    }
+
+    /// After every operation: if the backend failed, writes are degraded until a recovery.
+    fn note_failure(&self) {
+        let Some(failure) = self.watch.get() else {
+            return;
+        };
+        let mut degraded = self.degraded.lock().unwrap();
+        match degraded.as_mut() {
+            Some(d) => {
+                d.disk_full = failure.disk_full;
+                d.reason = failure.message;
+            }
+            None => {
+                tracing::error!(error = %failure.message, "database write failed: writes are refused until the disk accepts them again");
+                *degraded = Some(Degraded {
+                    disk_full: failure.disk_full,
+                    reason: failure.message,
+                    since: wall_clock(),
+                });
+            }
+        }
+    }
+
+    /// The error a refused operation reports while degraded.
+    pub fn refusal(&self) -> StoreError {
+        match self.degraded.lock().unwrap().as_ref() {
+            Some(d) if d.disk_full => StoreError::DiskFull,
+            Some(d) => StoreError::Unavailable {
+                reason: d.reason.clone(),
+            },
+            None => StoreError::Unavailable {
+                reason: "the database is being reopened".into(),
+            },
+        }
+    }
+
+    /// Drops the current handle (poisoned or not) and opens the same storage again.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.slot.write().unwrap();
+        if slot.as_ref().is_some_and(|h| !h.read_only) && self.watch.get().is_none() {
+            return Ok(()); // someone else reopened it meanwhile
+        }
+        // redb's exclusive lock on the file goes with the old handle: drop it first.
+        drop(slot.take());
+        self.watch.clear();
+        match open_db(&self.factory, &self.watch, false, false) {
+            Ok(db) => {
+                *slot = Some(Handle::new(db, false));
+                tracing::info!("database reopened after an I/O error");
+                Ok(())
+            }
+            Err(e) => {
+                // Opening repairs and writes the header: on a full disk that fails too.
+                if let redb::DatabaseError::Storage(redb::StorageError::Io(io)) = &e {
+                    self.watch.record(io);
+                }
+                self.note_failure();
+                tracing::warn!(error = %e, "could not reopen the database for writing; serving reads only");
+                self.watch.clear();
+                match open_db(&self.factory, &self.watch, true, false) {
+                    Ok(db) => *slot = Some(Handle::new(db, true)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not reopen the database even for reads")
+                    }
+                }
+                Err(match redb::Error::from(e) {
+                    redb::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull,
+                    other => StoreError::Unavailable {
+                        reason: other.to_string(),
+                    },
+                })
+            }
+        }
+    }
+
+    /// Tries to make the store writable again: reopens the database if an I/O error poisoned
+    /// it, then commits a tiny probe (`meta`/`probe`). On success the degraded condition is
+    /// cleared; otherwise the error says why writes still fail. Cheap when nothing is wrong:
+    /// the periodic probe and every write while degraded call it.
+    pub fn recover(&self) -> Result<(), StoreError> {
+        if self.degraded.lock().unwrap().is_none() && self.watch.get().is_none() {
+            return Ok(());
+        }
+        if self.watch.get().is_some()
+            || self
+                .slot
+                .read()
+                .unwrap()
+                .as_ref()
+                .is_none_or(|h| h.read_only)
+        {
+            self.reopen()?;
+        }
+        {
+            let db = self.guard()?;
+            let n = self
+                .probes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let probe = || -> Result<(), StoreError> {
+                let txn = db.begin_write()?;
+                txn.open_table(META)?
+                    .insert(KEY_PROBE, n.to_be_bytes().as_slice())?;
+                txn.commit()?;
+                Ok(())
+            };
+            if let Err(e) = probe() {
+                drop(db);
+                return Err(match e {
+                    StoreError::Redb(_) | StoreError::Corrupt { .. } => e,
+                    _ => self.refusal(),
+                });
+            }
+        }
+        if let Some(d) = self.degraded.lock().unwrap().take() {
+            tracing::info!(since = %d.since, "database writable again");
+        }
+        Ok(())
+    }
+
+    /// Whether writes currently succeed, and if not why and since when.
+    pub fn health(&self) -> StorageHealth {
+        match self.degraded.lock().unwrap().as_ref() {
+            None => StorageHealth {
+                writable: true,
+                reason: None,
+                disk_full: false,
+                since: None,
+            },
+            Some(d) => StorageHealth {
+                writable: false,
+                reason: Some(d.reason.clone()),
+                disk_full: d.disk_full,
+                since: Some(d.since),
+            },
+        }
+    }
+
     fn schema_version(&self) -> Result<Option<u32>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = match txn.open_table(META) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -519,7 +1131,8 @@ impl Store {
     }
 
     fn init_schema(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
             meta.insert(
@@ -540,7 +1153,8 @@ impl Store {
 
     /// The server record, if `init` has run.
     pub fn server(&self) -> Result<Option<ServerRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         let Some(v) = meta.get(KEY_SERVER)? else {
             return Ok(None);
@@ -553,7 +1167,8 @@ impl Store {
     /// Writes the server record unless one exists; returns `false` (and writes nothing) if
     /// the server was already initialised — its key is never replaced.
     pub fn init_server(&self, record: &ServerRecord) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
             if meta.get(KEY_SERVER)?.is_some() {
@@ -569,7 +1184,8 @@ impl Store {
     /// Every stored peer that decodes, ordered by name, and the rows that do not (each logged
     /// at WARN). A damaged peer — including one whose stored key is low-order — is not routed.
     pub fn peers(&self) -> Result<Loaded<PeerRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(PEERS)?;
         let mut out = Loaded::default();
         for row in table.iter()? {
@@ -589,7 +1205,8 @@ impl Store {
     where
         E: From<StoreError>,
     {
-        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let db = self.writer()?;
+        let txn = db.begin_write().map_err(StoreError::from)?;
         let out = {
             let mut table = txn.open_table(PEERS).map_err(StoreError::from)?;
             let mut current = Vec::new();
@@ -639,7 +1256,8 @@ impl Store {
 
     /// Stored statistics for every peer that has any.
     pub fn peer_stats(&self) -> Result<Vec<(String, PeerStats)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(PEER_STATS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -652,7 +1270,8 @@ impl Store {
 
     /// Persists statistics for the named peers (ignoring names no longer stored).
     pub fn save_peer_stats(&self, stats: &[(String, PeerStats)]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         {
             let peers = txn.open_table(PEERS)?;
             let mut table = txn.open_table(PEER_STATS)?;
@@ -740,7 +1359,8 @@ pub(crate) fn append_audit(
 impl Store {
     /// Appends one audit entry in its own transaction.
     pub fn audit(&self, entry: AuditEntry) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         let seq = append_audit(&txn, entry)?;
         txn.commit()?;
         Ok(seq)
@@ -752,7 +1372,8 @@ impl Store {
     /// Damaged entries count by their size and are pruned like the rest (they are old history,
     /// not live state). A full scan; it runs once an hour.
     pub fn prune_audit(&self, cutoff_ms: u64, max_bytes: u64) -> Result<usize, StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         let mut n = 0;
         {
             let mut table = txn.open_table(AUDIT)?;
@@ -791,7 +1412,8 @@ impl Store {
         since_ms: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = match txn.open_table(AUDIT) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
@@ -997,7 +1619,8 @@ pub struct RunFilter {
 impl Store {
     /// Every stored job that decodes, and the rows that do not (each logged at WARN).
     pub fn jobs(&self) -> Result<Loaded<JobRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(JOBS)?;
         let mut out = Loaded::default();
         for row in table.iter()? {
@@ -1013,7 +1636,8 @@ impl Store {
     }
 
     pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(JOBS)?;
         let row = table.get(id.as_u64())?;
         row.map(|v| decode_job(id.as_u64(), v.value())).transpose()
@@ -1026,7 +1650,8 @@ impl Store {
         rec: &JobRecord,
         audit: Option<AuditEntry>,
     ) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(JOBS)?;
             if table.get(rec.id.as_u64())?.is_some() {
@@ -1049,7 +1674,8 @@ impl Store {
         id: JobId,
         change: impl FnOnce(&JobRecord) -> Result<(Option<JobRecord>, Option<AuditEntry>), E>,
     ) -> Result<Option<JobRecord>, E> {
-        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let db = self.writer()?;
+        let txn = db.begin_write().map_err(StoreError::from)?;
         let out = {
             let mut table = txn.open_table(JOBS).map_err(StoreError::from)?;
             let current = match table.get(id.as_u64()).map_err(StoreError::from)? {
@@ -1095,7 +1721,8 @@ impl Store {
         next_fires: &[(JobId, Option<Timestamp>)],
         tasks: &mut [(usize, crate::queue::Task)],
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(RUNS)?;
             let mut index = txn.open_table(JOB_RUNS)?;
@@ -1128,7 +1755,8 @@ impl Store {
 
     /// Rewrites finished (or progressing) runs.
     pub fn update_runs(&self, runs: &[RunRecord]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(RUNS)?;
             for run in runs {
@@ -1141,7 +1769,8 @@ impl Store {
 
     /// Runs newest first, filtered.
     pub fn runs_page(&self, f: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(RUNS)?;
         let mut out = Vec::new();
         let before = f.before.unwrap_or(u64::MAX);
@@ -1188,7 +1817,8 @@ impl Store {
     /// Runs still marked running (left over from a crash), and the run rows that do not
     /// decode (each logged at WARN).
     pub fn unfinished_runs(&self) -> Result<Loaded<RunRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(RUNS)?;
         let mut out = Loaded::default();
         for row in table.iter()? {
@@ -1207,7 +1837,8 @@ impl Store {
 
     /// Deletes runs scheduled before `cutoff` that are no longer running; returns how many.
     pub fn prune_runs(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         let mut n = 0;
         {
             let mut table = txn.open_table(RUNS)?;
@@ -1357,7 +1988,8 @@ impl Store {
     /// Every row of `peers`, `peer_stats`, `jobs`, `runs` and `audit` that fails to decode. A
     /// full scan: for `appliance doctor`, not for hot paths.
     pub fn damaged_rows(&self) -> Result<Vec<DamagedRow>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let mut found = Vec::new();
         for (name, def, check) in STR_TABLES {
             match txn.open_table(def) {
@@ -1378,7 +2010,8 @@ impl Store {
 
     /// How many rows the quarantine table holds.
     pub fn quarantined_count(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         match txn.open_table(QUARANTINE) {
             Ok(t) => Ok(t.len()?),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
@@ -1393,7 +2026,8 @@ impl Store {
         actor: &Actor,
         at_ms: u64,
     ) -> Result<Vec<DamagedRow>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         let mut found = Vec::new();
         {
             for (name, def, check) in STR_TABLES {
@@ -1463,7 +2097,8 @@ impl Store {
 
     /// The raw bytes kept in quarantine, by quarantine key (for inspection and tests).
     pub fn quarantined(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = match txn.open_table(QUARANTINE) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
@@ -1486,7 +2121,8 @@ impl Store {
         key: &str,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         match table {
             "peers" => {
                 txn.open_table(PEERS)?.insert(key, bytes)?;
@@ -1711,6 +2347,164 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    fn job_record(id: u64, name: &str) -> JobRecord {
+        let spec = JobSpec::from_json(
+            &serde_json::json!({
+                "name": name,
+                "trigger": {"every": "1m", "start": "2026-01-01T00:00:00Z"},
+                "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
+            }),
+            None,
+        )
+        .unwrap();
+        JobRecord {
+            id: JobId::from_u64(id),
+            spec,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            created_by: "t".into(),
+            next_fire_at: Some(ts("2026-01-01T00:01:00Z")),
+            paused_at_ms: None,
+        }
+    }
+
+    /// A write big enough to need blocks the disk has never allocated.
+    fn big_audit(tag: &str) -> AuditEntry {
+        AuditEntry {
+            seq: 0,
+            at_ms: 0,
+            actor: Actor::local_cli(),
+            action: tag.into(),
+            target: None,
+            summary: serde_json::json!({"pad": "x".repeat(256 * 1024)}),
+        }
+    }
+
+    #[test]
+    fn a_full_disk_refuses_writes_keeps_reads_and_recovers_without_a_new_store() {
+        let disk = testing::Disk::default();
+        let store = disk.store();
+        assert!(store.insert_job(&job_record(1, "before"), None).unwrap());
+        let acknowledged = store.audit(big_audit("before")).unwrap();
+        assert!(store.health().writable);
+
+        disk.set_full(true);
+        let err = store.audit(big_audit("during")).unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the appliance's disk is full: nothing was saved; free space on the server and try again"
+        );
+        let health = store.health();
+        assert!(!health.writable && health.disk_full, "{health:?}");
+        assert!(health.since.is_some() && health.reason.is_some());
+        // Writes stay refused with the same reason while the disk is full, whatever their size.
+        let err = store
+            .insert_job(&job_record(2, "during"), None)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+        // Reads keep working on the reopened handle.
+        assert_eq!(store.jobs().unwrap().rows.len(), 1);
+        let audit = store.audit_page(None, None, 10).unwrap();
+        assert_eq!(
+            audit.iter().map(|a| a.seq).collect::<Vec<_>>(),
+            vec![acknowledged]
+        );
+        assert!(
+            !store.health().writable,
+            "a read does not clear the condition"
+        );
+
+        disk.set_full(false);
+        // The same Store writes again: the first write recovers it.
+        assert!(store.insert_job(&job_record(3, "after"), None).unwrap());
+        assert!(store.health().writable, "{:?}", store.health());
+        let seq = store.audit(big_audit("after")).unwrap();
+        assert_eq!(seq, acknowledged + 1, "nothing refused was half-written");
+        let mut names: Vec<String> = store
+            .jobs()
+            .unwrap()
+            .rows
+            .into_iter()
+            .map(|j| j.spec.name)
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec!["after", "before"],
+            "acknowledged records survive, refused ones never appear"
+        );
+        drop(store);
+        // And all of it is on the disk: a fresh open sees the same.
+        let again = disk.store();
+        assert_eq!(again.jobs().unwrap().rows.len(), 2);
+        assert_eq!(again.audit_page(None, None, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_reopen_never_initialises_over_a_file_emptied_meanwhile() {
+        let disk = testing::Disk::default();
+        let store = disk.store();
+        store.insert_job(&job_record(1, "a"), None).unwrap();
+        disk.set_failing(true);
+        assert!(store.insert_job(&job_record(2, "b"), None).is_err());
+        disk.wipe();
+        disk.set_failing(false);
+        let err = store.recover().unwrap_err();
+        assert!(
+            err.to_string().contains("the database file is empty"),
+            "{err}"
+        );
+        assert!(!store.health().writable);
+        assert!(matches!(
+            store.insert_job(&job_record(3, "c"), None),
+            Err(StoreError::Unavailable { .. })
+        ));
+        assert!(matches!(store.jobs(), Err(StoreError::Unavailable { .. })));
+        assert_eq!(disk.len(), 0, "a new database was written over it");
+    }
+
+    #[test]
+    fn recover_clears_the_condition_only_once_a_commit_succeeds() {
+        let disk = testing::Disk::default();
+        let store = disk.store();
+        store.insert_job(&job_record(1, "a"), None).unwrap();
+        disk.set_failing(true);
+        let err = store.insert_job(&job_record(2, "b"), None).unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+        assert!(matches!(store.recover(), Err(StoreError::DiskFull)));
+        assert!(!store.health().writable);
+        // The disk cannot even take redb's repair on reopen: reads go on over the overlay.
+        assert_eq!(store.jobs().unwrap().rows.len(), 1);
+        assert!(matches!(
+            store.insert_job(&job_record(3, "c"), None),
+            Err(StoreError::DiskFull)
+        ));
+        assert_eq!(
+            store.job(JobId::from_u64(1)).unwrap().unwrap().spec.name,
+            "a"
+        );
+        disk.set_failing(false);
+        store.recover().unwrap();
+        assert!(store.health().writable);
+        assert_eq!(store.jobs().unwrap().rows.len(), 1);
+        assert!(store.insert_job(&job_record(2, "b"), None).unwrap());
+    }
+
+    #[test]
+    fn io_errors_are_classified() {
+        assert!(is_disk_full(&std::io::Error::from_raw_os_error(28)));
+        assert!(is_disk_full(&std::io::Error::from_raw_os_error(122)));
+        assert!(is_disk_full(&std::io::Error::other(
+            "write: No space left on device (os error 28)"
+        )));
+        assert!(!is_disk_full(&std::io::Error::from_raw_os_error(5)));
+        let e = StoreError::from(redb::StorageError::Io(std::io::Error::from_raw_os_error(5)));
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+        let e = StoreError::from(redb::StorageError::PreviousIo);
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+    }
+
     #[test]
     fn a_second_open_of_the_same_file_is_refused_as_locked() {
         let (store, dir) = temp_store("lock");
@@ -1890,5 +2684,113 @@ mod tests {
         assert!(audit.iter().all(|e| e.action == "store.quarantine"));
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Storage for tests that can run out of space.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::HashSet;
+    use std::io;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use redb::StorageBackend;
+
+    use super::Store;
+
+    const BLOCK: u64 = 4096;
+    const ENOSPC: i32 = 28;
+
+    /// A sparse file in memory on a filesystem that can fill up. Like ext4 or tmpfs: growing
+    /// the length allocates nothing; writing a block never written before needs a free block,
+    /// which fails with ENOSPC while [`Disk::set_full`] is on; rewriting a block already
+    /// allocated always works. [`Disk::set_failing`] makes every write, resize and sync fail
+    /// (a disk with no space even for redb's header rewrites). Clones share the bytes, so a
+    /// reopened store sees what was committed before.
+    #[derive(Debug, Clone, Default)]
+    pub struct Disk {
+        state: Arc<Mutex<(Vec<u8>, HashSet<u64>)>>,
+        full: Arc<AtomicBool>,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl Disk {
+        pub fn set_full(&self, on: bool) {
+            self.full.store(on, Ordering::SeqCst);
+        }
+
+        pub fn set_failing(&self, on: bool) {
+            self.failing.store(on, Ordering::SeqCst);
+        }
+
+        /// Cuts the bytes to nothing, as if the file had been emptied under the store.
+        pub fn wipe(&self) {
+            let mut s = self.state.lock().unwrap();
+            s.0.clear();
+            s.1.clear();
+        }
+
+        pub fn len(&self) -> usize {
+            self.state.lock().unwrap().0.len()
+        }
+
+        /// A store on this disk; each reopen gets a fresh backend over the same bytes.
+        pub fn store(&self) -> Store {
+            let disk = self.clone();
+            Store::open_with_backend(move || Ok(Box::new(disk.clone()) as Box<dyn StorageBackend>))
+                .expect("the test disk opens")
+        }
+
+        fn refuse(&self) -> io::Result<()> {
+            if self.failing.load(Ordering::SeqCst) {
+                Err(io::Error::from_raw_os_error(ENOSPC))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl StorageBackend for Disk {
+        fn len(&self) -> io::Result<u64> {
+            Ok(self.state.lock().unwrap().0.len() as u64)
+        }
+
+        fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+            let s = self.state.lock().unwrap();
+            let (a, b) = (offset as usize, offset as usize + len);
+            if b > s.0.len() {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            Ok(s.0[a..b].to_vec())
+        }
+
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.refuse()?;
+            let mut s = self.state.lock().unwrap();
+            s.0.resize(len as usize, 0);
+            s.1.retain(|b| b * BLOCK < len);
+            Ok(())
+        }
+
+        fn sync_data(&self, _eventual: bool) -> io::Result<()> {
+            self.refuse()
+        }
+
+        fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.refuse()?;
+            let mut s = self.state.lock().unwrap();
+            let end = offset + data.len() as u64;
+            let blocks = offset / BLOCK..end.div_ceil(BLOCK);
+            if self.full.load(Ordering::SeqCst) && blocks.clone().any(|b| !s.1.contains(&b)) {
+                return Err(io::Error::from_raw_os_error(ENOSPC));
+            }
+            if end as usize > s.0.len() {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            s.0[offset as usize..end as usize].copy_from_slice(data);
+            s.1.extend(blocks);
+            Ok(())
+        }
     }
 }

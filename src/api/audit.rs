@@ -47,7 +47,7 @@ pub(super) async fn list(ctx: &Ctx<'_>) -> ApiResult {
         tokio::task::spawn_blocking(move || store.audit_page(cursor, since, limit + 1))
             .await
             .expect("store task does not panic")
-            .map_err(ApiError::internal)?;
+            .map_err(|e| ApiError::store(&e))?;
     let more = entries.len() > limit;
     entries.truncate(limit);
     let next = more

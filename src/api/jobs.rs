@@ -37,9 +37,13 @@ fn job_error(e: JobError) -> ApiError {
         JobError::NameTaken { .. } => {
             ApiError::new(StatusCode::CONFLICT, "name_taken", e.to_string()).field("name")
         }
-        JobError::Store(_) | JobError::NotRecorded(_) | JobError::ShuttingDown => {
-            ApiError::internal(e)
+        JobError::Store(s) => ApiError::store(&s),
+        JobError::NotRecorded(ref s) => {
+            let mut err = ApiError::store(s);
+            err.message = e.to_string();
+            err
         }
+        JobError::ShuttingDown => ApiError::internal(e),
     }
 }
 

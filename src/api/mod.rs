@@ -58,7 +58,7 @@ use serde_json::{json, Value};
 
 use crate::netstack::stream::Connection;
 use crate::service::Service;
-use crate::store::Actor;
+use crate::store::{Actor, StoreError};
 
 /// Tunables of the HTTP side (all configurable on `serve`).
 #[derive(Debug, Clone)]
@@ -69,7 +69,9 @@ pub struct ApiConfig {
     pub max_body: usize,
     /// How long a client may take to send a request's headers (slowloris guard).
     pub header_read_timeout: Duration,
-    /// Concurrent HTTP connections one peer may hold; more get a 429 and are closed.
+    /// Concurrent HTTP connections one peer may hold; the next few get a 429 and are closed,
+    /// and the netstack drops SYNs beyond those before allocating anything
+    /// (`netstack::Limits::for_api_cap`).
     pub max_connections_per_peer: usize,
     /// Largest request head (request line and headers), in bytes; larger gets a 431. hyper's
     /// read buffer is capped at this, so it is also the memory a connection holds for a head.
@@ -252,6 +254,24 @@ impl ApiError {
             "internal",
             format!("internal error: {message}"),
         )
+    }
+
+    /// A storage failure: 507 while the disk is full, 503 while the database is unavailable
+    /// (both: nothing was saved, the store recovers by itself), 500 for anything else.
+    pub fn store(e: &StoreError) -> ApiError {
+        match e {
+            StoreError::DiskFull => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                e.to_string(),
+            ),
+            StoreError::Unavailable { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+            StoreError::Redb(_) | StoreError::Corrupt { .. } => ApiError::internal(e),
+        }
     }
 
     pub fn into_response(self) -> Resp {
@@ -936,13 +956,32 @@ fn handler_may_call(segs: &[&str]) -> bool {
 }
 
 fn health(ctx: &Ctx<'_>) -> ApiResult {
-    let service = ctx.service;
+    ok(health_json(ctx.service))
+}
+
+/// The body of `GET /api/v1/health`. `status` is `degraded` (not `ok`) while the store refuses
+/// writes or the scheduler cannot record its fires; `storage` and `scheduler` say why.
+pub fn health_json(service: &Service) -> Value {
     let m = &service.metrics;
     let g = &service.guards;
     let peers = service.directory.read().unwrap().len();
     let damaged = service.damaged_rows.load(Ordering::Relaxed);
-    ok(json!({
-        "status": if damaged > 0 { "degraded" } else { "ok" },
+    let storage = service.store.health();
+    let recording = service.jobs.get().is_none_or(|j| j.recording());
+    let status = if storage.writable && recording && damaged == 0 {
+        "ok"
+    } else {
+        "degraded"
+    };
+    json!({
+        "status": status,
+        "storage": {
+            "writable": storage.writable,
+            "disk_full": storage.disk_full,
+            "reason": storage.reason,
+            "since": storage.since.map(|t| t.to_string()),
+        },
+        "scheduler": {"recording": recording},
         "version": env!("CARGO_PKG_VERSION"),
         "peers": peers,
         "damaged_rows": damaged,
@@ -961,7 +1000,7 @@ fn health(ctx: &Ctx<'_>) -> ApiResult {
             "rate_limited": g.rate_limited.load(Ordering::Relaxed),
             "denied_attempts": g.denied_attempts.load(Ordering::Relaxed),
         }
-    }))
+    })
 }
 
 /// The OpenAPI 3.1 description of this API.
@@ -1072,6 +1111,111 @@ mod tests {
         drop(s1);
         let _s3 = counts.acquire(a, 2).expect("a released slot is reusable");
         drop(s2);
+    }
+
+    /// A running service (scheduler included, no network driver) on a test disk.
+    #[allow(clippy::disallowed_methods)] // a driver-side value: the service's start time
+    fn service_on(disk: &crate::store::testing::Disk) -> Arc<Service> {
+        let store = Arc::new(disk.store());
+        let server = crate::store::ServerRecord {
+            private_key: ::peers::PrivateKey::generate(&mut rand_core::OsRng),
+            listen_port: 51820,
+            interface: ::peers::Ipv4Net::parse("10.88.88.1/24").unwrap(),
+            endpoint: ::peers::Endpoint::parse("vpn.example", 51820).unwrap(),
+            created_at: 0,
+        };
+        let (commands, _) = tokio::sync::mpsc::channel(1);
+        let service = Arc::new(Service {
+            store: store.clone(),
+            server,
+            commands,
+            directory: Default::default(),
+            metrics: Default::default(),
+            stats: Default::default(),
+            started: std::time::Instant::now(),
+            api: ApiConfig::default(),
+            connections: Default::default(),
+            jobs: Default::default(),
+            damaged_rows: Default::default(),
+            guards: Guards::new(&ApiConfig::default()),
+        });
+        let (_, stop) = tokio::sync::watch::channel(false);
+        let (jobs, _) = crate::jobs::Jobs::start(store, Default::default(), stop).unwrap();
+        assert!(service.jobs.set(jobs).is_ok());
+        service
+    }
+
+    async fn call(
+        service: &Service,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let who = Caller {
+            name: "leader".into(),
+            role: ::peers::Role::Admin,
+            address: Ipv4Addr::new(10, 88, 88, 2),
+            fingerprint: "f".into(),
+            endpoint: None,
+        };
+        let r = match route(service, who, method, path.parse().unwrap(), body).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        let status = r.status();
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_answers_507_with_a_sentence_and_health_says_degraded() {
+        let disk = crate::store::testing::Disk::default();
+        let service = service_on(&disk);
+        let job = json!({
+            "name": "raid-reminder",
+            "trigger": {"cron": "45 19 * * THU"},
+            "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/t"}},
+        });
+        let (status, health) = call(&service, Method::GET, "/api/v1/health", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(health["status"], "ok");
+        assert_eq!(health["storage"]["writable"], true);
+
+        disk.set_failing(true);
+        let (status, body) = call(&service, Method::POST, "/api/v1/jobs", Some(job.clone())).await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+        assert_eq!(
+            body["error"],
+            json!({
+                "code": "insufficient_storage",
+                "message": "the appliance's disk is full: nothing was saved; free space on the server and try again",
+                "field": null,
+            })
+        );
+        let (_, health) = call(&service, Method::GET, "/api/v1/health", None).await;
+        assert_eq!(health["status"], "degraded", "{health}");
+        assert_eq!(health["storage"]["writable"], false);
+        assert_eq!(health["storage"]["disk_full"], true);
+        assert!(health["storage"]["since"].is_string(), "{health}");
+        assert!(
+            health["storage"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("No space left"),
+            "{health}"
+        );
+        // Reads served from memory keep working; nothing of the refused create is visible.
+        let (status, list) = call(&service, Method::GET, "/api/v1/jobs", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list["jobs"], json!([]));
+
+        disk.set_failing(false);
+        let (status, body) = call(&service, Method::POST, "/api/v1/jobs", Some(job)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (_, health) = call(&service, Method::GET, "/api/v1/health", None).await;
+        assert_eq!(health["status"], "ok", "{health}");
+        assert_eq!(health["storage"]["reason"], Value::Null);
+        assert_eq!(health["scheduler"]["recording"], true);
     }
 
     #[test]

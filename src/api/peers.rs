@@ -137,7 +137,8 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
             | AddPeerError::AllowedIpsContainServer { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
-            AddPeerError::Store(_) | AddPeerError::ShuttingDown => ApiError::internal(e),
+            AddPeerError::Store(s) => ApiError::store(&s),
+            AddPeerError::ShuttingDown => ApiError::internal(e),
         })?;
     let (text, svg) = client_config(ctx, &rec, private, psk, dns)?;
     let mut r = super::json_response(
@@ -239,7 +240,8 @@ fn update_error(e: PeerUpdateError) -> ApiError {
         PeerUpdateError::KeyTaken(_) | PeerUpdateError::ServerKey | PeerUpdateError::LastAdmin => {
             ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
         }
-        PeerUpdateError::Store(_) | PeerUpdateError::ShuttingDown => ApiError::internal(e),
+        PeerUpdateError::Store(s) => ApiError::store(&s),
+        PeerUpdateError::ShuttingDown => ApiError::internal(e),
     }
 }
 

@@ -8,7 +8,11 @@
 //! says when to poll again. It never reads a clock, sleeps or touches a runtime.
 //!
 //! Connections: smoltcp has one socket per connection, so the stack arms one listening socket
-//! per SYN it sees (plus a small spare pool), capped per peer address and overall. Each
+//! per SYN it sees (plus a small spare pool), capped per peer address and overall. The caps are
+//! applied to the SYN itself, before any socket or buffer exists: a SYN over its peer's cap is
+//! dropped (nothing allocated, nothing sent). At the overall cap a peer still under its fair
+//! share gets room by evicting (RST) the oldest idle connection of the peer holding the most,
+//! so a few peers cannot lock the others out. Each
 //! established connection is bridged to the application through a [`Pipe`] (two bounded byte
 //! buffers with readable / writable / closed state, [`pipe`]). The tokio adapter lives apart in
 //! [`stream`]: its [`stream::Stream`] is `AsyncRead`/`AsyncWrite` over a pipe and rings the
@@ -39,12 +43,19 @@ pub const MTU: usize = 1420;
 pub struct Limits {
     /// The TCP port served (8888).
     pub port: u16,
-    /// Connections (including half-open) one tunnel address may hold.
+    /// Connections (including half-open) one tunnel address may hold. SYNs over it are
+    /// dropped before anything is allocated. Default: the API's own per-peer cap (32) plus
+    /// [`Limits::REFUSAL_HEADROOM`], so a client slightly over the cap still reads the API's
+    /// explanatory 429 while a client far over it costs nothing.
     pub per_peer: usize,
-    /// Connections overall, listening sockets included.
+    /// Connections (including half-open) overall; the spare listening sockets come on top.
     pub total: usize,
-    /// smoltcp receive and send buffer per connection; over 64 KiB enables window scaling.
-    pub socket_buffer: usize,
+    /// smoltcp receive buffer per connection. Requests are small and smoltcp cannot grow a
+    /// socket's buffers, so this stays small; the peer's own window scaling is still honoured.
+    pub socket_rx_buffer: usize,
+    /// smoltcp send buffer per connection: bytes in flight towards the phone. 128 KiB holds
+    /// the whole 81 KB openapi.json, so one reply never waits for the application.
+    pub socket_tx_buffer: usize,
     /// Bytes buffered between a socket and its [`Pipe`], each direction.
     pub stream_buffer: usize,
     /// Spare listening sockets kept armed even when no SYN is pending.
@@ -59,13 +70,28 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             port: 8888,
-            per_peer: 128,
+            per_peer: 32 + Limits::REFUSAL_HEADROOM,
             total: 512,
-            socket_buffer: 256 * 1024,
+            socket_rx_buffer: 16 * 1024,
+            socket_tx_buffer: 128 * 1024,
             stream_buffer: 64 * 1024,
             spare_listeners: 2,
             keepalive: Duration::from_secs(25),
             timeout: Duration::from_secs(75),
+        }
+    }
+}
+
+impl Limits {
+    /// Connections a peer may open past the API's per-peer cap, so that it is told why
+    /// (429) rather than silently dropped; past that, SYNs are dropped.
+    pub const REFUSAL_HEADROOM: usize = 4;
+
+    /// The defaults with the per-peer cap matched to the API's `max_connections_per_peer`.
+    pub fn for_api_cap(max_connections_per_peer: usize) -> Limits {
+        Limits {
+            per_peer: max_connections_per_peer + Limits::REFUSAL_HEADROOM,
+            ..Limits::default()
         }
     }
 }
@@ -76,7 +102,11 @@ pub struct Stats {
     pub accepted: u64,
     /// SYNs dropped because the peer or the appliance was at its connection cap.
     pub refused_over_cap: u64,
+    /// Idle connections reset at the overall cap to make room for a lighter peer.
+    pub evicted: u64,
     pub open_connections: usize,
+    /// Bytes of smoltcp socket buffers allocated now (listening sockets included).
+    pub socket_buffer_bytes: usize,
 }
 
 /// A freshly established TCP connection. Dropping it (or every holder of its pipe) closes
@@ -143,6 +173,10 @@ struct Conn {
     /// Set once established and handed to the application.
     pipe: Option<SharedPipe>,
     fin_sent: bool,
+    /// When data last moved either way (or the connection was established).
+    last_active: Duration,
+    /// Reset to make room at the overall cap; no longer counted, reaped once closed.
+    evicted: bool,
 }
 
 /// The userspace TCP/IP stack. See the module docs for the contract.
@@ -197,15 +231,78 @@ impl Stack {
     pub fn handle_packet(&mut self, packet: Vec<u8>) {
         if let Some(src) = self.syn_source(&packet) {
             let open = self.connections_from(src) + self.pending_syns.get(&src).unwrap_or(&0);
-            let total = self.listeners.len() + self.conns.len();
-            if open >= self.limits.per_peer || total >= self.limits.total {
+            if open >= self.limits.per_peer {
                 self.stats.refused_over_cap += 1;
-                tracing::debug!(%src, open, total, "dropping SYN over connection cap");
+                tracing::debug!(%src, open, "dropping SYN over the per-peer connection cap");
+                return;
+            }
+            let used = self.live_connections() + self.pending_syns.values().sum::<usize>();
+            if used >= self.limits.total && !self.evict_for(src, open) {
+                self.stats.refused_over_cap += 1;
+                tracing::debug!(%src, used, "dropping SYN over the overall connection cap");
                 return;
             }
             *self.pending_syns.entry(src).or_default() += 1;
         }
         self.device.rx.push_back(packet);
+    }
+
+    /// Connections counted against the caps (evicted ones are on their way out).
+    fn live_connections(&self) -> usize {
+        self.conns.values().filter(|c| !c.evicted).count()
+    }
+
+    /// At the overall cap, makes room for `src` (holding `open`) by resetting the oldest idle
+    /// connection of the peer holding the most, if that peer holds at least two more than
+    /// `src` (so eviction always moves towards an even share). Returns whether it did.
+    fn evict_for(&mut self, src: Ipv4Addr, open: usize) -> bool {
+        let mut held: HashMap<Ipv4Addr, usize> = HashMap::new();
+        for c in self.conns.values().filter(|c| !c.evicted) {
+            if let Some(r) = c.remote {
+                *held.entry(*r.ip()).or_default() += 1;
+            }
+        }
+        let Some(&most) = held.values().max() else {
+            return false;
+        };
+        if most < open + 2 {
+            return false;
+        }
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                !c.evicted
+                    && !c.fin_sent
+                    && c.remote
+                        .is_some_and(|r| *r.ip() != src && held.get(r.ip()) == Some(&most))
+            })
+            .filter(|(h, c)| {
+                let s = self.sockets.get::<tcp::Socket>(**h);
+                let quiet = s.state() == tcp::State::Established
+                    && s.send_queue() == 0
+                    && s.recv_queue() == 0;
+                quiet
+                    && c.pipe.as_ref().is_some_and(|p| {
+                        let p = p.lock().unwrap();
+                        p.rx.is_empty() && p.tx.is_empty()
+                    })
+            })
+            .min_by_key(|(h, c)| (c.last_active, **h))
+            .map(|(h, _)| *h);
+        let Some(h) = victim else { return false };
+        let conn = self.conns.get_mut(&h).expect("victim is a connection");
+        conn.evicted = true;
+        self.sockets.get_mut::<tcp::Socket>(h).abort();
+        if let Some(p) = &conn.pipe {
+            let mut p = p.lock().unwrap();
+            p.reset = true;
+            p.wake_reader();
+            p.wake_writer();
+        }
+        self.stats.evicted += 1;
+        tracing::debug!(%src, victim = ?conn.remote, "evicted an idle connection to make room");
+        true
     }
 
     /// The source address if `packet` is a TCP SYN (without ACK) to our port.
@@ -221,14 +318,16 @@ impl Stack {
     fn connections_from(&self, src: Ipv4Addr) -> usize {
         self.conns
             .values()
-            .filter(|c| c.remote.is_some_and(|r| *r.ip() == src))
+            .filter(|c| !c.evicted && c.remote.is_some_and(|r| *r.ip() == src))
             .count()
     }
 
-    fn new_socket(&self) -> tcp::Socket<'static> {
+    fn new_socket(&mut self) -> tcp::Socket<'static> {
+        let (rx, tx) = (self.limits.socket_rx_buffer, self.limits.socket_tx_buffer);
+        self.stats.socket_buffer_bytes += rx + tx;
         let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; self.limits.socket_buffer]),
-            tcp::SocketBuffer::new(vec![0u8; self.limits.socket_buffer]),
+            tcp::SocketBuffer::new(vec![0u8; rx]),
+            tcp::SocketBuffer::new(vec![0u8; tx]),
         );
         s.set_nagle_enabled(false);
         s.set_keep_alive(Some(self.limits.keepalive.into()));
@@ -241,7 +340,8 @@ impl Stack {
     fn arm_listeners(&mut self, syns: usize) {
         let want = syns.max(self.limits.spare_listeners);
         while self.listeners.len() < want
-            && self.listeners.len() + self.conns.len() < self.limits.total
+            && self.listeners.len() + self.live_connections()
+                < self.limits.total + self.limits.spare_listeners
         {
             let mut s = self.new_socket();
             s.listen(self.limits.port).expect("port is non-zero");
@@ -256,19 +356,20 @@ impl Stack {
     pub fn poll(&mut self, now: Duration) {
         let syns: usize = self.pending_syns.drain().map(|(_, n)| n).sum();
         self.arm_listeners(syns);
+        let at = now;
         let now = smol_now(now);
         self.iface.poll(now, &mut self.device, &mut self.sockets);
-        self.collect_new_connections();
-        if self.shuttle() {
+        self.collect_new_connections(at);
+        if self.shuttle(at) {
             // Data moved into sockets: let smoltcp send it now rather than next wake-up.
             self.iface.poll(now, &mut self.device, &mut self.sockets);
-            self.shuttle();
+            self.shuttle(at);
         }
         self.arm_listeners(0);
-        self.stats.open_connections = self.conns.len();
+        self.stats.open_connections = self.live_connections();
     }
 
-    fn collect_new_connections(&mut self) {
+    fn collect_new_connections(&mut self, now: Duration) {
         let mut still = Vec::with_capacity(self.listeners.len());
         for h in self.listeners.drain(..) {
             let s = self.sockets.get::<tcp::Socket>(h);
@@ -286,6 +387,8 @@ impl Stack {
                         remote,
                         pipe: None,
                         fin_sent: false,
+                        last_active: now,
+                        evicted: false,
                     },
                 );
             }
@@ -295,7 +398,7 @@ impl Stack {
 
     /// Moves bytes between sockets and pipes; hands established connections to the
     /// application; reaps closed sockets. Returns whether anything was written to a socket.
-    fn shuttle(&mut self) -> bool {
+    fn shuttle(&mut self, now: Duration) -> bool {
         let mut wrote = false;
         let mut dead = Vec::new();
         let mut relisten = Vec::new();
@@ -382,6 +485,9 @@ impl Stack {
                 wrote = true;
                 p.wake_writer();
             }
+            if got || sent {
+                conn.last_active = now;
+            }
             if p.tx_closed && p.tx.is_empty() && !conn.fin_sent {
                 s.close();
                 conn.fin_sent = true;
@@ -417,6 +523,8 @@ impl Stack {
                 }
             }
             self.sockets.remove(h);
+            self.stats.socket_buffer_bytes -=
+                self.limits.socket_rx_buffer + self.limits.socket_tx_buffer;
         }
         wrote
     }

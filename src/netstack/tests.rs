@@ -238,7 +238,10 @@ fn tcp_round_trip_with_close() {
 
 #[test]
 fn many_simultaneous_syns_are_all_accepted() {
-    let mut sim = Sim::new(Limits::default());
+    let mut sim = Sim::new(Limits {
+        per_peer: 64,
+        ..Limits::default()
+    });
     let mut phone = Phone::new(Ipv4Addr::new(10, 88, 88, 2));
     let handles: Vec<_> = (0..64).map(|i| phone.connect(40000 + i)).collect();
     sim.run(&mut [&mut phone]);
@@ -353,4 +356,171 @@ fn pipe_core_serves_without_the_tokio_adapter_and_closes_when_dropped() {
     drop(conn);
     sim.run(&mut [&mut phone]);
     assert!(!phone.tcp(h).may_recv(), "the phone got FIN");
+}
+
+/// A phone at its cap opening more: each extra SYN is dropped before the stack allocates a
+/// socket or a buffer, and nothing is sent back.
+#[test]
+fn syn_over_the_per_peer_cap_allocates_nothing() {
+    let limits = Limits {
+        per_peer: 4,
+        ..Limits::default()
+    };
+    let mut sim = Sim::new(limits);
+    let mut greedy = Phone::new(Ipv4Addr::new(10, 88, 88, 2));
+    for i in 0..4 {
+        greedy.connect(40000 + i);
+    }
+    sim.run(&mut [&mut greedy]);
+    assert_eq!(sim.accepted.len(), 4);
+    let bytes = sim.stack.stats().socket_buffer_bytes;
+    let refused = sim.stack.stats().refused_over_cap;
+    for i in 0..16 {
+        greedy.connect(41000 + i);
+    }
+    greedy
+        .iface
+        .poll(smol_now(sim.now), &mut greedy.dev, &mut greedy.sockets);
+    let syns: Vec<_> = greedy.dev.tx.drain(..).collect();
+    assert_eq!(syns.len(), 16);
+    for p in syns {
+        sim.stack.handle_packet(p);
+    }
+    sim.stack.poll(sim.now);
+    assert_eq!(sim.stack.stats().refused_over_cap, refused + 16);
+    assert_eq!(
+        sim.stack.stats().socket_buffer_bytes,
+        bytes,
+        "a refused SYN allocated socket buffers"
+    );
+    assert!(
+        sim.stack.poll_transmit().is_none(),
+        "a refused SYN was answered"
+    );
+}
+
+/// With the default limits, a peer opening twice the API's cap (64, as `wrk -c64` does) gets
+/// the cap plus the headroom for the 429, not 64 sockets of buffers.
+#[test]
+fn default_cap_refuses_far_over_the_api_cap_at_the_syn() {
+    let mut sim = Sim::new(Limits::default());
+    let mut phone = Phone::new(Ipv4Addr::new(10, 88, 88, 2));
+    for i in 0..64 {
+        phone.connect(40000 + i);
+    }
+    sim.run(&mut [&mut phone]);
+    assert_eq!(
+        sim.accepted.len(),
+        crate::api::ApiConfig::default().max_connections_per_peer + Limits::REFUSAL_HEADROOM
+    );
+    assert!(sim.stack.stats().refused_over_cap >= 64 - 36);
+}
+
+/// Bytes of socket buffers an idle keep-alive connection holds (the spare listeners aside).
+#[test]
+fn idle_connection_memory_is_bounded() {
+    let mut sim = Sim::new(Limits::default());
+    let base = sim.stack.stats().socket_buffer_bytes;
+    let mut phone = Phone::new(Ipv4Addr::new(10, 88, 88, 2));
+    for i in 0..8 {
+        phone.connect(40000 + i);
+    }
+    sim.run(&mut [&mut phone]);
+    assert_eq!(sim.accepted.len(), 8);
+    let per_conn = (sim.stack.stats().socket_buffer_bytes - base) / 8;
+    assert!(
+        per_conn <= 160 * 1024,
+        "an idle connection holds {per_conn} bytes of socket buffers"
+    );
+}
+
+/// Four peers holding the overall cap between them cannot lock out a fifth: it connects, and
+/// the heaviest peer's oldest idle connection is reset to make room.
+#[test]
+fn fifth_peer_connects_when_four_hold_the_overall_cap() {
+    let limits = Limits {
+        per_peer: 8,
+        total: 16,
+        ..Limits::default()
+    };
+    let mut sim = Sim::new(limits);
+    let mut phones: Vec<Phone> = (2..6)
+        .map(|i| Phone::new(Ipv4Addr::new(10, 88, 88, i)))
+        .collect();
+    // The heaviest peer (.2, five connections) opens its oldest one first.
+    let oldest = phones[0].connect(40000);
+    sim.run(&mut phones.iter_mut().collect::<Vec<_>>());
+    sim.now += Duration::from_secs(1);
+    let mut rest = vec![];
+    for i in 1..5 {
+        rest.push(phones[0].connect(40000 + i));
+    }
+    for (n, ph) in [4, 4, 3].into_iter().zip(phones[1..].iter_mut()) {
+        for i in 0..n {
+            ph.connect(40000 + i);
+        }
+    }
+    sim.run(&mut phones.iter_mut().collect::<Vec<_>>());
+    assert_eq!(sim.accepted.len(), 16);
+    assert_eq!(sim.stack.stats().open_connections, 16);
+
+    let mut fifth = Phone::new(Ipv4Addr::new(10, 88, 88, 6));
+    let f = fifth.connect(40000);
+    let mut all: Vec<&mut Phone> = phones.iter_mut().collect();
+    all.push(&mut fifth);
+    sim.run(&mut all);
+    assert_eq!(fifth.tcp(f).state(), tcp::State::Established);
+    assert_eq!(sim.stack.stats().evicted, 1);
+    assert_eq!(sim.stack.stats().open_connections, 16);
+    assert_eq!(
+        phones[0].tcp(oldest).state(),
+        tcp::State::Closed,
+        "the heaviest peer's oldest idle connection got RST"
+    );
+    for h in rest {
+        assert_eq!(phones[0].tcp(h).state(), tcp::State::Established);
+    }
+    let evicted = sim
+        .accepted
+        .iter_mut()
+        .find(|c| c.remote == SocketAddrV4::new(Ipv4Addr::new(10, 88, 88, 2), 40000))
+        .unwrap();
+    assert!(matches!(read_all(&mut evicted.stream), Poll::Ready(Err(_))));
+}
+
+/// Eviction only moves towards an even share: a peer already holding as much as the others
+/// is refused at the overall cap, and a busy connection is never evicted.
+#[test]
+fn overall_cap_refuses_a_peer_at_its_fair_share_and_spares_busy_connections() {
+    let limits = Limits {
+        per_peer: 8,
+        total: 4,
+        ..Limits::default()
+    };
+    let mut sim = Sim::new(limits);
+    let mut a = Phone::new(Ipv4Addr::new(10, 88, 88, 2));
+    let mut b = Phone::new(Ipv4Addr::new(10, 88, 88, 3));
+    let ha: Vec<_> = (0..2).map(|i| a.connect(40000 + i)).collect();
+    let hb: Vec<_> = (0..2).map(|i| b.connect(40000 + i)).collect();
+    sim.run(&mut [&mut a, &mut b]);
+    assert_eq!(sim.accepted.len(), 4);
+    // b, holding 2 like a, asks for a third: refused, nobody evicted.
+    let extra = b.connect(40010);
+    sim.run(&mut [&mut a, &mut b]);
+    assert_ne!(b.tcp(extra).state(), tcp::State::Established);
+    assert_eq!(sim.stack.stats().evicted, 0);
+
+    // A newcomer while all of a's and b's connections have unread data: nothing to evict.
+    for h in &ha {
+        a.tcp(*h).send_slice(b"busy").unwrap();
+    }
+    for h in &hb {
+        b.tcp(*h).send_slice(b"busy").unwrap();
+    }
+    sim.run(&mut [&mut a, &mut b]);
+    let mut c = Phone::new(Ipv4Addr::new(10, 88, 88, 4));
+    let hc = c.connect(40000);
+    sim.run(&mut [&mut a, &mut b, &mut c]);
+    assert_ne!(c.tcp(hc).state(), tcp::State::Established);
+    assert_eq!(sim.stack.stats().evicted, 0);
 }

@@ -94,7 +94,8 @@ fn run_from_task(run: &mut RunRecord, t: &Task) {
 impl Store {
     /// Every stored task (queued, leased, and finished ones still remembered), by run id.
     pub fn tasks(&self) -> Result<Vec<Task>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = match txn.open_table(TASKS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
@@ -111,7 +112,8 @@ impl Store {
     /// Writes changed tasks and their run rows, and deletes forgotten tasks, in one durable
     /// transaction (what [`crate::queue::Core::take_changes`] returned).
     pub fn apply_task_changes(&self, upsert: &[Task], remove: &[u64]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         {
             let mut tasks = txn.open_table(TASKS)?;
             let mut runs = txn.open_table(RUNS)?;
@@ -140,7 +142,8 @@ impl Store {
 
     /// Every registered handler, by name.
     pub fn handlers(&self) -> Result<Vec<HandlerRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
         let table = match txn.open_table(HANDLERS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
@@ -163,7 +166,8 @@ impl Store {
     /// Registers (or replaces) a handler's methods, with its audit entry, in one durable
     /// transaction.
     pub fn put_handler(&self, rec: &HandlerRecord, audit: AuditEntry) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(HANDLERS)?;
             table.insert(
