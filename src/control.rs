@@ -62,6 +62,33 @@ pub enum Request {
     /// List damaged stored rows, or move them into quarantine; replies
     /// [`crate::store::DoctorReport`].
     Doctor { quarantine: bool },
+    /// Show the endpoint clients dial, or change it (`set`: `HOST[:PORT]`, a missing port is
+    /// the port listened on); replies [`EndpointView`].
+    Endpoint { set: Option<String> },
+    /// The whole appliance at a glance; replies [`crate::status::Status`].
+    Status,
+}
+
+/// The endpoint new client configs carry, as `appliance endpoint` and `/api/v1/endpoint`
+/// show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointView {
+    /// `HOST:PORT` (IPv6 in brackets).
+    pub endpoint: String,
+    /// The endpoint it replaced, when this was a change.
+    pub previous: Option<String>,
+    /// Why phones may not reach it, with what to run ([`crate::server::endpoint_warning`]).
+    pub warning: Option<String>,
+}
+
+impl EndpointView {
+    pub fn new(endpoint: &peers::Endpoint, previous: Option<&peers::Endpoint>) -> EndpointView {
+        EndpointView {
+            endpoint: endpoint.to_string(),
+            previous: previous.map(ToString::to_string),
+            warning: crate::server::endpoint_warning(endpoint),
+        }
+    }
 }
 
 /// What a successful `peer add` returns: enough for the CLI to render the client config.
@@ -205,7 +232,7 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
                 &extra_allowed_ips,
             )?;
             let rec = service.add_peer(req, Actor::local_cli()).await?;
-            Ok(serde_json::to_value(PeerAdded::new(&rec, &service.server)).unwrap())
+            Ok(serde_json::to_value(PeerAdded::new(&rec, &service.server())).unwrap())
         }
         Request::PeerList => Ok(serde_json::to_value(service.list_peers().await?).unwrap()),
         Request::AuditList {
@@ -254,6 +281,18 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             }
             Ok(serde_json::to_value(report).unwrap())
         }
+        Request::Endpoint { set: None } => {
+            Ok(serde_json::to_value(EndpointView::new(&service.server().endpoint, None)).unwrap())
+        }
+        Request::Endpoint { set: Some(text) } => {
+            let endpoint = peers::Endpoint::parse(&text, service.listen.port())
+                .map_err(|e| ControlFailure::invalid(format!("invalid endpoint: {e}")))?;
+            let previous = service
+                .set_endpoint(endpoint.clone(), Actor::local_cli())
+                .await?;
+            Ok(serde_json::to_value(EndpointView::new(&endpoint, Some(&previous))).unwrap())
+        }
+        Request::Status => Ok(serde_json::to_value(service.status().await?).unwrap()),
         Request::PeerRotate {
             name,
             public_key,
@@ -268,7 +307,7 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             let rec = service
                 .rotate(parse_name(&name)?, key, psk, Actor::local_cli())
                 .await?;
-            Ok(serde_json::to_value(PeerAdded::new(&rec, &service.server)).unwrap())
+            Ok(serde_json::to_value(PeerAdded::new(&rec, &service.server())).unwrap())
         }
     }
 }
@@ -296,8 +335,15 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // Bound beside it, made owner-only, then renamed into place: the socket never appears
+    // at `path` with the umask's wider mode (its appearance is the readiness signal).
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path)?;
     Ok(listener)
 }
 

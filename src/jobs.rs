@@ -1014,6 +1014,9 @@ impl Driver {
                 RunStatus::Skipped => stats.skipped += 1,
                 _ => {}
             }
+            if matches!(run.status, RunStatus::Missed | RunStatus::Skipped) {
+                log_outcome(&run);
+            }
             if run.status == RunStatus::Queued {
                 // A handler call holds its instance until the handler finishes it.
                 stats.fired += 1;
@@ -1243,15 +1246,46 @@ async fn execute(executor: Executor, spec: &JobSpec, mut run: RunRecord) -> RunR
     };
     run.finished_at = Some(Timestamp::now());
     run.duration_ms = Some(started.elapsed().as_millis() as u64);
-    tracing::info!(
-        job = %run.job_id,
-        name = %run.job_name,
-        status = run.status.as_str(),
-        http = ?run.http_status,
-        attempts = run.attempt,
-        "run finished"
-    );
+    log_outcome(&run);
     run
+}
+
+/// Logs a run that ended or was recorded without running: INFO when it succeeded, WARN with
+/// its (already scrubbed) error when it failed, was missed or was skipped, so
+/// `journalctl -p warning` shows every run that needs a look.
+fn log_outcome(run: &RunRecord) {
+    let error = run.error.as_deref().unwrap_or("");
+    match run.status {
+        // Queued and leased (handler) runs are not passed here; they finish through `tasks`.
+        RunStatus::Succeeded | RunStatus::Running | RunStatus::Queued | RunStatus::Leased => {
+            tracing::info!(
+            job = %run.job_id,
+            name = %run.job_name,
+            status = run.status.as_str(),
+            http = ?run.http_status,
+            attempts = run.attempt,
+            "run finished"
+            )
+        }
+        RunStatus::Failed => tracing::warn!(
+            job = %run.job_id,
+            name = %run.job_name,
+            status = run.status.as_str(),
+            http = ?run.http_status,
+            attempts = run.attempt,
+            error,
+            "run failed: {error}"
+        ),
+        RunStatus::Missed | RunStatus::Skipped => tracing::warn!(
+            job = %run.job_id,
+            name = %run.job_name,
+            status = run.status.as_str(),
+            scheduled = %run.scheduled_at,
+            error,
+            "run {}: {error}",
+            run.status.as_str()
+        ),
+    }
 }
 
 /// Replaces the webhook URL (and its path and query) in `text` with the redacted URL.

@@ -10,7 +10,8 @@
 //! - [`api`]: hyper on netstack connections; every request has a [`api::Caller`].
 //! - [`registry`] (pure peer decisions), [`store`] (redb), [`service`] (operations of the
 //!   running server), [`control`] (local Unix control socket for the CLI).
-//! - [`server`]: `init` and `serve` wiring; [`paths`]: the data directory.
+//! - [`server`]: `init` and `serve` wiring; [`paths`]: the data directory; [`status`]: the
+//!   `appliance status` report.
 //!
 //! See `docs/design.md` for the driver loop and the path a packet takes.
 
@@ -26,6 +27,7 @@ pub mod registry;
 pub mod sched;
 pub mod server;
 pub mod service;
+pub mod status;
 pub mod store;
 pub mod tasks;
 pub mod tunnel;

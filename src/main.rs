@@ -1,5 +1,5 @@
 //! The `appliance` command line: `init`, `serve`, `peer add|list|show|enable|disable|remove|rotate`,
-//! `audit`, `doctor`.
+//! `audit`, `doctor`, `endpoint`, `status` (the last two in `cli/`).
 //!
 //! Layer: CLI edge. Parses arguments into checked types, then sends each peer command to the
 //! running server through its control socket, or — when nothing serves — runs the same pure
@@ -9,6 +9,8 @@
 //! empty, damaged or from a newer version (restarting will not help: the systemd unit's
 //! `RestartPreventExitStatus=3`), 1 anything else.
 #![allow(clippy::disallowed_methods)] // CLI edge
+
+mod cli;
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,8 +41,23 @@ struct Cli {
     /// else ~/.local/share/appliance]
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Log lines as text, or as one JSON object per line for log shippers
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "APPLIANCE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -69,6 +86,20 @@ enum Command {
         /// At most this many entries
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// Show or change the endpoint (HOST[:PORT]) new client configs carry; live while serving
+    Endpoint {
+        /// The server's public DNS name or address; without a port, the port listened on
+        #[arg(value_name = "HOST[:PORT]")]
+        host: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Server, peers, jobs and warnings at a glance (while serving or not)
+    Status {
+        /// The stable JSON form (fields documented in docs/design.md)
+        #[arg(long)]
+        json: bool,
     },
     /// Manage WireGuard peers (live: no restart needed)
     #[command(subcommand)]
@@ -214,6 +245,9 @@ struct ConfigArgs {
     /// Also write the QR code of the config as a PNG image
     #[arg(long)]
     qr_png: Option<PathBuf>,
+    /// On a terminal, print the config text after the QR code (piped, it is always printed)
+    #[arg(long)]
+    show_config: bool,
 }
 
 /// A CLI failure: a sentence for the user and the exit code.
@@ -251,13 +285,15 @@ impl From<ControlFailure> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let dir = DataDir::resolve(cli.data_dir);
     let result = match cli.command {
         Command::Init {
@@ -269,6 +305,8 @@ fn main() -> ExitCode {
         Command::Peer(cmd) => cmd_peer(&dir, cmd),
         Command::Audit { json, since, limit } => cmd_audit(&dir, json, since, limit),
         Command::Doctor { json, quarantine } => cmd_doctor(&dir, json, quarantine),
+        Command::Endpoint { host, json } => cli::endpoint::run(&dir, host, json),
+        Command::Status { json } => cli::status::run(&dir, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -317,6 +355,9 @@ fn cmd_init(
     println!("server public key: {}", rec.private_key.public_key());
     println!("tunnel address:    {}", rec.interface);
     println!("clients dial:      {}", rec.endpoint);
+    if let Some(w) = server::endpoint_warning(&rec.endpoint) {
+        eprintln!("warning: {w}");
+    }
     Ok(())
 }
 
@@ -879,14 +920,10 @@ fn print_config(
             let stdout = std::io::stdout();
             let tty = stdout.is_terminal();
             let mut out = stdout.lock();
-            out.write_all(text.as_bytes()).map_err(fatal)?;
             if tty {
-                let qr = peers::render_terminal(&text).map_err(fatal)?;
-                writeln!(
-                    out,
-                    "\nScan with the WireGuard app (+, then \"Scan from QR code\"):\n{qr}"
-                )
-                .map_err(fatal)?;
+                cli::qr::print(&text, args.show_config, &mut out)?;
+            } else {
+                out.write_all(text.as_bytes()).map_err(fatal)?;
             }
         }
     }

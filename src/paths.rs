@@ -111,3 +111,38 @@ pub fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
 }
+
+/// Probes the host for `appliance status`: free space on the file system holding `dir`, and
+/// whether the kernel considers the clock synchronised (`adjtimex` reports `TIME_ERROR` while
+/// no NTP daemon has disciplined it). Each is `None` when the host cannot tell.
+pub fn host_checks(dir: &Path) -> crate::status::HostChecks {
+    crate::status::HostChecks {
+        disk_free: disk_free(dir),
+        clock_synced: clock_synced(),
+    }
+}
+
+/// Free fraction of the file system holding `dir` (`statvfs`), if known.
+pub fn disk_free(dir: &Path) -> Option<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string and `st` a valid, writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 || st.f_blocks == 0 {
+        return None;
+    }
+    Some(st.f_bavail as f64 / st.f_blocks as f64)
+}
+
+/// Whether the kernel considers the clock synchronised (`adjtimex`), if it can tell. Not for
+/// `serve`: the systemd unit's SystemCallFilter leaves out `@clock`.
+pub fn clock_synced() -> Option<bool> {
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: `modes == 0` only reads the kernel's clock state into `tx`.
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    match state {
+        -1 => None,
+        libc::TIME_ERROR => Some(false),
+        _ => Some(true),
+    }
+}

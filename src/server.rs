@@ -245,7 +245,8 @@ pub enum ServeError {
 /// Options for `serve`.
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
-    /// Overrides the UDP listen address (default `0.0.0.0:<listen_port>`).
+    /// Overrides the UDP listen address (default `[::]:<listen_port>`, accepting IPv4 too,
+    /// or `0.0.0.0:<listen_port>` where IPv6 is off).
     pub listen: Option<SocketAddr>,
     pub limits: Limits,
     pub api: crate::api::ApiConfig,
@@ -299,21 +300,31 @@ pub async fn serve(
             tracing::warn!(peer = %p.name, error = %e, "stored peer not routed");
         }
     }
-    let listen = opts
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], server.listen_port)));
-    let socket = tokio::net::UdpSocket::bind(listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: listen,
-            source,
-        })?;
+    let socket = bind_udp(opts.listen, server.listen_port)?;
+    let listen = socket.local_addr().map_err(|source| ServeError::Bind {
+        addr: opts
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], server.listen_port))),
+        source,
+    })?;
+    // Configs carry the port actually listened on: an endpoint that follows the listen port
+    // (no port of its own was set) follows `--listen` too. An explicit other port (a router
+    // forwarding 443 to 51820, say) is kept.
+    let mut server = server;
+    if server.endpoint.port == server.listen_port && listen.port() != server.listen_port {
+        server.endpoint.port = listen.port();
+    }
+    if let Some(warning) = endpoint_warning(&server.endpoint) {
+        tracing::warn!(endpoint = %server.endpoint, "{warning}");
+    }
     let directory = Arc::new(RwLock::new(Directory::new(peers)));
     let metrics = Arc::new(Metrics::default());
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let service = Arc::new(Service {
         store,
-        server: server.clone(),
+        server: RwLock::new(server.clone()),
+        listen,
+        data_dir: dir.root().to_path_buf(),
         commands: commands_tx,
         directory: directory.clone(),
         metrics: metrics.clone(),
@@ -346,6 +357,9 @@ pub async fn serve(
     if service.jobs.set(jobs).is_err() {
         unreachable!("the scheduler starts once");
     }
+    // SIGTERM/SIGINT handlers before the readiness signal: a stop right after the control
+    // socket appears is a clean shutdown, not the default action's abrupt exit.
+    let mut signals = Signals::install();
     // Only now that every job is loaded does the CLI get an answering control socket (its
     // existence is the readiness signal scripts and tests wait for).
     let control_path = dir.control_socket();
@@ -394,6 +408,7 @@ pub async fn serve(
     });
     tracing::info!(
         udp = %listen,
+        endpoint = %server.endpoint,
         tunnel = %server.interface,
         api = %format!("http://{}:8888/", server.interface.addr()),
         public_key = %server.private_key.public_key(),
@@ -402,7 +417,7 @@ pub async fn serve(
 
     let result = tokio::select! {
         r = &mut driver_task => Some(r),
-        _ = wait_for_signal() => None,
+        _ = signals.wait() => None,
         _ = shutdown.changed() => None,
     };
     stats_task.abort();
@@ -426,12 +441,146 @@ pub async fn serve(
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// Binds the WireGuard UDP socket: `listen` if given, else dual-stack `[::]:port` (IPv6 with
+/// IPv4-mapped addresses, `IPV6_V6ONLY` off), falling back to `0.0.0.0:port` where the host
+/// has IPv6 switched off.
+fn bind_udp(listen: Option<SocketAddr>, port: u16) -> Result<tokio::net::UdpSocket, ServeError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bind = |addr: SocketAddr| -> std::io::Result<tokio::net::UdpSocket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() && listen.is_none() {
+            socket.set_only_v6(false)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        tokio::net::UdpSocket::from_std(socket.into())
+    };
+    if let Some(addr) = listen {
+        return bind(addr).map_err(|source| ServeError::Bind { addr, source });
+    }
+    let dual = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+    match bind(dual) {
+        Ok(s) => Ok(s),
+        Err(e) if ipv6_unavailable(&e) => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], port));
+            tracing::info!(error = %e, "IPv6 is off on this host; listening on IPv4 only");
+            bind(v4).map_err(|source| ServeError::Bind { addr: v4, source })
+        }
+        Err(source) => Err(ServeError::Bind { addr: dual, source }),
+    }
+}
+
+/// Whether a bind failed because the host has no IPv6 (module off, `disable_ipv6`).
+fn ipv6_unavailable(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc_codes::EAFNOSUPPORT | libc_codes::EADDRNOTAVAIL | libc_codes::EPROTONOSUPPORT)
+    )
+}
+
+/// The errno values [`ipv6_unavailable`] recognises (Linux).
+mod libc_codes {
+    pub const EPROTONOSUPPORT: i32 = 93;
+    pub const EAFNOSUPPORT: i32 = 97;
+    pub const EADDRNOTAVAIL: i32 = 99;
+}
+
+/// Why phones outside this network may not reach `endpoint`, as one sentence that says what
+/// to run; `None` for a public address or a dotted DNS name. A warning, not an error: a LAN-only
+/// appliance or a test may want exactly this.
+pub fn endpoint_warning(endpoint: &Endpoint) -> Option<String> {
+    use std::net::IpAddr;
+    let why = match endpoint.host.parse::<IpAddr>() {
+        Ok(ip) if ip.is_loopback() => "is a loopback address that only this machine can reach",
+        Ok(ip) if ip.is_unspecified() => "is not an address anyone can dial",
+        Ok(IpAddr::V4(v4)) if v4.is_private() || v4.is_link_local() || is_shared_v4(v4) => {
+            "is a private address that phones outside this network cannot reach"
+        }
+        Ok(IpAddr::V6(v6)) if is_private_v6(v6) => {
+            "is a private address that phones outside this network cannot reach"
+        }
+        Ok(_) => return None,
+        Err(_) if endpoint.host.eq_ignore_ascii_case("localhost") => {
+            "is a loopback name that only this machine can reach"
+        }
+        Err(_) if !endpoint.host.contains('.') => {
+            "is a bare host name that phones outside this network cannot resolve"
+        }
+        Err(_) => return None,
+    };
+    Some(format!(
+        "the endpoint {endpoint} {why}: run `appliance endpoint HOST[:PORT]` with this \
+         server's public DNS name or address (see \"Reaching your server from outside\" in the README)"
+    ))
+}
+
+/// 100.64.0.0/10, the carrier-grade NAT range (RFC 6598).
+fn is_shared_v4(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    o[0] == 100 && (o[1] & 0xc0) == 64
+}
+
+/// Unique local (fc00::/7) or link-local (fe80::/10) IPv6.
+fn is_private_v6(ip: std::net::Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+}
+
+/// The shutdown signals, installed once.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        }
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn warn(s: &str) -> Option<String> {
+        endpoint_warning(&Endpoint::parse(s, 51820).unwrap())
+    }
+
+    #[test]
+    fn endpoint_warnings_name_the_problem_and_the_fix() {
+        for (e, why) in [
+            ("vm", "bare host name"),
+            ("localhost", "loopback"),
+            ("127.0.0.1:51821", "loopback"),
+            ("[::1]", "loopback"),
+            ("192.168.1.20", "private"),
+            ("10.0.0.5", "private"),
+            ("172.16.3.4", "private"),
+            ("100.72.1.1", "private"),
+            ("[fd00::1]", "private"),
+        ] {
+            let w = warn(e).unwrap_or_else(|| panic!("{e} should warn"));
+            assert!(w.contains(why), "{e}: {w}");
+            assert!(w.contains("appliance endpoint"), "{e}: {w}");
+        }
+        for e in [
+            "vpn.example.org",
+            "203.0.113.7:443",
+            "[2001:db8::1]",
+            "100.128.0.1",
+        ] {
+            assert_eq!(warn(e), None, "{e}");
+        }
     }
 }

@@ -142,7 +142,13 @@ impl StatsBook {
 /// Handle to the running appliance.
 pub struct Service {
     pub store: Arc<Store>,
-    pub server: ServerRecord,
+    /// The server record; its endpoint changes live (`appliance endpoint`, `PUT
+    /// /api/v1/endpoint`). Read it with [`Service::server`].
+    pub server: RwLock<ServerRecord>,
+    /// The UDP address the WireGuard socket is bound to.
+    pub listen: std::net::SocketAddr,
+    /// The data directory (for the disk-space check of `status`).
+    pub data_dir: std::path::PathBuf,
     pub commands: mpsc::Sender<Command>,
     pub directory: Arc<RwLock<Directory>>,
     pub metrics: Arc<Metrics>,
@@ -190,10 +196,60 @@ impl Service {
         E: From<StoreError> + Send + 'static,
     {
         let store = self.store.clone();
-        let server = self.server.clone();
+        let server = self.server();
         tokio::task::spawn_blocking(move || store.update_peers(|existing| plan(existing, &server)))
             .await
             .expect("store task does not panic")
+    }
+
+    /// The server record as it is now (the endpoint may have changed since start).
+    pub fn server(&self) -> ServerRecord {
+        self.server.read().unwrap().clone()
+    }
+
+    /// Changes the endpoint new configs carry, durably with its audit entry, then live: the
+    /// next `peer add` and `POST /api/v1/peers` use it. Tunnels that are up stay up (the
+    /// server key, port and peers do not change). A port-less `host` takes the port listened
+    /// on. Returns the endpoint it replaced.
+    pub async fn set_endpoint(
+        &self,
+        endpoint: peers::Endpoint,
+        actor: Actor,
+    ) -> Result<peers::Endpoint, StoreError> {
+        let store = self.store.clone();
+        let now = unix_now_ms();
+        let stored = endpoint.clone();
+        let previous =
+            tokio::task::spawn_blocking(move || store.set_endpoint(&stored, &actor, now))
+                .await
+                .expect("store task does not panic")?;
+        tracing::info!(from = %previous, to = %endpoint, "endpoint changed; new configs carry it");
+        self.server.write().unwrap().endpoint = endpoint;
+        Ok(previous)
+    }
+
+    /// `appliance status` while serving: the stored state with live statistics, the bound
+    /// socket and the uptime folded in.
+    pub async fn status(&self) -> Result<crate::status::Status, StoreError> {
+        let stats = self.sample_stats().await.unwrap_or_default();
+        let live = crate::status::Live {
+            listen: self.listen.to_string(),
+            uptime_s: self.started.elapsed().as_secs(),
+            stats,
+        };
+        let store = self.store.clone();
+        let server = self.server();
+        // Disk only: the clock probe (adjtimex) is outside the systemd unit's
+        // SystemCallFilter; the CLI, which runs outside the sandbox, adds that warning.
+        let host = crate::status::HostChecks {
+            disk_free: crate::paths::disk_free(&self.data_dir),
+            clock_synced: None,
+        };
+        tokio::task::spawn_blocking(move || {
+            crate::status::collect(&store, &server, Some(live), host, unix_now())
+        })
+        .await
+        .expect("store task does not panic")
     }
 
     /// Registers a peer durably (with its audit entry) and makes it live.
@@ -330,7 +386,7 @@ impl Service {
     pub fn url_fingerprint_key(&self) -> [u8; 32] {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         ctx.update(b"appliance url fingerprint v1\0");
-        ctx.update(self.server.private_key.as_bytes());
+        ctx.update(self.server.read().unwrap().private_key.as_bytes());
         let mut key = [0u8; 32];
         key.copy_from_slice(ctx.finish().as_ref());
         key

@@ -1181,6 +1181,53 @@ impl Store {
         Ok(true)
     }
 
+    /// Replaces the endpoint clients dial, with its audit entry (`server.endpoint`) in the same
+    /// transaction; returns the endpoint it replaced. Nothing else in the record changes:
+    /// the server key and the peers stay, so existing configs keep working wherever they
+    /// still reach this machine.
+    pub fn set_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        actor: &Actor,
+        now_ms: u64,
+    ) -> Result<Endpoint, StoreError> {
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
+        let previous = {
+            let mut meta = txn.open_table(META)?;
+            let row: ServerRow = match meta.get(KEY_SERVER)? {
+                Some(v) => serde_json::from_slice(v.value()).map_err(|e| corrupt(KEY_SERVER, e))?,
+                None => {
+                    return Err(corrupt(
+                        KEY_SERVER,
+                        "there is no server record; run `appliance init`",
+                    ))
+                }
+            };
+            let mut record = row.into_record()?;
+            let previous = std::mem::replace(&mut record.endpoint, endpoint.clone());
+            let row = serde_json::to_vec(&ServerRow::from_record(&record)).unwrap();
+            meta.insert(KEY_SERVER, row.as_slice())?;
+            previous
+        };
+        append_audit(
+            &txn,
+            AuditEntry {
+                seq: 0,
+                at_ms: now_ms,
+                actor: actor.clone(),
+                action: "server.endpoint".into(),
+                target: None,
+                summary: serde_json::json!({
+                    "from": previous.to_string(),
+                    "to": endpoint.to_string(),
+                }),
+            },
+        )?;
+        txn.commit()?;
+        Ok(previous)
+    }
+
     /// Every stored peer that decodes, ordered by name, and the rows that do not (each logged
     /// at WARN). A damaged peer — including one whose stored key is low-order — is not routed.
     pub fn peers(&self) -> Result<Loaded<PeerRecord>, StoreError> {

@@ -425,8 +425,26 @@ fn serve_takes_first_run_settings_from_the_environment() {
     assert!(add.status.success(), "{}", text(&add.stderr));
     let cfg = text(&add.stdout);
     assert!(cfg.contains("Address = 10.77.0.2/32"), "{cfg}");
-    assert!(cfg.contains("Endpoint = guild.example.org:51977"), "{cfg}");
+    // `--listen 127.0.0.1:0` (the test harness) overrides the port, and configs carry the
+    // port actually listened on; the stored settings are the first-run ones.
+    let st = run(&d.data(), &["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let bound = st["server"]["listen"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        cfg.contains(&format!("Endpoint = guild.example.org:{bound}")),
+        "{cfg}"
+    );
     assert!(s.stop().success());
+    let st = run(&d.data(), &["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["server"]["endpoint"], "guild.example.org:51977");
+    assert_eq!(st["server"]["listen"], "[::]:51977");
 
     // Changed settings on an initialised directory: kept as stored, with a warning.
     let log = d.0.join("second.log");
@@ -443,7 +461,7 @@ fn serve_takes_first_run_settings_from_the_environment() {
     assert!(add.status.success(), "{}", text(&add.stderr));
     let cfg = text(&add.stdout);
     assert!(cfg.contains("Address = 10.77.0.3/32"), "{cfg}");
-    assert!(cfg.contains("Endpoint = guild.example.org:51977"), "{cfg}");
+    assert!(cfg.contains("Endpoint = guild.example.org:"), "{cfg}");
     assert!(s.stop().success());
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(
@@ -632,11 +650,447 @@ fn qr_code_only_on_a_terminal() {
     };
     assert!(out.status.success(), "{}", text(&out.stderr));
     let tty = text(&out.stdout);
-    assert!(tty.contains("[Interface]"), "{tty}");
+    assert!(
+        !tty.contains("[Interface]"),
+        "only with --show-config: {tty}"
+    );
     assert!(tty.contains("Scan with the WireGuard app"), "{tty}");
     let blocks = tty.chars().filter(|c| matches!(c, '▀' | '▄' | '█')).count();
     assert!(
         blocks > 200,
         "no QR code on the terminal ({blocks} block characters)"
+    );
+}
+
+fn endpoint_line(config: &str) -> String {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("Endpoint = "))
+        .unwrap_or_else(|| panic!("no Endpoint in {config}"))
+        .to_string()
+}
+
+#[test]
+fn endpoint_is_shown_changed_and_audited_offline() {
+    let d = Dir::new("endpoint");
+    // A bare host name (what a first `serve` uses) gets a warning that says what to run.
+    let init = run(&d.data(), &["init", "--endpoint", "vm"]);
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let warn = text(&init.stderr);
+    assert!(
+        warn.contains("bare host name") && warn.contains("appliance endpoint HOST[:PORT]"),
+        "{warn}"
+    );
+    let shown = run(&d.data(), &["endpoint"]);
+    assert!(shown.status.success());
+    assert_eq!(text(&shown.stdout), "clients dial vm:51820\n");
+
+    // Bad input: exit 2, nothing written.
+    for bad in ["bad host", "vpn.example.org:0", "[::1"] {
+        let out = run(&d.data(), &["endpoint", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).starts_with("error: invalid endpoint"));
+    }
+    let audit = run(&d.data(), &["audit", "--json"]);
+    assert_eq!(text(&audit.stdout).trim(), "[]", "nothing was audited");
+
+    // Without a port, the listen port; the change is audited; new configs carry it.
+    let set = run(&d.data(), &["endpoint", "vpn.example.org", "--json"]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&set.stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"endpoint": "vpn.example.org:51820", "previous": "vm:51820", "warning": null})
+    );
+    assert!(text(&set.stderr).is_empty(), "{}", text(&set.stderr));
+    let cfg = run(&d.data(), &["peer", "add", "alice"]);
+    assert_eq!(endpoint_line(&text(&cfg.stdout)), "vpn.example.org:51820");
+    let audit = run(&d.data(), &["audit", "--json"]);
+    let entries: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let change = &entries[1];
+    assert_eq!(change["action"], "server.endpoint");
+    assert_eq!(change["actor"]["peer"], "local");
+    assert_eq!(
+        change["summary"],
+        serde_json::json!({"from": "vm:51820", "to": "vpn.example.org:51820"})
+    );
+
+    // A private address warns, an explicit port is kept.
+    let lan = run(&d.data(), &["endpoint", "192.168.1.20:443"]);
+    assert!(lan.status.success());
+    assert!(
+        text(&lan.stderr).contains("private address"),
+        "{}",
+        text(&lan.stderr)
+    );
+    let cfg = run(&d.data(), &["peer", "add", "bob"]);
+    assert_eq!(endpoint_line(&text(&cfg.stdout)), "192.168.1.20:443");
+}
+
+#[test]
+fn endpoint_changes_live_and_configs_carry_the_port_listened_on() {
+    let d = Dir::new("endpoint-live");
+    let s = Serving::start(&d.data());
+    // `serve --listen 127.0.0.1:0` took some free port: the endpoint follows it.
+    let st = run(&d.data(), &["status", "--json"]);
+    assert!(st.status.success(), "{}", text(&st.stderr));
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["serving"], true);
+    let listen = st["server"]["listen"].as_str().unwrap().to_string();
+    let port = listen
+        .strip_prefix("127.0.0.1:")
+        .expect("bound where asked");
+    assert_ne!(port, "51820");
+    let before = run(&d.data(), &["peer", "add", "alice"]);
+    assert!(endpoint_line(&text(&before.stdout)).ends_with(&format!(":{port}")));
+
+    let set = run(&d.data(), &["endpoint", "vpn.example.org"]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    assert!(
+        text(&set.stdout).contains(&format!("clients dial vpn.example.org:{port}")),
+        "{}",
+        text(&set.stdout)
+    );
+    let after = run(&d.data(), &["peer", "add", "bob"]);
+    assert_eq!(
+        endpoint_line(&text(&after.stdout)),
+        format!("vpn.example.org:{port}")
+    );
+    let shown = run(&d.data(), &["endpoint"]);
+    assert_eq!(
+        text(&shown.stdout),
+        format!("clients dial vpn.example.org:{port}\n")
+    );
+    assert!(s.stop().success());
+    // Stored: offline, the endpoint is the one set live.
+    let offline = run(&d.data(), &["endpoint"]);
+    assert_eq!(
+        text(&offline.stdout),
+        format!("clients dial vpn.example.org:{port}\n")
+    );
+}
+
+/// `status --json` is a stable interface: its shape is pinned by tests/golden/status.json,
+/// with the values that change from run to run (keys, times, version) normalised.
+#[test]
+fn status_json_matches_the_golden_file() {
+    let d = Dir::new("status");
+    let init = run(
+        &d.data(),
+        &[
+            "init",
+            "--endpoint",
+            "192.168.1.5",
+            "--listen-port",
+            "51900",
+        ],
+    );
+    assert!(init.status.success());
+    for (name, role) in [("leader", "admin"), ("bot", "handler")] {
+        let out = run(&d.data(), &["peer", "add", name, "--role", role]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    assert!(run(&d.data(), &["peer", "disable", "bot"]).status.success());
+    {
+        // Jobs come over the API; here they are written straight into the stopped store.
+        use appliance::sched::{JobId, JobSpec};
+        use appliance::store::{JobRecord, RunRecord, RunStatus, Store};
+        let store = Store::open(&d.data().join("appliance.redb")).unwrap();
+        for i in 1..=7u64 {
+            let spec = JobSpec::from_json(
+                &serde_json::json!({
+                    "name": format!("job{i}"),
+                    "trigger": {"every": "1h", "start": "2026-01-01T00:00:00Z"},
+                    "action": {"webhook": {"url": "http://127.0.0.1:9/x"}},
+                    "paused": i == 2,
+                }),
+                None,
+            )
+            .unwrap();
+            let at = format!("2099-01-0{i}T12:00:00.25Z").parse().unwrap();
+            let rec = JobRecord {
+                id: JobId::from_u64(i),
+                spec,
+                created_at_ms: 0,
+                updated_at_ms: 0,
+                created_by: "test".into(),
+                next_fire_at: Some(at),
+                paused_at_ms: None,
+            };
+            assert!(store.insert_job(&rec, None).unwrap());
+        }
+        let now = jiff::Timestamp::now();
+        let hours = |h: i64| now - jiff::SignedDuration::from_hours(h);
+        let mut runs: Vec<RunRecord> = [
+            (1, RunStatus::Failed),
+            (2, RunStatus::Failed),
+            (3, RunStatus::Missed),
+            (4, RunStatus::Succeeded),
+            (30, RunStatus::Failed),
+            (48, RunStatus::Skipped),
+        ]
+        .into_iter()
+        .map(|(h, status)| RunRecord {
+            id: 0,
+            job_id: JobId::from_u64(1),
+            job_name: "job1".into(),
+            scheduled_at: hours(h),
+            started_at: None,
+            finished_at: None,
+            attempt: 1,
+            status,
+            trigger: "schedule".into(),
+            http_status: None,
+            error: None,
+            duration_ms: None,
+            count: None,
+            handler: None,
+            result: None,
+            queue_delay_ms: None,
+        })
+        .collect();
+        store.start_runs(&mut runs, &[]).unwrap();
+    }
+    let out = run(&d.data(), &["status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["now"].as_u64().unwrap() > 1_700_000_000);
+    v["now"] = "NOW".into();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    v["version"] = "VERSION".into();
+    assert_eq!(v["server"]["public_key"].as_str().unwrap().len(), 44);
+    v["server"]["public_key"] = "KEY".into();
+    // The disk and clock warnings depend on the host; the endpoint one is ours.
+    v["warnings"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|w| w["code"] == "endpoint");
+    let golden: serde_json::Value =
+        serde_json::from_str(include_str!("golden/status.json")).unwrap();
+    assert_eq!(
+        v,
+        golden,
+        "status --json changed shape:\n{}",
+        serde_json::to_string_pretty(&v).unwrap()
+    );
+
+    // The human form says the same.
+    let human = text(&run(&d.data(), &["status"]).stdout);
+    for needle in [
+        "not serving",
+        "endpoint:   192.168.1.5:51900",
+        "peers: 2 (0 online)",
+        "leader",
+        "disabled",
+        "private address",
+    ] {
+        assert!(human.contains(needle), "{needle}: {human}");
+    }
+}
+
+/// `peer add` on a pseudo-terminal of `cols` x `rows` (`script` from util-linux); `None` when
+/// `script` is missing outside CI.
+fn peer_add_on_a_terminal(data: &Path, name: &str, cols: u16, rows: u16) -> Option<Output> {
+    let cmd = format!(
+        "stty cols {cols} rows {rows}; {} --data-dir {} peer add {name}",
+        bin(),
+        data.display()
+    );
+    match Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+    {
+        Ok(out) => Some(out),
+        Err(_) => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "`script` (util-linux) is missing under CI"
+            );
+            eprintln!("SKIP: no `script` to provide a terminal");
+            None
+        }
+    }
+}
+
+/// The screen a `rows`-line terminal shows after `raw` was written to it: the last `rows`
+/// lines, colour sequences removed. Panics if a line would wrap at `cols`.
+fn screen(raw: &str, cols: usize, rows: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for line in raw.split('\n') {
+        let mut out = String::new();
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                // CSI: ESC [ parameters final-byte
+                if chars.next_if_eq(&'[').is_some() {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+            } else if c != '\r' {
+                out.push(c);
+            }
+        }
+        assert!(out.chars().count() <= cols, "wraps at {cols}: {out:?}");
+        lines.push(out);
+    }
+    if lines.last().is_some_and(String::is_empty) {
+        lines.pop();
+    }
+    let skip = lines.len().saturating_sub(rows);
+    lines.split_off(skip)
+}
+
+/// Decodes the half-block QR code on `screen` the way a phone sees it: each cell is one module
+/// wide and two tall, a glyph's drawn half is dark (the code's black foreground), the rest of
+/// the code light (its white background); the terminal around it is painted dark, as on a
+/// dark theme. Returns zbarimg's text, or `None` if it finds no code.
+fn scan_screen(screen: &[String], dir: &Path) -> Option<String> {
+    const PX: usize = 4;
+    let is_art = |l: &String| l.contains(['▀', '▄', '█']);
+    let first = screen.iter().position(is_art)?;
+    let last = screen.iter().rposition(is_art)?;
+    // The quiet-zone rows above and below are blank lines of the art.
+    let (top, bottom) = (first.saturating_sub(1), (last + 1).min(screen.len() - 1));
+    let cols = screen[top..=bottom]
+        .iter()
+        .map(|l| l.chars().count())
+        .max()?;
+    let (w, h) = ((cols + 8) * PX, ((bottom - top + 1) * 2 + 8) * PX);
+    let mut px = vec![0x20u8; w * h];
+    for (r, line) in screen[top..=bottom].iter().enumerate() {
+        for (c, ch) in line.chars().enumerate() {
+            let (t, b) = match ch {
+                '█' => (true, true),
+                '▀' => (true, false),
+                '▄' => (false, true),
+                _ => (false, false),
+            };
+            for (half, dark) in [(0, t), (1, b)] {
+                for y in 0..PX {
+                    let row = (4 + 2 * r + half) * PX + y;
+                    let start = row * w + (4 + c) * PX;
+                    px[start..start + PX].fill(if dark { 0 } else { 0xFF });
+                }
+            }
+        }
+    }
+    let path = dir.join("screen.pgm");
+    let mut pgm = format!("P5 {w} {h} 255\n").into_bytes();
+    pgm.extend_from_slice(&px);
+    std::fs::write(&path, pgm).unwrap();
+    let out = Command::new("zbarimg")
+        .args(["--quiet", "--raw", "-Sbinary"])
+        .arg(&path)
+        .output()
+        .expect("run zbarimg (zbar-tools)");
+    out.status
+        .success()
+        .then(|| text(&out.stdout).trim_end_matches('\n').to_string())
+}
+
+#[test]
+fn terminal_qr_code_scans_from_the_screen_and_says_when_it_does_not_fit() {
+    let d = Dir::new("ptyqr");
+    assert!(run(&d.data(), &["init", "--endpoint", "vpn.example.org"])
+        .status
+        .success());
+
+    // Tall enough: the screen shows the whole code, nothing else but a heading and a hint,
+    // and it scans to a working config (no -Stest-inverted: dark on light as drawn).
+    let Some(out) = peer_add_on_a_terminal(&d.data(), "tall", 80, 40) else {
+        return;
+    };
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let raw = text(&out.stdout);
+    assert!(
+        raw.contains("\x1b[38;5;16;48;5;231m"),
+        "explicit black-on-white colours"
+    );
+    assert!(
+        !raw.contains("[Interface]"),
+        "config only with --show-config"
+    );
+    let shown = screen(&raw, 80, 40);
+    let scanned = scan_screen(&shown, &d.0).expect("the 80x40 screen holds a scannable code");
+    assert!(
+        scanned.contains("[Interface]") && scanned.contains("Endpoint = vpn.example.org:51820")
+    );
+    // `script` merges stderr into the terminal: no size note when it fits.
+    assert!(!raw.contains("needs"), "{raw}");
+
+    // 80x24: a full config (three keys) needs version 12, 35 rows: it does not fit, and the
+    // admin is told so, with the PNG way out. Nothing wraps.
+    let Some(out) = peer_add_on_a_terminal(&d.data(), "small", 80, 24) else {
+        return;
+    };
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let raw = text(&out.stdout);
+    let shown = screen(&raw, 80, 24);
+    assert_eq!(shown.len(), 24);
+    assert!(scan_screen(&shown, &d.0).is_none(), "the top scrolled away");
+    let note = shown[shown.len() - 2..].join("\n");
+    assert!(
+        note.contains("this terminal has 80 x 24") && note.contains("--qr-png FILE"),
+        "{note}"
+    );
+
+    // --show-config prints the config after the code.
+    let cmd = format!(
+        "stty cols 80 rows 60; {} --data-dir {} peer add shown --show-config",
+        bin(),
+        d.data().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let raw = text(&out.stdout);
+    let code_end = raw.rfind('█').unwrap();
+    let config_start = raw.find("[Interface]").expect("config shown");
+    assert!(config_start > code_end, "config after the code");
+}
+
+#[test]
+fn log_format_json_gives_one_object_per_line_and_serve_warns_about_the_endpoint() {
+    let d = Dir::new("jsonlog");
+    assert!(run(&d.data(), &["init", "--endpoint", "127.0.0.1"])
+        .status
+        .success());
+    let log = d.0.join("serve.log");
+    let child = Command::new(bin())
+        .arg("--data-dir")
+        .arg(d.data())
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let sock = d.data().join("control.sock");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = Serving { child, sock };
+    assert!(s.stop().success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = logged
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["message"] == "serving"), "{logged}");
+    let warning = lines
+        .iter()
+        .find(|l| l["level"] == "WARN")
+        .unwrap_or_else(|| panic!("no warning: {logged}"));
+    let message = warning["message"].as_str().unwrap();
+    assert!(
+        message.contains("loopback") && message.contains("appliance endpoint HOST[:PORT]"),
+        "{message}"
     );
 }

@@ -286,6 +286,7 @@ fn a_leader_runs_the_guild_from_a_phone() {
         "job.update",
         "job.delete",
         "peer.add",
+        "server.endpoint",
     ] {
         assert!(actions.contains(&a), "audit lacks {a}: {actions:?}");
     }
@@ -293,6 +294,17 @@ fn a_leader_runs_the_guild_from_a_phone() {
         !audit.to_string().contains("SeCrEtToken"),
         "the audit trail shows the webhook token"
     );
+
+    // The admin changed the endpoint on the Members page: shown before and after, live.
+    assert_eq!(
+        r["endpoint_before"],
+        format!("Phones dial {}", app.endpoint()),
+        "{r:#}"
+    );
+    let now = format!("vpn.example.org:{}", app.port());
+    assert_eq!(r["endpoint_after"], format!("Phones dial {now}"), "{r:#}");
+    let (s, v) = call(&ns, "GET", "/api/v1/endpoint", None, &[]);
+    assert_eq!((s, v["endpoint"].as_str()), (200, Some(now.as_str())));
 
     // The QR code on the screen is the config on the screen, and it connects.
     let qr = output_of(

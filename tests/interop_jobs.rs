@@ -1047,6 +1047,13 @@ fn misfires_after_downtime_are_recorded_and_caught_up_once() {
         ca.missed.len() + cb.missed.len(),
         "{stats}"
     );
+    // Missed fires are logged at WARN with their reason.
+    let missed_logged = app
+        .log()
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("run missed: missed:"))
+        .count();
+    assert!(missed_logged >= 1, "{}", app.log_tail(40));
     // Exactly on the grid, each fire recorded once.
     assert_on_grid("coalesce", &a_runs, a_start, 1);
     assert_on_grid("no coalesce", &b_runs, b_start, 1);
@@ -1189,6 +1196,18 @@ fn retries_backoff_retry_after_final_4xx_and_timeouts() {
     assert_eq!(sink.hits("/fail/x").len(), 3);
     let failed = expect(&ns, "GET", "/api/v1/runs?status=failed", None, 200);
     assert_eq!(failed["runs"].as_array().unwrap().len(), 3, "{failed}");
+
+    // Each failed run is logged at WARN with its error, so `journalctl -p warning` shows
+    // it; the webhook's path (its secret part) is scrubbed from the log like from the run.
+    let log = app.log();
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("run failed"))
+        .collect();
+    assert_eq!(warned.len(), 3, "{}", app.log_tail(40));
+    assert!(warned.iter().any(|l| l.contains("404")), "{warned:?}");
+    assert!(warned.iter().any(|l| l.contains("timed out")), "{warned:?}");
+    assert!(!log.contains("/gone/x"), "webhook path in the log");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1114,3 +1114,149 @@ fn losing_access_tears_down_open_connections() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Endpoint
+
+/// `appliance endpoint` (control socket) and `PUT /api/v1/endpoint` change the endpoint live:
+/// the next `peer add` and `POST /api/v1/peers` carry it, a config carrying it works through
+/// wireguard-go, and the tunnel that was up stays up. The default listen (`[::]`, dual-stack)
+/// serves these IPv4 clients.
+#[test]
+fn endpoint_changes_live_new_configs_carry_it_and_tunnels_stay_up() {
+    if !require_prereqs() {
+        return;
+    }
+    let ns = Netns::new("endpoint");
+    let app = Appliance::start(&ns);
+    let alice_config = add(&app, &["alice", "--role", "admin"]);
+    assert_eq!(
+        config_value(&alice_config, "Endpoint").as_deref(),
+        Some(app.endpoint().as_str())
+    );
+    let alice = WgClient::up(&ns, &alice_config);
+    assert_eq!(whoami_ok(&ns, &app)["peer"], "alice");
+    let handshake = alice.latest_handshake();
+
+    // Live, through the control socket: the address of a second namespace.
+    let (remote, endpoint) = remote_client_ns(&ns, &app, "endpoint-b");
+    let out = cli_ok(&app, &["endpoint", &endpoint]);
+    assert!(
+        out.contains(&format!("clients dial {endpoint} (was {})", app.endpoint())),
+        "{out}"
+    );
+    assert_eq!(
+        whoami_ok(&ns, &app)["peer"],
+        "alice",
+        "the tunnel stayed up"
+    );
+    assert_eq!(
+        alice.latest_handshake(),
+        handshake,
+        "no new handshake needed"
+    );
+
+    // The next config carries it (no --endpoint override) and works from there.
+    let bob_config = add(&app, &["bob"]);
+    assert_eq!(
+        config_value(&bob_config, "Endpoint").as_deref(),
+        Some(endpoint.as_str())
+    );
+    let _bob = WgClient::up(&remote, &bob_config);
+    assert_eq!(whoami_ok(&remote, &app)["peer"], "bob");
+
+    // The API: anyone who reads sees it; only an admin changes it; bad input names the field.
+    let (status, v) = call(&remote, "GET", "/api/v1/endpoint", None, &[]);
+    assert_eq!(
+        (status, v["endpoint"].as_str()),
+        (200, Some(endpoint.as_str()))
+    );
+    let put = |ns: &Netns, body: Value| call(ns, "PUT", "/api/v1/endpoint", Some(&body), &[]);
+    let (status, v) = put(&remote, serde_json::json!({"endpoint": "vpn.example.org"}));
+    assert_eq!(status, 403, "a viewer cannot change it: {v}");
+    for (body, field) in [
+        (serde_json::json!({"endpoint": "bad host"}), "endpoint"),
+        (serde_json::json!({"endpoint": 5}), "endpoint"),
+        (serde_json::json!({}), "endpoint"),
+        (
+            serde_json::json!({"endpoint": "vpn.example.org", "x": 1}),
+            "x",
+        ),
+    ] {
+        let (status, v) = put(&ns, body.clone());
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error"]["field"], field, "{body}: {v}");
+    }
+    let (status, v) = call(&ns, "GET", "/api/v1/endpoint", None, &[]);
+    assert_eq!(
+        (status, v["endpoint"].as_str()),
+        (200, Some(endpoint.as_str())),
+        "unchanged"
+    );
+    let (status, v) = put(&ns, serde_json::json!({"endpoint": "vpn.example.org"}));
+    let new = format!("vpn.example.org:{}", app.port());
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v,
+        serde_json::json!({"endpoint": new, "previous": endpoint, "warning": null})
+    );
+    let (status, v) = call(
+        &ns,
+        "POST",
+        "/api/v1/peers",
+        Some(&serde_json::json!({"name": "carol", "role": "viewer"})),
+        &[],
+    );
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(
+        config_value(v["config"].as_str().unwrap(), "Endpoint").as_deref(),
+        Some(new.as_str())
+    );
+    assert_eq!(
+        config_value(&add(&app, &["dave"]), "Endpoint").as_deref(),
+        Some(new.as_str())
+    );
+    assert_eq!(whoami_ok(&ns, &app)["peer"], "alice", "still up");
+    assert_eq!(whoami_ok(&remote, &app)["peer"], "bob", "still up");
+
+    // Both changes are audited, with who made them.
+    let audit: Value =
+        serde_json::from_str(&cli_ok(&app, &["audit", "--json"])).expect("audit JSON");
+    let changes: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "server.endpoint")
+        .map(|e| {
+            (
+                e["actor"]["peer"].as_str().unwrap().to_string(),
+                e["summary"]["to"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            ("alice".to_string(), new.clone()),
+            ("local".to_string(), endpoint)
+        ]
+    );
+    // And `status` while serving reports the live state.
+    let st: Value = serde_json::from_str(&cli_ok(&app, &["status", "--json"])).unwrap();
+    assert_eq!(st["serving"], true);
+    assert_eq!(st["server"]["endpoint"], new);
+    assert_eq!(st["server"]["listen"], format!("[::]:{}", app.port()));
+    let online: Vec<&str> = st["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["online"] == true)
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(online, ["alice", "bob"]);
+    assert!(
+        app.log().contains("peer online"),
+        "a first handshake is logged at INFO:\n{}",
+        app.log_tail(40)
+    );
+}

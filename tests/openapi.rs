@@ -21,6 +21,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/runs"),
     ("get", "/api/v1/stats"),
     ("get", "/api/v1/openapi.json"),
+    // src/api/endpoint.rs
+    ("get", "/api/v1/endpoint"),
+    ("put", "/api/v1/endpoint"),
     // src/api/peers.rs
     ("get", "/api/v1/peers"),
     ("post", "/api/v1/peers"),
@@ -249,6 +252,8 @@ fn the_named_components_exist() {
         "Whoami",
         "Stats",
         "Duration",
+        "Endpoint",
+        "EndpointInput",
     ] {
         assert!(
             doc["components"]["schemas"][name].is_object(),

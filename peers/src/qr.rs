@@ -2,12 +2,14 @@
 //!
 //! Layer: pure rendering. This module owns how text becomes a QR code image — for a terminal
 //! (Unicode half blocks), as PNG bytes, or as SVG text — and returns the result; it never writes
-//! to a terminal or a file. Contract: every renderer uses error-correction level L (a full
-//! config with a preshared key, ~400 bytes, stays near version 13, 69 modules, so the terminal
-//! form fits in 80 columns), includes the 4-module quiet zone, and fails only with
-//! [`QrError::TooLong`].
+//! to a terminal or a file. Contract: every renderer uses error-correction level L, the lowest
+//! (phones scan a screen or a print, not a damaged label, and L keeps a ~330-byte config at
+//! version 12, 65 modules), and fails only with [`QrError::TooLong`]. The PNG and SVG carry
+//! the standard 4-module quiet zone; the terminal form a 2-module one
+//! ([`TERMINAL_QUIET_ZONE_MODULES`]) drawn in its own background colour, which scanners
+//! (zbar, the WireGuard apps) read and which saves two rows.
 
-use qrcode::render::{svg, unicode};
+use qrcode::render::svg;
 use qrcode::{Color, EcLevel, QrCode};
 
 /// Pixels per module side in [`render_png`].
@@ -15,6 +17,18 @@ pub const PNG_MODULE_PX: u32 = 8;
 
 /// Modules of light margin around the code, as the QR standard requires.
 pub const QUIET_ZONE_MODULES: u32 = 4;
+
+/// Modules of light margin around the terminal form: the code has its own explicit
+/// background there, so the terminal's colours around it do not matter.
+pub const TERMINAL_QUIET_ZONE_MODULES: usize = 2;
+
+/// The terminal colours: 256-colour palette entries 16 (black) and 231 (white) as foreground
+/// and background. Themes recolour the 16 basic colours (a light theme's "black" may be
+/// grey, its default foreground dark), never the 6×6×6 cube, so the code is dark on light
+/// on every theme and scans the same way everywhere.
+pub const TERMINAL_COLOURS: &str = "\x1b[38;5;16;48;5;231m";
+/// Resets the colours at the end of every line (so a wrapped or cut line never leaks them).
+pub const TERMINAL_RESET: &str = "\x1b[0m";
 
 /// Why text could not be made into a QR code.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -36,27 +50,62 @@ fn encode(text: &str) -> Result<QrCode, QrError> {
         .map_err(|_| QrError::TooLong { len: text.len() })
 }
 
-/// The QR code as lines of Unicode half blocks (`▀`, `▄`, `█`, space), each ending in `\n`.
-///
-/// Each character cell carries two modules stacked vertically, so the code looks square in a
-/// typical terminal font. Light modules and the quiet zone are drawn as glyphs and dark modules
-/// are left blank, so on the usual terminal (light text on a dark background) the code appears
-/// dark-on-light, the way phone scanners expect it — the same convention as `qrencode -t utf8`.
-pub fn render_terminal(text: &str) -> Result<String, QrError> {
-    let code = encode(text)?;
-    let art = code
-        .render::<unicode::Dense1x2>()
-        .dark_color(unicode::Dense1x2::Light)
-        .light_color(unicode::Dense1x2::Dark)
-        .quiet_zone(true)
-        .module_dimensions(1, 1)
-        .build();
-    let mut out = String::with_capacity(art.len() + art.len() / 40);
-    for line in art.lines() {
-        out.push_str(line);
-        out.push('\n');
+/// A QR code drawn for a terminal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TerminalQr {
+    /// Lines of half blocks, each wrapped in [`TERMINAL_COLOURS`] … [`TERMINAL_RESET`] and
+    /// ending in `\n`.
+    pub art: String,
+    /// Character cells per line.
+    pub columns: usize,
+    /// Lines.
+    pub rows: usize,
+}
+
+impl TerminalQr {
+    /// Whether the code fits a terminal of `columns` × `rows` with `other_rows` lines of text
+    /// beside it on the screen.
+    pub fn fits(&self, columns: usize, rows: usize, other_rows: usize) -> bool {
+        self.columns <= columns && self.rows + other_rows <= rows
     }
-    Ok(out)
+}
+
+/// The QR code as lines of Unicode half blocks (`▀`, `▄`, `█`, space) in explicit colours.
+///
+/// Each character cell carries two modules stacked vertically (one cell is about twice as tall
+/// as wide, so modules come out square). Dark modules are the glyphs, in black foreground, on
+/// a white background that also fills the quiet zone: dark-on-light on any terminal theme.
+pub fn render_terminal(text: &str) -> Result<TerminalQr, QrError> {
+    let code = encode(text)?;
+    let width = code.width();
+    let colors = code.to_colors();
+    let q = TERMINAL_QUIET_ZONE_MODULES;
+    let side = width + 2 * q;
+    let dark = |x: usize, y: usize| {
+        (q..q + width).contains(&x)
+            && (q..q + width).contains(&y)
+            && colors[(y - q) * width + (x - q)] == Color::Dark
+    };
+    let rows = side.div_ceil(2);
+    let mut art = String::with_capacity(rows * (side * 3 + 32));
+    for row in 0..rows {
+        art.push_str(TERMINAL_COLOURS);
+        for x in 0..side {
+            art.push(match (dark(x, 2 * row), dark(x, 2 * row + 1)) {
+                (true, true) => '\u{2588}',
+                (true, false) => '\u{2580}',
+                (false, true) => '\u{2584}',
+                (false, false) => ' ',
+            });
+        }
+        art.push_str(TERMINAL_RESET);
+        art.push('\n');
+    }
+    Ok(TerminalQr {
+        art,
+        columns: side,
+        rows,
+    })
 }
 
 /// The QR code as an 8-bit grayscale PNG: black modules on white, [`PNG_MODULE_PX`] pixels per
@@ -125,21 +174,31 @@ mod tests {
                           PersistentKeepalive = 25\n";
 
     #[test]
-    fn terminal_is_half_blocks_and_fits_80_columns() {
-        let art = render_terminal(SAMPLE).unwrap();
-        assert!(!art.is_empty());
+    fn terminal_is_coloured_half_blocks_with_a_two_module_margin() {
+        let qr = render_terminal(SAMPLE).unwrap();
+        let art = &qr.art;
         assert!(art.ends_with('\n'));
-        assert!(art
-            .chars()
-            .all(|c| matches!(c, ' ' | '\u{2580}' | '\u{2584}' | '\u{2588}' | '\n')));
-        let widths: Vec<usize> = art.lines().map(|l| l.chars().count()).collect();
         let code = encode(SAMPLE).unwrap();
-        let side = code.width() + 8;
-        assert!(widths.iter().all(|&w| w == side), "{widths:?}");
-        assert!(side <= 80, "{side} columns");
-        assert_eq!(widths.len(), side.div_ceil(2));
-        // The quiet zone is drawn (light), so the first line is all full blocks.
-        assert!(art.lines().next().unwrap().chars().all(|c| c == '\u{2588}'));
+        let side = code.width() + 4;
+        assert_eq!(qr.columns, side);
+        assert_eq!(qr.rows, side.div_ceil(2));
+        assert_eq!(art.lines().count(), qr.rows);
+        for line in art.lines() {
+            let inner = line
+                .strip_prefix(TERMINAL_COLOURS)
+                .and_then(|l| l.strip_suffix(TERMINAL_RESET))
+                .expect("every line carries its own colours and resets them");
+            assert!(inner
+                .chars()
+                .all(|c| matches!(c, ' ' | '\u{2580}' | '\u{2584}' | '\u{2588}')));
+            assert_eq!(inner.chars().count(), side);
+        }
+        // The first row is the quiet zone: light (blank) cells only.
+        let first = art.lines().next().unwrap();
+        assert!(first[TERMINAL_COLOURS.len()..].starts_with(&" ".repeat(side)));
+        assert!(qr.fits(80, 40, 2));
+        assert!(!qr.fits(80, qr.rows + 1, 2));
+        assert!(!qr.fits(side - 1, 100, 0));
     }
 
     #[test]

@@ -15,18 +15,36 @@ const CONFIG: &str = "# appliance peer: alice\n[Interface]\n\
 
 /// The module grid with the 4-module quiet zone, `true` = dark.
 fn expected_modules(text: &str) -> Vec<Vec<bool>> {
+    modules_with_margin(text, 4)
+}
+
+/// The module grid with a `q`-module quiet zone, `true` = dark.
+fn modules_with_margin(text: &str, q: usize) -> Vec<Vec<bool>> {
     let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::L).unwrap();
     let w = code.width();
     let colors = code.to_colors();
-    let side = w + 8;
+    let side = w + 2 * q;
     (0..side)
         .map(|y| {
             (0..side)
                 .map(|x| {
-                    (4..w + 4).contains(&x)
-                        && (4..w + 4).contains(&y)
-                        && colors[(y - 4) * w + (x - 4)] == Color::Dark
+                    (q..w + q).contains(&x)
+                        && (q..w + q).contains(&y)
+                        && colors[(y - q) * w + (x - q)] == Color::Dark
                 })
+                .collect()
+        })
+        .collect()
+}
+
+/// The half-block characters of the terminal art, colours stripped.
+fn art_cells(art: &str) -> Vec<Vec<char>> {
+    art.lines()
+        .map(|l| {
+            l.strip_prefix(peers::qr::TERMINAL_COLOURS)
+                .and_then(|l| l.strip_suffix(peers::qr::TERMINAL_RESET))
+                .expect("coloured line")
+                .chars()
                 .collect()
         })
         .collect()
@@ -61,27 +79,27 @@ fn png_has_signature_size_and_modules() {
 
 #[test]
 fn terminal_art_maps_back_to_the_modules() {
-    let art = render_terminal(CONFIG).unwrap();
-    let modules = expected_modules(CONFIG);
+    let art = render_terminal(CONFIG).unwrap().art;
+    let modules = modules_with_margin(CONFIG, peers::qr::TERMINAL_QUIET_ZONE_MODULES);
     let side = modules.len();
-    let lines: Vec<Vec<char>> = art.lines().map(|l| l.chars().collect()).collect();
+    let lines = art_cells(&art);
     assert_eq!(lines.len(), side.div_ceil(2));
     for (row, line) in lines.iter().enumerate() {
         assert_eq!(line.len(), side);
         for (x, ch) in line.iter().enumerate() {
-            // A glyph's painted half is light (terminal foreground), its blank half dark.
-            let (top_light, bottom_light) = match ch {
+            // A glyph's painted half is dark (black foreground), its blank half light.
+            let (top_dark, bottom_dark) = match ch {
                 '\u{2588}' => (true, true),
                 '\u{2580}' => (true, false),
                 '\u{2584}' => (false, true),
                 ' ' => (false, false),
                 other => panic!("unexpected {other:?}"),
             };
-            assert_eq!(top_light, !modules[2 * row][x], "({x}, {})", 2 * row);
+            assert_eq!(top_dark, modules[2 * row][x], "({x}, {})", 2 * row);
             if 2 * row + 1 < side {
                 assert_eq!(
-                    bottom_light,
-                    !modules[2 * row + 1][x],
+                    bottom_dark,
+                    modules[2 * row + 1][x],
                     "({x}, {})",
                     2 * row + 1
                 );
@@ -92,6 +110,7 @@ fn terminal_art_maps_back_to_the_modules() {
 
 #[test]
 fn a_full_config_fits_an_80_column_terminal() {
-    let art = render_terminal(CONFIG).unwrap();
-    assert!(art.lines().all(|l| l.chars().count() <= 80));
+    let qr = render_terminal(CONFIG).unwrap();
+    assert!(qr.columns <= 80, "{} columns", qr.columns);
+    assert!(art_cells(&qr.art).iter().all(|l| l.len() <= 80));
 }

@@ -1,6 +1,6 @@
 //! The QR codes scan back to the exact config text with a real decoder (zbarimg, from
-//! zbar-tools): the PNG as rendered, and the terminal art as it looks on a terminal with light
-//! text on a dark background.
+//! zbar-tools): the PNG as rendered, and the terminal art as it looks on a terminal of either
+//! theme (its explicit colours make both the same).
 //!
 //! Fails under `CI=true` when zbarimg is missing; elsewhere it is skipped with a note.
 
@@ -81,24 +81,27 @@ fn png_scans_back_to_the_config() {
     assert_scans_to(&scan(&path), &text);
 }
 
-#[test]
-fn terminal_art_scans_back_on_a_dark_terminal() {
-    if !require("zbarimg", "the QR scan check") {
-        return;
-    }
-    let text = config_text();
-    let art = render_terminal(&text).unwrap();
-
-    // Paint each character cell as a dark terminal would: glyph halves in light foreground,
-    // blank halves in dark background. A cell is one module wide and two tall.
+/// Paints the terminal art as a terminal whose own background is `theme_bg` shows it: the
+/// art's explicit colours (black glyph halves on white) inside, the theme around it. A cell is
+/// one module wide and two tall. No `-Stest-inverted`: the code must scan as it is.
+fn paint_terminal(text: &str, theme_bg: u8, path: &Path) {
+    let art = render_terminal(text).unwrap().art;
     const PX: usize = 6;
-    let lines: Vec<Vec<char>> = art.lines().map(|l| l.chars().collect()).collect();
+    let lines: Vec<Vec<char>> = art
+        .lines()
+        .map(|l| {
+            l.strip_prefix(peers::qr::TERMINAL_COLOURS)
+                .and_then(|l| l.strip_suffix(peers::qr::TERMINAL_RESET))
+                .expect("coloured line")
+                .chars()
+                .collect()
+        })
+        .collect();
     let cols = lines[0].len();
     let (width, height) = (cols * PX, lines.len() * 2 * PX);
-    // A dark margin around the art, like the rest of the terminal window.
     let margin = 4 * PX;
     let (w, h) = (width + 2 * margin, height + 2 * margin);
-    let mut pixels = vec![0u8; w * h];
+    let mut pixels = vec![theme_bg; w * h];
     for (row, line) in lines.iter().enumerate() {
         for (col, ch) in line.iter().enumerate() {
             let (top, bottom) = match ch {
@@ -107,20 +110,28 @@ fn terminal_art_scans_back_on_a_dark_terminal() {
                 '\u{2584}' => (false, true),
                 _ => (false, false),
             };
-            for (half, light) in [(0, top), (1, bottom)] {
-                if !light {
-                    continue;
-                }
+            for (half, dark) in [(0, top), (1, bottom)] {
                 for y in 0..PX {
                     let py = margin + (2 * row + half) * PX + y;
                     let start = py * w + margin + col * PX;
-                    pixels[start..start + PX].fill(0xE0);
+                    pixels[start..start + PX].fill(if dark { 0x00 } else { 0xFF });
                 }
             }
         }
     }
+    write_gray_png(path, w as u32, h as u32, &pixels);
+}
+
+#[test]
+fn terminal_art_scans_back_on_dark_and_light_terminals() {
+    if !require("zbarimg", "the QR scan check") {
+        return;
+    }
+    let text = config_text();
     let dir = TempDir::new("qr-term");
-    let path = dir.path().join("terminal.png");
-    write_gray_png(&path, w as u32, h as u32, &pixels);
-    assert_scans_to(&scan(&path), &text);
+    for (theme, bg) in [("dark", 0x10), ("light", 0xF0)] {
+        let path = dir.path().join(format!("terminal-{theme}.png"));
+        paint_terminal(&text, bg, &path);
+        assert_scans_to(&scan(&path), &text);
+    }
 }

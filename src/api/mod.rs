@@ -31,6 +31,7 @@
 //! Errors are always `{"error":{"code","message","field"}}`.
 
 mod audit;
+mod endpoint;
 mod jobs;
 pub mod limits;
 mod peers;
@@ -609,7 +610,7 @@ async fn gate_and_route(
             "this tunnel address belongs to no enabled peer",
         ));
     };
-    let tunnel = service.server.interface.addr();
+    let tunnel = service.server().interface.addr();
     let extra = &service.api.extra_hosts;
     check_target(tunnel, extra, &req)?;
     let method = req.method().clone();
@@ -911,6 +912,7 @@ async fn route(
         })),
         (_, ["api", "v1", "peers", rest @ ..]) => peers::route(&ctx, &method, rest).await,
         (Method::GET, ["api", "v1", "audit"]) => audit::list(&ctx).await,
+        (_, ["api", "v1", "endpoint"]) => endpoint::route(&ctx, &method).await,
         (_, ["api", "v1", "jobs", rest @ ..]) => jobs::route(&ctx, &method, rest).await,
         (Method::GET, ["api", "v1", "runs"]) => jobs::runs(&ctx, None).await,
         (Method::GET, ["api", "v1", "stats"]) => jobs::stats(&ctx).await,
@@ -1127,7 +1129,9 @@ mod tests {
         let (commands, _) = tokio::sync::mpsc::channel(1);
         let service = Arc::new(Service {
             store: store.clone(),
-            server,
+            server: std::sync::RwLock::new(server),
+            listen: "[::]:51820".parse().unwrap(),
+            data_dir: std::env::temp_dir(),
             commands,
             directory: Default::default(),
             metrics: Default::default(),
@@ -1216,6 +1220,50 @@ mod tests {
         assert_eq!(health["status"], "ok", "{health}");
         assert_eq!(health["storage"]["reason"], Value::Null);
         assert_eq!(health["scheduler"]["recording"], true);
+    }
+
+    #[tokio::test]
+    async fn endpoint_put_is_refused_whole_on_a_full_disk_and_live_after() {
+        let disk = crate::store::testing::Disk::default();
+        let service = service_on(&disk);
+        assert!(service.store.init_server(&service.server()).unwrap());
+        let put = json!({"endpoint": "new.example.org"});
+
+        disk.set_failing(true);
+        let (status, body) =
+            call(&service, Method::PUT, "/api/v1/endpoint", Some(put.clone())).await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+        assert_eq!(body["error"]["code"], "insufficient_storage");
+        let (_, v) = call(&service, Method::GET, "/api/v1/endpoint", None).await;
+        assert_eq!(
+            v["endpoint"], "vpn.example:51820",
+            "nothing changed live either"
+        );
+
+        disk.set_failing(false);
+        let (status, v) = call(&service, Method::PUT, "/api/v1/endpoint", Some(put)).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(
+            v,
+            json!({"endpoint": "new.example.org:51820", "previous": "vpn.example:51820", "warning": null})
+        );
+        assert_eq!(
+            service.server().endpoint.to_string(),
+            "new.example.org:51820"
+        );
+        assert_eq!(
+            service
+                .store
+                .server()
+                .unwrap()
+                .unwrap()
+                .endpoint
+                .to_string(),
+            "new.example.org:51820"
+        );
+        let audit = service.store.audit_page(None, None, 10).unwrap();
+        assert_eq!(audit[0].action, "server.endpoint");
+        assert_eq!(audit[0].actor.peer, "leader");
     }
 
     #[test]

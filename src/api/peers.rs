@@ -161,7 +161,7 @@ fn client_config(
     psk: PresharedKey,
     dns: Vec<std::net::IpAddr>,
 ) -> Result<(String, String), ApiError> {
-    let server = &ctx.service.server;
+    let server = &ctx.service.server();
     let config = ClientConfig {
         private_key: private,
         address: rec.address,

@@ -9,15 +9,22 @@
 //! [`Engine::poll_transmit`] (UDP datagrams) and [`Engine::poll_accept`] (new TCP
 //! connections, with the peer's endpoint filled in).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use peers::PublicKey;
 
 use super::{peer_config, Command, LivePeerStats};
 use crate::directory::Directory;
 use crate::netstack::{self, Accepted, Limits, Stack};
-use crate::tunnel::{Router, RouterStats, Transmit, TICK};
+use crate::tunnel::{Handshake, Router, RouterStats, Transmit, TICK};
+
+/// A peer that handshakes after this long or more without one (or for the first time since
+/// start) is logged at INFO as online, so journald shows who is active; the handshakes of a
+/// peer that stays connected (every 2 minutes) are not.
+pub const ONLINE_GAP: Duration = Duration::from_secs(180);
 
 /// Router + netstack, driven by the caller. See the module docs for the contract.
 pub struct Engine {
@@ -27,6 +34,8 @@ pub struct Engine {
     /// The instant the netstack's clock counts from.
     origin: Instant,
     accepted: VecDeque<Accepted>,
+    /// The last completed handshake of each peer, for the "peer online" log.
+    handshakes: HashMap<PublicKey, Instant>,
 }
 
 impl Engine {
@@ -48,6 +57,7 @@ impl Engine {
             directory,
             origin: now,
             accepted: VecDeque::new(),
+            handshakes: HashMap::new(),
         }
     }
 
@@ -123,6 +133,9 @@ impl Engine {
     /// [`Engine::poll_transmit`] and [`Engine::poll_accept`].
     pub fn turn(&mut self, now: Instant) -> Instant {
         self.router.handle_timeout(now);
+        while let Some(h) = self.router.poll_handshake() {
+            self.note_handshake(h, now);
+        }
         while let Some(inb) = self.router.poll_inbound() {
             self.stack.handle_packet(inb.packet);
         }
@@ -140,6 +153,23 @@ impl Engine {
             deadline = deadline.min(now + d);
         }
         deadline
+    }
+
+    /// Logs a peer coming online: its first handshake after [`ONLINE_GAP`] or more.
+    fn note_handshake(&mut self, h: Handshake, now: Instant) {
+        let was_offline = self
+            .handshakes
+            .insert(h.peer, now)
+            .is_none_or(|t| now.saturating_duration_since(t) >= ONLINE_GAP);
+        if was_offline {
+            let dir = self.directory.read().unwrap();
+            let name = dir
+                .iter()
+                .find(|p| p.public_key == h.peer)
+                .map(|p| p.name.to_string())
+                .unwrap_or_else(|| "?".into());
+            tracing::info!(peer = %name, endpoint = %h.from, "peer online (first handshake after 3 min or more offline)");
+        }
     }
 
     /// Next UDP datagram to send. Call until `None` after every turn.

@@ -138,6 +138,7 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
     let mut buf = vec![0u8; 65536];
     let mut commands_open = true;
     let mut deadline = origin;
+    let dual_stack = socket.local_addr()?.is_ipv6();
 
     loop {
         let event = tokio::select! {
@@ -158,10 +159,10 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
         sync_boringtun_clock(origin, now);
         match event {
             Event::Datagram(Ok((n, from))) => {
-                engine.handle_datagram(from, &buf[..n]);
+                engine.handle_datagram(canonical(from), &buf[..n]);
                 for _ in 1..RECV_BATCH {
                     match socket.try_recv_from(&mut buf) {
-                        Ok((n, from)) => engine.handle_datagram(from, &buf[..n]),
+                        Ok((n, from)) => engine.handle_datagram(canonical(from), &buf[..n]),
                         Err(_) => break,
                     }
                 }
@@ -173,7 +174,10 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
         }
 
         deadline = engine.turn(now);
-        while let Some(t) = engine.poll_transmit() {
+        while let Some(mut t) = engine.poll_transmit() {
+            if dual_stack {
+                t.dst = mapped(t.dst);
+            }
             if let Err(e) = socket.try_send_to(&t.payload, t.dst) {
                 if e.kind() == io::ErrorKind::WouldBlock {
                     // Kernel buffer full: wait for room rather than drop (backpressure).
@@ -192,6 +196,26 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
         metrics.publish(r, n);
     }
     Ok(())
+}
+
+/// An IPv4 peer seen through the dual-stack socket arrives as `[::ffff:a.b.c.d]`; the router,
+/// logs and statistics see it as the plain IPv4 address it is.
+fn canonical(from: SocketAddr) -> SocketAddr {
+    match from {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => from,
+        },
+        v4 => v4,
+    }
+}
+
+/// The reverse of [`canonical`], for sending from the dual-stack socket.
+fn mapped(dst: SocketAddr) -> SocketAddr {
+    match dst {
+        SocketAddr::V4(v4) => SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port())),
+        v6 => v6,
+    }
 }
 
 /// What woke the driver.

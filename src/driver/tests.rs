@@ -138,7 +138,9 @@ impl World {
         let (commands_tx, commands) = mpsc::channel(64);
         let service = Arc::new(Service {
             store: Arc::new(store),
-            server,
+            server: std::sync::RwLock::new(server),
+            listen: "0.0.0.0:51820".parse().unwrap(),
+            data_dir: data_dir.clone(),
             commands: commands_tx,
             directory,
             metrics: Arc::new(Metrics::default()),
@@ -632,4 +634,17 @@ fn driver_keeps_boringtuns_clock_on_real_time_in_test_builds() {
     MockClock::set_time(Duration::ZERO);
     super::sync_boringtun_clock(origin, origin + Duration::from_secs(121));
     assert_eq!(MockClock::time(), Duration::from_secs(121));
+}
+
+#[test]
+fn mapped_ipv4_sources_are_plain_ipv4_inside_and_mapped_again_outside() {
+    use super::{canonical, mapped};
+    use std::net::SocketAddr;
+    let v4: SocketAddr = "203.0.113.7:4242".parse().unwrap();
+    let seen: SocketAddr = "[::ffff:203.0.113.7]:4242".parse().unwrap();
+    assert_eq!(canonical(seen), v4);
+    assert_eq!(mapped(v4), seen);
+    let v6: SocketAddr = "[2001:db8::7]:4242".parse().unwrap();
+    assert_eq!(canonical(v6), v6);
+    assert_eq!(mapped(v6), v6);
 }

@@ -59,6 +59,17 @@ pub struct Inbound {
     pub packet: Vec<u8>,
 }
 
+/// A completed handshake initiation from a peer (authenticated and answered), for the
+/// driver's "came online" log. At most [`MAX_EVENTS`] wait; older ones are dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handshake {
+    pub peer: PublicKey,
+    pub from: SocketAddr,
+}
+
+/// Handshake events kept until [`Router::poll_handshake`] takes them.
+pub const MAX_EVENTS: usize = 1024;
+
 /// Counters of what the router did, for health and debugging.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RouterStats {
@@ -97,6 +108,7 @@ pub struct Router {
     rng: Box<dyn RngCore + Send>,
     transmit: VecDeque<Transmit>,
     inbound: VecDeque<Inbound>,
+    handshakes: VecDeque<Handshake>,
     stats: RouterStats,
     next_tick: Option<Instant>,
     next_limiter_reset: Option<Instant>,
@@ -127,6 +139,7 @@ impl Router {
             rng,
             transmit: VecDeque::new(),
             inbound: VecDeque::new(),
+            handshakes: VecDeque::new(),
             stats: RouterStats::default(),
             next_tick: None,
             next_limiter_reset: None,
@@ -250,6 +263,13 @@ impl Router {
                 }
                 if is_initiation {
                     stats.handshakes += 1;
+                    if self.handshakes.len() >= MAX_EVENTS {
+                        self.handshakes.pop_front();
+                    }
+                    self.handshakes.push_back(Handshake {
+                        peer: peer.config.public_key,
+                        from,
+                    });
                 }
                 peer.endpoint = Some(from);
                 let transmit = &mut self.transmit;
@@ -366,6 +386,11 @@ impl Router {
 
     pub fn stats(&self) -> RouterStats {
         self.stats
+    }
+
+    /// Next completed handshake initiation. Call until `None` after every `handle_datagram`.
+    pub fn poll_handshake(&mut self) -> Option<Handshake> {
+        self.handshakes.pop_front()
     }
 
     /// All peers, for statistics.

@@ -153,6 +153,15 @@ fn handshake_then_data_reaches_netstack_with_identity() {
     w.handshake(&mut c);
     assert_eq!(w.router.stats().handshakes, 1);
     assert_eq!(
+        w.router.poll_handshake(),
+        Some(super::Handshake {
+            peer: c.key.public_key(),
+            from: c.addr
+        }),
+        "a completed handshake is reported once, for the driver's online log"
+    );
+    assert_eq!(w.router.poll_handshake(), None);
+    assert_eq!(
         w.router.peer(&c.key.public_key()).unwrap().endpoint(),
         Some(c.addr)
     );

@@ -250,6 +250,14 @@ def leader():
     check_layout("members")
     shot("members-qr", scroll_to=find("peer-issued"))
 
+    # The admin changes the endpoint new configs carry (PUT /api/v1/endpoint).
+    until("the endpoint", lambda: find("endpoint-current").text.startswith("Phones dial "))
+    result["endpoint_before"] = find("endpoint-current").text
+    fill("endpoint-new", "vpn.example.org")
+    click("endpoint-save")
+    until("the new endpoint", lambda: "vpn.example.org:" in find("endpoint-current").text)
+    result["endpoint_after"] = find("endpoint-current").text
+
     click("nav-audit")
     until("audit entries", lambda: all_of("audit-row"))
     result["audit_actions"] = [t.split("\n")[0] for t in texts("audit-row")]

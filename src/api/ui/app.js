@@ -678,11 +678,34 @@
       clear(addBox, f);
       name.focus();
     }
+    // The endpoint new members' configs carry (PUT /api/v1/endpoint, admins only).
+    const epNow = h("div", { testid: "endpoint-current" });
+    const epWarn = h("p", { class: "note", testid: "endpoint-warning" });
+    const epNew = h("input", { id: "endpoint-new", testid: "endpoint-new", autocomplete: "off", autocapitalize: "off", placeholder: "vpn.example.org or 203.0.113.7:51820" });
+    const epErr = h("p", { class: "err", role: "alert" });
+    function showEndpoint(e) {
+      epNow.textContent = "Phones dial " + e.endpoint;
+      epWarn.textContent = e.warning || "";
+    }
+    const epForm = h("form", { class: "card", novalidate: true, onsubmit: async (ev) => {
+      ev.preventDefault();
+      epErr.textContent = "";
+      try {
+        const e = await api("PUT", "/api/v1/endpoint", { endpoint: epNew.value.trim() });
+        showEndpoint(e);
+        epNew.value = "";
+        flash("New configs carry " + e.endpoint + "; tunnels that are up stay up.");
+      } catch (e) { epErr.textContent = e.message; }
+    } },
+      h("h3", { text: "Endpoint" }), epNow, epWarn,
+      h("label", { for: "endpoint-new", text: "Change to (host name or address, optional :port)" }), epNew, epErr,
+      h("button", { type: "submit", testid: "endpoint-save" }, "Change endpoint"));
     const el = h("section", null,
       h("div", { class: "row" }, h("h2", { text: "Members" }), h("button", { class: "pri", testid: "new-peer", onclick: addForm }, "Add member")),
-      addBox, panel, list);
+      addBox, panel, epForm, list);
     async function refresh(force) {
       if (!force && busy(list)) return;
+      if (!epNow.textContent) api("GET", "/api/v1/endpoint").then(showEndpoint, (e) => { epNow.textContent = e.message; });
       const peers = await api("GET", "/api/v1/peers");
       const admins = peers.filter((p) => p.role === "admin" && p.enabled).length;
       const now = Date.now() / 1000;

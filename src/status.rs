@@ -1,0 +1,305 @@
+//! `appliance status`: the whole appliance at a glance, like `wg show` and `tailscale status`
+//! together.
+//!
+//! Layer: storage reader plus a pure assembly. [`collect`] reads the store (peers, their saved
+//! statistics, jobs, the last 24 h of runs) and folds in what only a running server knows
+//! ([`Live`]: listen address, uptime, live peer statistics) and what the host reports
+//! ([`HostChecks`]: disk space, clock). It reads no clock itself: `now` is passed in. The
+//! same [`Status`] is built offline by the CLI and, while serving, by the server for the
+//! control socket, so `status --json` has one shape either way.
+//!
+//! `--json` is a stable interface: fields are only ever added, never renamed or removed.
+//! docs/design.md ("Status") documents every field.
+
+use peers::Endpoint;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{PeerStats, RunFilter, RunStatus, ServerRecord, Store, StoreError};
+
+/// A peer counts as online when its last handshake is at most this old (WireGuard
+/// re-handshakes every 2 minutes while traffic flows; keepalives every 25 s keep it flowing).
+pub const ONLINE_WITHIN_S: u64 = 180;
+/// How many upcoming fires `status` lists.
+pub const NEXT_FIRES: usize = 5;
+/// Free space below this fraction of the data directory's file system is a warning.
+pub const DISK_LOW_FRACTION: f64 = 0.05;
+
+/// The appliance at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Version of this shape (1); bumped only if a field ever has to change meaning.
+    pub format: u32,
+    /// The appliance version (`CARGO_PKG_VERSION`) that built this status.
+    pub version: String,
+    /// Whether `appliance serve` is running (the status came through its control socket).
+    pub serving: bool,
+    /// Unix seconds when the status was taken.
+    pub now: u64,
+    pub server: ServerStatus,
+    /// Every stored peer, by name.
+    pub peers: Vec<PeerStatus>,
+    pub jobs: JobsStatus,
+    /// Handlers holding a lease right now; `null` until the handler queue exists.
+    pub handlers_online: Option<u64>,
+    /// Things to look at, each with what to do.
+    pub warnings: Vec<Warning>,
+}
+
+/// The server's identity and where it listens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    /// The server's WireGuard public key (base64).
+    pub public_key: String,
+    /// What new client configs put in `Endpoint =`.
+    pub endpoint: String,
+    /// The bound UDP socket while serving (e.g. `[::]:51820`); offline, the address `serve`
+    /// would bind by default.
+    pub listen: String,
+    /// The server's tunnel address with its prefix, e.g. `10.88.88.1/24`.
+    pub tunnel_address: String,
+    /// Seconds since `serve` started; `null` offline.
+    pub uptime_s: Option<u64>,
+}
+
+/// One peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    /// `admin`, `officer`, `viewer` or `handler`.
+    pub role: String,
+    /// Tunnel address.
+    pub address: String,
+    pub enabled: bool,
+    /// A handshake within the last [`ONLINE_WITHIN_S`] seconds.
+    pub online: bool,
+    /// Unix seconds of the last handshake; `null`: never.
+    pub last_handshake: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// The peer's last UDP endpoint (`ip:port`); `null`: never seen.
+    pub endpoint: Option<String>,
+}
+
+/// Jobs and their runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobsStatus {
+    pub total: usize,
+    pub paused: usize,
+    /// The next [`NEXT_FIRES`] scheduled fires, earliest first.
+    pub next: Vec<NextFire>,
+    /// Runs scheduled in the last 24 h that failed (after their retries).
+    pub failed_24h: usize,
+    /// Fires in the last 24 h recorded as missed (downtime beyond the grace).
+    pub missed_24h: usize,
+    /// Fires in the last 24 h skipped because earlier runs were still going.
+    pub skipped_24h: usize,
+}
+
+/// One upcoming fire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NextFire {
+    /// Job id (16 hex digits, as in the API).
+    pub job: String,
+    pub name: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+}
+
+/// Something to look at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Warning {
+    /// `endpoint`, `disk` or `clock`.
+    pub code: String,
+    /// One sentence saying what is wrong and what to do.
+    pub message: String,
+}
+
+/// What only the running server knows.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub listen: String,
+    pub uptime_s: u64,
+    /// Statistics folded from the router just now, by peer name.
+    pub stats: Vec<(String, PeerStats)>,
+}
+
+/// What the host reports (probed by the caller, a driver).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostChecks {
+    /// Free fraction of the file system holding the data directory, if known.
+    pub disk_free: Option<f64>,
+    /// Whether the kernel says the clock is synchronised (NTP), if it can tell.
+    pub clock_synced: Option<bool>,
+}
+
+/// Builds the status from the store, the server record, what the running server knows
+/// (`None` offline) and the host checks, as of `now` (Unix seconds).
+pub fn collect(
+    store: &Store,
+    server: &ServerRecord,
+    live: Option<Live>,
+    host: HostChecks,
+    now: u64,
+) -> Result<Status, StoreError> {
+    let serving = live.is_some();
+    let live = live.unwrap_or_else(|| Live {
+        listen: format!("[::]:{}", server.listen_port),
+        ..Live::default()
+    });
+    let stats: std::collections::HashMap<String, PeerStats> = if serving {
+        live.stats.into_iter().collect()
+    } else {
+        store.peer_stats()?.into_iter().collect()
+    };
+    let peers = store
+        .peers()?
+        .rows
+        .iter()
+        .map(|p| {
+            let s = stats.get(p.name.as_str()).cloned().unwrap_or_default();
+            PeerStatus {
+                name: p.name.to_string(),
+                role: p.role.to_string(),
+                address: p.address.to_string(),
+                enabled: p.enabled,
+                online: p.enabled
+                    && s.last_handshake
+                        .is_some_and(|t| now.saturating_sub(t) <= ONLINE_WITHIN_S),
+                last_handshake: s.last_handshake,
+                rx_bytes: s.rx_bytes,
+                tx_bytes: s.tx_bytes,
+                endpoint: s.endpoint,
+            }
+        })
+        .collect();
+
+    let jobs = store.jobs()?.rows;
+    let mut next: Vec<(jiff::Timestamp, NextFire)> = jobs
+        .iter()
+        .filter(|j| !j.spec.paused)
+        .filter_map(|j| {
+            j.next_fire_at.map(|at| {
+                (
+                    at,
+                    NextFire {
+                        job: j.id.to_string(),
+                        name: j.spec.name.clone(),
+                        at: at.round(jiff::Unit::Second).unwrap_or(at).to_string(),
+                    },
+                )
+            })
+        })
+        .collect();
+    next.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+    next.truncate(NEXT_FIRES);
+    let since = jiff::Timestamp::from_second(now.saturating_sub(86_400) as i64)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let count = |status: RunStatus| -> Result<usize, StoreError> {
+        Ok(store
+            .runs_page(&RunFilter {
+                status: Some(status),
+                since: Some(since),
+                limit: usize::MAX,
+                ..RunFilter::default()
+            })?
+            .len())
+    };
+    let jobs_status = JobsStatus {
+        total: jobs.len(),
+        paused: jobs.iter().filter(|j| j.spec.paused).count(),
+        next: next.into_iter().map(|(_, n)| n).collect(),
+        failed_24h: count(RunStatus::Failed)?,
+        missed_24h: count(RunStatus::Missed)?,
+        skipped_24h: count(RunStatus::Skipped)?,
+    };
+
+    Ok(Status {
+        format: 1,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        serving,
+        now,
+        server: ServerStatus {
+            public_key: server.private_key.public_key().to_base64(),
+            endpoint: server.endpoint.to_string(),
+            listen: live.listen,
+            tunnel_address: server.interface.to_string(),
+            uptime_s: serving.then_some(live.uptime_s),
+        },
+        peers,
+        jobs: jobs_status,
+        handlers_online: None,
+        warnings: warnings(&server.endpoint, host),
+    })
+}
+
+impl Status {
+    /// Adds the clock warning when `synced` says the clock is not synchronised and it is not
+    /// there yet (the CLI probes the clock itself for a status that came from `serve`).
+    pub fn add_clock_check(&mut self, synced: Option<bool>) {
+        let host = HostChecks {
+            disk_free: None,
+            clock_synced: synced,
+        };
+        for w in host_warnings(host) {
+            if !self.warnings.iter().any(|x| x.code == w.code) {
+                self.warnings.push(w);
+            }
+        }
+    }
+}
+
+fn warnings(endpoint: &Endpoint, host: HostChecks) -> Vec<Warning> {
+    let mut out = Vec::new();
+    if let Some(message) = crate::server::endpoint_warning(endpoint) {
+        out.push(Warning {
+            code: "endpoint".into(),
+            message,
+        });
+    }
+    out.extend(host_warnings(host));
+    out
+}
+
+fn host_warnings(host: HostChecks) -> Vec<Warning> {
+    let mut out = Vec::new();
+    if let Some(free) = host.disk_free.filter(|f| *f < DISK_LOW_FRACTION) {
+        out.push(Warning {
+            code: "disk".into(),
+            message: format!(
+                "the disk holding the data directory is {:.0}% free: free some space, or the database cannot record runs",
+                free * 100.0
+            ),
+        });
+    }
+    if host.clock_synced == Some(false) {
+        out.push(Warning {
+            code: "clock".into(),
+            message: "the system clock is not synchronised, so jobs may fire at the wrong time: enable NTP (`timedatectl set-ntp true`)".into(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_cover_disk_and_clock_only_when_known_bad() {
+        let ep = Endpoint::parse("vpn.example.org", 51820).unwrap();
+        assert!(warnings(&ep, HostChecks::default()).is_empty());
+        let ok = HostChecks {
+            disk_free: Some(0.5),
+            clock_synced: Some(true),
+        };
+        assert!(warnings(&ep, ok).is_empty());
+        let bad = HostChecks {
+            disk_free: Some(0.01),
+            clock_synced: Some(false),
+        };
+        let codes: Vec<String> = warnings(&ep, bad).into_iter().map(|w| w.code).collect();
+        assert_eq!(codes, ["disk", "clock"]);
+        let lan = Endpoint::parse("192.168.1.2", 51820).unwrap();
+        assert_eq!(warnings(&lan, HostChecks::default())[0].code, "endpoint");
+    }
+}
