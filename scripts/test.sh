@@ -13,8 +13,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # chromium-driver + python3-selenium: the dashboard test drives the page in headless Chromium
 # (tests/support/dashboard_phone.py runs under /usr/bin/python3, where Debian puts selenium).
+# prometheus: interop_ops scrapes /metrics with a real Prometheus (its binary only, no daemon).
 packages=(wireguard-go wireguard-tools iproute2 curl iputils-ping procps wrk zbar-tools python3 bsdutils chromium
-          chromium-driver python3-selenium)
+          chromium-driver python3-selenium
+          prometheus)
 
 if [ "$(id -u)" -eq 0 ]; then
   as_root=()

@@ -67,6 +67,12 @@ pub enum Request {
     Endpoint { set: Option<String> },
     /// The whole appliance at a glance; replies [`crate::status::Status`].
     Status,
+    /// Write a consistent snapshot of the database into the data directory under a staging
+    /// name; replies [`crate::store::BackupInfo`] whose `path` is that file's name. The CLI
+    /// copies it to its destination and deletes it: the server may not be able to write where
+    /// the caller wants (the systemd unit's sandbox gives it only the data directory, and its
+    /// own private /tmp).
+    Backup,
 }
 
 /// The endpoint new client configs carry, as `appliance endpoint` and `/api/v1/endpoint`
@@ -165,6 +171,20 @@ impl From<StoreError> for ControlFailure {
     fn from(e: StoreError) -> Self {
         ControlFailure {
             kind: store_kind(&e).into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::store::BackupError> for ControlFailure {
+    fn from(e: crate::store::BackupError) -> Self {
+        use crate::store::BackupError::*;
+        let kind = match e {
+            Exists { .. } | NoDirectory { .. } => "invalid_input",
+            _ => "internal",
+        };
+        ControlFailure {
+            kind: kind.into(),
             message: e.to_string(),
         }
     }
@@ -293,6 +313,22 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             Ok(serde_json::to_value(EndpointView::new(&endpoint, Some(&previous))).unwrap())
         }
         Request::Status => Ok(serde_json::to_value(service.status().await?).unwrap()),
+        Request::Backup => {
+            let name = crate::backups::staged_name();
+            let path = service.data_dir.join(&name);
+            let store = service.store.clone();
+            let info = tokio::task::spawn_blocking(move || store.backup_to(&path))
+                .await
+                .expect("store task does not panic");
+            service.backups.record(&info);
+            let mut info = info?;
+            tracing::info!(
+                bytes = info.bytes,
+                "backup staged for the CLI (control socket)"
+            );
+            info.path = name;
+            Ok(serde_json::to_value(info).unwrap())
+        }
         Request::PeerRotate {
             name,
             public_key,
@@ -414,7 +450,12 @@ pub fn request(path: &Path, req: &Request) -> Result<serde_json::Value, ClientEr
         }
         Err(e) => return Err(e.into()),
     };
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // A backup copies the whole database before it answers; everything else is quick.
+    let wait = match req {
+        Request::Backup => Duration::from_secs(3600),
+        _ => Duration::from_secs(30),
+    };
+    stream.set_read_timeout(Some(wait))?;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
     let mut line = serde_json::to_vec(req).unwrap();
     line.push(b'\n');

@@ -140,6 +140,20 @@ pub struct JobStats {
     pub skipped: u64,
     /// Milliseconds from scheduled time to the start of the first attempt, scheduled runs only.
     lateness_ms: VecDeque<u64>,
+    /// The same, all of them since start, as a histogram for `GET /metrics`.
+    pub lateness: Lateness,
+}
+
+/// Fire lateness (scheduled time to first attempt) in seconds, as a histogram.
+#[derive(Debug, Clone)]
+pub struct Lateness(pub crate::metrics::HistogramData);
+
+impl Default for Lateness {
+    fn default() -> Self {
+        Lateness(crate::metrics::HistogramData::new(
+            crate::metrics::LATENESS_BUCKETS,
+        ))
+    }
 }
 
 impl JobStats {
@@ -148,6 +162,7 @@ impl JobStats {
             self.lateness_ms.pop_front();
         }
         self.lateness_ms.push_back(ms);
+        self.lateness.0.observe(ms as f64 / 1000.0);
     }
 
     /// (p50, p99, samples) of recent lateness.
@@ -189,6 +204,8 @@ pub struct Jobs {
     pub tasks: Arc<Tasks>,
     /// Job and run rows that did not decode when the scheduler loaded (skipped, logged).
     pub damaged_at_start: usize,
+    /// Webhook attempts by result (for `GET /metrics`).
+    pub webhook_attempts: Arc<crate::metrics::LabelCounter>,
     /// Where webhooks may connect; literal-IP URLs are checked against it at create and patch.
     policy: Arc<NetPolicy>,
     /// Whether the driver can record fires (false from a failed commit until recovery).
@@ -283,6 +300,7 @@ impl Jobs {
         let (fin_tx, fin_rx) = mpsc::channel(4096);
         let recording = Arc::new(AtomicBool::new(true));
         let executor = Executor::new(config.webhook_policy.clone());
+        let webhook_attempts = executor.attempts.clone();
         let driver = Driver {
             recording: recording.clone(),
             unsaved: Vec::new(),
@@ -307,6 +325,7 @@ impl Jobs {
                 stats,
                 tasks,
                 damaged_at_start,
+                webhook_attempts,
                 policy,
                 recording,
                 executor,

@@ -11,15 +11,18 @@
 //! - [`registry`] (pure peer decisions), [`store`] (redb), [`service`] (operations of the
 //!   running server), [`control`] (local Unix control socket for the CLI).
 //! - [`server`]: `init` and `serve` wiring; [`paths`]: the data directory; [`status`]: the
-//!   `appliance status` report.
+//!   `appliance status` report; [`backups`]: rotated backups and restore; [`metrics`]: counters
+//!   and the Prometheus text format.
 //!
 //! See `docs/design.md` for the driver loop and the path a packet takes.
 
 pub mod api;
+pub mod backups;
 pub mod control;
 pub mod directory;
 pub mod driver;
 pub mod jobs;
+pub mod metrics;
 pub mod netstack;
 pub mod paths;
 pub mod queue;

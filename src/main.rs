@@ -1,10 +1,11 @@
 //! The `appliance` command line: `init`, `serve`, `peer add|list|show|enable|disable|remove|rotate`,
-//! `audit`, `doctor`, `endpoint`, `status` (the last two in `cli/`).
+//! `audit`, `doctor`, and (in `cli/`) `endpoint`, `status`, `backup`, `restore`.
 //!
 //! Layer: CLI edge. Parses arguments into checked types, then sends each peer command to the
 //! running server through its control socket, or — when nothing serves — runs the same pure
 //! decision against the database directly. Prints results.
-//! Only `init` and `serve` create a data directory; every other command refuses a missing one.
+//! Only `init`, `serve` and `restore` create a data directory; every other command refuses a
+//! missing one.
 //! Exit codes: 0 success, 2 bad input, a refused request or no appliance data, 3 the database is
 //! empty, damaged or from a newer version (restarting will not help: the systemd unit's
 //! `RestartPreventExitStatus=3`), 1 anything else.
@@ -33,7 +34,7 @@ use serde_json::Value;
     version,
     about = "A private job scheduler reachable only over its own WireGuard",
     after_help = "Exit codes: 0 success; 2 bad input, a refused request, or no appliance data \
-(only `init` and `serve` create it); 3 the database is empty, damaged or from a newer version \
+(only `init`, `serve` and `restore` create it); 3 the database is empty, damaged or from a newer version \
 (restore a backup or move it aside); 1 anything else."
 )]
 struct Cli {
@@ -112,6 +113,22 @@ enum Command {
         /// longer appear; works while serving
         #[arg(long)]
         quarantine: bool,
+    },
+    /// Write a consistent snapshot of the database to FILE (works while serving). The file
+    /// holds the server's private key: it is created with mode 0600
+    Backup {
+        /// Where to write it; must not exist
+        file: PathBuf,
+    },
+    /// Fill an empty data directory from a backup (refused while a server uses it). A backup
+    /// from an older version is upgraded
+    Restore {
+        /// A file written by `appliance backup` or `serve --backup-every`
+        file: PathBuf,
+        /// Restore into a directory that holds data: the current database is first moved
+        /// aside to appliance.redb.before-restore-TIME (never deleted)
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -205,6 +222,12 @@ struct ServeArgs {
     /// Most space the audit trail may take, in MiB; the oldest entries go first
     #[arg(long, default_value_t = 64)]
     audit_max_mib: u64,
+    /// Write a backup into DATA_DIR/backups/ this often (e.g. 1d, 6h); none by default
+    #[arg(long, value_name = "DURATION")]
+    backup_every: Option<String>,
+    /// How many backups --backup-every keeps (the oldest are deleted)
+    #[arg(long, default_value_t = 7, value_name = "N")]
+    backup_keep: usize,
     /// Let webhooks reach this non-public network (repeatable), e.g. 192.168.1.0/24 for a
     /// self-hosted bot; by default they reach public addresses only. The tunnel subnet stays
     /// closed whatever is given
@@ -251,19 +274,19 @@ struct ConfigArgs {
 }
 
 /// A CLI failure: a sentence for the user and the exit code.
-struct Failure {
+pub(crate) struct Failure {
     code: u8,
     message: String,
 }
 
-fn usage(message: impl ToString) -> Failure {
+pub(crate) fn usage(message: impl ToString) -> Failure {
     Failure {
         code: 2,
         message: message.to_string(),
     }
 }
 
-fn fatal(message: impl ToString) -> Failure {
+pub(crate) fn fatal(message: impl ToString) -> Failure {
     Failure {
         code: 1,
         message: message.to_string(),
@@ -307,6 +330,8 @@ fn main() -> ExitCode {
         Command::Doctor { json, quarantine } => cmd_doctor(&dir, json, quarantine),
         Command::Endpoint { host, json } => cli::endpoint::run(&dir, host, json),
         Command::Status { json } => cli::status::run(&dir, json),
+        Command::Backup { file } => cli::backup::cmd_backup(&dir, &file),
+        Command::Restore { file, force } => cli::backup::cmd_restore(&dir, &file, force),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -327,7 +352,11 @@ fn init_failure(e: server::InitError) -> Failure {
         AlreadyInitialized(_) | SubnetTooSmall(_) | Endpoint(_) | ListenPort | NoData { .. } => {
             usage(e)
         }
-        Open(OpenError::Damaged { .. } | OpenError::SchemaTooNew { .. }) => Failure {
+        Open(
+            OpenError::Damaged { .. }
+            | OpenError::SchemaTooNew { .. }
+            | OpenError::Migration { .. },
+        ) => Failure {
             code: EXIT_DAMAGED,
             message: e.to_string(),
         },
@@ -405,6 +434,23 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
     if run_retention < std::time::Duration::from_secs(3600) {
         return Err(usage("--run-retention must be at least 1h"));
     }
+    let backups = match &args.backup_every {
+        None => None,
+        Some(every) => {
+            let every = appliance::sched::parse_duration(every)
+                .map_err(|e| usage(format!("invalid --backup-every: {e}")))?;
+            if every < std::time::Duration::from_secs(1) {
+                return Err(usage("--backup-every must be at least 1s"));
+            }
+            if args.backup_keep == 0 {
+                return Err(usage("--backup-keep must be at least 1"));
+            }
+            Some(appliance::backups::Schedule {
+                every,
+                keep: args.backup_keep,
+            })
+        }
+    };
     // Checked before anything touches the disk, though they matter only on the first run.
     let first_run = server::FirstRun {
         subnet: (args.subnet.as_deref().map(Ipv4Net::parse).transpose())
@@ -447,6 +493,7 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
         },
         // The stack drops SYNs a little past the API's cap, before allocating anything.
         limits: appliance::netstack::Limits::for_api_cap(args.max_connections_per_peer),
+        backups,
         first_run,
     };
     rt.block_on(server::serve(dir, opts, shutdown))
@@ -458,7 +505,7 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
 
 /// Sends `req` to the running server, or runs `offline` on the database when none runs. Never
 /// creates anything: a missing data directory or database exits 2 saying where it looked.
-fn call(
+pub(crate) fn call(
     dir: &DataDir,
     req: Request,
     offline: impl FnOnce(&Store, &ServerRecord) -> Result<Value, ControlFailure>,
@@ -498,7 +545,7 @@ fn offline_update(
         .map_err(ControlFailure::from)
 }
 
-fn to_value<T: serde::Serialize>(v: &T) -> Value {
+pub(crate) fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("plain data serialises")
 }
 

@@ -251,6 +251,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     pub api: crate::api::ApiConfig,
     pub jobs: crate::jobs::JobsConfig,
+    /// `--backup-every` / `--backup-keep`: rotated backups in `data-dir/backups/`.
+    pub backups: Option<crate::backups::Schedule>,
     /// Settings for a data directory that is not yet initialised.
     pub first_run: FirstRun,
 }
@@ -335,7 +337,10 @@ pub async fn serve(
         guards: crate::api::Guards::new(&opts.api),
         jobs: std::sync::OnceLock::new(),
         damaged_rows: AtomicUsize::new(damaged_peers.len()),
+        http: Default::default(),
+        backups: Default::default(),
     });
+    crate::backups::remove_stale_staged(dir.root());
     let (stop_tx, stop_rx) = watch::channel(false);
     // Webhooks never reach the tunnel subnet (the API lives there), whatever is allowed.
     let mut jobs_config = opts.jobs.clone();
@@ -378,10 +383,20 @@ pub async fn serve(
         directory,
         metrics,
         on_accept: Box::new(move |conn| crate::api::serve_connection(conn, accept_service.clone())),
-        shutdown: stop_rx,
+        shutdown: stop_rx.clone(),
     };
     let mut driver_task = tokio::spawn(driver::run(parts));
     let control_task = tokio::spawn(crate::control::serve(control, service.clone()));
+    let backup_task = opts.backups.clone().map(|schedule| {
+        tracing::info!(every = ?schedule.every, keep = schedule.keep, "rotated backups enabled");
+        tokio::spawn(crate::backups::run_periodic(
+            service.store.clone(),
+            dir.clone(),
+            schedule,
+            service.backups.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let stats_service = service.clone();
     let stats_task = tokio::spawn(async move {
         let mut every = tokio::time::interval(STATS_PERSIST_INTERVAL);
@@ -433,6 +448,9 @@ pub async fn serve(
         None => driver_task.await,
     };
     let _ = jobs_task.await;
+    if let Some(t) = backup_task {
+        let _ = t.await;
+    }
     tracing::info!("stopped");
     match result {
         Ok(Ok(())) => Ok(()),

@@ -147,7 +147,8 @@ pub struct Service {
     pub server: RwLock<ServerRecord>,
     /// The UDP address the WireGuard socket is bound to.
     pub listen: std::net::SocketAddr,
-    /// The data directory (for the disk-space check of `status`).
+    /// The data directory (the disk-space check of `status`; backups requested over the
+    /// control socket are staged there).
     pub data_dir: std::path::PathBuf,
     pub commands: mpsc::Sender<Command>,
     pub directory: Arc<RwLock<Directory>>,
@@ -166,6 +167,10 @@ pub struct Service {
     /// Stored rows skipped as damaged (peers, jobs, runs found at start); reset by
     /// `appliance doctor --quarantine`. Shown in `/api/v1/health`.
     pub damaged_rows: std::sync::atomic::AtomicUsize,
+    /// HTTP requests by route template and status, with latencies (`GET /metrics`).
+    pub http: crate::metrics::HttpMetrics,
+    /// Backups this server wrote (`GET /metrics`).
+    pub backups: Arc<crate::backups::BackupStats>,
 }
 
 /// The driver stopped (the appliance is shutting down).

@@ -22,6 +22,11 @@
 //! a backend I/O error (a full disk) writes are refused with [`StoreError::DiskFull`] or
 //! [`StoreError::Unavailable`] while reads go on; [`Store::recover`] reopens the same file
 //! (never creating or initialising it) and clears the condition once a commit succeeds again.
+//!
+//! An older file is upgraded at open (`store/migrate.rs`: ordered steps in one transaction,
+//! through the same `writer`); a reopen after an I/O error finds it upgraded already.
+//! [`Store::backup_to`] writes a consistent snapshot while serving (`store/backup.rs`, one
+//! read transaction through `reader`).
 
 use std::cell::Cell;
 use std::io::Read as _;
@@ -38,11 +43,20 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, StorageBackend, Table
 use crate::sched::{JobId, JobSpec};
 use serde::{Deserialize, Serialize};
 
+/// Version of the layout below; recorded in `meta`. Opening an older file upgrades it in one
+/// transaction (see `store/migrate.rs` for the steps).
+pub const SCHEMA_VERSION: u32 = 2;
+
+mod backup;
+mod migrate;
+
+pub(crate) use backup::sync_dir;
+pub use backup::{restore_file, BackupError, BackupInfo, RestoreError, Restored};
+#[doc(hidden)]
+pub use migrate::{encode_job_for_fixture, write_v1_fixture};
+
 mod tasks;
 pub use tasks::HandlerRecord;
-
-/// Version of the layout below; recorded in `meta` so a future binary can migrate.
-pub const SCHEMA_VERSION: u32 = 1;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
@@ -182,6 +196,14 @@ pub enum OpenError {
     /// The file was written by a newer appliance.
     #[error("the database {path} has schema version {found}, newer than this binary understands ({SCHEMA_VERSION}); upgrade appliance")]
     SchemaTooNew { path: String, found: u32 },
+    /// The file has an older schema and upgrading it failed; the upgrade is one transaction,
+    /// so the file is unchanged.
+    #[error("cannot upgrade the database {path} from schema version {from} to {SCHEMA_VERSION} ({reason}); it is unchanged: restore a backup, or run an older appliance")]
+    Migration {
+        path: String,
+        from: u32,
+        reason: String,
+    },
     /// redb could not read or create the file.
     #[error("cannot open the database {path}: {source}")]
     Storage {
@@ -390,6 +412,9 @@ pub struct Store {
     degraded: std::sync::Mutex<Option<Degraded>>,
     /// Value of the last probe write (see [`Store::recover`]).
     probes: std::sync::atomic::AtomicU64,
+    /// How long each commit took (redb's `Durability::Immediate`: write and fsync), for
+    /// `GET /metrics`.
+    pub commit_latency: crate::metrics::Histogram,
 }
 
 /// The current database handle, held for the life of one operation.
@@ -741,11 +766,30 @@ fn decode_peer(key: &str, bytes: &[u8]) -> Result<PeerRecord, StoreError> {
     row.into_record()
 }
 
+/// The schema version recorded in `db`'s `meta` table, `None` if it has none.
+fn read_schema_version(db: &Database) -> Result<Option<u32>, StoreError> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match table.get(KEY_SCHEMA)? {
+        Some(v) => serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| corrupt(KEY_SCHEMA, e)),
+        None => Ok(None),
+    }
+}
+
 impl Store {
     /// Opens an existing database and checks its schema version. Never creates or initialises
     /// anything: a missing file is [`OpenError::Missing`]; an empty, foreign, truncated or
-    /// schema-less file is [`OpenError::Damaged`] and is not written to by this check. The
-    /// store then reopens the same file by itself after an I/O error (see [`Store::recover`]).
+    /// schema-less file is [`OpenError::Damaged`] and is not written to by this check. A healthy
+    /// file of an older schema version is upgraded in one transaction
+    /// ([`OpenError::Migration`] if that fails, leaving it unchanged). The store then reopens
+    /// the same file by itself after an I/O error (see [`Store::recover`]); a reopen needs no
+    /// upgrade, as the open did it.
     pub fn open(path: &Path) -> Result<Store, OpenError> {
         let p = path.display().to_string();
         let meta = match std::fs::metadata(path) {
@@ -810,11 +854,42 @@ impl Store {
             Ok(Ok(Some(v))) if v > SCHEMA_VERSION => {
                 Err(OpenError::SchemaTooNew { path: p, found: v })
             }
+            Ok(Ok(Some(v))) if v < SCHEMA_VERSION => store.upgrade_at_open(p, v).map(|()| store),
             Ok(Ok(Some(_))) => Ok(store),
             Ok(Ok(None)) => Err(damaged("it has no appliance schema".into())),
             Ok(Err(e)) => Err(damaged(e.to_string())),
             Err(panic) => Err(damaged(format!("redb could not read it: {panic}"))),
         }
+    }
+
+    /// Upgrades a freshly opened store from schema version `from` (one write transaction
+    /// through [`Store::writer`], timed like every commit).
+    fn upgrade_at_open(&self, p: String, from: u32) -> Result<(), OpenError> {
+        match quietly(|| migrate::upgrade(self, from)) {
+            Ok(Ok(())) => {
+                tracing::info!(path = %p, from, to = SCHEMA_VERSION, "database schema upgraded");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(OpenError::Migration {
+                path: p,
+                from,
+                reason: e.to_string(),
+            }),
+            Err(panic) => Err(OpenError::Migration {
+                path: p,
+                from,
+                reason: panic,
+            }),
+        }
+    }
+
+    /// Whether another process (normally `appliance serve`) holds the database at `path`.
+    /// Unlike [`Store::open`] this never upgrades or otherwise changes the file.
+    pub fn is_locked(path: &Path) -> bool {
+        matches!(
+            quietly(|| Database::open(path)),
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen))
+        )
     }
 
     /// Opens an existing appliance database and reads its server record; a file without a
@@ -923,6 +998,7 @@ impl Store {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(OpenError::SchemaTooNew { path: p, found: v })
             }
+            Some(v) if v < SCHEMA_VERSION => store.upgrade_at_open(p, v)?,
             Some(_) => {}
             None => store.init_schema().map_err(unusable)?,
         }
@@ -937,7 +1013,19 @@ impl Store {
             watch,
             degraded: std::sync::Mutex::new(None),
             probes: std::sync::atomic::AtomicU64::new(0),
+            commit_latency: crate::metrics::Histogram::new(crate::metrics::LATENCY_BUCKETS),
         }
+    }
+
+    /// Commits `txn` (begun on a handle from [`Store::writer`]), timing it for `GET /metrics`.
+    /// The storage layer's one clock read: a commit is the store's own I/O (write and fsync),
+    /// and only it can time it. Failed commits are timed too.
+    #[allow(clippy::disallowed_methods)]
+    fn commit(&self, txn: redb::WriteTransaction) -> Result<(), redb::CommitError> {
+        let started = std::time::Instant::now();
+        let r = txn.commit();
+        self.commit_latency.observe_duration(started.elapsed());
+        r
     }
 
     /// The database for a read. If the handle was poisoned by an I/O error, it is reopened
@@ -1079,7 +1167,7 @@ impl Store {
                 let txn = db.begin_write()?;
                 txn.open_table(META)?
                     .insert(KEY_PROBE, n.to_be_bytes().as_slice())?;
-                txn.commit()?;
+                self.commit(txn)?;
                 Ok(())
             };
             if let Err(e) = probe() {
@@ -1114,20 +1202,9 @@ impl Store {
         }
     }
 
-    fn schema_version(&self) -> Result<Option<u32>, StoreError> {
-        let db = self.reader()?;
-        let txn = db.begin_read()?;
-        let table = match txn.open_table(META) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        match table.get(KEY_SCHEMA)? {
-            Some(v) => serde_json::from_slice(v.value())
-                .map(Some)
-                .map_err(|e| corrupt(KEY_SCHEMA, e)),
-            None => Ok(None),
-        }
+    /// The schema version recorded in the file (after any upgrade at open).
+    pub fn schema_version(&self) -> Result<Option<u32>, StoreError> {
+        read_schema_version(&*self.reader()?)
     }
 
     fn init_schema(&self) -> Result<(), StoreError> {
@@ -1139,15 +1216,9 @@ impl Store {
                 KEY_SCHEMA,
                 serde_json::to_vec(&SCHEMA_VERSION).unwrap().as_slice(),
             )?;
-            txn.open_table(PEERS)?;
-            txn.open_table(PEER_STATS)?;
-            txn.open_table(AUDIT)?;
-            txn.open_table(JOBS)?;
-            txn.open_table(RUNS)?;
-            txn.open_table(JOB_RUNS)?;
-            txn.open_table(QUARANTINE)?;
         }
-        txn.commit()?;
+        migrate::create_tables(&txn)?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -1177,7 +1248,7 @@ impl Store {
             let row = serde_json::to_vec(&ServerRow::from_record(record)).unwrap();
             meta.insert(KEY_SERVER, row.as_slice())?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(true)
     }
 
@@ -1297,7 +1368,7 @@ impl Store {
             }
             out
         };
-        txn.commit().map_err(StoreError::from)?;
+        self.commit(txn).map_err(StoreError::from)?;
         Ok(out)
     }
 
@@ -1328,7 +1399,7 @@ impl Store {
                 }
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 }
@@ -1409,7 +1480,7 @@ impl Store {
         let db = self.writer()?;
         let txn = db.begin_write()?;
         let seq = append_audit(&txn, entry)?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(seq)
     }
 
@@ -1447,7 +1518,7 @@ impl Store {
                 n += 1;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(n)
     }
 
@@ -1709,7 +1780,7 @@ impl Store {
                 append_audit(&txn, a)?;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(true)
     }
 
@@ -1745,7 +1816,7 @@ impl Store {
             }
             Some(next.unwrap_or(current))
         };
-        txn.commit().map_err(StoreError::from)?;
+        self.commit(txn).map_err(StoreError::from)?;
         Ok(out)
     }
 
@@ -1796,7 +1867,7 @@ impl Store {
             }
             tasks::insert_new(&txn, runs, tasks)?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -1810,7 +1881,7 @@ impl Store {
                 table.insert(run.id, serde_json::to_vec(run).unwrap().as_slice())?;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -1909,7 +1980,7 @@ impl Store {
                 n += 1;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(n)
     }
 }
@@ -2118,7 +2189,7 @@ impl Store {
                 },
             )?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(found.into_iter().map(|f| f.row).collect())
     }
 
@@ -2180,7 +2251,7 @@ impl Store {
             }
             other => return Err(corrupt(other, "no such table for raw test rows")),
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 }

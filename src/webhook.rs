@@ -66,6 +66,29 @@ impl AttemptResult {
         self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
     }
 
+    /// The result class counted in `appliance_webhook_attempts_total`: `success`,
+    /// `rate_limited` (429), `client_error` (other 4xx), `server_error` (5xx), `other_status`,
+    /// `refused` (the destination policy refused the address; nothing was sent), `timeout` or
+    /// `error` (no response: connection, TLS, request too large).
+    pub fn label(&self) -> &'static str {
+        match self.status {
+            _ if self.succeeded() => "success",
+            None if self.refused => "refused",
+            Some(429) => "rate_limited",
+            Some(400..=499) => "client_error",
+            Some(500..=599) => "server_error",
+            Some(_) => "other_status",
+            None if self
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("timed out")) =>
+            {
+                "timeout"
+            }
+            None => "error",
+        }
+    }
+
     /// Whether another attempt could help.
     pub fn retryable(&self) -> bool {
         if self.refused {
@@ -233,6 +256,8 @@ impl tower_service::Service<Uri> for GuardedConnector {
 #[derive(Clone)]
 pub struct Executor {
     client: Client<hyper_rustls::HttpsConnector<GuardedConnector>, Full<Bytes>>,
+    /// Attempts by result ([`AttemptResult::label`]), for `GET /metrics`.
+    pub attempts: std::sync::Arc<crate::metrics::LabelCounter>,
 }
 
 impl Default for Executor {
@@ -253,7 +278,10 @@ impl Executor {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(https);
-        Executor { client }
+        Executor {
+            client,
+            attempts: Default::default(),
+        }
     }
 
     /// One attempt with `timeout` covering connect, request and reading the (capped) reply.
@@ -370,6 +398,7 @@ impl Executor {
         loop {
             on_attempt(attempt);
             let r = self.attempt(hook, timeout).await;
+            self.attempts.inc(r.label());
             if r.succeeded() || !r.retryable() || attempt >= retry.attempts {
                 return Outcome {
                     attempts: attempt,
@@ -478,6 +507,15 @@ mod tests {
             )
         };
         assert!(!refused.retryable());
+        // The metric labels of each class.
+        assert_eq!(r(Some(204), None).label(), "success");
+        assert_eq!(r(Some(429), Some("x")).label(), "rate_limited");
+        assert_eq!(r(Some(404), Some("x")).label(), "client_error");
+        assert_eq!(r(Some(503), Some("x")).label(), "server_error");
+        assert_eq!(r(Some(302), Some("x")).label(), "other_status");
+        assert_eq!(r(None, Some("timed out after 5 s")).label(), "timeout");
+        assert_eq!(r(None, Some("connection refused")).label(), "error");
+        assert_eq!(refused.label(), "refused");
     }
 
     /// Loopback opted in, as the tests that talk to a local server need.

@@ -24,6 +24,7 @@ const ROUTES: &[(&str, &str)] = &[
     // src/api/endpoint.rs
     ("get", "/api/v1/endpoint"),
     ("put", "/api/v1/endpoint"),
+    ("get", "/metrics"),
     // src/api/peers.rs
     ("get", "/api/v1/peers"),
     ("post", "/api/v1/peers"),
@@ -260,4 +261,21 @@ fn the_named_components_exist() {
             "components.schemas.{name} is missing"
         );
     }
+}
+
+#[test]
+fn every_route_has_its_own_metrics_label() {
+    // `GET /metrics` labels requests by route template; each served route must map to its own
+    // documented template (and an unknown path to `other`), or the labels drift from the API.
+    for (_, path) in ROUTES {
+        let concrete = path
+            .replace("{name}", "alice")
+            .replace("{id}", "00000000000000ff");
+        assert_eq!(
+            appliance::api::route_template(&concrete),
+            *path,
+            "{concrete}"
+        );
+    }
+    assert_eq!(appliance::api::route_template("/no/such/thing"), "other");
 }

@@ -34,6 +34,7 @@ mod audit;
 mod endpoint;
 mod jobs;
 pub mod limits;
+mod metrics;
 mod peers;
 mod preview;
 mod schedulezero;
@@ -585,16 +586,84 @@ fn secure(mut r: Resp) -> Resp {
     r
 }
 
+// Driver (application side): times each request for `GET /metrics`.
+#[allow(clippy::disallowed_methods)]
 async fn handle(
     service: &Service,
     remote: SocketAddrV4,
     endpoint: Option<SocketAddr>,
     req: Request<Incoming>,
 ) -> Resp {
-    secure(match gate_and_route(service, remote, endpoint, req).await {
+    let started = std::time::Instant::now();
+    let route = route_template(req.uri().path());
+    let method = method_label(req.method());
+    let r = secure(match gate_and_route(service, remote, endpoint, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
-    })
+    });
+    service
+        .http
+        .record(route, method, r.status().as_u16(), started.elapsed());
+    r
+}
+
+/// The route a path belongs to, as a template (`/api/v1/jobs/{id}`), for metric labels: a
+/// fixed, small set whatever the client sends; anything unknown is `other`.
+pub fn route_template(path: &str) -> &'static str {
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match segs.as_slice() {
+        [] => "/",
+        ["metrics"] => "/metrics",
+        ["assets", _] => "/assets/{name}",
+        ["api", "v1", "schedule", "preview"] => "/api/v1/schedule/preview",
+        ["api", "v1", "health"] => "/api/v1/health",
+        ["api", "v1", "whoami"] => "/api/v1/whoami",
+        ["api", "v1", "audit"] => "/api/v1/audit",
+        ["api", "v1", "runs"] => "/api/v1/runs",
+        ["api", "v1", "stats"] => "/api/v1/stats",
+        ["api", "v1", "openapi.json"] => "/api/v1/openapi.json",
+        ["api", "v1", "endpoint"] => "/api/v1/endpoint",
+        ["api", "v1", "peers"] => "/api/v1/peers",
+        ["api", "v1", "peers", _] => "/api/v1/peers/{name}",
+        ["api", "v1", "peers", _, "rotate"] => "/api/v1/peers/{name}/rotate",
+        ["api", "v1", "jobs"] => "/api/v1/jobs",
+        ["api", "v1", "jobs", "test"] => "/api/v1/jobs/test",
+        ["api", "v1", "jobs", _] => "/api/v1/jobs/{id}",
+        ["api", "v1", "jobs", _, "pause"] => "/api/v1/jobs/{id}/pause",
+        ["api", "v1", "jobs", _, "resume"] => "/api/v1/jobs/{id}/resume",
+        ["api", "v1", "jobs", _, "run"] => "/api/v1/jobs/{id}/run",
+        ["api", "v1", "jobs", _, "runs"] => "/api/v1/jobs/{id}/runs",
+        ["api", "v1", "handler"] => "/api/v1/handler",
+        ["api", "v1", "handlers"] => "/api/v1/handlers",
+        ["api", "v1", "tasks", "lease"] => "/api/v1/tasks/lease",
+        ["api", "v1", "tasks", _, "heartbeat"] => "/api/v1/tasks/{id}/heartbeat",
+        ["api", "v1", "tasks", _, "ack"] => "/api/v1/tasks/{id}/ack",
+        ["api", "v1", "tasks", _, "fail"] => "/api/v1/tasks/{id}/fail",
+        ["api", "health"] => "/api/health",
+        ["api", "handlers"] => "/api/handlers",
+        ["api", "schedule"] => "/api/schedule",
+        ["api", "run_now"] => "/api/run_now",
+        ["api", "schedules"] => "/api/schedules",
+        ["api", "schedules", _] => "/api/schedules/{id}",
+        ["api", "executions"] => "/api/executions",
+        ["api", "executions", "stats"] => "/api/executions/stats",
+        ["api", "executions", "errors"] => "/api/executions/errors",
+        ["api", "executions", "clear"] => "/api/executions/clear",
+        _ => "other",
+    }
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 async fn gate_and_route(
@@ -917,6 +986,7 @@ async fn route(
         (Method::GET, ["api", "v1", "runs"]) => jobs::runs(&ctx, None).await,
         (Method::GET, ["api", "v1", "stats"]) => jobs::stats(&ctx).await,
         (Method::GET, ["api", "v1", "openapi.json"]) => Ok(openapi()),
+        (Method::GET, ["metrics"]) => metrics::get(&ctx).await,
         (Method::PUT, ["api", "v1", "handler"]) => tasks::register(&ctx).await,
         (Method::GET, ["api", "v1", "handlers"]) => tasks::list(&ctx).await,
         (_, ["api", "v1", "tasks", rest @ ..]) => tasks::route(&ctx, &method, rest).await,
@@ -926,7 +996,7 @@ async fn route(
                 .collect();
             schedulezero::route(&ctx, &method, &segs).await
         }
-        (_, [])
+        (_, [] | ["metrics"])
         | (_, ["assets", _])
         | (_, ["api", "v1", "schedule", "preview"])
         | (
@@ -1142,6 +1212,8 @@ mod tests {
             jobs: Default::default(),
             damaged_rows: Default::default(),
             guards: Guards::new(&ApiConfig::default()),
+            http: Default::default(),
+            backups: Default::default(),
         });
         let (_, stop) = tokio::sync::watch::channel(false);
         let (jobs, _) = crate::jobs::Jobs::start(store, Default::default(), stop).unwrap();
@@ -1264,6 +1336,23 @@ mod tests {
         let audit = service.store.audit_page(None, None, 10).unwrap();
         assert_eq!(audit[0].action, "server.endpoint");
         assert_eq!(audit[0].actor.peer, "leader");
+    }
+
+    #[test]
+    fn metric_routes_are_templates_never_raw_paths() {
+        assert_eq!(route_template("/"), "/");
+        assert_eq!(route_template("/metrics"), "/metrics");
+        assert_eq!(
+            route_template("/api/v1/jobs/00000000deadbeef/runs"),
+            "/api/v1/jobs/{id}/runs"
+        );
+        assert_eq!(route_template("/api/v1/jobs/x/"), "/api/v1/jobs/{id}");
+        assert_eq!(
+            route_template("/api/v1/peers/alice"),
+            "/api/v1/peers/{name}"
+        );
+        assert_eq!(route_template("/wp-admin/../etc/passwd"), "other");
+        assert_eq!(route_template("/api/v1/jobs/a/b/c"), "other");
     }
 
     #[test]

@@ -66,6 +66,12 @@ pub struct LivePeerStats {
 pub struct Metrics {
     pub dropped_spoofed: AtomicU64,
     pub dropped_unknown_peer: AtomicU64,
+    pub dropped_malformed: AtomicU64,
+    pub dropped_bad_mac: AtomicU64,
+    pub dropped_invalid: AtomicU64,
+    pub dropped_unroutable_in: AtomicU64,
+    pub dropped_unroutable_out: AtomicU64,
+    pub cookie_replies: AtomicU64,
     pub handshakes: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
@@ -79,6 +85,18 @@ impl Metrics {
             .store(r.dropped_spoofed, Ordering::Relaxed);
         self.dropped_unknown_peer
             .store(r.dropped_unknown_peer, Ordering::Relaxed);
+        self.dropped_malformed
+            .store(r.dropped_malformed, Ordering::Relaxed);
+        self.dropped_bad_mac
+            .store(r.dropped_bad_mac, Ordering::Relaxed);
+        self.dropped_invalid
+            .store(r.dropped_invalid, Ordering::Relaxed);
+        self.dropped_unroutable_in
+            .store(r.dropped_unroutable_in, Ordering::Relaxed);
+        self.dropped_unroutable_out
+            .store(r.dropped_unroutable_out, Ordering::Relaxed);
+        self.cookie_replies
+            .store(r.cookie_replies, Ordering::Relaxed);
         self.handshakes.store(r.handshakes, Ordering::Relaxed);
         self.connections_accepted
             .store(n.accepted, Ordering::Relaxed);

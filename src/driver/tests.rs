@@ -151,6 +151,8 @@ impl World {
             guards: crate::api::Guards::new(&Default::default()),
             jobs: OnceLock::new(),
             damaged_rows: Default::default(),
+            http: Default::default(),
+            backups: Default::default(),
         });
 
         let tunn = Tunn::new(
