@@ -752,7 +752,9 @@ async fn baseline_burst(addr: SocketAddr, hits: &Hits, round: usize) -> Burst {
     let hooks: Vec<(Webhook, JobSpec)> = (0..BURST)
         .map(|i| {
             let spec = JobSpec::from_json(&burst_body(addr, &prefix, i, at), Some(now)).unwrap();
-            let Action::Webhook(h) = spec.action.clone();
+            let Action::Webhook(h) = spec.action.clone() else {
+                unreachable!("burst jobs are webhooks")
+            };
             (h, spec)
         })
         .collect();

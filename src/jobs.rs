@@ -24,10 +24,12 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::queue::{self, Task};
 use crate::sched::{Action, Core, Fire, FireKind, JobId, JobSpec, SpecError};
 use crate::store::{
     Actor, AuditEntry, JobRecord, RunFilter, RunRecord, RunStatus, Store, StoreError,
 };
+use crate::tasks::Tasks;
 use crate::webhook::{policy, Executor, NetPolicy};
 
 /// How often old runs are pruned.
@@ -155,7 +157,7 @@ impl Default for Lateness {
 }
 
 impl JobStats {
-    fn lateness(&mut self, ms: u64) {
+    pub(crate) fn lateness(&mut self, ms: u64) {
         if self.lateness_ms.len() == LATENESS_SAMPLES {
             self.lateness_ms.pop_front();
         }
@@ -198,6 +200,8 @@ pub struct Jobs {
     table: Arc<RwLock<HashMap<JobId, JobEntry>>>,
     pub store: Arc<Store>,
     pub stats: Arc<Mutex<JobStats>>,
+    /// The handler task queue (handler actions are delivered through it).
+    pub tasks: Arc<Tasks>,
     /// Job and run rows that did not decode when the scheduler loaded (skipped, logged).
     pub damaged_at_start: usize,
     /// Webhook attempts by result (for `GET /metrics`).
@@ -262,6 +266,8 @@ impl Jobs {
         let loaded = store.jobs()?;
         damaged_at_start += loaded.damaged.len();
         let records = loaded.rows;
+        let stats = Arc::new(Mutex::new(JobStats::default()));
+        let (tasks, task_done, held) = Tasks::load(store.clone(), stats.clone())?;
         let mut core = Core::new();
         let mut table = HashMap::with_capacity(records.len());
         for rec in records {
@@ -274,6 +280,13 @@ impl Jobs {
                 },
             );
         }
+        // Handler tasks still queued or leased hold their instances across the restart.
+        for (job, n) in held {
+            core.add_running(job, n);
+            if let Some(e) = table.get_mut(&job) {
+                e.running = core.running(job);
+            }
+        }
         tracing::info!(
             jobs = table.len(),
             interrupted = interrupted.len(),
@@ -281,7 +294,7 @@ impl Jobs {
             "scheduler loaded"
         );
         let table = Arc::new(RwLock::new(table));
-        let stats = Arc::new(Mutex::new(JobStats::default()));
+        tasks.spawn_timer(shutdown.clone());
         let policy = Arc::new(config.webhook_policy.clone());
         let (tx, rx) = mpsc::channel(256);
         let (fin_tx, fin_rx) = mpsc::channel(4096);
@@ -301,14 +314,16 @@ impl Jobs {
             finished: fin_tx,
             config,
             manual: Vec::new(),
+            tasks: tasks.clone(),
         };
-        let task = tokio::spawn(driver.run(rx, fin_rx, shutdown));
+        let task = tokio::spawn(driver.run(rx, fin_rx, task_done, shutdown));
         Ok((
             Jobs {
                 commands: tx,
                 table,
                 store,
                 stats,
+                tasks,
                 damaged_at_start,
                 webhook_attempts,
                 policy,
@@ -350,11 +365,22 @@ impl Jobs {
             .expect("store task does not panic")
     }
 
+    /// A handler action must name a handler that has registered the method.
+    fn check_action(&self, spec: &JobSpec) -> Result<(), SpecError> {
+        self.tasks.check_action(spec)
+    }
+
+    fn action_checker(&self) -> impl Fn(&JobSpec) -> Result<(), SpecError> + Send + 'static {
+        let tasks = self.tasks.clone();
+        move |spec: &JobSpec| tasks.check_action(spec)
+    }
+
     /// Validates, stores durably (with its audit entry) and schedules a new job.
     pub async fn create(&self, body: &Value, actor: &Actor) -> Result<JobEntry, JobError> {
         let now = Timestamp::now();
         let spec = JobSpec::from_json(body, Some(now))?;
         check_destination(&spec, &self.policy)?;
+        self.check_action(&spec)?;
         let _naming = self.naming.lock().await;
         self.check_name(&spec.name, None)?;
         let now_ms = now.as_millisecond().max(0) as u64;
@@ -418,6 +444,7 @@ impl Jobs {
         let now = Timestamp::now();
         let patch = patch.clone();
         let actor = actor.clone();
+        let check = self.action_checker();
         let policy = self.policy.clone();
         let _naming = self.naming.lock().await;
         let table = self.table.clone();
@@ -426,6 +453,7 @@ impl Jobs {
                 s.update_job(id, |cur| {
                     let spec = cur.spec.patched(&patch, Some(now))?;
                     check_destination(&spec, &policy)?;
+                    check(&spec)?;
                     // A job keeps a name it already has (even one shared before names were
                     // unique); a new name must be free.
                     if name_key(&spec.name) != name_key(&cur.spec.name) {
@@ -470,6 +498,10 @@ impl Jobs {
             .await?
             .ok_or(JobError::NotFound(id))?;
         self.ask(|done| Command::Remove(id, done)).await?;
+        // Handlers working on its tasks learn it from their next heartbeat.
+        if let Err(e) = self.tasks.cancel_job(id).await {
+            tracing::warn!(job = %id, error = %e, "could not flag the deleted job's tasks as cancelled");
+        }
         Ok(JobEntry {
             record: rec,
             running: 0,
@@ -588,6 +620,12 @@ impl Jobs {
         let now = Timestamp::now();
         let spec = JobSpec::from_json(&body, Some(now))?;
         check_destination(&spec, &self.policy)?;
+        if spec.action.webhook().is_none() {
+            return Err(JobError::Spec(SpecError {
+                field: "action".into(),
+                message: "only a webhook can be sent as a test; a handler call goes through its handler's queue: save the job and use Run now".into(),
+            }));
+        }
         let audit = AuditEntry {
             seq: 0,
             at_ms: now.as_millisecond().max(0) as u64,
@@ -597,7 +635,9 @@ impl Jobs {
             summary: spec.redacted_json(),
         };
         self.blocking(move |s| s.audit(audit)).await?;
-        let Action::Webhook(hook) = &spec.action;
+        let Some(hook) = spec.action.webhook() else {
+            unreachable!("checked above: only webhooks are tested")
+        };
         let mut result = self.executor.attempt(hook, spec.timeout).await;
         result.error = result.error.map(|e| scrub(&e, hook));
         Ok(result)
@@ -622,6 +662,25 @@ impl Jobs {
         (t.len(), paused, running)
     }
 
+    /// Deletes the whole finished run history (queued, leased and running runs stay), with an
+    /// audit entry `runs.clear`; returns how many runs were deleted.
+    pub async fn clear_runs(&self, actor: &Actor) -> Result<usize, JobError> {
+        let actor = actor.clone();
+        self.blocking(move |s| {
+            let n = s.prune_runs(Timestamp::MAX)?;
+            s.audit(AuditEntry {
+                seq: 0,
+                at_ms: Timestamp::now().as_millisecond().max(0) as u64,
+                actor,
+                action: "runs.clear".into(),
+                target: None,
+                summary: json!({"deleted": n}),
+            })?;
+            Ok(n)
+        })
+        .await
+    }
+
     pub async fn runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, JobError> {
         Ok(self.blocking(move |s| s.runs_page(&filter)).await?)
     }
@@ -631,7 +690,9 @@ impl Jobs {
 /// executor connect to (a literal IP, a numeric form such as `2130706433`, or `localhost`).
 /// DNS names are judged when a run connects, on the addresses they resolve to then.
 fn check_destination(spec: &JobSpec, policy: &NetPolicy) -> Result<(), SpecError> {
-    let Action::Webhook(hook) = &spec.action;
+    let Action::Webhook(hook) = &spec.action else {
+        return Ok(());
+    };
     let Some(host) = hook.url.host() else {
         return Ok(());
     };
@@ -675,6 +736,7 @@ struct Driver {
     /// `run now` fires not yet taken: (job, time) so their runs are marked manual, and who
     /// waits for the run's id.
     manual: Vec<(JobId, Timestamp, RunReply)>,
+    tasks: Arc<Tasks>,
     /// Shared with [`Jobs::recording`]. While false the driver takes no fires (the core is not
     /// advanced) and tries [`Store::recover`] every [`RECOVER_EVERY`].
     recording: Arc<AtomicBool>,
@@ -691,6 +753,7 @@ impl Driver {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut finished: mpsc::Receiver<RunRecord>,
+        mut task_done: mpsc::UnboundedReceiver<queue::Finished>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
@@ -720,6 +783,12 @@ impl Driver {
                         if batch.len() >= 1024 { break; }
                     }
                     self.record_finished(batch).await;
+                }
+                Some(done) = task_done.recv() => {
+                    self.task_finished(done);
+                    while let Ok(done) = task_done.try_recv() {
+                        self.task_finished(done);
+                    }
                 }
                 _ = prune.tick() => self.prune().await,
                 _ = tokio::time::sleep(sleep) => {}
@@ -794,6 +863,20 @@ impl Driver {
         }
     }
 
+    /// A handler run finished (its run row was written with it): free its instance slot.
+    fn task_finished(&mut self, done: queue::Finished) {
+        self.core.handle_finished(done.job_id);
+        if let Some(e) = self.table.write().unwrap().get_mut(&done.job_id) {
+            e.running = self.core.running(done.job_id);
+        }
+        let mut stats = self.stats.lock().unwrap();
+        if done.succeeded {
+            stats.succeeded += 1;
+        } else {
+            stats.failed += 1;
+        }
+    }
+
     fn set_next(&self, id: JobId, next: Option<Timestamp>) {
         if let Some(e) = self.table.write().unwrap().get_mut(&id) {
             e.record.next_fire_at = next;
@@ -811,6 +894,8 @@ impl Driver {
         let now = Timestamp::now();
         let mut runs = Vec::with_capacity(fires.len());
         let mut waiters = Vec::with_capacity(fires.len());
+        // Handler fires: (index into `runs`, task), committed with the runs.
+        let mut tasks: Vec<(usize, Task)> = Vec::new();
         for f in &fires {
             let name = self
                 .core
@@ -841,8 +926,33 @@ impl Driver {
                 error: None,
                 duration_ms: None,
                 count: None,
+                handler: None,
+                result: None,
+                queue_delay_ms: None,
             };
+            let call = self
+                .core
+                .spec(f.job)
+                .and_then(|s| s.action.handler().map(|c| (c.clone(), s.retry, s.timeout)));
             match f.kind {
+                FireKind::Run if call.is_some() => {
+                    let (call, retry, timeout) = call.expect("checked");
+                    // Queued for the handler; it starts when the handler leases it.
+                    run.status = RunStatus::Queued;
+                    run.handler = Some(call.id.clone());
+                    let mut task = Task::new(
+                        f.job,
+                        &call.id,
+                        &call.method,
+                        &call.params,
+                        f.scheduled_at,
+                        retry,
+                        timeout,
+                        now,
+                    );
+                    task.manual = is_manual;
+                    tasks.push((runs.len(), task));
+                }
                 FireKind::Run => run.started_at = Some(now),
                 FireKind::Missed => {
                     run.status = RunStatus::Missed;
@@ -871,12 +981,17 @@ impl Driver {
         let store = self.store.clone();
         let dirty_for_store = dirty.clone();
         let result = tokio::task::spawn_blocking(move || {
-            store.start_runs(&mut runs, &dirty_for_store).map(|_| runs)
+            store
+                .start_runs_with_tasks(&mut runs, &dirty_for_store, &mut tasks)
+                .map(|_| (runs, tasks))
         })
         .await
         .expect("store task does not panic");
         let runs = match result {
-            Ok(r) => {
+            Ok((r, tasks)) => {
+                self.tasks
+                    .enqueue(tasks.into_iter().map(|(_, t)| t).collect())
+                    .await;
                 for (run, w) in r.iter().zip(waiters) {
                     if let Some(w) = w {
                         let _ = w.send(Ok(run.id));
@@ -920,6 +1035,14 @@ impl Driver {
             }
             if matches!(run.status, RunStatus::Missed | RunStatus::Skipped) {
                 log_outcome(&run);
+            }
+            if run.status == RunStatus::Queued {
+                // A handler call holds its instance until the handler finishes it.
+                stats.fired += 1;
+                if let Some(e) = self.table.write().unwrap().get_mut(&run.job_id) {
+                    e.running = self.core.running(run.job_id);
+                }
+                continue;
             }
             if run.status != RunStatus::Running {
                 continue;
@@ -1118,7 +1241,15 @@ impl Driver {
 
 /// Executes one run: the webhook with retries and timeouts. Logs never contain the URL.
 async fn execute(executor: Executor, spec: &JobSpec, mut run: RunRecord) -> RunRecord {
-    let Action::Webhook(hook) = &spec.action;
+    let Action::Webhook(hook) = &spec.action else {
+        // Handler calls are queued for their handler and never reach this point; should a
+        // patch ever race a fire, record that instead of panicking a task.
+        run.status = RunStatus::Failed;
+        run.finished_at = Some(Timestamp::now());
+        run.error =
+            Some("the job's action is no longer a webhook; this run was not executed".into());
+        return run;
+    };
     run.started_at = Some(Timestamp::now());
     let started = std::time::Instant::now();
     let outcome = executor.run(hook, spec.retry, spec.timeout, |_| {}).await;
@@ -1144,14 +1275,17 @@ async fn execute(executor: Executor, spec: &JobSpec, mut run: RunRecord) -> RunR
 fn log_outcome(run: &RunRecord) {
     let error = run.error.as_deref().unwrap_or("");
     match run.status {
-        RunStatus::Succeeded | RunStatus::Running => tracing::info!(
+        // Queued and leased (handler) runs are not passed here; they finish through `tasks`.
+        RunStatus::Succeeded | RunStatus::Running | RunStatus::Queued | RunStatus::Leased => {
+            tracing::info!(
             job = %run.job_id,
             name = %run.job_name,
             status = run.status.as_str(),
             http = ?run.http_status,
             attempts = run.attempt,
             "run finished"
-        ),
+            )
+        }
         RunStatus::Failed => tracing::warn!(
             job = %run.job_id,
             name = %run.job_name,
@@ -1440,7 +1574,9 @@ mod tests {
             None,
         )
         .unwrap();
-        let Action::Webhook(hook) = &spec.action;
+        let Action::Webhook(hook) = &spec.action else {
+            panic!("webhook expected")
+        };
         let e = scrub(
             "error sending request for url (https://discord.com/api/webhooks/123/SeCrEt?wait=true): /api/webhooks/123/SeCrEt?wait=true",
             hook,
@@ -1449,7 +1585,7 @@ mod tests {
 
         // A Telegram bot token sits in the first path segment; nothing of the path survives.
         let spec = spec_to("https://api.telegram.org/bot123:AAHsecret/sendMessage?chat_id=1");
-        let Action::Webhook(hook) = &spec.action;
+        let hook = spec.action.webhook().expect("a webhook");
         let e = scrub(
             "error sending request for url (https://api.telegram.org/bot123:AAHsecret/sendMessage?chat_id=1); GET /bot123:AAHsecret/sendMessage",
             hook,

@@ -55,6 +55,9 @@ pub use backup::{restore_file, BackupError, BackupInfo, RestoreError, Restored};
 #[doc(hidden)]
 pub use migrate::{encode_job_for_fixture, write_v1_fixture};
 
+mod tasks;
+pub use tasks::HandlerRecord;
+
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
 const PEER_STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("peer_stats");
@@ -1615,6 +1618,10 @@ fn decode_job(id: u64, bytes: &[u8]) -> Result<JobRecord, StoreError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// A handler call waiting for its handler to lease it.
+    Queued,
+    /// A handler call leased by its handler (being executed).
+    Leased,
     Running,
     Succeeded,
     Failed,
@@ -1625,8 +1632,18 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// Whether the run is still going (running, or a handler call queued or leased).
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Queued | RunStatus::Leased | RunStatus::Running
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Leased => "leased",
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
@@ -1640,6 +1657,8 @@ impl std::str::FromStr for RunStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         Ok(match s {
+            "queued" => RunStatus::Queued,
+            "leased" => RunStatus::Leased,
             "running" => RunStatus::Running,
             "succeeded" => RunStatus::Succeeded,
             "failed" => RunStatus::Failed,
@@ -1647,7 +1666,7 @@ impl std::str::FromStr for RunStatus {
             "skipped" => RunStatus::Skipped,
             _ => {
                 return Err(format!(
-                    "unknown status '{s}': expected running, succeeded, failed, missed or skipped"
+                    "unknown status '{s}': expected queued, leased, running, succeeded, failed, missed or skipped"
                 ))
             }
         })
@@ -1677,6 +1696,15 @@ pub struct RunRecord {
     /// For a summarising missed record: how many fires it stands for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// Handler runs: the handler the call is addressed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+    /// Handler runs: the handler's result (acked runs), at most 64 KiB of JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Handler runs: milliseconds from the scheduled time to the first lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_delay_ms: Option<u64>,
 }
 
 /// Job ids travel as their 16-hex-digit display form.
@@ -1799,6 +1827,18 @@ impl Store {
         runs: &mut [RunRecord],
         next_fires: &[(JobId, Option<Timestamp>)],
     ) -> Result<(), StoreError> {
+        self.start_runs_with_tasks(runs, next_fires, &mut [])
+    }
+
+    /// [`Store::start_runs`], plus the handler tasks of some of the runs in the same
+    /// transaction: `tasks` pairs an index into `runs` with its task, whose `run_id` is set
+    /// to the run's id. A fire and its task are committed together or not at all.
+    pub fn start_runs_with_tasks(
+        &self,
+        runs: &mut [RunRecord],
+        next_fires: &[(JobId, Option<Timestamp>)],
+        tasks: &mut [(usize, crate::queue::Task)],
+    ) -> Result<(), StoreError> {
         let db = self.writer()?;
         let txn = db.begin_write()?;
         {
@@ -1825,6 +1865,7 @@ impl Store {
                     jobs.insert(id.as_u64(), encode_job(&rec).as_slice())?;
                 }
             }
+            tasks::insert_new(&txn, runs, tasks)?;
         }
         self.commit(txn)?;
         Ok(())
@@ -1929,7 +1970,7 @@ impl Store {
                 let Ok(r) = serde_json::from_slice::<RunRecord>(v.value()) else {
                     continue;
                 };
-                if r.scheduled_at < cutoff && r.status != RunStatus::Running {
+                if r.scheduled_at < cutoff && !r.status.is_open() {
                     doomed.push((k.value(), r.job_id.as_u64()));
                 }
             }
@@ -2249,6 +2290,9 @@ mod tests {
             error: None,
             duration_ms: None,
             count: None,
+            handler: None,
+            result: None,
+            queue_delay_ms: None,
         }
     }
 

@@ -844,6 +844,9 @@ fn status_json_matches_the_golden_file() {
             error: None,
             duration_ms: None,
             count: None,
+            handler: None,
+            result: None,
+            queue_delay_ms: None,
         })
         .collect();
         store.start_runs(&mut runs, &[]).unwrap();

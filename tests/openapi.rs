@@ -9,7 +9,7 @@ use serde_json::Value;
 const DOC: &str = include_str!("../src/api/openapi.json");
 
 /// Every (method, path) the router serves, from the match arms of `route` in src/api/mod.rs and
-/// of `peers::route`, `jobs::route` and `audit::list`. Update this with the router.
+/// of `peers::route`, `jobs::route`, `tasks::route`, `schedulezero::route` and `audit::list`. Update this with the router.
 const ROUTES: &[(&str, &str)] = &[
     // src/api/mod.rs
     ("get", "/"),
@@ -43,6 +43,24 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/jobs/{id}/resume"),
     ("post", "/api/v1/jobs/{id}/run"),
     ("get", "/api/v1/jobs/{id}/runs"),
+    // src/api/tasks.rs
+    ("put", "/api/v1/handler"),
+    ("get", "/api/v1/handlers"),
+    ("post", "/api/v1/tasks/lease"),
+    ("post", "/api/v1/tasks/{id}/heartbeat"),
+    ("post", "/api/v1/tasks/{id}/ack"),
+    ("post", "/api/v1/tasks/{id}/fail"),
+    // src/api/schedulezero.rs
+    ("get", "/api/health"),
+    ("get", "/api/handlers"),
+    ("post", "/api/schedule"),
+    ("post", "/api/run_now"),
+    ("get", "/api/schedules"),
+    ("delete", "/api/schedules/{id}"),
+    ("get", "/api/executions"),
+    ("get", "/api/executions/stats"),
+    ("get", "/api/executions/errors"),
+    ("post", "/api/executions/clear"),
 ];
 
 /// HEAD is served wherever GET is, and documented as its own operation.

@@ -307,10 +307,11 @@ pub(super) async fn runs(ctx: &Ctx<'_>, job: Option<JobId>) -> ApiResult {
 }
 
 /// `GET /api/v1/stats`.
-pub(super) fn stats(ctx: &Ctx<'_>) -> ApiResult {
+pub(super) async fn stats(ctx: &Ctx<'_>) -> ApiResult {
     ctx.require(Need::Read)?;
     let jobs = jobs(ctx)?;
     let (total, paused, running) = jobs.counts();
+    let tasks = jobs.tasks.totals().await;
     let s = jobs.stats.lock().unwrap();
     let lateness = s
         .lateness_percentiles()
@@ -327,6 +328,7 @@ pub(super) fn stats(ctx: &Ctx<'_>) -> ApiResult {
             "skipped": s.skipped,
         },
         "lateness": lateness,
+        "tasks": {"queued": tasks.queued, "leased": tasks.leased},
         "uptime_s": ctx.service.started.elapsed().as_secs(),
     }))
 }

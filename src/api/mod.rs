@@ -24,6 +24,9 @@
 //! 6. the route's role requirement (else 403 naming the role needed; written to the audit
 //!    trail as `denied`, at most once a minute per peer and route, the rest counted).
 //!
+//! ScheduleZero's routes (`/api/schedule`, `/api/schedules`, …) are served alongside ours by
+//! `schedulezero`, under the same gate.
+//!
 //! `HEAD` is served wherever `GET` is (same headers, no body). No CORS headers are ever sent.
 //! Errors are always `{"error":{"code","message","field"}}`.
 
@@ -34,6 +37,8 @@ pub mod limits;
 mod metrics;
 mod peers;
 mod preview;
+mod schedulezero;
+mod tasks;
 mod ui;
 
 pub use audit::parse_since;
@@ -177,6 +182,8 @@ pub enum Need {
     Operate,
     /// Everything, including peers and the audit trail: admin.
     Admin,
+    /// Lease and finish handler tasks: handler only (admins do not lease).
+    Handler,
 }
 
 impl Need {
@@ -187,6 +194,7 @@ impl Need {
             Need::Read => matches!(role, Admin | Officer | Viewer),
             Need::Operate => matches!(role, Admin | Officer),
             Need::Admin => role == Admin,
+            Need::Handler => role == Handler,
         }
     }
 
@@ -196,6 +204,7 @@ impl Need {
             Need::Read => "viewer, officer or admin",
             Need::Operate => "officer or admin",
             Need::Admin => "admin",
+            Need::Handler => "handler",
         }
     }
 }
@@ -631,6 +640,22 @@ pub fn route_template(path: &str) -> &'static str {
         ["api", "v1", "jobs", _, "resume"] => "/api/v1/jobs/{id}/resume",
         ["api", "v1", "jobs", _, "run"] => "/api/v1/jobs/{id}/run",
         ["api", "v1", "jobs", _, "runs"] => "/api/v1/jobs/{id}/runs",
+        ["api", "v1", "handler"] => "/api/v1/handler",
+        ["api", "v1", "handlers"] => "/api/v1/handlers",
+        ["api", "v1", "tasks", "lease"] => "/api/v1/tasks/lease",
+        ["api", "v1", "tasks", _, "heartbeat"] => "/api/v1/tasks/{id}/heartbeat",
+        ["api", "v1", "tasks", _, "ack"] => "/api/v1/tasks/{id}/ack",
+        ["api", "v1", "tasks", _, "fail"] => "/api/v1/tasks/{id}/fail",
+        ["api", "health"] => "/api/health",
+        ["api", "handlers"] => "/api/handlers",
+        ["api", "schedule"] => "/api/schedule",
+        ["api", "run_now"] => "/api/run_now",
+        ["api", "schedules"] => "/api/schedules",
+        ["api", "schedules", _] => "/api/schedules/{id}",
+        ["api", "executions"] => "/api/executions",
+        ["api", "executions", "stats"] => "/api/executions/stats",
+        ["api", "executions", "errors"] => "/api/executions/errors",
+        ["api", "executions", "clear"] => "/api/executions/clear",
         _ => "other",
     }
 }
@@ -945,6 +970,16 @@ async fn route(
         body,
     };
     let segs = path_segments(&path);
+    if ctx.caller.role == ::peers::Role::Handler && !handler_may_call(&segs) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_role",
+            format!(
+                "this needs the viewer, officer or admin role; {} is a handler, and handlers may call only health, whoami, openapi.json, PUT /api/v1/handler and /api/v1/tasks/…",
+                ctx.caller.name
+            ),
+        ));
+    }
     match (method.clone(), segs.as_slice()) {
         (Method::GET, []) => Ok(ui::index()),
         (Method::GET, ["assets", name]) => ui::asset(name),
@@ -960,19 +995,30 @@ async fn route(
         (_, ["api", "v1", "endpoint"]) => endpoint::route(&ctx, &method).await,
         (_, ["api", "v1", "jobs", rest @ ..]) => jobs::route(&ctx, &method, rest).await,
         (Method::GET, ["api", "v1", "runs"]) => jobs::runs(&ctx, None).await,
-        (Method::GET, ["api", "v1", "stats"]) => jobs::stats(&ctx),
+        (Method::GET, ["api", "v1", "stats"]) => jobs::stats(&ctx).await,
         (Method::GET, ["api", "v1", "openapi.json"]) => Ok(openapi()),
         (Method::GET, ["metrics"]) => metrics::get(&ctx).await,
+        (Method::PUT, ["api", "v1", "handler"]) => tasks::register(&ctx).await,
+        (Method::GET, ["api", "v1", "handlers"]) => tasks::list(&ctx).await,
+        (_, ["api", "v1", "tasks", rest @ ..]) => tasks::route(&ctx, &method, rest).await,
+        (_, ["api", first, rest @ ..]) if *first != "v1" => {
+            let segs: Vec<&str> = std::iter::once(*first)
+                .chain(rest.iter().copied())
+                .collect();
+            schedulezero::route(&ctx, &method, &segs).await
+        }
         (_, [] | ["metrics"])
         | (_, ["assets", _])
         | (_, ["api", "v1", "schedule", "preview"])
-        | (_, ["api", "v1", "health" | "whoami" | "audit" | "runs" | "stats" | "openapi.json"]) => {
-            Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{method} is not allowed on {path}"),
-            ))
-        }
+        | (
+            _,
+            ["api", "v1", "health" | "whoami" | "audit" | "runs" | "stats" | "openapi.json" | "handler"
+            | "handlers"],
+        ) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        )),
         _ => Err(ApiError::not_found(format!("no endpoint at {path}"))),
     }
 }
@@ -982,6 +1028,21 @@ async fn route(
 #[doc(hidden)]
 pub fn path_segments(path: &str) -> Vec<&str> {
     path.trim_end_matches('/').split('/').skip(1).collect()
+}
+
+/// The pinned routes a handler peer may call (any method; the routes check it), plus the
+/// static dashboard page and this API's description, which hold no data.
+fn handler_may_call(segs: &[&str]) -> bool {
+    matches!(
+        segs,
+        [] | ["assets", _]
+            | [
+                "api",
+                "v1",
+                "health" | "whoami" | "handler" | "openapi.json"
+            ]
+            | ["api", "v1", "tasks", ..]
+    )
 }
 
 fn health(ctx: &Ctx<'_>) -> ApiResult {
@@ -1080,6 +1141,37 @@ mod tests {
         assert!(Need::Operate.allows(Officer));
         assert!(!Need::Admin.allows(Officer));
         assert!(Need::Admin.allows(Admin));
+        assert!(Need::Handler.allows(Handler));
+        assert!(!Need::Handler.allows(Admin), "admins do not lease");
+    }
+
+    #[test]
+    fn handlers_reach_only_the_pinned_routes() {
+        let p = |s: &str| -> bool {
+            let segs: Vec<&str> = s.trim_end_matches('/').split('/').skip(1).collect();
+            handler_may_call(&segs)
+        };
+        for ok in [
+            "/api/v1/health",
+            "/api/v1/whoami",
+            "/api/v1/handler",
+            "/api/v1/tasks/lease",
+            "/api/v1/tasks/00/ack",
+            "/",
+            "/api/v1/openapi.json",
+        ] {
+            assert!(p(ok), "{ok}");
+        }
+        for no in [
+            "/api/v1/jobs",
+            "/api/v1/handlers",
+            "/api/v1/runs",
+            "/api/v1/peers",
+            "/api/v1/stats",
+            "/api/v1/audit",
+        ] {
+            assert!(!p(no), "{no}");
+        }
     }
 
     #[test]

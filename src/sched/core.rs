@@ -261,6 +261,15 @@ impl Core {
         }
     }
 
+    /// Counts `n` more running instances of `id` without a fire: instances that outlived a
+    /// restart (handler tasks still queued or leased). Call after [`Core::upsert`]; each is
+    /// freed by [`Core::handle_finished`]. Unknown jobs are ignored.
+    pub fn add_running(&mut self, id: JobId, n: u32) {
+        if let Some(entry) = self.jobs.get_mut(&id) {
+            entry.running = entry.running.saturating_add(n);
+        }
+    }
+
     /// The job's next scheduled fire (before jitter): `None` for unknown, paused and exhausted
     /// jobs.
     pub fn next_fire_at(&self, id: JobId) -> Option<Timestamp> {

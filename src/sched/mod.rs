@@ -2,7 +2,8 @@
 //!
 //! Layer: pure logic, below the driver, the API and the store. Owns the job model
 //! ([`spec`]: JSON in, valid-only [`JobSpec`] out), trigger time arithmetic including time zones
-//! and daylight saving time ([`trigger`]), and the core that decides which job fires when
+//! and daylight saving time ([`trigger`]), APScheduler triggers translated for ScheduleZero
+//! clients ([`apscheduler`]), and the core that decides which job fires when
 //! ([`core`]: `handle_timeout(now)`, `poll_fire()`, `poll_timeout()`). May touch `jiff`,
 //! `croner`, `serde_json` and hyper's `Uri`/`Method`/header types; never sockets, files (beyond
 //! the time zone database lookup in [`Zone::get`]), clocks or OS randomness: every function
@@ -13,6 +14,7 @@
 //! [`Core::take_dirty`]), executing webhooks with retries and timeouts, run history, and the
 //! HTTP API. They build on the types re-exported here.
 
+pub mod apscheduler;
 pub mod core;
 pub mod spec;
 pub mod trigger;
@@ -22,7 +24,7 @@ mod tests;
 
 pub use self::core::{Core, Fire, FireKind, MAX_LISTED_PER_CALL};
 pub use self::spec::{
-    format_duration, parse_duration, Action, DurationError, JobId, JobIdError, JobSpec, Retry,
-    SpecError, Webhook,
+    check_method_name, format_duration, parse_duration, Action, DurationError, HandlerCall, JobId,
+    JobIdError, JobSpec, Retry, SpecError, Webhook,
 };
 pub use self::trigger::{CronExpr, CronExprError, Trigger, Zone, ZoneError};

@@ -17,7 +17,8 @@
 //!   "trigger": {"at": RFC 3339}                    must be after `now` when created
 //!            | {"every": "90s", "start"?, "end"?}  start [creation time]
 //!            | {"cron": "45 19 * * THU", "timezone"? [UTC], "start"?, "end"?},
-//!   "action": {"webhook": {"url": http(s), "method"? [POST], "headers"? {..}, "body"? any}},
+//!   "action": {"webhook": {"url": http(s), "method"? [POST], "headers"? {..}, "body"? any}}
+//!           | {"handler": {"id": handler peer name, "method": name, "params"? {..} [{}]}},
 //!   "misfire_grace"? ["60s"], "coalesce"? [true], "max_instances"? [1], "jitter"? ["0s"],
 //!   "retry"? {"attempts"? [1], "backoff"? ["10s"]}, "timeout"? ["30s"], "paused"? [false],
 //!   "metadata"? [{}] }
@@ -149,6 +150,63 @@ pub struct JobSpec {
 pub enum Action {
     /// An HTTP request, usually a Discord webhook post.
     Webhook(Webhook),
+    /// A call queued for a handler peer, which leases it over its own tunnel (see
+    /// [`crate::queue`]).
+    Handler(HandlerCall),
+}
+
+impl Action {
+    /// The webhook, if this action is one.
+    pub fn webhook(&self) -> Option<&Webhook> {
+        match self {
+            Action::Webhook(w) => Some(w),
+            Action::Handler(_) => None,
+        }
+    }
+
+    /// The handler call, if this action is one.
+    pub fn handler(&self) -> Option<&HandlerCall> {
+        match self {
+            Action::Handler(h) => Some(h),
+            Action::Webhook(_) => None,
+        }
+    }
+}
+
+/// A checked call of a handler method. Whether the handler exists and registered the method is
+/// checked against the live registry by the caller (it changes over time); this type only
+/// guarantees the shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandlerCall {
+    /// The handler's peer name (a valid peer name: the handler *is* that peer).
+    pub id: String,
+    /// The method name (see [`check_method_name`]).
+    pub method: String,
+    /// Parameters passed to the method, a JSON object (default `{}`).
+    pub params: Map<String, Value>,
+}
+
+/// Longest handler method name, in bytes.
+pub const MAX_METHOD_LEN: usize = 64;
+
+/// Checks a handler method name: 1-64 characters from `A-Z a-z 0-9 _ . : -`, starting with a
+/// letter or `_`. Returns the sentence to show when it is not.
+pub fn check_method_name(s: &str) -> Result<(), String> {
+    let ok_len = !s.is_empty() && s.len() <= MAX_METHOD_LEN;
+    let ok_first = s
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    let ok_chars = s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if ok_len && ok_first && ok_chars {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be a method name of 1-{MAX_METHOD_LEN} characters (letters, digits, _ . : -), starting with a letter or _, such as \"send_message\""
+        ))
+    }
 }
 
 /// A checked outgoing HTTP request.
@@ -392,7 +450,10 @@ impl JobSpec {
     /// - the body replaced by `"***"` (it may carry tokens or chat ids).
     pub fn viewer_json(&self, key: &[u8]) -> Value {
         let mut v = self.to_json();
-        let Action::Webhook(hook) = &self.action;
+        let Action::Webhook(hook) = &self.action else {
+            // A handler call carries no secrets: the handler authenticates through its tunnel.
+            return v;
+        };
         if let Some(Value::Object(w)) = v.pointer_mut("/action/webhook") {
             w.insert("url".into(), json!(viewer_url(&hook.url)));
             w.insert(
@@ -415,7 +476,11 @@ impl JobSpec {
 
     pub fn redacted_json(&self) -> Value {
         let mut v = self.to_json();
-        let Action::Webhook(hook) = &self.action;
+        let Action::Webhook(hook) = &self.action else {
+            // A handler call carries no credentials of its own: the handler authenticates
+            // through its tunnel.
+            return v;
+        };
         if let Some(url) = v.pointer_mut("/action/webhook/url") {
             *url = json!(redact_url(&hook.url));
         }
@@ -578,7 +643,16 @@ fn trigger_json(t: &Trigger) -> Value {
 }
 
 fn action_json(a: &Action) -> Value {
-    let Action::Webhook(w) = a;
+    let w = match a {
+        Action::Webhook(w) => w,
+        Action::Handler(h) => {
+            return json!({"handler": {
+                "id": h.id,
+                "method": h.method,
+                "params": Value::Object(h.params.clone()),
+            }})
+        }
+    };
     let headers: Map<String, Value> = w
         .headers
         .iter()
@@ -948,9 +1022,60 @@ fn check_end(start: Option<Timestamp>, end: Option<Timestamp>) -> Result<(), Spe
 }
 
 fn parse_action(v: &Value) -> Result<Action, SpecError> {
-    let m = object(v, "action", &["webhook"])?;
-    let hook = required(m, "action", "webhook")?;
-    Ok(Action::Webhook(parse_webhook(hook)?))
+    let m = object(v, "action", &["webhook", "handler"])?;
+    match (field(m, "webhook"), field(m, "handler")) {
+        (Some(hook), None) => Ok(Action::Webhook(parse_webhook(hook)?)),
+        (None, Some(call)) => Ok(Action::Handler(parse_handler_call(call)?)),
+        (Some(_), Some(_)) => Err(SpecError::new(
+            "action",
+            "needs exactly one of webhook, handler; it has both",
+        )),
+        (None, None) => Err(SpecError::new(
+            "action",
+            "needs exactly one of webhook, handler; it has none",
+        )),
+    }
+}
+
+fn parse_handler_call(v: &Value) -> Result<HandlerCall, SpecError> {
+    let p = "action.handler";
+    let m = object(v, p, &["id", "method", "params"])?;
+    let id = match required(m, p, "id")? {
+        Value::String(s) => {
+            peers::PeerName::new(s)
+                .map_err(|e| SpecError::new("action.handler.id", e.to_string()))?;
+            s.clone()
+        }
+        _ => {
+            return Err(SpecError::new(
+                "action.handler.id",
+                "must be the handler's peer name, a string such as \"discord-bot\"",
+            ))
+        }
+    };
+    let method = match required(m, p, "method")? {
+        Value::String(s) => {
+            check_method_name(s).map_err(|e| SpecError::new("action.handler.method", e))?;
+            s.clone()
+        }
+        _ => {
+            return Err(SpecError::new(
+                "action.handler.method",
+                "must be a string such as \"send_message\"",
+            ))
+        }
+    };
+    let params = match field(m, "params") {
+        None => Map::new(),
+        Some(Value::Object(o)) => o.clone(),
+        Some(_) => {
+            return Err(SpecError::new(
+                "action.handler.params",
+                "must be a JSON object of named parameters, e.g. {\"channel_id\": \"123\"}",
+            ))
+        }
+    };
+    Ok(HandlerCall { id, method, params })
 }
 
 const FORBIDDEN_HEADERS: &[&str] = &[

@@ -405,7 +405,9 @@ fn spec_defaults() {
         panic!("cron expected")
     };
     assert_eq!(zone.name(), "Europe/Berlin");
-    let Action::Webhook(w) = &s.action;
+    let Action::Webhook(w) = &s.action else {
+        panic!("webhook expected")
+    };
     assert_eq!(w.method, hyper::Method::POST);
     assert!(w.headers.is_empty());
     assert_eq!(w.body, None);
@@ -669,7 +671,9 @@ fn patched_merges_like_rfc_7386() {
         .unwrap();
     assert_eq!(p.name, "raid 2");
     assert_eq!(p.metadata, *json!({"b": 2, "c": 3}).as_object().unwrap());
-    let Action::Webhook(w) = &p.action;
+    let Action::Webhook(w) = &p.action else {
+        panic!("webhook expected")
+    };
     let names: Vec<&str> = w.headers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["x-keep", "x-new"]);
     assert_eq!(w.body, Some(json!({"content": "hi"})));
@@ -1350,6 +1354,73 @@ fn core_100k_jobs_fire_once_in_order() {
     }
     assert_eq!(count, N);
     assert!(seen.iter().all(|s| *s));
+}
+
+#[test]
+fn handler_actions_parse_round_trip_and_name_the_field() {
+    let call = json!({"handler": {"id": "discord-bot", "method": "send_message",
+                                  "params": {"channel_id": "1", "content": "hi"}}});
+    let v = json!({"name": "hi", "trigger": {"every": "1m"}, "action": call});
+    let s = JobSpec::from_json(&v, Some(ts(NOW))).unwrap();
+    let Action::Handler(h) = &s.action else {
+        panic!("handler expected")
+    };
+    assert_eq!(
+        (h.id.as_str(), h.method.as_str()),
+        ("discord-bot", "send_message")
+    );
+    assert_eq!(h.params["content"], "hi");
+    assert_eq!(JobSpec::from_json(&s.to_json(), None).unwrap(), s);
+    assert_eq!(
+        s.redacted_json(),
+        s.to_json(),
+        "nothing secret in a handler call"
+    );
+    // params default to {}.
+    let bare = json!({"name": "x", "trigger": {"every": "1m"},
+                      "action": {"handler": {"id": "bot", "method": "ping"}}});
+    let s = JobSpec::from_json(&bare, Some(ts(NOW))).unwrap();
+    assert!(s.action.handler().unwrap().params.is_empty());
+
+    let with_action = |a: Value| json!({"name": "x", "trigger": {"every": "1m"}, "action": a});
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"handler": {"method": "ping"}}), "action.handler.id"),
+        (
+            json!({"handler": {"id": "Bad Name", "method": "ping"}}),
+            "action.handler.id",
+        ),
+        (
+            json!({"handler": {"id": 7, "method": "ping"}}),
+            "action.handler.id",
+        ),
+        (json!({"handler": {"id": "bot"}}), "action.handler.method"),
+        (
+            json!({"handler": {"id": "bot", "method": "no spaces"}}),
+            "action.handler.method",
+        ),
+        (
+            json!({"handler": {"id": "bot", "method": "m", "params": [1]}}),
+            "action.handler.params",
+        ),
+        (
+            json!({"handler": {"id": "bot", "method": "m", "timeout": 1}}),
+            "action.handler.timeout",
+        ),
+        (
+            json!({"handler": {"id": "bot", "method": "m"}, "webhook": {"url": "https://a.example/"}}),
+            "action",
+        ),
+        (json!({}), "action"),
+    ];
+    for (action, field) in cases {
+        let e = err(with_action(action.clone()), Some(NOW));
+        assert_eq!(e.field, field, "{action}: {e}");
+    }
+    assert!(check_method_name("send_message").is_ok());
+    assert!(check_method_name("cogs.raid:remind-1").is_ok());
+    assert!(check_method_name("").is_err());
+    assert!(check_method_name("1st").is_err());
+    assert!(check_method_name(&"m".repeat(65)).is_err());
 }
 
 #[test]

@@ -1,0 +1,615 @@
+//! `/api/*`: ScheduleZero's routes and shapes, so its clients (scripts, bots, dashboard
+//! callers) keep working unchanged through the tunnel.
+//!
+//! Layer: driver (application side), a thin translation over the native API: ScheduleZero
+//! bodies become job specs (triggers through [`crate::sched::apscheduler`]), handler actions
+//! and run records, and back. Same gate as everything else (see [`super`]); reads need viewer,
+//! changes officer, `POST /api/executions/clear` admin. Errors keep our shape
+//! `{"error":{"code","message","field"}}` with ScheduleZero's field names.
+//!
+//! A ScheduleZero `job_id` is kept in the job's `metadata.schedulezero_job_id` (and as its
+//! name); our own 16-hex id stays the job's key. ScheduleZero's bugs are fixed on purpose: a
+//! repeated `job_id` is a 409, deleting an unknown id a 404, a non-JSON body a 415 (the gate),
+//! and handler status is real. `run_now` is a durable run: it waits up to 30 s for the
+//! handler's answer and otherwise answers 202 with the run to follow.
+
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use jiff::Timestamp;
+use serde_json::{json, Map, Value};
+
+use super::{deny_unknown, deny_unknown_query, json_response, ok, ApiError, ApiResult, Ctx, Need};
+use crate::jobs::{JobEntry, JobError, Jobs};
+use crate::sched::apscheduler;
+use crate::sched::{JobId, Trigger};
+use crate::store::{RunFilter, RunRecord, RunStatus};
+
+/// Metadata key holding the ScheduleZero job id.
+pub const SZ_ID: &str = "schedulezero_job_id";
+/// Metadata key marking the paused job that carries one `run_now`.
+pub const SZ_RUN_NOW: &str = "schedulezero_run_now";
+/// How long `run_now` waits for the handler's answer.
+pub const RUN_NOW_WAIT: Duration = Duration::from_secs(30);
+/// Most records `GET /api/executions` returns (ScheduleZero's buffer size).
+const MAX_EXECUTIONS: usize = 1000;
+/// Most records `GET /api/executions/errors` returns.
+const MAX_ERRORS: usize = 500;
+
+/// Serialises `POST /api/schedule` so two requests cannot both claim one `job_id`.
+static SCHEDULE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn jobs<'a>(ctx: &Ctx<'a>) -> Result<&'a Jobs, ApiError> {
+    ctx.service
+        .jobs
+        .get()
+        .ok_or_else(|| ApiError::internal("the scheduler is not running"))
+}
+
+/// Our spec field names in ScheduleZero's terms.
+fn sz_field(native: &str) -> String {
+    let f = match native {
+        "name" => "job_id",
+        "action.handler.id" => "handler_id",
+        "action.handler.method" => "job_method",
+        "trigger.at" => "trigger.run_date",
+        "trigger.start" => "trigger.start_date",
+        "trigger.end" => "trigger.end_date",
+        "jitter" => "trigger.jitter",
+        f if f.starts_with("action.handler.params") => "job_params",
+        f if f.starts_with("trigger") => "trigger",
+        f => f,
+    };
+    f.to_string()
+}
+
+fn job_error(e: JobError) -> ApiError {
+    match e {
+        JobError::Spec(s) => {
+            let field = sz_field(&s.field);
+            if field == "handler_id" {
+                // ScheduleZero answers an unknown handler with 404.
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_handler", s.message).field(field)
+            } else {
+                ApiError::bad_request(field, s.message)
+            }
+        }
+        JobError::NotFound(_) => ApiError::not_found(e.to_string()).field("id"),
+        // Job names are unique and a ScheduleZero job_id is the job's name.
+        JobError::NameTaken { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "duplicate_job_id", e.to_string()).field("job_id")
+        }
+        JobError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
+        JobError::Store(_) | JobError::NotRecorded(_) | JobError::ShuttingDown => {
+            ApiError::internal(e)
+        }
+    }
+}
+
+pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
+    match (method, rest) {
+        (&Method::GET, ["health"]) => {
+            ctx.require(Need::Read)?;
+            ok(json!({"status": "ok", "service": "ScheduleZero"}))
+        }
+        (&Method::GET, ["handlers"]) => handlers(ctx).await,
+        (&Method::POST, ["schedule"]) => schedule(ctx).await,
+        (&Method::POST, ["run_now"]) => run_now(ctx).await,
+        (&Method::GET, ["schedules"]) => schedules(ctx),
+        (&Method::DELETE, ["schedules", id]) => delete(ctx, id).await,
+        (&Method::GET, ["executions"]) => executions(ctx).await,
+        (&Method::GET, ["executions", "stats"]) => stats(ctx).await,
+        (&Method::GET, ["executions", "errors"]) => errors(ctx).await,
+        (&Method::POST, ["executions", "clear"]) => clear(ctx).await,
+        (
+            _,
+            ["health" | "handlers" | "schedule" | "run_now" | "schedules" | "executions"]
+            | ["schedules", _]
+            | ["executions", "stats" | "errors" | "clear"],
+        ) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed here"),
+        )),
+        _ => Err(ApiError::not_found(format!(
+            "no endpoint at /api/{}; ScheduleZero's routes are health, handlers, schedule, run_now, schedules, executions; ours are under /api/v1/",
+            rest.join("/")
+        ))),
+    }
+}
+
+/// `GET /api/handlers`: status is "Connected" when the handler polled within the last minute.
+async fn handlers(ctx: &Ctx<'_>) -> ApiResult {
+    ctx.require(Need::Read)?;
+    deny_unknown_query(ctx, &[])?;
+    let list = jobs(ctx)?.tasks.list().await;
+    let dir = ctx.service.directory.read().unwrap();
+    let out: Vec<Value> = list
+        .iter()
+        .map(|h| {
+            let address = dir
+                .iter()
+                .find(|p| p.name.as_str() == h.name)
+                .map(|p| p.address.to_string());
+            json!({
+                "id": h.name,
+                "address": address,
+                "methods": h.methods,
+                "status": if h.online { "Connected" } else { "Disconnected" },
+            })
+        })
+        .collect();
+    ok(json!({"handlers": out}))
+}
+
+/// A required non-empty string field.
+fn string<'a>(obj: &'a Map<String, Value>, key: &str, example: &str) -> Result<&'a str, ApiError> {
+    match obj.get(key) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        None | Some(Value::Null) => Err(ApiError::bad_request(
+            key,
+            format!("{key} is required, e.g. {example:?}"),
+        )),
+        Some(_) => Err(ApiError::bad_request(
+            key,
+            format!("{key} must be a non-empty string, e.g. {example:?}"),
+        )),
+    }
+}
+
+/// `job_params`: an object, `{}` when absent.
+fn params(obj: &Map<String, Value>) -> Result<Value, ApiError> {
+    match obj.get("job_params") {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(p @ Value::Object(_)) => Ok(p.clone()),
+        Some(_) => Err(ApiError::bad_request(
+            "job_params",
+            "job_params must be a JSON object, e.g. {\"channel_id\": 123, \"content\": \"hi\"}",
+        )),
+    }
+}
+
+/// The job carrying a ScheduleZero id, if any.
+fn by_sz_id(all: &[JobEntry], id: &str) -> Option<JobEntry> {
+    all.iter()
+        .find(|e| e.record.spec.metadata.get(SZ_ID).and_then(Value::as_str) == Some(id))
+        .cloned()
+}
+
+fn is_run_now(e: &JobEntry) -> bool {
+    e.record.spec.metadata.contains_key(SZ_RUN_NOW)
+}
+
+/// The id a ScheduleZero client sees: its own, else ours.
+fn sz_id(e: &JobEntry) -> String {
+    e.record
+        .spec
+        .metadata
+        .get(SZ_ID)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| e.record.id.to_string())
+}
+
+/// `POST /api/schedule`.
+// Driver: the default job_id carries the wall-clock time, as ScheduleZero's does.
+#[allow(clippy::disallowed_methods)]
+async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
+    ctx.require(Need::Operate)?;
+    let obj = ctx.object()?;
+    deny_unknown(
+        obj,
+        &[
+            "handler_id",
+            "job_method",
+            "job_params",
+            "trigger",
+            "job_id",
+        ],
+        "",
+    )?;
+    let handler = string(obj, "handler_id", "discord-bot")?;
+    let method = string(obj, "job_method", "send_message")?;
+    let params = params(obj)?;
+    let trigger = obj.get("trigger").ok_or_else(|| {
+        ApiError::bad_request(
+            "trigger",
+            "trigger is required, e.g. {\"type\": \"cron\", \"hour\": 9, \"minute\": 0}",
+        )
+    })?;
+    let t =
+        apscheduler::translate(trigger).map_err(|e| ApiError::bad_request(e.field, e.message))?;
+    let job_id = match obj.get("job_id") {
+        None | Some(Value::Null) => format!(
+            "{handler}_{method}_{}",
+            Timestamp::now().as_millisecond() / 1000
+        ),
+        Some(Value::String(s))
+            if !s.trim().is_empty()
+                && s.chars().count() <= crate::sched::spec::MAX_NAME_CHARS
+                && !s.chars().any(|c| c.is_control() || c == '/') =>
+        {
+            s.clone()
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "job_id",
+                format!(
+                    "job_id must be a string of 1 to {} characters without '/' or control characters, e.g. \"ding-dong-1\"",
+                    crate::sched::spec::MAX_NAME_CHARS
+                ),
+            ))
+        }
+    };
+    let mut spec = json!({
+        "name": job_id,
+        "trigger": t.trigger,
+        "action": {"handler": {"id": handler, "method": method, "params": params}},
+        "metadata": {SZ_ID: job_id},
+    });
+    if let Some(j) = t.jitter {
+        spec["jitter"] = json!(j);
+    }
+    let jobs = jobs(ctx)?;
+    let _one_at_a_time = SCHEDULE_LOCK.lock().await;
+    if let Some(e) = by_sz_id(&jobs.list(), &job_id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "duplicate_job_id",
+            format!(
+                "a schedule with job_id {job_id:?} exists already (our id {}); delete it first or pick another job_id",
+                e.record.id
+            ),
+        )
+        .field("job_id"));
+    }
+    let entry = jobs
+        .create(&spec, &ctx.caller.actor())
+        .await
+        .map_err(job_error)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        json!({
+            "status": "success",
+            "job_id": job_id,
+            "id": entry.record.id.to_string(),
+            "message": format!("scheduled {handler}.{method}"),
+        }),
+    ))
+}
+
+/// `POST /api/run_now`: one durable run of `handler_id.job_method`, carried by a paused job.
+async fn run_now(ctx: &Ctx<'_>) -> ApiResult {
+    ctx.require(Need::Operate)?;
+    let obj = ctx.object()?;
+    deny_unknown(
+        obj,
+        &["handler_id", "job_method", "job_params", "job_id"],
+        "",
+    )?;
+    let handler = string(obj, "handler_id", "discord-bot")?;
+    let method = string(obj, "job_method", "send_message")?;
+    let params = params(obj)?;
+    let jobs = jobs(ctx)?;
+    let actor = ctx.caller.actor();
+    // Paused and with a date far ahead: it only ever runs through run_now below. Its attempt may
+    // take up to 10 min (the most a job allows); the caller stops waiting after 30 s.
+    let spec = json!({
+        // Job names are unique: several run_now calls of one method may be in flight.
+        "name": format!("run_now {method} {:08x}", rand_core::RngCore::next_u32(&mut rand_core::OsRng)),
+        "trigger": {"at": "2999-01-01T00:00:00Z"},
+        "paused": true,
+        "timeout": "10m",
+        "action": {"handler": {"id": handler, "method": method, "params": params}},
+        "metadata": {SZ_RUN_NOW: true},
+    });
+    let carrier = jobs.create(&spec, &actor).await.map_err(job_error)?;
+    let id = carrier.record.id;
+    let run = jobs.run_now(id, &actor).await.map_err(job_error)?;
+    match jobs.tasks.wait_finished(run, RUN_NOW_WAIT).await {
+        Some(task) => {
+            // Finished: the run record keeps the history; the carrier has done its work.
+            if let Err(e) = jobs.delete(id, &actor).await {
+                tracing::warn!(job = %id, error = %e, "could not delete a finished run_now carrier job");
+            }
+            if task.state == crate::queue::TaskState::Succeeded {
+                ok(json!({
+                    "status": "success",
+                    "result": task.result,
+                    "message": format!("{handler}.{method} ran (run {run})"),
+                    "run_id": run.to_string(),
+                }))
+            } else {
+                Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "handler_failed",
+                    format!(
+                        "{handler}.{method} failed after {} attempt(s): {}",
+                        task.attempt,
+                        task.error.as_deref().unwrap_or("no error given")
+                    ),
+                ))
+            }
+        }
+        None => Ok(json_response(
+            StatusCode::ACCEPTED,
+            json!({
+                "status": "queued",
+                "run_id": run.to_string(),
+                "job_id": id.to_string(),
+                "message": format!(
+                    "{handler} has not answered within {} s; the call stays queued durably, follow it at /api/v1/jobs/{id}/runs",
+                    RUN_NOW_WAIT.as_secs()
+                ),
+            }),
+        )),
+    }
+}
+
+/// APScheduler-like text for a trigger.
+fn trigger_text(t: &Trigger) -> String {
+    match t {
+        Trigger::At(at) => format!("date[{at}]"),
+        Trigger::Every { interval, .. } => {
+            format!("interval[{}]", crate::sched::format_duration(*interval))
+        }
+        Trigger::Cron { expr, zone, .. } => format!("cron[{expr}] {}", zone.name()),
+    }
+}
+
+/// `GET /api/schedules`: every job except the carriers of `run_now`.
+fn schedules(ctx: &Ctx<'_>) -> ApiResult {
+    ctx.require(Need::Read)?;
+    deny_unknown_query(ctx, &[])?;
+    let list: Vec<Value> = jobs(ctx)?
+        .list()
+        .iter()
+        .filter(|e| !is_run_now(e))
+        .map(|e| {
+            let id = sz_id(e);
+            let args = match e.record.spec.action.handler() {
+                Some(h) => json!([h.id, h.method, h.params, id]),
+                None => json!([]),
+            };
+            json!({
+                "id": id,
+                "next_fire_time": e.record.next_fire_at.map(|t| t.to_string()),
+                "trigger": trigger_text(&e.record.spec.trigger),
+                "args": args,
+                "paused": e.record.spec.paused,
+            })
+        })
+        .collect();
+    ok(json!({"count": list.len(), "schedules": list}))
+}
+
+/// `DELETE /api/schedules/{id}`: by ScheduleZero id, or by our id for other jobs.
+async fn delete(ctx: &Ctx<'_>, id: &str) -> ApiResult {
+    ctx.require(Need::Operate)?;
+    let jobs = jobs(ctx)?;
+    let all = jobs.list();
+    let found = by_sz_id(&all, id).or_else(|| {
+        id.parse::<JobId>()
+            .ok()
+            .and_then(|n| all.iter().find(|e| e.record.id == n).cloned())
+    });
+    let Some(e) = found else {
+        return Err(ApiError::not_found(format!(
+            "no schedule with id {id:?}; GET /api/schedules lists them"
+        ))
+        .field("id"));
+    };
+    jobs.delete(e.record.id, &ctx.caller.actor())
+        .await
+        .map_err(job_error)?;
+    ok(json!({
+        "status": "success",
+        "message": format!("schedule {id} deleted"),
+        "schedule_id": id,
+    }))
+}
+
+/// A run as ScheduleZero's execution log shows it.
+fn record(r: &RunRecord, job: Option<&JobEntry>) -> Value {
+    let status = match r.status {
+        RunStatus::Succeeded => "success",
+        RunStatus::Failed => "error",
+        RunStatus::Queued | RunStatus::Leased | RunStatus::Running => "running",
+        RunStatus::Missed => "missed",
+        RunStatus::Skipped => "skipped",
+    };
+    let call = job.and_then(|j| j.record.spec.action.handler());
+    json!({
+        "id": r.id.to_string(),
+        "job_id": job.map(sz_id).unwrap_or_else(|| r.job_name.clone()),
+        "handler_id": r.handler,
+        "job_method": call.map(|c| c.method.clone()),
+        "status": status,
+        "scheduled_at": r.scheduled_at.to_string(),
+        "started_at": r.started_at.map(|t| t.to_string()),
+        "completed_at": r.finished_at.map(|t| t.to_string()),
+        "duration_ms": r.duration_ms,
+        "attempt_number": r.attempt,
+        "result": r.result,
+        "error": r.error,
+        "trigger": r.trigger,
+    })
+}
+
+/// Runs matching `keep`, newest first, at most `limit`, scanning at most `MAX_EXECUTIONS`
+/// pages of history.
+async fn scan(
+    jobs: &Jobs,
+    status: Option<RunStatus>,
+    limit: usize,
+    keep: impl Fn(&Value) -> bool,
+) -> Result<Vec<Value>, ApiError> {
+    let table: std::collections::HashMap<JobId, JobEntry> =
+        jobs.list().into_iter().map(|e| (e.record.id, e)).collect();
+    let mut out = Vec::new();
+    let mut before = None;
+    for _ in 0..MAX_EXECUTIONS {
+        let page = jobs
+            .runs(RunFilter {
+                job: None,
+                status,
+                since: None,
+                before,
+                limit: MAX_EXECUTIONS,
+            })
+            .await
+            .map_err(ApiError::internal)?;
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        let full = page.len() == MAX_EXECUTIONS;
+        for r in &page {
+            let v = record(r, table.get(&r.job_id));
+            if keep(&v) {
+                out.push(v);
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn bounded_limit(ctx: &Ctx<'_>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match ctx.query.get("limit") {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request("limit", format!("limit must be a number from 1 to {max}"))
+            }),
+    }
+}
+
+/// `GET /api/executions?limit=&handler_id=|job_id=&status=`.
+async fn executions(ctx: &Ctx<'_>) -> ApiResult {
+    ctx.require(Need::Read)?;
+    deny_unknown_query(ctx, &["limit", "handler_id", "job_id", "status"])?;
+    let limit = bounded_limit(ctx, 100, MAX_EXECUTIONS)?;
+    let handler = ctx.query.get("handler_id").cloned();
+    let job = ctx.query.get("job_id").cloned();
+    if handler.is_some() && job.is_some() {
+        return Err(ApiError::bad_request(
+            "job_id",
+            "give handler_id or job_id, not both",
+        ));
+    }
+    let status = match ctx.query.get("status").map(String::as_str) {
+        None => None,
+        Some(s @ ("success" | "error" | "running" | "missed" | "skipped")) => Some(s.to_string()),
+        Some(s) => {
+            return Err(ApiError::bad_request(
+                "status",
+                format!(
+                    "unknown status {s:?}: expected success, error, running, missed or skipped"
+                ),
+            ))
+        }
+    };
+    let native = match status.as_deref() {
+        Some("success") => Some(RunStatus::Succeeded),
+        Some("error") => Some(RunStatus::Failed),
+        Some("missed") => Some(RunStatus::Missed),
+        Some("skipped") => Some(RunStatus::Skipped),
+        _ => None,
+    };
+    let records = scan(jobs(ctx)?, native, limit, |v| {
+        handler.as_ref().is_none_or(|h| v["handler_id"] == **h)
+            && job.as_ref().is_none_or(|j| v["job_id"] == **j)
+            && status.as_ref().is_none_or(|s| v["status"] == **s)
+    })
+    .await?;
+    ok(json!({"count": records.len(), "limit": limit, "records": records}))
+}
+
+/// `GET /api/executions/stats`, over the latest 1000 runs.
+async fn stats(ctx: &Ctx<'_>) -> ApiResult {
+    ctx.require(Need::Read)?;
+    deny_unknown_query(ctx, &[])?;
+    let jobs = jobs(ctx)?;
+    let records = scan(jobs, None, MAX_EXECUTIONS, |_| true).await?;
+    let (mut success, mut error, mut dur_sum, mut dur_n) = (0u64, 0u64, 0u64, 0u64);
+    let mut by_handler: Map<String, Value> = Map::new();
+    for r in &records {
+        let ok = r["status"] == "success";
+        let err = r["status"] == "error";
+        success += ok as u64;
+        error += err as u64;
+        if let Some(d) = r["duration_ms"].as_u64() {
+            dur_sum += d;
+            dur_n += 1;
+        }
+        if let Some(h) = r["handler_id"].as_str() {
+            let e = by_handler
+                .entry(h.to_string())
+                .or_insert_with(|| json!({"total": 0, "success": 0, "error": 0}));
+            e["total"] = json!(e["total"].as_u64().unwrap_or(0) + 1);
+            e["success"] = json!(e["success"].as_u64().unwrap_or(0) + ok as u64);
+            e["error"] = json!(e["error"].as_u64().unwrap_or(0) + err as u64);
+        }
+    }
+    let total = records.len() as u64;
+    let lifetime = jobs.stats.lock().unwrap().fired;
+    ok(json!({
+        "total_executions": total,
+        "lifetime_executions": lifetime,
+        "success_count": success,
+        "error_count": error,
+        "success_rate": if success + error == 0 { 0.0 } else { 100.0 * success as f64 / (success + error) as f64 },
+        "avg_duration_ms": if dur_n == 0 { 0.0 } else { dur_sum as f64 / dur_n as f64 },
+        "by_handler": by_handler,
+        "buffer_size": MAX_EXECUTIONS,
+        "buffer_utilization": 100.0 * total as f64 / MAX_EXECUTIONS as f64,
+    }))
+}
+
+/// `GET /api/executions/errors?limit=`.
+async fn errors(ctx: &Ctx<'_>) -> ApiResult {
+    ctx.require(Need::Read)?;
+    deny_unknown_query(ctx, &["limit"])?;
+    let limit = bounded_limit(ctx, 50, MAX_ERRORS)?;
+    let errors = scan(jobs(ctx)?, Some(RunStatus::Failed), limit, |_| true).await?;
+    ok(json!({"count": errors.len(), "limit": limit, "errors": errors}))
+}
+
+/// `POST /api/executions/clear`: deletes the finished run history (admin; audited).
+async fn clear(ctx: &Ctx<'_>) -> ApiResult {
+    ctx.require(Need::Admin)?;
+    if ctx.body.is_some() {
+        deny_unknown(ctx.object()?, &[], "")?;
+    }
+    let n = jobs(ctx)?
+        .clear_runs(&ctx.caller.actor())
+        .await
+        .map_err(ApiError::internal)?;
+    ok(json!({
+        "status": "success",
+        "message": format!("cleared {n} finished runs; queued and running ones are kept"),
+        "cleared": n,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_fields_read_as_schedulezero_fields() {
+        assert_eq!(sz_field("action.handler.id"), "handler_id");
+        assert_eq!(sz_field("action.handler.method"), "job_method");
+        assert_eq!(sz_field("action.handler.params.x"), "job_params");
+        assert_eq!(sz_field("trigger.at"), "trigger.run_date");
+        assert_eq!(sz_field("trigger.every"), "trigger");
+        assert_eq!(sz_field("name"), "job_id");
+    }
+}
