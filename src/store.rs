@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the layout below; recorded in `meta`. Opening an older file upgrades it in one
 /// transaction (see `store/migrate.rs` for the steps).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 mod backup;
 mod migrate;

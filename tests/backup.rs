@@ -333,7 +333,7 @@ fn a_version_1_backup_restores_upgrades_and_serves() {
     let data = d.path("data");
     let out = ok(&data, &["restore", old.to_str().unwrap()]);
     assert!(
-        out.contains("schema version 1, upgraded to 2"),
+        out.contains("schema version 1, upgraded to 3"),
         "the upgrade is reported: {out}"
     );
     assert_eq!(key_line(&out), server.private_key.public_key().to_base64());

@@ -69,6 +69,8 @@ const COPIED: &[&str] = &[
     "runs",
     "job_runs",
     "quarantine",
+    "tasks",
+    "handlers",
 ];
 
 /// Copies every row of `def` from `src` into `dst` (a missing source table is skipped).
@@ -167,6 +169,8 @@ impl Store {
             let runs = copy_table(&src, &dst, RUNS)?;
             copy_table(&src, &dst, JOB_RUNS)?;
             copy_table(&src, &dst, QUARANTINE)?;
+            copy_table(&src, &dst, super::tasks::TASKS)?;
+            copy_table(&src, &dst, super::tasks::HANDLERS)?;
             dst.commit()?;
             Ok((peers, jobs, runs))
         })();

@@ -12,6 +12,7 @@
 //!   treat every table as possibly absent.
 //! - 2: every table exists (the 1 → 2 step creates the missing ones, `quarantine` included).
 //!   A backup taken from an older appliance therefore restores and is upgraded at first open.
+//! - 3: the handler queue's `tasks` and `handlers` tables exist (the 2 → 3 step creates them).
 
 use std::os::unix::fs::PermissionsExt as _;
 
@@ -22,11 +23,18 @@ use super::*;
 type Step = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// The steps, in order: `(from, what it does, step)`.
-const STEPS: &[(u32, &str, Step)] = &[(
-    1,
-    "create every table that is missing (quarantine)",
-    create_tables,
-)];
+const STEPS: &[(u32, &str, Step)] = &[
+    (
+        1,
+        "create every table that is missing (quarantine)",
+        create_tables,
+    ),
+    (
+        2,
+        "create the handler queue's tables (tasks, handlers)",
+        create_tables,
+    ),
+];
 
 /// Opens (creating when missing) every table of the current layout. Used by `init` for a
 /// new file and by the 1 → 2 step.
@@ -39,6 +47,8 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
     txn.open_table(RUNS)?;
     txn.open_table(JOB_RUNS)?;
     txn.open_table(QUARANTINE)?;
+    txn.open_table(super::tasks::TASKS)?;
+    txn.open_table(super::tasks::HANDLERS)?;
     Ok(())
 }
 

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use super::{append_audit, corrupt, AuditEntry, RunRecord, RunStatus, Store, StoreError, RUNS};
 use crate::queue::{Task, TaskState};
 
-const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
-const HANDLERS: TableDefinition<&str, &[u8]> = TableDefinition::new("handlers");
+pub(super) const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
+pub(super) const HANDLERS: TableDefinition<&str, &[u8]> = TableDefinition::new("handlers");
 
 /// A registered handler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
