@@ -16,7 +16,9 @@
 //!    come from our own origin, and its `Sec-Fetch-Site` must not be `cross-site` or
 //!    `same-site` (else 403: CSRF from other pages and apps on the same phone);
 //! 4. a state-changing request takes a token from the peer's write bucket (else 429 with
-//!    `Retry-After`);
+//!    `Retry-After`) — except a handler's calls to `/api/v1/tasks/…` (lease, heartbeat, ack,
+//!    fail): their pace is the work the scheduler queued, bounded by its leases, and a busy
+//!    handler must not be throttled into missing lease expiries;
 //! 5. a request body must be `application/json` (else 415) and at most `max_body` — a larger
 //!    `Content-Length` is refused before any of the body is read (413) — must fit the peer's
 //!    and the appliance's buffer budgets (else 503) and must arrive within `body_timeout` plus
@@ -692,7 +694,7 @@ async fn gate_and_route(
     let method = req.method().clone();
     let state_changing = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     check_origin(tunnel, extra, req.headers(), state_changing)?;
-    if state_changing {
+    if state_changing && !task_call(&who, req.uri().path()) {
         let limited = service
             .guards
             .writes
@@ -1030,6 +1032,14 @@ pub fn path_segments(path: &str) -> Vec<&str> {
     path.trim_end_matches('/').split('/').skip(1).collect()
 }
 
+/// Whether a request is a handler working its queue (`/api/v1/tasks/…` from a handler peer):
+/// exempt from the write bucket. Its rate is set by the tasks the scheduler queued for it
+/// (each lease, heartbeat, ack or fail names one of its own tasks), and throttling it would
+/// let leases expire and calls run twice. Other peers get no exemption.
+fn task_call(who: &Caller, path: &str) -> bool {
+    who.role == ::peers::Role::Handler && path.starts_with("/api/v1/tasks/")
+}
+
 /// The pinned routes a handler peer may call (any method; the routes check it), plus the
 /// static dashboard page and this API's description, which hold no data.
 fn handler_may_call(segs: &[&str]) -> bool {
@@ -1318,6 +1328,27 @@ mod tests {
         assert_eq!(health["status"], "ok", "{health}");
         assert_eq!(health["storage"]["reason"], Value::Null);
         assert_eq!(health["scheduler"]["recording"], true);
+    }
+
+    #[test]
+    fn only_a_handlers_task_calls_skip_the_write_bucket() {
+        let who = |role| Caller {
+            name: "bot".into(),
+            role,
+            address: Ipv4Addr::new(10, 88, 88, 9),
+            fingerprint: "f".into(),
+            endpoint: None,
+        };
+        use ::peers::Role::*;
+        assert!(task_call(&who(Handler), "/api/v1/tasks/lease"));
+        assert!(task_call(&who(Handler), "/api/v1/tasks/12/ack"));
+        assert!(
+            !task_call(&who(Handler), "/api/v1/handler"),
+            "registration is a write like others"
+        );
+        assert!(!task_call(&who(Handler), "/api/v1/jobs"));
+        assert!(!task_call(&who(Admin), "/api/v1/tasks/lease"));
+        assert!(!task_call(&who(Officer), "/api/v1/tasks/12/ack"));
     }
 
     #[tokio::test]
