@@ -447,11 +447,15 @@ impl JobSpec {
     ///   viewer can tell two URLs apart (or see one change) without learning either — keyed,
     ///   so a guessable secret such as an ntfy topic cannot be found by trying candidates;
     /// - header values shown only for names in [`VIEWER_HEADERS`], the rest `***`;
-    /// - the body replaced by `"***"` (it may carry tokens or chat ids).
+    /// - the body replaced by `"***"` (it may carry tokens or chat ids);
+    /// - for a handler call, its handler and method as they are and its `params` replaced by
+    ///   `"***"`, for the same reason as a webhook body.
     pub fn viewer_json(&self, key: &[u8]) -> Value {
         let mut v = self.to_json();
         let Action::Webhook(hook) = &self.action else {
-            // A handler call carries no secrets: the handler authenticates through its tunnel.
+            if let Some(params) = v.pointer_mut("/action/handler/params") {
+                *params = json!("***");
+            }
             return v;
         };
         if let Some(Value::Object(w)) = v.pointer_mut("/action/webhook") {

@@ -1541,3 +1541,18 @@ fn viewers_see_scheme_host_and_a_keyed_fingerprint_only() {
     assert_eq!(url_of("http://10.0.0.2:8080/").0, "http://10.0.0.2:8080/");
     assert_eq!(url_of("https://a.example/x?y=1").0, "https://a.example/***");
 }
+
+/// Viewers see which handler and method a job calls, never its params (they may carry
+/// channel ids or tokens, like a webhook body).
+#[test]
+fn viewers_see_a_handler_call_without_its_params() {
+    let mut v = spec_json(json!({"every": "1h"}));
+    v["action"] = json!({"handler": {"id": "discord-bot", "method": "send_message",
+                                     "params": {"channel_id": "777", "content": "raid"}}});
+    let spec = JobSpec::from_json(&v, Some(ts(NOW))).unwrap();
+    let seen = spec.viewer_json(b"key one");
+    assert_eq!(seen["action"]["handler"]["id"], "discord-bot");
+    assert_eq!(seen["action"]["handler"]["method"], "send_message");
+    assert_eq!(seen["action"]["handler"]["params"], "***");
+    assert!(!seen.to_string().contains("777"), "{seen}");
+}
