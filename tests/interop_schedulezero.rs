@@ -506,7 +506,35 @@ fn a_schedulezero_client_works_unchanged_through_the_tunnel() {
     );
 
     // Roles: viewers read but change nothing; officers do not clear; the handler reads nothing.
-    expect(vic_ns, "GET", "/api/schedules", None, 200);
+    let secret = json!({"handler_id": "bot", "job_method": "echo", "job_id": "viewer-check",
+                        "job_params": {"channel_id": "777"},
+                        "trigger": {"type": "interval", "hours": 1}});
+    expect(&ns, "POST", "/api/schedule", Some(&secret), 201);
+    let seen = expect(vic_ns, "GET", "/api/schedules", None, 200);
+    let full = expect(&ns, "GET", "/api/schedules", None, 200);
+    let handler_calls = |v: &Value| -> Vec<Value> {
+        v["schedules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["args"].as_array().is_some_and(|a| a.len() == 4))
+            .map(|s| s["args"][2].clone())
+            .collect()
+    };
+    assert!(
+        !handler_calls(&seen).is_empty(),
+        "no handler schedule left to check: {seen}"
+    );
+    assert!(
+        handler_calls(&seen).iter().all(|p| p == "***"),
+        "a viewer sees handler params: {seen}"
+    );
+    assert!(
+        handler_calls(&full).iter().all(|p| p != "***"),
+        "an officer sees them: {full}"
+    );
+    assert!(!seen.to_string().contains("777"), "{seen}");
+    expect(&ns, "DELETE", "/api/schedules/viewer-check", None, 200);
     expect(vic_ns, "GET", "/api/executions", None, 200);
     for (m, p, b) in [
         ("POST", "/api/schedule", Some(&call_ok)),

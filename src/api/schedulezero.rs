@@ -361,6 +361,8 @@ fn trigger_text(t: &Trigger) -> String {
 fn schedules(ctx: &Ctx<'_>) -> ApiResult {
     ctx.require(Need::Read)?;
     deny_unknown_query(ctx, &[])?;
+    // Params may carry channel ids or tokens: viewers see `***`, as in the native API.
+    let operator = ctx.require(Need::Operate).is_ok();
     let list: Vec<Value> = jobs(ctx)?
         .list()
         .iter()
@@ -368,7 +370,8 @@ fn schedules(ctx: &Ctx<'_>) -> ApiResult {
         .map(|e| {
             let id = sz_id(e);
             let args = match e.record.spec.action.handler() {
-                Some(h) => json!([h.id, h.method, h.params, id]),
+                Some(h) if operator => json!([h.id, h.method, h.params, id]),
+                Some(h) => json!([h.id, h.method, "***", id]),
                 None => json!([]),
             };
             json!({
