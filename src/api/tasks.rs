@@ -38,7 +38,21 @@ fn task_error(e: TaskError) -> ApiError {
         TaskError::Lease(LeaseError::NotHeld(..)) => {
             ApiError::new(StatusCode::CONFLICT, "lease_lost", e.to_string()).field("id")
         }
-        TaskError::Store(_) | TaskError::NotSaved(_) => ApiError::internal(e),
+        // 507 on a full disk, 503 while the store is unavailable: the change did not happen.
+        TaskError::Store(s) => {
+            let mut a = ApiError::store(&s);
+            a.message = format!(
+                "the change could not be saved, so it did not happen: {}",
+                a.message
+            );
+            a
+        }
+        // Another change in the same group commit failed; this one is not on disk either.
+        TaskError::NotSaved(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("{e}; retry shortly"),
+        ),
     }
 }
 
@@ -127,7 +141,7 @@ pub(super) async fn register(ctx: &Ctx<'_>) -> ApiResult {
     let rec = tasks(ctx)?
         .register(&ctx.caller.name, methods, &ctx.caller.actor())
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| ApiError::store(&e))?;
     ok(json!({"handler_id": rec.name, "methods": rec.methods}))
 }
 
