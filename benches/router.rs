@@ -111,6 +111,11 @@ fn setup(n: usize) -> (Router, Vec<Client>) {
         // Handshakes are rate limited per second; keep setup under the limit.
         if i % 40 == 39 {
             std::thread::sleep(std::time::Duration::from_millis(1100));
+            // `cargo test` and `cargo bench` build dev-dependencies, which turn on the
+            // test-only `mock-clock` feature: boringtun then reads mock_instant's clock, which
+            // only moves when told to.
+            #[cfg(feature = "mock-clock")]
+            mock_instant::MockClock::advance(std::time::Duration::from_millis(1100));
             router.handle_timeout(std::time::Instant::now());
         }
         clients.push(c);
