@@ -1023,7 +1023,13 @@ impl Store {
     #[allow(clippy::disallowed_methods)]
     fn commit(&self, txn: redb::WriteTransaction) -> Result<(), redb::CommitError> {
         let started = std::time::Instant::now();
-        let r = txn.commit();
+        // redb asserts, rather than returning an error, when a commit finds its handle already
+        // poisoned by another transaction's I/O error (a full disk hit in between). That is a
+        // failed commit like any other: nothing was written, and the store reopens.
+        let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| txn.commit())) {
+            Ok(r) => r,
+            Err(_) => Err(redb::CommitError::Storage(redb::StorageError::PreviousIo)),
+        };
         self.commit_latency.observe_duration(started.elapsed());
         r
     }
@@ -1295,7 +1301,7 @@ impl Store {
                 }),
             },
         )?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(previous)
     }
 

@@ -136,7 +136,7 @@ impl Store {
                 tasks.remove(*id)?;
             }
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -176,7 +176,7 @@ impl Store {
             )?;
             append_audit(&txn, audit)?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 }
