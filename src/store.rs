@@ -2651,7 +2651,8 @@ mod tests {
         }
     }
 
-    fn job(id: u64) -> JobRecord {
+    /// A stored job fixture, shared with the backup tests.
+    pub(super) fn job(id: u64) -> JobRecord {
         JobRecord {
             id: JobId::from_u64(id),
             spec: JobSpec::from_json(

@@ -355,25 +355,7 @@ mod tests {
         }
     }
 
-    fn job(id: u64) -> JobRecord {
-        JobRecord {
-            id: JobId::from_u64(id),
-            spec: JobSpec::from_json(
-                &serde_json::json!({
-                    "name": format!("job{id}"),
-                    "trigger": {"every": "1h", "start": "2026-01-01T00:00:00Z"},
-                    "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
-                }),
-                None,
-            )
-            .unwrap(),
-            created_at_ms: 0,
-            updated_at_ms: 0,
-            created_by: "t".into(),
-            next_fire_at: None,
-            paused_at_ms: None,
-        }
-    }
+    use super::super::tests::job;
 
     #[test]
     fn a_backup_is_a_private_snapshot_that_restores_and_never_overwrites() {
