@@ -1947,16 +1947,15 @@ fn a_restart_neither_repeats_nor_shifts_a_fire() {
         finished,
     );
 
-    // No fire is posted twice: the sink's arrivals are about a second apart throughout.
+    // No fire is posted twice: one post per run, and (below) one run per grid time. Arrival
+    // spacing proves nothing here: fires missed while the server was down are caught up back
+    // to back on restart (coalesce is off), so under load several arrive milliseconds apart.
     let times = sink.times("/ok/g");
-    assert!(
-        times.windows(2).all(|w| w[1] - w[0] >= 0.5),
-        "one fire posted twice across the restart: arrivals {times:?}; runs {}",
-        Value::from(runs.clone())
-    );
     assert_eq!(
         times.len(),
-        runs.iter().filter(|r| r["status"] != "missed").count()
+        runs.iter().filter(|r| r["status"] != "missed").count(),
+        "one post per run: arrivals {times:?}; runs {}",
+        Value::from(runs.clone())
     );
     assert!(
         runs.iter().all(|r| r["status"] == "succeeded"),
