@@ -5,8 +5,12 @@
 //! webhook sink, is told about a bad cron at the field, pauses, edits, duplicates and deletes,
 //! and adds a member whose QR code — decoded from a screenshot with `zbarimg` — connects from a
 //! second namespace; that member, a viewer, sees no write controls and the API refuses a
-//! crafted write. With `SAVE_SCREENSHOTS=DIR` the phone-size screenshots are copied to DIR
-//! (docs/screenshots holds the committed ones).
+//! crafted write. Then a bot (a handler peer in a third namespace) shows online with its
+//! methods and calls, the leader builds a job that calls it and runs it now, and sees its
+//! answer in the history; pages through a job's history and the audit; and is shown the
+//! last-admin guard, changes a member's role, disables and enables it. With
+//! `SAVE_SCREENSHOTS=DIR` the phone-size screenshots are copied to DIR (docs/screenshots
+//! holds the committed ones).
 //!
 //! Needs root, the packages `scripts/test.sh` installs, `chromium`, `chromedriver` and
 //! python3's selenium (SKIP without them, FAIL under `CI=true`).
