@@ -145,6 +145,15 @@ check "Package is appliance, Architecture is $(dpkg --print-architecture)" \
   test "$(field Package) $(field Architecture)" = "appliance $(dpkg --print-architecture)"
 check "Maintainer has a contact address: $(field Maintainer)" \
   grep -Eq '^[^<>]+ <[^<>@ ]+@[^<>@ ]+>$' <<<"$(field Maintainer)"
+# A placeholder identity (a reserved or example domain, a no-reply or generated address) is
+# nobody to write to about the package.
+check "Maintainer is no placeholder (reserved domain, noreply, example): $(field Maintainer)" \
+  bash -c '! grep -Eiq "[@.](example|test|invalid|localhost|local)(\.[a-z]+)?>|noreply|no-reply|example\.(com|org|net)|b-seed-|@users\." <<<"$1"' _ "$(field Maintainer)"
+authors=$(sed -n 's/^authors = \["\([^"]*\)"\]$/\1/p' Cargo.toml)
+check "Maintainer is the project contact, Cargo.toml's authors: $authors" \
+  test "$(field Maintainer)" = "$authors"
+check "the copyright file's Upstream-Contact is the same contact" \
+  grep -Fxq "Upstream-Contact: $authors" packaging/debian/copyright
 summary_line=$(field Description | sed -n 1p)
 check "summary line is short (${#summary_line} <= 60 characters): $summary_line" \
   test "${#summary_line}" -le 60

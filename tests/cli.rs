@@ -888,13 +888,21 @@ fn status_json_matches_the_golden_file() {
     }
 }
 
-/// `peer add` on a pseudo-terminal of `cols` x `rows` (`script` from util-linux); `None` when
-/// `script` is missing outside CI.
-fn peer_add_on_a_terminal(data: &Path, name: &str, cols: u16, rows: u16) -> Option<Output> {
+/// `peer add NAME ARGS…` on a pseudo-terminal of `cols` x `rows` (`script` from
+/// util-linux, which also merges stderr into the terminal); `None` when `script` is missing
+/// outside CI.
+fn peer_add_on_a_terminal(
+    data: &Path,
+    name: &str,
+    args: &[&str],
+    cols: u16,
+    rows: u16,
+) -> Option<Output> {
     let cmd = format!(
-        "stty cols {cols} rows {rows}; {} --data-dir {} peer add {name}",
+        "stty cols {cols} rows {rows}; {} --data-dir {} peer add {name} {}",
         bin(),
-        data.display()
+        data.display(),
+        args.join(" ")
     );
     match Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
@@ -913,72 +921,144 @@ fn peer_add_on_a_terminal(data: &Path, name: &str, cols: u16, rows: u16) -> Opti
     }
 }
 
-/// The screen a `rows`-line terminal shows after `raw` was written to it: the last `rows`
-/// lines, colour sequences removed. Panics if a line would wrap at `cols`.
-fn screen(raw: &str, cols: usize, rows: usize) -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
+/// One character cell of a terminal screen: the character and its 256-colour palette
+/// foreground and background (`None`: the theme's default).
+#[derive(Clone, Copy)]
+struct Cell {
+    ch: char,
+    fg: Option<u8>,
+    bg: Option<u8>,
+}
+
+/// The screen a `cols` x `rows` terminal shows after `raw` was written to it: the last `rows`
+/// lines, each cell with the colours SGR sequences gave it. Panics if a line would wrap.
+fn screen(raw: &str, cols: usize, rows: usize) -> Vec<Vec<Cell>> {
+    let mut lines: Vec<Vec<Cell>> = Vec::new();
+    let (mut fg, mut bg) = (None, None);
     for line in raw.split('\n') {
-        let mut out = String::new();
+        let mut out = Vec::new();
         let mut chars = line.chars().peekable();
         while let Some(c) = chars.next() {
             if c == '\x1b' {
-                // CSI: ESC [ parameters final-byte
+                // CSI: ESC [ parameters final-byte; `m` sets colours.
                 if chars.next_if_eq(&'[').is_some() {
+                    let mut params = String::new();
                     for c in chars.by_ref() {
                         if ('@'..='~').contains(&c) {
+                            if c == 'm' {
+                                let p: Vec<&str> = params.split(';').collect();
+                                let mut i = 0;
+                                while i < p.len() {
+                                    match p[i] {
+                                        "" | "0" => (fg, bg) = (None, None),
+                                        "39" => fg = None,
+                                        "49" => bg = None,
+                                        "38" | "48" if p.get(i + 1) == Some(&"5") => {
+                                            let n = p.get(i + 2).and_then(|n| n.parse().ok());
+                                            if p[i] == "38" {
+                                                fg = n;
+                                            } else {
+                                                bg = n;
+                                            }
+                                            i += 2;
+                                        }
+                                        other => panic!("unexpected SGR {other} in {params:?}"),
+                                    }
+                                    i += 1;
+                                }
+                            }
                             break;
                         }
+                        params.push(c);
                     }
                 }
             } else if c != '\r' {
-                out.push(c);
+                out.push(Cell { ch: c, fg, bg });
             }
         }
-        assert!(out.chars().count() <= cols, "wraps at {cols}: {out:?}");
+        assert!(out.len() <= cols, "wraps at {cols}: {:?}", plain(&[out]));
         lines.push(out);
     }
-    if lines.last().is_some_and(String::is_empty) {
+    if lines.last().is_some_and(Vec::is_empty) {
         lines.pop();
     }
     let skip = lines.len().saturating_sub(rows);
     lines.split_off(skip)
 }
 
-/// Decodes the half-block QR code on `screen` the way a phone sees it: each cell is one module
-/// wide and two tall, a glyph's drawn half is dark (the code's black foreground), the rest of
-/// the code light (its white background); the terminal around it is painted dark, as on a
-/// dark theme. Returns zbarimg's text, or `None` if it finds no code.
-fn scan_screen(screen: &[String], dir: &Path) -> Option<String> {
-    const PX: usize = 4;
-    let is_art = |l: &String| l.contains(['▀', '▄', '█']);
-    let first = screen.iter().position(is_art)?;
-    let last = screen.iter().rposition(is_art)?;
-    // The quiet-zone rows above and below are blank lines of the art.
-    let (top, bottom) = (first.saturating_sub(1), (last + 1).min(screen.len() - 1));
-    let cols = screen[top..=bottom]
+fn plain(screen: &[Vec<Cell>]) -> Vec<String> {
+    screen
         .iter()
-        .map(|l| l.chars().count())
-        .max()?;
-    let (w, h) = ((cols + 8) * PX, ((bottom - top + 1) * 2 + 8) * PX);
-    let mut px = vec![0x20u8; w * h];
-    for (r, line) in screen[top..=bottom].iter().enumerate() {
-        for (c, ch) in line.chars().enumerate() {
-            let (t, b) = match ch {
-                '█' => (true, true),
-                '▀' => (true, false),
-                '▄' => (false, true),
-                _ => (false, false),
-            };
-            for (half, dark) in [(0, t), (1, b)] {
-                for y in 0..PX {
-                    let row = (4 + 2 * r + half) * PX + y;
-                    let start = row * w + (4 + c) * PX;
-                    px[start..start + PX].fill(if dark { 0 } else { 0xFF });
+        .map(|l| l.iter().map(|c| c.ch).collect())
+        .collect()
+}
+
+/// Where a glyph is inked, as (left, top, right, bottom) fractions of its cell, in sixths
+/// across and in twelfths down: half blocks, full block, half-column blocks and the 60
+/// sextants (U+1FB00…, bit 0 top left … bit 5 bottom right, leaving out the four patterns
+/// drawn by older characters). Any other character: no ink (text is not part of the code).
+fn ink(ch: char) -> Vec<(usize, usize, usize, usize)> {
+    let sextants = |n: u32| {
+        (0..6)
+            .filter(|i| n >> i & 1 == 1)
+            .map(|i| {
+                let (x, y) = (i % 2 * 3, i / 2 * 4);
+                (x, y, x + 3, y + 4)
+            })
+            .collect()
+    };
+    match ch {
+        '▀' => vec![(0, 0, 6, 6)],
+        '▄' => vec![(0, 6, 6, 12)],
+        '█' => vec![(0, 0, 6, 12)],
+        '▌' => vec![(0, 0, 3, 12)],
+        '▐' => vec![(3, 0, 6, 12)],
+        c if ('\u{1FB00}'..='\u{1FB3B}').contains(&c) => {
+            let i = c as u32 - 0x1FB00 + 1;
+            let n = if i >= 21 { i + 1 } else { i };
+            sextants(if n >= 42 { n + 1 } else { n })
+        }
+        _ => vec![],
+    }
+}
+
+/// Paints `screen` as a terminal with a dark or a light theme shows it — 6 x 12 pixels a cell,
+/// a glyph's inked parts in its foreground, the rest in its background, palette entries 16
+/// and 231 black and white, the theme's own colours where none were set — and decodes it with
+/// zbarimg as it is (no `-Stest-inverted`). Returns the text, or `None` if it finds no code.
+fn scan_screen(screen: &[Vec<Cell>], dark_theme: bool, dir: &Path) -> Option<String> {
+    const CW: usize = 6;
+    const CH: usize = 12;
+    let (theme_fg, theme_bg) = if dark_theme {
+        (0xD0, 0x20)
+    } else {
+        (0x20, 0xF0)
+    };
+    let grey = |n: Option<u8>, default: u8| match n {
+        None => default,
+        Some(16) => 0,
+        Some(231) => 0xFF,
+        Some(n) => panic!("palette entry {n} is not black or white"),
+    };
+    let cols = screen.iter().map(Vec::len).max()? + 4;
+    let (w, h) = (cols * CW, (screen.len() + 4) * CH);
+    let mut px = vec![theme_bg; w * h];
+    for (r, line) in screen.iter().enumerate() {
+        for (c, cell) in line.iter().enumerate() {
+            let (x0, y0) = ((c + 2) * CW, (r + 2) * CH);
+            let bg = grey(cell.bg, theme_bg);
+            for y in 0..CH {
+                px[(y0 + y) * w + x0..(y0 + y) * w + x0 + CW].fill(bg);
+            }
+            let fg = grey(cell.fg, theme_fg);
+            for (l, t, rt, b) in ink(cell.ch) {
+                for y in t..b {
+                    px[(y0 + y) * w + x0 + l..(y0 + y) * w + x0 + rt].fill(fg);
                 }
             }
         }
     }
-    let path = dir.join("screen.pgm");
+    let path = dir.join(if dark_theme { "dark.pgm" } else { "light.pgm" });
     let mut pgm = format!("P5 {w} {h} 255\n").into_bytes();
     pgm.extend_from_slice(&px);
     std::fs::write(&path, pgm).unwrap();
@@ -992,19 +1072,36 @@ fn scan_screen(screen: &[String], dir: &Path) -> Option<String> {
         .then(|| text(&out.stdout).trim_end_matches('\n').to_string())
 }
 
+/// The screen's code scans, the same on a dark and a light theme, to a config with the
+/// settings of `peer add`'s text.
+fn assert_scans(screen: &[Vec<Cell>], dir: &Path) -> String {
+    let dark = scan_screen(screen, true, dir).expect("the code scans on a dark theme");
+    let light = scan_screen(screen, false, dir).expect("the code scans on a light theme");
+    assert_eq!(dark, light);
+    for needle in [
+        "[Interface]\nPrivateKey=",
+        "\nPresharedKey=",
+        "\nEndpoint=vpn.example.org:51820\n",
+    ] {
+        assert!(dark.contains(needle), "{needle:?} not in {dark:?}");
+    }
+    dark
+}
+
 #[test]
-fn terminal_qr_code_scans_from_the_screen_and_says_when_it_does_not_fit() {
+fn terminal_qr_code_scans_from_the_screen_or_says_how_to_get_one() {
     let d = Dir::new("ptyqr");
     assert!(run(&d.data(), &["init", "--endpoint", "vpn.example.org"])
         .status
         .success());
+    let peers = |d: &Dir| text(&run(&d.data(), &["peer", "list"]).stdout);
 
-    // Tall enough: the screen shows the whole code, nothing else but a heading and a hint,
-    // and it scans to a working config (no -Stest-inverted: dark on light as drawn).
-    let Some(out) = peer_add_on_a_terminal(&d.data(), "tall", 80, 40) else {
+    // Tall enough (a usual config is 33 rows of half blocks, 35 with the heading and hint):
+    // the screen shows the whole code, a heading and a hint, in explicit black on white.
+    let Some(out) = peer_add_on_a_terminal(&d.data(), "tall", &[], 80, 35) else {
         return;
     };
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.status.success(), "{}", text(&out.stdout));
     let raw = text(&out.stdout);
     assert!(
         raw.contains("\x1b[38;5;16;48;5;231m"),
@@ -1014,44 +1111,72 @@ fn terminal_qr_code_scans_from_the_screen_and_says_when_it_does_not_fit() {
         !raw.contains("[Interface]"),
         "config only with --show-config"
     );
-    let shown = screen(&raw, 80, 40);
-    let scanned = scan_screen(&shown, &d.0).expect("the 80x40 screen holds a scannable code");
-    assert!(
-        scanned.contains("[Interface]") && scanned.contains("Endpoint = vpn.example.org:51820")
-    );
-    // `script` merges stderr into the terminal: no size note when it fits.
-    assert!(!raw.contains("needs"), "{raw}");
+    let shown = screen(&raw, 80, 35);
+    assert!(plain(&shown)[0].starts_with("Scan with the WireGuard app"));
+    assert_scans(&shown, &d.0);
+    assert!(!raw.contains("needs"), "no size note when it fits: {raw}");
 
-    // 80x24: a full config (three keys) needs version 12, 35 rows: it does not fit, and the
-    // admin is told so, with the PNG way out. Nothing wraps.
-    let Some(out) = peer_add_on_a_terminal(&d.data(), "small", 80, 24) else {
+    // 80x24: no config fits in half blocks, so nothing is added and the admin is told how
+    // many rows it needs and the ways out.
+    let Some(out) = peer_add_on_a_terminal(&d.data(), "small", &[], 80, 24) else {
         return;
     };
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let raw = text(&out.stdout);
+    assert!(!raw.contains(['▀', '▄', '█']), "no code that scrolls off");
+    let said = raw.replace("\r\n", " ");
+    for needle in [
+        "the QR code needs a 65 x 35 terminal and this one is 80 x 24",
+        "nothing was added",
+        "at least 65 x 35",
+        "--qr-sextants",
+        "--qr-png FILE",
+        "dashboard",
+    ] {
+        assert!(said.contains(needle), "{needle:?} not in {said}");
+    }
+    assert!(!peers(&d).contains("small"), "a peer was added");
+
+    // With sextants (2x3 modules a cell) the code fits 80x24 and scans from the screen.
+    let Some(out) = peer_add_on_a_terminal(&d.data(), "sext", &["--qr-sextants"], 80, 24) else {
+        return;
+    };
+    assert!(out.status.success(), "{}", text(&out.stdout));
     let raw = text(&out.stdout);
     let shown = screen(&raw, 80, 24);
-    assert_eq!(shown.len(), 24);
-    assert!(scan_screen(&shown, &d.0).is_none(), "the top scrolled away");
-    let note = shown[shown.len() - 2..].join("\n");
     assert!(
-        note.contains("this terminal has 80 x 24") && note.contains("--qr-png FILE"),
-        "{note}"
+        plain(&shown)[0].starts_with("Scan with the WireGuard app"),
+        "the top of the code is on screen: {:#?}",
+        plain(&shown)
     );
+    assert!(raw.contains(|c| ('\u{1FB00}'..='\u{1FB3B}').contains(&c)));
+    assert_scans(&shown, &d.0);
 
-    // --show-config prints the config after the code.
-    let cmd = format!(
-        "stty cols 80 rows 60; {} --data-dir {} peer add shown --show-config",
-        bin(),
-        d.data().display()
+    // --show-config where the code cannot fit: the config, and a note instead of the code.
+    let Some(out) = peer_add_on_a_terminal(&d.data(), "shown", &["--show-config"], 80, 24) else {
+        return;
+    };
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let raw = text(&out.stdout);
+    assert!(!raw.contains(['▀', '▄', '█']), "{raw}");
+    assert!(
+        raw.contains("[Interface]") && raw.contains("left out"),
+        "{raw}"
     );
-    let out = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .output()
-        .unwrap();
+    screen(&raw, 80, 24);
+
+    // --show-config where it fits: the config after the code.
+    let Some(out) = peer_add_on_a_terminal(&d.data(), "both", &["--show-config"], 80, 60) else {
+        return;
+    };
     let raw = text(&out.stdout);
     let code_end = raw.rfind('█').unwrap();
     let config_start = raw.find("[Interface]").expect("config shown");
     assert!(config_start > code_end, "config after the code");
+    let listed = peers(&d);
+    for name in ["tall", "sext", "shown", "both"] {
+        assert!(listed.contains(name), "{name} not added: {listed}");
+    }
 }
 
 #[test]

@@ -5,8 +5,12 @@
 //! webhook sink, is told about a bad cron at the field, pauses, edits, duplicates and deletes,
 //! and adds a member whose QR code — decoded from a screenshot with `zbarimg` — connects from a
 //! second namespace; that member, a viewer, sees no write controls and the API refuses a
-//! crafted write. With `SAVE_SCREENSHOTS=DIR` the phone-size screenshots are copied to DIR
-//! (docs/screenshots holds the committed ones).
+//! crafted write. Then a bot (a handler peer in a third namespace) shows online with its
+//! methods and calls, the leader builds a job that calls it and runs it now, and sees its
+//! answer in the history; pages through a job's history and the audit; and is shown the
+//! last-admin guard, changes a member's role, disables and enables it. With
+//! `SAVE_SCREENSHOTS=DIR` the phone-size screenshots are copied to DIR (docs/screenshots
+//! holds the committed ones).
 //!
 //! Needs root, the packages `scripts/test.sh` installs, `chromium`, `chromedriver` and
 //! python3's selenium (SKIP without them, FAIL under `CI=true`).
@@ -119,12 +123,13 @@ impl Drop for Sink {
 }
 
 /// Runs one phase of the browser script inside `ns`; returns what it reported.
-fn phase(ns: &Netns, name: &str, shots: &Path, sink_url: Option<&str>) -> Value {
+/// `arg`: the phase's argument (the sink URL, or the ids a phase works on, as JSON).
+fn phase(ns: &Netns, name: &str, shots: &Path, arg: Option<&str>) -> Value {
     let out_json = shots.join(format!("{name}.json"));
     let mut cmd = ns.bounded(240, selenium_python().expect("checked in prereqs"));
     cmd.arg(SCRIPT).arg(name).arg(&out_json).arg(shots);
-    if let Some(url) = sink_url {
-        cmd.arg(url);
+    if let Some(arg) = arg {
+        cmd.arg(arg);
     }
     let out = output_of(&mut cmd);
     let report: Value = fs::read_to_string(&out_json)
@@ -187,14 +192,8 @@ fn a_leader_runs_the_guild_from_a_phone() {
         }),
         "no failed run recorded"
     );
-    let (s, v) = call(
-        &ns,
-        "POST",
-        &format!("/api/v1/jobs/{}/pause", v_id(&ns, "unreachable-hook")),
-        None,
-        &[],
-    );
-    assert_eq!(s, 200, "{v}");
+    // It keeps failing every second while the leader works, for history paging (20 a page).
+    let busy = v_id(&ns, "unreachable-hook");
 
     // The page and its assets come with a strict policy: this origin only, no inline script.
     for path in ["/", "/assets/app.js", "/assets/app.css"] {
@@ -250,7 +249,42 @@ fn a_leader_runs_the_guild_from_a_phone() {
         r["bad_cron_error"].as_str().unwrap().contains("not valid"),
         "{r:#}"
     );
-    assert!(!r["failure_error"].as_str().unwrap().is_empty(), "{r:#}");
+    // The failures view showed a stored failure of the failing job, with its error text.
+    let (_, failed) = call(
+        &ns,
+        "GET",
+        "/api/v1/runs?status=failed&limit=500",
+        None,
+        &[],
+    );
+    let errors: Vec<&str> = failed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["job_id"] == busy.as_str())
+        .filter_map(|r| r["error"].as_str())
+        .collect();
+    let shown = r["failure_error"].as_str().unwrap();
+    assert!(
+        !shown.is_empty() && errors.contains(&shown),
+        "{shown:?} is not a stored error of unreachable-hook: {errors:?}"
+    );
+    assert_eq!(r["failure_job"], "unreachable-hook", "{r:#}");
+
+    // Enough runs of the busy job for two history pages, then it stops.
+    assert!(
+        wait_until(Duration::from_secs(30), || run_count(&ns, &busy) > 20),
+        "unreachable-hook has {} runs, not over 20",
+        run_count(&ns, &busy)
+    );
+    let (s, v) = call(
+        &ns,
+        "POST",
+        &format!("/api/v1/jobs/{busy}/pause"),
+        None,
+        &[],
+    );
+    assert_eq!(s, 200, "{v}");
 
     // What the browser did is what is stored: one edited, paused job besides the failing one.
     let (s, v) = call(&ns, "GET", "/api/v1/jobs", None, &[]);
@@ -349,6 +383,12 @@ fn a_leader_runs_the_guild_from_a_phone() {
             .contains("SeCrEtToken"),
         "{r:#}"
     );
+    let list = r["viewer_jobs_text"].as_str().unwrap();
+    assert!(
+        list.contains(&format!("webhook to 127.0.0.1:{SINK_PORT}"))
+            && !list.contains("SeCrEtToken"),
+        "a viewer sees where a job posts, never its token: {list}"
+    );
     for (what, res) in r["crafted"].as_object().unwrap() {
         assert_eq!(res[0], 403, "crafted {what} as a viewer: {res}");
         assert!(res[1].as_str().unwrap().contains("forbidden_role"), "{res}");
@@ -377,6 +417,8 @@ fn a_leader_runs_the_guild_from_a_phone() {
     let (_, audit) = call(&ns, "GET", "/api/v1/audit?limit=5", None, &[]);
     assert_eq!(audit["entries"][0]["action"], "peer.rotate", "{audit:#}");
 
+    handlers_and_members(&ns, &app, &shots, &busy);
+
     save_screenshots(
         &shots,
         &[
@@ -389,9 +431,233 @@ fn a_leader_runs_the_guild_from_a_phone() {
             "audit",
             "viewer",
             "viewer-dark",
+            "handlers",
+            "job-form-handler",
+            "handler-run",
+            "members-guard",
         ],
     );
     let _ = fs::remove_dir_all(&shots);
+}
+
+/// A bot (a handler peer in its own namespace) and the admin: the handler list, a job that
+/// calls the bot built in the form and run now, the bot's answer in the job's history; then
+/// history and audit paging, the last-admin guard, a role change, disable and enable.
+fn handlers_and_members(ns: &Netns, app: &Appliance, shots: &Path, busy: &str) {
+    let bot_ns = Netns::new("bot");
+    ns.link_veth(&bot_ns, "198.51.100.1/24", "198.51.100.2/24");
+    let bot = WgClient::up(
+        &bot_ns,
+        &with_config_value(
+            &app.peer_add("discord-bot", "handler"),
+            "Endpoint",
+            &format!("198.51.100.1:{}", app.port()),
+        ),
+    );
+    assert!(
+        bot.wait_handshake(Duration::from_secs(20)),
+        "bot: no handshake"
+    );
+    let methods = json!({"methods": ["send_message", "roll_dice"]});
+    let (s, v) = call(&bot_ns, "PUT", "/api/v1/handler", Some(&methods), &[]);
+    assert_eq!(s, 200, "{v}");
+
+    // Two calls for the bot: one it holds (leased), one waiting in its queue.
+    let lease = |max: u64| {
+        let body = json!({"wait_s": 10, "max": max, "lease_s": 600});
+        let (s, v) = call(&bot_ns, "POST", "/api/v1/tasks/lease", Some(&body), &[]);
+        assert_eq!(s, 200, "{v}");
+        v["tasks"].as_array().unwrap().clone()
+    };
+    let mut held = Vec::new();
+    for name in ["bot-held", "bot-waiting"] {
+        let job = json!({
+            "name": name,
+            "trigger": {"at": "2099-01-01T00:00:00Z"},
+            "action": {"handler": {"id": "discord-bot", "method": "send_message",
+                                   "params": {"content": name}}}
+        });
+        let (s, v) = call(ns, "POST", "/api/v1/jobs", Some(&job), &[]);
+        assert_eq!(s, 201, "{v}");
+        let id = v["id"].as_str().unwrap();
+        let (s, v) = call(ns, "POST", &format!("/api/v1/jobs/{id}/run"), None, &[]);
+        assert_eq!((s, &v["status"]), (202, &json!("started")), "{v}");
+        if name == "bot-held" {
+            held = lease(1);
+            assert_eq!(held.len(), 1, "{held:?}");
+            assert_eq!(held[0]["params"], json!({"content": "bot-held"}));
+        }
+    }
+
+    let r = phase(ns, "handlers", shots, None);
+    assert_eq!(
+        r["handler_methods"], "Methods: roll_dice, send_message",
+        "{r:#}"
+    );
+    assert_eq!(r["handler_tasks"], "Queued 1 · leased 1", "{r:#}");
+    assert_eq!(
+        r["handler_options"],
+        json!(["discord-bot (online)"]),
+        "{r:#}"
+    );
+    assert_eq!(
+        r["method_options"],
+        json!(["roll_dice", "send_message"]),
+        "{r:#}"
+    );
+    assert!(
+        r["bad_params_error"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{r:#}"
+    );
+    assert!(
+        r["dice_row"]
+            .as_str()
+            .unwrap()
+            .contains("handler discord-bot · roll_dice"),
+        "{r:#}"
+    );
+    assert_eq!(r["flash"], "Started dice.", "{r:#}");
+    let dice = r["dice_id"].as_str().unwrap().to_string();
+    let (_, job) = call(ns, "GET", &format!("/api/v1/jobs/{dice}"), None, &[]);
+    assert_eq!(
+        job["action"],
+        json!({"handler": {"id": "discord-bot", "method": "roll_dice", "params": {"sides": 20}}}),
+        "{job:#}"
+    );
+
+    // The bot takes the manual run of dice (and the waiting call) and answers every call.
+    let mut tasks = lease(10);
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t["job_id"] == dice.as_str() && t["params"] == json!({"sides": 20})),
+        "the bot got no call of dice: {tasks:?}"
+    );
+    tasks.extend(held);
+    for t in &tasks {
+        let id = t["id"].as_str().unwrap();
+        let ack = json!({"result": {"rolled": 17}});
+        let (s, v) = call(
+            &bot_ns,
+            "POST",
+            &format!("/api/v1/tasks/{id}/ack"),
+            Some(&ack),
+            &[],
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+
+    // Enough audit entries for two pages of 25: setting the same endpoint again is audited
+    // and changes nothing else.
+    let mut entries = audit_count(ns);
+    while entries <= 30 {
+        let same = json!({"endpoint": "vpn.example.org"});
+        let (s, v) = call(ns, "PUT", "/api/v1/endpoint", Some(&same), &[]);
+        assert_eq!(s, 200, "{v}");
+        entries += 1;
+    }
+    let otto = json!({"name": "otto", "role": "officer"});
+    let (s, v) = call(ns, "POST", "/api/v1/peers", Some(&otto), &[]);
+    assert_eq!(s, 201, "{v}");
+
+    let ids = json!({"dice": dice, "busy": busy}).to_string();
+    let r = phase(ns, "manage", shots, Some(&ids));
+    let run = r["handler_run"].as_str().unwrap();
+    for needle in [
+        "run now",
+        "succeeded",
+        "handler discord-bot",
+        r#"result: {"rolled":17}"#,
+    ] {
+        assert!(
+            run.contains(needle),
+            "{needle} not in the handler run: {run}"
+        );
+    }
+    assert!(
+        r["dice_card"].as_str().unwrap().contains("Last: succeeded"),
+        "{r:#}"
+    );
+    let seqs = |v: &Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    let (h1, h2) = (seqs(&r["history_pages"][0]), seqs(&r["history_pages"][1]));
+    assert_eq!(h1.len(), 20, "{r:#}");
+    assert!(
+        !h2.is_empty() && h2.iter().all(|id| id < h1.iter().min().unwrap()),
+        "the second page holds older runs: {h1:?} then {h2:?}"
+    );
+    let (a1, a2) = (seqs(&r["audit_pages"][0]), seqs(&r["audit_pages"][1]));
+    assert_eq!(a1.len(), 25, "{r:#}");
+    assert!(a1.windows(2).all(|w| w[0] > w[1]), "newest first: {a1:?}");
+    assert!(
+        !a2.is_empty() && a2[0] < a1[24],
+        "the older page follows: {a1:?} then {a2:?}"
+    );
+    let guard = r["guard"].as_str().unwrap();
+    assert!(
+        guard.contains("leader is the only enabled admin") && guard.contains("another admin first"),
+        "{guard}"
+    );
+    assert_eq!(r["guard_disabled"], json!([true, true, true]), "{r:#}");
+    assert_eq!(r["otto_roles"], json!(["viewer", "admin"]), "{r:#}");
+    assert_eq!(r["otto_states"], json!(["disabled", "offline"]), "{r:#}");
+
+    // What the page did is stored, and audited as the leader's.
+    let (_, peers) = call(ns, "GET", "/api/v1/peers", None, &[]);
+    let otto = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "otto")
+        .expect("otto listed");
+    assert_eq!(
+        (&otto["role"], &otto["enabled"]),
+        (&json!("admin"), &json!(true))
+    );
+    let (_, audit) = call(ns, "GET", "/api/v1/audit?limit=10", None, &[]);
+    // Newest first: each change is a peer.update with the state it left.
+    let otto_changes: Vec<Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"]["peer"] == "leader" && e["target"] == "otto")
+        .map(|e| json!([e["action"], e["summary"]["role"], e["summary"]["enabled"]]))
+        .collect();
+    assert_eq!(
+        otto_changes,
+        [
+            json!(["peer.update", "admin", true]),
+            json!(["peer.update", "viewer", true]),
+            json!(["peer.update", "viewer", false]),
+            json!(["peer.update", "viewer", true]),
+            json!(["peer.add", "officer", null]),
+        ],
+        "{audit:#}"
+    );
+}
+
+fn run_count(ns: &Netns, job: &str) -> usize {
+    let (_, v) = call(
+        ns,
+        "GET",
+        &format!("/api/v1/jobs/{job}/runs?limit=100"),
+        None,
+        &[],
+    );
+    v["runs"].as_array().map_or(0, Vec::len)
+}
+
+fn audit_count(ns: &Netns) -> usize {
+    let (_, v) = call(ns, "GET", "/api/v1/audit?limit=100", None, &[]);
+    v["entries"].as_array().map_or(0, Vec::len)
 }
 
 /// The id of the job called `name`.

@@ -24,7 +24,7 @@ for line in sys.stdin:
     crates.setdefault(lic or "(none declared)", set()).add(name)
 print("""Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: appliance
-Upstream-Contact: appliance maintainers <maintainers@users.noreply.b-seed-2c15aa3d.example>
+Upstream-Contact: The appliance developers <dev@appliance-scheduler.org>
 Comment:
  /usr/bin/appliance is a statically linked Rust program. Besides its own code it
  contains the Rust crates below, from crates.io, each under the license its

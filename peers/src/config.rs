@@ -112,41 +112,62 @@ pub enum ConfigError {
 impl ClientConfig {
     /// Writes the config in wg-quick format.
     pub fn render(&self) -> String {
+        self.write(Layout::Readable)
+    }
+
+    /// The same settings in the fewest bytes, for a QR code: no comments (the peer's name, the
+    /// placeholder's explanation), no blank line, `Key=value` without spaces. wg-quick and the
+    /// WireGuard apps read it as they read [`ClientConfig::render`]'s text; a shorter text is a
+    /// smaller code (a usual config drops from QR version 12 to 11, 4 modules a side).
+    pub fn render_compact(&self) -> String {
+        self.write(Layout::Compact)
+    }
+
+    fn write(&self, layout: Layout) -> String {
+        let readable = layout == Layout::Readable;
+        let eq = if readable { " = " } else { "=" };
         let mut out = String::new();
         // `writeln!` into a `String` cannot fail.
         let mut line = |s: std::fmt::Arguments<'_>| {
             let _ = writeln!(out, "{s}");
         };
-        if let Some(name) = &self.name {
+        if let (Some(name), true) = (&self.name, readable) {
             line(format_args!("{NAME_COMMENT} {}", comment_safe(name)));
         }
         line(format_args!("[Interface]"));
         match &self.private_key {
-            Some(k) => line(format_args!("PrivateKey = {}", k.to_base64())),
+            Some(k) => line(format_args!("PrivateKey{eq}{}", k.to_base64())),
             None => {
-                line(format_args!("{PLACEHOLDER_COMMENT}"));
-                line(format_args!("PrivateKey = {PRIVATE_KEY_PLACEHOLDER}"));
+                if readable {
+                    line(format_args!("{PLACEHOLDER_COMMENT}"));
+                }
+                line(format_args!("PrivateKey{eq}{PRIVATE_KEY_PLACEHOLDER}"));
             }
         }
-        line(format_args!("Address = {}/32", self.address));
+        line(format_args!("Address{eq}{}/32", self.address));
         if !self.dns.is_empty() {
-            line(format_args!("DNS = {}", join(&self.dns)));
+            line(format_args!("DNS{eq}{}", join(&self.dns, readable)));
         }
-        line(format_args!("MTU = {}", self.mtu));
-        line(format_args!(""));
+        line(format_args!("MTU{eq}{}", self.mtu));
+        if readable {
+            line(format_args!(""));
+        }
         line(format_args!("[Peer]"));
-        line(format_args!("PublicKey = {}", self.server_public_key));
+        line(format_args!("PublicKey{eq}{}", self.server_public_key));
         if let Some(psk) = &self.preshared_key {
-            line(format_args!("PresharedKey = {}", psk.to_base64()));
+            line(format_args!("PresharedKey{eq}{}", psk.to_base64()));
         }
         // `Endpoint`'s fields are public; keep a hand-built host from breaking the line.
         line(format_args!(
-            "Endpoint = {}",
+            "Endpoint{eq}{}",
             single_line(&self.endpoint.to_string())
         ));
-        line(format_args!("AllowedIPs = {}", join(&self.allowed_ips)));
+        line(format_args!(
+            "AllowedIPs{eq}{}",
+            join(&self.allowed_ips, readable)
+        ));
         if let Some(k) = self.persistent_keepalive {
-            line(format_args!("PersistentKeepalive = {k}"));
+            line(format_args!("PersistentKeepalive{eq}{k}"));
         }
         out
     }
@@ -162,12 +183,21 @@ impl ClientConfig {
     }
 }
 
-fn join<T: std::fmt::Display>(items: &[T]) -> String {
+/// How [`ClientConfig::write`] lays the settings out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// For people: the name comment, spaces around `=`, a blank line between sections.
+    Readable,
+    /// For QR codes: the settings only.
+    Compact,
+}
+
+fn join<T: std::fmt::Display>(items: &[T], readable: bool) -> String {
     items
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(if readable { ", " } else { "," })
 }
 
 /// `s` with every control character (newlines included) turned into a space.
@@ -556,6 +586,51 @@ mod tests {
              PublicKey = IiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiI=\n\
              Endpoint = [2001:db8::1]:443\n\
              AllowedIPs = 10.88.88.0/24, 192.168.7.0/24\n"
+        );
+    }
+
+    #[test]
+    fn compact_render_is_the_same_config_in_fewer_bytes() {
+        let c = sample();
+        let compact = c.render_compact();
+        assert_eq!(
+            compact,
+            "[Interface]\n\
+             PrivateKey=ERERERERERERERERERERERERERERERERERERERERERE=\n\
+             Address=10.88.88.2/32\n\
+             MTU=1420\n\
+             [Peer]\n\
+             PublicKey=IiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiI=\n\
+             PresharedKey=MzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzM=\n\
+             Endpoint=vpn.example.org:51820\n\
+             AllowedIPs=10.88.88.0/24\n\
+             PersistentKeepalive=25\n"
+        );
+        assert_eq!((compact.len(), c.render().len()), (298, 339));
+        // Every setting but the name (a comment) reads back.
+        let back = ClientConfig::parse(&compact).unwrap();
+        assert_eq!(back, ClientConfig { name: None, ..c });
+
+        let c = ClientConfig {
+            private_key: None,
+            dns: vec!["1.1.1.1".parse().unwrap(), "9.9.9.9".parse().unwrap()],
+            allowed_ips: vec![
+                "10.88.88.0/24".parse().unwrap(),
+                "192.168.7.0/24".parse().unwrap(),
+            ],
+            ..sample()
+        };
+        let compact = c.render_compact();
+        assert!(
+            !compact.contains('#') && !compact.contains(' '),
+            "{compact}"
+        );
+        assert!(compact.contains("PrivateKey=REPLACE_WITH_YOUR_PRIVATE_KEY\nAddress="));
+        assert!(compact.contains("DNS=1.1.1.1,9.9.9.9\n"));
+        assert!(compact.contains("AllowedIPs=10.88.88.0/24,192.168.7.0/24\n"));
+        assert_eq!(
+            ClientConfig::parse(&compact).unwrap(),
+            ClientConfig { name: None, ..c }
         );
     }
 

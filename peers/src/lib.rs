@@ -24,5 +24,5 @@ pub use key::{KeyError, PresharedKey, PrivateKey, PublicKey};
 pub use name::{NameError, PeerName};
 pub use net::{parse_cidr_list, CidrError, Endpoint, EndpointError, Ipv4Net};
 pub use pool::{AddressPool, PoolError};
-pub use qr::{render_png, render_svg, render_terminal, QrError, TerminalQr};
+pub use qr::{render_png, render_svg, render_terminal, Cells, QrError, TerminalQr};
 pub use role::{Role, RoleError};

@@ -2,7 +2,7 @@
 //! the png crate) to the promised size and pixels, and the terminal art maps back to the same
 //! module grid, quiet zone included.
 
-use peers::{render_png, render_terminal};
+use peers::{render_png, render_terminal, Cells};
 use qrcode::{Color, EcLevel, QrCode};
 
 const CONFIG: &str = "# appliance peer: alice\n[Interface]\n\
@@ -79,7 +79,7 @@ fn png_has_signature_size_and_modules() {
 
 #[test]
 fn terminal_art_maps_back_to_the_modules() {
-    let art = render_terminal(CONFIG).unwrap().art;
+    let art = render_terminal(CONFIG, Cells::HalfBlocks).unwrap().art;
     let modules = modules_with_margin(CONFIG, peers::qr::TERMINAL_QUIET_ZONE_MODULES);
     let side = modules.len();
     let lines = art_cells(&art);
@@ -110,7 +110,7 @@ fn terminal_art_maps_back_to_the_modules() {
 
 #[test]
 fn a_full_config_fits_an_80_column_terminal() {
-    let qr = render_terminal(CONFIG).unwrap();
+    let qr = render_terminal(CONFIG, Cells::HalfBlocks).unwrap();
     assert!(qr.columns <= 80, "{} columns", qr.columns);
     assert!(art_cells(&qr.art).iter().all(|l| l.len() <= 80));
 }

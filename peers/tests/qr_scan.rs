@@ -85,7 +85,7 @@ fn png_scans_back_to_the_config() {
 /// art's explicit colours (black glyph halves on white) inside, the theme around it. A cell is
 /// one module wide and two tall. No `-Stest-inverted`: the code must scan as it is.
 fn paint_terminal(text: &str, theme_bg: u8, path: &Path) {
-    let art = render_terminal(text).unwrap().art;
+    let art = render_terminal(text, peers::Cells::HalfBlocks).unwrap().art;
     const PX: usize = 6;
     let lines: Vec<Vec<char>> = art
         .lines()

@@ -51,3 +51,12 @@ pub fn run(dir: &DataDir, set: Option<String>, json: bool) -> Result<(), Failure
     }
     Ok(())
 }
+
+/// The endpoint new configs carry now (`HOST:PORT`), from the server or the database.
+pub fn current(dir: &DataDir) -> Result<String, Failure> {
+    let v = call(dir, Request::Endpoint { set: None }, |_, server| {
+        Ok(to_value(&EndpointView::new(&server.endpoint, None)))
+    })?;
+    let view: EndpointView = serde_json::from_value(v).map_err(fatal)?;
+    Ok(view.endpoint)
+}

@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Drives the dashboard in headless Chromium at a phone viewport (390x844), via selenium.
 
-Usage: dashboard_phone.py PHASE OUT_JSON SHOTS_DIR [SINK_URL]
-  PHASE leader: an admin creates, tests, pauses, edits, duplicates and deletes jobs and adds a
-                member (needs SINK_URL, the webhook sink as the appliance reaches it)
-  PHASE viewer: a viewer sees no write controls, no secrets, and crafted writes are refused
-  PHASE rotate: the admin sees vera online and rotates her keys (a new QR and config)
+Usage: dashboard_phone.py PHASE OUT_JSON SHOTS_DIR [ARG]
+  PHASE leader:   an admin creates, tests, pauses, edits, duplicates and deletes jobs and adds a
+                  member (ARG: SINK_URL, the webhook sink as the appliance reaches it)
+  PHASE viewer:   a viewer sees no write controls, no secrets, and crafted writes are refused
+  PHASE rotate:   the admin sees vera online and rotates her keys (a new QR and config)
+  PHASE handlers: the admin sees the bot online with its methods and tasks, builds a job that
+                  calls it (handler, method, params as JSON; bad JSON explained) and runs it now
+  PHASE manage:   the handler's answer in that job's history, history and audit paging, the
+                  last-admin guard, a role change, disable and enable
+                  (ARG: JSON {"dice": job id, "busy": id of a job with over 20 runs})
 
 Runs inside the test's network namespace (`ip netns exec`): the page is loaded from
 http://10.88.88.1:8888/ through the namespace's WireGuard tunnel, and nothing else is reached.
@@ -29,7 +34,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 BASE = "http://10.88.88.1:8888/"
 WIDTH, HEIGHT = 390, 844
 PHASE, OUT, SHOTS = sys.argv[1], sys.argv[2], sys.argv[3]
-SINK_URL = sys.argv[4] if len(sys.argv) > 4 else None
+ARG = sys.argv[4] if len(sys.argv) > 4 else None
+SINK_URL = ARG
 result = {}
 
 
@@ -232,7 +238,9 @@ def leader():
     # Failures across all jobs, with the error text.
     click("nav-failures")
     until("a failed run with its error", lambda: all_of("run-error"))
-    result["failure_error"] = texts("run-error")[0]
+    result["failure_job"], result["failure_error"] = until("the newest failure", lambda: next((
+        (r.find_element(By.TAG_NAME, "a").text, r.find_element(By.CSS_SELECTOR, css("run-error")).text)
+        for r in all_of("run-row") if r.find_elements(By.CSS_SELECTOR, css("run-error"))), None))
     check_layout("failures")
     shot("failures")
 
@@ -288,6 +296,8 @@ def viewer():
     assert "You are vera (viewer)" in who, who
     until("the jobs", lambda: all_of("job-row"))
     result["jobs_seen"] = texts("job-row", "data-name")
+    # Where a job posts is shown, its token is not (the API redacts it for viewers).
+    result["viewer_jobs_text"] = d.find_element(By.TAG_NAME, "main").text
     controls = d.execute_script("return [...document.querySelectorAll('main button, main a.btn, main input, main select, main textarea')].map(e => e.textContent || e.id)")
     assert controls == [], "a viewer sees write controls: %s" % controls
     navs = [a.text for a in d.find_elements(By.CSS_SELECTOR, "nav a")]
@@ -319,6 +329,123 @@ def viewer():
     }
 
 
+def row_of(kind, name):
+    return '[data-testid="%s-row"][data-name="%s"] ' % (kind, name)
+
+
+def in_row(kind, name, testid):
+    return d.find_element(By.CSS_SELECTOR, row_of(kind, name) + css(testid))
+
+
+def handlers():
+    """The bot in the handler list; a job that calls it, built in the form and run now."""
+    go("#/handlers")
+    until("discord-bot online", lambda: in_row("handler", "discord-bot", "handler-state").text == "online")
+    result["handler_methods"] = in_row("handler", "discord-bot", "handler-methods").text
+    result["handler_tasks"] = in_row("handler", "discord-bot", "handler-tasks").text
+    check_layout("handlers")
+    shot("handlers")
+
+    go("#/jobs")
+    click("new-job")
+    fill("job-name", "dice")
+    Select(find("action-kind")).select_by_value("handler")
+    until("the handler fields", lambda: find("handler-id").is_displayed() and not find("job-webhook-url").is_displayed())
+    Select(find("handler-id")).select_by_value("discord-bot")
+    result["handler_options"] = [o.text for o in Select(find("handler-id")).options]
+    result["method_options"] = [o.get_attribute("value") for o in Select(find("handler-method")).options]
+    Select(find("handler-method")).select_by_value("roll_dice")
+    # Params are JSON: a typo is explained at the field, and nothing is stored.
+    fill("handler-params", '{"sides": 20,}')
+    click("job-save")
+    result["bad_params_error"] = until("the params error at the field",
+                                       lambda: d.find_element(By.ID, "err-handler-params").text)
+    assert find("handler-params").get_attribute("aria-invalid") == "true"
+    assert find("job-name").get_attribute("value") == "dice", "the form lost the name"
+    status, text = fetch("GET", "/api/v1/jobs?name=dice")
+    assert status == 200 and json.loads(text)["jobs"] == [], "a job was stored: " + text
+    check_layout("handler job form")
+    shot("job-form-handler", scroll_to=find("action-kind"))
+    fill("handler-params", '{"sides": 20}')
+    click("job-save")
+    until("the dice job's page", lambda: "#/job/" in d.current_url and all_of("job-row"))
+    result["dice_id"] = d.current_url.rsplit("/", 1)[1]
+    result["dice_row"] = find("job-row").text
+    # Run now: the call waits in the bot's queue, and the history says so.
+    click("job-run")
+    until("the manual run in the history", lambda: any(
+        r.get_attribute("data-status") == "queued" and "run now" in r.text for r in all_of("run-row")))
+    result["flash"] = d.find_element(By.ID, "msg").text
+
+
+def manage():
+    """History with a handler's answer and paging, audit paging, and member management."""
+    ids = json.loads(ARG)
+    # The bot acked the manual run: its handler and result show in the job's history.
+    go("#/job/" + ids["dice"])
+    result["handler_run"] = until("the handler's answer", lambda: next((r.text for r in all_of("run-row") if
+                                  r.get_attribute("data-status") == "succeeded" and all_of("run-result")), None))
+    # The job's card says how its last run went.
+    result["dice_card"] = until("the card's last run", lambda: (lambda t: t if "Last: succeeded" in t else None)(find("job-row").text))
+    shot("handler-run")
+
+    # History paging: 20 runs a page, Older and Newer walk the pages of a busy job.
+    go("#/job/" + ids["busy"])
+    until("a full first page", lambda: len(all_of("run-row")) == 20)
+    page1 = texts("run-row", "data-id")
+    assert find("page-newer").get_attribute("disabled") is not None, "Newer on the first page"
+    assert find("page-older").get_attribute("disabled") is None, "no Older with more than 20 runs"
+    click("page-older")
+    until("the second page", lambda: texts("run-row", "data-id") != page1)
+    page2 = texts("run-row", "data-id")
+    assert find("page-newer").get_attribute("disabled") is None, "no Newer on the second page"
+    click("page-newer")
+    until("the first page again", lambda: texts("run-row", "data-id") == page1)
+    result["history_pages"] = [page1, page2]
+    check_layout("job history")
+
+    # Audit paging: 25 entries a page, newest first.
+    click("nav-audit")
+    until("a full audit page", lambda: len(all_of("audit-row")) == 25)
+    audit1 = texts("audit-row", "data-seq")
+    click("page-older")
+    until("the older audit page", lambda: texts("audit-row", "data-seq") != audit1)
+    audit2 = texts("audit-row", "data-seq")
+    click("page-newer")
+    until("the newest audit page again", lambda: texts("audit-row", "data-seq") == audit1)
+    result["audit_pages"] = [audit1, audit2]
+
+    # The last-admin guard is explained, and its controls are off.
+    click("nav-members")
+    until("the member list", lambda: all_of("peer-row") and len(all_of("peer-guard")) == 1)
+    result["guard"] = in_row("peer", "leader", "peer-guard").text
+    result["guard_disabled"] = [in_row("peer", "leader", t).get_attribute("disabled") is not None
+                                for t in ("peer-row-role", "peer-toggle", "peer-remove")]
+    check_layout("members with the guard")
+    shot("members-guard", scroll_to=d.find_element(By.CSS_SELECTOR, row_of("peer", "leader")))
+
+    # Role change, disable and enable, on otto.
+    def role_to(r):
+        until("a role menu for otto", lambda: Select(in_row("peer", "otto", "peer-row-role")).select_by_value(r) or True)
+        until("otto is " + r, lambda: d.find_element(By.ID, "msg").text == "otto is now %s." % r and
+              d.find_element(By.CSS_SELECTOR, row_of("peer", "otto")).text.find(r + " · ") >= 0)
+    role_to("viewer")
+    result["otto_roles"] = [in_row("peer", "otto", "peer-row-role").get_attribute("value")]
+    until("a click on Disable", lambda: in_row("peer", "otto", "peer-toggle").click() or True)
+    until("otto disabled", lambda: in_row("peer", "otto", "peer-state").text == "disabled" and
+          in_row("peer", "otto", "peer-toggle").text == "Enable")
+    result["otto_states"] = ["disabled"]
+    until("a click on Enable", lambda: in_row("peer", "otto", "peer-toggle").click() or True)
+    until("otto enabled", lambda: in_row("peer", "otto", "peer-state").text == "offline" and
+          in_row("peer", "otto", "peer-toggle").text == "Disable")
+    result["otto_states"].append("offline")
+    # A second admin lifts the guard from leader.
+    role_to("admin")
+    result["otto_roles"].append("admin")
+    until("the guard gone", lambda: not all_of("peer-guard") and
+          in_row("peer", "leader", "peer-row-role").get_attribute("disabled") is None)
+
+
 def no_policy_violations():
     """The page runs entirely within its Content-Security-Policy."""
     refused = [e["message"] for e in d.get_log("browser")
@@ -327,7 +454,7 @@ def no_policy_violations():
 
 
 try:
-    {"leader": leader, "viewer": viewer, "rotate": rotate}[PHASE]()
+    {"leader": leader, "viewer": viewer, "rotate": rotate, "handlers": handlers, "manage": manage}[PHASE]()
     no_policy_violations()
     result["ok"] = True
 except Exception as e:  # noqa: BLE001 - report any failure with a screenshot

@@ -146,7 +146,7 @@
     if (!canOperate()) return null;
     const id = encodeURIComponent(j.id);
     return h("div", null,
-      h("button", { onclick: () => act(() => api("POST", "/api/v1/jobs/" + id + "/run"), "Started " + j.name + ".") }, "Run now"),
+      h("button", { testid: "job-run", onclick: () => act(() => api("POST", "/api/v1/jobs/" + id + "/run"), "Started " + j.name + ".") }, "Run now"),
       j.paused
         ? h("button", { testid: "job-resume", onclick: () => act(() => api("POST", "/api/v1/jobs/" + id + "/resume"), "Resumed " + j.name + ".") }, "Resume")
         : h("button", { testid: "job-pause", onclick: () => act(() => api("POST", "/api/v1/jobs/" + id + "/pause"), "Paused " + j.name + ".") }, "Pause"),
@@ -191,7 +191,7 @@
   }
 
   function runRow(r, showJob) {
-    return h("div", { class: "card", testid: "run-row" },
+    return h("div", { class: "card", testid: "run-row", "data-id": r.id, "data-status": r.status },
       h("div", { class: "row" },
         showJob ? h("a", { class: "name", href: "#/job/" + r.job_id }, r.job_name) : h("span", null, r.trigger === "manual" ? "run now" : "scheduled"),
         statusEl(r)),
@@ -203,7 +203,7 @@
         r.handler ? " · handler " + r.handler : "",
         typeof r.queue_delay_ms === "number" ? " · waited " + (r.queue_delay_ms / 1000).toFixed(1) + " s" : ""),
       r.error ? h("div", { class: "err", testid: "run-error", text: r.error }) : null,
-      r.result !== undefined && r.result !== null ? h("code", { text: "result: " + JSON.stringify(r.result).slice(0, 200) }) : null);
+      r.result !== undefined && r.result !== null ? h("code", { testid: "run-result", text: "result: " + JSON.stringify(r.result).slice(0, 200) }) : null);
   }
 
   function pager(load) {
@@ -224,8 +224,11 @@
   function viewJob(id) {
     const head = h("div", null, h("p", { class: "mute", text: "Loading…" }));
     const hist = h("div");
+    // The newest run, from the first history page: the card's "Last:".
+    let latest = null;
     const p = pager(async (cursor) => {
       const v = await api("GET", "/api/v1/jobs/" + encodeURIComponent(id) + "/runs?limit=20" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
+      if (!cursor) latest = v.runs[0] || null;
       clear(hist, v.runs.length ? v.runs.map((r) => runRow(r, false)) : h("p", { class: "mute", text: "No runs yet." }));
       return v.next_cursor;
     });
@@ -233,8 +236,8 @@
     async function refresh(force) {
       if (!force && busy(head)) return;
       const j = await api("GET", "/api/v1/jobs/" + encodeURIComponent(id));
-      clear(head, jobCard(j, null, false));
       if (p.first()) await p.go();
+      clear(head, jobCard(j, latest, false));
     }
     return { el, refresh };
   }
@@ -616,11 +619,11 @@
     async function refresh() {
       const v = await api("GET", "/api/v1/handlers");
       S.handlers = v.handlers || [];
-      clear(list, S.handlers.length ? S.handlers.map((x) => h("div", { class: "card", testid: "handler-row" },
+      clear(list, S.handlers.length ? S.handlers.map((x) => h("div", { class: "card", testid: "handler-row", "data-name": x.handler_id || x.id },
         h("div", { class: "row" }, h("span", { class: "name", text: x.handler_id || x.id }),
-          h("span", { class: x.online ? "on" : "mute", text: x.online ? "online" : "offline" })),
-        h("div", { class: "mute" }, "Methods: " + (x.methods || []).map((m) => (typeof m === "string" ? m : m.name)).join(", ")),
-        h("div", null, "Queued " + (x.queued || 0) + " · leased " + (x.leased || 0)),
+          h("span", { class: x.online ? "on" : "mute", testid: "handler-state", text: x.online ? "online" : "offline" })),
+        h("div", { class: "mute", testid: "handler-methods" }, "Methods: " + (x.methods || []).map((m) => (typeof m === "string" ? m : m.name)).join(", ")),
+        h("div", { testid: "handler-tasks" }, "Queued " + (x.queued || 0) + " · leased " + (x.leased || 0)),
         x.last_seen ? h("div", { class: "mute" }, "Last seen " + when(typeof x.last_seen === "number" ? new Date(x.last_seen * 1000).toISOString() : x.last_seen)) : null))
         : h("p", { class: "mute", text: "No handler has connected yet." }));
     }
@@ -714,7 +717,7 @@
         const lastAdmin = p.role === "admin" && p.enabled && admins <= 1;
         const enc = encodeURIComponent(p.name);
         const box = h("div", { class: "card", testid: "peer-row", "data-name": p.name });
-        const roleSel = h("select", { id: "role-" + p.name, disabled: lastAdmin, onchange: () => act(() => api("PATCH", "/api/v1/peers/" + enc, { role: roleSel.value }), p.name + " is now " + roleSel.value + ".") },
+        const roleSel = h("select", { id: "role-" + p.name, testid: "peer-row-role", disabled: lastAdmin, onchange: () => act(() => api("PATCH", "/api/v1/peers/" + enc, { role: roleSel.value }), p.name + " is now " + roleSel.value + ".") },
           ["admin", "officer", "viewer", "handler"].map((r) => h("option", { value: r, text: r })));
         roleSel.value = p.role;
         add(box, [
@@ -723,10 +726,10 @@
           h("div", { class: "mute" }, p.role + " · " + p.address + (p.endpoint ? " · from " + p.endpoint : "")),
           h("div", { class: "mute" }, "Last seen: " + (p.last_handshake ? when(new Date(p.last_handshake * 1000).toISOString()) : "never"),
             " · ↓ " + bytes(p.tx_bytes) + " ↑ " + bytes(p.rx_bytes)),
-          lastAdmin ? h("p", { class: "note", text: p.name + " is the only enabled admin, so its role cannot change and it cannot be disabled or removed: nobody would be left to manage members. Add or promote another admin first." }) : null,
+          lastAdmin ? h("p", { class: "note", testid: "peer-guard", text: p.name + " is the only enabled admin, so its role cannot change and it cannot be disabled or removed: nobody would be left to manage members. Add or promote another admin first." }) : null,
           h("label", { for: "role-" + p.name, text: "Role" }), roleSel,
           h("div", null,
-            h("button", { disabled: lastAdmin && p.enabled, onclick: () => act(() => api("PATCH", "/api/v1/peers/" + enc, { enabled: !p.enabled }), p.name + (p.enabled ? " is disabled." : " is enabled.")) }, p.enabled ? "Disable" : "Enable"),
+            h("button", { testid: "peer-toggle", disabled: lastAdmin && p.enabled, onclick: () => act(() => api("PATCH", "/api/v1/peers/" + enc, { enabled: !p.enabled }), p.name + (p.enabled ? " is disabled." : " is enabled.")) }, p.enabled ? "Disable" : "Enable"),
             h("button", { testid: "peer-rotate", onclick: () => confirmRow(box, "Issue new keys for " + p.name + "? Its current config stops working at once.", "Rotate",
               () => act(async () => issued(panel, await api("POST", "/api/v1/peers/" + enc + "/rotate"), "Rotated"))) }, "Rotate"),
             h("button", { class: "dng", disabled: lastAdmin, testid: "peer-remove", onclick: () => confirmRow(box, "Remove " + p.name + "? Its tunnel closes at once.", "Remove",
@@ -743,7 +746,7 @@
     const list = h("div");
     const p = pager(async (cursor) => {
       const v = await api("GET", "/api/v1/audit?limit=25" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
-      clear(list, v.entries.length ? v.entries.map((e) => h("div", { class: "card", testid: "audit-row" },
+      clear(list, v.entries.length ? v.entries.map((e) => h("div", { class: "card", testid: "audit-row", "data-seq": e.seq },
         h("div", { class: "row" }, h("span", { class: "name", text: e.action }), h("span", { class: "mute", text: when(new Date(e.at_ms).toISOString()) })),
         h("div", null, "by " + e.actor.peer + " (" + e.actor.via + ")" + (e.target ? " · " + e.target : "")),
         h("code", { text: JSON.stringify(e.summary).slice(0, 300) })))
