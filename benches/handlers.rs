@@ -3,7 +3,7 @@
 //! lease + ack with 4 handlers.
 //!
 //! Layer: benchmark (a driver: reads clocks, sleeps). In process, through the same operations
-//! the HTTP routes call (`Jobs::create`, `Tasks::lease`, `Tasks::ack`) — not through the
+//! the HTTP routes call (`scheduler::Handle::create`, `Tasks::lease`, `Tasks::ack`) — not through the
 //! tunnel, whose own cost is measured in benches/RESULTS.md; these figures are the queue's.
 //! - **delivery**: 1000 handler jobs (250 for each of 4 handlers, each handler a task
 //!   long-polling `lease(max 100, wait 10 s)` and acking what it gets) and 1000 webhook jobs
@@ -30,9 +30,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use appliance::jobs::{JobStats, Jobs, JobsConfig};
 use appliance::queue::Task;
 use appliance::sched::{JobId, Retry};
+use appliance::scheduler::{self, RunStats};
 use appliance::store::{Actor, RunRecord, RunStatus, Store};
 use appliance::tasks::Tasks;
 use bytes::Bytes;
@@ -157,7 +157,8 @@ async fn delivery_round(addr: SocketAddr, hits: &Hits, round: usize) -> Delivery
     let dir = TempDir::new("delivery");
     let store = Arc::new(Store::create(&dir.0.join("db.redb"), None).unwrap());
     let (tx, rx) = watch::channel(false);
-    let (jobs, task) = Jobs::start(store, JobsConfig::default(), rx).expect("start jobs");
+    let (jobs, task) =
+        scheduler::start(store, scheduler::Config::default(), rx).expect("start jobs");
     let jobs = Arc::new(jobs);
     for h in 0..HANDLERS {
         jobs.tasks
@@ -373,7 +374,7 @@ async fn drain(max: usize) -> f64 {
         .start_runs_with_tasks(&mut runs, &[], &mut tasks)
         .unwrap();
     let (q, _finished, _) =
-        Tasks::load(store.clone(), Arc::new(Mutex::new(JobStats::default()))).unwrap();
+        Tasks::load(store.clone(), Arc::new(Mutex::new(RunStats::default()))).unwrap();
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for h in 0..HANDLERS {
