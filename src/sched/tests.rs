@@ -1013,6 +1013,118 @@ fn core_pause_then_resume_does_not_burst() {
     assert_eq!(core.next_fire_at(id(2)), None);
 }
 
+/// A new or changed spec fires first strictly after the `now` handed in (never at `now`),
+/// and `first_fire` is what `upsert` computes, so a job stored with it has nothing to write
+/// back.
+#[test]
+fn core_first_fire_is_strictly_after_now_and_what_upsert_computes() {
+    let spec = every("1m", json!({}));
+    assert_eq!(
+        Core::first_fire(&spec, ts("2026-06-01T00:05:00Z")),
+        Some(ts("2026-06-01T00:06:00Z"))
+    );
+    assert_eq!(
+        Core::first_fire(&spec, ts("2026-06-01T00:05:59.999Z")),
+        Some(ts("2026-06-01T00:06:00Z"))
+    );
+    assert_eq!(
+        Core::first_fire(&spec, ts("2026-05-01T00:00:00Z")),
+        Some(ts(T0))
+    );
+    assert_eq!(
+        Core::first_fire(&every("1m", json!({"paused": true})), ts(T0)),
+        None
+    );
+    let ended = spec_with(
+        json!({"every": "1m", "start": T0, "end": "2026-06-01T00:03:00Z"}),
+        json!({}),
+        "2026-05-01T00:00:00Z",
+    );
+    assert_eq!(Core::first_fire(&ended, ts("2026-06-01T00:03:00Z")), None);
+
+    let now = ts("2026-06-01T00:05:30Z");
+    let mut core = Core::new();
+    core.upsert(id(1), spec.clone(), None, now);
+    assert_eq!(core.next_fire_at(id(1)), Core::first_fire(&spec, now));
+    assert_eq!(core.take_dirty(), [(id(1), Core::first_fire(&spec, now))]);
+    core.upsert(id(2), spec.clone(), Core::first_fire(&spec, now), now);
+    assert!(core.take_dirty().is_empty());
+    assert_eq!(core.poll_timeout(), Some(ts("2026-06-01T00:06:00Z")));
+}
+
+/// Resume with catch-up restarts from the pause time: the fires missed while paused are due at
+/// once and the misfire rules sort them (older than the grace: missed; the rest run, each
+/// without `coalesce`). A plain resume from the same state skips them.
+#[test]
+fn core_resume_catching_up_replays_from_the_pause_under_the_misfire_rules() {
+    let spec = every(
+        "1m",
+        json!({"misfire_grace": "90s", "coalesce": false, "max_instances": 5}),
+    );
+    let paused_at = ts("2026-06-01T00:02:30Z");
+    let now = ts("2026-06-01T00:06:10Z");
+    let paused_core = || {
+        let mut core = Core::new();
+        core.upsert(id(1), spec.clone(), None, paused_at);
+        assert!(core.pause(id(1)));
+        core.take_dirty();
+        core
+    };
+
+    let mut core = paused_core();
+    assert!(core.resume_catching_up(id(1), paused_at, now));
+    assert!(!core.is_paused(id(1)));
+    assert_eq!(core.next_fire_at(id(1)), Some(ts("2026-06-01T00:03:00Z")));
+    assert_eq!(core.poll_timeout(), Some(ts("2026-06-01T00:03:00Z")));
+    // The driver persists the catch-up point with its next round.
+    assert_eq!(
+        core.take_dirty(),
+        [(id(1), Some(ts("2026-06-01T00:03:00Z")))]
+    );
+    core.handle_timeout(now);
+    let at = |s: &str, kind| Fire {
+        job: id(1),
+        scheduled_at: ts(s),
+        kind,
+    };
+    // Late before 00:04:40 (now - grace).
+    assert_eq!(
+        drain(&mut core),
+        [
+            at("2026-06-01T00:03:00Z", FireKind::Missed),
+            at("2026-06-01T00:04:00Z", FireKind::Missed),
+            at("2026-06-01T00:05:00Z", FireKind::Run),
+            at("2026-06-01T00:06:00Z", FireKind::Run),
+        ]
+    );
+    assert_eq!(core.next_fire_at(id(1)), Some(ts("2026-06-01T00:07:00Z")));
+
+    let mut plain = paused_core();
+    assert!(plain.resume(id(1), now));
+    plain.handle_timeout(now);
+    assert!(drain(&mut plain).is_empty());
+    assert_eq!(plain.next_fire_at(id(1)), Some(ts("2026-06-01T00:07:00Z")));
+
+    // Nothing left after the pause time: as a plain resume (no next fire). Unknown jobs and
+    // jobs that are not paused are left alone.
+    let mut core = Core::new();
+    let ended = spec_with(
+        json!({"every": "1m", "start": T0, "end": "2026-06-01T00:02:00Z"}),
+        json!({}),
+        "2026-05-01T00:00:00Z",
+    );
+    core.upsert(id(2), ended, None, paused_at);
+    assert!(core.pause(id(2)));
+    assert!(core.resume_catching_up(id(2), paused_at, now));
+    assert_eq!(core.next_fire_at(id(2)), None);
+    assert!(!core.resume_catching_up(id(7), paused_at, now));
+    core.upsert(id(3), spec.clone(), None, now);
+    core.take_dirty();
+    assert!(core.resume_catching_up(id(3), paused_at, now));
+    assert_eq!(core.next_fire_at(id(3)), Some(ts("2026-06-01T00:07:00Z")));
+    assert!(core.take_dirty().is_empty());
+}
+
 #[test]
 fn core_misfire_within_grace_coalesces_or_runs_each() {
     // Persisted next fire 00:01; the host comes back at 00:05:30. Grace 10 m covers all 5 fires.

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -44,7 +44,38 @@ pub fn start(
     config: Config,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(Handle, tokio::task::JoinHandle<()>), StoreError> {
-    let now = Timestamp::now();
+    launch(store, config, Clock::System, shutdown)
+}
+
+/// The scheduler's clock. The driver is the only reader: the handle asks it for the time of
+/// each operation, and the core is handed the time.
+#[derive(Clone, Debug)]
+enum Clock {
+    /// The system's wall clock.
+    System,
+    /// A virtual clock that tests move by hand.
+    #[cfg(test)]
+    Virtual(Arc<Mutex<Timestamp>>),
+}
+
+impl Clock {
+    fn now(&self) -> Timestamp {
+        match self {
+            Clock::System => Timestamp::now(),
+            #[cfg(test)]
+            Clock::Virtual(t) => *t.lock().unwrap(),
+        }
+    }
+}
+
+/// [`start`] on the given clock.
+fn launch(
+    store: Arc<Store>,
+    config: Config,
+    clock: Clock,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(Handle, tokio::task::JoinHandle<()>), StoreError> {
+    let now = clock.now();
     let unfinished = store.unfinished_runs()?;
     let mut damaged_at_start = unfinished.damaged.len();
     let mut interrupted = unfinished.rows;
@@ -84,7 +115,8 @@ pub fn start(
         damaged = damaged_at_start,
         "scheduler loaded"
     );
-    let table = Arc::new(RwLock::new(table));
+    let table = Table::new(table);
+    let view = table.view();
     tasks.spawn_timer(shutdown.clone());
     let policy = Arc::new(config.webhook_policy.clone());
     let (tx, rx) = mpsc::channel(256);
@@ -98,8 +130,9 @@ pub fn start(
         in_flight: HashSet::new(),
         next_recover: std::time::Instant::now(),
         core,
+        clock,
         store: store.clone(),
-        table: table.clone(),
+        table,
         stats: stats.clone(),
         executor: executor.clone(),
         finished: fin_tx,
@@ -111,7 +144,7 @@ pub fn start(
     Ok((
         Handle {
             commands: tx,
-            table,
+            table: view,
             store,
             stats,
             tasks,
@@ -128,6 +161,7 @@ pub fn start(
 
 struct Driver {
     core: Core,
+    clock: Clock,
     store: Arc<Store>,
     table: Table,
     stats: Arc<Mutex<RunStats>>,
@@ -159,7 +193,7 @@ impl Driver {
     ) {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         loop {
-            let now = Timestamp::now();
+            let now = self.clock.now();
             let sleep = match self.core.poll_timeout() {
                 _ if !self.is_recording() => RECOVER_EVERY,
                 Some(due) => now
@@ -198,7 +232,7 @@ impl Driver {
                 self.resume_recording().await;
             }
             if self.is_recording() {
-                self.core.handle_timeout(Timestamp::now());
+                self.core.handle_timeout(self.clock.now());
                 self.take_fires().await;
             }
         }
@@ -206,49 +240,39 @@ impl Driver {
     }
 
     fn handle(&mut self, cmd: Command) {
-        let now = Timestamp::now();
+        let now = self.clock.now();
         match cmd {
-            Command::Upsert {
-                record,
-                reschedule,
-                done,
-            } => {
+            Command::Now(done) => {
+                let _ = done.send(now);
+            }
+            Command::Upsert { record, done } => {
+                // Stored with its first fire (`Core::first_fire`), so that is the persisted
+                // value: the core computes it again only if the record carries none.
                 let id = record.id;
-                let persisted = if reschedule {
-                    None
-                } else {
-                    record.next_fire_at
-                };
                 self.core
-                    .upsert(id, Arc::new(record.spec.clone()), persisted, now);
-                let next = self.core.next_fire_at(id);
-                let running = self.core.running(id);
-                let mut rec = *record;
-                rec.next_fire_at = next;
-                self.table.write().unwrap().insert(
-                    id,
-                    JobEntry {
-                        record: rec,
-                        running,
-                    },
-                );
-                let _ = done.send(next);
+                    .upsert(id, Arc::new(record.spec.clone()), record.next_fire_at, now);
+                let _ = done.send(self.put(*record));
             }
             Command::Remove(id, done) => {
                 self.core.remove(id);
-                self.table.write().unwrap().remove(&id);
+                self.table.write().remove(&id);
                 let _ = done.send(());
             }
-            Command::Pause(id, done) => {
-                self.core.pause(id);
-                self.set_next(id, None);
-                let _ = done.send(());
+            Command::Pause { record, done } => {
+                let known = self.core.pause(record.id);
+                let _ = done.send(known.then(|| self.put(*record)));
             }
-            Command::Resume(id, done) => {
-                self.core.resume(id, now);
-                let next = self.core.next_fire_at(id);
-                self.set_next(id, next);
-                let _ = done.send(next);
+            Command::Resume {
+                record,
+                catch_up_since,
+                done,
+            } => {
+                let id = record.id;
+                let known = match catch_up_since {
+                    Some(since) => self.core.resume_catching_up(id, since, now),
+                    None => self.core.resume(id, now),
+                };
+                let _ = done.send(known.then(|| self.put(*record)));
             }
             Command::RunNow(id, done) => {
                 if !self.is_recording() {
@@ -264,10 +288,23 @@ impl Driver {
         }
     }
 
+    /// Puts the stored `record` into the table with the core's next fire and running count,
+    /// and returns the entry.
+    fn put(&mut self, mut record: JobRecord) -> JobEntry {
+        let id = record.id;
+        record.next_fire_at = self.core.next_fire_at(id);
+        let entry = JobEntry {
+            record,
+            running: self.core.running(id),
+        };
+        self.table.write().insert(id, entry.clone());
+        entry
+    }
+
     /// A handler run finished (its run row was written with it): free its instance slot.
     fn task_finished(&mut self, done: queue::Finished) {
         self.core.handle_finished(done.job_id);
-        if let Some(e) = self.table.write().unwrap().get_mut(&done.job_id) {
+        if let Some(e) = self.table.write().get_mut(&done.job_id) {
             e.running = self.core.running(done.job_id);
         }
         let mut stats = self.stats.lock().unwrap();
@@ -275,12 +312,6 @@ impl Driver {
             stats.succeeded += 1;
         } else {
             stats.failed += 1;
-        }
-    }
-
-    fn set_next(&self, id: JobId, next: Option<Timestamp>) {
-        if let Some(e) = self.table.write().unwrap().get_mut(&id) {
-            e.record.next_fire_at = next;
         }
     }
 
@@ -292,7 +323,7 @@ impl Driver {
         if fires.is_empty() && dirty.is_empty() {
             return;
         }
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let mut runs = Vec::with_capacity(fires.len());
         let mut waiters = Vec::with_capacity(fires.len());
         // Handler fires: (index into `runs`, task), committed with the runs.
@@ -355,7 +386,7 @@ impl Driver {
             }
         };
         {
-            let mut t = self.table.write().unwrap();
+            let mut t = self.table.write();
             for (id, next) in &dirty {
                 if let Some(e) = t.get_mut(id) {
                     e.record.next_fire_at = *next;
@@ -375,7 +406,7 @@ impl Driver {
             if run.status == RunStatus::Queued {
                 // A handler call holds its instance until the handler finishes it.
                 stats.fired += 1;
-                if let Some(e) = self.table.write().unwrap().get_mut(&run.job_id) {
+                if let Some(e) = self.table.write().get_mut(&run.job_id) {
                     e.running = self.core.running(run.job_id);
                 }
                 continue;
@@ -387,7 +418,7 @@ impl Driver {
             let Some(spec) = self.core.spec(run.job_id).cloned() else {
                 continue;
             };
-            if let Some(e) = self.table.write().unwrap().get_mut(&run.job_id) {
+            if let Some(e) = self.table.write().get_mut(&run.job_id) {
                 e.running = self.core.running(run.job_id);
             }
             self.in_flight.insert(run.id);
@@ -403,7 +434,7 @@ impl Driver {
     async fn record_finished(&mut self, batch: Vec<RunRecord>) {
         {
             let mut stats = self.stats.lock().unwrap();
-            let mut t = self.table.write().unwrap();
+            let mut t = self.table.write();
             for run in &batch {
                 self.in_flight.remove(&run.id);
                 self.core.handle_finished(run.job_id);
@@ -481,7 +512,7 @@ impl Driver {
         }
         let store = self.store.clone();
         let in_flight = self.in_flight.clone();
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let reloaded = tokio::task::spawn_blocking(move || {
             // A commit that failed late (its final sync) may have landed: such runs say
             // `running` but never started.
@@ -518,7 +549,7 @@ impl Driver {
     fn reload(&mut self, records: Vec<JobRecord>, now: Timestamp) {
         // Jobs are committed before the core hears of them and deleted from disk before they
         // leave it, so the stored set is the core's set: only their state needs restoring.
-        let mut t = self.table.write().unwrap();
+        let mut t = self.table.write();
         for rec in records {
             let id = rec.id;
             self.core
@@ -540,7 +571,7 @@ impl Driver {
         let Ok(span) = jiff::SignedDuration::try_from(self.config.run_retention) else {
             return;
         };
-        let Ok(cutoff) = Timestamp::now().checked_sub(span) else {
+        let Ok(cutoff) = self.clock.now().checked_sub(span) else {
             return;
         };
         let store = self.store.clone();
@@ -552,7 +583,7 @@ impl Driver {
             Ok(n) => tracing::info!(pruned = n, "old runs pruned"),
             Err(e) => tracing::warn!(error = %e, "could not prune runs"),
         }
-        let now_ms = Timestamp::now().as_millisecond().max(0) as u64;
+        let now_ms = self.clock.now().as_millisecond().max(0) as u64;
         let cutoff_ms = now_ms.saturating_sub(
             self.config
                 .audit_retention
@@ -579,6 +610,97 @@ mod tests {
     use super::*;
     use crate::store::{Actor, RunFilter};
     use crate::webhook::NetPolicy;
+
+    /// Every fire time comes from the driver's clock through the core, not from the request
+    /// task: on a virtual clock five years from the real one, a job created, changed, paused
+    /// and resumed (plain and with catch-up) gets exactly the times `sched::Core` computes from
+    /// that clock. Its fires are all late by more than its grace, so none is executed.
+    #[tokio::test]
+    async fn fire_times_come_from_the_driver_clock_through_the_core() {
+        let store = Arc::new(crate::store::testing::Disk::default().store());
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        let t0 = t("2031-03-04T05:06:07.5Z");
+        let clock = Arc::new(Mutex::new(t0));
+        let set = |now: &str| *clock.lock().unwrap() = t(now);
+        let (_stop_tx, stop) = watch::channel(false);
+        let config = Config {
+            webhook_policy: NetPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]),
+            ..Config::default()
+        };
+        let (jobs, _task) =
+            launch(store.clone(), config, Clock::Virtual(clock.clone()), stop).unwrap();
+        let actor = Actor::local_cli();
+        let body = json!({
+            "name": "tick",
+            "trigger": {"every": "1m"},
+            "misfire_grace": "1s",
+            "action": {"webhook": {"url": "http://127.0.0.1:9/hook"}},
+        });
+
+        // Created at t0: anchored there, first fire a minute later, stored with it.
+        let job = jobs.create(&body, &actor).await.unwrap();
+        let id = job.record.id;
+        assert_eq!(job.record.next_fire_at, Some(t("2031-03-04T05:07:07.5Z")));
+        assert_eq!(job.record.created_at_ms, t0.as_millisecond() as u64);
+        assert_eq!(job.to_json()["trigger"]["start"], json!(t0.to_string()));
+        let stored = store.jobs().unwrap().rows;
+        assert_eq!(stored[0].next_fire_at, job.record.next_fire_at);
+
+        // Changed at 05:07:37.5: the new trigger's first fire after that.
+        set("2031-03-04T05:07:37.5Z");
+        let cron = json!({"trigger": {"cron": "*/5 * * * *"}});
+        let job = jobs.patch(id, &cron, &actor).await.unwrap();
+        assert_eq!(job.record.next_fire_at, Some(t("2031-03-04T05:10:00Z")));
+        assert_eq!(
+            job.record.updated_at_ms,
+            t("2031-03-04T05:07:37.5Z").as_millisecond() as u64
+        );
+
+        // Paused at 05:07:47.5, resumed with catch-up at 05:21:00.5: from the pause on.
+        set("2031-03-04T05:07:47.5Z");
+        let job = jobs.set_paused(id, true, false, &actor).await.unwrap();
+        assert_eq!(job.record.next_fire_at, None);
+        set("2031-03-04T05:21:00.5Z");
+        let job = jobs.set_paused(id, false, true, &actor).await.unwrap();
+        assert_eq!(job.record.next_fire_at, Some(t("2031-03-04T05:10:00Z")));
+
+        // Paused again at 05:24:00.5; a plain resume at 05:31:00.5 continues from then.
+        set("2031-03-04T05:24:00.5Z");
+        jobs.set_paused(id, true, false, &actor).await.unwrap();
+        set("2031-03-04T05:31:00.5Z");
+        let job = jobs.set_paused(id, false, false, &actor).await.unwrap();
+        assert_eq!(job.record.next_fire_at, Some(t("2031-03-04T05:35:00Z")));
+        assert_eq!(
+            jobs.get(id).unwrap().record.next_fire_at,
+            job.record.next_fire_at
+        );
+
+        // What the driver recorded on that clock: the every-1m fire the change overtook and the
+        // catch-up fires, too late for the 1 s grace; the fires skipped by the plain resume are
+        // not recorded.
+        let mut missed: Vec<Timestamp> = store
+            .runs_page(&RunFilter {
+                limit: 100,
+                ..RunFilter::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|r| {
+                assert_eq!(r.status, RunStatus::Missed, "{r:?}");
+                r.scheduled_at
+            })
+            .collect();
+        missed.sort();
+        assert_eq!(
+            missed,
+            [
+                t("2031-03-04T05:07:07.5Z"),
+                t("2031-03-04T05:10:00Z"),
+                t("2031-03-04T05:15:00Z"),
+                t("2031-03-04T05:20:00Z"),
+            ]
+        );
+    }
 
     /// A webhook receiver on loopback that counts the requests it answers.
     async fn counting_sink() -> (String, Arc<std::sync::atomic::AtomicUsize>) {

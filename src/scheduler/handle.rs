@@ -1,9 +1,12 @@
 //! [`Handle`]: the job operations the API (and the control socket) call.
 //!
 //! Layer: driver glue. Validates, commits each change with its audit entry through the store,
-//! then tells the scheduler driver by a [`Command`]; answers reads from the job table. Webhook
-//! destinations are checked here against the same [`NetPolicy`] the executor enforces.
-#![allow(clippy::disallowed_methods)] // driver: audit and record times read the clock
+//! then tells the scheduler driver by a [`Command`]; answers reads from a view of the job
+//! table. It reads no clock and writes no table: the time of an operation (for its first fire,
+//! its record and its audit entry) is the driver's clock, asked with [`Command::Now`]; fire
+//! times are [`Core`]'s (`Core::first_fire`, `Core::resume_catching_up`); the driver updates
+//! the table and answers with the job as it now is. Webhook destinations are checked here
+//! against the same [`NetPolicy`] the executor enforces.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,9 +15,9 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::table::{name_key, name_taken, sort_key, Table};
+use super::table::{name_key, TableView};
 use super::{JobEntry, JobError, RunStats};
-use crate::sched::{JobId, JobSpec, SpecError};
+use crate::sched::{Core, JobId, JobSpec, SpecError};
 use crate::store::{Actor, AuditEntry, JobRecord, RunFilter, RunRecord, Store};
 use crate::tasks::Tasks;
 use crate::webhook::delivery::{check_destination, scrub};
@@ -23,17 +26,29 @@ use crate::webhook::{Executor, NetPolicy};
 /// Where the id of a `run now` run is sent once it is recorded.
 pub(super) type RunReply = oneshot::Sender<Result<u64, JobError>>;
 
-/// What the handle asks of the driver.
+/// What the handle asks of the driver. Each change is sent after it is on disk; the driver
+/// applies it to the core and the table and answers with the job as the table now holds it.
 pub(super) enum Command {
+    /// The driver's clock: the time of an operation.
+    Now(oneshot::Sender<Timestamp>),
+    /// A new or changed job, stored with its first fire ([`Core::first_fire`]).
     Upsert {
         record: Box<JobRecord>,
-        /// Recompute the next fire from now (a new or changed spec).
-        reschedule: bool,
-        done: oneshot::Sender<Option<Timestamp>>,
+        done: oneshot::Sender<JobEntry>,
     },
     Remove(JobId, oneshot::Sender<()>),
-    Pause(JobId, oneshot::Sender<()>),
-    Resume(JobId, oneshot::Sender<Option<Timestamp>>),
+    /// The job as stored, now paused. Answered `None` if the job is gone.
+    Pause {
+        record: Box<JobRecord>,
+        done: oneshot::Sender<Option<JobEntry>>,
+    },
+    /// The job as stored, now resumed; with catch-up, from when it was paused. Answered `None`
+    /// if the job is gone.
+    Resume {
+        record: Box<JobRecord>,
+        catch_up_since: Option<Timestamp>,
+        done: oneshot::Sender<Option<JobEntry>>,
+    },
     /// Answered once the run is recorded, with its id.
     RunNow(JobId, RunReply),
 }
@@ -41,7 +56,7 @@ pub(super) enum Command {
 /// Handle to the scheduler, shared by the API.
 pub struct Handle {
     pub(super) commands: mpsc::Sender<Command>,
-    pub(super) table: Table,
+    pub(super) table: TableView,
     /// The store the jobs and runs live in.
     pub store: Arc<Store>,
     /// Run counters since start.
@@ -77,10 +92,15 @@ impl Handle {
         rx.await.map_err(|_| JobError::ShuttingDown)
     }
 
-    fn audit(actor: &Actor, action: &str, id: JobId, summary: Value) -> AuditEntry {
+    /// The time of an operation, from the driver's clock (the only clock the scheduler reads).
+    async fn now(&self) -> Result<Timestamp, JobError> {
+        self.ask(Command::Now).await
+    }
+
+    fn audit(actor: &Actor, action: &str, id: JobId, summary: Value, at: Timestamp) -> AuditEntry {
         AuditEntry {
             seq: 0,
-            at_ms: Timestamp::now().as_millisecond().max(0) as u64,
+            at_ms: millis(at),
             actor: actor.clone(),
             action: action.into(),
             target: Some(id.to_string()),
@@ -107,16 +127,16 @@ impl Handle {
 
     /// Validates, stores durably (with its audit entry) and schedules a new job.
     pub async fn create(&self, body: &Value, actor: &Actor) -> Result<JobEntry, JobError> {
-        let now = Timestamp::now();
+        let now = self.now().await?;
         let spec = JobSpec::from_json(body, Some(now))?;
         check_destination(&spec, &self.policy)?;
         self.check_action(&spec)?;
         let _naming = self.naming.lock().await;
         self.check_name(&spec.name, None)?;
-        let now_ms = now.as_millisecond().max(0) as u64;
+        let now_ms = millis(now);
         let mut record = JobRecord {
             id: JobId::from_u64(0),
-            next_fire_at: first_fire(&spec, now),
+            next_fire_at: Core::first_fire(&spec, now),
             spec,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
@@ -125,7 +145,13 @@ impl Handle {
         };
         loop {
             record.id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
-            let audit = Self::audit(actor, "job.create", record.id, record.spec.redacted_json());
+            let audit = Self::audit(
+                actor,
+                "job.create",
+                record.id,
+                record.spec.redacted_json(),
+                now,
+            );
             let r = record.clone();
             if self
                 .blocking(move |s| s.insert_job(&r, Some(audit)))
@@ -136,12 +162,11 @@ impl Handle {
         }
         // The next fire went to disk with the job, so the driver has nothing to write back:
         // one durable commit per create.
-        self.schedule(record, false).await
+        self.schedule(record).await
     }
 
     fn check_name(&self, name: &str, except: Option<JobId>) -> Result<(), JobError> {
-        let table = self.table.read().unwrap();
-        match name_taken(table.values().map(|e| &e.record), name, except) {
+        match self.table.name_taken(name, except) {
             Some(id) => Err(JobError::NameTaken {
                 name: name.to_string(),
                 id,
@@ -150,18 +175,12 @@ impl Handle {
         }
     }
 
-    async fn schedule(&self, record: JobRecord, reschedule: bool) -> Result<JobEntry, JobError> {
-        let id = record.id;
-        let next = self
-            .ask(|done| Command::Upsert {
-                record: Box::new(record),
-                reschedule,
-                done,
-            })
-            .await?;
-        let mut entry = self.get(id).ok_or(JobError::NotFound(id))?;
-        entry.record.next_fire_at = next;
-        Ok(entry)
+    async fn schedule(&self, record: JobRecord) -> Result<JobEntry, JobError> {
+        self.ask(|done| Command::Upsert {
+            record: Box::new(record),
+            done,
+        })
+        .await
     }
 
     /// Applies a JSON merge patch to a job's spec (validated as a whole) and reschedules it.
@@ -171,7 +190,7 @@ impl Handle {
         patch: &Value,
         actor: &Actor,
     ) -> Result<JobEntry, JobError> {
-        let now = Timestamp::now();
+        let now = self.now().await?;
         let patch = patch.clone();
         let actor = actor.clone();
         let check = self.action_checker();
@@ -187,9 +206,7 @@ impl Handle {
                     // A job keeps a name it already has (even one shared before names were
                     // unique); a new name must be free.
                     if name_key(&spec.name) != name_key(&cur.spec.name) {
-                        let table = table.read().unwrap();
-                        let records = table.values().map(|e| &e.record);
-                        if let Some(other) = name_taken(records, &spec.name, Some(id)) {
+                        if let Some(other) = table.name_taken(&spec.name, Some(id)) {
                             return Err(JobError::NameTaken {
                                 name: spec.name.clone(),
                                 id: other,
@@ -201,27 +218,34 @@ impl Handle {
                         "job.update",
                         id,
                         json!({"before": cur.spec.redacted_json(), "after": spec.redacted_json()}),
+                        now,
                     );
                     let mut next = cur.clone();
-                    next.next_fire_at = first_fire(&spec, now);
+                    next.next_fire_at = Core::first_fire(&spec, now);
                     next.spec = spec;
-                    next.updated_at_ms = now.as_millisecond().max(0) as u64;
+                    next.updated_at_ms = millis(now);
                     Ok::<_, JobError>((Some(next), Some(audit)))
                 })
             })
             .await?
             .ok_or(JobError::NotFound(id))?;
-        self.schedule(rec, false).await
+        self.schedule(rec).await
     }
 
     /// Deletes a job (its run history stays until pruned).
     pub async fn delete(&self, id: JobId, actor: &Actor) -> Result<JobEntry, JobError> {
+        let now = self.now().await?;
         let actor = actor.clone();
         let rec = self
             .blocking(move |s| {
                 s.update_job(id, |cur| {
-                    let audit =
-                        Self::audit(&actor, "job.delete", id, json!({"name": cur.spec.name}));
+                    let audit = Self::audit(
+                        &actor,
+                        "job.delete",
+                        id,
+                        json!({"name": cur.spec.name}),
+                        now,
+                    );
                     Ok::<_, JobError>((None, Some(audit)))
                 })
             })
@@ -241,7 +265,8 @@ impl Handle {
     /// Pauses (`paused = true`) or resumes a job. Resuming continues from now without a
     /// burst of the runs missed while paused — unless `catch_up`: then the fires since the
     /// pause are due at once and the misfire rules apply (within `misfire_grace` they run,
-    /// once with `coalesce`; older ones are recorded as missed).
+    /// once with `coalesce`; older ones are recorded as missed). See [`Core::resume`] and
+    /// [`Core::resume_catching_up`].
     pub async fn set_paused(
         &self,
         id: JobId,
@@ -250,12 +275,14 @@ impl Handle {
         actor: &Actor,
     ) -> Result<JobEntry, JobError> {
         let actor = actor.clone();
-        let now_ms = Timestamp::now().as_millisecond().max(0) as u64;
-        // When it was paused (before this change), for a catch-up resume.
-        let paused_since = self.get(id).and_then(|e| e.record.paused_at_ms);
-        let rec = self
+        let now = self.now().await?;
+        let now_ms = millis(now);
+        let (rec, paused_since) = self
             .blocking(move |s| {
-                s.update_job(id, |cur| {
+                let mut paused_since = None;
+                let rec = s.update_job(id, |cur| {
+                    // When it was paused (before this change), for a catch-up resume.
+                    paused_since = cur.paused_at_ms;
                     let mut next = cur.clone();
                     next.spec.paused = paused;
                     next.updated_at_ms = now_ms;
@@ -272,55 +299,37 @@ impl Handle {
                             json!({"name": cur.spec.name, "catch_up": catch_up}),
                         )
                     };
-                    let audit = Self::audit(&actor, action, id, summary);
+                    let audit = Self::audit(&actor, action, id, summary, now);
                     Ok::<_, JobError>((Some(next), Some(audit)))
-                })
+                })?;
+                Ok::<_, JobError>((rec, paused_since))
+            })
+            .await?;
+        let rec = Box::new(rec.ok_or(JobError::NotFound(id))?);
+        let entry = if paused {
+            self.ask(|done| Command::Pause { record: rec, done })
+                .await?
+        } else {
+            let catch_up_since = paused_since
+                .filter(|_| catch_up)
+                .and_then(|ms| Timestamp::from_millisecond(ms as i64).ok());
+            self.ask(|done| Command::Resume {
+                record: rec,
+                catch_up_since,
+                done,
             })
             .await?
-            .ok_or(JobError::NotFound(id))?;
-        if paused {
-            self.ask(|done| Command::Pause(id, done)).await?;
-        } else {
-            let first_missed = paused_since
-                .filter(|_| catch_up)
-                .and_then(|ms| Timestamp::from_millisecond(ms as i64).ok())
-                .and_then(|t| rec.spec.trigger.next_after(t));
-            match first_missed {
-                Some(first) => {
-                    let mut r = rec.clone();
-                    r.paused_at_ms = None;
-                    r.next_fire_at = Some(first);
-                    self.ask(|done| Command::Upsert {
-                        record: Box::new(r),
-                        reschedule: false,
-                        done,
-                    })
-                    .await?;
-                }
-                None => {
-                    self.ask(|done| Command::Resume(id, done)).await?;
-                }
-            }
-        }
-        self.table_update(rec);
-        self.get(id).ok_or(JobError::NotFound(id))
-    }
-
-    fn table_update(&self, rec: JobRecord) {
-        let mut t = self.table.write().unwrap();
-        if let Some(e) = t.get_mut(&rec.id) {
-            let next = e.record.next_fire_at;
-            e.record = rec;
-            e.record.next_fire_at = next;
-        }
+        };
+        entry.ok_or(JobError::NotFound(id))
     }
 
     /// Runs a job now through the normal run path (respecting `max_instances`); returns the
     /// id of the run, recorded before this returns.
     pub async fn run_now(&self, id: JobId, actor: &Actor) -> Result<u64, JobError> {
         let name = self.get(id).ok_or(JobError::NotFound(id))?.record.spec.name;
+        let now = self.now().await?;
         let run = self.ask(|done| Command::RunNow(id, done)).await??;
-        let audit = Self::audit(actor, "job.run", id, json!({"name": name, "run": run}));
+        let audit = Self::audit(actor, "job.run", id, json!({"name": name, "run": run}), now);
         self.blocking(move |s| s.audit(audit)).await?;
         Ok(run)
     }
@@ -347,7 +356,7 @@ impl Handle {
             obj.entry("trigger")
                 .or_insert_with(|| json!({"every": "1h"}));
         }
-        let now = Timestamp::now();
+        let now = self.now().await?;
         let spec = JobSpec::from_json(&body, Some(now))?;
         check_destination(&spec, &self.policy)?;
         if spec.action.webhook().is_none() {
@@ -358,7 +367,7 @@ impl Handle {
         }
         let audit = AuditEntry {
             seq: 0,
-            at_ms: now.as_millisecond().max(0) as u64,
+            at_ms: millis(now),
             actor: actor.clone(),
             action: "job.test".into(),
             target: None,
@@ -373,34 +382,31 @@ impl Handle {
         Ok(result)
     }
 
+    /// One job, as the table holds it.
     pub fn get(&self, id: JobId) -> Option<JobEntry> {
-        self.table.read().unwrap().get(&id).cloned()
+        self.table.get(id)
     }
 
     /// Every job, sorted by next fire time (jobs without one last), then id.
     pub fn list(&self) -> Vec<JobEntry> {
-        let mut v: Vec<JobEntry> = self.table.read().unwrap().values().cloned().collect();
-        v.sort_by_key(|e| sort_key(&e.record));
-        v
+        self.table.list()
     }
 
     /// (jobs, paused, running).
     pub fn counts(&self) -> (usize, usize, u32) {
-        let t = self.table.read().unwrap();
-        let paused = t.values().filter(|e| e.record.spec.paused).count();
-        let running = t.values().map(|e| e.running).sum();
-        (t.len(), paused, running)
+        self.table.counts()
     }
 
     /// Deletes the whole finished run history (queued, leased and running runs stay), with an
     /// audit entry `runs.clear`; returns how many runs were deleted.
     pub async fn clear_runs(&self, actor: &Actor) -> Result<usize, JobError> {
+        let now = self.now().await?;
         let actor = actor.clone();
         self.blocking(move |s| {
             let n = s.prune_runs(Timestamp::MAX)?;
             s.audit(AuditEntry {
                 seq: 0,
-                at_ms: Timestamp::now().as_millisecond().max(0) as u64,
+                at_ms: millis(now),
                 actor,
                 action: "runs.clear".into(),
                 target: None,
@@ -411,17 +417,13 @@ impl Handle {
         .await
     }
 
+    /// A page of the run history.
     pub async fn runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, JobError> {
         Ok(self.blocking(move |s| s.runs_page(&filter)).await?)
     }
 }
 
-/// The first fire of a new or changed spec, strictly after `now` (what the core computes for
-/// it), so it can be stored in the same transaction as the spec.
-fn first_fire(spec: &JobSpec, now: Timestamp) -> Option<Timestamp> {
-    if spec.paused {
-        None
-    } else {
-        spec.trigger.next_after(now)
-    }
+/// Milliseconds since the Unix epoch, as records and audit entries keep time.
+fn millis(t: Timestamp) -> u64 {
+    t.as_millisecond().max(0) as u64
 }

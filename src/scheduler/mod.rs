@@ -9,7 +9,9 @@
 //!
 //! - [`handle`]: [`Handle`], what the API holds. Every change is committed (with its audit
 //!   entry) before the driver hears of it and before the caller gets its answer: a 201 means
-//!   the job is on disk. Reads come from the job [`table`].
+//!   the job is on disk. Reads come from the job [`table`]. The handle reads no clock and
+//!   writes no table: it asks the driver for the time, takes fire times from the core's rules
+//!   (`Core::first_fire`), and the driver applies each change to the core and the table.
 //! - [`driver`]: [`start`] (load the stored jobs, close interrupted runs) and the loop.
 //! - [`runs`]: what a fire becomes in the run history.
 //! - [`table`]: the in-memory job table and its JSON views.

@@ -5,7 +5,7 @@
 //! [`name_taken`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
 use jiff::Timestamp;
 use serde_json::{json, Value};
@@ -13,8 +13,57 @@ use serde_json::{json, Value};
 use crate::sched::JobId;
 use crate::store::JobRecord;
 
-/// The in-memory job table, shared by the handle (reads) and the driver.
-pub(super) type Table = Arc<RwLock<HashMap<JobId, JobEntry>>>;
+/// The in-memory job table. The driver owns this writer and is its only writer: it changes
+/// an entry when the core changes the job. The handle holds a [`TableView`].
+pub(super) struct Table(Arc<RwLock<HashMap<JobId, JobEntry>>>);
+
+/// A read-only view of the [`Table`], for the handle's reads.
+#[derive(Clone)]
+pub(super) struct TableView(Arc<RwLock<HashMap<JobId, JobEntry>>>);
+
+impl Table {
+    pub(super) fn new(entries: HashMap<JobId, JobEntry>) -> Table {
+        Table(Arc::new(RwLock::new(entries)))
+    }
+
+    /// A view for readers.
+    pub(super) fn view(&self) -> TableView {
+        TableView(self.0.clone())
+    }
+
+    /// The entries, for a change.
+    pub(super) fn write(&self) -> RwLockWriteGuard<'_, HashMap<JobId, JobEntry>> {
+        self.0.write().unwrap()
+    }
+}
+
+impl TableView {
+    /// One job.
+    pub(super) fn get(&self, id: JobId) -> Option<JobEntry> {
+        self.0.read().unwrap().get(&id).cloned()
+    }
+
+    /// Every job, sorted by next fire time (jobs without one last), then id.
+    pub(super) fn list(&self) -> Vec<JobEntry> {
+        let mut v: Vec<JobEntry> = self.0.read().unwrap().values().cloned().collect();
+        v.sort_by_key(|e| sort_key(&e.record));
+        v
+    }
+
+    /// (jobs, paused, running).
+    pub(super) fn counts(&self) -> (usize, usize, u32) {
+        let t = self.0.read().unwrap();
+        let paused = t.values().filter(|e| e.record.spec.paused).count();
+        let running = t.values().map(|e| e.running).sum();
+        (t.len(), paused, running)
+    }
+
+    /// The job other than `except` that already has `name` (see [`name_taken`]).
+    pub(super) fn name_taken(&self, name: &str, except: Option<JobId>) -> Option<JobId> {
+        let t = self.0.read().unwrap();
+        name_taken(t.values().map(|e| &e.record), name, except)
+    }
+}
 
 /// The form of a job name that must be unique: lowercase, without surrounding whitespace.
 pub fn name_key(name: &str) -> String {
