@@ -23,7 +23,6 @@
 #![allow(clippy::disallowed_methods)] // benchmark: reads clocks and sleeps
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,14 +34,14 @@ use appliance::sched::{JobId, Retry};
 use appliance::scheduler::{self, RunStats};
 use appliance::store::{Actor, RunRecord, RunStatus, Store};
 use appliance::tasks::Tasks;
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use jiff::{SignedDuration, Timestamp};
 use redb::{Database, TableDefinition};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
+
+#[path = "support/webhook_sink.rs"]
+mod webhook_sink;
+use webhook_sink::{start_sink, Hits};
 
 const HANDLERS: usize = 4;
 const CALLS: usize = 1000;
@@ -101,44 +100,6 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
-}
-
-type Hits = Arc<Mutex<Vec<(String, Timestamp)>>>;
-
-/// A loopback HTTP sink answering 204 and recording each request's path and arrival time.
-async fn start_sink() -> (SocketAddr, Hits, tokio::task::JoinHandle<()>) {
-    let hits: Hits = Arc::default();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(4096).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let h = hits.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let h = h.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let at = Timestamp::now();
-                    h.lock().unwrap().push((req.uri().path().to_string(), at));
-                    async {
-                        Ok::<_, Infallible>(
-                            hyper::Response::builder()
-                                .status(204)
-                                .body(Empty::<Bytes>::new())
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, hits, task)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -23,12 +23,11 @@
 #![allow(clippy::disallowed_methods)] // benchmark: reads clocks and sleeps
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appliance::control::{self, Request};
@@ -36,14 +35,14 @@ use appliance::sched::{Action, JobId, JobSpec, Webhook};
 use appliance::scheduler::{self, Handle};
 use appliance::store::{Actor, AuditEntry, JobRecord, Store};
 use appliance::webhook::{Executor, NetPolicy};
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use jiff::{SignedDuration, Timestamp};
 use redb::{Database, Durability, TableDefinition};
 use serde_json::{json, Value};
 use tokio::sync::watch;
+
+#[path = "support/webhook_sink.rs"]
+mod webhook_sink;
+use webhook_sink::{start_sink, Hits};
 
 /// The store's job table (u64 id -> JSON row), for the untimed bulk setup.
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
@@ -608,44 +607,6 @@ async fn bench_startup(out: &mut String) {
 
 // ---------------------------------------------------------------------------------------------
 // 3. Firing lateness
-
-type Hits = Arc<Mutex<Vec<(String, Timestamp)>>>;
-
-/// A loopback HTTP sink answering 204 and recording each request's path and arrival time.
-async fn start_sink() -> (SocketAddr, Hits, tokio::task::JoinHandle<()>) {
-    let hits: Hits = Arc::default();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(4096).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let h = hits.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let h = h.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let at = Timestamp::now();
-                    h.lock().unwrap().push((req.uri().path().to_string(), at));
-                    async {
-                        Ok::<_, Infallible>(
-                            hyper::Response::builder()
-                                .status(204)
-                                .body(Empty::<Bytes>::new())
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, hits, task)
-}
 
 /// A whole second at least `LEAD` from now.
 fn burst_instant() -> Timestamp {
