@@ -143,3 +143,100 @@ pub fn log_outcome(run: &RunRecord) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::sched::JobId;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn spec(action: serde_json::Value) -> JobSpec {
+        JobSpec::from_json(
+            &json!({"name": "raid", "trigger": {"every": "1m", "start": "2026-06-01T00:00:00Z"},
+                    "action": action}),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn fire(kind: FireKind) -> Fire {
+        Fire {
+            job: JobId::from_u64(7),
+            scheduled_at: ts("2026-06-01T00:01:00Z"),
+            kind,
+        }
+    }
+
+    /// Each kind of fire becomes the row a viewer reads, stamped with the driver's `now`; a
+    /// handler call is queued with its task, a webhook run starts at once.
+    #[test]
+    fn each_fire_becomes_its_run_row() {
+        let now = ts("2026-06-01T00:01:00.25Z");
+        let hook = spec(json!({"webhook": {"url": "https://example.com/hook"}}));
+        let (run, task) = for_fire(&fire(FireKind::Run), Some(&hook), false, now);
+        assert!(task.is_none());
+        assert_eq!(
+            (
+                run.status,
+                run.started_at,
+                run.trigger.as_str(),
+                run.job_name.as_str()
+            ),
+            (RunStatus::Running, Some(now), SCHEDULE, "raid")
+        );
+
+        let call = spec(json!({"handler": {"id": "bot", "method": "send", "params": {"a": 1}}}));
+        let (run, task) = for_fire(&fire(FireKind::Run), Some(&call), true, now);
+        let task = task.expect("a handler call is queued with its task");
+        assert_eq!(
+            (
+                run.status,
+                run.started_at,
+                run.handler.as_deref(),
+                run.trigger.as_str()
+            ),
+            (RunStatus::Queued, None, Some("bot"), MANUAL)
+        );
+        assert_eq!(
+            (task.handler.as_str(), task.method.as_str(), task.manual),
+            ("bot", "send", true)
+        );
+        assert_eq!(task.scheduled_at, ts("2026-06-01T00:01:00Z"));
+
+        // Missed, skipped and summarised fires are recorded finished, never run; a handler
+        // call among them queues nothing.
+        for (kind, status, says) in [
+            (
+                FireKind::Missed,
+                RunStatus::Missed,
+                "missed: the appliance was not running",
+            ),
+            (
+                FireKind::Skipped,
+                RunStatus::Skipped,
+                "skipped: max_instances",
+            ),
+            (
+                FireKind::MissedMany {
+                    through: ts("2026-06-01T03:00:00Z"),
+                },
+                RunStatus::Missed,
+                "from 2026-06-01T00:01:00Z through 2026-06-01T03:00:00Z",
+            ),
+        ] {
+            let (run, task) = for_fire(&fire(kind), Some(&call), false, now);
+            assert!(task.is_none(), "{kind:?}");
+            assert_eq!((run.status, run.finished_at), (status, Some(now)));
+            assert!(run.error.as_deref().unwrap().contains(says), "{run:?}");
+        }
+
+        // A job removed meanwhile still gets its row (no name).
+        let (run, _) = for_fire(&fire(FireKind::Missed), None, false, now);
+        assert_eq!(run.job_name, "");
+    }
+}
