@@ -3,7 +3,7 @@
 //! lease + ack with 4 handlers.
 //!
 //! Layer: benchmark (a driver: reads clocks, sleeps). In process, through the same operations
-//! the HTTP routes call (`Jobs::create`, `Tasks::lease`, `Tasks::ack`) — not through the
+//! the HTTP routes call (`scheduler::Handle::create`, `Tasks::lease`, `Tasks::ack`) — not through the
 //! tunnel, whose own cost is measured in benches/RESULTS.md; these figures are the queue's.
 //! - **delivery**: 1000 handler jobs (250 for each of 4 handlers, each handler a task
 //!   long-polling `lease(max 100, wait 10 s)` and acking what it gets) and 1000 webhook jobs
@@ -23,26 +23,25 @@
 #![allow(clippy::disallowed_methods)] // benchmark: reads clocks and sleeps
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use appliance::jobs::{JobStats, Jobs, JobsConfig};
 use appliance::queue::Task;
 use appliance::sched::{JobId, Retry};
+use appliance::scheduler::{self, RunStats};
 use appliance::store::{Actor, RunRecord, RunStatus, Store};
 use appliance::tasks::Tasks;
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use jiff::{SignedDuration, Timestamp};
 use redb::{Database, TableDefinition};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
+
+#[path = "support/webhook_sink.rs"]
+mod webhook_sink;
+use webhook_sink::{start_sink, Hits};
 
 const HANDLERS: usize = 4;
 const CALLS: usize = 1000;
@@ -103,44 +102,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-type Hits = Arc<Mutex<Vec<(String, Timestamp)>>>;
-
-/// A loopback HTTP sink answering 204 and recording each request's path and arrival time.
-async fn start_sink() -> (SocketAddr, Hits, tokio::task::JoinHandle<()>) {
-    let hits: Hits = Arc::default();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(4096).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let h = hits.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let h = h.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let at = Timestamp::now();
-                    h.lock().unwrap().push((req.uri().path().to_string(), at));
-                    async {
-                        Ok::<_, Infallible>(
-                            hyper::Response::builder()
-                                .status(204)
-                                .body(Empty::<Bytes>::new())
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, hits, task)
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. Delivery delay vs webhook lateness
 
@@ -157,7 +118,8 @@ async fn delivery_round(addr: SocketAddr, hits: &Hits, round: usize) -> Delivery
     let dir = TempDir::new("delivery");
     let store = Arc::new(Store::create(&dir.0.join("db.redb"), None).unwrap());
     let (tx, rx) = watch::channel(false);
-    let (jobs, task) = Jobs::start(store, JobsConfig::default(), rx).expect("start jobs");
+    let (jobs, task) =
+        scheduler::start(store, scheduler::Config::default(), rx).expect("start jobs");
     let jobs = Arc::new(jobs);
     for h in 0..HANDLERS {
         jobs.tasks
@@ -373,7 +335,7 @@ async fn drain(max: usize) -> f64 {
         .start_runs_with_tasks(&mut runs, &[], &mut tasks)
         .unwrap();
     let (q, _finished, _) =
-        Tasks::load(store.clone(), Arc::new(Mutex::new(JobStats::default()))).unwrap();
+        Tasks::load(store.clone(), Arc::new(Mutex::new(RunStats::default()))).unwrap();
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for h in 0..HANDLERS {

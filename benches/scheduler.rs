@@ -3,9 +3,9 @@
 //!
 //! Layer: benchmark (a driver: reads clocks, sleeps, spawns the binary). Each figure is measured
 //! side by side with a baseline in the same process and session (STYLE.md rule 11):
-//! - creates/s through `Jobs::create` vs bare redb commits/s (one `Durability::Immediate` write
+//! - creates/s through `scheduler::Handle::create` vs bare redb commits/s (one `Durability::Immediate` write
 //!   transaction per insert of a value the size of a stored job row, fresh database, same disk);
-//! - `Jobs::start` with 100k stored jobs vs `Store::jobs()` alone (raw load + JSON decode), and
+//! - `scheduler::start` with 100k stored jobs vs `Store::jobs()` alone (raw load + JSON decode), and
 //!   the whole `appliance serve` binary with 100k jobs vs an empty database;
 //! - lateness of 1000 scheduler fires at a loopback sink vs a bare tokio task that sleeps until
 //!   the same kind of instant and fires the same 1000 webhooks through the same `Executor`.
@@ -23,27 +23,26 @@
 #![allow(clippy::disallowed_methods)] // benchmark: reads clocks and sleeps
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appliance::control::{self, Request};
-use appliance::jobs::{Jobs, JobsConfig};
 use appliance::sched::{Action, JobId, JobSpec, Webhook};
+use appliance::scheduler::{self, Handle};
 use appliance::store::{Actor, AuditEntry, JobRecord, Store};
 use appliance::webhook::{Executor, NetPolicy};
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use jiff::{SignedDuration, Timestamp};
 use redb::{Database, Durability, TableDefinition};
 use serde_json::{json, Value};
 use tokio::sync::watch;
+
+#[path = "support/webhook_sink.rs"]
+mod webhook_sink;
+use webhook_sink::{start_sink, Hits};
 
 /// The store's job table (u64 id -> JSON row), for the untimed bulk setup.
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
@@ -252,17 +251,17 @@ fn loopback_policy() -> NetPolicy {
 }
 
 /// Start the appliance's scheduler on `store`; returns it with its stop switch and task.
-fn start_jobs(store: Arc<Store>) -> (Jobs, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+fn start_jobs(store: Arc<Store>) -> (Handle, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
-    let config = JobsConfig {
+    let config = scheduler::Config {
         webhook_policy: loopback_policy(),
-        ..JobsConfig::default()
+        ..scheduler::Config::default()
     };
-    let (jobs, task) = Jobs::start(store, config, rx).expect("start jobs");
+    let (jobs, task) = scheduler::start(store, config, rx).expect("start jobs");
     (jobs, tx, task)
 }
 
-async fn stop_jobs(jobs: Jobs, tx: watch::Sender<bool>, task: tokio::task::JoinHandle<()>) {
+async fn stop_jobs(jobs: Handle, tx: watch::Sender<bool>, task: tokio::task::JoinHandle<()>) {
     let _ = tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     drop(jobs);
@@ -349,7 +348,7 @@ fn store_inserts(n: usize, callers: usize) -> f64 {
     n as f64 / t0.elapsed().as_secs_f64()
 }
 
-/// `Jobs::create` `n` times from `callers` tasks on a fresh appliance database. Returns
+/// `Handle::create` `n` times from `callers` tasks on a fresh appliance database. Returns
 /// creates/s.
 async fn appliance_creates(n: usize, callers: usize) -> f64 {
     let dir = TempDir::new("creates");
@@ -527,7 +526,7 @@ async fn bench_startup(out: &mut String) {
         t.elapsed()
     );
 
-    // In process: Store::jobs() vs Jobs::start, alternating.
+    // In process: Store::jobs() vs scheduler::start, alternating.
     let store = Arc::new(open_db(&full.db()).unwrap());
     let (mut load, mut start) = (Vec::new(), Vec::new());
     for _ in 0..STARTUP_ROUNDS {
@@ -608,44 +607,6 @@ async fn bench_startup(out: &mut String) {
 
 // ---------------------------------------------------------------------------------------------
 // 3. Firing lateness
-
-type Hits = Arc<Mutex<Vec<(String, Timestamp)>>>;
-
-/// A loopback HTTP sink answering 204 and recording each request's path and arrival time.
-async fn start_sink() -> (SocketAddr, Hits, tokio::task::JoinHandle<()>) {
-    let hits: Hits = Arc::default();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(4096).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let h = hits.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let h = h.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let at = Timestamp::now();
-                    h.lock().unwrap().push((req.uri().path().to_string(), at));
-                    async {
-                        Ok::<_, Infallible>(
-                            hyper::Response::builder()
-                                .status(204)
-                                .body(Empty::<Bytes>::new())
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, hits, task)
-}
 
 /// A whole second at least `LEAD` from now.
 fn burst_instant() -> Timestamp {

@@ -10,6 +10,11 @@
 //! - [`api`]: hyper on netstack connections; every request has a [`api::Caller`].
 //! - [`registry`] (pure peer decisions), [`store`] (redb), [`service`] (operations of the
 //!   running server), [`control`] (local Unix control socket for the CLI).
+//! - [`sched`]: sans-IO scheduling core (job specs, triggers, [`sched::Core`]: what fires
+//!   when, first fires and catch-up included); [`scheduler`]: the task that drives it, the
+//!   API's [`scheduler::Handle`], run records and run stats; [`webhook`]: outbound webhook
+//!   delivery; [`queue`] and [`tasks`]: handler calls; [`directory`]: which peer a tunnel
+//!   address belongs to.
 //! - [`server`]: `init` and `serve` wiring; [`paths`]: the data directory; [`status`]: the
 //!   `appliance status` report; [`backups`]: rotated backups and restore; [`metrics`]: counters
 //!   and the Prometheus text format.
@@ -23,13 +28,13 @@ pub mod directory;
 pub mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod jobs;
 pub mod metrics;
 pub mod netstack;
 pub mod paths;
 pub mod queue;
 pub mod registry;
 pub mod sched;
+pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod status;

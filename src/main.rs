@@ -473,7 +473,7 @@ fn cmd_serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
         .map_err(fatal)?;
     let (_keep, shutdown) = tokio::sync::watch::channel(false);
     let opts = ServeOptions {
-        jobs: appliance::jobs::JobsConfig {
+        jobs: appliance::scheduler::Config {
             run_retention,
             audit_retention,
             audit_max_bytes: args.audit_max_mib.saturating_mul(1024 * 1024),

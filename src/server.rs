@@ -250,7 +250,7 @@ pub struct ServeOptions {
     pub listen: Option<SocketAddr>,
     pub limits: Limits,
     pub api: crate::api::ApiConfig,
-    pub jobs: crate::jobs::JobsConfig,
+    pub jobs: crate::scheduler::Config,
     /// `--backup-every` / `--backup-keep`: rotated backups in `data-dir/backups/`.
     pub backups: Option<crate::backups::Schedule>,
     /// Settings for a data directory that is not yet initialised.
@@ -346,7 +346,7 @@ pub async fn serve(
     let mut jobs_config = opts.jobs.clone();
     jobs_config.webhook_policy = jobs_config.webhook_policy.forbid(server.interface.into());
     let (jobs, jobs_task) =
-        crate::jobs::Jobs::start(service.store.clone(), jobs_config, stop_rx.clone())?;
+        crate::scheduler::start(service.store.clone(), jobs_config, stop_rx.clone())?;
     service
         .damaged_rows
         .fetch_add(jobs.damaged_at_start, std::sync::atomic::Ordering::Relaxed);

@@ -163,7 +163,7 @@ pub struct Service {
     /// counters, shown in `/api/v1/health` under `api`).
     pub guards: crate::api::Guards,
     /// The scheduler (set once it has loaded its jobs).
-    pub jobs: std::sync::OnceLock<crate::jobs::Jobs>,
+    pub jobs: std::sync::OnceLock<crate::scheduler::Handle>,
     /// Stored rows skipped as damaged (peers, jobs, runs found at start); reset by
     /// `appliance doctor --quarantine`. Shown in `/api/v1/health`.
     pub damaged_rows: std::sync::atomic::AtomicUsize,

@@ -16,7 +16,7 @@
 //! scheduler enqueueing a fire, a requeue, the timer) wakes every waiter of that handler after
 //! its commit, so a task that becomes due while a lease call waits is returned at once.
 //!
-//! The scheduler ([`crate::jobs`]) records each handler fire with its task in one
+//! The scheduler ([`crate::scheduler`]) records each handler fire with its task in one
 //! transaction, then calls [`Tasks::enqueue`]; finished runs go back to it on a channel
 //! ([`queue::Finished`]) so `max_instances` counts queued and leased tasks until they finish.
 #![allow(clippy::disallowed_methods)] // driver: reads the clock and sleeps
@@ -29,9 +29,9 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::jobs::JobStats;
 use crate::queue::{self, AckOutcome, Counts, DeliveryId, FailOutcome, Lease, LeaseError, Task};
 use crate::sched::{JobId, JobSpec, SpecError};
+use crate::scheduler::RunStats;
 use crate::store::{Actor, AuditEntry, HandlerRecord, Store, StoreError};
 
 /// A handler counts as online when it leased or sent a heartbeat this recently.
@@ -99,7 +99,7 @@ pub struct Tasks {
     finished: mpsc::UnboundedSender<queue::Finished>,
     /// Wakes [`Tasks::wait_finished`] callers after a commit that finished runs.
     run_finished: Notify,
-    stats: Arc<Mutex<JobStats>>,
+    stats: Arc<Mutex<RunStats>>,
 }
 
 /// The core and the ticket of its latest change.
@@ -140,7 +140,7 @@ impl Tasks {
     #[allow(clippy::type_complexity)]
     pub fn load(
         store: Arc<Store>,
-        stats: Arc<Mutex<JobStats>>,
+        stats: Arc<Mutex<RunStats>>,
     ) -> Result<
         (
             Arc<Tasks>,
@@ -624,7 +624,7 @@ mod tests {
     async fn an_ack_is_on_disk_before_it_returns_and_wakes_a_run_now_waiter() {
         let (store, dir) = temp_store("ack");
         let run = queue_one(&store, 7);
-        let stats = Arc::new(Mutex::new(JobStats::default()));
+        let stats = Arc::new(Mutex::new(RunStats::default()));
         let (tasks, mut done, held) = Tasks::load(store.clone(), stats).unwrap();
         assert_eq!(
             held.get(&JobId::from_u64(7)),
@@ -694,7 +694,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_lease_returns_as_soon_as_a_task_is_enqueued() {
         let (store, dir) = temp_store("wake");
-        let stats = Arc::new(Mutex::new(JobStats::default()));
+        let stats = Arc::new(Mutex::new(RunStats::default()));
         let (tasks, _done, _) = Tasks::load(store.clone(), stats).unwrap();
         let poll = {
             let tasks = tasks.clone();

@@ -36,6 +36,7 @@ use tokio::net::TcpStream;
 
 use crate::sched::{Retry, Webhook};
 
+pub mod delivery;
 pub mod policy;
 pub use policy::{IpNet, IpNetError, NetPolicy, Refusal};
 

@@ -9,13 +9,13 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 
 use super::{json_response, ok, ApiError, ApiResult, Ctx, Need};
-use crate::jobs::{sort_key, JobEntry, JobError};
 use crate::sched::JobId;
+use crate::scheduler::{sort_key, JobEntry, JobError};
 use crate::store::{RunFilter, RunRecord, RunStatus};
 
 const DEFAULT_LIMIT: usize = 100;
 
-fn jobs<'a>(ctx: &Ctx<'a>) -> Result<&'a crate::jobs::Jobs, ApiError> {
+fn jobs<'a>(ctx: &Ctx<'a>) -> Result<&'a crate::scheduler::Handle, ApiError> {
     ctx.service
         .jobs
         .get()

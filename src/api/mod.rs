@@ -1252,7 +1252,7 @@ mod tests {
             backups: Default::default(),
         });
         let (_, stop) = tokio::sync::watch::channel(false);
-        let (jobs, _) = crate::jobs::Jobs::start(store, Default::default(), stop).unwrap();
+        let (jobs, _) = crate::scheduler::start(store, Default::default(), stop).unwrap();
         assert!(service.jobs.set(jobs).is_ok());
         service
     }

@@ -20,9 +20,9 @@ use jiff::Timestamp;
 use serde_json::{json, Map, Value};
 
 use super::{deny_unknown, deny_unknown_query, json_response, ok, ApiError, ApiResult, Ctx, Need};
-use crate::jobs::{JobEntry, JobError, Jobs};
 use crate::sched::apscheduler;
 use crate::sched::{JobId, Trigger};
+use crate::scheduler::{Handle, JobEntry, JobError};
 use crate::store::{RunFilter, RunRecord, RunStatus};
 
 /// Metadata key holding the ScheduleZero job id.
@@ -39,7 +39,7 @@ const MAX_ERRORS: usize = 500;
 /// Serialises `POST /api/schedule` so two requests cannot both claim one `job_id`.
 static SCHEDULE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn jobs<'a>(ctx: &Ctx<'a>) -> Result<&'a Jobs, ApiError> {
+fn jobs<'a>(ctx: &Ctx<'a>) -> Result<&'a Handle, ApiError> {
     ctx.service
         .jobs
         .get()
@@ -442,7 +442,7 @@ fn record(r: &RunRecord, job: Option<&JobEntry>) -> Value {
 /// Runs matching `keep`, newest first, at most `limit`, scanning at most `MAX_EXECUTIONS`
 /// pages of history.
 async fn scan(
-    jobs: &Jobs,
+    jobs: &Handle,
     status: Option<RunStatus>,
     limit: usize,
     keep: impl Fn(&Value) -> bool,

@@ -33,8 +33,12 @@
 //!   takes an instance slot until [`Core::handle_finished`]. A scheduled fire that finds all
 //!   `max_instances` slots taken is emitted as [`FireKind::Skipped`] instead: recorded, not run,
 //!   and not retried later. `run_now` at the limit emits nothing and returns `false`.
+//! - **First fire.** A new or changed spec fires first strictly after the `now` it is upserted
+//!   at ([`Core::first_fire`]), never at `now` itself.
 //! - **Pause/resume.** A paused job has no next fire. Resuming computes the next fire strictly
-//!   after the resume time, so the fires missed while paused do not burst.
+//!   after the resume time, so the fires missed while paused do not burst; resuming with
+//!   catch-up ([`Core::resume_catching_up`]) restarts from the pause time instead, and the
+//!   misfire rules decide about the fires missed meanwhile.
 //! - **Exhaustion.** A job whose trigger has no fire left (an `at` that fired, an `end` passed)
 //!   stays in the core with `next_fire_at == None` until removed.
 //!
@@ -139,7 +143,7 @@ impl Core {
         let next = if paused {
             None
         } else {
-            next_fire_at.or_else(|| spec.trigger.next_after(now))
+            next_fire_at.or_else(|| Core::first_fire(&spec, now))
         };
         let running = self.jobs.get(&id).map_or(0, |e| e.running);
         self.jobs.insert(
@@ -197,6 +201,45 @@ impl Core {
             self.tidy();
         }
         true
+    }
+
+    /// Resumes a paused job with catch-up: the next fire is the first strictly after
+    /// `paused_since` (when the job was paused), so every fire missed while paused is due at
+    /// once and the next [`Core::handle_timeout`] applies the misfire rules to them (within
+    /// `misfire_grace` they run, once with `coalesce`; older ones are reported missed). A
+    /// trigger with no fire after `paused_since` resumes as [`Core::resume`] does. Returns
+    /// whether the job exists; a job that is not paused changes nothing.
+    pub fn resume_catching_up(
+        &mut self,
+        id: JobId,
+        paused_since: Timestamp,
+        now: Timestamp,
+    ) -> bool {
+        let Some(entry) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        if entry.paused {
+            entry.paused = false;
+            let trigger = &entry.spec.trigger;
+            let next = trigger
+                .next_after(paused_since)
+                .or_else(|| trigger.next_after(now));
+            self.set_next(id, next);
+            self.tidy();
+        }
+        true
+    }
+
+    /// The first fire of a new or changed spec at `now`: strictly after `now`, and `None` for
+    /// a paused spec or a trigger with no fire left. [`Core::upsert`] computes exactly this for
+    /// a job without a persisted next fire; a driver that stores a new job together with its
+    /// first fire (one commit) asks here first, with the time it will pass to `upsert`.
+    pub fn first_fire(spec: &JobSpec, now: Timestamp) -> Option<Timestamp> {
+        if spec.paused {
+            None
+        } else {
+            spec.trigger.next_after(now)
+        }
     }
 
     /// "Run now": queues `Fire { kind: Run, scheduled_at: now }` and takes an instance slot,
@@ -291,12 +334,12 @@ impl Core {
         self.jobs.get(&id).map(|e| &e.spec)
     }
 
-    /// Number of jobs (paused and exhausted ones included).
     /// Whether the core has this job.
     pub fn contains(&self, id: JobId) -> bool {
         self.jobs.contains_key(&id)
     }
 
+    /// Number of jobs (paused and exhausted ones included).
     pub fn len(&self) -> usize {
         self.jobs.len()
     }

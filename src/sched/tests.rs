@@ -1013,6 +1013,118 @@ fn core_pause_then_resume_does_not_burst() {
     assert_eq!(core.next_fire_at(id(2)), None);
 }
 
+/// A new or changed spec fires first strictly after the `now` handed in (never at `now`),
+/// and `first_fire` is what `upsert` computes, so a job stored with it has nothing to write
+/// back.
+#[test]
+fn core_first_fire_is_strictly_after_now_and_what_upsert_computes() {
+    let spec = every("1m", json!({}));
+    assert_eq!(
+        Core::first_fire(&spec, ts("2026-06-01T00:05:00Z")),
+        Some(ts("2026-06-01T00:06:00Z"))
+    );
+    assert_eq!(
+        Core::first_fire(&spec, ts("2026-06-01T00:05:59.999Z")),
+        Some(ts("2026-06-01T00:06:00Z"))
+    );
+    assert_eq!(
+        Core::first_fire(&spec, ts("2026-05-01T00:00:00Z")),
+        Some(ts(T0))
+    );
+    assert_eq!(
+        Core::first_fire(&every("1m", json!({"paused": true})), ts(T0)),
+        None
+    );
+    let ended = spec_with(
+        json!({"every": "1m", "start": T0, "end": "2026-06-01T00:03:00Z"}),
+        json!({}),
+        "2026-05-01T00:00:00Z",
+    );
+    assert_eq!(Core::first_fire(&ended, ts("2026-06-01T00:03:00Z")), None);
+
+    let now = ts("2026-06-01T00:05:30Z");
+    let mut core = Core::new();
+    core.upsert(id(1), spec.clone(), None, now);
+    assert_eq!(core.next_fire_at(id(1)), Core::first_fire(&spec, now));
+    assert_eq!(core.take_dirty(), [(id(1), Core::first_fire(&spec, now))]);
+    core.upsert(id(2), spec.clone(), Core::first_fire(&spec, now), now);
+    assert!(core.take_dirty().is_empty());
+    assert_eq!(core.poll_timeout(), Some(ts("2026-06-01T00:06:00Z")));
+}
+
+/// Resume with catch-up restarts from the pause time: the fires missed while paused are due at
+/// once and the misfire rules sort them (older than the grace: missed; the rest run, each
+/// without `coalesce`). A plain resume from the same state skips them.
+#[test]
+fn core_resume_catching_up_replays_from_the_pause_under_the_misfire_rules() {
+    let spec = every(
+        "1m",
+        json!({"misfire_grace": "90s", "coalesce": false, "max_instances": 5}),
+    );
+    let paused_at = ts("2026-06-01T00:02:30Z");
+    let now = ts("2026-06-01T00:06:10Z");
+    let paused_core = || {
+        let mut core = Core::new();
+        core.upsert(id(1), spec.clone(), None, paused_at);
+        assert!(core.pause(id(1)));
+        core.take_dirty();
+        core
+    };
+
+    let mut core = paused_core();
+    assert!(core.resume_catching_up(id(1), paused_at, now));
+    assert!(!core.is_paused(id(1)));
+    assert_eq!(core.next_fire_at(id(1)), Some(ts("2026-06-01T00:03:00Z")));
+    assert_eq!(core.poll_timeout(), Some(ts("2026-06-01T00:03:00Z")));
+    // The driver persists the catch-up point with its next round.
+    assert_eq!(
+        core.take_dirty(),
+        [(id(1), Some(ts("2026-06-01T00:03:00Z")))]
+    );
+    core.handle_timeout(now);
+    let at = |s: &str, kind| Fire {
+        job: id(1),
+        scheduled_at: ts(s),
+        kind,
+    };
+    // Late before 00:04:40 (now - grace).
+    assert_eq!(
+        drain(&mut core),
+        [
+            at("2026-06-01T00:03:00Z", FireKind::Missed),
+            at("2026-06-01T00:04:00Z", FireKind::Missed),
+            at("2026-06-01T00:05:00Z", FireKind::Run),
+            at("2026-06-01T00:06:00Z", FireKind::Run),
+        ]
+    );
+    assert_eq!(core.next_fire_at(id(1)), Some(ts("2026-06-01T00:07:00Z")));
+
+    let mut plain = paused_core();
+    assert!(plain.resume(id(1), now));
+    plain.handle_timeout(now);
+    assert!(drain(&mut plain).is_empty());
+    assert_eq!(plain.next_fire_at(id(1)), Some(ts("2026-06-01T00:07:00Z")));
+
+    // Nothing left after the pause time: as a plain resume (no next fire). Unknown jobs and
+    // jobs that are not paused are left alone.
+    let mut core = Core::new();
+    let ended = spec_with(
+        json!({"every": "1m", "start": T0, "end": "2026-06-01T00:02:00Z"}),
+        json!({}),
+        "2026-05-01T00:00:00Z",
+    );
+    core.upsert(id(2), ended, None, paused_at);
+    assert!(core.pause(id(2)));
+    assert!(core.resume_catching_up(id(2), paused_at, now));
+    assert_eq!(core.next_fire_at(id(2)), None);
+    assert!(!core.resume_catching_up(id(7), paused_at, now));
+    core.upsert(id(3), spec.clone(), None, now);
+    core.take_dirty();
+    assert!(core.resume_catching_up(id(3), paused_at, now));
+    assert_eq!(core.next_fire_at(id(3)), Some(ts("2026-06-01T00:07:00Z")));
+    assert!(core.take_dirty().is_empty());
+}
+
 #[test]
 fn core_misfire_within_grace_coalesces_or_runs_each() {
     // Persisted next fire 00:01; the host comes back at 00:05:30. Grace 10 m covers all 5 fires.
@@ -1229,6 +1341,104 @@ fn core_run_now_works_while_paused() {
     assert!(core.run_now(id(1), ts(T0)));
     assert_eq!(drain(&mut core).len(), 1);
     assert_eq!(core.poll_timeout(), None);
+}
+
+/// The driver's contract in miniature, for `interop_jobs`'
+/// `a_restart_neither_repeats_nor_shifts_a_fire`: every round commits its fires together with
+/// the next fire times `take_dirty` reports (one transaction), a stop falls between two rounds,
+/// and the next life loads what was committed. Whatever the phase of the stop and the length of
+/// the downtime, every fire of an every-1s job (no `coalesce`) is run exactly once — none
+/// repeated, none lost. Two runs can still start milliseconds apart: the fire missed during the
+/// downtime runs late, at the restart, and the next one on time right after it.
+#[test]
+fn core_restart_at_any_phase_neither_repeats_nor_loses_a_fire() {
+    let spec = every(
+        "1s",
+        json!({"coalesce": false, "max_instances": 5, "misfire_grace": "60s"}),
+    );
+    let ms = |n: i64| jiff::SignedDuration::from_millis(n);
+    let t0 = ts(T0);
+    let end = t0 + secs(12);
+    // (scheduled, started) of every run, and the persisted next fire.
+    let life = |core: &mut Core,
+                runs: &mut Vec<(Timestamp, Timestamp)>,
+                stored: &mut Option<Timestamp>,
+                from: Timestamp,
+                until: Timestamp,
+                inclusive: bool| {
+        let mut now = from;
+        loop {
+            core.handle_timeout(now);
+            for f in drain(core) {
+                assert_eq!(f.kind, FireKind::Run, "{f:?}");
+                runs.push((f.scheduled_at, now));
+                core.handle_finished(f.job);
+            }
+            for (_, next) in core.take_dirty() {
+                *stored = next;
+            }
+            match core.poll_timeout() {
+                Some(due) if due < until || (inclusive && due == until) => now = due.max(now),
+                _ => return,
+            }
+        }
+    };
+    let mut two_close = false;
+    for stop_ms in (5000..6000).step_by(100) {
+        for downtime_ms in (0..3000).step_by(100).chain([998, 1698, 1999]) {
+            for inclusive in [false, true] {
+                let stop = t0 + ms(stop_ms);
+                let back = stop + ms(downtime_ms);
+                let mut runs = Vec::new();
+                let mut core = Core::new();
+                core.upsert(id(1), spec.clone(), None, t0);
+                let mut stored = core.take_dirty()[0].1;
+                life(&mut core, &mut runs, &mut stored, t0, stop, inclusive);
+                // Restart: a new core from what was committed.
+                let mut core = Core::new();
+                core.upsert(id(1), spec.clone(), stored, back);
+                assert!(core.take_dirty().is_empty());
+                life(&mut core, &mut runs, &mut stored, back, end, true);
+
+                let scheduled: Vec<Timestamp> = runs.iter().map(|r| r.0).collect();
+                let grid: Vec<Timestamp> = (1..=12).map(|k| t0 + secs(k)).collect();
+                assert_eq!(
+                    scheduled, grid,
+                    "stop at +{stop_ms} ms, down {downtime_ms} ms: {runs:?}"
+                );
+                two_close |= runs
+                    .windows(2)
+                    .any(|w| w[1].1.duration_since(w[0].1) < ms(500) && w[1].0 != w[0].0);
+            }
+        }
+    }
+    assert!(
+        two_close,
+        "a late catch-up run and the next on-time run start close together"
+    );
+
+    // The case seen once in interop: stopped at +5.3 s (fire 5 recorded, next 6 stored), back
+    // at +6.998 s. Fire 6 runs late at the restart, fire 7 on time 2 ms later.
+    let mut runs = Vec::new();
+    let mut stored = None;
+    let mut core = Core::new();
+    core.upsert(id(1), spec.clone(), None, t0);
+    life(&mut core, &mut runs, &mut stored, t0, t0 + ms(5300), false);
+    assert_eq!(stored, Some(t0 + secs(6)));
+    let mut core = Core::new();
+    core.upsert(id(1), spec.clone(), stored, t0 + ms(6998));
+    life(
+        &mut core,
+        &mut runs,
+        &mut stored,
+        t0 + ms(6998),
+        t0 + secs(7),
+        true,
+    );
+    assert_eq!(
+        runs[runs.len() - 2..],
+        [(t0 + secs(6), t0 + ms(6998)), (t0 + secs(7), t0 + secs(7))]
+    );
 }
 
 #[test]

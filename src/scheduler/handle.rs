@@ -1,0 +1,429 @@
+//! [`Handle`]: the job operations the API (and the control socket) call.
+//!
+//! Layer: driver glue. Validates, commits each change with its audit entry through the store,
+//! then tells the scheduler driver by a [`Command`]; answers reads from a view of the job
+//! table. It reads no clock and writes no table: the time of an operation (for its first fire,
+//! its record and its audit entry) is the driver's clock, asked with [`Command::Now`]; fire
+//! times are [`Core`]'s (`Core::first_fire`, `Core::resume_catching_up`); the driver updates
+//! the table and answers with the job as it now is. Webhook destinations are checked here
+//! against the same [`NetPolicy`] the executor enforces.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::table::{name_key, TableView};
+use super::{JobEntry, JobError, RunStats};
+use crate::sched::{Core, JobId, JobSpec, SpecError};
+use crate::store::{Actor, AuditEntry, JobRecord, RunFilter, RunRecord, Store};
+use crate::tasks::Tasks;
+use crate::webhook::delivery::{check_destination, scrub};
+use crate::webhook::{Executor, NetPolicy};
+
+/// Where the id of a `run now` run is sent once it is recorded.
+pub(super) type RunReply = oneshot::Sender<Result<u64, JobError>>;
+
+/// What the handle asks of the driver. Each change is sent after it is on disk; the driver
+/// applies it to the core and the table and answers with the job as the table now holds it.
+pub(super) enum Command {
+    /// The driver's clock: the time of an operation.
+    Now(oneshot::Sender<Timestamp>),
+    /// A new or changed job, stored with its first fire ([`Core::first_fire`]).
+    Upsert {
+        record: Box<JobRecord>,
+        done: oneshot::Sender<JobEntry>,
+    },
+    Remove(JobId, oneshot::Sender<()>),
+    /// The job as stored, now paused. Answered `None` if the job is gone.
+    Pause {
+        record: Box<JobRecord>,
+        done: oneshot::Sender<Option<JobEntry>>,
+    },
+    /// The job as stored, now resumed; with catch-up, from when it was paused. Answered `None`
+    /// if the job is gone.
+    Resume {
+        record: Box<JobRecord>,
+        catch_up_since: Option<Timestamp>,
+        done: oneshot::Sender<Option<JobEntry>>,
+    },
+    /// Answered once the run is recorded, with its id.
+    RunNow(JobId, RunReply),
+}
+
+/// Handle to the scheduler, shared by the API.
+pub struct Handle {
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) table: TableView,
+    /// The store the jobs and runs live in.
+    pub store: Arc<Store>,
+    /// Run counters since start.
+    pub stats: Arc<Mutex<RunStats>>,
+    /// The handler task queue (handler actions are delivered through it).
+    pub tasks: Arc<Tasks>,
+    /// Job and run rows that did not decode when the scheduler loaded (skipped, logged).
+    pub damaged_at_start: usize,
+    /// Webhook attempts by result (for `GET /metrics`).
+    pub webhook_attempts: Arc<crate::metrics::LabelCounter>,
+    /// Where webhooks may connect; literal-IP URLs are checked against it at create and patch.
+    pub(super) policy: Arc<NetPolicy>,
+    /// Whether the driver can record fires (false from a failed commit until recovery).
+    pub(super) recording: Arc<AtomicBool>,
+    /// A handle on the driver's own executor (same client, same destination rules), for
+    /// [`Handle::test_action`].
+    pub(super) executor: Executor,
+    /// Held across the uniqueness check and the write of a create or rename, so two
+    /// concurrent requests cannot both take a name.
+    pub(super) naming: tokio::sync::Mutex<()>,
+}
+
+impl Handle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, JobError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| JobError::ShuttingDown)?;
+        rx.await.map_err(|_| JobError::ShuttingDown)
+    }
+
+    /// The time of an operation, from the driver's clock (the only clock the scheduler reads).
+    async fn now(&self) -> Result<Timestamp, JobError> {
+        self.ask(Command::Now).await
+    }
+
+    fn audit(actor: &Actor, action: &str, id: JobId, summary: Value, at: Timestamp) -> AuditEntry {
+        AuditEntry {
+            seq: 0,
+            at_ms: millis(at),
+            actor: actor.clone(),
+            action: action.into(),
+            target: Some(id.to_string()),
+            summary,
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> T + Send + 'static) -> T {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .expect("store task does not panic")
+    }
+
+    /// A handler action must name a handler that has registered the method.
+    fn check_action(&self, spec: &JobSpec) -> Result<(), SpecError> {
+        self.tasks.check_action(spec)
+    }
+
+    fn action_checker(&self) -> impl Fn(&JobSpec) -> Result<(), SpecError> + Send + 'static {
+        let tasks = self.tasks.clone();
+        move |spec: &JobSpec| tasks.check_action(spec)
+    }
+
+    /// Validates, stores durably (with its audit entry) and schedules a new job.
+    pub async fn create(&self, body: &Value, actor: &Actor) -> Result<JobEntry, JobError> {
+        let now = self.now().await?;
+        let spec = JobSpec::from_json(body, Some(now))?;
+        check_destination(&spec, &self.policy)?;
+        self.check_action(&spec)?;
+        let _naming = self.naming.lock().await;
+        self.check_name(&spec.name, None)?;
+        let now_ms = millis(now);
+        let mut record = JobRecord {
+            id: JobId::from_u64(0),
+            next_fire_at: Core::first_fire(&spec, now),
+            spec,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            created_by: actor.peer.clone(),
+            paused_at_ms: None,
+        };
+        loop {
+            record.id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
+            let audit = Self::audit(
+                actor,
+                "job.create",
+                record.id,
+                record.spec.redacted_json(),
+                now,
+            );
+            let r = record.clone();
+            if self
+                .blocking(move |s| s.insert_job(&r, Some(audit)))
+                .await?
+            {
+                break;
+            }
+        }
+        // The next fire went to disk with the job, so the driver has nothing to write back:
+        // one durable commit per create.
+        self.schedule(record).await
+    }
+
+    fn check_name(&self, name: &str, except: Option<JobId>) -> Result<(), JobError> {
+        match self.table.name_taken(name, except) {
+            Some(id) => Err(JobError::NameTaken {
+                name: name.to_string(),
+                id,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    async fn schedule(&self, record: JobRecord) -> Result<JobEntry, JobError> {
+        self.ask(|done| Command::Upsert {
+            record: Box::new(record),
+            done,
+        })
+        .await
+    }
+
+    /// Applies a JSON merge patch to a job's spec (validated as a whole) and reschedules it.
+    pub async fn patch(
+        &self,
+        id: JobId,
+        patch: &Value,
+        actor: &Actor,
+    ) -> Result<JobEntry, JobError> {
+        let now = self.now().await?;
+        let patch = patch.clone();
+        let actor = actor.clone();
+        let check = self.action_checker();
+        let policy = self.policy.clone();
+        let _naming = self.naming.lock().await;
+        let table = self.table.clone();
+        let rec = self
+            .blocking(move |s| {
+                s.update_job(id, |cur| {
+                    let spec = cur.spec.patched(&patch, Some(now))?;
+                    check_destination(&spec, &policy)?;
+                    check(&spec)?;
+                    // A job keeps a name it already has (even one shared before names were
+                    // unique); a new name must be free.
+                    if name_key(&spec.name) != name_key(&cur.spec.name) {
+                        if let Some(other) = table.name_taken(&spec.name, Some(id)) {
+                            return Err(JobError::NameTaken {
+                                name: spec.name.clone(),
+                                id: other,
+                            });
+                        }
+                    }
+                    let audit = Self::audit(
+                        &actor,
+                        "job.update",
+                        id,
+                        json!({"before": cur.spec.redacted_json(), "after": spec.redacted_json()}),
+                        now,
+                    );
+                    let mut next = cur.clone();
+                    next.next_fire_at = Core::first_fire(&spec, now);
+                    next.spec = spec;
+                    next.updated_at_ms = millis(now);
+                    Ok::<_, JobError>((Some(next), Some(audit)))
+                })
+            })
+            .await?
+            .ok_or(JobError::NotFound(id))?;
+        self.schedule(rec).await
+    }
+
+    /// Deletes a job (its run history stays until pruned).
+    pub async fn delete(&self, id: JobId, actor: &Actor) -> Result<JobEntry, JobError> {
+        let now = self.now().await?;
+        let actor = actor.clone();
+        let rec = self
+            .blocking(move |s| {
+                s.update_job(id, |cur| {
+                    let audit = Self::audit(
+                        &actor,
+                        "job.delete",
+                        id,
+                        json!({"name": cur.spec.name}),
+                        now,
+                    );
+                    Ok::<_, JobError>((None, Some(audit)))
+                })
+            })
+            .await?
+            .ok_or(JobError::NotFound(id))?;
+        self.ask(|done| Command::Remove(id, done)).await?;
+        // Handlers working on its tasks learn it from their next heartbeat.
+        if let Err(e) = self.tasks.cancel_job(id).await {
+            tracing::warn!(job = %id, error = %e, "could not flag the deleted job's tasks as cancelled");
+        }
+        Ok(JobEntry {
+            record: rec,
+            running: 0,
+        })
+    }
+
+    /// Pauses (`paused = true`) or resumes a job. Resuming continues from now without a
+    /// burst of the runs missed while paused — unless `catch_up`: then the fires since the
+    /// pause are due at once and the misfire rules apply (within `misfire_grace` they run,
+    /// once with `coalesce`; older ones are recorded as missed). See [`Core::resume`] and
+    /// [`Core::resume_catching_up`].
+    pub async fn set_paused(
+        &self,
+        id: JobId,
+        paused: bool,
+        catch_up: bool,
+        actor: &Actor,
+    ) -> Result<JobEntry, JobError> {
+        let actor = actor.clone();
+        let now = self.now().await?;
+        let now_ms = millis(now);
+        let (rec, paused_since) = self
+            .blocking(move |s| {
+                let mut paused_since = None;
+                let rec = s.update_job(id, |cur| {
+                    // When it was paused (before this change), for a catch-up resume.
+                    paused_since = cur.paused_at_ms;
+                    let mut next = cur.clone();
+                    next.spec.paused = paused;
+                    next.updated_at_ms = now_ms;
+                    next.paused_at_ms = match (paused, cur.paused_at_ms) {
+                        (true, Some(t)) => Some(t),
+                        (true, None) => Some(now_ms),
+                        (false, _) => None,
+                    };
+                    let (action, summary) = if paused {
+                        ("job.pause", json!({"name": cur.spec.name}))
+                    } else {
+                        (
+                            "job.resume",
+                            json!({"name": cur.spec.name, "catch_up": catch_up}),
+                        )
+                    };
+                    let audit = Self::audit(&actor, action, id, summary, now);
+                    Ok::<_, JobError>((Some(next), Some(audit)))
+                })?;
+                Ok::<_, JobError>((rec, paused_since))
+            })
+            .await?;
+        let rec = Box::new(rec.ok_or(JobError::NotFound(id))?);
+        let entry = if paused {
+            self.ask(|done| Command::Pause { record: rec, done })
+                .await?
+        } else {
+            let catch_up_since = paused_since
+                .filter(|_| catch_up)
+                .and_then(|ms| Timestamp::from_millisecond(ms as i64).ok());
+            self.ask(|done| Command::Resume {
+                record: rec,
+                catch_up_since,
+                done,
+            })
+            .await?
+        };
+        entry.ok_or(JobError::NotFound(id))
+    }
+
+    /// Runs a job now through the normal run path (respecting `max_instances`); returns the
+    /// id of the run, recorded before this returns.
+    pub async fn run_now(&self, id: JobId, actor: &Actor) -> Result<u64, JobError> {
+        let name = self.get(id).ok_or(JobError::NotFound(id))?.record.spec.name;
+        let now = self.now().await?;
+        let run = self.ask(|done| Command::RunNow(id, done)).await??;
+        let audit = Self::audit(actor, "job.run", id, json!({"name": name, "run": run}), now);
+        self.blocking(move |s| s.audit(audit)).await?;
+        Ok(run)
+    }
+
+    /// Whether the scheduler can record fires. `false` from a failed commit until the store is
+    /// writable again; meanwhile no fire runs (an unrecorded fire is never executed).
+    pub fn recording(&self) -> bool {
+        self.recording.load(Ordering::SeqCst)
+    }
+
+    /// Runs a job's action once, now, without creating a job: one attempt through the
+    /// scheduler's own executor with the job's timeout, no retries, no run record. `body` is a
+    /// job as for [`Handle::create`], or just its `action` (and `timeout`): a missing `name` or
+    /// `trigger` is not needed to send. The audit entry (`job.test`, secrets redacted) is
+    /// committed before the request goes out.
+    pub async fn test_action(
+        &self,
+        body: &Value,
+        actor: &Actor,
+    ) -> Result<crate::webhook::AttemptResult, JobError> {
+        let mut body = body.clone();
+        if let Value::Object(obj) = &mut body {
+            obj.entry("name").or_insert_with(|| json!("test"));
+            obj.entry("trigger")
+                .or_insert_with(|| json!({"every": "1h"}));
+        }
+        let now = self.now().await?;
+        let spec = JobSpec::from_json(&body, Some(now))?;
+        check_destination(&spec, &self.policy)?;
+        if spec.action.webhook().is_none() {
+            return Err(JobError::Spec(SpecError {
+                field: "action".into(),
+                message: "only a webhook can be sent as a test; a handler call goes through its handler's queue: save the job and use Run now".into(),
+            }));
+        }
+        let audit = AuditEntry {
+            seq: 0,
+            at_ms: millis(now),
+            actor: actor.clone(),
+            action: "job.test".into(),
+            target: None,
+            summary: spec.redacted_json(),
+        };
+        self.blocking(move |s| s.audit(audit)).await?;
+        let Some(hook) = spec.action.webhook() else {
+            unreachable!("checked above: only webhooks are tested")
+        };
+        let mut result = self.executor.attempt(hook, spec.timeout).await;
+        result.error = result.error.map(|e| scrub(&e, hook));
+        Ok(result)
+    }
+
+    /// One job, as the table holds it.
+    pub fn get(&self, id: JobId) -> Option<JobEntry> {
+        self.table.get(id)
+    }
+
+    /// Every job, sorted by next fire time (jobs without one last), then id.
+    pub fn list(&self) -> Vec<JobEntry> {
+        self.table.list()
+    }
+
+    /// (jobs, paused, running).
+    pub fn counts(&self) -> (usize, usize, u32) {
+        self.table.counts()
+    }
+
+    /// Deletes the whole finished run history (queued, leased and running runs stay), with an
+    /// audit entry `runs.clear`; returns how many runs were deleted.
+    pub async fn clear_runs(&self, actor: &Actor) -> Result<usize, JobError> {
+        let now = self.now().await?;
+        let actor = actor.clone();
+        self.blocking(move |s| {
+            let n = s.prune_runs(Timestamp::MAX)?;
+            s.audit(AuditEntry {
+                seq: 0,
+                at_ms: millis(now),
+                actor,
+                action: "runs.clear".into(),
+                target: None,
+                summary: json!({"deleted": n}),
+            })?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// A page of the run history.
+    pub async fn runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, JobError> {
+        Ok(self.blocking(move |s| s.runs_page(&filter)).await?)
+    }
+}
+
+/// Milliseconds since the Unix epoch, as records and audit entries keep time.
+fn millis(t: Timestamp) -> u64 {
+    t.as_millisecond().max(0) as u64
+}

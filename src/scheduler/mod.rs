@@ -1,0 +1,97 @@
+//! The running scheduler: the job operations the API calls and the task that fires jobs.
+//!
+//! Layer: driver, around the sans-IO [`sched::Core`](crate::sched::Core) (which decides what
+//! fires when). One task, [`driver`], owns the core: it reads the clock, sleeps until the core's
+//! next deadline, takes its fires, records them (runs and the jobs' next fire times in one store
+//! transaction), and hands each webhook run to [`webhook::delivery`](crate::webhook::delivery)
+//! on its own task (handler calls go to the handler queue, [`crate::tasks`]). Finished runs
+//! come back on a channel and are written in batches.
+//!
+//! - [`handle`]: [`Handle`], what the API holds. Every change is committed (with its audit
+//!   entry) before the driver hears of it and before the caller gets its answer: a 201 means
+//!   the job is on disk. Reads come from the job [`table`]. The handle reads no clock and
+//!   writes no table: it asks the driver for the time, takes fire times from the core's rules
+//!   (`Core::first_fire`), and the driver applies each change to the core and the table.
+//! - [`driver`]: [`start`] (load the stored jobs, close interrupted runs) and the loop.
+//! - [`runs`]: what a fire becomes in the run history.
+//! - [`table`]: the in-memory job table and its JSON views.
+//! - [`stats`]: run counters since start.
+//!
+//! When a commit fails (a full disk) nothing unrecorded runs: the driver stops taking fires,
+//! tries [`Store::recover`](crate::store::Store::recover) every few seconds, then reloads the
+//! stored next fire times so the fires that could not be recorded come due again under the
+//! misfire rules.
+
+pub mod driver;
+pub mod handle;
+pub mod runs;
+pub mod stats;
+pub mod table;
+
+use std::time::Duration;
+
+pub use driver::start;
+pub use handle::Handle;
+pub use stats::{Lateness, RunStats};
+pub use table::{name_key, name_taken, sort_key, JobEntry};
+
+use crate::sched::{JobId, SpecError};
+use crate::store::StoreError;
+use crate::webhook::NetPolicy;
+
+/// Why a job operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// No job has that id.
+    #[error("no job with id {0}")]
+    NotFound(JobId),
+    /// The spec (or patch) is invalid; names the field.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// `run now` while `max_instances` runs are going.
+    #[error("job {0} already runs its maximum number of instances; try again when one finishes")]
+    Busy(JobId),
+    /// The store refused the change (nothing was changed).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The fire could not be recorded, so it was not run.
+    #[error("the run could not be recorded, so it did not start: {0}")]
+    NotRecorded(StoreError),
+    /// The scheduler stopped (the appliance is shutting down).
+    #[error("the scheduler is shutting down")]
+    ShuttingDown,
+    /// Another job already has this name (names are unique, ignoring case and surrounding
+    /// spaces).
+    #[error("job {id} is already called '{name}'; job names are unique (ignoring case): pick another or change that job")]
+    NameTaken {
+        /// The name asked for.
+        name: String,
+        /// The job that has it.
+        id: JobId,
+    },
+}
+
+/// Options for the scheduler.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Runs older than this are pruned.
+    pub run_retention: Duration,
+    /// Audit entries older than this are pruned.
+    pub audit_retention: Duration,
+    /// The audit trail is pruned, oldest first, to at most this many bytes of entries.
+    pub audit_max_bytes: u64,
+    /// Where webhooks may connect (public addresses by default; `serve` adds the tunnel subnet
+    /// as forbidden and the `--allow-webhook-net` networks as allowed).
+    pub webhook_policy: NetPolicy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            run_retention: Duration::from_secs(30 * 86_400),
+            audit_retention: Duration::from_secs(365 * 86_400),
+            audit_max_bytes: 64 * 1024 * 1024,
+            webhook_policy: NetPolicy::default(),
+        }
+    }
+}
