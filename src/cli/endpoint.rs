@@ -10,7 +10,7 @@ use appliance::service::unix_now_ms;
 use appliance::store::Actor;
 use peers::Endpoint;
 
-use crate::{call, fatal, to_value, usage, Failure};
+use super::{call, fatal, to_value, usage, Failure};
 
 pub fn run(dir: &DataDir, set: Option<String>, json: bool) -> Result<(), Failure> {
     if let Some(text) = &set {

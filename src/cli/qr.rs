@@ -8,7 +8,7 @@
 
 use std::io::Write;
 
-use crate::{fatal, Failure};
+use super::{fatal, Failure};
 
 /// Lines printed with the code: the heading above it and the hint below it.
 const TEXT_ROWS: usize = 2;
