@@ -8,8 +8,10 @@
 //! - [`driver`]: the sans-IO [`driver::Engine`] (router + netstack as one step, `turn(now)`)
 //!   and the one task that runs it around the UDP socket and the clock.
 //! - [`api`]: hyper on netstack connections; every request has a [`api::Caller`].
-//! - [`registry`] (pure peer decisions), [`store`] (redb), [`service`] (operations of the
-//!   running server), [`control`] (local Unix control socket for the CLI).
+//! - [`registry`] (pure peer decisions), [`peer_ops`] (the one path of every peer change:
+//!   decision, audit, commit, what makes it live), [`store`] (redb), [`service`] (operations
+//!   of the running server), [`control`] (local Unix control socket for the CLI; requests read
+//!   into checked types with [`wire`]).
 //! - [`server`]: `init` and `serve` wiring; [`paths`]: the data directory; [`status`]: the
 //!   `appliance status` report; [`backups`]: rotated backups and restore; [`metrics`]: counters
 //!   and the Prometheus text format.
@@ -27,6 +29,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod netstack;
 pub mod paths;
+pub mod peer_ops;
 pub mod queue;
 pub mod registry;
 pub mod sched;
@@ -37,3 +40,4 @@ pub mod store;
 pub mod tasks;
 pub mod tunnel;
 pub mod webhook;
+pub mod wire;

@@ -168,7 +168,7 @@ impl Caller {
             fingerprint: Some(self.fingerprint.clone()),
             address: Some(self.address.to_string()),
             endpoint: self.endpoint.map(|e| e.to_string()),
-            via: "api".into(),
+            via: crate::store::Via::Api,
         }
     }
 }

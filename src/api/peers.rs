@@ -4,11 +4,12 @@
 //! code (SVG) in that one response; the private key is stored nowhere.
 
 use hyper::{Method, StatusCode};
-use peers::{ClientConfig, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
+use peers::{PeerName, PresharedKey, PrivateKey, PublicKey, Role};
 use serde_json::{json, Value};
 
 use super::{deny_unknown, ok, ApiError, ApiResult, Ctx, Need};
-use crate::registry::{AddPeer, AddPeerError, PeerUpdateError};
+use crate::peer_ops::{ConfigOptions, PeerAdded};
+use crate::registry::{AddPeer, AddPeerError, PeerUpdate, PeerUpdateError};
 
 pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
     ctx.require(Need::Admin)?;
@@ -31,9 +32,12 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
         (&Method::PATCH, [name]) => patch(ctx, parse_name(name)?).await,
         (&Method::POST, [name, "rotate"]) => rotate(ctx, parse_name(name)?).await,
         (&Method::DELETE, [name]) => {
+            let op = PeerUpdate::Remove {
+                name: parse_name(name)?,
+            };
             let rec = ctx
                 .service
-                .remove_peer(parse_name(name)?, ctx.caller.actor())
+                .update_peer(op, ctx.caller.actor())
                 .await
                 .map_err(update_error)?;
             ok(json!(ctx.service.view(&rec)))
@@ -161,20 +165,12 @@ fn client_config(
     psk: PresharedKey,
     dns: Vec<std::net::IpAddr>,
 ) -> Result<(String, String), ApiError> {
-    let server = &ctx.service.server();
-    let config = ClientConfig {
-        private_key: private,
-        address: rec.address,
+    let added = PeerAdded::new(rec, &ctx.service.server());
+    let opts = ConfigOptions {
         dns,
-        mtu: peers::DEFAULT_MTU,
-        server_public_key: server.private_key.public_key(),
-        preshared_key: Some(psk),
-        endpoint: server.endpoint.clone(),
-        allowed_ips: vec![server.subnet()],
-        persistent_keepalive: Some(25),
-        name: Some(rec.name.to_string()),
+        ..ConfigOptions::default()
     };
-    let text = config.render();
+    let text = crate::peer_ops::client_config(&added, private, psk, opts).render();
     let svg = peers::render_svg(&text).map_err(ApiError::internal)?;
     Ok((text, svg))
 }
@@ -187,14 +183,14 @@ async fn rotate(ctx: &Ctx<'_>, name: PeerName) -> ApiResult {
     }
     let private = PrivateKey::generate(&mut rand_core::OsRng);
     let psk = PresharedKey::generate(&mut rand_core::OsRng);
+    let op = PeerUpdate::Rotate {
+        name,
+        public_key: private.public_key(),
+        preshared_key: Some(psk.clone()),
+    };
     let rec = ctx
         .service
-        .rotate(
-            name,
-            private.public_key(),
-            Some(psk.clone()),
-            ctx.caller.actor(),
-        )
+        .update_peer(op, ctx.caller.actor())
         .await
         .map_err(update_error)?;
     let (text, svg) = client_config(ctx, &rec, Some(private), psk, vec![])?;
@@ -226,9 +222,14 @@ async fn patch(ctx: &Ctx<'_>, name: PeerName) -> ApiResult {
             "give 'role' and/or 'enabled'",
         ));
     }
+    let op = PeerUpdate::Fields {
+        name,
+        role,
+        enabled,
+    };
     let rec = ctx
         .service
-        .update_fields(name, role, enabled, ctx.caller.actor())
+        .update_peer(op, ctx.caller.actor())
         .await
         .map_err(update_error)?;
     ok(json!(ctx.service.view(&rec)))

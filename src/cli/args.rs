@@ -236,7 +236,7 @@ pub struct ConfigArgs {
     #[arg(long)]
     pub allowed_ips: Option<String>,
     /// PersistentKeepalive of the client config, in seconds (0 turns it off)
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = appliance::peer_ops::DEFAULT_KEEPALIVE)]
     pub keepalive: u16,
     /// Override the Endpoint (HOST[:PORT]) written into this config
     #[arg(long)]

@@ -45,10 +45,7 @@ impl From<ControlFailure> for Failure {
     fn from(f: ControlFailure) -> Self {
         Failure {
             // 2 is for what the caller got wrong; a full disk or a failure is the server's.
-            code: match f.kind.as_str() {
-                "internal" | "insufficient_storage" | "unavailable" => 1,
-                _ => 2,
-            },
+            code: if f.kind.is_servers() { 1 } else { 2 },
             message: f.message,
         }
     }

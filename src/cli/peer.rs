@@ -1,19 +1,21 @@
 //! `appliance peer add|list|show|role|enable|disable|remove|rotate`.
 //!
 //! The CLI generates a new client's key pair itself (the private key never reaches the server
-//! or its control socket), sends the change to the running server, or applies it to the
-//! database when nothing serves, and prints the client config (a QR code on a terminal).
+//! or its control socket), sends the change to the running server, or — when nothing serves —
+//! runs the same [`PeerOps`] on the database (nothing is made live then: `serve` loads the
+//! stored peers), and prints the client config (a QR code on a terminal).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use appliance::control::{ControlFailure, PeerAdded, Request};
 use appliance::paths::{DataDir, PrivateFile};
-use appliance::registry::{self, PeerUpdateError};
+use appliance::peer_ops::{client_config, ConfigOptions, PeerOps};
+use appliance::registry::{AddPeer, PeerUpdate};
 use appliance::server;
 use appliance::service::{unix_now, unix_now_ms, PeerView};
-use appliance::store::{Actor, PeerChange, PeerRecord, ServerRecord, Store};
-use peers::{ClientConfig, Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
+use appliance::store::{Actor, PeerRecord, ServerRecord};
+use peers::{Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
 
 use super::args::{ConfigArgs, PeerCommand};
 use super::format::{ago, bytes, date};
@@ -22,91 +24,71 @@ use super::{call, fatal, to_value, usage, Failure};
 pub fn run(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
     match cmd {
         PeerCommand::Add { name, role, config } => {
-            let name = PeerName::new(&name).map_err(|e| usage(format!("invalid name: {e}")))?;
+            let name = parse_name(&name)?;
             let role: Role = role.parse().map_err(usage)?;
             let keys = ClientKeys::new(&config)?;
-            let outputs = config.validate()?;
-            let req = Request::PeerAdd {
-                name: name.to_string(),
-                role: role.to_string(),
-                public_key: keys.public.to_base64(),
-                preshared_key: Some(keys.psk.to_base64()),
-                extra_allowed_ips: vec![],
-            };
-            let add = registry::AddPeer {
+            let prepared = config.validate()?;
+            let add = AddPeer {
                 name,
                 role,
                 public_key: keys.public,
                 preshared_key: Some(keys.psk.clone()),
                 extra_allowed_ips: vec![],
             };
+            let req = Request::PeerAdd {
+                name: add.name.clone(),
+                role,
+                public_key: add.public_key,
+                preshared_key: add.preshared_key.clone(),
+                extra_allowed_ips: vec![],
+            };
             let v = call(dir, req, move |store, server| {
-                let now = unix_now_ms();
-                let rec = store
-                    .update_peers(|existing| {
-                        let planned = registry::plan_add(existing, server, add, now / 1000);
-                        registry::audited(planned, "peer.add", &Actor::local_cli(), now)
-                    })
-                    .map_err(ControlFailure::from)?;
-                Ok(to_value(&PeerAdded::new(&rec, server)))
+                let actor = Actor::local_cli();
+                let applied = PeerOps::new(store, server, &actor, unix_now_ms()).add(add)?;
+                Ok(to_value(&PeerAdded::new(&applied.record, server)))
             })?;
             let added: PeerAdded = serde_json::from_value(v).map_err(fatal)?;
-            print_config(&added, keys, &config, outputs)
+            print_config(&added, keys, &config, prepared)
         }
         PeerCommand::Rotate { name, config } => {
-            let name = PeerName::new(&name).map_err(|e| usage(format!("invalid name: {e}")))?;
+            let name = parse_name(&name)?;
             let keys = ClientKeys::new(&config)?;
-            let outputs = config.validate()?;
+            let prepared = config.validate()?;
             let req = Request::PeerRotate {
-                name: name.to_string(),
-                public_key: keys.public.to_base64(),
-                preshared_key: Some(keys.psk.to_base64()),
+                name: name.clone(),
+                public_key: keys.public,
+                preshared_key: Some(keys.psk.clone()),
             };
-            let (public, psk) = (keys.public, keys.psk.clone());
-            let v = call(dir, req, move |store, server| {
-                let rec = offline_update(store, server, "peer.rotate", |existing, server| {
-                    registry::plan_rotate(existing, server, &name, public, Some(psk))
-                })?;
-                Ok(to_value(&PeerAdded::new(&rec, server)))
-            })?;
+            let op = PeerUpdate::Rotate {
+                name,
+                public_key: keys.public,
+                preshared_key: Some(keys.psk.clone()),
+            };
+            let v = update(dir, req, op, |rec, server| PeerAdded::new(rec, server))?;
             let added: PeerAdded = serde_json::from_value(v).map_err(fatal)?;
             eprintln!(
                 "rotated the keys of {}: its old config no longer connects",
                 added.name
             );
-            print_config(&added, keys, &config, outputs)
+            print_config(&added, keys, &config, prepared)
         }
         PeerCommand::Role { name, role } => {
-            let name = PeerName::new(&name).map_err(|e| usage(format!("invalid name: {e}")))?;
+            let name = parse_name(&name)?;
             let role: Role = role.parse().map_err(usage)?;
             let req = Request::PeerSetRole {
-                name: name.to_string(),
-                role: role.to_string(),
+                name: name.clone(),
+                role,
             };
-            let v = call(dir, req, move |store, server| {
-                let rec = offline_update(store, server, "peer.role", |existing, _| {
-                    registry::plan_set_role(existing, &name, role)
-                })?;
-                Ok(to_value(&PeerView::new(&rec, None)))
-            })?;
-            let view: PeerView = serde_json::from_value(v).map_err(fatal)?;
+            let view = update_view(dir, req, PeerUpdate::SetRole { name, role })?;
             println!("peer {} is now {}", view.name, view.role);
             Ok(())
         }
         PeerCommand::Enable { name } => set_enabled(dir, &name, true),
         PeerCommand::Disable { name } => set_enabled(dir, &name, false),
         PeerCommand::Remove { name } => {
-            let name = PeerName::new(&name).map_err(|e| usage(format!("invalid name: {e}")))?;
-            let req = Request::PeerRemove {
-                name: name.to_string(),
-            };
-            let v = call(dir, req, move |store, server| {
-                let rec = offline_update(store, server, "peer.remove", |existing, _| {
-                    registry::plan_remove(existing, &name)
-                })?;
-                Ok(to_value(&PeerView::new(&rec, None)))
-            })?;
-            let view: PeerView = serde_json::from_value(v).map_err(fatal)?;
+            let name = parse_name(&name)?;
+            let req = Request::PeerRemove { name: name.clone() };
+            let view = update_view(dir, req, PeerUpdate::Remove { name })?;
             println!(
                 "removed peer {} ({}); address {} is free again",
                 view.name, view.role, view.address
@@ -123,7 +105,7 @@ pub fn run(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
             Ok(())
         }
         PeerCommand::Show { name, json } => {
-            let name = PeerName::new(&name).map_err(|e| usage(format!("invalid name: {e}")))?;
+            let name = parse_name(&name)?;
             let views = list(dir)?;
             let Some(v) = views.into_iter().find(|v| v.name == name.as_str()) else {
                 return Err(usage(format!(
@@ -140,30 +122,47 @@ pub fn run(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
     }
 }
 
+fn parse_name(name: &str) -> Result<PeerName, Failure> {
+    PeerName::new(name).map_err(|e| usage(format!("invalid name: {e}")))
+}
+
 fn set_enabled(dir: &DataDir, name: &str, enabled: bool) -> Result<(), Failure> {
-    let name = PeerName::new(name).map_err(|e| usage(format!("invalid name: {e}")))?;
+    let name = parse_name(name)?;
     let req = Request::PeerSetEnabled {
-        name: name.to_string(),
+        name: name.clone(),
         enabled,
     };
-    let v = call(dir, req, move |store, server| {
-        let action = if enabled {
-            "peer.enable"
-        } else {
-            "peer.disable"
-        };
-        let rec = offline_update(store, server, action, |existing, _| {
-            registry::plan_set_enabled(existing, &name, enabled)
-        })?;
-        Ok(to_value(&PeerView::new(&rec, None)))
-    })?;
-    let view: PeerView = serde_json::from_value(v).map_err(fatal)?;
+    let view = update_view(dir, req, PeerUpdate::SetEnabled { name, enabled })?;
     println!(
         "peer {} is {}",
         view.name,
         if view.enabled { "enabled" } else { "disabled" }
     );
     Ok(())
+}
+
+/// A change to an existing peer: `req` to the running server, or `op` through [`PeerOps`] on
+/// the database, audited as the local CLI. `reply` shapes the offline answer like the
+/// server's.
+fn update<R: serde::Serialize>(
+    dir: &DataDir,
+    req: Request,
+    op: PeerUpdate,
+    reply: impl FnOnce(&PeerRecord, &ServerRecord) -> R,
+) -> Result<serde_json::Value, Failure> {
+    call(dir, req, move |store, server| {
+        let actor = Actor::local_cli();
+        let applied = PeerOps::new(store, server, &actor, unix_now_ms())
+            .update(op)
+            .map_err(ControlFailure::from)?;
+        Ok(to_value(&reply(&applied.record, server)))
+    })
+}
+
+/// [`update`] answered with the peer as it is now (as it was, for a removal).
+fn update_view(dir: &DataDir, req: Request, op: PeerUpdate) -> Result<PeerView, Failure> {
+    let v = update(dir, req, op, |rec, _| PeerView::new(rec, None))?;
+    serde_json::from_value(v).map_err(fatal)
 }
 
 fn list(dir: &DataDir) -> Result<Vec<PeerView>, Failure> {
@@ -178,25 +177,6 @@ fn list(dir: &DataDir) -> Result<Vec<PeerView>, Failure> {
         Ok(to_value(&views))
     })?;
     serde_json::from_value(v).map_err(fatal)
-}
-
-/// Runs a change to an existing peer directly on the database, audited as the local CLI.
-fn offline_update(
-    store: &Store,
-    server: &ServerRecord,
-    action: &str,
-    plan: impl FnOnce(&[PeerRecord], &ServerRecord) -> Result<(PeerChange, PeerRecord), PeerUpdateError>,
-) -> Result<PeerRecord, ControlFailure> {
-    store
-        .update_peers(|existing| {
-            registry::audited(
-                plan(existing, server),
-                action,
-                &Actor::local_cli(),
-                unix_now_ms(),
-            )
-        })
-        .map_err(ControlFailure::from)
 }
 
 /// The client's keys: generated here unless the device registered its own public key.
@@ -230,10 +210,11 @@ impl ClientKeys {
 impl ConfigArgs {
     /// Checks every option before any state changes, and prepares the output files (so an
     /// unwritable path fails before the peer exists).
-    fn validate(&self) -> Result<Outputs, Failure> {
-        if let Some(a) = &self.allowed_ips {
-            peers::parse_cidr_list(a).map_err(|e| usage(format!("invalid --allowed-ips: {e}")))?;
-        }
+    fn validate(&self) -> Result<Prepared, Failure> {
+        let allowed_ips = (self.allowed_ips.as_deref())
+            .map(peers::parse_cidr_list)
+            .transpose()
+            .map_err(|e| usage(format!("invalid --allowed-ips: {e}")))?;
         if let Some(e) = &self.endpoint {
             Endpoint::parse(e, server::DEFAULT_LISTEN_PORT)
                 .map_err(|e| usage(format!("invalid --endpoint: {e}")))?;
@@ -243,15 +224,18 @@ impl ConfigArgs {
                 .map(|p| PrivateFile::prepare(p).map_err(|e| usage(format!("invalid {flag}: {e}"))))
                 .transpose()
         };
-        Ok(Outputs {
+        Ok(Prepared {
+            allowed_ips,
             out: prepare("--out", &self.out)?,
             qr_png: prepare("--qr-png", &self.qr_png)?,
         })
     }
 }
 
-/// Files `add`/`rotate` will write, prepared before anything changes.
-struct Outputs {
+/// The checked config options and the files `add`/`rotate` will write, prepared before
+/// anything changes.
+struct Prepared {
+    allowed_ips: Option<Vec<Ipv4Net>>,
     out: Option<PrivateFile>,
     qr_png: Option<PrivateFile>,
 }
@@ -260,33 +244,21 @@ fn print_config(
     added: &PeerAdded,
     keys: ClientKeys,
     args: &ConfigArgs,
-    outputs: Outputs,
+    outputs: Prepared,
 ) -> Result<(), Failure> {
-    let server_key = PublicKey::parse(&added.server_public_key).map_err(fatal)?;
-    let mut endpoint =
-        Endpoint::parse(&added.endpoint, server::DEFAULT_LISTEN_PORT).map_err(fatal)?;
-    if let Some(e) = &args.endpoint {
-        // Without a port, the override keeps the server's port.
-        endpoint = Endpoint::parse(e, endpoint.port).map_err(fatal)?;
-    }
-    let allowed_ips = match &args.allowed_ips {
-        Some(a) => peers::parse_cidr_list(a).map_err(fatal)?,
-        None => vec![Ipv4Net::parse(&added.subnet).map_err(fatal)?],
-    };
+    // Without a port, the override keeps the server's port.
+    let endpoint = (args.endpoint.as_deref())
+        .map(|e| Endpoint::parse(e, added.endpoint.port))
+        .transpose()
+        .map_err(fatal)?;
     let registered_own_key = keys.private.is_none();
-    let config = ClientConfig {
-        private_key: keys.private,
-        address: added.address,
+    let opts = ConfigOptions {
         dns: args.dns.clone(),
-        mtu: peers::DEFAULT_MTU,
-        server_public_key: server_key,
-        preshared_key: Some(keys.psk),
+        allowed_ips: outputs.allowed_ips,
+        keepalive: args.keepalive,
         endpoint,
-        allowed_ips,
-        persistent_keepalive: (args.keepalive > 0).then_some(args.keepalive),
-        name: Some(added.name.clone()),
     };
-    let text = config.render();
+    let text = client_config(added, keys.private, keys.psk, opts).render();
     if let Some(file) = outputs.qr_png {
         let png = peers::render_png(&text).map_err(fatal)?;
         let path = file.dest().to_path_buf();
