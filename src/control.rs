@@ -262,7 +262,7 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             since_ms,
             limit,
         } => {
-            let store = service.store.clone();
+            let store = service.store().clone();
             let page =
                 tokio::task::spawn_blocking(move || store.audit_page(before, since_ms, limit))
                     .await
@@ -277,7 +277,7 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
         }
         Request::PeerRemove { name } => update(service, PeerUpdate::Remove { name }).await,
         Request::Doctor { quarantine } => {
-            let store = service.store.clone();
+            let store = service.store().clone();
             let now = crate::service::unix_now_ms();
             let report = tokio::task::spawn_blocking(move || {
                 store.doctor(quarantine, &Actor::local_cli(), now)
@@ -285,9 +285,7 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             .await
             .expect("store task does not panic")?;
             if quarantine {
-                service
-                    .damaged_rows
-                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                service.clear_damaged_rows();
             }
             Ok(serde_json::to_value(report).unwrap())
         }
@@ -295,7 +293,7 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             Ok(serde_json::to_value(EndpointView::new(&service.server().endpoint, None)).unwrap())
         }
         Request::Endpoint { set: Some(text) } => {
-            let endpoint = peers::Endpoint::parse(&text, service.listen.port())
+            let endpoint = peers::Endpoint::parse(&text, service.listen().port())
                 .map_err(|e| ControlFailure::invalid(format!("invalid endpoint: {e}")))?;
             let previous = service
                 .set_endpoint(endpoint.clone(), Actor::local_cli())
@@ -305,12 +303,12 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
         Request::Status => Ok(serde_json::to_value(service.status().await?).unwrap()),
         Request::Backup => {
             let name = crate::backups::staged_name();
-            let path = service.data_dir.join(&name);
-            let store = service.store.clone();
+            let path = service.data_dir().join(&name);
+            let store = service.store().clone();
             let info = tokio::task::spawn_blocking(move || store.backup_to(&path))
                 .await
                 .expect("store task does not panic");
-            service.backups.record(&info);
+            service.backups().record(&info);
             let mut info = info?;
             tracing::info!(
                 bytes = info.bytes,

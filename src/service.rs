@@ -137,38 +137,50 @@ impl StatsBook {
     }
 }
 
-/// Handle to the running appliance.
+/// Handle to the running appliance: the store, the live server record, the network driver's
+/// command channel and shared tables, the scheduler. Built once, with everything it needs
+/// ([`Service::new`]); the HTTP side keeps its own state ([`crate::api::ApiState`]).
 pub struct Service {
-    pub store: Arc<Store>,
+    store: Arc<Store>,
     /// The server record; its endpoint changes live (`appliance endpoint`, `PUT
     /// /api/v1/endpoint`). Read it with [`Service::server`].
-    pub server: RwLock<ServerRecord>,
+    server: RwLock<ServerRecord>,
+    listen: std::net::SocketAddr,
+    data_dir: std::path::PathBuf,
+    commands: mpsc::Sender<Command>,
+    directory: Arc<RwLock<Directory>>,
+    metrics: Arc<Metrics>,
+    stats: Mutex<StatsBook>,
+    started: Instant,
+    jobs: crate::jobs::Jobs,
+    damaged_rows: std::sync::atomic::AtomicUsize,
+    backups: Arc<crate::backups::BackupStats>,
+}
+
+/// What a [`Service`] is built from.
+pub struct ServiceParts {
+    pub store: Arc<Store>,
+    /// The server record as loaded (its endpoint may change later).
+    pub server: ServerRecord,
     /// The UDP address the WireGuard socket is bound to.
     pub listen: std::net::SocketAddr,
     /// The data directory (the disk-space check of `status`; backups requested over the
     /// control socket are staged there).
     pub data_dir: std::path::PathBuf,
+    /// The network driver's command channel.
     pub commands: mpsc::Sender<Command>,
+    /// The enabled and disabled peers, shared with the driver.
     pub directory: Arc<RwLock<Directory>>,
+    /// The tunnel's counters, shared with the driver.
     pub metrics: Arc<Metrics>,
-    pub stats: Mutex<StatsBook>,
+    /// Peer traffic totals loaded from the store.
+    pub stats: StatsBook,
+    /// When the server started (uptime).
     pub started: Instant,
-    /// HTTP limits and allowed host names.
-    pub api: crate::api::ApiConfig,
-    /// Open HTTP connections per peer address.
-    pub connections: crate::api::ConnectionCounts,
-    /// Write rate limits, refused-attempt log and buffer budgets of the API (with their
-    /// counters, shown in `/api/v1/health` under `api`).
-    pub guards: crate::api::Guards,
-    /// The scheduler (set once it has loaded its jobs).
-    pub jobs: std::sync::OnceLock<crate::jobs::Jobs>,
-    /// Stored rows skipped as damaged (peers, jobs, runs found at start); reset by
-    /// `appliance doctor --quarantine`. Shown in `/api/v1/health`.
-    pub damaged_rows: std::sync::atomic::AtomicUsize,
-    /// HTTP requests by route template and status, with latencies (`GET /metrics`).
-    pub http: crate::metrics::HttpMetrics,
-    /// Backups this server wrote (`GET /metrics`).
-    pub backups: Arc<crate::backups::BackupStats>,
+    /// The scheduler, its jobs loaded.
+    pub jobs: crate::jobs::Jobs,
+    /// Stored rows skipped as damaged at start (peers, jobs, runs).
+    pub damaged_rows: usize,
 }
 
 /// The driver stopped (the appliance is shutting down).
@@ -189,6 +201,80 @@ impl From<ShuttingDown> for PeerUpdateError {
 }
 
 impl Service {
+    /// The one constructor: everything the running appliance's operations need.
+    pub fn new(parts: ServiceParts) -> Service {
+        Service {
+            store: parts.store,
+            server: RwLock::new(parts.server),
+            listen: parts.listen,
+            data_dir: parts.data_dir,
+            commands: parts.commands,
+            directory: parts.directory,
+            metrics: parts.metrics,
+            stats: Mutex::new(parts.stats),
+            started: parts.started,
+            jobs: parts.jobs,
+            damaged_rows: parts.damaged_rows.into(),
+            backups: Default::default(),
+        }
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The UDP address the WireGuard socket is bound to.
+    pub fn listen(&self) -> std::net::SocketAddr {
+        self.listen
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The network driver's command channel.
+    pub fn commands(&self) -> &mpsc::Sender<Command> {
+        &self.commands
+    }
+
+    /// The peers as the driver routes them.
+    pub fn directory(&self) -> &RwLock<Directory> {
+        &self.directory
+    }
+
+    /// The tunnel's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// When the server started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The scheduler.
+    pub fn jobs(&self) -> &crate::jobs::Jobs {
+        &self.jobs
+    }
+
+    /// Stored rows skipped as damaged (shown in `/api/v1/health`).
+    pub fn damaged_rows(&self) -> usize {
+        self.damaged_rows.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `appliance doctor --quarantine` moved the damaged rows aside.
+    pub fn clear_damaged_rows(&self) {
+        self.damaged_rows
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Backups this server wrote (`GET /metrics`).
+    pub fn backups(&self) -> &Arc<crate::backups::BackupStats> {
+        &self.backups
+    }
+
     /// Runs a peer operation as `actor` on a blocking thread (its commit fsyncs).
     async fn peer_op<E>(
         &self,

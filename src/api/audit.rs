@@ -42,7 +42,7 @@ pub(super) async fn list(ctx: &Ctx<'_>) -> ApiResult {
         .get("since")
         .map(|s| parse_since(s).map_err(|m| ApiError::bad_request("since", m)))
         .transpose()?;
-    let store = ctx.service.store.clone();
+    let store = ctx.service.store().clone();
     let mut entries =
         tokio::task::spawn_blocking(move || store.audit_page(cursor, since, limit + 1))
             .await

@@ -38,7 +38,7 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method) -> ApiResult {
                     ))
                 }
             };
-            let endpoint = peers::Endpoint::parse(text, ctx.service.listen.port())
+            let endpoint = peers::Endpoint::parse(text, ctx.service.listen().port())
                 .map_err(|e| ApiError::bad_request("endpoint", format!("invalid endpoint: {e}")))?;
             let previous = ctx
                 .service

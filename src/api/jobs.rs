@@ -16,10 +16,7 @@ use crate::store::{RunFilter, RunRecord, RunStatus};
 const DEFAULT_LIMIT: usize = 100;
 
 fn jobs<'a>(ctx: &Ctx<'a>) -> Result<&'a crate::jobs::Jobs, ApiError> {
-    ctx.service
-        .jobs
-        .get()
-        .ok_or_else(|| ApiError::internal("the scheduler is not running"))
+    Ok(ctx.service.jobs())
 }
 
 fn job_error(e: JobError) -> ApiError {
@@ -329,6 +326,6 @@ pub(super) async fn stats(ctx: &Ctx<'_>) -> ApiResult {
         },
         "lateness": lateness,
         "tasks": {"queued": tasks.queued, "leased": tasks.leased},
-        "uptime_s": ctx.service.started.elapsed().as_secs(),
+        "uptime_s": ctx.service.started().elapsed().as_secs(),
     }))
 }

@@ -125,6 +125,33 @@ pub struct Guards {
     pub denied_attempts: std::sync::atomic::AtomicU64,
 }
 
+/// The HTTP side's own state, next to (not inside) the [`Service`] it serves: its
+/// configuration, open connections per peer, write limiters and buffer budgets, request
+/// metrics. Built once from the [`ApiConfig`].
+#[derive(Debug)]
+pub struct ApiState {
+    /// HTTP limits and allowed host names.
+    pub config: ApiConfig,
+    /// Open HTTP connections per peer address.
+    pub connections: ConnectionCounts,
+    /// Write rate limits, refused-attempt log and buffer budgets (with their counters, shown
+    /// in `/api/v1/health` under `api`).
+    pub guards: Guards,
+    /// HTTP requests by route template and status, with latencies (`GET /metrics`).
+    pub http: crate::metrics::HttpMetrics,
+}
+
+impl ApiState {
+    pub fn new(config: ApiConfig) -> ApiState {
+        ApiState {
+            guards: Guards::new(&config),
+            config,
+            connections: ConnectionCounts::default(),
+            http: Default::default(),
+        }
+    }
+}
+
 /// One audit entry per peer and route per this window for refused privileged attempts.
 pub const DENIED_LOG_WINDOW: Duration = Duration::from_secs(60);
 
@@ -300,6 +327,7 @@ pub type ApiResult = Result<Resp, ApiError>;
 /// Per-request context handed to route handlers.
 pub struct Ctx<'a> {
     pub service: &'a Service,
+    pub api: &'a ApiState,
     pub caller: Caller,
     pub query: HashMap<String, String>,
     /// The parsed JSON body, if the request had one.
@@ -405,7 +433,7 @@ pub fn ok(body: Value) -> ApiResult {
 }
 
 /// Counts open HTTP connections per peer address.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct ConnectionCounts {
     open: Mutex<HashMap<Ipv4Addr, usize>>,
 }
@@ -440,18 +468,20 @@ impl ConnectionCounts {
 }
 
 /// Serves HTTP/1.1 (keep-alive) on one tunnel connection, on its own task.
-pub fn serve_connection(conn: Connection, service: Arc<Service>) {
+pub fn serve_connection(conn: Connection, service: Arc<Service>, api: Arc<ApiState>) {
     let remote = conn.remote;
     let endpoint = conn.endpoint;
     tokio::spawn(async move {
-        let cfg = service.api.clone();
-        let slot = service
+        let cfg = api.config.clone();
+        let slot = api
             .connections
             .acquire(*remote.ip(), cfg.max_connections_per_peer);
         let over_limit = slot.is_none();
         let svc_service = service.clone();
+        let svc_api = api.clone();
         let svc = hyper::service::service_fn(move |req| {
             let service = svc_service.clone();
+            let api = svc_api.clone();
             async move {
                 if over_limit {
                     let mut r = ApiError::new(
@@ -467,16 +497,16 @@ pub fn serve_connection(conn: Connection, service: Arc<Service>) {
                         .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
                     return Ok::<_, Infallible>(r);
                 }
-                Ok::<_, Infallible>(handle(&service, remote, endpoint, req).await)
+                Ok::<_, Infallible>(handle(&service, &api, remote, endpoint, req).await)
             }
         });
         let result = hyper::server::conn::http1::Builder::new()
             .keep_alive(!over_limit)
             .timer(TokioTimer::new())
-            .header_read_timeout(service.api.header_read_timeout)
+            .header_read_timeout(api.config.header_read_timeout)
             // Caps the read buffer: a head that does not fit gets hyper's 431 and the
             // connection closes, so a connection holds at most this much for a head.
-            .max_buf_size(service.api.max_head.max(MIN_HEAD))
+            .max_buf_size(api.config.max_head.max(MIN_HEAD))
             .serve_connection(TokioIo::new(conn.stream), svc)
             .await;
         drop(slot);
@@ -487,7 +517,7 @@ pub fn serve_connection(conn: Connection, service: Arc<Service>) {
 }
 
 fn caller(service: &Service, remote: SocketAddrV4, endpoint: Option<SocketAddr>) -> Option<Caller> {
-    let dir = service.directory.read().unwrap();
+    let dir = service.directory().read().unwrap();
     dir.by_address(*remote.ip()).map(|p| Caller {
         name: p.name.to_string(),
         role: p.role,
@@ -599,6 +629,7 @@ fn secure(mut r: Resp) -> Resp {
 #[allow(clippy::disallowed_methods)]
 async fn handle(
     service: &Service,
+    api: &ApiState,
     remote: SocketAddrV4,
     endpoint: Option<SocketAddr>,
     req: Request<Incoming>,
@@ -606,12 +637,13 @@ async fn handle(
     let started = std::time::Instant::now();
     let route = route_template(req.uri().path());
     let method = method_label(req.method());
-    let r = secure(match gate_and_route(service, remote, endpoint, req).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    });
-    service
-        .http
+    let r = secure(
+        match gate_and_route(service, api, remote, endpoint, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
+    );
+    api.http
         .record(route, method, r.status().as_u16(), started.elapsed());
     r
 }
@@ -677,6 +709,7 @@ fn method_label(m: &Method) -> &'static str {
 
 async fn gate_and_route(
     service: &Service,
+    api: &ApiState,
     remote: SocketAddrV4,
     endpoint: Option<SocketAddr>,
     req: Request<Incoming>,
@@ -689,27 +722,22 @@ async fn gate_and_route(
         ));
     };
     let tunnel = service.server().interface.addr();
-    let extra = &service.api.extra_hosts;
+    let extra = &api.config.extra_hosts;
     check_target(tunnel, extra, &req)?;
     let method = req.method().clone();
     let state_changing = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     check_origin(tunnel, extra, req.headers(), state_changing)?;
     if state_changing && !task_call(&who, req.uri().path()) {
-        let limited = service
-            .guards
-            .writes
-            .lock()
-            .unwrap()
-            .check(*remote.ip(), now());
+        let limited = api.guards.writes.lock().unwrap().check(*remote.ip(), now());
         if let Err(wait) = limited {
-            service.guards.rate_limited.fetch_add(1, Ordering::Relaxed);
+            api.guards.rate_limited.fetch_add(1, Ordering::Relaxed);
             let secs = limits::retry_after_secs(wait);
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 format!(
                     "{} is making changes faster than {}/s (burst {}); retry in {secs} s",
-                    who.name, service.api.write_rate.per_second, service.api.write_rate.burst
+                    who.name, api.config.write_rate.per_second, api.config.write_rate.burst
                 ),
             );
             e.retry_after = Some(secs);
@@ -719,7 +747,7 @@ async fn gate_and_route(
     }
     let (parts, incoming) = req.into_parts();
     let body = if has_body(&parts.headers) {
-        Some(read_body(service, *remote.ip(), &parts.headers, incoming).await?)
+        Some(read_body(api, *remote.ip(), &parts.headers, incoming).await?)
     } else {
         None
     };
@@ -731,10 +759,10 @@ async fn gate_and_route(
     } else {
         method.clone()
     };
-    let result = route(service, who, route_method, parts.uri, body).await;
+    let result = route(service, api, who, route_method, parts.uri, body).await;
     if let Err(e) = &result {
         if e.code == "forbidden_role" {
-            record_denied(service, &actor, &method, &path, &e.message).await;
+            record_denied(service, api, &actor, &method, &path, &e.message).await;
         }
     }
     result
@@ -838,12 +866,12 @@ pub fn check_origin(
 
 /// Reads a JSON body within the size limit, the buffer budgets and the body deadline.
 async fn read_body(
-    service: &Service,
+    api: &ApiState,
     peer: Ipv4Addr,
     headers: &hyper::HeaderMap,
     incoming: Incoming,
 ) -> Result<Value, ApiError> {
-    let cfg = &service.api;
+    let cfg = &api.config;
     let ct_ok = headers.get(CONTENT_TYPE).is_some_and(is_json);
     if !ct_ok {
         let mut e = ApiError::new(
@@ -872,16 +900,12 @@ async fn read_body(
         return Err(too_large());
     }
     let expected = declared.unwrap_or(max as u64);
-    let _held = service
-        .guards
-        .buffers
-        .reserve(peer, expected)
-        .map_err(|b| {
-            let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", b.to_string());
-            e.retry_after = Some(1);
-            e.close = true;
-            e
-        })?;
+    let _held = api.guards.buffers.reserve(peer, expected).map_err(|b| {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", b.to_string());
+        e.retry_after = Some(1);
+        e.close = true;
+        e
+    })?;
     let deadline = limits::body_deadline(expected, cfg.body_timeout, cfg.min_body_rate);
     let collected = tokio::time::timeout(deadline, Limited::new(incoming, max).collect()).await;
     let bytes = match collected {
@@ -919,13 +943,17 @@ fn content_length(h: &hyper::HeaderMap) -> Option<u64> {
 }
 
 /// Writes a refused privileged attempt to the audit trail (rate-limited per peer and route).
-async fn record_denied(service: &Service, who: &Caller, method: &Method, path: &str, why: &str) {
-    service
-        .guards
-        .denied_attempts
-        .fetch_add(1, Ordering::Relaxed);
+async fn record_denied(
+    service: &Service,
+    api: &ApiState,
+    who: &Caller,
+    method: &Method,
+    path: &str,
+    why: &str,
+) {
+    api.guards.denied_attempts.fetch_add(1, Ordering::Relaxed);
     let route = limits::route_key(method.as_str(), path);
-    let Some(earlier) = service
+    let Some(earlier) = api
         .guards
         .denied
         .lock()
@@ -947,7 +975,7 @@ async fn record_denied(service: &Service, who: &Caller, method: &Method, path: &
             "earlier_attempts_not_logged": earlier,
         }),
     };
-    let store = service.store.clone();
+    let store = service.store().clone();
     let written = tokio::task::spawn_blocking(move || store.audit(entry))
         .await
         .expect("store task does not panic");
@@ -958,6 +986,7 @@ async fn record_denied(service: &Service, who: &Caller, method: &Method, path: &
 
 async fn route(
     service: &Service,
+    api: &ApiState,
     who: Caller,
     method: Method,
     uri: hyper::Uri,
@@ -967,6 +996,7 @@ async fn route(
     tracing::debug!(peer = %who.name, %method, %path, "request");
     let ctx = Ctx {
         service,
+        api,
         caller: who,
         query: parse_query(uri.query()),
         body,
@@ -1056,18 +1086,18 @@ fn handler_may_call(segs: &[&str]) -> bool {
 }
 
 fn health(ctx: &Ctx<'_>) -> ApiResult {
-    ok(health_json(ctx.service))
+    ok(health_json(ctx.service, ctx.api))
 }
 
 /// The body of `GET /api/v1/health`. `status` is `degraded` (not `ok`) while the store refuses
 /// writes or the scheduler cannot record its fires; `storage` and `scheduler` say why.
-pub fn health_json(service: &Service) -> Value {
-    let m = &service.metrics;
-    let g = &service.guards;
-    let peers = service.directory.read().unwrap().len();
-    let damaged = service.damaged_rows.load(Ordering::Relaxed);
-    let storage = service.store.health();
-    let recording = service.jobs.get().is_none_or(|j| j.recording());
+pub fn health_json(service: &Service, api: &ApiState) -> Value {
+    let m = service.metrics();
+    let g = &api.guards;
+    let peers = service.directory().read().unwrap().len();
+    let damaged = service.damaged_rows();
+    let storage = service.store().health();
+    let recording = service.jobs().recording();
     let status = if storage.writable && recording && damaged == 0 {
         "ok"
     } else {
@@ -1085,7 +1115,7 @@ pub fn health_json(service: &Service) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "peers": peers,
         "damaged_rows": damaged,
-        "uptime_s": service.started.elapsed().as_secs(),
+        "uptime_s": service.started().elapsed().as_secs(),
         "tunnel": {
             "handshakes": m.handshakes.load(Ordering::Relaxed),
             "dropped_spoofed": m.dropped_spoofed.load(Ordering::Relaxed),
@@ -1233,9 +1263,11 @@ mod tests {
             created_at: 0,
         };
         let (commands, _) = tokio::sync::mpsc::channel(1);
-        let service = Arc::new(Service {
-            store: store.clone(),
-            server: std::sync::RwLock::new(server),
+        let (_, stop) = tokio::sync::watch::channel(false);
+        let (jobs, _) = crate::jobs::Jobs::start(store.clone(), Default::default(), stop).unwrap();
+        Arc::new(Service::new(crate::service::ServiceParts {
+            store,
+            server,
             listen: "[::]:51820".parse().unwrap(),
             data_dir: std::env::temp_dir(),
             commands,
@@ -1243,18 +1275,9 @@ mod tests {
             metrics: Default::default(),
             stats: Default::default(),
             started: std::time::Instant::now(),
-            api: ApiConfig::default(),
-            connections: Default::default(),
-            jobs: Default::default(),
-            damaged_rows: Default::default(),
-            guards: Guards::new(&ApiConfig::default()),
-            http: Default::default(),
-            backups: Default::default(),
-        });
-        let (_, stop) = tokio::sync::watch::channel(false);
-        let (jobs, _) = crate::jobs::Jobs::start(store, Default::default(), stop).unwrap();
-        assert!(service.jobs.set(jobs).is_ok());
-        service
+            jobs,
+            damaged_rows: 0,
+        }))
     }
 
     async fn call(
@@ -1270,7 +1293,8 @@ mod tests {
             fingerprint: "f".into(),
             endpoint: None,
         };
-        let r = match route(service, who, method, path.parse().unwrap(), body).await {
+        let api = ApiState::new(ApiConfig::default());
+        let r = match route(service, &api, who, method, path.parse().unwrap(), body).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
@@ -1363,7 +1387,7 @@ mod tests {
     async fn endpoint_put_is_refused_whole_on_a_full_disk_and_live_after() {
         let disk = crate::store::testing::Disk::default();
         let service = service_on(&disk);
-        assert!(service.store.init_server(&service.server()).unwrap());
+        assert!(service.store().init_server(&service.server()).unwrap());
         let put = json!({"endpoint": "new.example.org"});
 
         disk.set_failing(true);
@@ -1390,7 +1414,7 @@ mod tests {
         );
         assert_eq!(
             service
-                .store
+                .store()
                 .server()
                 .unwrap()
                 .unwrap()
@@ -1398,7 +1422,7 @@ mod tests {
                 .to_string(),
             "new.example.org:51820"
         );
-        let audit = service.store.audit_page(None, None, 10).unwrap();
+        let audit = service.store().audit_page(None, None, 10).unwrap();
         assert_eq!(audit[0].action, "server.endpoint");
         assert_eq!(audit[0].actor.peer, "leader");
     }

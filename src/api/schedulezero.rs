@@ -40,10 +40,7 @@ const MAX_ERRORS: usize = 500;
 static SCHEDULE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn jobs<'a>(ctx: &Ctx<'a>) -> Result<&'a Jobs, ApiError> {
-    ctx.service
-        .jobs
-        .get()
-        .ok_or_else(|| ApiError::internal("the scheduler is not running"))
+    Ok(ctx.service.jobs())
 }
 
 /// Our spec field names in ScheduleZero's terms.
@@ -123,7 +120,7 @@ async fn handlers(ctx: &Ctx<'_>) -> ApiResult {
     ctx.require(Need::Read)?;
     deny_unknown_query(ctx, &[])?;
     let list = jobs(ctx)?.tasks.list().await;
-    let dir = ctx.service.directory.read().unwrap();
+    let dir = ctx.service.directory().read().unwrap();
     let out: Vec<Value> = list
         .iter()
         .map(|h| {

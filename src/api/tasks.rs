@@ -23,11 +23,7 @@ pub const DEFAULT_LEASE_S: u64 = 60;
 pub const MAX_ERROR_BYTES: usize = 4096;
 
 fn tasks<'a>(ctx: &Ctx<'a>) -> Result<&'a Tasks, ApiError> {
-    ctx.service
-        .jobs
-        .get()
-        .map(|j| &*j.tasks)
-        .ok_or_else(|| ApiError::internal("the scheduler is not running"))
+    Ok(&ctx.service.jobs().tasks)
 }
 
 fn task_error(e: TaskError) -> ApiError {

@@ -64,7 +64,7 @@ pub fn run(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
                 public_key: keys.public,
                 preshared_key: Some(keys.psk.clone()),
             };
-            let v = update(dir, req, op, |rec, server| PeerAdded::new(rec, server))?;
+            let v = update(dir, req, op, PeerAdded::new)?;
             let added: PeerAdded = serde_json::from_value(v).map_err(fatal)?;
             eprintln!(
                 "rotated the keys of {}: its old config no longer connects",
