@@ -7,51 +7,40 @@
 //! at once: the next `POST /api/v1/peers` and `appliance peer add` carry it. Tunnels that are
 //! up stay up.
 
-use hyper::Method;
-
-use super::{deny_unknown, ok, ApiError, ApiResult, Ctx, Need};
+use super::{deny_unknown, ok, ApiError, ApiResult, Ctx};
 use crate::control::EndpointView;
 
-pub(super) async fn route(ctx: &Ctx<'_>, method: &Method) -> ApiResult {
-    match *method {
-        Method::GET => {
-            ctx.require(Need::Read)?;
-            let view = EndpointView::new(&ctx.service.server().endpoint, None);
-            ok(serde_json::to_value(view).expect("plain data"))
-        }
-        Method::PUT => {
-            ctx.require(Need::Admin)?;
-            let body = ctx.object()?;
-            deny_unknown(body, &["endpoint"], "")?;
-            let text = match body.get("endpoint") {
-                Some(serde_json::Value::String(s)) => s,
-                Some(_) => {
-                    return Err(ApiError::bad_request(
-                        "endpoint",
-                        "endpoint must be a string such as \"vpn.example.org\" or \"203.0.113.7:51820\"",
-                    ))
-                }
-                None => {
-                    return Err(ApiError::bad_request(
-                        "endpoint",
-                        "endpoint is required, e.g. {\"endpoint\": \"vpn.example.org\"}",
-                    ))
-                }
-            };
-            let endpoint = peers::Endpoint::parse(text, ctx.service.listen().port())
-                .map_err(|e| ApiError::bad_request("endpoint", format!("invalid endpoint: {e}")))?;
-            let previous = ctx
-                .service
-                .set_endpoint(endpoint.clone(), ctx.caller.actor())
-                .await
-                .map_err(|e| ApiError::store(&e))?;
-            let view = EndpointView::new(&endpoint, Some(&previous));
-            ok(serde_json::to_value(view).expect("plain data"))
-        }
-        _ => Err(ApiError::new(
-            hyper::StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed on /api/v1/endpoint; use GET or PUT"),
-        )),
-    }
+/// `GET /api/v1/endpoint`.
+pub(super) fn get(ctx: &Ctx<'_>) -> ApiResult {
+    let view = EndpointView::new(&ctx.service.server().endpoint, None);
+    ok(serde_json::to_value(view).expect("plain data"))
+}
+
+/// `PUT /api/v1/endpoint` `{"endpoint": "HOST[:PORT]"}`.
+pub(super) async fn put(ctx: &Ctx<'_>) -> ApiResult {
+    let body = ctx.object()?;
+    deny_unknown(body, &["endpoint"], "")?;
+    let text =
+        match body.get("endpoint") {
+            Some(serde_json::Value::String(s)) => s,
+            Some(_) => return Err(ApiError::bad_request(
+                "endpoint",
+                "endpoint must be a string such as \"vpn.example.org\" or \"203.0.113.7:51820\"",
+            )),
+            None => {
+                return Err(ApiError::bad_request(
+                    "endpoint",
+                    "endpoint is required, e.g. {\"endpoint\": \"vpn.example.org\"}",
+                ))
+            }
+        };
+    let endpoint = peers::Endpoint::parse(text, ctx.service.listen().port())
+        .map_err(|e| ApiError::bad_request("endpoint", format!("invalid endpoint: {e}")))?;
+    let previous = ctx
+        .service
+        .set_endpoint(endpoint.clone(), ctx.caller.actor())
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    let view = EndpointView::new(&endpoint, Some(&previous));
+    ok(serde_json::to_value(view).expect("plain data"))
 }

@@ -39,6 +39,7 @@ pub mod limits;
 mod metrics;
 mod peers;
 mod preview;
+pub mod routes;
 mod schedulezero;
 mod tasks;
 mod ui;
@@ -651,47 +652,7 @@ async fn handle(
 /// The route a path belongs to, as a template (`/api/v1/jobs/{id}`), for metric labels: a
 /// fixed, small set whatever the client sends; anything unknown is `other`.
 pub fn route_template(path: &str) -> &'static str {
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    match segs.as_slice() {
-        [] => "/",
-        ["metrics"] => "/metrics",
-        ["assets", _] => "/assets/{name}",
-        ["api", "v1", "schedule", "preview"] => "/api/v1/schedule/preview",
-        ["api", "v1", "health"] => "/api/v1/health",
-        ["api", "v1", "whoami"] => "/api/v1/whoami",
-        ["api", "v1", "audit"] => "/api/v1/audit",
-        ["api", "v1", "runs"] => "/api/v1/runs",
-        ["api", "v1", "stats"] => "/api/v1/stats",
-        ["api", "v1", "openapi.json"] => "/api/v1/openapi.json",
-        ["api", "v1", "endpoint"] => "/api/v1/endpoint",
-        ["api", "v1", "peers"] => "/api/v1/peers",
-        ["api", "v1", "peers", _] => "/api/v1/peers/{name}",
-        ["api", "v1", "peers", _, "rotate"] => "/api/v1/peers/{name}/rotate",
-        ["api", "v1", "jobs"] => "/api/v1/jobs",
-        ["api", "v1", "jobs", "test"] => "/api/v1/jobs/test",
-        ["api", "v1", "jobs", _] => "/api/v1/jobs/{id}",
-        ["api", "v1", "jobs", _, "pause"] => "/api/v1/jobs/{id}/pause",
-        ["api", "v1", "jobs", _, "resume"] => "/api/v1/jobs/{id}/resume",
-        ["api", "v1", "jobs", _, "run"] => "/api/v1/jobs/{id}/run",
-        ["api", "v1", "jobs", _, "runs"] => "/api/v1/jobs/{id}/runs",
-        ["api", "v1", "handler"] => "/api/v1/handler",
-        ["api", "v1", "handlers"] => "/api/v1/handlers",
-        ["api", "v1", "tasks", "lease"] => "/api/v1/tasks/lease",
-        ["api", "v1", "tasks", _, "heartbeat"] => "/api/v1/tasks/{id}/heartbeat",
-        ["api", "v1", "tasks", _, "ack"] => "/api/v1/tasks/{id}/ack",
-        ["api", "v1", "tasks", _, "fail"] => "/api/v1/tasks/{id}/fail",
-        ["api", "health"] => "/api/health",
-        ["api", "handlers"] => "/api/handlers",
-        ["api", "schedule"] => "/api/schedule",
-        ["api", "run_now"] => "/api/run_now",
-        ["api", "schedules"] => "/api/schedules",
-        ["api", "schedules", _] => "/api/schedules/{id}",
-        ["api", "executions"] => "/api/executions",
-        ["api", "executions", "stats"] => "/api/executions/stats",
-        ["api", "executions", "errors"] => "/api/executions/errors",
-        ["api", "executions", "clear"] => "/api/executions/clear",
-        _ => "other",
-    }
+    routes::template(&path_segments(path)).unwrap_or("other")
 }
 
 fn method_label(m: &Method) -> &'static str {
@@ -1002,7 +963,7 @@ async fn route(
         body,
     };
     let segs = path_segments(&path);
-    if ctx.caller.role == ::peers::Role::Handler && !handler_may_call(&segs) {
+    if ctx.caller.role == ::peers::Role::Handler && !routes::handler_may_call(&segs) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden_role",
@@ -1012,46 +973,58 @@ async fn route(
             ),
         ));
     }
-    match (method.clone(), segs.as_slice()) {
-        (Method::GET, []) => Ok(ui::index()),
-        (Method::GET, ["assets", name]) => ui::asset(name),
-        (Method::POST, ["api", "v1", "schedule", "preview"]) => preview::route(&ctx),
-        (Method::GET, ["api", "v1", "health"]) => health(&ctx),
-        (Method::GET, ["api", "v1", "whoami"]) => ok(json!({
+    let (route, params) = match routes::lookup(method.as_str(), &segs) {
+        routes::Lookup::Found(route, params) => (route, params),
+        routes::Lookup::MethodNotAllowed => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            ))
+        }
+        routes::Lookup::NotFound => {
+            return Err(match segs.as_slice() {
+                ["api", first, rest @ ..] if *first != "v1" => {
+                    let segs: Vec<&str> = std::iter::once(*first)
+                        .chain(rest.iter().copied())
+                        .collect();
+                    schedulezero::not_found(&segs)
+                }
+                _ => ApiError::not_found(format!("no endpoint at {path}")),
+            })
+        }
+    };
+    // The one role check: the route's, from the table.
+    ctx.require(route.need)?;
+    dispatch(&ctx, route.handler, &params).await
+}
+
+/// Runs the handler of a route whose role check passed.
+async fn dispatch(ctx: &Ctx<'_>, handler: routes::Handler, params: &[&str]) -> ApiResult {
+    use routes::Handler as H;
+    match handler {
+        H::Index => Ok(ui::index()),
+        H::Asset => ui::asset(params[0]),
+        H::SchedulePreview => preview::route(ctx),
+        H::Health => health(ctx),
+        H::Whoami => ok(json!({
             "peer": ctx.caller.name,
             "role": ctx.caller.role.as_str(),
             "address": ctx.caller.address.to_string(),
         })),
-        (_, ["api", "v1", "peers", rest @ ..]) => peers::route(&ctx, &method, rest).await,
-        (Method::GET, ["api", "v1", "audit"]) => audit::list(&ctx).await,
-        (_, ["api", "v1", "endpoint"]) => endpoint::route(&ctx, &method).await,
-        (_, ["api", "v1", "jobs", rest @ ..]) => jobs::route(&ctx, &method, rest).await,
-        (Method::GET, ["api", "v1", "runs"]) => jobs::runs(&ctx, None).await,
-        (Method::GET, ["api", "v1", "stats"]) => jobs::stats(&ctx).await,
-        (Method::GET, ["api", "v1", "openapi.json"]) => Ok(openapi()),
-        (Method::GET, ["metrics"]) => metrics::get(&ctx).await,
-        (Method::PUT, ["api", "v1", "handler"]) => tasks::register(&ctx).await,
-        (Method::GET, ["api", "v1", "handlers"]) => tasks::list(&ctx).await,
-        (_, ["api", "v1", "tasks", rest @ ..]) => tasks::route(&ctx, &method, rest).await,
-        (_, ["api", first, rest @ ..]) if *first != "v1" => {
-            let segs: Vec<&str> = std::iter::once(*first)
-                .chain(rest.iter().copied())
-                .collect();
-            schedulezero::route(&ctx, &method, &segs).await
-        }
-        (_, [] | ["metrics"])
-        | (_, ["assets", _])
-        | (_, ["api", "v1", "schedule", "preview"])
-        | (
-            _,
-            ["api", "v1", "health" | "whoami" | "audit" | "runs" | "stats" | "openapi.json" | "handler"
-            | "handlers"],
-        ) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed on {path}"),
-        )),
-        _ => Err(ApiError::not_found(format!("no endpoint at {path}"))),
+        H::Audit => audit::list(ctx).await,
+        H::EndpointGet => endpoint::get(ctx),
+        H::EndpointPut => endpoint::put(ctx).await,
+        H::Metrics => metrics::get(ctx).await,
+        H::OpenApi => Ok(openapi()),
+        H::Runs => jobs::runs(ctx, None).await,
+        H::Stats => jobs::stats(ctx).await,
+        H::Peer(r) => peers::handle(ctx, r, params).await,
+        H::Job(r) => jobs::handle(ctx, r, params).await,
+        H::HandlerRegister => tasks::register(ctx).await,
+        H::HandlersList => tasks::list(ctx).await,
+        H::Task(r) => tasks::handle(ctx, r, params).await,
+        H::ScheduleZero(r) => schedulezero::handle(ctx, r, params).await,
     }
 }
 
@@ -1068,21 +1041,6 @@ pub fn path_segments(path: &str) -> Vec<&str> {
 /// let leases expire and calls run twice. Other peers get no exemption.
 fn task_call(who: &Caller, path: &str) -> bool {
     who.role == ::peers::Role::Handler && path.starts_with("/api/v1/tasks/")
-}
-
-/// The pinned routes a handler peer may call (any method; the routes check it), plus the
-/// static dashboard page and this API's description, which hold no data.
-fn handler_may_call(segs: &[&str]) -> bool {
-    matches!(
-        segs,
-        [] | ["assets", _]
-            | [
-                "api",
-                "v1",
-                "health" | "whoami" | "handler" | "openapi.json"
-            ]
-            | ["api", "v1", "tasks", ..]
-    )
 }
 
 fn health(ctx: &Ctx<'_>) -> ApiResult {
@@ -1189,7 +1147,7 @@ mod tests {
     fn handlers_reach_only_the_pinned_routes() {
         let p = |s: &str| -> bool {
             let segs: Vec<&str> = s.trim_end_matches('/').split('/').skip(1).collect();
-            handler_may_call(&segs)
+            routes::handler_may_call(&segs)
         };
         for ok in [
             "/api/v1/health",

@@ -3,25 +3,26 @@
 //! `POST` generates the client key pair on the server and returns the client config and its QR
 //! code (SVG) in that one response; the private key is stored nowhere.
 
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use peers::{PeerName, PresharedKey, PrivateKey, PublicKey, Role};
 use serde_json::{json, Value};
 
-use super::{deny_unknown, ok, ApiError, ApiResult, Ctx, Need};
+use super::routes::PeerRoute;
+use super::{deny_unknown, ok, ApiError, ApiResult, Ctx};
 use crate::peer_ops::{ConfigOptions, PeerAdded};
 use crate::registry::{AddPeer, AddPeerError, PeerUpdate, PeerUpdateError};
 
-pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
-    ctx.require(Need::Admin)?;
-    match (method, rest) {
-        (&Method::GET, []) => ok(json!(ctx
+pub(super) async fn handle(ctx: &Ctx<'_>, route: PeerRoute, params: &[&str]) -> ApiResult {
+    let name = || parse_name(params[0]);
+    match route {
+        PeerRoute::List => ok(json!(ctx
             .service
             .list_peers()
             .await
             .map_err(ApiError::internal)?)),
-        (&Method::POST, []) => create(ctx).await,
-        (&Method::GET, [name]) => {
-            let name = parse_name(name)?;
+        PeerRoute::Create => create(ctx).await,
+        PeerRoute::Get => {
+            let name = name()?;
             let views = ctx.service.list_peers().await.map_err(ApiError::internal)?;
             views
                 .into_iter()
@@ -29,12 +30,10 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
                 .map(|v| ok(json!(v)))
                 .unwrap_or_else(|| Err(not_found(&name)))
         }
-        (&Method::PATCH, [name]) => patch(ctx, parse_name(name)?).await,
-        (&Method::POST, [name, "rotate"]) => rotate(ctx, parse_name(name)?).await,
-        (&Method::DELETE, [name]) => {
-            let op = PeerUpdate::Remove {
-                name: parse_name(name)?,
-            };
+        PeerRoute::Patch => patch(ctx, name()?).await,
+        PeerRoute::Rotate => rotate(ctx, name()?).await,
+        PeerRoute::Delete => {
+            let op = PeerUpdate::Remove { name: name()? };
             let rec = ctx
                 .service
                 .update_peer(op, ctx.caller.actor())
@@ -42,12 +41,6 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
                 .map_err(update_error)?;
             ok(json!(ctx.service.view(&rec)))
         }
-        (_, [] | [_] | [_, "rotate"]) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed here"),
-        )),
-        _ => Err(ApiError::not_found("no such peer endpoint")),
     }
 }
 
