@@ -7,7 +7,8 @@
 //!   byte pipes to the application and, apart, their tokio adapter ([`netstack::stream`]).
 //! - [`driver`]: the sans-IO [`driver::Engine`] (router + netstack as one step, `turn(now)`)
 //!   and the one task that runs it around the UDP socket and the clock.
-//! - [`api`]: hyper on netstack connections; every request has a [`api::Caller`].
+//! - [`api`]: hyper on netstack connections; every request has a [`api::Caller`]; routes and
+//!   their roles in one table ([`api::routes`]), bodies read into typed structs ([`api::body`]).
 //! - [`registry`] (pure peer decisions), [`peer_ops`] (the one path of every peer change:
 //!   decision, audit, commit, what makes it live), [`store`] (redb), [`service`] (operations
 //!   of the running server), [`control`] (local Unix control socket for the CLI; requests read

@@ -33,6 +33,7 @@
 //! Errors are always `{"error":{"code","message","field"}}`.
 
 mod audit;
+pub mod body;
 mod endpoint;
 mod jobs;
 pub mod limits;
