@@ -82,7 +82,7 @@ fn actor() -> Actor {
         fingerprint: None,
         address: Some("10.88.88.2".into()),
         endpoint: None,
-        via: "api".into(),
+        via: appliance::store::Via::Api,
     }
 }
 

@@ -7,6 +7,10 @@
 //!
 //! The client's private key never crosses this socket: the CLI generates the key pair and
 //! sends only the public key and the preshared key.
+//!
+//! Requests deserialise straight into checked types (`PeerName`, `Role`, `PublicKey`, …, see
+//! [`crate::wire`]): a request line with a bad name or key is refused as a whole by
+//! [`parse_request`], and the handlers run the same [`crate::peer_ops`] path as the API.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -19,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
-use crate::registry::{AddPeer, AddPeerError, PeerUpdateError};
+pub use crate::peer_ops::PeerAdded;
+use crate::registry::{AddPeer, AddPeerError, PeerUpdate, PeerUpdateError};
 use crate::service::{PeerView, Service};
 use crate::store::{Actor, PeerRecord, StoreError};
 
@@ -32,21 +37,37 @@ const MAX_REQUEST: usize = 64 * 1024;
 pub enum Request {
     /// Register a new peer; replies [`PeerAdded`].
     PeerAdd {
-        name: String,
-        role: String,
-        public_key: String,
-        preshared_key: Option<String>,
-        #[serde(default)]
-        extra_allowed_ips: Vec<String>,
+        #[serde(with = "crate::wire::text")]
+        name: PeerName,
+        #[serde(with = "crate::wire::text")]
+        role: Role,
+        #[serde(with = "crate::wire::text")]
+        public_key: PublicKey,
+        #[serde(with = "crate::wire::psk_opt", default)]
+        preshared_key: Option<PresharedKey>,
+        #[serde(with = "crate::wire::text_list", default)]
+        extra_allowed_ips: Vec<Ipv4Net>,
     },
     /// Every peer with statistics; replies `[PeerView]`.
     PeerList,
     /// Enable or disable a peer; replies [`PeerView`].
-    PeerSetEnabled { name: String, enabled: bool },
+    PeerSetEnabled {
+        #[serde(with = "crate::wire::text")]
+        name: PeerName,
+        enabled: bool,
+    },
     /// Change a peer's role; replies [`PeerView`].
-    PeerSetRole { name: String, role: String },
+    PeerSetRole {
+        #[serde(with = "crate::wire::text")]
+        name: PeerName,
+        #[serde(with = "crate::wire::text")]
+        role: Role,
+    },
     /// Remove a peer; replies [`PeerView`] of the removed peer.
-    PeerRemove { name: String },
+    PeerRemove {
+        #[serde(with = "crate::wire::text")]
+        name: PeerName,
+    },
     /// Audit entries, newest first; replies `[AuditEntry]`.
     AuditList {
         before: Option<u64>,
@@ -55,9 +76,12 @@ pub enum Request {
     },
     /// New key and PSK for a peer; replies [`PeerAdded`].
     PeerRotate {
-        name: String,
-        public_key: String,
-        preshared_key: Option<String>,
+        #[serde(with = "crate::wire::text")]
+        name: PeerName,
+        #[serde(with = "crate::wire::text")]
+        public_key: PublicKey,
+        #[serde(with = "crate::wire::psk_opt", default)]
+        preshared_key: Option<PresharedKey>,
     },
     /// List damaged stored rows, or move them into quarantine; replies
     /// [`crate::store::DoctorReport`].
@@ -97,27 +121,33 @@ impl EndpointView {
     }
 }
 
-/// What a successful `peer add` returns: enough for the CLI to render the client config.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerAdded {
-    pub name: String,
-    pub role: String,
-    pub address: std::net::Ipv4Addr,
-    pub server_public_key: String,
-    pub endpoint: String,
-    pub subnet: String,
+/// What kind of failure a refused request met; on the wire in snake_case
+/// (`invalid_input`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The request itself is wrong (a bad name, key, endpoint, destination).
+    InvalidInput,
+    /// No peer by that name.
+    NotFound,
+    /// It clashes with what exists (name or key taken, the last admin, a full pool).
+    Conflict,
+    /// The server's disk is full: nothing was saved.
+    InsufficientStorage,
+    /// The server's database is being reopened after a disk error.
+    Unavailable,
+    /// The server failed (or is shutting down).
+    Internal,
 }
 
-impl PeerAdded {
-    pub fn new(rec: &PeerRecord, server: &crate::store::ServerRecord) -> PeerAdded {
-        PeerAdded {
-            name: rec.name.to_string(),
-            role: rec.role.to_string(),
-            address: rec.address,
-            server_public_key: server.private_key.public_key().to_base64(),
-            endpoint: server.endpoint.to_string(),
-            subnet: server.subnet().to_string(),
-        }
+impl FailureKind {
+    /// Whether the server, not the caller, is at fault (a full disk, a failure): the CLI exits
+    /// 1 for these and 2 for what the caller got wrong.
+    pub fn is_servers(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Internal | FailureKind::InsufficientStorage | FailureKind::Unavailable
+        )
     }
 }
 
@@ -125,54 +155,50 @@ impl PeerAdded {
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct ControlFailure {
-    /// `invalid_input`, `not_found`, `conflict`, `insufficient_storage` (the server's disk is
-    /// full), `unavailable` (its database is being reopened) or `internal`.
-    pub kind: String,
+    pub kind: FailureKind,
     pub message: String,
 }
 
 impl ControlFailure {
-    pub(crate) fn invalid(message: impl ToString) -> Self {
+    pub(crate) fn new(kind: FailureKind, message: impl ToString) -> Self {
         ControlFailure {
-            kind: "invalid_input".into(),
+            kind,
             message: message.to_string(),
         }
+    }
+
+    pub fn invalid(message: impl ToString) -> Self {
+        ControlFailure::new(FailureKind::InvalidInput, message)
     }
 }
 
 impl From<PeerUpdateError> for ControlFailure {
     fn from(e: PeerUpdateError) -> Self {
         let kind = match e {
-            PeerUpdateError::NotFound(_) => "not_found",
+            PeerUpdateError::NotFound(_) => FailureKind::NotFound,
             PeerUpdateError::KeyTaken(_)
             | PeerUpdateError::ServerKey
-            | PeerUpdateError::LastAdmin => "conflict",
+            | PeerUpdateError::LastAdmin => FailureKind::Conflict,
             PeerUpdateError::Store(ref s) => store_kind(s),
-            PeerUpdateError::ShuttingDown => "internal",
+            PeerUpdateError::ShuttingDown => FailureKind::Internal,
         };
-        ControlFailure {
-            kind: kind.into(),
-            message: e.to_string(),
-        }
+        ControlFailure::new(kind, e)
     }
 }
 
 /// The failure kind of a storage error: `insufficient_storage` (the disk is full),
 /// `unavailable` (the database is being reopened after a disk error) or `internal`.
-fn store_kind(e: &StoreError) -> &'static str {
+fn store_kind(e: &StoreError) -> FailureKind {
     match e {
-        StoreError::DiskFull => "insufficient_storage",
-        StoreError::Unavailable { .. } => "unavailable",
-        StoreError::Redb(_) | StoreError::Corrupt { .. } => "internal",
+        StoreError::DiskFull => FailureKind::InsufficientStorage,
+        StoreError::Unavailable { .. } => FailureKind::Unavailable,
+        StoreError::Redb(_) | StoreError::Corrupt { .. } => FailureKind::Internal,
     }
 }
 
 impl From<StoreError> for ControlFailure {
     fn from(e: StoreError) -> Self {
-        ControlFailure {
-            kind: store_kind(&e).into(),
-            message: e.to_string(),
-        }
+        ControlFailure::new(store_kind(&e), e)
     }
 }
 
@@ -180,13 +206,10 @@ impl From<crate::store::BackupError> for ControlFailure {
     fn from(e: crate::store::BackupError) -> Self {
         use crate::store::BackupError::*;
         let kind = match e {
-            Exists { .. } | NoDirectory { .. } => "invalid_input",
-            _ => "internal",
+            Exists { .. } | NoDirectory { .. } => FailureKind::InvalidInput,
+            _ => FailureKind::Internal,
         };
-        ControlFailure {
-            kind: kind.into(),
-            message: e.to_string(),
-        }
+        ControlFailure::new(kind, e)
     }
 }
 
@@ -194,13 +217,10 @@ impl From<AddPeerError> for ControlFailure {
     fn from(e: AddPeerError) -> Self {
         let kind = match e {
             AddPeerError::Store(ref s) => store_kind(s),
-            AddPeerError::ShuttingDown => "internal",
-            _ => "conflict",
+            AddPeerError::ShuttingDown => FailureKind::Internal,
+            _ => FailureKind::Conflict,
         };
-        ControlFailure {
-            kind: kind.into(),
-            message: e.to_string(),
-        }
+        ControlFailure::new(kind, e)
     }
 }
 
@@ -217,30 +237,6 @@ pub fn parse_request(line: &str) -> Result<Request, ControlFailure> {
         .map_err(|e| ControlFailure::invalid(format!("malformed control request: {e}")))
 }
 
-/// Parses the wire request into the checked core request.
-pub fn parse_add(
-    name: &str,
-    role: &str,
-    public_key: &str,
-    preshared_key: Option<&str>,
-    extra: &[String],
-) -> Result<AddPeer, ControlFailure> {
-    Ok(AddPeer {
-        name: PeerName::new(name).map_err(ControlFailure::invalid)?,
-        role: role.parse::<Role>().map_err(ControlFailure::invalid)?,
-        public_key: PublicKey::parse(public_key).map_err(ControlFailure::invalid)?,
-        preshared_key: preshared_key
-            .map(PresharedKey::parse)
-            .transpose()
-            .map_err(ControlFailure::invalid)?,
-        extra_allowed_ips: extra
-            .iter()
-            .map(|s| Ipv4Net::parse(s))
-            .collect::<Result<_, _>>()
-            .map_err(ControlFailure::invalid)?,
-    })
-}
-
 async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, ControlFailure> {
     match req {
         Request::PeerAdd {
@@ -250,13 +246,13 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             preshared_key,
             extra_allowed_ips,
         } => {
-            let req = parse_add(
-                &name,
-                &role,
-                &public_key,
-                preshared_key.as_deref(),
-                &extra_allowed_ips,
-            )?;
+            let req = AddPeer {
+                name,
+                role,
+                public_key,
+                preshared_key,
+                extra_allowed_ips,
+            };
             let rec = service.add_peer(req, Actor::local_cli()).await?;
             Ok(serde_json::to_value(PeerAdded::new(&rec, &service.server())).unwrap())
         }
@@ -266,7 +262,7 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             since_ms,
             limit,
         } => {
-            let store = service.store.clone();
+            let store = service.store().clone();
             let page =
                 tokio::task::spawn_blocking(move || store.audit_page(before, since_ms, limit))
                     .await
@@ -274,26 +270,14 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             Ok(serde_json::to_value(page).unwrap())
         }
         Request::PeerSetEnabled { name, enabled } => {
-            let rec = service
-                .set_enabled(parse_name(&name)?, enabled, Actor::local_cli())
-                .await?;
-            Ok(view(&rec))
+            update(service, PeerUpdate::SetEnabled { name, enabled }).await
         }
         Request::PeerSetRole { name, role } => {
-            let role = role.parse::<Role>().map_err(ControlFailure::invalid)?;
-            let rec = service
-                .set_role(parse_name(&name)?, role, Actor::local_cli())
-                .await?;
-            Ok(view(&rec))
+            update(service, PeerUpdate::SetRole { name, role }).await
         }
-        Request::PeerRemove { name } => {
-            let rec = service
-                .remove_peer(parse_name(&name)?, Actor::local_cli())
-                .await?;
-            Ok(view(&rec))
-        }
+        Request::PeerRemove { name } => update(service, PeerUpdate::Remove { name }).await,
         Request::Doctor { quarantine } => {
-            let store = service.store.clone();
+            let store = service.store().clone();
             let now = crate::service::unix_now_ms();
             let report = tokio::task::spawn_blocking(move || {
                 store.doctor(quarantine, &Actor::local_cli(), now)
@@ -301,9 +285,7 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             .await
             .expect("store task does not panic")?;
             if quarantine {
-                service
-                    .damaged_rows
-                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                service.clear_damaged_rows();
             }
             Ok(serde_json::to_value(report).unwrap())
         }
@@ -311,7 +293,7 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             Ok(serde_json::to_value(EndpointView::new(&service.server().endpoint, None)).unwrap())
         }
         Request::Endpoint { set: Some(text) } => {
-            let endpoint = peers::Endpoint::parse(&text, service.listen.port())
+            let endpoint = peers::Endpoint::parse(&text, service.listen().port())
                 .map_err(|e| ControlFailure::invalid(format!("invalid endpoint: {e}")))?;
             let previous = service
                 .set_endpoint(endpoint.clone(), Actor::local_cli())
@@ -321,12 +303,12 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
         Request::Status => Ok(serde_json::to_value(service.status().await?).unwrap()),
         Request::Backup => {
             let name = crate::backups::staged_name();
-            let path = service.data_dir.join(&name);
-            let store = service.store.clone();
+            let path = service.data_dir().join(&name);
+            let store = service.store().clone();
             let info = tokio::task::spawn_blocking(move || store.backup_to(&path))
                 .await
                 .expect("store task does not panic");
-            service.backups.record(&info);
+            service.backups().record(&info);
             let mut info = info?;
             tracing::info!(
                 bytes = info.bytes,
@@ -340,22 +322,21 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             public_key,
             preshared_key,
         } => {
-            let key = PublicKey::parse(&public_key).map_err(ControlFailure::invalid)?;
-            let psk = preshared_key
-                .as_deref()
-                .map(PresharedKey::parse)
-                .transpose()
-                .map_err(ControlFailure::invalid)?;
-            let rec = service
-                .rotate(parse_name(&name)?, key, psk, Actor::local_cli())
-                .await?;
+            let op = PeerUpdate::Rotate {
+                name,
+                public_key,
+                preshared_key,
+            };
+            let rec = service.update_peer(op, Actor::local_cli()).await?;
             Ok(serde_json::to_value(PeerAdded::new(&rec, &service.server())).unwrap())
         }
     }
 }
 
-pub(crate) fn parse_name(name: &str) -> Result<PeerName, ControlFailure> {
-    PeerName::new(name).map_err(ControlFailure::invalid)
+/// A change to an existing peer by the local CLI; replies the peer as it is now.
+async fn update(service: &Service, op: PeerUpdate) -> Result<serde_json::Value, ControlFailure> {
+    let rec = service.update_peer(op, Actor::local_cli()).await?;
+    Ok(view(&rec))
 }
 
 fn view(rec: &PeerRecord) -> serde_json::Value {
@@ -479,19 +460,70 @@ mod tests {
 
     #[test]
     fn control_requests_refuse_low_order_public_keys() {
-        // The control socket carries raw strings and parses them again: a request crafted by
-        // hand (not by the CLI) gets the same check.
-        let err = parse_add(
-            "mallory",
-            "admin",
-            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-            None,
-            &[],
-        )
-        .expect_err("the all-zero key is refused");
-        assert_eq!(err.kind, "invalid_input");
+        // A request crafted by hand (not by the CLI) meets the same checks: it deserialises
+        // into checked types or not at all.
+        let line = |key: &str| {
+            format!(
+                r#"{{"op":"peer_add","name":"mallory","role":"admin","public_key":"{key}","preshared_key":null}}"#
+            )
+        };
+        let err = parse_request(&line("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="))
+            .expect_err("the all-zero key is refused");
+        assert_eq!(err.kind, FailureKind::InvalidInput);
         assert!(err.message.contains("low-order point"), "{}", err.message);
         let key = peers::PrivateKey::generate(&mut rand_core::OsRng).public_key();
-        assert!(parse_add("alice", "admin", &key.to_base64(), None, &[]).is_ok());
+        assert!(matches!(
+            parse_request(&line(&key.to_base64())),
+            Ok(Request::PeerAdd { public_key, .. }) if public_key == key
+        ));
+    }
+
+    #[test]
+    fn control_requests_check_names_roles_and_nets_as_they_are_read() {
+        for (bad, needle) in [
+            (r#"{"op":"peer_remove","name":"Not A Name"}"#, "name"),
+            (
+                r#"{"op":"peer_set_role","name":"alice","role":"king"}"#,
+                "king",
+            ),
+            (
+                r#"{"op":"peer_add","name":"a","role":"viewer","public_key":"x","preshared_key":null}"#,
+                "key",
+            ),
+        ] {
+            let err = parse_request(bad).expect_err(bad);
+            assert_eq!(err.kind, FailureKind::InvalidInput, "{bad}");
+            assert!(err.message.contains(needle), "{bad}: {}", err.message);
+        }
+        let ok = parse_request(r#"{"op":"peer_set_role","name":"alice","role":"officer"}"#);
+        assert!(
+            matches!(ok, Ok(Request::PeerSetRole { ref name, role: Role::Officer }) if name.as_str() == "alice"),
+            "{ok:?}"
+        );
+    }
+
+    #[test]
+    fn typed_requests_keep_the_wire_form() {
+        let key = peers::PrivateKey::generate(&mut rand_core::OsRng).public_key();
+        let req = Request::PeerAdd {
+            name: "alice".parse().unwrap(),
+            role: Role::Admin,
+            public_key: key,
+            preshared_key: None,
+            extra_allowed_ips: vec!["10.1.0.0/16".parse().unwrap()],
+        };
+        assert_eq!(
+            serde_json::to_value(&req).unwrap(),
+            serde_json::json!({"op": "peer_add", "name": "alice", "role": "admin",
+                "public_key": key.to_base64(), "preshared_key": null,
+                "extra_allowed_ips": ["10.1.0.0/16"]})
+        );
+        let failure = ControlFailure::new(FailureKind::InsufficientStorage, "disk full");
+        assert_eq!(
+            serde_json::to_value(&failure).unwrap(),
+            serde_json::json!({"kind": "insufficient_storage", "message": "disk full"})
+        );
+        assert!(FailureKind::Unavailable.is_servers());
+        assert!(!FailureKind::Conflict.is_servers());
     }
 }

@@ -7,9 +7,12 @@
 //!   byte pipes to the application and, apart, their tokio adapter ([`netstack::stream`]).
 //! - [`driver`]: the sans-IO [`driver::Engine`] (router + netstack as one step, `turn(now)`)
 //!   and the one task that runs it around the UDP socket and the clock.
-//! - [`api`]: hyper on netstack connections; every request has a [`api::Caller`].
-//! - [`registry`] (pure peer decisions), [`store`] (redb), [`service`] (operations of the
-//!   running server), [`control`] (local Unix control socket for the CLI).
+//! - [`api`]: hyper on netstack connections; every request has a [`api::Caller`]; routes and
+//!   their roles in one table ([`api::routes`]), bodies read into typed structs ([`api::body`]).
+//! - [`registry`] (pure peer decisions), [`peer_ops`] (the one path of every peer change:
+//!   decision, audit, commit, what makes it live), [`store`] (redb), [`service`] (operations
+//!   of the running server), [`control`] (local Unix control socket for the CLI; requests read
+//!   into checked types with [`wire`]).
 //! - [`sched`]: sans-IO scheduling core (job specs, triggers, [`sched::Core`]: what fires
 //!   when, first fires and catch-up included); [`scheduler`]: the task that drives it, the
 //!   API's [`scheduler::Handle`], run records and run stats; [`webhook`]: outbound webhook
@@ -31,6 +34,7 @@ pub mod fuzzing;
 pub mod metrics;
 pub mod netstack;
 pub mod paths;
+pub mod peer_ops;
 pub mod queue;
 pub mod registry;
 pub mod sched;
@@ -42,3 +46,4 @@ pub mod store;
 pub mod tasks;
 pub mod tunnel;
 pub mod webhook;
+pub mod wire;

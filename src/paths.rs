@@ -8,7 +8,8 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The environment variable naming the data directory.
@@ -144,5 +145,73 @@ pub fn clock_synced() -> Option<bool> {
         -1 => None,
         libc::TIME_ERROR => Some(false),
         _ => Some(true),
+    }
+}
+
+/// A file holding secrets (a client config, its QR image): written to a fresh 0600 temporary
+/// file beside its destination and renamed over it, so an existing file's looser mode never
+/// applies and a failure leaves nothing half-written. Dropped unfinished, the temporary file is
+/// removed.
+pub struct PrivateFile {
+    dest: PathBuf,
+    tmp: PathBuf,
+    file: Option<fs::File>,
+}
+
+impl PrivateFile {
+    /// Creates the temporary file now, so an unwritable destination fails before anything
+    /// else changes. The error is a sentence naming the path.
+    pub fn prepare(dest: &Path) -> Result<PrivateFile, String> {
+        if dest.is_dir() {
+            return Err(format!("{} is a directory", dest.display()));
+        }
+        let name = dest
+            .file_name()
+            .ok_or_else(|| format!("{} does not name a file", dest.display()))?;
+        let dir = dest
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(format!("directory {} does not exist", dir.display()));
+        }
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+        Ok(PrivateFile {
+            dest: dest.to_path_buf(),
+            tmp,
+            file: Some(file),
+        })
+    }
+
+    /// Where the file ends up.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Writes `data`, syncs it and renames the file into place.
+    pub fn finish(mut self, data: &[u8]) -> io::Result<()> {
+        let mut f = self.file.take().expect("finished once");
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&self.tmp, &self.dest)
+    }
+}
+
+impl Drop for PrivateFile {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }

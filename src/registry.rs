@@ -249,20 +249,136 @@ pub fn plan_rotate(
     Ok(upsert(rec))
 }
 
+/// The audit action of a peer change. Serialised (and stored in the audit trail) as
+/// `peer.add`, `peer.enable`, …: the strings existing databases hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PeerAction {
+    #[serde(rename = "peer.add")]
+    Add,
+    #[serde(rename = "peer.enable")]
+    Enable,
+    #[serde(rename = "peer.disable")]
+    Disable,
+    #[serde(rename = "peer.role")]
+    Role,
+    /// Role and/or enabled in one step (the API's PATCH).
+    #[serde(rename = "peer.update")]
+    Update,
+    #[serde(rename = "peer.rotate")]
+    Rotate,
+    #[serde(rename = "peer.remove")]
+    Remove,
+}
+
+impl PeerAction {
+    /// The audit trail's name of the action (the serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerAction::Add => "peer.add",
+            PeerAction::Enable => "peer.enable",
+            PeerAction::Disable => "peer.disable",
+            PeerAction::Role => "peer.role",
+            PeerAction::Update => "peer.update",
+            PeerAction::Rotate => "peer.rotate",
+            PeerAction::Remove => "peer.remove",
+        }
+    }
+}
+
+impl std::fmt::Display for PeerAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A change to an existing peer, checked and ready to plan: the one value the CLI (offline),
+/// the control socket and the API all build.
+#[derive(Clone, Debug)]
+pub enum PeerUpdate {
+    /// Enable or disable (`peer enable|disable`).
+    SetEnabled { name: PeerName, enabled: bool },
+    /// Change the role (`peer role`).
+    SetRole { name: PeerName, role: Role },
+    /// Role and/or enabled in one step (the API's PATCH).
+    Fields {
+        name: PeerName,
+        role: Option<Role>,
+        enabled: Option<bool>,
+    },
+    /// New key and preshared key; the old key stops working.
+    Rotate {
+        name: PeerName,
+        public_key: PublicKey,
+        preshared_key: Option<PresharedKey>,
+    },
+    /// Delete the peer; its address becomes free.
+    Remove { name: PeerName },
+}
+
+impl PeerUpdate {
+    /// The peer it changes.
+    pub fn name(&self) -> &PeerName {
+        match self {
+            PeerUpdate::SetEnabled { name, .. }
+            | PeerUpdate::SetRole { name, .. }
+            | PeerUpdate::Fields { name, .. }
+            | PeerUpdate::Rotate { name, .. }
+            | PeerUpdate::Remove { name } => name,
+        }
+    }
+
+    /// How the change is named in the audit trail.
+    pub fn action(&self) -> PeerAction {
+        match self {
+            PeerUpdate::SetEnabled { enabled: true, .. } => PeerAction::Enable,
+            PeerUpdate::SetEnabled { enabled: false, .. } => PeerAction::Disable,
+            PeerUpdate::SetRole { .. } => PeerAction::Role,
+            PeerUpdate::Fields { .. } => PeerAction::Update,
+            PeerUpdate::Rotate { .. } => PeerAction::Rotate,
+            PeerUpdate::Remove { .. } => PeerAction::Remove,
+        }
+    }
+
+    /// Decides the change against the current peers (no audit entry yet: see [`audited`]).
+    pub fn plan(
+        self,
+        existing: &[PeerRecord],
+        server: &ServerRecord,
+    ) -> Result<(PeerChange, PeerRecord), PeerUpdateError> {
+        match self {
+            PeerUpdate::SetEnabled { name, enabled } => plan_set_enabled(existing, &name, enabled),
+            PeerUpdate::SetRole { name, role } => plan_set_role(existing, &name, role),
+            PeerUpdate::Fields {
+                name,
+                role,
+                enabled,
+            } => plan_update(existing, &name, role, enabled),
+            PeerUpdate::Rotate {
+                name,
+                public_key,
+                preshared_key,
+            } => plan_rotate(existing, server, &name, public_key, preshared_key),
+            PeerUpdate::Remove { name } => plan_remove(existing, &name),
+        }
+    }
+}
+
 /// The audit entry for a peer change. Never includes a key secret: only the public key's
 /// fingerprint.
-pub fn audit_peer(action: &str, rec: &PeerRecord, actor: &Actor, now_ms: u64) -> AuditEntry {
+pub fn audit_peer(action: PeerAction, rec: &PeerRecord, actor: &Actor, now_ms: u64) -> AuditEntry {
     let summary = match action {
-        "peer.add" => serde_json::json!({
+        PeerAction::Add => serde_json::json!({
             "role": rec.role.as_str(),
             "address": rec.address.to_string(),
             "key": rec.public_key.fingerprint(),
         }),
-        "peer.rotate" => serde_json::json!({"key": rec.public_key.fingerprint()}),
-        "peer.enable" | "peer.disable" => serde_json::json!({"enabled": rec.enabled}),
-        "peer.role" => serde_json::json!({"role": rec.role.as_str()}),
-        "peer.update" => serde_json::json!({"role": rec.role.as_str(), "enabled": rec.enabled}),
-        _ => serde_json::json!({
+        PeerAction::Rotate => serde_json::json!({"key": rec.public_key.fingerprint()}),
+        PeerAction::Enable | PeerAction::Disable => serde_json::json!({"enabled": rec.enabled}),
+        PeerAction::Role => serde_json::json!({"role": rec.role.as_str()}),
+        PeerAction::Update => {
+            serde_json::json!({"role": rec.role.as_str(), "enabled": rec.enabled})
+        }
+        PeerAction::Remove => serde_json::json!({
             "address": rec.address.to_string(),
             "key": rec.public_key.fingerprint(),
         }),
@@ -271,7 +387,7 @@ pub fn audit_peer(action: &str, rec: &PeerRecord, actor: &Actor, now_ms: u64) ->
         seq: 0,
         at_ms: now_ms,
         actor: actor.clone(),
-        action: action.to_string(),
+        action: action.as_str().to_string(),
         target: Some(rec.name.to_string()),
         summary,
     }
@@ -280,7 +396,7 @@ pub fn audit_peer(action: &str, rec: &PeerRecord, actor: &Actor, now_ms: u64) ->
 /// Attaches the audit entry for `action` to a planned peer change.
 pub fn audited<E>(
     planned: Result<(PeerChange, PeerRecord), E>,
-    action: &str,
+    action: PeerAction,
     actor: &Actor,
     now_ms: u64,
 ) -> Result<(PeerChange, PeerRecord), E> {
@@ -427,5 +543,52 @@ mod tests {
         let ghost: PeerName = "ghost".parse().unwrap();
         let err = plan_remove(&all, &ghost).unwrap_err();
         assert!(err.to_string().contains("no peer named 'ghost'"), "{err}");
+    }
+
+    #[test]
+    fn peer_actions_keep_the_audit_trails_strings() {
+        let name: PeerName = "alice".parse().unwrap();
+        let cases = [
+            (
+                PeerUpdate::SetEnabled {
+                    name: name.clone(),
+                    enabled: true,
+                },
+                "peer.enable",
+            ),
+            (
+                PeerUpdate::SetEnabled {
+                    name: name.clone(),
+                    enabled: false,
+                },
+                "peer.disable",
+            ),
+            (
+                PeerUpdate::SetRole {
+                    name: name.clone(),
+                    role: Role::Admin,
+                },
+                "peer.role",
+            ),
+            (
+                PeerUpdate::Fields {
+                    name: name.clone(),
+                    role: None,
+                    enabled: None,
+                },
+                "peer.update",
+            ),
+            (PeerUpdate::Remove { name: name.clone() }, "peer.remove"),
+        ];
+        for (op, text) in cases {
+            assert_eq!(op.name(), &name);
+            assert_eq!(op.action().as_str(), text);
+            assert_eq!(serde_json::to_value(op.action()).unwrap(), text);
+        }
+        assert_eq!(PeerAction::Add.to_string(), "peer.add");
+        assert_eq!(
+            serde_json::from_str::<PeerAction>("\"peer.rotate\"").unwrap(),
+            PeerAction::Rotate
+        );
     }
 }

@@ -19,10 +19,9 @@ use crate::directory::Directory;
 use crate::driver::{self, DriverParts, Metrics};
 use crate::netstack::Limits;
 use crate::paths::DataDir;
-use crate::service::{unix_now, Service, StatsBook};
+use crate::service::{unix_now, Service, ServiceParts, StatsBook};
 use crate::store::{OpenError, ServerRecord, Store, StoreError};
 use crate::tunnel::Router;
-use std::sync::atomic::AtomicUsize;
 
 /// Default WireGuard UDP port.
 pub const DEFAULT_LISTEN_PORT: u16 = 51820;
@@ -322,46 +321,33 @@ pub async fn serve(
     let directory = Arc::new(RwLock::new(Directory::new(peers)));
     let metrics = Arc::new(Metrics::default());
     let (commands_tx, commands_rx) = mpsc::channel(64);
-    let service = Arc::new(Service {
-        store,
-        server: RwLock::new(server.clone()),
-        listen,
-        data_dir: dir.root().to_path_buf(),
-        commands: commands_tx,
-        directory: directory.clone(),
-        metrics: metrics.clone(),
-        stats: std::sync::Mutex::new(StatsBook::new(stored_stats)),
-        started: Instant::now(),
-        api: opts.api.clone(),
-        connections: Default::default(),
-        guards: crate::api::Guards::new(&opts.api),
-        jobs: std::sync::OnceLock::new(),
-        damaged_rows: AtomicUsize::new(damaged_peers.len()),
-        http: Default::default(),
-        backups: Default::default(),
-    });
     crate::backups::remove_stale_staged(dir.root());
     let (stop_tx, stop_rx) = watch::channel(false);
     // Webhooks never reach the tunnel subnet (the API lives there), whatever is allowed.
     let mut jobs_config = opts.jobs.clone();
     jobs_config.webhook_policy = jobs_config.webhook_policy.forbid(server.interface.into());
-    let (jobs, jobs_task) =
-        crate::scheduler::start(service.store.clone(), jobs_config, stop_rx.clone())?;
-    service
-        .damaged_rows
-        .fetch_add(jobs.damaged_at_start, std::sync::atomic::Ordering::Relaxed);
-    let damaged = service
-        .damaged_rows
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let (jobs, jobs_task) = crate::scheduler::start(store.clone(), jobs_config, stop_rx.clone())?;
+    let damaged = damaged_peers.len() + jobs.damaged_at_start;
     if damaged > 0 {
         tracing::warn!(
             damaged_rows = damaged,
             "serving without {damaged} damaged row(s); `appliance doctor` lists them and `appliance doctor --quarantine` moves them aside"
         );
     }
-    if service.jobs.set(jobs).is_err() {
-        unreachable!("the scheduler starts once");
-    }
+    let service = Arc::new(Service::new(ServiceParts {
+        store,
+        server: server.clone(),
+        listen,
+        data_dir: dir.root().to_path_buf(),
+        commands: commands_tx,
+        directory: directory.clone(),
+        metrics: metrics.clone(),
+        stats: StatsBook::new(stored_stats),
+        started: Instant::now(),
+        jobs,
+        damaged_rows: damaged,
+    }));
+    let api = Arc::new(crate::api::ApiState::new(opts.api.clone()));
     // SIGTERM/SIGINT handlers before the readiness signal: a stop right after the control
     // socket appears is a clean shutdown, not the default action's abrupt exit.
     let mut signals = Signals::install();
@@ -382,7 +368,9 @@ pub async fn serve(
         commands: commands_rx,
         directory,
         metrics,
-        on_accept: Box::new(move |conn| crate::api::serve_connection(conn, accept_service.clone())),
+        on_accept: Box::new(move |conn| {
+            crate::api::serve_connection(conn, accept_service.clone(), api.clone())
+        }),
         shutdown: stop_rx.clone(),
     };
     let mut driver_task = tokio::spawn(driver::run(parts));
@@ -390,10 +378,10 @@ pub async fn serve(
     let backup_task = opts.backups.clone().map(|schedule| {
         tracing::info!(every = ?schedule.every, keep = schedule.keep, "rotated backups enabled");
         tokio::spawn(crate::backups::run_periodic(
-            service.store.clone(),
+            service.store().clone(),
             dir.clone(),
             schedule,
-            service.backups.clone(),
+            service.backups().clone(),
             stop_rx.clone(),
         ))
     });
@@ -408,7 +396,7 @@ pub async fn serve(
             }
         }
     });
-    let probe_store = service.store.clone();
+    let probe_store = service.store().clone();
     let probe_task = tokio::spawn(async move {
         let mut every = tokio::time::interval(STORAGE_PROBE_INTERVAL);
         loop {

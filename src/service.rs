@@ -1,25 +1,23 @@
 //! The running appliance's operations, shared by the HTTP API and the control socket.
 //!
-//! Layer: driver glue. Each operation runs the pure core decision ([`crate::registry`]) against
-//! the store in one write transaction (on a blocking thread: commits fsync), then tells the
-//! network driver, so the change is live before the caller hears "ok".
+//! Layer: driver glue. Each peer operation runs [`crate::peer_ops::PeerOps`] — the pure core
+//! decision and its audit entry in one write transaction — on a blocking thread (commits
+//! fsync), then tells the network driver, so the change is live before the caller hears "ok".
 #![allow(clippy::disallowed_methods)] // driver glue: reads the wall clock for record timestamps
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use peers::{PeerName, PresharedKey, PublicKey, Role};
+use peers::PublicKey;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::directory::Directory;
 use crate::driver::{Command, LivePeerStats, Metrics};
-use crate::registry::{
-    audited, keeps_an_admin, plan_add, plan_remove, plan_rotate, plan_set_enabled, plan_set_role,
-    plan_update, AddPeer, AddPeerError, PeerUpdateError,
-};
-use crate::store::{Actor, PeerChange, PeerRecord, PeerStats, ServerRecord, Store, StoreError};
+use crate::peer_ops::{Applied, Live, PeerOps};
+use crate::registry::{AddPeer, AddPeerError, PeerUpdate, PeerUpdateError};
+use crate::store::{Actor, PeerRecord, PeerStats, ServerRecord, Store, StoreError};
 
 /// Seconds since the Unix epoch (driver-side clock read).
 pub fn unix_now() -> u64 {
@@ -139,38 +137,50 @@ impl StatsBook {
     }
 }
 
-/// Handle to the running appliance.
+/// Handle to the running appliance: the store, the live server record, the network driver's
+/// command channel and shared tables, the scheduler. Built once, with everything it needs
+/// ([`Service::new`]); the HTTP side keeps its own state ([`crate::api::ApiState`]).
 pub struct Service {
-    pub store: Arc<Store>,
+    store: Arc<Store>,
     /// The server record; its endpoint changes live (`appliance endpoint`, `PUT
     /// /api/v1/endpoint`). Read it with [`Service::server`].
-    pub server: RwLock<ServerRecord>,
+    server: RwLock<ServerRecord>,
+    listen: std::net::SocketAddr,
+    data_dir: std::path::PathBuf,
+    commands: mpsc::Sender<Command>,
+    directory: Arc<RwLock<Directory>>,
+    metrics: Arc<Metrics>,
+    stats: Mutex<StatsBook>,
+    started: Instant,
+    jobs: crate::scheduler::Handle,
+    damaged_rows: std::sync::atomic::AtomicUsize,
+    backups: Arc<crate::backups::BackupStats>,
+}
+
+/// What a [`Service`] is built from.
+pub struct ServiceParts {
+    pub store: Arc<Store>,
+    /// The server record as loaded (its endpoint may change later).
+    pub server: ServerRecord,
     /// The UDP address the WireGuard socket is bound to.
     pub listen: std::net::SocketAddr,
     /// The data directory (the disk-space check of `status`; backups requested over the
     /// control socket are staged there).
     pub data_dir: std::path::PathBuf,
+    /// The network driver's command channel.
     pub commands: mpsc::Sender<Command>,
+    /// The enabled and disabled peers, shared with the driver.
     pub directory: Arc<RwLock<Directory>>,
+    /// The tunnel's counters, shared with the driver.
     pub metrics: Arc<Metrics>,
-    pub stats: Mutex<StatsBook>,
+    /// Peer traffic totals loaded from the store.
+    pub stats: StatsBook,
+    /// When the server started (uptime).
     pub started: Instant,
-    /// HTTP limits and allowed host names.
-    pub api: crate::api::ApiConfig,
-    /// Open HTTP connections per peer address.
-    pub connections: crate::api::ConnectionCounts,
-    /// Write rate limits, refused-attempt log and buffer budgets of the API (with their
-    /// counters, shown in `/api/v1/health` under `api`).
-    pub guards: crate::api::Guards,
-    /// The scheduler (set once it has loaded its jobs).
-    pub jobs: std::sync::OnceLock<crate::scheduler::Handle>,
-    /// Stored rows skipped as damaged (peers, jobs, runs found at start); reset by
-    /// `appliance doctor --quarantine`. Shown in `/api/v1/health`.
-    pub damaged_rows: std::sync::atomic::AtomicUsize,
-    /// HTTP requests by route template and status, with latencies (`GET /metrics`).
-    pub http: crate::metrics::HttpMetrics,
-    /// Backups this server wrote (`GET /metrics`).
-    pub backups: Arc<crate::backups::BackupStats>,
+    /// The scheduler, its jobs loaded.
+    pub jobs: crate::scheduler::Handle,
+    /// Stored rows skipped as damaged at start (peers, jobs, runs).
+    pub damaged_rows: usize,
 }
 
 /// The driver stopped (the appliance is shutting down).
@@ -191,18 +201,93 @@ impl From<ShuttingDown> for PeerUpdateError {
 }
 
 impl Service {
-    /// Runs a pure peer decision in one write transaction on a blocking thread.
-    async fn commit<T, E>(
+    /// The one constructor: everything the running appliance's operations need.
+    pub fn new(parts: ServiceParts) -> Service {
+        Service {
+            store: parts.store,
+            server: RwLock::new(parts.server),
+            listen: parts.listen,
+            data_dir: parts.data_dir,
+            commands: parts.commands,
+            directory: parts.directory,
+            metrics: parts.metrics,
+            stats: Mutex::new(parts.stats),
+            started: parts.started,
+            jobs: parts.jobs,
+            damaged_rows: parts.damaged_rows.into(),
+            backups: Default::default(),
+        }
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The UDP address the WireGuard socket is bound to.
+    pub fn listen(&self) -> std::net::SocketAddr {
+        self.listen
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The network driver's command channel.
+    pub fn commands(&self) -> &mpsc::Sender<Command> {
+        &self.commands
+    }
+
+    /// The peers as the driver routes them.
+    pub fn directory(&self) -> &RwLock<Directory> {
+        &self.directory
+    }
+
+    /// The tunnel's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// When the server started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The scheduler.
+    pub fn jobs(&self) -> &crate::scheduler::Handle {
+        &self.jobs
+    }
+
+    /// Stored rows skipped as damaged (shown in `/api/v1/health`).
+    pub fn damaged_rows(&self) -> usize {
+        self.damaged_rows.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `appliance doctor --quarantine` moved the damaged rows aside.
+    pub fn clear_damaged_rows(&self) {
+        self.damaged_rows
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Backups this server wrote (`GET /metrics`).
+    pub fn backups(&self) -> &Arc<crate::backups::BackupStats> {
+        &self.backups
+    }
+
+    /// Runs a peer operation as `actor` on a blocking thread (its commit fsyncs).
+    async fn peer_op<E>(
         &self,
-        plan: impl FnOnce(&[PeerRecord], &ServerRecord) -> Result<(PeerChange, T), E> + Send + 'static,
-    ) -> Result<T, E>
+        actor: Actor,
+        op: impl FnOnce(&PeerOps<'_>) -> Result<Applied, E> + Send + 'static,
+    ) -> Result<Applied, E>
     where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
+        E: Send + 'static,
     {
         let store = self.store.clone();
         let server = self.server();
-        tokio::task::spawn_blocking(move || store.update_peers(|existing| plan(existing, &server)))
+        let now = unix_now_ms();
+        tokio::task::spawn_blocking(move || op(&PeerOps::new(&store, &server, &actor, now)))
             .await
             .expect("store task does not panic")
     }
@@ -259,131 +344,22 @@ impl Service {
 
     /// Registers a peer durably (with its audit entry) and makes it live.
     pub async fn add_peer(&self, req: AddPeer, actor: Actor) -> Result<PeerRecord, AddPeerError> {
-        let now = unix_now_ms();
-        let rec = self
-            .commit(move |existing, server| {
-                audited(
-                    plan_add(existing, server, req, now / 1000),
-                    "peer.add",
-                    &actor,
-                    now,
-                )
-            })
-            .await?;
-        self.make_live(rec.clone()).await?;
-        Ok(rec)
+        let applied = self.peer_op(actor, move |ops| ops.add(req)).await?;
+        self.make_live(applied.live).await?;
+        Ok(applied.record)
     }
 
-    /// Runs a planned change to an existing peer with its audit entry; over the API, refuses
-    /// to leave no enabled admin. Then makes the result live.
-    async fn update_peer(
+    /// Changes an existing peer with its audit entry (over the API, refusing to leave no
+    /// enabled admin), then makes it live: disabling, rotating or removing ends the old
+    /// sessions and connections at once; a role change applies from the next request.
+    pub async fn update_peer(
         &self,
-        action: &'static str,
-        actor: Actor,
-        plan: impl FnOnce(
-                &[PeerRecord],
-                &ServerRecord,
-            ) -> Result<(PeerChange, PeerRecord), PeerUpdateError>
-            + Send
-            + 'static,
-    ) -> Result<PeerRecord, PeerUpdateError> {
-        let now = unix_now_ms();
-        let guard = actor.via == "api";
-        let rec = self
-            .commit(move |existing, server| {
-                let planned = audited(plan(existing, server), action, &actor, now)?;
-                if guard && !keeps_an_admin(existing, &planned.0) {
-                    return Err(PeerUpdateError::LastAdmin);
-                }
-                Ok(planned)
-            })
-            .await?;
-        if action == "peer.remove" {
-            let (tx, rx) = oneshot::channel();
-            self.commands
-                .send(Command::RemovePeer {
-                    name: rec.name.clone(),
-                    done: tx,
-                })
-                .await
-                .map_err(|_| ShuttingDown)?;
-            rx.await.map_err(|_| ShuttingDown)?;
-            self.stats.lock().unwrap().forget(rec.name.as_str());
-        } else {
-            self.make_live(rec.clone()).await?;
-        }
-        Ok(rec)
-    }
-
-    /// Enables or disables a peer; disabling ends its sessions and connections at once.
-    pub async fn set_enabled(
-        &self,
-        name: PeerName,
-        enabled: bool,
+        op: PeerUpdate,
         actor: Actor,
     ) -> Result<PeerRecord, PeerUpdateError> {
-        let action = if enabled {
-            "peer.enable"
-        } else {
-            "peer.disable"
-        };
-        self.update_peer(action, actor, move |existing, _| {
-            plan_set_enabled(existing, &name, enabled)
-        })
-        .await
-    }
-
-    /// Changes a peer's role (effective from its next request).
-    pub async fn set_role(
-        &self,
-        name: PeerName,
-        role: Role,
-        actor: Actor,
-    ) -> Result<PeerRecord, PeerUpdateError> {
-        self.update_peer("peer.role", actor, move |existing, _| {
-            plan_set_role(existing, &name, role)
-        })
-        .await
-    }
-
-    /// Changes role and/or enabled in one audited step (the API's PATCH).
-    pub async fn update_fields(
-        &self,
-        name: PeerName,
-        role: Option<Role>,
-        enabled: Option<bool>,
-        actor: Actor,
-    ) -> Result<PeerRecord, PeerUpdateError> {
-        self.update_peer("peer.update", actor, move |existing, _| {
-            plan_update(existing, &name, role, enabled)
-        })
-        .await
-    }
-
-    /// Replaces a peer's key and PSK; the old key's sessions and connections end at once.
-    pub async fn rotate(
-        &self,
-        name: PeerName,
-        public_key: PublicKey,
-        psk: Option<PresharedKey>,
-        actor: Actor,
-    ) -> Result<PeerRecord, PeerUpdateError> {
-        self.update_peer("peer.rotate", actor, move |existing, server| {
-            plan_rotate(existing, server, &name, public_key, psk)
-        })
-        .await
-    }
-
-    /// Removes a peer; its sessions and connections end at once and its address is freed.
-    pub async fn remove_peer(
-        &self,
-        name: PeerName,
-        actor: Actor,
-    ) -> Result<PeerRecord, PeerUpdateError> {
-        self.update_peer("peer.remove", actor, move |existing, _| {
-            plan_remove(existing, &name)
-        })
-        .await
+        let applied = self.peer_op(actor, move |ops| ops.update(op)).await?;
+        self.make_live(applied.live).await?;
+        Ok(applied.record)
     }
 
     /// The key of the webhook-URL fingerprints viewers see: derived from the server's private
@@ -444,12 +420,30 @@ impl Service {
             .expect("store task does not panic")
     }
 
-    async fn make_live(&self, rec: PeerRecord) -> Result<(), ShuttingDown> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::UpsertPeer(rec, tx))
-            .await
-            .map_err(|_| ShuttingDown)?;
-        rx.await.map_err(|_| ShuttingDown)
+    /// Hands a committed change to the network driver and waits until it is live.
+    async fn make_live(&self, live: Live) -> Result<(), ShuttingDown> {
+        match live {
+            Live::Upsert(rec) => {
+                let (tx, rx) = oneshot::channel();
+                self.commands
+                    .send(Command::UpsertPeer(rec, tx))
+                    .await
+                    .map_err(|_| ShuttingDown)?;
+                rx.await.map_err(|_| ShuttingDown)
+            }
+            Live::Remove(name) => {
+                let (tx, rx) = oneshot::channel();
+                self.commands
+                    .send(Command::RemovePeer {
+                        name: name.clone(),
+                        done: tx,
+                    })
+                    .await
+                    .map_err(|_| ShuttingDown)?;
+                rx.await.map_err(|_| ShuttingDown)?;
+                self.stats.lock().unwrap().forget(name.as_str());
+                Ok(())
+            }
+        }
     }
 }

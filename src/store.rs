@@ -1432,8 +1432,27 @@ pub struct Actor {
     pub address: Option<String>,
     /// The peer's WireGuard endpoint (public `ip:port`) when the request arrived.
     pub endpoint: Option<String>,
-    /// `"api"` or `"cli"`.
-    pub via: String,
+    /// Through which door the change came.
+    pub via: Via,
+}
+
+/// Through which door a change came: stored and shown as `"api"` or `"cli"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// The HTTP API, from a peer through the tunnel.
+    Api,
+    /// The CLI on the server itself (control socket, or the database directly).
+    Cli,
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Via::Api => "api",
+            Via::Cli => "cli",
+        })
+    }
 }
 
 impl Actor {
@@ -1444,7 +1463,7 @@ impl Actor {
             fingerprint: None,
             address: None,
             endpoint: None,
-            via: "cli".into(),
+            via: Via::Cli,
         }
     }
 }

@@ -7,51 +7,57 @@
 //! at once: the next `POST /api/v1/peers` and `appliance peer add` carry it. Tunnels that are
 //! up stay up.
 
-use hyper::Method;
+use serde::{Deserialize, Deserializer};
 
-use super::{deny_unknown, ok, ApiError, ApiResult, Ctx, Need};
+use super::body::{self, Body};
+use super::{ok, ApiError, ApiResult, Ctx};
 use crate::control::EndpointView;
 
-pub(super) async fn route(ctx: &Ctx<'_>, method: &Method) -> ApiResult {
-    match *method {
-        Method::GET => {
-            ctx.require(Need::Read)?;
-            let view = EndpointView::new(&ctx.service.server().endpoint, None);
-            ok(serde_json::to_value(view).expect("plain data"))
-        }
-        Method::PUT => {
-            ctx.require(Need::Admin)?;
-            let body = ctx.object()?;
-            deny_unknown(body, &["endpoint"], "")?;
-            let text = match body.get("endpoint") {
-                Some(serde_json::Value::String(s)) => s,
-                Some(_) => {
-                    return Err(ApiError::bad_request(
-                        "endpoint",
-                        "endpoint must be a string such as \"vpn.example.org\" or \"203.0.113.7:51820\"",
-                    ))
-                }
-                None => {
-                    return Err(ApiError::bad_request(
-                        "endpoint",
-                        "endpoint is required, e.g. {\"endpoint\": \"vpn.example.org\"}",
-                    ))
-                }
-            };
-            let endpoint = peers::Endpoint::parse(text, ctx.service.listen.port())
-                .map_err(|e| ApiError::bad_request("endpoint", format!("invalid endpoint: {e}")))?;
-            let previous = ctx
-                .service
-                .set_endpoint(endpoint.clone(), ctx.caller.actor())
-                .await
-                .map_err(|e| ApiError::store(&e))?;
-            let view = EndpointView::new(&endpoint, Some(&previous));
-            ok(serde_json::to_value(view).expect("plain data"))
-        }
-        _ => Err(ApiError::new(
-            hyper::StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed on /api/v1/endpoint; use GET or PUT"),
+/// `PUT /api/v1/endpoint`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutEndpoint {
+    #[serde(default, deserialize_with = "endpoint_field")]
+    endpoint: Option<String>,
+}
+
+impl Body for PutEndpoint {
+    const FIELDS: &'static [&'static str] = &["endpoint"];
+}
+
+/// Present, it must be a string (null included: it is not a way to say "unset").
+fn endpoint_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(Some(s)),
+        _ => Err(body::refuse(
+            "endpoint",
+            "endpoint must be a string such as \"vpn.example.org\" or \"203.0.113.7:51820\"",
         )),
     }
+}
+
+/// `GET /api/v1/endpoint`.
+pub(super) fn get(ctx: &Ctx<'_>) -> ApiResult {
+    let view = EndpointView::new(&ctx.service.server().endpoint, None);
+    ok(serde_json::to_value(view).expect("plain data"))
+}
+
+/// `PUT /api/v1/endpoint` `{"endpoint": "HOST[:PORT]"}`.
+pub(super) async fn put(ctx: &Ctx<'_>) -> ApiResult {
+    let body: PutEndpoint = body::read(ctx)?;
+    let text = body.endpoint.ok_or_else(|| {
+        ApiError::bad_request(
+            "endpoint",
+            "endpoint is required, e.g. {\"endpoint\": \"vpn.example.org\"}",
+        )
+    })?;
+    let endpoint = peers::Endpoint::parse(&text, ctx.service.listen().port())
+        .map_err(|e| ApiError::bad_request("endpoint", format!("invalid endpoint: {e}")))?;
+    let previous = ctx
+        .service
+        .set_endpoint(endpoint.clone(), ctx.caller.actor())
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    let view = EndpointView::new(&endpoint, Some(&previous));
+    ok(serde_json::to_value(view).expect("plain data"))
 }

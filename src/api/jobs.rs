@@ -4,10 +4,11 @@
 //! Every change is committed (with its audit entry, webhook secrets redacted) before the
 //! answer: a 201 means the job is on disk.
 
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
+use super::routes::JobRoute;
 use super::{json_response, ok, ApiError, ApiResult, Ctx, Need};
 use crate::sched::JobId;
 use crate::scheduler::{sort_key, JobEntry, JobError};
@@ -16,10 +17,7 @@ use crate::store::{RunFilter, RunRecord, RunStatus};
 const DEFAULT_LIMIT: usize = 100;
 
 fn jobs<'a>(ctx: &Ctx<'a>) -> Result<&'a crate::scheduler::Handle, ApiError> {
-    ctx.service
-        .jobs
-        .get()
-        .ok_or_else(|| ApiError::internal("the scheduler is not running"))
+    Ok(ctx.service.jobs())
 }
 
 fn job_error(e: JobError) -> ApiError {
@@ -67,14 +65,11 @@ fn limit(ctx: &Ctx<'_>) -> Result<usize, ApiError> {
 
 use super::deny_unknown_query;
 
-pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
-    match (method, rest) {
-        (&Method::GET, []) => {
-            ctx.require(Need::Read)?;
-            list(ctx)
-        }
-        (&Method::POST, []) => {
-            ctx.require(Need::Operate)?;
+pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> ApiResult {
+    let id = || parse_id(params[0]);
+    match route {
+        JobRoute::List => list(ctx),
+        JobRoute::Create => {
             let body = ctx.body.as_ref().ok_or_else(|| {
                 ApiError::bad_request("body", "this request needs a JSON body (the job)")
             })?;
@@ -90,8 +85,7 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
             );
             Ok(r)
         }
-        (&Method::POST, ["test"]) => {
-            ctx.require(Need::Operate)?;
+        JobRoute::Test => {
             let body = ctx.body.as_ref().ok_or_else(|| {
                 ApiError::bad_request("body", "this request needs a JSON body (the job)")
             })?;
@@ -101,17 +95,15 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
                 .map_err(job_error)?;
             ok(json!({"status": r.status, "ok": r.succeeded(), "error": r.error}))
         }
-        (&Method::GET, [id]) => {
-            ctx.require(Need::Read)?;
-            let id = parse_id(id)?;
+        JobRoute::Get => {
+            let id = id()?;
             let e = jobs(ctx)?
                 .get(id)
                 .ok_or_else(|| job_error(JobError::NotFound(id)))?;
             ok(view(ctx, &e))
         }
-        (&Method::PATCH, [id]) => {
-            ctx.require(Need::Operate)?;
-            let id = parse_id(id)?;
+        JobRoute::Patch => {
+            let id = id()?;
             let patch = ctx.object().map(|o| Value::Object(o.clone()))?;
             let e = jobs(ctx)?
                 .patch(id, &patch, &ctx.caller.actor())
@@ -119,19 +111,22 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
                 .map_err(job_error)?;
             ok(e.to_json())
         }
-        (&Method::DELETE, [id]) => {
-            ctx.require(Need::Operate)?;
-            let id = parse_id(id)?;
+        JobRoute::Delete => {
+            let id = id()?;
             let e = jobs(ctx)?
                 .delete(id, &ctx.caller.actor())
                 .await
                 .map_err(job_error)?;
             ok(json!({"deleted": e.record.id.to_string(), "name": e.record.spec.name}))
         }
-        (&Method::POST, [id, action @ ("pause" | "resume")]) => {
-            ctx.require(Need::Operate)?;
-            let id = parse_id(id)?;
-            let catch_up = match (&ctx.body, *action) {
+        JobRoute::Pause | JobRoute::Resume => {
+            let action = if route == JobRoute::Pause {
+                "pause"
+            } else {
+                "resume"
+            };
+            let id = id()?;
+            let catch_up = match (&ctx.body, action) {
                 (None, _) => false,
                 (Some(_), "resume") => {
                     let obj = ctx.object()?;
@@ -152,14 +147,13 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
                 }
             };
             let e = jobs(ctx)?
-                .set_paused(id, *action == "pause", catch_up, &ctx.caller.actor())
+                .set_paused(id, action == "pause", catch_up, &ctx.caller.actor())
                 .await
                 .map_err(job_error)?;
             ok(e.to_json())
         }
-        (&Method::POST, [id, "run"]) => {
-            ctx.require(Need::Operate)?;
-            let id = parse_id(id)?;
+        JobRoute::Run => {
+            let id = id()?;
             let run = jobs(ctx)?
                 .run_now(id, &ctx.caller.actor())
                 .await
@@ -175,20 +169,13 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
             );
             Ok(r)
         }
-        (&Method::GET, [id, "runs"]) => {
-            ctx.require(Need::Read)?;
-            let id = parse_id(id)?;
+        JobRoute::Runs => {
+            let id = id()?;
             if jobs(ctx)?.get(id).is_none() {
                 return Err(job_error(JobError::NotFound(id)));
             }
             runs(ctx, Some(id)).await
         }
-        (_, [] | [_] | [_, "pause" | "resume" | "run" | "runs"]) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed here"),
-        )),
-        _ => Err(ApiError::not_found("no such job endpoint")),
     }
 }
 
@@ -253,7 +240,6 @@ fn parse_job_cursor(s: &str) -> Option<(i128, u64)> {
 
 /// `GET /api/v1/runs?status=&since=&limit=&cursor=` (and per job), newest first.
 pub(super) async fn runs(ctx: &Ctx<'_>, job: Option<JobId>) -> ApiResult {
-    ctx.require(Need::Read)?;
     deny_unknown_query(ctx, &["status", "since", "limit", "cursor"])?;
     let status = ctx
         .query
@@ -308,7 +294,6 @@ pub(super) async fn runs(ctx: &Ctx<'_>, job: Option<JobId>) -> ApiResult {
 
 /// `GET /api/v1/stats`.
 pub(super) async fn stats(ctx: &Ctx<'_>) -> ApiResult {
-    ctx.require(Need::Read)?;
     let jobs = jobs(ctx)?;
     let (total, paused, running) = jobs.counts();
     let tasks = jobs.tasks.totals().await;
@@ -329,6 +314,6 @@ pub(super) async fn stats(ctx: &Ctx<'_>) -> ApiResult {
         },
         "lateness": lateness,
         "tasks": {"queued": tasks.queued, "leased": tasks.leased},
-        "uptime_s": ctx.service.started.elapsed().as_secs(),
+        "uptime_s": ctx.service.started().elapsed().as_secs(),
     }))
 }

@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::Response;
 
-use super::{ApiError, ApiResult, Ctx, Need};
+use super::{ApiError, ApiResult, Ctx};
 use crate::metrics::{self, Exposition};
 
 /// A peer counts as online when its last handshake is at most this old (WireGuard's
@@ -19,7 +19,6 @@ use crate::metrics::{self, Exposition};
 pub const ONLINE_WITHIN_S: u64 = 180;
 
 pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
-    ctx.require(Need::Read)?;
     let service = ctx.service;
     let totals = service
         .sample_stats()
@@ -27,7 +26,7 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let now = crate::service::unix_now();
     let (peers, enabled) = {
-        let dir = service.directory.read().unwrap();
+        let dir = service.directory().read().unwrap();
         (dir.len(), dir.iter().filter(|p| p.enabled).count())
     };
     let online = totals
@@ -56,13 +55,13 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
         "appliance_uptime_seconds",
         "Seconds since this appliance process started serving.",
         "gauge",
-        service.started.elapsed().as_secs_f64(),
+        service.started().elapsed().as_secs_f64(),
     );
     e.single(
         "appliance_damaged_rows",
         "Stored rows skipped as damaged (see `appliance doctor`).",
         "gauge",
-        service.damaged_rows.load(Ordering::Relaxed) as f64,
+        service.damaged_rows() as f64,
     );
 
     // Peers and the tunnel.
@@ -84,7 +83,7 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
         "gauge",
         online as f64,
     );
-    let m = &service.metrics;
+    let m = &service.metrics();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
     e.single(
         "appliance_wireguard_handshakes_total",
@@ -171,10 +170,11 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
     );
 
     // HTTP.
-    service.http.expose(&mut e);
+    ctx.api.http.expose(&mut e);
 
     // The scheduler.
-    if let Some(jobs) = service.jobs.get() {
+    {
+        let jobs = service.jobs();
         let (total, paused, running) = jobs.counts();
         e.single("appliance_jobs", "Jobs stored.", "gauge", total as f64);
         e.single(
@@ -249,7 +249,7 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
 
     // Backups written by this server (scheduled, or `appliance backup` while serving).
     {
-        let b = &service.backups;
+        let b = &service.backups();
         e.family(
             "appliance_backups_total",
             "Backups this server wrote since start, by result.",
@@ -282,10 +282,10 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
     e.histogram(
         "appliance_store_commit_duration_seconds",
         &[],
-        &service.store.commit_latency.snapshot(),
+        &service.store().commit_latency.snapshot(),
     );
 
-    expose_guards_and_storage(&mut e, &service.guards, &service.store.health());
+    expose_guards_and_storage(&mut e, &ctx.api.guards, &service.store().health());
 
     let mut r = Response::new(Full::new(Bytes::from(e.finish())));
     r.headers_mut().insert(

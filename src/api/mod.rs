@@ -33,12 +33,14 @@
 //! Errors are always `{"error":{"code","message","field"}}`.
 
 mod audit;
+pub mod body;
 mod endpoint;
 mod jobs;
 pub mod limits;
 mod metrics;
 mod peers;
 mod preview;
+pub mod routes;
 mod schedulezero;
 mod tasks;
 mod ui;
@@ -125,6 +127,33 @@ pub struct Guards {
     pub denied_attempts: std::sync::atomic::AtomicU64,
 }
 
+/// The HTTP side's own state, next to (not inside) the [`Service`] it serves: its
+/// configuration, open connections per peer, write limiters and buffer budgets, request
+/// metrics. Built once from the [`ApiConfig`].
+#[derive(Debug)]
+pub struct ApiState {
+    /// HTTP limits and allowed host names.
+    pub config: ApiConfig,
+    /// Open HTTP connections per peer address.
+    pub connections: ConnectionCounts,
+    /// Write rate limits, refused-attempt log and buffer budgets (with their counters, shown
+    /// in `/api/v1/health` under `api`).
+    pub guards: Guards,
+    /// HTTP requests by route template and status, with latencies (`GET /metrics`).
+    pub http: crate::metrics::HttpMetrics,
+}
+
+impl ApiState {
+    pub fn new(config: ApiConfig) -> ApiState {
+        ApiState {
+            guards: Guards::new(&config),
+            config,
+            connections: ConnectionCounts::default(),
+            http: Default::default(),
+        }
+    }
+}
+
 /// One audit entry per peer and route per this window for refused privileged attempts.
 pub const DENIED_LOG_WINDOW: Duration = Duration::from_secs(60);
 
@@ -168,7 +197,7 @@ impl Caller {
             fingerprint: Some(self.fingerprint.clone()),
             address: Some(self.address.to_string()),
             endpoint: self.endpoint.map(|e| e.to_string()),
-            via: "api".into(),
+            via: crate::store::Via::Api,
         }
     }
 }
@@ -300,6 +329,7 @@ pub type ApiResult = Result<Resp, ApiError>;
 /// Per-request context handed to route handlers.
 pub struct Ctx<'a> {
     pub service: &'a Service,
+    pub api: &'a ApiState,
     pub caller: Caller,
     pub query: HashMap<String, String>,
     /// The parsed JSON body, if the request had one.
@@ -405,7 +435,7 @@ pub fn ok(body: Value) -> ApiResult {
 }
 
 /// Counts open HTTP connections per peer address.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct ConnectionCounts {
     open: Mutex<HashMap<Ipv4Addr, usize>>,
 }
@@ -440,18 +470,20 @@ impl ConnectionCounts {
 }
 
 /// Serves HTTP/1.1 (keep-alive) on one tunnel connection, on its own task.
-pub fn serve_connection(conn: Connection, service: Arc<Service>) {
+pub fn serve_connection(conn: Connection, service: Arc<Service>, api: Arc<ApiState>) {
     let remote = conn.remote;
     let endpoint = conn.endpoint;
     tokio::spawn(async move {
-        let cfg = service.api.clone();
-        let slot = service
+        let cfg = api.config.clone();
+        let slot = api
             .connections
             .acquire(*remote.ip(), cfg.max_connections_per_peer);
         let over_limit = slot.is_none();
         let svc_service = service.clone();
+        let svc_api = api.clone();
         let svc = hyper::service::service_fn(move |req| {
             let service = svc_service.clone();
+            let api = svc_api.clone();
             async move {
                 if over_limit {
                     let mut r = ApiError::new(
@@ -467,16 +499,16 @@ pub fn serve_connection(conn: Connection, service: Arc<Service>) {
                         .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
                     return Ok::<_, Infallible>(r);
                 }
-                Ok::<_, Infallible>(handle(&service, remote, endpoint, req).await)
+                Ok::<_, Infallible>(handle(&service, &api, remote, endpoint, req).await)
             }
         });
         let result = hyper::server::conn::http1::Builder::new()
             .keep_alive(!over_limit)
             .timer(TokioTimer::new())
-            .header_read_timeout(service.api.header_read_timeout)
+            .header_read_timeout(api.config.header_read_timeout)
             // Caps the read buffer: a head that does not fit gets hyper's 431 and the
             // connection closes, so a connection holds at most this much for a head.
-            .max_buf_size(service.api.max_head.max(MIN_HEAD))
+            .max_buf_size(api.config.max_head.max(MIN_HEAD))
             .serve_connection(TokioIo::new(conn.stream), svc)
             .await;
         drop(slot);
@@ -487,7 +519,7 @@ pub fn serve_connection(conn: Connection, service: Arc<Service>) {
 }
 
 fn caller(service: &Service, remote: SocketAddrV4, endpoint: Option<SocketAddr>) -> Option<Caller> {
-    let dir = service.directory.read().unwrap();
+    let dir = service.directory().read().unwrap();
     dir.by_address(*remote.ip()).map(|p| Caller {
         name: p.name.to_string(),
         role: p.role,
@@ -599,6 +631,7 @@ fn secure(mut r: Resp) -> Resp {
 #[allow(clippy::disallowed_methods)]
 async fn handle(
     service: &Service,
+    api: &ApiState,
     remote: SocketAddrV4,
     endpoint: Option<SocketAddr>,
     req: Request<Incoming>,
@@ -606,12 +639,13 @@ async fn handle(
     let started = std::time::Instant::now();
     let route = route_template(req.uri().path());
     let method = method_label(req.method());
-    let r = secure(match gate_and_route(service, remote, endpoint, req).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    });
-    service
-        .http
+    let r = secure(
+        match gate_and_route(service, api, remote, endpoint, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
+    );
+    api.http
         .record(route, method, r.status().as_u16(), started.elapsed());
     r
 }
@@ -619,47 +653,7 @@ async fn handle(
 /// The route a path belongs to, as a template (`/api/v1/jobs/{id}`), for metric labels: a
 /// fixed, small set whatever the client sends; anything unknown is `other`.
 pub fn route_template(path: &str) -> &'static str {
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    match segs.as_slice() {
-        [] => "/",
-        ["metrics"] => "/metrics",
-        ["assets", _] => "/assets/{name}",
-        ["api", "v1", "schedule", "preview"] => "/api/v1/schedule/preview",
-        ["api", "v1", "health"] => "/api/v1/health",
-        ["api", "v1", "whoami"] => "/api/v1/whoami",
-        ["api", "v1", "audit"] => "/api/v1/audit",
-        ["api", "v1", "runs"] => "/api/v1/runs",
-        ["api", "v1", "stats"] => "/api/v1/stats",
-        ["api", "v1", "openapi.json"] => "/api/v1/openapi.json",
-        ["api", "v1", "endpoint"] => "/api/v1/endpoint",
-        ["api", "v1", "peers"] => "/api/v1/peers",
-        ["api", "v1", "peers", _] => "/api/v1/peers/{name}",
-        ["api", "v1", "peers", _, "rotate"] => "/api/v1/peers/{name}/rotate",
-        ["api", "v1", "jobs"] => "/api/v1/jobs",
-        ["api", "v1", "jobs", "test"] => "/api/v1/jobs/test",
-        ["api", "v1", "jobs", _] => "/api/v1/jobs/{id}",
-        ["api", "v1", "jobs", _, "pause"] => "/api/v1/jobs/{id}/pause",
-        ["api", "v1", "jobs", _, "resume"] => "/api/v1/jobs/{id}/resume",
-        ["api", "v1", "jobs", _, "run"] => "/api/v1/jobs/{id}/run",
-        ["api", "v1", "jobs", _, "runs"] => "/api/v1/jobs/{id}/runs",
-        ["api", "v1", "handler"] => "/api/v1/handler",
-        ["api", "v1", "handlers"] => "/api/v1/handlers",
-        ["api", "v1", "tasks", "lease"] => "/api/v1/tasks/lease",
-        ["api", "v1", "tasks", _, "heartbeat"] => "/api/v1/tasks/{id}/heartbeat",
-        ["api", "v1", "tasks", _, "ack"] => "/api/v1/tasks/{id}/ack",
-        ["api", "v1", "tasks", _, "fail"] => "/api/v1/tasks/{id}/fail",
-        ["api", "health"] => "/api/health",
-        ["api", "handlers"] => "/api/handlers",
-        ["api", "schedule"] => "/api/schedule",
-        ["api", "run_now"] => "/api/run_now",
-        ["api", "schedules"] => "/api/schedules",
-        ["api", "schedules", _] => "/api/schedules/{id}",
-        ["api", "executions"] => "/api/executions",
-        ["api", "executions", "stats"] => "/api/executions/stats",
-        ["api", "executions", "errors"] => "/api/executions/errors",
-        ["api", "executions", "clear"] => "/api/executions/clear",
-        _ => "other",
-    }
+    routes::template(&path_segments(path)).unwrap_or("other")
 }
 
 fn method_label(m: &Method) -> &'static str {
@@ -677,6 +671,7 @@ fn method_label(m: &Method) -> &'static str {
 
 async fn gate_and_route(
     service: &Service,
+    api: &ApiState,
     remote: SocketAddrV4,
     endpoint: Option<SocketAddr>,
     req: Request<Incoming>,
@@ -689,27 +684,22 @@ async fn gate_and_route(
         ));
     };
     let tunnel = service.server().interface.addr();
-    let extra = &service.api.extra_hosts;
+    let extra = &api.config.extra_hosts;
     check_target(tunnel, extra, &req)?;
     let method = req.method().clone();
     let state_changing = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     check_origin(tunnel, extra, req.headers(), state_changing)?;
     if state_changing && !task_call(&who, req.uri().path()) {
-        let limited = service
-            .guards
-            .writes
-            .lock()
-            .unwrap()
-            .check(*remote.ip(), now());
+        let limited = api.guards.writes.lock().unwrap().check(*remote.ip(), now());
         if let Err(wait) = limited {
-            service.guards.rate_limited.fetch_add(1, Ordering::Relaxed);
+            api.guards.rate_limited.fetch_add(1, Ordering::Relaxed);
             let secs = limits::retry_after_secs(wait);
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 format!(
                     "{} is making changes faster than {}/s (burst {}); retry in {secs} s",
-                    who.name, service.api.write_rate.per_second, service.api.write_rate.burst
+                    who.name, api.config.write_rate.per_second, api.config.write_rate.burst
                 ),
             );
             e.retry_after = Some(secs);
@@ -719,7 +709,7 @@ async fn gate_and_route(
     }
     let (parts, incoming) = req.into_parts();
     let body = if has_body(&parts.headers) {
-        Some(read_body(service, *remote.ip(), &parts.headers, incoming).await?)
+        Some(read_body(api, *remote.ip(), &parts.headers, incoming).await?)
     } else {
         None
     };
@@ -731,10 +721,10 @@ async fn gate_and_route(
     } else {
         method.clone()
     };
-    let result = route(service, who, route_method, parts.uri, body).await;
+    let result = route(service, api, who, route_method, parts.uri, body).await;
     if let Err(e) = &result {
         if e.code == "forbidden_role" {
-            record_denied(service, &actor, &method, &path, &e.message).await;
+            record_denied(service, api, &actor, &method, &path, &e.message).await;
         }
     }
     result
@@ -838,12 +828,12 @@ pub fn check_origin(
 
 /// Reads a JSON body within the size limit, the buffer budgets and the body deadline.
 async fn read_body(
-    service: &Service,
+    api: &ApiState,
     peer: Ipv4Addr,
     headers: &hyper::HeaderMap,
     incoming: Incoming,
 ) -> Result<Value, ApiError> {
-    let cfg = &service.api;
+    let cfg = &api.config;
     let ct_ok = headers.get(CONTENT_TYPE).is_some_and(is_json);
     if !ct_ok {
         let mut e = ApiError::new(
@@ -872,16 +862,12 @@ async fn read_body(
         return Err(too_large());
     }
     let expected = declared.unwrap_or(max as u64);
-    let _held = service
-        .guards
-        .buffers
-        .reserve(peer, expected)
-        .map_err(|b| {
-            let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", b.to_string());
-            e.retry_after = Some(1);
-            e.close = true;
-            e
-        })?;
+    let _held = api.guards.buffers.reserve(peer, expected).map_err(|b| {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", b.to_string());
+        e.retry_after = Some(1);
+        e.close = true;
+        e
+    })?;
     let deadline = limits::body_deadline(expected, cfg.body_timeout, cfg.min_body_rate);
     let collected = tokio::time::timeout(deadline, Limited::new(incoming, max).collect()).await;
     let bytes = match collected {
@@ -919,13 +905,17 @@ fn content_length(h: &hyper::HeaderMap) -> Option<u64> {
 }
 
 /// Writes a refused privileged attempt to the audit trail (rate-limited per peer and route).
-async fn record_denied(service: &Service, who: &Caller, method: &Method, path: &str, why: &str) {
-    service
-        .guards
-        .denied_attempts
-        .fetch_add(1, Ordering::Relaxed);
+async fn record_denied(
+    service: &Service,
+    api: &ApiState,
+    who: &Caller,
+    method: &Method,
+    path: &str,
+    why: &str,
+) {
+    api.guards.denied_attempts.fetch_add(1, Ordering::Relaxed);
     let route = limits::route_key(method.as_str(), path);
-    let Some(earlier) = service
+    let Some(earlier) = api
         .guards
         .denied
         .lock()
@@ -947,7 +937,7 @@ async fn record_denied(service: &Service, who: &Caller, method: &Method, path: &
             "earlier_attempts_not_logged": earlier,
         }),
     };
-    let store = service.store.clone();
+    let store = service.store().clone();
     let written = tokio::task::spawn_blocking(move || store.audit(entry))
         .await
         .expect("store task does not panic");
@@ -958,6 +948,7 @@ async fn record_denied(service: &Service, who: &Caller, method: &Method, path: &
 
 async fn route(
     service: &Service,
+    api: &ApiState,
     who: Caller,
     method: Method,
     uri: hyper::Uri,
@@ -967,12 +958,13 @@ async fn route(
     tracing::debug!(peer = %who.name, %method, %path, "request");
     let ctx = Ctx {
         service,
+        api,
         caller: who,
         query: parse_query(uri.query()),
         body,
     };
     let segs = path_segments(&path);
-    if ctx.caller.role == ::peers::Role::Handler && !handler_may_call(&segs) {
+    if ctx.caller.role == ::peers::Role::Handler && !routes::handler_may_call(&segs) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden_role",
@@ -982,46 +974,58 @@ async fn route(
             ),
         ));
     }
-    match (method.clone(), segs.as_slice()) {
-        (Method::GET, []) => Ok(ui::index()),
-        (Method::GET, ["assets", name]) => ui::asset(name),
-        (Method::POST, ["api", "v1", "schedule", "preview"]) => preview::route(&ctx),
-        (Method::GET, ["api", "v1", "health"]) => health(&ctx),
-        (Method::GET, ["api", "v1", "whoami"]) => ok(json!({
+    let (route, params) = match routes::lookup(method.as_str(), &segs) {
+        routes::Lookup::Found(route, params) => (route, params),
+        routes::Lookup::MethodNotAllowed => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            ))
+        }
+        routes::Lookup::NotFound => {
+            return Err(match segs.as_slice() {
+                ["api", first, rest @ ..] if *first != "v1" => {
+                    let segs: Vec<&str> = std::iter::once(*first)
+                        .chain(rest.iter().copied())
+                        .collect();
+                    schedulezero::not_found(&segs)
+                }
+                _ => ApiError::not_found(format!("no endpoint at {path}")),
+            })
+        }
+    };
+    // The one role check: the route's, from the table.
+    ctx.require(route.need)?;
+    dispatch(&ctx, route.handler, &params).await
+}
+
+/// Runs the handler of a route whose role check passed.
+async fn dispatch(ctx: &Ctx<'_>, handler: routes::Handler, params: &[&str]) -> ApiResult {
+    use routes::Handler as H;
+    match handler {
+        H::Index => Ok(ui::index()),
+        H::Asset => ui::asset(params[0]),
+        H::SchedulePreview => preview::route(ctx),
+        H::Health => health(ctx),
+        H::Whoami => ok(json!({
             "peer": ctx.caller.name,
             "role": ctx.caller.role.as_str(),
             "address": ctx.caller.address.to_string(),
         })),
-        (_, ["api", "v1", "peers", rest @ ..]) => peers::route(&ctx, &method, rest).await,
-        (Method::GET, ["api", "v1", "audit"]) => audit::list(&ctx).await,
-        (_, ["api", "v1", "endpoint"]) => endpoint::route(&ctx, &method).await,
-        (_, ["api", "v1", "jobs", rest @ ..]) => jobs::route(&ctx, &method, rest).await,
-        (Method::GET, ["api", "v1", "runs"]) => jobs::runs(&ctx, None).await,
-        (Method::GET, ["api", "v1", "stats"]) => jobs::stats(&ctx).await,
-        (Method::GET, ["api", "v1", "openapi.json"]) => Ok(openapi()),
-        (Method::GET, ["metrics"]) => metrics::get(&ctx).await,
-        (Method::PUT, ["api", "v1", "handler"]) => tasks::register(&ctx).await,
-        (Method::GET, ["api", "v1", "handlers"]) => tasks::list(&ctx).await,
-        (_, ["api", "v1", "tasks", rest @ ..]) => tasks::route(&ctx, &method, rest).await,
-        (_, ["api", first, rest @ ..]) if *first != "v1" => {
-            let segs: Vec<&str> = std::iter::once(*first)
-                .chain(rest.iter().copied())
-                .collect();
-            schedulezero::route(&ctx, &method, &segs).await
-        }
-        (_, [] | ["metrics"])
-        | (_, ["assets", _])
-        | (_, ["api", "v1", "schedule", "preview"])
-        | (
-            _,
-            ["api", "v1", "health" | "whoami" | "audit" | "runs" | "stats" | "openapi.json" | "handler"
-            | "handlers"],
-        ) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed on {path}"),
-        )),
-        _ => Err(ApiError::not_found(format!("no endpoint at {path}"))),
+        H::Audit => audit::list(ctx).await,
+        H::EndpointGet => endpoint::get(ctx),
+        H::EndpointPut => endpoint::put(ctx).await,
+        H::Metrics => metrics::get(ctx).await,
+        H::OpenApi => Ok(openapi()),
+        H::Runs => jobs::runs(ctx, None).await,
+        H::Stats => jobs::stats(ctx).await,
+        H::Peer(r) => peers::handle(ctx, r, params).await,
+        H::Job(r) => jobs::handle(ctx, r, params).await,
+        H::HandlerRegister => tasks::register(ctx).await,
+        H::HandlersList => tasks::list(ctx).await,
+        H::Task(r) => tasks::handle(ctx, r, params).await,
+        H::ScheduleZero(r) => schedulezero::handle(ctx, r, params).await,
     }
 }
 
@@ -1040,34 +1044,19 @@ fn task_call(who: &Caller, path: &str) -> bool {
     who.role == ::peers::Role::Handler && path.starts_with("/api/v1/tasks/")
 }
 
-/// The pinned routes a handler peer may call (any method; the routes check it), plus the
-/// static dashboard page and this API's description, which hold no data.
-fn handler_may_call(segs: &[&str]) -> bool {
-    matches!(
-        segs,
-        [] | ["assets", _]
-            | [
-                "api",
-                "v1",
-                "health" | "whoami" | "handler" | "openapi.json"
-            ]
-            | ["api", "v1", "tasks", ..]
-    )
-}
-
 fn health(ctx: &Ctx<'_>) -> ApiResult {
-    ok(health_json(ctx.service))
+    ok(health_json(ctx.service, ctx.api))
 }
 
 /// The body of `GET /api/v1/health`. `status` is `degraded` (not `ok`) while the store refuses
 /// writes or the scheduler cannot record its fires; `storage` and `scheduler` say why.
-pub fn health_json(service: &Service) -> Value {
-    let m = &service.metrics;
-    let g = &service.guards;
-    let peers = service.directory.read().unwrap().len();
-    let damaged = service.damaged_rows.load(Ordering::Relaxed);
-    let storage = service.store.health();
-    let recording = service.jobs.get().is_none_or(|j| j.recording());
+pub fn health_json(service: &Service, api: &ApiState) -> Value {
+    let m = service.metrics();
+    let g = &api.guards;
+    let peers = service.directory().read().unwrap().len();
+    let damaged = service.damaged_rows();
+    let storage = service.store().health();
+    let recording = service.jobs().recording();
     let status = if storage.writable && recording && damaged == 0 {
         "ok"
     } else {
@@ -1085,7 +1074,7 @@ pub fn health_json(service: &Service) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "peers": peers,
         "damaged_rows": damaged,
-        "uptime_s": service.started.elapsed().as_secs(),
+        "uptime_s": service.started().elapsed().as_secs(),
         "tunnel": {
             "handshakes": m.handshakes.load(Ordering::Relaxed),
             "dropped_spoofed": m.dropped_spoofed.load(Ordering::Relaxed),
@@ -1159,7 +1148,7 @@ mod tests {
     fn handlers_reach_only_the_pinned_routes() {
         let p = |s: &str| -> bool {
             let segs: Vec<&str> = s.trim_end_matches('/').split('/').skip(1).collect();
-            handler_may_call(&segs)
+            routes::handler_may_call(&segs)
         };
         for ok in [
             "/api/v1/health",
@@ -1233,9 +1222,11 @@ mod tests {
             created_at: 0,
         };
         let (commands, _) = tokio::sync::mpsc::channel(1);
-        let service = Arc::new(Service {
-            store: store.clone(),
-            server: std::sync::RwLock::new(server),
+        let (_, stop) = tokio::sync::watch::channel(false);
+        let (jobs, _) = crate::scheduler::start(store.clone(), Default::default(), stop).unwrap();
+        Arc::new(Service::new(crate::service::ServiceParts {
+            store,
+            server,
             listen: "[::]:51820".parse().unwrap(),
             data_dir: std::env::temp_dir(),
             commands,
@@ -1243,18 +1234,9 @@ mod tests {
             metrics: Default::default(),
             stats: Default::default(),
             started: std::time::Instant::now(),
-            api: ApiConfig::default(),
-            connections: Default::default(),
-            jobs: Default::default(),
-            damaged_rows: Default::default(),
-            guards: Guards::new(&ApiConfig::default()),
-            http: Default::default(),
-            backups: Default::default(),
-        });
-        let (_, stop) = tokio::sync::watch::channel(false);
-        let (jobs, _) = crate::scheduler::start(store, Default::default(), stop).unwrap();
-        assert!(service.jobs.set(jobs).is_ok());
-        service
+            jobs,
+            damaged_rows: 0,
+        }))
     }
 
     async fn call(
@@ -1270,7 +1252,8 @@ mod tests {
             fingerprint: "f".into(),
             endpoint: None,
         };
-        let r = match route(service, who, method, path.parse().unwrap(), body).await {
+        let api = ApiState::new(ApiConfig::default());
+        let r = match route(service, &api, who, method, path.parse().unwrap(), body).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
@@ -1363,7 +1346,7 @@ mod tests {
     async fn endpoint_put_is_refused_whole_on_a_full_disk_and_live_after() {
         let disk = crate::store::testing::Disk::default();
         let service = service_on(&disk);
-        assert!(service.store.init_server(&service.server()).unwrap());
+        assert!(service.store().init_server(&service.server()).unwrap());
         let put = json!({"endpoint": "new.example.org"});
 
         disk.set_failing(true);
@@ -1390,7 +1373,7 @@ mod tests {
         );
         assert_eq!(
             service
-                .store
+                .store()
                 .server()
                 .unwrap()
                 .unwrap()
@@ -1398,7 +1381,7 @@ mod tests {
                 .to_string(),
             "new.example.org:51820"
         );
-        let audit = service.store.audit_page(None, None, 10).unwrap();
+        let audit = service.store().audit_page(None, None, 10).unwrap();
         assert_eq!(audit[0].action, "server.endpoint");
         assert_eq!(audit[0].actor.peer, "leader");
     }

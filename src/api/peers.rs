@@ -3,24 +3,30 @@
 //! `POST` generates the client key pair on the server and returns the client config and its QR
 //! code (SVG) in that one response; the private key is stored nowhere.
 
-use hyper::{Method, StatusCode};
-use peers::{ClientConfig, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
+use std::net::IpAddr;
+
+use hyper::StatusCode;
+use peers::{PeerName, PresharedKey, PrivateKey, PublicKey, Role};
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
-use super::{deny_unknown, ok, ApiError, ApiResult, Ctx, Need};
-use crate::registry::{AddPeer, AddPeerError, PeerUpdateError};
+use super::body::{self, Body};
+use super::routes::PeerRoute;
+use super::{ok, ApiError, ApiResult, Ctx};
+use crate::peer_ops::{ConfigOptions, PeerAdded};
+use crate::registry::{AddPeer, AddPeerError, PeerUpdate, PeerUpdateError};
 
-pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
-    ctx.require(Need::Admin)?;
-    match (method, rest) {
-        (&Method::GET, []) => ok(json!(ctx
+pub(super) async fn handle(ctx: &Ctx<'_>, route: PeerRoute, params: &[&str]) -> ApiResult {
+    let name = || parse_name(params[0]);
+    match route {
+        PeerRoute::List => ok(json!(ctx
             .service
             .list_peers()
             .await
             .map_err(ApiError::internal)?)),
-        (&Method::POST, []) => create(ctx).await,
-        (&Method::GET, [name]) => {
-            let name = parse_name(name)?;
+        PeerRoute::Create => create(ctx).await,
+        PeerRoute::Get => {
+            let name = name()?;
             let views = ctx.service.list_peers().await.map_err(ApiError::internal)?;
             views
                 .into_iter()
@@ -28,22 +34,17 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
                 .map(|v| ok(json!(v)))
                 .unwrap_or_else(|| Err(not_found(&name)))
         }
-        (&Method::PATCH, [name]) => patch(ctx, parse_name(name)?).await,
-        (&Method::POST, [name, "rotate"]) => rotate(ctx, parse_name(name)?).await,
-        (&Method::DELETE, [name]) => {
+        PeerRoute::Patch => patch(ctx, name()?).await,
+        PeerRoute::Rotate => rotate(ctx, name()?).await,
+        PeerRoute::Delete => {
+            let op = PeerUpdate::Remove { name: name()? };
             let rec = ctx
                 .service
-                .remove_peer(parse_name(name)?, ctx.caller.actor())
+                .update_peer(op, ctx.caller.actor())
                 .await
                 .map_err(update_error)?;
             ok(json!(ctx.service.view(&rec)))
         }
-        (_, [] | [_] | [_, "rotate"]) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed here"),
-        )),
-        _ => Err(ApiError::not_found("no such peer endpoint")),
     }
 }
 
@@ -51,66 +52,96 @@ fn parse_name(s: &str) -> Result<PeerName, ApiError> {
     PeerName::new(s).map_err(|e| ApiError::bad_request("name", e.to_string()))
 }
 
-/// A device's own key: refused (400 naming `public_key`) when it is not a key a device can
-/// have — malformed, a low-order point, or a non-canonical encoding.
-fn parse_public_key(s: &str) -> Result<PublicKey, ApiError> {
-    PublicKey::parse(s).map_err(|e| ApiError::bad_request("public_key", e.to_string()))
-}
-
 fn not_found(name: &PeerName) -> ApiError {
     ApiError::not_found(format!("no peer named '{name}'"))
 }
 
-fn str_field<'a>(
-    obj: &'a serde_json::Map<String, Value>,
-    key: &str,
-) -> Result<Option<&'a str>, ApiError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::bad_request(
-            key,
-            format!("'{key}' must be a string"),
-        )),
+/// `POST /api/v1/peers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreatePeer {
+    #[serde(default, deserialize_with = "name_field")]
+    name: Option<PeerName>,
+    /// Default `viewer`.
+    #[serde(default, deserialize_with = "role_field")]
+    role: Option<Role>,
+    /// A key the device generated itself; absent, the server generates the pair.
+    #[serde(default, deserialize_with = "public_key_field")]
+    public_key: Option<PublicKey>,
+    #[serde(default, deserialize_with = "dns_field")]
+    dns: Vec<IpAddr>,
+}
+
+impl Body for CreatePeer {
+    const FIELDS: &'static [&'static str] = &["name", "role", "public_key", "dns"];
+}
+
+/// `PATCH /api/v1/peers/{name}`: role and/or enabled.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchPeer {
+    #[serde(default, deserialize_with = "role_field")]
+    role: Option<Role>,
+    #[serde(default, deserialize_with = "enabled_field")]
+    enabled: Option<bool>,
+}
+
+impl Body for PatchPeer {
+    const FIELDS: &'static [&'static str] = &["role", "enabled"];
+}
+
+fn name_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PeerName>, D::Error> {
+    (body::opt_string(d, "name")?)
+        .map(|s| PeerName::new(&s).map_err(|e| body::refuse("name", e)))
+        .transpose()
+}
+
+fn role_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Role>, D::Error> {
+    (body::opt_string(d, "role")?)
+        .map(|s| {
+            s.parse()
+                .map_err(|e: peers::RoleError| body::refuse("role", e))
+        })
+        .transpose()
+}
+
+/// A device's own key: refused (naming `public_key`) when it is not a key a device can have —
+/// malformed, a low-order point, or a non-canonical encoding.
+fn public_key_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PublicKey>, D::Error> {
+    (body::opt_string(d, "public_key")?)
+        .map(|s| PublicKey::parse(&s).map_err(|e| body::refuse("public_key", e)))
+        .transpose()
+}
+
+fn dns_field<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    let refused = || body::refuse("dns", "'dns' must be a list of IP addresses");
+    match Value::deserialize(d)? {
+        Value::Null => Ok(vec![]),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().and_then(|s| s.parse().ok()).ok_or_else(refused))
+            .collect(),
+        _ => Err(refused()),
     }
 }
 
+fn enabled_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    body::opt_bool(d, "enabled")
+}
+
 async fn create(ctx: &Ctx<'_>) -> ApiResult {
-    let obj = ctx.object()?;
-    deny_unknown(obj, &["name", "role", "public_key", "dns"], "")?;
-    let name = parse_name(
-        str_field(obj, "name")?
-            .ok_or_else(|| ApiError::bad_request("name", "'name' is required"))?,
-    )?;
-    let role: Role = str_field(obj, "role")?
-        .unwrap_or("viewer")
-        .parse()
-        .map_err(|e: peers::RoleError| ApiError::bad_request("role", e.to_string()))?;
-    let (private, public) = match str_field(obj, "public_key")? {
-        Some(k) => (None, parse_public_key(k)?),
+    let body: CreatePeer = body::read(ctx)?;
+    let name = (body.name).ok_or_else(|| ApiError::bad_request("name", "'name' is required"))?;
+    let role = body.role.unwrap_or(Role::Viewer);
+    let (private, public) = match body.public_key {
+        Some(k) => (None, k),
         None => {
             let k = PrivateKey::generate(&mut rand_core::OsRng);
             let p = k.public_key();
             (Some(k), p)
         }
     };
-    let dns = match obj.get("dns") {
-        None | Some(Value::Null) => vec![],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
-                    ApiError::bad_request("dns", "'dns' must be a list of IP addresses")
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "dns",
-                "'dns' must be a list of IP addresses",
-            ))
-        }
-    };
+    let dns = body.dns;
     let psk = PresharedKey::generate(&mut rand_core::OsRng);
     let req = AddPeer {
         name,
@@ -161,20 +192,12 @@ fn client_config(
     psk: PresharedKey,
     dns: Vec<std::net::IpAddr>,
 ) -> Result<(String, String), ApiError> {
-    let server = &ctx.service.server();
-    let config = ClientConfig {
-        private_key: private,
-        address: rec.address,
+    let added = PeerAdded::new(rec, &ctx.service.server());
+    let opts = ConfigOptions {
         dns,
-        mtu: peers::DEFAULT_MTU,
-        server_public_key: server.private_key.public_key(),
-        preshared_key: Some(psk),
-        endpoint: server.endpoint.clone(),
-        allowed_ips: vec![server.subnet()],
-        persistent_keepalive: Some(25),
-        name: Some(rec.name.to_string()),
+        ..ConfigOptions::default()
     };
-    let text = config.render();
+    let text = crate::peer_ops::client_config(&added, private, psk, opts).render();
     let svg = peers::render_svg(&text).map_err(ApiError::internal)?;
     Ok((text, svg))
 }
@@ -187,14 +210,14 @@ async fn rotate(ctx: &Ctx<'_>, name: PeerName) -> ApiResult {
     }
     let private = PrivateKey::generate(&mut rand_core::OsRng);
     let psk = PresharedKey::generate(&mut rand_core::OsRng);
+    let op = PeerUpdate::Rotate {
+        name,
+        public_key: private.public_key(),
+        preshared_key: Some(psk.clone()),
+    };
     let rec = ctx
         .service
-        .rotate(
-            name,
-            private.public_key(),
-            Some(psk.clone()),
-            ctx.caller.actor(),
-        )
+        .update_peer(op, ctx.caller.actor())
         .await
         .map_err(update_error)?;
     let (text, svg) = client_config(ctx, &rec, Some(private), psk, vec![])?;
@@ -202,33 +225,21 @@ async fn rotate(ctx: &Ctx<'_>, name: PeerName) -> ApiResult {
 }
 
 async fn patch(ctx: &Ctx<'_>, name: PeerName) -> ApiResult {
-    let obj = ctx.object()?;
-    deny_unknown(obj, &["role", "enabled"], "")?;
-    let role = str_field(obj, "role")?
-        .map(|r| {
-            r.parse::<Role>()
-                .map_err(|e| ApiError::bad_request("role", e.to_string()))
-        })
-        .transpose()?;
-    let enabled = match obj.get("enabled") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "enabled",
-                "'enabled' must be true or false",
-            ))
-        }
-    };
+    let PatchPeer { role, enabled } = body::read(ctx)?;
     if role.is_none() && enabled.is_none() {
         return Err(ApiError::bad_request(
             "body",
             "give 'role' and/or 'enabled'",
         ));
     }
+    let op = PeerUpdate::Fields {
+        name,
+        role,
+        enabled,
+    };
     let rec = ctx
         .service
-        .update_fields(name, role, enabled, ctx.caller.actor())
+        .update_peer(op, ctx.caller.actor())
         .await
         .map_err(update_error)?;
     ok(json!(ctx.service.view(&rec)))
@@ -249,6 +260,10 @@ fn update_error(e: PeerUpdateError) -> ApiError {
 mod tests {
     use super::*;
 
+    fn create_body(v: Value) -> Result<CreatePeer, ApiError> {
+        body::decode(v.as_object().expect("an object"))
+    }
+
     #[test]
     fn low_order_and_non_canonical_public_keys_are_400_naming_public_key() {
         for (key, needle) in [
@@ -262,12 +277,43 @@ mod tests {
             ),
             ("/////////////////////////////////////////38=", "canonical"),
         ] {
-            let e = parse_public_key(key).expect_err(key);
+            let e = create_body(json!({"name": "a", "public_key": key})).expect_err(key);
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{key}");
             assert_eq!(e.field.as_deref(), Some("public_key"), "{key}");
             assert!(e.message.contains(needle), "{key}: {}", e.message);
         }
         let good = PrivateKey::generate(&mut rand_core::OsRng).public_key();
-        assert_eq!(parse_public_key(&good.to_base64()).unwrap(), good);
+        let body = create_body(json!({"name": "a", "public_key": good.to_base64()})).unwrap();
+        assert_eq!(body.public_key, Some(good));
+    }
+
+    #[test]
+    fn typed_bodies_name_the_field_they_refuse() {
+        for (v, field, message) in [
+            (json!({"name": 5}), "name", "'name' must be a string"),
+            (json!({"name": "a", "role": "king"}), "role", "king"),
+            (
+                json!({"name": "a", "dns": ["1.1.1.1", 7]}),
+                "dns",
+                "'dns' must be a list of IP addresses",
+            ),
+            (
+                json!({"name": "a", "colour": "red"}),
+                "colour",
+                "unknown field 'colour'",
+            ),
+        ] {
+            let e = create_body(v.clone()).expect_err(&v.to_string());
+            assert_eq!(e.field.as_deref(), Some(field), "{v}");
+            assert!(e.message.contains(message), "{v}: {}", e.message);
+        }
+        let body = create_body(json!({"name": "a", "role": null, "dns": ["9.9.9.9"]})).unwrap();
+        assert_eq!(body.name.unwrap().as_str(), "a");
+        assert_eq!(body.role, None);
+        assert_eq!(body.dns, vec!["9.9.9.9".parse::<IpAddr>().unwrap()]);
+        let e =
+            body::decode::<PatchPeer>(json!({"enabled": "yes"}).as_object().unwrap()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("enabled"));
+        assert_eq!(e.message, "'enabled' must be true or false");
     }
 }

@@ -15,10 +15,11 @@
 
 use std::time::Duration;
 
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use jiff::Timestamp;
 use serde_json::{json, Map, Value};
 
+use super::routes::ScheduleZeroRoute;
 use super::{deny_unknown, deny_unknown_query, json_response, ok, ApiError, ApiResult, Ctx, Need};
 use crate::sched::apscheduler;
 use crate::sched::{JobId, Trigger};
@@ -40,10 +41,7 @@ const MAX_ERRORS: usize = 500;
 static SCHEDULE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn jobs<'a>(ctx: &Ctx<'a>) -> Result<&'a Handle, ApiError> {
-    ctx.service
-        .jobs
-        .get()
-        .ok_or_else(|| ApiError::internal("the scheduler is not running"))
+    Ok(ctx.service.jobs())
 }
 
 /// Our spec field names in ScheduleZero's terms.
@@ -86,44 +84,35 @@ fn job_error(e: JobError) -> ApiError {
     }
 }
 
-pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
-    match (method, rest) {
-        (&Method::GET, ["health"]) => {
-            ctx.require(Need::Read)?;
-            ok(json!({"status": "ok", "service": "ScheduleZero"}))
-        }
-        (&Method::GET, ["handlers"]) => handlers(ctx).await,
-        (&Method::POST, ["schedule"]) => schedule(ctx).await,
-        (&Method::POST, ["run_now"]) => run_now(ctx).await,
-        (&Method::GET, ["schedules"]) => schedules(ctx),
-        (&Method::DELETE, ["schedules", id]) => delete(ctx, id).await,
-        (&Method::GET, ["executions"]) => executions(ctx).await,
-        (&Method::GET, ["executions", "stats"]) => stats(ctx).await,
-        (&Method::GET, ["executions", "errors"]) => errors(ctx).await,
-        (&Method::POST, ["executions", "clear"]) => clear(ctx).await,
-        (
-            _,
-            ["health" | "handlers" | "schedule" | "run_now" | "schedules" | "executions"]
-            | ["schedules", _]
-            | ["executions", "stats" | "errors" | "clear"],
-        ) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed here"),
-        )),
-        _ => Err(ApiError::not_found(format!(
-            "no endpoint at /api/{}; ScheduleZero's routes are health, handlers, schedule, run_now, schedules, executions; ours are under /api/v1/",
-            rest.join("/")
-        ))),
+pub(super) async fn handle(ctx: &Ctx<'_>, route: ScheduleZeroRoute, params: &[&str]) -> ApiResult {
+    use ScheduleZeroRoute as R;
+    match route {
+        R::Health => ok(json!({"status": "ok", "service": "ScheduleZero"})),
+        R::Handlers => handlers(ctx).await,
+        R::Schedule => schedule(ctx).await,
+        R::RunNow => run_now(ctx).await,
+        R::Schedules => schedules(ctx),
+        R::Delete => delete(ctx, params[0]).await,
+        R::Executions => executions(ctx).await,
+        R::ExecutionStats => stats(ctx).await,
+        R::ExecutionErrors => errors(ctx).await,
+        R::ExecutionsClear => clear(ctx).await,
     }
+}
+
+/// The 404 for a path under `/api/` that is neither ScheduleZero's nor ours.
+pub(super) fn not_found(rest: &[&str]) -> ApiError {
+    ApiError::not_found(format!(
+        "no endpoint at /api/{}; ScheduleZero's routes are health, handlers, schedule, run_now, schedules, executions; ours are under /api/v1/",
+        rest.join("/")
+    ))
 }
 
 /// `GET /api/handlers`: status is "Connected" when the handler polled within the last minute.
 async fn handlers(ctx: &Ctx<'_>) -> ApiResult {
-    ctx.require(Need::Read)?;
     deny_unknown_query(ctx, &[])?;
     let list = jobs(ctx)?.tasks.list().await;
-    let dir = ctx.service.directory.read().unwrap();
+    let dir = ctx.service.directory().read().unwrap();
     let out: Vec<Value> = list
         .iter()
         .map(|h| {
@@ -195,7 +184,6 @@ fn sz_id(e: &JobEntry) -> String {
 // Driver: the default job_id carries the wall-clock time, as ScheduleZero's does.
 #[allow(clippy::disallowed_methods)]
 async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
-    ctx.require(Need::Operate)?;
     let obj = ctx.object()?;
     deny_unknown(
         obj,
@@ -280,7 +268,6 @@ async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
 
 /// `POST /api/run_now`: one durable run of `handler_id.job_method`, carried by a paused job.
 async fn run_now(ctx: &Ctx<'_>) -> ApiResult {
-    ctx.require(Need::Operate)?;
     let obj = ctx.object()?;
     deny_unknown(
         obj,
@@ -359,7 +346,6 @@ fn trigger_text(t: &Trigger) -> String {
 
 /// `GET /api/schedules`: every job except the carriers of `run_now`.
 fn schedules(ctx: &Ctx<'_>) -> ApiResult {
-    ctx.require(Need::Read)?;
     deny_unknown_query(ctx, &[])?;
     // Params may carry channel ids or tokens: viewers see `***`, as in the native API.
     let operator = ctx.require(Need::Operate).is_ok();
@@ -388,7 +374,6 @@ fn schedules(ctx: &Ctx<'_>) -> ApiResult {
 
 /// `DELETE /api/schedules/{id}`: by ScheduleZero id, or by our id for other jobs.
 async fn delete(ctx: &Ctx<'_>, id: &str) -> ApiResult {
-    ctx.require(Need::Operate)?;
     let jobs = jobs(ctx)?;
     let all = jobs.list();
     let found = by_sz_id(&all, id).or_else(|| {
@@ -496,7 +481,6 @@ fn bounded_limit(ctx: &Ctx<'_>, default: usize, max: usize) -> Result<usize, Api
 
 /// `GET /api/executions?limit=&handler_id=|job_id=&status=`.
 async fn executions(ctx: &Ctx<'_>) -> ApiResult {
-    ctx.require(Need::Read)?;
     deny_unknown_query(ctx, &["limit", "handler_id", "job_id", "status"])?;
     let limit = bounded_limit(ctx, 100, MAX_EXECUTIONS)?;
     let handler = ctx.query.get("handler_id").cloned();
@@ -537,7 +521,6 @@ async fn executions(ctx: &Ctx<'_>) -> ApiResult {
 
 /// `GET /api/executions/stats`, over the latest 1000 runs.
 async fn stats(ctx: &Ctx<'_>) -> ApiResult {
-    ctx.require(Need::Read)?;
     deny_unknown_query(ctx, &[])?;
     let jobs = jobs(ctx)?;
     let records = scan(jobs, None, MAX_EXECUTIONS, |_| true).await?;
@@ -578,7 +561,6 @@ async fn stats(ctx: &Ctx<'_>) -> ApiResult {
 
 /// `GET /api/executions/errors?limit=`.
 async fn errors(ctx: &Ctx<'_>) -> ApiResult {
-    ctx.require(Need::Read)?;
     deny_unknown_query(ctx, &["limit"])?;
     let limit = bounded_limit(ctx, 50, MAX_ERRORS)?;
     let errors = scan(jobs(ctx)?, Some(RunStatus::Failed), limit, |_| true).await?;
@@ -587,7 +569,6 @@ async fn errors(ctx: &Ctx<'_>) -> ApiResult {
 
 /// `POST /api/executions/clear`: deletes the finished run history (admin; audited).
 async fn clear(ctx: &Ctx<'_>) -> ApiResult {
-    ctx.require(Need::Admin)?;
     if ctx.body.is_some() {
         deny_unknown(ctx.object()?, &[], "")?;
     }

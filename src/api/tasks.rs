@@ -8,10 +8,11 @@
 
 use std::time::Duration;
 
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 
-use super::{deny_unknown, ok, ApiError, ApiResult, Ctx, Need};
+use super::routes::TaskRoute;
+use super::{deny_unknown, ok, ApiError, ApiResult, Ctx};
 use crate::queue::{AckOutcome, DeliveryId, FailOutcome, LeaseError, MAX_PER_LEASE};
 use crate::tasks::{TaskError, Tasks, MAX_METHODS, MAX_RESULT_BYTES};
 
@@ -23,11 +24,7 @@ pub const DEFAULT_LEASE_S: u64 = 60;
 pub const MAX_ERROR_BYTES: usize = 4096;
 
 fn tasks<'a>(ctx: &Ctx<'a>) -> Result<&'a Tasks, ApiError> {
-    ctx.service
-        .jobs
-        .get()
-        .map(|j| &*j.tasks)
-        .ok_or_else(|| ApiError::internal("the scheduler is not running"))
+    Ok(&ctx.service.jobs().tasks)
 }
 
 fn task_error(e: TaskError) -> ApiError {
@@ -101,7 +98,6 @@ fn delivery(id: &str) -> Result<DeliveryId, ApiError> {
 
 /// `PUT /api/v1/handler` `{"methods": [...]}`: registers or replaces the caller's methods.
 pub(super) async fn register(ctx: &Ctx<'_>) -> ApiResult {
-    ctx.require(Need::Handler)?;
     let obj = ctx.object()?;
     deny_unknown(obj, &["methods"], "")?;
     let Some(Value::Array(list)) = obj.get("methods") else {
@@ -147,19 +143,18 @@ pub(super) async fn register(ctx: &Ctx<'_>) -> ApiResult {
 
 /// `GET /api/v1/handlers`.
 pub(super) async fn list(ctx: &Ctx<'_>) -> ApiResult {
-    ctx.require(Need::Read)?;
     super::deny_unknown_query(ctx, &[])?;
     let handlers = tasks(ctx)?.list().await;
     ok(json!({"handlers": handlers.iter().map(|h| h.to_json()).collect::<Vec<_>>()}))
 }
 
 /// `/api/v1/tasks/…`.
-pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
-    match (method, rest) {
-        (&Method::POST, ["lease"]) => lease(ctx).await,
-        (&Method::POST, [id, "heartbeat"]) => {
-            ctx.require(Need::Handler)?;
-            let id = delivery(id)?;
+pub(super) async fn handle(ctx: &Ctx<'_>, route: TaskRoute, params: &[&str]) -> ApiResult {
+    let id = || delivery(params[0]);
+    match route {
+        TaskRoute::Lease => lease(ctx).await,
+        TaskRoute::Heartbeat => {
+            let id = id()?;
             let obj = body(ctx, &["lease_s"])?;
             let lease = lease_s(&obj)?;
             let (expires, cancel) = tasks(ctx)?
@@ -168,9 +163,8 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
                 .map_err(task_error)?;
             ok(json!({"lease_expires_at": expires.to_string(), "cancel_requested": cancel}))
         }
-        (&Method::POST, [id, "ack"]) => {
-            ctx.require(Need::Handler)?;
-            let id = delivery(id)?;
+        TaskRoute::Ack => {
+            let id = id()?;
             let obj = body(ctx, &["result"])?;
             let result = obj.get("result").cloned().unwrap_or(Value::Null);
             let size = serde_json::to_vec(&result)
@@ -194,9 +188,8 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
                 "repeated": outcome == AckOutcome::Repeated,
             }))
         }
-        (&Method::POST, [id, "fail"]) => {
-            ctx.require(Need::Handler)?;
-            let id = delivery(id)?;
+        TaskRoute::Fail => {
+            let id = id()?;
             let obj = ctx.object()?;
             deny_unknown(obj, &["error", "retry"], "")?;
             let error = match obj.get("error") {
@@ -233,18 +226,11 @@ pub(super) async fn route(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiR
             }
             ok(body)
         }
-        (_, ["lease"] | [_, "heartbeat" | "ack" | "fail"]) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed here; use POST"),
-        )),
-        _ => Err(ApiError::not_found("no such task endpoint")),
     }
 }
 
 /// `POST /api/v1/tasks/lease` `{"wait_s", "max", "lease_s"}`.
 async fn lease(ctx: &Ctx<'_>) -> ApiResult {
-    ctx.require(Need::Handler)?;
     let obj = body(ctx, &["wait_s", "max", "lease_s"])?;
     let wait = Duration::from_secs(int(&obj, "wait_s", 0, MAX_WAIT_S, 0)?);
     let max = int(&obj, "max", 1, MAX_PER_LEASE as u64, 1)? as usize;

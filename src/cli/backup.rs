@@ -14,7 +14,7 @@ use appliance::control::{ControlFailure, Request};
 use appliance::paths::DataDir;
 use appliance::store::{BackupInfo, RestoreError};
 
-use crate::{call, fatal, to_value, usage, Failure};
+use super::{call, fatal, to_value, usage, Failure};
 
 /// Makes `file` absolute (the server's working directory is not the caller's) and checks it
 /// can be written: its directory exists and nothing is there yet.

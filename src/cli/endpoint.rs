@@ -10,7 +10,7 @@ use appliance::service::unix_now_ms;
 use appliance::store::Actor;
 use peers::Endpoint;
 
-use crate::{call, fatal, to_value, usage, Failure};
+use super::{call, fatal, to_value, usage, Failure};
 
 pub fn run(dir: &DataDir, set: Option<String>, json: bool) -> Result<(), Failure> {
     if let Some(text) = &set {
@@ -22,10 +22,7 @@ pub fn run(dir: &DataDir, set: Option<String>, json: bool) -> Result<(), Failure
         None => Ok(to_value(&EndpointView::new(&server.endpoint, None))),
         Some(text) => {
             let endpoint = Endpoint::parse(&text, server.listen_port).map_err(|e| {
-                appliance::control::ControlFailure {
-                    kind: "invalid_input".into(),
-                    message: format!("invalid endpoint: {e}"),
-                }
+                appliance::control::ControlFailure::invalid(format!("invalid endpoint: {e}"))
             })?;
             let previous = store.set_endpoint(&endpoint, &Actor::local_cli(), unix_now_ms())?;
             Ok(to_value(&EndpointView::new(&endpoint, Some(&previous))))

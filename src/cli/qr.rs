@@ -15,18 +15,20 @@
 
 use std::io::{IsTerminal, Write};
 
-use appliance::control::PeerAdded;
 use appliance::paths::DataDir;
-use peers::Cells;
+use appliance::peer_ops::PeerAdded;
+use peers::{Cells, Endpoint, Ipv4Net, PeerName, Role};
 
-use crate::{client_config, fatal, usage, ClientKeys, ConfigArgs, Failure};
+use super::args::ConfigArgs;
+use super::peer::{config_for, ClientKeys};
+use super::{fatal, usage, Failure};
 
 /// Lines printed with the code: the heading above it and the hint below it.
 const TEXT_ROWS: usize = 2;
 
 /// What [`print`] will draw, decided before anything changed.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Plan {
+pub(super) struct Plan {
     /// How to draw the code; `None`: leave it out.
     cells: Option<Cells>,
     /// Said on stderr after the output, when the code was left out.
@@ -36,7 +38,7 @@ pub struct Plan {
 /// On a terminal, how the QR code will be drawn, decided before `peer add`/`rotate` change
 /// anything: from a config at least as long as the one the server will hand out (the longest
 /// address and subnet, the endpoint in force). `None` when no code goes to a terminal.
-pub fn before_change(
+pub(super) fn before_change(
     dir: &DataDir,
     keys: &ClientKeys,
     args: &ConfigArgs,
@@ -45,15 +47,16 @@ pub fn before_change(
     if args.out.is_some() || !std::io::stdout().is_terminal() {
         return Ok(None);
     }
+    let endpoint = super::endpoint::current(dir)?;
     let longest = PeerAdded {
-        name: String::new(),
-        role: String::new(),
+        name: PeerName::new("x").map_err(fatal)?,
+        role: Role::Viewer,
         address: std::net::Ipv4Addr::new(255, 255, 255, 255),
-        server_public_key: keys.public.to_base64(),
-        endpoint: crate::cli::endpoint::current(dir)?,
-        subnet: "255.255.255.255/32".into(),
+        server_public_key: keys.public,
+        endpoint: Endpoint::parse(&endpoint, 1).map_err(fatal)?,
+        subnet: Ipv4Net::parse("255.255.255.255/32").map_err(fatal)?,
     };
-    let text = client_config(&longest, keys, args)?.render_compact();
+    let text = config_for(&longest, keys, args)?.render_compact();
     let other_way = args.qr_png.is_some() || args.show_config;
     plan(&text, args.qr_sextants, other_way, unchanged).map(Some)
 }
@@ -138,7 +141,7 @@ fn decide(
 
 /// Prints the code as planned, for the config `text` whose compact form `compact` it carries,
 /// and the config if asked.
-pub fn print(
+pub(super) fn print(
     text: &str,
     compact: &str,
     plan: Plan,

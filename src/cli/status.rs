@@ -9,7 +9,8 @@ use appliance::paths::DataDir;
 use appliance::service::unix_now;
 use appliance::status::{self, Status};
 
-use crate::{ago, bytes, call, fatal, to_value, Failure};
+use super::format::{ago, bytes};
+use super::{call, fatal, to_value, Failure};
 
 pub fn run(dir: &DataDir, json: bool) -> Result<(), Failure> {
     let root = dir.root().to_path_buf();

@@ -15,7 +15,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ use super::{Command, Engine, Metrics};
 use crate::directory::Directory;
 use crate::netstack::stream::Connection;
 use crate::netstack::{smol_now, Limits, QueueDevice};
-use crate::service::{Service, StatsBook};
+use crate::service::{Service, ServiceParts, StatsBook};
 use crate::store::{PeerRecord, ServerRecord, Store};
 use crate::tunnel::{Router, MAX_DATAGRAM};
 
@@ -73,6 +73,7 @@ struct World {
     deadline: Instant,
     phone: Phone,
     service: Arc<Service>,
+    api: Arc<crate::api::ApiState>,
     commands: mpsc::Receiver<Command>,
     notify: Arc<Notify>,
     to_server: VecDeque<Vec<u8>>,
@@ -136,24 +137,23 @@ impl World {
         };
         let store = Store::create(&data_dir.join("appliance.redb"), Some(&server)).unwrap();
         let (commands_tx, commands) = mpsc::channel(64);
-        let service = Arc::new(Service {
-            store: Arc::new(store),
-            server: std::sync::RwLock::new(server),
+        let store = Arc::new(store);
+        let (_, stop) = tokio::sync::watch::channel(false);
+        let (jobs, _) = crate::scheduler::start(store.clone(), Default::default(), stop).unwrap();
+        let service = Arc::new(Service::new(ServiceParts {
+            store,
+            server,
             listen: "0.0.0.0:51820".parse().unwrap(),
             data_dir: data_dir.clone(),
             commands: commands_tx,
             directory,
             metrics: Arc::new(Metrics::default()),
-            stats: Mutex::new(StatsBook::new(Vec::new())),
+            stats: StatsBook::new(Vec::new()),
             started: origin,
-            api: Default::default(),
-            connections: Default::default(),
-            guards: crate::api::Guards::new(&Default::default()),
-            jobs: OnceLock::new(),
-            damaged_rows: Default::default(),
-            http: Default::default(),
-            backups: Default::default(),
-        });
+            jobs,
+            damaged_rows: 0,
+        }));
+        let api = Arc::new(crate::api::ApiState::new(Default::default()));
 
         let tunn = Tunn::new(
             StaticSecret::from(*phone_key.as_bytes()),
@@ -188,6 +188,7 @@ impl World {
             deadline: origin,
             phone,
             service,
+            api,
             commands,
             notify: Arc::new(Notify::new()),
             to_server: VecDeque::new(),
@@ -273,6 +274,7 @@ impl World {
             crate::api::serve_connection(
                 Connection::new(conn, self.notify.clone()),
                 self.service.clone(),
+                self.api.clone(),
             );
         }
         // The phone: its TCP/IP stack takes what arrived; its sockets' readers may proceed.
@@ -586,7 +588,7 @@ fn peer_removed_mid_request_gets_no_reply_and_its_connection_ends() {
         // The peer is removed through the service's command channel, as the API and CLI do.
         let (done, removed) = tokio::sync::oneshot::channel();
         service
-            .commands
+            .commands()
             .try_send(Command::RemovePeer {
                 name: PeerName::new("leader").unwrap(),
                 done,

@@ -1,0 +1,386 @@
+//! The API's routes in one declarative table: method, path pattern, the role required, and the
+//! handler that serves it ([`ROUTES`]).
+//!
+//! Layer: pure (data and matching). The router ([`super::route`]) looks every request up here,
+//! checks the route's role once — no handler checks access itself — and dispatches on the
+//! handler. Metric labels ([`super::route_template`]), the routes a handler peer may call, and
+//! `tests/openapi.rs` (every route documented, nothing else) read the same table.
+
+use super::Need;
+
+/// A route of `/api/v1/peers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRoute {
+    List,
+    Create,
+    Get,
+    Patch,
+    Delete,
+    Rotate,
+}
+
+/// A route of `/api/v1/jobs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobRoute {
+    List,
+    Create,
+    Test,
+    Get,
+    Patch,
+    Delete,
+    Pause,
+    Resume,
+    Run,
+    Runs,
+}
+
+/// A route of a handler peer's task queue, `/api/v1/tasks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskRoute {
+    Lease,
+    Heartbeat,
+    Ack,
+    Fail,
+}
+
+/// A ScheduleZero route (`/api/…` outside `/api/v1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleZeroRoute {
+    Health,
+    Handlers,
+    Schedule,
+    RunNow,
+    Schedules,
+    Delete,
+    Executions,
+    ExecutionStats,
+    ExecutionErrors,
+    ExecutionsClear,
+}
+
+/// Which handler serves a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    Index,
+    Asset,
+    SchedulePreview,
+    Health,
+    Whoami,
+    Audit,
+    EndpointGet,
+    EndpointPut,
+    Metrics,
+    OpenApi,
+    Runs,
+    Stats,
+    Peer(PeerRoute),
+    Job(JobRoute),
+    HandlerRegister,
+    HandlersList,
+    Task(TaskRoute),
+    ScheduleZero(ScheduleZeroRoute),
+}
+
+/// One route: `method` (upper case; `HEAD` is served wherever `GET` is), a path pattern whose
+/// `{name}` segments match any one segment, the role it needs, and its handler.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub need: Need,
+    pub handler: Handler,
+}
+
+const fn r(method: &'static str, path: &'static str, need: Need, handler: Handler) -> Route {
+    Route {
+        method,
+        path,
+        need,
+        handler,
+    }
+}
+
+use Handler as H;
+use Need::{Admin, Any, Handler as HandlerRole, Operate, Read};
+
+/// Every route the API serves. Order matters only where a literal segment and a `{param}`
+/// could both match (`/api/v1/jobs/test` before `/api/v1/jobs/{id}`): the first match wins.
+pub static ROUTES: &[Route] = &[
+    r("GET", "/", Any, H::Index),
+    r("GET", "/assets/{name}", Any, H::Asset),
+    r("POST", "/api/v1/schedule/preview", Read, H::SchedulePreview),
+    r("GET", "/api/v1/health", Any, H::Health),
+    r("GET", "/api/v1/whoami", Any, H::Whoami),
+    r("GET", "/api/v1/openapi.json", Any, H::OpenApi),
+    r("GET", "/api/v1/audit", Admin, H::Audit),
+    r("GET", "/api/v1/endpoint", Read, H::EndpointGet),
+    r("PUT", "/api/v1/endpoint", Admin, H::EndpointPut),
+    r("GET", "/metrics", Read, H::Metrics),
+    r("GET", "/api/v1/runs", Read, H::Runs),
+    r("GET", "/api/v1/stats", Read, H::Stats),
+    r("GET", "/api/v1/peers", Admin, H::Peer(PeerRoute::List)),
+    r("POST", "/api/v1/peers", Admin, H::Peer(PeerRoute::Create)),
+    r(
+        "GET",
+        "/api/v1/peers/{name}",
+        Admin,
+        H::Peer(PeerRoute::Get),
+    ),
+    r(
+        "PATCH",
+        "/api/v1/peers/{name}",
+        Admin,
+        H::Peer(PeerRoute::Patch),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/peers/{name}",
+        Admin,
+        H::Peer(PeerRoute::Delete),
+    ),
+    r(
+        "POST",
+        "/api/v1/peers/{name}/rotate",
+        Admin,
+        H::Peer(PeerRoute::Rotate),
+    ),
+    r("GET", "/api/v1/jobs", Read, H::Job(JobRoute::List)),
+    r("POST", "/api/v1/jobs", Operate, H::Job(JobRoute::Create)),
+    r("POST", "/api/v1/jobs/test", Operate, H::Job(JobRoute::Test)),
+    r("GET", "/api/v1/jobs/{id}", Read, H::Job(JobRoute::Get)),
+    r(
+        "PATCH",
+        "/api/v1/jobs/{id}",
+        Operate,
+        H::Job(JobRoute::Patch),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/jobs/{id}",
+        Operate,
+        H::Job(JobRoute::Delete),
+    ),
+    r(
+        "POST",
+        "/api/v1/jobs/{id}/pause",
+        Operate,
+        H::Job(JobRoute::Pause),
+    ),
+    r(
+        "POST",
+        "/api/v1/jobs/{id}/resume",
+        Operate,
+        H::Job(JobRoute::Resume),
+    ),
+    r(
+        "POST",
+        "/api/v1/jobs/{id}/run",
+        Operate,
+        H::Job(JobRoute::Run),
+    ),
+    r(
+        "GET",
+        "/api/v1/jobs/{id}/runs",
+        Read,
+        H::Job(JobRoute::Runs),
+    ),
+    r("PUT", "/api/v1/handler", HandlerRole, H::HandlerRegister),
+    r("GET", "/api/v1/handlers", Read, H::HandlersList),
+    r(
+        "POST",
+        "/api/v1/tasks/lease",
+        HandlerRole,
+        H::Task(TaskRoute::Lease),
+    ),
+    r(
+        "POST",
+        "/api/v1/tasks/{id}/heartbeat",
+        HandlerRole,
+        H::Task(TaskRoute::Heartbeat),
+    ),
+    r(
+        "POST",
+        "/api/v1/tasks/{id}/ack",
+        HandlerRole,
+        H::Task(TaskRoute::Ack),
+    ),
+    r(
+        "POST",
+        "/api/v1/tasks/{id}/fail",
+        HandlerRole,
+        H::Task(TaskRoute::Fail),
+    ),
+    r(
+        "GET",
+        "/api/health",
+        Read,
+        H::ScheduleZero(ScheduleZeroRoute::Health),
+    ),
+    r(
+        "GET",
+        "/api/handlers",
+        Read,
+        H::ScheduleZero(ScheduleZeroRoute::Handlers),
+    ),
+    r(
+        "POST",
+        "/api/schedule",
+        Operate,
+        H::ScheduleZero(ScheduleZeroRoute::Schedule),
+    ),
+    r(
+        "POST",
+        "/api/run_now",
+        Operate,
+        H::ScheduleZero(ScheduleZeroRoute::RunNow),
+    ),
+    r(
+        "GET",
+        "/api/schedules",
+        Read,
+        H::ScheduleZero(ScheduleZeroRoute::Schedules),
+    ),
+    r(
+        "DELETE",
+        "/api/schedules/{id}",
+        Operate,
+        H::ScheduleZero(ScheduleZeroRoute::Delete),
+    ),
+    r(
+        "GET",
+        "/api/executions",
+        Read,
+        H::ScheduleZero(ScheduleZeroRoute::Executions),
+    ),
+    r(
+        "GET",
+        "/api/executions/stats",
+        Read,
+        H::ScheduleZero(ScheduleZeroRoute::ExecutionStats),
+    ),
+    r(
+        "GET",
+        "/api/executions/errors",
+        Read,
+        H::ScheduleZero(ScheduleZeroRoute::ExecutionErrors),
+    ),
+    r(
+        "POST",
+        "/api/executions/clear",
+        Admin,
+        H::ScheduleZero(ScheduleZeroRoute::ExecutionsClear),
+    ),
+];
+
+/// The `{param}` values of `pattern` in `segs`, or `None` if the path does not match.
+fn matches<'p>(pattern: &str, segs: &[&'p str]) -> Option<Vec<&'p str>> {
+    let pat: Vec<&str> = super::path_segments(pattern);
+    if pat.len() != segs.len() {
+        return None;
+    }
+    let mut params = Vec::new();
+    for (p, s) in pat.iter().zip(segs) {
+        if p.starts_with('{') {
+            params.push(*s);
+        } else if p != s {
+            return None;
+        }
+    }
+    Some(params)
+}
+
+/// What the table says about a request.
+#[derive(Debug)]
+pub enum Lookup<'p> {
+    /// The route, and its `{param}` values in order.
+    Found(&'static Route, Vec<&'p str>),
+    /// The path is served, but not with this method.
+    MethodNotAllowed,
+    /// No route has this path.
+    NotFound,
+}
+
+/// Finds the route for `method` (upper case, `GET` for `HEAD`) and a path split by
+/// [`super::path_segments`].
+pub fn lookup<'p>(method: &str, segs: &[&'p str]) -> Lookup<'p> {
+    let mut path_known = false;
+    for route in ROUTES {
+        if let Some(params) = matches(route.path, segs) {
+            if route.method == method {
+                return Lookup::Found(route, params);
+            }
+            path_known = true;
+        }
+    }
+    if path_known {
+        Lookup::MethodNotAllowed
+    } else {
+        Lookup::NotFound
+    }
+}
+
+/// The pattern of the first route with this path (any method), for metric labels.
+pub fn template(segs: &[&str]) -> Option<&'static str> {
+    ROUTES
+        .iter()
+        .find(|r| matches(r.path, segs).is_some())
+        .map(|r| r.path)
+}
+
+/// Whether a handler peer may call this path at all: some route there admits the handler
+/// role (health, whoami, openapi.json, the dashboard's static files, registration, tasks).
+pub fn handler_may_call(segs: &[&str]) -> bool {
+    ROUTES
+        .iter()
+        .any(|r| r.need.allows(::peers::Role::Handler) && matches(r.path, segs).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(p: &str) -> Vec<&str> {
+        super::super::path_segments(p)
+    }
+
+    #[test]
+    fn literals_win_over_params_and_methods_are_told_apart() {
+        let s = segs("/api/v1/jobs/test");
+        assert!(matches!(
+            lookup("POST", &s),
+            Lookup::Found(r, _) if r.handler == Handler::Job(JobRoute::Test)
+        ));
+        assert!(matches!(
+            lookup("GET", &s),
+            Lookup::Found(r, ref p) if r.handler == Handler::Job(JobRoute::Get) && p == &["test"]
+        ));
+        assert!(matches!(lookup("PUT", &s), Lookup::MethodNotAllowed));
+        assert!(matches!(
+            lookup("GET", &segs("/api/v1/jobs/a/b/c")),
+            Lookup::NotFound
+        ));
+        assert!(matches!(
+            lookup("POST", &segs("/api/v1/peers/alice/rotate")),
+            Lookup::Found(r, ref p) if r.need == Need::Admin && p == &["alice"]
+        ));
+    }
+
+    #[test]
+    fn every_route_is_unique_and_reachable() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[..i] {
+                assert!(
+                    (a.method, a.path) != (b.method, b.path),
+                    "{} {} twice",
+                    a.method,
+                    a.path
+                );
+            }
+            let s = segs(a.path);
+            match lookup(a.method, &s) {
+                Lookup::Found(r, _) => assert_eq!(r.handler, a.handler, "{} {}", a.method, a.path),
+                other => panic!("{} {} is shadowed: {other:?}", a.method, a.path),
+            }
+        }
+    }
+}
