@@ -31,9 +31,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use appliance::jobs::{JobStats, Jobs, JobsConfig};
+use appliance::model::{Actor, RunRecord, RunStatus};
 use appliance::queue::Task;
 use appliance::sched::{JobId, Retry};
-use appliance::store::{Actor, RunRecord, RunStatus, Store};
+use appliance::store::Store;
 use appliance::tasks::Tasks;
 use bytes::Bytes;
 use http_body_util::Empty;

@@ -33,8 +33,9 @@ use std::time::{Duration, Instant};
 
 use appliance::control::{self, Request};
 use appliance::jobs::{Jobs, JobsConfig};
+use appliance::model::{Actor, AuditEntry, JobRecord};
 use appliance::sched::{Action, JobId, JobSpec, Webhook};
-use appliance::store::{Actor, AuditEntry, JobRecord, Store};
+use appliance::store::Store;
 use appliance::webhook::{Executor, NetPolicy};
 use bytes::Bytes;
 use http_body_util::Empty;

@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
+use crate::model::{Actor, PeerRecord};
 use crate::registry::{AddPeer, AddPeerError, PeerUpdateError};
 use crate::service::{PeerView, Service};
-use crate::store::{Actor, PeerRecord, StoreError};
+use crate::store::StoreError;
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -109,7 +110,7 @@ pub struct PeerAdded {
 }
 
 impl PeerAdded {
-    pub fn new(rec: &PeerRecord, server: &crate::store::ServerRecord) -> PeerAdded {
+    pub fn new(rec: &PeerRecord, server: &crate::model::ServerRecord) -> PeerAdded {
         PeerAdded {
             name: rec.name.to_string(),
             role: rec.role.to_string(),

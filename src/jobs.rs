@@ -24,11 +24,10 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::model::{Actor, AuditEntry, JobRecord, RunFilter, RunRecord, RunStatus};
 use crate::queue::{self, Task};
 use crate::sched::{Action, Core, Fire, FireKind, JobId, JobSpec, SpecError};
-use crate::store::{
-    Actor, AuditEntry, JobRecord, RunFilter, RunRecord, RunStatus, Store, StoreError,
-};
+use crate::store::{Store, StoreError};
 use crate::tasks::Tasks;
 use crate::webhook::{policy, Executor, NetPolicy};
 

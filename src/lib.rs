@@ -25,6 +25,7 @@ pub mod driver;
 pub mod fuzzing;
 pub mod jobs;
 pub mod metrics;
+pub mod model;
 pub mod netstack;
 pub mod paths;
 pub mod queue;

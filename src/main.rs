@@ -19,11 +19,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use appliance::control::{self, ClientError, ControlFailure, PeerAdded, Request};
+use appliance::model::{Actor, PeerChange, PeerRecord, ServerRecord};
 use appliance::paths::DataDir;
 use appliance::registry::{self, PeerUpdateError};
 use appliance::server::{self, InitOptions, ServeOptions};
 use appliance::service::{unix_now, unix_now_ms, PeerView};
-use appliance::store::{Actor, PeerChange, PeerRecord, ServerRecord, Store};
+use appliance::store::Store;
 use clap::{Args, Parser, Subcommand};
 use peers::{ClientConfig, Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
 use serde_json::Value;
@@ -732,7 +733,7 @@ fn cmd_audit(
     let v = call(dir, req, move |store, _| {
         Ok(to_value(&store.audit_page(None, since_ms, limit)?))
     })?;
-    let entries: Vec<appliance::store::AuditEntry> = serde_json::from_value(v).map_err(fatal)?;
+    let entries: Vec<appliance::model::AuditEntry> = serde_json::from_value(v).map_err(fatal)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&entries).unwrap());
         return Ok(());

@@ -15,11 +15,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::directory::Directory;
 use crate::driver::{Command, LivePeerStats, Metrics};
+use crate::model::{Actor, PeerChange, PeerRecord, PeerStats, ServerRecord};
 use crate::registry::{
     audited, keeps_an_admin, plan_add, plan_remove, plan_rotate, plan_set_enabled, plan_set_role,
     plan_update, AddPeer, AddPeerError, PeerUpdateError,
 };
-use crate::store::{Actor, PeerChange, PeerRecord, PeerStats, ServerRecord, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Seconds since the Unix epoch (driver-side clock read).
 pub fn unix_now() -> u64 {

@@ -36,10 +36,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use jiff::Timestamp;
-use peers::{Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
+use peers::{Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey};
 use redb::backends::FileBackend;
 use redb::{Database, ReadableTable, ReadableTableMetadata, StorageBackend, TableDefinition};
 
+use crate::model::{
+    Actor, AuditEntry, JobRecord, PeerChange, PeerRecord, PeerStats, RunFilter, RunRecord,
+    RunStatus, ServerRecord,
+};
 use crate::sched::{JobId, JobSpec};
 use serde::{Deserialize, Serialize};
 
@@ -56,7 +60,6 @@ pub use backup::{restore_file, BackupError, BackupInfo, RestoreError, Restored};
 pub use migrate::{encode_job_for_fixture, write_v1_fixture};
 
 mod tasks;
-pub use tasks::HandlerRecord;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
@@ -120,57 +123,6 @@ fn file_backend(path: PathBuf, create: bool) -> BackendFactory {
 #[allow(clippy::disallowed_methods)] // storage edge: stamps the start of an I/O condition
 fn wall_clock() -> Timestamp {
     Timestamp::now()
-}
-
-/// The server's identity and network settings, written once by `init`.
-#[derive(Clone, Debug)]
-pub struct ServerRecord {
-    /// The server's static WireGuard key.
-    pub private_key: PrivateKey,
-    /// UDP port the WireGuard socket listens on.
-    pub listen_port: u16,
-    /// The tunnel interface address with its prefix, e.g. `10.88.88.1/24`.
-    pub interface: Ipv4Net,
-    /// What clients put in `Endpoint =`.
-    pub endpoint: Endpoint,
-    /// Unix seconds when the server was initialised.
-    pub created_at: u64,
-}
-
-impl ServerRecord {
-    /// The tunnel subnet (network address and prefix), e.g. `10.88.88.0/24`.
-    pub fn subnet(&self) -> Ipv4Net {
-        Ipv4Net::new(self.interface.network(), self.interface.prefix())
-            .expect("a stored prefix is valid")
-    }
-}
-
-/// One WireGuard peer as the server knows it. The client's private key is never stored.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PeerRecord {
-    pub name: PeerName,
-    pub role: Role,
-    pub public_key: PublicKey,
-    pub preshared_key: Option<PresharedKey>,
-    /// The peer's tunnel address (first entry of its allowed IPs, a /32).
-    pub address: Ipv4Addr,
-    /// Source addresses the peer may use inside the tunnel.
-    pub allowed_ips: Vec<Ipv4Net>,
-    /// A disabled peer stays stored but cannot handshake.
-    pub enabled: bool,
-    /// Unix seconds.
-    pub created_at: u64,
-}
-
-/// Per-peer traffic statistics, persisted now and then by the server.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct PeerStats {
-    /// Unix seconds of the last completed handshake.
-    pub last_handshake: Option<u64>,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    /// The peer's current UDP endpoint, as `ip:port`.
-    pub endpoint: Option<String>,
 }
 
 /// Failure to open or create the database file.
@@ -1410,61 +1362,6 @@ impl Store {
     }
 }
 
-/// What a planned peer operation writes.
-#[derive(Debug, Default)]
-pub struct PeerChange {
-    /// Rows to insert or replace (keyed by name).
-    pub upsert: Vec<PeerRecord>,
-    /// Names to delete, with their statistics.
-    pub remove: Vec<PeerName>,
-    /// The audit entry committed in the same transaction.
-    pub audit: Option<AuditEntry>,
-}
-
-/// Who made a change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Actor {
-    /// Peer name, or `"local"` for the CLI on the server itself.
-    pub peer: String,
-    /// Short fingerprint of the peer's public key (`None` for the local CLI).
-    pub fingerprint: Option<String>,
-    /// Tunnel address the request came from.
-    pub address: Option<String>,
-    /// The peer's WireGuard endpoint (public `ip:port`) when the request arrived.
-    pub endpoint: Option<String>,
-    /// `"api"` or `"cli"`.
-    pub via: String,
-}
-
-impl Actor {
-    /// The administrator at the server's own terminal.
-    pub fn local_cli() -> Actor {
-        Actor {
-            peer: "local".into(),
-            fingerprint: None,
-            address: None,
-            endpoint: None,
-            via: "cli".into(),
-        }
-    }
-}
-
-/// One audit-trail entry. Summaries never contain secrets (keys, PSKs, webhook tokens).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    /// Sequence number, assigned when committed (0 before).
-    pub seq: u64,
-    /// Unix milliseconds.
-    pub at_ms: u64,
-    pub actor: Actor,
-    /// What was done, e.g. `peer.add`, `job.create`.
-    pub action: String,
-    /// The object acted on (peer name, job id).
-    pub target: Option<String>,
-    /// A redacted summary of the change.
-    pub summary: serde_json::Value,
-}
-
 /// Appends an entry inside an open write transaction, assigning the next sequence number.
 pub(crate) fn append_audit(
     txn: &redb::WriteTransaction,
@@ -1564,22 +1461,6 @@ impl Store {
 // ---------------------------------------------------------------------------------------------
 // Jobs and runs
 
-/// A stored job: its checked spec plus bookkeeping.
-#[derive(Debug, Clone)]
-pub struct JobRecord {
-    pub id: JobId,
-    pub spec: JobSpec,
-    /// Unix milliseconds.
-    pub created_at_ms: u64,
-    pub updated_at_ms: u64,
-    /// Peer name of the creator (or "local").
-    pub created_by: String,
-    /// The next scheduled fire not yet taken (None: none, or not computed yet).
-    pub next_fire_at: Option<Timestamp>,
-    /// When the job was paused (kept so a resume can catch up on request).
-    pub paused_at_ms: Option<u64>,
-}
-
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JobRow {
@@ -1618,126 +1499,6 @@ fn decode_job(id: u64, bytes: &[u8]) -> Result<JobRecord, StoreError> {
         next_fire_at: row.next_fire_at,
         paused_at_ms: row.paused_at_ms,
     })
-}
-
-/// State of one run (one fire of a job).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    /// A handler call waiting for its handler to lease it.
-    Queued,
-    /// A handler call leased by its handler (being executed).
-    Leased,
-    Running,
-    Succeeded,
-    Failed,
-    /// Scheduled, but found later than `misfire_grace` (downtime): recorded, not executed.
-    Missed,
-    /// Scheduled while `max_instances` runs were still going: recorded, not executed.
-    Skipped,
-}
-
-impl RunStatus {
-    /// Whether the run is still going (running, or a handler call queued or leased).
-    pub fn is_open(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Queued | RunStatus::Leased | RunStatus::Running
-        )
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Queued => "queued",
-            RunStatus::Leased => "leased",
-            RunStatus::Running => "running",
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Missed => "missed",
-            RunStatus::Skipped => "skipped",
-        }
-    }
-}
-
-impl std::str::FromStr for RunStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "queued" => RunStatus::Queued,
-            "leased" => RunStatus::Leased,
-            "running" => RunStatus::Running,
-            "succeeded" => RunStatus::Succeeded,
-            "failed" => RunStatus::Failed,
-            "missed" => RunStatus::Missed,
-            "skipped" => RunStatus::Skipped,
-            _ => {
-                return Err(format!(
-                    "unknown status '{s}': expected queued, leased, running, succeeded, failed, missed or skipped"
-                ))
-            }
-        })
-    }
-}
-
-/// One fire of a job, as recorded in the run history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunRecord {
-    /// Assigned when first stored (0 before).
-    pub id: u64,
-    #[serde(with = "job_id_hex")]
-    pub job_id: JobId,
-    pub job_name: String,
-    /// When the schedule said it should run (RFC 3339).
-    pub scheduled_at: Timestamp,
-    pub started_at: Option<Timestamp>,
-    pub finished_at: Option<Timestamp>,
-    /// Attempts made so far.
-    pub attempt: u32,
-    pub status: RunStatus,
-    /// `schedule` or `manual` (run now).
-    pub trigger: String,
-    pub http_status: Option<u16>,
-    pub error: Option<String>,
-    pub duration_ms: Option<u64>,
-    /// For a summarising missed record: how many fires it stands for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub count: Option<u64>,
-    /// Handler runs: the handler the call is addressed to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handler: Option<String>,
-    /// Handler runs: the handler's result (acked runs), at most 64 KiB of JSON.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
-    /// Handler runs: milliseconds from the scheduled time to the first lease.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queue_delay_ms: Option<u64>,
-}
-
-/// Job ids travel as their 16-hex-digit display form.
-mod job_id_hex {
-    use super::JobId;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(id: &JobId, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(id)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<JobId, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Filter for run listings.
-#[derive(Debug, Clone, Default)]
-pub struct RunFilter {
-    pub job: Option<JobId>,
-    pub status: Option<RunStatus>,
-    /// Only runs scheduled at or after this instant.
-    pub since: Option<Timestamp>,
-    /// Only runs with an id below this (the cursor).
-    pub before: Option<u64>,
-    pub limit: usize,
 }
 
 impl Store {
@@ -2264,6 +2025,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use peers::Role;
+
     use super::*;
 
     fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {

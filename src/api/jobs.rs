@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use super::{json_response, ok, ApiError, ApiResult, Ctx, Need};
 use crate::jobs::{sort_key, JobEntry, JobError};
+use crate::model::{RunFilter, RunRecord, RunStatus};
 use crate::sched::JobId;
-use crate::store::{RunFilter, RunRecord, RunStatus};
 
 const DEFAULT_LIMIT: usize = 100;
 

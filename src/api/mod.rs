@@ -60,9 +60,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 
+use crate::model::Actor;
 use crate::netstack::stream::Connection;
 use crate::service::Service;
-use crate::store::{Actor, StoreError};
+use crate::store::StoreError;
 
 /// Tunables of the HTTP side (all configurable on `serve`).
 #[derive(Debug, Clone)]
@@ -934,7 +935,7 @@ async fn record_denied(service: &Service, who: &Caller, method: &Method, path: &
     else {
         return;
     };
-    let entry = crate::store::AuditEntry {
+    let entry = crate::model::AuditEntry {
         seq: 0,
         at_ms: crate::service::unix_now_ms(),
         actor: who.actor(),
@@ -1225,7 +1226,7 @@ mod tests {
     #[allow(clippy::disallowed_methods)] // a driver-side value: the service's start time
     fn service_on(disk: &crate::store::testing::Disk) -> Arc<Service> {
         let store = Arc::new(disk.store());
-        let server = crate::store::ServerRecord {
+        let server = crate::model::ServerRecord {
             private_key: ::peers::PrivateKey::generate(&mut rand_core::OsRng),
             listen_port: 51820,
             interface: ::peers::Ipv4Net::parse("10.88.88.1/24").unwrap(),

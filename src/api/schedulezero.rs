@@ -21,9 +21,9 @@ use serde_json::{json, Map, Value};
 
 use super::{deny_unknown, deny_unknown_query, json_response, ok, ApiError, ApiResult, Ctx, Need};
 use crate::jobs::{JobEntry, JobError, Jobs};
+use crate::model::{RunFilter, RunRecord, RunStatus};
 use crate::sched::apscheduler;
 use crate::sched::{JobId, Trigger};
-use crate::store::{RunFilter, RunRecord, RunStatus};
 
 /// Metadata key holding the ScheduleZero job id.
 pub const SZ_ID: &str = "schedulezero_job_id";

@@ -120,6 +120,7 @@ pub fn encode_job_for_fixture(r: &JobRecord) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use peers::Role;
     use redb::TableHandle as _;
 
     use super::*;

@@ -13,27 +13,14 @@
 //! history never disagrees with the queue. Both tables are created by their first write; a
 //! database from before handlers simply reads as having none.
 
-use jiff::Timestamp;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
-use serde::{Deserialize, Serialize};
 
-use super::{append_audit, corrupt, AuditEntry, RunRecord, RunStatus, Store, StoreError, RUNS};
+use super::{append_audit, corrupt, Store, StoreError, RUNS};
+use crate::model::{AuditEntry, HandlerRecord, RunRecord, RunStatus};
 use crate::queue::{Task, TaskState};
 
 pub(super) const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
 pub(super) const HANDLERS: TableDefinition<&str, &[u8]> = TableDefinition::new("handlers");
-
-/// A registered handler.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HandlerRecord {
-    /// The handler's peer name.
-    pub name: String,
-    /// Method names it serves, sorted, unique.
-    pub methods: Vec<String>,
-    /// When it last registered.
-    pub registered_at: Timestamp,
-}
 
 fn decode_task(id: u64, bytes: &[u8]) -> Result<Task, StoreError> {
     let key = format!("tasks/{id}");

@@ -1,0 +1,49 @@
+//! The audit trail: who did what, and when.
+//!
+//! Pure data. Stored by [`crate::store`] in the `audit` table, shown by the API and the CLI.
+
+use serde::{Deserialize, Serialize};
+
+/// Who made a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Actor {
+    /// Peer name, or `"local"` for the CLI on the server itself.
+    pub peer: String,
+    /// Short fingerprint of the peer's public key (`None` for the local CLI).
+    pub fingerprint: Option<String>,
+    /// Tunnel address the request came from.
+    pub address: Option<String>,
+    /// The peer's WireGuard endpoint (public `ip:port`) when the request arrived.
+    pub endpoint: Option<String>,
+    /// `"api"` or `"cli"`.
+    pub via: String,
+}
+
+impl Actor {
+    /// The administrator at the server's own terminal.
+    pub fn local_cli() -> Actor {
+        Actor {
+            peer: "local".into(),
+            fingerprint: None,
+            address: None,
+            endpoint: None,
+            via: "cli".into(),
+        }
+    }
+}
+
+/// One audit-trail entry. Summaries never contain secrets (keys, PSKs, webhook tokens).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Sequence number, assigned when committed (0 before).
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    pub actor: Actor,
+    /// What was done, e.g. `peer.add`, `job.create`.
+    pub action: String,
+    /// The object acted on (peer name, job id).
+    pub target: Option<String>,
+    /// A redacted summary of the change.
+    pub summary: serde_json::Value,
+}
