@@ -332,6 +332,8 @@ pub fn restore_file(src: &Path, dest: &Path) -> Result<Restored, RestoreError> {
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
+    use ::peers::{Endpoint, Ipv4Net, PrivateKey};
+
     use super::*;
 
     fn temp_dir(tag: &str) -> PathBuf {

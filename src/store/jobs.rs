@@ -1,0 +1,306 @@
+//! Storage of jobs and their runs (part of [`crate::store`]).
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `jobs` | job id (u64) | spec, creation and update times, creator, next fire, pause time (JSON) |
+//! | `runs` | run id (u64) | one fire's record (JSON) |
+//! | `job_runs` | (job id, run id) | nothing: the index of a job's history |
+
+use jiff::Timestamp;
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+
+use super::{append_audit, corrupt, tasks, Loaded, Store, StoreError, JOBS, JOB_RUNS, RUNS};
+use crate::model::{AuditEntry, JobRecord, RunFilter, RunRecord, RunStatus};
+use crate::sched::{JobId, JobSpec};
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobRow {
+    spec: serde_json::Value,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+    created_by: String,
+    /// Full precision (RFC 3339 with nanoseconds): `every` schedules are anchored at the
+    /// creation instant, so a rounded value would land beside the schedule after a restart.
+    next_fire_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    paused_at_ms: Option<u64>,
+}
+
+pub(super) fn encode_job(r: &JobRecord) -> Vec<u8> {
+    serde_json::to_vec(&JobRow {
+        spec: r.spec.to_json(),
+        created_at_ms: r.created_at_ms,
+        updated_at_ms: r.updated_at_ms,
+        created_by: r.created_by.clone(),
+        next_fire_at: r.next_fire_at,
+        paused_at_ms: r.paused_at_ms,
+    })
+    .expect("rows serialise")
+}
+
+pub(super) fn decode_job(id: u64, bytes: &[u8]) -> Result<JobRecord, StoreError> {
+    let key = format!("jobs/{}", JobId::from_u64(id));
+    let row: JobRow = serde_json::from_slice(bytes).map_err(|e| corrupt(&key, e))?;
+    Ok(JobRecord {
+        id: JobId::from_u64(id),
+        spec: JobSpec::from_json(&row.spec, None).map_err(|e| corrupt(&key, e))?,
+        created_at_ms: row.created_at_ms,
+        updated_at_ms: row.updated_at_ms,
+        created_by: row.created_by,
+        next_fire_at: row.next_fire_at,
+        paused_at_ms: row.paused_at_ms,
+    })
+}
+
+impl Store {
+    /// Every stored job that decodes, and the rows that do not (each logged at WARN).
+    pub fn jobs(&self) -> Result<Loaded<JobRecord>, StoreError> {
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(JOBS)?;
+        let mut out = Loaded::default();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let id = k.value();
+            out.push(
+                "jobs",
+                JobId::from_u64(id).to_string(),
+                decode_job(id, v.value()),
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(JOBS)?;
+        let row = table.get(id.as_u64())?;
+        row.map(|v| decode_job(id.as_u64(), v.value())).transpose()
+    }
+
+    /// Inserts a new job (returns false, writing nothing, if the id is taken) with its audit
+    /// entry, in one durable transaction.
+    pub fn insert_job(
+        &self,
+        rec: &JobRecord,
+        audit: Option<AuditEntry>,
+    ) -> Result<bool, StoreError> {
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(JOBS)?;
+            if table.get(rec.id.as_u64())?.is_some() {
+                return Ok(false);
+            }
+            table.insert(rec.id.as_u64(), encode_job(rec).as_slice())?;
+            if let Some(a) = audit {
+                append_audit(&txn, a)?;
+            }
+        }
+        self.commit(txn)?;
+        Ok(true)
+    }
+
+    /// Applies `change` to a stored job inside one transaction with its audit entry. `change`
+    /// returns the new record, or `None` to delete it. Returns the new record (or the deleted
+    /// one), or `Ok(None)` when no job has that id.
+    pub fn update_job<E: From<StoreError>>(
+        &self,
+        id: JobId,
+        change: impl FnOnce(&JobRecord) -> Result<(Option<JobRecord>, Option<AuditEntry>), E>,
+    ) -> Result<Option<JobRecord>, E> {
+        let db = self.writer()?;
+        let txn = db.begin_write().map_err(StoreError::from)?;
+        let out = {
+            let mut table = txn.open_table(JOBS).map_err(StoreError::from)?;
+            let current = match table.get(id.as_u64()).map_err(StoreError::from)? {
+                Some(v) => decode_job(id.as_u64(), v.value())?,
+                None => return Ok(None),
+            };
+            let (next, audit) = change(&current)?;
+            match &next {
+                Some(rec) => {
+                    table
+                        .insert(id.as_u64(), encode_job(rec).as_slice())
+                        .map_err(StoreError::from)?;
+                }
+                None => {
+                    table.remove(id.as_u64()).map_err(StoreError::from)?;
+                }
+            }
+            if let Some(a) = audit {
+                append_audit(&txn, a)?;
+            }
+            Some(next.unwrap_or(current))
+        };
+        self.commit(txn).map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// Records new runs and the jobs' next fire times in one transaction; assigns run ids
+    /// (returned in order).
+    pub fn start_runs(
+        &self,
+        runs: &mut [RunRecord],
+        next_fires: &[(JobId, Option<Timestamp>)],
+    ) -> Result<(), StoreError> {
+        self.start_runs_with_tasks(runs, next_fires, &mut [])
+    }
+
+    /// [`Store::start_runs`], plus the handler tasks of some of the runs in the same
+    /// transaction: `tasks` pairs an index into `runs` with its task, whose `run_id` is set
+    /// to the run's id. A fire and its task are committed together or not at all.
+    pub fn start_runs_with_tasks(
+        &self,
+        runs: &mut [RunRecord],
+        next_fires: &[(JobId, Option<Timestamp>)],
+        tasks: &mut [(usize, crate::queue::Task)],
+    ) -> Result<(), StoreError> {
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(RUNS)?;
+            let mut index = txn.open_table(JOB_RUNS)?;
+            let first_id = match table.last()? {
+                Some((k, _)) => k.value() + 1,
+                None => 1,
+            };
+            for (run, id) in runs.iter_mut().zip(first_id..) {
+                run.id = id;
+                table.insert(run.id, serde_json::to_vec(run).unwrap().as_slice())?;
+                index.insert((run.job_id.as_u64(), run.id), ())?;
+            }
+            let mut jobs = txn.open_table(JOBS)?;
+            for (id, next) in next_fires {
+                let current = match jobs.get(id.as_u64())? {
+                    Some(v) => decode_job(id.as_u64(), v.value())?,
+                    None => continue,
+                };
+                if current.next_fire_at != *next {
+                    let mut rec = current;
+                    rec.next_fire_at = *next;
+                    jobs.insert(id.as_u64(), encode_job(&rec).as_slice())?;
+                }
+            }
+            tasks::insert_new(&txn, runs, tasks)?;
+        }
+        self.commit(txn)?;
+        Ok(())
+    }
+
+    /// Rewrites finished (or progressing) runs.
+    pub fn update_runs(&self, runs: &[RunRecord]) -> Result<(), StoreError> {
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(RUNS)?;
+            for run in runs {
+                table.insert(run.id, serde_json::to_vec(run).unwrap().as_slice())?;
+            }
+        }
+        self.commit(txn)?;
+        Ok(())
+    }
+
+    /// Runs newest first, filtered.
+    pub fn runs_page(&self, f: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(RUNS)?;
+        let mut out = Vec::new();
+        let before = f.before.unwrap_or(u64::MAX);
+        let decode = |id: u64, bytes: &[u8]| -> Result<RunRecord, StoreError> {
+            serde_json::from_slice(bytes).map_err(|e| corrupt(&format!("runs/{id}"), e))
+        };
+        let keep = |r: &RunRecord| {
+            f.status.is_none_or(|s| r.status == s) && f.since.is_none_or(|t| r.scheduled_at >= t)
+        };
+        match f.job {
+            Some(job) => {
+                let index = txn.open_table(JOB_RUNS)?;
+                let j = job.as_u64();
+                for row in index.range((j, 0)..(j, before))?.rev() {
+                    let (k, _) = row?;
+                    let id = k.value().1;
+                    if let Some(v) = table.get(id)? {
+                        let r = decode(id, v.value())?;
+                        if keep(&r) {
+                            out.push(r);
+                            if out.len() >= f.limit {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            None => {
+                for row in table.range(..before)?.rev() {
+                    let (k, v) = row?;
+                    let r = decode(k.value(), v.value())?;
+                    if keep(&r) {
+                        out.push(r);
+                        if out.len() >= f.limit {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs still marked running (left over from a crash), and the run rows that do not
+    /// decode (each logged at WARN).
+    pub fn unfinished_runs(&self) -> Result<Loaded<RunRecord>, StoreError> {
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(RUNS)?;
+        let mut out = Loaded::default();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            match serde_json::from_slice::<RunRecord>(v.value()) {
+                Ok(r) if r.status != RunStatus::Running => {}
+                r => out.push(
+                    "runs",
+                    k.value().to_string(),
+                    r.map_err(|e| corrupt(&format!("runs/{}", k.value()), e)),
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes runs scheduled before `cutoff` that are no longer running; returns how many.
+    pub fn prune_runs(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
+        let mut n = 0;
+        {
+            let mut table = txn.open_table(RUNS)?;
+            let mut index = txn.open_table(JOB_RUNS)?;
+            let mut doomed = Vec::new();
+            // A full scan: ids grow with recording time, not with scheduled time (catch-up
+            // after downtime records old fires late), and this runs once an hour.
+            for row in table.iter()? {
+                let (k, v) = row?;
+                // A damaged run is left for `appliance doctor`, not pruned blindly.
+                let Ok(r) = serde_json::from_slice::<RunRecord>(v.value()) else {
+                    continue;
+                };
+                if r.scheduled_at < cutoff && !r.status.is_open() {
+                    doomed.push((k.value(), r.job_id.as_u64()));
+                }
+            }
+            for (id, job) in doomed {
+                table.remove(id)?;
+                index.remove((job, id))?;
+                n += 1;
+            }
+        }
+        self.commit(txn)?;
+        Ok(n)
+    }
+}
