@@ -3,8 +3,19 @@
 
 use redb::ReadableTable;
 
+use super::rows::{decode_rows, open_existing};
 use super::{corrupt, Store, StoreError, AUDIT};
 use crate::model::AuditEntry;
+
+/// Encodes an entry as stored in `audit`.
+fn encode_audit(e: &AuditEntry) -> Vec<u8> {
+    serde_json::to_vec(e).expect("rows serialise")
+}
+
+/// Decodes the `audit` row with sequence number `seq`.
+pub(super) fn decode_audit(seq: u64, bytes: &[u8]) -> Result<AuditEntry, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(&format!("audit/{seq}"), e))
+}
 
 /// Appends an entry inside an open write transaction, assigning the next sequence number.
 pub(crate) fn append_audit(
@@ -17,7 +28,7 @@ pub(crate) fn append_audit(
         None => 1,
     };
     entry.seq = seq;
-    table.insert(seq, serde_json::to_vec(&entry).unwrap().as_slice())?;
+    table.insert(seq, encode_audit(&entry).as_slice())?;
     Ok(seq)
 }
 
@@ -42,17 +53,11 @@ impl Store {
         let mut n = 0;
         {
             let mut table = txn.open_table(AUDIT)?;
-            let mut rows = Vec::new();
-            let mut total: u64 = 0;
-            for row in table.iter()? {
-                let (k, v) = row?;
-                let at_ms = serde_json::from_slice::<AuditEntry>(v.value())
-                    .map(|e| e.at_ms)
-                    .unwrap_or(0);
-                let size = v.value().len() as u64;
-                total += size;
-                rows.push((k.value(), at_ms, size));
-            }
+            let mut rows = decode_rows(&table, |seq, v| {
+                let at_ms = decode_audit(seq, v).map(|e| e.at_ms).unwrap_or(0);
+                (seq, at_ms, v.len() as u64)
+            })?;
+            let mut total: u64 = rows.iter().map(|(_, _, size)| size).sum();
             // The newest entry always stays: sequence numbers continue from it, so cursors
             // handed out earlier never come to mean other entries.
             rows.pop();
@@ -79,17 +84,14 @@ impl Store {
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let db = self.reader()?;
         let txn = db.begin_read()?;
-        let table = match txn.open_table(AUDIT) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-            Err(e) => return Err(e.into()),
+        let Some(table) = open_existing(&txn, AUDIT)? else {
+            return Ok(vec![]);
         };
         let mut out = Vec::new();
         let range = table.range(..before.unwrap_or(u64::MAX))?;
         for row in range.rev() {
             let (k, v) = row?;
-            let entry: AuditEntry = serde_json::from_slice(v.value())
-                .map_err(|e| corrupt(&format!("audit/{}", k.value()), e))?;
+            let entry = decode_audit(k.value(), v.value())?;
             if since_ms.is_some_and(|s| entry.at_ms < s) {
                 break;
             }

@@ -3,14 +3,29 @@
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::jobs::decode_job;
-use super::peers::decode_peer;
+use serde::{Deserialize, Serialize};
+
+use super::audit::decode_audit;
+use super::jobs::{decode_job, decode_run};
+use super::peers::{decode_peer, decode_stats};
+use super::rows::{decode_rows, open_existing, reason_of};
 use super::{
-    append_audit, corrupt, DamagedRow, DoctorReport, Store, StoreError, AUDIT, JOBS, PEERS,
-    PEER_STATS, QUARANTINE, RUNS,
+    append_audit, corrupt, DamagedRow, Store, StoreError, AUDIT, JOBS, PEERS, PEER_STATS,
+    QUARANTINE, RUNS,
 };
-use crate::model::{Actor, AuditEntry, PeerStats, RunRecord};
+use crate::model::{Actor, AuditEntry};
 use crate::sched::JobId;
+
+/// What `doctor` reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DoctorReport {
+    /// Rows that fail to decode (before `--quarantine`: still in place; after: just moved).
+    pub damaged: Vec<DamagedRow>,
+    /// Whether `damaged` was moved into the quarantine table by this call.
+    pub quarantined: bool,
+    /// Rows kept in the quarantine table, including any just moved.
+    pub in_quarantine: u64,
+}
 
 /// A damaged row found by a scan, with what is needed to move it.
 struct Found {
@@ -45,30 +60,33 @@ type U64Table = (
 const STR_TABLES: [StrTable; 2] = [
     ("peers", PEERS, |k, v| decode_peer(k, v).map(drop)),
     ("peer_stats", PEER_STATS, |k, v| {
-        serde_json::from_slice::<PeerStats>(v)
-            .map(drop)
-            .map_err(|e| corrupt(k, e))
+        decode_stats(k, v).map(drop)
     }),
 ];
 
 const U64_TABLES: [U64Table; 3] = [
     ("jobs", JOBS, |k, v| decode_job(k, v).map(drop)),
-    ("runs", RUNS, |k, v| {
-        serde_json::from_slice::<RunRecord>(v)
-            .map(drop)
-            .map_err(|e| corrupt(&k.to_string(), e))
-    }),
-    ("audit", AUDIT, |k, v| {
-        serde_json::from_slice::<AuditEntry>(v)
-            .map(drop)
-            .map_err(|e| corrupt(&k.to_string(), e))
-    }),
+    ("runs", RUNS, |k, v| decode_run(k, v).map(drop)),
+    ("audit", AUDIT, |k, v| decode_audit(k, v).map(drop)),
 ];
 
-fn reason_of(e: StoreError) -> String {
-    match e {
-        StoreError::Corrupt { reason, .. } => reason,
-        e => e.to_string(),
+impl Found {
+    /// A row of `table` that failed its check with `e`; `shown` is its key as shown elsewhere.
+    fn new(table: &str, shown: String, key: RawKey, e: StoreError, bytes: &[u8]) -> Found {
+        let raw = match &key {
+            RawKey::Str(k) => k.clone(),
+            RawKey::U64(id) => id.to_string(),
+        };
+        Found {
+            row: DamagedRow {
+                table: table.into(),
+                key: shown,
+                reason: reason_of(e),
+            },
+            quarantine_key: format!("{table}/{raw}"),
+            key,
+            bytes: bytes.to_vec(),
+        }
     }
 }
 
@@ -78,21 +96,11 @@ fn scan_str(
     check: StrCheck,
     out: &mut Vec<Found>,
 ) -> Result<(), StoreError> {
-    for row in table.iter()? {
-        let (k, v) = row?;
-        if let Err(e) = check(k.value(), v.value()) {
-            out.push(Found {
-                row: DamagedRow {
-                    table: name.into(),
-                    key: k.value().into(),
-                    reason: reason_of(e),
-                },
-                quarantine_key: format!("{name}/{}", k.value()),
-                key: RawKey::Str(k.value().into()),
-                bytes: v.value().to_vec(),
-            });
-        }
-    }
+    let found = decode_rows(table, |k, v| {
+        let e = check(k, v).err()?;
+        Some(Found::new(name, k.into(), RawKey::Str(k.into()), e, v))
+    })?;
+    out.extend(found.into_iter().flatten());
     Ok(())
 }
 
@@ -102,27 +110,16 @@ fn scan_u64(
     check: U64Check,
     out: &mut Vec<Found>,
 ) -> Result<(), StoreError> {
-    for row in table.iter()? {
-        let (k, v) = row?;
-        let id = k.value();
-        if let Err(e) = check(id, v.value()) {
-            let shown = if name == "jobs" {
-                JobId::from_u64(id).to_string()
-            } else {
-                id.to_string()
-            };
-            out.push(Found {
-                row: DamagedRow {
-                    table: name.into(),
-                    key: shown,
-                    reason: reason_of(e),
-                },
-                quarantine_key: format!("{name}/{id}"),
-                key: RawKey::U64(id),
-                bytes: v.value().to_vec(),
-            });
-        }
-    }
+    let found = decode_rows(table, |id, v| {
+        let e = check(id, v).err()?;
+        let shown = if name == "jobs" {
+            JobId::from_u64(id).to_string()
+        } else {
+            id.to_string()
+        };
+        Some(Found::new(name, shown, RawKey::U64(id), e, v))
+    })?;
+    out.extend(found.into_iter().flatten());
     Ok(())
 }
 
@@ -134,17 +131,13 @@ impl Store {
         let txn = db.begin_read()?;
         let mut found = Vec::new();
         for (name, def, check) in STR_TABLES {
-            match txn.open_table(def) {
-                Ok(t) => scan_str(&t, name, check, &mut found)?,
-                Err(redb::TableError::TableDoesNotExist(_)) => {}
-                Err(e) => return Err(e.into()),
+            if let Some(t) = open_existing(&txn, def)? {
+                scan_str(&t, name, check, &mut found)?;
             }
         }
         for (name, def, check) in U64_TABLES {
-            match txn.open_table(def) {
-                Ok(t) => scan_u64(&t, name, check, &mut found)?,
-                Err(redb::TableError::TableDoesNotExist(_)) => {}
-                Err(e) => return Err(e.into()),
+            if let Some(t) = open_existing(&txn, def)? {
+                scan_u64(&t, name, check, &mut found)?;
             }
         }
         Ok(found.into_iter().map(|f| f.row).collect())
@@ -154,10 +147,9 @@ impl Store {
     pub fn quarantined_count(&self) -> Result<u64, StoreError> {
         let db = self.reader()?;
         let txn = db.begin_read()?;
-        match txn.open_table(QUARANTINE) {
-            Ok(t) => Ok(t.len()?),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-            Err(e) => Err(e.into()),
+        match open_existing(&txn, QUARANTINE)? {
+            Some(t) => Ok(t.len()?),
+            None => Ok(0),
         }
     }
 
@@ -241,17 +233,10 @@ impl Store {
     pub fn quarantined(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let db = self.reader()?;
         let txn = db.begin_read()?;
-        let table = match txn.open_table(QUARANTINE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-            Err(e) => return Err(e.into()),
+        let Some(table) = open_existing(&txn, QUARANTINE)? else {
+            return Ok(vec![]);
         };
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            out.push((k.value().to_string(), v.value().to_vec()));
-        }
-        Ok(out)
+        decode_rows(&table, |k, v| (k.to_string(), v.to_vec()))
     }
 
     /// Writes raw bytes as a row of `table` (`peers` or `jobs`), bypassing every check: for

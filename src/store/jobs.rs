@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
+use super::rows::decode_rows;
 use super::{append_audit, corrupt, tasks, Loaded, Store, StoreError, JOBS, JOB_RUNS, RUNS};
 use crate::model::{AuditEntry, JobRecord, RunFilter, RunRecord, RunStatus};
 use crate::sched::{JobId, JobSpec};
@@ -54,23 +55,26 @@ pub(super) fn decode_job(id: u64, bytes: &[u8]) -> Result<JobRecord, StoreError>
     })
 }
 
+/// Encodes a run as stored in `runs`.
+pub(super) fn encode_run(r: &RunRecord) -> Vec<u8> {
+    serde_json::to_vec(r).expect("rows serialise")
+}
+
+/// Decodes the `runs` row with id `id`.
+pub(super) fn decode_run(id: u64, bytes: &[u8]) -> Result<RunRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(&format!("runs/{id}"), e))
+}
+
 impl Store {
     /// Every stored job that decodes, and the rows that do not (each logged at WARN).
     pub fn jobs(&self) -> Result<Loaded<JobRecord>, StoreError> {
         let db = self.reader()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(JOBS)?;
-        let mut out = Loaded::default();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            let id = k.value();
-            out.push(
-                "jobs",
-                JobId::from_u64(id).to_string(),
-                decode_job(id, v.value()),
-            );
-        }
-        Ok(out)
+        let rows = decode_rows(&table, |id, v| {
+            (JobId::from_u64(id).to_string(), decode_job(id, v))
+        })?;
+        Ok(Loaded::sort("jobs", rows))
     }
 
     pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
@@ -170,7 +174,7 @@ impl Store {
             };
             for (run, id) in runs.iter_mut().zip(first_id..) {
                 run.id = id;
-                table.insert(run.id, serde_json::to_vec(run).unwrap().as_slice())?;
+                table.insert(run.id, encode_run(run).as_slice())?;
                 index.insert((run.job_id.as_u64(), run.id), ())?;
             }
             let mut jobs = txn.open_table(JOBS)?;
@@ -198,7 +202,7 @@ impl Store {
         {
             let mut table = txn.open_table(RUNS)?;
             for run in runs {
-                table.insert(run.id, serde_json::to_vec(run).unwrap().as_slice())?;
+                table.insert(run.id, encode_run(run).as_slice())?;
             }
         }
         self.commit(txn)?;
@@ -212,9 +216,6 @@ impl Store {
         let table = txn.open_table(RUNS)?;
         let mut out = Vec::new();
         let before = f.before.unwrap_or(u64::MAX);
-        let decode = |id: u64, bytes: &[u8]| -> Result<RunRecord, StoreError> {
-            serde_json::from_slice(bytes).map_err(|e| corrupt(&format!("runs/{id}"), e))
-        };
         let keep = |r: &RunRecord| {
             f.status.is_none_or(|s| r.status == s) && f.since.is_none_or(|t| r.scheduled_at >= t)
         };
@@ -226,7 +227,7 @@ impl Store {
                     let (k, _) = row?;
                     let id = k.value().1;
                     if let Some(v) = table.get(id)? {
-                        let r = decode(id, v.value())?;
+                        let r = decode_run(id, v.value())?;
                         if keep(&r) {
                             out.push(r);
                             if out.len() >= f.limit {
@@ -239,7 +240,7 @@ impl Store {
             None => {
                 for row in table.range(..before)?.rev() {
                     let (k, v) = row?;
-                    let r = decode(k.value(), v.value())?;
+                    let r = decode_run(k.value(), v.value())?;
                     if keep(&r) {
                         out.push(r);
                         if out.len() >= f.limit {
@@ -258,19 +259,9 @@ impl Store {
         let db = self.reader()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(RUNS)?;
-        let mut out = Loaded::default();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            match serde_json::from_slice::<RunRecord>(v.value()) {
-                Ok(r) if r.status != RunStatus::Running => {}
-                r => out.push(
-                    "runs",
-                    k.value().to_string(),
-                    r.map_err(|e| corrupt(&format!("runs/{}", k.value()), e)),
-                ),
-            }
-        }
-        Ok(out)
+        let mut rows = decode_rows(&table, |id, v| (id.to_string(), decode_run(id, v)))?;
+        rows.retain(|(_, r)| !matches!(r, Ok(r) if r.status != RunStatus::Running));
+        Ok(Loaded::sort("runs", rows))
     }
 
     /// Deletes runs scheduled before `cutoff` that are no longer running; returns how many.
@@ -281,19 +272,18 @@ impl Store {
         {
             let mut table = txn.open_table(RUNS)?;
             let mut index = txn.open_table(JOB_RUNS)?;
-            let mut doomed = Vec::new();
             // A full scan: ids grow with recording time, not with scheduled time (catch-up
             // after downtime records old fires late), and this runs once an hour.
-            for row in table.iter()? {
-                let (k, v) = row?;
-                // A damaged run is left for `appliance doctor`, not pruned blindly.
-                let Ok(r) = serde_json::from_slice::<RunRecord>(v.value()) else {
-                    continue;
-                };
-                if r.scheduled_at < cutoff && !r.status.is_open() {
-                    doomed.push((k.value(), r.job_id.as_u64()));
-                }
-            }
+            // A damaged run is left for `appliance doctor`, not pruned blindly.
+            let doomed: Vec<(u64, u64)> = decode_rows(&table, |id, v| {
+                decode_run(id, v)
+                    .ok()
+                    .filter(|r| r.scheduled_at < cutoff && !r.status.is_open())
+                    .map(|r| (id, r.job_id.as_u64()))
+            })?
+            .into_iter()
+            .flatten()
+            .collect();
             for (id, job) in doomed {
                 table.remove(id)?;
                 index.remove((job, id))?;

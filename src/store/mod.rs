@@ -63,6 +63,7 @@ mod doctor;
 mod error;
 mod jobs;
 mod peers;
+mod rows;
 mod tasks;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -71,8 +72,11 @@ mod tests;
 
 pub(crate) use audit::append_audit;
 use backend::{file_backend, open_db, quietly, BackendFactory, IoWatch, REDB_MAGIC};
+pub use doctor::DoctorReport;
 pub use error::{is_disk_full, OpenError, StoreError};
 pub use peers::encode_peer;
+use rows::open_existing;
+pub use rows::{DamagedRow, Loaded};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
@@ -199,70 +203,6 @@ impl Drop for DbGuard<'_> {
     }
 }
 
-/// A stored row that failed to decode into its checked type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DamagedRow {
-    /// The table: `peers`, `peer_stats`, `jobs`, `runs` or `audit`.
-    pub table: String,
-    /// The row's key as shown elsewhere (peer name, job id in hex, run or audit number).
-    pub key: String,
-    /// Why it failed, as a sentence.
-    pub reason: String,
-}
-
-impl std::fmt::Display for DamagedRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}: {}", self.table, self.key, self.reason)
-    }
-}
-
-/// What a loader read: every row that decoded, and the ones that did not.
-#[derive(Debug)]
-pub struct Loaded<T> {
-    pub rows: Vec<T>,
-    pub damaged: Vec<DamagedRow>,
-}
-
-impl<T> Loaded<T> {
-    fn push(&mut self, table: &str, key: String, r: Result<T, StoreError>) {
-        match r {
-            Ok(v) => self.rows.push(v),
-            Err(e) => {
-                let reason = match e {
-                    StoreError::Corrupt { reason, .. } => reason,
-                    e => e.to_string(),
-                };
-                tracing::warn!(table, key = %key, reason = %reason, "damaged row skipped (see `appliance doctor`)");
-                self.damaged.push(DamagedRow {
-                    table: table.into(),
-                    key,
-                    reason,
-                });
-            }
-        }
-    }
-}
-
-impl<T> Default for Loaded<T> {
-    fn default() -> Self {
-        Loaded {
-            rows: Vec::new(),
-            damaged: Vec::new(),
-        }
-    }
-}
-
-/// What `doctor` reports.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DoctorReport {
-    /// Rows that fail to decode (before `--quarantine`: still in place; after: just moved).
-    pub damaged: Vec<DamagedRow>,
-    /// Whether `damaged` was moved into the quarantine table by this call.
-    pub quarantined: bool,
-    /// Rows kept in the quarantine table, including any just moved.
-    pub in_quarantine: u64,
-}
-
 fn corrupt(key: &str, reason: impl ToString) -> StoreError {
     StoreError::Corrupt {
         key: key.to_string(),
@@ -273,10 +213,8 @@ fn corrupt(key: &str, reason: impl ToString) -> StoreError {
 /// The schema version recorded in `db`'s `meta` table, `None` if it has none.
 fn read_schema_version(db: &Database) -> Result<Option<u32>, StoreError> {
     let txn = db.begin_read()?;
-    let table = match txn.open_table(META) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let Some(table) = open_existing(&txn, META)? else {
+        return Ok(None);
     };
     match table.get(KEY_SCHEMA)? {
         Some(v) => serde_json::from_slice(v.value())

@@ -13,6 +13,7 @@ use peers::{Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
+use super::rows::decode_rows;
 use super::{
     append_audit, corrupt, Loaded, Store, StoreError, KEY_SERVER, META, PEERS, PEER_STATS,
 };
@@ -110,6 +111,16 @@ fn decode_server(bytes: &[u8]) -> Result<ServerRecord, StoreError> {
     row.into_record()
 }
 
+/// Encodes a peer's statistics as stored in `peer_stats`.
+fn encode_stats(s: &PeerStats) -> Vec<u8> {
+    serde_json::to_vec(s).expect("rows serialise")
+}
+
+/// Decodes a `peer_stats` row.
+pub(super) fn decode_stats(key: &str, bytes: &[u8]) -> Result<PeerStats, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))
+}
+
 /// Encodes a peer record as stored bytes (exposed for tests of the on-disk format).
 pub fn encode_peer(r: &PeerRecord) -> Vec<u8> {
     serde_json::to_vec(&PeerRow::from_record(r)).expect("rows serialise")
@@ -201,12 +212,8 @@ impl Store {
         let db = self.reader()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(PEERS)?;
-        let mut out = Loaded::default();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            out.push("peers", k.value().into(), decode_peer(k.value(), v.value()));
-        }
-        Ok(out)
+        let rows = decode_rows(&table, |k, v| (k.to_string(), decode_peer(k, v)))?;
+        Ok(Loaded::sort("peers", rows))
     }
 
     /// Runs `plan` on the current peer list inside one write transaction and stores the peers
@@ -225,12 +232,11 @@ impl Store {
             let mut table = txn.open_table(PEERS).map_err(StoreError::from)?;
             let mut current = Vec::new();
             let mut damaged = Vec::new();
-            for row in table.iter().map_err(StoreError::from)? {
-                let (k, v) = row.map_err(StoreError::from)?;
-                match decode_peer(k.value(), v.value()) {
+            for (key, peer) in decode_rows(&table, |k, v| (k.to_string(), decode_peer(k, v)))? {
+                match peer {
                     Ok(p) => current.push(p),
                     // The plan never sees a damaged row; it must not be overwritten either.
-                    Err(_) => damaged.push(k.value().to_string()),
+                    Err(_) => damaged.push(key),
                 }
             }
             let (change, out) = plan(&current)?;
@@ -273,13 +279,9 @@ impl Store {
         let db = self.reader()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(PEER_STATS)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            let stats = serde_json::from_slice(v.value()).map_err(|e| corrupt(k.value(), e))?;
-            out.push((k.value().to_string(), stats));
-        }
-        Ok(out)
+        decode_rows(&table, |k, v| Ok((k.to_string(), decode_stats(k, v)?)))?
+            .into_iter()
+            .collect()
     }
 
     /// Persists statistics for the named peers (ignoring names no longer stored).
@@ -291,7 +293,7 @@ impl Store {
             let mut table = txn.open_table(PEER_STATS)?;
             for (name, s) in stats {
                 if peers.get(name.as_str())?.is_some() {
-                    table.insert(name.as_str(), serde_json::to_vec(s).unwrap().as_slice())?;
+                    table.insert(name.as_str(), encode_stats(s).as_slice())?;
                 }
             }
         }

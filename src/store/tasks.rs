@@ -15,6 +15,8 @@
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
+use super::jobs::{decode_run, encode_run};
+use super::rows::{decode_rows, open_existing};
 use super::{append_audit, corrupt, Store, StoreError, RUNS};
 use crate::model::{AuditEntry, HandlerRecord, RunRecord, RunStatus};
 use crate::queue::{Task, TaskState};
@@ -33,6 +35,16 @@ fn decode_task(id: u64, bytes: &[u8]) -> Result<Task, StoreError> {
     }
     crate::sched::check_method_name(&task.method).map_err(|e| corrupt(&key, e))?;
     Ok(task)
+}
+
+/// Decodes the `handlers` row of handler `name`.
+fn decode_handler(name: &str, bytes: &[u8]) -> Result<HandlerRecord, StoreError> {
+    let key = format!("handlers/{name}");
+    let rec: HandlerRecord = serde_json::from_slice(bytes).map_err(|e| corrupt(&key, e))?;
+    if rec.name != name {
+        return Err(corrupt(&key, "the row names another handler"));
+    }
+    Ok(rec)
 }
 
 /// Inserts the tasks of freshly recorded runs (inside [`Store::start_runs_with_tasks`]).
@@ -83,17 +95,10 @@ impl Store {
     pub fn tasks(&self) -> Result<Vec<Task>, StoreError> {
         let db = self.reader()?;
         let txn = db.begin_read()?;
-        let table = match txn.open_table(TASKS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-            Err(e) => return Err(e.into()),
+        let Some(table) = open_existing(&txn, TASKS)? else {
+            return Ok(vec![]);
         };
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            out.push(decode_task(k.value(), v.value())?);
-        }
-        Ok(out)
+        decode_rows(&table, decode_task)?.into_iter().collect()
     }
 
     /// Writes changed tasks and their run rows, and deletes forgotten tasks, in one durable
@@ -107,16 +112,13 @@ impl Store {
             for t in upsert {
                 tasks.insert(t.run_id, serde_json::to_vec(t).unwrap().as_slice())?;
                 let run = match runs.get(t.run_id)? {
-                    Some(v) => Some(
-                        serde_json::from_slice::<RunRecord>(v.value())
-                            .map_err(|e| corrupt(&format!("runs/{}", t.run_id), e))?,
-                    ),
+                    Some(v) => Some(decode_run(t.run_id, v.value())?),
                     None => None,
                 };
                 // A run pruned from history keeps no row to update.
                 if let Some(mut run) = run {
                     run_from_task(&mut run, t);
-                    runs.insert(run.id, serde_json::to_vec(&run).unwrap().as_slice())?;
+                    runs.insert(run.id, encode_run(&run).as_slice())?;
                 }
             }
             for id in remove {
@@ -131,23 +133,10 @@ impl Store {
     pub fn handlers(&self) -> Result<Vec<HandlerRecord>, StoreError> {
         let db = self.reader()?;
         let txn = db.begin_read()?;
-        let table = match txn.open_table(HANDLERS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-            Err(e) => return Err(e.into()),
+        let Some(table) = open_existing(&txn, HANDLERS)? else {
+            return Ok(vec![]);
         };
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            let key = format!("handlers/{}", k.value());
-            let rec: HandlerRecord =
-                serde_json::from_slice(v.value()).map_err(|e| corrupt(&key, e))?;
-            if rec.name != k.value() {
-                return Err(corrupt(&key, "the row names another handler"));
-            }
-            out.push(rec);
-        }
-        Ok(out)
+        decode_rows(&table, decode_handler)?.into_iter().collect()
     }
 
     /// Registers (or replaces) a handler's methods, with its audit entry, in one durable
