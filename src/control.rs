@@ -272,7 +272,7 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
                 tokio::task::spawn_blocking(move || store.audit_page(before, since_ms, limit))
                     .await
                     .expect("store task does not panic")?;
-            Ok(serde_json::to_value(page).unwrap())
+            Ok(serde_json::to_value(crate::api::view::audit_views(page)).unwrap())
         }
         Request::PeerSetEnabled { name, enabled } => {
             let rec = service

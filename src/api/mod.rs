@@ -42,6 +42,7 @@ mod preview;
 mod schedulezero;
 mod tasks;
 mod ui;
+pub mod view;
 
 pub use audit::parse_since;
 

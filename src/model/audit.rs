@@ -1,11 +1,10 @@
 //! The audit trail: who did what, and when.
 //!
-//! Pure data. Stored by [`crate::store`] in the `audit` table, shown by the API and the CLI.
-
-use serde::{Deserialize, Serialize};
+//! Pure data. Stored by [`crate::store`] in the `audit` table (its row is private there), shown
+//! by the API, the control socket and the CLI as [`crate::api::view::AuditView`].
 
 /// Who made a change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Actor {
     /// Peer name, or `"local"` for the CLI on the server itself.
     pub peer: String,
@@ -33,7 +32,7 @@ impl Actor {
 }
 
 /// One audit-trail entry. Summaries never contain secrets (keys, PSKs, webhook tokens).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {
     /// Sequence number, assigned when committed (0 before).
     pub seq: u64,

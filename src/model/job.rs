@@ -83,12 +83,12 @@ impl std::str::FromStr for RunStatus {
     }
 }
 
-/// One fire of a job, as recorded in the run history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One fire of a job, as recorded in the run history. Stored by [`crate::store`] (its row
+/// is private there) and shown by [`crate::api::view::RunView`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
     /// Assigned when first stored (0 before).
     pub id: u64,
-    #[serde(with = "job_id_hex")]
     pub job_id: JobId,
     pub job_name: String,
     /// When the schedule said it should run (RFC 3339).
@@ -104,32 +104,13 @@ pub struct RunRecord {
     pub error: Option<String>,
     pub duration_ms: Option<u64>,
     /// For a summarising missed record: how many fires it stands for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
     /// Handler runs: the handler the call is addressed to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handler: Option<String>,
     /// Handler runs: the handler's result (acked runs), at most 64 KiB of JSON.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
     /// Handler runs: milliseconds from the scheduled time to the first lease.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_delay_ms: Option<u64>,
-}
-
-/// Job ids travel as their 16-hex-digit display form.
-mod job_id_hex {
-    use super::JobId;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(id: &JobId, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(id)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<JobId, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 /// Filter for run listings.

@@ -2,19 +2,83 @@
 //! number, value the entry as JSON. Append-only but for pruning by age and size.
 
 use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
 
 use super::rows::{decode_rows, open_existing};
 use super::{corrupt, Store, StoreError, AUDIT};
-use crate::model::AuditEntry;
+use crate::model::{Actor, AuditEntry};
+
+/// An `audit` row. Field names and order are the on-disk format.
+#[derive(Serialize, Deserialize)]
+struct AuditRow {
+    seq: u64,
+    at_ms: u64,
+    actor: ActorRow,
+    action: String,
+    target: Option<String>,
+    summary: serde_json::Value,
+}
+
+/// The actor inside an [`AuditRow`].
+#[derive(Serialize, Deserialize)]
+struct ActorRow {
+    peer: String,
+    fingerprint: Option<String>,
+    address: Option<String>,
+    endpoint: Option<String>,
+    via: String,
+}
+
+impl From<AuditEntry> for AuditRow {
+    fn from(e: AuditEntry) -> AuditRow {
+        let a = e.actor;
+        AuditRow {
+            seq: e.seq,
+            at_ms: e.at_ms,
+            actor: ActorRow {
+                peer: a.peer,
+                fingerprint: a.fingerprint,
+                address: a.address,
+                endpoint: a.endpoint,
+                via: a.via,
+            },
+            action: e.action,
+            target: e.target,
+            summary: e.summary,
+        }
+    }
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(r: AuditRow) -> AuditEntry {
+        let a = r.actor;
+        AuditEntry {
+            seq: r.seq,
+            at_ms: r.at_ms,
+            actor: Actor {
+                peer: a.peer,
+                fingerprint: a.fingerprint,
+                address: a.address,
+                endpoint: a.endpoint,
+                via: a.via,
+            },
+            action: r.action,
+            target: r.target,
+            summary: r.summary,
+        }
+    }
+}
 
 /// Encodes an entry as stored in `audit`.
-fn encode_audit(e: &AuditEntry) -> Vec<u8> {
-    serde_json::to_vec(e).expect("rows serialise")
+pub(super) fn encode_audit(e: AuditEntry) -> Vec<u8> {
+    serde_json::to_vec(&AuditRow::from(e)).expect("rows serialise")
 }
 
 /// Decodes the `audit` row with sequence number `seq`.
 pub(super) fn decode_audit(seq: u64, bytes: &[u8]) -> Result<AuditEntry, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| corrupt(&format!("audit/{seq}"), e))
+    serde_json::from_slice::<AuditRow>(bytes)
+        .map(AuditEntry::from)
+        .map_err(|e| corrupt(&format!("audit/{seq}"), e))
 }
 
 /// Appends an entry inside an open write transaction, assigning the next sequence number.
@@ -28,7 +92,7 @@ pub(crate) fn append_audit(
         None => 1,
     };
     entry.seq = seq;
-    table.insert(seq, encode_audit(&entry).as_slice())?;
+    table.insert(seq, encode_audit(entry).as_slice())?;
     Ok(seq)
 }
 

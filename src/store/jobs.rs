@@ -55,14 +55,110 @@ pub(super) fn decode_job(id: u64, bytes: &[u8]) -> Result<JobRecord, StoreError>
     })
 }
 
+/// A `runs` row: one fire of a job. The field names, their order and the serde attributes
+/// are the on-disk format.
+#[derive(Serialize, Deserialize)]
+struct RunRow {
+    /// Assigned when first stored (0 before).
+    id: u64,
+    #[serde(with = "job_id_hex")]
+    job_id: JobId,
+    job_name: String,
+    /// When the schedule said it should run (RFC 3339).
+    scheduled_at: Timestamp,
+    started_at: Option<Timestamp>,
+    finished_at: Option<Timestamp>,
+    /// Attempts made so far.
+    attempt: u32,
+    status: RunStatus,
+    /// `schedule` or `manual` (run now).
+    trigger: String,
+    http_status: Option<u16>,
+    error: Option<String>,
+    duration_ms: Option<u64>,
+    /// For a summarising missed record: how many fires it stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    /// Handler runs: the handler the call is addressed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    handler: Option<String>,
+    /// Handler runs: the handler's result (acked runs), at most 64 KiB of JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result: Option<serde_json::Value>,
+    /// Handler runs: milliseconds from the scheduled time to the first lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    queue_delay_ms: Option<u64>,
+}
+
+/// Job ids travel as their 16-hex-digit display form.
+mod job_id_hex {
+    use crate::sched::JobId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &JobId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<JobId, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl RunRow {
+    fn from_record(r: &RunRecord) -> RunRow {
+        RunRow {
+            id: r.id,
+            job_id: r.job_id,
+            job_name: r.job_name.clone(),
+            scheduled_at: r.scheduled_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            attempt: r.attempt,
+            status: r.status,
+            trigger: r.trigger.clone(),
+            http_status: r.http_status,
+            error: r.error.clone(),
+            duration_ms: r.duration_ms,
+            count: r.count,
+            handler: r.handler.clone(),
+            result: r.result.clone(),
+            queue_delay_ms: r.queue_delay_ms,
+        }
+    }
+
+    fn into_record(self) -> RunRecord {
+        RunRecord {
+            id: self.id,
+            job_id: self.job_id,
+            job_name: self.job_name,
+            scheduled_at: self.scheduled_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            attempt: self.attempt,
+            status: self.status,
+            trigger: self.trigger,
+            http_status: self.http_status,
+            error: self.error,
+            duration_ms: self.duration_ms,
+            count: self.count,
+            handler: self.handler,
+            result: self.result,
+            queue_delay_ms: self.queue_delay_ms,
+        }
+    }
+}
+
 /// Encodes a run as stored in `runs`.
 pub(super) fn encode_run(r: &RunRecord) -> Vec<u8> {
-    serde_json::to_vec(r).expect("rows serialise")
+    serde_json::to_vec(&RunRow::from_record(r)).expect("rows serialise")
 }
 
 /// Decodes the `runs` row with id `id`.
 pub(super) fn decode_run(id: u64, bytes: &[u8]) -> Result<RunRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| corrupt(&format!("runs/{id}"), e))
+    serde_json::from_slice(bytes)
+        .map(RunRow::into_record)
+        .map_err(|e| corrupt(&format!("runs/{id}"), e))
 }
 
 impl Store {

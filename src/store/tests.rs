@@ -553,3 +553,55 @@ fn damaged_rows_are_skipped_reported_and_quarantined_with_their_bytes() {
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The run row on disk and the run in API replies were one serde type; they are two now and
+/// must stay byte-identical to what it wrote (old databases, old clients).
+#[test]
+fn run_rows_and_run_bodies_keep_their_bytes() {
+    let mut r = run(0xab, "2026-01-01T00:00:00Z", RunStatus::Succeeded);
+    r.id = 7;
+    r.started_at = Some(ts("2026-01-01T00:00:01.5Z"));
+    r.http_status = Some(204);
+    r.duration_ms = Some(12);
+    r.handler = Some("bot".into());
+    r.result = Some(serde_json::json!({"ok": true}));
+    let expected = r#"{"id":7,"job_id":"00000000000000ab","job_name":"job171","scheduled_at":"2026-01-01T00:00:00Z","started_at":"2026-01-01T00:00:01.5Z","finished_at":null,"attempt":1,"status":"succeeded","trigger":"schedule","http_status":204,"error":null,"duration_ms":12,"handler":"bot","result":{"ok":true}}"#;
+    let row = jobs::encode_run(&r);
+    assert_eq!(std::str::from_utf8(&row).unwrap(), expected);
+    let body = serde_json::to_string(&crate::api::view::RunView::from(&r)).unwrap();
+    assert_eq!(body, expected);
+    assert_eq!(jobs::decode_run(7, &row).unwrap(), r);
+    // Rows written before handlers existed have none of the optional tail.
+    let old = r#"{"id":8,"job_id":"0000000000000001","job_name":"a","scheduled_at":"2026-01-01T00:00:00Z","started_at":null,"finished_at":null,"attempt":1,"status":"missed","trigger":"schedule","http_status":null,"error":null,"duration_ms":null}"#;
+    let decoded = jobs::decode_run(8, old.as_bytes()).unwrap();
+    assert_eq!(decoded.status, RunStatus::Missed);
+    assert_eq!(
+        std::str::from_utf8(&jobs::encode_run(&decoded)).unwrap(),
+        old
+    );
+}
+
+/// Same for audit entries: the row, the API body and the control socket's reply.
+#[test]
+fn audit_rows_and_audit_bodies_keep_their_bytes() {
+    let entry = AuditEntry {
+        seq: 3,
+        at_ms: 1_700_000_000_000,
+        actor: Actor {
+            peer: "leader".into(),
+            fingerprint: Some("ab12".into()),
+            address: Some("10.88.88.2".into()),
+            endpoint: None,
+            via: "api".into(),
+        },
+        action: "peer.add".into(),
+        target: Some("phone".into()),
+        summary: serde_json::json!({"role": "viewer"}),
+    };
+    let expected = r#"{"seq":3,"at_ms":1700000000000,"actor":{"peer":"leader","fingerprint":"ab12","address":"10.88.88.2","endpoint":null,"via":"api"},"action":"peer.add","target":"phone","summary":{"role":"viewer"}}"#;
+    let row = audit::encode_audit(entry.clone());
+    assert_eq!(std::str::from_utf8(&row).unwrap(), expected);
+    let views = crate::api::view::audit_views(vec![entry.clone()]);
+    assert_eq!(serde_json::to_string(&views[0]).unwrap(), expected);
+    assert_eq!(audit::decode_audit(3, &row).unwrap(), entry);
+}
