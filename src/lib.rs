@@ -8,7 +8,8 @@
 //! - [`driver`]: the sans-IO [`driver::Engine`] (router + netstack as one step, `turn(now)`)
 //!   and the one task that runs it around the UDP socket and the clock.
 //! - [`api`]: hyper on netstack connections; every request has a [`api::Caller`].
-//! - [`registry`] (pure peer decisions), [`store`] (redb), [`service`] (operations of the
+//! - [`model`] (the records passed between layers: peers, jobs and runs, handlers, audit),
+//!   [`registry`] (pure peer decisions), [`store`] (redb), [`service`] (operations of the
 //!   running server), [`control`] (local Unix control socket for the CLI).
 //! - [`server`]: `init` and `serve` wiring; [`paths`]: the data directory; [`status`]: the
 //!   `appliance status` report; [`backups`]: rotated backups and restore; [`metrics`]: counters

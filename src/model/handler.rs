@@ -4,11 +4,9 @@
 //! registry in memory.
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
 /// A registered handler.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HandlerRecord {
     /// The handler's peer name.
     pub name: String,

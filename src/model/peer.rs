@@ -7,7 +7,6 @@
 use std::net::Ipv4Addr;
 
 use peers::{Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
-use serde::{Deserialize, Serialize};
 
 use super::AuditEntry;
 
@@ -52,7 +51,7 @@ pub struct PeerRecord {
 }
 
 /// Per-peer traffic statistics, persisted now and then by the server.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PeerStats {
     /// Unix seconds of the last completed handshake.
     pub last_handshake: Option<u64>,

@@ -9,7 +9,7 @@ pub enum OpenError {
     /// There is no file at the path (and nothing was created).
     #[error("there is no database at {path}")]
     Missing { path: String },
-    /// [`Store::create`] found a file already there; it is never overwritten.
+    /// [`Store::create`](super::Store::create) found a file already there; it is never overwritten.
     #[error("the database {path} already exists; it is never overwritten")]
     Exists { path: String },
     /// The file is empty, not a redb database, truncated, or lacks the appliance's schema or

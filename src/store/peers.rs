@@ -111,14 +111,35 @@ fn decode_server(bytes: &[u8]) -> Result<ServerRecord, StoreError> {
     row.into_record()
 }
 
+/// A `peer_stats` row.
+#[derive(Serialize, Deserialize)]
+struct StatsRow {
+    last_handshake: Option<u64>,
+    rx_bytes: u64,
+    tx_bytes: u64,
+    endpoint: Option<String>,
+}
+
 /// Encodes a peer's statistics as stored in `peer_stats`.
 fn encode_stats(s: &PeerStats) -> Vec<u8> {
-    serde_json::to_vec(s).expect("rows serialise")
+    serde_json::to_vec(&StatsRow {
+        last_handshake: s.last_handshake,
+        rx_bytes: s.rx_bytes,
+        tx_bytes: s.tx_bytes,
+        endpoint: s.endpoint.clone(),
+    })
+    .expect("rows serialise")
 }
 
 /// Decodes a `peer_stats` row.
 pub(super) fn decode_stats(key: &str, bytes: &[u8]) -> Result<PeerStats, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))
+    let row: StatsRow = serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))?;
+    Ok(PeerStats {
+        last_handshake: row.last_handshake,
+        rx_bytes: row.rx_bytes,
+        tx_bytes: row.tx_bytes,
+        endpoint: row.endpoint,
+    })
 }
 
 /// Encodes a peer record as stored bytes (exposed for tests of the on-disk format).

@@ -13,7 +13,9 @@
 //! history never disagrees with the queue. Both tables are created by their first write; a
 //! database from before handlers simply reads as having none.
 
+use jiff::Timestamp;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
 
 use super::jobs::{decode_run, encode_run};
 use super::rows::{decode_rows, open_existing};
@@ -37,14 +39,37 @@ fn decode_task(id: u64, bytes: &[u8]) -> Result<Task, StoreError> {
     Ok(task)
 }
 
+/// A `handlers` row.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandlerRow {
+    name: String,
+    methods: Vec<String>,
+    registered_at: Timestamp,
+}
+
+/// Encodes a handler as stored in `handlers`.
+fn encode_handler(rec: &HandlerRecord) -> Vec<u8> {
+    serde_json::to_vec(&HandlerRow {
+        name: rec.name.clone(),
+        methods: rec.methods.clone(),
+        registered_at: rec.registered_at,
+    })
+    .expect("rows serialise")
+}
+
 /// Decodes the `handlers` row of handler `name`.
 fn decode_handler(name: &str, bytes: &[u8]) -> Result<HandlerRecord, StoreError> {
     let key = format!("handlers/{name}");
-    let rec: HandlerRecord = serde_json::from_slice(bytes).map_err(|e| corrupt(&key, e))?;
-    if rec.name != name {
+    let row: HandlerRow = serde_json::from_slice(bytes).map_err(|e| corrupt(&key, e))?;
+    if row.name != name {
         return Err(corrupt(&key, "the row names another handler"));
     }
-    Ok(rec)
+    Ok(HandlerRecord {
+        name: row.name,
+        methods: row.methods,
+        registered_at: row.registered_at,
+    })
 }
 
 /// Inserts the tasks of freshly recorded runs (inside [`Store::start_runs_with_tasks`]).
@@ -146,10 +171,7 @@ impl Store {
         let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(HANDLERS)?;
-            table.insert(
-                rec.name.as_str(),
-                serde_json::to_vec(rec).unwrap().as_slice(),
-            )?;
+            table.insert(rec.name.as_str(), encode_handler(rec).as_slice())?;
             append_audit(&txn, audit)?;
         }
         self.commit(txn)?;

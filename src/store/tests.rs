@@ -605,3 +605,68 @@ fn audit_rows_and_audit_bodies_keep_their_bytes() {
     assert_eq!(serde_json::to_string(&views[0]).unwrap(), expected);
     assert_eq!(audit::decode_audit(3, &row).unwrap(), entry);
 }
+
+/// Every row of a string-keyed table, bytes as stored.
+fn raw_rows(
+    store: &Store,
+    def: TableDefinition<&str, &[u8]>,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let db = store.reader()?;
+    let txn = db.begin_read()?;
+    let table = txn.open_table(def)?;
+    rows::decode_rows(&table, |k, v| (k.to_string(), v.to_vec()))
+}
+
+/// Statistics and handler rows were their model types' own serde; they keep those bytes.
+#[test]
+fn stats_and_handler_rows_keep_their_bytes() {
+    let (store, dir) = temp_store("row-bytes");
+    store
+        .update_peers(|_| {
+            Ok::<_, StoreError>((
+                PeerChange {
+                    upsert: vec![peer("phone", 2)],
+                    ..PeerChange::default()
+                },
+                (),
+            ))
+        })
+        .unwrap();
+    let stats = crate::model::PeerStats {
+        last_handshake: Some(1_700_000_000),
+        rx_bytes: 5,
+        tx_bytes: 6,
+        endpoint: Some("203.0.113.7:4242".into()),
+    };
+    store
+        .save_peer_stats(&[("phone".into(), stats.clone())])
+        .unwrap();
+    assert_eq!(
+        store.peer_stats().unwrap(),
+        vec![("phone".to_string(), stats)]
+    );
+    let row = raw_rows(&store, PEER_STATS).unwrap();
+    assert_eq!(
+        row,
+        vec![(
+            "phone".to_string(),
+            br#"{"last_handshake":1700000000,"rx_bytes":5,"tx_bytes":6,"endpoint":"203.0.113.7:4242"}"#.to_vec()
+        )]
+    );
+    let handler = crate::model::HandlerRecord {
+        name: "bot".into(),
+        methods: vec!["post".into()],
+        registered_at: ts("2026-01-01T00:00:00Z"),
+    };
+    store.put_handler(&handler, big_audit("h")).unwrap();
+    assert_eq!(store.handlers().unwrap(), vec![handler]);
+    assert_eq!(
+        raw_rows(&store, tasks::HANDLERS).unwrap(),
+        vec![(
+            "bot".to_string(),
+            br#"{"name":"bot","methods":["post"],"registered_at":"2026-01-01T00:00:00Z"}"#.to_vec()
+        )]
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
