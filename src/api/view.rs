@@ -6,7 +6,7 @@
 //! API tests hold them to it.
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Actor, AuditEntry, RunRecord, RunStatus};
 use crate::sched::JobId;
@@ -34,7 +34,7 @@ pub fn page<T>(
 #[derive(Debug, Serialize)]
 pub struct RunView<'a> {
     pub id: u64,
-    #[serde(serialize_with = "display")]
+    #[serde(serialize_with = "crate::sched::spec::job_id_hex::serialize")]
     pub job_id: JobId,
     pub job_name: &'a str,
     pub scheduled_at: Timestamp,
@@ -77,11 +77,6 @@ impl<'a> From<&'a RunRecord> for RunView<'a> {
             queue_delay_ms: r.queue_delay_ms,
         }
     }
-}
-
-/// Job ids travel as their 16-hex-digit display form.
-fn display<S: Serializer>(id: &JobId, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(id)
 }
 
 /// An audit entry in `GET /api/v1/audit`, the control socket's `AuditList` reply and

@@ -97,6 +97,24 @@ impl FromStr for JobId {
     }
 }
 
+/// Serde for a [`JobId`] as its 16-hex-digit display form, for `#[serde(with = "…")]`: how
+/// job ids travel in stored rows, task records and API bodies.
+pub mod job_id_hex {
+    use super::JobId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the id as 16 lowercase hex digits.
+    pub fn serialize<S: Serializer>(id: &JobId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    /// Reads 16 hex digits.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<JobId, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Why a string is not a [`JobId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobIdError {

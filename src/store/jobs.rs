@@ -61,7 +61,7 @@ pub(super) fn decode_job(id: u64, bytes: &[u8]) -> Result<JobRecord, StoreError>
 struct RunRow {
     /// Assigned when first stored (0 before).
     id: u64,
-    #[serde(with = "job_id_hex")]
+    #[serde(with = "crate::sched::spec::job_id_hex")]
     job_id: JobId,
     job_name: String,
     /// When the schedule said it should run (RFC 3339).
@@ -88,21 +88,6 @@ struct RunRow {
     /// Handler runs: milliseconds from the scheduled time to the first lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     queue_delay_ms: Option<u64>,
-}
-
-/// Job ids travel as their 16-hex-digit display form.
-mod job_id_hex {
-    use crate::sched::JobId;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(id: &JobId, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(id)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<JobId, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 impl RunRow {
