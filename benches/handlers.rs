@@ -29,10 +29,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use appliance::model::{Actor, RunRecord, RunStatus};
 use appliance::queue::Task;
 use appliance::sched::{JobId, Retry};
 use appliance::scheduler::{self, RunStats};
-use appliance::store::{Actor, RunRecord, RunStatus, Store};
+use appliance::store::Store;
 use appliance::tasks::Tasks;
 use jiff::{SignedDuration, Timestamp};
 use redb::{Database, TableDefinition};
@@ -82,7 +83,7 @@ fn actor() -> Actor {
         fingerprint: None,
         address: Some("10.88.88.2".into()),
         endpoint: None,
-        via: appliance::store::Via::Api,
+        via: appliance::model::Via::Api,
     }
 }
 

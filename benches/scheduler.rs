@@ -31,9 +31,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appliance::control::{self, Request};
+use appliance::model::{Actor, AuditEntry, JobRecord};
 use appliance::sched::{Action, JobId, JobSpec, Webhook};
 use appliance::scheduler::{self, Handle};
-use appliance::store::{Actor, AuditEntry, JobRecord, Store};
+use appliance::store::Store;
 use appliance::webhook::{Executor, NetPolicy};
 use jiff::{SignedDuration, Timestamp};
 use redb::{Database, Durability, TableDefinition};
@@ -110,7 +111,7 @@ fn actor() -> Actor {
         fingerprint: None,
         address: Some("10.88.88.2".into()),
         endpoint: None,
-        via: appliance::store::Via::Api,
+        via: appliance::model::Via::Api,
     }
 }
 

@@ -23,10 +23,11 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
+use crate::model::{Actor, PeerRecord};
 pub use crate::peer_ops::PeerAdded;
 use crate::registry::{AddPeer, AddPeerError, PeerUpdate, PeerUpdateError};
 use crate::service::{PeerView, Service};
-use crate::store::{Actor, PeerRecord, StoreError};
+use crate::store::StoreError;
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -267,7 +268,7 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
                 tokio::task::spawn_blocking(move || store.audit_page(before, since_ms, limit))
                     .await
                     .expect("store task does not panic")?;
-            Ok(serde_json::to_value(page).unwrap())
+            Ok(serde_json::to_value(crate::api::view::audit_views(page)).unwrap())
         }
         Request::PeerSetEnabled { name, enabled } => {
             update(service, PeerUpdate::SetEnabled { name, enabled }).await

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use peers::PeerName;
 
-use crate::store::PeerRecord;
+use crate::model::PeerRecord;
 
 /// The peers the running appliance serves, looked up by address.
 #[derive(Default, Debug)]

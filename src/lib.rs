@@ -32,6 +32,7 @@ pub mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
+pub mod model;
 pub mod netstack;
 pub mod paths;
 pub mod peer_ops;

@@ -15,11 +15,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use peers::{ClientConfig, Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
 
+use crate::model::{Actor, PeerRecord, ServerRecord, Via};
 use crate::registry::{
     audited, keeps_an_admin, plan_add, AddPeer, AddPeerError, PeerAction, PeerUpdate,
     PeerUpdateError,
 };
-use crate::store::{Actor, PeerRecord, ServerRecord, Store, Via};
+use crate::store::Store;
 
 /// What the network must do for a committed peer change to take effect.
 #[derive(Debug, Clone, PartialEq)]

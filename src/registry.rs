@@ -9,7 +9,8 @@ use std::net::Ipv4Addr;
 
 use peers::{AddressPool, Ipv4Net, PeerName, PoolError, PresharedKey, PublicKey, Role};
 
-use crate::store::{Actor, AuditEntry, PeerChange, PeerRecord, ServerRecord, StoreError};
+use crate::model::{Actor, AuditEntry, PeerChange, PeerRecord, ServerRecord};
+use crate::store::StoreError;
 
 /// A request to register a new peer. The client's private key is not part of it.
 #[derive(Clone, Debug)]

@@ -17,10 +17,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::directory::Directory;
 use crate::driver::{self, DriverParts, Metrics};
+use crate::model::ServerRecord;
 use crate::netstack::Limits;
 use crate::paths::DataDir;
 use crate::service::{unix_now, Service, ServiceParts, StatsBook};
-use crate::store::{OpenError, ServerRecord, Store, StoreError};
+use crate::store::{OpenError, Store, StoreError};
 use crate::tunnel::Router;
 
 /// Default WireGuard UDP port.

@@ -15,9 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::directory::Directory;
 use crate::driver::{Command, LivePeerStats, Metrics};
+use crate::model::{Actor, PeerRecord, PeerStats, ServerRecord};
 use crate::peer_ops::{Applied, Live, PeerOps};
 use crate::registry::{AddPeer, AddPeerError, PeerUpdate, PeerUpdateError};
-use crate::store::{Actor, PeerRecord, PeerStats, ServerRecord, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Seconds since the Unix epoch (driver-side clock read).
 pub fn unix_now() -> u64 {

@@ -14,7 +14,8 @@
 use peers::Endpoint;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{PeerStats, RunFilter, RunStatus, ServerRecord, Store, StoreError};
+use crate::model::{PeerStats, RunFilter, RunStatus, ServerRecord};
+use crate::store::{Store, StoreError};
 
 /// A peer counts as online when its last handshake is at most this old (WireGuard
 /// re-handshakes every 2 minutes while traffic flows; keepalives every 25 s keep it flowing).

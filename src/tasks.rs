@@ -29,10 +29,11 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::model::{Actor, AuditEntry, HandlerRecord};
 use crate::queue::{self, AckOutcome, Counts, DeliveryId, FailOutcome, Lease, LeaseError, Task};
 use crate::sched::{JobId, JobSpec, SpecError};
 use crate::scheduler::RunStats;
-use crate::store::{Actor, AuditEntry, HandlerRecord, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// A handler counts as online when it leased or sent a heartbeat this recently.
 pub const ONLINE_WITHIN: Duration = Duration::from_secs(60);
@@ -570,7 +571,7 @@ impl Tasks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{RunFilter, RunRecord, RunStatus};
+    use crate::model::{RunFilter, RunRecord, RunStatus};
 
     fn temp_store(tag: &str) -> (Arc<Store>, std::path::PathBuf) {
         let dir =

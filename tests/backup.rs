@@ -282,8 +282,9 @@ fn restore_refuses_a_serving_or_non_empty_directory_unless_forced_and_keeps_the_
 
 #[test]
 fn a_version_1_backup_restores_upgrades_and_serves() {
+    use appliance::model::{JobRecord, PeerRecord, ServerRecord};
     use appliance::sched::{JobId, JobSpec};
-    use appliance::store::{JobRecord, PeerRecord, ServerRecord, Store};
+    use appliance::store::Store;
 
     let d = Dir::new("v1");
     let server = ServerRecord {

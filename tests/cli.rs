@@ -530,8 +530,9 @@ fn a_second_serve_on_the_same_data_dir_is_refused() {
 
 #[test]
 fn a_damaged_job_row_is_skipped_listed_by_doctor_and_quarantined() {
+    use appliance::model::JobRecord;
     use appliance::sched::{JobId, JobSpec};
-    use appliance::store::{JobRecord, Store};
+    use appliance::store::Store;
 
     let d = Dir::new("damagedrow");
     assert!(run(&d.data(), &["init"]).status.success());
@@ -793,8 +794,9 @@ fn status_json_matches_the_golden_file() {
     assert!(run(&d.data(), &["peer", "disable", "bot"]).status.success());
     {
         // Jobs come over the API; here they are written straight into the stopped store.
+        use appliance::model::{JobRecord, RunRecord, RunStatus};
         use appliance::sched::{JobId, JobSpec};
-        use appliance::store::{JobRecord, RunRecord, RunStatus, Store};
+        use appliance::store::Store;
         let store = Store::open(&d.data().join("appliance.redb")).unwrap();
         for i in 1..=7u64 {
             let spec = JobSpec::from_json(

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::{ok, ApiError, ApiResult, Ctx};
+use super::{ok, view, ApiError, ApiResult, Ctx};
 
 /// Parses `since`: RFC 3339 or Unix seconds, into Unix milliseconds. Seconds beyond the
 /// latest time representable (year 9999) are refused, never wrapped.
@@ -42,17 +42,14 @@ pub(super) async fn list(ctx: &Ctx<'_>) -> ApiResult {
         .map(|s| parse_since(s).map_err(|m| ApiError::bad_request("since", m)))
         .transpose()?;
     let store = ctx.service.store().clone();
-    let mut entries =
-        tokio::task::spawn_blocking(move || store.audit_page(cursor, since, limit + 1))
-            .await
-            .expect("store task does not panic")
-            .map_err(|e| ApiError::store(&e))?;
-    let more = entries.len() > limit;
-    entries.truncate(limit);
-    let next = more
-        .then(|| entries.last().map(|e| e.seq.to_string()))
-        .flatten();
-    ok(json!({"entries": entries, "next_cursor": next}))
+    let entries = tokio::task::spawn_blocking(move || {
+        store.audit_page(cursor, since, view::read_limit(limit))
+    })
+    .await
+    .expect("store task does not panic")
+    .map_err(|e| ApiError::store(&e))?;
+    let (entries, next) = view::page(entries, limit, |e| e.seq.to_string());
+    ok(json!({"entries": view::audit_views(entries), "next_cursor": next}))
 }
 
 #[cfg(test)]

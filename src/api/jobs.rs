@@ -9,10 +9,11 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 
 use super::routes::JobRoute;
+use super::view::{self, RunView};
 use super::{json_response, ok, ApiError, ApiResult, Ctx, Need};
+use crate::model::{RunFilter, RunRecord, RunStatus};
 use crate::sched::JobId;
 use crate::scheduler::{sort_key, JobEntry, JobError};
-use crate::store::{RunFilter, RunRecord, RunStatus};
 
 const DEFAULT_LIMIT: usize = 100;
 
@@ -208,7 +209,7 @@ fn list(ctx: &Ctx<'_>) -> ApiResult {
         })
         .transpose()?;
     let all = jobs(ctx)?.list();
-    let mut page: Vec<&JobEntry> = all
+    let page: Vec<&JobEntry> = all
         .iter()
         .filter(|e| paused.is_none_or(|p| e.record.spec.paused == p))
         .filter(|e| {
@@ -216,13 +217,9 @@ fn list(ctx: &Ctx<'_>) -> ApiResult {
                 .is_none_or(|n| e.record.spec.name.to_lowercase().contains(n))
         })
         .filter(|e| cursor.is_none_or(|c| sort_key(&e.record) > c))
-        .take(limit + 1)
+        .take(view::read_limit(limit))
         .collect();
-    let more = page.len() > limit;
-    page.truncate(limit);
-    let next = more
-        .then(|| page.last().map(|e| job_cursor(sort_key(&e.record))))
-        .flatten();
+    let (page, next) = view::page(page, limit, |e| job_cursor(sort_key(&e.record)));
     ok(json!({
         "jobs": page.iter().map(|e| view(ctx, e)).collect::<Vec<_>>(),
         "next_cursor": next,
@@ -274,21 +271,18 @@ pub(super) async fn runs(ctx: &Ctx<'_>, job: Option<JobId>) -> ApiResult {
         })
         .transpose()?;
     let limit = limit(ctx)?;
-    let mut runs: Vec<RunRecord> = jobs(ctx)?
+    let runs: Vec<RunRecord> = jobs(ctx)?
         .runs(RunFilter {
             job,
             status,
             since,
             before,
-            limit: limit + 1,
+            limit: view::read_limit(limit),
         })
         .await
         .map_err(job_error)?;
-    let more = runs.len() > limit;
-    runs.truncate(limit);
-    let next = more
-        .then(|| runs.last().map(|r| r.id.to_string()))
-        .flatten();
+    let (runs, next) = view::page(runs, limit, |r| r.id.to_string());
+    let runs: Vec<RunView> = runs.iter().map(RunView::from).collect();
     ok(json!({"runs": runs, "next_cursor": next}))
 }
 

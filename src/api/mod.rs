@@ -44,6 +44,7 @@ pub mod routes;
 mod schedulezero;
 mod tasks;
 mod ui;
+pub mod view;
 
 pub use audit::parse_since;
 
@@ -62,9 +63,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 
+use crate::model::Actor;
 use crate::netstack::stream::Connection;
 use crate::service::Service;
-use crate::store::{Actor, StoreError};
+use crate::store::StoreError;
 
 /// Tunables of the HTTP side (all configurable on `serve`).
 #[derive(Debug, Clone)]
@@ -197,7 +199,7 @@ impl Caller {
             fingerprint: Some(self.fingerprint.clone()),
             address: Some(self.address.to_string()),
             endpoint: self.endpoint.map(|e| e.to_string()),
-            via: crate::store::Via::Api,
+            via: crate::model::Via::Api,
         }
     }
 }
@@ -924,7 +926,7 @@ async fn record_denied(
     else {
         return;
     };
-    let entry = crate::store::AuditEntry {
+    let entry = crate::model::AuditEntry {
         seq: 0,
         at_ms: crate::service::unix_now_ms(),
         actor: who.actor(),
@@ -1214,7 +1216,7 @@ mod tests {
     #[allow(clippy::disallowed_methods)] // a driver-side value: the service's start time
     fn service_on(disk: &crate::store::testing::Disk) -> Arc<Service> {
         let store = Arc::new(disk.store());
-        let server = crate::store::ServerRecord {
+        let server = crate::model::ServerRecord {
             private_key: ::peers::PrivateKey::generate(&mut rand_core::OsRng),
             listen_port: 51820,
             interface: ::peers::Ipv4Net::parse("10.88.88.1/24").unwrap(),

@@ -187,7 +187,7 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
 /// The client config for a peer's new keys, as text and as a QR code (SVG).
 fn client_config(
     ctx: &Ctx<'_>,
-    rec: &crate::store::PeerRecord,
+    rec: &crate::model::PeerRecord,
     private: Option<PrivateKey>,
     psk: PresharedKey,
     dns: Vec<std::net::IpAddr>,

@@ -21,10 +21,10 @@ use serde_json::{json, Map, Value};
 
 use super::routes::ScheduleZeroRoute;
 use super::{deny_unknown, deny_unknown_query, json_response, ok, ApiError, ApiResult, Ctx, Need};
+use crate::model::{RunFilter, RunRecord, RunStatus};
 use crate::sched::apscheduler;
 use crate::sched::{JobId, Trigger};
 use crate::scheduler::{Handle, JobEntry, JobError};
-use crate::store::{RunFilter, RunRecord, RunStatus};
 
 /// Metadata key holding the ScheduleZero job id.
 pub const SZ_ID: &str = "schedulezero_job_id";

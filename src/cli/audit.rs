@@ -21,9 +21,11 @@ pub fn run(dir: &DataDir, json: bool, since: Option<String>, limit: usize) -> Re
         limit,
     };
     let v = call(dir, req, move |store, _| {
-        Ok(to_value(&store.audit_page(None, since_ms, limit)?))
+        Ok(to_value(&appliance::api::view::audit_views(
+            store.audit_page(None, since_ms, limit)?,
+        )))
     })?;
-    let entries: Vec<appliance::store::AuditEntry> = serde_json::from_value(v).map_err(fatal)?;
+    let entries: Vec<appliance::api::view::AuditView> = serde_json::from_value(v).map_err(fatal)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&entries).unwrap());
         return Ok(());

@@ -2,9 +2,9 @@
 //! serving), and moving them into the quarantine table, their bytes kept.
 
 use appliance::control::Request;
+use appliance::model::Actor;
 use appliance::paths::DataDir;
 use appliance::service::unix_now_ms;
-use appliance::store::Actor;
 
 use super::{call, fatal, to_value, Failure};
 

@@ -5,9 +5,9 @@
 //! Existing tunnels stay up; configs already handed out keep their old endpoint.
 
 use appliance::control::{EndpointView, Request};
+use appliance::model::Actor;
 use appliance::paths::DataDir;
 use appliance::service::unix_now_ms;
-use appliance::store::Actor;
 use peers::Endpoint;
 
 use super::{call, fatal, to_value, usage, Failure};

@@ -16,9 +16,10 @@ pub mod serve;
 pub mod status;
 
 use appliance::control::{self, ClientError, ControlFailure, Request};
+use appliance::model::ServerRecord;
 use appliance::paths::DataDir;
 use appliance::server;
-use appliance::store::{ServerRecord, Store};
+use appliance::store::Store;
 use serde_json::Value;
 
 /// A CLI failure: a sentence for the user and the exit code.

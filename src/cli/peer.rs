@@ -9,12 +9,12 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use appliance::control::{ControlFailure, PeerAdded, Request};
+use appliance::model::{Actor, PeerRecord, ServerRecord};
 use appliance::paths::{DataDir, PrivateFile};
 use appliance::peer_ops::{client_config, ConfigOptions, PeerOps};
 use appliance::registry::{AddPeer, PeerUpdate};
 use appliance::server;
 use appliance::service::{unix_now, unix_now_ms, PeerView};
-use appliance::store::{Actor, PeerRecord, ServerRecord};
 use peers::{ClientConfig, Endpoint, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
 
 use super::args::{ConfigArgs, PeerCommand};

@@ -30,9 +30,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::directory::Directory;
+use crate::model::PeerRecord;
 use crate::netstack::stream::Connection;
 use crate::netstack::{self, Limits};
-use crate::store::PeerRecord;
 use crate::tunnel::{PeerConfig, Router, RouterStats};
 
 /// Datagrams read per wake-up before the loop processes them.

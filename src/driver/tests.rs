@@ -36,10 +36,11 @@ use tokio::sync::{mpsc, Notify};
 
 use super::{Command, Engine, Metrics};
 use crate::directory::Directory;
+use crate::model::{PeerRecord, ServerRecord};
 use crate::netstack::stream::Connection;
 use crate::netstack::{smol_now, Limits, QueueDevice};
 use crate::service::{Service, ServiceParts, StatsBook};
-use crate::store::{PeerRecord, ServerRecord, Store};
+use crate::store::Store;
 use crate::tunnel::{Router, MAX_DATAGRAM};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 88, 88, 1);

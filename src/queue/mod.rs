@@ -159,7 +159,7 @@ pub enum TaskState {
 pub struct Task {
     /// The run this task executes; stable across attempts (what handlers deduplicate on).
     pub run_id: u64,
-    #[serde(with = "job_id_hex")]
+    #[serde(with = "crate::sched::spec::job_id_hex")]
     pub job_id: JobId,
     /// The handler (peer name) it is addressed to.
     pub handler: String,
@@ -806,19 +806,4 @@ fn sub(t: Timestamp, d: Duration) -> Timestamp {
         .ok()
         .and_then(|d| t.checked_sub(d).ok())
         .unwrap_or(Timestamp::MIN)
-}
-
-/// Job ids travel as their 16-hex-digit display form.
-mod job_id_hex {
-    use crate::sched::JobId;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(id: &JobId, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(id)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<JobId, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
 }

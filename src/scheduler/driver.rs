@@ -23,9 +23,10 @@ use tokio::sync::{mpsc, watch};
 use super::handle::{Command, RunReply};
 use super::table::Table;
 use super::{runs, Config, Handle, JobEntry, JobError, RunStats};
+use crate::model::{JobRecord, RunRecord, RunStatus};
 use crate::queue::{self, Task};
 use crate::sched::{Core, Fire, FireKind, JobId};
-use crate::store::{JobRecord, RunRecord, RunStatus, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::tasks::Tasks;
 use crate::webhook::{delivery, Executor};
 
@@ -608,7 +609,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::store::{Actor, RunFilter};
+    use crate::model::{Actor, RunFilter};
     use crate::webhook::NetPolicy;
 
     /// Every fire time comes from the driver's clock through the core, not from the request

@@ -17,8 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::table::{name_key, TableView};
 use super::{JobEntry, JobError, RunStats};
+use crate::model::{Actor, AuditEntry, JobRecord, RunFilter, RunRecord};
 use crate::sched::{Core, JobId, JobSpec, SpecError};
-use crate::store::{Actor, AuditEntry, JobRecord, RunFilter, RunRecord, Store};
+use crate::store::Store;
 use crate::tasks::Tasks;
 use crate::webhook::delivery::{check_destination, scrub};
 use crate::webhook::{Executor, NetPolicy};

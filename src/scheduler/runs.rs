@@ -8,9 +8,9 @@
 
 use jiff::Timestamp;
 
+use crate::model::{RunRecord, RunStatus};
 use crate::queue::Task;
 use crate::sched::{Fire, FireKind, JobSpec};
-use crate::store::{RunRecord, RunStatus};
 
 /// What `trigger` says of a run started by "run now".
 pub const MANUAL: &str = "manual";

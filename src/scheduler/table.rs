@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
+use crate::model::JobRecord;
 use crate::sched::JobId;
-use crate::store::JobRecord;
 
 /// The in-memory job table. The driver owns this writer and is its only writer: it changes
 /// an entry when the core changes the job. The handle holds a [`TableView`].

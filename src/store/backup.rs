@@ -79,10 +79,8 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     dst: &redb::WriteTransaction,
     def: TableDefinition<K, V>,
 ) -> Result<u64, StoreError> {
-    let from = match src.open_table(def) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
-        Err(e) => return Err(e.into()),
+    let Some(from) = open_existing(src, def)? else {
+        return Ok(0);
     };
     let mut to = dst.open_table(def)?;
     let mut n = 0;
@@ -331,6 +329,8 @@ pub fn restore_file(src: &Path, dest: &Path) -> Result<Restored, RestoreError> {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
+
+    use ::peers::{Endpoint, Ipv4Net, PrivateKey};
 
     use super::*;
 

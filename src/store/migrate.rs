@@ -17,6 +17,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 
 use super::*;
+use crate::model::{JobRecord, ServerRecord};
 
 /// One upgrade step: turns a file of version `from` into `from + 1` inside the given
 /// transaction.
@@ -89,7 +90,7 @@ pub fn write_v1_fixture(
     {
         let mut meta = txn.open_table(META)?;
         meta.insert(KEY_SCHEMA, b"1".as_slice())?;
-        let row = serde_json::to_vec(&ServerRow::from_record(server)).unwrap();
+        let row = super::peers::encode_server(server);
         meta.insert(KEY_SERVER, row.as_slice())?;
         let mut p = txn.open_table(PEERS)?;
         for (name, bytes) in peers {
@@ -115,14 +116,18 @@ pub fn write_v1_fixture(
 /// the same in versions 1 and 2).
 #[doc(hidden)]
 pub fn encode_job_for_fixture(r: &JobRecord) -> Vec<u8> {
-    encode_job(r)
+    super::jobs::encode_job(r)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
+    use ::peers::{Endpoint, Ipv4Net, PeerName, PrivateKey, Role};
     use redb::TableHandle as _;
 
     use super::*;
+    use crate::model::PeerRecord;
 
     fn tables(path: &Path) -> Vec<String> {
         let db = Database::open(path).unwrap();

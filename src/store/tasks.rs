@@ -17,23 +17,14 @@ use jiff::Timestamp;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{append_audit, corrupt, AuditEntry, RunRecord, RunStatus, Store, StoreError, RUNS};
+use super::jobs::{decode_run, encode_run};
+use super::rows::{decode_rows, open_existing};
+use super::{append_audit, corrupt, Store, StoreError, RUNS};
+use crate::model::{AuditEntry, HandlerRecord, RunRecord, RunStatus};
 use crate::queue::{Task, TaskState};
 
 pub(super) const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
 pub(super) const HANDLERS: TableDefinition<&str, &[u8]> = TableDefinition::new("handlers");
-
-/// A registered handler.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HandlerRecord {
-    /// The handler's peer name.
-    pub name: String,
-    /// Method names it serves, sorted, unique.
-    pub methods: Vec<String>,
-    /// When it last registered.
-    pub registered_at: Timestamp,
-}
 
 fn decode_task(id: u64, bytes: &[u8]) -> Result<Task, StoreError> {
     let key = format!("tasks/{id}");
@@ -46,6 +37,39 @@ fn decode_task(id: u64, bytes: &[u8]) -> Result<Task, StoreError> {
     }
     crate::sched::check_method_name(&task.method).map_err(|e| corrupt(&key, e))?;
     Ok(task)
+}
+
+/// A `handlers` row.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandlerRow {
+    name: String,
+    methods: Vec<String>,
+    registered_at: Timestamp,
+}
+
+/// Encodes a handler as stored in `handlers`.
+fn encode_handler(rec: &HandlerRecord) -> Vec<u8> {
+    serde_json::to_vec(&HandlerRow {
+        name: rec.name.clone(),
+        methods: rec.methods.clone(),
+        registered_at: rec.registered_at,
+    })
+    .expect("rows serialise")
+}
+
+/// Decodes the `handlers` row of handler `name`.
+fn decode_handler(name: &str, bytes: &[u8]) -> Result<HandlerRecord, StoreError> {
+    let key = format!("handlers/{name}");
+    let row: HandlerRow = serde_json::from_slice(bytes).map_err(|e| corrupt(&key, e))?;
+    if row.name != name {
+        return Err(corrupt(&key, "the row names another handler"));
+    }
+    Ok(HandlerRecord {
+        name: row.name,
+        methods: row.methods,
+        registered_at: row.registered_at,
+    })
 }
 
 /// Inserts the tasks of freshly recorded runs (inside [`Store::start_runs_with_tasks`]).
@@ -96,17 +120,10 @@ impl Store {
     pub fn tasks(&self) -> Result<Vec<Task>, StoreError> {
         let db = self.reader()?;
         let txn = db.begin_read()?;
-        let table = match txn.open_table(TASKS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-            Err(e) => return Err(e.into()),
+        let Some(table) = open_existing(&txn, TASKS)? else {
+            return Ok(vec![]);
         };
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            out.push(decode_task(k.value(), v.value())?);
-        }
-        Ok(out)
+        decode_rows(&table, decode_task)?.into_iter().collect()
     }
 
     /// Writes changed tasks and their run rows, and deletes forgotten tasks, in one durable
@@ -120,16 +137,13 @@ impl Store {
             for t in upsert {
                 tasks.insert(t.run_id, serde_json::to_vec(t).unwrap().as_slice())?;
                 let run = match runs.get(t.run_id)? {
-                    Some(v) => Some(
-                        serde_json::from_slice::<RunRecord>(v.value())
-                            .map_err(|e| corrupt(&format!("runs/{}", t.run_id), e))?,
-                    ),
+                    Some(v) => Some(decode_run(t.run_id, v.value())?),
                     None => None,
                 };
                 // A run pruned from history keeps no row to update.
                 if let Some(mut run) = run {
                     run_from_task(&mut run, t);
-                    runs.insert(run.id, serde_json::to_vec(&run).unwrap().as_slice())?;
+                    runs.insert(run.id, encode_run(&run).as_slice())?;
                 }
             }
             for id in remove {
@@ -144,23 +158,10 @@ impl Store {
     pub fn handlers(&self) -> Result<Vec<HandlerRecord>, StoreError> {
         let db = self.reader()?;
         let txn = db.begin_read()?;
-        let table = match txn.open_table(HANDLERS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-            Err(e) => return Err(e.into()),
+        let Some(table) = open_existing(&txn, HANDLERS)? else {
+            return Ok(vec![]);
         };
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            let key = format!("handlers/{}", k.value());
-            let rec: HandlerRecord =
-                serde_json::from_slice(v.value()).map_err(|e| corrupt(&key, e))?;
-            if rec.name != k.value() {
-                return Err(corrupt(&key, "the row names another handler"));
-            }
-            out.push(rec);
-        }
-        Ok(out)
+        decode_rows(&table, decode_handler)?.into_iter().collect()
     }
 
     /// Registers (or replaces) a handler's methods, with its audit entry, in one durable
@@ -170,10 +171,7 @@ impl Store {
         let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(HANDLERS)?;
-            table.insert(
-                rec.name.as_str(),
-                serde_json::to_vec(rec).unwrap().as_slice(),
-            )?;
+            table.insert(rec.name.as_str(), encode_handler(rec).as_slice())?;
             append_audit(&txn, audit)?;
         }
         self.commit(txn)?;

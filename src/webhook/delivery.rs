@@ -10,9 +10,9 @@
 use jiff::Timestamp;
 
 use super::{policy, Executor, NetPolicy};
+use crate::model::{RunRecord, RunStatus};
 use crate::sched::{Action, JobSpec, SpecError, Webhook};
 use crate::scheduler::runs::log_outcome;
-use crate::store::{RunRecord, RunStatus};
 
 /// Refuses a webhook URL whose host is an address the destination policy never lets the
 /// executor connect to (a literal IP, a numeric form such as `2130706433`, or `localhost`).

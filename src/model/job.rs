@@ -1,0 +1,126 @@
+//! Jobs and their runs: a stored job (checked spec plus bookkeeping) and one fire's record.
+//!
+//! Pure data. The scheduler ([`crate::sched`]) decides fire times, [`crate::jobs`] records runs,
+//! [`crate::store`] keeps them.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::sched::{JobId, JobSpec};
+
+/// A stored job: its checked spec plus bookkeeping.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub spec: JobSpec,
+    /// Unix milliseconds.
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// Peer name of the creator (or "local").
+    pub created_by: String,
+    /// The next scheduled fire not yet taken (None: none, or not computed yet).
+    pub next_fire_at: Option<Timestamp>,
+    /// When the job was paused (kept so a resume can catch up on request).
+    pub paused_at_ms: Option<u64>,
+}
+
+/// State of one run (one fire of a job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// A handler call waiting for its handler to lease it.
+    Queued,
+    /// A handler call leased by its handler (being executed).
+    Leased,
+    Running,
+    Succeeded,
+    Failed,
+    /// Scheduled, but found later than `misfire_grace` (downtime): recorded, not executed.
+    Missed,
+    /// Scheduled while `max_instances` runs were still going: recorded, not executed.
+    Skipped,
+}
+
+impl RunStatus {
+    /// Whether the run is still going (running, or a handler call queued or leased).
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Queued | RunStatus::Leased | RunStatus::Running
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Leased => "leased",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Missed => "missed",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "queued" => RunStatus::Queued,
+            "leased" => RunStatus::Leased,
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "missed" => RunStatus::Missed,
+            "skipped" => RunStatus::Skipped,
+            _ => {
+                return Err(format!(
+                    "unknown status '{s}': expected queued, leased, running, succeeded, failed, missed or skipped"
+                ))
+            }
+        })
+    }
+}
+
+/// One fire of a job, as recorded in the run history. Stored by [`crate::store`] (its row
+/// is private there) and shown by [`crate::api::view::RunView`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// Assigned when first stored (0 before).
+    pub id: u64,
+    pub job_id: JobId,
+    pub job_name: String,
+    /// When the schedule said it should run (RFC 3339).
+    pub scheduled_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    /// Attempts made so far.
+    pub attempt: u32,
+    pub status: RunStatus,
+    /// `schedule` or `manual` (run now).
+    pub trigger: String,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// For a summarising missed record: how many fires it stands for.
+    pub count: Option<u64>,
+    /// Handler runs: the handler the call is addressed to.
+    pub handler: Option<String>,
+    /// Handler runs: the handler's result (acked runs), at most 64 KiB of JSON.
+    pub result: Option<serde_json::Value>,
+    /// Handler runs: milliseconds from the scheduled time to the first lease.
+    pub queue_delay_ms: Option<u64>,
+}
+
+/// Filter for run listings.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub job: Option<JobId>,
+    pub status: Option<RunStatus>,
+    /// Only runs scheduled at or after this instant.
+    pub since: Option<Timestamp>,
+    /// Only runs with an id below this (the cursor).
+    pub before: Option<u64>,
+    pub limit: usize,
+}

@@ -1,0 +1,452 @@
+//! What a fire does (part of [`super`]): [`Action`] with its kinds, a handler call or a
+//! webhook, the retry policy, their JSON parsing and rendering, and what a viewer may see of a
+//! webhook (URL and header redaction).
+
+use std::time::Duration;
+
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, Uri};
+use serde_json::{json, Map, Value};
+
+use super::{
+    duration_in, field, int_in, object, required, SpecError, MAX_ATTEMPTS, MAX_BACKOFF,
+    MAX_HEADERS, MAX_HEADER_VALUE_LEN, MAX_URL_LEN,
+};
+
+/// What a fire does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// An HTTP request, usually a Discord webhook post.
+    Webhook(Webhook),
+    /// A call queued for a handler peer, which leases it over its own tunnel (see
+    /// [`crate::queue`]).
+    Handler(HandlerCall),
+}
+
+impl Action {
+    /// The webhook, if this action is one.
+    pub fn webhook(&self) -> Option<&Webhook> {
+        match self {
+            Action::Webhook(w) => Some(w),
+            Action::Handler(_) => None,
+        }
+    }
+
+    /// The handler call, if this action is one.
+    pub fn handler(&self) -> Option<&HandlerCall> {
+        match self {
+            Action::Handler(h) => Some(h),
+            Action::Webhook(_) => None,
+        }
+    }
+}
+
+/// A checked call of a handler method. Whether the handler exists and registered the method is
+/// checked against the live registry by the caller (it changes over time); this type only
+/// guarantees the shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandlerCall {
+    /// The handler's peer name (a valid peer name: the handler *is* that peer).
+    pub id: String,
+    /// The method name (see [`check_method_name`]).
+    pub method: String,
+    /// Parameters passed to the method, a JSON object (default `{}`).
+    pub params: Map<String, Value>,
+}
+
+/// Longest handler method name, in bytes.
+pub const MAX_METHOD_LEN: usize = 64;
+
+/// Checks a handler method name: 1-64 characters from `A-Z a-z 0-9 _ . : -`, starting with a
+/// letter or `_`. Returns the sentence to show when it is not.
+pub fn check_method_name(s: &str) -> Result<(), String> {
+    let ok_len = !s.is_empty() && s.len() <= MAX_METHOD_LEN;
+    let ok_first = s
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    let ok_chars = s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if ok_len && ok_first && ok_chars {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be a method name of 1-{MAX_METHOD_LEN} characters (letters, digits, _ . : -), starting with a letter or _, such as \"send_message\""
+        ))
+    }
+}
+
+/// A checked outgoing HTTP request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    /// Absolute `http` or `https` URL with a host, no user info, no fragment, at most 2048 bytes.
+    pub url: Uri,
+    /// One of GET, POST, PUT, PATCH, DELETE (default POST).
+    pub method: Method,
+    /// Extra request headers, names lowercase and unique, in name order. Hop-by-hop and framing
+    /// headers (`host`, `content-length`, `transfer-encoding`, `connection`, …) are refused:
+    /// the executor sets those.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// JSON body, sent as `application/json`; `None` sends no body.
+    pub body: Option<Value>,
+}
+
+/// How often one fire is attempted, and how long to wait in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts in total, the first included: 1..=10 (1 = no retry).
+    pub attempts: u32,
+    /// Delay before the second attempt; it doubles for each further attempt (at most 1 h).
+    pub backoff: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry {
+            attempts: 1,
+            backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Retry {
+    /// The delay before attempt number `attempt` (1-based): zero for the first attempt, then
+    /// `backoff`, `2 * backoff`, `4 * backoff`, … capped at [`MAX_BACKOFF`]. A server's
+    /// `Retry-After` takes precedence; that is the executor's business.
+    pub fn delay_before(&self, attempt: u32) -> Duration {
+        if attempt <= 1 {
+            return Duration::ZERO;
+        }
+        let factor = 1u32 << (attempt - 2).min(16);
+        self.backoff.saturating_mul(factor).min(MAX_BACKOFF)
+    }
+}
+
+/// Header names whose values a viewer may see (lowercase).
+pub const VIEWER_HEADERS: &[&str] = &["accept", "accept-language", "content-type", "user-agent"];
+
+/// A URL as a viewer sees it: scheme, host and port only; anything after becomes `/***`.
+pub fn viewer_url(url: &Uri) -> String {
+    let mut out = String::new();
+    if let Some(scheme) = url.scheme_str() {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    if let Some(host) = url.host() {
+        out.push_str(host);
+    }
+    if let Some(port) = url.port() {
+        out.push(':');
+        out.push_str(port.as_str());
+    }
+    let rest = url.path_and_query().map(|pq| pq.as_str()).unwrap_or("");
+    out.push_str(if rest.is_empty() || rest == "/" {
+        "/"
+    } else {
+        "/***"
+    });
+    out
+}
+
+/// 8 hex digits of HMAC-SHA256(`key`, the full URL).
+pub fn url_fingerprint(url: &Uri, key: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let tag = ring::hmac::sign(&key, url.to_string().as_bytes());
+    tag.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub(super) fn redact_url(url: &Uri) -> String {
+    let mut out = String::new();
+    if let Some(scheme) = url.scheme_str() {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    if let Some(authority) = url.authority() {
+        out.push_str(authority.as_str());
+    }
+    let segments: Vec<&str> = url.path().split('/').filter(|s| !s.is_empty()).collect();
+    let keep = match segments.iter().take(3).position(|s| *s == "webhooks") {
+        Some(i)
+            if segments
+                .get(i + 1)
+                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            i + 2
+        }
+        _ => 2,
+    };
+    for s in segments.iter().take(keep) {
+        out.push('/');
+        out.push_str(s);
+    }
+    if segments.len() > keep {
+        out.push_str("/***");
+    }
+    if url.query().is_some() {
+        out.push_str("?***");
+    }
+    if segments.is_empty() && url.query().is_none() {
+        out.push('/');
+    }
+    out
+}
+
+pub(super) fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie"
+    ) || ["token", "secret", "key", "auth", "password", "signature"]
+        .iter()
+        .any(|w| name.contains(w))
+}
+
+pub(super) fn action_json(a: &Action) -> Value {
+    let w = match a {
+        Action::Webhook(w) => w,
+        Action::Handler(h) => {
+            return json!({"handler": {
+                "id": h.id,
+                "method": h.method,
+                "params": Value::Object(h.params.clone()),
+            }})
+        }
+    };
+    let headers: Map<String, Value> = w
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                json!(v.to_str().unwrap_or_default()),
+            )
+        })
+        .collect();
+    let mut hook = Map::new();
+    hook.insert("url".into(), json!(w.url.to_string()));
+    hook.insert("method".into(), json!(w.method.as_str()));
+    hook.insert("headers".into(), Value::Object(headers));
+    if let Some(body) = &w.body {
+        hook.insert("body".into(), body.clone());
+    }
+    json!({ "webhook": hook })
+}
+
+pub(super) fn parse_action(v: &Value) -> Result<Action, SpecError> {
+    let m = object(v, "action", &["webhook", "handler"])?;
+    match (field(m, "webhook"), field(m, "handler")) {
+        (Some(hook), None) => Ok(Action::Webhook(parse_webhook(hook)?)),
+        (None, Some(call)) => Ok(Action::Handler(parse_handler_call(call)?)),
+        (Some(_), Some(_)) => Err(SpecError::new(
+            "action",
+            "needs exactly one of webhook, handler; it has both",
+        )),
+        (None, None) => Err(SpecError::new(
+            "action",
+            "needs exactly one of webhook, handler; it has none",
+        )),
+    }
+}
+
+pub(super) fn parse_handler_call(v: &Value) -> Result<HandlerCall, SpecError> {
+    let p = "action.handler";
+    let m = object(v, p, &["id", "method", "params"])?;
+    let id = match required(m, p, "id")? {
+        Value::String(s) => {
+            peers::PeerName::new(s)
+                .map_err(|e| SpecError::new("action.handler.id", e.to_string()))?;
+            s.clone()
+        }
+        _ => {
+            return Err(SpecError::new(
+                "action.handler.id",
+                "must be the handler's peer name, a string such as \"discord-bot\"",
+            ))
+        }
+    };
+    let method = match required(m, p, "method")? {
+        Value::String(s) => {
+            check_method_name(s).map_err(|e| SpecError::new("action.handler.method", e))?;
+            s.clone()
+        }
+        _ => {
+            return Err(SpecError::new(
+                "action.handler.method",
+                "must be a string such as \"send_message\"",
+            ))
+        }
+    };
+    let params = match field(m, "params") {
+        None => Map::new(),
+        Some(Value::Object(o)) => o.clone(),
+        Some(_) => {
+            return Err(SpecError::new(
+                "action.handler.params",
+                "must be a JSON object of named parameters, e.g. {\"channel_id\": \"123\"}",
+            ))
+        }
+    };
+    Ok(HandlerCall { id, method, params })
+}
+
+pub(super) const FORBIDDEN_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+pub(super) fn parse_webhook(v: &Value) -> Result<Webhook, SpecError> {
+    let p = "action.webhook";
+    let m = object(v, p, &["url", "method", "headers", "body"])?;
+    let url = parse_url(required(m, p, "url")?)?;
+    let method = match field(m, "method") {
+        None => Method::POST,
+        Some(Value::String(s)) => match s.to_ascii_uppercase().as_str() {
+            "GET" => Method::GET,
+            "POST" => Method::POST,
+            "PUT" => Method::PUT,
+            "PATCH" => Method::PATCH,
+            "DELETE" => Method::DELETE,
+            _ => return Err(method_error()),
+        },
+        Some(_) => return Err(method_error()),
+    };
+    let mut headers = Vec::new();
+    match field(m, "headers") {
+        None => {}
+        Some(Value::Object(h)) => {
+            if h.len() > MAX_HEADERS {
+                return Err(SpecError::new(
+                    "action.webhook.headers",
+                    format!("has {} headers; at most {MAX_HEADERS} are allowed", h.len()),
+                ));
+            }
+            for (name, value) in h {
+                let path = format!("action.webhook.headers.{name}");
+                let header = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| SpecError::new(&path, "is not a valid HTTP header name"))?;
+                if FORBIDDEN_HEADERS.contains(&header.as_str()) {
+                    return Err(SpecError::new(
+                        &path,
+                        "is set by the scheduler itself; remove it",
+                    ));
+                }
+                let Value::String(value) = value else {
+                    return Err(SpecError::new(&path, "must be a string"));
+                };
+                if value.len() > MAX_HEADER_VALUE_LEN {
+                    return Err(SpecError::new(
+                        &path,
+                        format!("is longer than {MAX_HEADER_VALUE_LEN} bytes"),
+                    ));
+                }
+                let value = HeaderValue::from_str(value).map_err(|_| {
+                    SpecError::new(&path, "must be visible ASCII characters and spaces only")
+                })?;
+                if headers.iter().any(|(n, _)| *n == header) {
+                    return Err(SpecError::new(
+                        &path,
+                        "is given twice (header names ignore case); keep one",
+                    ));
+                }
+                headers.push((header, value));
+            }
+            headers.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        }
+        Some(_) => {
+            return Err(SpecError::new(
+                "action.webhook.headers",
+                "must be an object of header names to string values",
+            ))
+        }
+    }
+    let body = field(m, "body").cloned();
+    Ok(Webhook {
+        url,
+        method,
+        headers,
+        body,
+    })
+}
+
+pub(super) fn method_error() -> SpecError {
+    SpecError::new(
+        "action.webhook.method",
+        "must be one of GET, POST, PUT, PATCH, DELETE",
+    )
+}
+
+pub(super) fn parse_url(v: &Value) -> Result<Uri, SpecError> {
+    let path = "action.webhook.url";
+    let Value::String(s) = v else {
+        return Err(SpecError::new(
+            path,
+            "must be a string such as \"https://discord.com/api/webhooks/…\"",
+        ));
+    };
+    if s.len() > MAX_URL_LEN {
+        return Err(SpecError::new(
+            path,
+            format!("is longer than {MAX_URL_LEN} bytes"),
+        ));
+    }
+    if s.contains('#') {
+        return Err(SpecError::new(
+            path,
+            "must not contain a #fragment (it is never sent); remove it",
+        ));
+    }
+    let uri: Uri = s
+        .parse()
+        .map_err(|_| SpecError::new(path, "is not a valid absolute URL"))?;
+    match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("http") | Some("https") => {}
+        Some(other) => {
+            return Err(SpecError::new(
+                path,
+                format!("uses the scheme {other:?}; only http and https are allowed"),
+            ))
+        }
+        None => {
+            return Err(SpecError::new(
+                path,
+                "must be an absolute URL starting with http:// or https://",
+            ))
+        }
+    }
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    if authority.contains('@') {
+        return Err(SpecError::new(
+            path,
+            "must not contain user:password@; put credentials in an Authorization header",
+        ));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(SpecError::new(path, "must name a host"));
+    }
+    Ok(uri)
+}
+
+pub(super) fn parse_retry(v: &Value) -> Result<Retry, SpecError> {
+    let m = object(v, "retry", &["attempts", "backoff"])?;
+    let d = Retry::default();
+    let attempts = match field(m, "attempts") {
+        None => d.attempts,
+        Some(v) => int_in(v, "retry.attempts", 1, MAX_ATTEMPTS)?,
+    };
+    let backoff = match field(m, "backoff") {
+        None => d.backoff,
+        Some(v) => duration_in(v, "retry.backoff", Duration::ZERO, MAX_BACKOFF)?,
+    };
+    Ok(Retry { attempts, backoff })
+}

@@ -1,0 +1,167 @@
+//! A job's `trigger` object (part of [`super`]): parsing it into a [`Trigger`] and writing it
+//! back. The time arithmetic itself is [`crate::sched::trigger`].
+
+use jiff::Timestamp;
+use serde_json::{json, Map, Value};
+
+use super::{
+    duration_in, field, format_duration, object, opt_timestamp, timestamp, SpecError, MAX_INTERVAL,
+    MIN_INTERVAL, TRIGGER_KINDS,
+};
+use crate::sched::trigger::{CronExpr, Trigger, Zone};
+
+pub(super) fn trigger_kind(t: &Trigger) -> &'static str {
+    match t {
+        Trigger::At(_) => "at",
+        Trigger::Every { .. } => "every",
+        Trigger::Cron { .. } => "cron",
+    }
+}
+
+pub(super) fn trigger_json(t: &Trigger) -> Value {
+    let mut m = Map::new();
+    match t {
+        Trigger::At(at) => {
+            m.insert("at".into(), json!(at.to_string()));
+        }
+        Trigger::Every {
+            interval,
+            start,
+            end,
+        } => {
+            m.insert("every".into(), json!(format_duration(*interval)));
+            m.insert("start".into(), json!(start.to_string()));
+            if let Some(end) = end {
+                m.insert("end".into(), json!(end.to_string()));
+            }
+        }
+        Trigger::Cron {
+            expr,
+            zone,
+            start,
+            end,
+        } => {
+            m.insert("cron".into(), json!(expr.as_str()));
+            m.insert("timezone".into(), json!(zone.name()));
+            if let Some(start) = start {
+                m.insert("start".into(), json!(start.to_string()));
+            }
+            if let Some(end) = end {
+                m.insert("end".into(), json!(end.to_string()));
+            }
+        }
+    }
+    Value::Object(m)
+}
+
+/// Parses a job's `trigger` object on its own, exactly as [`JobSpec::from_json`] does (same
+/// `now` rules, errors named `trigger.*`): the schedule preview uses it so that what it shows is
+/// what the scheduler will do.
+pub fn parse_trigger(v: &Value, now: Option<Timestamp>) -> Result<Trigger, SpecError> {
+    let Value::Object(m) = v else {
+        return Err(SpecError::new(
+            "trigger",
+            "must be an object with exactly one of at, every, cron",
+        ));
+    };
+    let kinds: Vec<&str> = TRIGGER_KINDS
+        .iter()
+        .copied()
+        .filter(|k| field(m, k).is_some())
+        .collect();
+    let kind = match kinds.as_slice() {
+        [kind] => *kind,
+        [] => {
+            return Err(SpecError::new(
+                "trigger",
+                "needs exactly one of at, every, cron; it has none",
+            ))
+        }
+        _ => {
+            return Err(SpecError::new(
+                "trigger",
+                format!(
+                    "needs exactly one of at, every, cron; it has {}",
+                    kinds.join(" and ")
+                ),
+            ))
+        }
+    };
+    let p = "trigger";
+    match kind {
+        "at" => {
+            object(v, p, &["at"])?;
+            let at = timestamp(&m["at"], "trigger.at")?;
+            if let Some(now) = now {
+                if at <= now {
+                    return Err(SpecError::new(
+                        "trigger.at",
+                        format!("{at} is not in the future (now is {now}); pick a later time"),
+                    ));
+                }
+            }
+            Ok(Trigger::At(at))
+        }
+        "every" => {
+            object(v, p, &["every", "start", "end"])?;
+            let interval = duration_in(&m["every"], "trigger.every", MIN_INTERVAL, MAX_INTERVAL)?;
+            let start =
+                match (opt_timestamp(m, p, "start")?, now) {
+                    (Some(start), _) => start,
+                    (None, Some(now)) => now,
+                    (None, None) => return Err(SpecError::new(
+                        "trigger.start",
+                        "is required in a stored job (the API fills it in with the creation time)",
+                    )),
+                };
+            let end = opt_timestamp(m, p, "end")?;
+            check_end(Some(start), end)?;
+            Ok(Trigger::Every {
+                interval,
+                start,
+                end,
+            })
+        }
+        _ => {
+            object(v, p, &["cron", "timezone", "start", "end"])?;
+            let Value::String(src) = &m["cron"] else {
+                return Err(SpecError::new(
+                    "trigger.cron",
+                    "must be a crontab string such as \"45 19 * * THU\"",
+                ));
+            };
+            let expr =
+                CronExpr::parse(src).map_err(|e| SpecError::new("trigger.cron", e.to_string()))?;
+            let zone = match field(m, "timezone") {
+                None => Zone::utc(),
+                Some(Value::String(name)) => Zone::get(name)
+                    .map_err(|e| SpecError::new("trigger.timezone", e.to_string()))?,
+                Some(_) => {
+                    return Err(SpecError::new(
+                        "trigger.timezone",
+                        "must be an IANA time zone name such as \"Europe/Berlin\"",
+                    ))
+                }
+            };
+            let start = opt_timestamp(m, p, "start")?;
+            let end = opt_timestamp(m, p, "end")?;
+            check_end(start, end)?;
+            Ok(Trigger::Cron {
+                expr,
+                zone,
+                start,
+                end,
+            })
+        }
+    }
+}
+
+pub(super) fn check_end(start: Option<Timestamp>, end: Option<Timestamp>) -> Result<(), SpecError> {
+    match (start, end) {
+        (Some(start), Some(end)) if end <= start => Err(SpecError::new(
+            "trigger.end",
+            format!("{end} is not after start {start}; pick a later end or drop it"),
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,672 @@
+//! Tests of the storage layer.
+
+use std::net::Ipv4Addr;
+
+use ::peers::{Ipv4Net, PeerName, PrivateKey, Role};
+
+use super::*;
+use crate::model::{
+    Actor, AuditEntry, JobRecord, PeerChange, PeerRecord, RunFilter, RunRecord, RunStatus,
+};
+use crate::sched::{JobId, JobSpec};
+
+fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "appliance-store-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    (Store::create(&dir.join("db.redb"), None).unwrap(), dir)
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn run(job: u64, at: &str, status: RunStatus) -> RunRecord {
+    RunRecord {
+        id: 0,
+        job_id: JobId::from_u64(job),
+        job_name: format!("job{job}"),
+        scheduled_at: ts(at),
+        started_at: None,
+        finished_at: None,
+        attempt: 1,
+        status,
+        trigger: "schedule".into(),
+        http_status: None,
+        error: None,
+        duration_ms: None,
+        count: None,
+        handler: None,
+        result: None,
+        queue_delay_ms: None,
+    }
+}
+
+#[test]
+fn runs_are_paged_filtered_and_pruned() {
+    let (store, dir) = temp_store("runs");
+    let mut runs = vec![
+        run(1, "2026-01-01T00:00:00Z", RunStatus::Succeeded),
+        run(2, "2026-01-02T00:00:00Z", RunStatus::Failed),
+        run(1, "2026-01-03T00:00:00Z", RunStatus::Missed),
+        run(1, "2026-01-04T00:00:00Z", RunStatus::Running),
+        run(2, "2026-01-05T00:00:00Z", RunStatus::Succeeded),
+        // Recorded late (catch-up after downtime): an old time with a new id.
+        run(2, "2026-01-01T12:00:00Z", RunStatus::Missed),
+    ];
+    store.start_runs(&mut runs, &[]).unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6]
+    );
+    let page =
+        |f: RunFilter| -> Vec<u64> { store.runs_page(&f).unwrap().iter().map(|r| r.id).collect() };
+    let all = RunFilter {
+        limit: 10,
+        ..RunFilter::default()
+    };
+    assert_eq!(page(all.clone()), vec![6, 5, 4, 3, 2, 1], "newest first");
+    assert_eq!(
+        page(RunFilter {
+            job: Some(JobId::from_u64(1)),
+            ..all.clone()
+        }),
+        vec![4, 3, 1]
+    );
+    assert_eq!(
+        page(RunFilter {
+            status: Some(RunStatus::Succeeded),
+            ..all.clone()
+        }),
+        vec![5, 1]
+    );
+    assert_eq!(
+        page(RunFilter {
+            since: Some(ts("2026-01-03T00:00:00Z")),
+            ..all.clone()
+        }),
+        vec![5, 4, 3]
+    );
+    assert_eq!(
+        page(RunFilter {
+            before: Some(4),
+            limit: 2,
+            ..all.clone()
+        }),
+        vec![3, 2],
+        "cursor continues below the last id"
+    );
+    assert_eq!(store.unfinished_runs().unwrap().rows.len(), 1);
+
+    // Pruning before Jan 4 removes 1, 2, 3 and the late 6, but never a running run.
+    assert_eq!(store.prune_runs(ts("2026-01-04T12:00:00Z")).unwrap(), 4);
+    assert_eq!(page(all.clone()), vec![5, 4]);
+    assert_eq!(
+        page(RunFilter {
+            job: Some(JobId::from_u64(1)),
+            ..all
+        }),
+        vec![4],
+        "the per-job index is pruned too"
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn audit_is_append_only_and_paged_newest_first() {
+    let (store, dir) = temp_store("audit");
+    for i in 0..5u64 {
+        let seq = store
+            .audit(AuditEntry {
+                seq: 0,
+                at_ms: 1000 * i,
+                actor: Actor::local_cli(),
+                action: format!("a{i}"),
+                target: None,
+                summary: serde_json::json!({}),
+            })
+            .unwrap();
+        assert_eq!(seq, i + 1);
+    }
+    let seqs = |before, since, limit| -> Vec<u64> {
+        store
+            .audit_page(before, since, limit)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    assert_eq!(seqs(None, None, 10), vec![5, 4, 3, 2, 1]);
+    assert_eq!(seqs(Some(4), None, 2), vec![3, 2]);
+    assert_eq!(seqs(None, Some(2000), 10), vec![5, 4, 3]);
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn audit_is_pruned_by_age_then_by_size_oldest_first() {
+    let (store, dir) = temp_store("audit-prune");
+    let entry = |at_ms: u64, pad: usize| AuditEntry {
+        seq: 0,
+        at_ms,
+        actor: Actor::local_cli(),
+        action: "job.update".into(),
+        target: None,
+        summary: serde_json::json!({"pad": "x".repeat(pad)}),
+    };
+    for i in 0..10u64 {
+        store.audit(entry(1_000 * (i + 1), 1_000)).unwrap();
+    }
+    let size = |s: &Store| -> (usize, Vec<u64>) {
+        let page = s.audit_page(None, None, 100).unwrap();
+        (page.len(), page.iter().rev().map(|e| e.seq).collect())
+    };
+    // Age: entries before t=3000 go (two of them), nothing else while under the size cap.
+    assert_eq!(store.prune_audit(3_000, u64::MAX).unwrap(), 2);
+    assert_eq!(size(&store).1, (3..=10).collect::<Vec<_>>());
+    // Size: each entry is a little over 1000 bytes; a 3500-byte cap keeps the newest three.
+    assert_eq!(store.prune_audit(0, 3_500).unwrap(), 5);
+    assert_eq!(size(&store).1, vec![8, 9, 10]);
+    // The newest entry stays whatever the limits, so numbering continues after it.
+    assert_eq!(store.prune_audit(u64::MAX, 0).unwrap(), 2);
+    assert_eq!(size(&store).1, vec![10]);
+    assert_eq!(store.audit(entry(20_000, 10)).unwrap(), 11);
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn next_fire_times_keep_full_precision() {
+    let (store, dir) = temp_store("precision");
+    let spec = JobSpec::from_json(
+        &serde_json::json!({
+            "name": "tick",
+            "trigger": {"every": "1s", "start": "2026-01-01T00:00:00.123456789Z"},
+            "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
+        }),
+        None,
+    )
+    .unwrap();
+    let next = ts("2026-01-01T00:00:05.123456789Z");
+    let rec = JobRecord {
+        id: JobId::from_u64(7),
+        spec,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+        created_by: "t".into(),
+        next_fire_at: Some(next),
+        paused_at_ms: None,
+    };
+    assert!(store.insert_job(&rec, None).unwrap());
+    let back = store.job(JobId::from_u64(7)).unwrap().unwrap();
+    assert_eq!(back.next_fire_at, Some(next));
+    // And it is exactly on the job's schedule.
+    let prev = next
+        .checked_sub(jiff::SignedDuration::from_nanos(1))
+        .unwrap();
+    assert_eq!(back.spec.trigger.next_after(prev), Some(next));
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn job_record(id: u64, name: &str) -> JobRecord {
+    let spec = JobSpec::from_json(
+        &serde_json::json!({
+            "name": name,
+            "trigger": {"every": "1m", "start": "2026-01-01T00:00:00Z"},
+            "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
+        }),
+        None,
+    )
+    .unwrap();
+    JobRecord {
+        id: JobId::from_u64(id),
+        spec,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+        created_by: "t".into(),
+        next_fire_at: Some(ts("2026-01-01T00:01:00Z")),
+        paused_at_ms: None,
+    }
+}
+
+/// A write big enough to need blocks the disk has never allocated.
+fn big_audit(tag: &str) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
+        at_ms: 0,
+        actor: Actor::local_cli(),
+        action: tag.into(),
+        target: None,
+        summary: serde_json::json!({"pad": "x".repeat(256 * 1024)}),
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_keeps_reads_and_recovers_without_a_new_store() {
+    let disk = testing::Disk::default();
+    let store = disk.store();
+    assert!(store.insert_job(&job_record(1, "before"), None).unwrap());
+    let acknowledged = store.audit(big_audit("before")).unwrap();
+    assert!(store.health().writable);
+
+    disk.set_full(true);
+    let err = store.audit(big_audit("during")).unwrap_err();
+    assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "the appliance's disk is full: nothing was saved; free space on the server and try again"
+    );
+    let health = store.health();
+    assert!(!health.writable && health.disk_full, "{health:?}");
+    assert!(health.since.is_some() && health.reason.is_some());
+    // Writes stay refused with the same reason while the disk is full, whatever their size.
+    let err = store
+        .insert_job(&job_record(2, "during"), None)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+    // Reads keep working on the reopened handle.
+    assert_eq!(store.jobs().unwrap().rows.len(), 1);
+    let audit = store.audit_page(None, None, 10).unwrap();
+    assert_eq!(
+        audit.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        vec![acknowledged]
+    );
+    assert!(
+        !store.health().writable,
+        "a read does not clear the condition"
+    );
+
+    disk.set_full(false);
+    // The same Store writes again: the first write recovers it.
+    assert!(store.insert_job(&job_record(3, "after"), None).unwrap());
+    assert!(store.health().writable, "{:?}", store.health());
+    let seq = store.audit(big_audit("after")).unwrap();
+    assert_eq!(seq, acknowledged + 1, "nothing refused was half-written");
+    let mut names: Vec<String> = store
+        .jobs()
+        .unwrap()
+        .rows
+        .into_iter()
+        .map(|j| j.spec.name)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec!["after", "before"],
+        "acknowledged records survive, refused ones never appear"
+    );
+    drop(store);
+    // And all of it is on the disk: a fresh open sees the same.
+    let again = disk.store();
+    assert_eq!(again.jobs().unwrap().rows.len(), 2);
+    assert_eq!(again.audit_page(None, None, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn a_reopen_never_initialises_over_a_file_emptied_meanwhile() {
+    let disk = testing::Disk::default();
+    let store = disk.store();
+    store.insert_job(&job_record(1, "a"), None).unwrap();
+    disk.set_failing(true);
+    assert!(store.insert_job(&job_record(2, "b"), None).is_err());
+    disk.wipe();
+    disk.set_failing(false);
+    let err = store.recover().unwrap_err();
+    assert!(
+        err.to_string().contains("the database file is empty"),
+        "{err}"
+    );
+    assert!(!store.health().writable);
+    assert!(matches!(
+        store.insert_job(&job_record(3, "c"), None),
+        Err(StoreError::Unavailable { .. })
+    ));
+    assert!(matches!(store.jobs(), Err(StoreError::Unavailable { .. })));
+    assert_eq!(disk.len(), 0, "a new database was written over it");
+}
+
+#[test]
+fn recover_clears_the_condition_only_once_a_commit_succeeds() {
+    let disk = testing::Disk::default();
+    let store = disk.store();
+    store.insert_job(&job_record(1, "a"), None).unwrap();
+    disk.set_failing(true);
+    let err = store.insert_job(&job_record(2, "b"), None).unwrap_err();
+    assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+    assert!(matches!(store.recover(), Err(StoreError::DiskFull)));
+    assert!(!store.health().writable);
+    // The disk cannot even take redb's repair on reopen: reads go on over the overlay.
+    assert_eq!(store.jobs().unwrap().rows.len(), 1);
+    assert!(matches!(
+        store.insert_job(&job_record(3, "c"), None),
+        Err(StoreError::DiskFull)
+    ));
+    assert_eq!(
+        store.job(JobId::from_u64(1)).unwrap().unwrap().spec.name,
+        "a"
+    );
+    disk.set_failing(false);
+    store.recover().unwrap();
+    assert!(store.health().writable);
+    assert_eq!(store.jobs().unwrap().rows.len(), 1);
+    assert!(store.insert_job(&job_record(2, "b"), None).unwrap());
+}
+
+#[test]
+fn io_errors_are_classified() {
+    assert!(is_disk_full(&std::io::Error::from_raw_os_error(28)));
+    assert!(is_disk_full(&std::io::Error::from_raw_os_error(122)));
+    assert!(is_disk_full(&std::io::Error::other(
+        "write: No space left on device (os error 28)"
+    )));
+    assert!(!is_disk_full(&std::io::Error::from_raw_os_error(5)));
+    let e = StoreError::from(redb::StorageError::Io(std::io::Error::from_raw_os_error(5)));
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+    let e = StoreError::from(redb::StorageError::PreviousIo);
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+}
+
+#[test]
+fn a_second_open_of_the_same_file_is_refused_as_locked() {
+    let (store, dir) = temp_store("lock");
+    let err = Store::open(&dir.join("db.redb")).err().expect("locked");
+    assert!(matches!(err, OpenError::Locked { .. }), "{err}");
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn peer(name: &str, last: u8) -> PeerRecord {
+    PeerRecord {
+        name: PeerName::new(name).unwrap(),
+        role: Role::Admin,
+        public_key: PrivateKey::from_bytes([last; 32]).public_key(),
+        preshared_key: None,
+        address: Ipv4Addr::new(10, 88, 88, last),
+        allowed_ips: vec![Ipv4Net::parse(&format!("10.88.88.{last}/32")).unwrap()],
+        enabled: true,
+        created_at: 0,
+    }
+}
+
+/// A stored job fixture, shared with the backup tests.
+pub(super) fn job(id: u64) -> JobRecord {
+    JobRecord {
+        id: JobId::from_u64(id),
+        spec: JobSpec::from_json(
+            &serde_json::json!({
+                "name": format!("job{id}"),
+                "trigger": {"every": "1h", "start": "2026-01-01T00:00:00Z"},
+                "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
+            }),
+            None,
+        )
+        .unwrap(),
+        created_at_ms: 0,
+        updated_at_ms: 0,
+        created_by: "t".into(),
+        next_fire_at: None,
+        paused_at_ms: None,
+    }
+}
+
+#[test]
+fn open_never_creates_and_create_never_overwrites() {
+    let dir = std::env::temp_dir().join(format!("appliance-store-open-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("db.redb");
+    assert!(matches!(Store::open(&path), Err(OpenError::Missing { .. })));
+    assert!(!path.exists(), "open created a file");
+
+    // An empty file: damaged for open, and create leaves it alone.
+    std::fs::write(&path, b"").unwrap();
+    let err = Store::open(&path).err().expect("empty file refused");
+    assert!(matches!(err, OpenError::Damaged { len: 0, .. }), "{err}");
+    assert!(
+        err.to_string().contains("is empty or damaged (0 bytes"),
+        "{err}"
+    );
+    assert!(matches!(
+        Store::create(&path, None),
+        Err(OpenError::Exists { .. })
+    ));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        0,
+        "file was written"
+    );
+    // Foreign bytes too.
+    std::fs::write(&path, vec![7u8; 8192]).unwrap();
+    let err = Store::open(&path).err().expect("foreign file refused");
+    assert!(err.to_string().contains("not a redb database"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 8192]);
+
+    // A fresh one, then truncated: a clean error, not a panic.
+    std::fs::remove_file(&path).unwrap();
+    let store = Store::create(&path, None).unwrap();
+    for i in 0..50u8 {
+        store
+            .update_peers(|_| {
+                Ok::<_, StoreError>((
+                    PeerChange {
+                        upsert: vec![peer(&format!("p{i}"), i + 2)],
+                        ..PeerChange::default()
+                    },
+                    (),
+                ))
+            })
+            .unwrap();
+    }
+    drop(store);
+    let len = std::fs::metadata(&path).unwrap().len();
+    for keep in [len / 2, 4096] {
+        let cut = dir.join(format!("cut-{keep}.redb"));
+        std::fs::copy(&path, &cut).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&cut)
+            .unwrap()
+            .set_len(keep)
+            .unwrap();
+        let err = Store::open(&cut).err().expect("truncated file refused");
+        assert!(matches!(err, OpenError::Damaged { .. }), "{keep}: {err}");
+    }
+    // No temporary files are left behind.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn damaged_rows_are_skipped_reported_and_quarantined_with_their_bytes() {
+    let (store, dir) = temp_store("damaged");
+    let good = peer("alice", 2);
+    let mut low_order: serde_json::Value =
+        serde_json::from_slice(&encode_peer(&peer("mallory", 3))).unwrap();
+    low_order["public_key"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
+    let low_order = serde_json::to_vec(&low_order).unwrap();
+    store
+        .write_raw_row_for_tests("peers", "alice", &encode_peer(&good))
+        .unwrap();
+    store
+        .write_raw_row_for_tests("peers", "mallory", &low_order)
+        .unwrap();
+    assert!(store.insert_job(&job(1), None).unwrap());
+    let garbage = b"{not json at all".to_vec();
+    store
+        .write_raw_row_for_tests("jobs", &JobId::from_u64(2).to_string(), &garbage)
+        .unwrap();
+
+    let peers = store.peers().unwrap();
+    assert_eq!(peers.rows, vec![good.clone()]);
+    assert_eq!(peers.damaged.len(), 1);
+    assert_eq!(peers.damaged[0].key, "mallory");
+    assert!(
+        peers.damaged[0].reason.contains("low-order"),
+        "{:?}",
+        peers.damaged
+    );
+    let jobs = store.jobs().unwrap();
+    assert_eq!(jobs.rows.len(), 1);
+    assert_eq!(jobs.damaged[0].key, JobId::from_u64(2).to_string());
+
+    // Peer commands work around the damaged row but never overwrite it.
+    let refused = store.update_peers(|_| {
+        Ok::<_, StoreError>((
+            PeerChange {
+                upsert: vec![peer("mallory", 4)],
+                ..PeerChange::default()
+            },
+            (),
+        ))
+    });
+    assert!(
+        matches!(refused, Err(StoreError::Corrupt { .. })),
+        "{refused:?}"
+    );
+
+    let report = store.doctor(false, &Actor::local_cli(), 5).unwrap();
+    assert_eq!(report.damaged.len(), 2);
+    assert_eq!(report.in_quarantine, 0);
+    let moved = store.doctor(true, &Actor::local_cli(), 5).unwrap();
+    assert_eq!(moved.damaged, report.damaged);
+    assert_eq!(moved.in_quarantine, 2);
+    assert!(store.damaged_rows().unwrap().is_empty());
+    assert!(store.peers().unwrap().damaged.is_empty());
+    assert_eq!(store.jobs().unwrap().rows.len(), 1);
+    let kept = store.quarantined().unwrap();
+    assert!(kept.contains(&("jobs/2".to_string(), garbage)), "{kept:?}");
+    assert!(kept.contains(&("peers/mallory".to_string(), low_order)));
+    let audit = store.audit_page(None, None, 10).unwrap();
+    assert_eq!(audit.len(), 2);
+    assert!(audit.iter().all(|e| e.action == "store.quarantine"));
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The run row on disk and the run in API replies were one serde type; they are two now and
+/// must stay byte-identical to what it wrote (old databases, old clients).
+#[test]
+fn run_rows_and_run_bodies_keep_their_bytes() {
+    let mut r = run(0xab, "2026-01-01T00:00:00Z", RunStatus::Succeeded);
+    r.id = 7;
+    r.started_at = Some(ts("2026-01-01T00:00:01.5Z"));
+    r.http_status = Some(204);
+    r.duration_ms = Some(12);
+    r.handler = Some("bot".into());
+    r.result = Some(serde_json::json!({"ok": true}));
+    let expected = r#"{"id":7,"job_id":"00000000000000ab","job_name":"job171","scheduled_at":"2026-01-01T00:00:00Z","started_at":"2026-01-01T00:00:01.5Z","finished_at":null,"attempt":1,"status":"succeeded","trigger":"schedule","http_status":204,"error":null,"duration_ms":12,"handler":"bot","result":{"ok":true}}"#;
+    let row = jobs::encode_run(&r);
+    assert_eq!(std::str::from_utf8(&row).unwrap(), expected);
+    let body = serde_json::to_string(&crate::api::view::RunView::from(&r)).unwrap();
+    assert_eq!(body, expected);
+    assert_eq!(jobs::decode_run(7, &row).unwrap(), r);
+    // Rows written before handlers existed have none of the optional tail.
+    let old = r#"{"id":8,"job_id":"0000000000000001","job_name":"a","scheduled_at":"2026-01-01T00:00:00Z","started_at":null,"finished_at":null,"attempt":1,"status":"missed","trigger":"schedule","http_status":null,"error":null,"duration_ms":null}"#;
+    let decoded = jobs::decode_run(8, old.as_bytes()).unwrap();
+    assert_eq!(decoded.status, RunStatus::Missed);
+    assert_eq!(
+        std::str::from_utf8(&jobs::encode_run(&decoded)).unwrap(),
+        old
+    );
+}
+
+/// Same for audit entries: the row, the API body and the control socket's reply.
+#[test]
+fn audit_rows_and_audit_bodies_keep_their_bytes() {
+    let entry = AuditEntry {
+        seq: 3,
+        at_ms: 1_700_000_000_000,
+        actor: Actor {
+            peer: "leader".into(),
+            fingerprint: Some("ab12".into()),
+            address: Some("10.88.88.2".into()),
+            endpoint: None,
+            via: crate::model::Via::Api,
+        },
+        action: "peer.add".into(),
+        target: Some("phone".into()),
+        summary: serde_json::json!({"role": "viewer"}),
+    };
+    let expected = r#"{"seq":3,"at_ms":1700000000000,"actor":{"peer":"leader","fingerprint":"ab12","address":"10.88.88.2","endpoint":null,"via":"api"},"action":"peer.add","target":"phone","summary":{"role":"viewer"}}"#;
+    let row = audit::encode_audit(entry.clone());
+    assert_eq!(std::str::from_utf8(&row).unwrap(), expected);
+    let views = crate::api::view::audit_views(vec![entry.clone()]);
+    assert_eq!(serde_json::to_string(&views[0]).unwrap(), expected);
+    assert_eq!(audit::decode_audit(3, &row).unwrap(), entry);
+}
+
+/// Every row of a string-keyed table, bytes as stored.
+fn raw_rows(
+    store: &Store,
+    def: TableDefinition<&str, &[u8]>,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let db = store.reader()?;
+    let txn = db.begin_read()?;
+    let table = txn.open_table(def)?;
+    rows::decode_rows(&table, |k, v| (k.to_string(), v.to_vec()))
+}
+
+/// Statistics and handler rows were their model types' own serde; they keep those bytes.
+#[test]
+fn stats_and_handler_rows_keep_their_bytes() {
+    let (store, dir) = temp_store("row-bytes");
+    store
+        .update_peers(|_| {
+            Ok::<_, StoreError>((
+                PeerChange {
+                    upsert: vec![peer("phone", 2)],
+                    ..PeerChange::default()
+                },
+                (),
+            ))
+        })
+        .unwrap();
+    let stats = crate::model::PeerStats {
+        last_handshake: Some(1_700_000_000),
+        rx_bytes: 5,
+        tx_bytes: 6,
+        endpoint: Some("203.0.113.7:4242".into()),
+    };
+    store
+        .save_peer_stats(&[("phone".into(), stats.clone())])
+        .unwrap();
+    assert_eq!(
+        store.peer_stats().unwrap(),
+        vec![("phone".to_string(), stats)]
+    );
+    let row = raw_rows(&store, PEER_STATS).unwrap();
+    assert_eq!(
+        row,
+        vec![(
+            "phone".to_string(),
+            br#"{"last_handshake":1700000000,"rx_bytes":5,"tx_bytes":6,"endpoint":"203.0.113.7:4242"}"#.to_vec()
+        )]
+    );
+    let handler = crate::model::HandlerRecord {
+        name: "bot".into(),
+        methods: vec!["post".into()],
+        registered_at: ts("2026-01-01T00:00:00Z"),
+    };
+    store.put_handler(&handler, big_audit("h")).unwrap();
+    assert_eq!(store.handlers().unwrap(), vec![handler]);
+    assert_eq!(
+        raw_rows(&store, tasks::HANDLERS).unwrap(),
+        vec![(
+            "bot".to_string(),
+            br#"{"name":"bot","methods":["post"],"registered_at":"2026-01-01T00:00:00Z"}"#.to_vec()
+        )]
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
