@@ -48,6 +48,7 @@ use serde::{Deserialize, Serialize};
 pub const SCHEMA_VERSION: u32 = 3;
 
 mod backup;
+mod footprint;
 mod migrate;
 
 pub(crate) use backup::sync_dir;
@@ -95,7 +96,7 @@ fn open_db(
     if read_only {
         inner = Box::new(Overlay::new(inner)?);
     }
-    redb::Builder::new().create_with_backend(Watched {
+    footprint::builder().create_with_backend(Watched {
         inner,
         watch: watch.clone(),
     })
