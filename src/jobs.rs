@@ -213,9 +213,25 @@ pub struct Jobs {
     /// A handle on the driver's own executor (same client, same destination rules), for
     /// [`Jobs::test_action`].
     executor: Executor,
-    /// Held across the uniqueness check and the write of a create or rename, so two
-    /// concurrent requests cannot both take a name.
+    /// Held across the uniqueness check and the write of a rename, and across the check and
+    /// reservation of a create's name, so two concurrent requests cannot both take a name.
     naming: tokio::sync::Mutex<()>,
+    /// Names (their [`name_key`]) of creates between their check and their table entry, with
+    /// the id being created: creates do not hold `naming` across their commit, so that
+    /// concurrent creates share one group commit (`store/group.rs`).
+    creating: Arc<Mutex<HashMap<String, JobId>>>,
+}
+
+/// A create's claim on its name; released when the job is in the table (or the create failed).
+struct NameClaim {
+    creating: Arc<Mutex<HashMap<String, JobId>>>,
+    key: String,
+}
+
+impl Drop for NameClaim {
+    fn drop(&mut self) {
+        self.creating.lock().unwrap().remove(&self.key);
+    }
 }
 
 /// Options for the scheduler.
@@ -330,6 +346,7 @@ impl Jobs {
                 recording,
                 executor,
                 naming: tokio::sync::Mutex::new(()),
+                creating: Arc::default(),
             },
             task,
         ))
@@ -381,11 +398,27 @@ impl Jobs {
         let spec = JobSpec::from_json(body, Some(now))?;
         check_destination(&spec, &self.policy)?;
         self.check_action(&spec)?;
-        let _naming = self.naming.lock().await;
-        self.check_name(&spec.name, None)?;
+        let id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
+        let _claim = {
+            let _naming = self.naming.lock().await;
+            self.check_name(&spec.name, None)?;
+            let key = name_key(&spec.name);
+            let mut creating = self.creating.lock().unwrap();
+            if let Some(other) = creating.get(&key) {
+                return Err(JobError::NameTaken {
+                    name: spec.name.clone(),
+                    id: *other,
+                });
+            }
+            creating.insert(key.clone(), id);
+            NameClaim {
+                creating: self.creating.clone(),
+                key,
+            }
+        };
         let now_ms = now.as_millisecond().max(0) as u64;
         let mut record = JobRecord {
-            id: JobId::from_u64(0),
+            id,
             next_fire_at: first_fire(&spec, now),
             spec,
             created_at_ms: now_ms,
@@ -394,7 +427,6 @@ impl Jobs {
             paused_at_ms: None,
         };
         loop {
-            record.id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
             let audit = Self::audit(actor, "job.create", record.id, record.spec.redacted_json());
             let r = record.clone();
             if self
@@ -403,6 +435,7 @@ impl Jobs {
             {
                 break;
             }
+            record.id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
         }
         // The next fire went to disk with the job, so the driver has nothing to write back:
         // one durable commit per create.
@@ -448,6 +481,7 @@ impl Jobs {
         let policy = self.policy.clone();
         let _naming = self.naming.lock().await;
         let table = self.table.clone();
+        let creating = self.creating.clone();
         let rec = self
             .blocking(move |s| {
                 s.update_job(id, |cur| {
@@ -459,7 +493,10 @@ impl Jobs {
                     if name_key(&spec.name) != name_key(&cur.spec.name) {
                         let table = table.read().unwrap();
                         let records = table.values().map(|e| &e.record);
-                        if let Some(other) = name_taken(records, &spec.name, Some(id)) {
+                        let other = name_taken(records, &spec.name, Some(id)).or_else(|| {
+                            creating.lock().unwrap().get(&name_key(&spec.name)).copied()
+                        });
+                        if let Some(other) = other {
                             return Err(JobError::NameTaken {
                                 name: spec.name.clone(),
                                 id: other,
