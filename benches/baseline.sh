@@ -30,7 +30,7 @@
 # namespaces, deletes them and the temp dir (KEEP_TMP=1 keeps the logs; a failure keeps them).
 #
 # Knobs (environment): ROUNDS (3), WRK_DURATION (10s), BULK_CONNS (4), PROFILE (bench),
-# MAX_RUNTIME_S (900), KEEP_TMP (0), PERF=1 records `perf record -g` of the appliance during
+# MAX_RUNTIME_S (900), KEEP_TMP (0), SKIP_BUILD=1 (use the binaries already built), PERF=1 records `perf record -g` of the appliance during
 # the first appliance health run into $TMP/perf.data (implies KEEP_TMP=1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -63,8 +63,10 @@ for tool in ip wg wireguard-go wrk curl; do
     || die "$tool is missing: apt-get install iproute2 wireguard-tools wireguard-go wrk curl"
 done
 
-log "cargo build --profile $PROFILE --bin appliance --example baseline_server"
-timeout 3600 cargo build -q --profile "$PROFILE" --bin appliance --example baseline_server >&2
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  log "cargo build --profile $PROFILE --bin appliance --example baseline_server"
+  timeout 3600 cargo build -q --profile "$PROFILE" --bin appliance --example baseline_server >&2
+fi
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=$PROFILE; [ "$PROFILE" = bench ] && OUT=release
 BIN=$TARGET/$OUT/appliance
