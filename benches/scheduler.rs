@@ -520,6 +520,17 @@ fn serve_once(bin: &Path, dir: &TempDir) -> (f64, f64) {
 
 async fn bench_startup(out: &mut String) {
     let full = TempDir::new("startup100k");
+    // `serve` refuses a database without a server record (exit 3, issue 13), so the jobs go
+    // into a directory `init` made, as a user's would.
+    let bin = Path::new(env!("CARGO_BIN_EXE_appliance"));
+    let init = Command::new(bin)
+        .arg("--data-dir")
+        .arg(&full.0)
+        .args(["init", "--endpoint", "127.0.0.1:51820"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run appliance init");
+    assert!(init.success(), "appliance init: {init}");
     let t = Instant::now();
     tokio::task::block_in_place(|| fill_startup(&full));
     eprintln!(
@@ -547,7 +558,6 @@ async fn bench_startup(out: &mut String) {
 
     // The whole binary: 100k jobs vs empty, alternating after one untimed warm-up each (which
     // also writes the server record on first run).
-    let bin = Path::new(env!("CARGO_BIN_EXE_appliance"));
     let empty = TempDir::new("startup-empty");
     let (mut e_sock, mut e_ready, mut f_sock, mut f_ready) = (vec![], vec![], vec![], vec![]);
     tokio::task::block_in_place(|| {

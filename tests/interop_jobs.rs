@@ -667,9 +667,10 @@ fn kill_9_loses_no_acknowledged_job_or_run() {
         |r| r.len() == 1 && r[0]["status"] == "succeeded",
     );
 
-    // Twenty jobs of every shape, then one due while the appliance is down; SIGKILL right after
-    // the last 201.
+    // Twenty jobs of every shape, created concurrently (so that they share group commits),
+    // then one due while the appliance is down; SIGKILL right after the last 201.
     let mut created: BTreeMap<String, Value> = BTreeMap::new();
+    let mut bodies = vec![];
     for i in 0..20 {
         let trigger = match i % 4 {
             0 => json!({"every": "1h"}),
@@ -696,9 +697,15 @@ fn kill_9_loses_no_acknowledged_job_or_run() {
             extra,
         );
         j["action"]["webhook"]["headers"] = json!({"X-Index": i.to_string()});
-        let v = create(&ns, &j);
-        created.insert(id_of(&v), v);
+        bodies.push(j);
     }
+    std::thread::scope(|s| {
+        let creates: Vec<_> = bodies.iter().map(|j| s.spawn(|| create(&ns, j))).collect();
+        for c in creates {
+            let v = c.join().expect("create thread");
+            created.insert(id_of(&v), v);
+        }
+    });
     let due_at = with_millis(after(Duration::from_millis(1500)));
     let due = create(
         &ns,

@@ -7,6 +7,10 @@
 //! packets for the router) and [`Stack::poll_accept`] (new connections). [`Stack::poll_delay`]
 //! says when to poll again. It never reads a clock, sleeps or touches a runtime.
 //!
+//! Memory: socket buffers are reserved at full size but backed by pages only as they are used,
+//! and given back once a connection has been quiet for [`Limits::idle_release`] ([`pages`]),
+//! so an idle keep-alive connection holds no buffer memory.
+//!
 //! Connections: smoltcp has one socket per connection, so the stack arms one listening socket
 //! per SYN it sees (plus a small spare pool), capped per peer address and overall. The caps are
 //! applied to the SYN itself, before any socket or buffer exists: a SYN over its peer's cap is
@@ -19,6 +23,7 @@
 //! driver's `Notify` when it writes, reads or closes, so the driver never polls on a timer for
 //! data.
 
+mod pages;
 pub mod pipe;
 pub mod stream;
 
@@ -60,6 +65,9 @@ pub struct Limits {
     pub stream_buffer: usize,
     /// Spare listening sockets kept armed even when no SYN is pending.
     pub spare_listeners: usize,
+    /// A connection quiet this long, with nothing queued either way, gives its socket
+    /// buffers' pages back (they fault in again, zeroed, on the next request).
+    pub idle_release: Duration,
     /// TCP keepalive interval; with `timeout`, dead phones release their sockets.
     pub keepalive: Duration,
     /// Abort a connection whose peer stops acknowledging for this long.
@@ -76,6 +84,7 @@ impl Default for Limits {
             socket_tx_buffer: 128 * 1024,
             stream_buffer: 64 * 1024,
             spare_listeners: 2,
+            idle_release: Duration::from_secs(2),
             keepalive: Duration::from_secs(25),
             timeout: Duration::from_secs(75),
         }
@@ -105,7 +114,9 @@ pub struct Stats {
     /// Idle connections reset at the overall cap to make room for a lighter peer.
     pub evicted: u64,
     pub open_connections: usize,
-    /// Bytes of smoltcp socket buffers allocated now (listening sockets included).
+    /// Capacity of the smoltcp socket buffers reserved now (listening sockets included):
+    /// address space, of which only the pages in use are memory
+    /// ([`Stack::socket_buffer_resident_bytes`]).
     pub socket_buffer_bytes: usize,
 }
 
@@ -177,6 +188,14 @@ struct Conn {
     last_active: Duration,
     /// Reset to make room at the overall cap; no longer counted, reaped once closed.
     evicted: bool,
+    /// Its socket buffers may hold pages (data moved since they were last released).
+    pages_held: bool,
+}
+
+/// The memory behind one socket's buffers (see [`pages`]).
+struct SocketPages {
+    rx: pages::PageBuf,
+    tx: pages::PageBuf,
 }
 
 /// The userspace TCP/IP stack. See the module docs for the contract.
@@ -192,6 +211,9 @@ pub struct Stack {
     pending_syns: HashMap<Ipv4Addr, usize>,
     accepted: VecDeque<Accepted>,
     stats: Stats,
+    /// The memory of every socket's buffers, by socket. Declared after `sockets` so that it
+    /// is dropped after them: a socket's buffers point into these mappings.
+    pages: HashMap<SocketHandle, SocketPages>,
 }
 
 pub(crate) fn smol_now(now: Duration) -> SmolInstant {
@@ -222,6 +244,7 @@ impl Stack {
             pending_syns: HashMap::new(),
             accepted: VecDeque::new(),
             stats: Stats::default(),
+            pages: HashMap::new(),
         };
         stack.arm_listeners(0);
         stack
@@ -322,18 +345,41 @@ impl Stack {
             .count()
     }
 
-    fn new_socket(&mut self) -> tcp::Socket<'static> {
-        let (rx, tx) = (self.limits.socket_rx_buffer, self.limits.socket_tx_buffer);
-        self.stats.socket_buffer_bytes += rx + tx;
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; rx]),
-            tcp::SocketBuffer::new(vec![0u8; tx]),
-        );
+    /// A new socket, added to the set, over fresh page-backed buffers (nothing resident).
+    fn add_socket(&mut self) -> SocketHandle {
+        let pages = SocketPages {
+            rx: pages::PageBuf::new(self.limits.socket_rx_buffer),
+            tx: pages::PageBuf::new(self.limits.socket_tx_buffer),
+        };
+        self.stats.socket_buffer_bytes += pages.rx.len() + pages.tx.len();
+        // SAFETY: the slices live in this socket only; the socket leaves the set (and is
+        // dropped) in `remove_socket` before its pages, and `sockets` drops before `pages`.
+        let (rx, tx) = unsafe { (pages.rx.slice(), pages.tx.slice()) };
+        let mut s = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
         s.set_nagle_enabled(false);
         s.set_keep_alive(Some(self.limits.keepalive.into()));
         s.set_timeout(Some(self.limits.timeout.into()));
         s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(5)));
-        s
+        s.listen(self.limits.port).expect("port is non-zero");
+        let h = self.sockets.add(s);
+        self.pages.insert(h, pages);
+        h
+    }
+
+    /// Drops a socket, then the memory behind its buffers.
+    fn remove_socket(&mut self, h: SocketHandle) {
+        drop(self.sockets.remove(h));
+        if let Some(p) = self.pages.remove(&h) {
+            self.stats.socket_buffer_bytes -= p.rx.len() + p.tx.len();
+        }
+    }
+
+    /// Bytes of socket buffer memory actually held now (resident pages), every socket.
+    pub fn socket_buffer_resident_bytes(&self) -> usize {
+        self.pages
+            .values()
+            .map(|p| p.rx.resident() + p.tx.resident())
+            .sum()
     }
 
     /// Keeps enough listening sockets for `syns` pending SYNs plus the spare pool.
@@ -343,9 +389,7 @@ impl Stack {
             && self.listeners.len() + self.live_connections()
                 < self.limits.total + self.limits.spare_listeners
         {
-            let mut s = self.new_socket();
-            s.listen(self.limits.port).expect("port is non-zero");
-            let h = self.sockets.add(s);
+            let h = self.add_socket();
             self.listeners.push(h);
         }
     }
@@ -389,6 +433,7 @@ impl Stack {
                         fin_sent: false,
                         last_active: now,
                         evicted: false,
+                        pages_held: true,
                     },
                 );
             }
@@ -487,6 +532,18 @@ impl Stack {
             }
             if got || sent {
                 conn.last_active = now;
+                conn.pages_held = true;
+            } else if conn.pages_held
+                && now >= conn.last_active + self.limits.idle_release
+                && s.send_queue() == 0
+                && s.recv_queue() == 0
+            {
+                // Quiet, and both rings empty: nothing in them will be read again.
+                if let Some(pages) = self.pages.get(&h) {
+                    pages.rx.release();
+                    pages.tx.release();
+                }
+                conn.pages_held = false;
             }
             if p.tx_closed && p.tx.is_empty() && !conn.fin_sent {
                 s.close();
@@ -522,9 +579,7 @@ impl Stack {
                     p.wake_writer();
                 }
             }
-            self.sockets.remove(h);
-            self.stats.socket_buffer_bytes -=
-                self.limits.socket_rx_buffer + self.limits.socket_tx_buffer;
+            self.remove_socket(h);
         }
         wrote
     }
@@ -562,9 +617,24 @@ impl Stack {
 
     /// How long until [`Stack::poll`] must run again (`None`: only on new input).
     pub fn poll_delay(&mut self, now: Duration) -> Option<Duration> {
-        self.iface
+        let smol = self
+            .iface
             .poll_delay(smol_now(now), &self.sockets)
-            .map(Duration::from)
+            .map(Duration::from);
+        // When the next quiet connection may give its buffer pages back. A deadline already
+        // passed found data still queued; that connection is released at a later poll.
+        let release = self
+            .conns
+            .values()
+            .filter(|c| c.pages_held)
+            .map(|c| c.last_active + self.limits.idle_release)
+            .filter(|at| *at > now)
+            .min()
+            .map(|at| at - now);
+        match (smol, release) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn stats(&self) -> Stats {

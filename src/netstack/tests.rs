@@ -434,6 +434,99 @@ fn idle_connection_memory_is_bounded() {
     );
 }
 
+/// Socket buffers hold memory only while used: a fresh connection holds none, a keep-alive
+/// connection that just sent an 81 KB reply holds its pages, and once it has been quiet for
+/// `idle_release` with nothing queued it holds none again, while keeping its full capacity
+/// (the next reply still fits in flight). Resident pages are counted with mincore: exact and
+/// deterministic for our own anonymous mappings.
+#[test]
+fn idle_keepalive_connections_give_their_buffer_pages_back() {
+    let limits = Limits::default();
+    let mut sim = Sim::new(limits.clone());
+    let mut phone = Phone::new(Ipv4Addr::new(10, 88, 88, 2));
+    let handles: Vec<_> = (0..8).map(|i| phone.connect(41000 + i)).collect();
+    sim.run(&mut [&mut phone]);
+    assert_eq!(sim.accepted.len(), 8);
+    assert_eq!(
+        sim.stack.socket_buffer_resident_bytes(),
+        0,
+        "accepting touches no buffer page"
+    );
+
+    let body: Vec<u8> = (0..81_000u32).map(|i| (i % 251) as u8).collect();
+    let mut conns = std::mem::take(&mut sim.accepted);
+    let mut sent = [0; 8];
+    let mut received = [0; 8];
+    let mut peak = 0;
+    for _ in 0..1000 {
+        for (c, s) in conns.iter_mut().zip(sent.iter_mut()) {
+            if *s < body.len() {
+                if let Poll::Ready(Ok(n)) =
+                    Pin::new(&mut c.stream).poll_write(&mut cx(), &body[*s..])
+                {
+                    *s += n;
+                }
+            }
+        }
+        sim.run(&mut [&mut phone]);
+        peak = peak.max(sim.stack.socket_buffer_resident_bytes());
+        let mut chunk = vec![0u8; 65536];
+        for (h, r) in handles.iter().zip(received.iter_mut()) {
+            while let Ok(n) = phone.tcp(*h).recv_slice(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                *r += n;
+            }
+        }
+        if received.iter().all(|r| *r == body.len()) {
+            break;
+        }
+    }
+    assert!(received.iter().all(|r| *r == body.len()), "{received:?}");
+    assert!(
+        peak >= 8 * 16 * 1024,
+        "replies in flight are held in memory ({peak} bytes at most)"
+    );
+
+    // Quiet for idle_release: the stack asks to be polled then, and gives the pages back.
+    sim.run(&mut [&mut phone]);
+    let wait = sim.stack.poll_delay(sim.now).expect("a release deadline");
+    assert!(wait <= limits.idle_release, "{wait:?}");
+    sim.now += wait;
+    sim.run(&mut [&mut phone]);
+    assert_eq!(
+        sim.stack.socket_buffer_resident_bytes(),
+        0,
+        "idle keep-alive connections hold no buffer memory"
+    );
+    assert_eq!(sim.stack.stats().open_connections, 8);
+    assert!(
+        sim.stack.stats().socket_buffer_bytes >= 8 * (16 + 128) * 1024,
+        "the capacity (address space) is kept for the next reply"
+    );
+
+    // The next request on a connection faults pages in again and is served.
+    phone
+        .tcp(handles[0])
+        .send_slice(b"GET / HTTP/1.1\r\n\r\n")
+        .unwrap();
+    sim.run(&mut [&mut phone]);
+    let conn = conns
+        .iter_mut()
+        .find(|c| c.remote.port() == 41000)
+        .expect("the first connection");
+    match read_all(&mut conn.stream) {
+        Poll::Ready(Ok(v)) => assert_eq!(v, b"GET / HTTP/1.1\r\n\r\n"),
+        other => panic!("{other:?}"),
+    }
+    let held = sim.stack.socket_buffer_resident_bytes();
+    assert!(
+        held > 0 && held <= 2 * 4096,
+        "one request holds a page or two: {held}"
+    );
+}
+
 /// Four peers holding the overall cap between them cannot lock out a fifth: it connects, and
 /// the heaviest peer's oldest idle connection is reset to make room.
 #[test]

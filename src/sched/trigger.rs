@@ -172,18 +172,66 @@ fn next_transition(tz: &TimeZone, ts: Timestamp) -> Option<Timestamp> {
 /// known to match at least one date.
 #[derive(Debug, Clone)]
 pub struct CronExpr {
-    source: String,
-    /// Boxed: the parsed pattern is several hundred bytes.
-    cron: Box<croner::Cron>,
+    /// Shared by every job with the same expression (see [`CronExpr::parse`]).
+    compiled: std::sync::Arc<Compiled>,
 }
 
+/// A parsed and checked expression.
+#[derive(Debug)]
+struct Compiled {
+    /// Trimmed, single spaces between fields: the cache key.
+    source: String,
+    cron: croner::Cron,
+}
+
+/// Expressions parsed so far, by normalised source. Entries are weak: an expression no job uses
+/// any more is dropped with its last job, and dead entries are swept whenever the map doubles,
+/// so the cache never holds more than twice the live expressions.
+struct CronCache {
+    map: std::collections::HashMap<String, std::sync::Weak<Compiled>>,
+    sweep_at: usize,
+}
+
+static CRON_CACHE: std::sync::LazyLock<std::sync::Mutex<CronCache>> =
+    std::sync::LazyLock::new(|| {
+        std::sync::Mutex::new(CronCache {
+            map: std::collections::HashMap::new(),
+            sweep_at: 64,
+        })
+    });
+
 impl CronExpr {
-    /// Parses and checks an expression.
+    /// Parses and checks an expression. An expression already in use by another job is not
+    /// parsed again: a guild's jobs share a few expressions (`0 20 * * *`), and restoring
+    /// 100,000 jobs at start-up would otherwise parse and check each one anew.
     pub fn parse(source: &str) -> Result<CronExpr, CronExprError> {
         let source = source.trim();
         if source.is_empty() {
             return Err(CronExprError::Empty);
         }
+        let normal = source.split_whitespace().collect::<Vec<_>>().join(" ");
+        if let Some(compiled) = Self::cached(&normal) {
+            return Ok(CronExpr { compiled });
+        }
+        let expr = Self::compile(source, normal)?;
+        let mut cache = CRON_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.map.len() >= cache.sweep_at {
+            cache.map.retain(|_, w| w.strong_count() > 0);
+            cache.sweep_at = (cache.map.len() * 2).max(64);
+        }
+        let key = expr.compiled.source.clone();
+        cache
+            .map
+            .insert(key, std::sync::Arc::downgrade(&expr.compiled));
+        Ok(expr)
+    }
+
+    fn cached(normal: &str) -> Option<std::sync::Arc<Compiled>> {
+        let cache = CRON_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        cache.map.get(normal).and_then(std::sync::Weak::upgrade)
+    }
+
+    fn compile(source: &str, normal: String) -> Result<CronExpr, CronExprError> {
         if !source.starts_with('@') {
             let fields = source.split_whitespace().count();
             if fields != 5 && fields != 6 {
@@ -199,8 +247,10 @@ impl CronExpr {
                 reason: e.to_string(),
             })?;
         let expr = CronExpr {
-            source: source.split_whitespace().collect::<Vec<_>>().join(" "),
-            cron: Box::new(cron),
+            compiled: std::sync::Arc::new(Compiled {
+                source: normal,
+                cron,
+            }),
         };
         // A pattern like `0 0 30 2 *` parses but never matches; croner then searches to year
         // 5000 on every call. Reject it once, here. Every satisfiable pattern (no year field)
@@ -214,26 +264,32 @@ impl CronExpr {
         Ok(expr)
     }
 
+    /// Whether two values share one parsed expression (for tests of the cache).
+    #[cfg(test)]
+    pub(crate) fn shares_parse_with(&self, other: &CronExpr) -> bool {
+        std::sync::Arc::ptr_eq(&self.compiled, &other.compiled)
+    }
+
     /// The expression as given (trimmed, single spaces between fields).
     pub fn as_str(&self) -> &str {
-        &self.source
+        &self.compiled.source
     }
 
     /// The first matching wall-clock time strictly after `cursor`, to the second.
     fn next_civil_after(&self, cursor: DateTime) -> Option<DateTime> {
-        self.cron.find_next_occurrence(&cursor, false).ok()
+        self.compiled.cron.find_next_occurrence(&cursor, false).ok()
     }
 }
 
 impl PartialEq for CronExpr {
     fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
+        self.compiled.source == other.compiled.source
     }
 }
 
 impl fmt::Display for CronExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.source)
+        f.write_str(&self.compiled.source)
     }
 }
 
@@ -325,4 +381,36 @@ pub enum ZoneError {
         /// The name as given.
         name: String,
     },
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    /// Jobs with the same expression share one parsed pattern (restoring 100,000 jobs parses
+    /// each distinct expression once), spacing does not matter, and the shared value still
+    /// answers like a fresh parse.
+    #[test]
+    fn equal_expressions_share_one_parse() {
+        let a = CronExpr::parse("7 3 * * SUN").unwrap();
+        let b = CronExpr::parse("  7  3 * *   SUN ").unwrap();
+        let c = CronExpr::parse("8 3 * * SUN").unwrap();
+        assert!(a.shares_parse_with(&b));
+        assert!(!a.shares_parse_with(&c));
+        assert_eq!(b.as_str(), "7 3 * * SUN");
+        let after = DateTime::constant(2026, 12, 1, 0, 0, 0, 0);
+        assert_eq!(
+            b.next_civil_after(after),
+            Some(DateTime::constant(2026, 12, 6, 3, 7, 0, 0))
+        );
+        // A rejected expression is not cached as valid.
+        assert_eq!(
+            CronExpr::parse("0 0 30 2 *").unwrap_err(),
+            CronExprError::NeverMatches
+        );
+        assert_eq!(
+            CronExpr::parse("0 0 30 2 *").unwrap_err(),
+            CronExprError::NeverMatches
+        );
+    }
 }

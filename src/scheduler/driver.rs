@@ -155,6 +155,7 @@ fn launch(
             recording,
             executor,
             naming: tokio::sync::Mutex::new(()),
+            creating: Arc::default(),
         },
         task,
     ))
@@ -611,6 +612,48 @@ mod tests {
     use super::*;
     use crate::model::{Actor, RunFilter};
     use crate::webhook::NetPolicy;
+
+    /// Creates no longer hold the naming lock across their (grouped) commit; the name claim
+    /// still admits exactly one of many concurrent creates of one name, and a rename cannot
+    /// take a name a create in flight holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_creates_of_one_name_admit_exactly_one() {
+        let disk = crate::store::testing::Disk::default();
+        let store = Arc::new(disk.store());
+        let (_stop_tx, stop) = watch::channel(false);
+        let (jobs, _task) = start(store.clone(), Config::default(), stop).unwrap();
+        let jobs = Arc::new(jobs);
+        let body = |name: &str| {
+            json!({
+                "name": name,
+                "trigger": {"every": "1h"},
+                "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/x"}},
+            })
+        };
+        let creates: Vec<_> = (0..16)
+            .map(|i| {
+                let (jobs, b) = (
+                    jobs.clone(),
+                    body(if i % 2 == 0 { "Raid" } else { " raid " }),
+                );
+                tokio::spawn(async move { jobs.create(&b, &Actor::local_cli()).await })
+            })
+            .collect();
+        let (mut ok, mut taken) = (0, 0);
+        for c in creates {
+            match c.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(JobError::NameTaken { .. }) => taken += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!((ok, taken), (1, 15));
+        assert_eq!(store.jobs().unwrap().rows.len(), 1);
+        assert!(
+            jobs.creating.lock().unwrap().is_empty(),
+            "every claim released"
+        );
+    }
 
     /// Every fire time comes from the driver's clock through the core, not from the request
     /// task: on a virtual clock five years from the real one, a job created, changed, paused

@@ -8,6 +8,7 @@
 //! the table and answers with the job as it now is. Webhook destinations are checked here
 //! against the same [`NetPolicy`] the executor enforces.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -75,9 +76,28 @@ pub struct Handle {
     /// A handle on the driver's own executor (same client, same destination rules), for
     /// [`Handle::test_action`].
     pub(super) executor: Executor,
-    /// Held across the uniqueness check and the write of a create or rename, so two
-    /// concurrent requests cannot both take a name.
+    /// Held across the uniqueness check and the write of a rename, and across the check and
+    /// reservation of a create's name, so two concurrent requests cannot both take a name.
     pub(super) naming: tokio::sync::Mutex<()>,
+    /// Names (their [`name_key`]) of creates between their check and their table entry, with
+    /// the id being created: creates do not hold `naming` across their commit, so that
+    /// concurrent creates share one group commit (`store/group.rs`).
+    pub(super) creating: Arc<Mutex<HashMap<String, JobId>>>,
+}
+
+/// A create's claim on its name; released when the job is in the table (or the create failed).
+struct NameClaim {
+    creating: Arc<Mutex<HashMap<String, JobId>>>,
+    key: String,
+}
+
+impl Drop for NameClaim {
+    fn drop(&mut self) {
+        self.creating
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 impl Handle {
@@ -132,11 +152,27 @@ impl Handle {
         let spec = JobSpec::from_json(body, Some(now))?;
         check_destination(&spec, &self.policy)?;
         self.check_action(&spec)?;
-        let _naming = self.naming.lock().await;
-        self.check_name(&spec.name, None)?;
+        let id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
+        let _claim = {
+            let _naming = self.naming.lock().await;
+            self.check_name(&spec.name, None)?;
+            let key = name_key(&spec.name);
+            let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(other) = creating.get(&key) {
+                return Err(JobError::NameTaken {
+                    name: spec.name.clone(),
+                    id: *other,
+                });
+            }
+            creating.insert(key.clone(), id);
+            NameClaim {
+                creating: self.creating.clone(),
+                key,
+            }
+        };
         let now_ms = millis(now);
         let mut record = JobRecord {
-            id: JobId::from_u64(0),
+            id,
             next_fire_at: Core::first_fire(&spec, now),
             spec,
             created_at_ms: now_ms,
@@ -145,7 +181,6 @@ impl Handle {
             paused_at_ms: None,
         };
         loop {
-            record.id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
             let audit = Self::audit(
                 actor,
                 "job.create",
@@ -160,6 +195,7 @@ impl Handle {
             {
                 break;
             }
+            record.id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
         }
         // The next fire went to disk with the job, so the driver has nothing to write back:
         // one durable commit per create.
@@ -198,6 +234,7 @@ impl Handle {
         let policy = self.policy.clone();
         let _naming = self.naming.lock().await;
         let table = self.table.clone();
+        let creating = self.creating.clone();
         let rec = self
             .blocking(move |s| {
                 s.update_job(id, |cur| {
@@ -207,7 +244,11 @@ impl Handle {
                     // A job keeps a name it already has (even one shared before names were
                     // unique); a new name must be free.
                     if name_key(&spec.name) != name_key(&cur.spec.name) {
-                        if let Some(other) = table.name_taken(&spec.name, Some(id)) {
+                        let other = table.name_taken(&spec.name, Some(id)).or_else(|| {
+                            let creating = creating.lock().unwrap_or_else(|e| e.into_inner());
+                            creating.get(&name_key(&spec.name)).copied()
+                        });
+                        if let Some(other) = other {
                             return Err(JobError::NameTaken {
                                 name: spec.name.clone(),
                                 id: other,

@@ -32,7 +32,7 @@ pub(super) fn open_db(
     if read_only {
         inner = Box::new(Overlay::new(inner)?);
     }
-    redb::Builder::new().create_with_backend(Watched {
+    super::footprint::builder().create_with_backend(Watched {
         inner,
         watch: watch.clone(),
     })

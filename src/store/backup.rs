@@ -157,7 +157,9 @@ impl Store {
             .open(&tmp)
             .map_err(write)?;
         let built = (|| -> Result<(u64, u64, u64), StoreError> {
-            let copy = Database::create(&tmp).map_err(|e| StoreError::Redb(Box::new(e.into())))?;
+            let copy = super::footprint::builder()
+                .create(&tmp)
+                .map_err(|e| StoreError::Redb(Box::new(e.into())))?;
             let dst = copy.begin_write()?;
             copy_table(&src, &dst, META)?;
             let peers = copy_table(&src, &dst, PEERS)?;

@@ -173,20 +173,53 @@ impl Store {
         rec: &JobRecord,
         audit: Option<AuditEntry>,
     ) -> Result<bool, StoreError> {
-        let db = self.writer()?;
-        let txn = db.begin_write()?;
-        {
+        let (id, row) = (rec.id.as_u64(), encode_job(rec));
+        self.write_grouped(move |txn| {
             let mut table = txn.open_table(JOBS)?;
-            if table.get(rec.id.as_u64())?.is_some() {
+            if table.get(id)?.is_some() {
                 return Ok(false);
             }
-            table.insert(rec.id.as_u64(), encode_job(rec).as_slice())?;
+            table.insert(id, row.as_slice())?;
             if let Some(a) = audit {
-                append_audit(&txn, a)?;
+                append_audit(txn, a)?;
             }
-        }
-        self.commit(txn)?;
-        Ok(true)
+            Ok(true)
+        })
+    }
+
+    /// Applies `change` in a group commit (`store/group.rs`): concurrent callers' changes are
+    /// written in one transaction with one fsync, and each returns only after that commit did,
+    /// with `Ok` only if it succeeded. `change` must return `Err` only for a storage failure,
+    /// which fails every change of its batch.
+    fn write_grouped<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let out = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let put = out.clone();
+        self.group.submit(
+            Box::new(move |txn| {
+                let v = change(txn)?;
+                *put.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+                Ok(())
+            }),
+            |changes| {
+                let db = self.writer()?;
+                let txn = db.begin_write()?;
+                for change in changes {
+                    change(&txn)?;
+                }
+                self.commit(txn)?;
+                Ok(())
+            },
+        )?;
+        let v = out.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(v.expect("a committed change left its result"))
+    }
+
+    /// (group commits written, changes in them) since the store was opened.
+    pub fn group_commit_counts(&self) -> (u64, u64) {
+        self.group.counts()
     }
 
     /// Applies `change` to a stored job inside one transaction with its audit entry. `change`

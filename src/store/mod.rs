@@ -61,6 +61,8 @@ mod audit;
 mod backend;
 mod doctor;
 mod error;
+mod footprint;
+mod group;
 mod jobs;
 mod peers;
 mod rows;
@@ -139,6 +141,8 @@ pub struct Store {
     /// How long each commit took (redb's `Durability::Immediate`: write and fsync), for
     /// `GET /metrics`.
     pub commit_latency: crate::metrics::Histogram,
+    /// Job creates from concurrent callers share one transaction (`store/group.rs`).
+    group: group::Group<redb::WriteTransaction>,
 }
 
 /// The current database handle, held for the life of one operation.
@@ -456,6 +460,7 @@ impl Store {
             degraded: std::sync::Mutex::new(None),
             probes: std::sync::atomic::AtomicU64::new(0),
             commit_latency: crate::metrics::Histogram::new(crate::metrics::LATENCY_BUCKETS),
+            group: group::Group::default(),
         }
     }
 

@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# The baseline that matters (issue 12): the appliance against the deployment guilds run today,
+# through the same WireGuard client, as ratios measured in one run.
+#
+#   sudo benches/baseline.sh          # as root; prints a markdown results block on stdout
+#
+# Two network namespaces joined by a veth pair (192.168.77.1 client, 192.168.77.2 server):
+#   client side: one wireguard-go interface (10.88.88.2, the address `peer add` gave it) and
+#                wrk; the same process and keys for both servers;
+#   server side: (a) `appliance serve` on UDP 51820 (its own WireGuard, TCP/IP and hyper), or
+#                (b) wireguard-go (UDP 51821, kernel interface 10.88.88.1/24) + kernel TCP +
+#                examples/baseline_server.rs (hyper, bound to 10.88.88.1:8888) answering the
+#                bodies the appliance itself answered on /api/v1/health and
+#                /api/v1/openapi.json (fetched through the tunnel at start).
+# Both servers run all the time; the client picks one by moving AllowedIPs 10.88.88.0/24 to
+# that peer (`wg set`), then warms up with one request. Rounds alternate baseline, appliance.
+# Figures per round: req/s of `wrk -t2 -c64` on /api/v1/health (serve runs with
+# --max-connections-per-peer 128, so wrk measures serving), MB/s (wrk's MiB) of
+# `wrk -t2 -c4` on /api/v1/openapi.json, CPU of the server side (appliance; wireguard-go +
+# baseline_server), and the load average. Then the appliance is restarted with the default
+# per-peer cap (32) and the same health wrk measures the over-cap case: total req/s, non-2xx
+# (429) replies, socket errors. Last, VmRSS/VmHWM of the appliance.
+#
+# Build: `cargo build --profile bench` (release code with symbols, for `perf record`; its output
+# is target/release, shared with `cargo bench`) of the appliance and the example.
+#
+# Bounds and safety: traffic goes only between the two namespaces this script creates (the
+# veth and the tunnel inside them); every command expected to finish runs under `timeout`; a
+# watchdog ends the script after MAX_RUNTIME_S; the EXIT trap kills every process in both
+# namespaces, deletes them and the temp dir (KEEP_TMP=1 keeps the logs; a failure keeps them).
+#
+# Knobs (environment): ROUNDS (3), WRK_DURATION (10s), BULK_CONNS (4), PROFILE (bench),
+# MAX_RUNTIME_S (900), KEEP_TMP (0), SKIP_BUILD=1 (use the binaries already built), PERF=1 records `perf record -g` of the appliance during
+# the first appliance health run into $TMP/perf.data (implies KEEP_TMP=1).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+ROUNDS=${ROUNDS:-3}
+WRK_DURATION=${WRK_DURATION:-10s}
+WRK_CONNS=64
+BULK_CONNS=${BULK_CONNS:-4}
+PROFILE=${PROFILE:-bench}
+MAX_RUNTIME_S=${MAX_RUNTIME_S:-900}
+KEEP_TMP=${KEEP_TMP:-0}
+PERF=${PERF:-0}
+[ "$PERF" = 1 ] && KEEP_TMP=1
+
+TUN_IP=10.88.88.1
+PORT=8888
+APP_UDP=51820
+BASE_UDP=51821
+C_IP=192.168.77.1
+S_IP=192.168.77.2
+
+log() { echo "baseline.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (network namespaces, /dev/net/tun)"
+[ -e /dev/net/tun ] || die "/dev/net/tun is missing"
+for tool in ip wg wireguard-go wrk curl; do
+  command -v "$tool" >/dev/null 2>&1 \
+    || die "$tool is missing: apt-get install iproute2 wireguard-tools wireguard-go wrk curl"
+done
+
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  log "cargo build --profile $PROFILE --bin appliance --example baseline_server"
+  timeout 3600 cargo build -q --profile "$PROFILE" --bin appliance --example baseline_server >&2
+fi
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=$PROFILE; [ "$PROFILE" = bench ] && OUT=release
+BIN=$TARGET/$OUT/appliance
+BASE_BIN=$TARGET/$OUT/examples/baseline_server
+[ -x "$BIN" ] && [ -x "$BASE_BIN" ] || die "the build did not produce $BIN and $BASE_BIN"
+
+NSC=apl-bc-$$
+NSS=apl-bs-$$
+TMP=$(mktemp -d /tmp/apl-baseline.XXXXXX)
+chmod 700 "$TMP"
+DATA=$TMP/data
+APP_PID=
+WATCHDOG=
+CLK_TCK=$(getconf CLK_TCK)
+
+nsc() { local s=$1; shift; timeout -k 5 "$s" ip netns exec "$NSC" "$@"; }
+nss() { local s=$1; shift; timeout -k 5 "$s" ip netns exec "$NSS" "$@"; }
+
+cleanup() {
+  local rc=$? pid ns
+  trap - EXIT INT TERM
+  [ -n "$WATCHDOG" ] && kill -TERM "$WATCHDOG" 2>/dev/null
+  for ns in "$NSC" "$NSS"; do
+    [ -e "/var/run/netns/$ns" ] || continue
+    for pid in $(timeout 10 ip netns pids "$ns" 2>/dev/null); do
+      kill -KILL "$pid" 2>/dev/null
+    done
+  done
+  sleep 0.3
+  for ns in "$NSC" "$NSS"; do
+    [ -e "/var/run/netns/$ns" ] && { timeout 10 ip netns del "$ns" || log "could not delete $ns"; }
+  done
+  rm -f /var/run/wireguard/wgc$$.sock /var/run/wireguard/wgs$$.sock
+  if [ "$rc" -ne 0 ]; then
+    log "failed (exit $rc); last lines of the logs in $TMP:"
+    tail -n 20 "$TMP"/*.log 2>/dev/null >&2
+  fi
+  if [ "$KEEP_TMP" = 1 ] || [ "$rc" -ne 0 ]; then log "logs kept in $TMP"; else rm -rf "$TMP"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+( sleep "$MAX_RUNTIME_S"; echo "baseline.sh: still running after ${MAX_RUNTIME_S}s, aborting" >&2
+  kill -TERM $$ ) &
+WATCHDOG=$!
+disown "$WATCHDOG"
+
+# ---------------------------------------------------------------------------------------------
+# Two namespaces and a veth between them
+
+timeout 10 ip netns add "$NSC"
+timeout 10 ip netns add "$NSS"
+timeout 10 ip link add "vc$$" netns "$NSC" type veth peer name "vs$$" netns "$NSS"
+timeout 10 ip -n "$NSC" addr add "$C_IP/24" dev "vc$$"
+timeout 10 ip -n "$NSS" addr add "$S_IP/24" dev "vs$$"
+for ns in "$NSC" "$NSS"; do timeout 10 ip -n "$ns" link set lo up; done
+timeout 10 ip -n "$NSC" link set "vc$$" up
+timeout 10 ip -n "$NSS" link set "vs$$" up
+
+start_appliance() { # start_appliance [SERVE ARGS...]: (re)starts serve, waits for control.sock
+  if [ -n "$APP_PID" ]; then
+    kill -TERM "$APP_PID" 2>/dev/null || true
+    wait "$APP_PID" 2>/dev/null || true
+  fi
+  rm -f "$DATA/control.sock"
+  ip netns exec "$NSS" env RUST_LOG=warn NO_COLOR=1 "$BIN" --data-dir "$DATA" serve \
+    --listen "$S_IP:$APP_UDP" "$@" </dev/null >>"$TMP/serve.log" 2>&1 &
+  APP_PID=$!
+  for _ in $(seq 300); do
+    [ -S "$DATA/control.sock" ] && return 0
+    kill -0 "$APP_PID" 2>/dev/null || die "appliance serve exited early"
+    sleep 0.05
+  done
+  die "appliance serve did not create control.sock within 15 s"
+}
+
+nss 30 "$BIN" --data-dir "$DATA" init --endpoint "$S_IP:$APP_UDP" --listen-port "$APP_UDP" \
+  >>"$TMP/init.log" 2>&1 || die "appliance init failed"
+start_appliance --max-connections-per-peer 128
+( umask 077; nss 30 "$BIN" --data-dir "$DATA" peer add bench --role viewer \
+    >"$TMP/peer.conf" 2>"$TMP/peer.log" ) || die "appliance peer add failed"
+conf() { # conf KEY: the first value of KEY in the printed wg-quick config
+  awk -F' = ' -v k="$1" '$1 == k { print $2; exit }' "$TMP/peer.conf"
+}
+( umask 077
+  conf PrivateKey >"$TMP/client.key"
+  conf PresharedKey >"$TMP/psk"
+  wg genkey >"$TMP/base.key" )
+APP_PUB=$(conf PublicKey)
+C_ADDR=$(conf Address)
+[ -n "$APP_PUB" ] && [ -s "$TMP/client.key" ] && [ -s "$TMP/psk" ] && [ -n "$C_ADDR" ] \
+  || die "could not read keys and address from the printed config (see $TMP/peer.conf)"
+C_PUB=$(wg pubkey <"$TMP/client.key")
+BASE_PUB=$(wg pubkey <"$TMP/base.key")
+
+# Userspace WireGuard on both sides (foreground processes, killed with their namespace).
+export WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1
+ip netns exec "$NSC" wireguard-go -f "wgc$$" >>"$TMP/wg-client.log" 2>&1 &
+ip netns exec "$NSS" wireguard-go -f "wgs$$" >>"$TMP/wg-server.log" 2>&1 &
+for _ in $(seq 100); do
+  [ -S "/var/run/wireguard/wgc$$.sock" ] && [ -S "/var/run/wireguard/wgs$$.sock" ] && break
+  sleep 0.05
+done
+nsc 10 wg set "wgc$$" private-key "$TMP/client.key" \
+  peer "$APP_PUB" preshared-key "$TMP/psk" endpoint "$S_IP:$APP_UDP" allowed-ips "$TUN_IP/32" \
+  peer "$BASE_PUB" preshared-key "$TMP/psk" endpoint "$S_IP:$BASE_UDP"
+timeout 10 ip -n "$NSC" addr add "$C_ADDR" dev "wgc$$"
+timeout 10 ip -n "$NSC" link set "wgc$$" mtu 1420 up
+timeout 10 ip -n "$NSC" route add 10.88.88.0/24 dev "wgc$$" 2>/dev/null || true
+nss 10 wg set "wgs$$" private-key "$TMP/base.key" listen-port "$BASE_UDP" \
+  peer "$C_PUB" preshared-key "$TMP/psk" allowed-ips "${C_ADDR%/*}/32"
+timeout 10 ip -n "$NSS" addr add "$TUN_IP/24" dev "wgs$$"
+timeout 10 ip -n "$NSS" link set "wgs$$" mtu 1420 up
+
+use_server() { # use_server app|base: route the tunnel subnet to that peer, wait for a 200
+  local pub=$APP_PUB code=000
+  [ "$1" = base ] && pub=$BASE_PUB
+  nsc 10 wg set "wgc$$" peer "$pub" allowed-ips 10.88.88.0/24
+  for _ in $(seq 100); do
+    code=$(nsc 5 curl -s -o /dev/null -w '%{http_code}' --connect-timeout 1 --max-time 2 \
+      "http://$TUN_IP:$PORT/api/v1/health" || true)
+    [ "$code" = 200 ] && return 0
+    sleep 0.1
+  done
+  die "no 200 from the $1 server through the tunnel (last HTTP $code)"
+}
+
+use_server app
+nsc 10 curl -sSf --max-time 5 -o "$TMP/health.json" "http://$TUN_IP:$PORT/api/v1/health" \
+  || die "cannot fetch /api/v1/health"
+nsc 10 curl -sSf --max-time 5 -o "$TMP/openapi.json" "http://$TUN_IP:$PORT/api/v1/openapi.json" \
+  || die "cannot fetch /api/v1/openapi.json"
+ip netns exec "$NSS" "$BASE_BIN" "$TUN_IP:$PORT" "/api/v1/health=$TMP/health.json" \
+  "/api/v1/openapi.json=$TMP/openapi.json" >>"$TMP/baseline-server.log" 2>&1 &
+BASE_SRV_PID=$!
+sleep 0.3
+use_server base
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+pid_of() { # pid_of NS COMM
+  local p
+  for p in $(timeout 10 ip netns pids "$1"); do
+    [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$2" ] && { echo "$p"; return; }
+  done
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan";
+  else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0 || a == "nan" || b == "nan") print "n/a";
+  else printf "%.2f", a / b }'; }
+to_mib() { # wrk's "53.01MB" (binary units) -> MiB
+  awk -v s="$1" 'BEGIN { n = s + 0; u = s; sub(/^[0-9.]+/, "", u);
+    m = (u == "KB") ? 1 / 1024 : (u == "MB") ? 1 : (u == "GB") ? 1024 : 1 / 1048576;
+    printf "%.1f", n * m }'
+}
+load1() { cut -d' ' -f1 /proc/loadavg; }
+WGS_PID=$(pid_of "$NSS" wireguard-go)
+
+# run_wrk NAME CONNS PATH: sets W_rps W_mib W_non2xx W_err W_cpu (server side, % of one core)
+run_wrk() {
+  local name=$1 conns=$2 path=$3 out=$TMP/wrk-$1-$RANDOM.txt c0 c1 t0 t1
+  c0=$(server_ticks); t0=$(date +%s%N)
+  nsc 60 wrk -t2 -c"$conns" -d"$WRK_DURATION" --timeout 5s "http://$TUN_IP:$PORT$path" \
+    >"$out" 2>&1 || { cat "$out" >&2; die "wrk $name failed"; }
+  t1=$(date +%s%N); c1=$(server_ticks)
+  W_rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+  W_mib=$(to_mib "$(awk '/^Transfer\/sec:/ { print $2 }' "$out")")
+  W_non2xx=$(awk '/Non-2xx/ { print $NF }' "$out"); W_non2xx=${W_non2xx:-0}
+  W_total=$(awk '/requests in/ { print $1 }' "$out")
+  W_err=$(awk '/Socket errors:/ { sub(/^ *Socket errors: */, ""); print }' "$out")
+  W_cpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) \
+    'BEGIN { printf "%.0f", 100 * d / hz / (ns / 1e9) }')
+  [ -n "$W_rps" ] || die "could not parse wrk output for $name: $(cat "$out")"
+  log "$name: $W_rps req/s, $W_mib MiB/s, non-2xx $W_non2xx of $W_total${W_err:+, socket errors $W_err}, server CPU $W_cpu%, load $(load1)"
+}
+SERVER=base
+server_ticks() {
+  if [ "$SERVER" = app ]; then cpu_ticks "$APP_PID"
+  else echo $(( $(cpu_ticks "$WGS_PID") + $(cpu_ticks "$BASE_SRV_PID") )); fi
+}
+
+h_app=() h_base=() b_app=() b_base=() cpu_h_app=() cpu_h_base=() loads=() rounds_txt=""
+for round in $(seq "$ROUNDS"); do
+  for SERVER in base app; do
+    use_server "$SERVER"
+    loads+=("$(load1)")
+    if [ "$SERVER" = app ] && [ "$PERF" = 1 ] && [ "$round" = 1 ]; then
+      perf record -g -o "$TMP/perf.data" -p "$APP_PID" -- sleep 8 >/dev/null 2>&1 &
+      PERF_PID=$!
+    fi
+    run_wrk "$SERVER-health" "$WRK_CONNS" /api/v1/health
+    if [ "$SERVER" = app ]; then h_app+=("$W_rps"); cpu_h_app+=("$W_cpu")
+    else h_base+=("$W_rps"); cpu_h_base+=("$W_cpu"); fi
+    run_wrk "$SERVER-openapi" "$BULK_CONNS" /api/v1/openapi.json
+    if [ "$SERVER" = app ]; then b_app+=("$W_mib"); else b_base+=("$W_mib"); fi
+  done
+  rounds_txt+="round $round: health ${h_base[-1]} / ${h_app[-1]} req/s, openapi ${b_base[-1]} / ${b_app[-1]} MiB/s; "
+done
+[ -n "${PERF_PID:-}" ] && wait "$PERF_PID"
+
+# The default per-peer cap: wrk's 64 connections from one peer against 32 (+4 headroom).
+start_appliance
+SERVER=app
+use_server app
+run_wrk app-health-default-cap "$WRK_CONNS" /api/v1/health
+CAP_RPS=$W_rps CAP_NON2XX=$W_non2xx CAP_TOTAL=$W_total CAP_ERR=${W_err:-none} CAP_CPU=$W_cpu
+sleep 1
+RSS_KB=$(awk '/^VmRSS:/ { print $2 }' "/proc/$APP_PID/status")
+HWM_KB=$(awk '/^VmHWM:/ { print $2 }' "/proc/$APP_PID/status")
+
+H_A=$(printf '%s\n' "${h_app[@]}" | median); H_B=$(printf '%s\n' "${h_base[@]}" | median)
+B_A=$(printf '%s\n' "${b_app[@]}" | median); B_B=$(printf '%s\n' "${b_base[@]}" | median)
+C_A=$(printf '%s\n' "${cpu_h_app[@]}" | median); C_B=$(printf '%s\n' "${cpu_h_base[@]}" | median)
+per_round_ratio() { # per_round_ratio APP[@] BASE[@] -> "r1 r2 ..."
+  local -n a=$1 b=$2; local i out=""
+  for i in "${!a[@]}"; do out+="$(ratio "${a[$i]}" "${b[$i]}") "; done
+  echo "${out% }"
+}
+OPENAPI_BYTES=$(stat -c %s "$TMP/openapi.json")
+HEALTH_BYTES=$(stat -c %s "$TMP/health.json")
+
+cat <<EOF
+
+### Two namespaces, wireguard-go client ($(date -u +%Y-%m-%dT%H:%MZ), commit $(git describe --always --dirty --abbrev=7 2>/dev/null || echo unknown), profile $PROFILE, ROUNDS=$ROUNDS, medians; load average (1 min) at each run: ${loads[*]})
+
+| figure | appliance | baseline: wireguard-go + kernel TCP + hyper (same run) | ratio (median; per round) |
+| --- | ---: | ---: | --- |
+| \`GET /api/v1/health\` ($HEALTH_BYTES B), \`wrk -t2 -c$WRK_CONNS -d$WRK_DURATION\`, req/s, cap 128 | $H_A | $H_B | **$(ratio "$H_A" "$H_B")**; $(per_round_ratio h_app h_base) |
+| \`GET /api/v1/openapi.json\` ($OPENAPI_BYTES B), \`wrk -t2 -c$BULK_CONNS\`, MiB/s | $B_A | $B_B | **$(ratio "$B_A" "$B_B")**; $(per_round_ratio b_app b_base) |
+| server-side CPU during the health run, % of one core | $C_A | $C_B (wireguard-go + hyper) | $(ratio "$C_A" "$C_B") |
+| default per-peer cap (32), 64 connections: req/s of all replies; 429s of all replies; socket errors | $CAP_RPS; $CAP_NON2XX of $CAP_TOTAL; $CAP_ERR (server CPU $CAP_CPU%) | — | — |
+| appliance VmRSS / VmHWM after the load | $((RSS_KB / 1024)) MiB / $((HWM_KB / 1024)) MiB | — | — |
+
+Per round (baseline / appliance): $rounds_txt
+EOF

@@ -1,0 +1,291 @@
+//! Memory footprint (issue 12): RSS of `appliance serve` right after a restart with 250 peers
+//! and 10,000 cron jobs, and where it goes.
+//!
+//! Two measurements, each against a baseline taken side by side in the same run:
+//! 1. **The whole binary**: four data directories (empty; 250 peers; 10,000 cron jobs; both),
+//!    each served by the real binary (`serve --listen 127.0.0.1:0`), rounds alternating. VmRSS
+//!    and VmHWM are read from /proc once the control socket answers (`peer list`) and again
+//!    after 2 s of idle. Bytes per peer = (peers − empty) / 250; bytes per job = (both −
+//!    peers) / 10,000.
+//! 2. **In process**, with a counting global allocator: live heap after opening the store,
+//!    after `Store::jobs()` (the decoded records held), and after dropping them again (what
+//!    the store itself keeps: redb's page cache), divided per job.
+//!
+//! Run: `cargo bench --bench footprint`. Figures: benches/RESULTS.md ("Memory").
+#![allow(clippy::disallowed_methods)] // benchmark: reads clocks and sleeps
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use appliance::model::JobRecord;
+use appliance::sched::{JobId, JobSpec};
+use appliance::store::Store;
+use jiff::Timestamp;
+use serde_json::json;
+
+/// Counts live heap bytes (allocations minus frees) of the whole bench process.
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        System.alloc_zeroed(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        System.realloc(p, l, new)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+const PEERS: usize = 250;
+const JOBS: usize = 10_000;
+const ROUNDS: usize = 3;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "appliance-bench-footprint-{}-{}-{tag}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod temp dir");
+        TempDir(p)
+    }
+    fn db(&self) -> PathBuf {
+        self.0.join("appliance.redb")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cli(bin: &Path, dir: &TempDir, args: &[&str]) {
+    let out = Command::new(bin)
+        .arg("--data-dir")
+        .arg(&dir.0)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run appliance");
+    assert!(
+        out.status.success(),
+        "appliance {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A cron job; expressions and zones vary the way a guild's do (1,440 distinct times, 4 zones).
+fn cron_job(i: usize, now: Timestamp) -> JobRecord {
+    let zone = ["Europe/Berlin", "America/New_York", "UTC", "Asia/Tokyo"][i % 4];
+    let body = json!({
+        "name": format!("raid-reminder-{i}"),
+        "trigger": {"cron": format!("{} {} * * THU", i % 60, i / 60 % 24), "timezone": zone},
+        "action": {"webhook": {
+            "url": format!("https://discord.com/api/webhooks/{i}/not-a-real-token"),
+            "body": {"content": "@raiders raid starts at 19:45 Berlin time"}
+        }},
+        "misfire_grace": "5m",
+        "retry": {"attempts": 3, "backoff": "10s"},
+        "metadata": {"channel": "announcements"}
+    });
+    let spec = JobSpec::from_json(&body, Some(now)).expect("valid job");
+    let next = spec.trigger.next_after(now);
+    JobRecord {
+        id: JobId::from_u64(0x5eed_0000_0000 + i as u64),
+        spec,
+        created_at_ms: now.as_millisecond() as u64,
+        updated_at_ms: now.as_millisecond() as u64,
+        created_by: "bench".into(),
+        next_fire_at: next,
+        paused_at_ms: None,
+    }
+}
+
+fn fill(bin: &Path, peers: usize, jobs: usize) -> TempDir {
+    let dir = TempDir::new(&format!("p{peers}-j{jobs}"));
+    cli(bin, &dir, &["init", "--endpoint", "127.0.0.1:51820"]);
+    for i in 0..peers {
+        cli(bin, &dir, &["peer", "add", &format!("member-{i}")]);
+    }
+    if jobs > 0 {
+        let store = Store::open(&dir.db()).expect("open store");
+        let now = Timestamp::now();
+        for i in 0..jobs {
+            assert!(store.insert_job(&cron_job(i, now), None).unwrap());
+        }
+    }
+    dir
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+struct Sample {
+    ready_ms: f64,
+    rss_ready: u64,
+    rss_idle: u64,
+    hwm: u64,
+}
+
+/// Serves `dir` until it is ready, reads its memory, idles 2 s, reads again, stops it.
+fn serve_once(bin: &Path, dir: &TempDir) -> Sample {
+    let sock = dir.0.join("control.sock");
+    let _ = std::fs::remove_file(&sock);
+    let t0 = Instant::now();
+    let mut child = Command::new(bin)
+        .arg("--data-dir")
+        .arg(&dir.0)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn appliance");
+    let ready_ms = loop {
+        if sock.exists() {
+            let ok = Command::new(bin)
+                .arg("--data-dir")
+                .arg(&dir.0)
+                .args(["peer", "list"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                break t0.elapsed().as_secs_f64() * 1e3;
+            }
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("appliance serve exited early: {st}");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "serve never ready");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let rss_ready = status_kib(child.id(), "VmRSS:");
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_idle = status_kib(child.id(), "VmRSS:");
+    let hwm = status_kib(child.id(), "VmHWM:");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    Sample {
+        ready_ms,
+        rss_ready,
+        rss_idle,
+        hwm,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "footprint bench: not run under `cargo test` (use `cargo bench --bench footprint`)"
+        );
+        return;
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_appliance"));
+    let t = Instant::now();
+    let dirs = [
+        ("empty", fill(bin, 0, 0)),
+        ("250 peers", fill(bin, PEERS, 0)),
+        ("10,000 cron jobs", fill(bin, 0, JOBS)),
+        ("250 peers + 10,000 cron jobs", fill(bin, PEERS, JOBS)),
+    ];
+    eprintln!("footprint setup in {:?}", t.elapsed());
+
+    // 1. The whole binary, rounds alternating over the four directories (one warm-up each).
+    for (_, d) in &dirs {
+        serve_once(bin, d);
+    }
+    let mut samples: Vec<Vec<Sample>> = dirs.iter().map(|_| vec![]).collect();
+    for _ in 0..ROUNDS {
+        for (i, (_, d)) in dirs.iter().enumerate() {
+            samples[i].push(serve_once(bin, d));
+        }
+    }
+    let med = |i: usize, f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
+    let mut out = String::from(
+        "| data | ready (ms) | VmRSS at ready (MiB) | VmRSS after 2 s idle (MiB) | VmHWM (MiB) |\n|---|---:|---:|---:|---:|\n",
+    );
+    for (i, (name, _)) in dirs.iter().enumerate() {
+        out.push_str(&format!(
+            "| {name} | {:.0} | {:.1} | {:.1} | {:.1} |\n",
+            med(i, |s| s.ready_ms),
+            med(i, |s| s.rss_ready as f64) / 1024.0,
+            med(i, |s| s.rss_idle as f64) / 1024.0,
+            med(i, |s| s.hwm as f64) / 1024.0,
+        ));
+    }
+    let idle = |i: usize| med(i, |s| s.rss_idle as f64) * 1024.0;
+    out.push_str(&format!(
+        "\nPer peer: {:.0} B of RSS ((250 peers − empty) / 250). Per job: {:.0} B of RSS \
+         ((both − 250 peers) / 10,000).\n",
+        (idle(1) - idle(0)) / PEERS as f64,
+        (idle(3) - idle(1)) / JOBS as f64,
+    ));
+
+    // 2. In process: the decoded records against what the store keeps.
+    let h0 = live();
+    let store = Store::open(&dirs[2].1.db()).expect("open store");
+    let h_open = live();
+    let loaded = store.jobs().expect("load jobs");
+    assert_eq!(loaded.rows.len(), JOBS);
+    let h_loaded = live();
+    drop(loaded);
+    let h_dropped = live();
+    drop(store);
+    out.push_str(&format!(
+        "\nIn process (live heap, counting allocator): open {} KiB; `Store::jobs()` records held \
+         {:.0} B per job; after dropping them the store keeps {} KiB (redb's cache and \
+         allocator state) = {:.0} B per job.\n",
+        (h_open - h0) / 1024,
+        (h_loaded - h_dropped) as f64 / JOBS as f64,
+        (h_dropped - h0) / 1024,
+        (h_dropped - h_open) as f64 / JOBS as f64,
+    ));
+    println!(
+        "\n## footprint bench ({:.0} s)\n\n{out}",
+        t.elapsed().as_secs_f64()
+    );
+}
