@@ -438,15 +438,21 @@ impl Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         let Some(db) = self.db.take() else { return };
-        if !self.read_only {
-            return;
-        }
         // redb's Drop commits its allocator state. On a handle repaired in the overlay that
         // commit can trip a debug assertion of redb's buddy allocator (debug builds only; in
-        // release it writes to the overlay and is thrown away). Nothing of it reaches the file.
+        // release it writes to the overlay and is thrown away). On a writable handle whose
+        // commit failed halfway (the disk filled up or came back during it), redb has already
+        // panicked once inside [`Store::commit`] and left its own locks poisoned, so its Drop
+        // panics again; the handle is being replaced because it is broken, and the reopen that
+        // follows repairs the file. Either way the panic must not escape into the store's
+        // lock and poison it for every later operation.
+        let read_only = self.read_only;
         let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
         if dropped.is_err() {
-            tracing::debug!("redb panicked while closing a read-only handle; ignored");
+            tracing::debug!(
+                read_only,
+                "redb panicked while closing a broken handle; ignored"
+            );
         }
     }
 }
@@ -1496,11 +1502,12 @@ impl Store {
     /// Damaged entries count by their size and are pruned like the rest (they are old history,
     /// not live state). A full scan; it runs once an hour.
     pub fn prune_audit(&self, cutoff_ms: u64, max_bytes: u64) -> Result<usize, StoreError> {
-        let db = self.writer()?;
-        let txn = db.begin_write()?;
-        let mut n = 0;
-        {
-            let mut table = txn.open_table(AUDIT)?;
+        // Decided on a read transaction: a sweep with nothing to do never takes the writer, so
+        // it writes nothing (no fsync every hour) and never races a write on a failing disk.
+        let doomed = {
+            let db = self.reader()?;
+            let txn = db.begin_read()?;
+            let table = txn.open_table(AUDIT)?;
             let mut rows = Vec::new();
             let mut total: u64 = 0;
             for row in table.iter()? {
@@ -1515,17 +1522,39 @@ impl Store {
             // The newest entry always stays: sequence numbers continue from it, so cursors
             // handed out earlier never come to mean other entries.
             rows.pop();
+            let mut doomed = Vec::new();
             for (seq, at_ms, size) in rows {
                 if at_ms >= cutoff_ms && total <= max_bytes {
                     break;
                 }
-                table.remove(seq)?;
+                doomed.push(seq);
                 total -= size;
-                n += 1;
+            }
+            doomed
+        };
+        self.remove_rows(AUDIT, &doomed)
+    }
+
+    /// Deletes the rows with these keys from `table` in one commit; nothing to delete writes
+    /// nothing. Returns how many there were.
+    fn remove_rows(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        keys: &[u64],
+    ) -> Result<usize, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
+        {
+            let mut t = txn.open_table(table)?;
+            for k in keys {
+                t.remove(*k)?;
             }
         }
         self.commit(txn)?;
-        Ok(n)
+        Ok(keys.len())
     }
 
     /// Audit entries, newest first: those with `seq < before` (all when `None`), at or after
@@ -1961,12 +1990,11 @@ impl Store {
 
     /// Deletes runs scheduled before `cutoff` that are no longer running; returns how many.
     pub fn prune_runs(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
-        let db = self.writer()?;
-        let txn = db.begin_write()?;
-        let mut n = 0;
-        {
-            let mut table = txn.open_table(RUNS)?;
-            let mut index = txn.open_table(JOB_RUNS)?;
+        // Decided on a read transaction, as in `prune_audit`: nothing to prune writes nothing.
+        let doomed = {
+            let db = self.reader()?;
+            let txn = db.begin_read()?;
+            let table = txn.open_table(RUNS)?;
             let mut doomed = Vec::new();
             // A full scan: ids grow with recording time, not with scheduled time (catch-up
             // after downtime records old fires late), and this runs once an hour.
@@ -1980,14 +2008,23 @@ impl Store {
                     doomed.push((k.value(), r.job_id.as_u64()));
                 }
             }
-            for (id, job) in doomed {
-                table.remove(id)?;
-                index.remove((job, id))?;
-                n += 1;
+            doomed
+        };
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(RUNS)?;
+            let mut index = txn.open_table(JOB_RUNS)?;
+            for (id, job) in &doomed {
+                table.remove(*id)?;
+                index.remove((*job, *id))?;
             }
         }
         self.commit(txn)?;
-        Ok(n)
+        Ok(doomed.len())
     }
 }
 
@@ -2613,6 +2650,20 @@ mod tests {
         assert!(store.health().writable);
         assert_eq!(store.jobs().unwrap().rows.len(), 1);
         assert!(store.insert_job(&job_record(2, "b"), None).unwrap());
+    }
+
+    /// The hourly sweeps decide on a read transaction: with nothing to prune they write
+    /// nothing, so they neither fail nor degrade the store on a full disk, and never race a
+    /// write there (which made the in-process full-disk API tests flaky).
+    #[test]
+    fn sweeps_with_nothing_to_prune_write_nothing() {
+        let disk = testing::Disk::default();
+        let store = disk.store();
+        store.insert_job(&job_record(1, "a"), None).unwrap();
+        disk.set_failing(true);
+        assert_eq!(store.prune_runs(Timestamp::MAX).unwrap(), 0);
+        assert_eq!(store.prune_audit(0, u64::MAX).unwrap(), 0);
+        assert!(store.health().writable, "{:?}", store.health());
     }
 
     #[test]
