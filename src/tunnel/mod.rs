@@ -519,11 +519,16 @@ impl Router {
     /// after every batch of datagrams.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
-        if self.next_limiter_reset.is_none_or(|t| now >= t) {
-            self.sources.clear();
-            self.other_sources = SourceCount::default();
-            self.work_left = HANDSHAKES_PER_SECOND;
-            self.next_limiter_reset = Some(now + RATE_LIMIT_RESET);
+        match self.next_limiter_reset {
+            // The first second began with the router; what came before counts in it.
+            None => self.next_limiter_reset = Some(now + RATE_LIMIT_RESET),
+            Some(t) if now >= t => {
+                self.sources.clear();
+                self.other_sources = SourceCount::default();
+                self.work_left = HANDSHAKES_PER_SECOND;
+                self.next_limiter_reset = Some(now + RATE_LIMIT_RESET);
+            }
+            Some(_) => {}
         }
         self.note_queue();
         for _ in 0..HANDSHAKES_PER_TURN.min(self.work_left) {
