@@ -528,7 +528,7 @@ fn stranger_initiations(server: &peers::PublicKey, n: u32) -> Vec<Vec<u8>> {
 
 /// 200 valid-mac1 initiations from random keys arrive with every step, all the time: the phone
 /// still handshakes without a cookie round trip (its address is quiet), connects and gets 20
-/// answers, well within 5 s of virtual time; the attacker gets a few cookie replies, no more.
+/// answers, well within 5 s of virtual time; the attacker gets a few cookie replies at most.
 #[test]
 fn a_handshake_flood_does_not_keep_the_phone_from_connecting_or_being_served() {
     simulate(async {

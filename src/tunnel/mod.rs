@@ -19,8 +19,10 @@
 //!   sent [`QUIET_PER_SOURCE`] handshakes this second must prove it owns its address with a
 //!   cookie (mac2): without one it gets a cookie reply (at most [`COOKIE_REPLIES_PER_SOURCE`]
 //!   per second, the rest is dropped); with one its initiation goes ahead of the others (at
-//!   most [`COOKIE_HANDSHAKES_PER_SOURCE`] per second). A quiet source, such as a phone coming
-//!   online while someone else floods, is served without the cookie round trip.
+//!   most [`COOKIE_HANDSHAKES_PER_SOURCE`] per second). Past [`FLOODING_PER_SOURCE`] messages
+//!   in a second a source is flooding, and the rest of its messages are dropped on a table
+//!   lookup, before mac1. A quiet source, such as a phone coming online while someone else
+//!   floods, is served without the cookie round trip.
 //! - Initiations are then routed by the sender's static key.
 //! - Every other message is routed by its receiver index: a random 24-bit index per peer,
 //!   never reused in the life of the router.
@@ -70,6 +72,10 @@ pub const QUIET_PER_SOURCE: u32 = 2;
 pub const COOKIE_HANDSHAKES_PER_SOURCE: u32 = 20;
 /// Under load: cookie replies a source address gets per second; a flood gets no more.
 pub const COOKIE_REPLIES_PER_SOURCE: u32 = 4;
+/// Under load: handshake messages per second after which a source address is flooding; the
+/// rest of its messages that second are dropped on a table lookup, before mac1 or any copy.
+pub const FLOODING_PER_SOURCE: u32 =
+    2 * (QUIET_PER_SOURCE + COOKIE_HANDSHAKES_PER_SOURCE + COOKIE_REPLIES_PER_SOURCE);
 /// Source addresses counted per second; further new ones share one counter.
 pub const TRACKED_SOURCES: usize = 16_384;
 /// Largest UDP payload we produce: an MTU-sized packet plus WireGuard overhead.
@@ -138,6 +144,19 @@ pub struct RouterStats {
     pub handshake_queue: u64,
 }
 
+/// This second's count of a source address (the shared one beyond [`TRACKED_SOURCES`]).
+fn source_count<'a>(
+    sources: &'a mut HashMap<IpAddr, SourceCount>,
+    others: &'a mut SourceCount,
+    ip: IpAddr,
+) -> &'a mut SourceCount {
+    if sources.len() < TRACKED_SOURCES || sources.contains_key(&ip) {
+        sources.entry(ip).or_default()
+    } else {
+        others
+    }
+}
+
 /// A handshake message that passed the cheap checks and waits for its X25519 work.
 struct Pending {
     from: SocketAddr,
@@ -147,6 +166,8 @@ struct Pending {
 /// What one source address sent this second (see the module docs).
 #[derive(Default, Clone, Copy)]
 struct SourceCount {
+    /// Handshake messages seen (before any check).
+    seen: u32,
     handshakes: u32,
     cookie_replies: u32,
 }
@@ -295,6 +316,14 @@ impl Router {
             self.stats.dropped_unknown_peer += 1;
             return;
         }
+        // A flooding source under load costs one table lookup per message.
+        let under_load = self.under_load();
+        let source = source_count(&mut self.sources, &mut self.other_sources, from.ip());
+        source.seen = source.seen.saturating_add(1);
+        if under_load && source.seen > FLOODING_PER_SOURCE {
+            self.stats.dropped_rate_limited += 1;
+            return;
+        }
         // mac1 (one keyed BLAKE2s) before anything else: only senders that know our public key
         // get further. Cookie replies carry no mac1.
         let mut reply = [0u8; 64];
@@ -316,16 +345,7 @@ impl Router {
     /// docs. Only initiations are ever answered with a cookie reply.
     fn admit(&mut self, from: SocketAddr, datagram: &[u8], initiation: bool) {
         let under_load = self.under_load();
-        let tracked = self.sources.len() < TRACKED_SOURCES;
-        let source = match self.sources.get_mut(&from.ip()) {
-            Some(s) => s,
-            None if tracked => self.sources.entry(from.ip()).or_default(),
-            None => &mut self.other_sources,
-        };
-        let pending = Pending {
-            from,
-            datagram: datagram.to_vec(),
-        };
+        let source = source_count(&mut self.sources, &mut self.other_sources, from.ip());
         let lane = if !under_load || source.handshakes < QUIET_PER_SOURCE {
             &mut self.lane
         } else if !initiation {
@@ -362,7 +382,10 @@ impl Router {
             return;
         }
         source.handshakes += 1;
-        lane.push_back(pending);
+        lane.push_back(Pending {
+            from,
+            datagram: datagram.to_vec(),
+        });
         self.note_queue();
     }
 
