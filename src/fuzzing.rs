@@ -49,11 +49,14 @@ pub struct RouterWorld {
     pub router: Router,
     pub client: Tunn,
     pub from: SocketAddr,
+    /// The router's (fixed) time: handshake work runs in `handle_timeout`.
+    now: std::time::Instant,
     buf: Vec<u8>,
 }
 
 impl RouterWorld {
     /// Builds the world and completes one handshake, so data messages reach a real session.
+    #[allow(clippy::disallowed_methods)] // any fixed instant will do; the router only compares
     pub fn new() -> RouterWorld {
         let mut rng = ChaCha20Rng::seed_from_u64(13);
         let server = PrivateKey::generate(&mut rng);
@@ -80,6 +83,7 @@ impl RouterWorld {
             router,
             client,
             from: SocketAddr::from(([127, 0, 0, 1], 51000)),
+            now: std::time::Instant::now(),
             buf: vec![0u8; MAX_DATAGRAM],
         };
         let init = match world
@@ -100,6 +104,7 @@ impl RouterWorld {
         let mut sent = Vec::new();
         // Bounded: each round trip is one message; a handshake needs two.
         for _ in 0..8 {
+            self.router.handle_timeout(self.now);
             let Some(t) = self.router.poll_transmit() else {
                 break;
             };

@@ -104,3 +104,34 @@ fn router_world_has_a_live_session() {
     let inbound = world.router.poll_inbound().expect("the packet got through");
     assert_eq!(inbound.packet, packet);
 }
+
+/// Calendar days one `cron_tz` input may make the cron code walk: the satisfiability scan of
+/// both parses, and four searches that each end within 400 years (146,097 days).
+const CRON_DAYS_PER_INPUT: u64 =
+    2 * appliance::sched::trigger::SATISFIABLE_SCAN_DAYS as u64 + 4 * 146_097;
+
+/// No `cron_tz` input makes the cron search walk unbounded: `*/15 * * * +` (an empty weekday
+/// field) once walked day by day to year 5000, about 11 s under the fuzzer. Measured in days
+/// walked, not seconds, so a loaded machine cannot hide or fake it.
+#[test]
+fn cron_tz_inputs_walk_a_bounded_number_of_days() {
+    use appliance::sched::trigger::cron_days_searched;
+    let dir = corpus_dir("cron_tz");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("fuzz/corpus/cron_tz")
+        .map(|e| e.expect("readable corpus directory").path())
+        .collect();
+    files.sort();
+    assert!(files.iter().any(|f| f.ends_with("slow-empty-weekday")));
+    for file in &files {
+        let data = std::fs::read(file).expect("readable corpus file");
+        let before = cron_days_searched();
+        appliance::fuzzing::cron_tz(&data);
+        let walked = cron_days_searched() - before;
+        assert!(
+            walked <= CRON_DAYS_PER_INPUT,
+            "{}: the cron code walked {walked} days (limit {CRON_DAYS_PER_INPUT})",
+            file.display()
+        );
+    }
+}

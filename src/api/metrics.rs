@@ -93,9 +93,21 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
     );
     e.single(
         "appliance_wireguard_cookie_replies_total",
-        "Cookie replies sent because handshakes arrived over the rate limit.",
+        "Cookie replies sent because the handshake queue was under load.",
         "counter",
         load(&m.cookie_replies),
+    );
+    e.single(
+        "appliance_wireguard_handshakes_dropped_total",
+        "Handshake messages dropped under load: the queue was full, or a loud source had no cookie.",
+        "counter",
+        load(&m.dropped_handshake_overload) + load(&m.dropped_rate_limited),
+    );
+    e.single(
+        "appliance_wireguard_handshake_queue",
+        "Handshake messages waiting for their key exchange work.",
+        "gauge",
+        load(&m.handshake_queue),
     );
     e.family(
         "appliance_peer_receive_bytes_total",

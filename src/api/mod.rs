@@ -1264,10 +1264,8 @@ mod tests {
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 
-    // Flaky in-process (about 1 run in 3): the scheduler's background store work races the
-    // test on the failing in-memory disk and trips redb's debug assertions. The same 507 and
-    // degraded health are proven on a real full tmpfs by interop_jobs::a_full_disk_… .
-    #[ignore = "races redb debug assertions on the in-memory failing disk; see interop_jobs::a_full_disk_…"]
+    // Deterministic: the scheduler's startup sweep (prune) writes nothing on an empty store,
+    // so only the test's own operations touch the failing disk.
     #[tokio::test]
     async fn a_full_disk_answers_507_with_a_sentence_and_health_says_degraded() {
         let disk = crate::store::testing::Disk::default();
@@ -1340,10 +1338,8 @@ mod tests {
         assert!(!task_call(&who(Officer), "/api/v1/tasks/12/ack"));
     }
 
-    // Flaky in-process (about 1 run in 3): the scheduler's background store work races the
-    // test on the failing in-memory disk and trips redb's debug assertions. The same 507 and
-    // degraded health are proven on a real full tmpfs by interop_jobs::a_full_disk_… .
-    #[ignore = "races redb debug assertions on the in-memory failing disk; see interop_jobs::a_full_disk_…"]
+    // Deterministic: the scheduler's startup sweep (prune) writes nothing on an empty store,
+    // so only the test's own operations touch the failing disk.
     #[tokio::test]
     async fn endpoint_put_is_refused_whole_on_a_full_disk_and_live_after() {
         let disk = crate::store::testing::Disk::default();

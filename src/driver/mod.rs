@@ -73,6 +73,10 @@ pub struct Metrics {
     pub dropped_unroutable_out: AtomicU64,
     pub cookie_replies: AtomicU64,
     pub handshakes: AtomicU64,
+    pub dropped_handshake_overload: AtomicU64,
+    pub dropped_rate_limited: AtomicU64,
+    /// Handshake messages waiting for their X25519 work right now.
+    pub handshake_queue: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
     /// TCP connections the netstack holds right now (half-open included).
@@ -98,6 +102,12 @@ impl Metrics {
         self.cookie_replies
             .store(r.cookie_replies, Ordering::Relaxed);
         self.handshakes.store(r.handshakes, Ordering::Relaxed);
+        self.dropped_handshake_overload
+            .store(r.dropped_handshake_overload, Ordering::Relaxed);
+        self.dropped_rate_limited
+            .store(r.dropped_rate_limited, Ordering::Relaxed);
+        self.handshake_queue
+            .store(r.handshake_queue, Ordering::Relaxed);
         self.connections_accepted
             .store(n.accepted, Ordering::Relaxed);
         self.connections_refused

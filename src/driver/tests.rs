@@ -89,7 +89,17 @@ struct World {
     receiver_indices: Vec<u32>,
     accepted: usize,
     data_dir: PathBuf,
+    server_public: peers::PublicKey,
+    /// Datagrams an attacker at [`ATTACKER`] sends, `flood_per_step` of them in every step.
+    flood: Vec<Vec<u8>>,
+    flood_per_step: usize,
+    /// Datagrams the appliance sent to the attacker (cookie replies).
+    flood_replies: usize,
 }
+
+/// Where the flooding attacker sends from (a value only: nothing is sent).
+const ATTACKER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 66)), 6666);
 
 type Shared = Arc<Mutex<World>>;
 
@@ -200,6 +210,10 @@ impl World {
             receiver_indices: Vec::new(),
             accepted: 0,
             data_dir,
+            server_public: server_key.public_key(),
+            flood: Vec::new(),
+            flood_per_step: 0,
+            flood_replies: 0,
         }))
     }
 
@@ -232,6 +246,10 @@ impl World {
         while let Ok(cmd) = self.commands.try_recv() {
             self.engine.handle_command(cmd);
         }
+        for i in 0..self.flood_per_step {
+            self.engine
+                .handle_datagram(ATTACKER, &self.flood[i % self.flood.len()]);
+        }
         while let Some(d) = self.to_server.pop_front() {
             if d[0] == DATA {
                 let idx = u32::from_le_bytes(d[4..8].try_into().unwrap());
@@ -244,6 +262,10 @@ impl World {
         }
         self.deadline = self.engine.turn(self.origin + self.now);
         while let Some(t) = self.engine.poll_transmit() {
+            if t.dst == ATTACKER {
+                self.flood_replies += 1;
+                continue;
+            }
             assert_eq!(t.dst, PHONE_UDP);
             moved = true;
             if let Some(lose) = &mut self.drop_to_phone {
@@ -480,6 +502,66 @@ fn handshake_then_whoami_through_the_whole_stack() {
             w.engine.router().endpoint_of(PHONE),
             Some(PHONE_UDP),
             "the peer's endpoint is its authenticated source"
+        );
+    });
+}
+
+/// Handshake initiations with a valid mac1 for `server` from `n` random keys it does not know.
+fn stranger_initiations(server: &peers::PublicKey, n: u32) -> Vec<Vec<u8>> {
+    let mut rng = ChaCha20Rng::seed_from_u64(99);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    (0..n)
+        .map(|i| {
+            let key = PrivateKey::generate(&mut rng);
+            let mut t = Tunn::new(
+                StaticSecret::from(*key.as_bytes()),
+                XPublic::from(*server.as_bytes()),
+                None,
+                None,
+                i,
+                None,
+            );
+            match t.format_handshake_initiation(&mut buf, false) {
+                TunnResult::WriteToNetwork(p) => p.to_vec(),
+                other => panic!("no initiation: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+/// 200 valid-mac1 initiations from random keys arrive with every step, all the time: the phone
+/// still handshakes without a cookie round trip (its address is quiet), connects and gets 20
+/// answers, well within 5 s of virtual time; the attacker gets a few cookie replies at most.
+#[test]
+fn a_handshake_flood_does_not_keep_the_phone_from_connecting_or_being_served() {
+    simulate(async {
+        let world = World::new("flood");
+        let started = {
+            let mut w = world.lock().unwrap();
+            w.flood = stranger_initiations(&w.server_public, 8);
+            w.flood_per_step = 200;
+            w.now
+        };
+        let mut http = http_client(&world).await;
+        for _ in 0..20 {
+            let (status, body) = get(&world, &mut http, "/api/v1/whoami").await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["peer"], "leader");
+        }
+        let w = world.lock().unwrap();
+        let took = w.now - started;
+        assert!(
+            took < Duration::from_secs(5),
+            "took {took:?} of virtual time"
+        );
+        let (router, _) = w.engine.stats();
+        assert_eq!(router.handshakes, 1);
+        assert!(router.dropped_rate_limited > 0, "{router:?}");
+        let seconds = took.as_secs() as usize + 1;
+        assert!(
+            w.flood_replies <= crate::tunnel::COOKIE_REPLIES_PER_SOURCE as usize * seconds,
+            "{} replies to the attacker in {took:?}",
+            w.flood_replies
         );
     });
 }

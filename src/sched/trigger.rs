@@ -252,13 +252,10 @@ impl CronExpr {
                 cron,
             }),
         };
-        // A pattern like `0 0 30 2 *` parses but never matches; croner then searches to year
-        // 5000 on every call. Reject it once, here. Every satisfiable pattern (no year field)
-        // matches within any 28-year span, so the search from 2000 settles it.
-        if expr
-            .next_civil_after(DateTime::constant(2000, 1, 1, 0, 0, 0, 0))
-            .is_none()
-        {
+        // A pattern like `0 0 30 2 *` (or `* * * * +`, whose empty day-of-week croner accepts)
+        // parses but never matches; croner would then walk day by day to year 5000 on every
+        // search (seconds per call). Reject it once, here, with a bounded scan of our own.
+        if !expr.is_satisfiable() {
             return Err(CronExprError::NeverMatches);
         }
         Ok(expr)
@@ -270,15 +267,78 @@ impl CronExpr {
         std::sync::Arc::ptr_eq(&self.compiled, &other.compiled)
     }
 
+    /// Whether some wall-clock time matches. The time-of-day fields are independent of the
+    /// date, so they are checked value by value; the date fields repeat with the weekdays every
+    /// 28 years from 1901 to 2099, so one scan of [`SATISFIABLE_SCAN_DAYS`] days from 2000-01-01
+    /// settles them. A match found there recurs 400 years later on the same weekday, so every
+    /// later search by croner finds a match within 400 years too.
+    fn is_satisfiable(&self) -> bool {
+        let p = &self.compiled.cron.pattern;
+        let any = |n: u32, f: &dyn Fn(u32) -> Result<bool, croner::errors::CronError>| {
+            (0..n).any(|v| f(v).unwrap_or(false))
+        };
+        any(60, &|v| p.second_match(v))
+            && any(60, &|v| p.minute_match(v))
+            && any(24, &|v| p.hour_match(v))
+            && self
+                .first_matching_date(jiff::civil::date(2000, 1, 1), SATISFIABLE_SCAN_DAYS)
+                .is_some()
+    }
+
+    /// The first date from `from` on, within `days` days, whose month and day fields match.
+    /// Counts the days it examines in [`cron_days_searched`].
+    fn first_matching_date(&self, from: jiff::civil::Date, days: u32) -> Option<jiff::civil::Date> {
+        let p = &self.compiled.cron.pattern;
+        let mut date = from;
+        for n in 1..=days {
+            let weekday = croner::Weekday::from_days_from_sunday(
+                date.weekday().to_sunday_zero_offset() as u32,
+            );
+            let (y, m, d) = (date.year().into(), date.month() as u32, date.day() as u32);
+            let hit =
+                p.month_match(m).unwrap_or(false) && p.day_match(y, m, d, weekday).unwrap_or(false);
+            if hit || n == days {
+                DAYS_SEARCHED.with(|c| c.set(c.get() + u64::from(n)));
+                return hit.then_some(date);
+            }
+            date = date.tomorrow().ok()?;
+        }
+        None
+    }
+
     /// The expression as given (trimmed, single spaces between fields).
     pub fn as_str(&self) -> &str {
         &self.compiled.source
     }
 
-    /// The first matching wall-clock time strictly after `cursor`, to the second.
+    /// The first matching wall-clock time strictly after `cursor`, to the second. The pattern
+    /// is satisfiable (checked by [`CronExpr::parse`]), so croner's walk ends within 400 years
+    /// of `cursor`; the calendar days it spans count in [`cron_days_searched`].
     fn next_civil_after(&self, cursor: DateTime) -> Option<DateTime> {
-        self.compiled.cron.find_next_occurrence(&cursor, false).ok()
+        let found = self.compiled.cron.find_next_occurrence(&cursor, false).ok();
+        let end = found.map_or(DateTime::MAX, |f| f);
+        let span = cursor
+            .date()
+            .until((jiff::Unit::Day, end.date()))
+            .map_or(i64::MAX, |s| i64::from(s.get_days()));
+        DAYS_SEARCHED.with(|c| c.set(c.get().saturating_add(span.unsigned_abs())));
+        found
     }
+}
+
+/// Days from 2000-01-01 that [`CronExpr::parse`] scans for a matching date: 28 years, one
+/// cycle of dates and weekdays.
+pub const SATISFIABLE_SCAN_DAYS: u32 = 10_227;
+
+thread_local! {
+    static DAYS_SEARCHED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Calendar days that cron parsing and searching on this thread have walked so far: the days
+/// the satisfiability scan examined plus the span of every croner search (a failed one counts to
+/// the end of time). A clock-free measure of work, for the fuzz corpus test to bound per input.
+pub fn cron_days_searched() -> u64 {
+    DAYS_SEARCHED.with(|c| c.get())
 }
 
 impl PartialEq for CronExpr {

@@ -112,11 +112,12 @@ impl Store {
     /// Damaged entries count by their size and are pruned like the rest (they are old history,
     /// not live state). A full scan; it runs once an hour.
     pub fn prune_audit(&self, cutoff_ms: u64, max_bytes: u64) -> Result<usize, StoreError> {
-        let db = self.writer()?;
-        let txn = db.begin_write()?;
-        let mut n = 0;
-        {
-            let mut table = txn.open_table(AUDIT)?;
+        // Decided on a read transaction: a sweep with nothing to do never takes the writer, so
+        // it writes nothing (no fsync every hour) and never races a write on a failing disk.
+        let doomed = {
+            let db = self.reader()?;
+            let txn = db.begin_read()?;
+            let table = txn.open_table(AUDIT)?;
             let mut rows = decode_rows(&table, |seq, v| {
                 let at_ms = decode_audit(seq, v).map(|e| e.at_ms).unwrap_or(0);
                 (seq, at_ms, v.len() as u64)
@@ -125,17 +126,29 @@ impl Store {
             // The newest entry always stays: sequence numbers continue from it, so cursors
             // handed out earlier never come to mean other entries.
             rows.pop();
+            let mut doomed = Vec::new();
             for (seq, at_ms, size) in rows {
                 if at_ms >= cutoff_ms && total <= max_bytes {
                     break;
                 }
-                table.remove(seq)?;
+                doomed.push(seq);
                 total -= size;
-                n += 1;
+            }
+            doomed
+        };
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(AUDIT)?;
+            for seq in &doomed {
+                table.remove(*seq)?;
             }
         }
         self.commit(txn)?;
-        Ok(n)
+        Ok(doomed.len())
     }
 
     /// Audit entries, newest first: those with `seq < before` (all when `None`), at or after

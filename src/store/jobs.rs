@@ -380,16 +380,15 @@ impl Store {
 
     /// Deletes runs scheduled before `cutoff` that are no longer running; returns how many.
     pub fn prune_runs(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
-        let db = self.writer()?;
-        let txn = db.begin_write()?;
-        let mut n = 0;
-        {
-            let mut table = txn.open_table(RUNS)?;
-            let mut index = txn.open_table(JOB_RUNS)?;
+        // Decided on a read transaction, as in `prune_audit`: nothing to prune writes nothing.
+        let doomed: Vec<(u64, u64)> = {
+            let db = self.reader()?;
+            let txn = db.begin_read()?;
+            let table = txn.open_table(RUNS)?;
             // A full scan: ids grow with recording time, not with scheduled time (catch-up
             // after downtime records old fires late), and this runs once an hour.
             // A damaged run is left for `appliance doctor`, not pruned blindly.
-            let doomed: Vec<(u64, u64)> = decode_rows(&table, |id, v| {
+            decode_rows(&table, |id, v| {
                 decode_run(id, v)
                     .ok()
                     .filter(|r| r.scheduled_at < cutoff && !r.status.is_open())
@@ -397,14 +396,22 @@ impl Store {
             })?
             .into_iter()
             .flatten()
-            .collect();
-            for (id, job) in doomed {
-                table.remove(id)?;
-                index.remove((job, id))?;
-                n += 1;
+            .collect()
+        };
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let db = self.writer()?;
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(RUNS)?;
+            let mut index = txn.open_table(JOB_RUNS)?;
+            for (id, job) in &doomed {
+                table.remove(*id)?;
+                index.remove((*job, *id))?;
             }
         }
         self.commit(txn)?;
-        Ok(n)
+        Ok(doomed.len())
     }
 }

@@ -166,15 +166,21 @@ impl Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         let Some(db) = self.db.take() else { return };
-        if !self.read_only {
-            return;
-        }
         // redb's Drop commits its allocator state. On a handle repaired in the overlay that
         // commit can trip a debug assertion of redb's buddy allocator (debug builds only; in
-        // release it writes to the overlay and is thrown away). Nothing of it reaches the file.
+        // release it writes to the overlay and is thrown away). On a writable handle whose
+        // commit failed halfway (the disk filled up or came back during it), redb has already
+        // panicked once inside [`Store::commit`] and left its own locks poisoned, so its Drop
+        // panics again; the handle is being replaced because it is broken, and the reopen that
+        // follows repairs the file. Either way the panic must not escape into the store's
+        // lock and poison it for every later operation.
+        let read_only = self.read_only;
         let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
         if dropped.is_err() {
-            tracing::debug!("redb panicked while closing a read-only handle; ignored");
+            tracing::debug!(
+                read_only,
+                "redb panicked while closing a broken handle; ignored"
+            );
         }
     }
 }

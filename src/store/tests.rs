@@ -358,6 +358,20 @@ fn recover_clears_the_condition_only_once_a_commit_succeeds() {
     assert!(store.insert_job(&job_record(2, "b"), None).unwrap());
 }
 
+/// The hourly sweeps decide on a read transaction: with nothing to prune they write
+/// nothing, so they neither fail nor degrade the store on a full disk, and never race a
+/// write there (which made the in-process full-disk API tests flaky).
+#[test]
+fn sweeps_with_nothing_to_prune_write_nothing() {
+    let disk = testing::Disk::default();
+    let store = disk.store();
+    store.insert_job(&job_record(1, "a"), None).unwrap();
+    disk.set_failing(true);
+    assert_eq!(store.prune_runs(Timestamp::MAX).unwrap(), 0);
+    assert_eq!(store.prune_audit(0, u64::MAX).unwrap(), 0);
+    assert!(store.health().writable, "{:?}", store.health());
+}
+
 #[test]
 fn io_errors_are_classified() {
     assert!(is_disk_full(&std::io::Error::from_raw_os_error(28)));

@@ -8,8 +8,22 @@
 //! packets for the netstack). [`Router::poll_timeout`] is the next deadline.
 //!
 //! Contract:
-//! - Handshake initiations are checked for mac1 (and, under load, answered with a cookie reply)
-//!   *before* any X25519 work, then routed by the sender's static key.
+//! - Data messages of established sessions are handled at once, in [`Router::handle_datagram`].
+//!   Handshake messages only pass the cheap checks there (type and exact length, then mac1, and
+//!   under load mac2) and wait in a bounded queue; [`Router::handle_timeout`] does their X25519
+//!   work, at most [`HANDSHAKES_PER_TURN`] per call and [`HANDSHAKES_PER_SECOND`] per second,
+//!   so a handshake flood can never take the time that data needs (wireguard-go's handshake
+//!   queue, on one thread).
+//! - Load is measured by that queue: from [`UNDER_LOAD_QUEUE`] waiting messages, and for
+//!   [`UNDER_LOAD_FOR`] after, the router is under load. Then a source address that already
+//!   sent [`QUIET_PER_SOURCE`] handshakes this second must prove it owns its address with a
+//!   cookie (mac2): without one it gets a cookie reply (at most [`COOKIE_REPLIES_PER_SOURCE`]
+//!   per second, the rest is dropped); with one its initiation goes ahead of the others (at
+//!   most [`COOKIE_HANDSHAKES_PER_SOURCE`] per second). Past [`FLOODING_PER_SOURCE`] messages
+//!   in a second a source is flooding, and the rest of its messages are dropped on a table
+//!   lookup, before mac1. A quiet source, such as a phone coming online while someone else
+//!   floods, is served without the cookie round trip.
+//! - Initiations are then routed by the sender's static key.
 //! - Every other message is routed by its receiver index: a random 24-bit index per peer,
 //!   never reused in the life of the router.
 //! - A peer's endpoint changes only after a packet from it authenticates.
@@ -36,11 +50,34 @@ pub use peer::{Peer, PeerConfig};
 
 /// How often every peer's timers run.
 pub const TICK: Duration = Duration::from_millis(250);
-/// How often the handshake rate limiter's counter is reset.
+/// How often the per-second handshake budgets and per-source counters start over.
 pub const RATE_LIMIT_RESET: Duration = Duration::from_secs(1);
-/// Handshake messages per second (before cookies are demanded). Each initiation passes the
-/// shared limiter twice (our mac1 pre-check and boringtun's own check), hence the factor 2.
-pub const HANDSHAKES_PER_SECOND: u64 = 2 * 50;
+/// Handshake messages (initiations, responses, cookie replies) that may wait for their X25519
+/// work; beyond it they are dropped (wireguard-go's queue size).
+pub const HANDSHAKE_QUEUE: usize = 1024;
+/// Waiting handshake messages from which the router is under load (wireguard-go: 1/8).
+pub const UNDER_LOAD_QUEUE: usize = HANDSHAKE_QUEUE / 8;
+/// How long the router stays under load after the queue was last that long.
+pub const UNDER_LOAD_FOR: Duration = Duration::from_secs(1);
+/// Handshake messages handled per [`Router::handle_timeout`] (one driver turn): data that
+/// arrived meanwhile never waits behind more than this much X25519 work.
+pub const HANDSHAKES_PER_TURN: u32 = 8;
+/// Handshake messages handled per second at most. A handshake costs a few X25519 operations
+/// (tens of microseconds each), so this bounds handshake work to a few percent of one core.
+pub const HANDSHAKES_PER_SECOND: u32 = 200;
+/// Under load: handshake messages per second a source address may send without a cookie.
+pub const QUIET_PER_SOURCE: u32 = 2;
+/// Under load: initiations with a valid cookie a source address may send per second, on top of
+/// its quiet ones (wireguard-go's per-address limit).
+pub const COOKIE_HANDSHAKES_PER_SOURCE: u32 = 20;
+/// Under load: cookie replies a source address gets per second; a flood gets no more.
+pub const COOKIE_REPLIES_PER_SOURCE: u32 = 4;
+/// Under load: handshake messages per second after which a source address is flooding; the
+/// rest of its messages that second are dropped on a table lookup, before mac1 or any copy.
+pub const FLOODING_PER_SOURCE: u32 =
+    2 * (QUIET_PER_SOURCE + COOKIE_HANDSHAKES_PER_SOURCE + COOKIE_REPLIES_PER_SOURCE);
+/// Source addresses counted per second; further new ones share one counter.
+pub const TRACKED_SOURCES: usize = 16_384;
 /// Largest UDP payload we produce: an MTU-sized packet plus WireGuard overhead.
 pub const MAX_DATAGRAM: usize = 65535;
 
@@ -67,6 +104,11 @@ pub struct Handshake {
     pub from: SocketAddr,
 }
 
+/// Message type of a handshake initiation (WireGuard wire format).
+const HANDSHAKE_INIT: u8 = 1;
+/// Message type of a cookie reply.
+const HANDSHAKE_COOKIE: u8 = 3;
+
 /// Handshake events kept until [`Router::poll_handshake`] takes them.
 pub const MAX_EVENTS: usize = 1024;
 
@@ -89,17 +131,68 @@ pub struct RouterStats {
     pub dropped_unroutable_in: u64,
     /// An outbound IP packet for an address no peer owns, or a peer with no endpoint yet.
     pub dropped_unroutable_out: u64,
-    /// Cookie replies sent because handshakes arrived faster than the limit.
+    /// Cookie replies sent because the router is under load.
     pub cookie_replies: u64,
     /// Authenticated handshakes answered.
     pub handshakes: u64,
+    /// Handshake messages dropped because the handshake queue was full.
+    pub dropped_handshake_overload: u64,
+    /// Handshake messages dropped under load: a loud source without a cookie beyond its cookie
+    /// replies, or with one beyond its per-second share.
+    pub dropped_rate_limited: u64,
+    /// Handshake messages waiting for their X25519 work right now.
+    pub handshake_queue: u64,
+}
+
+/// This second's count of a source address (the shared one beyond [`TRACKED_SOURCES`]).
+fn source_count<'a>(
+    sources: &'a mut HashMap<IpAddr, SourceCount>,
+    others: &'a mut SourceCount,
+    ip: IpAddr,
+) -> &'a mut SourceCount {
+    if sources.len() < TRACKED_SOURCES || sources.contains_key(&ip) {
+        sources.entry(ip).or_default()
+    } else {
+        others
+    }
+}
+
+/// A handshake message that passed the cheap checks and waits for its X25519 work.
+struct Pending {
+    from: SocketAddr,
+    datagram: Vec<u8>,
+}
+
+/// What one source address sent this second (see the module docs).
+#[derive(Default, Clone, Copy)]
+struct SourceCount {
+    /// Handshake messages seen (before any check).
+    seen: u32,
+    handshakes: u32,
+    cookie_replies: u32,
 }
 
 /// The sans-IO WireGuard router. See the module docs for the contract.
 pub struct Router {
     secret: StaticSecret,
     public: XPublic,
-    limiter: Arc<RateLimiter>,
+    /// Checks mac1 only (it is never under load). Shared with every peer's `Tunn`, whose own
+    /// check must never answer with a cookie: when to demand one is decided here.
+    mac1: Arc<RateLimiter>,
+    /// Always under load: checks mac2 and makes cookie replies.
+    cookies: RateLimiter,
+    /// Handshake messages with a valid cookie: served first.
+    cookie_lane: VecDeque<Pending>,
+    /// The other handshake messages, first come first served.
+    lane: VecDeque<Pending>,
+    sources: HashMap<IpAddr, SourceCount>,
+    /// The shared count of sources beyond [`TRACKED_SOURCES`].
+    other_sources: SourceCount,
+    /// Handshake messages still allowed this second.
+    work_left: u32,
+    /// The time of the last [`Router::handle_timeout`].
+    now: Option<Instant>,
+    under_load_until: Option<Instant>,
     peers: HashMap<u32, Peer>,
     by_key: HashMap<[u8; 32], u32>,
     /// Exact-address routes (/32 allowed IPs), the common case.
@@ -129,7 +222,15 @@ impl Router {
         let secret = StaticSecret::from(*server_key.as_bytes());
         let public = XPublic::from(&secret);
         Router {
-            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKES_PER_SECOND)),
+            mac1: Arc::new(RateLimiter::new(&public, u64::MAX)),
+            cookies: RateLimiter::new(&public, 0),
+            cookie_lane: VecDeque::new(),
+            lane: VecDeque::new(),
+            sources: HashMap::new(),
+            other_sources: SourceCount::default(),
+            work_left: HANDSHAKES_PER_SECOND,
+            now: None,
+            under_load_until: None,
             secret,
             public,
             peers: HashMap::new(),
@@ -166,7 +267,7 @@ impl Router {
             }
         }
         self.by_key.insert(*config.public_key.as_bytes(), index);
-        let peer = Peer::new(&self.secret, config, index, self.limiter.clone());
+        let peer = Peer::new(&self.secret, config, index, self.mac1.clone());
         self.peers.insert(index, peer);
         Ok(index)
     }
@@ -191,36 +292,122 @@ impl Router {
         }
     }
 
-    /// Feeds one UDP datagram received from `from`.
+    /// Feeds one UDP datagram received from `from`. A data message is decrypted at once (see
+    /// [`Router::poll_inbound`]); a handshake message passes the cheap checks and waits for
+    /// [`Router::handle_timeout`], or is dropped or answered with a cookie reply under load.
     pub fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
+        // Type and exact length only: garbage costs nothing more.
         let Ok(packet) = Tunn::parse_incoming_packet(datagram) else {
             self.stats.dropped_malformed += 1;
             return;
         };
         self.stats.datagrams_in += 1;
-        let is_initiation = matches!(packet, Packet::HandshakeInit(_));
+        let kind = datagram[0];
+        let index = match packet {
+            Packet::PacketData(p) => {
+                self.deliver(p.receiver_idx >> 8, from, datagram, false);
+                return;
+            }
+            Packet::HandshakeInit(_) => None,
+            Packet::HandshakeResponse(p) => Some(p.receiver_idx >> 8),
+            Packet::PacketCookieReply(p) => Some(p.receiver_idx >> 8),
+        };
+        if index.is_some_and(|i| !self.peers.contains_key(&i)) {
+            self.stats.dropped_unknown_peer += 1;
+            return;
+        }
+        // A flooding source under load costs one table lookup per message.
+        let under_load = self.under_load();
+        let source = source_count(&mut self.sources, &mut self.other_sources, from.ip());
+        source.seen = source.seen.saturating_add(1);
+        if under_load && source.seen > FLOODING_PER_SOURCE {
+            self.stats.dropped_rate_limited += 1;
+            return;
+        }
+        // mac1 (one keyed BLAKE2s) before anything else: only senders that know our public key
+        // get further. Cookie replies carry no mac1.
+        let mut reply = [0u8; 64];
+        if kind != HANDSHAKE_COOKIE && self.mac1.verify_packet(None, datagram, &mut reply).is_err()
+        {
+            self.stats.dropped_bad_mac += 1;
+            return;
+        }
+        self.admit(from, datagram, kind == HANDSHAKE_INIT);
+    }
+
+    /// Whether the handshake queue is (or was within [`UNDER_LOAD_FOR`]) long.
+    fn under_load(&self) -> bool {
+        self.cookie_lane.len() + self.lane.len() >= UNDER_LOAD_QUEUE
+            || matches!((self.now, self.under_load_until), (Some(n), Some(u)) if n < u)
+    }
+
+    /// Queues a handshake message that passed mac1, applying the load policy of the module
+    /// docs. Only initiations are ever answered with a cookie reply.
+    fn admit(&mut self, from: SocketAddr, datagram: &[u8], initiation: bool) {
+        let under_load = self.under_load();
+        let source = source_count(&mut self.sources, &mut self.other_sources, from.ip());
+        let lane = if !under_load || source.handshakes < QUIET_PER_SOURCE {
+            &mut self.lane
+        } else if !initiation {
+            self.stats.dropped_rate_limited += 1;
+            return;
+        } else {
+            let mut reply = [0u8; 64];
+            match self
+                .cookies
+                .verify_packet(Some(from.ip()), datagram, &mut reply)
+            {
+                Ok(_) if source.handshakes < QUIET_PER_SOURCE + COOKIE_HANDSHAKES_PER_SOURCE => {
+                    &mut self.cookie_lane
+                }
+                Err(TunnResult::WriteToNetwork(cookie))
+                    if source.cookie_replies < COOKIE_REPLIES_PER_SOURCE =>
+                {
+                    source.cookie_replies += 1;
+                    self.stats.cookie_replies += 1;
+                    self.transmit.push_back(Transmit {
+                        dst: from,
+                        payload: cookie.to_vec(),
+                    });
+                    return;
+                }
+                _ => {
+                    self.stats.dropped_rate_limited += 1;
+                    return;
+                }
+            }
+        };
+        if lane.len() >= HANDSHAKE_QUEUE {
+            self.stats.dropped_handshake_overload += 1;
+            return;
+        }
+        source.handshakes += 1;
+        lane.push_back(Pending {
+            from,
+            datagram: datagram.to_vec(),
+        });
+        self.note_queue();
+    }
+
+    /// Records load when the queue is long (see [`UNDER_LOAD_QUEUE`]).
+    fn note_queue(&mut self) {
+        let queued = self.cookie_lane.len() + self.lane.len();
+        self.stats.handshake_queue = queued as u64;
+        if queued >= UNDER_LOAD_QUEUE {
+            if let Some(now) = self.now {
+                self.under_load_until = Some(now + UNDER_LOAD_FOR);
+            }
+        }
+    }
+
+    /// Does the X25519 work of one queued handshake message.
+    fn handle_handshake(&mut self, p: Pending) {
+        let Ok(packet) = Tunn::parse_incoming_packet(&p.datagram) else {
+            return; // checked when it was queued
+        };
+        let initiation = p.datagram[0] == HANDSHAKE_INIT;
         let index = match packet {
             Packet::HandshakeInit(init) => {
-                // mac1 (and under load mac2/cookie) before any X25519 work.
-                let mut cookie = [0u8; 64];
-                match self
-                    .limiter
-                    .verify_packet(Some(from.ip()), datagram, &mut cookie)
-                {
-                    Ok(_) => {}
-                    Err(TunnResult::WriteToNetwork(reply)) => {
-                        self.stats.cookie_replies += 1;
-                        self.transmit.push_back(Transmit {
-                            dst: from,
-                            payload: reply.to_vec(),
-                        });
-                        return;
-                    }
-                    Err(_) => {
-                        self.stats.dropped_bad_mac += 1;
-                        return;
-                    }
-                }
                 let Ok(half) = parse_handshake_anon(&self.secret, &self.public, &init) else {
                     self.stats.dropped_invalid += 1;
                     return;
@@ -233,10 +420,15 @@ impl Router {
                     }
                 }
             }
-            Packet::HandshakeResponse(p) => p.receiver_idx >> 8,
-            Packet::PacketCookieReply(p) => p.receiver_idx >> 8,
-            Packet::PacketData(p) => p.receiver_idx >> 8,
+            Packet::HandshakeResponse(r) => r.receiver_idx >> 8,
+            Packet::PacketCookieReply(c) => c.receiver_idx >> 8,
+            Packet::PacketData(_) => return, // never queued
         };
+        self.deliver(index, p.from, &p.datagram, initiation);
+    }
+
+    /// Hands a datagram to the peer with this index and acts on the outcome.
+    fn deliver(&mut self, index: u32, from: SocketAddr, datagram: &[u8], is_initiation: bool) {
         let Some(peer) = self.peers.get_mut(&index) else {
             self.stats.dropped_unknown_peer += 1;
             return;
@@ -343,13 +535,37 @@ impl Router {
             .map(|(_, i)| i)
     }
 
-    /// Advances time: runs every peer's timers each [`TICK`] and resets the handshake rate
-    /// limiter each [`RATE_LIMIT_RESET`]. Call it whenever `now >= poll_timeout()`.
+    /// Advances time: does the X25519 work of up to [`HANDSHAKES_PER_TURN`] queued handshake
+    /// messages (those with a cookie first, at most [`HANDSHAKES_PER_SECOND`] per second), runs
+    /// every peer's timers each [`TICK`], and starts the per-second budgets and per-source
+    /// counts over each [`RATE_LIMIT_RESET`]. Call it whenever `now >= poll_timeout()`, and
+    /// after every batch of datagrams.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.next_limiter_reset.is_none_or(|t| now >= t) {
-            self.limiter.reset_count();
-            self.next_limiter_reset = Some(now + RATE_LIMIT_RESET);
+        self.now = Some(now);
+        match self.next_limiter_reset {
+            // The first second began with the router; what came before counts in it.
+            None => self.next_limiter_reset = Some(now + RATE_LIMIT_RESET),
+            Some(t) if now >= t => {
+                self.sources.clear();
+                self.other_sources = SourceCount::default();
+                self.work_left = HANDSHAKES_PER_SECOND;
+                self.next_limiter_reset = Some(now + RATE_LIMIT_RESET);
+            }
+            Some(_) => {}
         }
+        self.note_queue();
+        for _ in 0..HANDSHAKES_PER_TURN.min(self.work_left) {
+            let Some(p) = self
+                .cookie_lane
+                .pop_front()
+                .or_else(|| self.lane.pop_front())
+            else {
+                break;
+            };
+            self.work_left -= 1;
+            self.handle_handshake(p);
+        }
+        self.stats.handshake_queue = (self.cookie_lane.len() + self.lane.len()) as u64;
         if self.next_tick.is_some_and(|t| now < t) {
             return;
         }
@@ -365,8 +581,13 @@ impl Router {
         }
     }
 
-    /// The next instant at which [`Router::handle_timeout`] must be called.
+    /// The next instant at which [`Router::handle_timeout`] must be called: at once (the last
+    /// `now`) while handshake messages wait and this second's budget allows more.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let waiting = !(self.cookie_lane.is_empty() && self.lane.is_empty());
+        if waiting && self.work_left > 0 && self.now.is_some() {
+            return self.now;
+        }
         match (self.next_tick, self.next_limiter_reset) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

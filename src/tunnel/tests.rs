@@ -95,6 +95,8 @@ struct World {
     server_key: PrivateKey,
     router: Router,
     psk: PresharedKey,
+    /// Virtual time: the instant the last `turn` used.
+    now: Instant,
 }
 
 impl World {
@@ -108,7 +110,22 @@ impl World {
             server_key,
             router,
             psk,
+            now: Instant::now(),
         }
+    }
+
+    /// One driver turn, `step` after the last one: the router's queued handshake work and
+    /// timers run.
+    fn turn(&mut self, step: Duration) {
+        self.now += step;
+        self.router.handle_timeout(self.now);
+    }
+
+    /// `n` initiations with a valid mac1 from keys the router does not know.
+    fn stranger_initiations(&mut self, n: u8) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| Client::new(&mut self.rng, &self.server_key, &self.psk, 100 + i).initiation())
+            .collect()
     }
 
     /// Registers a client with the given allowed /32 and returns it.
@@ -133,6 +150,11 @@ impl World {
     fn handshake(&mut self, client: &mut Client) {
         let init = client.initiation();
         self.router.handle_datagram(client.addr, &init);
+        assert!(
+            self.drain_transmit().is_empty(),
+            "X25519 work waits for the turn"
+        );
+        self.turn(Duration::from_millis(1));
         let out = self.drain_transmit();
         assert_eq!(out.len(), 1, "one handshake response");
         assert_eq!(out[0].dst, client.addr);
@@ -207,6 +229,7 @@ fn unknown_key_gets_no_reply() {
     let mut stranger = Client::new(&mut w.rng, &w.server_key, &w.psk, 9);
     let init = stranger.initiation();
     w.router.handle_datagram(stranger.addr, &init);
+    w.turn(Duration::from_millis(1));
     assert!(w.drain_transmit().is_empty());
     assert_eq!(w.router.stats().dropped_unknown_peer, 1);
 
@@ -215,6 +238,12 @@ fn unknown_key_gets_no_reply() {
     let mut lost = Client::new(&mut w.rng, &other_server, &w.psk, 8);
     let init = lost.initiation();
     w.router.handle_datagram(lost.addr, &init);
+    assert_eq!(
+        w.router.stats().handshake_queue,
+        0,
+        "a bad mac1 is dropped before the queue"
+    );
+    w.turn(Duration::from_millis(1));
     assert!(w.drain_transmit().is_empty());
     assert_eq!(w.router.stats().dropped_bad_mac, 1);
 
@@ -301,6 +330,7 @@ fn removed_peer_is_silent_and_indices_are_not_reused() {
     assert!(w.router.poll_inbound().is_none());
     let init = c.initiation();
     w.router.handle_datagram(c.addr, &init);
+    w.turn(Duration::from_millis(1));
     assert!(w.drain_transmit().is_empty());
 
     // Re-adding gets a fresh index; thousands of adds never repeat one.
@@ -334,23 +364,172 @@ fn overlapping_allowed_ips_are_refused() {
     assert!(err.is_err());
 }
 
+const ATTACKER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 66)), 6666);
+
+/// Fills the handshake queue past [`UNDER_LOAD_QUEUE`] with valid-mac1 initiations from
+/// unknown keys, all from [`ATTACKER`].
+fn flood(w: &mut World, inits: &[Vec<u8>], n: usize) {
+    for i in 0..n {
+        w.router.handle_datagram(ATTACKER, &inits[i % inits.len()]);
+    }
+}
+
+fn cookie_replies_to(out: &[Transmit], dst: SocketAddr) -> Vec<Vec<u8>> {
+    out.iter()
+        .filter(|t| t.dst == dst && t.payload[0] == 3)
+        .map(|t| t.payload.clone())
+        .collect()
+}
+
 #[test]
-fn initiations_beyond_the_limit_get_cookie_replies() {
+fn a_handshake_flood_never_delays_data_and_its_work_per_turn_is_bounded() {
     let mut w = World::new(8);
+    let ip = Ipv4Addr::new(10, 88, 88, 2);
+    let mut c = w.add_client(1, ip);
+    w.handshake(&mut c);
+    let inits = w.stranger_initiations(4);
+    for turn in 0..50u8 {
+        flood(&mut w, &inits, 200);
+        for k in 0..10u8 {
+            let d = c.encapsulate(&ipv4(ip, SERVER_IP, &[turn, k]));
+            w.router.handle_datagram(c.addr, &d);
+        }
+        // All of the established peer's data is decrypted at once, before any handshake work.
+        let delivered = std::iter::from_fn(|| w.router.poll_inbound()).count();
+        assert_eq!(delivered, 10, "turn {turn}");
+        let before = w.router.stats().dropped_unknown_peer;
+        w.turn(Duration::from_millis(1));
+        let s = w.router.stats();
+        assert!(
+            s.dropped_unknown_peer - before <= u64::from(HANDSHAKES_PER_TURN),
+            "turn {turn}: {} initiations worked on",
+            s.dropped_unknown_peer - before
+        );
+        assert!(s.handshake_queue <= HANDSHAKE_QUEUE as u64);
+    }
+    let s = w.router.stats();
+    // 10,000 initiations in 50 ms of virtual time: a few hundred queued, the rest dropped on
+    // a table lookup; a source this loud is flooding and gets not even cookie replies.
+    assert_eq!(s.cookie_replies, 0);
+    assert!(s.dropped_rate_limited > 9_000, "{s:?}");
+    assert!(s.dropped_unknown_peer <= 50 * u64::from(HANDSHAKES_PER_TURN));
+    // Within the second, the budget caps the work; the next second starts a new one.
+    let worked = s.dropped_unknown_peer;
+    for _ in 0..100 {
+        w.turn(Duration::from_millis(1));
+    }
+    assert!(w.router.stats().dropped_unknown_peer - worked <= u64::from(HANDSHAKES_PER_SECOND));
+}
+
+#[test]
+fn under_load_a_flooding_source_is_dropped_before_mac1() {
+    let mut w = World::new(14);
+    w.turn(Duration::from_millis(1));
+    let inits = w.stranger_initiations(4);
+    flood(&mut w, &inits, 400);
+    let s = w.router.stats();
+    assert!(s.handshake_queue >= UNDER_LOAD_QUEUE as u64);
+    // Bad-mac1 initiations from the same, flooding, address: not even mac1 is computed.
+    let mut bad = inits[0].clone();
+    bad[120] ^= 0xff;
+    for _ in 0..100 {
+        w.router.handle_datagram(ATTACKER, &bad);
+    }
+    let t = w.router.stats();
+    assert_eq!(t.dropped_bad_mac, s.dropped_bad_mac);
+    assert_eq!(t.dropped_rate_limited, s.dropped_rate_limited + 100);
+    // Another address is not affected: its bad mac1 is checked and counted as such.
+    w.router
+        .handle_datagram(SocketAddr::from(([127, 0, 0, 9], 9)), &bad);
+    assert_eq!(w.router.stats().dropped_bad_mac, s.dropped_bad_mac + 1);
+}
+
+#[test]
+fn without_load_initiations_need_no_cookie() {
+    let mut w = World::new(11);
     let mut c = w.add_client(1, Ipv4Addr::new(10, 88, 88, 2));
-    w.router.handle_timeout(Instant::now());
-    let mut cookies = 0;
-    for _ in 0..(HANDSHAKES_PER_SECOND as usize + 10) {
-        let init = c.initiation();
-        w.router.handle_datagram(c.addr, &init);
-        for t in w.drain_transmit() {
-            if t.payload[0] == 3 {
-                cookies += 1;
-            }
+    // A phone retrying fast, below the load threshold: every initiation is answered.
+    for _ in 0..(UNDER_LOAD_QUEUE - 1) {
+        w.router.handle_datagram(c.addr, &c.initiation());
+    }
+    while w.router.stats().handshake_queue > 0 {
+        w.turn(Duration::from_millis(1));
+    }
+    assert_eq!(w.router.stats().cookie_replies, 0);
+    assert_eq!(w.router.stats().dropped_rate_limited, 0);
+}
+
+#[test]
+fn under_load_a_loud_source_gets_a_cookie_and_its_next_initiation_goes_first() {
+    let mut w = World::new(12);
+    let mut c = w.add_client(1, Ipv4Addr::new(10, 88, 88, 2));
+    c.addr = SocketAddr::from(([127, 0, 0, 77], 7777));
+    w.turn(Duration::from_millis(1));
+    let inits = w.stranger_initiations(4);
+    flood(&mut w, &inits, 400);
+    let queued = w.router.stats().handshake_queue;
+    assert!(queued >= UNDER_LOAD_QUEUE as u64, "{queued}");
+    // The phone's first initiations this second are served without a cookie (queued behind
+    // the flood); from then on its address must prove itself.
+    for _ in 0..QUIET_PER_SOURCE {
+        w.router.handle_datagram(c.addr, &c.initiation());
+    }
+    assert!(w.drain_transmit().iter().all(|t| t.dst != c.addr));
+    w.router.handle_datagram(c.addr, &c.initiation());
+    let cookies = cookie_replies_to(&w.drain_transmit(), c.addr);
+    assert_eq!(cookies.len(), 1, "a cookie reply, and no X25519 work");
+    let (replies, _) = c.receive(&cookies[0]);
+    assert!(replies.is_empty());
+    // With the cookie (mac2), its initiation overtakes the whole queue in the next turn.
+    w.router.handle_datagram(c.addr, &c.initiation());
+    w.turn(Duration::from_millis(1));
+    let out = w.drain_transmit();
+    let response = out
+        .iter()
+        .find(|t| t.dst == c.addr && t.payload[0] == 2)
+        .expect("a handshake response in the first turn");
+    let (confirm, _) = c.receive(&response.payload);
+    for r in confirm {
+        w.router.handle_datagram(c.addr, &r);
+    }
+    assert_eq!(w.router.stats().handshakes, 1);
+    assert!(
+        w.router.stats().handshake_queue
+            >= (UNDER_LOAD_QUEUE - HANDSHAKES_PER_TURN as usize) as u64,
+        "the flood still waits: the cookie lane went first"
+    );
+}
+
+#[test]
+fn under_load_a_quiet_source_is_served_without_a_cookie_round_trip() {
+    let mut w = World::new(13);
+    let mut c = w.add_client(1, Ipv4Addr::new(10, 88, 88, 2));
+    c.addr = SocketAddr::from(([127, 0, 0, 77], 7777));
+    w.turn(Duration::from_millis(1));
+    let inits = w.stranger_initiations(4);
+    let started = w.now;
+    let mut answered = None;
+    // The flood goes on all the time; the phone sends one initiation, as a phone coming
+    // online does.
+    for turn in 0..400 {
+        flood(&mut w, &inits, 500);
+        if turn == 0 {
+            w.router.handle_datagram(c.addr, &c.initiation());
+        }
+        w.turn(Duration::from_millis(5));
+        let out = w.drain_transmit();
+        assert!(cookie_replies_to(&out, c.addr).is_empty());
+        if out.iter().any(|t| t.dst == c.addr && t.payload[0] == 2) {
+            answered = Some(w.now - started);
+            break;
         }
     }
-    assert!(cookies > 0, "no cookie reply under load");
-    assert!(w.router.stats().cookie_replies > 0);
+    let took = answered.expect("the phone's handshake was answered");
+    assert!(took <= Duration::from_secs(1), "took {took:?}");
+    assert!(
+        w.router.stats().dropped_rate_limited > 0,
+        "the flood was dropped"
+    );
 }
 
 #[test]
