@@ -15,6 +15,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use appliance::testing::ipv4_packet;
 use appliance::tunnel::{PeerConfig, Router};
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey as XPublic, StaticSecret};
@@ -26,18 +27,6 @@ use rand_chacha::ChaCha20Rng;
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 88, 88, 1);
 /// A typical HTTP-sized packet inside the tunnel.
 const PAYLOAD: usize = 512;
-
-fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, payload: usize) -> Vec<u8> {
-    let len = 20 + payload;
-    let mut p = vec![0u8; len];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    p
-}
 
 struct Client {
     tunn: Tunn,
@@ -206,7 +195,7 @@ fn bench_baseline(c: &mut Criterion, n: usize) {
                 (
                     next,
                     cl.addr,
-                    cl.encapsulate(&ipv4(cl.ip, SERVER_IP, PAYLOAD)),
+                    cl.encapsulate(&ipv4_packet(cl.ip, SERVER_IP, &[0; PAYLOAD])),
                 )
             },
             |(i, from, d)| match servers[i].decapsulate(Some(from.ip()), &d, &mut buf) {
@@ -219,7 +208,7 @@ fn bench_baseline(c: &mut Criterion, n: usize) {
     let mut next = 0usize;
     let packets: Vec<Vec<u8>> = clients
         .iter()
-        .map(|cl| ipv4(SERVER_IP, cl.ip, PAYLOAD))
+        .map(|cl| ipv4_packet(SERVER_IP, cl.ip, &[0; PAYLOAD]))
         .collect();
     g.bench_function("outbound Tunn::encapsulate", |b| {
         b.iter(|| {
@@ -244,7 +233,10 @@ fn bench(c: &mut Criterion) {
                 || {
                     next = (next + 1) % clients.len();
                     let cl = &mut clients[next];
-                    (cl.addr, cl.encapsulate(&ipv4(cl.ip, SERVER_IP, PAYLOAD)))
+                    (
+                        cl.addr,
+                        cl.encapsulate(&ipv4_packet(cl.ip, SERVER_IP, &[0; PAYLOAD])),
+                    )
                 },
                 |(from, d)| {
                     router.handle_datagram(from, &d);
@@ -256,7 +248,7 @@ fn bench(c: &mut Criterion) {
         let mut next = 0usize;
         let packets: Vec<Vec<u8>> = clients
             .iter()
-            .map(|cl| ipv4(SERVER_IP, cl.ip, PAYLOAD))
+            .map(|cl| ipv4_packet(SERVER_IP, cl.ip, &[0; PAYLOAD]))
             .collect();
         g.bench_function("outbound route+encap", |b| {
             b.iter(|| {
