@@ -57,12 +57,17 @@ fn wait_runs(
     wait_runs_by(app, job, timeout, what, || runs_of(ns, job), done)
 }
 
-/// An appliance in `ns` with officer "olga" connected from `ns` itself.
-fn with_officer(ns: &Netns) -> (Appliance<'_>, WgClient<'_>) {
+/// An appliance in `ns` with officer "olga" connected from `ns` itself, and handler peer
+/// `handler` connected from its own namespace over 192.0.2.0/24.
+fn with_officer_and_handler<'a, 'h>(
+    ns: &'a Netns,
+    handler: &str,
+) -> (Appliance<'a>, WgClient<'a>, &'h Netns, WgClient<'h>) {
     let app = Appliance::start(ns);
     let conf = app.peer_add("olga", "officer");
     let olga = connect(ns, &app, &conf);
-    (app, olga)
+    let (handler_ns, client) = remote_peer(ns, &app, handler, "handler", "192.0.2");
+    (app, olga, handler_ns, client)
 }
 
 /// The id of the job's (first) run, once there is one.
@@ -209,8 +214,7 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
         return;
     }
     let ns = Netns::new("hcall");
-    let (mut app, _olga) = with_officer(&ns);
-    let (bot_ns, _bot) = remote_peer(&ns, &app, "bot", "handler", "192.0.2");
+    let (mut app, _olga, bot_ns, _bot) = with_officer_and_handler(&ns, "bot");
     let (eve_ns, _eve) = remote_peer(&ns, &app, "eve", "handler", "198.51.100");
 
     // Nobody registered yet: the officer cannot schedule a call to bot.
@@ -461,22 +465,17 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
     );
     assert_eq!(v["cancel_requested"], false);
     let result = json!({"echo": {"x": 1}, "message_id": "42"});
-    let v = expect(
-        bot_ns,
-        "POST",
-        &tp("ack"),
-        Some(&json!({"result": result})),
-        200,
-    );
-    assert_eq!(v["repeated"], false);
-    let v = expect(
-        bot_ns,
-        "POST",
-        &tp("ack"),
-        Some(&json!({"result": result})),
-        200,
-    );
-    assert_eq!(v["repeated"], true, "a repeated ack is idempotent");
+    let ack = || {
+        expect(
+            bot_ns,
+            "POST",
+            &tp("ack"),
+            Some(&json!({"result": result})),
+            200,
+        )
+    };
+    assert_eq!(ack()["repeated"], false);
+    assert_eq!(ack()["repeated"], true, "a repeated ack is idempotent");
     expect(bot_ns, "POST", &tp("heartbeat"), Some(&json!({})), 409);
     let runs = runs_of(&ns, &job_id);
     let r = &runs[0];
@@ -509,8 +508,7 @@ fn tasks_survive_crashed_handlers_offline_handlers_and_appliance_restarts() {
         return;
     }
     let ns = Netns::new("hdur");
-    let (mut app, _olga) = with_officer(&ns);
-    let (bot_ns, _bot) = remote_peer(&ns, &app, "hbot", "handler", "192.0.2");
+    let (mut app, _olga, bot_ns, _bot) = with_officer_and_handler(&ns, "hbot");
     let mut bot = Handler::start(bot_ns);
     bot.kill9();
 

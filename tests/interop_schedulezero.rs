@@ -39,7 +39,8 @@ fn expect(ns: &Netns, method: &str, path: &str, body: Option<&Value>, status: u1
 }
 
 fn refused(ns: &Netns, method: &str, path: &str, body: Option<&Value>, status: u16, field: &str) {
-    refused_with(ns, method, path, body, status, field, SLOW)
+    let v = expect(ns, method, path, body, status);
+    assert_names_field(&v, field, &format!("{method} {path} {body:?}"));
 }
 
 /// `tests/support/handler.py` (methods echo, slow, boom) in `ns`; killed on drop.

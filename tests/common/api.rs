@@ -66,21 +66,13 @@ pub fn refused(
     status: u16,
     field: &str,
 ) {
-    refused_with(ns, method, path, body, status, field, &[])
+    let v = expect(ns, method, path, body, status);
+    assert_names_field(&v, field, &format!("{method} {path} {body:?}"));
 }
 
-/// [`refused`] with extra curl arguments.
-pub fn refused_with(
-    ns: &Netns,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-    status: u16,
-    field: &str,
-    extra: &[&str],
-) {
-    let v = expect_with(ns, method, path, body, status, extra);
-    assert_eq!(v["error"]["field"], field, "{method} {path} {body:?}: {v}");
+/// The error body `v` (of the request `what`) names `field` and carries a sentence.
+pub fn assert_names_field(v: &Value, field: &str, what: &str) {
+    assert_eq!(v["error"]["field"], field, "{what}: {v}");
     assert!(
         v["error"]["message"].as_str().is_some_and(|m| m.len() > 10),
         "{v}"
