@@ -15,6 +15,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use appliance::testing::ipv4_packet;
 use appliance::tunnel::{PeerConfig, Router};
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey as XPublic, StaticSecret};
@@ -27,18 +28,6 @@ const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 88, 88, 1);
 /// A typical HTTP-sized packet inside the tunnel.
 const PAYLOAD: usize = 512;
 
-fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, payload: usize) -> Vec<u8> {
-    let len = 20 + payload;
-    let mut p = vec![0u8; len];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    p
-}
-
 struct Client {
     tunn: Tunn,
     addr: SocketAddr,
@@ -47,12 +36,44 @@ struct Client {
 }
 
 impl Client {
+    /// Client `i` ([`client_addr`], [`client_ip`]) with `key` and `psk`, talking to `server`;
+    /// `index` is its boringtun session index.
+    fn new(i: usize, key: &PrivateKey, psk: &PresharedKey, server: XPublic, index: u32) -> Client {
+        Client {
+            tunn: Tunn::new(
+                StaticSecret::from(*key.as_bytes()),
+                server,
+                Some(*psk.as_bytes()),
+                None,
+                index,
+                None,
+            ),
+            addr: client_addr(i),
+            ip: client_ip(i),
+            buf: vec![0u8; 65536],
+        }
+    }
+
+    /// A handshake initiation to the server.
+    fn initiation(&mut self) -> Vec<u8> {
+        match self.tunn.format_handshake_initiation(&mut self.buf, true) {
+            TunnResult::WriteToNetwork(p) => p.to_vec(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn encapsulate(&mut self, packet: &[u8]) -> Vec<u8> {
         match self.tunn.encapsulate(packet, &mut self.buf) {
             TunnResult::WriteToNetwork(p) => p.to_vec(),
             other => panic!("{other:?}"),
         }
     }
+    /// A [`PAYLOAD`]-byte packet from this client to the server, encrypted: one inbound
+    /// datagram.
+    fn inbound(&mut self) -> Vec<u8> {
+        self.encapsulate(&ipv4_packet(self.ip, SERVER_IP, &[0; PAYLOAD]))
+    }
+
     fn decapsulate(&mut self, d: &[u8]) {
         match self.tunn.decapsulate(None, d, &mut self.buf) {
             TunnResult::Err(e) => panic!("{e:?}"),
@@ -66,6 +87,14 @@ impl Client {
     }
 }
 
+/// One [`PAYLOAD`]-byte packet from the server to each client, for the outbound benches.
+fn outbound_packets(clients: &[Client]) -> Vec<Vec<u8>> {
+    clients
+        .iter()
+        .map(|cl| ipv4_packet(SERVER_IP, cl.ip, &[0; PAYLOAD]))
+        .collect()
+}
+
 /// A router with `n` peers, each with a completed handshake.
 fn setup(n: usize) -> (Router, Vec<Client>) {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
@@ -75,32 +104,17 @@ fn setup(n: usize) -> (Router, Vec<Client>) {
     for i in 0..n {
         let key = PrivateKey::generate(&mut rng);
         let psk = PresharedKey::generate(&mut rng);
-        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 88, 0, 2)) + i as u32);
         router
             .upsert_peer(PeerConfig {
                 public_key: key.public_key(),
                 preshared_key: Some(psk.clone()),
-                allowed_ips: vec![Ipv4Net::host(ip)],
+                allowed_ips: vec![Ipv4Net::host(client_ip(i))],
                 keepalive: None,
             })
             .unwrap();
-        let mut c = Client {
-            tunn: Tunn::new(
-                StaticSecret::from(*key.as_bytes()),
-                XPublic::from(*server.public_key().as_bytes()),
-                Some(*psk.as_bytes()),
-                None,
-                i as u32,
-                None,
-            ),
-            addr: client_addr(i),
-            ip,
-            buf: vec![0u8; 65536],
-        };
-        let init = match c.tunn.format_handshake_initiation(&mut c.buf, true) {
-            TunnResult::WriteToNetwork(p) => p.to_vec(),
-            other => panic!("{other:?}"),
-        };
+        let server_public = XPublic::from(*server.public_key().as_bytes());
+        let mut c = Client::new(i, &key, &psk, server_public, i as u32);
+        let init = c.initiation();
         router.handle_datagram(c.addr, &init);
         let resp = router.poll_transmit().expect("handshake response");
         c.decapsulate(&resp.payload);
@@ -129,6 +143,11 @@ fn client_addr(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 20000 + i as u16))
 }
 
+/// The tunnel address of client `i`.
+fn client_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 88, 0, 2)) + i as u32)
+}
+
 /// `n` bare server-side `Tunn`s, each with a completed, confirmed session to its own client:
 /// the same handshake the router setup does, minus the router.
 fn setup_bare(n: usize) -> (Vec<Tunn>, Vec<Client>) {
@@ -142,7 +161,6 @@ fn setup_bare(n: usize) -> (Vec<Tunn>, Vec<Client>) {
     for i in 0..n {
         let key = PrivateKey::generate(&mut rng);
         let psk = PresharedKey::generate(&mut rng);
-        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 88, 0, 2)) + i as u32);
         // Each bare Tunn has its own rate limiter (None), so one handshake each never trips it.
         let mut srv = Tunn::new(
             server_secret.clone(),
@@ -152,23 +170,8 @@ fn setup_bare(n: usize) -> (Vec<Tunn>, Vec<Client>) {
             i as u32,
             None,
         );
-        let mut c = Client {
-            tunn: Tunn::new(
-                StaticSecret::from(*key.as_bytes()),
-                server_public,
-                Some(*psk.as_bytes()),
-                None,
-                (1000 + i) as u32,
-                None,
-            ),
-            addr: client_addr(i),
-            ip,
-            buf: vec![0u8; 65536],
-        };
-        let init = match c.tunn.format_handshake_initiation(&mut c.buf, true) {
-            TunnResult::WriteToNetwork(p) => p.to_vec(),
-            other => panic!("{other:?}"),
-        };
+        let mut c = Client::new(i, &key, &psk, server_public, (1000 + i) as u32);
+        let init = c.initiation();
         let resp = match srv.decapsulate(Some(c.addr.ip()), &init, &mut buf) {
             TunnResult::WriteToNetwork(p) => p.to_vec(),
             other => panic!("{other:?}"),
@@ -203,11 +206,7 @@ fn bench_baseline(c: &mut Criterion, n: usize) {
             || {
                 next = (next + 1) % clients.len();
                 let cl = &mut clients[next];
-                (
-                    next,
-                    cl.addr,
-                    cl.encapsulate(&ipv4(cl.ip, SERVER_IP, PAYLOAD)),
-                )
+                (next, cl.addr, cl.inbound())
             },
             |(i, from, d)| match servers[i].decapsulate(Some(from.ip()), &d, &mut buf) {
                 TunnResult::WriteToTunnelV4(p, src) => (p.len(), src),
@@ -217,10 +216,7 @@ fn bench_baseline(c: &mut Criterion, n: usize) {
         )
     });
     let mut next = 0usize;
-    let packets: Vec<Vec<u8>> = clients
-        .iter()
-        .map(|cl| ipv4(SERVER_IP, cl.ip, PAYLOAD))
-        .collect();
+    let packets = outbound_packets(&clients);
     g.bench_function("outbound Tunn::encapsulate", |b| {
         b.iter(|| {
             next = (next + 1) % packets.len();
@@ -244,7 +240,7 @@ fn bench(c: &mut Criterion) {
                 || {
                     next = (next + 1) % clients.len();
                     let cl = &mut clients[next];
-                    (cl.addr, cl.encapsulate(&ipv4(cl.ip, SERVER_IP, PAYLOAD)))
+                    (cl.addr, cl.inbound())
                 },
                 |(from, d)| {
                     router.handle_datagram(from, &d);
@@ -254,10 +250,7 @@ fn bench(c: &mut Criterion) {
             )
         });
         let mut next = 0usize;
-        let packets: Vec<Vec<u8>> = clients
-            .iter()
-            .map(|cl| ipv4(SERVER_IP, cl.ip, PAYLOAD))
-            .collect();
+        let packets = outbound_packets(&clients);
         g.bench_function("outbound route+encap", |b| {
             b.iter(|| {
                 next = (next + 1) % packets.len();

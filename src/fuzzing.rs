@@ -14,8 +14,7 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey as XPublic, StaticSecret};
 use jiff::Timestamp;
 use peers::{ClientConfig, Ipv4Net, PresharedKey, PrivateKey};
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha20Rng;
+use rand_core::RngCore;
 use serde_json::Value;
 
 use crate::control::{self, Request};
@@ -58,11 +57,11 @@ impl RouterWorld {
     /// Builds the world and completes one handshake, so data messages reach a real session.
     #[allow(clippy::disallowed_methods)] // any fixed instant will do; the router only compares
     pub fn new() -> RouterWorld {
-        let mut rng = ChaCha20Rng::seed_from_u64(13);
-        let server = PrivateKey::generate(&mut rng);
-        let client_key = PrivateKey::generate(&mut rng);
-        let psk = PresharedKey::generate(&mut rng);
-        let mut router = Router::new(&server, Box::new(ChaCha20Rng::seed_from_u64(14)));
+        // Fixed keys and indices: every input meets the same router (x25519 clamps on use).
+        let server = PrivateKey::from_bytes([13; 32]);
+        let client_key = PrivateKey::from_bytes([14; 32]);
+        let psk = PresharedKey::from_bytes([15; 32]);
+        let mut router = Router::new(&server, Box::new(FixedIndices(14)));
         router
             .upsert_peer(PeerConfig {
                 public_key: client_key.public_key(),
@@ -129,6 +128,35 @@ impl RouterWorld {
             TunnResult::WriteToNetwork(p) => Some(p.to_vec()),
             _ => None,
         }
+    }
+}
+
+/// The router's peer indices in a fuzz run: a fixed SplitMix64 sequence, so every input meets
+/// the same indices. Never used for key material.
+struct FixedIndices(u64);
+
+impl RngCore for FixedIndices {
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(8) {
+            chunk.copy_from_slice(&self.next_u64().to_le_bytes()[..chunk.len()]);
+        }
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
     }
 }
 

@@ -45,6 +45,9 @@ pub mod service;
 pub mod status;
 pub mod store;
 pub mod tasks;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
 pub mod tunnel;
 pub mod webhook;
 pub mod wire;

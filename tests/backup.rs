@@ -5,133 +5,18 @@
 //! tested through the tunnel in `tests/interop_ops.rs`.
 #![allow(clippy::disallowed_methods)] // test driver: waits with the clock
 
-use std::os::unix::fs::PermissionsExt;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_appliance")
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p = std::env::temp_dir().join(format!(
-            "appliance-backup-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn run(data: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("APPLIANCE_DATA_DIR")
-        .output()
-        .expect("run appliance")
-}
-
-fn ok(data: &Path, args: &[&str]) -> String {
-    let out = run(data, args);
-    assert!(
-        out.status.success(),
-        "appliance {args:?} failed ({}): {}",
-        out.status,
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-}
-
-fn key_line(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("server public key:"))
-        .unwrap_or_else(|| panic!("no server key in {stdout}"))
-        .trim()
-        .to_string()
-}
+use common::appliance_bin as bin;
+use common::cli::{mode, ok, run, server_key as key_line, text, Dir, Serving};
+use common::names;
 
 fn peer_names(data: &Path) -> Vec<String> {
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(data, &["peer", "list", "--json"])).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
-struct Serving {
-    child: Child,
-}
-
-impl Serving {
-    fn start(data: &Path, extra: &[&str]) -> Serving {
-        let child = Command::new(bin())
-            .arg("--data-dir")
-            .arg(data)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env_remove("APPLIANCE_DATA_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let sock = data.join("control.sock");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !sock.exists() {
-            assert!(Instant::now() < deadline, "serve did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Serving { child }
-    }
-
-    fn stop(mut self) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "serve ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    names(&serde_json::from_str(&ok(data, &["peer", "list", "--json"])).unwrap())
 }
 
 #[test]
@@ -169,7 +54,7 @@ fn backups_offline_and_while_serving_are_private_never_overwrite_and_restore_the
     // crashed CLI left behind is removed when serve starts.
     let stale = data.join(".backup-1-0.staged");
     std::fs::write(&stale, b"left by a CLI that died").unwrap();
-    let s = Serving::start(&data, &[]);
+    let s = Serving::start(&data);
     assert!(!stale.exists(), "serve removes stale staged backups");
     ok(&data, &["peer", "add", "bob"]);
     let b2 = d.path("b2.redb");
@@ -219,7 +104,7 @@ fn restore_refuses_a_serving_or_non_empty_directory_unless_forced_and_keeps_the_
     let db = live.join("appliance.redb");
 
     // Serving: refused, even with --force.
-    let s = Serving::start(&live, &[]);
+    let s = Serving::start(&live);
     for args in [
         vec!["restore", backup.to_str().unwrap()],
         vec!["restore", backup.to_str().unwrap(), "--force"],
@@ -344,7 +229,7 @@ fn a_version_1_backup_restores_upgrades_and_serves() {
         "the backup is not written"
     );
 
-    let s = Serving::start(&data, &[]);
+    let s = Serving::start(&data);
     assert_eq!(peer_names(&data), vec!["leader"]);
     let doctor = run(&data, &["doctor", "--json"]);
     assert!(doctor.status.success(), "{}", text(&doctor.stderr));
@@ -385,7 +270,12 @@ fn serve_writes_rotated_private_backups_and_keeps_the_newest() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("keep-me.txt"), b"not a backup").unwrap();
 
-    let s = Serving::start(&data, &["--backup-every", "1s", "--backup-keep", "2"]);
+    let s = Serving::start_with(
+        &data,
+        &["--backup-every", "1s", "--backup-keep", "2"],
+        &[],
+        std::process::Stdio::null(),
+    );
     let rotated = || -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()

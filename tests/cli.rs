@@ -3,67 +3,14 @@
 //! root: `serve` listens on an ephemeral UDP port on 127.0.0.1.
 #![allow(clippy::disallowed_methods)] // test driver: waits with the clock
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_appliance")
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p = std::env::temp_dir().join(format!(
-            "appliance-cli-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-    fn data(&self) -> PathBuf {
-        self.0.join("data")
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn run(data: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("APPLIANCE_DATA_DIR")
-        .output()
-        .expect("run appliance")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-}
-
-fn server_key(init_stdout: &str) -> String {
-    init_stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("server public key:"))
-        .expect("init prints the server key")
-        .trim()
-        .to_string()
-}
+use common::appliance_bin as bin;
+use common::cli::{mode, run, server_key, text, Dir, Serving};
 
 #[test]
 fn init_creates_a_private_data_dir_and_never_replaces_the_key() {
@@ -316,64 +263,6 @@ fn a_truncated_database_exits_3_without_a_panic() {
     }
 }
 
-struct Serving {
-    child: Child,
-    sock: PathBuf,
-}
-
-impl Serving {
-    fn start(data: &Path) -> Serving {
-        Serving::start_with(data, &[], Stdio::null())
-    }
-
-    /// Starts `serve` with extra environment variables, its stderr going to `stderr`.
-    fn start_with(data: &Path, env: &[(&str, &str)], stderr: Stdio) -> Serving {
-        let child = Command::new(bin())
-            .arg("--data-dir")
-            .arg(data)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let sock = data.join("control.sock");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !sock.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "serve did not create {}",
-                sock.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Serving { child, sock }
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "serve ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn serve_initialises_on_first_run_and_peer_commands_go_through_it() {
     let d = Dir::new("serve");
@@ -420,7 +309,7 @@ fn serve_takes_first_run_settings_from_the_environment() {
         ("APPLIANCE_SUBNET", "10.77.0.0/24"),
         ("APPLIANCE_ENDPOINT", "guild.example.org"),
     ];
-    let s = Serving::start_with(&d.data(), &first, Stdio::null());
+    let s = Serving::start_with(&d.data(), &[], &first, Stdio::null());
     let add = run(&d.data(), &["peer", "add", "alice"]);
     assert!(add.status.success(), "{}", text(&add.stderr));
     let cfg = text(&add.stdout);
@@ -454,6 +343,7 @@ fn serve_takes_first_run_settings_from_the_environment() {
     ];
     let s = Serving::start_with(
         &d.data(),
+        &[],
         &changed,
         Stdio::from(std::fs::File::create(&log).unwrap()),
     );
@@ -576,6 +466,7 @@ fn a_damaged_job_row_is_skipped_listed_by_doctor_and_quarantined() {
     let log = d.0.join("serve.log");
     let s = Serving::start_with(
         &d.data(),
+        &[],
         &[],
         Stdio::from(std::fs::File::create(&log).unwrap()),
     );
@@ -1197,13 +1088,7 @@ fn log_format_json_gives_one_object_per_line_and_serve_warns_about_the_endpoint(
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
         .spawn()
         .unwrap();
-    let sock = d.data().join("control.sock");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let s = Serving { child, sock };
+    let s = Serving::adopt(child, &d.data());
     assert!(s.stop().success());
     let logged = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<serde_json::Value> = logged

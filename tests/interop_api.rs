@@ -13,34 +13,15 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn error_code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("")
-}
-
 /// An appliance with one connected peer "alice" of `role`.
 fn alice_with_role<'a>(ns: &'a Netns, role: &str) -> (Appliance<'a>, WgClient<'a>) {
-    let app = Appliance::start(ns);
-    let config = app.peer_add("alice", role);
-    let client = WgClient::up(ns, &config);
-    assert!(
-        client.wait_handshake(HANDSHAKE_TIMEOUT),
-        "no handshake; log:\n{}",
-        app.log_tail(40)
-    );
-    (app, client)
+    served_with_peer(ns, "alice", role, &[])
 }
 
 fn peer_names(app: &Appliance) -> Vec<String> {
     let out = app.run(&["peer", "list", "--json"]);
     assert!(out.status.success(), "{}", describe(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap().to_string())
-        .collect()
+    names(&serde_json::from_slice(&out.stdout).unwrap())
 }
 
 #[test]
@@ -324,12 +305,7 @@ fn admin_onboards_a_peer_over_the_api_and_it_is_audited_without_secrets() {
 
 /// An appliance served with `serve_args` and one connected peer "alice" of `role`.
 fn alice_on<'a>(ns: &'a Netns, role: &str, serve_args: &[&str]) -> (Appliance<'a>, WgClient<'a>) {
-    let mut app = Appliance::init(ns, &[]);
-    app.serve_with(serve_args);
-    let config = app.peer_add("alice", role);
-    let client = WgClient::up(ns, &config);
-    assert!(client.wait_handshake(HANDSHAKE_TIMEOUT), "no handshake");
-    (app, client)
+    served_with_peer(ns, "alice", role, serve_args)
 }
 
 /// Slowloris: a client that never finishes its headers is cut off after --header-timeout.

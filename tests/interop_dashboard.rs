@@ -17,14 +17,15 @@
 
 mod common;
 
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::fs;
+use std::path::Path;
 use std::time::Duration;
 
+use common::sink::Sink;
 use common::*;
 use serde_json::{json, Value};
 
+/// The sink's port in this test (the jobs tests use `common::sink::SINK_PORT`).
 const SINK_PORT: u16 = 18090;
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -72,53 +73,6 @@ fn serve_args(app: &Appliance) -> Vec<&'static str> {
         vec!["--allow-webhook-net", "127.0.0.0/8"]
     } else {
         vec![]
-    }
-}
-
-/// tests/support/webhook_sink.py on 127.0.0.1 inside the namespace, recording every request.
-struct Sink {
-    dir: PathBuf,
-    child: Child,
-}
-
-impl Sink {
-    fn start(ns: &Netns) -> Sink {
-        let dir = unique_temp_dir("sink");
-        let out = File::create(dir.join("sink.out")).expect("create sink.out");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/webhook_sink.py");
-        let child = ns
-            .cmd("python3")
-            .arg(script)
-            .arg(SINK_PORT.to_string())
-            .arg(dir.join("requests.jsonl"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("clone sink.out"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn the webhook sink: {e}"));
-        assert!(
-            wait_until(Duration::from_secs(10), || dir
-                .join("requests.jsonl.ready")
-                .exists()),
-            "webhook sink not ready"
-        );
-        Sink { dir, child }
-    }
-
-    fn requests(&self) -> Vec<Value> {
-        fs::read_to_string(self.dir.join("requests.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).expect("sink line is JSON"))
-            .collect()
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -172,7 +126,7 @@ fn a_leader_runs_the_guild_from_a_phone() {
         leader.wait_handshake(Duration::from_secs(20)),
         "no handshake"
     );
-    let sink = Sink::start(&ns);
+    let sink = Sink::start_at(&ns, "127.0.0.1", SINK_PORT);
     // The token-like tail must never reach a viewer's screen.
     let sink_url = format!("http://127.0.0.1:{SINK_PORT}/ok/hooks/SeCrEtToken");
 

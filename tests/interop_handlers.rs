@@ -21,7 +21,6 @@
 mod common;
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -30,84 +29,8 @@ use common::*;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
-
 fn prereqs() -> bool {
-    if !require_prereqs() {
-        return false;
-    }
-    if find_on_path("python3").is_some() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "interop prerequisites missing under CI: `python3` on PATH (tests/support/handler.py)"
-        );
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIP interop test: missing `python3` on PATH (tests/support/handler.py needs it)"
-    );
-    false
-}
-
-/// [`call`] that must answer `status`; returns the JSON.
-fn expect(ns: &Netns, method: &str, path: &str, body: Option<&Value>, status: u16) -> Value {
-    let (s, v) = call(ns, method, path, body, &[]);
-    assert_eq!(s, status, "{method} {path} {body:?} answered {s}: {v}");
-    v
-}
-
-/// A 4xx whose error names `field`.
-fn refused(ns: &Netns, method: &str, path: &str, body: Option<&Value>, status: u16, field: &str) {
-    let v = expect(ns, method, path, body, status);
-    assert_eq!(v["error"]["field"], field, "{method} {path} {body:?}: {v}");
-    assert!(
-        v["error"]["message"].as_str().is_some_and(|m| m.len() > 10),
-        "{v}"
-    );
-}
-
-fn wait_api(ns: &Netns, app: &Appliance) {
-    let ok = wait_until(Duration::from_secs(30), || {
-        call(ns, "GET", "/api/v1/whoami", None, &["--max-time", "5"]).0 == 200
-    });
-    assert!(
-        ok,
-        "the API did not answer within 30 s; serve log:\n{}",
-        app.log_tail(60)
-    );
-}
-
-fn connect<'a>(ns: &'a Netns, app: &Appliance, config: &str) -> WgClient<'a> {
-    let client = WgClient::up(ns, config);
-    assert!(
-        client.wait_handshake(HANDSHAKE_TIMEOUT),
-        "no handshake; serve log:\n{}",
-        app.log_tail(40)
-    );
-    wait_api(ns, app);
-    client
-}
-
-/// A peer `name` of `role` in its own namespace, linked to `ns` over veth subnet `net`
-/// (`"192.0.2"`: appliance side .1, peer side .2).
-fn remote_peer<'a>(
-    ns: &Netns,
-    app: &Appliance,
-    name: &str,
-    role: &str,
-    net: &str,
-) -> (&'a Netns, WgClient<'a>) {
-    let remote: &'a Netns = Box::leak(Box::new(Netns::new(name)));
-    ns.link_veth(remote, &format!("{net}.1/24"), &format!("{net}.2/24"));
-    let conf = with_config_value(
-        &app.peer_add(name, role),
-        "Endpoint",
-        &format!("{net}.1:{}", app.port()),
-    );
-    let client = connect(remote, app, &conf);
-    (remote, client)
+    require_prereqs_and_python("tests/support/handler.py needs it")
 }
 
 fn runs_of(ns: &Netns, job: &str) -> Vec<Value> {
@@ -131,18 +54,20 @@ fn wait_runs(
     what: &str,
     done: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
-    let mut last = Vec::new();
-    if wait_until(timeout, || {
-        last = runs_of(ns, job);
-        done(&last)
-    }) {
-        return last;
-    }
-    panic!(
-        "job {job}: {what} not seen within {timeout:?}; runs: {}\nserve log:\n{}",
-        Value::from(last),
-        app.log_tail(40)
-    );
+    wait_runs_by(app, job, timeout, what, || runs_of(ns, job), done)
+}
+
+/// An appliance in `ns` with officer "olga" connected from `ns` itself, and handler peer
+/// `handler` connected from its own namespace over 192.0.2.0/24.
+fn with_officer_and_handler<'a, 'h>(
+    ns: &'a Netns,
+    handler: &str,
+) -> (Appliance<'a>, WgClient<'a>, &'h Netns, WgClient<'h>) {
+    let app = Appliance::start(ns);
+    let conf = app.peer_add("olga", "officer");
+    let olga = connect(ns, &app, &conf);
+    let (handler_ns, client) = remote_peer(ns, &app, handler, "handler", "192.0.2");
+    (app, olga, handler_ns, client)
 }
 
 /// The id of the job's (first) run, once there is one.
@@ -289,10 +214,7 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
         return;
     }
     let ns = Netns::new("hcall");
-    let mut app = Appliance::start(&ns);
-    let olga_conf = app.peer_add("olga", "officer");
-    let _olga = connect(&ns, &app, &olga_conf);
-    let (bot_ns, _bot) = remote_peer(&ns, &app, "bot", "handler", "192.0.2");
+    let (mut app, _olga, bot_ns, _bot) = with_officer_and_handler(&ns, "bot");
     let (eve_ns, _eve) = remote_peer(&ns, &app, "eve", "handler", "198.51.100");
 
     // Nobody registered yet: the officer cannot schedule a call to bot.
@@ -543,22 +465,17 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
     );
     assert_eq!(v["cancel_requested"], false);
     let result = json!({"echo": {"x": 1}, "message_id": "42"});
-    let v = expect(
-        bot_ns,
-        "POST",
-        &tp("ack"),
-        Some(&json!({"result": result})),
-        200,
-    );
-    assert_eq!(v["repeated"], false);
-    let v = expect(
-        bot_ns,
-        "POST",
-        &tp("ack"),
-        Some(&json!({"result": result})),
-        200,
-    );
-    assert_eq!(v["repeated"], true, "a repeated ack is idempotent");
+    let ack = || {
+        expect(
+            bot_ns,
+            "POST",
+            &tp("ack"),
+            Some(&json!({"result": result})),
+            200,
+        )
+    };
+    assert_eq!(ack()["repeated"], false);
+    assert_eq!(ack()["repeated"], true, "a repeated ack is idempotent");
     expect(bot_ns, "POST", &tp("heartbeat"), Some(&json!({})), 409);
     let runs = runs_of(&ns, &job_id);
     let r = &runs[0];
@@ -591,10 +508,7 @@ fn tasks_survive_crashed_handlers_offline_handlers_and_appliance_restarts() {
         return;
     }
     let ns = Netns::new("hdur");
-    let mut app = Appliance::start(&ns);
-    let olga_conf = app.peer_add("olga", "officer");
-    let _olga = connect(&ns, &app, &olga_conf);
-    let (bot_ns, _bot) = remote_peer(&ns, &app, "hbot", "handler", "192.0.2");
+    let (mut app, _olga, bot_ns, _bot) = with_officer_and_handler(&ns, "hbot");
     let mut bot = Handler::start(bot_ns);
     bot.kill9();
 

@@ -11,25 +11,12 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::{json, Value};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
-
 /// An appliance served with `serve_args` and one connected peer "alice" of `role`.
 fn alice_on<'a>(ns: &'a Netns, role: &str, serve_args: &[&str]) -> (Appliance<'a>, WgClient<'a>) {
-    let mut app = Appliance::init(ns, &[]);
-    app.serve_with(serve_args);
-    let config = app.peer_add("alice", role);
-    let client = WgClient::up(ns, &config);
-    assert!(client.wait_handshake(HANDSHAKE_TIMEOUT), "no handshake");
-    (app, client)
-}
-
-fn error_code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("")
+    served_with_peer(ns, "alice", role, serve_args)
 }
 
 /// Sends `conns` connections at once, each writing the hex-decoded `payload` padded with `a`

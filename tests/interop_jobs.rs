@@ -23,23 +23,20 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::thread::sleep;
 use std::time::Duration;
 
+use common::sink::{Sink, SINK_PORT};
 use common::*;
 use jiff::tz::Offset;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How late a fire may reach the sink (scheduled time to arrival).
 const MAX_LATENESS_S: f64 = 1.5;
 /// Float slack when comparing the sink's `time.time()` with a scheduled instant (not lateness:
 /// a fire before its time fails).
 const CLOCK_EPS_S: f64 = 0.001;
-/// The sink's port, inside each test's own namespace.
-const SINK_PORT: u16 = 18080;
 /// `serve` arguments that let webhooks reach the sink on the namespace's 127.0.0.1 (by
 /// default webhooks reach public addresses only).
 const ALLOW_SINK: &[&str] = &["--allow-webhook-net", "127.0.0.0/8"];
@@ -49,124 +46,11 @@ const ALLOW_SINK: &[&str] = &["--allow-webhook-net", "127.0.0.0/8"];
 
 /// [`require_prereqs`] plus `python3` for the sink, with the same SKIP / CI rules.
 fn prereqs() -> bool {
-    if !require_prereqs() {
-        return false;
-    }
-    if find_on_path("python3").is_some() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("interop prerequisites missing under CI: `python3` on PATH (the webhook sink)");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIP interop test: missing `python3` on PATH (tests/support/webhook_sink.py needs it)"
-    );
-    false
-}
-
-// ---------------------------------------------------------------------------------------------
-// The webhook sink
-
-/// `tests/support/webhook_sink.py` running inside a namespace on 127.0.0.1:[`SINK_PORT`]. Killed
-/// on drop; its dir (with the request log) is kept when the test panics.
-struct Sink {
-    dir: PathBuf,
-    log: PathBuf,
-    child: Child,
-}
-
-impl Sink {
-    fn start(ns: &Netns) -> Sink {
-        Sink::start_on(ns, "127.0.0.1")
-    }
-
-    /// A sink on `addr`:[`SINK_PORT`] (an address of the namespace); [`Sink::url`] still names
-    /// 127.0.0.1.
-    fn start_on(ns: &Netns, addr: &str) -> Sink {
-        let dir = unique_temp_dir("sink");
-        let log = dir.join("requests.jsonl");
-        let out = File::create(dir.join("sink.out")).expect("create sink.out");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/webhook_sink.py");
-        let child = ns
-            .cmd("python3")
-            .arg(script)
-            .arg(SINK_PORT.to_string())
-            .arg(&log)
-            .arg(addr)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("clone sink.out"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn the webhook sink: {e}"));
-        let mut sink = Sink { dir, log, child };
-        let ready = sink.log.with_extension("jsonl.ready");
-        if !wait_until(Duration::from_secs(10), || ready.exists()) {
-            let exited = sink.child.try_wait();
-            panic!(
-                "webhook sink not ready within 10 s ({exited:?}):\n{}",
-                fs::read_to_string(sink.dir.join("sink.out")).unwrap_or_default()
-            );
-        }
-        sink
-    }
-
-    /// `http://127.0.0.1:PORT{path}`: reachable from the appliance (same namespace) only.
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{SINK_PORT}{path}")
-    }
-
-    /// Every request so far, in arrival order.
-    fn requests(&self) -> Vec<Value> {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("sink line {l:?}: {e}")))
-            .collect()
-    }
-
-    /// Requests to exactly `path`.
-    fn hits(&self, path: &str) -> Vec<Value> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r["path"] == path)
-            .collect()
-    }
-
-    /// Arrival times (Unix seconds) of the requests to `path`.
-    fn times(&self, path: &str) -> Vec<f64> {
-        self.hits(path)
-            .iter()
-            .map(|r| r["t"].as_f64().expect("sink t"))
-            .collect()
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "webhook sink dir kept for inspection: {}\n--- last sink requests ---\n{}",
-                self.dir.display(),
-                tail(&fs::read_to_string(&self.log).unwrap_or_default(), 30)
-            );
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
+    require_prereqs_and_python("tests/support/webhook_sink.py needs it")
 }
 
 // ---------------------------------------------------------------------------------------------
 // API calls through the tunnel
-
-/// [`call`] that must answer `status`; returns the JSON.
-fn expect(ns: &Netns, method: &str, path: &str, body: Option<&Value>, status: u16) -> Value {
-    let (s, v) = call(ns, method, path, body, &[]);
-    assert_eq!(s, status, "{method} {path} {body:?} answered {s}: {v}");
-    v
-}
 
 fn create(ns: &Netns, job: &Value) -> Value {
     let v = expect(ns, "POST", "/api/v1/jobs", Some(job), 201);
@@ -215,41 +99,40 @@ fn wait_runs(
     what: &str,
     done: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
-    let mut last = Vec::new();
-    if wait_until(timeout, || {
-        last = runs_of(ns, id);
-        done(&last)
-    }) {
-        return last;
-    }
-    panic!(
-        "job {id}: {what} not seen within {timeout:?}; runs: {}\nserve log:\n{}",
-        Value::from(last),
-        app.log_tail(40)
-    );
+    wait_runs_by(app, id, timeout, what, || runs_of(ns, id), done)
+}
+
+/// The job's only run, once it has finished (within `timeout`).
+fn one_finished_run(ns: &Netns, app: &Appliance, id: &str, timeout: Duration, what: &str) -> Value {
+    let mut runs = wait_runs(ns, app, id, timeout, what, |r| r.len() == 1 && finished(r));
+    runs.remove(0)
+}
+
+/// `POST /api/v1/jobs/{id}/run`, which must be accepted (202).
+fn run_now(ns: &Netns, id: &str) -> Value {
+    expect(ns, "POST", &format!("/api/v1/jobs/{id}/run"), None, 202)
+}
+
+/// The run ended `status` on attempt `attempt`.
+fn assert_outcome(run: &Value, status: &str, attempt: u64) {
+    assert_eq!(run["status"], status, "{run}");
+    assert_eq!(run["attempt"], attempt, "{run}");
+}
+
+/// The job's runs once none is running any more (within 10 s).
+fn all_finished(ns: &Netns, app: &Appliance, id: &str) -> Vec<Value> {
+    wait_runs(
+        ns,
+        app,
+        id,
+        Duration::from_secs(10),
+        "all runs finished",
+        finished,
+    )
 }
 
 fn finished(runs: &[Value]) -> bool {
     runs.iter().all(|r| r["status"] != "running")
-}
-
-/// Waits until the API answers through the tunnel (after a start or restart).
-fn wait_api(ns: &Netns, app: &Appliance) {
-    let ok = wait_until(Duration::from_secs(30), || {
-        call(
-            ns,
-            "GET",
-            "/api/v1/jobs?limit=1",
-            None,
-            &["--max-time", "5"],
-        )
-        .0 == 200
-    });
-    assert!(
-        ok,
-        "the API did not answer within 30 s; serve log:\n{}",
-        app.log_tail(60)
-    );
 }
 
 /// Starts an appliance in `ns` (serving with [`ALLOW_SINK`]) with one connected peer `name` of
@@ -266,15 +149,9 @@ fn appliance_with_peer<'a>(
     (app, client, config)
 }
 
+/// Connects and waits for the jobs API.
 fn connect<'a>(ns: &'a Netns, app: &Appliance, config: &str) -> WgClient<'a> {
-    let client = WgClient::up(ns, config);
-    assert!(
-        client.wait_handshake(HANDSHAKE_TIMEOUT),
-        "no handshake; serve log:\n{}",
-        app.log_tail(40)
-    );
-    wait_api(ns, app);
-    client
+    connect_on(ns, app, config, "/api/v1/jobs?limit=1")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -526,14 +403,7 @@ fn jobs_fire_once_on_time_and_are_recorded() {
 
     // The every job: start + k s for k = 1, 2, ..., one per second until the pause.
     let id = id_of(&every);
-    let runs = wait_runs(
-        &ns,
-        &app,
-        &id,
-        Duration::from_secs(10),
-        "all runs finished",
-        finished,
-    );
+    let runs = all_finished(&ns, &app, &id);
     for (k, run) in runs.iter().enumerate() {
         let want = start + SignedDuration::from_secs(k as i64 + 1);
         assert_eq!(
@@ -555,14 +425,7 @@ fn jobs_fire_once_on_time_and_are_recorded() {
 
     // The cron job: even whole seconds, 2 s apart, none before it was created.
     let id = id_of(&cron);
-    let runs = wait_runs(
-        &ns,
-        &app,
-        &id,
-        Duration::from_secs(10),
-        "all runs finished",
-        finished,
-    );
+    let runs = all_finished(&ns, &app, &id);
     assert!(
         runs.len() >= 2,
         "cron */2 s ran {} times: {}",
@@ -761,16 +624,15 @@ fn kill_9_loses_no_acknowledged_job_or_run() {
     );
 
     // The job due during the downtime runs once after the restart, for its own time.
-    let runs = wait_runs(
+    let run = one_finished_run(
         &ns,
         &app,
         &due_id,
         Duration::from_secs(10),
         "the catch-up run",
-        |r| r.len() == 1 && finished(r),
     );
-    assert_good_run(&runs[0], "schedule");
-    assert_eq!(ts(&runs[0]["scheduled_at"]), due_at, "{}", runs[0]);
+    assert_good_run(&run, "schedule");
+    assert_eq!(ts(&run["scheduled_at"]), due_at, "{run}");
     sleep(Duration::from_secs(1));
     assert_eq!(sink.hits("/ok/due").len(), 1, "{:?}", sink.requests());
     assert_eq!(sink.hits("/ok/pre").len(), 1, "{:?}", sink.requests());
@@ -980,22 +842,8 @@ fn misfires_after_downtime_are_recorded_and_caught_up_once() {
     sleep(Duration::from_millis(2500));
     pause(&ns, &a_id);
     pause(&ns, &b_id);
-    let a_runs = wait_runs(
-        &ns,
-        &app,
-        &a_id,
-        Duration::from_secs(10),
-        "all runs finished",
-        finished,
-    );
-    let b_runs = wait_runs(
-        &ns,
-        &app,
-        &b_id,
-        Duration::from_secs(10),
-        "all runs finished",
-        finished,
-    );
+    let a_runs = all_finished(&ns, &app, &a_id);
+    let b_runs = all_finished(&ns, &app, &b_id);
     eprintln!(
         "scenario 3: down {:.2} s (stop..restart)",
         secs(stopped, restart)
@@ -1078,55 +926,33 @@ fn retries_backoff_retry_after_final_4xx_and_timeouts() {
     let (app, _c, _) = appliance_with_peer(&ns, "olga", "officer");
     let sink = Sink::start(&ns);
     let at = json!({"at": with_millis(after(Duration::from_millis(1500))).to_string()});
-    let fail = create(
-        &ns,
-        &job_with(
+    let [fail, rate, gone, slow] = [
+        (
             "fail",
-            at.clone(),
-            &sink.url("/fail/x"),
+            "/fail/x",
             json!({"retry": {"attempts": 3, "backoff": "1s"}}),
         ),
-    );
-    // A 5 s backoff: only Retry-After explains a retry after ~1 s.
-    let rate = create(
-        &ns,
-        &job_with(
+        // A 5 s backoff: only Retry-After explains a retry after ~1 s.
+        (
             "ratelimited",
-            at.clone(),
-            &sink.url("/ratelimit/x"),
+            "/ratelimit/x",
             json!({"retry": {"attempts": 2, "backoff": "5s"}}),
         ),
-    );
-    let gone = create(
-        &ns,
-        &job_with(
+        (
             "gone",
-            at.clone(),
-            &sink.url("/gone/x"),
+            "/gone/x",
             json!({"retry": {"attempts": 3, "backoff": "1s"}}),
         ),
-    );
-    let slow = create(
-        &ns,
-        &job_with("slow", at, &sink.url("/slow/x"), json!({"timeout": "1s"})),
-    );
+        ("slow", "/slow/x", json!({"timeout": "1s"})),
+    ]
+    .map(|(name, path, extra)| create(&ns, &job_with(name, at.clone(), &sink.url(path), extra)));
 
-    let done = |id: &str| {
-        wait_runs(
-            &ns,
-            &app,
-            id,
-            Duration::from_secs(20),
-            "a finished run",
-            |r| r.len() == 1 && finished(r),
-        )
-        .remove(0)
-    };
+    let done =
+        |id: &str| one_finished_run(&ns, &app, id, Duration::from_secs(20), "a finished run");
 
     // 500 three times: failed on attempt 3, backoff 1 s then 2 s.
     let run = done(&id_of(&fail));
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(run["attempt"], 3, "{run}");
+    assert_outcome(&run, "failed", 3);
     assert_eq!(run["http_status"], 500, "{run}");
     assert!(
         run["error"].as_str().is_some_and(|e| e.contains("500")),
@@ -1153,8 +979,7 @@ fn retries_backoff_retry_after_final_4xx_and_timeouts() {
 
     // 429 with Retry-After: 1, then 204: succeeded on attempt 2 about a second later.
     let run = done(&id_of(&rate));
-    assert_eq!(run["status"], "succeeded", "{run}");
-    assert_eq!(run["attempt"], 2, "{run}");
+    assert_outcome(&run, "succeeded", 2);
     assert_eq!(run["http_status"], 204, "{run}");
     let t = sink.times("/ratelimit/x");
     assert_eq!(t.len(), 2, "{:?}", sink.hits("/ratelimit/x"));
@@ -1170,8 +995,7 @@ fn retries_backoff_retry_after_final_4xx_and_timeouts() {
 
     // 404 is final: one attempt although three were allowed.
     let run = done(&id_of(&gone));
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(run["attempt"], 1, "{run}");
+    assert_outcome(&run, "failed", 1);
     assert_eq!(run["http_status"], 404, "{run}");
     assert!(
         run["error"].as_str().is_some_and(|e| e.contains("404")),
@@ -1180,8 +1004,7 @@ fn retries_backoff_retry_after_final_4xx_and_timeouts() {
 
     // The slow reply outlives the 1 s timeout.
     let run = done(&id_of(&slow));
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(run["attempt"], 1, "{run}");
+    assert_outcome(&run, "failed", 1);
     assert!(run["http_status"].is_null(), "{run}");
     assert!(
         run["error"]
@@ -1288,7 +1111,7 @@ fn pause_resume_run_now_and_max_instances() {
     // Run now on the paused job: 202, a manual run through the normal path, still paused.
     let c1 = sink.hits("/ok/p").len();
     let before = runs.len();
-    let v = expect(&ns, "POST", &format!("/api/v1/jobs/{id}/run"), None, 202);
+    let v = run_now(&ns, &id);
     assert_eq!(v["job"], id.as_str(), "{v}");
     let runs = wait_runs(
         &ns,
@@ -1319,16 +1142,9 @@ fn pause_resume_run_now_and_max_instances() {
     // Run now on an `at` job: its own schedule does not move.
     let at = create(&ns, &job("later", far_at(), &sink.url("/ok/later")));
     let at_id = id_of(&at);
-    expect(&ns, "POST", &format!("/api/v1/jobs/{at_id}/run"), None, 202);
-    let runs = wait_runs(
-        &ns,
-        &app,
-        &at_id,
-        Duration::from_secs(10),
-        "the manual run",
-        |r| r.len() == 1 && finished(r),
-    );
-    assert_good_run(&runs[0], "manual");
+    run_now(&ns, &at_id);
+    let run = one_finished_run(&ns, &app, &at_id, Duration::from_secs(10), "the manual run");
+    assert_good_run(&run, "manual");
     assert_eq!(sink.hits("/ok/later").len(), 1);
     assert_eq!(get_job(&ns, &at_id)["next_fire_at"], at["next_fire_at"]);
 
@@ -1343,13 +1159,7 @@ fn pause_resume_run_now_and_max_instances() {
         ),
     );
     let slow_id = id_of(&slow);
-    expect(
-        &ns,
-        "POST",
-        &format!("/api/v1/jobs/{slow_id}/run"),
-        None,
-        202,
-    );
+    run_now(&ns, &slow_id);
     let (s, v) = call(
         &ns,
         "POST",
@@ -1359,24 +1169,11 @@ fn pause_resume_run_now_and_max_instances() {
     );
     assert_eq!((s, v["error"]["code"].as_str()), (409, Some("busy")), "{v}");
     assert_eq!(get_job(&ns, &slow_id)["running"], 1);
-    let runs = wait_runs(
-        &ns,
-        &app,
-        &slow_id,
-        Duration::from_secs(10),
-        "the slow run",
-        |r| r.len() == 1 && finished(r),
-    );
-    assert_good_run(&runs[0], "manual");
+    let run = one_finished_run(&ns, &app, &slow_id, Duration::from_secs(10), "the slow run");
+    assert_good_run(&run, "manual");
     assert_eq!(sink.hits("/slow/m").len(), 1);
     // The slot is free again.
-    expect(
-        &ns,
-        "POST",
-        &format!("/api/v1/jobs/{slow_id}/run"),
-        None,
-        202,
-    );
+    run_now(&ns, &slow_id);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1677,15 +1474,8 @@ fn roles_gate_jobs_and_the_audit_trail_has_no_webhook_secrets() {
     assert_eq!(s, 403, "viewers do not read the audit trail");
 
     // The officer runs it (the real URL and header reach the sink) and rotates the token.
-    expect(&ns, "POST", &format!("/api/v1/jobs/{id}/run"), None, 202);
-    wait_runs(
-        &ns,
-        &app,
-        &id,
-        Duration::from_secs(10),
-        "the manual run",
-        |r| r.len() == 1 && finished(r),
-    );
+    run_now(&ns, &id);
+    one_finished_run(&ns, &app, &id, Duration::from_secs(10), "the manual run");
     let hit = sink.hits(&secret_path);
     assert_eq!(hit.len(), 1, "{:?}", sink.requests());
     assert_eq!(hit[0]["headers"]["authorization"], format!("Bot {AUTH}"));
@@ -1945,14 +1735,7 @@ fn a_restart_neither_repeats_nor_shifts_a_fire() {
     let listed = get_job(&ns, &id);
     sleep(Duration::from_millis(2500));
     pause(&ns, &id);
-    let runs = wait_runs(
-        &ns,
-        &app,
-        &id,
-        Duration::from_secs(10),
-        "all runs finished",
-        finished,
-    );
+    let runs = all_finished(&ns, &app, &id);
 
     // No fire is posted twice: one arrival per run, and each run is for its own time on the
     // grid (below). Arrivals are a second apart, except that the fire the downtime delayed runs
@@ -2196,7 +1979,7 @@ fn webhooks_cannot_reach_the_appliance_or_loopback() {
     assert!(out.status.success(), "{}", describe(&out));
     // Runs job `id` now (its `n`th run) and checks that it failed with `why`, unretried.
     let refused_run = |app: &Appliance, id: &str, n: usize, why: &str| {
-        expect(&ns, "POST", &format!("/api/v1/jobs/{id}/run"), None, 202);
+        run_now(&ns, id);
         let runs = wait_runs(
             &ns,
             app,
@@ -2266,7 +2049,7 @@ fn webhooks_cannot_reach_the_appliance_or_loopback() {
         2,
         "destination 10.88.88.1 is inside the appliance's own network 10.88.88.0/24",
     );
-    expect(&ns, "POST", &format!("/api/v1/jobs/{local}/run"), None, 202);
+    run_now(&ns, &local);
     let runs = wait_runs(
         &ns,
         &app,

@@ -28,38 +28,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn connect<'a>(ns: &'a Netns, app: &Appliance, config: &str) -> WgClient<'a> {
-    let client = WgClient::up(ns, config);
-    assert!(
-        client.wait_handshake(HANDSHAKE_TIMEOUT),
-        "no handshake; serve log:\n{}",
-        app.log_tail(40)
-    );
-    wait_api(ns, app);
-    client
-}
-
-fn wait_api(ns: &Netns, app: &Appliance) {
-    let ok = wait_until(Duration::from_secs(30), || {
-        call(ns, "GET", "/api/v1/whoami", None, &["--max-time", "5"]).0 == 200
-    });
-    assert!(
-        ok,
-        "the API did not answer within 30 s; serve log:\n{}",
-        app.log_tail(60)
-    );
-}
-
-fn server_key(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("server public key:"))
-        .unwrap_or_else(|| panic!("no server key in {stdout}"))
-        .trim()
-        .to_string()
-}
+use common::cli::server_key;
 
 /// Every job name the API lists (200 fit in one page of 500).
 fn job_names(ns: &Netns) -> BTreeSet<String> {
@@ -180,21 +149,10 @@ fn a_backup_during_200_tunnelled_creates_holds_every_acknowledged_one_and_restor
 
 /// `prometheus` and `promtool` on PATH, with the same SKIP / CI rules as the other tools.
 fn prometheus_present() -> bool {
-    let missing: Vec<&str> = ["prometheus", "promtool"]
-        .into_iter()
-        .filter(|t| find_on_path(t).is_none())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("interop prerequisites missing under CI: {missing:?} (Debian package prometheus)");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIP interop test: missing {missing:?} (Debian package prometheus; scripts/test.sh installs it)"
-    );
-    false
+    require_tools(
+        &["prometheus", "promtool"],
+        "Debian package prometheus; scripts/test.sh installs it",
+    )
 }
 
 /// A Prometheus server inside a namespace, on 127.0.0.1:PORT there. Killed on drop.

@@ -100,15 +100,6 @@ fn show_json(app: &Appliance, name: &str) -> Value {
     v
 }
 
-/// Names in a `peer list --json` array.
-fn names(list: &Value) -> Vec<String> {
-    list.as_array()
-        .expect("array")
-        .iter()
-        .map(|p| p["name"].as_str().expect("name is a string").to_string())
-        .collect()
-}
-
 /// `wg ARGS` with `input` on stdin (genkey, pubkey): pure computation, no network.
 fn wg_tool(args: &[&str], input: &str) -> String {
     let out = wg_tool_output(args, input);

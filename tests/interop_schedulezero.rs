@@ -21,7 +21,6 @@
 mod common;
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -29,70 +28,19 @@ use common::*;
 use serde_json::{json, Value};
 
 fn prereqs() -> bool {
-    if !require_prereqs() {
-        return false;
-    }
-    if find_on_path("python3").is_some() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("interop prerequisites missing under CI: `python3` on PATH");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIP interop test: missing `python3` on PATH"
-    );
-    false
+    require_prereqs_and_python("the handler scripts need it")
 }
 
+/// Calls here may wait on a handler: up to 60 s, not curl's default.
+const SLOW: &[&str] = &["--max-time", "60"];
+
 fn expect(ns: &Netns, method: &str, path: &str, body: Option<&Value>, status: u16) -> Value {
-    let (s, v) = call(ns, method, path, body, &["--max-time", "60"]);
-    assert_eq!(s, status, "{method} {path} {body:?} answered {s}: {v}");
-    v
+    expect_with(ns, method, path, body, status, SLOW)
 }
 
 fn refused(ns: &Netns, method: &str, path: &str, body: Option<&Value>, status: u16, field: &str) {
     let v = expect(ns, method, path, body, status);
-    assert_eq!(v["error"]["field"], field, "{method} {path} {body:?}: {v}");
-    assert!(
-        v["error"]["message"].as_str().is_some_and(|m| m.len() > 10),
-        "{v}"
-    );
-}
-
-fn connect<'a>(ns: &'a Netns, app: &Appliance, config: &str) -> WgClient<'a> {
-    let client = WgClient::up(ns, config);
-    assert!(
-        client.wait_handshake(Duration::from_secs(20)),
-        "no handshake; serve log:\n{}",
-        app.log_tail(40)
-    );
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            call(ns, "GET", "/api/v1/whoami", None, &["--max-time", "5"]).0 == 200
-        }),
-        "the API did not answer; serve log:\n{}",
-        app.log_tail(60)
-    );
-    client
-}
-
-fn remote_peer<'a>(
-    ns: &Netns,
-    app: &Appliance,
-    name: &str,
-    role: &str,
-    net: &str,
-) -> (&'a Netns, WgClient<'a>) {
-    let remote: &'a Netns = Box::leak(Box::new(Netns::new(name)));
-    ns.link_veth(remote, &format!("{net}.1/24"), &format!("{net}.2/24"));
-    let conf = with_config_value(
-        &app.peer_add(name, role),
-        "Endpoint",
-        &format!("{net}.1:{}", app.port()),
-    );
-    let client = connect(remote, app, &conf);
-    (remote, client)
+    assert_names_field(&v, field, &format!("{method} {path} {body:?}"));
 }
 
 /// `tests/support/handler.py` (methods echo, slow, boom) in `ns`; killed on drop.

@@ -11,6 +11,8 @@
 //! through the `parse`/`FromStr` constructors, each with its own error enum whose `Display` is a
 //! sentence a user can act on; once a value exists it is valid and callers may trust it.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod key;
 pub mod name;

@@ -2,6 +2,9 @@
 //! the png crate) to the promised size and pixels, and the terminal art maps back to the same
 //! module grid, quiet zone included.
 
+mod common;
+
+use common::art_cells;
 use peers::{render_png, render_terminal, Cells};
 use qrcode::{Color, EcLevel, QrCode};
 
@@ -32,19 +35,6 @@ fn modules_with_margin(text: &str, q: usize) -> Vec<Vec<bool>> {
                         && (q..w + q).contains(&y)
                         && colors[(y - q) * w + (x - q)] == Color::Dark
                 })
-                .collect()
-        })
-        .collect()
-}
-
-/// The half-block characters of the terminal art, colours stripped.
-fn art_cells(art: &str) -> Vec<Vec<char>> {
-    art.lines()
-        .map(|l| {
-            l.strip_prefix(peers::qr::TERMINAL_COLOURS)
-                .and_then(|l| l.strip_suffix(peers::qr::TERMINAL_RESET))
-                .expect("coloured line")
-                .chars()
                 .collect()
         })
         .collect()

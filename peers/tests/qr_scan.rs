@@ -87,16 +87,7 @@ fn png_scans_back_to_the_config() {
 fn paint_terminal(text: &str, theme_bg: u8, path: &Path) {
     let art = render_terminal(text, peers::Cells::HalfBlocks).unwrap().art;
     const PX: usize = 6;
-    let lines: Vec<Vec<char>> = art
-        .lines()
-        .map(|l| {
-            l.strip_prefix(peers::qr::TERMINAL_COLOURS)
-                .and_then(|l| l.strip_suffix(peers::qr::TERMINAL_RESET))
-                .expect("coloured line")
-                .chars()
-                .collect()
-        })
-        .collect();
+    let lines = common::art_cells(&art);
     let cols = lines[0].len();
     let (width, height) = (cols * PX, lines.len() * 2 * PX);
     let margin = 4 * PX;

@@ -233,7 +233,9 @@ mod tests {
             vec![1],
             "a lone caller leads at once"
         );
+        // Each waiter is queued before the next is started, so arrival order is 2, 3.
         h.submit(2, change(2));
+        h.until_queued(1);
         h.submit(3, change(3));
         h.until_queued(2);
         assert!(

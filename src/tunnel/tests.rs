@@ -3,6 +3,7 @@
 #![allow(clippy::disallowed_methods)] // tests pick an arbitrary origin instant
 
 use super::*;
+use crate::testing::ipv4_packet;
 use boringtun::noise::{Tunn, TunnResult};
 use peers::{Ipv4Net, PresharedKey, PrivateKey};
 use rand_chacha::rand_core::SeedableRng;
@@ -12,20 +13,6 @@ const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 88, 88, 1);
 
 fn client_addr(n: u8) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 40000 + n as u16))
-}
-
-/// A minimal IPv4 packet (UDP protocol number, empty payload) from `src` to `dst`.
-pub(crate) fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
-    let len = 20 + payload.len();
-    let mut p = vec![0u8; len];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    p[20..].copy_from_slice(payload);
-    p
 }
 
 struct Client {
@@ -188,7 +175,7 @@ fn handshake_then_data_reaches_netstack_with_identity() {
         Some(c.addr)
     );
 
-    let pkt = ipv4(addr, SERVER_IP, b"hello");
+    let pkt = ipv4_packet(addr, SERVER_IP, b"hello");
     let d = c.encapsulate(&pkt);
     w.router.handle_datagram(c.addr, &d);
     let inb = w.router.poll_inbound().expect("packet delivered");
@@ -207,13 +194,13 @@ fn spoofed_source_is_dropped_and_counted() {
     w.handshake(&mut mallory);
 
     // Mallory claims Alice's address: decrypts fine, but must not reach the netstack.
-    let d = mallory.encapsulate(&ipv4(alice_ip, SERVER_IP, b"x"));
+    let d = mallory.encapsulate(&ipv4_packet(alice_ip, SERVER_IP, b"x"));
     w.router.handle_datagram(mallory.addr, &d);
     assert!(w.router.poll_inbound().is_none());
     assert_eq!(w.router.stats().dropped_spoofed, 1);
 
     // Her own address works.
-    let d = mallory.encapsulate(&ipv4(mallory_ip, SERVER_IP, b"x"));
+    let d = mallory.encapsulate(&ipv4_packet(mallory_ip, SERVER_IP, b"x"));
     w.router.handle_datagram(mallory.addr, &d);
     assert_eq!(
         w.router.poll_inbound().unwrap().peer,
@@ -270,13 +257,13 @@ fn demux_by_index_routes_each_peer_and_outbound_by_address() {
         w.handshake(c);
     }
     for (c, ip) in clients.iter_mut() {
-        let d = c.encapsulate(&ipv4(*ip, SERVER_IP, &[1, 2, 3]));
+        let d = c.encapsulate(&ipv4_packet(*ip, SERVER_IP, &[1, 2, 3]));
         w.router.handle_datagram(c.addr, &d);
         assert_eq!(w.router.poll_inbound().unwrap().peer, c.key.public_key());
     }
     // Outbound: a reply to peer 7 goes to its endpoint and only it can decrypt it.
     let (c7, ip7) = &mut clients[7];
-    let reply = ipv4(SERVER_IP, *ip7, b"pong");
+    let reply = ipv4_packet(SERVER_IP, *ip7, b"pong");
     w.router.handle_ip_packet(&reply);
     let out = w.drain_transmit();
     assert_eq!(out.len(), 1);
@@ -285,8 +272,11 @@ fn demux_by_index_routes_each_peer_and_outbound_by_address() {
     assert_eq!(ip.unwrap(), reply);
 
     // Unroutable destination is counted, not sent.
-    w.router
-        .handle_ip_packet(&ipv4(SERVER_IP, Ipv4Addr::new(10, 88, 88, 200), b"?"));
+    w.router.handle_ip_packet(&ipv4_packet(
+        SERVER_IP,
+        Ipv4Addr::new(10, 88, 88, 200),
+        b"?",
+    ));
     assert!(w.drain_transmit().is_empty());
     assert_eq!(w.router.stats().dropped_unroutable_out, 1);
 }
@@ -300,7 +290,7 @@ fn endpoint_moves_only_after_authentication() {
     let key = c.key.public_key();
 
     // A forged data packet from elsewhere, reusing a real packet's header with a bad tag.
-    let mut forged = c.encapsulate(&ipv4(ip, SERVER_IP, b"a"));
+    let mut forged = c.encapsulate(&ipv4_packet(ip, SERVER_IP, b"a"));
     let n = forged.len();
     forged[n - 1] ^= 0xff;
     let attacker = SocketAddr::from(([127, 0, 0, 66], 6666));
@@ -310,7 +300,7 @@ fn endpoint_moves_only_after_authentication() {
 
     // The phone roams: a genuine packet from the new address moves the endpoint.
     let roamed = SocketAddr::from(([127, 0, 0, 2], 5555));
-    let d = c.encapsulate(&ipv4(ip, SERVER_IP, b"b"));
+    let d = c.encapsulate(&ipv4_packet(ip, SERVER_IP, b"b"));
     w.router.handle_datagram(roamed, &d);
     assert_eq!(w.router.peer(&key).unwrap().endpoint(), Some(roamed));
 }
@@ -325,7 +315,7 @@ fn removed_peer_is_silent_and_indices_are_not_reused() {
     assert!(first_index < (1 << 24));
     assert!(w.router.remove_peer(&c.key.public_key()));
 
-    let d = c.encapsulate(&ipv4(ip, SERVER_IP, b"a"));
+    let d = c.encapsulate(&ipv4_packet(ip, SERVER_IP, b"a"));
     w.router.handle_datagram(c.addr, &d);
     assert!(w.router.poll_inbound().is_none());
     let init = c.initiation();
@@ -391,7 +381,7 @@ fn a_handshake_flood_never_delays_data_and_its_work_per_turn_is_bounded() {
     for turn in 0..50u8 {
         flood(&mut w, &inits, 200);
         for k in 0..10u8 {
-            let d = c.encapsulate(&ipv4(ip, SERVER_IP, &[turn, k]));
+            let d = c.encapsulate(&ipv4_packet(ip, SERVER_IP, &[turn, k]));
             w.router.handle_datagram(c.addr, &d);
         }
         // All of the established peer's data is decrypted at once, before any handshake work.

@@ -17,6 +17,14 @@
 // the clock (clippy.toml reserves `Instant::now` for drivers).
 #![allow(clippy::disallowed_methods)]
 
+pub mod api;
+pub mod cli;
+pub mod sink;
+
+// Not every test binary uses the API helpers (tests/cli.rs and tests/backup.rs do not).
+#[allow(unused_imports)]
+pub use api::*;
+
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

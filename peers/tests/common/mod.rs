@@ -64,3 +64,16 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The half-block characters of the terminal art, colours stripped.
+pub fn art_cells(art: &str) -> Vec<Vec<char>> {
+    art.lines()
+        .map(|l| {
+            l.strip_prefix(peers::qr::TERMINAL_COLOURS)
+                .and_then(|l| l.strip_suffix(peers::qr::TERMINAL_RESET))
+                .expect("coloured line")
+                .chars()
+                .collect()
+        })
+        .collect()
+}
