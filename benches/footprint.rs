@@ -15,9 +15,9 @@
 #![allow(clippy::disallowed_methods)] // benchmark: reads clocks and sleeps
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use appliance::model::JobRecord;
@@ -25,6 +25,10 @@ use appliance::sched::{JobId, JobSpec};
 use appliance::store::Store;
 use jiff::Timestamp;
 use serde_json::json;
+
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
 
 /// Counts live heap bytes (allocations minus frees) of the whole bench process.
 struct Counting;
@@ -59,33 +63,6 @@ fn live() -> isize {
 const PEERS: usize = 250;
 const JOBS: usize = 10_000;
 const ROUNDS: usize = 3;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "appliance-bench-footprint-{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .expect("chmod temp dir");
-        TempDir(p)
-    }
-    fn db(&self) -> PathBuf {
-        self.0.join("appliance.redb")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn cli(bin: &Path, dir: &TempDir, args: &[&str]) {
     let out = Command::new(bin)
@@ -130,7 +107,7 @@ fn cron_job(i: usize, now: Timestamp) -> JobRecord {
 }
 
 fn fill(bin: &Path, peers: usize, jobs: usize) -> TempDir {
-    let dir = TempDir::new(&format!("p{peers}-j{jobs}"));
+    let dir = TempDir::new("footprint", &format!("p{peers}-j{jobs}"));
     cli(bin, &dir, &["init", "--endpoint", "127.0.0.1:51820"]);
     for i in 0..peers {
         cli(bin, &dir, &["peer", "add", &format!("member-{i}")]);

@@ -24,7 +24,6 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +39,9 @@ use redb::{Database, TableDefinition};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
 #[path = "support/webhook_sink.rs"]
 mod webhook_sink;
 use webhook_sink::{start_sink, Hits};
@@ -54,28 +56,6 @@ const DEADLINE: Duration = Duration::from_secs(120);
 const QUEUED: usize = 2000;
 const THROUGHPUT_ROUNDS: usize = 3;
 const BARE: TableDefinition<u64, &[u8]> = TableDefinition::new("bare");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "appliance-bench-handlers-{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn actor() -> Actor {
     Actor {
@@ -116,7 +96,7 @@ struct Delivery {
 }
 
 async fn delivery_round(addr: SocketAddr, hits: &Hits, round: usize) -> Delivery {
-    let dir = TempDir::new("delivery");
+    let dir = TempDir::new("handlers", "delivery");
     let store = Arc::new(Store::create(&dir.0.join("db.redb"), None).unwrap());
     let (tx, rx) = watch::channel(false);
     let (jobs, task) =
@@ -294,7 +274,7 @@ fn bare_commits(dir: &TempDir, n: usize, callers: usize) -> f64 {
 
 /// Drains `QUEUED` tasks with 4 handlers leasing `max` at a time; returns tasks/s.
 async fn drain(max: usize) -> f64 {
-    let dir = TempDir::new("drain");
+    let dir = TempDir::new("handlers", "drain");
     let store = Arc::new(Store::create(&dir.0.join("db.redb"), None).unwrap());
     let now = Timestamp::now();
     let mut runs: Vec<RunRecord> = (0..QUEUED)
@@ -373,7 +353,7 @@ async fn bench_throughput(out: &mut String) {
     for round in 1..=THROUGHPUT_ROUNDS {
         let a = drain(1).await;
         let b = drain(10).await;
-        let dir = TempDir::new("bare");
+        let dir = TempDir::new("handlers", "bare");
         let c = tokio::task::block_in_place(|| bare_commits(&dir, QUEUED, HANDLERS));
         rows += &format!(
             "| {round} | {a:.0} | {b:.0} | {c:.0} | {:.2} | {:.2} |\n",

@@ -116,6 +116,8 @@ fn setup(n: usize) -> (Router, Vec<Client>) {
         let mut c = Client::new(i, &key, &psk, server_public, i as u32);
         let init = c.initiation();
         router.handle_datagram(c.addr, &init);
+        // Handshake messages wait in the router's queue; its timeout step does their work.
+        router.handle_timeout(std::time::Instant::now());
         let resp = router.poll_transmit().expect("handshake response");
         c.decapsulate(&resp.payload);
         // Confirm the session with a keepalive so the router uses it for sending.

@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -41,6 +41,9 @@ use redb::{Database, Durability, TableDefinition};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
 #[path = "support/webhook_sink.rs"]
 mod webhook_sink;
 use webhook_sink::{start_sink, Hits};
@@ -68,40 +71,12 @@ const BURST_DEADLINE: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// A directory under the temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "appliance-bench-sched-{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .expect("chmod temp dir");
-        TempDir(p)
-    }
-    fn db(&self) -> PathBuf {
-        self.0.join("appliance.redb")
-    }
-}
-
 /// Opens the bench database, creating it (schema only, no server key) on first use.
 fn open_db(path: &std::path::Path) -> Result<Store, appliance::store::OpenError> {
     if path.exists() {
         Store::open(path)
     } else {
         Store::create(path, None)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -303,7 +278,7 @@ fn bare_commits(dir: &TempDir, n: usize, callers: usize, size: usize) -> f64 {
 /// `callers` threads on a fresh appliance database, records built beforehand. Returns
 /// inserts/s.
 fn store_inserts(n: usize, callers: usize) -> f64 {
-    let dir = TempDir::new("store");
+    let dir = TempDir::new("sched", "store");
     let store = open_db(&dir.db()).unwrap();
     let now = Timestamp::now();
     let now_ms = now.as_millisecond() as u64;
@@ -352,7 +327,7 @@ fn store_inserts(n: usize, callers: usize) -> f64 {
 /// `Handle::create` `n` times from `callers` tasks on a fresh appliance database. Returns
 /// creates/s.
 async fn appliance_creates(n: usize, callers: usize) -> f64 {
-    let dir = TempDir::new("creates");
+    let dir = TempDir::new("sched", "creates");
     let store = Arc::new(open_db(&dir.db()).unwrap());
     let (jobs, tx, task) = start_jobs(store);
     let jobs = Arc::new(jobs);
@@ -389,7 +364,7 @@ async fn bench_creates(out: &mut String) {
     let now = Timestamp::now();
     let spec = JobSpec::from_json(&job_body(0, now), Some(now)).unwrap();
     let row_size = {
-        let dir = TempDir::new("layout");
+        let dir = TempDir::new("sched", "layout");
         RowLayout::learn(&dir)
             .row(&spec, spec.trigger.next_after(now))
             .len()
@@ -397,7 +372,7 @@ async fn bench_creates(out: &mut String) {
     let mut rows = Vec::new();
     for round in 1..=CREATE_ROUNDS {
         for callers in [1, CALLERS] {
-            let dir = TempDir::new("bare");
+            let dir = TempDir::new("sched", "bare");
             let bare =
                 tokio::task::spawn_blocking(move || bare_commits(&dir, CREATES, callers, row_size))
                     .await
@@ -519,7 +494,7 @@ fn serve_once(bin: &Path, dir: &TempDir) -> (f64, f64) {
 }
 
 async fn bench_startup(out: &mut String) {
-    let full = TempDir::new("startup100k");
+    let full = TempDir::new("sched", "startup100k");
     // `serve` refuses a database without a server record (exit 3, issue 13), so the jobs go
     // into a directory `init` made, as a user's would.
     let bin = Path::new(env!("CARGO_BIN_EXE_appliance"));
@@ -558,7 +533,7 @@ async fn bench_startup(out: &mut String) {
 
     // The whole binary: 100k jobs vs empty, alternating after one untimed warm-up each (which
     // also writes the server record on first run).
-    let empty = TempDir::new("startup-empty");
+    let empty = TempDir::new("sched", "startup-empty");
     let (mut e_sock, mut e_ready, mut f_sock, mut f_ready) = (vec![], vec![], vec![], vec![]);
     tokio::task::block_in_place(|| {
         serve_once(bin, &empty);
@@ -677,7 +652,7 @@ struct Burst {
 }
 
 async fn appliance_burst(addr: SocketAddr, hits: &Hits, round: usize) -> Burst {
-    let dir = TempDir::new("burst");
+    let dir = TempDir::new("sched", "burst");
     let prefix = format!("a{round}");
     let now = Timestamp::now();
     let at = burst_instant();

@@ -724,22 +724,9 @@ fn status_json_matches_the_golden_file() {
         ]
         .into_iter()
         .map(|(h, status)| RunRecord {
-            id: 0,
-            job_id: JobId::from_u64(1),
-            job_name: "job1".into(),
-            scheduled_at: hours(h),
-            started_at: None,
-            finished_at: None,
             attempt: 1,
             status,
-            trigger: "schedule".into(),
-            http_status: None,
-            error: None,
-            duration_ms: None,
-            count: None,
-            handler: None,
-            result: None,
-            queue_delay_ms: None,
+            ..RunRecord::starting(JobId::from_u64(1), "job1".into(), hours(h), "schedule")
         })
         .collect();
         store.start_runs(&mut runs, &[]).unwrap();

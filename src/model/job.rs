@@ -113,6 +113,36 @@ pub struct RunRecord {
     pub queue_delay_ms: Option<u64>,
 }
 
+impl RunRecord {
+    /// A fire about to start: no attempt made, running, nothing known yet of its outcome.
+    /// `trigger` is `schedule` or `manual`.
+    pub fn starting(
+        job_id: JobId,
+        job_name: String,
+        scheduled_at: Timestamp,
+        trigger: &str,
+    ) -> RunRecord {
+        RunRecord {
+            id: 0,
+            job_id,
+            job_name,
+            scheduled_at,
+            started_at: None,
+            finished_at: None,
+            attempt: 0,
+            status: RunStatus::Running,
+            trigger: trigger.into(),
+            http_status: None,
+            error: None,
+            duration_ms: None,
+            count: None,
+            handler: None,
+            result: None,
+            queue_delay_ms: None,
+        }
+    }
+}
+
 /// Filter for run listings.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {

@@ -26,24 +26,12 @@ pub fn for_fire(
     manual: bool,
     now: Timestamp,
 ) -> (RunRecord, Option<Task>) {
-    let mut run = RunRecord {
-        id: 0,
-        job_id: fire.job,
-        job_name: spec.map(|s| s.name.clone()).unwrap_or_default(),
-        scheduled_at: fire.scheduled_at,
-        started_at: None,
-        finished_at: None,
-        attempt: 0,
-        status: RunStatus::Running,
-        trigger: if manual { MANUAL } else { SCHEDULE }.into(),
-        http_status: None,
-        error: None,
-        duration_ms: None,
-        count: None,
-        handler: None,
-        result: None,
-        queue_delay_ms: None,
-    };
+    let mut run = RunRecord::starting(
+        fire.job,
+        spec.map(|s| s.name.clone()).unwrap_or_default(),
+        fire.scheduled_at,
+        if manual { MANUAL } else { SCHEDULE },
+    );
     let call = spec.and_then(|s| s.action.handler().map(|c| (c, s.retry, s.timeout)));
     let mut task = None;
     match fire.kind {

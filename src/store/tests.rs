@@ -27,22 +27,14 @@ fn ts(s: &str) -> Timestamp {
 
 fn run(job: u64, at: &str, status: RunStatus) -> RunRecord {
     RunRecord {
-        id: 0,
-        job_id: JobId::from_u64(job),
-        job_name: format!("job{job}"),
-        scheduled_at: ts(at),
-        started_at: None,
-        finished_at: None,
         attempt: 1,
         status,
-        trigger: "schedule".into(),
-        http_status: None,
-        error: None,
-        duration_ms: None,
-        count: None,
-        handler: None,
-        result: None,
-        queue_delay_ms: None,
+        ..RunRecord::starting(
+            JobId::from_u64(job),
+            format!("job{job}"),
+            ts(at),
+            "schedule",
+        )
     }
 }
 
