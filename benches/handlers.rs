@@ -39,6 +39,9 @@ use redb::{Database, TableDefinition};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
+#[path = "support/parts.rs"]
+mod parts;
+use parts::{report, Parts};
 #[path = "support/temp_dir.rs"]
 mod temp_dir;
 use temp_dir::TempDir;
@@ -376,32 +379,22 @@ async fn bench_throughput(out: &mut String) {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("handlers bench: not run under `cargo test` (use `cargo bench --bench handlers`)");
+    let Some(parts) = Parts::from_args("handlers") else {
         return;
-    }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let t0 = Instant::now();
     let mut out = String::new();
     rt.block_on(async {
-        if run("delivery") {
+        if parts.run("delivery") {
             bench_delivery(&mut out).await;
         }
-        if run("throughput") {
+        if parts.run("throughput") {
             bench_throughput(&mut out).await;
         }
     });
-    println!(
-        "\n## handlers bench ({} worker threads, {:.0} s)\n\n{out}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        t0.elapsed().as_secs_f64()
-    );
+    report("handlers", t0, &out);
 }

@@ -41,6 +41,9 @@ use redb::{Database, Durability, TableDefinition};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+#[path = "support/parts.rs"]
+mod parts;
+use parts::{report, Parts};
 #[path = "support/temp_dir.rs"]
 mod temp_dir;
 use temp_dir::TempDir;
@@ -827,41 +830,25 @@ async fn bench_lateness(out: &mut String) {
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
-    // `cargo test --all-targets` also runs harness-less benches, without `--bench`: only
-    // check that it starts (benchmarks are not tests; the real run is `cargo bench`).
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "scheduler bench: not run under `cargo test` (use `cargo bench --bench scheduler`)"
-        );
+    let Some(parts) = Parts::from_args("scheduler") else {
         return;
-    }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    // `cargo bench --bench scheduler -- startup` runs only the named parts (creates, startup,
-    // lateness); flags cargo passes (`--bench`) are ignored.
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let t0 = Instant::now();
     let mut out = String::new();
     rt.block_on(async {
-        if run("creates") {
+        if parts.run("creates") {
             bench_creates(&mut out).await;
         }
-        if run("startup") {
+        if parts.run("startup") {
             bench_startup(&mut out).await;
         }
-        if run("lateness") {
+        if parts.run("lateness") {
             bench_lateness(&mut out).await;
         }
     });
-    println!(
-        "\n## scheduler bench ({} worker threads, {:.0} s)\n\n{out}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        t0.elapsed().as_secs_f64()
-    );
+    report("scheduler", t0, &out);
 }
