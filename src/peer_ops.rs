@@ -15,10 +15,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use peers::{ClientConfig, Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
 
-use crate::model::{Actor, PeerRecord, ServerRecord, Via};
+use crate::model::{Actor, PeerAction, PeerRecord, ServerRecord, Via};
 use crate::registry::{
-    audited, keeps_an_admin, plan_add, AddPeer, AddPeerError, PeerAction, PeerUpdate,
-    PeerUpdateError,
+    audited, keeps_an_admin, plan_add, AddPeer, AddPeerError, PeerUpdate, PeerUpdateError,
 };
 use crate::store::Store;
 

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use peers::{AddressPool, Ipv4Net, PeerName, PoolError, PresharedKey, PublicKey, Role};
 
-use crate::model::{Actor, AuditEntry, PeerChange, PeerRecord, ServerRecord};
+use crate::model::{Actor, AuditEntry, PeerAction, PeerChange, PeerRecord, ServerRecord};
 use crate::store::StoreError;
 
 /// A request to register a new peer. The client's private key is not part of it.
@@ -250,48 +250,6 @@ pub fn plan_rotate(
     Ok(upsert(rec))
 }
 
-/// The audit action of a peer change. Serialised (and stored in the audit trail) as
-/// `peer.add`, `peer.enable`, …: the strings existing databases hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum PeerAction {
-    #[serde(rename = "peer.add")]
-    Add,
-    #[serde(rename = "peer.enable")]
-    Enable,
-    #[serde(rename = "peer.disable")]
-    Disable,
-    #[serde(rename = "peer.role")]
-    Role,
-    /// Role and/or enabled in one step (the API's PATCH).
-    #[serde(rename = "peer.update")]
-    Update,
-    #[serde(rename = "peer.rotate")]
-    Rotate,
-    #[serde(rename = "peer.remove")]
-    Remove,
-}
-
-impl PeerAction {
-    /// The audit trail's name of the action (the serde form).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PeerAction::Add => "peer.add",
-            PeerAction::Enable => "peer.enable",
-            PeerAction::Disable => "peer.disable",
-            PeerAction::Role => "peer.role",
-            PeerAction::Update => "peer.update",
-            PeerAction::Rotate => "peer.rotate",
-            PeerAction::Remove => "peer.remove",
-        }
-    }
-}
-
-impl std::fmt::Display for PeerAction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A change to an existing peer, checked and ready to plan: the one value the CLI (offline),
 /// the control socket and the API all build.
 #[derive(Clone, Debug)]
@@ -388,7 +346,7 @@ pub fn audit_peer(action: PeerAction, rec: &PeerRecord, actor: &Actor, now_ms: u
         seq: 0,
         at_ms: now_ms,
         actor: actor.clone(),
-        action: action.as_str().to_string(),
+        action: action.into(),
         target: Some(rec.name.to_string()),
         summary,
     }

@@ -29,7 +29,7 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::model::{Actor, AuditEntry, HandlerRecord};
+use crate::model::{Actor, AuditAction, AuditEntry, HandlerRecord};
 use crate::queue::{self, AckOutcome, Counts, DeliveryId, FailOutcome, Lease, LeaseError, Task};
 use crate::sched::{JobId, JobSpec, SpecError};
 use crate::scheduler::RunStats;
@@ -355,7 +355,7 @@ impl Tasks {
             seq: 0,
             at_ms: now.as_millisecond().max(0) as u64,
             actor: actor.clone(),
-            action: "handler.register".into(),
+            action: AuditAction::HandlerRegister,
             target: Some(handler.to_string()),
             summary: json!({"methods": rec.methods}),
         };

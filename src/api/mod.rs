@@ -406,7 +406,7 @@ async fn record_denied(
         seq: 0,
         at_ms: crate::service::unix_now_ms(),
         actor: who.actor(),
-        action: "denied".into(),
+        action: crate::model::AuditAction::Denied,
         target: Some(route.clone()),
         summary: json!({
             "route": route,
@@ -856,7 +856,7 @@ mod tests {
             "new.example.org:51820"
         );
         let audit = service.store().audit_page(None, None, 10).unwrap();
-        assert_eq!(audit[0].action, "server.endpoint");
+        assert_eq!(audit[0].action, crate::model::AuditAction::ServerEndpoint);
         assert_eq!(audit[0].actor.peer, "leader");
     }
 

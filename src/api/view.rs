@@ -87,7 +87,7 @@ pub struct AuditView {
     /// Unix milliseconds.
     pub at_ms: u64,
     pub actor: ActorView,
-    pub action: String,
+    pub action: crate::model::AuditAction,
     pub target: Option<String>,
     pub summary: serde_json::Value,
 }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::table::{name_key, TableView};
 use super::{JobEntry, JobError, RunStats};
-use crate::model::{Actor, AuditEntry, JobRecord, RunFilter, RunRecord};
+use crate::model::{Actor, AuditAction, AuditEntry, JobAction, JobRecord, RunFilter, RunRecord};
 use crate::sched::{Core, JobId, JobSpec, SpecError};
 use crate::store::Store;
 use crate::tasks::Tasks;
@@ -118,7 +118,13 @@ impl Handle {
         self.ask(Command::Now).await
     }
 
-    fn audit(actor: &Actor, action: &str, id: JobId, summary: Value, at: Timestamp) -> AuditEntry {
+    fn audit(
+        actor: &Actor,
+        action: JobAction,
+        id: JobId,
+        summary: Value,
+        at: Timestamp,
+    ) -> AuditEntry {
         AuditEntry {
             seq: 0,
             at_ms: millis(at),
@@ -183,7 +189,7 @@ impl Handle {
         loop {
             let audit = Self::audit(
                 actor,
-                "job.create",
+                JobAction::Create,
                 record.id,
                 record.spec.redacted_json(),
                 now,
@@ -257,7 +263,7 @@ impl Handle {
                     }
                     let audit = Self::audit(
                         &actor,
-                        "job.update",
+                        JobAction::Update,
                         id,
                         json!({"before": cur.spec.redacted_json(), "after": spec.redacted_json()}),
                         now,
@@ -283,7 +289,7 @@ impl Handle {
                 s.update_job(id, |cur| {
                     let audit = Self::audit(
                         &actor,
-                        "job.delete",
+                        JobAction::Delete,
                         id,
                         json!({"name": cur.spec.name}),
                         now,
@@ -334,10 +340,10 @@ impl Handle {
                         (false, _) => None,
                     };
                     let (action, summary) = if paused {
-                        ("job.pause", json!({"name": cur.spec.name}))
+                        (JobAction::Pause, json!({"name": cur.spec.name}))
                     } else {
                         (
-                            "job.resume",
+                            JobAction::Resume,
                             json!({"name": cur.spec.name, "catch_up": catch_up}),
                         )
                     };
@@ -371,7 +377,13 @@ impl Handle {
         let name = self.get(id).ok_or(JobError::NotFound(id))?.record.spec.name;
         let now = self.now().await?;
         let run = self.ask(|done| Command::RunNow(id, done)).await??;
-        let audit = Self::audit(actor, "job.run", id, json!({"name": name, "run": run}), now);
+        let audit = Self::audit(
+            actor,
+            JobAction::Run,
+            id,
+            json!({"name": name, "run": run}),
+            now,
+        );
         self.blocking(move |s| s.audit(audit)).await?;
         Ok(run)
     }
@@ -411,7 +423,7 @@ impl Handle {
             seq: 0,
             at_ms: millis(now),
             actor: actor.clone(),
-            action: "job.test".into(),
+            action: JobAction::Test.into(),
             target: None,
             summary: spec.redacted_json(),
         };
@@ -450,7 +462,7 @@ impl Handle {
                 seq: 0,
                 at_ms: millis(now),
                 actor,
-                action: "runs.clear".into(),
+                action: AuditAction::RunsClear,
                 target: None,
                 summary: json!({"deleted": n}),
             })?;
