@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use super::handle::{Command, RunReply};
 use super::table::Table;
 use super::{runs, Config, Handle, JobEntry, JobError, RunStats};
+use crate::clock::Clock;
 use crate::model::{JobRecord, RunRecord, RunStatus};
 use crate::queue::{self, Task};
 use crate::sched::{Core, Fire, FireKind, JobId};
@@ -48,28 +49,9 @@ pub fn start(
     launch(store, config, Clock::System, shutdown)
 }
 
-/// The scheduler's clock. The driver is the only reader: the handle asks it for the time of
-/// each operation, and the core is handed the time.
-#[derive(Clone, Debug)]
-enum Clock {
-    /// The system's wall clock.
-    System,
-    /// A virtual clock that tests move by hand.
-    #[cfg(test)]
-    Virtual(Arc<Mutex<Timestamp>>),
-}
-
-impl Clock {
-    fn now(&self) -> Timestamp {
-        match self {
-            Clock::System => Timestamp::now(),
-            #[cfg(test)]
-            Clock::Virtual(t) => *t.lock().unwrap(),
-        }
-    }
-}
-
-/// [`start`] on the given clock.
+/// [`start`] on the given clock. The driver is its only reader in the scheduler: the handle
+/// asks it for the time of each operation, and the core is handed the time. The task queue
+/// gets the same clock.
 fn launch(
     store: Arc<Store>,
     config: Config,
@@ -90,7 +72,7 @@ fn launch(
     damaged_at_start += loaded.damaged.len();
     let records = loaded.rows;
     let stats = Arc::new(Mutex::new(RunStats::default()));
-    let (tasks, task_done, held) = Tasks::load(store.clone(), stats.clone())?;
+    let (tasks, task_done, held) = Tasks::load_on(store.clone(), stats.clone(), clock.clone())?;
     let mut core = Core::new();
     let mut table = HashMap::with_capacity(records.len());
     for rec in records {
