@@ -414,7 +414,7 @@ pub async fn serve(
         udp = %listen,
         endpoint = %server.endpoint,
         tunnel = %server.interface,
-        api = %format!("http://{}:8888/", server.interface.addr()),
+        api = %format!("http://{}:{}/", server.interface.addr(), crate::api::PORT),
         public_key = %server.private_key.public_key(),
         "serving"
     );

@@ -40,13 +40,10 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, 
 
 pub use pipe::{Pipe, SharedPipe};
 
-/// Tunnel MTU (matches the `MTU = 1420` in client configs).
-pub const MTU: usize = 1420;
-
 /// Tunables for the TCP side.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// The TCP port served (8888).
+    /// The TCP port served; by default the API's, [`crate::api::PORT`] (8888).
     pub port: u16,
     /// Connections (including half-open) one tunnel address may hold. SYNs over it are
     /// dropped before anything is allocated. Default: the API's own per-peer cap (32) plus
@@ -77,7 +74,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            port: 8888,
+            port: crate::api::PORT,
             per_peer: 32 + Limits::REFUSAL_HEADROOM,
             total: 512,
             socket_rx_buffer: 16 * 1024,
@@ -174,7 +171,8 @@ impl Device for QueueDevice {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
-        caps.max_transmission_unit = MTU;
+        // The MTU client configs carry.
+        caps.max_transmission_unit = usize::from(peers::DEFAULT_MTU);
         caps
     }
 }
