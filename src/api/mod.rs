@@ -39,8 +39,8 @@ mod endpoint;
 mod hygiene;
 mod jobs;
 pub mod limits;
+mod members;
 mod metrics;
-mod peers;
 mod preview;
 pub mod routes;
 mod schedulezero;
@@ -181,7 +181,8 @@ fn now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
-/// The port the API listens on inside the tunnel.
+/// The port the API listens on inside the tunnel: its one definition (the netstack's default
+/// [`crate::netstack::Limits::port`] and the startup log read it).
 pub const PORT: u16 = 8888;
 
 /// Counts open HTTP connections per peer address.
@@ -498,7 +499,7 @@ async fn dispatch(ctx: &Ctx<'_>, handler: routes::Handler, params: &[&str]) -> A
         H::OpenApi => Ok(openapi()),
         H::Runs => jobs::runs(ctx, None).await,
         H::Stats => jobs::stats(ctx).await,
-        H::Peer(r) => peers::handle(ctx, r, params).await,
+        H::Peer(r) => members::handle(ctx, r, params).await,
         H::Job(r) => jobs::handle(ctx, r, params).await,
         H::HandlerRegister => tasks::register(ctx).await,
         H::HandlersList => tasks::list(ctx).await,

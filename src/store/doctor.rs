@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::audit::decode_audit;
 use super::jobs::{decode_job, decode_run};
-use super::peers::{decode_peer, decode_stats};
+use super::peer_rows::{decode_peer, decode_stats};
 use super::rows::{decode_rows, open_existing, reason_of};
 use super::{
     append_audit, corrupt, DamagedRow, Store, StoreError, AUDIT, JOBS, PEERS, PEER_STATS,
