@@ -539,6 +539,24 @@ impl Tasks {
         }
     }
 
+    /// A change by `handler` to a delivery it holds: marks the handler seen, runs `f` on the
+    /// core and returns its answer once the change is on disk.
+    async fn by_holder<T>(
+        &self,
+        handler: &str,
+        f: impl FnOnce(&mut queue::Core, Timestamp) -> Result<T, LeaseError>,
+    ) -> Result<T, TaskError> {
+        let (r, ticket) = self
+            .change(|core, now| {
+                self.touch(handler, now);
+                f(core, now)
+            })
+            .await;
+        let r = r?;
+        self.durable(ticket).await?;
+        Ok(r)
+    }
+
     /// Extends a lease; returns the new expiry and whether cancellation was requested.
     pub async fn heartbeat(
         &self,
@@ -546,15 +564,10 @@ impl Tasks {
         handler: &str,
         lease: Duration,
     ) -> Result<(Timestamp, bool), TaskError> {
-        let (r, ticket) = self
-            .change(|core, now| {
-                self.touch(handler, now);
-                core.heartbeat(delivery, handler, lease, now)
-            })
-            .await;
-        let r = r?;
-        self.durable(ticket).await?;
-        Ok(r)
+        self.by_holder(handler, |core, now| {
+            core.heartbeat(delivery, handler, lease, now)
+        })
+        .await
     }
 
     /// Finishes a held task as succeeded (idempotent for the same delivery).
@@ -564,15 +577,10 @@ impl Tasks {
         handler: &str,
         result: Value,
     ) -> Result<AckOutcome, TaskError> {
-        let (r, ticket) = self
-            .change(|core, now| {
-                self.touch(handler, now);
-                core.ack(delivery, handler, result, now)
-            })
-            .await;
-        let r = r?;
-        self.durable(ticket).await?;
-        Ok(r)
+        self.by_holder(handler, |core, now| {
+            core.ack(delivery, handler, result, now)
+        })
+        .await
     }
 
     /// Records a failed attempt (retried per the job's policy when `retry`).
@@ -583,15 +591,10 @@ impl Tasks {
         error: &str,
         retry: bool,
     ) -> Result<FailOutcome, TaskError> {
-        let (r, ticket) = self
-            .change(|core, now| {
-                self.touch(handler, now);
-                core.fail(delivery, handler, error, retry, now)
-            })
-            .await;
-        let r = r?;
-        self.durable(ticket).await?;
-        Ok(r)
+        self.by_holder(handler, |core, now| {
+            core.fail(delivery, handler, error, retry, now)
+        })
+        .await
     }
 }
 
