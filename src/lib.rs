@@ -24,6 +24,8 @@
 //!
 //! See `docs/design.md` for the driver loop and the path a packet takes.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod backups;
 pub mod clock;

@@ -34,7 +34,9 @@ pub enum Live {
 /// it live.
 #[derive(Debug, Clone)]
 pub struct Applied {
+    /// The peer as committed.
     pub record: PeerRecord,
+    /// What makes the change live.
     pub live: Live,
 }
 
@@ -102,11 +104,15 @@ impl<'a> PeerOps<'a> {
 /// What a successful add or rotate gives the client's side: enough to write its config.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PeerAdded {
+    /// The new peer's name.
     #[serde(with = "crate::wire::text")]
     pub name: PeerName,
+    /// Its role.
     #[serde(with = "crate::wire::text")]
     pub role: Role,
+    /// Its tunnel address.
     pub address: Ipv4Addr,
+    /// The server's public key, for the client config.
     #[serde(with = "crate::wire::text")]
     pub server_public_key: PublicKey,
     /// `HOST:PORT` clients dial.
@@ -118,6 +124,7 @@ pub struct PeerAdded {
 }
 
 impl PeerAdded {
+    /// What a new peer's client needs, from its record and the server's.
     pub fn new(rec: &PeerRecord, server: &ServerRecord) -> PeerAdded {
         PeerAdded {
             name: rec.name.clone(),

@@ -15,9 +15,13 @@ use crate::store::StoreError;
 /// A request to register a new peer. The client's private key is not part of it.
 #[derive(Clone, Debug)]
 pub struct AddPeer {
+    /// The new peer's name.
     pub name: PeerName,
+    /// Its role.
     pub role: Role,
+    /// Its public key (the device keeps the private key).
     pub public_key: PublicKey,
+    /// An optional preshared key.
     pub preshared_key: Option<PresharedKey>,
     /// Extra source ranges the peer may use besides its own address (rarely needed).
     pub extra_allowed_ips: Vec<Ipv4Net>,
@@ -40,10 +44,20 @@ pub enum AddPeerError {
     PoolFull(#[from] PoolError),
     /// Allowed IPs must not overlap another peer's, or the caller identity would be ambiguous.
     #[error("allowed IPs {net} overlap those of peer '{other}'")]
-    AllowedIpsOverlap { net: Ipv4Net, other: PeerName },
+    AllowedIpsOverlap {
+        /// The range asked for.
+        net: Ipv4Net,
+        /// The peer whose range it overlaps.
+        other: PeerName,
+    },
     /// Allowed IPs must not contain the server's tunnel address.
     #[error("allowed IPs {net} contain the server's tunnel address {server}")]
-    AllowedIpsContainServer { net: Ipv4Net, server: Ipv4Addr },
+    AllowedIpsContainServer {
+        /// The range asked for.
+        net: Ipv4Net,
+        /// The server's tunnel address.
+        server: Ipv4Addr,
+    },
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -255,23 +269,42 @@ pub fn plan_rotate(
 #[derive(Clone, Debug)]
 pub enum PeerUpdate {
     /// Enable or disable (`peer enable|disable`).
-    SetEnabled { name: PeerName, enabled: bool },
+    SetEnabled {
+        /// The peer.
+        name: PeerName,
+        /// Whether it may connect.
+        enabled: bool,
+    },
     /// Change the role (`peer role`).
-    SetRole { name: PeerName, role: Role },
+    SetRole {
+        /// The peer.
+        name: PeerName,
+        /// Its new role.
+        role: Role,
+    },
     /// Role and/or enabled in one step (the API's PATCH).
     Fields {
+        /// The peer.
         name: PeerName,
+        /// Its new role, if it changes.
         role: Option<Role>,
+        /// Whether it may connect, if that changes.
         enabled: Option<bool>,
     },
     /// New key and preshared key; the old key stops working.
     Rotate {
+        /// The peer.
         name: PeerName,
+        /// Its new public key.
         public_key: PublicKey,
+        /// Its new preshared key, if any.
         preshared_key: Option<PresharedKey>,
     },
     /// Delete the peer; its address becomes free.
-    Remove { name: PeerName },
+    Remove {
+        /// The peer.
+        name: PeerName,
+    },
 }
 
 impl PeerUpdate {

@@ -65,16 +65,22 @@ pub enum TaskError {
 /// A handler as `GET /api/v1/handlers` shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HandlerView {
+    /// The handler peer's name (its handler id).
     pub name: String,
+    /// Methods it registered.
     pub methods: Vec<String>,
+    /// When it last registered.
     pub registered_at: Timestamp,
     /// Last lease call or heartbeat since this process started.
     pub last_seen: Option<Timestamp>,
+    /// Its queued and leased tasks.
     pub counts: Counts,
+    /// Whether it leased or sent a heartbeat within [`ONLINE_WITHIN`].
     pub online: bool,
 }
 
 impl HandlerView {
+    /// The body `GET /api/v1/handlers` shows for it.
     pub fn to_json(&self) -> Value {
         json!({
             "handler_id": self.name,

@@ -63,6 +63,7 @@ pub struct AttemptResult {
 }
 
 impl AttemptResult {
+    /// Whether the attempt got a 2xx reply.
     pub fn succeeded(&self) -> bool {
         self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
     }
@@ -106,7 +107,9 @@ impl AttemptResult {
 /// How a whole fire went, after retries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
+    /// Attempts made.
     pub attempts: u32,
+    /// How the last one went.
     pub last: AttemptResult,
 }
 
@@ -122,10 +125,18 @@ pub enum ConnectError {
     /// DNS failed. (The cause is in the message and not chained as a source, so the run's
     /// error text, which walks the chain, does not repeat it.)
     #[error("cannot resolve {host}: {error}")]
-    Resolve { host: String, error: std::io::Error },
+    Resolve {
+        /// The host name.
+        host: String,
+        /// The resolver's error.
+        error: std::io::Error,
+    },
     /// DNS answered with no address.
     #[error("{host} has no address in DNS")]
-    NoAddress { host: String },
+    NoAddress {
+        /// The host name.
+        host: String,
+    },
     /// The TCP connection failed (to a permitted address).
     #[error("cannot connect: {0}")]
     Connect(std::io::Error),
@@ -150,6 +161,7 @@ pub fn host_owns(ip: IpAddr) -> bool {
 }
 
 impl GuardedConnector {
+    /// A connector that dials only addresses `policy` allows.
     pub fn new(policy: NetPolicy) -> GuardedConnector {
         // A documentation address is never configured on a real host: if it binds, the kernel
         // accepts non-local binds and the test cannot tell the host's addresses apart.

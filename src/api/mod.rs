@@ -150,6 +150,7 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// Fresh state for the given configuration: no connections, empty limiters.
     pub fn new(config: ApiConfig) -> ApiState {
         ApiState {
             guards: Guards::new(&config),
@@ -164,6 +165,7 @@ impl ApiState {
 pub const DENIED_LOG_WINDOW: Duration = Duration::from_secs(60);
 
 impl Guards {
+    /// Limiters sized by the configuration.
     pub fn new(cfg: &ApiConfig) -> Guards {
         Guards {
             writes: Mutex::new(limits::WriteLimiter::new(cfg.write_rate)),

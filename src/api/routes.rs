@@ -11,73 +11,121 @@ use super::Need;
 /// A route of `/api/v1/peers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerRoute {
+    /// `GET /api/v1/peers`: every peer with its statistics.
     List,
+    /// `POST /api/v1/peers`: add a peer; the reply carries its config and QR code.
     Create,
+    /// `GET /api/v1/peers/{name}`: one peer.
     Get,
+    /// `PATCH /api/v1/peers/{name}`: change its role or enable/disable it.
     Patch,
+    /// `DELETE /api/v1/peers/{name}`: remove it and free its address.
     Delete,
+    /// `POST /api/v1/peers/{name}/rotate`: a new key and config; the old key stops working.
     Rotate,
 }
 
 /// A route of `/api/v1/jobs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobRoute {
+    /// `GET /api/v1/jobs`: every job, next fire first.
     List,
+    /// `POST /api/v1/jobs`: create a job.
     Create,
+    /// `POST /api/v1/jobs/test`: send one webhook attempt of an unsaved job.
     Test,
+    /// `GET /api/v1/jobs/{id}`: one job.
     Get,
+    /// `PATCH /api/v1/jobs/{id}`: change a job's spec.
     Patch,
+    /// `DELETE /api/v1/jobs/{id}`: delete a job (its runs stay until pruned).
     Delete,
+    /// `POST /api/v1/jobs/{id}/pause`: stop its fires.
     Pause,
+    /// `POST /api/v1/jobs/{id}/resume`: fire again, from now or catching up.
     Resume,
+    /// `POST /api/v1/jobs/{id}/run`: fire now, outside the schedule.
     Run,
+    /// `GET /api/v1/jobs/{id}/runs`: the job's run history.
     Runs,
 }
 
 /// A route of a handler peer's task queue, `/api/v1/tasks`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskRoute {
+    /// `POST /api/v1/tasks/lease`: long-poll for the caller's queued tasks.
     Lease,
+    /// `POST /api/v1/tasks/{id}/heartbeat`: extend a held lease.
     Heartbeat,
+    /// `POST /api/v1/tasks/{id}/ack`: finish a held task with its result.
     Ack,
+    /// `POST /api/v1/tasks/{id}/fail`: report a failed attempt (retried or final).
     Fail,
 }
 
 /// A ScheduleZero route (`/api/…` outside `/api/v1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScheduleZeroRoute {
+    /// `GET /api/health`: ScheduleZero's liveness check.
     Health,
+    /// `GET /api/handlers`: registered handlers in ScheduleZero's shape.
     Handlers,
+    /// `POST /api/schedule`: create a job from a ScheduleZero trigger form.
     Schedule,
+    /// `POST /api/run_now`: run a handler method once and wait for its answer.
     RunNow,
+    /// `GET /api/schedules`: jobs in ScheduleZero's shape.
     Schedules,
+    /// `DELETE /api/schedules/{id}`: delete a job.
     Delete,
+    /// `GET /api/executions`: run history in ScheduleZero's shape.
     Executions,
+    /// `GET /api/executions/stats`: run counters.
     ExecutionStats,
+    /// `GET /api/executions/errors`: failed runs.
     ExecutionErrors,
+    /// `POST /api/executions/clear`: delete the finished run history.
     ExecutionsClear,
 }
 
 /// Which handler serves a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handler {
+    /// The dashboard page, `GET /`.
     Index,
+    /// The dashboard's script and style sheet, `GET /assets/{name}`.
     Asset,
+    /// Next fire times of an unsaved trigger.
     SchedulePreview,
+    /// Liveness and counters, `GET /api/v1/health`.
     Health,
+    /// The caller's peer name and role.
     Whoami,
+    /// The audit trail, newest first.
     Audit,
+    /// The endpoint client configs carry.
     EndpointGet,
+    /// Change that endpoint.
     EndpointPut,
+    /// Prometheus text exposition, `GET /metrics`.
     Metrics,
+    /// The OpenAPI document.
     OpenApi,
+    /// Runs of every job, newest first.
     Runs,
+    /// Run counters and lateness.
     Stats,
+    /// A route of `/api/v1/peers`.
     Peer(PeerRoute),
+    /// A route of `/api/v1/jobs`.
     Job(JobRoute),
+    /// `PUT /api/v1/handler`: a handler peer registers its methods.
     HandlerRegister,
+    /// `GET /api/v1/handlers`: registered handlers with their queue counts.
     HandlersList,
+    /// A route of a handler's task queue.
     Task(TaskRoute),
+    /// A ScheduleZero compatibility route.
     ScheduleZero(ScheduleZeroRoute),
 }
 
@@ -85,9 +133,13 @@ pub enum Handler {
 /// `{name}` segments match any one segment, the role it needs, and its handler.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
+    /// Upper-case HTTP method.
     pub method: &'static str,
+    /// Path pattern; a `{name}` segment matches any one segment.
     pub path: &'static str,
+    /// The least role that may call it.
     pub need: Need,
+    /// What serves it.
     pub handler: Handler,
 }
 

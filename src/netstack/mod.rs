@@ -105,11 +105,13 @@ impl Limits {
 /// Counters for health and debugging.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Connections handed to the application.
     pub accepted: u64,
     /// SYNs dropped because the peer or the appliance was at its connection cap.
     pub refused_over_cap: u64,
     /// Idle connections reset at the overall cap to make room for a lighter peer.
     pub evicted: u64,
+    /// TCP connections held right now, half-open included.
     pub open_connections: usize,
     /// Capacity of the smoltcp socket buffers reserved now (listening sockets included):
     /// address space, of which only the pages in use are memory
@@ -635,6 +637,7 @@ impl Stack {
         }
     }
 
+    /// Counters so far.
     pub fn stats(&self) -> Stats {
         self.stats
     }
