@@ -148,39 +148,27 @@ fn new_delivery_id() -> DeliveryId {
     DeliveryId::from_u128(u128::from_le_bytes(b))
 }
 
+/// What loading the queue gives: the handle, the receiver of finished runs (for the
+/// scheduler) and the instances still held per job (to restore into the scheduler's
+/// `max_instances` counts).
+pub type Loaded = (
+    Arc<Tasks>,
+    mpsc::UnboundedReceiver<queue::Finished>,
+    HashMap<JobId, u32>,
+);
+
 impl Tasks {
-    /// Loads stored tasks and handlers, on the system clock. Returns the handle, the receiver
-    /// of finished runs (for the scheduler) and the instances still held per job (to restore
-    /// into the scheduler's `max_instances` counts).
-    #[allow(clippy::type_complexity)]
-    pub fn load(
-        store: Arc<Store>,
-        stats: Arc<Mutex<RunStats>>,
-    ) -> Result<
-        (
-            Arc<Tasks>,
-            mpsc::UnboundedReceiver<queue::Finished>,
-            HashMap<JobId, u32>,
-        ),
-        StoreError,
-    > {
+    /// Loads stored tasks and handlers, on the system clock.
+    pub fn load(store: Arc<Store>, stats: Arc<Mutex<RunStats>>) -> Result<Loaded, StoreError> {
         Tasks::load_on(store, stats, Clock::System)
     }
 
     /// [`Tasks::load`] on the given clock (the scheduler's).
-    #[allow(clippy::type_complexity)]
     pub(crate) fn load_on(
         store: Arc<Store>,
         stats: Arc<Mutex<RunStats>>,
         clock: Clock,
-    ) -> Result<
-        (
-            Arc<Tasks>,
-            mpsc::UnboundedReceiver<queue::Finished>,
-            HashMap<JobId, u32>,
-        ),
-        StoreError,
-    > {
+    ) -> Result<Loaded, StoreError> {
         let core = load_core(&store, clock.now())?;
         let held = core.unfinished_per_job();
         let handlers = store
@@ -620,6 +608,16 @@ mod tests {
         )
     }
 
+    /// The stored runs, newest first.
+    fn stored_runs(store: &Store) -> Vec<RunRecord> {
+        store
+            .runs_page(&RunFilter {
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .unwrap()
+    }
+
     /// A time far from the wall clock's, so a `now` read from the wall clock shows.
     fn t0() -> Timestamp {
         "2031-03-04T05:06:07Z".parse().unwrap()
@@ -684,12 +682,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(leases.len(), 1);
-        let runs = store
-            .runs_page(&RunFilter {
-                limit: 10,
-                ..RunFilter::default()
-            })
-            .unwrap();
+        let runs = stored_runs(&store);
         assert_eq!(runs[0].status, RunStatus::Leased, "the lease is on disk");
         assert_eq!(runs[0].attempt, 1);
 
@@ -698,12 +691,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(outcome, AckOutcome::Acked);
-        let runs = store
-            .runs_page(&RunFilter {
-                limit: 10,
-                ..RunFilter::default()
-            })
-            .unwrap();
+        let runs = stored_runs(&store);
         assert_eq!(runs[0].status, RunStatus::Succeeded, "the ack is on disk");
         assert_eq!(
             runs[0].result,
@@ -811,12 +799,7 @@ mod tests {
             task.error
         );
         assert_eq!(task.finished_at, Some(t0() + Duration::from_secs(11)));
-        let runs = store
-            .runs_page(&RunFilter {
-                limit: 10,
-                ..RunFilter::default()
-            })
-            .unwrap();
+        let runs = stored_runs(&store);
         assert_eq!(runs[0].status, RunStatus::Failed, "the expiry is on disk");
         assert_eq!(runs[0].finished_at, Some(t0() + Duration::from_secs(11)));
 
