@@ -6,8 +6,10 @@
 
 use hyper::StatusCode;
 use jiff::Timestamp;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
+use super::body::{self, Body};
 use super::routes::JobRoute;
 use super::view::{self, RunView};
 use super::{json_response, ok, ApiError, ApiResult, Ctx, Need};
@@ -16,6 +18,23 @@ use crate::sched::JobId;
 use crate::scheduler::{sort_key, JobEntry, JobError};
 
 const DEFAULT_LIMIT: usize = 100;
+
+/// `POST /api/v1/jobs/{id}/resume`'s body (may be left out): whether the fires missed while
+/// paused are due now (default no).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resume {
+    #[serde(default, deserialize_with = "catch_up_field")]
+    catch_up: Option<bool>,
+}
+
+impl Body for Resume {
+    const FIELDS: &'static [&'static str] = &["catch_up"];
+}
+
+fn catch_up_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    body::opt_flag(d, "catch_up")
+}
 
 fn jobs<'a>(ctx: &Ctx<'a>) -> Result<&'a crate::scheduler::Handle, ApiError> {
     Ok(ctx.service.jobs())
@@ -130,18 +149,8 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> A
             let catch_up = match (&ctx.body, action) {
                 (None, _) => false,
                 (Some(_), "resume") => {
-                    let obj = ctx.object()?;
-                    super::deny_unknown(obj, &["catch_up"], "")?;
-                    match obj.get("catch_up") {
-                        None | Some(Value::Null) => false,
-                        Some(Value::Bool(b)) => *b,
-                        Some(_) => {
-                            return Err(ApiError::bad_request(
-                                "catch_up",
-                                "catch_up must be true or false",
-                            ))
-                        }
-                    }
+                    let Resume { catch_up } = body::read(ctx)?;
+                    catch_up.unwrap_or(false)
                 }
                 (Some(_), _) => {
                     return Err(ApiError::bad_request("body", "pause takes no body"));
@@ -310,4 +319,32 @@ pub(super) async fn stats(ctx: &Ctx<'_>) -> ApiResult {
         "tasks": {"queued": tasks.queued, "leased": tasks.leased},
         "uptime_s": ctx.service.started().elapsed().as_secs(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_body_names_the_field_it_refuses() {
+        let decode = |v: Value| body::decode::<Resume>(v.as_object().unwrap());
+        let e = decode(json!({"catch_up": "yes"})).unwrap_err();
+        assert_eq!(
+            (e.field.as_deref(), e.message.as_str()),
+            (Some("catch_up"), "catch_up must be true or false")
+        );
+        let e = decode(json!({"catch_up": true, "since": 1})).unwrap_err();
+        assert_eq!(
+            (e.field.as_deref(), e.message.as_str()),
+            (
+                Some("since"),
+                "unknown field 'since'; expected one of: catch_up"
+            )
+        );
+        assert_eq!(
+            decode(json!({"catch_up": true})).unwrap().catch_up,
+            Some(true)
+        );
+        assert_eq!(decode(json!({"catch_up": null})).unwrap().catch_up, None);
+    }
 }

@@ -17,10 +17,12 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 use jiff::Timestamp;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
+use super::body::{self, Body};
 use super::routes::ScheduleZeroRoute;
-use super::{deny_unknown, deny_unknown_query, json_response, ok, ApiError, ApiResult, Ctx, Need};
+use super::{deny_unknown_query, json_response, ok, ApiError, ApiResult, Ctx, Need};
 use crate::model::{RunFilter, RunRecord, RunStatus};
 use crate::sched::apscheduler;
 use crate::sched::{JobId, Trigger};
@@ -131,31 +133,141 @@ async fn handlers(ctx: &Ctx<'_>) -> ApiResult {
     ok(json!({"handlers": out}))
 }
 
-/// A required non-empty string field.
-fn string<'a>(obj: &'a Map<String, Value>, key: &str, example: &str) -> Result<&'a str, ApiError> {
-    match obj.get(key) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-        None | Some(Value::Null) => Err(ApiError::bad_request(
-            key,
-            format!("{key} is required, e.g. {example:?}"),
-        )),
-        Some(_) => Err(ApiError::bad_request(
+/// `POST /api/schedule`'s body, in ScheduleZero's names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Schedule {
+    #[serde(default, deserialize_with = "handler_field")]
+    handler_id: Option<String>,
+    #[serde(default, deserialize_with = "method_field")]
+    job_method: Option<String>,
+    #[serde(default, deserialize_with = "params_field")]
+    job_params: Option<Value>,
+    /// APScheduler's trigger object, translated by [`apscheduler::translate`] once the call
+    /// itself is known to be complete.
+    #[serde(default, deserialize_with = "body::raw")]
+    trigger: Option<Value>,
+    #[serde(default, deserialize_with = "job_id_field")]
+    job_id: Option<String>,
+}
+
+impl Body for Schedule {
+    const FIELDS: &'static [&'static str] = &[
+        "handler_id",
+        "job_method",
+        "job_params",
+        "trigger",
+        "job_id",
+    ];
+}
+
+/// `POST /api/run_now`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunNow {
+    #[serde(default, deserialize_with = "handler_field")]
+    handler_id: Option<String>,
+    #[serde(default, deserialize_with = "method_field")]
+    job_method: Option<String>,
+    #[serde(default, deserialize_with = "params_field")]
+    job_params: Option<Value>,
+    /// Accepted as ScheduleZero clients send it, and not used: the run's carrier job gets a
+    /// name of its own.
+    #[serde(default, rename = "job_id", deserialize_with = "body::raw")]
+    _job_id: Option<Value>,
+}
+
+impl Body for RunNow {
+    const FIELDS: &'static [&'static str] = &["handler_id", "job_method", "job_params", "job_id"];
+}
+
+/// `POST /api/executions/clear`'s body (may be left out): nothing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Clear {}
+
+impl Body for Clear {
+    const FIELDS: &'static [&'static str] = &[];
+}
+
+const HANDLER_EXAMPLE: &str = "discord-bot";
+const METHOD_EXAMPLE: &str = "send_message";
+
+/// The 400 for a required string field left out (or null).
+fn required(key: &str, example: &str) -> String {
+    format!("{key} is required, e.g. {example:?}")
+}
+
+/// A required non-empty string field: present, it must be one.
+fn non_empty<'de, D: Deserializer<'de>>(
+    d: D,
+    key: &str,
+    example: &str,
+) -> Result<Option<String>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) if !s.trim().is_empty() => Ok(Some(s)),
+        Value::Null => Err(body::refuse(key, required(key, example))),
+        _ => Err(body::refuse(
             key,
             format!("{key} must be a non-empty string, e.g. {example:?}"),
         )),
     }
 }
 
-/// `job_params`: an object, `{}` when absent.
-fn params(obj: &Map<String, Value>) -> Result<Value, ApiError> {
-    match obj.get("job_params") {
-        None | Some(Value::Null) => Ok(json!({})),
-        Some(p @ Value::Object(_)) => Ok(p.clone()),
-        Some(_) => Err(ApiError::bad_request(
+fn handler_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    non_empty(d, "handler_id", HANDLER_EXAMPLE)
+}
+
+fn method_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    non_empty(d, "job_method", METHOD_EXAMPLE)
+}
+
+/// `job_params`: an object (absent or null: `{}` at the call).
+fn params_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        p @ Value::Object(_) => Ok(Some(p)),
+        _ => Err(body::refuse(
             "job_params",
             "job_params must be a JSON object, e.g. {\"channel_id\": 123, \"content\": \"hi\"}",
         )),
     }
+}
+
+/// `job_id`: a name for the schedule (absent or null: one is made up).
+fn job_id_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::String(s)
+            if !s.trim().is_empty()
+                && s.chars().count() <= crate::sched::spec::MAX_NAME_CHARS
+                && !s.chars().any(|c| c.is_control() || c == '/') =>
+        {
+            Ok(Some(s))
+        }
+        _ => Err(body::refuse(
+            "job_id",
+            format!(
+                "job_id must be a string of 1 to {} characters without '/' or control characters, e.g. \"ding-dong-1\"",
+                crate::sched::spec::MAX_NAME_CHARS
+            ),
+        )),
+    }
+}
+
+/// The handler, method and params of a call, each required but the params.
+fn handler_call(
+    handler: Option<String>,
+    method: Option<String>,
+    params: Option<Value>,
+) -> Result<(String, String, Value), ApiError> {
+    let handler = handler.ok_or_else(|| {
+        ApiError::bad_request("handler_id", required("handler_id", HANDLER_EXAMPLE))
+    })?;
+    let method = method.ok_or_else(|| {
+        ApiError::bad_request("job_method", required("job_method", METHOD_EXAMPLE))
+    })?;
+    Ok((handler, method, params.unwrap_or_else(|| json!({}))))
 }
 
 /// The job carrying a ScheduleZero id, if any.
@@ -184,51 +296,23 @@ fn sz_id(e: &JobEntry) -> String {
 // Driver: the default job_id carries the wall-clock time, as ScheduleZero's does.
 #[allow(clippy::disallowed_methods)]
 async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
-    let obj = ctx.object()?;
-    deny_unknown(
-        obj,
-        &[
-            "handler_id",
-            "job_method",
-            "job_params",
-            "trigger",
-            "job_id",
-        ],
-        "",
-    )?;
-    let handler = string(obj, "handler_id", "discord-bot")?;
-    let method = string(obj, "job_method", "send_message")?;
-    let params = params(obj)?;
-    let trigger = obj.get("trigger").ok_or_else(|| {
+    let body: Schedule = body::read(ctx)?;
+    let (handler, method, params) =
+        handler_call(body.handler_id, body.job_method, body.job_params)?;
+    let trigger = body.trigger.ok_or_else(|| {
         ApiError::bad_request(
             "trigger",
             "trigger is required, e.g. {\"type\": \"cron\", \"hour\": 9, \"minute\": 0}",
         )
     })?;
     let t =
-        apscheduler::translate(trigger).map_err(|e| ApiError::bad_request(e.field, e.message))?;
-    let job_id = match obj.get("job_id") {
-        None | Some(Value::Null) => format!(
+        apscheduler::translate(&trigger).map_err(|e| ApiError::bad_request(e.field, e.message))?;
+    let job_id = body.job_id.unwrap_or_else(|| {
+        format!(
             "{handler}_{method}_{}",
             Timestamp::now().as_millisecond() / 1000
-        ),
-        Some(Value::String(s))
-            if !s.trim().is_empty()
-                && s.chars().count() <= crate::sched::spec::MAX_NAME_CHARS
-                && !s.chars().any(|c| c.is_control() || c == '/') =>
-        {
-            s.clone()
-        }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "job_id",
-                format!(
-                    "job_id must be a string of 1 to {} characters without '/' or control characters, e.g. \"ding-dong-1\"",
-                    crate::sched::spec::MAX_NAME_CHARS
-                ),
-            ))
-        }
-    };
+        )
+    });
     let mut spec = json!({
         "name": job_id,
         "trigger": t.trigger,
@@ -268,15 +352,9 @@ async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
 
 /// `POST /api/run_now`: one durable run of `handler_id.job_method`, carried by a paused job.
 async fn run_now(ctx: &Ctx<'_>) -> ApiResult {
-    let obj = ctx.object()?;
-    deny_unknown(
-        obj,
-        &["handler_id", "job_method", "job_params", "job_id"],
-        "",
-    )?;
-    let handler = string(obj, "handler_id", "discord-bot")?;
-    let method = string(obj, "job_method", "send_message")?;
-    let params = params(obj)?;
+    let body: RunNow = body::read(ctx)?;
+    let (handler, method, params) =
+        handler_call(body.handler_id, body.job_method, body.job_params)?;
     let jobs = jobs(ctx)?;
     let actor = ctx.caller.actor();
     // Paused and with a date far ahead: it only ever runs through run_now below. Its attempt may
@@ -569,9 +647,7 @@ async fn errors(ctx: &Ctx<'_>) -> ApiResult {
 
 /// `POST /api/executions/clear`: deletes the finished run history (admin; audited).
 async fn clear(ctx: &Ctx<'_>) -> ApiResult {
-    if ctx.body.is_some() {
-        deny_unknown(ctx.object()?, &[], "")?;
-    }
+    let Clear {} = body::read_or_empty(ctx)?;
     let n = jobs(ctx)?
         .clear_runs(&ctx.caller.actor())
         .await
@@ -586,6 +662,73 @@ async fn clear(ctx: &Ctx<'_>) -> ApiResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refused<T: Body + std::fmt::Debug>(v: Value) -> (String, String) {
+        let e = body::decode::<T>(v.as_object().expect("an object")).expect_err(&v.to_string());
+        assert_eq!(e.status, StatusCode::BAD_REQUEST, "{v}");
+        (e.field.unwrap_or_default(), e.message)
+    }
+
+    /// The ScheduleZero forms refuse an unknown field and a wrongly typed one, naming it.
+    #[test]
+    fn schedulezero_bodies_name_the_field_they_refuse() {
+        for ((field, message), want_field, want) in [
+            (
+                refused::<Schedule>(json!({"handler_id": "bot", "method_name": "x"})),
+                "method_name",
+                "unknown field 'method_name'; expected one of: handler_id, job_method, job_params, trigger, job_id",
+            ),
+            (
+                refused::<Schedule>(json!({"handler_id": 7})),
+                "handler_id",
+                "handler_id must be a non-empty string, e.g. \"discord-bot\"",
+            ),
+            (
+                refused::<Schedule>(json!({"job_method": null})),
+                "job_method",
+                "job_method is required, e.g. \"send_message\"",
+            ),
+            (
+                refused::<Schedule>(json!({"job_id": 7})),
+                "job_id",
+                "job_id must be a string of 1 to",
+            ),
+            (
+                refused::<RunNow>(json!({"handler_id": "bot", "trigger": {}})),
+                "trigger",
+                "unknown field 'trigger'; expected one of: handler_id, job_method, job_params, job_id",
+            ),
+            (
+                refused::<RunNow>(json!({"job_params": "x"})),
+                "job_params",
+                "job_params must be a JSON object",
+            ),
+            (
+                refused::<Clear>(json!({"all": true})),
+                "all",
+                "unknown field 'all'",
+            ),
+        ] {
+            assert_eq!(field, want_field, "{message}");
+            assert!(message.starts_with(want), "{field}: {message}");
+        }
+        let ok: Schedule = body::decode(
+            json!({"handler_id": "bot", "job_method": "echo", "trigger": null, "job_id": "a"})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.trigger,
+            Some(Value::Null),
+            "a null trigger reaches the translation"
+        );
+        assert_eq!(ok.job_id.as_deref(), Some("a"));
+        let e = handler_call(None, Some("echo".into()), None).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("handler_id"));
+        let (_, _, params) = handler_call(Some("bot".into()), Some("echo".into()), None).unwrap();
+        assert_eq!(params, json!({}));
+    }
 
     #[test]
     fn native_fields_read_as_schedulezero_fields() {
