@@ -25,8 +25,9 @@ use super::routes::ScheduleZeroRoute;
 use super::{deny_unknown_query, json_response, ok, ApiError, ApiResult, Ctx, Need};
 use crate::model::{RunFilter, RunRecord, RunStatus};
 use crate::sched::apscheduler;
+use crate::sched::SpecError;
 use crate::sched::{JobId, Trigger};
-use crate::scheduler::{Handle, JobEntry, JobError};
+use crate::scheduler::{ChangeError, CreateError, Handle, JobEntry, RunNowError};
 
 /// Metadata key holding the ScheduleZero job id.
 pub const SZ_ID: &str = "schedulezero_job_id";
@@ -63,26 +64,44 @@ fn sz_field(native: &str) -> String {
     f.to_string()
 }
 
-fn job_error(e: JobError) -> ApiError {
+// The scheduler's errors in ScheduleZero's terms, one function per operation used here. Storage
+// failures are 500s (ScheduleZero has no 507), and fields carry ScheduleZero's names.
+
+/// A spec refusal, naming ScheduleZero's field; an unknown handler is a 404, as there.
+fn invalid(s: SpecError) -> ApiError {
+    let field = sz_field(&s.field);
+    if field == "handler_id" {
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_handler", s.message).field(field)
+    } else {
+        ApiError::bad_request(field, s.message)
+    }
+}
+
+fn create_error(e: CreateError) -> ApiError {
     match e {
-        JobError::Spec(s) => {
-            let field = sz_field(&s.field);
-            if field == "handler_id" {
-                // ScheduleZero answers an unknown handler with 404.
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_handler", s.message).field(field)
-            } else {
-                ApiError::bad_request(field, s.message)
-            }
-        }
-        JobError::NotFound(_) => ApiError::not_found(e.to_string()).field("id"),
+        CreateError::Spec(s) => invalid(s),
         // Job names are unique and a ScheduleZero job_id is the job's name.
-        JobError::NameTaken { .. } => {
+        CreateError::NameTaken(_) => {
             ApiError::new(StatusCode::CONFLICT, "duplicate_job_id", e.to_string()).field("job_id")
         }
-        JobError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
-        JobError::Store(_) | JobError::NotRecorded(_) | JobError::ShuttingDown => {
+        CreateError::Store(_) | CreateError::ShuttingDown(_) => ApiError::internal(e),
+    }
+}
+
+fn run_now_error(e: RunNowError) -> ApiError {
+    match e {
+        RunNowError::NotFound(_) => ApiError::not_found(e.to_string()).field("id"),
+        RunNowError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
+        RunNowError::NotRecorded(_) | RunNowError::Store(_) | RunNowError::ShuttingDown(_) => {
             ApiError::internal(e)
         }
+    }
+}
+
+fn delete_error(e: ChangeError) -> ApiError {
+    match e {
+        ChangeError::NotFound(_) => ApiError::not_found(e.to_string()).field("id"),
+        ChangeError::Store(_) | ChangeError::ShuttingDown(_) => ApiError::internal(e),
     }
 }
 
@@ -338,7 +357,7 @@ async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
     let entry = jobs
         .create(&spec, &ctx.caller.actor())
         .await
-        .map_err(job_error)?;
+        .map_err(create_error)?;
     Ok(json_response(
         StatusCode::CREATED,
         json!({
@@ -368,9 +387,9 @@ async fn run_now(ctx: &Ctx<'_>) -> ApiResult {
         "action": {"handler": {"id": handler, "method": method, "params": params}},
         "metadata": {SZ_RUN_NOW: true},
     });
-    let carrier = jobs.create(&spec, &actor).await.map_err(job_error)?;
+    let carrier = jobs.create(&spec, &actor).await.map_err(create_error)?;
     let id = carrier.record.id;
-    let run = jobs.run_now(id, &actor).await.map_err(job_error)?;
+    let run = jobs.run_now(id, &actor).await.map_err(run_now_error)?;
     match jobs.tasks.wait_finished(run, RUN_NOW_WAIT).await {
         Some(task) => {
             // Finished: the run record keeps the history; the carrier has done its work.
@@ -467,7 +486,7 @@ async fn delete(ctx: &Ctx<'_>, id: &str) -> ApiResult {
     };
     jobs.delete(e.record.id, &ctx.caller.actor())
         .await
-        .map_err(job_error)?;
+        .map_err(delete_error)?;
     ok(json!({
         "status": "success",
         "message": format!("schedule {id} deleted"),
@@ -728,6 +747,48 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("handler_id"));
         let (_, _, params) = handler_call(Some("bot".into()), Some("echo".into()), None).unwrap();
         assert_eq!(params, json!({}));
+    }
+
+    /// The scheduler's errors in ScheduleZero's terms: its field names, 500 for storage.
+    #[test]
+    fn scheduler_errors_answer_in_schedulezero_terms() {
+        use crate::scheduler::{JobNotFound, NameTaken};
+        let id: JobId = "00000000deadbeef".parse().unwrap();
+        let e = create_error(
+            NameTaken {
+                name: "a".into(),
+                id,
+            }
+            .into(),
+        );
+        assert_eq!(
+            (e.status, e.code, e.field.as_deref()),
+            (StatusCode::CONFLICT, "duplicate_job_id", Some("job_id"))
+        );
+        let e = create_error(
+            SpecError {
+                field: "action.handler.id".into(),
+                message: "no such handler".into(),
+            }
+            .into(),
+        );
+        assert_eq!(
+            (e.status, e.code, e.field.as_deref()),
+            (StatusCode::NOT_FOUND, "unknown_handler", Some("handler_id"))
+        );
+        let e = delete_error(JobNotFound(id).into());
+        assert_eq!(
+            (e.status, e.field.as_deref()),
+            (StatusCode::NOT_FOUND, Some("id"))
+        );
+        let e = run_now_error(RunNowError::NotRecorded(crate::store::StoreError::DiskFull));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            e.message
+                .starts_with("internal error: the run could not be recorded"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
