@@ -577,7 +577,7 @@ fn handlers_and_members(ns: &Netns, app: &Appliance, shots: &Path, busy: &str) {
         (&json!("admin"), &json!(true))
     );
     let (_, audit) = call(ns, "GET", "/api/v1/audit?limit=10", None, &[]);
-    // Newest first: each change is a peer.update with the state it left.
+    // Newest first: each change is audited as the CLI's command is, with what it changed.
     let otto_changes: Vec<Value> = audit["entries"]
         .as_array()
         .unwrap()
@@ -588,10 +588,10 @@ fn handlers_and_members(ns: &Netns, app: &Appliance, shots: &Path, busy: &str) {
     assert_eq!(
         otto_changes,
         [
-            json!(["peer.update", "admin", true]),
-            json!(["peer.update", "viewer", true]),
-            json!(["peer.update", "viewer", false]),
-            json!(["peer.update", "viewer", true]),
+            json!(["peer.role", "admin", null]),
+            json!(["peer.enable", null, true]),
+            json!(["peer.disable", null, false]),
+            json!(["peer.role", "viewer", null]),
             json!(["peer.add", "officer", null]),
         ],
         "{audit:#}"
