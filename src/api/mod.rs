@@ -490,6 +490,7 @@ async fn dispatch(ctx: &Ctx<'_>, handler: routes::Handler, params: &[&str]) -> A
             "peer": ctx.caller.name,
             "role": ctx.caller.role.as_str(),
             "address": ctx.caller.address.to_string(),
+            "permitted": routes::permitted(ctx.caller.role),
         })),
         H::Audit => audit::list(ctx).await,
         H::EndpointGet => endpoint::get(ctx),
@@ -762,7 +763,11 @@ mod tests {
         };
         let status = r.status();
         let bytes = r.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap())
+        // The dashboard's page and assets are not JSON.
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     // Deterministic: the scheduler's startup sweep (prune) writes nothing on an empty store,
@@ -945,6 +950,55 @@ mod tests {
                 "peer.add"
             ]
         );
+    }
+
+    /// `GET /api/v1/whoami` lists what the caller may call, from the route table, and the
+    /// router agrees: every route listed passes the role check, every other is a 403.
+    #[tokio::test]
+    async fn whoami_lists_exactly_the_routes_the_router_lets_the_role_through() {
+        use ::peers::Role::*;
+        let disk = crate::store::testing::Disk::default();
+        let service = service_on(&disk);
+        assert!(service.store().init_server(&service.server()).unwrap());
+        let mut lists = Vec::new();
+        for role in [Viewer, Officer, Admin, Handler] {
+            let (status, me) = call_as(&service, role, Method::GET, "/api/v1/whoami", None).await;
+            assert_eq!(
+                (status, me["role"].as_str()),
+                (StatusCode::OK, Some(role.as_str()))
+            );
+            let permitted: Vec<String> = me["permitted"]
+                .as_array()
+                .expect("a list")
+                .iter()
+                .map(|r| r.as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(permitted, routes::permitted(role), "{role}");
+            for route in routes::ROUTES {
+                let path = route
+                    .path
+                    .split('/')
+                    .map(|s| if s.starts_with('{') { "x" } else { s })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let method: Method = route.method.parse().unwrap();
+                let (status, v) = call_as(&service, role, method, &path, None).await;
+                let refused =
+                    status == StatusCode::FORBIDDEN && v["error"]["code"] == "forbidden_role";
+                let listed = permitted.contains(&format!("{} {}", route.method, route.path));
+                assert_eq!(
+                    refused, !listed,
+                    "{role}: {} {path}: {status} {v}",
+                    route.method
+                );
+            }
+            lists.push(permitted);
+        }
+        for (i, a) in lists.iter().enumerate() {
+            for b in &lists[..i] {
+                assert_ne!(a, b, "a change of role changes the list");
+            }
+        }
     }
 
     #[test]
