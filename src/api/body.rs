@@ -112,3 +112,11 @@ pub fn opt_whole<'de, D: Deserializer<'de>>(
 pub fn raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
+
+/// For the route modules' tests: the (field, sentence) of the 400 refusing `v` as a `T`.
+#[cfg(test)]
+pub fn refused<T: Body + std::fmt::Debug>(v: Value) -> (String, String) {
+    let e = decode::<T>(v.as_object().expect("an object")).expect_err(&v.to_string());
+    assert_eq!(e.status, hyper::StatusCode::BAD_REQUEST, "{v}");
+    (e.field.unwrap_or_default(), e.message)
+}

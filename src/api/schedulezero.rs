@@ -152,10 +152,11 @@ async fn handlers(ctx: &Ctx<'_>) -> ApiResult {
     ok(json!({"handlers": out}))
 }
 
-/// `POST /api/schedule`'s body, in ScheduleZero's names.
+/// A ScheduleZero call, in its names: `POST /api/schedule` reads all of it ([`Schedule`]),
+/// `POST /api/run_now` all but the trigger ([`RunNow`]; an unknown field there).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Schedule {
+struct Form {
     #[serde(default, deserialize_with = "handler_field")]
     handler_id: Option<String>,
     #[serde(default, deserialize_with = "method_field")]
@@ -166,9 +167,16 @@ struct Schedule {
     /// itself is known to be complete.
     #[serde(default, deserialize_with = "body::raw")]
     trigger: Option<Value>,
-    #[serde(default, deserialize_with = "job_id_field")]
-    job_id: Option<String>,
+    /// The schedule's name ([`job_id`] checks it); `run_now` accepts and ignores it, as its
+    /// carrier job gets a name of its own.
+    #[serde(default, deserialize_with = "body::raw")]
+    job_id: Option<Value>,
 }
+
+/// `POST /api/schedule`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+struct Schedule(Form);
 
 impl Body for Schedule {
     const FIELDS: &'static [&'static str] = &[
@@ -182,19 +190,8 @@ impl Body for Schedule {
 
 /// `POST /api/run_now`'s body.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunNow {
-    #[serde(default, deserialize_with = "handler_field")]
-    handler_id: Option<String>,
-    #[serde(default, deserialize_with = "method_field")]
-    job_method: Option<String>,
-    #[serde(default, deserialize_with = "params_field")]
-    job_params: Option<Value>,
-    /// Accepted as ScheduleZero clients send it, and not used: the run's carrier job gets a
-    /// name of its own.
-    #[serde(default, rename = "job_id", deserialize_with = "body::raw")]
-    _job_id: Option<Value>,
-}
+#[serde(transparent)]
+struct RunNow(Form);
 
 impl Body for RunNow {
     const FIELDS: &'static [&'static str] = &["handler_id", "job_method", "job_params", "job_id"];
@@ -253,18 +250,18 @@ fn params_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Err
     }
 }
 
-/// `job_id`: a name for the schedule (absent or null: one is made up).
-fn job_id_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(None),
-        Value::String(s)
+/// `job_id`: a name for the schedule (absent or null: `None`, one is made up).
+fn job_id(v: Option<Value>) -> Result<Option<String>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s))
             if !s.trim().is_empty()
                 && s.chars().count() <= crate::sched::spec::MAX_NAME_CHARS
                 && !s.chars().any(|c| c.is_control() || c == '/') =>
         {
             Ok(Some(s))
         }
-        _ => Err(body::refuse(
+        Some(_) => Err(ApiError::bad_request(
             "job_id",
             format!(
                 "job_id must be a string of 1 to {} characters without '/' or control characters, e.g. \"ding-dong-1\"",
@@ -315,7 +312,7 @@ fn sz_id(e: &JobEntry) -> String {
 // Driver: the default job_id carries the wall-clock time, as ScheduleZero's does.
 #[allow(clippy::disallowed_methods)]
 async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
-    let body: Schedule = body::read(ctx)?;
+    let Schedule(body) = body::read(ctx)?;
     let (handler, method, params) =
         handler_call(body.handler_id, body.job_method, body.job_params)?;
     let trigger = body.trigger.ok_or_else(|| {
@@ -326,7 +323,7 @@ async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
     })?;
     let t =
         apscheduler::translate(&trigger).map_err(|e| ApiError::bad_request(e.field, e.message))?;
-    let job_id = body.job_id.unwrap_or_else(|| {
+    let job_id = job_id(body.job_id)?.unwrap_or_else(|| {
         format!(
             "{handler}_{method}_{}",
             Timestamp::now().as_millisecond() / 1000
@@ -371,7 +368,7 @@ async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
 
 /// `POST /api/run_now`: one durable run of `handler_id.job_method`, carried by a paused job.
 async fn run_now(ctx: &Ctx<'_>) -> ApiResult {
-    let body: RunNow = body::read(ctx)?;
+    let RunNow(body) = body::read(ctx)?;
     let (handler, method, params) =
         handler_call(body.handler_id, body.job_method, body.job_params)?;
     let jobs = jobs(ctx)?;
@@ -682,11 +679,7 @@ async fn clear(ctx: &Ctx<'_>) -> ApiResult {
 mod tests {
     use super::*;
 
-    fn refused<T: Body + std::fmt::Debug>(v: Value) -> (String, String) {
-        let e = body::decode::<T>(v.as_object().expect("an object")).expect_err(&v.to_string());
-        assert_eq!(e.status, StatusCode::BAD_REQUEST, "{v}");
-        (e.field.unwrap_or_default(), e.message)
-    }
+    use crate::api::body::refused;
 
     /// The ScheduleZero forms refuse an unknown field and a wrongly typed one, naming it.
     #[test]
@@ -708,11 +701,6 @@ mod tests {
                 "job_method is required, e.g. \"send_message\"",
             ),
             (
-                refused::<Schedule>(json!({"job_id": 7})),
-                "job_id",
-                "job_id must be a string of 1 to",
-            ),
-            (
                 refused::<RunNow>(json!({"handler_id": "bot", "trigger": {}})),
                 "trigger",
                 "unknown field 'trigger'; expected one of: handler_id, job_method, job_params, job_id",
@@ -731,7 +719,15 @@ mod tests {
             assert_eq!(field, want_field, "{message}");
             assert!(message.starts_with(want), "{field}: {message}");
         }
-        let ok: Schedule = body::decode(
+        let e = job_id(Some(json!(7))).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("job_id"));
+        assert!(
+            e.message.starts_with("job_id must be a string of 1 to"),
+            "{}",
+            e.message
+        );
+        assert_eq!(job_id(Some(Value::Null)).unwrap(), None);
+        let Schedule(ok) = body::decode(
             json!({"handler_id": "bot", "job_method": "echo", "trigger": null, "job_id": "a"})
                 .as_object()
                 .unwrap(),
@@ -742,7 +738,7 @@ mod tests {
             Some(Value::Null),
             "a null trigger reaches the translation"
         );
-        assert_eq!(ok.job_id.as_deref(), Some("a"));
+        assert_eq!(ok.job_id, Some(json!("a")));
         let e = handler_call(None, Some("echo".into()), None).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("handler_id"));
         let (_, _, params) = handler_call(Some("bot".into()), Some("echo".into()), None).unwrap();

@@ -310,11 +310,7 @@ async fn lease(ctx: &Ctx<'_>) -> ApiResult {
 mod tests {
     use super::*;
 
-    fn refused<T: Body + std::fmt::Debug>(v: Value) -> (String, String) {
-        let e = body::decode::<T>(v.as_object().expect("an object")).expect_err(&v.to_string());
-        assert_eq!(e.status, StatusCode::BAD_REQUEST, "{v}");
-        (e.field.unwrap_or_default(), e.message)
-    }
+    use crate::api::body::refused;
 
     /// Every task body refuses an unknown field and a wrongly typed one, naming it.
     #[test]
