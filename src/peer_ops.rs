@@ -9,7 +9,8 @@
 //! `serve` loads the stored peers.
 //!
 //! Client configs are assembled here too, once ([`client_config`]), for the CLI's `peer
-//! add|rotate` and the API's `POST /api/v1/peers` and `…/rotate`.
+//! add|rotate` and the API's `POST /api/v1/peers` and `…/rotate`, and what their QR codes
+//! carry is decided once ([`qr_text`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -79,6 +80,7 @@ impl<'a> PeerOps<'a> {
     /// Changes an existing peer, audited under the update's action. Over the API
     /// ([`Via::Api`]) it refuses to leave no enabled admin; the CLI on the server may.
     pub fn update(&self, op: PeerUpdate) -> Result<Applied, PeerUpdateError> {
+        let op = one_step(op);
         let action = op.action();
         let guard = self.actor.via == Via::Api;
         let rec = self.store.update_peers(|existing| {
@@ -98,6 +100,25 @@ impl<'a> PeerOps<'a> {
             _ => Live::Upsert(rec.clone()),
         };
         Ok(Applied { record: rec, live })
+    }
+}
+
+/// The API's PATCH with one field is the CLI's one-step command, so the audit trail names it
+/// the same way whoever made it (`peer.role`, `peer.enable`, `peer.disable`); only a change
+/// of role and enabled together stays `peer.update`.
+fn one_step(op: PeerUpdate) -> PeerUpdate {
+    match op {
+        PeerUpdate::Fields {
+            name,
+            role: Some(role),
+            enabled: None,
+        } => PeerUpdate::SetRole { name, role },
+        PeerUpdate::Fields {
+            name,
+            role: None,
+            enabled: Some(enabled),
+        } => PeerUpdate::SetEnabled { name, enabled },
+        other => other,
     }
 }
 
@@ -163,6 +184,13 @@ impl Default for ConfigOptions {
             endpoint: None,
         }
     }
+}
+
+/// The text a QR code of `config` carries, wherever it is drawn (the CLI's terminal and PNG
+/// codes, the dashboard's SVG): the compact form, the same settings in fewer bytes, so a
+/// smaller code that scans from further away.
+pub fn qr_text(config: &ClientConfig) -> String {
+    config.render_compact()
 }
 
 /// The wg-quick config for a peer's new keys. `private_key` is `None` when the device

@@ -184,7 +184,8 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
     Ok(r)
 }
 
-/// The client config for a peer's new keys, as text and as a QR code (SVG).
+/// The client config for a peer's new keys, as text and as a QR code (SVG) of its compact form
+/// (as the CLI's codes).
 fn client_config(
     ctx: &Ctx<'_>,
     rec: &crate::model::PeerRecord,
@@ -197,8 +198,9 @@ fn client_config(
         dns,
         ..ConfigOptions::default()
     };
-    let text = crate::peer_ops::client_config(&added, private, psk, opts).render();
-    let svg = peers::render_svg(&text).map_err(ApiError::internal)?;
+    let config = crate::peer_ops::client_config(&added, private, psk, opts);
+    let svg = peers::render_svg(&crate::peer_ops::qr_text(&config)).map_err(ApiError::internal)?;
+    let text = config.render();
     Ok((text, svg))
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Layer: pure (data and matching). The router ([`super::route`]) looks every request up here,
 //! checks the route's role once — no handler checks access itself — and dispatches on the
-//! handler. Metric labels ([`super::route_template`]), the routes a handler peer may call, and
+//! handler. Metric labels ([`super::route_template`]), the routes a handler peer may call,
+//! what the dashboard shows each role ([`permitted`], through `GET /api/v1/whoami`) and
 //! `tests/openapi.rs` (every route documented, nothing else) read the same table.
 
 use super::Need;
@@ -379,6 +380,17 @@ pub fn template(segs: &[&str]) -> Option<&'static str> {
         .map(|r| r.path)
 }
 
+/// The routes `role` may call, as `METHOD /path/{param}`, in table order: `GET
+/// /api/v1/whoami` gives them as `permitted`, and the dashboard shows a control only when its
+/// route is there (the router still checks every request).
+pub fn permitted(role: ::peers::Role) -> Vec<String> {
+    ROUTES
+        .iter()
+        .filter(|r| r.need.allows(role))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
 /// Whether a handler peer may call this path at all: some route there admits the handler
 /// role (health, whoami, openapi.json, the dashboard's static files, registration, tasks).
 pub fn handler_may_call(segs: &[&str]) -> bool {
@@ -415,6 +427,48 @@ mod tests {
             lookup("POST", &segs("/api/v1/peers/alice/rotate")),
             Lookup::Found(r, ref p) if r.need == Need::Admin && p == &["alice"]
         ));
+    }
+
+    /// What each role may call comes from the table: a change of role changes the list, and
+    /// every entry is a route whose requirement the role meets.
+    #[test]
+    fn permitted_routes_follow_the_role() {
+        use ::peers::Role::*;
+        let of = |role| permitted(role);
+        let has = |role, route: &str| of(role).iter().any(|r| r == route);
+        assert!(has(Viewer, "GET /api/v1/jobs"));
+        assert!(!has(Viewer, "POST /api/v1/jobs"));
+        assert!(has(Officer, "POST /api/v1/jobs"));
+        assert!(has(Officer, "POST /api/v1/jobs/{id}/run"));
+        assert!(!has(Officer, "GET /api/v1/peers"));
+        assert!(!has(Officer, "GET /api/v1/audit"));
+        assert!(has(Admin, "GET /api/v1/peers"));
+        assert!(has(Admin, "PATCH /api/v1/peers/{name}"));
+        assert!(
+            !has(Admin, "POST /api/v1/tasks/lease"),
+            "admins do not lease"
+        );
+        assert!(has(Handler, "POST /api/v1/tasks/lease"));
+        assert!(!has(Handler, "GET /api/v1/jobs"));
+        let roles = [Viewer, Officer, Admin, Handler];
+        for (i, a) in roles.iter().enumerate() {
+            for b in &roles[..i] {
+                assert_ne!(of(*a), of(*b), "{a} and {b}");
+            }
+            let expect: Vec<String> = ROUTES
+                .iter()
+                .filter(|r| r.need.allows(*a))
+                .map(|r| format!("{} {}", r.method, r.path))
+                .collect();
+            assert_eq!(of(*a), expect, "{a}");
+        }
+        // Everything a viewer may do, an officer may, and an admin may do all of that too.
+        for r in of(Viewer) {
+            assert!(has(Officer, &r), "{r}");
+        }
+        for r in of(Officer) {
+            assert!(has(Admin, &r), "{r}");
+        }
     }
 
     #[test]

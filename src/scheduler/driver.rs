@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::handle::{Command, RunReply};
 use super::table::Table;
-use super::{runs, Config, Handle, JobEntry, JobError, RunStats};
+use super::{runs, Config, Handle, JobEntry, JobNotFound, RunNowError, RunStats};
 use crate::clock::Clock;
 use crate::model::{JobRecord, RunRecord, RunStatus};
 use crate::queue::{self, Task};
@@ -260,13 +260,13 @@ impl Driver {
             }
             Command::RunNow(id, done) => {
                 if !self.is_recording() {
-                    let _ = done.send(Err(JobError::NotRecorded(self.store.refusal())));
+                    let _ = done.send(Err(RunNowError::NotRecorded(self.store.refusal())));
                 } else if !self.core.contains(id) {
-                    let _ = done.send(Err(JobError::NotFound(id)));
+                    let _ = done.send(Err(JobNotFound(id).into()));
                 } else if self.core.run_now(id, now) {
                     self.manual.push((id, now, done));
                 } else {
-                    let _ = done.send(Err(JobError::Busy(id)));
+                    let _ = done.send(Err(RunNowError::Busy(id)));
                 }
             }
         }
@@ -363,7 +363,7 @@ impl Driver {
                     }
                 }
                 for w in waiters.into_iter().flatten() {
-                    let _ = w.send(Err(JobError::NotRecorded(e.same_kind())));
+                    let _ = w.send(Err(RunNowError::NotRecorded(e.same_kind())));
                 }
                 self.stop_recording();
                 return;
@@ -625,7 +625,7 @@ mod tests {
         for c in creates {
             match c.await.unwrap() {
                 Ok(_) => ok += 1,
-                Err(JobError::NameTaken { .. }) => taken += 1,
+                Err(super::super::CreateError::NameTaken(_)) => taken += 1,
                 Err(e) => panic!("{e:?}"),
             }
         }
@@ -821,7 +821,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, JobError::NotRecorded(StoreError::DiskFull)),
+            matches!(err, RunNowError::NotRecorded(StoreError::DiskFull)),
             "{err:?}"
         );
         // Runs already going finish; then nothing more is executed while nothing is recorded.
