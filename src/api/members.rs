@@ -36,15 +36,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: PeerRoute, params: &[&str]) -> 
         }
         PeerRoute::Patch => patch(ctx, name()?).await,
         PeerRoute::Rotate => rotate(ctx, name()?).await,
-        PeerRoute::Delete => {
-            let op = PeerUpdate::Remove { name: name()? };
-            let rec = ctx
-                .service
-                .update_peer(op, ctx.caller.actor())
-                .await
-                .map_err(update_error)?;
-            ok(json!(ctx.service.view(&rec)))
-        }
+        PeerRoute::Delete => update(ctx, PeerUpdate::Remove { name: name()? }).await,
     }
 }
 
@@ -239,6 +231,11 @@ async fn patch(ctx: &Ctx<'_>, name: PeerName) -> ApiResult {
         role,
         enabled,
     };
+    update(ctx, op).await
+}
+
+/// Applies a change to a peer as the caller and answers with the peer as it is now.
+async fn update(ctx: &Ctx<'_>, op: PeerUpdate) -> ApiResult {
     let rec = ctx
         .service
         .update_peer(op, ctx.caller.actor())
