@@ -26,6 +26,11 @@
 
 #![warn(missing_docs)]
 
+/// The TCP port the API listens on inside the tunnel: its one definition. It sits here, below
+/// both, because the netstack serves it by default ([`netstack::Limits::port`]) and the API
+/// names it in its own URLs ([`api::PORT`]); neither layer imports the other for it.
+pub const API_PORT: u16 = 8888;
+
 pub mod api;
 pub mod backups;
 pub mod clock;

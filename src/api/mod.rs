@@ -183,9 +183,9 @@ fn now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
-/// The port the API listens on inside the tunnel: its one definition (the netstack's default
-/// [`crate::netstack::Limits::port`] and the startup log read it).
-pub const PORT: u16 = 8888;
+/// The port the API listens on inside the tunnel, [`crate::API_PORT`] (the startup log and the
+/// Host/Origin checks read it).
+pub const PORT: u16 = crate::API_PORT;
 
 /// Counts open HTTP connections per peer address.
 #[derive(Debug, Default)]

@@ -43,7 +43,7 @@ pub use pipe::{Pipe, SharedPipe};
 /// Tunables for the TCP side.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// The TCP port served; by default the API's, [`crate::api::PORT`] (8888).
+    /// The TCP port served; by default [`crate::API_PORT`] (8888).
     pub port: u16,
     /// Connections (including half-open) one tunnel address may hold. SYNs over it are
     /// dropped before anything is allocated. Default: the API's own per-peer cap (32) plus
@@ -74,7 +74,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            port: crate::api::PORT,
+            port: crate::API_PORT,
             per_peer: 32 + Limits::REFUSAL_HEADROOM,
             total: 512,
             socket_rx_buffer: 16 * 1024,
