@@ -107,7 +107,7 @@ pub enum Request {
         quarantine: bool,
     },
     /// Show the endpoint clients dial, or change it (`set`: `HOST[:PORT]`, a missing port is
-    /// the port listened on); replies [`EndpointView`].
+    /// the port listened on); replies [`crate::api::view::EndpointView`].
     Endpoint {
         /// The new endpoint; `None` only shows the current one.
         set: Option<String>,
@@ -120,29 +120,6 @@ pub enum Request {
     /// the caller wants (the systemd unit's sandbox gives it only the data directory, and its
     /// own private /tmp).
     Backup,
-}
-
-/// The endpoint new client configs carry, as `appliance endpoint` and `/api/v1/endpoint`
-/// show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EndpointView {
-    /// `HOST:PORT` (IPv6 in brackets).
-    pub endpoint: String,
-    /// The endpoint it replaced, when this was a change.
-    pub previous: Option<String>,
-    /// Why phones may not reach it, with what to run ([`crate::server::endpoint_warning`]).
-    pub warning: Option<String>,
-}
-
-impl EndpointView {
-    /// The view of `endpoint`, with the one it replaced and any reachability warning.
-    pub fn new(endpoint: &peers::Endpoint, previous: Option<&peers::Endpoint>) -> EndpointView {
-        EndpointView {
-            endpoint: endpoint.to_string(),
-            previous: previous.map(ToString::to_string),
-            warning: crate::server::endpoint_warning(endpoint),
-        }
-    }
 }
 
 /// What kind of failure a refused request met; on the wire in snake_case
@@ -316,16 +293,21 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
             }
             Ok(serde_json::to_value(report).unwrap())
         }
-        Request::Endpoint { set: None } => {
-            Ok(serde_json::to_value(EndpointView::new(&service.server().endpoint, None)).unwrap())
-        }
+        Request::Endpoint { set: None } => Ok(serde_json::to_value(
+            crate::api::view::EndpointView::new(&service.server().endpoint, None),
+        )
+        .unwrap()),
         Request::Endpoint { set: Some(text) } => {
             let endpoint = peers::Endpoint::parse(&text, service.listen().port())
                 .map_err(|e| ControlFailure::invalid(format!("invalid endpoint: {e}")))?;
             let previous = service
                 .set_endpoint(endpoint.clone(), Actor::local_cli())
                 .await?;
-            Ok(serde_json::to_value(EndpointView::new(&endpoint, Some(&previous))).unwrap())
+            Ok(serde_json::to_value(crate::api::view::EndpointView::new(
+                &endpoint,
+                Some(&previous),
+            ))
+            .unwrap())
         }
         Request::Status => Ok(serde_json::to_value(service.status().await?).unwrap()),
         Request::Backup => {

@@ -10,8 +10,8 @@
 use serde::{Deserialize, Deserializer};
 
 use super::body::{self, Body};
+use super::view::EndpointView;
 use super::{ok, ApiError, ApiResult, Ctx};
-use crate::control::EndpointView;
 
 /// `PUT /api/v1/endpoint`'s body.
 #[derive(Debug, Deserialize)]

@@ -159,6 +159,29 @@ pub fn audit_views(entries: Vec<AuditEntry>) -> Vec<AuditView> {
     entries.into_iter().map(AuditView::from).collect()
 }
 
+/// The endpoint new client configs carry, as `appliance endpoint` and `/api/v1/endpoint`
+/// show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointView {
+    /// `HOST:PORT` (IPv6 in brackets).
+    pub endpoint: String,
+    /// The endpoint it replaced, when this was a change.
+    pub previous: Option<String>,
+    /// Why phones may not reach it, with what to run ([`crate::server::endpoint_warning`]).
+    pub warning: Option<String>,
+}
+
+impl EndpointView {
+    /// The view of `endpoint`, with the one it replaced and any reachability warning.
+    pub fn new(endpoint: &peers::Endpoint, previous: Option<&peers::Endpoint>) -> EndpointView {
+        EndpointView {
+            endpoint: endpoint.to_string(),
+            previous: previous.map(ToString::to_string),
+            warning: crate::server::endpoint_warning(endpoint),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{page, read_limit};

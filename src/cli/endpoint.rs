@@ -4,7 +4,8 @@
 //! is written to the database. Either way it is audited (`server.endpoint`, by `local`).
 //! Existing tunnels stay up; configs already handed out keep their old endpoint.
 
-use appliance::control::{EndpointView, Request};
+use appliance::api::view::EndpointView;
+use appliance::control::Request;
 use appliance::model::Actor;
 use appliance::paths::DataDir;
 use appliance::service::unix_now_ms;
