@@ -25,7 +25,8 @@ use tokio::net::UnixListener;
 
 use crate::model::{Actor, PeerRecord};
 pub use crate::peer_ops::PeerAdded;
-use crate::registry::{AddPeer, AddPeerError, PeerUpdate, PeerUpdateError};
+use crate::peer_ops::{AddError, UpdateError};
+use crate::registry::{AddPeer, PeerUpdate, PeerUpdateError};
 use crate::service::{PeerView, Service};
 use crate::store::StoreError;
 
@@ -176,15 +177,17 @@ impl ControlFailure {
     }
 }
 
-impl From<PeerUpdateError> for ControlFailure {
-    fn from(e: PeerUpdateError) -> Self {
+impl From<UpdateError> for ControlFailure {
+    fn from(e: UpdateError) -> Self {
         let kind = match e {
-            PeerUpdateError::NotFound(_) => FailureKind::NotFound,
-            PeerUpdateError::KeyTaken(_)
-            | PeerUpdateError::ServerKey
-            | PeerUpdateError::LastAdmin => FailureKind::Conflict,
-            PeerUpdateError::Store(ref s) => store_kind(s),
-            PeerUpdateError::ShuttingDown => FailureKind::Internal,
+            UpdateError::Refused(PeerUpdateError::NotFound(_)) => FailureKind::NotFound,
+            UpdateError::Refused(
+                PeerUpdateError::KeyTaken(_)
+                | PeerUpdateError::ServerKey
+                | PeerUpdateError::LastAdmin,
+            ) => FailureKind::Conflict,
+            UpdateError::Store(ref s) => store_kind(s),
+            UpdateError::ShuttingDown => FailureKind::Internal,
         };
         ControlFailure::new(kind, e)
     }
@@ -217,12 +220,12 @@ impl From<crate::store::BackupError> for ControlFailure {
     }
 }
 
-impl From<AddPeerError> for ControlFailure {
-    fn from(e: AddPeerError) -> Self {
+impl From<AddError> for ControlFailure {
+    fn from(e: AddError) -> Self {
         let kind = match e {
-            AddPeerError::Store(ref s) => store_kind(s),
-            AddPeerError::ShuttingDown => FailureKind::Internal,
-            _ => FailureKind::Conflict,
+            AddError::Store(ref s) => store_kind(s),
+            AddError::ShuttingDown => FailureKind::Internal,
+            AddError::Refused(_) => FailureKind::Conflict,
         };
         ControlFailure::new(kind, e)
     }

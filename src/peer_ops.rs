@@ -20,7 +20,37 @@ use crate::model::{Actor, PeerAction, PeerRecord, ServerRecord, Via};
 use crate::registry::{
     audited, keeps_an_admin, plan_add, AddPeer, AddPeerError, PeerUpdate, PeerUpdateError,
 };
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+/// Why adding a peer failed: the registry refused it, or storage failed, or the server
+/// stopped before it was live.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    /// The registry refused the peer (name or key taken, pool full, overlapping ranges).
+    #[error(transparent)]
+    Refused(#[from] AddPeerError),
+    /// The database failed; nothing was written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The server stopped while the change was being made live (it is stored).
+    #[error("the appliance is shutting down; the peer is stored and will be live after restart")]
+    ShuttingDown,
+}
+
+/// Why a change to an existing peer failed: the registry refused it, or storage failed, or
+/// the server stopped before it was live.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// The registry refused the change (no such peer, key taken, the last admin).
+    #[error(transparent)]
+    Refused(#[from] PeerUpdateError),
+    /// The database failed; nothing was written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The server stopped while the change was being made live (it is stored).
+    #[error("the appliance is shutting down; the change is stored and takes effect after restart")]
+    ShuttingDown,
+}
 
 /// What the network must do for a committed peer change to take effect.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,10 +96,10 @@ impl<'a> PeerOps<'a> {
     }
 
     /// Registers a new peer, audited as [`PeerAction::Add`].
-    pub fn add(&self, req: AddPeer) -> Result<Applied, AddPeerError> {
+    pub fn add(&self, req: AddPeer) -> Result<Applied, AddError> {
         let rec = self.store.update_peers(|existing| {
             let planned = plan_add(existing, self.server, req, self.now_ms / 1000);
-            audited(planned, PeerAction::Add, self.actor, self.now_ms)
+            audited(planned, PeerAction::Add, self.actor, self.now_ms).map_err(AddError::from)
         })?;
         Ok(Applied {
             live: Live::Upsert(rec.clone()),
@@ -79,7 +109,7 @@ impl<'a> PeerOps<'a> {
 
     /// Changes an existing peer, audited under the update's action. Over the API
     /// ([`Via::Api`]) it refuses to leave no enabled admin; the CLI on the server may.
-    pub fn update(&self, op: PeerUpdate) -> Result<Applied, PeerUpdateError> {
+    pub fn update(&self, op: PeerUpdate) -> Result<Applied, UpdateError> {
         let op = one_step(op);
         let action = op.action();
         let guard = self.actor.via == Via::Api;
@@ -91,7 +121,7 @@ impl<'a> PeerOps<'a> {
                 self.now_ms,
             )?;
             if guard && !keeps_an_admin(existing, &planned.0) {
-                return Err(PeerUpdateError::LastAdmin);
+                return Err(UpdateError::Refused(PeerUpdateError::LastAdmin));
             }
             Ok(planned)
         })?;

@@ -10,7 +10,6 @@ use std::net::Ipv4Addr;
 use peers::{AddressPool, Ipv4Net, PeerName, PoolError, PresharedKey, PublicKey, Role};
 
 use crate::model::{Actor, AuditEntry, PeerAction, PeerChange, PeerRecord, ServerRecord};
-use crate::store::StoreError;
 
 /// A request to register a new peer. The client's private key is not part of it.
 #[derive(Clone, Debug)]
@@ -27,7 +26,7 @@ pub struct AddPeer {
     pub extra_allowed_ips: Vec<Ipv4Net>,
 }
 
-/// Why a peer could not be added.
+/// Why the registry refuses a new peer (storage failures are [`crate::peer_ops::AddError`]'s).
 #[derive(Debug, thiserror::Error)]
 pub enum AddPeerError {
     /// Peer names are unique.
@@ -58,12 +57,6 @@ pub enum AddPeerError {
         /// The server's tunnel address.
         server: Ipv4Addr,
     },
-    /// The database failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The server stopped while the change was being made live (it is stored).
-    #[error("the appliance is shutting down; the peer is stored and will be live after restart")]
-    ShuttingDown,
 }
 
 /// Decides the record for a new peer: a unique name and key, the lowest free address.
@@ -146,7 +139,8 @@ fn loop_free_address(
     }
 }
 
-/// Why a change to an existing peer failed.
+/// Why the registry refuses a change to an existing peer (storage failures are
+/// [`crate::peer_ops::UpdateError`]'s).
 #[derive(Debug, thiserror::Error)]
 pub enum PeerUpdateError {
     /// No peer has that name.
@@ -161,12 +155,6 @@ pub enum PeerUpdateError {
     /// Over the API, the last enabled admin cannot be disabled, demoted or removed.
     #[error("refused: this would leave no enabled admin (do it with the CLI on the server if you mean it)")]
     LastAdmin,
-    /// The database failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The server stopped while the change was being made live (it is stored).
-    #[error("the appliance is shutting down; the change is stored and takes effect after restart")]
-    ShuttingDown,
 }
 
 fn find<'a>(

@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::directory::Directory;
 use crate::driver::{Command, LivePeerStats, Metrics};
 use crate::model::{Actor, PeerRecord, PeerStats, ServerRecord};
-use crate::peer_ops::{Applied, Live, PeerOps};
-use crate::registry::{AddPeer, AddPeerError, PeerUpdate, PeerUpdateError};
+use crate::peer_ops::{AddError, Applied, Live, PeerOps, UpdateError};
+use crate::registry::{AddPeer, PeerUpdate};
 use crate::store::{Store, StoreError};
 
 /// Seconds since the Unix epoch (driver-side clock read).
@@ -201,15 +201,15 @@ pub struct ServiceParts {
 #[error("the appliance is shutting down")]
 pub struct ShuttingDown;
 
-impl From<ShuttingDown> for AddPeerError {
+impl From<ShuttingDown> for AddError {
     fn from(_: ShuttingDown) -> Self {
-        AddPeerError::ShuttingDown
+        AddError::ShuttingDown
     }
 }
 
-impl From<ShuttingDown> for PeerUpdateError {
+impl From<ShuttingDown> for UpdateError {
     fn from(_: ShuttingDown) -> Self {
-        PeerUpdateError::ShuttingDown
+        UpdateError::ShuttingDown
     }
 }
 
@@ -356,7 +356,7 @@ impl Service {
     }
 
     /// Registers a peer durably (with its audit entry) and makes it live.
-    pub async fn add_peer(&self, req: AddPeer, actor: Actor) -> Result<PeerRecord, AddPeerError> {
+    pub async fn add_peer(&self, req: AddPeer, actor: Actor) -> Result<PeerRecord, AddError> {
         let applied = self.peer_op(actor, move |ops| ops.add(req)).await?;
         self.make_live(applied.live).await?;
         Ok(applied.record)
@@ -369,7 +369,7 @@ impl Service {
         &self,
         op: PeerUpdate,
         actor: Actor,
-    ) -> Result<PeerRecord, PeerUpdateError> {
+    ) -> Result<PeerRecord, UpdateError> {
         let applied = self.peer_op(actor, move |ops| ops.update(op)).await?;
         self.make_live(applied.live).await?;
         Ok(applied.record)

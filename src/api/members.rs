@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use super::body::{self, Body};
 use super::routes::PeerRoute;
 use super::{ok, ApiError, ApiResult, Ctx};
+use crate::peer_ops::{AddError, UpdateError};
 use crate::peer_ops::{ConfigOptions, PeerAdded};
 use crate::registry::{AddPeer, AddPeerError, PeerUpdate, PeerUpdateError};
 
@@ -147,21 +148,21 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
         .add_peer(req, ctx.caller.actor())
         .await
         .map_err(|e| match e {
-            AddPeerError::NameTaken(_) => {
+            AddError::Refused(AddPeerError::NameTaken(_)) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).field("name")
             }
-            AddPeerError::KeyTaken(_) | AddPeerError::ServerKey => {
+            AddError::Refused(AddPeerError::KeyTaken(_) | AddPeerError::ServerKey) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).field("public_key")
             }
-            AddPeerError::PoolFull(_) => {
+            AddError::Refused(AddPeerError::PoolFull(_)) => {
                 ApiError::new(StatusCode::CONFLICT, "pool_full", e.to_string())
             }
-            AddPeerError::AllowedIpsOverlap { .. }
-            | AddPeerError::AllowedIpsContainServer { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
-            }
-            AddPeerError::Store(s) => ApiError::store(&s),
-            AddPeerError::ShuttingDown => ApiError::internal(e),
+            AddError::Refused(
+                AddPeerError::AllowedIpsOverlap { .. }
+                | AddPeerError::AllowedIpsContainServer { .. },
+            ) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            AddError::Store(s) => ApiError::store(&s),
+            AddError::ShuttingDown => ApiError::internal(e),
         })?;
     let (text, svg) = client_config(ctx, &rec, private, psk, dns)?;
     let mut r = super::json_response(
@@ -244,14 +245,14 @@ async fn update(ctx: &Ctx<'_>, op: PeerUpdate) -> ApiResult {
     ok(json!(ctx.service.view(&rec)))
 }
 
-fn update_error(e: PeerUpdateError) -> ApiError {
+fn update_error(e: UpdateError) -> ApiError {
     match e {
-        PeerUpdateError::NotFound(_) => ApiError::not_found(e.to_string()),
-        PeerUpdateError::KeyTaken(_) | PeerUpdateError::ServerKey | PeerUpdateError::LastAdmin => {
-            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
-        }
-        PeerUpdateError::Store(s) => ApiError::store(&s),
-        PeerUpdateError::ShuttingDown => ApiError::internal(e),
+        UpdateError::Refused(PeerUpdateError::NotFound(_)) => ApiError::not_found(e.to_string()),
+        UpdateError::Refused(
+            PeerUpdateError::KeyTaken(_) | PeerUpdateError::ServerKey | PeerUpdateError::LastAdmin,
+        ) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+        UpdateError::Store(s) => ApiError::store(&s),
+        UpdateError::ShuttingDown => ApiError::internal(e),
     }
 }
 
