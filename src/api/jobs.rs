@@ -68,7 +68,7 @@ fn name_taken(e: NameTaken) -> ApiError {
 }
 
 /// 500: the appliance is stopping.
-fn shutting_down(e: ShuttingDown) -> ApiError {
+pub(super) fn shutting_down(e: ShuttingDown) -> ApiError {
     ApiError::internal(e)
 }
 
@@ -194,25 +194,27 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> A
             let e = jobs(ctx)?.delete(id, &ctx.caller.actor()).await?;
             ok(json!({"deleted": e.record.id.to_string(), "name": e.record.spec.name}))
         }
-        JobRoute::Pause | JobRoute::Resume => {
-            let action = if route == JobRoute::Pause {
-                "pause"
-            } else {
-                "resume"
-            };
+        JobRoute::Pause => {
             let id = id()?;
-            let catch_up = match (&ctx.body, action) {
-                (None, _) => false,
-                (Some(_), "resume") => {
+            if ctx.body.is_some() {
+                return Err(ApiError::bad_request("body", "pause takes no body"));
+            }
+            let e = jobs(ctx)?
+                .set_paused(id, true, false, &ctx.caller.actor())
+                .await?;
+            ok(e.to_json())
+        }
+        JobRoute::Resume => {
+            let id = id()?;
+            let catch_up = match ctx.body {
+                None => false,
+                Some(_) => {
                     let Resume { catch_up } = body::read(ctx)?;
                     catch_up.unwrap_or(false)
                 }
-                (Some(_), _) => {
-                    return Err(ApiError::bad_request("body", "pause takes no body"));
-                }
             };
             let e = jobs(ctx)?
-                .set_paused(id, action == "pause", catch_up, &ctx.caller.actor())
+                .set_paused(id, false, catch_up, &ctx.caller.actor())
                 .await?;
             ok(e.to_json())
         }
