@@ -487,7 +487,7 @@ async fn dispatch(ctx: &Ctx<'_>, handler: routes::Handler, params: &[&str]) -> A
     match handler {
         H::Index => Ok(ui::index()),
         H::Asset => ui::asset(params[0]),
-        H::SchedulePreview => preview::route(ctx),
+        H::SchedulePreview => preview::route(ctx).await,
         H::Health => health(ctx),
         H::Whoami => ok(json!({
             "peer": ctx.caller.name,

@@ -109,9 +109,14 @@ pub fn preview(body: Option<&Value>, now: Timestamp) -> Result<Value, SpecError>
     Ok(json!({"next": next, "timezone": zone}))
 }
 
-pub(super) fn route(ctx: &Ctx<'_>) -> ApiResult {
-    #[allow(clippy::disallowed_methods)] // the route is the driver edge: it reads the clock once
-    let now = Timestamp::now();
+/// The fires after the scheduler's "now" (its clock, not the request task's).
+pub(super) async fn route(ctx: &Ctx<'_>) -> ApiResult {
+    let now = ctx
+        .service
+        .jobs()
+        .now()
+        .await
+        .map_err(super::jobs::shutting_down)?;
     preview(ctx.body.as_ref(), now)
         .map_err(|e| ApiError::bad_request(e.field, e.message))
         .and_then(ok)

@@ -308,9 +308,13 @@ fn sz_id(e: &JobEntry) -> String {
         .unwrap_or_else(|| e.record.id.to_string())
 }
 
-/// `POST /api/schedule`.
-// Driver: the default job_id carries the wall-clock time, as ScheduleZero's does.
-#[allow(clippy::disallowed_methods)]
+/// ScheduleZero's default job_id: `HANDLER_METHOD_SECONDS`, the Unix seconds of `now`.
+fn default_job_id(handler: &str, method: &str, now: Timestamp) -> String {
+    format!("{handler}_{method}_{}", now.as_second())
+}
+
+/// `POST /api/schedule`. The default job_id carries the time, as ScheduleZero's does: the
+/// scheduler's clock.
 async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
     let Schedule(body) = body::read(ctx)?;
     let (handler, method, params) =
@@ -323,12 +327,13 @@ async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
     })?;
     let t =
         apscheduler::translate(&trigger).map_err(|e| ApiError::bad_request(e.field, e.message))?;
-    let job_id = job_id(body.job_id)?.unwrap_or_else(|| {
-        format!(
-            "{handler}_{method}_{}",
-            Timestamp::now().as_millisecond() / 1000
-        )
-    });
+    let job_id = match job_id(body.job_id)? {
+        Some(id) => id,
+        None => {
+            let now = jobs(ctx)?.now().await.map_err(super::jobs::shutting_down)?;
+            default_job_id(&handler, &method, now)
+        }
+    };
     let mut spec = json!({
         "name": job_id,
         "trigger": t.trigger,
@@ -680,6 +685,14 @@ mod tests {
     use super::*;
 
     use crate::api::body::refused;
+
+    /// The default job_id carries the seconds of the time it is given (the scheduler's),
+    /// not of the wall clock.
+    #[test]
+    fn the_default_job_id_carries_the_given_time() {
+        let now: Timestamp = "2031-03-04T05:06:07.9Z".parse().unwrap();
+        assert_eq!(default_job_id("bot", "ping", now), "bot_ping_1930367167");
+    }
 
     /// The ScheduleZero forms refuse an unknown field and a wrongly typed one, naming it.
     #[test]

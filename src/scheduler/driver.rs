@@ -408,8 +408,9 @@ impl Driver {
             self.in_flight.insert(run.id);
             let executor = self.executor.clone();
             let finished = self.finished.clone();
+            let clock = self.clock.clone();
             tokio::spawn(async move {
-                let run = delivery::deliver(executor, &spec, run).await;
+                let run = delivery::deliver(executor, &clock, &spec, run).await;
                 let _ = finished.send(run).await;
             });
         }
@@ -635,6 +636,27 @@ mod tests {
             jobs.creating.lock().unwrap().is_empty(),
             "every claim released"
         );
+    }
+
+    /// "Now" for the API (previews, ScheduleZero's default job_id) is the driver's clock:
+    /// on a virtual clock, the handle answers that clock's time, and follows it when it moves.
+    #[tokio::test]
+    async fn the_handle_tells_the_time_of_the_driver_clock() {
+        let store = Arc::new(crate::store::testing::Disk::default().store());
+        let t0: Timestamp = "2031-03-04T05:06:07.5Z".parse().unwrap();
+        let clock = Arc::new(Mutex::new(t0));
+        let (_stop_tx, stop) = watch::channel(false);
+        let (jobs, _task) = launch(
+            store,
+            Config::default(),
+            Clock::Virtual(clock.clone()),
+            stop,
+        )
+        .unwrap();
+        assert_eq!(jobs.now().await.unwrap(), t0);
+        let later: Timestamp = "2031-03-04T06:00:00Z".parse().unwrap();
+        *clock.lock().unwrap() = later;
+        assert_eq!(jobs.now().await.unwrap(), later);
     }
 
     /// Every fire time comes from the driver's clock through the core, not from the request

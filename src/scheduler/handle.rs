@@ -118,7 +118,9 @@ impl Handle {
     }
 
     /// The time of an operation, from the driver's clock (the only clock the scheduler reads).
-    async fn now(&self) -> Result<Timestamp, ShuttingDown> {
+    /// API routes that need "now" (a schedule preview, ScheduleZero's default `job_id`) ask
+    /// here rather than read the wall clock, so they follow the scheduler's clock.
+    pub async fn now(&self) -> Result<Timestamp, ShuttingDown> {
         self.ask(Command::Now).await
     }
 

@@ -1,15 +1,15 @@
 //! A job's webhook action: checked when the job is saved, delivered when it fires.
 //!
-//! Layer: driver (outbound I/O through [`Executor`], reads the clock for a run's times). Owns
+//! Layer: driver (outbound I/O through [`Executor`]; a run's times come from the scheduler's
+//! [`Clock`], only its duration is measured in real time). Owns
 //! the save-time destination check ([`check_destination`]), the execution of one recorded run
 //! with its retries ([`deliver`]) and the scrubbing of error text that viewers read
 //! ([`scrub`]). The scheduler driver calls [`deliver`] for each webhook fire after the fire is
 //! recorded; handler calls never come here (they go through the handler queue).
-#![allow(clippy::disallowed_methods)] // driver: times each run
-
-use jiff::Timestamp;
+#![allow(clippy::disallowed_methods)] // driver: measures each run's duration
 
 use super::{policy, Executor, NetPolicy};
+use crate::clock::Clock;
 use crate::model::{RunRecord, RunStatus};
 use crate::sched::{Action, JobSpec, SpecError, Webhook};
 use crate::scheduler::runs::log_outcome;
@@ -33,19 +33,24 @@ pub fn check_destination(spec: &JobSpec, policy: &NetPolicy) -> Result<(), SpecE
     }
 }
 
-/// Executes one recorded run: the webhook with retries and timeouts; returns the run finished.
-/// Logs never contain the URL.
-pub async fn deliver(executor: Executor, spec: &JobSpec, mut run: RunRecord) -> RunRecord {
+/// Executes one recorded run: the webhook with retries and timeouts; returns the run finished,
+/// its start and finish stamped from `clock` (the scheduler's). Logs never contain the URL.
+pub async fn deliver(
+    executor: Executor,
+    clock: &Clock,
+    spec: &JobSpec,
+    mut run: RunRecord,
+) -> RunRecord {
     let Action::Webhook(hook) = &spec.action else {
         // Handler calls are queued for their handler and never reach this point; should a
         // patch ever race a fire, record that instead of panicking a task.
         run.status = RunStatus::Failed;
-        run.finished_at = Some(Timestamp::now());
+        run.finished_at = Some(clock.now());
         run.error =
             Some("the job's action is no longer a webhook; this run was not executed".into());
         return run;
     };
-    run.started_at = Some(Timestamp::now());
+    run.started_at = Some(clock.now());
     let started = std::time::Instant::now();
     let outcome = executor.run(hook, spec.retry, spec.timeout, |_| {}).await;
     run.attempt = outcome.attempts;
@@ -58,7 +63,7 @@ pub async fn deliver(executor: Executor, spec: &JobSpec, mut run: RunRecord) -> 
     } else {
         RunStatus::Failed
     };
-    run.finished_at = Some(Timestamp::now());
+    run.finished_at = Some(clock.now());
     run.duration_ms = Some(started.elapsed().as_millis() as u64);
     log_outcome(&run);
     run
@@ -81,6 +86,7 @@ pub fn scrub(text: &str, hook: &Webhook) -> String {
 
 #[cfg(test)]
 mod tests {
+    use jiff::Timestamp;
     use serde_json::json;
 
     use super::*;
@@ -95,6 +101,30 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    /// A run's start and finish come from the scheduler's clock, not the wall clock: on a
+    /// virtual clock five years ahead, both are that clock's time. The destination is refused
+    /// by the default policy, so nothing is sent anywhere.
+    #[tokio::test]
+    async fn a_run_is_stamped_from_the_scheduler_clock() {
+        let t0: Timestamp = "2031-03-04T05:06:07.5Z".parse().unwrap();
+        let clock = Clock::Virtual(std::sync::Arc::new(std::sync::Mutex::new(t0)));
+        let spec = JobSpec::from_json(
+            &json!({
+                "name": "x",
+                "trigger": {"every": "1m", "start": "2031-01-01T00:00:00Z"},
+                "retry": {"attempts": 1},
+                "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
+            }),
+            None,
+        )
+        .unwrap();
+        let run = RunRecord::starting(crate::sched::JobId::from_u64(1), "x".into(), t0, "manual");
+        let run = deliver(Executor::default(), &clock, &spec, run).await;
+        assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+        assert_eq!(run.started_at, Some(t0));
+        assert_eq!(run.finished_at, Some(t0));
     }
 
     /// Literal destinations the policy refuses are refused at create/patch, naming the field;
