@@ -501,6 +501,31 @@ impl Core {
         out
     }
 
+    /// For an ack or fail: the task `delivery` holds for `handler`, or `None` when the
+    /// delivery was already closed as `how` by this handler (a repeat of the call that closed
+    /// it, answered as such), or the lease error.
+    fn held_or_repeat(
+        &self,
+        delivery: DeliveryId,
+        handler: &str,
+        how: Closed,
+    ) -> Result<Option<u64>, LeaseError> {
+        match self.held(delivery, handler) {
+            Ok(id) => Ok(Some(id)),
+            Err(e) => {
+                let repeat = self.deliveries.get(&delivery).is_some_and(|id| {
+                    let t = &self.tasks[id];
+                    t.handler == handler && t.closed_as(delivery) == Some(Some(how))
+                });
+                if repeat {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
     /// The task `delivery` names, if `handler` holds it as its current lease.
     fn held(&self, delivery: DeliveryId, handler: &str) -> Result<u64, LeaseError> {
         let id = *self
@@ -574,19 +599,8 @@ impl Core {
         result: Value,
         now: Timestamp,
     ) -> Result<AckOutcome, LeaseError> {
-        let id = match self.held(delivery, handler) {
-            Ok(id) => id,
-            Err(e) => {
-                let repeat = self.deliveries.get(&delivery).is_some_and(|id| {
-                    let t = &self.tasks[id];
-                    t.handler == handler && t.closed_as(delivery) == Some(Some(Closed::Acked))
-                });
-                return if repeat {
-                    Ok(AckOutcome::Repeated)
-                } else {
-                    Err(e)
-                };
-            }
+        let Some(id) = self.held_or_repeat(delivery, handler, Closed::Acked)? else {
+            return Ok(AckOutcome::Repeated);
         };
         self.unlease(id);
         let task = self.tasks.get_mut(&id).expect("held tasks exist");
@@ -608,19 +622,8 @@ impl Core {
         retry: bool,
         now: Timestamp,
     ) -> Result<FailOutcome, LeaseError> {
-        let id = match self.held(delivery, handler) {
-            Ok(id) => id,
-            Err(e) => {
-                let repeat = self.deliveries.get(&delivery).is_some_and(|id| {
-                    let t = &self.tasks[id];
-                    t.handler == handler && t.closed_as(delivery) == Some(Some(Closed::Failed))
-                });
-                return if repeat {
-                    Ok(FailOutcome::Repeated)
-                } else {
-                    Err(e)
-                };
-            }
+        let Some(id) = self.held_or_repeat(delivery, handler, Closed::Failed)? else {
+            return Ok(FailOutcome::Repeated);
         };
         self.unlease(id);
         let task = self.tasks.get_mut(&id).expect("held tasks exist");
