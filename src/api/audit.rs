@@ -26,7 +26,7 @@ pub fn parse_since(s: &str) -> Result<u64, String> {
 
 pub(super) async fn list(ctx: &Ctx<'_>) -> ApiResult {
     super::deny_unknown_query(ctx, &["limit", "cursor", "since"])?;
-    let limit = super::limit_param(ctx, 50)?;
+    let limit = super::limit_param(ctx, 50, super::MAX_LIMIT)?;
     let cursor = ctx
         .query
         .get("cursor")

@@ -233,17 +233,19 @@ pub fn deny_unknown_query(ctx: &Ctx<'_>, allowed: &[&str]) -> Result<(), ApiErro
     Ok(())
 }
 
-/// Parses `limit` (1..=500, default 100 unless given).
-pub fn limit_param(ctx: &Ctx<'_>, default: usize) -> Result<usize, ApiError> {
-    const MAX: usize = 500;
+/// The largest `limit` of the native listings (jobs, runs, audit).
+pub const MAX_LIMIT: usize = 500;
+
+/// Parses the `limit` query parameter: 1..=`max`, `default` when absent.
+pub fn limit_param(ctx: &Ctx<'_>, default: usize, max: usize) -> Result<usize, ApiError> {
     match ctx.query.get("limit") {
         None => Ok(default),
         Some(l) => l
             .parse::<usize>()
             .ok()
-            .filter(|n| (1..=MAX).contains(n))
+            .filter(|n| (1..=max).contains(n))
             .ok_or_else(|| {
-                ApiError::bad_request("limit", format!("limit must be a number from 1 to {MAX}"))
+                ApiError::bad_request("limit", format!("limit must be a number from 1 to {max}"))
             }),
     }
 }

@@ -147,7 +147,7 @@ fn parse_id(s: &str) -> Result<JobId, ApiError> {
 }
 
 fn limit(ctx: &Ctx<'_>) -> Result<usize, ApiError> {
-    super::limit_param(ctx, DEFAULT_LIMIT)
+    super::limit_param(ctx, DEFAULT_LIMIT, super::MAX_LIMIT)
 }
 
 use super::deny_unknown_query;

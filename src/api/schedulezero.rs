@@ -565,23 +565,10 @@ async fn scan(
     Ok(out)
 }
 
-fn bounded_limit(ctx: &Ctx<'_>, default: usize, max: usize) -> Result<usize, ApiError> {
-    match ctx.query.get("limit") {
-        None => Ok(default),
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request("limit", format!("limit must be a number from 1 to {max}"))
-            }),
-    }
-}
-
 /// `GET /api/executions?limit=&handler_id=|job_id=&status=`.
 async fn executions(ctx: &Ctx<'_>) -> ApiResult {
     deny_unknown_query(ctx, &["limit", "handler_id", "job_id", "status"])?;
-    let limit = bounded_limit(ctx, 100, MAX_EXECUTIONS)?;
+    let limit = super::limit_param(ctx, 100, MAX_EXECUTIONS)?;
     let handler = ctx.query.get("handler_id").cloned();
     let job = ctx.query.get("job_id").cloned();
     if handler.is_some() && job.is_some() {
@@ -661,7 +648,7 @@ async fn stats(ctx: &Ctx<'_>) -> ApiResult {
 /// `GET /api/executions/errors?limit=`.
 async fn errors(ctx: &Ctx<'_>) -> ApiResult {
     deny_unknown_query(ctx, &["limit"])?;
-    let limit = bounded_limit(ctx, 50, MAX_ERRORS)?;
+    let limit = super::limit_param(ctx, 50, MAX_ERRORS)?;
     let errors = scan(jobs(ctx)?, Some(RunStatus::Failed), limit, |_| true).await?;
     ok(json!({"count": errors.len(), "limit": limit, "errors": errors}))
 }
