@@ -13,10 +13,29 @@ use hyper::Response;
 
 use super::{ApiError, ApiResult, Ctx};
 use crate::metrics::{self, Exposition};
+use crate::model::PeerStats;
 
 /// A peer counts as online when its last handshake is at most this old (WireGuard's
 /// `REJECT_AFTER_TIME`: a session older than this carries no data).
 pub const ONLINE_WITHIN_S: u64 = 180;
+
+/// One per-peer family: its header, then a `peer="NAME"` sample for each peer `value` has
+/// one for.
+fn per_peer(
+    e: &mut Exposition,
+    name: &str,
+    help: &str,
+    kind: &str,
+    totals: &[(String, PeerStats)],
+    value: impl Fn(&PeerStats) -> Option<f64>,
+) {
+    e.family(name, help, kind);
+    for (peer, s) in totals {
+        if let Some(v) = value(s) {
+            e.sample(name, &[("peer", peer)], v);
+        }
+    }
+}
 
 pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
     let service = ctx.service;
@@ -109,44 +128,30 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
         "gauge",
         load(&m.handshake_queue),
     );
-    e.family(
+    per_peer(
+        &mut e,
         "appliance_peer_receive_bytes_total",
         "Bytes received from each peer through the tunnel (kept across restarts).",
         "counter",
+        &totals,
+        |s| Some(s.rx_bytes as f64),
     );
-    for (name, s) in &totals {
-        e.sample(
-            "appliance_peer_receive_bytes_total",
-            &[("peer", name)],
-            s.rx_bytes as f64,
-        );
-    }
-    e.family(
+    per_peer(
+        &mut e,
         "appliance_peer_transmit_bytes_total",
         "Bytes sent to each peer through the tunnel (kept across restarts).",
         "counter",
+        &totals,
+        |s| Some(s.tx_bytes as f64),
     );
-    for (name, s) in &totals {
-        e.sample(
-            "appliance_peer_transmit_bytes_total",
-            &[("peer", name)],
-            s.tx_bytes as f64,
-        );
-    }
-    e.family(
+    per_peer(
+        &mut e,
         "appliance_peer_last_handshake_timestamp_seconds",
         "Unix time of each peer's last WireGuard handshake (peers that had one).",
         "gauge",
+        &totals,
+        |s| s.last_handshake.map(|t| t as f64),
     );
-    for (name, s) in &totals {
-        if let Some(t) = s.last_handshake {
-            e.sample(
-                "appliance_peer_last_handshake_timestamp_seconds",
-                &[("peer", name)],
-                t as f64,
-            );
-        }
-    }
     e.family(
         "appliance_packets_dropped_total",
         "Packets and TCP SYNs dropped, by cause.",
@@ -355,6 +360,39 @@ fn expose_guards_and_storage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A per-peer family has one header and a sample per peer that has a value: a peer that
+    /// never shook hands has no last-handshake sample.
+    #[test]
+    fn per_peer_families_sample_each_peer_with_a_value() {
+        let totals = vec![
+            (
+                "alice".to_string(),
+                PeerStats {
+                    last_handshake: Some(1_700_000_000),
+                    rx_bytes: 10,
+                    ..PeerStats::default()
+                },
+            ),
+            ("bob".to_string(), PeerStats::default()),
+        ];
+        let mut e = Exposition::new();
+        per_peer(&mut e, "rx_total", "Bytes.", "counter", &totals, |s| {
+            Some(s.rx_bytes as f64)
+        });
+        per_peer(&mut e, "hs_seconds", "Handshake.", "gauge", &totals, |s| {
+            s.last_handshake.map(|t| t as f64)
+        });
+        let text = e.finish();
+        assert_eq!(text.matches("# TYPE rx_total counter").count(), 1, "{text}");
+        assert!(text.contains("rx_total{peer=\"alice\"} 10\n"), "{text}");
+        assert!(text.contains("rx_total{peer=\"bob\"} 0\n"), "{text}");
+        assert!(
+            text.contains("hs_seconds{peer=\"alice\"} 1700000000\n"),
+            "{text}"
+        );
+        assert!(!text.contains("hs_seconds{peer=\"bob\"}"), "{text}");
+    }
 
     #[test]
     fn api_guards_and_storage_health_are_exported() {
