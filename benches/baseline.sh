@@ -69,9 +69,7 @@ BASE_BIN=$TARGET/$OUT/examples/baseline_server
 
 NSC=apl-bc-$$
 NSS=apl-bs-$$
-TMP=$(mktemp -d /tmp/apl-baseline.XXXXXX)
-chmod 700 "$TMP"
-DATA=$TMP/data
+bench_tmp apl-baseline
 APP_PID=
 WATCHDOG=
 CLK_TCK=$(getconf CLK_TCK)

@@ -47,9 +47,7 @@ fi
 
 NS=apl-flood-$$
 IFACE=wgf$$
-TMP=$(mktemp -d /tmp/apl-flood-bench.XXXXXX)
-chmod 700 "$TMP"
-DATA=$TMP/data
+bench_tmp apl-flood-bench
 CONF=$TMP/$IFACE.conf
 APP_PID=
 NS_CREATED=0

@@ -77,6 +77,12 @@ trap_cleanup() { # runs the script's `cleanup` on exit, and exits on INT/TERM so
   trap 'exit 143' TERM
 }
 
+bench_tmp() { # bench_tmp PREFIX: a private temp dir /tmp/PREFIX.XXXXXX in $TMP, $DATA inside it
+  TMP=$(mktemp -d "/tmp/$1.XXXXXX")
+  chmod 700 "$TMP"
+  DATA=$TMP/data
+}
+
 finish_tmp() { # finish_tmp RC LOG...: on failure shows the logs' last lines and keeps $TMP (as
   # does KEEP_TMP=1); otherwise removes it
   local rc=$1

@@ -89,9 +89,7 @@ BIN=$ROOT/target/release/appliance
 
 NS=apl-bench-$$
 IFACE=wgb$$
-TMP=$(mktemp -d /tmp/apl-tunnel-bench.XXXXXX)
-chmod 700 "$TMP"
-DATA=$TMP/data
+bench_tmp apl-tunnel-bench
 CONF=$TMP/$IFACE.conf
 APP_PID=
 NGINX_PID=
