@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-use super::pipe::{Read, SharedPipe, Write};
+use super::pipe::{AppPipe, Read, Write};
 use super::Accepted;
 
 /// A TCP connection accepted by the stack, ready for the application.
@@ -41,12 +41,12 @@ impl Connection {
 
 /// One TCP connection as seen by the application: tokio `AsyncRead` + `AsyncWrite`.
 pub struct Stream {
-    pipe: SharedPipe,
+    pipe: AppPipe,
     driver: Arc<Notify>,
 }
 
 impl Stream {
-    pub fn new(pipe: SharedPipe, driver: Arc<Notify>) -> Stream {
+    pub fn new(pipe: AppPipe, driver: Arc<Notify>) -> Stream {
         Stream { pipe, driver }
     }
 }
