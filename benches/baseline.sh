@@ -19,7 +19,10 @@
 # `wrk -t2 -c4` on /api/v1/openapi.json, CPU of the server side (appliance; wireguard-go +
 # baseline_server), and the load average. Then the appliance is restarted with the default
 # per-peer cap (32) and the same health wrk measures the over-cap case: total req/s, non-2xx
-# (429) replies, socket errors. Last, VmRSS/VmHWM of the appliance.
+# (429) replies, socket errors. Then fairness (issue 12): a second client peer in a third
+# namespace (192.168.78.1, its own wireguard-go) opens 4x the default per-peer cap (128
+# connections) while the first peer's `wrk -t1 -c8` on /api/v1/health runs; its req/s against
+# the same wrk alone, per round (goal: >= 0.8). Last, VmRSS/VmHWM of the appliance.
 #
 # Build: `cargo build --profile bench` (release code with symbols, for `perf record`; its output
 # is target/release, shared with `cargo bench`) of the appliance and the example.
@@ -75,6 +78,7 @@ BASE_BIN=$TARGET/$OUT/examples/baseline_server
 
 NSC=apl-bc-$$
 NSS=apl-bs-$$
+NSC2=apl-bd-$$
 TMP=$(mktemp -d /tmp/apl-baseline.XXXXXX)
 chmod 700 "$TMP"
 DATA=$TMP/data
@@ -84,22 +88,23 @@ CLK_TCK=$(getconf CLK_TCK)
 
 nsc() { local s=$1; shift; timeout -k 5 "$s" ip netns exec "$NSC" "$@"; }
 nss() { local s=$1; shift; timeout -k 5 "$s" ip netns exec "$NSS" "$@"; }
+nsc2() { local s=$1; shift; timeout -k 5 "$s" ip netns exec "$NSC2" "$@"; }
 
 cleanup() {
   local rc=$? pid ns
   trap - EXIT INT TERM
   [ -n "$WATCHDOG" ] && kill -TERM "$WATCHDOG" 2>/dev/null
-  for ns in "$NSC" "$NSS"; do
+  for ns in "$NSC" "$NSS" "$NSC2"; do
     [ -e "/var/run/netns/$ns" ] || continue
     for pid in $(timeout 10 ip netns pids "$ns" 2>/dev/null); do
       kill -KILL "$pid" 2>/dev/null
     done
   done
   sleep 0.3
-  for ns in "$NSC" "$NSS"; do
+  for ns in "$NSC" "$NSS" "$NSC2"; do
     [ -e "/var/run/netns/$ns" ] && { timeout 10 ip netns del "$ns" || log "could not delete $ns"; }
   done
-  rm -f /var/run/wireguard/wgc$$.sock /var/run/wireguard/wgs$$.sock
+  rm -f /var/run/wireguard/wgc$$.sock /var/run/wireguard/wgs$$.sock /var/run/wireguard/wgd$$.sock
   if [ "$rc" -ne 0 ]; then
     log "failed (exit $rc); last lines of the logs in $TMP:"
     tail -n 20 "$TMP"/*.log 2>/dev/null >&2
@@ -276,6 +281,59 @@ SERVER=app
 use_server app
 run_wrk app-health-default-cap "$WRK_CONNS" /api/v1/health
 CAP_RPS=$W_rps CAP_NON2XX=$W_non2xx CAP_TOTAL=$W_total CAP_ERR=${W_err:-none} CAP_CPU=$W_cpu
+
+# Fairness: a second peer (third namespace, own wireguard-go) opens 4x the default cap.
+FAIR_VICTIM_CONNS=8
+FAIR_HOG_CONNS=$((4 * 32))
+( umask 077; nss 30 "$BIN" --data-dir "$DATA" peer add bench2 --role viewer \
+    >"$TMP/peer2.conf" 2>>"$TMP/peer.log" ) || die "appliance peer add bench2 failed"
+conf2() { awk -F' = ' -v k="$1" '$1 == k { print $2; exit }' "$TMP/peer2.conf"; }
+( umask 077; conf2 PrivateKey >"$TMP/client2.key"; conf2 PresharedKey >"$TMP/psk2" )
+C2_ADDR=$(conf2 Address)
+timeout 10 ip netns add "$NSC2"
+timeout 10 ip link add "vd$$" netns "$NSC2" type veth peer name "vt$$" netns "$NSS"
+timeout 10 ip -n "$NSC2" addr add 192.168.78.1/24 dev "vd$$"
+timeout 10 ip -n "$NSS" addr add 192.168.78.2/24 dev "vt$$"
+timeout 10 ip -n "$NSC2" link set lo up
+timeout 10 ip -n "$NSC2" link set "vd$$" up
+timeout 10 ip -n "$NSS" link set "vt$$" up
+timeout 10 ip -n "$NSC2" route add "$S_IP/32" via 192.168.78.2
+ip netns exec "$NSC2" wireguard-go -f "wgd$$" >>"$TMP/wg-client2.log" 2>&1 &
+for _ in $(seq 100); do [ -S "/var/run/wireguard/wgd$$.sock" ] && break; sleep 0.05; done
+nsc2 10 wg set "wgd$$" private-key "$TMP/client2.key" \
+  peer "$APP_PUB" preshared-key "$TMP/psk2" endpoint "$S_IP:$APP_UDP" allowed-ips 10.88.88.0/24
+timeout 10 ip -n "$NSC2" addr add "$C2_ADDR" dev "wgd$$"
+timeout 10 ip -n "$NSC2" link set "wgd$$" mtu 1420 up
+code=000
+for _ in $(seq 100); do
+  code=$(nsc2 5 curl -s -o /dev/null -w '%{http_code}' --connect-timeout 1 --max-time 2 \
+    "http://$TUN_IP:$PORT/api/v1/health" || true)
+  [ "$code" = 200 ] && break
+  sleep 0.1
+done
+[ "$code" = 200 ] || die "no 200 for the second peer through the tunnel (last HTTP $code)"
+victim_rps() { # victim_rps: req/s of the first peer's wrk -t1 -c8 on health
+  local out=$TMP/wrk-fair-$RANDOM.txt
+  nsc 60 wrk -t1 -c"$FAIR_VICTIM_CONNS" -d"$WRK_DURATION" --timeout 5s \
+    "http://$TUN_IP:$PORT/api/v1/health" >"$out" 2>&1 || { cat "$out" >&2; die "wrk fairness failed"; }
+  awk '/^Requests\/sec:/ { print $2 }' "$out"
+}
+fair_alone=() fair_hogged=() fair_txt=""
+for round in $(seq "$ROUNDS"); do
+  fair_alone+=("$(victim_rps)")
+  nsc2 60 wrk -t1 -c"$FAIR_HOG_CONNS" -d"$(( ${WRK_DURATION%s} + 2 ))s" --timeout 5s \
+    "http://$TUN_IP:$PORT/api/v1/health" >"$TMP/wrk-hog-$round.txt" 2>&1 &
+  HOG_PID=$!
+  sleep 1
+  fair_hogged+=("$(victim_rps)")
+  wait "$HOG_PID" || true
+  HOG_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$TMP/wrk-hog-$round.txt")
+  HOG_NON2XX=$(awk '/Non-2xx/ { print $NF }' "$TMP/wrk-hog-$round.txt")
+  fair_txt+="round $round: ${fair_alone[-1]} alone, ${fair_hogged[-1]} beside the hog (hog ${HOG_RPS:-?} req/s, ${HOG_NON2XX:-0} non-2xx); "
+  log "fairness round $round: ${fair_alone[-1]} alone, ${fair_hogged[-1]} with the hog, load $(load1)"
+done
+F_A=$(printf '%s\n' "${fair_alone[@]}" | median); F_H=$(printf '%s\n' "${fair_hogged[@]}" | median)
+
 sleep 1
 RSS_KB=$(awk '/^VmRSS:/ { print $2 }' "/proc/$APP_PID/status")
 HWM_KB=$(awk '/^VmHWM:/ { print $2 }' "/proc/$APP_PID/status")
@@ -301,7 +359,10 @@ cat <<EOF
 | \`GET /api/v1/openapi.json\` ($OPENAPI_BYTES B), \`wrk -t2 -c$BULK_CONNS\`, MiB/s | $B_A | $B_B | **$(ratio "$B_A" "$B_B")**; $(per_round_ratio b_app b_base) |
 | server-side CPU during the health run, % of one core | $C_A | $C_B (wireguard-go + hyper) | $(ratio "$C_A" "$C_B") |
 | default per-peer cap (32), 64 connections: req/s of all replies; 429s of all replies; socket errors | $CAP_RPS; $CAP_NON2XX of $CAP_TOTAL; $CAP_ERR (server CPU $CAP_CPU%) | — | — |
+| fairness: peer A \`wrk -t1 -c$FAIR_VICTIM_CONNS\` req/s while peer B opens $FAIR_HOG_CONNS connections (4× cap 32), against A alone (goal ≥ 0.8) | $F_H | $F_A (A alone) | **$(ratio "$F_H" "$F_A")**; $(per_round_ratio fair_hogged fair_alone) |
 | appliance VmRSS / VmHWM after the load | $((RSS_KB / 1024)) MiB / $((HWM_KB / 1024)) MiB | — | — |
 
 Per round (baseline / appliance): $rounds_txt
+
+Fairness per round: $fair_txt
 EOF

@@ -214,6 +214,7 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
         deadline = engine.turn(now);
         while let Some(t) = engine.poll_transmit() {
             tx.push(if dual_stack { mapped(t.dst) } else { t.dst }, &t.payload);
+            engine.recycle(t.payload);
         }
         loop {
             match tx.send(

@@ -34,8 +34,10 @@
 
 mod pages;
 pub mod pipe;
+pub mod pool;
 pub mod stream;
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -50,6 +52,7 @@ use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket};
 
 pub use pipe::{AppPipe, Pipe, SharedPipe};
+pub use pool::PacketPool;
 
 /// Tunnel MTU (matches the `MTU = 1420` in client configs).
 pub const MTU: usize = 1420;
@@ -152,20 +155,24 @@ pub(crate) struct QueueDevice {
     pub(crate) rx: VecDeque<Vec<u8>>,
     /// Packets smoltcp sent.
     pub(crate) tx: VecDeque<Vec<u8>>,
+    /// Buffers of packets read, for packets sent (both tokens of one exchange share it).
+    pool: RefCell<PacketPool>,
 }
 
-pub(crate) struct Rx(Vec<u8>);
-pub(crate) struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+pub(crate) struct Rx<'a>(Vec<u8>, &'a RefCell<PacketPool>);
+pub(crate) struct Tx<'a>(&'a mut VecDeque<Vec<u8>>, &'a RefCell<PacketPool>);
 
-impl RxToken for Rx {
+impl RxToken for Rx<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let r = f(&self.0);
+        self.1.borrow_mut().give(self.0);
+        r
     }
 }
 
 impl TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
+        let mut buf = self.1.borrow_mut().zeroed(len);
         let r = f(&mut buf);
         self.0.push_back(buf);
         r
@@ -173,16 +180,16 @@ impl TxToken for Tx<'_> {
 }
 
 impl Device for QueueDevice {
-    type RxToken<'a> = Rx;
+    type RxToken<'a> = Rx<'a>;
     type TxToken<'a> = Tx<'a>;
 
-    fn receive(&mut self, _: SmolInstant) -> Option<(Rx, Tx<'_>)> {
+    fn receive(&mut self, _: SmolInstant) -> Option<(Rx<'_>, Tx<'_>)> {
         let p = self.rx.pop_front()?;
-        Some((Rx(p), Tx(&mut self.tx)))
+        Some((Rx(p, &self.pool), Tx(&mut self.tx, &self.pool)))
     }
 
     fn transmit(&mut self, _: SmolInstant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
+        Some(Tx(&mut self.tx, &self.pool))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -710,9 +717,19 @@ impl Stack {
         n
     }
 
-    /// Next IP packet to hand to the router.
+    /// Next IP packet to hand to the router. Give its buffer back with [`Stack::recycle`].
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.device.tx.pop_front()
+    }
+
+    /// Takes back a packet buffer for reuse (one from [`Stack::poll_transmit`], or any other).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.device.pool.get_mut().give(buf);
+    }
+
+    /// A spare packet buffer (the stack keeps those of the packets it read), for another pool.
+    pub fn spare_buffer(&mut self) -> Option<Vec<u8>> {
+        self.device.pool.get_mut().spare()
     }
 
     /// Next newly established connection.
