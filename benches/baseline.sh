@@ -304,6 +304,7 @@ nsc2 10 wg set "wgd$$" private-key "$TMP/client2.key" \
   peer "$APP_PUB" preshared-key "$TMP/psk2" endpoint "$S_IP:$APP_UDP" allowed-ips 10.88.88.0/24
 timeout 10 ip -n "$NSC2" addr add "$C2_ADDR" dev "wgd$$"
 timeout 10 ip -n "$NSC2" link set "wgd$$" mtu 1420 up
+timeout 10 ip -n "$NSC2" route add 10.88.88.0/24 dev "wgd$$" 2>/dev/null || true
 code=000
 for _ in $(seq 100); do
   code=$(nsc2 5 curl -s -o /dev/null -w '%{http_code}' --connect-timeout 1 --max-time 2 \
