@@ -33,7 +33,9 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 /// bookkeeping overhead; these are its reported values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferSizes {
+    /// `SO_RCVBUF` as the kernel reports it.
     pub recv: usize,
+    /// `SO_SNDBUF` as the kernel reports it.
     pub send: usize,
 }
 
@@ -89,6 +91,7 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
+    /// [`BATCH`] slots of [`SLOT`] bytes, allocated once.
     pub fn new() -> RecvBatch {
         RecvBatch {
             slots: vec![0u8; BATCH * SLOT],
@@ -194,6 +197,7 @@ pub struct SendBatch {
 }
 
 impl SendBatch {
+    /// An empty batch (its buffers grow to the largest batch sent and are kept).
     pub fn new() -> SendBatch {
         SendBatch::default()
     }
@@ -205,6 +209,7 @@ impl SendBatch {
         self.queued.push((at, payload.len(), SockAddr::from(dst)));
     }
 
+    /// Whether nothing is left to send.
     pub fn is_empty(&self) -> bool {
         self.sent == self.queued.len()
     }

@@ -56,6 +56,7 @@ impl PacketPool {
         self.free.len()
     }
 
+    /// Whether no buffer is kept now.
     pub fn is_empty(&self) -> bool {
         self.free.is_empty()
     }
