@@ -129,6 +129,19 @@ fn read_all(stream: &mut Stream) -> Poll<io::Result<Vec<u8>>> {
     }
 }
 
+/// Reads the connection from client port `port` and checks it got exactly `want`.
+fn expect_read<'a>(conns: &'a mut [Connection], port: u16, want: &[u8]) -> &'a mut Connection {
+    let conn = conns
+        .iter_mut()
+        .find(|c| c.remote.port() == port)
+        .expect("a connection from that port");
+    match read_all(&mut conn.stream) {
+        Poll::Ready(Ok(v)) => assert_eq!(v, want),
+        other => panic!("{other:?}"),
+    }
+    conn
+}
+
 fn write(stream: &mut Stream, data: &[u8]) -> usize {
     match Pin::new(stream).poll_write(&mut cx(), data) {
         Poll::Ready(Ok(n)) => n,
@@ -512,14 +525,7 @@ fn idle_keepalive_connections_give_their_buffer_pages_back() {
         .send_slice(b"GET / HTTP/1.1\r\n\r\n")
         .unwrap();
     sim.run(&mut [&mut phone]);
-    let conn = conns
-        .iter_mut()
-        .find(|c| c.remote.port() == 41000)
-        .expect("the first connection");
-    match read_all(&mut conn.stream) {
-        Poll::Ready(Ok(v)) => assert_eq!(v, b"GET / HTTP/1.1\r\n\r\n"),
-        other => panic!("{other:?}"),
-    }
+    expect_read(&mut conns, 41000, b"GET / HTTP/1.1\r\n\r\n");
     let held = sim.stack.socket_buffer_resident_bytes();
     assert!(
         held > 0 && held <= 2 * 4096,
@@ -652,15 +658,7 @@ fn a_poll_serves_only_the_connections_that_moved() {
     sim.run(&mut [&mut phone]);
     let visits = sim.stack.stats().serviced - before;
     assert!((1..=4).contains(&visits), "{visits} visits for one request");
-    let conn = sim
-        .accepted
-        .iter_mut()
-        .find(|c| c.remote.port() == 43007)
-        .expect("the 8th connection");
-    match read_all(&mut conn.stream) {
-        Poll::Ready(Ok(v)) => assert_eq!(v, b"GET / HTTP/1.1\r\n\r\n"),
-        other => panic!("{other:?}"),
-    }
+    let conn = expect_read(&mut sim.accepted, 43007, b"GET / HTTP/1.1\r\n\r\n");
 
     // The application answers on it: again only that connection is visited.
     let before = sim.stack.stats().serviced;
