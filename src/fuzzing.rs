@@ -18,6 +18,7 @@ use rand_core::RngCore;
 use serde_json::Value;
 
 use crate::control::{self, Request};
+use crate::sched::apscheduler;
 use crate::sched::{CronExpr, JobSpec, Trigger, Zone};
 use crate::tunnel::{PeerConfig, Router, MAX_DATAGRAM};
 
@@ -33,6 +34,7 @@ pub const TARGETS: &[Target] = &[
     ("wg_config", wg_config),
     ("cron_tz", cron_tz),
     ("control_request", control_request),
+    ("schedulezero_trigger", schedulezero_trigger),
 ];
 
 /// The tunnel address the gate checks against.
@@ -369,4 +371,39 @@ pub fn control_request(data: &[u8]) {
     if let Request::Endpoint { set: Some(text) } = req {
         let _ = peers::Endpoint::parse(&text, 51820).map_err(|e| e.to_string());
     }
+}
+
+/// `schedulezero_trigger`: the `trigger` object of a ScheduleZero `POST /api/schedule` (an
+/// APScheduler `date`, `interval` or `cron` form) into [`apscheduler::translate`], then the job
+/// spec the route builds from it into [`JobSpec::from_json`]. A form `translate` accepts must
+/// give a spec `from_json` accepts too (else the client would get a refusal naming a field it
+/// never sent), which round-trips and fires strictly forward like every other spec.
+pub fn schedulezero_trigger(data: &[u8]) {
+    let Ok(form) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let translated = match apscheduler::translate(&form) {
+        Ok(t) => t,
+        Err(e) => {
+            assert!(
+                e.field.starts_with("trigger"),
+                "a refusal names {:?}, not a trigger field",
+                e.field
+            );
+            let _ = e.to_string();
+            return;
+        }
+    };
+    let mut spec = serde_json::json!({
+        "name": "fuzz",
+        "trigger": translated.trigger,
+        "action": {"handler": {"id": "discord-bot", "method": "send_message", "params": {}}},
+    });
+    if let Some(j) = translated.jitter {
+        spec["jitter"] = Value::String(j);
+    }
+    let spec = JobSpec::from_json(&spec, None)
+        .unwrap_or_else(|e| panic!("translate accepted {form} but the spec is refused: {e}"));
+    let now = Timestamp::from_second(NOW_SECONDS).expect("a valid instant");
+    check_spec(&spec, now);
 }
