@@ -35,6 +35,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
+. benches/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 WRK_DURATION=${WRK_DURATION:-10s}
@@ -53,15 +54,8 @@ BASE_UDP=51821
 C_IP=192.168.77.1
 S_IP=192.168.77.2
 
-log() { echo "baseline.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
-
-[ "$(id -u)" -eq 0 ] || die "must run as root (network namespaces, /dev/net/tun)"
-[ -e /dev/net/tun ] || die "/dev/net/tun is missing"
-for tool in ip wg wireguard-go wrk curl; do
-  command -v "$tool" >/dev/null 2>&1 \
-    || die "$tool is missing: apt-get install iproute2 wireguard-tools wireguard-go wrk curl"
-done
+require_root
+require_tools "iproute2 wireguard-tools wireguard-go wrk curl" ip wg wireguard-go wrk curl
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   log "cargo build --profile $PROFILE --bin appliance --example baseline_server"
@@ -82,48 +76,30 @@ APP_PID=
 WATCHDOG=
 CLK_TCK=$(getconf CLK_TCK)
 
-nsc() { local s=$1; shift; timeout -k 5 "$s" ip netns exec "$NSC" "$@"; }
-nss() { local s=$1; shift; timeout -k 5 "$s" ip netns exec "$NSS" "$@"; }
+nsc() { in_ns "$NSC" "$@"; }
+nss() { in_ns "$NSS" "$@"; }
 
 cleanup() {
-  local rc=$? pid ns
+  local rc=$?
   trap - EXIT INT TERM
-  [ -n "$WATCHDOG" ] && kill -TERM "$WATCHDOG" 2>/dev/null
-  for ns in "$NSC" "$NSS"; do
-    [ -e "/var/run/netns/$ns" ] || continue
-    for pid in $(timeout 10 ip netns pids "$ns" 2>/dev/null); do
-      kill -KILL "$pid" 2>/dev/null
-    done
-  done
-  sleep 0.3
-  for ns in "$NSC" "$NSS"; do
-    [ -e "/var/run/netns/$ns" ] && { timeout 10 ip netns del "$ns" || log "could not delete $ns"; }
-  done
+  set +e
+  stop_watchdog
+  kill_ns "$NSC" "$NSS"
   rm -f /var/run/wireguard/wgc$$.sock /var/run/wireguard/wgs$$.sock
-  if [ "$rc" -ne 0 ]; then
-    log "failed (exit $rc); last lines of the logs in $TMP:"
-    tail -n 20 "$TMP"/*.log 2>/dev/null >&2
-  fi
-  if [ "$KEEP_TMP" = 1 ] || [ "$rc" -ne 0 ]; then log "logs kept in $TMP"; else rm -rf "$TMP"; fi
+  finish_tmp "$rc" "$TMP"/*.log
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-( sleep "$MAX_RUNTIME_S"; echo "baseline.sh: still running after ${MAX_RUNTIME_S}s, aborting" >&2
-  kill -TERM $$ ) &
-WATCHDOG=$!
-disown "$WATCHDOG"
+trap_cleanup
+start_watchdog "$MAX_RUNTIME_S"
 
 # ---------------------------------------------------------------------------------------------
 # Two namespaces and a veth between them
 
-timeout 10 ip netns add "$NSC"
-timeout 10 ip netns add "$NSS"
+new_ns "$NSC"
+new_ns "$NSS"
 timeout 10 ip link add "vc$$" netns "$NSC" type veth peer name "vs$$" netns "$NSS"
 timeout 10 ip -n "$NSC" addr add "$C_IP/24" dev "vc$$"
 timeout 10 ip -n "$NSS" addr add "$S_IP/24" dev "vs$$"
-for ns in "$NSC" "$NSS"; do timeout 10 ip -n "$ns" link set lo up; done
 timeout 10 ip -n "$NSC" link set "vc$$" up
 timeout 10 ip -n "$NSS" link set "vs$$" up
 
@@ -136,12 +112,7 @@ start_appliance() { # start_appliance [SERVE ARGS...]: (re)starts serve, waits f
   ip netns exec "$NSS" env RUST_LOG=warn NO_COLOR=1 "$BIN" --data-dir "$DATA" serve \
     --listen "$S_IP:$APP_UDP" "$@" </dev/null >>"$TMP/serve.log" 2>&1 &
   APP_PID=$!
-  for _ in $(seq 300); do
-    [ -S "$DATA/control.sock" ] && return 0
-    kill -0 "$APP_PID" 2>/dev/null || die "appliance serve exited early"
-    sleep 0.05
-  done
-  die "appliance serve did not create control.sock within 15 s"
+  wait_control_sock "$DATA" "$APP_PID"
 }
 
 nss 30 "$BIN" --data-dir "$DATA" init --endpoint "$S_IP:$APP_UDP" --listen-port "$APP_UDP" \
@@ -209,17 +180,12 @@ use_server base
 # ---------------------------------------------------------------------------------------------
 # Figures
 
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 pid_of() { # pid_of NS COMM
   local p
   for p in $(timeout 10 ip netns pids "$1"); do
     [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$2" ] && { echo "$p"; return; }
   done
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan";
-  else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0 || a == "nan" || b == "nan") print "n/a";
-  else printf "%.2f", a / b }'; }
 to_mib() { # wrk's "53.01MB" (binary units) -> MiB
   awk -v s="$1" 'BEGIN { n = s + 0; u = s; sub(/^[0-9.]+/, "", u);
     m = (u == "KB") ? 1 / 1024 : (u == "MB") ? 1 : (u == "GB") ? 1024 : 1 / 1048576;

@@ -22,6 +22,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
+. benches/lib.sh
 
 ROUNDS=${ROUNDS:-2}
 WRK_DURATION=${WRK_DURATION:-8s}
@@ -31,13 +32,9 @@ KEEP_TMP=${KEEP_TMP:-0}
 WG_PORT=51820
 HEALTH=http://10.88.88.1:8888/api/v1/health
 
-log() { echo "flood.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
-
-[ "$(id -u)" -eq 0 ] || die "must run as root (network namespaces, /dev/net/tun)"
-for tool in ip wg-quick wireguard-go wrk curl python3; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (Debian: iproute2 wireguard-tools wireguard-go wrk curl python3)"
-done
+require_root
+require_tools "iproute2 wireguard-tools wireguard-go wrk curl python3" \
+  ip wg-quick wireguard-go wrk curl python3
 
 if [ -z "${BIN:-}" ]; then
   # Optimised, as shipped: a debug build's X25519 and BLAKE2s are so slow that the figures
@@ -57,55 +54,33 @@ CONF=$TMP/$IFACE.conf
 APP_PID=
 NS_CREATED=0
 
-nsx() { local secs=$1; shift; timeout -k 5 "$secs" ip netns exec "$NS" "$@"; }
-wg_quick() {
-  nsx 20 env WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go \
-    WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wg-quick "$1" "$CONF" >>"$TMP/wg.log" 2>&1
-}
+nsx() { in_ns "$NS" "$@"; }
+wg_quick() { wg_quick_in "$NS" "$CONF" "$TMP/wg.log" "$1"; }
 
 cleanup() {
-  local rc=$? pid
+  local rc=$?
   set +e
-  [ -n "${WATCHDOG:-}" ] && { pkill -TERM -P "$WATCHDOG" 2>/dev/null; kill -TERM "$WATCHDOG" 2>/dev/null; }
+  stop_watchdog
   if [ "$NS_CREATED" = 1 ]; then
     ip -n "$NS" link show "$IFACE" >/dev/null 2>&1 && wg_quick down
-    for pid in $(timeout 10 ip netns pids "$NS" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
-    sleep 0.2
-    timeout 10 ip netns del "$NS" || log "warning: could not delete namespace $NS"
+    kill_ns "$NS"
   fi
   rm -f "/var/run/wireguard/$IFACE.sock"
-  [ "$rc" -ne 0 ] && tail -n 20 "$TMP"/serve.log "$TMP"/wg.log 2>/dev/null >&2
-  if [ "$KEEP_TMP" = 1 ] || [ "$rc" -ne 0 ]; then log "logs kept in $TMP"; else rm -rf "$TMP"; fi
+  finish_tmp "$rc" "$TMP"/serve.log "$TMP"/wg.log
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-( sleep "$MAX_RUNTIME_S"; echo "flood.sh: still running after ${MAX_RUNTIME_S}s, aborting" >&2; kill -TERM $$ ) &
-WATCHDOG=$!
-disown "$WATCHDOG"
+trap_cleanup
+start_watchdog "$MAX_RUNTIME_S"
 
-[ -e "/var/run/netns/$NS" ] && die "namespace $NS already exists"
-timeout 10 ip netns add "$NS"
+new_ns "$NS"
 NS_CREATED=1
-timeout 10 ip -n "$NS" link set lo up
-
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan";
-  else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'; }
-now_ns() { date +%s%N; }
 
 nsx 30 "$BIN" --data-dir "$DATA" init --endpoint "127.0.0.1:$WG_PORT" --listen-port "$WG_PORT" \
   >>"$TMP/init.log" 2>&1 || { cat "$TMP/init.log" >&2; die "appliance init failed"; }
 ip netns exec "$NS" env RUST_LOG=warn NO_COLOR=1 "$BIN" --data-dir "$DATA" serve \
   </dev/null >"$TMP/serve.log" 2>&1 &
 APP_PID=$!
-for _ in $(seq 150); do
-  [ -S "$DATA/control.sock" ] && break
-  kill -0 "$APP_PID" 2>/dev/null || die "appliance serve exited early"
-  sleep 0.1
-done
-[ -S "$DATA/control.sock" ] || die "appliance serve did not create control.sock within 15 s"
+wait_control_sock "$DATA" "$APP_PID"
 ( umask 077; nsx 30 "$BIN" --data-dir "$DATA" peer add worker --role viewer >"$CONF" 2>"$TMP/peer.log" ) \
   || { cat "$TMP/peer.log" >&2; die "appliance peer add failed"; }
 SERVER_KEY=$(awk -F' = ' '/^PublicKey/ { print $2; exit }' "$CONF")

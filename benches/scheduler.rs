@@ -295,7 +295,7 @@ fn store_inserts(n: usize, callers: usize) -> f64 {
                 seq: 0,
                 at_ms: now_ms,
                 actor: actor(),
-                action: "job.create".into(),
+                action: appliance::model::JobAction::Create.into(),
                 target: Some(id.to_string()),
                 summary: spec.redacted_json(),
             };

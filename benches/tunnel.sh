@@ -35,6 +35,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
+. benches/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 WRK_DURATION=${WRK_DURATION:-10s}
@@ -53,11 +54,9 @@ API_PORT=8888
 WG_PORT=51820          # inside our own namespace: cannot clash with the host's
 NGINX_PORT=8080        # idem, loopback of our namespace only
 
-log() { echo "tunnel.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
+RATIO_DECIMALS=3
 
-[ "$(id -u)" -eq 0 ] || die "must run as root (network namespaces, /dev/net/tun)"
-[ -e /dev/net/tun ] || die "/dev/net/tun is missing"
+require_root
 
 # ---------------------------------------------------------------------------------------------
 # Prerequisites (Debian packages only)
@@ -100,16 +99,8 @@ WATCHDOG=
 NS_CREATED=0
 CLK_TCK=$(getconf CLK_TCK)
 
-nsx() { # nsx SECONDS PROGRAM ARGS...: run bounded inside our namespace
-  local secs=$1
-  shift
-  timeout -k 5 "$secs" ip netns exec "$NS" "$@"
-}
-
-wg_quick() { # wg_quick up|down
-  nsx 20 env WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go \
-    WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wg-quick "$1" "$CONF" >>"$TMP/wg.log" 2>&1
-}
+nsx() { in_ns "$NS" "$@"; } # nsx SECONDS PROGRAM ARGS...: run bounded inside our namespace
+wg_quick() { wg_quick_in "$NS" "$CONF" "$TMP/wg.log" "$1"; } # wg_quick up|down
 
 stop_pid() { # stop_pid PID: TERM, up to 5 s, then KILL
   local pid=$1 i
@@ -123,59 +114,28 @@ stop_pid() { # stop_pid PID: TERM, up to 5 s, then KILL
 }
 
 cleanup() {
-  local rc=$? pid
+  local rc=$?
   set +e
-  if [ -n "$WATCHDOG" ]; then
-    pkill -TERM -P "$WATCHDOG" 2>/dev/null
-    kill -TERM "$WATCHDOG" 2>/dev/null
-  fi
+  stop_watchdog
   if [ "$NS_CREATED" = 1 ]; then
     [ -f "$CONF" ] && ip -n "$NS" link show "$IFACE" >/dev/null 2>&1 && wg_quick down
     stop_pid "$APP_PID"
     stop_pid "$NGINX_PID"
-    for pid in $(timeout 10 ip netns pids "$NS" 2>/dev/null); do
-      kill -KILL "$pid" 2>/dev/null
-    done
-    sleep 0.2
-    timeout 10 ip netns del "$NS" || log "warning: could not delete namespace $NS"
+    kill_ns "$NS"
   fi
   rm -f "/var/run/wireguard/$IFACE.sock"
-  if [ "$rc" -ne 0 ]; then
-    log "failed (exit $rc); last lines of the logs in $TMP:"
-    tail -n 20 "$TMP"/serve.log "$TMP"/wg.log "$TMP"/nginx.err 2>/dev/null >&2
-  fi
-  if [ "$KEEP_TMP" = 1 ] || [ "$rc" -ne 0 ]; then
-    log "logs kept in $TMP"
-  else
-    rm -rf "$TMP"
-  fi
+  finish_tmp "$rc" "$TMP"/serve.log "$TMP"/wg.log "$TMP"/nginx.err
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap_cleanup
+start_watchdog "$MAX_RUNTIME_S"
 
-( sleep "$MAX_RUNTIME_S"; echo "tunnel.sh: still running after ${MAX_RUNTIME_S}s, aborting" >&2
-  kill -TERM $$ ) &
-WATCHDOG=$!
-disown "$WATCHDOG" # no "Terminated" job notice when cleanup stops it
-
-[ -e "/var/run/netns/$NS" ] && die "namespace $NS already exists"
-timeout 10 ip netns add "$NS"
+new_ns "$NS"
 NS_CREATED=1
-timeout 10 ip -n "$NS" link set lo up
 
 # ---------------------------------------------------------------------------------------------
 # Helpers for the figures
 
-cpu_ticks() { # utime + stime of PID in clock ticks (fields 14 and 15 of /proc/PID/stat)
-  sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan";
-  else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0 || a == "nan" || b == "nan") print "n/a";
-  else printf "%.3f", a / b }'; }
-now_ns() { date +%s%N; }
 to_bytes() { # wrk's "1.23MB" (binary units) -> bytes
   awk -v s="$1" 'BEGIN { n = s + 0; u = s; sub(/^[0-9.]+/, "", u);
     m = (u == "KB") ? 1024 : (u == "MB") ? 1048576 : (u == "GB") ? 1073741824 : 1;
@@ -260,12 +220,7 @@ fi
 ip netns exec "$NS" env RUST_LOG=warn NO_COLOR=1 "$BIN" --data-dir "$DATA" serve "${SERVE_ARGS[@]}" \
   </dev/null >"$TMP/serve.log" 2>&1 &
 APP_PID=$!
-for _ in $(seq 150); do
-  [ -S "$DATA/control.sock" ] && break
-  kill -0 "$APP_PID" 2>/dev/null || die "appliance serve exited early"
-  sleep 0.1
-done
-[ -S "$DATA/control.sock" ] || die "appliance serve did not create control.sock within 15 s"
+wait_control_sock "$DATA" "$APP_PID"
 
 ( umask 077; nsx 30 "$BIN" --data-dir "$DATA" peer add bench --role viewer >"$CONF" 2>"$TMP/peer.log" ) \
   || { cat "$TMP/peer.log" >&2; die "appliance peer add failed"; }

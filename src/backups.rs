@@ -53,7 +53,9 @@ pub fn plan_prune(names: &[String], keep: usize) -> Vec<String> {
 /// `GET /metrics`: an alert on an old last success catches a backup job that stopped working.
 #[derive(Debug, Default)]
 pub struct BackupStats {
+    /// Backups written since start.
     pub succeeded: std::sync::atomic::AtomicU64,
+    /// Backups that failed since start.
     pub failed: std::sync::atomic::AtomicU64,
     /// Unix seconds of the last successful backup (0: none since start).
     pub last_success_unix: std::sync::atomic::AtomicU64,
@@ -149,7 +151,9 @@ pub fn copy_private(src: &Path, dest: &Path) -> std::io::Result<u64> {
 /// Settings of `serve --backup-every D --backup-keep N`.
 #[derive(Debug, Clone)]
 pub struct Schedule {
+    /// Time between two scheduled backups.
     pub every: Duration,
+    /// How many rotated backups to keep; older ones are deleted.
     pub keep: usize,
 }
 
@@ -245,14 +249,24 @@ pub enum RestoreDirError {
     #[error(
         "an appliance is serving {dir}; stop it first (systemctl stop appliance), then restore"
     )]
-    Serving { dir: String },
+    Serving {
+        /// The data directory a server is using.
+        dir: String,
+    },
     /// The directory already holds data and `--force` was not given.
     #[error("{dir} is not empty (it holds {entries}); restore fills an empty data directory: pass --force to move the current database aside first")]
-    NotEmpty { dir: String, entries: String },
+    NotEmpty {
+        /// The data directory.
+        dir: String,
+        /// What it holds, listed for the message.
+        entries: String,
+    },
     /// The directory could not be created or read.
     #[error("cannot use the data directory {dir}: {source}")]
     DataDir {
+        /// The data directory.
         dir: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -262,7 +276,9 @@ pub enum RestoreDirError {
     /// Moving the current database aside failed.
     #[error("cannot move the current database {path} aside: {source}")]
     KeepAside {
+        /// The current database file.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -292,6 +308,7 @@ fn match_owner(dir: &Path, file: &Path) {
 /// What [`restore`] did.
 #[derive(Debug, Clone)]
 pub struct RestoreOutcome {
+    /// What was restored.
     pub restored: Restored,
     /// Where `--force` moved the previous database, if there was one.
     pub kept_aside: Option<PathBuf>,

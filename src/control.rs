@@ -38,14 +38,19 @@ const MAX_REQUEST: usize = 64 * 1024;
 pub enum Request {
     /// Register a new peer; replies [`PeerAdded`].
     PeerAdd {
+        /// The new peer's name.
         #[serde(with = "crate::wire::text")]
         name: PeerName,
+        /// Its role.
         #[serde(with = "crate::wire::text")]
         role: Role,
+        /// Its public key (the device keeps the private key).
         #[serde(with = "crate::wire::text")]
         public_key: PublicKey,
+        /// An optional preshared key.
         #[serde(with = "crate::wire::psk_opt", default)]
         preshared_key: Option<PresharedKey>,
+        /// Addresses it may route beyond its own tunnel address.
         #[serde(with = "crate::wire::text_list", default)]
         extra_allowed_ips: Vec<Ipv4Net>,
     },
@@ -53,43 +58,60 @@ pub enum Request {
     PeerList,
     /// Enable or disable a peer; replies [`PeerView`].
     PeerSetEnabled {
+        /// The peer.
         #[serde(with = "crate::wire::text")]
         name: PeerName,
+        /// Whether it may connect.
         enabled: bool,
     },
     /// Change a peer's role; replies [`PeerView`].
     PeerSetRole {
+        /// The peer.
         #[serde(with = "crate::wire::text")]
         name: PeerName,
+        /// Its new role.
         #[serde(with = "crate::wire::text")]
         role: Role,
     },
     /// Remove a peer; replies [`PeerView`] of the removed peer.
     PeerRemove {
+        /// The peer.
         #[serde(with = "crate::wire::text")]
         name: PeerName,
     },
     /// Audit entries, newest first; replies `[AuditEntry]`.
     AuditList {
+        /// Only entries before this sequence number (the paging cursor).
         before: Option<u64>,
+        /// Only entries at or after this Unix millisecond.
         since_ms: Option<u64>,
+        /// Most entries to return.
         limit: usize,
     },
     /// New key and PSK for a peer; replies [`PeerAdded`].
     PeerRotate {
+        /// The peer.
         #[serde(with = "crate::wire::text")]
         name: PeerName,
+        /// Its new public key.
         #[serde(with = "crate::wire::text")]
         public_key: PublicKey,
+        /// Its new preshared key, if any.
         #[serde(with = "crate::wire::psk_opt", default)]
         preshared_key: Option<PresharedKey>,
     },
     /// List damaged stored rows, or move them into quarantine; replies
     /// [`crate::store::DoctorReport`].
-    Doctor { quarantine: bool },
+    Doctor {
+        /// Move the damaged rows into quarantine instead of only listing them.
+        quarantine: bool,
+    },
     /// Show the endpoint clients dial, or change it (`set`: `HOST[:PORT]`, a missing port is
     /// the port listened on); replies [`EndpointView`].
-    Endpoint { set: Option<String> },
+    Endpoint {
+        /// The new endpoint; `None` only shows the current one.
+        set: Option<String>,
+    },
     /// The whole appliance at a glance; replies [`crate::status::Status`].
     Status,
     /// Write a consistent snapshot of the database into the data directory under a staging
@@ -113,6 +135,7 @@ pub struct EndpointView {
 }
 
 impl EndpointView {
+    /// The view of `endpoint`, with the one it replaced and any reachability warning.
     pub fn new(endpoint: &peers::Endpoint, previous: Option<&peers::Endpoint>) -> EndpointView {
         EndpointView {
             endpoint: endpoint.to_string(),
@@ -156,7 +179,9 @@ impl FailureKind {
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct ControlFailure {
+    /// What kind of failure it was (the CLI's exit code follows from it).
     pub kind: FailureKind,
+    /// The sentence to show the operator.
     pub message: String,
 }
 
@@ -168,6 +193,7 @@ impl ControlFailure {
         }
     }
 
+    /// A refusal of what the caller sent (`invalid_input`).
     pub fn invalid(message: impl ToString) -> Self {
         ControlFailure::new(FailureKind::InvalidInput, message)
     }

@@ -18,6 +18,7 @@ pub struct Directory {
 }
 
 impl Directory {
+    /// A directory of these peers.
     pub fn new(peers: Vec<PeerRecord>) -> Directory {
         Directory { peers }
     }
@@ -29,6 +30,7 @@ impl Directory {
             .find(|p| p.enabled && p.allowed_ips.iter().any(|n| n.contains(ip)))
     }
 
+    /// The peer with this name.
     pub fn by_name(&self, name: &PeerName) -> Option<&PeerRecord> {
         self.peers.iter().find(|p| &p.name == name)
     }
@@ -39,19 +41,23 @@ impl Directory {
         self.peers.push(rec);
     }
 
+    /// Drops a peer; returns its record if it was there.
     pub fn remove(&mut self, name: &PeerName) -> Option<PeerRecord> {
         let i = self.peers.iter().position(|p| &p.name == name)?;
         Some(self.peers.remove(i))
     }
 
+    /// How many peers it holds.
     pub fn len(&self) -> usize {
         self.peers.len()
     }
 
+    /// Whether it holds no peer.
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()
     }
 
+    /// Every peer, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &PeerRecord> {
         self.peers.iter()
     }

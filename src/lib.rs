@@ -16,16 +16,19 @@
 //! - [`sched`]: sans-IO scheduling core (job specs, triggers, [`sched::Core`]: what fires
 //!   when, first fires and catch-up included); [`scheduler`]: the task that drives it, the
 //!   API's [`scheduler::Handle`], run records and run stats; [`webhook`]: outbound webhook
-//!   delivery; [`queue`] and [`tasks`]: handler calls; [`directory`]: which peer a tunnel
-//!   address belongs to.
+//!   delivery; [`queue`] and [`tasks`]: handler calls; [`clock`]: the one clock both drivers
+//!   read; [`directory`]: which peer a tunnel address belongs to.
 //! - [`server`]: `init` and `serve` wiring; [`paths`]: the data directory; [`status`]: the
 //!   `appliance status` report; [`backups`]: rotated backups and restore; [`metrics`]: counters
 //!   and the Prometheus text format.
 //!
 //! See `docs/design.md` for the driver loop and the path a packet takes.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod backups;
+pub mod clock;
 pub mod control;
 pub mod directory;
 pub mod driver;

@@ -33,6 +33,7 @@ pub struct HistogramData {
 }
 
 impl HistogramData {
+    /// An empty histogram with these bucket upper bounds (seconds).
     pub fn new(bounds: &'static [f64]) -> HistogramData {
         HistogramData {
             bounds,
@@ -52,10 +53,12 @@ impl HistogramData {
         self.sum += seconds;
     }
 
+    /// Counts one observation of `d`.
     pub fn observe_duration(&mut self, d: Duration) {
         self.observe(d.as_secs_f64());
     }
 
+    /// Observations so far.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
@@ -66,14 +69,17 @@ impl HistogramData {
 pub struct Histogram(Mutex<HistogramData>);
 
 impl Histogram {
+    /// An empty shared histogram with these bucket upper bounds (seconds).
     pub fn new(bounds: &'static [f64]) -> Histogram {
         Histogram(Mutex::new(HistogramData::new(bounds)))
     }
 
+    /// Counts one observation of `d`.
     pub fn observe_duration(&self, d: Duration) {
         self.0.lock().unwrap().observe_duration(d);
     }
 
+    /// A copy of the counts so far.
     pub fn snapshot(&self) -> HistogramData {
         self.0.lock().unwrap().clone()
     }
@@ -84,10 +90,12 @@ impl Histogram {
 pub struct LabelCounter(Mutex<BTreeMap<&'static str, u64>>);
 
 impl LabelCounter {
+    /// Adds one to `label`'s count.
     pub fn inc(&self, label: &'static str) {
         *self.0.lock().unwrap().entry(label).or_default() += 1;
     }
 
+    /// A copy of every label's count.
     pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
         self.0.lock().unwrap().clone()
     }
@@ -161,6 +169,7 @@ pub struct Exposition {
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 impl Exposition {
+    /// An empty exposition.
     pub fn new() -> Exposition {
         Exposition::default()
     }
@@ -206,6 +215,7 @@ impl Exposition {
         let _ = writeln!(self.out, " {cumulative}");
     }
 
+    /// The exposition text.
     pub fn finish(self) -> String {
         self.out
     }

@@ -43,6 +43,7 @@ impl DataDir {
         }
     }
 
+    /// The data directory itself.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -53,10 +54,12 @@ impl DataDir {
         self.source
     }
 
+    /// The redb database file.
     pub fn database(&self) -> PathBuf {
         self.root.join("appliance.redb")
     }
 
+    /// The Unix socket the CLI talks to a running server through.
     pub fn control_socket(&self) -> PathBuf {
         self.root.join("control.sock")
     }

@@ -9,16 +9,16 @@
 //! `serve` loads the stored peers.
 //!
 //! Client configs are assembled here too, once ([`client_config`]), for the CLI's `peer
-//! add|rotate` and the API's `POST /api/v1/peers` and `…/rotate`.
+//! add|rotate` and the API's `POST /api/v1/peers` and `…/rotate`, and what their QR codes
+//! carry is decided once ([`qr_text`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use peers::{ClientConfig, Endpoint, Ipv4Net, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
 
-use crate::model::{Actor, PeerRecord, ServerRecord, Via};
+use crate::model::{Actor, PeerAction, PeerRecord, ServerRecord, Via};
 use crate::registry::{
-    audited, keeps_an_admin, plan_add, AddPeer, AddPeerError, PeerAction, PeerUpdate,
-    PeerUpdateError,
+    audited, keeps_an_admin, plan_add, AddPeer, AddPeerError, PeerUpdate, PeerUpdateError,
 };
 use crate::store::Store;
 
@@ -35,7 +35,9 @@ pub enum Live {
 /// it live.
 #[derive(Debug, Clone)]
 pub struct Applied {
+    /// The peer as committed.
     pub record: PeerRecord,
+    /// What makes the change live.
     pub live: Live,
 }
 
@@ -78,6 +80,7 @@ impl<'a> PeerOps<'a> {
     /// Changes an existing peer, audited under the update's action. Over the API
     /// ([`Via::Api`]) it refuses to leave no enabled admin; the CLI on the server may.
     pub fn update(&self, op: PeerUpdate) -> Result<Applied, PeerUpdateError> {
+        let op = one_step(op);
         let action = op.action();
         let guard = self.actor.via == Via::Api;
         let rec = self.store.update_peers(|existing| {
@@ -100,14 +103,37 @@ impl<'a> PeerOps<'a> {
     }
 }
 
+/// The API's PATCH with one field is the CLI's one-step command, so the audit trail names it
+/// the same way whoever made it (`peer.role`, `peer.enable`, `peer.disable`); only a change
+/// of role and enabled together stays `peer.update`.
+fn one_step(op: PeerUpdate) -> PeerUpdate {
+    match op {
+        PeerUpdate::Fields {
+            name,
+            role: Some(role),
+            enabled: None,
+        } => PeerUpdate::SetRole { name, role },
+        PeerUpdate::Fields {
+            name,
+            role: None,
+            enabled: Some(enabled),
+        } => PeerUpdate::SetEnabled { name, enabled },
+        other => other,
+    }
+}
+
 /// What a successful add or rotate gives the client's side: enough to write its config.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PeerAdded {
+    /// The new peer's name.
     #[serde(with = "crate::wire::text")]
     pub name: PeerName,
+    /// Its role.
     #[serde(with = "crate::wire::text")]
     pub role: Role,
+    /// Its tunnel address.
     pub address: Ipv4Addr,
+    /// The server's public key, for the client config.
     #[serde(with = "crate::wire::text")]
     pub server_public_key: PublicKey,
     /// `HOST:PORT` clients dial.
@@ -119,6 +145,7 @@ pub struct PeerAdded {
 }
 
 impl PeerAdded {
+    /// What a new peer's client needs, from its record and the server's.
     pub fn new(rec: &PeerRecord, server: &ServerRecord) -> PeerAdded {
         PeerAdded {
             name: rec.name.clone(),
@@ -157,6 +184,13 @@ impl Default for ConfigOptions {
             endpoint: None,
         }
     }
+}
+
+/// The text a QR code of `config` carries, wherever it is drawn (the CLI's terminal and PNG
+/// codes, the dashboard's SVG): the compact form, the same settings in fewer bytes, so a
+/// smaller code that scans from further away.
+pub fn qr_text(config: &ClientConfig) -> String {
+    config.render_compact()
 }
 
 /// The wg-quick config for a peer's new keys. `private_key` is `None` when the device

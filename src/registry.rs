@@ -9,15 +9,19 @@ use std::net::Ipv4Addr;
 
 use peers::{AddressPool, Ipv4Net, PeerName, PoolError, PresharedKey, PublicKey, Role};
 
-use crate::model::{Actor, AuditEntry, PeerChange, PeerRecord, ServerRecord};
+use crate::model::{Actor, AuditEntry, PeerAction, PeerChange, PeerRecord, ServerRecord};
 use crate::store::StoreError;
 
 /// A request to register a new peer. The client's private key is not part of it.
 #[derive(Clone, Debug)]
 pub struct AddPeer {
+    /// The new peer's name.
     pub name: PeerName,
+    /// Its role.
     pub role: Role,
+    /// Its public key (the device keeps the private key).
     pub public_key: PublicKey,
+    /// An optional preshared key.
     pub preshared_key: Option<PresharedKey>,
     /// Extra source ranges the peer may use besides its own address (rarely needed).
     pub extra_allowed_ips: Vec<Ipv4Net>,
@@ -40,10 +44,20 @@ pub enum AddPeerError {
     PoolFull(#[from] PoolError),
     /// Allowed IPs must not overlap another peer's, or the caller identity would be ambiguous.
     #[error("allowed IPs {net} overlap those of peer '{other}'")]
-    AllowedIpsOverlap { net: Ipv4Net, other: PeerName },
+    AllowedIpsOverlap {
+        /// The range asked for.
+        net: Ipv4Net,
+        /// The peer whose range it overlaps.
+        other: PeerName,
+    },
     /// Allowed IPs must not contain the server's tunnel address.
     #[error("allowed IPs {net} contain the server's tunnel address {server}")]
-    AllowedIpsContainServer { net: Ipv4Net, server: Ipv4Addr },
+    AllowedIpsContainServer {
+        /// The range asked for.
+        net: Ipv4Net,
+        /// The server's tunnel address.
+        server: Ipv4Addr,
+    },
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -250,70 +264,47 @@ pub fn plan_rotate(
     Ok(upsert(rec))
 }
 
-/// The audit action of a peer change. Serialised (and stored in the audit trail) as
-/// `peer.add`, `peer.enable`, …: the strings existing databases hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum PeerAction {
-    #[serde(rename = "peer.add")]
-    Add,
-    #[serde(rename = "peer.enable")]
-    Enable,
-    #[serde(rename = "peer.disable")]
-    Disable,
-    #[serde(rename = "peer.role")]
-    Role,
-    /// Role and/or enabled in one step (the API's PATCH).
-    #[serde(rename = "peer.update")]
-    Update,
-    #[serde(rename = "peer.rotate")]
-    Rotate,
-    #[serde(rename = "peer.remove")]
-    Remove,
-}
-
-impl PeerAction {
-    /// The audit trail's name of the action (the serde form).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PeerAction::Add => "peer.add",
-            PeerAction::Enable => "peer.enable",
-            PeerAction::Disable => "peer.disable",
-            PeerAction::Role => "peer.role",
-            PeerAction::Update => "peer.update",
-            PeerAction::Rotate => "peer.rotate",
-            PeerAction::Remove => "peer.remove",
-        }
-    }
-}
-
-impl std::fmt::Display for PeerAction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A change to an existing peer, checked and ready to plan: the one value the CLI (offline),
 /// the control socket and the API all build.
 #[derive(Clone, Debug)]
 pub enum PeerUpdate {
     /// Enable or disable (`peer enable|disable`).
-    SetEnabled { name: PeerName, enabled: bool },
+    SetEnabled {
+        /// The peer.
+        name: PeerName,
+        /// Whether it may connect.
+        enabled: bool,
+    },
     /// Change the role (`peer role`).
-    SetRole { name: PeerName, role: Role },
+    SetRole {
+        /// The peer.
+        name: PeerName,
+        /// Its new role.
+        role: Role,
+    },
     /// Role and/or enabled in one step (the API's PATCH).
     Fields {
+        /// The peer.
         name: PeerName,
+        /// Its new role, if it changes.
         role: Option<Role>,
+        /// Whether it may connect, if that changes.
         enabled: Option<bool>,
     },
     /// New key and preshared key; the old key stops working.
     Rotate {
+        /// The peer.
         name: PeerName,
+        /// Its new public key.
         public_key: PublicKey,
+        /// Its new preshared key, if any.
         preshared_key: Option<PresharedKey>,
     },
     /// Delete the peer; its address becomes free.
-    Remove { name: PeerName },
+    Remove {
+        /// The peer.
+        name: PeerName,
+    },
 }
 
 impl PeerUpdate {
@@ -388,7 +379,7 @@ pub fn audit_peer(action: PeerAction, rec: &PeerRecord, actor: &Actor, now_ms: u
         seq: 0,
         at_ms: now_ms,
         actor: actor.clone(),
-        action: action.as_str().to_string(),
+        action: action.into(),
         target: Some(rec.name.to_string()),
         summary,
     }

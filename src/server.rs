@@ -39,6 +39,7 @@ pub const DEFAULT_SUBNET: &str = "10.88.88.0/24";
 pub struct InitOptions {
     /// `HOST[:PORT]` clients connect to; defaults to this machine's host name.
     pub endpoint: Option<String>,
+    /// The UDP port to listen on.
     pub listen_port: u16,
     /// The tunnel subnet, e.g. `10.88.88.0/24`.
     pub subnet: Ipv4Net,
@@ -79,8 +80,11 @@ impl InitOptions {
 /// directory that is already initialised keeps its own settings.
 #[derive(Debug, Clone, Default)]
 pub struct FirstRun {
+    /// `HOST[:PORT]` clients connect to.
     pub endpoint: Option<String>,
+    /// The UDP port to listen on.
     pub listen_port: Option<u16>,
+    /// The tunnel subnet.
     pub subnet: Option<Ipv4Net>,
 }
 
@@ -149,12 +153,16 @@ pub enum InitError {
     /// The data directory could not be created.
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
+        /// The directory.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The database could not be opened.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// The database failed after opening.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -219,21 +227,27 @@ pub fn create(dir: &DataDir, opts: &InitOptions) -> Result<(Store, ServerRecord)
 /// Why `serve` stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The data directory could not be initialised.
     #[error(transparent)]
     Init(#[from] InitError),
+    /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The UDP port is taken or not permitted.
     #[error("cannot listen on UDP {addr}: {source}")]
     Bind {
+        /// The address asked for.
         addr: SocketAddr,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// The control socket could not be created.
     #[error("cannot create the control socket {path}: {source}")]
     Control {
+        /// The socket's path.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -248,8 +262,11 @@ pub struct ServeOptions {
     /// Overrides the UDP listen address (default `[::]:<listen_port>`, accepting IPv4 too,
     /// or `0.0.0.0:<listen_port>` where IPv6 is off).
     pub listen: Option<SocketAddr>,
+    /// TCP caps and buffer sizes of the netstack.
     pub limits: Limits,
+    /// The HTTP API's limits and names.
     pub api: crate::api::ApiConfig,
+    /// The scheduler's settings.
     pub jobs: crate::scheduler::Config,
     /// `--backup-every` / `--backup-keep`: rotated backups in `data-dir/backups/`.
     pub backups: Option<crate::backups::Schedule>,
@@ -414,7 +431,7 @@ pub async fn serve(
         udp = %listen,
         endpoint = %server.endpoint,
         tunnel = %server.interface,
-        api = %format!("http://{}:8888/", server.interface.addr()),
+        api = %format!("http://{}:{}/", server.interface.addr(), crate::api::PORT),
         public_key = %server.private_key.public_key(),
         "serving"
     );

@@ -36,23 +36,32 @@ pub fn unix_now_ms() -> u64 {
 /// One peer as `peer list` / `GET /api/v1/peers` show it. Never contains a key secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerView {
+    /// The peer's name.
     pub name: String,
+    /// Its role.
     pub role: String,
+    /// Its tunnel address.
     pub address: std::net::Ipv4Addr,
+    /// Source ranges it may use (its address first).
     pub allowed_ips: Vec<String>,
+    /// Its public key (base64).
     pub public_key: String,
+    /// Whether it may connect.
     pub enabled: bool,
     /// Unix seconds.
     pub created_at: u64,
     /// Unix seconds of the last completed handshake; `None`: never.
     pub last_handshake: Option<u64>,
+    /// Bytes received from it, over all its sessions.
     pub rx_bytes: u64,
+    /// Bytes sent to it, over all its sessions.
     pub tx_bytes: u64,
     /// The peer's current UDP endpoint (`ip:port`), if it has one.
     pub endpoint: Option<String>,
 }
 
 impl PeerView {
+    /// The view of a stored peer with its statistics (zero if none).
     pub fn new(rec: &PeerRecord, stats: Option<&PeerStats>) -> PeerView {
         let s = stats.cloned().unwrap_or_default();
         PeerView {
@@ -82,6 +91,7 @@ pub struct StatsBook {
 }
 
 impl StatsBook {
+    /// A book starting from the stored totals.
     pub fn new(stored: Vec<(String, PeerStats)>) -> StatsBook {
         StatsBook {
             totals: stored.into_iter().collect(),
@@ -128,6 +138,7 @@ impl StatsBook {
         out
     }
 
+    /// The totals of this peer.
     pub fn get(&self, name: &str) -> Option<&PeerStats> {
         self.totals.get(name)
     }
@@ -160,6 +171,7 @@ pub struct Service {
 
 /// What a [`Service`] is built from.
 pub struct ServiceParts {
+    /// The open database.
     pub store: Arc<Store>,
     /// The server record as loaded (its endpoint may change later).
     pub server: ServerRecord,

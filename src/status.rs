@@ -36,9 +36,11 @@ pub struct Status {
     pub serving: bool,
     /// Unix seconds when the status was taken.
     pub now: u64,
+    /// Its identity and where it listens.
     pub server: ServerStatus,
     /// Every stored peer, by name.
     pub peers: Vec<PeerStatus>,
+    /// Jobs and their runs.
     pub jobs: JobsStatus,
     /// Handlers holding a lease right now; `null` until the handler queue exists.
     pub handlers_online: Option<u64>,
@@ -65,17 +67,21 @@ pub struct ServerStatus {
 /// One peer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerStatus {
+    /// The peer's name.
     pub name: String,
     /// `admin`, `officer`, `viewer` or `handler`.
     pub role: String,
     /// Tunnel address.
     pub address: String,
+    /// Whether it may connect.
     pub enabled: bool,
     /// A handshake within the last [`ONLINE_WITHIN_S`] seconds.
     pub online: bool,
     /// Unix seconds of the last handshake; `null`: never.
     pub last_handshake: Option<u64>,
+    /// Bytes received from it.
     pub rx_bytes: u64,
+    /// Bytes sent to it.
     pub tx_bytes: u64,
     /// The peer's last UDP endpoint (`ip:port`); `null`: never seen.
     pub endpoint: Option<String>,
@@ -84,7 +90,9 @@ pub struct PeerStatus {
 /// Jobs and their runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobsStatus {
+    /// Stored jobs.
     pub total: usize,
+    /// Jobs paused.
     pub paused: usize,
     /// The next [`NEXT_FIRES`] scheduled fires, earliest first.
     pub next: Vec<NextFire>,
@@ -101,6 +109,7 @@ pub struct JobsStatus {
 pub struct NextFire {
     /// Job id (16 hex digits, as in the API).
     pub job: String,
+    /// The job's name.
     pub name: String,
     /// RFC 3339, UTC.
     pub at: String,
@@ -118,7 +127,9 @@ pub struct Warning {
 /// What only the running server knows.
 #[derive(Debug, Clone, Default)]
 pub struct Live {
+    /// The bound UDP socket, e.g. `[::]:51820`.
     pub listen: String,
+    /// Seconds since `serve` started.
     pub uptime_s: u64,
     /// Statistics folded from the router just now, by peer name.
     pub stats: Vec<(String, PeerStats)>,

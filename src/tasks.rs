@@ -19,17 +19,23 @@
 //! The scheduler ([`crate::scheduler`]) records each handler fire with its task in one
 //! transaction, then calls [`Tasks::enqueue`]; finished runs go back to it on a channel
 //! ([`queue::Finished`]) so `max_instances` counts queued and leased tasks until they finish.
-#![allow(clippy::disallowed_methods)] // driver: reads the clock and sleeps
+//!
+//! Time: every `now` handed to the core, stored or shown comes from one [`Clock`], the
+//! scheduler's (a virtual one in tests, so lease expiry and retries run under virtual time).
+//! Only the waiting is real time: the timer's sleep and a long poll's `wait`, each in a
+//! function that carries its own `#[allow]`.
 
 use std::collections::HashMap;
+use std::pin::pin;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::model::{Actor, AuditEntry, HandlerRecord};
+use crate::clock::Clock;
+use crate::model::{Actor, AuditAction, AuditEntry, HandlerRecord};
 use crate::queue::{self, AckOutcome, Counts, DeliveryId, FailOutcome, Lease, LeaseError, Task};
 use crate::sched::{JobId, JobSpec, SpecError};
 use crate::scheduler::RunStats;
@@ -59,16 +65,22 @@ pub enum TaskError {
 /// A handler as `GET /api/v1/handlers` shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HandlerView {
+    /// The handler peer's name (its handler id).
     pub name: String,
+    /// Methods it registered.
     pub methods: Vec<String>,
+    /// When it last registered.
     pub registered_at: Timestamp,
     /// Last lease call or heartbeat since this process started.
     pub last_seen: Option<Timestamp>,
+    /// Its queued and leased tasks.
     pub counts: Counts,
+    /// Whether it leased or sent a heartbeat within [`ONLINE_WITHIN`].
     pub online: bool,
 }
 
 impl HandlerView {
+    /// The body `GET /api/v1/handlers` shows for it.
     pub fn to_json(&self) -> Value {
         json!({
             "handler_id": self.name,
@@ -101,6 +113,8 @@ pub struct Tasks {
     /// Wakes [`Tasks::wait_finished`] callers after a commit that finished runs.
     run_finished: Notify,
     stats: Arc<Mutex<RunStats>>,
+    /// The only source of `now`.
+    clock: Clock,
 }
 
 /// The core and the ticket of its latest change.
@@ -134,23 +148,28 @@ fn new_delivery_id() -> DeliveryId {
     DeliveryId::from_u128(u128::from_le_bytes(b))
 }
 
+/// What loading the queue gives: the handle, the receiver of finished runs (for the
+/// scheduler) and the instances still held per job (to restore into the scheduler's
+/// `max_instances` counts).
+pub type Loaded = (
+    Arc<Tasks>,
+    mpsc::UnboundedReceiver<queue::Finished>,
+    HashMap<JobId, u32>,
+);
+
 impl Tasks {
-    /// Loads stored tasks and handlers. Returns the handle, the receiver of finished runs
-    /// (for the scheduler) and the instances still held per job (to restore into the
-    /// scheduler's `max_instances` counts).
-    #[allow(clippy::type_complexity)]
-    pub fn load(
+    /// Loads stored tasks and handlers, on the system clock.
+    pub fn load(store: Arc<Store>, stats: Arc<Mutex<RunStats>>) -> Result<Loaded, StoreError> {
+        Tasks::load_on(store, stats, Clock::System)
+    }
+
+    /// [`Tasks::load`] on the given clock (the scheduler's).
+    pub(crate) fn load_on(
         store: Arc<Store>,
         stats: Arc<Mutex<RunStats>>,
-    ) -> Result<
-        (
-            Arc<Tasks>,
-            mpsc::UnboundedReceiver<queue::Finished>,
-            HashMap<JobId, u32>,
-        ),
-        StoreError,
-    > {
-        let core = load_core(&store, Timestamp::now())?;
+        clock: Clock,
+    ) -> Result<Loaded, StoreError> {
+        let core = load_core(&store, clock.now())?;
         let held = core.unfinished_per_job();
         let handlers = store
             .handlers()?
@@ -176,11 +195,14 @@ impl Tasks {
             finished: tx,
             run_finished: Notify::new(),
             stats,
+            clock,
         });
         Ok((tasks, rx, held))
     }
 
-    /// Starts the timer task (lease expiry, retry backoff, forgetting finished tasks).
+    /// Starts the timer task (lease expiry, retry backoff, forgetting finished tasks). It
+    /// sleeps in real time until the core's next deadline on the clock, or until woken.
+    #[allow(clippy::disallowed_methods)] // driver: the timer sleeps
     pub fn spawn_timer(
         self: &Arc<Self>,
         mut shutdown: watch::Receiver<bool>,
@@ -191,7 +213,8 @@ impl Tasks {
                 let next = me.core.lock().await.core.poll_timeout();
                 let sleep = next
                     .map(|due| {
-                        Timestamp::now()
+                        me.clock
+                            .now()
                             .duration_until(due)
                             .try_into()
                             .unwrap_or(Duration::ZERO)
@@ -219,7 +242,7 @@ impl Tasks {
     /// change; pass the ticket to [`Tasks::durable`] before answering anyone.
     async fn change<T>(&self, f: impl FnOnce(&mut queue::Core, Timestamp) -> T) -> (T, u64) {
         let mut st = self.core.lock().await;
-        let out = f(&mut st.core, Timestamp::now());
+        let out = f(&mut st.core, self.clock.now());
         st.ticket += 1;
         (out, st.ticket)
     }
@@ -255,7 +278,8 @@ impl Tasks {
                     // so their tickets fail as well.
                     let mut st = self.core.lock().await;
                     let store = self.store.clone();
-                    match tokio::task::spawn_blocking(move || load_core(&store, Timestamp::now()))
+                    let now = self.clock.now();
+                    match tokio::task::spawn_blocking(move || load_core(&store, now))
                         .await
                         .expect("store task does not panic")
                     {
@@ -345,7 +369,7 @@ impl Tasks {
         methods: Vec<String>,
         actor: &Actor,
     ) -> Result<HandlerRecord, StoreError> {
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let rec = HandlerRecord {
             name: handler.to_string(),
             methods,
@@ -355,7 +379,7 @@ impl Tasks {
             seq: 0,
             at_ms: now.as_millisecond().max(0) as u64,
             actor: actor.clone(),
-            action: "handler.register".into(),
+            action: AuditAction::HandlerRegister,
             target: Some(handler.to_string()),
             summary: json!({"methods": rec.methods}),
         };
@@ -410,7 +434,7 @@ impl Tasks {
     /// Every registered handler, by name, with its queue counts.
     pub async fn list(&self) -> Vec<HandlerView> {
         let counts = self.core.lock().await.core.counts();
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let online_since = now
             .checked_sub(jiff::SignedDuration::try_from(ONLINE_WITHIN).expect("small"))
             .unwrap_or(Timestamp::MIN);
@@ -439,8 +463,9 @@ impl Tasks {
         })
     }
 
-    /// Leases up to `max` of `handler`'s tasks for `lease`, waiting up to `wait` for one to
-    /// become available. The leases are on disk before this returns.
+    /// Leases up to `max` of `handler`'s tasks for `lease`, waiting up to `wait` (real time)
+    /// for one to become available. The leases are on disk before this returns.
+    #[allow(clippy::disallowed_methods)] // driver: a long poll sleeps
     pub async fn lease(
         &self,
         handler: &str,
@@ -448,7 +473,7 @@ impl Tasks {
         lease: Duration,
         wait: Duration,
     ) -> Result<Vec<Lease>, TaskError> {
-        let deadline = Instant::now() + wait;
+        let mut waited = pin!(tokio::time::sleep(wait));
         let notify = self.waiter(handler);
         loop {
             let notified = notify.notified();
@@ -475,13 +500,10 @@ impl Tasks {
                     return Ok(leases);
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(Vec::new());
-            }
             tokio::select! {
+                biased;
                 _ = &mut notified => {}
-                _ = tokio::time::sleep(left) => {}
+                _ = &mut waited => return Ok(Vec::new()),
             }
         }
     }
@@ -490,8 +512,10 @@ impl Tasks {
     /// and returns its task (result or error, attempts); `None` when it did not finish in
     /// time or is unknown (not a handler run, or finished more than a day ago). For callers
     /// that run a job now and want the handler's answer (the ScheduleZero `run_now` shape).
+    /// `wait` is real time.
+    #[allow(clippy::disallowed_methods)] // driver: waiting sleeps
     pub async fn wait_finished(&self, run_id: u64, wait: Duration) -> Option<Task> {
-        let deadline = Instant::now() + wait;
+        let mut waited = pin!(tokio::time::sleep(wait));
         loop {
             let notified = self.run_finished.notified();
             tokio::pin!(notified);
@@ -501,15 +525,30 @@ impl Tasks {
                 Some(_) => {}
                 None => return None,
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
             tokio::select! {
+                biased;
                 _ = &mut notified => {}
-                _ = tokio::time::sleep(left) => {}
+                _ = &mut waited => return None,
             }
         }
+    }
+
+    /// A change by `handler` to a delivery it holds: marks the handler seen, runs `f` on the
+    /// core and returns its answer once the change is on disk.
+    async fn by_holder<T>(
+        &self,
+        handler: &str,
+        f: impl FnOnce(&mut queue::Core, Timestamp) -> Result<T, LeaseError>,
+    ) -> Result<T, TaskError> {
+        let (r, ticket) = self
+            .change(|core, now| {
+                self.touch(handler, now);
+                f(core, now)
+            })
+            .await;
+        let r = r?;
+        self.durable(ticket).await?;
+        Ok(r)
     }
 
     /// Extends a lease; returns the new expiry and whether cancellation was requested.
@@ -519,15 +558,10 @@ impl Tasks {
         handler: &str,
         lease: Duration,
     ) -> Result<(Timestamp, bool), TaskError> {
-        let (r, ticket) = self
-            .change(|core, now| {
-                self.touch(handler, now);
-                core.heartbeat(delivery, handler, lease, now)
-            })
-            .await;
-        let r = r?;
-        self.durable(ticket).await?;
-        Ok(r)
+        self.by_holder(handler, |core, now| {
+            core.heartbeat(delivery, handler, lease, now)
+        })
+        .await
     }
 
     /// Finishes a held task as succeeded (idempotent for the same delivery).
@@ -537,15 +571,10 @@ impl Tasks {
         handler: &str,
         result: Value,
     ) -> Result<AckOutcome, TaskError> {
-        let (r, ticket) = self
-            .change(|core, now| {
-                self.touch(handler, now);
-                core.ack(delivery, handler, result, now)
-            })
-            .await;
-        let r = r?;
-        self.durable(ticket).await?;
-        Ok(r)
+        self.by_holder(handler, |core, now| {
+            core.ack(delivery, handler, result, now)
+        })
+        .await
     }
 
     /// Records a failed attempt (retried per the job's policy when `retry`).
@@ -556,15 +585,10 @@ impl Tasks {
         error: &str,
         retry: bool,
     ) -> Result<FailOutcome, TaskError> {
-        let (r, ticket) = self
-            .change(|core, now| {
-                self.touch(handler, now);
-                core.fail(delivery, handler, error, retry, now)
-            })
-            .await;
-        let r = r?;
-        self.durable(ticket).await?;
-        Ok(r)
+        self.by_holder(handler, |core, now| {
+            core.fail(delivery, handler, error, retry, now)
+        })
+        .await
     }
 }
 
@@ -584,9 +608,24 @@ mod tests {
         )
     }
 
-    /// One queued handler run, recorded as the scheduler records it (run + task together).
-    fn queue_one(store: &Store, job: u64) -> u64 {
-        let now = Timestamp::now();
+    /// The stored runs, newest first.
+    fn stored_runs(store: &Store) -> Vec<RunRecord> {
+        store
+            .runs_page(&RunFilter {
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .unwrap()
+    }
+
+    /// A time far from the wall clock's, so a `now` read from the wall clock shows.
+    fn t0() -> Timestamp {
+        "2031-03-04T05:06:07Z".parse().unwrap()
+    }
+
+    /// One queued handler run fired at `now`, recorded as the scheduler records it (run +
+    /// task together).
+    fn queue_one(store: &Store, job: u64, now: Timestamp) -> u64 {
         let mut runs = vec![RunRecord {
             id: 0,
             job_id: JobId::from_u64(job),
@@ -624,9 +663,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_ack_is_on_disk_before_it_returns_and_wakes_a_run_now_waiter() {
         let (store, dir) = temp_store("ack");
-        let run = queue_one(&store, 7);
+        let run = queue_one(&store, 7, t0());
         let stats = Arc::new(Mutex::new(RunStats::default()));
-        let (tasks, mut done, held) = Tasks::load(store.clone(), stats).unwrap();
+        let clock = Clock::Virtual(Arc::new(Mutex::new(t0())));
+        let (tasks, mut done, held) = Tasks::load_on(store.clone(), stats, clock).unwrap();
         assert_eq!(
             held.get(&JobId::from_u64(7)),
             Some(&1),
@@ -642,12 +682,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(leases.len(), 1);
-        let runs = store
-            .runs_page(&RunFilter {
-                limit: 10,
-                ..RunFilter::default()
-            })
-            .unwrap();
+        let runs = stored_runs(&store);
         assert_eq!(runs[0].status, RunStatus::Leased, "the lease is on disk");
         assert_eq!(runs[0].attempt, 1);
 
@@ -656,12 +691,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(outcome, AckOutcome::Acked);
-        let runs = store
-            .runs_page(&RunFilter {
-                limit: 10,
-                ..RunFilter::default()
-            })
-            .unwrap();
+        let runs = stored_runs(&store);
         assert_eq!(runs[0].status, RunStatus::Succeeded, "the ack is on disk");
         assert_eq!(
             runs[0].result,
@@ -693,14 +723,16 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::disallowed_methods)] // measures that a long poll was woken in real time
     async fn a_waiting_lease_returns_as_soon_as_a_task_is_enqueued() {
         let (store, dir) = temp_store("wake");
         let stats = Arc::new(Mutex::new(RunStats::default()));
-        let (tasks, _done, _) = Tasks::load(store.clone(), stats).unwrap();
+        let clock = Clock::Virtual(Arc::new(Mutex::new(t0())));
+        let (tasks, _done, _) = Tasks::load_on(store.clone(), stats, clock).unwrap();
         let poll = {
             let tasks = tasks.clone();
             tokio::spawn(async move {
-                let t0 = Instant::now();
+                let t0 = std::time::Instant::now();
                 let l = tasks
                     .lease("bot", 1, Duration::from_secs(30), Duration::from_secs(20))
                     .await
@@ -709,7 +741,7 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let run = queue_one(&store, 9);
+        let run = queue_one(&store, 9, t0());
         let row = store
             .tasks()
             .unwrap()
@@ -723,6 +755,56 @@ mod tests {
             waited < Duration::from_secs(5),
             "woken, not timed out: {waited:?}"
         );
+        drop(tasks);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Lease expiry runs on the queue's clock: on a virtual clock five years from the wall
+    /// clock, a 10 s lease expires at t0 + 10 s of that clock, and the timer fails the run
+    /// when (and because) the virtual clock passes it. Fails if any `now` is read from the wall
+    /// clock: the lease would expire in the wall clock's year, or the task (fired at t0) would
+    /// not be available yet.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_expires_on_the_queues_clock_not_the_wall_clock() {
+        let (store, dir) = temp_store("virtual");
+        let run = queue_one(&store, 11, t0());
+        let now = Arc::new(Mutex::new(t0()));
+        let stats = Arc::new(Mutex::new(RunStats::default()));
+        let (tasks, _done, _) =
+            Tasks::load_on(store.clone(), stats, Clock::Virtual(now.clone())).unwrap();
+        let (stop_tx, stop) = watch::channel(false);
+        let timer = tasks.spawn_timer(stop);
+
+        let leases = tasks
+            .lease("bot", 1, Duration::from_secs(10), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(leases.len(), 1, "the task fired at t0 is available at t0");
+        let expiry = t0() + Duration::from_secs(10);
+        assert_eq!(leases[0].lease_expires_at, expiry);
+
+        // 11 virtual seconds on (no real time passes): the timer, woken, expires the lease.
+        *now.lock().unwrap() = t0() + Duration::from_secs(11);
+        tasks.timer.notify_one();
+        let task = tasks
+            .wait_finished(run, Duration::from_secs(10))
+            .await
+            .expect("the lease expired on the virtual clock");
+        assert!(
+            task.error
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("lease expired"),
+            "{:?}",
+            task.error
+        );
+        assert_eq!(task.finished_at, Some(t0() + Duration::from_secs(11)));
+        let runs = stored_runs(&store);
+        assert_eq!(runs[0].status, RunStatus::Failed, "the expiry is on disk");
+        assert_eq!(runs[0].finished_at, Some(t0() + Duration::from_secs(11)));
+
+        stop_tx.send(true).unwrap();
+        timer.await.unwrap();
         drop(tasks);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -63,6 +63,7 @@ pub struct AttemptResult {
 }
 
 impl AttemptResult {
+    /// Whether the attempt got a 2xx reply.
     pub fn succeeded(&self) -> bool {
         self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
     }
@@ -106,7 +107,9 @@ impl AttemptResult {
 /// How a whole fire went, after retries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
+    /// Attempts made.
     pub attempts: u32,
+    /// How the last one went.
     pub last: AttemptResult,
 }
 
@@ -122,10 +125,18 @@ pub enum ConnectError {
     /// DNS failed. (The cause is in the message and not chained as a source, so the run's
     /// error text, which walks the chain, does not repeat it.)
     #[error("cannot resolve {host}: {error}")]
-    Resolve { host: String, error: std::io::Error },
+    Resolve {
+        /// The host name.
+        host: String,
+        /// The resolver's error.
+        error: std::io::Error,
+    },
     /// DNS answered with no address.
     #[error("{host} has no address in DNS")]
-    NoAddress { host: String },
+    NoAddress {
+        /// The host name.
+        host: String,
+    },
     /// The TCP connection failed (to a permitted address).
     #[error("cannot connect: {0}")]
     Connect(std::io::Error),
@@ -150,6 +161,7 @@ pub fn host_owns(ip: IpAddr) -> bool {
 }
 
 impl GuardedConnector {
+    /// A connector that dials only addresses `policy` allows.
     pub fn new(policy: NetPolicy) -> GuardedConnector {
         // A documentation address is never configured on a real host: if it binds, the kernel
         // accepts non-local binds and the test cannot tell the host's addresses apart.
@@ -544,9 +556,8 @@ mod tests {
     /// without saying whether anything listens.
     #[tokio::test]
     async fn loopback_is_refused_by_default_and_nothing_connects() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let listener = Untouched::bind();
+        let port = listener.port();
         let executor =
             Executor::new(NetPolicy::new(vec![]).forbid("10.88.88.0/24".parse().unwrap()));
         for host in [
@@ -581,17 +592,9 @@ mod tests {
             assert!(err.contains("--allow-webhook-net"), "{err}");
         }
         // HTTPS takes the same connector.
-        let r = executor
-            .attempt(
-                &hook(&format!("https://127.0.0.1:{port}/")),
-                Duration::from_secs(5),
-            )
-            .await;
+        let r = attempt(&executor, &format!("https://127.0.0.1:{port}/")).await;
         assert!(r.refused, "{r:?}");
-        match listener.accept() {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            other => panic!("something connected to the listener: {other:?}"),
-        }
+        listener.assert_untouched();
     }
 
     /// A forbidden network (in production: the tunnel subnet) stays closed even when an
@@ -599,20 +602,14 @@ mod tests {
     /// could only ever reach this test's own listener.
     #[tokio::test]
     async fn a_forbidden_network_is_refused_whatever_is_allowed() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let listener = Untouched::bind();
+        let port = listener.port();
         let executor = Executor::new(
             NetPolicy::new(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()])
                 .forbid("127.0.0.0/8".parse().unwrap()),
         );
         for host in ["127.0.0.1", "[::ffff:127.0.0.1]", "2130706433"] {
-            let r = executor
-                .attempt(
-                    &hook(&format!("http://{host}:{port}/api/v1/peers")),
-                    Duration::from_secs(5),
-                )
-                .await;
+            let r = attempt(&executor, &format!("http://{host}:{port}/api/v1/peers")).await;
             assert!(r.refused, "{host}: {r:?}");
             assert_eq!(
                 r.error.as_deref(),
@@ -623,10 +620,7 @@ mod tests {
                 "{host}"
             );
         }
-        match listener.accept() {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            other => panic!("something connected to the listener: {other:?}"),
-        }
+        listener.assert_untouched();
     }
 
     /// A connection error on a permitted address says so once, without repeating its cause.
@@ -638,12 +632,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let r = loopback_allowed()
-            .attempt(
-                &hook(&format!("http://127.0.0.1:{port}/")),
-                Duration::from_secs(5),
-            )
-            .await;
+        let r = attempt(&loopback_allowed(), &format!("http://127.0.0.1:{port}/")).await;
         assert!(!r.refused && r.retryable(), "{r:?}");
         let err = r.error.unwrap();
         assert_eq!(err.matches("refused").count(), 1, "{err}");
@@ -653,12 +642,11 @@ mod tests {
     #[tokio::test]
     async fn an_allowed_network_is_reached() {
         let (port, server) = answer_once("HTTP/1.1 204 No Content\r\n\r\n").await;
-        let r = loopback_allowed()
-            .attempt(
-                &hook(&format!("http://localhost:{port}/hook")),
-                Duration::from_secs(10),
-            )
-            .await;
+        let r = attempt(
+            &loopback_allowed(),
+            &format!("http://localhost:{port}/hook"),
+        )
+        .await;
         server.await.unwrap();
         assert!(r.succeeded(), "{r:?}");
         assert_eq!(r.status, Some(204));
@@ -681,12 +669,11 @@ mod tests {
              {\"admin_token\":\"SECRET-9f8e7d6c5b4a3b2c1d\"}",
         )
         .await;
-        let r = loopback_allowed()
-            .attempt(
-                &hook(&format!("http://127.0.0.1:{port}/hook")),
-                Duration::from_secs(10),
-            )
-            .await;
+        let r = attempt(
+            &loopback_allowed(),
+            &format!("http://127.0.0.1:{port}/hook"),
+        )
+        .await;
         server.await.unwrap();
         assert_eq!(r.status, Some(403));
         assert_eq!(r.error.as_deref(), Some("HTTP 403 Forbidden"));
@@ -701,6 +688,34 @@ mod tests {
             body: Some(crate::sched::JsonBody::from_value(
                 &serde_json::json!({"content": "hi"}),
             )),
+        }
+    }
+
+    /// One attempt of a POST to `url`, given 10 s.
+    async fn attempt(executor: &Executor, url: &str) -> AttemptResult {
+        executor.attempt(&hook(url), Duration::from_secs(10)).await
+    }
+
+    /// A loopback listener that a refused webhook must never reach.
+    struct Untouched(std::net::TcpListener);
+
+    impl Untouched {
+        fn bind() -> Untouched {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            Untouched(listener)
+        }
+
+        fn port(&self) -> u16 {
+            self.0.local_addr().unwrap().port()
+        }
+
+        /// Nothing connected: the accept queue is empty.
+        fn assert_untouched(&self) {
+            match self.0.accept() {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                other => panic!("something connected to the listener: {other:?}"),
+            }
         }
     }
 
@@ -732,12 +747,11 @@ mod tests {
             // The client aborts the handshake; that is the point.
             let _ = acceptor.accept(tcp).await;
         });
-        let r = loopback_allowed()
-            .attempt(
-                &hook(&format!("https://127.0.0.1:{port}/hook")),
-                Duration::from_secs(10),
-            )
-            .await;
+        let r = attempt(
+            &loopback_allowed(),
+            &format!("https://127.0.0.1:{port}/hook"),
+        )
+        .await;
         server.await.unwrap();
         assert!(!r.succeeded());
         assert_eq!(r.status, None);
@@ -763,12 +777,7 @@ mod tests {
             let _ = tcp.write_all(head.as_bytes()).await;
             let _ = tcp.write_all(&body).await;
         });
-        let r = loopback_allowed()
-            .attempt(
-                &hook(&format!("http://127.0.0.1:{port}/big")),
-                Duration::from_secs(10),
-            )
-            .await;
+        let r = attempt(&loopback_allowed(), &format!("http://127.0.0.1:{port}/big")).await;
         assert_eq!(r.status, Some(500));
         assert_eq!(r.error.as_deref(), Some("HTTP 500 Internal Server Error"));
         server.abort();

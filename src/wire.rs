@@ -12,10 +12,12 @@ pub mod text {
 
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
+    /// Writes `v` as its `Display` text.
     pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(v)
     }
 
+    /// Reads the text and checks it with `T`'s `FromStr`.
     pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
     where
         T: FromStr,
@@ -34,6 +36,7 @@ pub mod text_list {
 
     use serde::{de::Error, ser::SerializeSeq, Deserialize, Deserializer, Serializer};
 
+    /// Writes each item as its text.
     pub fn serialize<T: Display, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(v.len()))?;
         for item in v {
@@ -42,6 +45,7 @@ pub mod text_list {
         seq.end()
     }
 
+    /// Reads each item's text and checks it.
     pub fn deserialize<'de, T, D>(d: D) -> Result<Vec<T>, D::Error>
     where
         T: FromStr,
@@ -60,6 +64,7 @@ pub mod psk_opt {
     use peers::PresharedKey;
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
+    /// Writes the key as base64, or `null`.
     pub fn serialize<S: Serializer>(v: &Option<PresharedKey>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(k) => s.serialize_some(&k.to_base64()),
@@ -67,6 +72,7 @@ pub mod psk_opt {
         }
     }
 
+    /// Reads base64 (or `null`) as a checked key.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PresharedKey>, D::Error> {
         Option::<String>::deserialize(d)?
             .map(|s| PresharedKey::parse(&s).map_err(D::Error::custom))
@@ -79,10 +85,12 @@ pub mod endpoint {
     use peers::Endpoint;
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
+    /// Writes `HOST:PORT`.
     pub fn serialize<S: Serializer>(v: &Endpoint, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(v)
     }
 
+    /// Reads `HOST:PORT`; the port is required.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Endpoint, D::Error> {
         let s = String::deserialize(d)?;
         Endpoint::parse(&s, 0).map_err(D::Error::custom)

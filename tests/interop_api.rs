@@ -280,7 +280,7 @@ fn admin_onboards_a_peer_over_the_api_and_it_is_audited_without_secrets() {
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, vec!["peer.remove", "peer.update"], "{audit}");
+    assert_eq!(actions, vec!["peer.remove", "peer.disable"], "{audit}");
     // Follow the cursor: the next page continues where this one ended.
     let cursor = audit["next_cursor"]
         .as_str()

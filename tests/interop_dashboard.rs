@@ -294,7 +294,8 @@ fn a_leader_runs_the_guild_from_a_phone() {
     let (s, v) = call(&ns, "GET", "/api/v1/endpoint", None, &[]);
     assert_eq!((s, v["endpoint"].as_str()), (200, Some(now.as_str())));
 
-    // The QR code on the screen is the config on the screen, and it connects.
+    // The QR code on the screen carries the config on the screen in its compact form, as the
+    // CLI's codes do (`peer_ops::qr_text`), and it connects.
     let qr = output_of(
         bounded(30, "zbarimg")
             .args(["--quiet", "--raw"])
@@ -302,8 +303,14 @@ fn a_leader_runs_the_guild_from_a_phone() {
     );
     assert!(qr.status.success(), "zbarimg: {}", describe(&qr));
     let decoded = String::from_utf8_lossy(&qr.stdout).trim().to_string();
-    let shown = r["config"].as_str().unwrap().trim().to_string();
-    assert_eq!(decoded, shown, "the QR code is not the config text");
+    let shown = peers::ClientConfig::parse(r["config"].as_str().unwrap())
+        .expect("the shown config parses")
+        .render_compact();
+    assert_eq!(
+        decoded,
+        shown.trim(),
+        "the QR code is not the compact form of the config text"
+    );
     assert_eq!(r["download"], "vera.conf");
     let remote = Netns::new("vera");
     ns.link_veth(&remote, "192.0.2.1/24", "192.0.2.2/24");
@@ -577,7 +584,7 @@ fn handlers_and_members(ns: &Netns, app: &Appliance, shots: &Path, busy: &str) {
         (&json!("admin"), &json!(true))
     );
     let (_, audit) = call(ns, "GET", "/api/v1/audit?limit=10", None, &[]);
-    // Newest first: each change is a peer.update with the state it left.
+    // Newest first: each change is audited as the CLI's command is, with what it changed.
     let otto_changes: Vec<Value> = audit["entries"]
         .as_array()
         .unwrap()
@@ -588,10 +595,10 @@ fn handlers_and_members(ns: &Netns, app: &Appliance, shots: &Path, busy: &str) {
     assert_eq!(
         otto_changes,
         [
-            json!(["peer.update", "admin", true]),
-            json!(["peer.update", "viewer", true]),
-            json!(["peer.update", "viewer", false]),
-            json!(["peer.update", "viewer", true]),
+            json!(["peer.role", "admin", null]),
+            json!(["peer.enable", null, true]),
+            json!(["peer.disable", null, false]),
+            json!(["peer.role", "viewer", null]),
             json!(["peer.add", "officer", null]),
         ],
         "{audit:#}"

@@ -23,7 +23,8 @@ use crate::key::{PresharedKey, PrivateKey, PublicKey};
 use crate::net::{parse_cidr_list, Endpoint, Ipv4Net};
 
 /// The tunnel MTU written when nothing else is asked for; wg-quick's own default for IPv4 and
-/// IPv6 underlay paths.
+/// IPv6 underlay paths. The appliance's own IP stack uses the same value, so this is its one
+/// definition.
 pub const DEFAULT_MTU: u16 = 1420;
 
 /// The `PrivateKey` value written when the device keeps its own private key.

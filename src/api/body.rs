@@ -26,6 +26,14 @@ pub fn read<T: Body>(ctx: &Ctx<'_>) -> Result<T, ApiError> {
     decode(ctx.object()?)
 }
 
+/// [`read`] for a route whose body may be left out: no body reads as `{}`.
+pub fn read_or_empty<T: Body>(ctx: &Ctx<'_>) -> Result<T, ApiError> {
+    match &ctx.body {
+        None => decode(&Map::new()),
+        Some(_) => read(ctx),
+    }
+}
+
 /// [`read`] for an object already in hand.
 pub fn decode<T: Body>(obj: &Map<String, Value>) -> Result<T, ApiError> {
     deny_unknown(obj, T::FIELDS, "")?;
@@ -64,4 +72,51 @@ pub fn opt_bool<'de, D: Deserializer<'de>>(d: D, field: &str) -> Result<Option<b
         Value::Bool(b) => Ok(Some(b)),
         _ => Err(refuse(field, format!("'{field}' must be true or false"))),
     }
+}
+
+/// [`opt_bool`] for the routes whose sentence has always been "FIELD must be true or false"
+/// (no quotes): `catch_up`, `retry`.
+pub fn opt_flag<'de, D: Deserializer<'de>>(d: D, field: &str) -> Result<Option<bool>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::Bool(b) => Ok(Some(b)),
+        _ => Err(refuse(field, format!("{field} must be true or false"))),
+    }
+}
+
+/// An optional whole number in `min..=max` (absent or null: `None`); anything else is refused
+/// as "FIELD must be a whole number from MIN to MAX".
+pub fn opt_whole<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        v => v
+            .as_u64()
+            .filter(|n| (min..=max).contains(n))
+            .map(Some)
+            .ok_or_else(|| {
+                refuse(
+                    field,
+                    format!("{field} must be a whole number from {min} to {max}"),
+                )
+            }),
+    }
+}
+
+/// Any JSON value, `null` included, kept as it was sent (serde's `Option` would read a null as
+/// absent). Use with `#[serde(default, deserialize_with = "body::raw")]`.
+pub fn raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// For the route modules' tests: the (field, sentence) of the 400 refusing `v` as a `T`.
+#[cfg(test)]
+pub fn refused<T: Body + std::fmt::Debug>(v: Value) -> (String, String) {
+    let e = decode::<T>(v.as_object().expect("an object")).expect_err(&v.to_string());
+    assert_eq!(e.status, hyper::StatusCode::BAD_REQUEST, "{v}");
+    (e.field.unwrap_or_default(), e.message)
 }

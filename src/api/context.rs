@@ -7,9 +7,13 @@ use super::*;
 /// The identity of a request: the WireGuard peer it came through.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// The peer's name.
     pub name: String,
+    /// The peer's role, which decides what it may call.
     pub role: ::peers::Role,
+    /// The tunnel address the request came from.
     pub address: Ipv4Addr,
+    /// Short fingerprint of the peer's public key, for the audit trail.
     pub fingerprint: String,
     /// The peer's WireGuard endpoint when the connection was accepted.
     pub endpoint: Option<SocketAddr>,
@@ -66,14 +70,19 @@ impl Need {
     }
 }
 
+/// An HTTP response with a complete body.
 pub type Resp = Response<Full<Bytes>>;
 
 /// An API error: status, code, sentence, and the offending field if any.
 #[derive(Debug, Clone)]
 pub struct ApiError {
+    /// HTTP status of the reply.
     pub status: StatusCode,
+    /// Machine-readable code (`invalid_input`, `not_found`, …) in the JSON body.
     pub code: &'static str,
+    /// The sentence telling the caller what to do.
     pub message: String,
+    /// The request field at fault, when one is.
     pub field: Option<String>,
     /// Seconds for a `Retry-After` header (429, 503).
     pub retry_after: Option<u64>,
@@ -82,6 +91,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error with this status, code and sentence, naming no field.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
@@ -93,19 +103,23 @@ impl ApiError {
         }
     }
 
+    /// Names the request field at fault.
     pub fn field(mut self, field: impl Into<String>) -> ApiError {
         self.field = Some(field.into());
         self
     }
 
+    /// A 400 `invalid_input` naming the field at fault.
     pub fn bad_request(field: impl Into<String>, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid", message).field(field)
     }
 
+    /// A 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// A 500 `internal`; the cause is logged, the caller gets a generic sentence.
     pub fn internal(message: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %message, "internal error");
         ApiError::new(
@@ -133,6 +147,7 @@ impl ApiError {
         }
     }
 
+    /// The JSON error reply (`{"error":{"code","message","field"}}`) with its headers.
     pub fn into_response(self) -> Resp {
         let mut r = json_response(
             self.status,
@@ -150,19 +165,25 @@ impl ApiError {
     }
 }
 
+/// What a route handler returns: a reply, or an error to render as one.
 pub type ApiResult = Result<Resp, ApiError>;
 
 /// Per-request context handed to route handlers.
 pub struct Ctx<'a> {
+    /// The running server's operations.
     pub service: &'a Service,
+    /// The API's own state: configuration, limiters, counters.
     pub api: &'a ApiState,
+    /// Who is asking.
     pub caller: Caller,
+    /// The decoded query string.
     pub query: HashMap<String, String>,
     /// The parsed JSON body, if the request had one.
     pub body: Option<Value>,
 }
 
 impl Ctx<'_> {
+    /// Refuses (403 naming the role needed) a caller whose role is below `need`.
     pub fn require(&self, need: Need) -> Result<(), ApiError> {
         if need.allows(self.caller.role) {
             Ok(())
@@ -256,6 +277,7 @@ pub fn json_response(status: StatusCode, body: Value) -> Resp {
     r
 }
 
+/// A 200 with `body` as JSON.
 pub fn ok(body: Value) -> ApiResult {
     Ok(json_response(StatusCode::OK, body))
 }

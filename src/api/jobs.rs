@@ -6,43 +6,129 @@
 
 use hyper::StatusCode;
 use jiff::Timestamp;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
+use super::body::{self, Body};
 use super::routes::JobRoute;
 use super::view::{self, RunView};
 use super::{json_response, ok, ApiError, ApiResult, Ctx, Need};
 use crate::model::{RunFilter, RunRecord, RunStatus};
 use crate::sched::JobId;
-use crate::scheduler::{sort_key, JobEntry, JobError};
+use crate::sched::SpecError;
+use crate::scheduler::{
+    sort_key, ChangeError, CreateError, JobEntry, JobNotFound, NameTaken, RunNowError,
+    ShuttingDown, TestError, UpdateError,
+};
 
 const DEFAULT_LIMIT: usize = 100;
+
+/// `POST /api/v1/jobs/{id}/resume`'s body (may be left out): whether the fires missed while
+/// paused are due now (default no).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resume {
+    #[serde(default, deserialize_with = "catch_up_field")]
+    catch_up: Option<bool>,
+}
+
+impl Body for Resume {
+    const FIELDS: &'static [&'static str] = &["catch_up"];
+}
+
+fn catch_up_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    body::opt_flag(d, "catch_up")
+}
 
 fn jobs<'a>(ctx: &Ctx<'a>) -> Result<&'a crate::scheduler::Handle, ApiError> {
     Ok(ctx.service.jobs())
 }
 
-fn job_error(e: JobError) -> ApiError {
-    match e {
-        JobError::NotFound(_) => ApiError::not_found(e.to_string()),
-        JobError::Spec(s) => {
-            let field = s.field.clone();
-            let mut err = ApiError::new(StatusCode::BAD_REQUEST, "invalid", s.message.clone());
-            if !field.is_empty() {
-                err = err.field(field);
+// Each operation's error enum maps to HTTP here, once; ScheduleZero's routes answer in their own
+// terms (`super::schedulezero`).
+
+/// 404: no such job.
+fn not_found(e: JobNotFound) -> ApiError {
+    ApiError::not_found(e.to_string())
+}
+
+/// 400 naming the spec's field (when it names one).
+fn invalid(s: SpecError) -> ApiError {
+    let err = ApiError::new(StatusCode::BAD_REQUEST, "invalid", s.message);
+    if s.field.is_empty() {
+        err
+    } else {
+        err.field(s.field)
+    }
+}
+
+/// 409 naming `name`.
+fn name_taken(e: NameTaken) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "name_taken", e.to_string()).field("name")
+}
+
+/// 500: the appliance is stopping.
+fn shutting_down(e: ShuttingDown) -> ApiError {
+    ApiError::internal(e)
+}
+
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> ApiError {
+        match e {
+            CreateError::Spec(s) => invalid(s),
+            CreateError::NameTaken(n) => name_taken(n),
+            CreateError::Store(s) => ApiError::store(&s),
+            CreateError::ShuttingDown(d) => shutting_down(d),
+        }
+    }
+}
+
+impl From<UpdateError> for ApiError {
+    fn from(e: UpdateError) -> ApiError {
+        match e {
+            UpdateError::NotFound(n) => not_found(n),
+            UpdateError::Spec(s) => invalid(s),
+            UpdateError::NameTaken(n) => name_taken(n),
+            UpdateError::Store(s) => ApiError::store(&s),
+            UpdateError::ShuttingDown(d) => shutting_down(d),
+        }
+    }
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(e: ChangeError) -> ApiError {
+        match e {
+            ChangeError::NotFound(n) => not_found(n),
+            ChangeError::Store(s) => ApiError::store(&s),
+            ChangeError::ShuttingDown(d) => shutting_down(d),
+        }
+    }
+}
+
+impl From<RunNowError> for ApiError {
+    fn from(e: RunNowError) -> ApiError {
+        match e {
+            RunNowError::NotFound(n) => not_found(n),
+            RunNowError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
+            // 507/503 as for any store refusal, with the sentence saying the run did not start.
+            RunNowError::NotRecorded(ref s) => {
+                let mut err = ApiError::store(s);
+                err.message = e.to_string();
+                err
             }
-            err
+            RunNowError::Store(s) => ApiError::store(&s),
+            RunNowError::ShuttingDown(d) => shutting_down(d),
         }
-        JobError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
-        JobError::NameTaken { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "name_taken", e.to_string()).field("name")
+    }
+}
+
+impl From<TestError> for ApiError {
+    fn from(e: TestError) -> ApiError {
+        match e {
+            TestError::Spec(s) => invalid(s),
+            TestError::Store(s) => ApiError::store(&s),
+            TestError::ShuttingDown(d) => shutting_down(d),
         }
-        JobError::Store(s) => ApiError::store(&s),
-        JobError::NotRecorded(ref s) => {
-            let mut err = ApiError::store(s);
-            err.message = e.to_string();
-            err
-        }
-        JobError::ShuttingDown => ApiError::internal(e),
     }
 }
 
@@ -74,10 +160,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> A
             let body = ctx.body.as_ref().ok_or_else(|| {
                 ApiError::bad_request("body", "this request needs a JSON body (the job)")
             })?;
-            let entry = jobs(ctx)?
-                .create(body, &ctx.caller.actor())
-                .await
-                .map_err(job_error)?;
+            let entry = jobs(ctx)?.create(body, &ctx.caller.actor()).await?;
             let mut r = json_response(StatusCode::CREATED, entry.to_json());
             r.headers_mut().insert(
                 hyper::header::LOCATION,
@@ -90,34 +173,25 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> A
             let body = ctx.body.as_ref().ok_or_else(|| {
                 ApiError::bad_request("body", "this request needs a JSON body (the job)")
             })?;
-            let r = jobs(ctx)?
-                .test_action(body, &ctx.caller.actor())
-                .await
-                .map_err(job_error)?;
+            let r = jobs(ctx)?.test_action(body, &ctx.caller.actor()).await?;
             ok(json!({"status": r.status, "ok": r.succeeded(), "error": r.error}))
         }
         JobRoute::Get => {
             let id = id()?;
             let e = jobs(ctx)?
                 .get(id)
-                .ok_or_else(|| job_error(JobError::NotFound(id)))?;
+                .ok_or_else(|| not_found(JobNotFound(id)))?;
             ok(view(ctx, &e))
         }
         JobRoute::Patch => {
             let id = id()?;
             let patch = ctx.object().map(|o| Value::Object(o.clone()))?;
-            let e = jobs(ctx)?
-                .patch(id, &patch, &ctx.caller.actor())
-                .await
-                .map_err(job_error)?;
+            let e = jobs(ctx)?.patch(id, &patch, &ctx.caller.actor()).await?;
             ok(e.to_json())
         }
         JobRoute::Delete => {
             let id = id()?;
-            let e = jobs(ctx)?
-                .delete(id, &ctx.caller.actor())
-                .await
-                .map_err(job_error)?;
+            let e = jobs(ctx)?.delete(id, &ctx.caller.actor()).await?;
             ok(json!({"deleted": e.record.id.to_string(), "name": e.record.spec.name}))
         }
         JobRoute::Pause | JobRoute::Resume => {
@@ -130,18 +204,8 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> A
             let catch_up = match (&ctx.body, action) {
                 (None, _) => false,
                 (Some(_), "resume") => {
-                    let obj = ctx.object()?;
-                    super::deny_unknown(obj, &["catch_up"], "")?;
-                    match obj.get("catch_up") {
-                        None | Some(Value::Null) => false,
-                        Some(Value::Bool(b)) => *b,
-                        Some(_) => {
-                            return Err(ApiError::bad_request(
-                                "catch_up",
-                                "catch_up must be true or false",
-                            ))
-                        }
-                    }
+                    let Resume { catch_up } = body::read(ctx)?;
+                    catch_up.unwrap_or(false)
                 }
                 (Some(_), _) => {
                     return Err(ApiError::bad_request("body", "pause takes no body"));
@@ -149,16 +213,12 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> A
             };
             let e = jobs(ctx)?
                 .set_paused(id, action == "pause", catch_up, &ctx.caller.actor())
-                .await
-                .map_err(job_error)?;
+                .await?;
             ok(e.to_json())
         }
         JobRoute::Run => {
             let id = id()?;
-            let run = jobs(ctx)?
-                .run_now(id, &ctx.caller.actor())
-                .await
-                .map_err(job_error)?;
+            let run = jobs(ctx)?.run_now(id, &ctx.caller.actor()).await?;
             let mut r = json_response(
                 StatusCode::ACCEPTED,
                 json!({"job": id.to_string(), "run": run.to_string(), "status": "started"}),
@@ -173,7 +233,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> A
         JobRoute::Runs => {
             let id = id()?;
             if jobs(ctx)?.get(id).is_none() {
-                return Err(job_error(JobError::NotFound(id)));
+                return Err(not_found(JobNotFound(id)));
             }
             runs(ctx, Some(id)).await
         }
@@ -280,7 +340,7 @@ pub(super) async fn runs(ctx: &Ctx<'_>, job: Option<JobId>) -> ApiResult {
             limit: view::read_limit(limit),
         })
         .await
-        .map_err(job_error)?;
+        .map_err(|e| ApiError::store(&e))?;
     let (runs, next) = view::page(runs, limit, |r| r.id.to_string());
     let runs: Vec<RunView> = runs.iter().map(RunView::from).collect();
     ok(json!({"runs": runs, "next_cursor": next}))
@@ -310,4 +370,88 @@ pub(super) async fn stats(ctx: &Ctx<'_>) -> ApiResult {
         "tasks": {"queued": tasks.queued, "leased": tasks.leased},
         "uptime_s": ctx.service.started().elapsed().as_secs(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each operation's errors answer with the status, code, field and sentence they always had.
+    #[test]
+    fn each_operations_errors_keep_their_http_answer() {
+        let id: JobId = "00000000deadbeef".parse().unwrap();
+        let spec = || SpecError {
+            field: "trigger.cron".into(),
+            message: "bad minute".into(),
+        };
+        let taken = || NameTaken {
+            name: "raid".into(),
+            id,
+        };
+        let answer = |e: ApiError| (e.status.as_u16(), e.code, e.field, e.message);
+        let some = |f: &str| Some(f.to_string());
+        assert_eq!(
+            answer(CreateError::from(spec()).into()),
+            (400, "invalid", some("trigger.cron"), "bad minute".into())
+        );
+        assert_eq!(
+            answer(CreateError::from(taken()).into()),
+            (409, "name_taken", some("name"), "job 00000000deadbeef is already called 'raid'; job names are unique (ignoring case): pick another or change that job".into())
+        );
+        assert_eq!(
+            answer(CreateError::from(crate::store::StoreError::DiskFull).into()).0,
+            507
+        );
+        assert_eq!(
+            answer(UpdateError::from(JobNotFound(id)).into()),
+            (
+                404,
+                "not_found",
+                None,
+                "no job with id 00000000deadbeef".into()
+            )
+        );
+        assert_eq!(answer(UpdateError::from(taken()).into()).1, "name_taken");
+        assert_eq!(
+            answer(ChangeError::from(ShuttingDown).into()),
+            (
+                500,
+                "internal",
+                None,
+                "internal error: the scheduler is shutting down".into()
+            )
+        );
+        assert_eq!(
+            answer(RunNowError::Busy(id).into()),
+            (409, "busy", None, "job 00000000deadbeef already runs its maximum number of instances; try again when one finishes".into())
+        );
+        assert_eq!(
+            answer(RunNowError::NotRecorded(crate::store::StoreError::DiskFull).into()),
+            (507, "insufficient_storage", None, "the run could not be recorded, so it did not start: the appliance's disk is full: nothing was saved; free space on the server and try again".into())
+        );
+        assert_eq!(answer(TestError::from(spec()).into()).0, 400);
+    }
+
+    #[test]
+    fn resume_body_names_the_field_it_refuses() {
+        let decode = |v: Value| body::decode::<Resume>(v.as_object().unwrap());
+        let e = decode(json!({"catch_up": "yes"})).unwrap_err();
+        assert_eq!(
+            (e.field.as_deref(), e.message.as_str()),
+            (Some("catch_up"), "catch_up must be true or false")
+        );
+        let e = decode(json!({"catch_up": true, "since": 1})).unwrap_err();
+        assert_eq!(
+            (e.field.as_deref(), e.message.as_str()),
+            (
+                Some("since"),
+                "unknown field 'since'; expected one of: catch_up"
+            )
+        );
+        assert_eq!(
+            decode(json!({"catch_up": true})).unwrap().catch_up,
+            Some(true)
+        );
+        assert_eq!(decode(json!({"catch_up": null})).unwrap().catch_up, None);
+    }
 }

@@ -43,6 +43,7 @@ pub struct WriteLimiter {
 }
 
 impl WriteLimiter {
+    /// A limiter granting `rate` tokens per second per peer, up to its burst.
     pub fn new(rate: Rate) -> WriteLimiter {
         WriteLimiter {
             rate,
@@ -88,6 +89,7 @@ pub struct DeniedLog {
 }
 
 impl DeniedLog {
+    /// A log admitting one entry per peer and route per `window`.
     pub fn new(window: Duration) -> DeniedLog {
         DeniedLog {
             window,
@@ -160,10 +162,20 @@ pub struct BufferBudget {
 pub enum BudgetError {
     /// The peer already holds its share.
     #[error("this peer already has {held} bytes of request bodies in flight (limit {limit}); wait for its other requests to finish")]
-    Peer { held: u64, limit: u64 },
+    Peer {
+        /// Bytes the peer holds.
+        held: u64,
+        /// Its share.
+        limit: u64,
+    },
     /// The appliance as a whole holds its limit.
     #[error("the appliance is holding {held} bytes of request bodies (limit {limit}); retry in a moment")]
-    Total { held: u64, limit: u64 },
+    Total {
+        /// Bytes held by all peers.
+        held: u64,
+        /// The total budget.
+        limit: u64,
+    },
 }
 
 /// Bytes reserved by one request; released when dropped.
@@ -188,6 +200,7 @@ impl Drop for Reservation<'_> {
 }
 
 impl BufferBudget {
+    /// A budget of `per_peer` bytes for each peer and `total` for all of them.
     pub fn new(per_peer: u64, total: u64) -> BufferBudget {
         BufferBudget {
             per_peer,

@@ -39,8 +39,8 @@ mod endpoint;
 mod hygiene;
 mod jobs;
 pub mod limits;
+mod members;
 mod metrics;
-mod peers;
 mod preview;
 pub mod routes;
 mod schedulezero;
@@ -150,6 +150,7 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// Fresh state for the given configuration: no connections, empty limiters.
     pub fn new(config: ApiConfig) -> ApiState {
         ApiState {
             guards: Guards::new(&config),
@@ -164,6 +165,7 @@ impl ApiState {
 pub const DENIED_LOG_WINDOW: Duration = Duration::from_secs(60);
 
 impl Guards {
+    /// Limiters sized by the configuration.
     pub fn new(cfg: &ApiConfig) -> Guards {
         Guards {
             writes: Mutex::new(limits::WriteLimiter::new(cfg.write_rate)),
@@ -181,7 +183,8 @@ fn now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
-/// The port the API listens on inside the tunnel.
+/// The port the API listens on inside the tunnel: its one definition (the netstack's default
+/// [`crate::netstack::Limits::port`] and the startup log read it).
 pub const PORT: u16 = 8888;
 
 /// Counts open HTTP connections per peer address.
@@ -406,7 +409,7 @@ async fn record_denied(
         seq: 0,
         at_ms: crate::service::unix_now_ms(),
         actor: who.actor(),
-        action: "denied".into(),
+        action: crate::model::AuditAction::Denied,
         target: Some(route.clone()),
         summary: json!({
             "route": route,
@@ -490,6 +493,7 @@ async fn dispatch(ctx: &Ctx<'_>, handler: routes::Handler, params: &[&str]) -> A
             "peer": ctx.caller.name,
             "role": ctx.caller.role.as_str(),
             "address": ctx.caller.address.to_string(),
+            "permitted": routes::permitted(ctx.caller.role),
         })),
         H::Audit => audit::list(ctx).await,
         H::EndpointGet => endpoint::get(ctx),
@@ -498,7 +502,7 @@ async fn dispatch(ctx: &Ctx<'_>, handler: routes::Handler, params: &[&str]) -> A
         H::OpenApi => Ok(openapi()),
         H::Runs => jobs::runs(ctx, None).await,
         H::Stats => jobs::stats(ctx).await,
-        H::Peer(r) => peers::handle(ctx, r, params).await,
+        H::Peer(r) => members::handle(ctx, r, params).await,
         H::Job(r) => jobs::handle(ctx, r, params).await,
         H::HandlerRegister => tasks::register(ctx).await,
         H::HandlersList => tasks::list(ctx).await,
@@ -699,7 +703,21 @@ mod tests {
             endpoint: ::peers::Endpoint::parse("vpn.example", 51820).unwrap(),
             created_at: 0,
         };
-        let (commands, _) = tokio::sync::mpsc::channel(1);
+        // The network side stands in: every peer change is "live" at once.
+        let (commands, mut network) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            use crate::driver::Command;
+            while let Some(command) = network.recv().await {
+                match command {
+                    Command::UpsertPeer(_, done) | Command::RemovePeer { done, .. } => {
+                        let _ = done.send(());
+                    }
+                    Command::PeerStats(done) => {
+                        let _ = done.send(vec![]);
+                    }
+                }
+            }
+        });
         let (_, stop) = tokio::sync::watch::channel(false);
         let (jobs, _) = crate::scheduler::start(store.clone(), Default::default(), stop).unwrap();
         Arc::new(Service::new(crate::service::ServiceParts {
@@ -723,9 +741,20 @@ mod tests {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        call_as(service, ::peers::Role::Admin, method, path, body).await
+    }
+
+    /// A request from a peer "leader" with this role (not looked up: the role is given).
+    async fn call_as(
+        service: &Service,
+        role: ::peers::Role,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let who = Caller {
             name: "leader".into(),
-            role: ::peers::Role::Admin,
+            role,
             address: Ipv4Addr::new(10, 88, 88, 2),
             fingerprint: "f".into(),
             endpoint: None,
@@ -737,7 +766,11 @@ mod tests {
         };
         let status = r.status();
         let bytes = r.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap())
+        // The dashboard's page and assets are not JSON.
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     // Deterministic: the scheduler's startup sweep (prune) writes nothing on an empty store,
@@ -856,8 +889,119 @@ mod tests {
             "new.example.org:51820"
         );
         let audit = service.store().audit_page(None, None, 10).unwrap();
-        assert_eq!(audit[0].action, "server.endpoint");
+        assert_eq!(audit[0].action, crate::model::AuditAction::ServerEndpoint);
         assert_eq!(audit[0].actor.peer, "leader");
+    }
+
+    /// The dashboard's member changes go through the API's PATCH: one field at a time is
+    /// audited as the CLI's command is; and its QR codes carry the compact config, as the
+    /// CLI's do.
+    #[tokio::test]
+    async fn dashboard_peer_changes_are_audited_as_the_clis_and_its_qr_is_compact() {
+        let disk = crate::store::testing::Disk::default();
+        let service = service_on(&disk);
+        assert!(service.store().init_server(&service.server()).unwrap());
+        let qr_of = |v: &Value| {
+            let config = ::peers::ClientConfig::parse(v["config"].as_str().unwrap()).unwrap();
+            let compact = ::peers::render_svg(&config.render_compact()).unwrap();
+            let readable = ::peers::render_svg(v["config"].as_str().unwrap()).unwrap();
+            assert_ne!(compact, readable, "the two forms give different codes");
+            assert_eq!(
+                v["qr_svg"],
+                compact.as_str(),
+                "the code carries the compact config"
+            );
+        };
+        let (status, added) = call(
+            &service,
+            Method::POST,
+            "/api/v1/peers",
+            Some(json!({"name": "otto", "role": "officer"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{added}");
+        qr_of(&added);
+        for change in [
+            json!({"role": "viewer"}),
+            json!({"enabled": false}),
+            json!({"enabled": true}),
+            json!({"role": "admin", "enabled": true}),
+        ] {
+            let (status, v) =
+                call(&service, Method::PATCH, "/api/v1/peers/otto", Some(change)).await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+        }
+        let (status, rotated) =
+            call(&service, Method::POST, "/api/v1/peers/otto/rotate", None).await;
+        assert_eq!(status, StatusCode::OK, "{rotated}");
+        qr_of(&rotated);
+        let actions: Vec<String> = service
+            .store()
+            .audit_page(None, None, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.action.to_string())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "peer.rotate",
+                "peer.update",
+                "peer.enable",
+                "peer.disable",
+                "peer.role",
+                "peer.add"
+            ]
+        );
+    }
+
+    /// `GET /api/v1/whoami` lists what the caller may call, from the route table, and the
+    /// router agrees: every route listed passes the role check, every other is a 403.
+    #[tokio::test]
+    async fn whoami_lists_exactly_the_routes_the_router_lets_the_role_through() {
+        use ::peers::Role::*;
+        let disk = crate::store::testing::Disk::default();
+        let service = service_on(&disk);
+        assert!(service.store().init_server(&service.server()).unwrap());
+        let mut lists = Vec::new();
+        for role in [Viewer, Officer, Admin, Handler] {
+            let (status, me) = call_as(&service, role, Method::GET, "/api/v1/whoami", None).await;
+            assert_eq!(
+                (status, me["role"].as_str()),
+                (StatusCode::OK, Some(role.as_str()))
+            );
+            let permitted: Vec<String> = me["permitted"]
+                .as_array()
+                .expect("a list")
+                .iter()
+                .map(|r| r.as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(permitted, routes::permitted(role), "{role}");
+            for route in routes::ROUTES {
+                let path = route
+                    .path
+                    .split('/')
+                    .map(|s| if s.starts_with('{') { "x" } else { s })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let method: Method = route.method.parse().unwrap();
+                let (status, v) = call_as(&service, role, method, &path, None).await;
+                let refused =
+                    status == StatusCode::FORBIDDEN && v["error"]["code"] == "forbidden_role";
+                let listed = permitted.contains(&format!("{} {}", route.method, route.path));
+                assert_eq!(
+                    refused, !listed,
+                    "{role}: {} {path}: {status} {v}",
+                    route.method
+                );
+            }
+            lists.push(permitted);
+        }
+        for (i, a) in lists.iter().enumerate() {
+            for b in &lists[..i] {
+                assert_ne!(a, b, "a change of role changes the list");
+            }
+        }
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! reads the clock. Read-only: nothing is stored or audited.
 
 use jiff::Timestamp;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
+use super::body::{self, Body};
 use super::{ok, ApiError, ApiResult, Ctx};
 use crate::sched::spec::parse_trigger;
 use crate::sched::{SpecError, Trigger};
@@ -17,6 +19,39 @@ use crate::sched::{SpecError, Trigger};
 pub const DEFAULT_COUNT: usize = 5;
 /// Most fire times one preview may ask for.
 pub const MAX_COUNT: usize = 20;
+
+/// A preview's body: the trigger as a job would carry it (parsed by [`parse_trigger`] against
+/// the route's `now`), and how many fire times to show.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewBody {
+    #[serde(default, deserialize_with = "body::raw")]
+    trigger: Option<Value>,
+    #[serde(default, deserialize_with = "count_field")]
+    count: Option<u64>,
+}
+
+impl Body for PreviewBody {
+    const FIELDS: &'static [&'static str] = &["trigger", "count"];
+}
+
+/// 1 to [`MAX_COUNT`] (absent or null: [`DEFAULT_COUNT`]); the sentence names no field, as the
+/// preview's errors never have (the form shows it next to the field).
+fn count_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        v => v
+            .as_u64()
+            .filter(|n| (1..=MAX_COUNT as u64).contains(n))
+            .map(Some)
+            .ok_or_else(|| {
+                body::refuse(
+                    "count",
+                    format!("must be a whole number from 1 to {MAX_COUNT}"),
+                )
+            }),
+    }
+}
 
 /// Up to `count` fire times of `trigger` strictly after `now`, in order; fewer when the trigger
 /// runs out (an `at`, or an `end`).
@@ -49,37 +84,20 @@ pub fn preview(body: Option<&Value>, now: Timestamp) -> Result<Value, SpecError>
             "send a JSON object such as {\"trigger\": {\"cron\": \"45 19 * * THU\"}}",
         ));
     };
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !matches!(k.as_str(), "trigger" | "count"))
-    {
-        return Err(bad(
-            k,
-            &format!("unknown field '{k}'; expected one of: trigger, count"),
-        ));
-    }
-    let trigger = match obj.get("trigger") {
+    let PreviewBody { trigger, count } = body::decode(obj).map_err(|e| SpecError {
+        field: e.field.unwrap_or_else(|| "body".into()),
+        message: e.message,
+    })?;
+    let trigger = match trigger {
         None | Some(Value::Null) => {
             return Err(bad(
                 "trigger",
                 "is required: an object with one of at, every, cron",
             ))
         }
-        Some(t) => parse_trigger(t, Some(now))?,
+        Some(t) => parse_trigger(&t, Some(now))?,
     };
-    let count = match obj.get("count") {
-        None | Some(Value::Null) => DEFAULT_COUNT,
-        Some(v) => v
-            .as_u64()
-            .filter(|n| (1..=MAX_COUNT as u64).contains(n))
-            .map(|n| n as usize)
-            .ok_or_else(|| {
-                bad(
-                    "count",
-                    &format!("must be a whole number from 1 to {MAX_COUNT}"),
-                )
-            })?,
-    };
+    let count = count.map_or(DEFAULT_COUNT, |n| n as usize);
     let zone = match &trigger {
         Trigger::Cron { zone, .. } => zone.name().to_string(),
         _ => "UTC".to_string(),
@@ -210,6 +228,34 @@ mod tests {
             "x"
         );
         assert_eq!(preview(None, ts(now)).unwrap_err().field, "body", "no body");
+    }
+
+    /// The typed body: an unknown field and a wrongly typed one are refused by name, with the
+    /// preview's own sentences.
+    #[test]
+    fn unknown_and_wrongly_typed_fields_are_refused_by_name() {
+        let now = ts("2026-01-01T00:00:00Z");
+        let e = preview(Some(&json!({"trigger": {"every": "1h"}, "counts": 2})), now).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.message.as_str()),
+            (
+                "counts",
+                "unknown field 'counts'; expected one of: trigger, count"
+            )
+        );
+        let e = preview(
+            Some(&json!({"trigger": {"every": "1h"}, "count": "2"})),
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.message.as_str()),
+            ("count", "must be a whole number from 1 to 20")
+        );
+        let e = preview(Some(&json!({"trigger": null})), now).unwrap_err();
+        assert_eq!(e.field, "trigger");
+        let e = preview(Some(&json!({"trigger": "every hour"})), now).unwrap_err();
+        assert!(e.field.starts_with("trigger"), "{}", e.field);
     }
 
     #[test]

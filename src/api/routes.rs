@@ -3,7 +3,8 @@
 //!
 //! Layer: pure (data and matching). The router ([`super::route`]) looks every request up here,
 //! checks the route's role once — no handler checks access itself — and dispatches on the
-//! handler. Metric labels ([`super::route_template`]), the routes a handler peer may call, and
+//! handler. Metric labels ([`super::route_template`]), the routes a handler peer may call,
+//! what the dashboard shows each role ([`permitted`], through `GET /api/v1/whoami`) and
 //! `tests/openapi.rs` (every route documented, nothing else) read the same table.
 
 use super::Need;
@@ -11,73 +12,121 @@ use super::Need;
 /// A route of `/api/v1/peers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerRoute {
+    /// `GET /api/v1/peers`: every peer with its statistics.
     List,
+    /// `POST /api/v1/peers`: add a peer; the reply carries its config and QR code.
     Create,
+    /// `GET /api/v1/peers/{name}`: one peer.
     Get,
+    /// `PATCH /api/v1/peers/{name}`: change its role or enable/disable it.
     Patch,
+    /// `DELETE /api/v1/peers/{name}`: remove it and free its address.
     Delete,
+    /// `POST /api/v1/peers/{name}/rotate`: a new key and config; the old key stops working.
     Rotate,
 }
 
 /// A route of `/api/v1/jobs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobRoute {
+    /// `GET /api/v1/jobs`: every job, next fire first.
     List,
+    /// `POST /api/v1/jobs`: create a job.
     Create,
+    /// `POST /api/v1/jobs/test`: send one webhook attempt of an unsaved job.
     Test,
+    /// `GET /api/v1/jobs/{id}`: one job.
     Get,
+    /// `PATCH /api/v1/jobs/{id}`: change a job's spec.
     Patch,
+    /// `DELETE /api/v1/jobs/{id}`: delete a job (its runs stay until pruned).
     Delete,
+    /// `POST /api/v1/jobs/{id}/pause`: stop its fires.
     Pause,
+    /// `POST /api/v1/jobs/{id}/resume`: fire again, from now or catching up.
     Resume,
+    /// `POST /api/v1/jobs/{id}/run`: fire now, outside the schedule.
     Run,
+    /// `GET /api/v1/jobs/{id}/runs`: the job's run history.
     Runs,
 }
 
 /// A route of a handler peer's task queue, `/api/v1/tasks`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskRoute {
+    /// `POST /api/v1/tasks/lease`: long-poll for the caller's queued tasks.
     Lease,
+    /// `POST /api/v1/tasks/{id}/heartbeat`: extend a held lease.
     Heartbeat,
+    /// `POST /api/v1/tasks/{id}/ack`: finish a held task with its result.
     Ack,
+    /// `POST /api/v1/tasks/{id}/fail`: report a failed attempt (retried or final).
     Fail,
 }
 
 /// A ScheduleZero route (`/api/…` outside `/api/v1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScheduleZeroRoute {
+    /// `GET /api/health`: ScheduleZero's liveness check.
     Health,
+    /// `GET /api/handlers`: registered handlers in ScheduleZero's shape.
     Handlers,
+    /// `POST /api/schedule`: create a job from a ScheduleZero trigger form.
     Schedule,
+    /// `POST /api/run_now`: run a handler method once and wait for its answer.
     RunNow,
+    /// `GET /api/schedules`: jobs in ScheduleZero's shape.
     Schedules,
+    /// `DELETE /api/schedules/{id}`: delete a job.
     Delete,
+    /// `GET /api/executions`: run history in ScheduleZero's shape.
     Executions,
+    /// `GET /api/executions/stats`: run counters.
     ExecutionStats,
+    /// `GET /api/executions/errors`: failed runs.
     ExecutionErrors,
+    /// `POST /api/executions/clear`: delete the finished run history.
     ExecutionsClear,
 }
 
 /// Which handler serves a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handler {
+    /// The dashboard page, `GET /`.
     Index,
+    /// The dashboard's script and style sheet, `GET /assets/{name}`.
     Asset,
+    /// Next fire times of an unsaved trigger.
     SchedulePreview,
+    /// Liveness and counters, `GET /api/v1/health`.
     Health,
+    /// The caller's peer name and role.
     Whoami,
+    /// The audit trail, newest first.
     Audit,
+    /// The endpoint client configs carry.
     EndpointGet,
+    /// Change that endpoint.
     EndpointPut,
+    /// Prometheus text exposition, `GET /metrics`.
     Metrics,
+    /// The OpenAPI document.
     OpenApi,
+    /// Runs of every job, newest first.
     Runs,
+    /// Run counters and lateness.
     Stats,
+    /// A route of `/api/v1/peers`.
     Peer(PeerRoute),
+    /// A route of `/api/v1/jobs`.
     Job(JobRoute),
+    /// `PUT /api/v1/handler`: a handler peer registers its methods.
     HandlerRegister,
+    /// `GET /api/v1/handlers`: registered handlers with their queue counts.
     HandlersList,
+    /// A route of a handler's task queue.
     Task(TaskRoute),
+    /// A ScheduleZero compatibility route.
     ScheduleZero(ScheduleZeroRoute),
 }
 
@@ -85,9 +134,13 @@ pub enum Handler {
 /// `{name}` segments match any one segment, the role it needs, and its handler.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
+    /// Upper-case HTTP method.
     pub method: &'static str,
+    /// Path pattern; a `{name}` segment matches any one segment.
     pub path: &'static str,
+    /// The least role that may call it.
     pub need: Need,
+    /// What serves it.
     pub handler: Handler,
 }
 
@@ -327,6 +380,17 @@ pub fn template(segs: &[&str]) -> Option<&'static str> {
         .map(|r| r.path)
 }
 
+/// The routes `role` may call, as `METHOD /path/{param}`, in table order: `GET
+/// /api/v1/whoami` gives them as `permitted`, and the dashboard shows a control only when its
+/// route is there (the router still checks every request).
+pub fn permitted(role: ::peers::Role) -> Vec<String> {
+    ROUTES
+        .iter()
+        .filter(|r| r.need.allows(role))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
 /// Whether a handler peer may call this path at all: some route there admits the handler
 /// role (health, whoami, openapi.json, the dashboard's static files, registration, tasks).
 pub fn handler_may_call(segs: &[&str]) -> bool {
@@ -363,6 +427,48 @@ mod tests {
             lookup("POST", &segs("/api/v1/peers/alice/rotate")),
             Lookup::Found(r, ref p) if r.need == Need::Admin && p == &["alice"]
         ));
+    }
+
+    /// What each role may call comes from the table: a change of role changes the list, and
+    /// every entry is a route whose requirement the role meets.
+    #[test]
+    fn permitted_routes_follow_the_role() {
+        use ::peers::Role::*;
+        let of = |role| permitted(role);
+        let has = |role, route: &str| of(role).iter().any(|r| r == route);
+        assert!(has(Viewer, "GET /api/v1/jobs"));
+        assert!(!has(Viewer, "POST /api/v1/jobs"));
+        assert!(has(Officer, "POST /api/v1/jobs"));
+        assert!(has(Officer, "POST /api/v1/jobs/{id}/run"));
+        assert!(!has(Officer, "GET /api/v1/peers"));
+        assert!(!has(Officer, "GET /api/v1/audit"));
+        assert!(has(Admin, "GET /api/v1/peers"));
+        assert!(has(Admin, "PATCH /api/v1/peers/{name}"));
+        assert!(
+            !has(Admin, "POST /api/v1/tasks/lease"),
+            "admins do not lease"
+        );
+        assert!(has(Handler, "POST /api/v1/tasks/lease"));
+        assert!(!has(Handler, "GET /api/v1/jobs"));
+        let roles = [Viewer, Officer, Admin, Handler];
+        for (i, a) in roles.iter().enumerate() {
+            for b in &roles[..i] {
+                assert_ne!(of(*a), of(*b), "{a} and {b}");
+            }
+            let expect: Vec<String> = ROUTES
+                .iter()
+                .filter(|r| r.need.allows(*a))
+                .map(|r| format!("{} {}", r.method, r.path))
+                .collect();
+            assert_eq!(of(*a), expect, "{a}");
+        }
+        // Everything a viewer may do, an officer may, and an admin may do all of that too.
+        for r in of(Viewer) {
+            assert!(has(Officer, &r), "{r}");
+        }
+        for r in of(Officer) {
+            assert!(has(Admin, &r), "{r}");
+        }
     }
 
     #[test]

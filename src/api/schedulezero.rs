@@ -17,14 +17,17 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 use jiff::Timestamp;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
+use super::body::{self, Body};
 use super::routes::ScheduleZeroRoute;
-use super::{deny_unknown, deny_unknown_query, json_response, ok, ApiError, ApiResult, Ctx, Need};
+use super::{deny_unknown_query, json_response, ok, ApiError, ApiResult, Ctx, Need};
 use crate::model::{RunFilter, RunRecord, RunStatus};
 use crate::sched::apscheduler;
+use crate::sched::SpecError;
 use crate::sched::{JobId, Trigger};
-use crate::scheduler::{Handle, JobEntry, JobError};
+use crate::scheduler::{ChangeError, CreateError, Handle, JobEntry, RunNowError};
 
 /// Metadata key holding the ScheduleZero job id.
 pub const SZ_ID: &str = "schedulezero_job_id";
@@ -61,26 +64,44 @@ fn sz_field(native: &str) -> String {
     f.to_string()
 }
 
-fn job_error(e: JobError) -> ApiError {
+// The scheduler's errors in ScheduleZero's terms, one function per operation used here. Storage
+// failures are 500s (ScheduleZero has no 507), and fields carry ScheduleZero's names.
+
+/// A spec refusal, naming ScheduleZero's field; an unknown handler is a 404, as there.
+fn invalid(s: SpecError) -> ApiError {
+    let field = sz_field(&s.field);
+    if field == "handler_id" {
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_handler", s.message).field(field)
+    } else {
+        ApiError::bad_request(field, s.message)
+    }
+}
+
+fn create_error(e: CreateError) -> ApiError {
     match e {
-        JobError::Spec(s) => {
-            let field = sz_field(&s.field);
-            if field == "handler_id" {
-                // ScheduleZero answers an unknown handler with 404.
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_handler", s.message).field(field)
-            } else {
-                ApiError::bad_request(field, s.message)
-            }
-        }
-        JobError::NotFound(_) => ApiError::not_found(e.to_string()).field("id"),
+        CreateError::Spec(s) => invalid(s),
         // Job names are unique and a ScheduleZero job_id is the job's name.
-        JobError::NameTaken { .. } => {
+        CreateError::NameTaken(_) => {
             ApiError::new(StatusCode::CONFLICT, "duplicate_job_id", e.to_string()).field("job_id")
         }
-        JobError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
-        JobError::Store(_) | JobError::NotRecorded(_) | JobError::ShuttingDown => {
+        CreateError::Store(_) | CreateError::ShuttingDown(_) => ApiError::internal(e),
+    }
+}
+
+fn run_now_error(e: RunNowError) -> ApiError {
+    match e {
+        RunNowError::NotFound(_) => ApiError::not_found(e.to_string()).field("id"),
+        RunNowError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
+        RunNowError::NotRecorded(_) | RunNowError::Store(_) | RunNowError::ShuttingDown(_) => {
             ApiError::internal(e)
         }
+    }
+}
+
+fn delete_error(e: ChangeError) -> ApiError {
+    match e {
+        ChangeError::NotFound(_) => ApiError::not_found(e.to_string()).field("id"),
+        ChangeError::Store(_) | ChangeError::ShuttingDown(_) => ApiError::internal(e),
     }
 }
 
@@ -131,31 +152,138 @@ async fn handlers(ctx: &Ctx<'_>) -> ApiResult {
     ok(json!({"handlers": out}))
 }
 
-/// A required non-empty string field.
-fn string<'a>(obj: &'a Map<String, Value>, key: &str, example: &str) -> Result<&'a str, ApiError> {
-    match obj.get(key) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-        None | Some(Value::Null) => Err(ApiError::bad_request(
-            key,
-            format!("{key} is required, e.g. {example:?}"),
-        )),
-        Some(_) => Err(ApiError::bad_request(
+/// A ScheduleZero call, in its names: `POST /api/schedule` reads all of it ([`Schedule`]),
+/// `POST /api/run_now` all but the trigger ([`RunNow`]; an unknown field there).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Form {
+    #[serde(default, deserialize_with = "handler_field")]
+    handler_id: Option<String>,
+    #[serde(default, deserialize_with = "method_field")]
+    job_method: Option<String>,
+    #[serde(default, deserialize_with = "params_field")]
+    job_params: Option<Value>,
+    /// APScheduler's trigger object, translated by [`apscheduler::translate`] once the call
+    /// itself is known to be complete.
+    #[serde(default, deserialize_with = "body::raw")]
+    trigger: Option<Value>,
+    /// The schedule's name ([`job_id`] checks it); `run_now` accepts and ignores it, as its
+    /// carrier job gets a name of its own.
+    #[serde(default, deserialize_with = "body::raw")]
+    job_id: Option<Value>,
+}
+
+/// `POST /api/schedule`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+struct Schedule(Form);
+
+impl Body for Schedule {
+    const FIELDS: &'static [&'static str] = &[
+        "handler_id",
+        "job_method",
+        "job_params",
+        "trigger",
+        "job_id",
+    ];
+}
+
+/// `POST /api/run_now`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+struct RunNow(Form);
+
+impl Body for RunNow {
+    const FIELDS: &'static [&'static str] = &["handler_id", "job_method", "job_params", "job_id"];
+}
+
+/// `POST /api/executions/clear`'s body (may be left out): nothing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Clear {}
+
+impl Body for Clear {
+    const FIELDS: &'static [&'static str] = &[];
+}
+
+const HANDLER_EXAMPLE: &str = "discord-bot";
+const METHOD_EXAMPLE: &str = "send_message";
+
+/// The 400 for a required string field left out (or null).
+fn required(key: &str, example: &str) -> String {
+    format!("{key} is required, e.g. {example:?}")
+}
+
+/// A required non-empty string field: present, it must be one.
+fn non_empty<'de, D: Deserializer<'de>>(
+    d: D,
+    key: &str,
+    example: &str,
+) -> Result<Option<String>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) if !s.trim().is_empty() => Ok(Some(s)),
+        Value::Null => Err(body::refuse(key, required(key, example))),
+        _ => Err(body::refuse(
             key,
             format!("{key} must be a non-empty string, e.g. {example:?}"),
         )),
     }
 }
 
-/// `job_params`: an object, `{}` when absent.
-fn params(obj: &Map<String, Value>) -> Result<Value, ApiError> {
-    match obj.get("job_params") {
-        None | Some(Value::Null) => Ok(json!({})),
-        Some(p @ Value::Object(_)) => Ok(p.clone()),
-        Some(_) => Err(ApiError::bad_request(
+fn handler_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    non_empty(d, "handler_id", HANDLER_EXAMPLE)
+}
+
+fn method_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    non_empty(d, "job_method", METHOD_EXAMPLE)
+}
+
+/// `job_params`: an object (absent or null: `{}` at the call).
+fn params_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        p @ Value::Object(_) => Ok(Some(p)),
+        _ => Err(body::refuse(
             "job_params",
             "job_params must be a JSON object, e.g. {\"channel_id\": 123, \"content\": \"hi\"}",
         )),
     }
+}
+
+/// `job_id`: a name for the schedule (absent or null: `None`, one is made up).
+fn job_id(v: Option<Value>) -> Result<Option<String>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s))
+            if !s.trim().is_empty()
+                && s.chars().count() <= crate::sched::spec::MAX_NAME_CHARS
+                && !s.chars().any(|c| c.is_control() || c == '/') =>
+        {
+            Ok(Some(s))
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "job_id",
+            format!(
+                "job_id must be a string of 1 to {} characters without '/' or control characters, e.g. \"ding-dong-1\"",
+                crate::sched::spec::MAX_NAME_CHARS
+            ),
+        )),
+    }
+}
+
+/// The handler, method and params of a call, each required but the params.
+fn handler_call(
+    handler: Option<String>,
+    method: Option<String>,
+    params: Option<Value>,
+) -> Result<(String, String, Value), ApiError> {
+    let handler = handler.ok_or_else(|| {
+        ApiError::bad_request("handler_id", required("handler_id", HANDLER_EXAMPLE))
+    })?;
+    let method = method.ok_or_else(|| {
+        ApiError::bad_request("job_method", required("job_method", METHOD_EXAMPLE))
+    })?;
+    Ok((handler, method, params.unwrap_or_else(|| json!({}))))
 }
 
 /// The job carrying a ScheduleZero id, if any.
@@ -184,51 +312,23 @@ fn sz_id(e: &JobEntry) -> String {
 // Driver: the default job_id carries the wall-clock time, as ScheduleZero's does.
 #[allow(clippy::disallowed_methods)]
 async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
-    let obj = ctx.object()?;
-    deny_unknown(
-        obj,
-        &[
-            "handler_id",
-            "job_method",
-            "job_params",
-            "trigger",
-            "job_id",
-        ],
-        "",
-    )?;
-    let handler = string(obj, "handler_id", "discord-bot")?;
-    let method = string(obj, "job_method", "send_message")?;
-    let params = params(obj)?;
-    let trigger = obj.get("trigger").ok_or_else(|| {
+    let Schedule(body) = body::read(ctx)?;
+    let (handler, method, params) =
+        handler_call(body.handler_id, body.job_method, body.job_params)?;
+    let trigger = body.trigger.ok_or_else(|| {
         ApiError::bad_request(
             "trigger",
             "trigger is required, e.g. {\"type\": \"cron\", \"hour\": 9, \"minute\": 0}",
         )
     })?;
     let t =
-        apscheduler::translate(trigger).map_err(|e| ApiError::bad_request(e.field, e.message))?;
-    let job_id = match obj.get("job_id") {
-        None | Some(Value::Null) => format!(
+        apscheduler::translate(&trigger).map_err(|e| ApiError::bad_request(e.field, e.message))?;
+    let job_id = job_id(body.job_id)?.unwrap_or_else(|| {
+        format!(
             "{handler}_{method}_{}",
             Timestamp::now().as_millisecond() / 1000
-        ),
-        Some(Value::String(s))
-            if !s.trim().is_empty()
-                && s.chars().count() <= crate::sched::spec::MAX_NAME_CHARS
-                && !s.chars().any(|c| c.is_control() || c == '/') =>
-        {
-            s.clone()
-        }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "job_id",
-                format!(
-                    "job_id must be a string of 1 to {} characters without '/' or control characters, e.g. \"ding-dong-1\"",
-                    crate::sched::spec::MAX_NAME_CHARS
-                ),
-            ))
-        }
-    };
+        )
+    });
     let mut spec = json!({
         "name": job_id,
         "trigger": t.trigger,
@@ -254,7 +354,7 @@ async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
     let entry = jobs
         .create(&spec, &ctx.caller.actor())
         .await
-        .map_err(job_error)?;
+        .map_err(create_error)?;
     Ok(json_response(
         StatusCode::CREATED,
         json!({
@@ -268,15 +368,9 @@ async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
 
 /// `POST /api/run_now`: one durable run of `handler_id.job_method`, carried by a paused job.
 async fn run_now(ctx: &Ctx<'_>) -> ApiResult {
-    let obj = ctx.object()?;
-    deny_unknown(
-        obj,
-        &["handler_id", "job_method", "job_params", "job_id"],
-        "",
-    )?;
-    let handler = string(obj, "handler_id", "discord-bot")?;
-    let method = string(obj, "job_method", "send_message")?;
-    let params = params(obj)?;
+    let RunNow(body) = body::read(ctx)?;
+    let (handler, method, params) =
+        handler_call(body.handler_id, body.job_method, body.job_params)?;
     let jobs = jobs(ctx)?;
     let actor = ctx.caller.actor();
     // Paused and with a date far ahead: it only ever runs through run_now below. Its attempt may
@@ -290,9 +384,9 @@ async fn run_now(ctx: &Ctx<'_>) -> ApiResult {
         "action": {"handler": {"id": handler, "method": method, "params": params}},
         "metadata": {SZ_RUN_NOW: true},
     });
-    let carrier = jobs.create(&spec, &actor).await.map_err(job_error)?;
+    let carrier = jobs.create(&spec, &actor).await.map_err(create_error)?;
     let id = carrier.record.id;
-    let run = jobs.run_now(id, &actor).await.map_err(job_error)?;
+    let run = jobs.run_now(id, &actor).await.map_err(run_now_error)?;
     match jobs.tasks.wait_finished(run, RUN_NOW_WAIT).await {
         Some(task) => {
             // Finished: the run record keeps the history; the carrier has done its work.
@@ -389,7 +483,7 @@ async fn delete(ctx: &Ctx<'_>, id: &str) -> ApiResult {
     };
     jobs.delete(e.record.id, &ctx.caller.actor())
         .await
-        .map_err(job_error)?;
+        .map_err(delete_error)?;
     ok(json!({
         "status": "success",
         "message": format!("schedule {id} deleted"),
@@ -569,9 +663,7 @@ async fn errors(ctx: &Ctx<'_>) -> ApiResult {
 
 /// `POST /api/executions/clear`: deletes the finished run history (admin; audited).
 async fn clear(ctx: &Ctx<'_>) -> ApiResult {
-    if ctx.body.is_some() {
-        deny_unknown(ctx.object()?, &[], "")?;
-    }
+    let Clear {} = body::read_or_empty(ctx)?;
     let n = jobs(ctx)?
         .clear_runs(&ctx.caller.actor())
         .await
@@ -586,6 +678,114 @@ async fn clear(ctx: &Ctx<'_>) -> ApiResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::api::body::refused;
+
+    /// The ScheduleZero forms refuse an unknown field and a wrongly typed one, naming it.
+    #[test]
+    fn schedulezero_bodies_name_the_field_they_refuse() {
+        for ((field, message), want_field, want) in [
+            (
+                refused::<Schedule>(json!({"handler_id": "bot", "method_name": "x"})),
+                "method_name",
+                "unknown field 'method_name'; expected one of: handler_id, job_method, job_params, trigger, job_id",
+            ),
+            (
+                refused::<Schedule>(json!({"handler_id": 7})),
+                "handler_id",
+                "handler_id must be a non-empty string, e.g. \"discord-bot\"",
+            ),
+            (
+                refused::<Schedule>(json!({"job_method": null})),
+                "job_method",
+                "job_method is required, e.g. \"send_message\"",
+            ),
+            (
+                refused::<RunNow>(json!({"handler_id": "bot", "trigger": {}})),
+                "trigger",
+                "unknown field 'trigger'; expected one of: handler_id, job_method, job_params, job_id",
+            ),
+            (
+                refused::<RunNow>(json!({"job_params": "x"})),
+                "job_params",
+                "job_params must be a JSON object",
+            ),
+            (
+                refused::<Clear>(json!({"all": true})),
+                "all",
+                "unknown field 'all'",
+            ),
+        ] {
+            assert_eq!(field, want_field, "{message}");
+            assert!(message.starts_with(want), "{field}: {message}");
+        }
+        let e = job_id(Some(json!(7))).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("job_id"));
+        assert!(
+            e.message.starts_with("job_id must be a string of 1 to"),
+            "{}",
+            e.message
+        );
+        assert_eq!(job_id(Some(Value::Null)).unwrap(), None);
+        let Schedule(ok) = body::decode(
+            json!({"handler_id": "bot", "job_method": "echo", "trigger": null, "job_id": "a"})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.trigger,
+            Some(Value::Null),
+            "a null trigger reaches the translation"
+        );
+        assert_eq!(ok.job_id, Some(json!("a")));
+        let e = handler_call(None, Some("echo".into()), None).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("handler_id"));
+        let (_, _, params) = handler_call(Some("bot".into()), Some("echo".into()), None).unwrap();
+        assert_eq!(params, json!({}));
+    }
+
+    /// The scheduler's errors in ScheduleZero's terms: its field names, 500 for storage.
+    #[test]
+    fn scheduler_errors_answer_in_schedulezero_terms() {
+        use crate::scheduler::{JobNotFound, NameTaken};
+        let id: JobId = "00000000deadbeef".parse().unwrap();
+        let e = create_error(
+            NameTaken {
+                name: "a".into(),
+                id,
+            }
+            .into(),
+        );
+        assert_eq!(
+            (e.status, e.code, e.field.as_deref()),
+            (StatusCode::CONFLICT, "duplicate_job_id", Some("job_id"))
+        );
+        let e = create_error(
+            SpecError {
+                field: "action.handler.id".into(),
+                message: "no such handler".into(),
+            }
+            .into(),
+        );
+        assert_eq!(
+            (e.status, e.code, e.field.as_deref()),
+            (StatusCode::NOT_FOUND, "unknown_handler", Some("handler_id"))
+        );
+        let e = delete_error(JobNotFound(id).into());
+        assert_eq!(
+            (e.status, e.field.as_deref()),
+            (StatusCode::NOT_FOUND, Some("id"))
+        );
+        let e = run_now_error(RunNowError::NotRecorded(crate::store::StoreError::DiskFull));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            e.message
+                .starts_with("internal error: the run could not be recorded"),
+            "{}",
+            e.message
+        );
+    }
 
     #[test]
     fn native_fields_read_as_schedulezero_fields() {

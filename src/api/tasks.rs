@@ -9,10 +9,12 @@
 use std::time::Duration;
 
 use hyper::StatusCode;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
 
+use super::body::{self, Body};
 use super::routes::TaskRoute;
-use super::{deny_unknown, ok, ApiError, ApiResult, Ctx};
+use super::{ok, ApiError, ApiResult, Ctx};
 use crate::queue::{AckOutcome, DeliveryId, FailOutcome, LeaseError, MAX_PER_LEASE};
 use crate::tasks::{TaskError, Tasks, MAX_METHODS, MAX_RESULT_BYTES};
 
@@ -53,42 +55,142 @@ fn task_error(e: TaskError) -> ApiError {
     }
 }
 
-/// The body as an object with only `allowed` keys; an absent body is an empty object.
-fn body(ctx: &Ctx<'_>, allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
-    let obj = match &ctx.body {
-        None => Map::new(),
-        Some(_) => ctx.object()?.clone(),
-    };
-    deny_unknown(&obj, allowed, "")?;
-    Ok(obj)
+/// `PUT /api/v1/handler`'s body: the caller's methods, each a valid name, none twice.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Register {
+    #[serde(default, deserialize_with = "methods_field")]
+    methods: Option<Vec<String>>,
 }
 
-/// An optional whole number in `min..=max`.
-fn int(
-    obj: &Map<String, Value>,
-    key: &str,
-    min: u64,
-    max: u64,
-    default: u64,
-) -> Result<u64, ApiError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    key,
-                    format!("{key} must be a whole number from {min} to {max}"),
-                )
-            }),
+impl Body for Register {
+    const FIELDS: &'static [&'static str] = &["methods"];
+}
+
+/// `POST /api/v1/tasks/lease`'s body (may be left out): how long to wait, how many, for how
+/// long.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Lease {
+    #[serde(default, deserialize_with = "wait_field")]
+    wait_s: Option<u64>,
+    #[serde(default, deserialize_with = "max_field")]
+    max: Option<u64>,
+    #[serde(default, deserialize_with = "lease_field")]
+    lease_s: Option<u64>,
+}
+
+impl Body for Lease {
+    const FIELDS: &'static [&'static str] = &["wait_s", "max", "lease_s"];
+}
+
+/// `POST /api/v1/tasks/{id}/heartbeat`'s body (may be left out): the new lease.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Heartbeat {
+    #[serde(default, deserialize_with = "lease_field")]
+    lease_s: Option<u64>,
+}
+
+impl Body for Heartbeat {
+    const FIELDS: &'static [&'static str] = &["lease_s"];
+}
+
+/// `POST /api/v1/tasks/{id}/ack`'s body (may be left out): the call's result, any JSON
+/// (absent: `null`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ack {
+    #[serde(default)]
+    result: Value,
+}
+
+impl Body for Ack {
+    const FIELDS: &'static [&'static str] = &["result"];
+}
+
+/// `POST /api/v1/tasks/{id}/fail`'s body: what went wrong, and whether to retry (default yes).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fail {
+    #[serde(default, deserialize_with = "error_field")]
+    error: Option<String>,
+    #[serde(default, deserialize_with = "retry_field")]
+    retry: Option<bool>,
+}
+
+impl Body for Fail {
+    const FIELDS: &'static [&'static str] = &["error", "retry"];
+}
+
+const METHODS_LIST: &str = "methods must be a list of method names, e.g. [\"send_message\"]";
+
+fn methods_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let Value::Array(list) = Value::deserialize(d)? else {
+        return Err(body::refuse("methods", METHODS_LIST));
+    };
+    if list.len() > MAX_METHODS {
+        return Err(body::refuse(
+            "methods",
+            format!(
+                "at most {MAX_METHODS} methods; this list has {}",
+                list.len()
+            ),
+        ));
+    }
+    let mut methods: Vec<String> = Vec::with_capacity(list.len());
+    for (i, m) in list.into_iter().enumerate() {
+        let field = format!("methods.{i}");
+        let Value::String(m) = m else {
+            return Err(body::refuse(
+                &field,
+                "each method must be a string such as \"send_message\"",
+            ));
+        };
+        crate::sched::check_method_name(&m)
+            .map_err(|e| body::refuse(&field, format!("{m:?} {e}")))?;
+        if methods.contains(&m) {
+            return Err(body::refuse(
+                &field,
+                format!("{m:?} is listed twice; list each method once"),
+            ));
+        }
+        methods.push(m);
+    }
+    Ok(Some(methods))
+}
+
+fn wait_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    body::opt_whole(d, "wait_s", 0, MAX_WAIT_S)
+}
+
+fn max_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    body::opt_whole(d, "max", 1, MAX_PER_LEASE as u64)
+}
+
+fn lease_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let min = crate::queue::MIN_LEASE.as_secs();
+    let max = crate::queue::MAX_LEASE.as_secs();
+    body::opt_whole(d, "lease_s", min, max)
+}
+
+fn error_text() -> String {
+    format!("error must be a non-empty string of at most {MAX_ERROR_BYTES} bytes saying what went wrong")
+}
+
+fn error_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) if !s.trim().is_empty() && s.len() <= MAX_ERROR_BYTES => Ok(Some(s)),
+        _ => Err(body::refuse("error", error_text())),
     }
 }
 
-fn lease_s(obj: &Map<String, Value>) -> Result<Duration, ApiError> {
-    let min = crate::queue::MIN_LEASE.as_secs();
-    let max = crate::queue::MAX_LEASE.as_secs();
-    int(obj, "lease_s", min, max, DEFAULT_LEASE_S).map(Duration::from_secs)
+fn retry_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    body::opt_flag(d, "retry")
+}
+
+fn lease_s(lease_s: Option<u64>) -> Duration {
+    Duration::from_secs(lease_s.unwrap_or(DEFAULT_LEASE_S))
 }
 
 fn delivery(id: &str) -> Result<DeliveryId, ApiError> {
@@ -98,41 +200,8 @@ fn delivery(id: &str) -> Result<DeliveryId, ApiError> {
 
 /// `PUT /api/v1/handler` `{"methods": [...]}`: registers or replaces the caller's methods.
 pub(super) async fn register(ctx: &Ctx<'_>) -> ApiResult {
-    let obj = ctx.object()?;
-    deny_unknown(obj, &["methods"], "")?;
-    let Some(Value::Array(list)) = obj.get("methods") else {
-        return Err(ApiError::bad_request(
-            "methods",
-            "methods must be a list of method names, e.g. [\"send_message\"]",
-        ));
-    };
-    if list.len() > MAX_METHODS {
-        return Err(ApiError::bad_request(
-            "methods",
-            format!(
-                "at most {MAX_METHODS} methods; this list has {}",
-                list.len()
-            ),
-        ));
-    }
-    let mut methods = Vec::with_capacity(list.len());
-    for (i, m) in list.iter().enumerate() {
-        let Value::String(m) = m else {
-            return Err(ApiError::bad_request(
-                format!("methods.{i}"),
-                "each method must be a string such as \"send_message\"",
-            ));
-        };
-        crate::sched::check_method_name(m)
-            .map_err(|e| ApiError::bad_request(format!("methods.{i}"), format!("{m:?} {e}")))?;
-        if methods.contains(m) {
-            return Err(ApiError::bad_request(
-                format!("methods.{i}"),
-                format!("{m:?} is listed twice; list each method once"),
-            ));
-        }
-        methods.push(m.clone());
-    }
+    let Register { methods } = body::read(ctx)?;
+    let mut methods = methods.ok_or_else(|| ApiError::bad_request("methods", METHODS_LIST))?;
     methods.sort();
     let rec = tasks(ctx)?
         .register(&ctx.caller.name, methods, &ctx.caller.actor())
@@ -155,8 +224,8 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: TaskRoute, params: &[&str]) -> 
         TaskRoute::Lease => lease(ctx).await,
         TaskRoute::Heartbeat => {
             let id = id()?;
-            let obj = body(ctx, &["lease_s"])?;
-            let lease = lease_s(&obj)?;
+            let body: Heartbeat = body::read_or_empty(ctx)?;
+            let lease = lease_s(body.lease_s);
             let (expires, cancel) = tasks(ctx)?
                 .heartbeat(id, &ctx.caller.name, lease)
                 .await
@@ -165,8 +234,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: TaskRoute, params: &[&str]) -> 
         }
         TaskRoute::Ack => {
             let id = id()?;
-            let obj = body(ctx, &["result"])?;
-            let result = obj.get("result").cloned().unwrap_or(Value::Null);
+            let Ack { result } = body::read_or_empty(ctx)?;
             let size = serde_json::to_vec(&result)
                 .map(|v| v.len())
                 .unwrap_or(usize::MAX);
@@ -190,29 +258,11 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: TaskRoute, params: &[&str]) -> 
         }
         TaskRoute::Fail => {
             let id = id()?;
-            let obj = ctx.object()?;
-            deny_unknown(obj, &["error", "retry"], "")?;
-            let error = match obj.get("error") {
-                Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_ERROR_BYTES => s,
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "error",
-                        format!("error must be a non-empty string of at most {MAX_ERROR_BYTES} bytes saying what went wrong"),
-                    ))
-                }
-            };
-            let retry = match obj.get("retry") {
-                None | Some(Value::Null) => true,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => {
-                    return Err(ApiError::bad_request(
-                        "retry",
-                        "retry must be true or false",
-                    ))
-                }
-            };
+            let Fail { error, retry } = body::read(ctx)?;
+            let error = error.ok_or_else(|| ApiError::bad_request("error", error_text()))?;
+            let retry = retry.unwrap_or(true);
             let outcome = tasks(ctx)?
-                .fail(id, &ctx.caller.name, error, retry)
+                .fail(id, &ctx.caller.name, &error, retry)
                 .await
                 .map_err(task_error)?;
             let mut body = json!({"id": id.to_string()});
@@ -231,10 +281,10 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: TaskRoute, params: &[&str]) -> 
 
 /// `POST /api/v1/tasks/lease` `{"wait_s", "max", "lease_s"}`.
 async fn lease(ctx: &Ctx<'_>) -> ApiResult {
-    let obj = body(ctx, &["wait_s", "max", "lease_s"])?;
-    let wait = Duration::from_secs(int(&obj, "wait_s", 0, MAX_WAIT_S, 0)?);
-    let max = int(&obj, "max", 1, MAX_PER_LEASE as u64, 1)? as usize;
-    let lease = lease_s(&obj)?;
+    let body: Lease = body::read_or_empty(ctx)?;
+    let wait = Duration::from_secs(body.wait_s.unwrap_or(0));
+    let max = body.max.unwrap_or(1) as usize;
+    let lease = lease_s(body.lease_s);
     let leases = tasks(ctx)?
         .lease(&ctx.caller.name, max, lease, wait)
         .await
@@ -254,4 +304,112 @@ async fn lease(ctx: &Ctx<'_>) -> ApiResult {
         })
         .collect();
     ok(json!({"tasks": tasks}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::api::body::refused;
+
+    /// Every task body refuses an unknown field and a wrongly typed one, naming it.
+    #[test]
+    fn task_bodies_name_the_field_they_refuse() {
+        for ((field, message), want_field, want) in [
+            (
+                refused::<Register>(json!({"methods": ["echo"], "name": "bot"})),
+                "name",
+                "unknown field 'name'; expected one of: methods",
+            ),
+            (
+                refused::<Register>(json!({"methods": "echo"})),
+                "methods",
+                METHODS_LIST,
+            ),
+            (
+                refused::<Register>(json!({"methods": ["echo", 7]})),
+                "methods.1",
+                "each method must be a string such as \"send_message\"",
+            ),
+            (
+                refused::<Register>(json!({"methods": ["echo", "echo"]})),
+                "methods.1",
+                "\"echo\" is listed twice; list each method once",
+            ),
+            (
+                refused::<Lease>(json!({"queue": "x"})),
+                "queue",
+                "unknown field 'queue'; expected one of: wait_s, max, lease_s",
+            ),
+            (
+                refused::<Lease>(json!({"wait_s": "5"})),
+                "wait_s",
+                "wait_s must be a whole number from 0 to 60",
+            ),
+            (
+                refused::<Lease>(json!({"max": 0})),
+                "max",
+                "max must be a whole number from 1 to 100",
+            ),
+            (
+                refused::<Heartbeat>(json!({"extend": 5})),
+                "extend",
+                "unknown field 'extend'; expected one of: lease_s",
+            ),
+            (
+                refused::<Heartbeat>(json!({"lease_s": true})),
+                "lease_s",
+                "lease_s must be a whole number from",
+            ),
+            (
+                refused::<Ack>(json!({"outcome": 1})),
+                "outcome",
+                "unknown field 'outcome'; expected one of: result",
+            ),
+            (
+                refused::<Fail>(json!({"error": "x", "why": "y"})),
+                "why",
+                "unknown field 'why'; expected one of: error, retry",
+            ),
+            (
+                refused::<Fail>(json!({"error": 5})),
+                "error",
+                "error must be a non-empty string of at most 4096 bytes",
+            ),
+            (
+                refused::<Fail>(json!({"error": "x", "retry": "yes"})),
+                "retry",
+                "retry must be true or false",
+            ),
+        ] {
+            assert_eq!(field, want_field, "{message}");
+            assert!(message.starts_with(want), "{field}: {message}");
+        }
+    }
+
+    #[test]
+    fn task_bodies_read_defaults_and_values() {
+        let empty = serde_json::Map::new();
+        let lease: Lease = body::decode(&empty).unwrap();
+        assert_eq!((lease.wait_s, lease.max, lease.lease_s), (None, None, None));
+        let lease: Lease = body::decode(
+            json!({"wait_s": 3, "max": null, "lease_s": 30})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (lease.wait_s, lease.max, lease.lease_s),
+            (Some(3), None, Some(30))
+        );
+        let ack: Ack = body::decode(&empty).unwrap();
+        assert_eq!(ack.result, Value::Null);
+        let ack: Ack = body::decode(json!({"result": [1, "two"]}).as_object().unwrap()).unwrap();
+        assert_eq!(ack.result, json!([1, "two"]));
+        let fail: Fail = body::decode(json!({"error": "boom"}).as_object().unwrap()).unwrap();
+        assert_eq!((fail.error.as_deref(), fail.retry), (Some("boom"), None));
+        let reg: Register =
+            body::decode(json!({"methods": ["b", "a"]}).as_object().unwrap()).unwrap();
+        assert_eq!(reg.methods.unwrap(), ["b", "a"]);
+    }
 }

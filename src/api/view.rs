@@ -33,25 +33,41 @@ pub fn page<T>(
 /// A run in `GET /api/v1/runs` (and `/api/v1/jobs/{id}/runs`).
 #[derive(Debug, Serialize)]
 pub struct RunView<'a> {
+    /// Run id (grows with time; the paging cursor).
     pub id: u64,
+    /// The job it ran, as 16 hex digits.
     #[serde(serialize_with = "crate::sched::spec::job_id_hex::serialize")]
     pub job_id: JobId,
+    /// The job's name when it fired.
     pub job_name: &'a str,
+    /// When the fire was due.
     pub scheduled_at: Timestamp,
+    /// When the first attempt started.
     pub started_at: Option<Timestamp>,
+    /// When the last attempt ended.
     pub finished_at: Option<Timestamp>,
+    /// Attempts made so far.
     pub attempt: u32,
+    /// Where the run stands.
     pub status: RunStatus,
+    /// What fired it: `schedule`, or `manual` for run now.
     pub trigger: &'a str,
+    /// HTTP status of the last webhook attempt.
     pub http_status: Option<u16>,
+    /// Why the last attempt failed, scrubbed of secrets.
     pub error: Option<&'a str>,
+    /// Duration of the last attempt, in milliseconds.
     pub duration_ms: Option<u64>,
+    /// For a summarising missed record: how many fires it stands for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// The handler peer a handler run was addressed to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handler: Option<&'a str>,
+    /// The handler's result, for an acked handler run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<&'a serde_json::Value>,
+    /// Milliseconds a handler run waited in its queue before its first lease.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_delay_ms: Option<u64>,
 }
@@ -83,22 +99,32 @@ impl<'a> From<&'a RunRecord> for RunView<'a> {
 /// `appliance audit --json` (the CLI reads it back, hence `Deserialize`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditView {
+    /// Sequence number (the paging cursor).
     pub seq: u64,
     /// Unix milliseconds.
     pub at_ms: u64,
+    /// Who did it.
     pub actor: ActorView,
-    pub action: String,
+    /// What was done.
+    pub action: crate::model::AuditAction,
+    /// The object acted on (peer name, job id).
     pub target: Option<String>,
+    /// A redacted summary of the change.
     pub summary: serde_json::Value,
 }
 
 /// Who made a change, inside an [`AuditView`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActorView {
+    /// Peer name, or `local` for the CLI on the server.
     pub peer: String,
+    /// Short fingerprint of the peer's public key.
     pub fingerprint: Option<String>,
+    /// Tunnel address the change came from.
     pub address: Option<String>,
+    /// The peer's WireGuard endpoint at the time.
     pub endpoint: Option<String>,
+    /// Through which door the change came.
     pub via: crate::model::Via,
 }
 

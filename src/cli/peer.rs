@@ -280,7 +280,7 @@ fn print_config(
     let config = config_for(added, &keys, args)?;
     let text = config.render();
     // QR codes carry the same settings in fewer bytes: a smaller code.
-    let compact = config.render_compact();
+    let compact = appliance::peer_ops::qr_text(&config);
     if let Some(file) = outputs.qr_png {
         let png = peers::render_png(&compact).map_err(fatal)?;
         let path = file.dest().to_path_buf();

@@ -56,7 +56,7 @@ pub(super) fn before_change(
         endpoint: Endpoint::parse(&endpoint, 1).map_err(fatal)?,
         subnet: Ipv4Net::parse("255.255.255.255/32").map_err(fatal)?,
     };
-    let text = config_for(&longest, keys, args)?.render_compact();
+    let text = appliance::peer_ops::qr_text(&config_for(&longest, keys, args)?);
     let other_way = args.qr_png.is_some() || args.show_config;
     plan(&text, args.qr_sextants, other_way, unchanged).map(Some)
 }

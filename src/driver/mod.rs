@@ -44,7 +44,9 @@ pub enum Command {
     UpsertPeer(PeerRecord, oneshot::Sender<()>),
     /// Stop serving a peer: its sessions and TCP connections end at once.
     RemovePeer {
+        /// The peer to drop.
         name: PeerName,
+        /// Answered once it is gone.
         done: oneshot::Sender<()>,
     },
     /// Live per-peer statistics.
@@ -54,30 +56,48 @@ pub enum Command {
 /// Statistics of one peer as the running router sees them.
 #[derive(Debug, Clone)]
 pub struct LivePeerStats {
+    /// The peer's key.
     pub public_key: PublicKey,
+    /// Time since its last handshake; `None`: never.
     pub since_handshake: Option<Duration>,
+    /// Bytes received from it.
     pub rx_bytes: u64,
+    /// Bytes sent to it.
     pub tx_bytes: u64,
+    /// Its last authenticated UDP endpoint.
     pub endpoint: Option<SocketAddr>,
 }
 
 /// Counters the driver publishes for `/api/v1/health`.
 #[derive(Default, Debug)]
 pub struct Metrics {
+    /// Decrypted packets whose source lay outside the peer's allowed IPs.
     pub dropped_spoofed: AtomicU64,
+    /// Messages from an unknown key or for an unknown index.
     pub dropped_unknown_peer: AtomicU64,
+    /// Datagrams that were not WireGuard messages.
     pub dropped_malformed: AtomicU64,
+    /// Initiations with a bad mac1 (not meant for our key).
     pub dropped_bad_mac: AtomicU64,
+    /// Messages that failed to authenticate or decrypt.
     pub dropped_invalid: AtomicU64,
+    /// Inbound packets nothing could route (IPv6, …).
     pub dropped_unroutable_in: AtomicU64,
+    /// Outbound packets for an address no peer owns.
     pub dropped_unroutable_out: AtomicU64,
+    /// Cookie replies sent under load.
     pub cookie_replies: AtomicU64,
+    /// Authenticated handshakes answered.
     pub handshakes: AtomicU64,
+    /// Handshake messages dropped because the queue was full.
     pub dropped_handshake_overload: AtomicU64,
+    /// Handshake messages dropped for an address over its share.
     pub dropped_rate_limited: AtomicU64,
     /// Handshake messages waiting for their X25519 work right now.
     pub handshake_queue: AtomicU64,
+    /// TCP connections accepted.
     pub connections_accepted: AtomicU64,
+    /// SYNs refused over a connection cap.
     pub connections_refused: AtomicU64,
     /// TCP connections the netstack holds right now (half-open included).
     pub open_connections: AtomicU64,
@@ -122,18 +142,29 @@ pub type AcceptFn = Box<dyn FnMut(Connection) + Send>;
 
 /// Everything the driver needs.
 pub struct DriverParts {
+    /// The one UDP socket.
     pub socket: UdpSocket,
+    /// The WireGuard peer table.
     pub router: Router,
+    /// The server's tunnel address.
     pub address: Ipv4Addr,
+    /// The tunnel subnet's prefix length.
     pub prefix: u8,
+    /// TCP caps and buffer sizes of the netstack.
     pub limits: Limits,
+    /// Peer changes and statistics requests from the rest of the process.
     pub commands: mpsc::Receiver<Command>,
+    /// Which peer owns which tunnel address, kept in step with the router.
     pub directory: Arc<RwLock<Directory>>,
+    /// Counters published for the health route.
     pub metrics: Arc<Metrics>,
+    /// Where accepted TCP connections go (the HTTP server).
     pub on_accept: AcceptFn,
+    /// Turns true to stop the loop.
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// The router's configuration of a stored peer.
 pub fn peer_config(rec: &PeerRecord) -> PeerConfig {
     PeerConfig {
         public_key: rec.public_key,

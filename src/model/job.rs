@@ -13,12 +13,14 @@ use crate::sched::{JobId, JobSpec};
 /// A stored job: its checked spec plus bookkeeping.
 #[derive(Debug, Clone)]
 pub struct JobRecord {
+    /// The job's id.
     pub id: JobId,
     /// Shared, not copied: the scheduler's job table and its core hold the same spec (one
     /// allocation per job; a change builds a new spec and swaps the `Arc`).
     pub spec: Arc<JobSpec>,
     /// Unix milliseconds.
     pub created_at_ms: u64,
+    /// Last change, Unix milliseconds.
     pub updated_at_ms: u64,
     /// Peer name of the creator (or "local").
     pub created_by: String,
@@ -36,8 +38,11 @@ pub enum RunStatus {
     Queued,
     /// A handler call leased by its handler (being executed).
     Leased,
+    /// An attempt is in progress.
     Running,
+    /// An attempt succeeded.
     Succeeded,
+    /// Every attempt failed.
     Failed,
     /// Scheduled, but found later than `misfire_grace` (downtime): recorded, not executed.
     Missed,
@@ -54,6 +59,7 @@ impl RunStatus {
         )
     }
 
+    /// Its name in rows, bodies and filters (`succeeded`, `missed`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Queued => "queued",
@@ -93,19 +99,27 @@ impl std::str::FromStr for RunStatus {
 pub struct RunRecord {
     /// Assigned when first stored (0 before).
     pub id: u64,
+    /// The job it belongs to.
     pub job_id: JobId,
+    /// The job's name when it fired.
     pub job_name: String,
     /// When the schedule said it should run (RFC 3339).
     pub scheduled_at: Timestamp,
+    /// When the first attempt started.
     pub started_at: Option<Timestamp>,
+    /// When the last attempt ended.
     pub finished_at: Option<Timestamp>,
     /// Attempts made so far.
     pub attempt: u32,
+    /// Where the run stands.
     pub status: RunStatus,
     /// `schedule` or `manual` (run now).
     pub trigger: String,
+    /// HTTP status of the last webhook attempt.
     pub http_status: Option<u16>,
+    /// Why the last attempt failed, scrubbed of secrets.
     pub error: Option<String>,
+    /// Duration of the last attempt, in milliseconds.
     pub duration_ms: Option<u64>,
     /// For a summarising missed record: how many fires it stands for.
     pub count: Option<u64>,
@@ -150,11 +164,14 @@ impl RunRecord {
 /// Filter for run listings.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
+    /// Only this job's runs.
     pub job: Option<JobId>,
+    /// Only runs in this state.
     pub status: Option<RunStatus>,
     /// Only runs scheduled at or after this instant.
     pub since: Option<Timestamp>,
     /// Only runs with an id below this (the cursor).
     pub before: Option<u64>,
+    /// Most runs to return.
     pub limit: usize,
 }

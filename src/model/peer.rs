@@ -36,9 +36,13 @@ impl ServerRecord {
 /// One WireGuard peer as the server knows it. The client's private key is never stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PeerRecord {
+    /// Unique name.
     pub name: PeerName,
+    /// What it may do.
     pub role: Role,
+    /// Its WireGuard public key.
     pub public_key: PublicKey,
+    /// Optional preshared key (post-quantum hedge).
     pub preshared_key: Option<PresharedKey>,
     /// The peer's tunnel address (first entry of its allowed IPs, a /32).
     pub address: Ipv4Addr,
@@ -55,7 +59,9 @@ pub struct PeerRecord {
 pub struct PeerStats {
     /// Unix seconds of the last completed handshake.
     pub last_handshake: Option<u64>,
+    /// Bytes received from it.
     pub rx_bytes: u64,
+    /// Bytes sent to it.
     pub tx_bytes: u64,
     /// The peer's current UDP endpoint, as `ip:port`.
     pub endpoint: Option<String>,

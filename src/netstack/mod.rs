@@ -40,13 +40,10 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, 
 
 pub use pipe::{Pipe, SharedPipe};
 
-/// Tunnel MTU (matches the `MTU = 1420` in client configs).
-pub const MTU: usize = 1420;
-
 /// Tunables for the TCP side.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// The TCP port served (8888).
+    /// The TCP port served; by default the API's, [`crate::api::PORT`] (8888).
     pub port: u16,
     /// Connections (including half-open) one tunnel address may hold. SYNs over it are
     /// dropped before anything is allocated. Default: the API's own per-peer cap (32) plus
@@ -77,7 +74,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            port: 8888,
+            port: crate::api::PORT,
             per_peer: 32 + Limits::REFUSAL_HEADROOM,
             total: 512,
             socket_rx_buffer: 16 * 1024,
@@ -108,11 +105,13 @@ impl Limits {
 /// Counters for health and debugging.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Connections handed to the application.
     pub accepted: u64,
     /// SYNs dropped because the peer or the appliance was at its connection cap.
     pub refused_over_cap: u64,
     /// Idle connections reset at the overall cap to make room for a lighter peer.
     pub evicted: u64,
+    /// TCP connections held right now, half-open included.
     pub open_connections: usize,
     /// Capacity of the smoltcp socket buffers reserved now (listening sockets included):
     /// address space, of which only the pages in use are memory
@@ -174,7 +173,8 @@ impl Device for QueueDevice {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
-        caps.max_transmission_unit = MTU;
+        // The MTU client configs carry.
+        caps.max_transmission_unit = usize::from(peers::DEFAULT_MTU);
         caps
     }
 }
@@ -637,6 +637,7 @@ impl Stack {
         }
     }
 
+    /// Counters so far.
     pub fn stats(&self) -> Stats {
         self.stats
     }

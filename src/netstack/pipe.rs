@@ -19,7 +19,12 @@ pub type SharedPipe = Arc<Mutex<Pipe>>;
 pub enum Read {
     /// `n` bytes were handed over; `unblocked`: the pipe had been full, so the stack stopped
     /// reading its socket and must run again to resume.
-    Data { n: usize, unblocked: bool },
+    Data {
+        /// Bytes handed over.
+        n: usize,
+        /// The pipe had been full: the stack must run again to resume reading its socket.
+        unblocked: bool,
+    },
     /// The peer sent FIN and every byte before it has been read.
     Eof,
     /// The connection was reset or aborted.

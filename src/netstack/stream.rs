@@ -25,6 +25,7 @@ pub struct Connection {
     pub remote: SocketAddrV4,
     /// The peer's WireGuard endpoint at accept time.
     pub endpoint: Option<SocketAddr>,
+    /// The byte stream to hand to hyper.
     pub stream: Stream,
 }
 
@@ -46,6 +47,7 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// A stream over `pipe` that rings `driver` whenever it writes, reads or closes.
     pub fn new(pipe: SharedPipe, driver: Arc<Notify>) -> Stream {
         Stream { pipe, driver }
     }

@@ -129,6 +129,7 @@ pub enum Closed {
 /// One lease of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
+    /// The delivery id handed out.
     pub id: DeliveryId,
     /// `None` while current.
     pub closed: Option<Closed>,
@@ -139,12 +140,19 @@ pub struct Delivery {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum TaskState {
     /// Waiting for its handler from `available_at` on.
-    Queued { available_at: Timestamp },
+    Queued {
+        /// From when it may be leased.
+        available_at: Timestamp,
+    },
     /// Held by its handler until `expires_at`; the attempt must end by `deadline`.
     Leased {
+        /// The current delivery.
         delivery: DeliveryId,
+        /// When it was leased.
         leased_at: Timestamp,
+        /// When the lease runs out unless extended.
         expires_at: Timestamp,
+        /// When the attempt must end (its start-to-close timeout).
         deadline: Timestamp,
     },
     /// Acked.
@@ -159,11 +167,14 @@ pub enum TaskState {
 pub struct Task {
     /// The run this task executes; stable across attempts (what handlers deduplicate on).
     pub run_id: u64,
+    /// The job that fired.
     #[serde(with = "crate::sched::spec::job_id_hex")]
     pub job_id: JobId,
     /// The handler (peer name) it is addressed to.
     pub handler: String,
+    /// The handler method to call.
     pub method: String,
+    /// Its parameters.
     pub params: Map<String, Value>,
     /// When the fire was scheduled.
     pub scheduled_at: Timestamp,
@@ -178,6 +189,7 @@ pub struct Task {
     pub backoff_ms: u64,
     /// The job's `timeout` (start-to-close of one attempt), in milliseconds.
     pub timeout_ms: u64,
+    /// Queued, leased or finished.
     pub state: TaskState,
     /// The first lease: queue delay is `first_leased_at - scheduled_at`.
     pub first_leased_at: Option<Timestamp>,
@@ -189,6 +201,7 @@ pub struct Task {
     pub error: Option<String>,
     /// The handler's result (acked tasks).
     pub result: Option<Value>,
+    /// When the run finished.
     pub finished_at: Option<Timestamp>,
 }
 
@@ -260,12 +273,17 @@ impl Task {
 pub struct Lease {
     /// This delivery; `heartbeat`, `ack` and `fail` take it.
     pub id: DeliveryId,
+    /// The job that fired.
     pub job_id: JobId,
+    /// The run (what handlers deduplicate on).
     pub run_id: u64,
+    /// The method to call.
     pub method: String,
+    /// Its parameters.
     pub params: Map<String, Value>,
     /// 1 for the first delivery, 2 after one redelivery, …
     pub attempt: u32,
+    /// When the lease runs out unless extended.
     pub lease_expires_at: Timestamp,
     /// When the run was scheduled.
     pub scheduled_at: Timestamp,
@@ -312,8 +330,11 @@ pub enum FailOutcome {
 /// A run that finished, for the scheduler (`handle_finished`) and the statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Finished {
+    /// The job whose run finished.
     pub job_id: JobId,
+    /// The run.
     pub run_id: u64,
+    /// Whether it succeeded.
     pub succeeded: bool,
 }
 
@@ -340,7 +361,9 @@ impl Changes {
 /// Per-handler counts, for `GET /api/v1/handlers`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Tasks waiting for the handler.
     pub queued: usize,
+    /// Tasks the handler holds.
     pub leased: usize,
 }
 

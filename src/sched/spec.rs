@@ -381,6 +381,7 @@ impl JobSpec {
         v
     }
 
+    /// The spec as [`JobSpec::to_json`] gives it, with secrets replaced by `***` (Discord webhook tokens, credential headers), for audit summaries and logs.
     pub fn redacted_json(&self) -> Value {
         let mut v = self.to_json();
         let Action::Webhook(hook) = &self.action else {

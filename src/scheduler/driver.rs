@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::handle::{Command, RunReply};
 use super::table::Table;
-use super::{runs, Config, Handle, JobEntry, JobError, RunStats};
+use super::{runs, Config, Handle, JobEntry, JobNotFound, RunNowError, RunStats};
+use crate::clock::Clock;
 use crate::model::{JobRecord, RunRecord, RunStatus};
 use crate::queue::{self, Task};
 use crate::sched::{Core, Fire, FireKind, JobId};
@@ -48,28 +49,9 @@ pub fn start(
     launch(store, config, Clock::System, shutdown)
 }
 
-/// The scheduler's clock. The driver is the only reader: the handle asks it for the time of
-/// each operation, and the core is handed the time.
-#[derive(Clone, Debug)]
-enum Clock {
-    /// The system's wall clock.
-    System,
-    /// A virtual clock that tests move by hand.
-    #[cfg(test)]
-    Virtual(Arc<Mutex<Timestamp>>),
-}
-
-impl Clock {
-    fn now(&self) -> Timestamp {
-        match self {
-            Clock::System => Timestamp::now(),
-            #[cfg(test)]
-            Clock::Virtual(t) => *t.lock().unwrap(),
-        }
-    }
-}
-
-/// [`start`] on the given clock.
+/// [`start`] on the given clock. The driver is its only reader in the scheduler: the handle
+/// asks it for the time of each operation, and the core is handed the time. The task queue
+/// gets the same clock.
 fn launch(
     store: Arc<Store>,
     config: Config,
@@ -90,7 +72,7 @@ fn launch(
     damaged_at_start += loaded.damaged.len();
     let records = loaded.rows;
     let stats = Arc::new(Mutex::new(RunStats::default()));
-    let (tasks, task_done, held) = Tasks::load(store.clone(), stats.clone())?;
+    let (tasks, task_done, held) = Tasks::load_on(store.clone(), stats.clone(), clock.clone())?;
     let mut core = Core::new();
     let mut table = HashMap::with_capacity(records.len());
     for rec in records {
@@ -279,13 +261,13 @@ impl Driver {
             }
             Command::RunNow(id, done) => {
                 if !self.is_recording() {
-                    let _ = done.send(Err(JobError::NotRecorded(self.store.refusal())));
+                    let _ = done.send(Err(RunNowError::NotRecorded(self.store.refusal())));
                 } else if !self.core.contains(id) {
-                    let _ = done.send(Err(JobError::NotFound(id)));
+                    let _ = done.send(Err(JobNotFound(id).into()));
                 } else if self.core.run_now(id, now) {
                     self.manual.push((id, now, done));
                 } else {
-                    let _ = done.send(Err(JobError::Busy(id)));
+                    let _ = done.send(Err(RunNowError::Busy(id)));
                 }
             }
         }
@@ -382,7 +364,7 @@ impl Driver {
                     }
                 }
                 for w in waiters.into_iter().flatten() {
-                    let _ = w.send(Err(JobError::NotRecorded(e.same_kind())));
+                    let _ = w.send(Err(RunNowError::NotRecorded(e.same_kind())));
                 }
                 self.stop_recording();
                 return;
@@ -655,7 +637,7 @@ mod tests {
         for c in creates {
             match c.await.unwrap() {
                 Ok(_) => ok += 1,
-                Err(JobError::NameTaken { .. }) => taken += 1,
+                Err(super::super::CreateError::NameTaken(_)) => taken += 1,
                 Err(e) => panic!("{e:?}"),
             }
         }
@@ -851,7 +833,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, JobError::NotRecorded(StoreError::DiskFull)),
+            matches!(err, RunNowError::NotRecorded(StoreError::DiskFull)),
             "{err:?}"
         );
         // Runs already going finish; then nothing more is executed while nothing is recorded.

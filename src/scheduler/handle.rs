@@ -16,17 +16,21 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use super::error::{
+    ChangeError, ClearError, CreateError, JobNotFound, NameTaken, RunNowError, ShuttingDown,
+    TestError, UpdateError,
+};
 use super::table::{name_key, TableView};
-use super::{JobEntry, JobError, RunStats};
-use crate::model::{Actor, AuditEntry, JobRecord, RunFilter, RunRecord};
+use super::{JobEntry, RunStats};
+use crate::model::{Actor, AuditAction, AuditEntry, JobAction, JobRecord, RunFilter, RunRecord};
 use crate::sched::{Core, JobId, JobSpec, SpecError};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::tasks::Tasks;
 use crate::webhook::delivery::{check_destination, scrub};
 use crate::webhook::{Executor, NetPolicy};
 
 /// Where the id of a `run now` run is sent once it is recorded.
-pub(super) type RunReply = oneshot::Sender<Result<u64, JobError>>;
+pub(super) type RunReply = oneshot::Sender<Result<u64, RunNowError>>;
 
 /// What the handle asks of the driver. Each change is sent after it is on disk; the driver
 /// applies it to the core and the table and answers with the job as the table now holds it.
@@ -104,21 +108,27 @@ impl Handle {
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, JobError> {
+    ) -> Result<T, ShuttingDown> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))
             .await
-            .map_err(|_| JobError::ShuttingDown)?;
-        rx.await.map_err(|_| JobError::ShuttingDown)
+            .map_err(|_| ShuttingDown)?;
+        rx.await.map_err(|_| ShuttingDown)
     }
 
     /// The time of an operation, from the driver's clock (the only clock the scheduler reads).
-    async fn now(&self) -> Result<Timestamp, JobError> {
+    async fn now(&self) -> Result<Timestamp, ShuttingDown> {
         self.ask(Command::Now).await
     }
 
-    fn audit(actor: &Actor, action: &str, id: JobId, summary: Value, at: Timestamp) -> AuditEntry {
+    fn audit(
+        actor: &Actor,
+        action: JobAction,
+        id: JobId,
+        summary: Value,
+        at: Timestamp,
+    ) -> AuditEntry {
         AuditEntry {
             seq: 0,
             at_ms: millis(at),
@@ -147,7 +157,7 @@ impl Handle {
     }
 
     /// Validates, stores durably (with its audit entry) and schedules a new job.
-    pub async fn create(&self, body: &Value, actor: &Actor) -> Result<JobEntry, JobError> {
+    pub async fn create(&self, body: &Value, actor: &Actor) -> Result<JobEntry, CreateError> {
         let now = self.now().await?;
         let spec = JobSpec::from_json(body, Some(now))?;
         check_destination(&spec, &self.policy)?;
@@ -159,10 +169,11 @@ impl Handle {
             let key = name_key(&spec.name);
             let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(other) = creating.get(&key) {
-                return Err(JobError::NameTaken {
+                return Err(NameTaken {
                     name: spec.name.clone(),
                     id: *other,
-                });
+                }
+                .into());
             }
             creating.insert(key.clone(), id);
             NameClaim {
@@ -183,7 +194,7 @@ impl Handle {
         loop {
             let audit = Self::audit(
                 actor,
-                "job.create",
+                JobAction::Create,
                 record.id,
                 record.spec.redacted_json(),
                 now,
@@ -199,12 +210,12 @@ impl Handle {
         }
         // The next fire went to disk with the job, so the driver has nothing to write back:
         // one durable commit per create.
-        self.schedule(record).await
+        Ok(self.schedule(record).await?)
     }
 
-    fn check_name(&self, name: &str, except: Option<JobId>) -> Result<(), JobError> {
+    fn check_name(&self, name: &str, except: Option<JobId>) -> Result<(), NameTaken> {
         match self.table.name_taken(name, except) {
-            Some(id) => Err(JobError::NameTaken {
+            Some(id) => Err(NameTaken {
                 name: name.to_string(),
                 id,
             }),
@@ -212,7 +223,7 @@ impl Handle {
         }
     }
 
-    async fn schedule(&self, record: JobRecord) -> Result<JobEntry, JobError> {
+    async fn schedule(&self, record: JobRecord) -> Result<JobEntry, ShuttingDown> {
         self.ask(|done| Command::Upsert {
             record: Box::new(record),
             done,
@@ -226,7 +237,7 @@ impl Handle {
         id: JobId,
         patch: &Value,
         actor: &Actor,
-    ) -> Result<JobEntry, JobError> {
+    ) -> Result<JobEntry, UpdateError> {
         let now = self.now().await?;
         let patch = patch.clone();
         let actor = actor.clone();
@@ -249,15 +260,16 @@ impl Handle {
                             creating.get(&name_key(&spec.name)).copied()
                         });
                         if let Some(other) = other {
-                            return Err(JobError::NameTaken {
+                            return Err(NameTaken {
                                 name: spec.name.clone(),
                                 id: other,
-                            });
+                            }
+                            .into());
                         }
                     }
                     let audit = Self::audit(
                         &actor,
-                        "job.update",
+                        JobAction::Update,
                         id,
                         json!({"before": cur.spec.redacted_json(), "after": spec.redacted_json()}),
                         now,
@@ -266,16 +278,16 @@ impl Handle {
                     next.next_fire_at = Core::first_fire(&spec, now);
                     next.spec = Arc::new(spec);
                     next.updated_at_ms = millis(now);
-                    Ok::<_, JobError>((Some(next), Some(audit)))
+                    Ok::<_, UpdateError>((Some(next), Some(audit)))
                 })
             })
             .await?
-            .ok_or(JobError::NotFound(id))?;
-        self.schedule(rec).await
+            .ok_or(JobNotFound(id))?;
+        Ok(self.schedule(rec).await?)
     }
 
     /// Deletes a job (its run history stays until pruned).
-    pub async fn delete(&self, id: JobId, actor: &Actor) -> Result<JobEntry, JobError> {
+    pub async fn delete(&self, id: JobId, actor: &Actor) -> Result<JobEntry, ChangeError> {
         let now = self.now().await?;
         let actor = actor.clone();
         let rec = self
@@ -283,16 +295,16 @@ impl Handle {
                 s.update_job(id, |cur| {
                     let audit = Self::audit(
                         &actor,
-                        "job.delete",
+                        JobAction::Delete,
                         id,
                         json!({"name": cur.spec.name}),
                         now,
                     );
-                    Ok::<_, JobError>((None, Some(audit)))
+                    Ok::<_, ChangeError>((None, Some(audit)))
                 })
             })
             .await?
-            .ok_or(JobError::NotFound(id))?;
+            .ok_or(JobNotFound(id))?;
         self.ask(|done| Command::Remove(id, done)).await?;
         // Handlers working on its tasks learn it from their next heartbeat.
         if let Err(e) = self.tasks.cancel_job(id).await {
@@ -315,7 +327,7 @@ impl Handle {
         paused: bool,
         catch_up: bool,
         actor: &Actor,
-    ) -> Result<JobEntry, JobError> {
+    ) -> Result<JobEntry, ChangeError> {
         let actor = actor.clone();
         let now = self.now().await?;
         let now_ms = millis(now);
@@ -334,20 +346,20 @@ impl Handle {
                         (false, _) => None,
                     };
                     let (action, summary) = if paused {
-                        ("job.pause", json!({"name": cur.spec.name}))
+                        (JobAction::Pause, json!({"name": cur.spec.name}))
                     } else {
                         (
-                            "job.resume",
+                            JobAction::Resume,
                             json!({"name": cur.spec.name, "catch_up": catch_up}),
                         )
                     };
                     let audit = Self::audit(&actor, action, id, summary, now);
-                    Ok::<_, JobError>((Some(next), Some(audit)))
+                    Ok::<_, ChangeError>((Some(next), Some(audit)))
                 })?;
-                Ok::<_, JobError>((rec, paused_since))
+                Ok::<_, ChangeError>((rec, paused_since))
             })
             .await?;
-        let rec = Box::new(rec.ok_or(JobError::NotFound(id))?);
+        let rec = Box::new(rec.ok_or(JobNotFound(id))?);
         let entry = if paused {
             self.ask(|done| Command::Pause { record: rec, done })
                 .await?
@@ -362,22 +374,28 @@ impl Handle {
             })
             .await?
         };
-        entry.ok_or(JobError::NotFound(id))
+        Ok(entry.ok_or(JobNotFound(id))?)
     }
 
     /// Runs a job now through the normal run path (respecting `max_instances`); returns the
     /// id of the run, recorded before this returns.
-    pub async fn run_now(&self, id: JobId, actor: &Actor) -> Result<u64, JobError> {
+    pub async fn run_now(&self, id: JobId, actor: &Actor) -> Result<u64, RunNowError> {
         let name = self
             .get(id)
-            .ok_or(JobError::NotFound(id))?
+            .ok_or(JobNotFound(id))?
             .record
             .spec
             .name
             .clone();
         let now = self.now().await?;
         let run = self.ask(|done| Command::RunNow(id, done)).await??;
-        let audit = Self::audit(actor, "job.run", id, json!({"name": name, "run": run}), now);
+        let audit = Self::audit(
+            actor,
+            JobAction::Run,
+            id,
+            json!({"name": name, "run": run}),
+            now,
+        );
         self.blocking(move |s| s.audit(audit)).await?;
         Ok(run)
     }
@@ -397,7 +415,7 @@ impl Handle {
         &self,
         body: &Value,
         actor: &Actor,
-    ) -> Result<crate::webhook::AttemptResult, JobError> {
+    ) -> Result<crate::webhook::AttemptResult, TestError> {
         let mut body = body.clone();
         if let Value::Object(obj) = &mut body {
             obj.entry("name").or_insert_with(|| json!("test"));
@@ -408,7 +426,7 @@ impl Handle {
         let spec = JobSpec::from_json(&body, Some(now))?;
         check_destination(&spec, &self.policy)?;
         if spec.action.webhook().is_none() {
-            return Err(JobError::Spec(SpecError {
+            return Err(TestError::Spec(SpecError {
                 field: "action".into(),
                 message: "only a webhook can be sent as a test; a handler call goes through its handler's queue: save the job and use Run now".into(),
             }));
@@ -417,7 +435,7 @@ impl Handle {
             seq: 0,
             at_ms: millis(now),
             actor: actor.clone(),
-            action: "job.test".into(),
+            action: JobAction::Test.into(),
             target: None,
             summary: spec.redacted_json(),
         };
@@ -447,7 +465,7 @@ impl Handle {
 
     /// Deletes the whole finished run history (queued, leased and running runs stay), with an
     /// audit entry `runs.clear`; returns how many runs were deleted.
-    pub async fn clear_runs(&self, actor: &Actor) -> Result<usize, JobError> {
+    pub async fn clear_runs(&self, actor: &Actor) -> Result<usize, ClearError> {
         let now = self.now().await?;
         let actor = actor.clone();
         self.blocking(move |s| {
@@ -456,7 +474,7 @@ impl Handle {
                 seq: 0,
                 at_ms: millis(now),
                 actor,
-                action: "runs.clear".into(),
+                action: AuditAction::RunsClear,
                 target: None,
                 summary: json!({"deleted": n}),
             })?;
@@ -466,8 +484,8 @@ impl Handle {
     }
 
     /// A page of the run history.
-    pub async fn runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, JobError> {
-        Ok(self.blocking(move |s| s.runs_page(&filter)).await?)
+    pub async fn runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        self.blocking(move |s| s.runs_page(&filter)).await
     }
 }
 

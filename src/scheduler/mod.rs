@@ -7,6 +7,7 @@
 //! on its own task (handler calls go to the handler queue, [`crate::tasks`]). Finished runs
 //! come back on a channel and are written in batches.
 //!
+//! - [`error`]: one error enum per operation of the handle.
 //! - [`handle`]: [`Handle`], what the API holds. Every change is committed (with its audit
 //!   entry) before the driver hears of it and before the caller gets its answer: a 201 means
 //!   the job is on disk. Reads come from the job [`table`]. The handle reads no clock and
@@ -23,6 +24,7 @@
 //! misfire rules.
 
 pub mod driver;
+pub mod error;
 pub mod handle;
 pub mod runs;
 pub mod stats;
@@ -31,45 +33,15 @@ pub mod table;
 use std::time::Duration;
 
 pub use driver::start;
+pub use error::{
+    ChangeError, ClearError, CreateError, JobNotFound, NameTaken, RunNowError, ShuttingDown,
+    TestError, UpdateError,
+};
 pub use handle::Handle;
 pub use stats::{Lateness, RunStats};
 pub use table::{name_key, name_taken, sort_key, JobEntry};
 
-use crate::sched::{JobId, SpecError};
-use crate::store::StoreError;
 use crate::webhook::NetPolicy;
-
-/// Why a job operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// No job has that id.
-    #[error("no job with id {0}")]
-    NotFound(JobId),
-    /// The spec (or patch) is invalid; names the field.
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    /// `run now` while `max_instances` runs are going.
-    #[error("job {0} already runs its maximum number of instances; try again when one finishes")]
-    Busy(JobId),
-    /// The store refused the change (nothing was changed).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The fire could not be recorded, so it was not run.
-    #[error("the run could not be recorded, so it did not start: {0}")]
-    NotRecorded(StoreError),
-    /// The scheduler stopped (the appliance is shutting down).
-    #[error("the scheduler is shutting down")]
-    ShuttingDown,
-    /// Another job already has this name (names are unique, ignoring case and surrounding
-    /// spaces).
-    #[error("job {id} is already called '{name}'; job names are unique (ignoring case): pick another or change that job")]
-    NameTaken {
-        /// The name asked for.
-        name: String,
-        /// The job that has it.
-        id: JobId,
-    },
-}
 
 /// Options for the scheduler.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rows::{decode_rows, open_existing};
 use super::{corrupt, Store, StoreError, AUDIT};
-use crate::model::{Actor, AuditEntry};
+use crate::model::{Actor, AuditAction, AuditEntry};
 
 /// An `audit` row. Field names and order are the on-disk format.
 #[derive(Serialize, Deserialize)]
@@ -14,7 +14,8 @@ struct AuditRow {
     seq: u64,
     at_ms: u64,
     actor: ActorRow,
-    action: String,
+    /// Its wire string; an unknown one decodes as `AuditAction::Other` and is kept as it was.
+    action: AuditAction,
     target: Option<String>,
     summary: serde_json::Value,
 }

@@ -24,12 +24,17 @@ use super::*;
 pub struct BackupInfo {
     /// The file written.
     pub path: String,
+    /// Its size in bytes.
     pub bytes: u64,
+    /// The schema version it was written with.
     pub schema_version: u32,
     /// The server's public key (the private key is in the file too).
     pub server_public_key: String,
+    /// Peers it holds.
     pub peers: u64,
+    /// Jobs it holds.
     pub jobs: u64,
+    /// Runs it holds.
     pub runs: u64,
 }
 
@@ -38,14 +43,24 @@ pub struct BackupInfo {
 pub enum BackupError {
     /// Something already exists at the destination; backups never overwrite.
     #[error("{path} already exists; a backup never overwrites a file: choose a new name or move it away")]
-    Exists { path: String },
+    Exists {
+        /// The destination.
+        path: String,
+    },
     /// The destination's directory is missing or is not a directory.
     #[error("cannot write a backup to {path}: its directory {dir} does not exist")]
-    NoDirectory { path: String, dir: String },
+    NoDirectory {
+        /// The destination.
+        path: String,
+        /// Its missing directory.
+        dir: String,
+    },
     /// Writing the file failed (permissions, a full disk, ...).
     #[error("cannot write the backup {path}: {source}")]
     Write {
+        /// The destination.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -220,30 +235,46 @@ impl Store {
 pub enum RestoreError {
     /// The backup file is missing.
     #[error("there is no backup at {path}")]
-    Missing { path: String },
+    Missing {
+        /// The backup asked for.
+        path: String,
+    },
     /// The backup is not a usable appliance database (empty, damaged, no server key, or
     /// written by a newer appliance).
     #[error("{path} is not a usable appliance backup: {reason}")]
-    Unusable { path: String, reason: String },
+    Unusable {
+        /// The backup.
+        path: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// Writing into the data directory failed.
     #[error("cannot write {path}: {source}")]
     Write {
+        /// The file.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// Something appeared at the destination while restoring.
     #[error("{path} appeared while restoring; nothing was replaced")]
-    Raced { path: String },
+    Raced {
+        /// The destination.
+        path: String,
+    },
 }
 
 /// What [`restore_file`] put in place.
 #[derive(Debug, Clone)]
 pub struct Restored {
+    /// The restored server's public key: phones' configs must name it.
     pub server_public_key: String,
     /// Schema version of the backup as written (before any upgrade).
     pub from_version: u32,
+    /// Peers restored.
     pub peers: usize,
+    /// Jobs restored.
     pub jobs: usize,
 }
 

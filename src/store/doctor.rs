@@ -7,13 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use super::audit::decode_audit;
 use super::jobs::{decode_job, decode_run};
-use super::peers::{decode_peer, decode_stats};
+use super::peer_rows::{decode_peer, decode_stats};
 use super::rows::{decode_rows, open_existing, reason_of};
 use super::{
     append_audit, corrupt, DamagedRow, Store, StoreError, AUDIT, JOBS, PEERS, PEER_STATS,
     QUARANTINE, RUNS,
 };
-use crate::model::{Actor, AuditEntry};
+use crate::model::{Actor, AuditAction, AuditEntry};
 use crate::sched::JobId;
 
 /// What `doctor` reports.
@@ -199,7 +199,7 @@ impl Store {
                     seq: 0,
                     at_ms,
                     actor: actor.clone(),
-                    action: "store.quarantine".into(),
+                    action: AuditAction::StoreQuarantine,
                     target: Some(format!("{}/{}", f.row.table, f.row.key)),
                     summary: serde_json::json!({ "reason": f.row.reason, "bytes": f.bytes.len() }),
                 },

@@ -8,36 +8,58 @@ use super::SCHEMA_VERSION;
 pub enum OpenError {
     /// There is no file at the path (and nothing was created).
     #[error("there is no database at {path}")]
-    Missing { path: String },
+    Missing {
+        /// Where the database was looked for.
+        path: String,
+    },
     /// [`Store::create`](super::Store::create) found a file already there; it is never overwritten.
     #[error("the database {path} already exists; it is never overwritten")]
-    Exists { path: String },
+    Exists {
+        /// The file already there.
+        path: String,
+    },
     /// The file is empty, not a redb database, truncated, or lacks the appliance's schema or
     /// server key. Nothing was written to it.
     #[error("the database {path} is empty or damaged ({len} bytes: {reason}); restore a backup, or move it aside to start over")]
     Damaged {
+        /// The file.
         path: String,
+        /// Its size in bytes.
         len: u64,
+        /// What is wrong with it.
         reason: String,
     },
     /// Another process (normally `appliance serve`) holds the file.
     #[error("the database {path} is in use by another process (is `appliance serve` running?)")]
-    Locked { path: String },
+    Locked {
+        /// The file.
+        path: String,
+    },
     /// The file was written by a newer appliance.
     #[error("the database {path} has schema version {found}, newer than this binary understands ({SCHEMA_VERSION}); upgrade appliance")]
-    SchemaTooNew { path: String, found: u32 },
+    SchemaTooNew {
+        /// The file.
+        path: String,
+        /// Its schema version.
+        found: u32,
+    },
     /// The file has an older schema and upgrading it failed; the upgrade is one transaction,
     /// so the file is unchanged.
     #[error("cannot upgrade the database {path} from schema version {from} to {SCHEMA_VERSION} ({reason}); it is unchanged: restore a backup, or run an older appliance")]
     Migration {
+        /// The file.
         path: String,
+        /// Its schema version.
         from: u32,
+        /// Why the upgrade failed.
         reason: String,
     },
     /// redb could not read or create the file.
     #[error("cannot open the database {path}: {source}")]
     Storage {
+        /// The file.
         path: String,
+        /// redb's error.
         #[source]
         source: Box<redb::Error>,
     },
@@ -45,7 +67,9 @@ pub enum OpenError {
     /// file).
     #[error("cannot open the database {path}: {source}")]
     Unusable {
+        /// The file.
         path: String,
+        /// The error reading or writing its schema.
         #[source]
         source: StoreError,
     },
@@ -63,13 +87,21 @@ pub enum StoreError {
     /// The database hit another I/O error, or is being reopened after one. Nothing of the
     /// failed operation was written; the store reopens the file by itself.
     #[error("the database is unavailable after a disk error ({reason}): nothing was saved; the appliance reopens it by itself, try again in a few seconds")]
-    Unavailable { reason: String },
+    Unavailable {
+        /// The I/O error, or that a reopen is under way.
+        reason: String,
+    },
     /// redb reported a consistency problem.
     #[error("database error: {0}")]
     Redb(Box<redb::Error>),
     /// A stored row failed validation: the file was edited or is damaged.
     #[error("stored record {key:?} is damaged: {reason}")]
-    Corrupt { key: String, reason: String },
+    Corrupt {
+        /// The table and key of the row.
+        key: String,
+        /// Why it did not decode.
+        reason: String,
+    },
 }
 
 impl StoreError {

@@ -188,6 +188,7 @@ impl Store {
         Ok(Loaded::sort("jobs", rows))
     }
 
+    /// The job with this id, if stored.
     pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
         let db = self.reader()?;
         let txn = db.begin_read()?;

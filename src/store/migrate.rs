@@ -90,7 +90,7 @@ pub fn write_v1_fixture(
     {
         let mut meta = txn.open_table(META)?;
         meta.insert(KEY_SCHEMA, b"1".as_slice())?;
-        let row = super::peers::encode_server(server);
+        let row = super::peer_rows::encode_server(server);
         meta.insert(KEY_SERVER, row.as_slice())?;
         let mut p = txn.open_table(PEERS)?;
         for (name, bytes) in peers {

@@ -29,11 +29,12 @@
 //! read transaction through `reader`).
 //!
 //! Files, one per group of tables: this one holds [`Store`] itself (open, create, the access
-//! point, recovery); `peers.rs` the server record, peers and their statistics; `jobs.rs` jobs
-//! and runs; `audit.rs` the audit trail; `tasks.rs` handler tasks and handlers; `doctor.rs`
-//! damaged rows and the quarantine; `backend.rs` the storage backends under redb; `error.rs`
-//! the errors; `migrate.rs` and `backup.rs` upgrades and snapshots. Each file's row types (the
-//! encodings on disk) are private to it; the rest of the appliance sees [`crate::model`] types.
+//! point, recovery); `peer_rows.rs` the server record, peers and their statistics (not
+//! `peers.rs`: that would shadow the `peers` crate here); `jobs.rs` jobs and runs; `audit.rs`
+//! the audit trail; `tasks.rs` handler tasks and handlers; `doctor.rs` damaged rows and the
+//! quarantine; `backend.rs` the storage backends under redb; `error.rs` the errors;
+//! `migrate.rs` and `backup.rs` upgrades and snapshots. Each file's row types (the encodings on
+//! disk) are private to it; the rest of the appliance sees [`crate::model`] types.
 
 use std::io::Read as _;
 use std::path::Path;
@@ -64,7 +65,7 @@ mod error;
 mod footprint;
 mod group;
 mod jobs;
-mod peers;
+mod peer_rows;
 mod rows;
 mod tasks;
 #[cfg(test)]
@@ -76,7 +77,7 @@ pub(crate) use audit::append_audit;
 use backend::{file_backend, open_db, quietly, BackendFactory, IoWatch, REDB_MAGIC};
 pub use doctor::DoctorReport;
 pub use error::{is_disk_full, OpenError, StoreError};
-pub use peers::encode_peer;
+pub use peer_rows::encode_peer;
 use rows::open_existing;
 pub use rows::{DamagedRow, Loaded};
 

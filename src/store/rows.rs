@@ -30,7 +30,9 @@ impl std::fmt::Display for DamagedRow {
 /// What a loader read: every row that decoded, and the ones that did not.
 #[derive(Debug)]
 pub struct Loaded<T> {
+    /// Rows that decoded, in key order.
     pub rows: Vec<T>,
+    /// Rows that did not, bytes intact.
     pub damaged: Vec<DamagedRow>,
 }
 

@@ -6,7 +6,8 @@ use ::peers::{Ipv4Net, PeerName, PrivateKey, Role};
 
 use super::*;
 use crate::model::{
-    Actor, AuditEntry, JobRecord, PeerChange, PeerRecord, RunFilter, RunRecord, RunStatus,
+    Actor, AuditAction, AuditEntry, JobRecord, PeerChange, PeerRecord, RunFilter, RunRecord,
+    RunStatus,
 };
 use crate::sched::{JobId, JobSpec};
 
@@ -118,7 +119,7 @@ fn audit_is_append_only_and_paged_newest_first() {
                 seq: 0,
                 at_ms: 1000 * i,
                 actor: Actor::local_cli(),
-                action: format!("a{i}"),
+                action: AuditAction::from_wire(&format!("a{i}")),
                 target: None,
                 summary: serde_json::json!({}),
             })
@@ -147,7 +148,7 @@ fn audit_is_pruned_by_age_then_by_size_oldest_first() {
         seq: 0,
         at_ms,
         actor: Actor::local_cli(),
-        action: "job.update".into(),
+        action: crate::model::JobAction::Update.into(),
         target: None,
         summary: serde_json::json!({"pad": "x".repeat(pad)}),
     };
@@ -233,7 +234,7 @@ fn big_audit(tag: &str) -> AuditEntry {
         seq: 0,
         at_ms: 0,
         actor: Actor::local_cli(),
-        action: tag.into(),
+        action: AuditAction::Other(tag.into()),
         target: None,
         summary: serde_json::json!({"pad": "x".repeat(256 * 1024)}),
     }
@@ -557,7 +558,9 @@ fn damaged_rows_are_skipped_reported_and_quarantined_with_their_bytes() {
     assert!(kept.contains(&("peers/mallory".to_string(), low_order)));
     let audit = store.audit_page(None, None, 10).unwrap();
     assert_eq!(audit.len(), 2);
-    assert!(audit.iter().all(|e| e.action == "store.quarantine"));
+    assert!(audit
+        .iter()
+        .all(|e| e.action == AuditAction::StoreQuarantine));
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -602,7 +605,7 @@ fn audit_rows_and_audit_bodies_keep_their_bytes() {
             endpoint: None,
             via: crate::model::Via::Api,
         },
-        action: "peer.add".into(),
+        action: crate::model::PeerAction::Add.into(),
         target: Some("phone".into()),
         summary: serde_json::json!({"role": "viewer"}),
     };
@@ -612,6 +615,27 @@ fn audit_rows_and_audit_bodies_keep_their_bytes() {
     let views = crate::api::view::audit_views(vec![entry.clone()]);
     assert_eq!(serde_json::to_string(&views[0]).unwrap(), expected);
     assert_eq!(audit::decode_audit(3, &row).unwrap(), entry);
+}
+
+/// A row whose action this build does not know (another version wrote it) still decodes, is
+/// shown with its string, and is written back byte for byte.
+#[test]
+fn an_audit_row_with_an_unknown_action_decodes_and_keeps_its_bytes() {
+    let stored = r#"{"seq":9,"at_ms":1700000000000,"actor":{"peer":"local","fingerprint":null,"address":null,"endpoint":null,"via":"cli"},"action":"job.archive","target":"42","summary":{}}"#;
+    let entry = audit::decode_audit(9, stored.as_bytes()).expect("an unknown action decodes");
+    assert_eq!(entry.action, AuditAction::Other("job.archive".into()));
+    assert_eq!(
+        std::str::from_utf8(&audit::encode_audit(entry.clone())).unwrap(),
+        stored
+    );
+    let views = crate::api::view::audit_views(vec![entry]);
+    assert_eq!(serde_json::to_string(&views[0]).unwrap(), stored);
+    let back: crate::api::view::AuditView = serde_json::from_str(stored).unwrap();
+    assert_eq!(
+        back.action.as_str(),
+        "job.archive",
+        "the CLI reads it back too"
+    );
 }
 
 /// Every row of a string-keyed table, bytes as stored.

@@ -84,7 +84,9 @@ pub const MAX_DATAGRAM: usize = 65535;
 /// A UDP datagram the driver must send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transmit {
+    /// Where to send it: the peer's last authenticated endpoint.
     pub dst: SocketAddr,
+    /// The encrypted WireGuard message.
     pub payload: Vec<u8>,
 }
 
@@ -93,6 +95,7 @@ pub struct Transmit {
 pub struct Inbound {
     /// The peer it came through.
     pub peer: PublicKey,
+    /// The IPv4 packet.
     pub packet: Vec<u8>,
 }
 
@@ -100,7 +103,9 @@ pub struct Inbound {
 /// driver's "came online" log. At most [`MAX_EVENTS`] wait; older ones are dropped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Handshake {
+    /// The peer's public key.
     pub peer: PublicKey,
+    /// The UDP address it came from.
     pub from: SocketAddr,
 }
 
@@ -605,6 +610,7 @@ impl Router {
         self.inbound.pop_front()
     }
 
+    /// Counters so far.
     pub fn stats(&self) -> RouterStats {
         self.stats
     }
@@ -633,10 +639,12 @@ impl Router {
             .and_then(|i| self.peers.get(i))
     }
 
+    /// How many peers it serves.
     pub fn len(&self) -> usize {
         self.peers.len()
     }
 
+    /// Whether it serves no peer.
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()
     }

@@ -22,8 +22,11 @@ use peers::{Ipv4Net, PresharedKey, PublicKey};
 /// What the router needs to know to run a peer.
 #[derive(Clone, Debug)]
 pub struct PeerConfig {
+    /// The peer's key: what selects it in handshakes.
     pub public_key: PublicKey,
+    /// Its optional preshared key.
     pub preshared_key: Option<PresharedKey>,
+    /// Source ranges it may send from; the router drops anything else.
     pub allowed_ips: Vec<Ipv4Net>,
     /// Server-side persistent keepalive (normally `None`: the phone keeps the NAT open).
     pub keepalive: Option<u16>,
@@ -152,14 +155,17 @@ impl Peer {
         (since, rx as u64, tx as u64)
     }
 
+    /// What the router was told about the peer.
     pub fn config(&self) -> &PeerConfig {
         &self.config
     }
 
+    /// Its last authenticated UDP endpoint; `None` before its first handshake.
     pub fn endpoint(&self) -> Option<SocketAddr> {
         self.endpoint
     }
 
+    /// Its random 24-bit index; boringtun puts it in the top 24 bits of its session indices.
     pub fn index(&self) -> u32 {
         self.index
     }

@@ -111,20 +111,33 @@ pub enum Refusal {
         "destination {ip} is inside the appliance's own network {net}; a webhook can never \
          call the appliance itself"
     )]
-    Appliance { ip: IpAddr, net: IpNet },
+    Appliance {
+        /// The address refused.
+        ip: IpAddr,
+        /// The appliance's network it lies in.
+        net: IpNet,
+    },
     /// The address is not public unicast and no `--allow-webhook-net` covers it.
     #[error(
         "destination {ip} is not a public address ({kind}); allow a LAN range with \
          serve --allow-webhook-net"
     )]
-    NotPublic { ip: IpAddr, kind: &'static str },
+    NotPublic {
+        /// The address refused.
+        ip: IpAddr,
+        /// What it is (loopback, private, link-local, …).
+        kind: &'static str,
+    },
     /// The address is public but belongs to the appliance's host (found by the driver, not by
     /// [`NetPolicy::check`]).
     #[error(
         "destination {ip} is an address of the appliance's own host; webhooks cannot call it \
          unless serve --allow-webhook-net names it"
     )]
-    OwnHost { ip: IpAddr },
+    OwnHost {
+        /// The address refused.
+        ip: IpAddr,
+    },
 }
 
 /// Why an address is accepted.
@@ -293,7 +306,9 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
 /// A URL host as the executor will dial it: an IP address, or a name for DNS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host<'a> {
+    /// A literal address: checked, then dialled.
     Ip(IpAddr),
+    /// A name: resolved, then each address checked.
     Name(&'a str),
 }
 

@@ -64,10 +64,11 @@
     }
     return v;
   }
-  const role = () => (S.me ? S.me.role : "");
-  const canRead = () => ["admin", "officer", "viewer"].includes(role());
-  const canOperate = () => ["admin", "officer"].includes(role());
-  const isAdmin = () => role() === "admin";
+  // What the caller may do is the server's route table for its role (GET /api/v1/whoami's
+  // "permitted": "METHOD /path" pairs); a control shows only when its route is listed. The API
+  // still checks every request.
+  const may = (route) => !!S.me && Array.isArray(S.me.permitted) && S.me.permitted.includes(route);
+  const canRead = () => may("GET /api/v1/jobs");
 
   // ---- Formatting ------------------------------------------------------------------------
   function rel(ms) {
@@ -143,16 +144,18 @@
 
   // ---- Jobs ------------------------------------------------------------------------------
   function jobButtons(j, box, after) {
-    if (!canOperate()) return null;
     const id = encodeURIComponent(j.id);
+    const b = [may("POST /api/v1/jobs/{id}/run"), may("POST /api/v1/jobs/{id}/" + (j.paused ? "resume" : "pause")),
+      may("PATCH /api/v1/jobs/{id}"), may("POST /api/v1/jobs"), may("DELETE /api/v1/jobs/{id}")];
+    if (!b.some(Boolean)) return null;
     return h("div", null,
-      h("button", { testid: "job-run", onclick: () => act(() => api("POST", "/api/v1/jobs/" + id + "/run"), "Started " + j.name + ".") }, "Run now"),
-      j.paused
+      b[0] && h("button", { testid: "job-run", onclick: () => act(() => api("POST", "/api/v1/jobs/" + id + "/run"), "Started " + j.name + ".") }, "Run now"),
+      !b[1] ? null : j.paused
         ? h("button", { testid: "job-resume", onclick: () => act(() => api("POST", "/api/v1/jobs/" + id + "/resume"), "Resumed " + j.name + ".") }, "Resume")
         : h("button", { testid: "job-pause", onclick: () => act(() => api("POST", "/api/v1/jobs/" + id + "/pause"), "Paused " + j.name + ".") }, "Pause"),
-      h("a", { class: "btn", href: "#/edit/" + id, testid: "job-edit" }, "Edit"),
-      h("a", { class: "btn", href: "#/dup/" + id, testid: "job-duplicate" }, "Duplicate"),
-      h("button", { class: "dng", testid: "job-delete", onclick: () => confirmRow(box, "Delete " + j.name + "? Its run history goes too; this cannot be undone.", "Delete",
+      b[2] && h("a", { class: "btn", href: "#/edit/" + id, testid: "job-edit" }, "Edit"),
+      b[3] && h("a", { class: "btn", href: "#/dup/" + id, testid: "job-duplicate" }, "Duplicate"),
+      b[4] && h("button", { class: "dng", testid: "job-delete", onclick: () => confirmRow(box, "Delete " + j.name + "? Its run history goes too; this cannot be undone.", "Delete",
         () => act(() => api("DELETE", "/api/v1/jobs/" + id), "Deleted " + j.name + ".", after)) }, "Delete"));
   }
   function jobCard(j, last, linkName) {
@@ -174,7 +177,7 @@
     const list = h("div", null, h("p", { class: "mute", text: "Loading…" }));
     const el = h("section", null,
       h("div", { class: "row" }, h("h2", { text: "Jobs" }),
-        canOperate() ? h("a", { class: "btn pri", href: "#/new", testid: "new-job" }, "New job") : null),
+        may("POST /api/v1/jobs") ? h("a", { class: "btn pri", href: "#/new", testid: "new-job" }, "New job") : null),
       list);
     async function refresh(force) {
       if (!force && busy(list)) return;
@@ -182,7 +185,7 @@
       const last = {};
       for (const r of runs.runs) if (!last[r.job_id]) last[r.job_id] = r;
       if (!jobs.jobs.length) {
-        clear(list, h("p", { class: "mute" }, canOperate() ? "No jobs yet: press New job." : "No jobs yet."));
+        clear(list, h("p", { class: "mute" }, may("POST /api/v1/jobs") ? "No jobs yet: press New job." : "No jobs yet."));
         return;
       }
       clear(list, jobs.jobs.map((j) => jobCard(j, last[j.id], true)));
@@ -759,23 +762,23 @@
 
   // ---- Shell -----------------------------------------------------------------------------
   function nav() {
-    const items = [["#/jobs", "Jobs", canRead()], ["#/failures", "Failures", canRead()],
-      ["#/handlers", "Handlers", canRead() && Array.isArray(S.handlers)],
-      ["#/members", "Members", isAdmin()], ["#/audit", "Audit", isAdmin()]];
+    const items = [["#/jobs", "Jobs", canRead()], ["#/failures", "Failures", may("GET /api/v1/runs")],
+      ["#/handlers", "Handlers", may("GET /api/v1/handlers") && Array.isArray(S.handlers)],
+      ["#/members", "Members", may("GET /api/v1/peers")], ["#/audit", "Audit", may("GET /api/v1/audit")]];
     const cur = "#/" + (S.route.split("/")[1] || "jobs");
     clear($("nav"), items.filter((x) => x[2]).map(([href, text]) =>
       h("a", { href, "aria-current": cur === href || (href === "#/jobs" && /^#\/(job|new|edit|dup)/.test(cur)) ? "page" : null, testid: "nav-" + text.toLowerCase() }, text)));
   }
   async function whoami() {
     const me = await api("GET", "/api/v1/whoami");
-    const changed = !S.me || S.me.role !== me.role;
+    const changed = !S.me || S.me.role !== me.role || String(S.me.permitted) !== String(me.permitted);
     S.me = me;
     $("who").textContent = "You are " + me.peer + " (" + me.role + ") at " + me.address + ".";
     document.body.dataset.role = me.role;
     return changed;
   }
   async function probeHandlers() {
-    if (!canRead()) { S.handlers = false; return; }
+    if (!may("GET /api/v1/handlers")) { S.handlers = false; return; }
     try { S.handlers = (await api("GET", "/api/v1/handlers")).handlers || []; } catch (e) { S.handlers = false; }
   }
   async function render() {
@@ -791,13 +794,13 @@
       return;
     }
     if (name === "job" && arg) v = viewJob(decodeURIComponent(arg));
-    else if (name === "new" && canOperate()) v = viewForm("new", null);
-    else if (name === "edit" && arg && canOperate()) v = viewForm("edit", decodeURIComponent(arg));
-    else if (name === "dup" && arg && canOperate()) v = viewForm("dup", decodeURIComponent(arg));
-    else if (name === "failures") v = viewFailures();
+    else if (name === "new" && may("POST /api/v1/jobs")) v = viewForm("new", null);
+    else if (name === "edit" && arg && may("PATCH /api/v1/jobs/{id}")) v = viewForm("edit", decodeURIComponent(arg));
+    else if (name === "dup" && arg && may("POST /api/v1/jobs")) v = viewForm("dup", decodeURIComponent(arg));
+    else if (name === "failures" && may("GET /api/v1/runs")) v = viewFailures();
     else if (name === "handlers" && Array.isArray(S.handlers)) v = viewHandlers();
-    else if (name === "members" && isAdmin()) v = viewMembers();
-    else if (name === "audit" && isAdmin()) v = viewAudit();
+    else if (name === "members" && may("GET /api/v1/peers")) v = viewMembers();
+    else if (name === "audit" && may("GET /api/v1/audit")) v = viewAudit();
     else v = viewJobs();
     S.view = v;
     clear($("main"), v.el);

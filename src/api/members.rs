@@ -36,15 +36,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: PeerRoute, params: &[&str]) -> 
         }
         PeerRoute::Patch => patch(ctx, name()?).await,
         PeerRoute::Rotate => rotate(ctx, name()?).await,
-        PeerRoute::Delete => {
-            let op = PeerUpdate::Remove { name: name()? };
-            let rec = ctx
-                .service
-                .update_peer(op, ctx.caller.actor())
-                .await
-                .map_err(update_error)?;
-            ok(json!(ctx.service.view(&rec)))
-        }
+        PeerRoute::Delete => update(ctx, PeerUpdate::Remove { name: name()? }).await,
     }
 }
 
@@ -184,7 +176,8 @@ async fn create(ctx: &Ctx<'_>) -> ApiResult {
     Ok(r)
 }
 
-/// The client config for a peer's new keys, as text and as a QR code (SVG).
+/// The client config for a peer's new keys, as text and as a QR code (SVG) of its compact form
+/// (as the CLI's codes).
 fn client_config(
     ctx: &Ctx<'_>,
     rec: &crate::model::PeerRecord,
@@ -197,8 +190,9 @@ fn client_config(
         dns,
         ..ConfigOptions::default()
     };
-    let text = crate::peer_ops::client_config(&added, private, psk, opts).render();
-    let svg = peers::render_svg(&text).map_err(ApiError::internal)?;
+    let config = crate::peer_ops::client_config(&added, private, psk, opts);
+    let svg = peers::render_svg(&crate::peer_ops::qr_text(&config)).map_err(ApiError::internal)?;
+    let text = config.render();
     Ok((text, svg))
 }
 
@@ -237,6 +231,11 @@ async fn patch(ctx: &Ctx<'_>, name: PeerName) -> ApiResult {
         role,
         enabled,
     };
+    update(ctx, op).await
+}
+
+/// Applies a change to a peer as the caller and answers with the peer as it is now.
+async fn update(ctx: &Ctx<'_>, op: PeerUpdate) -> ApiResult {
     let rec = ctx
         .service
         .update_peer(op, ctx.caller.actor())

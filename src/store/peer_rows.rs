@@ -17,7 +17,9 @@ use super::rows::decode_rows;
 use super::{
     append_audit, corrupt, Loaded, Store, StoreError, KEY_SERVER, META, PEERS, PEER_STATS,
 };
-use crate::model::{Actor, AuditEntry, PeerChange, PeerRecord, PeerStats, ServerRecord};
+use crate::model::{
+    Actor, AuditAction, AuditEntry, PeerChange, PeerRecord, PeerStats, ServerRecord,
+};
 
 #[derive(Serialize, Deserialize)]
 struct ServerRow {
@@ -215,7 +217,7 @@ impl Store {
                 seq: 0,
                 at_ms: now_ms,
                 actor: actor.clone(),
-                action: "server.endpoint".into(),
+                action: AuditAction::ServerEndpoint,
                 target: None,
                 summary: serde_json::json!({
                     "from": previous.to_string(),
