@@ -269,15 +269,18 @@ pub(super) fn parse_action(v: &Value) -> Result<Action, SpecError> {
     match (field(m, "webhook"), field(m, "handler")) {
         (Some(hook), None) => Ok(Action::Webhook(parse_webhook(hook)?)),
         (None, Some(call)) => Ok(Action::Handler(parse_handler_call(call)?)),
-        (Some(_), Some(_)) => Err(SpecError::new(
-            "action",
-            "needs exactly one of webhook, handler; it has both",
-        )),
-        (None, None) => Err(SpecError::new(
-            "action",
-            "needs exactly one of webhook, handler; it has none",
-        )),
+        (Some(_), Some(_)) => Err(action_kind_error(true)),
+        (None, None) => Err(action_kind_error(false)),
     }
+}
+
+/// An `action` with both kinds (`both`) or with none.
+pub(super) fn action_kind_error(both: bool) -> SpecError {
+    let has = if both { "both" } else { "none" };
+    SpecError::new(
+        "action",
+        format!("needs exactly one of webhook, handler; it has {has}"),
+    )
 }
 
 pub(super) fn parse_handler_call(v: &Value) -> Result<HandlerCall, SpecError> {

@@ -71,24 +71,7 @@ pub fn parse_trigger(v: &Value, now: Option<Timestamp>) -> Result<Trigger, SpecE
         .copied()
         .filter(|k| field(m, k).is_some())
         .collect();
-    let kind = match kinds.as_slice() {
-        [kind] => *kind,
-        [] => {
-            return Err(SpecError::new(
-                "trigger",
-                "needs exactly one of at, every, cron; it has none",
-            ))
-        }
-        _ => {
-            return Err(SpecError::new(
-                "trigger",
-                format!(
-                    "needs exactly one of at, every, cron; it has {}",
-                    kinds.join(" and ")
-                ),
-            ))
-        }
-    };
+    let kind = one_kind(&kinds)?;
     let p = "trigger";
     match kind {
         "at" => {
@@ -130,6 +113,24 @@ pub fn parse_trigger(v: &Value, now: Option<Timestamp>) -> Result<Trigger, SpecE
                 end,
             })
         }
+    }
+}
+
+/// The one trigger kind present (`at`, `every` or `cron`), or the error naming what is there.
+pub(super) fn one_kind<'k>(kinds: &[&'k str]) -> Result<&'k str, SpecError> {
+    match kinds {
+        [kind] => Ok(kind),
+        [] => Err(SpecError::new(
+            "trigger",
+            "needs exactly one of at, every, cron; it has none",
+        )),
+        _ => Err(SpecError::new(
+            "trigger",
+            format!(
+                "needs exactly one of at, every, cron; it has {}",
+                kinds.join(" and ")
+            ),
+        )),
     }
 }
 

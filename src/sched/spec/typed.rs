@@ -32,10 +32,11 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::action::{
-    check_header_count, handler_id_str, handler_method_str, method_str, push_header, url_str,
+    action_kind_error, check_header_count, handler_id_str, handler_method_str, method_str,
+    push_header, url_str,
 };
 use super::name::name_str;
-use super::schedule::{at_trigger, cron_str, every_trigger, zone_str};
+use super::schedule::{at_trigger, cron_str, every_trigger, one_kind, zone_str};
 use super::{
     duration_str, int_range, timestamp_str, Action, HandlerCall, JobSpec, JsonBody, Retry,
     SpecError, Webhook, MAX_ATTEMPTS, MAX_BACKOFF, MAX_INSTANCES, MAX_INTERVAL, MAX_JITTER,
@@ -289,24 +290,7 @@ impl TriggerDe<'_> {
         .filter(|(_, here)| *here)
         .map(|(k, _)| *k)
         .collect();
-        match kinds.as_slice() {
-            [_] => {}
-            [] => {
-                return Err(SpecError::new(
-                    "trigger",
-                    "needs exactly one of at, every, cron; it has none",
-                ))
-            }
-            _ => {
-                return Err(SpecError::new(
-                    "trigger",
-                    format!(
-                        "needs exactly one of at, every, cron; it has {}",
-                        kinds.join(" and ")
-                    ),
-                ))
-            }
-        }
+        one_kind(&kinds)?;
         if let Some(at) = self.at {
             refuse_extra(
                 &[
@@ -351,14 +335,8 @@ impl ActionDe<'_> {
         match (self.webhook, self.handler) {
             (Some(hook), None) => Ok(Action::Webhook(hook.check()?)),
             (None, Some(call)) => Ok(Action::Handler(call.check()?)),
-            (Some(_), Some(_)) => Err(SpecError::new(
-                "action",
-                "needs exactly one of webhook, handler; it has both",
-            )),
-            (None, None) => Err(SpecError::new(
-                "action",
-                "needs exactly one of webhook, handler; it has none",
-            )),
+            (Some(_), Some(_)) => Err(action_kind_error(true)),
+            (None, None) => Err(action_kind_error(false)),
         }
     }
 }
