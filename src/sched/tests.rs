@@ -730,6 +730,23 @@ fn patched_merges_like_rfc_7386() {
     );
 }
 
+/// Found by the `job_spec` fuzzer (corpus `regress-non-ascii-header-value`): a header value
+/// with non-ASCII characters was accepted, then stored by `to_json` as `""`, silently.
+#[test]
+fn non_ascii_header_values_are_refused_not_stored_empty() {
+    for value in ["Bearer s\u{35E}ret", "caf\u{e9}", "\u{1F511}"] {
+        let mut v = spec_json(json!({"every": "1h"}));
+        v["action"]["webhook"]["headers"] = json!({"Authorization": value});
+        let e = err(v, Some(NOW));
+        assert_eq!(e.field, "action.webhook.headers.Authorization", "{value}");
+        assert!(e.message.contains("visible ASCII"), "{e}");
+    }
+    let mut v = spec_json(json!({"every": "1h"}));
+    v["action"]["webhook"]["headers"] = json!({"X-Tab": "a\tb", "X-Text": "Bot s3cr3t ~!"});
+    let spec = JobSpec::from_json(&v, Some(ts(NOW))).unwrap();
+    assert_eq!(JobSpec::from_json(&spec.to_json(), None).unwrap(), spec);
+}
+
 #[test]
 fn redacted_json_hides_tokens_and_secret_headers() {
     let s = JobSpec::from_json(

@@ -433,8 +433,12 @@ pub(super) fn push_header(
             format!("is longer than {MAX_HEADER_VALUE_LEN} bytes"),
         ));
     }
+    // `from_str` also takes bytes 0x80-0xFF, which `to_str` (and so `to_json`, the
+    // stored form) cannot give back: only what round-trips is accepted.
     let value = HeaderValue::from_str(value)
-        .map_err(|_| SpecError::new(&path, "must be visible ASCII characters and spaces only"))?;
+        .ok()
+        .filter(|v| v.to_str().is_ok())
+        .ok_or_else(|| SpecError::new(&path, "must be visible ASCII characters and spaces only"))?;
     if headers.iter().any(|(n, _)| *n == header) {
         return Err(SpecError::new(
             &path,
