@@ -472,7 +472,7 @@ fn a_damaged_job_row_is_skipped_listed_by_doctor_and_quarantined() {
         .unwrap();
         let rec = JobRecord {
             id: JobId::from_u64(0x600d),
-            spec,
+            spec: std::sync::Arc::new(spec),
             created_at_ms: 0,
             updated_at_ms: 0,
             created_by: "test".into(),
@@ -733,7 +733,7 @@ fn status_json_matches_the_golden_file() {
             let at = format!("2099-01-0{i}T12:00:00.25Z").parse().unwrap();
             let rec = JobRecord {
                 id: JobId::from_u64(i),
-                spec,
+                spec: std::sync::Arc::new(spec),
                 created_at_ms: 0,
                 updated_at_ms: 0,
                 created_by: "test".into(),
