@@ -285,21 +285,30 @@ victim_rps() { # victim_rps: req/s of the first peer's wrk -t1 -c8 on health
     "http://$TUN_IP:$PORT/api/v1/health" >"$out" 2>&1 || { cat "$out" >&2; die "wrk fairness failed"; }
   awk '/^Requests\/sec:/ { print $2 }' "$out"
 }
-fair_alone=() fair_hogged=() fair_txt=""
+beside_b() { # beside_b CONNS TAG: A's req/s while peer B runs wrk with CONNS connections
+  local conns=$1 tag=$2
+  nsc2 60 wrk -t1 -c"$conns" -d"$(( ${WRK_DURATION%s} + 2 ))s" --timeout 5s \
+    "http://$TUN_IP:$PORT/api/v1/health" >"$TMP/wrk-$tag.txt" 2>&1 &
+  local pid=$!
+  sleep 1
+  victim_rps
+  wait "$pid" || true
+}
+b_summary() { # b_summary TAG: "N req/s, M non-2xx" of B's wrk
+  echo "$(awk '/^Requests\/sec:/ { print $2 }' "$TMP/wrk-$1.txt") req/s, $(awk '/Non-2xx/ { print $NF }' "$TMP/wrk-$1.txt") non-2xx"
+}
+# A alone; A beside B using exactly its cap (32 connections, all admitted: plain competing
+# load); A beside B opening 4x its cap (the 96 extra connections must be refused cheaply).
+fair_alone=() fair_atcap=() fair_hogged=() fair_txt=""
 for round in $(seq "$ROUNDS"); do
   fair_alone+=("$(victim_rps)")
-  nsc2 60 wrk -t1 -c"$FAIR_HOG_CONNS" -d"$(( ${WRK_DURATION%s} + 2 ))s" --timeout 5s \
-    "http://$TUN_IP:$PORT/api/v1/health" >"$TMP/wrk-hog-$round.txt" 2>&1 &
-  HOG_PID=$!
-  sleep 1
-  fair_hogged+=("$(victim_rps)")
-  wait "$HOG_PID" || true
-  HOG_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$TMP/wrk-hog-$round.txt")
-  HOG_NON2XX=$(awk '/Non-2xx/ { print $NF }' "$TMP/wrk-hog-$round.txt")
-  fair_txt+="round $round: ${fair_alone[-1]} alone, ${fair_hogged[-1]} beside the hog (hog ${HOG_RPS:-?} req/s, ${HOG_NON2XX:-0} non-2xx); "
-  log "fairness round $round: ${fair_alone[-1]} alone, ${fair_hogged[-1]} with the hog, load $(load1)"
+  fair_atcap+=("$(beside_b 32 atcap-$round)")
+  fair_hogged+=("$(beside_b "$FAIR_HOG_CONNS" hog-$round)")
+  fair_txt+="round $round: A ${fair_alone[-1]} alone, ${fair_atcap[-1]} beside B at its cap (B $(b_summary atcap-$round)), ${fair_hogged[-1]} beside B at 4x (B $(b_summary hog-$round)); "
+  log "fairness round $round: ${fair_alone[-1]} alone, ${fair_atcap[-1]} beside B at cap, ${fair_hogged[-1]} beside B at 4x, load $(load1)"
 done
 F_A=$(printf '%s\n' "${fair_alone[@]}" | median); F_H=$(printf '%s\n' "${fair_hogged[@]}" | median)
+F_C=$(printf '%s\n' "${fair_atcap[@]}" | median)
 
 sleep 1
 RSS_KB=$(awk '/^VmRSS:/ { print $2 }' "/proc/$APP_PID/status")
@@ -327,6 +336,7 @@ cat <<EOF
 | server-side CPU during the health run, % of one core | $C_A | $C_B (wireguard-go + hyper) | $(ratio "$C_A" "$C_B") |
 | default per-peer cap (32), 64 connections: req/s of all replies; 429s of all replies; socket errors | $CAP_RPS; $CAP_NON2XX of $CAP_TOTAL; $CAP_ERR (server CPU $CAP_CPU%) | — | — |
 | fairness: peer A \`wrk -t1 -c$FAIR_VICTIM_CONNS\` req/s while peer B opens $FAIR_HOG_CONNS connections (4× cap 32), against A alone (goal ≥ 0.8) | $F_H | $F_A (A alone) | **$(ratio "$F_H" "$F_A")**; $(per_round_ratio fair_hogged fair_alone) |
+| fairness, cost of the over-cap connections only: A beside B at 4× cap, against A beside B using exactly its cap (32) | $F_H | $F_C (B at cap) | **$(ratio "$F_H" "$F_C")**; $(per_round_ratio fair_hogged fair_atcap) |
 | appliance VmRSS / VmHWM after the load | $((RSS_KB / 1024)) MiB / $((HWM_KB / 1024)) MiB | — | — |
 
 Per round (baseline / appliance): $rounds_txt
