@@ -19,7 +19,10 @@
 # `wrk -t2 -c4` on /api/v1/openapi.json, CPU of the server side (appliance; wireguard-go +
 # baseline_server), and the load average. Then the appliance is restarted with the default
 # per-peer cap (32) and the same health wrk measures the over-cap case: total req/s, non-2xx
-# (429) replies, socket errors. Last, VmRSS/VmHWM of the appliance.
+# (429) replies, socket errors. Then fairness (issue 12): a second client peer in a third
+# namespace (192.168.78.1, its own wireguard-go) opens 4x the default per-peer cap (128
+# connections) while the first peer's `wrk -t1 -c8` on /api/v1/health runs; its req/s against
+# the same wrk alone, per round (goal: >= 0.8). Last, VmRSS/VmHWM of the appliance.
 #
 # Build: `cargo build --profile bench` (release code with symbols, for `perf record`; its output
 # is target/release, shared with `cargo bench`) of the appliance and the example.
@@ -69,6 +72,7 @@ BASE_BIN=$TARGET/$OUT/examples/baseline_server
 
 NSC=apl-bc-$$
 NSS=apl-bs-$$
+NSC2=apl-bd-$$
 bench_tmp apl-baseline
 APP_PID=
 WATCHDOG=
@@ -76,14 +80,15 @@ CLK_TCK=$(getconf CLK_TCK)
 
 nsc() { in_ns "$NSC" "$@"; }
 nss() { in_ns "$NSS" "$@"; }
+nsc2() { in_ns "$NSC2" "$@"; }
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   set +e
   stop_watchdog
-  kill_ns "$NSC" "$NSS"
-  rm -f /var/run/wireguard/wgc$$.sock /var/run/wireguard/wgs$$.sock
+  kill_ns "$NSC" "$NSS" "$NSC2"
+  rm -f /var/run/wireguard/wgc$$.sock /var/run/wireguard/wgs$$.sock /var/run/wireguard/wgd$$.sock
   finish_tmp "$rc" "$TMP"/*.log
   exit "$rc"
 }
@@ -240,6 +245,69 @@ SERVER=app
 use_server app
 run_wrk app-health-default-cap "$WRK_CONNS" /api/v1/health
 CAP_RPS=$W_rps CAP_NON2XX=$W_non2xx CAP_TOTAL=$W_total CAP_ERR=${W_err:-none} CAP_CPU=$W_cpu
+
+# Fairness: a second peer (third namespace, own wireguard-go) opens 4x the default cap.
+FAIR_VICTIM_CONNS=8
+FAIR_HOG_CONNS=$((4 * 32))
+( umask 077; nss 30 "$BIN" --data-dir "$DATA" peer add bench2 --role viewer \
+    >"$TMP/peer2.conf" 2>>"$TMP/peer.log" ) || die "appliance peer add bench2 failed"
+conf2() { awk -F' = ' -v k="$1" '$1 == k { print $2; exit }' "$TMP/peer2.conf"; }
+( umask 077; conf2 PrivateKey >"$TMP/client2.key"; conf2 PresharedKey >"$TMP/psk2" )
+C2_ADDR=$(conf2 Address)
+timeout 10 ip netns add "$NSC2"
+timeout 10 ip link add "vd$$" netns "$NSC2" type veth peer name "vt$$" netns "$NSS"
+timeout 10 ip -n "$NSC2" addr add 192.168.78.1/24 dev "vd$$"
+timeout 10 ip -n "$NSS" addr add 192.168.78.2/24 dev "vt$$"
+timeout 10 ip -n "$NSC2" link set lo up
+timeout 10 ip -n "$NSC2" link set "vd$$" up
+timeout 10 ip -n "$NSS" link set "vt$$" up
+timeout 10 ip -n "$NSC2" route add "$S_IP/32" via 192.168.78.2
+ip netns exec "$NSC2" wireguard-go -f "wgd$$" >>"$TMP/wg-client2.log" 2>&1 &
+for _ in $(seq 100); do [ -S "/var/run/wireguard/wgd$$.sock" ] && break; sleep 0.05; done
+nsc2 10 wg set "wgd$$" private-key "$TMP/client2.key" \
+  peer "$APP_PUB" preshared-key "$TMP/psk2" endpoint "$S_IP:$APP_UDP" allowed-ips 10.88.88.0/24
+timeout 10 ip -n "$NSC2" addr add "$C2_ADDR" dev "wgd$$"
+timeout 10 ip -n "$NSC2" link set "wgd$$" mtu 1420 up
+timeout 10 ip -n "$NSC2" route add 10.88.88.0/24 dev "wgd$$" 2>/dev/null || true
+code=000
+for _ in $(seq 100); do
+  code=$(nsc2 5 curl -s -o /dev/null -w '%{http_code}' --connect-timeout 1 --max-time 2 \
+    "http://$TUN_IP:$PORT/api/v1/health" || true)
+  [ "$code" = 200 ] && break
+  sleep 0.1
+done
+[ "$code" = 200 ] || die "no 200 for the second peer through the tunnel (last HTTP $code)"
+victim_rps() { # victim_rps: req/s of the first peer's wrk -t1 -c8 on health
+  local out=$TMP/wrk-fair-$RANDOM.txt
+  nsc 60 wrk -t1 -c"$FAIR_VICTIM_CONNS" -d"$WRK_DURATION" --timeout 5s \
+    "http://$TUN_IP:$PORT/api/v1/health" >"$out" 2>&1 || { cat "$out" >&2; die "wrk fairness failed"; }
+  awk '/^Requests\/sec:/ { print $2 }' "$out"
+}
+beside_b() { # beside_b CONNS TAG: A's req/s while peer B runs wrk with CONNS connections
+  local conns=$1 tag=$2
+  nsc2 60 wrk -t1 -c"$conns" -d"$(( ${WRK_DURATION%s} + 2 ))s" --timeout 5s \
+    "http://$TUN_IP:$PORT/api/v1/health" >"$TMP/wrk-$tag.txt" 2>&1 &
+  local pid=$!
+  sleep 1
+  victim_rps
+  wait "$pid" || true
+}
+b_summary() { # b_summary TAG: "N req/s, M non-2xx" of B's wrk
+  echo "$(awk '/^Requests\/sec:/ { print $2 }' "$TMP/wrk-$1.txt") req/s, $(awk '/Non-2xx/ { print $NF }' "$TMP/wrk-$1.txt") non-2xx"
+}
+# A alone; A beside B using exactly its cap (32 connections, all admitted: plain competing
+# load); A beside B opening 4x its cap (the 96 extra connections must be refused cheaply).
+fair_alone=() fair_atcap=() fair_hogged=() fair_txt=""
+for round in $(seq "$ROUNDS"); do
+  fair_alone+=("$(victim_rps)")
+  fair_atcap+=("$(beside_b 32 atcap-$round)")
+  fair_hogged+=("$(beside_b "$FAIR_HOG_CONNS" hog-$round)")
+  fair_txt+="round $round: A ${fair_alone[-1]} alone, ${fair_atcap[-1]} beside B at its cap (B $(b_summary atcap-$round)), ${fair_hogged[-1]} beside B at 4x (B $(b_summary hog-$round)); "
+  log "fairness round $round: ${fair_alone[-1]} alone, ${fair_atcap[-1]} beside B at cap, ${fair_hogged[-1]} beside B at 4x, load $(load1)"
+done
+F_A=$(printf '%s\n' "${fair_alone[@]}" | median); F_H=$(printf '%s\n' "${fair_hogged[@]}" | median)
+F_C=$(printf '%s\n' "${fair_atcap[@]}" | median)
+
 sleep 1
 RSS_KB=$(awk '/^VmRSS:/ { print $2 }' "/proc/$APP_PID/status")
 HWM_KB=$(awk '/^VmHWM:/ { print $2 }' "/proc/$APP_PID/status")
@@ -265,7 +333,11 @@ cat <<EOF
 | \`GET /api/v1/openapi.json\` ($OPENAPI_BYTES B), \`wrk -t2 -c$BULK_CONNS\`, MiB/s | $B_A | $B_B | **$(ratio "$B_A" "$B_B")**; $(per_round_ratio b_app b_base) |
 | server-side CPU during the health run, % of one core | $C_A | $C_B (wireguard-go + hyper) | $(ratio "$C_A" "$C_B") |
 | default per-peer cap (32), 64 connections: req/s of all replies; 429s of all replies; socket errors | $CAP_RPS; $CAP_NON2XX of $CAP_TOTAL; $CAP_ERR (server CPU $CAP_CPU%) | — | — |
+| fairness: peer A \`wrk -t1 -c$FAIR_VICTIM_CONNS\` req/s while peer B opens $FAIR_HOG_CONNS connections (4× cap 32), against A alone (goal ≥ 0.8) | $F_H | $F_A (A alone) | **$(ratio "$F_H" "$F_A")**; $(per_round_ratio fair_hogged fair_alone) |
+| fairness, cost of the over-cap connections only: A beside B at 4× cap, against A beside B using exactly its cap (32) | $F_H | $F_C (B at cap) | **$(ratio "$F_H" "$F_C")**; $(per_round_ratio fair_hogged fair_atcap) |
 | appliance VmRSS / VmHWM after the load | $((RSS_KB / 1024)) MiB / $((HWM_KB / 1024)) MiB | — | — |
 
 Per round (baseline / appliance): $rounds_txt
+
+Fairness per round: $fair_txt
 EOF

@@ -14,10 +14,8 @@
 //! Run: `cargo bench --bench footprint`. Figures: benches/RESULTS.md ("Memory").
 #![allow(clippy::disallowed_methods)] // benchmark: reads clocks and sleeps
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use appliance::model::JobRecord;
@@ -30,35 +28,9 @@ use serde_json::json;
 mod temp_dir;
 use temp_dir::TempDir;
 
-/// Counts live heap bytes (allocations minus frees) of the whole bench process.
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        System.alloc_zeroed(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        System.realloc(p, l, new)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::live;
 
 const PEERS: usize = 250;
 const JOBS: usize = 10_000;
@@ -97,7 +69,7 @@ fn cron_job(i: usize, now: Timestamp) -> JobRecord {
     let next = spec.trigger.next_after(now);
     JobRecord {
         id: JobId::from_u64(0x5eed_0000_0000 + i as u64),
-        spec,
+        spec: std::sync::Arc::new(spec),
         created_at_ms: now.as_millisecond() as u64,
         updated_at_ms: now.as_millisecond() as u64,
         created_by: "bench".into(),
@@ -120,6 +92,21 @@ fn fill(bin: &Path, peers: usize, jobs: usize) -> TempDir {
         }
     }
     dir
+}
+
+/// The raw `jobs` rows of a closed database, read with redb directly.
+fn raw_job_rows(db: &Path) -> Vec<Vec<u8>> {
+    use redb::{ReadableTable, TableDefinition};
+    const JOBS_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+    let db = redb::Database::open(db).expect("open redb");
+    let txn = db.begin_read().expect("read");
+    let table = txn.open_table(JOBS_TABLE).expect("jobs table");
+    let rows = table
+        .iter()
+        .expect("iterate")
+        .map(|r| r.expect("row").1.value().to_vec())
+        .collect();
+    rows
 }
 
 fn status_kib(pid: u32, key: &str) -> u64 {
@@ -211,36 +198,55 @@ fn main() {
     ];
     eprintln!("footprint setup in {:?}", t.elapsed());
 
-    // 1. The whole binary, rounds alternating over the four directories (one warm-up each).
-    for (_, d) in &dirs {
-        serve_once(bin, d);
-    }
-    let mut samples: Vec<Vec<Sample>> = dirs.iter().map(|_| vec![]).collect();
-    for _ in 0..ROUNDS {
-        for (i, (_, d)) in dirs.iter().enumerate() {
-            samples[i].push(serve_once(bin, d));
-        }
-    }
-    let med = |i: usize, f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
-    let mut out = String::from(
-        "| data | ready (ms) | VmRSS at ready (MiB) | VmRSS after 2 s idle (MiB) | VmHWM (MiB) |\n|---|---:|---:|---:|---:|\n",
-    );
-    for (i, (name, _)) in dirs.iter().enumerate() {
-        out.push_str(&format!(
-            "| {name} | {:.0} | {:.1} | {:.1} | {:.1} |\n",
-            med(i, |s| s.ready_ms),
-            med(i, |s| s.rss_ready as f64) / 1024.0,
-            med(i, |s| s.rss_idle as f64) / 1024.0,
-            med(i, |s| s.hwm as f64) / 1024.0,
+    // 1. The whole binary, rounds alternating over the four directories (one warm-up each),
+    //    and over the binaries: this commit's, and `APPLIANCE_BEFORE` (an earlier commit's
+    //    build) when it is set, so a change is a before/after in one run.
+    let mut bins: Vec<(String, PathBuf)> = vec![("this commit".into(), bin.to_path_buf())];
+    if let Some(before) = std::env::var_os("APPLIANCE_BEFORE") {
+        bins.push((
+            format!("before ({})", Path::new(&before).display()),
+            before.into(),
         ));
     }
-    let idle = |i: usize| med(i, |s| s.rss_idle as f64) * 1024.0;
-    out.push_str(&format!(
-        "\nPer peer: {:.0} B of RSS ((250 peers − empty) / 250). Per job: {:.0} B of RSS \
-         ((both − 250 peers) / 10,000).\n",
-        (idle(1) - idle(0)) / PEERS as f64,
-        (idle(3) - idle(1)) / JOBS as f64,
-    ));
+    for (_, b) in &bins {
+        for (_, d) in &dirs {
+            serve_once(b, d);
+        }
+    }
+    let mut samples: Vec<Vec<Vec<Sample>>> = bins
+        .iter()
+        .map(|_| dirs.iter().map(|_| vec![]).collect())
+        .collect();
+    for _ in 0..ROUNDS {
+        for (i, (_, d)) in dirs.iter().enumerate() {
+            for (b, (_, path)) in bins.iter().enumerate() {
+                samples[b][i].push(serve_once(path, d));
+            }
+        }
+    }
+    let mut out = String::new();
+    for (b, (label, _)) in bins.iter().enumerate() {
+        let med = |i: usize, f: fn(&Sample) -> f64| median(samples[b][i].iter().map(f).collect());
+        out.push_str(&format!(
+            "Binary: {label}\n\n| data | ready (ms) | VmRSS at ready (MiB) | VmRSS after 2 s idle (MiB) | VmHWM (MiB) |\n|---|---:|---:|---:|---:|\n",
+        ));
+        for (i, (name, _)) in dirs.iter().enumerate() {
+            out.push_str(&format!(
+                "| {name} | {:.0} | {:.1} | {:.1} | {:.1} |\n",
+                med(i, |s| s.ready_ms),
+                med(i, |s| s.rss_ready as f64) / 1024.0,
+                med(i, |s| s.rss_idle as f64) / 1024.0,
+                med(i, |s| s.hwm as f64) / 1024.0,
+            ));
+        }
+        let idle = |i: usize| med(i, |s| s.rss_idle as f64) * 1024.0;
+        out.push_str(&format!(
+            "\nPer peer: {:.0} B of RSS ((250 peers − empty) / 250). Per job: {:.0} B of RSS \
+             ((both − 250 peers) / 10,000).\n\n",
+            (idle(1) - idle(0)) / PEERS as f64,
+            (idle(3) - idle(1)) / JOBS as f64,
+        ));
+    }
 
     // 2. In process: the decoded records against what the store keeps.
     let h0 = live();
@@ -252,14 +258,31 @@ fn main() {
     drop(loaded);
     let h_dropped = live();
     drop(store);
+    // The same rows decoded the way they were before the typed decode: a JSON tree, then
+    // `JobSpec::from_json` (the scheduler then also held a second copy of each spec).
+    let rows = raw_job_rows(&dirs[2].1.db());
+    let h_rows = live();
+    let specs: Vec<JobSpec> = rows
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(r).expect("row is JSON");
+            JobSpec::from_json(&v["spec"], None).expect("row is a spec")
+        })
+        .collect();
+    let h_specs = live();
+    assert_eq!(specs.len(), JOBS);
+    drop(specs);
     out.push_str(&format!(
         "\nIn process (live heap, counting allocator): open {} KiB; `Store::jobs()` records held \
          {:.0} B per job; after dropping them the store keeps {} KiB (redb's cache and \
-         allocator state) = {:.0} B per job.\n",
+         allocator state) = {:.0} B per job. Baseline, same rows: a spec decoded through a \
+         JSON tree and `JobSpec::from_json` holds {:.0} B per job (and the scheduler used to \
+         keep two).\n",
         (h_open - h0) / 1024,
         (h_loaded - h_dropped) as f64 / JOBS as f64,
         (h_dropped - h0) / 1024,
         (h_dropped - h_open) as f64 / JOBS as f64,
+        (h_specs - h_rows) as f64 / JOBS as f64,
     ));
     println!(
         "\n## footprint bench ({:.0} s)\n\n{out}",

@@ -143,7 +143,9 @@ impl RowLayout {
             let store = open_db(&dir.db()).expect("open store");
             let rec = JobRecord {
                 id: JobId::from_u64(PROBE_ID),
-                spec: JobSpec::from_json(&job_body(0, now), Some(now)).unwrap(),
+                spec: std::sync::Arc::new(
+                    JobSpec::from_json(&job_body(0, now), Some(now)).unwrap(),
+                ),
                 created_at_ms: now.as_millisecond() as u64,
                 updated_at_ms: now.as_millisecond() as u64,
                 created_by: "bench".into(),
@@ -299,7 +301,7 @@ fn store_inserts(n: usize, callers: usize) -> f64 {
             };
             let rec = JobRecord {
                 id,
-                spec,
+                spec: std::sync::Arc::new(spec),
                 created_at_ms: now_ms,
                 updated_at_ms: now_ms,
                 created_by: "bench".into(),
@@ -329,10 +331,11 @@ fn store_inserts(n: usize, callers: usize) -> f64 {
 
 /// `Handle::create` `n` times from `callers` tasks on a fresh appliance database. Returns
 /// creates/s.
-async fn appliance_creates(n: usize, callers: usize) -> f64 {
+async fn appliance_creates(n: usize, callers: usize) -> (f64, f64) {
     let dir = TempDir::new("sched", "creates");
     let store = Arc::new(open_db(&dir.db()).unwrap());
-    let (jobs, tx, task) = start_jobs(store);
+    let (batches0, changes0) = store.group_commit_counts();
+    let (jobs, tx, task) = start_jobs(store.clone());
     let jobs = Arc::new(jobs);
     let now = Timestamp::now();
     let bodies: Arc<Vec<Value>> = Arc::new((0..n).map(|i| job_body(i, now)).collect());
@@ -357,10 +360,29 @@ async fn appliance_creates(n: usize, callers: usize) -> f64 {
         r.unwrap();
     }
     let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let (batches, changes) = store.group_commit_counts();
+    let per_batch = (changes - changes0) as f64 / (batches - batches0).max(1) as f64;
     assert_eq!(jobs.counts().0, n, "every create is scheduled");
     let jobs = Arc::try_unwrap(jobs).ok().expect("callers are done");
     stop_jobs(jobs, tx, task).await;
-    rate
+    (rate, per_batch)
+}
+
+/// The disk's own rate of durable writes: `n` times, 4 KiB written at the start of a file and
+/// `fdatasync`; returns syncs/s. Context for the create rates: a batch costs one commit, and
+/// a redb commit syncs more than once.
+fn fsync_probe(n: usize) -> f64 {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = TempDir::new("sched", "fsync");
+    let mut f = std::fs::File::create(dir.0.join("probe")).expect("create probe file");
+    let block = [0x5a_u8; 4096];
+    let t0 = Instant::now();
+    for _ in 0..n {
+        f.seek(SeekFrom::Start(0)).expect("seek");
+        f.write_all(&block).expect("write");
+        f.sync_data().expect("fdatasync");
+    }
+    n as f64 / t0.elapsed().as_secs_f64()
 }
 
 async fn bench_creates(out: &mut String) {
@@ -380,13 +402,16 @@ async fn bench_creates(out: &mut String) {
                 tokio::task::spawn_blocking(move || bare_commits(&dir, CREATES, callers, row_size))
                     .await
                     .unwrap();
-            let app = appliance_creates(CREATES, callers).await;
+            let (app, per_batch) = appliance_creates(CREATES, callers).await;
+            let syncs = tokio::task::spawn_blocking(|| fsync_probe(200))
+                .await
+                .unwrap();
             let st = tokio::task::spawn_blocking(move || store_inserts(CREATES, callers))
                 .await
                 .unwrap();
-            rows.push((round, callers, app, st, bare));
+            rows.push((round, callers, app, st, bare, per_batch, syncs));
             eprintln!(
-                "creates round {round} callers {callers}: {app:.0}/s, insert_job {st:.0}/s, bare {bare:.0}/s"
+                "creates round {round} callers {callers}: {app:.0}/s ({per_batch:.1} per batch), insert_job {st:.0}/s, bare {bare:.0}/s, disk {syncs:.0} fdatasync/s"
             );
         }
     }
@@ -397,25 +422,28 @@ async fn bench_creates(out: &mut String) {
          between, for attribution: `Store::insert_job` alone (the same job row plus its audit \
          entry in one durable transaction; records built beforehand: no validation, no async \
          hop, no scheduling). Order in each round: bare, `Jobs::create`, `insert_job`.\n\n\
-         | round | callers | `Jobs::create` /s | `Store::insert_job` /s | bare redb commits/s \
-         | ratio create / bare | ratio insert_job / bare |\n\
-         |---|---|---|---|---|---|---|\n"
+         `Jobs::create` also shows the creates per group commit (changes / batches), and each \
+         round ends with the disk's own rate: 200 × (4 KiB write + `fdatasync`) on one file.\n\n\
+         | round | callers | `Jobs::create` /s | creates per commit | `Store::insert_job` /s | bare redb commits/s \
+         | ratio create / bare | ratio insert_job / bare | disk fdatasync/s |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
     ));
-    for (round, callers, app, st, bare) in &rows {
+    for (round, callers, app, st, bare, per_batch, syncs) in &rows {
         out.push_str(&format!(
-            "| {round} | {callers} | {app:.0} | {st:.0} | {bare:.0} | {:.2} | {:.2} |\n",
+            "| {round} | {callers} | {app:.0} | {per_batch:.1} | {st:.0} | {bare:.0} | {:.2} | {:.2} | {syncs:.0} |\n",
             app / bare,
             st / bare
         ));
     }
-    type Row = (usize, usize, f64, f64, f64);
+    type Row = (usize, usize, f64, f64, f64, f64, f64);
     for callers in [1, CALLERS] {
         let pick =
             |f: fn(&Row) -> f64| median(rows.iter().filter(|r| r.1 == callers).map(f).collect());
         let (app, st, bare) = (pick(|r| r.2), pick(|r| r.3), pick(|r| r.4));
+        let (per_batch, syncs) = (pick(|r| r.5), pick(|r| r.6));
         out.push_str(&format!(
-            "| **median** | {callers} | **{app:.0}** | **{st:.0}** | **{bare:.0}** \
-             | **{:.2}** | **{:.2}** |\n",
+            "| **median** | {callers} | **{app:.0}** | {per_batch:.1} | **{st:.0}** | **{bare:.0}** \
+             | **{:.2}** | **{:.2}** | {syncs:.0} |\n",
             app / bare,
             st / bare
         ));
@@ -439,6 +467,31 @@ fn fill_startup(dir: &TempDir) {
             (0x5eed_0000_0000 + i as u64, spec, next)
         }),
     );
+}
+
+/// Reads every `jobs` row of the closed database at `db` with redb (outside the timing) and
+/// decodes each through a JSON tree and `JobSpec::from_json`, as the store did before the
+/// typed decode; returns (ms of the decode, rows).
+fn tree_decode(db: &Path) -> (f64, usize) {
+    use redb::ReadableTable;
+    const JOBS_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+    let db = Database::open(db).expect("open redb");
+    let txn = db.begin_read().expect("read");
+    let table = txn.open_table(JOBS_TABLE).expect("jobs table");
+    let rows: Vec<Vec<u8>> = table
+        .iter()
+        .expect("iterate")
+        .map(|r| r.expect("row").1.value().to_vec())
+        .collect();
+    let t = Instant::now();
+    let specs: Vec<JobSpec> = rows
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(r).expect("row is JSON");
+            JobSpec::from_json(&v["spec"], None).expect("row is a spec")
+        })
+        .collect();
+    (t.elapsed().as_secs_f64() * 1e3, specs.len())
 }
 
 /// Spawns `appliance serve` on `dir`; returns (socket file exists, control socket answers),
@@ -516,10 +569,12 @@ async fn bench_startup(out: &mut String) {
         t.elapsed()
     );
 
-    // In process: Store::jobs() vs scheduler::start, alternating.
-    let store = Arc::new(open_db(&full.db()).unwrap());
-    let (mut load, mut start) = (Vec::new(), Vec::new());
+    // In process: Store::jobs() vs scheduler::start, alternating, and the rows read with
+    // redb and decoded the way they were before the typed decode (a JSON tree, then
+    // `JobSpec::from_json`), between them.
+    let (mut load, mut start, mut tree) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..STARTUP_ROUNDS {
+        let store = Arc::new(open_db(&full.db()).unwrap());
         let t = Instant::now();
         let n = tokio::task::block_in_place(|| store.jobs().unwrap().rows.len());
         load.push(t.elapsed().as_secs_f64() * 1e3);
@@ -530,17 +585,28 @@ async fn bench_startup(out: &mut String) {
         start.push(t.elapsed().as_secs_f64() * 1e3);
         assert_eq!(jobs.counts().0, STARTUP_JOBS);
         stop_jobs(jobs, tx, task).await;
+        drop(store);
+
+        let (ms, n) = tokio::task::block_in_place(|| tree_decode(&full.db()));
+        assert_eq!(n, STARTUP_JOBS);
+        tree.push(ms);
     }
-    drop(store);
-    eprintln!("startup in process: load {load:?} ms, start {start:?} ms");
+    eprintln!("startup in process: load {load:?} ms, start {start:?} ms, tree decode {tree:?} ms");
 
     // The whole binary: 100k jobs vs empty, alternating after one untimed warm-up each (which
     // also writes the server record on first run).
+    // With `APPLIANCE_BEFORE` (an earlier commit's build) set, that binary serves the same
+    // 100k database in the same rounds: a before/after in one run.
+    let before = std::env::var_os("APPLIANCE_BEFORE").map(std::path::PathBuf::from);
     let empty = TempDir::new("sched", "startup-empty");
     let (mut e_sock, mut e_ready, mut f_sock, mut f_ready) = (vec![], vec![], vec![], vec![]);
+    let mut b_ready = vec![];
     tokio::task::block_in_place(|| {
         serve_once(bin, &empty);
         serve_once(bin, &full);
+        if let Some(b) = &before {
+            serve_once(b, &full);
+        }
         for _ in 0..STARTUP_ROUNDS {
             let (s, r) = serve_once(bin, &empty);
             e_sock.push(s);
@@ -548,9 +614,14 @@ async fn bench_startup(out: &mut String) {
             let (s, r) = serve_once(bin, &full);
             f_sock.push(s);
             f_ready.push(r);
+            if let Some(b) = &before {
+                b_ready.push(serve_once(b, &full).1);
+            }
         }
     });
-    eprintln!("binary: empty ready {e_ready:?} ms, 100k ready {f_ready:?} ms");
+    eprintln!(
+        "binary: empty ready {e_ready:?} ms, 100k ready {f_ready:?} ms, before {b_ready:?} ms"
+    );
 
     let fmt = |v: &[f64]| {
         v.iter()
@@ -558,18 +629,36 @@ async fn bench_startup(out: &mut String) {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (ml, ms) = (median(load.clone()), median(start.clone()));
+    let (ml, ms, mt) = (
+        median(load.clone()),
+        median(start.clone()),
+        median(tree.clone()),
+    );
     out.push_str(&format!(
         "### 2. Startup with {STARTUP_JOBS} jobs (every / cron / at, one third each; \
          {STARTUP_ROUNDS} runs each, alternating; median)\n\n\
          | measurement | runs (ms) | median (ms) |\n|---|---|---|\n\
-         | baseline: `Store::jobs()` (read + JSON decode + spec check) | {} | {ml:.0} |\n\
+         | baseline: the rows through a JSON tree + `JobSpec::from_json` (the decode before) | {} | {mt:.0} |\n\
+         | `Store::jobs()` (read + typed decode + spec check) | {} | {ml:.0} |\n\
          | `Jobs::start` (the same load + core upserts + table) | {} | {ms:.0} |\n\
+         | **ratio** `Store::jobs()` / tree decode | | **{:.2}** |\n\
          | **ratio** `Jobs::start` / `Store::jobs()` | | **{:.2}** |\n\n",
+        fmt(&tree),
         fmt(&load),
         fmt(&start),
+        ml / mt,
         ms / ml
     ));
+    if !b_ready.is_empty() {
+        let mb = median(b_ready.clone());
+        out.push_str(&format!(
+            "Before/after, same rounds: `APPLIANCE_BEFORE` ready with {STARTUP_JOBS} jobs {} ms \
+             (median {mb:.0}); this commit {:.0}; **ratio {:.2}**.\n\n",
+            fmt(&b_ready),
+            median(f_ready.clone()),
+            median(f_ready.clone()) / mb
+        ));
+    }
     let (es, er, fs, fr) = (
         median(e_sock.clone()),
         median(e_ready.clone()),

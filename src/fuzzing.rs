@@ -18,6 +18,7 @@ use rand_core::RngCore;
 use serde_json::Value;
 
 use crate::control::{self, Request};
+use crate::sched::apscheduler;
 use crate::sched::{CronExpr, JobSpec, Trigger, Zone};
 use crate::tunnel::{PeerConfig, Router, MAX_DATAGRAM};
 
@@ -33,6 +34,7 @@ pub const TARGETS: &[Target] = &[
     ("wg_config", wg_config),
     ("cron_tz", cron_tz),
     ("control_request", control_request),
+    ("schedulezero_trigger", schedulezero_trigger),
 ];
 
 /// The tunnel address the gate checks against.
@@ -368,5 +370,46 @@ pub fn control_request(data: &[u8]) {
     // types); the endpoint is parsed by the server exactly like this before changing anything.
     if let Request::Endpoint { set: Some(text) } = req {
         let _ = peers::Endpoint::parse(&text, 51820).map_err(|e| e.to_string());
+    }
+}
+
+/// `schedulezero_trigger`: the `trigger` object of a ScheduleZero `POST /api/schedule` (an
+/// APScheduler `date`, `interval` or `cron` form) into [`apscheduler::translate`], then the job
+/// spec the route builds from it into [`JobSpec::from_json`] at a fixed "now", as the route
+/// does. What `translate` accepts, `from_json` may refuse only for lying in the past (a
+/// `run_date` or an `end_date` not after its start or now: `trigger.at`, `trigger.end`);
+/// any other refusal means `translate` wrote a trigger our parser does not take. An accepted
+/// spec round-trips and fires strictly forward like every other spec.
+pub fn schedulezero_trigger(data: &[u8]) {
+    let Ok(form) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let translated = match apscheduler::translate(&form) {
+        Ok(t) => t,
+        Err(e) => {
+            assert!(
+                e.field.starts_with("trigger"),
+                "a refusal names {:?}, not a trigger field",
+                e.field
+            );
+            let _ = e.to_string();
+            return;
+        }
+    };
+    let mut spec = serde_json::json!({
+        "name": "fuzz",
+        "trigger": translated.trigger,
+        "action": {"handler": {"id": "discord-bot", "method": "send_message", "params": {}}},
+    });
+    if let Some(j) = translated.jitter {
+        spec["jitter"] = Value::String(j);
+    }
+    let now = Timestamp::from_second(NOW_SECONDS).expect("a valid instant");
+    match JobSpec::from_json(&spec, Some(now)) {
+        Ok(spec) => check_spec(&spec, now),
+        Err(e) => assert!(
+            matches!(e.field.as_str(), "trigger.at" | "trigger.end"),
+            "translate accepted {form} but the spec it gave is refused: {e}"
+        ),
     }
 }

@@ -476,6 +476,11 @@ fn bind_udp(listen: Option<SocketAddr>, port: u16) -> Result<tokio::net::UdpSock
             socket.set_only_v6(false)?;
         }
         socket.set_nonblocking(true)?;
+        // Room to queue a burst or a flood until the driver picks what matters.
+        match crate::driver::udp::size_buffers(socket2::SockRef::from(&socket)) {
+            Ok(sizes) => tracing::debug!(?sizes, "udp socket buffers"),
+            Err(e) => tracing::warn!(error = %e, "udp socket buffers kept at the default"),
+        }
         socket.bind(&addr.into())?;
         tokio::net::UdpSocket::from_std(socket.into())
     };

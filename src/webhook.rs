@@ -318,7 +318,7 @@ impl Executor {
             refused: false,
         };
         let body = match &hook.body {
-            Some(v) => Bytes::from(v.to_string()),
+            Some(v) => Bytes::copy_from_slice(v.as_str().as_bytes()),
             None => Bytes::new(),
         };
         if body.len() > MAX_REQUEST_BODY {
@@ -685,7 +685,9 @@ mod tests {
             url: url.parse().unwrap(),
             method: hyper::Method::POST,
             headers: vec![],
-            body: Some(serde_json::json!({"content": "hi"})),
+            body: Some(crate::sched::JsonBody::from_value(
+                &serde_json::json!({"content": "hi"}),
+            )),
         }
     }
 

@@ -191,15 +191,17 @@ fn a_version_1_backup_restores_upgrades_and_serves() {
     };
     let job = JobRecord {
         id: JobId::from_u64(77),
-        spec: JobSpec::from_json(
-            &serde_json::json!({
-                "name": "weekly",
-                "trigger": {"cron": "0 19 * * THU", "timezone": "Europe/Berlin"},
-                "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
-            }),
-            None,
-        )
-        .unwrap(),
+        spec: std::sync::Arc::new(
+            JobSpec::from_json(
+                &serde_json::json!({
+                    "name": "weekly",
+                    "trigger": {"cron": "0 19 * * THU", "timezone": "Europe/Berlin"},
+                    "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
+                }),
+                None,
+            )
+            .unwrap(),
+        ),
         created_at_ms: 0,
         updated_at_ms: 0,
         created_by: "leader".into(),

@@ -263,6 +263,36 @@ fn a_truncated_database_exits_3_without_a_panic() {
     }
 }
 
+/// Issue 13 item 4: the shipped units stop restarting on the exit a damaged database gives
+/// (else `Restart=on-failure` turns it into a restart loop every 2 s), and only on that one.
+#[test]
+fn the_units_stop_restarting_on_the_exit_code_of_a_damaged_database() {
+    let d = Dir::new("unit-exit");
+    assert!(run(&d.data(), &["init"]).status.success());
+    std::fs::write(d.data().join("appliance.redb"), b"").unwrap();
+    let damaged = run(&d.data(), &["peer", "list"])
+        .status
+        .code()
+        .expect("an exit code, not a signal");
+    assert_ne!(damaged, 0);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for unit in ["appliance.service", "appliance@.service"] {
+        let text = std::fs::read_to_string(root.join("packaging").join(unit)).unwrap();
+        let setting = |key: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+                .flat_map(|v| v.split_whitespace().map(str::to_string))
+                .collect()
+        };
+        assert_eq!(setting("Restart"), ["on-failure"], "{unit}");
+        assert_eq!(
+            setting("RestartPreventExitStatus"),
+            [damaged.to_string()],
+            "{unit}: a damaged database exits {damaged}"
+        );
+    }
+}
+
 #[test]
 fn serve_initialises_on_first_run_and_peer_commands_go_through_it() {
     let d = Dir::new("serve");
@@ -442,7 +472,7 @@ fn a_damaged_job_row_is_skipped_listed_by_doctor_and_quarantined() {
         .unwrap();
         let rec = JobRecord {
             id: JobId::from_u64(0x600d),
-            spec,
+            spec: std::sync::Arc::new(spec),
             created_at_ms: 0,
             updated_at_ms: 0,
             created_by: "test".into(),
@@ -703,7 +733,7 @@ fn status_json_matches_the_golden_file() {
             let at = format!("2099-01-0{i}T12:00:00.25Z").parse().unwrap();
             let rec = JobRecord {
                 id: JobId::from_u64(i),
-                spec,
+                spec: std::sync::Arc::new(spec),
                 created_at_ms: 0,
                 updated_at_ms: 0,
                 created_by: "test".into(),

@@ -67,6 +67,7 @@ corpus_test!(job_spec);
 corpus_test!(wg_config);
 corpus_test!(cron_tz);
 corpus_test!(control_request);
+corpus_test!(schedulezero_trigger);
 
 /// Every target has a corpus, a cargo-fuzz binary and a test above.
 #[test]

@@ -143,6 +143,14 @@ impl Engine {
         self.stack.poll(since_origin);
         while let Some(pkt) = self.stack.poll_transmit() {
             self.router.handle_ip_packet(&pkt);
+            self.stack.recycle(pkt);
+        }
+        // The stack kept the buffers of the packets it read; the router draws those.
+        while self.router.spare_buffers() < netstack::pool::KEPT / 2 {
+            match self.stack.spare_buffer() {
+                Some(b) => self.router.recycle(b),
+                None => break,
+            }
         }
         while let Some(mut conn) = self.stack.poll_accept() {
             conn.endpoint = self.router.endpoint_of(*conn.remote.ip());
@@ -172,9 +180,15 @@ impl Engine {
         }
     }
 
-    /// Next UDP datagram to send. Call until `None` after every turn.
+    /// Next UDP datagram to send. Call until `None` after every turn; give the payload back
+    /// with [`Engine::recycle`] once sent.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.router.poll_transmit()
+    }
+
+    /// Takes back a sent datagram's buffer for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.router.recycle(buf);
     }
 
     /// Next newly established TCP connection. Call until `None` after every turn.

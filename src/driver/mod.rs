@@ -4,8 +4,8 @@
 //! lives in the sans-IO [`Engine`]: input in (`handle_datagram`, `handle_command`), one
 //! synchronous step `turn(now)` that runs everything and returns the next deadline, work out
 //! (`poll_transmit`, `poll_accept`). [`run`] is the thin shell around it: it owns the UDP
-//! socket, reads the clock and sleeps. Receive datagrams (a batch at a time), call the step,
-//! send, spawn hyper on new connections; then sleep until the earliest of: the engine's
+//! socket, reads the clock and sleeps. Receive datagrams (`recvmmsg`, a batch per system call,
+//! [`udp`]), call the step, send (`sendmmsg`), spawn hyper on new connections; then sleep until the earliest of: the engine's
 //! deadline (the router's 250 ms timer tick, smoltcp's `poll_delay`), a new datagram, a
 //! command, or a stream asking for service. It never busy-polls: an idle appliance wakes four
 //! times a second for WireGuard timers and nothing else.
@@ -16,6 +16,7 @@
 mod engine;
 #[cfg(test)]
 mod tests;
+pub mod udp;
 
 pub use engine::Engine;
 
@@ -35,8 +36,9 @@ use crate::netstack::stream::Connection;
 use crate::netstack::{self, Limits};
 use crate::tunnel::{PeerConfig, Router, RouterStats};
 
-/// Datagrams read per wake-up before the loop processes them.
-const RECV_BATCH: usize = 64;
+/// At most this many `recvmmsg` batches ([`udp::BATCH`] datagrams each) are read per turn;
+/// more only while each came back full.
+const RECV_BATCHES_PER_TURN: usize = 4;
 
 /// Requests from the rest of the process to the driver.
 pub enum Command {
@@ -194,7 +196,8 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
     let wake = Arc::new(Notify::new());
     let seed = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
     let mut engine = Engine::new(router, address, prefix, limits, directory, seed, origin);
-    let mut buf = vec![0u8; 65536];
+    let mut rx = udp::RecvBatch::new();
+    let mut tx = udp::SendBatch::new();
     let mut commands_open = true;
     let mut deadline = origin;
     let dual_stack = socket.local_addr()?.is_ipv6();
@@ -205,7 +208,7 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
                 if *shutdown.borrow() { break; }
                 Event::Wake
             }
-            r = socket.recv_from(&mut buf) => Event::Datagram(r),
+            r = socket.readable() => Event::Readable(r),
             cmd = commands.recv(), if commands_open => match cmd {
                 Some(cmd) => Event::Command(cmd),
                 None => { commands_open = false; Event::Wake }
@@ -217,34 +220,49 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
         // No await from here to the sends: every boringtun call below sees this time.
         sync_boringtun_clock(origin, now);
         match event {
-            Event::Datagram(Ok((n, from))) => {
-                engine.handle_datagram(canonical(from), &buf[..n]);
-                for _ in 1..RECV_BATCH {
-                    match socket.try_recv_from(&mut buf) {
-                        Ok((n, from)) => engine.handle_datagram(canonical(from), &buf[..n]),
-                        Err(_) => break,
+            Event::Readable(Ok(())) => {
+                for _ in 0..RECV_BATCHES_PER_TURN {
+                    let got = rx.recv(&socket, |from, datagram| {
+                        engine.handle_datagram(canonical(from), datagram)
+                    });
+                    match got {
+                        Ok(n) if n == udp::BATCH => continue,
+                        Ok(_) => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        // ICMP port unreachable from an old endpoint, and the like: not fatal.
+                        Err(e) => {
+                            tracing::debug!(error = %e, "udp receive");
+                            break;
+                        }
                     }
                 }
             }
-            // ICMP port unreachable from an old endpoint, and the like: not fatal.
-            Event::Datagram(Err(e)) => tracing::debug!(error = %e, "udp receive"),
+            Event::Readable(Err(e)) => tracing::debug!(error = %e, "udp receive"),
             Event::Command(cmd) => engine.handle_command(cmd),
             Event::Wake => {}
         }
 
         deadline = engine.turn(now);
-        while let Some(mut t) = engine.poll_transmit() {
-            if dual_stack {
-                t.dst = mapped(t.dst);
-            }
-            if let Err(e) = socket.try_send_to(&t.payload, t.dst) {
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    // Kernel buffer full: wait for room rather than drop (backpressure).
-                    if let Err(e) = socket.send_to(&t.payload, t.dst).await {
-                        tracing::debug!(error = %e, dst = %t.dst, "udp send");
+        while let Some(t) = engine.poll_transmit() {
+            tx.push(if dual_stack { mapped(t.dst) } else { t.dst }, &t.payload);
+            engine.recycle(t.payload);
+        }
+        loop {
+            match tx.send(
+                &socket,
+                |dst, e| tracing::debug!(error = %e, %dst, "udp send"),
+            ) {
+                Ok(()) => break,
+                // Kernel buffer full: wait for room rather than drop (backpressure).
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = socket.writable().await {
+                        tracing::debug!(error = %e, "udp send");
+                        break;
                     }
-                } else {
-                    tracing::debug!(error = %e, dst = %t.dst, "udp send");
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "udp send");
+                    break;
                 }
             }
         }
@@ -279,7 +297,8 @@ fn mapped(dst: SocketAddr) -> SocketAddr {
 
 /// What woke the driver.
 enum Event {
-    Datagram(io::Result<(usize, SocketAddr)>),
+    /// The UDP socket has datagrams waiting.
+    Readable(io::Result<()>),
     Command(Command),
     /// A stream, the timer, a closed command channel: just run the step.
     Wake,

@@ -3,6 +3,8 @@
 //! Pure data. The scheduler ([`crate::sched`]) decides fire times, [`crate::jobs`] records runs,
 //! [`crate::store`] keeps them.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -13,8 +15,9 @@ use crate::sched::{JobId, JobSpec};
 pub struct JobRecord {
     /// The job's id.
     pub id: JobId,
-    /// What it does and when.
-    pub spec: JobSpec,
+    /// Shared, not copied: the scheduler's job table and its core hold the same spec (one
+    /// allocation per job; a change builds a new spec and swaps the `Arc`).
+    pub spec: Arc<JobSpec>,
     /// Unix milliseconds.
     pub created_at_ms: u64,
     /// Last change, Unix milliseconds.

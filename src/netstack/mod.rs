@@ -22,14 +22,27 @@
 //! [`stream`]: its [`stream::Stream`] is `AsyncRead`/`AsyncWrite` over a pipe and rings the
 //! driver's `Notify` when it writes, reads or closes, so the driver never polls on a timer for
 //! data.
+//!
+//! Service: a poll visits only the connections with something to do, not all of them. Each
+//! connection's smoltcp socket and its pipe hold a waker that puts the connection on a
+//! *to-serve* list: smoltcp wakes it when data arrives, when sent data is acknowledged (room
+//! to send) and on every state change (including timeouts and resets); the pipe wakes it when
+//! the application writes, drains a full pipe, closes or drops its end. New connections are on
+//! the list, and a quiet connection comes due once more when its buffer pages may be released
+//! (a min-heap of those deadlines). The cost of a poll is thus the connections that moved, not
+//! the connections held.
 
 mod pages;
 pub mod pipe;
+pub mod pool;
 pub mod stream;
 
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
+use std::task::{Wake, Waker};
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -38,7 +51,8 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket};
 
-pub use pipe::{Pipe, SharedPipe};
+pub use pipe::{AppPipe, Pipe, SharedPipe};
+pub use pool::PacketPool;
 
 /// Tunables for the TCP side.
 #[derive(Clone, Debug)]
@@ -117,6 +131,9 @@ pub struct Stats {
     /// address space, of which only the pages in use are memory
     /// ([`Stack::socket_buffer_resident_bytes`]).
     pub socket_buffer_bytes: usize,
+    /// Connection visits by the polls so far: each one a connection that had something to do
+    /// (see "Service" in the module docs); idle connections add nothing.
+    pub serviced: u64,
 }
 
 /// A freshly established TCP connection. Dropping it (or every holder of its pipe) closes
@@ -127,7 +144,7 @@ pub struct Accepted {
     /// The peer's WireGuard endpoint at accept time (filled in by the driver).
     pub endpoint: Option<std::net::SocketAddr>,
     /// The application's end of the connection.
-    pub pipe: SharedPipe,
+    pub pipe: AppPipe,
 }
 
 /// A smoltcp device that is two packet queues (also the phone's device in crate tests).
@@ -137,20 +154,24 @@ pub(crate) struct QueueDevice {
     pub(crate) rx: VecDeque<Vec<u8>>,
     /// Packets smoltcp sent.
     pub(crate) tx: VecDeque<Vec<u8>>,
+    /// Buffers of packets read, for packets sent (both tokens of one exchange share it).
+    pool: RefCell<PacketPool>,
 }
 
-pub(crate) struct Rx(Vec<u8>);
-pub(crate) struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+pub(crate) struct Rx<'a>(Vec<u8>, &'a RefCell<PacketPool>);
+pub(crate) struct Tx<'a>(&'a mut VecDeque<Vec<u8>>, &'a RefCell<PacketPool>);
 
-impl RxToken for Rx {
+impl RxToken for Rx<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let r = f(&self.0);
+        self.1.borrow_mut().give(self.0);
+        r
     }
 }
 
 impl TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
+        let mut buf = self.1.borrow_mut().zeroed(len);
         let r = f(&mut buf);
         self.0.push_back(buf);
         r
@@ -158,16 +179,16 @@ impl TxToken for Tx<'_> {
 }
 
 impl Device for QueueDevice {
-    type RxToken<'a> = Rx;
+    type RxToken<'a> = Rx<'a>;
     type TxToken<'a> = Tx<'a>;
 
-    fn receive(&mut self, _: SmolInstant) -> Option<(Rx, Tx<'_>)> {
+    fn receive(&mut self, _: SmolInstant) -> Option<(Rx<'_>, Tx<'_>)> {
         let p = self.rx.pop_front()?;
-        Some((Rx(p), Tx(&mut self.tx)))
+        Some((Rx(p, &self.pool), Tx(&mut self.tx, &self.pool)))
     }
 
     fn transmit(&mut self, _: SmolInstant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
+        Some(Tx(&mut self.tx, &self.pool))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -190,6 +211,29 @@ struct Conn {
     evicted: bool,
     /// Its socket buffers may hold pages (data moved since they were last released).
     pages_held: bool,
+    /// Its page-release deadline is in [`Stack::release_due`].
+    release_armed: bool,
+    /// Puts this connection on the to-serve list (registered with its socket and pipe).
+    mark: Waker,
+}
+
+/// The list of connections to serve at the next poll, filled by wakers.
+type ToServe = Arc<Mutex<Vec<SocketHandle>>>;
+
+/// The waker of one connection: waking it puts the connection on the to-serve list.
+struct Mark {
+    handle: SocketHandle,
+    to_serve: ToServe,
+}
+
+impl Wake for Mark {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.to_serve.lock().unwrap().push(self.handle);
+    }
 }
 
 /// The memory behind one socket's buffers (see [`pages`]).
@@ -207,6 +251,15 @@ pub struct Stack {
     limits: Limits,
     listeners: Vec<SocketHandle>,
     conns: HashMap<SocketHandle, Conn>,
+    /// Connections in `conns` not evicted (the ones the caps count).
+    live: usize,
+    /// Connections marked for service since the last poll (duplicates possible).
+    to_serve: ToServe,
+    /// Scratch for the list being served (kept for its allocation).
+    serving: Vec<SocketHandle>,
+    /// When quiet connections may give their buffer pages back (earliest first; an entry may
+    /// be stale: the connection is re-checked and re-armed when it comes due).
+    release_due: BinaryHeap<Reverse<(Duration, SocketHandle)>>,
     /// SYNs seen since the last poll, by source address.
     pending_syns: HashMap<Ipv4Addr, usize>,
     accepted: VecDeque<Accepted>,
@@ -241,6 +294,10 @@ impl Stack {
             limits,
             listeners: Vec::new(),
             conns: HashMap::new(),
+            live: 0,
+            to_serve: Arc::new(Mutex::new(Vec::new())),
+            serving: Vec::new(),
+            release_due: BinaryHeap::new(),
             pending_syns: HashMap::new(),
             accepted: VecDeque::new(),
             stats: Stats::default(),
@@ -272,7 +329,7 @@ impl Stack {
 
     /// Connections counted against the caps (evicted ones are on their way out).
     fn live_connections(&self) -> usize {
-        self.conns.values().filter(|c| !c.evicted).count()
+        self.live
     }
 
     /// At the overall cap, makes room for `src` (holding `open`) by resetting the oldest idle
@@ -316,6 +373,7 @@ impl Stack {
         let Some(h) = victim else { return false };
         let conn = self.conns.get_mut(&h).expect("victim is a connection");
         conn.evicted = true;
+        self.live -= 1;
         self.sockets.get_mut::<tcp::Socket>(h).abort();
         if let Some(p) = &conn.pipe {
             let mut p = p.lock().unwrap();
@@ -425,6 +483,12 @@ impl Stack {
                     #[allow(unreachable_patterns)]
                     _ => None,
                 });
+                let mark = Waker::from(Arc::new(Mark {
+                    handle: h,
+                    to_serve: self.to_serve.clone(),
+                }));
+                // Served at this poll (the handshake may have completed already).
+                mark.wake_by_ref();
                 self.conns.insert(
                     h,
                     Conn {
@@ -434,21 +498,50 @@ impl Stack {
                         last_active: now,
                         evicted: false,
                         pages_held: true,
+                        release_armed: false,
+                        mark,
                     },
                 );
+                self.live += 1;
             }
         }
         self.listeners = still;
     }
 
-    /// Moves bytes between sockets and pipes; hands established connections to the
-    /// application; reaps closed sockets. Returns whether anything was written to a socket.
+    /// Moves bytes between sockets and pipes for the connections marked for service (and those
+    /// whose page release came due); hands established connections to the application; reaps
+    /// closed sockets. Returns whether anything was written to a socket.
     fn shuttle(&mut self, now: Duration) -> bool {
+        while let Some(&Reverse((at, h))) = self.release_due.peek() {
+            if at > now {
+                break;
+            }
+            self.release_due.pop();
+            if let Some(conn) = self.conns.get_mut(&h) {
+                conn.release_armed = false;
+                self.serving.push(h);
+            }
+        }
+        self.serving.append(&mut self.to_serve.lock().unwrap());
+        if self.serving.is_empty() {
+            return false;
+        }
+        self.serving.sort_unstable();
+        self.serving.dedup();
+        let serving = std::mem::take(&mut self.serving);
         let mut wrote = false;
         let mut dead = Vec::new();
         let mut relisten = Vec::new();
-        for (&h, conn) in self.conns.iter_mut() {
+        for &h in &serving {
+            let Some(conn) = self.conns.get_mut(&h) else {
+                // Already gone, or a listener again: nothing to serve.
+                continue;
+            };
+            self.stats.serviced += 1;
             let s = self.sockets.get_mut::<tcp::Socket>(h);
+            // Wakers are one-shot: arm them again before looking, so nothing is missed.
+            s.register_recv_waker(&conn.mark);
+            s.register_send_waker(&conn.mark);
             match s.state() {
                 tcp::State::Listen => {
                     // Reset during the handshake: smoltcp put it back to listening.
@@ -469,13 +562,16 @@ impl Stack {
                         s.abort();
                         continue;
                     };
-                    let p = Arc::new(Mutex::new(Pipe::new(self.limits.stream_buffer)));
+                    let p = Arc::new(Mutex::new(Pipe::with_service(
+                        self.limits.stream_buffer,
+                        Some(conn.mark.clone()),
+                    )));
                     conn.pipe = Some(p.clone());
                     self.stats.accepted += 1;
                     self.accepted.push_back(Accepted {
                         remote,
                         endpoint: None,
-                        pipe: p.clone(),
+                        pipe: AppPipe::new(p.clone()),
                     });
                     p
                 }
@@ -545,6 +641,13 @@ impl Stack {
                 }
                 conn.pages_held = false;
             }
+            // Come back when the pages may be released. A deadline already passed found data
+            // still queued: the acknowledgement or read that empties it serves it again.
+            let release_at = conn.last_active + self.limits.idle_release;
+            if conn.pages_held && !conn.release_armed && release_at > now {
+                self.release_due.push(Reverse((release_at, h)));
+                conn.release_armed = true;
+            }
             if p.tx_closed && p.tx.is_empty() && !conn.fin_sent {
                 s.close();
                 conn.fin_sent = true;
@@ -563,12 +666,21 @@ impl Stack {
                 dead.push(h);
             }
         }
+        self.serving = serving;
+        self.serving.clear();
         for h in relisten {
-            self.conns.remove(&h);
+            if let Some(conn) = self.conns.remove(&h) {
+                if !conn.evicted {
+                    self.live -= 1;
+                }
+            }
             self.listeners.push(h);
         }
         for h in dead {
             if let Some(conn) = self.conns.remove(&h) {
+                if !conn.evicted {
+                    self.live -= 1;
+                }
                 if let Some(p) = conn.pipe {
                     let mut p = p.lock().unwrap();
                     if !p.rx_eof || !p.tx.is_empty() {
@@ -605,9 +717,19 @@ impl Stack {
         n
     }
 
-    /// Next IP packet to hand to the router.
+    /// Next IP packet to hand to the router. Give its buffer back with [`Stack::recycle`].
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.device.tx.pop_front()
+    }
+
+    /// Takes back a packet buffer for reuse (one from [`Stack::poll_transmit`], or any other).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.device.pool.get_mut().give(buf);
+    }
+
+    /// A spare packet buffer (the stack keeps those of the packets it read), for another pool.
+    pub fn spare_buffer(&mut self) -> Option<Vec<u8>> {
+        self.device.pool.get_mut().spare()
     }
 
     /// Next newly established connection.
@@ -621,20 +743,37 @@ impl Stack {
             .iface
             .poll_delay(smol_now(now), &self.sockets)
             .map(Duration::from);
-        // When the next quiet connection may give its buffer pages back. A deadline already
-        // passed found data still queued; that connection is released at a later poll.
+        // When the next quiet connection may give its buffer pages back (the poll that ran
+        // at `now` took every deadline up to `now` off the heap).
         let release = self
-            .conns
-            .values()
-            .filter(|c| c.pages_held)
-            .map(|c| c.last_active + self.limits.idle_release)
+            .next_release()
             .filter(|at| *at > now)
-            .min()
             .map(|at| at - now);
         match (smol, release) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The earliest page-release deadline. Entries made stale by later activity move to the
+    /// connection's current deadline first, so the stack is not woken early for nothing.
+    fn next_release(&mut self) -> Option<Duration> {
+        while let Some(&Reverse((at, h))) = self.release_due.peek() {
+            let Some(conn) = self.conns.get_mut(&h).filter(|c| c.pages_held) else {
+                self.release_due.pop();
+                if let Some(conn) = self.conns.get_mut(&h) {
+                    conn.release_armed = false;
+                }
+                continue;
+            };
+            let due = conn.last_active + self.limits.idle_release;
+            if due <= at {
+                return Some(at);
+            }
+            self.release_due.pop();
+            self.release_due.push(Reverse((due, h)));
+        }
+        None
     }
 
     /// Counters so far.

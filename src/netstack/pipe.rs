@@ -5,14 +5,45 @@
 //! mutex between the [`super::Stack`] (network side, fills `rx`, drains `tx`) and whatever
 //! adapts it for the application ([`super::stream::Stream`] for tokio). Like smoltcp's sockets,
 //! a pipe keeps one read and one write [`Waker`] that an async adapter may register; the stack
-//! wakes them when it changes what the application would see. Nothing here knows about tokio.
+//! wakes them when it changes what the application would see. In the other direction, a pipe
+//! holds the stack's *service* waker for its connection: every application action the stack
+//! must act on (bytes written, a full pipe read, the write side closed, the application's end
+//! dropped) wakes it, which puts the connection on the stack's list of connections to serve,
+//! so the stack visits only connections with something to do. Nothing here knows about tokio.
 
 use std::collections::VecDeque;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
 /// A pipe shared between the stack and the application side.
 pub type SharedPipe = Arc<Mutex<Pipe>>;
+
+/// The application's end of a pipe. Dropping it closes the write side and asks the stack for
+/// service, so the connection is closed even when nothing else happens on it.
+pub struct AppPipe(SharedPipe);
+
+impl AppPipe {
+    pub(super) fn new(pipe: SharedPipe) -> AppPipe {
+        AppPipe(pipe)
+    }
+}
+
+impl Deref for AppPipe {
+    type Target = Mutex<Pipe>;
+
+    fn deref(&self) -> &Mutex<Pipe> {
+        &self.0
+    }
+}
+
+impl Drop for AppPipe {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.0.lock() {
+            p.close_write();
+        }
+    }
+}
 
 /// What a read from the application side found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +93,18 @@ pub struct Pipe {
     pub(super) cap: usize,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
+    /// Marks the connection for service by the stack (see the module docs).
+    service: Option<Waker>,
 }
 
 impl Pipe {
     /// An empty pipe holding at most `cap` bytes each way.
     pub fn new(cap: usize) -> Pipe {
+        Pipe::with_service(cap, None)
+    }
+
+    /// An empty pipe whose application-side changes wake `service` (the stack's mark).
+    pub(super) fn with_service(cap: usize, service: Option<Waker>) -> Pipe {
         Pipe {
             rx: VecDeque::new(),
             rx_eof: false,
@@ -76,6 +114,14 @@ impl Pipe {
             cap,
             read_waker: None,
             write_waker: None,
+            service,
+        }
+    }
+
+    /// Tells the stack that this connection has work (see the module docs).
+    fn request_service(&self) {
+        if let Some(w) = &self.service {
+            w.wake_by_ref();
         }
     }
 
@@ -90,6 +136,9 @@ impl Pipe {
             put(&a[..from_a]);
             put(&b[..n - from_a]);
             self.rx.drain(..n);
+            if unblocked {
+                self.request_service();
+            }
             return Read::Data { n, unblocked };
         }
         if self.reset {
@@ -115,6 +164,7 @@ impl Pipe {
         }
         let n = room.min(data.len());
         self.tx.extend(&data[..n]);
+        self.request_service();
         Write::Queued(n)
     }
 
@@ -129,6 +179,7 @@ impl Pipe {
     /// Closes the application's write side: the stack sends FIN once `tx` is drained.
     pub fn close_write(&mut self) {
         self.tx_closed = true;
+        self.request_service();
     }
 
     /// The waker to wake when [`Pipe::read`] may return something other than `Empty`.

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-use super::pipe::{Read, SharedPipe, Write};
+use super::pipe::{AppPipe, Read, Write};
 use super::Accepted;
 
 /// A TCP connection accepted by the stack, ready for the application.
@@ -42,13 +42,13 @@ impl Connection {
 
 /// One TCP connection as seen by the application: tokio `AsyncRead` + `AsyncWrite`.
 pub struct Stream {
-    pipe: SharedPipe,
+    pipe: AppPipe,
     driver: Arc<Notify>,
 }
 
 impl Stream {
     /// A stream over `pipe` that rings `driver` whenever it writes, reads or closes.
-    pub fn new(pipe: SharedPipe, driver: Arc<Notify>) -> Stream {
+    pub fn new(pipe: AppPipe, driver: Arc<Notify>) -> Stream {
         Stream { pipe, driver }
     }
 }

@@ -129,6 +129,19 @@ fn read_all(stream: &mut Stream) -> Poll<io::Result<Vec<u8>>> {
     }
 }
 
+/// Reads the connection from client port `port` and checks it got exactly `want`.
+fn expect_read<'a>(conns: &'a mut [Connection], port: u16, want: &[u8]) -> &'a mut Connection {
+    let conn = conns
+        .iter_mut()
+        .find(|c| c.remote.port() == port)
+        .expect("a connection from that port");
+    match read_all(&mut conn.stream) {
+        Poll::Ready(Ok(v)) => assert_eq!(v, want),
+        other => panic!("{other:?}"),
+    }
+    conn
+}
+
 fn write(stream: &mut Stream, data: &[u8]) -> usize {
     match Pin::new(stream).poll_write(&mut cx(), data) {
         Poll::Ready(Ok(n)) => n,
@@ -512,14 +525,7 @@ fn idle_keepalive_connections_give_their_buffer_pages_back() {
         .send_slice(b"GET / HTTP/1.1\r\n\r\n")
         .unwrap();
     sim.run(&mut [&mut phone]);
-    let conn = conns
-        .iter_mut()
-        .find(|c| c.remote.port() == 41000)
-        .expect("the first connection");
-    match read_all(&mut conn.stream) {
-        Poll::Ready(Ok(v)) => assert_eq!(v, b"GET / HTTP/1.1\r\n\r\n"),
-        other => panic!("{other:?}"),
-    }
+    expect_read(&mut conns, 41000, b"GET / HTTP/1.1\r\n\r\n");
     let held = sim.stack.socket_buffer_resident_bytes();
     assert!(
         held > 0 && held <= 2 * 4096,
@@ -616,4 +622,82 @@ fn overall_cap_refuses_a_peer_at_its_fair_share_and_spares_busy_connections() {
     sim.run(&mut [&mut a, &mut b, &mut c]);
     assert_ne!(c.tcp(hc).state(), tcp::State::Established);
     assert_eq!(sim.stack.stats().evicted, 0);
+}
+
+/// A poll visits only connections with something to do: with 32 idle connections open, a
+/// request on one of them costs a handful of visits (that connection's), a reply written by
+/// the application the same, and polls with nothing new visit none. Walking every connection
+/// on each poll, as the stack once did, costs at least 32 visits a poll.
+#[test]
+fn a_poll_serves_only_the_connections_that_moved() {
+    let mut sim = Sim::new(Limits::default());
+    let mut phone = Phone::new(Ipv4Addr::new(10, 88, 88, 2));
+    let handles: Vec<_> = (0..32).map(|i| phone.connect(43000 + i)).collect();
+    sim.run(&mut [&mut phone]);
+    assert_eq!(sim.accepted.len(), 32);
+    assert_eq!(sim.stack.stats().open_connections, 32);
+
+    // Nothing new: polls visit nothing.
+    let before = sim.stack.stats().serviced;
+    for _ in 0..10 {
+        sim.now += Duration::from_millis(1);
+        sim.stack.poll(sim.now);
+    }
+    assert_eq!(
+        sim.stack.stats().serviced,
+        before,
+        "idle polls visit nobody"
+    );
+
+    // A request on the 8th connection: it is served, and the visits are its own.
+    let before = sim.stack.stats().serviced;
+    phone
+        .tcp(handles[7])
+        .send_slice(b"GET / HTTP/1.1\r\n\r\n")
+        .unwrap();
+    sim.run(&mut [&mut phone]);
+    let visits = sim.stack.stats().serviced - before;
+    assert!((1..=4).contains(&visits), "{visits} visits for one request");
+    let conn = expect_read(&mut sim.accepted, 43007, b"GET / HTTP/1.1\r\n\r\n");
+
+    // The application answers on it: again only that connection is visited.
+    let before = sim.stack.stats().serviced;
+    assert_eq!(write(&mut conn.stream, b"HTTP/1.1 200 OK\r\n\r\n"), 19);
+    sim.run(&mut [&mut phone]);
+    let visits = sim.stack.stats().serviced - before;
+    assert!((1..=4).contains(&visits), "{visits} visits for one reply");
+    let mut buf = [0u8; 64];
+    assert_eq!(phone.tcp(handles[7]).recv_slice(&mut buf), Ok(19));
+    for &h in handles.iter().filter(|&&h| h != handles[7]) {
+        assert_eq!(phone.tcp(h).recv_queue(), 0, "no other connection got data");
+    }
+}
+
+/// State changes without data reach the connection too: a phone's FIN is seen (end of stream
+/// for the application) and a phone's RST resets the stream, both without a poll walking
+/// every connection.
+#[test]
+fn fin_and_reset_from_the_phone_are_served() {
+    let mut sim = Sim::new(Limits::default());
+    let mut phone = Phone::new(Ipv4Addr::new(10, 88, 88, 2));
+    let a = phone.connect(44000);
+    let b = phone.connect(44001);
+    sim.run(&mut [&mut phone]);
+    assert_eq!(sim.accepted.len(), 2);
+    let before = sim.stack.stats().serviced;
+
+    phone.tcp(a).close();
+    phone.tcp(b).abort();
+    sim.run(&mut [&mut phone]);
+    assert!(sim.stack.stats().serviced > before);
+    for conn in sim.accepted.iter_mut() {
+        let r = read_all(&mut conn.stream);
+        match conn.remote.port() {
+            44000 => assert!(matches!(&r, Poll::Ready(Ok(v)) if v.is_empty()), "{r:?}"),
+            _ => assert!(
+                matches!(&r, Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset),
+                "{r:?}"
+            ),
+        }
+    }
 }

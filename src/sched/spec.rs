@@ -45,9 +45,10 @@ mod duration;
 mod error;
 mod name;
 mod schedule;
+mod typed;
 
 pub use action::{
-    check_method_name, url_fingerprint, viewer_url, Action, HandlerCall, Retry, Webhook,
+    check_method_name, url_fingerprint, viewer_url, Action, HandlerCall, JsonBody, Retry, Webhook,
     MAX_METHOD_LEN, VIEWER_HEADERS,
 };
 pub use duration::{format_duration, parse_duration, DurationError};
@@ -478,8 +479,12 @@ fn opt_bool(m: &Map<String, Value>, path: &str, key: &str) -> Result<Option<bool
 }
 
 fn int_in(v: &Value, path: &str, min: u32, max: u32) -> Result<u32, SpecError> {
-    v.as_u64()
-        .and_then(|n| u32::try_from(n).ok())
+    int_range(v.as_u64(), path, min, max)
+}
+
+/// `n` (`None`: not a whole number) as a `u32` within `min..=max`.
+fn int_range(n: Option<u64>, path: &str, min: u32, max: u32) -> Result<u32, SpecError> {
+    n.and_then(|n| u32::try_from(n).ok())
         .filter(|n| (min..=max).contains(n))
         .ok_or_else(|| SpecError::new(path, format!("must be a whole number from {min} to {max}")))
 }
@@ -491,6 +496,11 @@ fn duration_in(v: &Value, path: &str, min: Duration, max: Duration) -> Result<Du
             "must be a duration string such as \"90s\", \"30m\", \"2h\" or \"1h30m\"",
         ));
     };
+    duration_str(s, path, min, max)
+}
+
+/// A duration string within `min..=max`.
+fn duration_str(s: &str, path: &str, min: Duration, max: Duration) -> Result<Duration, SpecError> {
     let d = parse_duration(s).map_err(|e| SpecError::new(path, e.to_string()))?;
     if d < min || d > max {
         return Err(SpecError::new(
@@ -517,16 +527,21 @@ fn opt_duration(
         .transpose()
 }
 
+const TIMESTAMP_HINT: &str = "must be an RFC 3339 time with an offset, e.g. \"2026-12-03T19:45:00+01:00\" or \"2026-12-03T18:45:00.250Z\"";
+
 fn timestamp(v: &Value, path: &str) -> Result<Timestamp, SpecError> {
-    let hint = "must be an RFC 3339 time with an offset, e.g. \"2026-12-03T19:45:00+01:00\" or \"2026-12-03T18:45:00.250Z\"";
     let Value::String(s) = v else {
-        return Err(SpecError::new(path, hint));
+        return Err(SpecError::new(path, TIMESTAMP_HINT));
     };
+    timestamp_str(s, path)
+}
+
+/// An RFC 3339 time with an offset.
+fn timestamp_str(s: &str, path: &str) -> Result<Timestamp, SpecError> {
     s.parse::<Timestamp>().map_err(|_| {
         // Well-formed but beyond what a timestamp can hold (years up to 9999, less the largest
         // offset): say so rather than calling it malformed.
-        let well_formed =
-            jiff::fmt::temporal::Pieces::parse(s.as_str()).is_ok_and(|p| p.offset().is_some());
+        let well_formed = jiff::fmt::temporal::Pieces::parse(s).is_ok_and(|p| p.offset().is_some());
         if well_formed {
             SpecError::new(
                 path,
@@ -541,7 +556,7 @@ fn timestamp(v: &Value, path: &str) -> Result<Timestamp, SpecError> {
                 ),
             )
         } else {
-            SpecError::new(path, hint)
+            SpecError::new(path, TIMESTAMP_HINT)
         }
     })
 }

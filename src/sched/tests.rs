@@ -676,7 +676,10 @@ fn patched_merges_like_rfc_7386() {
     };
     let names: Vec<&str> = w.headers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["x-keep", "x-new"]);
-    assert_eq!(w.body, Some(json!({"content": "hi"})));
+    assert_eq!(
+        w.body.as_ref().map(JsonBody::to_value),
+        Some(json!({"content": "hi"}))
+    );
     assert_eq!(
         p.trigger,
         Trigger::Every {
@@ -725,6 +728,23 @@ fn patched_merges_like_rfc_7386() {
         .field,
         "trigger.at"
     );
+}
+
+/// Found by the `job_spec` fuzzer (corpus `regress-non-ascii-header-value`): a header value
+/// with non-ASCII characters was accepted, then stored by `to_json` as `""`, silently.
+#[test]
+fn non_ascii_header_values_are_refused_not_stored_empty() {
+    for value in ["Bearer s\u{35E}ret", "caf\u{e9}", "\u{1F511}"] {
+        let mut v = spec_json(json!({"every": "1h"}));
+        v["action"]["webhook"]["headers"] = json!({"Authorization": value});
+        let e = err(v, Some(NOW));
+        assert_eq!(e.field, "action.webhook.headers.Authorization", "{value}");
+        assert!(e.message.contains("visible ASCII"), "{e}");
+    }
+    let mut v = spec_json(json!({"every": "1h"}));
+    v["action"]["webhook"]["headers"] = json!({"X-Tab": "a\tb", "X-Text": "Bot s3cr3t ~!"});
+    let spec = JobSpec::from_json(&v, Some(ts(NOW))).unwrap();
+    assert_eq!(JobSpec::from_json(&spec.to_json(), None).unwrap(), spec);
 }
 
 #[test]

@@ -187,7 +187,7 @@ impl Handle {
         let mut record = JobRecord {
             id,
             next_fire_at: Core::first_fire(&spec, now),
-            spec,
+            spec: Arc::new(spec),
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             created_by: actor.peer.clone(),
@@ -278,7 +278,7 @@ impl Handle {
                     );
                     let mut next = cur.clone();
                     next.next_fire_at = Core::first_fire(&spec, now);
-                    next.spec = spec;
+                    next.spec = Arc::new(spec);
                     next.updated_at_ms = millis(now);
                     Ok::<_, UpdateError>((Some(next), Some(audit)))
                 })
@@ -340,7 +340,7 @@ impl Handle {
                     // When it was paused (before this change), for a catch-up resume.
                     paused_since = cur.paused_at_ms;
                     let mut next = cur.clone();
-                    next.spec.paused = paused;
+                    Arc::make_mut(&mut next.spec).paused = paused;
                     next.updated_at_ms = now_ms;
                     next.paused_at_ms = match (paused, cur.paused_at_ms) {
                         (true, Some(t)) => Some(t),
@@ -382,7 +382,13 @@ impl Handle {
     /// Runs a job now through the normal run path (respecting `max_instances`); returns the
     /// id of the run, recorded before this returns.
     pub async fn run_now(&self, id: JobId, actor: &Actor) -> Result<u64, RunNowError> {
-        let name = self.get(id).ok_or(JobNotFound(id))?.record.spec.name;
+        let name = self
+            .get(id)
+            .ok_or(JobNotFound(id))?
+            .record
+            .spec
+            .name
+            .clone();
         let now = self.now().await?;
         let run = self.ask(|done| Command::RunNow(id, done)).await??;
         let audit = Self::audit(

@@ -164,7 +164,7 @@ mod tests {
             spec.name = name.into();
             JobRecord {
                 id: JobId::from_u64(id),
-                spec,
+                spec: std::sync::Arc::new(spec),
                 created_at_ms: 0,
                 updated_at_ms: 0,
                 created_by: "olga".into(),

@@ -6,6 +6,8 @@
 //! | `runs` | run id (u64) | one fire's record (JSON) |
 //! | `job_runs` | (job id, run id) | nothing: the index of a job's history |
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -15,6 +17,8 @@ use super::{append_audit, corrupt, tasks, Loaded, Store, StoreError, JOBS, JOB_R
 use crate::model::{AuditEntry, JobRecord, RunFilter, RunRecord, RunStatus};
 use crate::sched::{JobId, JobSpec};
 
+/// A `jobs` row as written, and as read when a row fails the typed decode ([`JobRowIn`]): the
+/// spec as a JSON tree, which [`JobSpec::from_json`] diagnoses field by field.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JobRow {
@@ -41,12 +45,38 @@ pub(super) fn encode_job(r: &JobRecord) -> Vec<u8> {
     .expect("rows serialise")
 }
 
+/// The same row decoded straight into the checked spec (no JSON tree; see
+/// `sched::spec::typed`): how every row is read at startup.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobRowIn {
+    spec: JobSpec,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+    created_by: String,
+    next_fire_at: Option<Timestamp>,
+    #[serde(default)]
+    paused_at_ms: Option<u64>,
+}
+
 pub(super) fn decode_job(id: u64, bytes: &[u8]) -> Result<JobRecord, StoreError> {
+    if let Ok(row) = serde_json::from_slice::<JobRowIn>(bytes) {
+        return Ok(JobRecord {
+            id: JobId::from_u64(id),
+            spec: Arc::new(row.spec),
+            created_at_ms: row.created_at_ms,
+            updated_at_ms: row.updated_at_ms,
+            created_by: row.created_by,
+            next_fire_at: row.next_fire_at,
+            paused_at_ms: row.paused_at_ms,
+        });
+    }
+    // A damaged row: decode it again the slow way, whose errors name the field by its path.
     let key = format!("jobs/{}", JobId::from_u64(id));
     let row: JobRow = serde_json::from_slice(bytes).map_err(|e| corrupt(&key, e))?;
     Ok(JobRecord {
         id: JobId::from_u64(id),
-        spec: JobSpec::from_json(&row.spec, None).map_err(|e| corrupt(&key, e))?,
+        spec: Arc::new(JobSpec::from_json(&row.spec, None).map_err(|e| corrupt(&key, e))?),
         created_at_ms: row.created_at_ms,
         updated_at_ms: row.updated_at_ms,
         created_by: row.created_by,

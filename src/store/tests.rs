@@ -188,7 +188,7 @@ fn next_fire_times_keep_full_precision() {
     let next = ts("2026-01-01T00:00:05.123456789Z");
     let rec = JobRecord {
         id: JobId::from_u64(7),
-        spec,
+        spec: std::sync::Arc::new(spec),
         created_at_ms: 0,
         updated_at_ms: 0,
         created_by: "t".into(),
@@ -219,7 +219,7 @@ fn job_record(id: u64, name: &str) -> JobRecord {
     .unwrap();
     JobRecord {
         id: JobId::from_u64(id),
-        spec,
+        spec: std::sync::Arc::new(spec),
         created_at_ms: 0,
         updated_at_ms: 0,
         created_by: "t".into(),
@@ -286,7 +286,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_without_a_new_store() {
         .unwrap()
         .rows
         .into_iter()
-        .map(|j| j.spec.name)
+        .map(|j| j.spec.name.clone())
         .collect();
     names.sort();
     assert_eq!(
@@ -405,15 +405,17 @@ fn peer(name: &str, last: u8) -> PeerRecord {
 pub(super) fn job(id: u64) -> JobRecord {
     JobRecord {
         id: JobId::from_u64(id),
-        spec: JobSpec::from_json(
-            &serde_json::json!({
-                "name": format!("job{id}"),
-                "trigger": {"every": "1h", "start": "2026-01-01T00:00:00Z"},
-                "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
-            }),
-            None,
-        )
-        .unwrap(),
+        spec: std::sync::Arc::new(
+            JobSpec::from_json(
+                &serde_json::json!({
+                    "name": format!("job{id}"),
+                    "trigger": {"every": "1h", "start": "2026-01-01T00:00:00Z"},
+                    "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
+                }),
+                None,
+            )
+            .unwrap(),
+        ),
         created_at_ms: 0,
         updated_at_ms: 0,
         created_by: "t".into(),

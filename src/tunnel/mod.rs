@@ -45,6 +45,7 @@ use boringtun::x25519::{PublicKey as XPublic, StaticSecret};
 use peers::{PrivateKey, PublicKey};
 use rand_core::RngCore;
 
+use crate::netstack::PacketPool;
 use peer::{Decap, Encap};
 pub use peer::{Peer, PeerConfig};
 
@@ -211,6 +212,8 @@ pub struct Router {
     next_tick: Option<Instant>,
     next_limiter_reset: Option<Instant>,
     buf: Vec<u8>,
+    /// Buffers for transmits and inbound packets, given back by [`Router::recycle`].
+    pool: PacketPool,
 }
 
 /// Why a peer could not be added to the router.
@@ -250,6 +253,7 @@ impl Router {
             next_tick: None,
             next_limiter_reset: None,
             buf: vec![0u8; MAX_DATAGRAM],
+            pool: PacketPool::default(),
         }
     }
 
@@ -372,7 +376,7 @@ impl Router {
                     self.stats.cookie_replies += 1;
                     self.transmit.push_back(Transmit {
                         dst: from,
-                        payload: cookie.to_vec(),
+                        payload: self.pool.copy_of(cookie),
                     });
                     return;
                 }
@@ -452,7 +456,7 @@ impl Router {
             }) => {
                 self.transmit.push_back(Transmit {
                     dst: from,
-                    payload: packet.to_vec(),
+                    payload: self.pool.copy_of(packet),
                 });
                 if !authenticated {
                     stats.cookie_replies += 1;
@@ -470,10 +474,11 @@ impl Router {
                 }
                 peer.endpoint = Some(from);
                 let transmit = &mut self.transmit;
+                let pool = &mut self.pool;
                 peer.drain_queued(&mut self.buf, |p| {
                     transmit.push_back(Transmit {
                         dst: from,
-                        payload: p.to_vec(),
+                        payload: pool.copy_of(p),
                     })
                 });
             }
@@ -482,7 +487,7 @@ impl Router {
                 if peer.allows(src) {
                     self.inbound.push_back(Inbound {
                         peer: peer.config.public_key,
-                        packet: packet.to_vec(),
+                        packet: self.pool.copy_of(packet),
                     });
                 } else {
                     stats.dropped_spoofed += 1;
@@ -513,7 +518,7 @@ impl Router {
         match (peer.encapsulate(packet, &mut self.buf), peer.endpoint) {
             (Encap::Send(p), Some(dst)) => self.transmit.push_back(Transmit {
                 dst,
-                payload: p.to_vec(),
+                payload: self.pool.copy_of(p),
             }),
             (Encap::Send(_), None) => self.stats.dropped_unroutable_out += 1,
             _ => {}
@@ -580,7 +585,7 @@ impl Router {
             {
                 self.transmit.push_back(Transmit {
                     dst,
-                    payload: p.to_vec(),
+                    payload: self.pool.copy_of(p),
                 });
             }
         }
@@ -599,7 +604,18 @@ impl Router {
         }
     }
 
-    /// Next datagram to send. Call until `None` after every `handle_*`.
+    /// Takes back a buffer for reuse: a sent [`Transmit`]'s payload, or any spare one.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.pool.give(buf);
+    }
+
+    /// Buffers kept for reuse now.
+    pub fn spare_buffers(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// Next datagram to send (give its payload back with [`Router::recycle`] once sent). Call
+    /// until `None` after every `handle_*`.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmit.pop_front()
     }

@@ -89,7 +89,35 @@ pub struct Webhook {
     /// the executor sets those.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// JSON body, sent as `application/json`; `None` sends no body.
-    pub body: Option<Value>,
+    pub body: Option<JsonBody>,
+}
+
+/// A webhook's JSON body, held as its compact JSON text: it is sent as it is, and parsed back
+/// into a tree only when a job is shown ([`JsonBody::to_value`]). A small body costs its text,
+/// where a `serde_json::Value` object costs a map node of ~600 bytes (issue 12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonBody(Box<str>);
+
+impl JsonBody {
+    /// The compact text of `v`.
+    pub fn from_value(v: &Value) -> JsonBody {
+        JsonBody(v.to_string().into_boxed_str())
+    }
+
+    /// Text already known to be compact JSON (a stored body: [`JsonBody::as_str`] wrote it).
+    pub(super) fn from_stored(raw: &serde_json::value::RawValue) -> JsonBody {
+        JsonBody(raw.get().into())
+    }
+
+    /// The JSON text, as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The body as a JSON tree.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.0).expect("a JsonBody holds JSON text")
+    }
 }
 
 /// How often one fire is attempted, and how long to wait in between.
@@ -231,7 +259,7 @@ pub(super) fn action_json(a: &Action) -> Value {
     hook.insert("method".into(), json!(w.method.as_str()));
     hook.insert("headers".into(), Value::Object(headers));
     if let Some(body) = &w.body {
-        hook.insert("body".into(), body.clone());
+        hook.insert("body".into(), body.to_value());
     }
     json!({ "webhook": hook })
 }
@@ -241,26 +269,25 @@ pub(super) fn parse_action(v: &Value) -> Result<Action, SpecError> {
     match (field(m, "webhook"), field(m, "handler")) {
         (Some(hook), None) => Ok(Action::Webhook(parse_webhook(hook)?)),
         (None, Some(call)) => Ok(Action::Handler(parse_handler_call(call)?)),
-        (Some(_), Some(_)) => Err(SpecError::new(
-            "action",
-            "needs exactly one of webhook, handler; it has both",
-        )),
-        (None, None) => Err(SpecError::new(
-            "action",
-            "needs exactly one of webhook, handler; it has none",
-        )),
+        (Some(_), Some(_)) => Err(action_kind_error(true)),
+        (None, None) => Err(action_kind_error(false)),
     }
+}
+
+/// An `action` with both kinds (`both`) or with none.
+pub(super) fn action_kind_error(both: bool) -> SpecError {
+    let has = if both { "both" } else { "none" };
+    SpecError::new(
+        "action",
+        format!("needs exactly one of webhook, handler; it has {has}"),
+    )
 }
 
 pub(super) fn parse_handler_call(v: &Value) -> Result<HandlerCall, SpecError> {
     let p = "action.handler";
     let m = object(v, p, &["id", "method", "params"])?;
     let id = match required(m, p, "id")? {
-        Value::String(s) => {
-            peers::PeerName::new(s)
-                .map_err(|e| SpecError::new("action.handler.id", e.to_string()))?;
-            s.clone()
-        }
+        Value::String(s) => handler_id_str(s)?,
         _ => {
             return Err(SpecError::new(
                 "action.handler.id",
@@ -269,10 +296,7 @@ pub(super) fn parse_handler_call(v: &Value) -> Result<HandlerCall, SpecError> {
         }
     };
     let method = match required(m, p, "method")? {
-        Value::String(s) => {
-            check_method_name(s).map_err(|e| SpecError::new("action.handler.method", e))?;
-            s.clone()
-        }
+        Value::String(s) => handler_method_str(s)?,
         _ => {
             return Err(SpecError::new(
                 "action.handler.method",
@@ -293,6 +317,18 @@ pub(super) fn parse_handler_call(v: &Value) -> Result<HandlerCall, SpecError> {
     Ok(HandlerCall { id, method, params })
 }
 
+/// A handler call's `id`: the handler's peer name.
+pub(super) fn handler_id_str(s: &str) -> Result<String, SpecError> {
+    peers::PeerName::new(s).map_err(|e| SpecError::new("action.handler.id", e.to_string()))?;
+    Ok(s.to_string())
+}
+
+/// A handler call's `method`.
+pub(super) fn handler_method_str(s: &str) -> Result<String, SpecError> {
+    check_method_name(s).map_err(|e| SpecError::new("action.handler.method", e))?;
+    Ok(s.to_string())
+}
+
 pub(super) const FORBIDDEN_HEADERS: &[&str] = &[
     "host",
     "content-length",
@@ -311,55 +347,24 @@ pub(super) fn parse_webhook(v: &Value) -> Result<Webhook, SpecError> {
     let url = parse_url(required(m, p, "url")?)?;
     let method = match field(m, "method") {
         None => Method::POST,
-        Some(Value::String(s)) => match s.to_ascii_uppercase().as_str() {
-            "GET" => Method::GET,
-            "POST" => Method::POST,
-            "PUT" => Method::PUT,
-            "PATCH" => Method::PATCH,
-            "DELETE" => Method::DELETE,
-            _ => return Err(method_error()),
-        },
+        Some(Value::String(s)) => method_str(s)?,
         Some(_) => return Err(method_error()),
     };
     let mut headers = Vec::new();
     match field(m, "headers") {
         None => {}
         Some(Value::Object(h)) => {
-            if h.len() > MAX_HEADERS {
-                return Err(SpecError::new(
-                    "action.webhook.headers",
-                    format!("has {} headers; at most {MAX_HEADERS} are allowed", h.len()),
-                ));
-            }
+            check_header_count(h.len())?;
             for (name, value) in h {
-                let path = format!("action.webhook.headers.{name}");
-                let header = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| SpecError::new(&path, "is not a valid HTTP header name"))?;
-                if FORBIDDEN_HEADERS.contains(&header.as_str()) {
-                    return Err(SpecError::new(
-                        &path,
-                        "is set by the scheduler itself; remove it",
-                    ));
-                }
                 let Value::String(value) = value else {
+                    // Same order of checks as `push_header`: the name first.
+                    let path = format!("action.webhook.headers.{name}");
+                    let header = HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| SpecError::new(&path, "is not a valid HTTP header name"))?;
+                    check_not_forbidden(&header, &path)?;
                     return Err(SpecError::new(&path, "must be a string"));
                 };
-                if value.len() > MAX_HEADER_VALUE_LEN {
-                    return Err(SpecError::new(
-                        &path,
-                        format!("is longer than {MAX_HEADER_VALUE_LEN} bytes"),
-                    ));
-                }
-                let value = HeaderValue::from_str(value).map_err(|_| {
-                    SpecError::new(&path, "must be visible ASCII characters and spaces only")
-                })?;
-                if headers.iter().any(|(n, _)| *n == header) {
-                    return Err(SpecError::new(
-                        &path,
-                        "is given twice (header names ignore case); keep one",
-                    ));
-                }
-                headers.push((header, value));
+                push_header(&mut headers, name, value)?;
             }
             headers.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         }
@@ -370,13 +375,78 @@ pub(super) fn parse_webhook(v: &Value) -> Result<Webhook, SpecError> {
             ))
         }
     }
-    let body = field(m, "body").cloned();
+    let body = field(m, "body").map(JsonBody::from_value);
     Ok(Webhook {
         url,
         method,
         headers,
         body,
     })
+}
+
+/// A webhook's `method`, any case.
+pub(super) fn method_str(s: &str) -> Result<Method, SpecError> {
+    Ok(match s.to_ascii_uppercase().as_str() {
+        "GET" => Method::GET,
+        "POST" => Method::POST,
+        "PUT" => Method::PUT,
+        "PATCH" => Method::PATCH,
+        "DELETE" => Method::DELETE,
+        _ => return Err(method_error()),
+    })
+}
+
+/// Refuses more than [`MAX_HEADERS`] headers.
+pub(super) fn check_header_count(n: usize) -> Result<(), SpecError> {
+    if n > MAX_HEADERS {
+        return Err(SpecError::new(
+            "action.webhook.headers",
+            format!("has {n} headers; at most {MAX_HEADERS} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_not_forbidden(header: &HeaderName, path: &str) -> Result<(), SpecError> {
+    if FORBIDDEN_HEADERS.contains(&header.as_str()) {
+        return Err(SpecError::new(
+            path,
+            "is set by the scheduler itself; remove it",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one webhook header and appends it to `headers` (unsorted; the caller sorts).
+pub(super) fn push_header(
+    headers: &mut Vec<(HeaderName, HeaderValue)>,
+    name: &str,
+    value: &str,
+) -> Result<(), SpecError> {
+    let path = format!("action.webhook.headers.{name}");
+    let header = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| SpecError::new(&path, "is not a valid HTTP header name"))?;
+    check_not_forbidden(&header, &path)?;
+    if value.len() > MAX_HEADER_VALUE_LEN {
+        return Err(SpecError::new(
+            &path,
+            format!("is longer than {MAX_HEADER_VALUE_LEN} bytes"),
+        ));
+    }
+    // `from_str` also takes bytes 0x80-0xFF, which `to_str` (and so `to_json`, the
+    // stored form) cannot give back: only what round-trips is accepted.
+    let value = HeaderValue::from_str(value)
+        .ok()
+        .filter(|v| v.to_str().is_ok())
+        .ok_or_else(|| SpecError::new(&path, "must be visible ASCII characters and spaces only"))?;
+    if headers.iter().any(|(n, _)| *n == header) {
+        return Err(SpecError::new(
+            &path,
+            "is given twice (header names ignore case); keep one",
+        ));
+    }
+    headers.push((header, value));
+    Ok(())
 }
 
 pub(super) fn method_error() -> SpecError {
@@ -394,6 +464,12 @@ pub(super) fn parse_url(v: &Value) -> Result<Uri, SpecError> {
             "must be a string such as \"https://discord.com/api/webhooks/…\"",
         ));
     };
+    url_str(s)
+}
+
+/// A webhook URL's text, checked.
+pub(super) fn url_str(s: &str) -> Result<Uri, SpecError> {
+    let path = "action.webhook.url";
     if s.len() > MAX_URL_LEN {
         return Err(SpecError::new(
             path,

@@ -8,6 +8,11 @@ pub(super) fn parse_name(v: &Value) -> Result<String, SpecError> {
     let Value::String(s) = v else {
         return Err(SpecError::new("name", "must be a string"));
     };
+    name_str(s)
+}
+
+/// A job name's text, checked.
+pub(super) fn name_str(s: &str) -> Result<String, SpecError> {
     if s.trim().is_empty() {
         return Err(SpecError::new(
             "name",
@@ -27,7 +32,7 @@ pub(super) fn parse_name(v: &Value) -> Result<String, SpecError> {
         ));
     }
     check_name_text(s).map_err(|m| SpecError::new("name", m))?;
-    Ok(s.clone())
+    Ok(s.to_string())
 }
 
 /// Most combining marks allowed in a row after one base character.

@@ -1,6 +1,8 @@
 //! A job's `trigger` object (part of [`super`]): parsing it into a [`Trigger`] and writing it
 //! back. The time arithmetic itself is [`crate::sched::trigger`].
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use serde_json::{json, Map, Value};
 
@@ -69,58 +71,18 @@ pub fn parse_trigger(v: &Value, now: Option<Timestamp>) -> Result<Trigger, SpecE
         .copied()
         .filter(|k| field(m, k).is_some())
         .collect();
-    let kind = match kinds.as_slice() {
-        [kind] => *kind,
-        [] => {
-            return Err(SpecError::new(
-                "trigger",
-                "needs exactly one of at, every, cron; it has none",
-            ))
-        }
-        _ => {
-            return Err(SpecError::new(
-                "trigger",
-                format!(
-                    "needs exactly one of at, every, cron; it has {}",
-                    kinds.join(" and ")
-                ),
-            ))
-        }
-    };
+    let kind = one_kind(&kinds)?;
     let p = "trigger";
     match kind {
         "at" => {
             object(v, p, &["at"])?;
-            let at = timestamp(&m["at"], "trigger.at")?;
-            if let Some(now) = now {
-                if at <= now {
-                    return Err(SpecError::new(
-                        "trigger.at",
-                        format!("{at} is not in the future (now is {now}); pick a later time"),
-                    ));
-                }
-            }
-            Ok(Trigger::At(at))
+            at_trigger(timestamp(&m["at"], "trigger.at")?, now)
         }
         "every" => {
             object(v, p, &["every", "start", "end"])?;
             let interval = duration_in(&m["every"], "trigger.every", MIN_INTERVAL, MAX_INTERVAL)?;
-            let start =
-                match (opt_timestamp(m, p, "start")?, now) {
-                    (Some(start), _) => start,
-                    (None, Some(now)) => now,
-                    (None, None) => return Err(SpecError::new(
-                        "trigger.start",
-                        "is required in a stored job (the API fills it in with the creation time)",
-                    )),
-                };
-            let end = opt_timestamp(m, p, "end")?;
-            check_end(Some(start), end)?;
-            Ok(Trigger::Every {
-                interval,
-                start,
-                end,
-            })
+            let start = opt_timestamp(m, p, "start")?;
+            every_trigger(interval, start, opt_timestamp(m, p, "end")?, now)
         }
         _ => {
             object(v, p, &["cron", "timezone", "start", "end"])?;
@@ -130,12 +92,10 @@ pub fn parse_trigger(v: &Value, now: Option<Timestamp>) -> Result<Trigger, SpecE
                     "must be a crontab string such as \"45 19 * * THU\"",
                 ));
             };
-            let expr =
-                CronExpr::parse(src).map_err(|e| SpecError::new("trigger.cron", e.to_string()))?;
+            let expr = cron_str(src)?;
             let zone = match field(m, "timezone") {
                 None => Zone::utc(),
-                Some(Value::String(name)) => Zone::get(name)
-                    .map_err(|e| SpecError::new("trigger.timezone", e.to_string()))?,
+                Some(Value::String(name)) => zone_str(name)?,
                 Some(_) => {
                     return Err(SpecError::new(
                         "trigger.timezone",
@@ -154,6 +114,72 @@ pub fn parse_trigger(v: &Value, now: Option<Timestamp>) -> Result<Trigger, SpecE
             })
         }
     }
+}
+
+/// The one trigger kind present (`at`, `every` or `cron`), or the error naming what is there.
+pub(super) fn one_kind<'k>(kinds: &[&'k str]) -> Result<&'k str, SpecError> {
+    match kinds {
+        [kind] => Ok(kind),
+        [] => Err(SpecError::new(
+            "trigger",
+            "needs exactly one of at, every, cron; it has none",
+        )),
+        _ => Err(SpecError::new(
+            "trigger",
+            format!(
+                "needs exactly one of at, every, cron; it has {}",
+                kinds.join(" and ")
+            ),
+        )),
+    }
+}
+
+/// An `at` trigger; with `now` (creating), it must lie after it.
+pub(super) fn at_trigger(at: Timestamp, now: Option<Timestamp>) -> Result<Trigger, SpecError> {
+    if let Some(now) = now {
+        if at <= now {
+            return Err(SpecError::new(
+                "trigger.at",
+                format!("{at} is not in the future (now is {now}); pick a later time"),
+            ));
+        }
+    }
+    Ok(Trigger::At(at))
+}
+
+/// An `every` trigger; without `start`, it starts at `now` (creating) or is refused (stored).
+pub(super) fn every_trigger(
+    interval: Duration,
+    start: Option<Timestamp>,
+    end: Option<Timestamp>,
+    now: Option<Timestamp>,
+) -> Result<Trigger, SpecError> {
+    let start = match (start, now) {
+        (Some(start), _) => start,
+        (None, Some(now)) => now,
+        (None, None) => {
+            return Err(SpecError::new(
+                "trigger.start",
+                "is required in a stored job (the API fills it in with the creation time)",
+            ))
+        }
+    };
+    check_end(Some(start), end)?;
+    Ok(Trigger::Every {
+        interval,
+        start,
+        end,
+    })
+}
+
+/// A crontab string, through the shared parse cache ([`CronExpr::parse`]).
+pub(super) fn cron_str(src: &str) -> Result<CronExpr, SpecError> {
+    CronExpr::parse(src).map_err(|e| SpecError::new("trigger.cron", e.to_string()))
+}
+
+/// An IANA time zone name.
+pub(super) fn zone_str(name: &str) -> Result<Zone, SpecError> {
+    Zone::get(name).map_err(|e| SpecError::new("trigger.timezone", e.to_string()))
 }
 
 pub(super) fn check_end(start: Option<Timestamp>, end: Option<Timestamp>) -> Result<(), SpecError> {
