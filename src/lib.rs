@@ -9,6 +9,8 @@
 //!   and the one task that runs it around the UDP socket and the clock.
 //! - [`api`]: hyper on netstack connections; every request has a [`api::Caller`]; routes and
 //!   their roles in one table ([`api::routes`]), bodies read into typed structs ([`api::body`]).
+//! - [`model`]: the domain model every layer passes around (peers, jobs and runs, handlers,
+//!   audit entries), pure data in checked types; [`store`] keeps it, [`api::view`] shows it.
 //! - [`registry`] (pure peer decisions), [`peer_ops`] (the one path of every peer change:
 //!   decision, audit, commit, what makes it live), [`store`] (redb), [`service`] (operations
 //!   of the running server), [`control`] (local Unix control socket for the CLI; requests read

@@ -1,7 +1,7 @@
 //! The API's routes in one declarative table: method, path pattern, the role required, and the
 //! handler that serves it ([`ROUTES`]).
 //!
-//! Layer: pure (data and matching). The router ([`super::route`]) looks every request up here,
+//! Layer: pure (data and matching). The router (`api::route`) looks every request up here,
 //! checks the route's role once — no handler checks access itself — and dispatches on the
 //! handler. Metric labels ([`super::route_template`]), the routes a handler peer may call,
 //! what the dashboard shows each role ([`permitted`], through `GET /api/v1/whoami`) and

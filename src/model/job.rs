@@ -1,6 +1,7 @@
 //! Jobs and their runs: a stored job (checked spec plus bookkeeping) and one fire's record.
 //!
-//! Pure data. The scheduler ([`crate::sched`]) decides fire times, [`crate::jobs`] records runs,
+//! Pure data. The scheduling core ([`crate::sched`]) decides fire times, the scheduler's
+//! driver ([`crate::scheduler`], with [`crate::scheduler::runs`]) records runs,
 //! [`crate::store`] keeps them.
 
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //! back on a channel and are written in batches. Prunes old runs and audit entries hourly.
 //!
 //! When a commit fails (a full disk) nothing unrecorded runs: the driver stops taking fires,
-//! tries [`Store::recover`] every [`RECOVER_EVERY`], then reloads the stored next fire times so
+//! tries [`Store::recover`] every `RECOVER_EVERY` (2 s), then reloads the stored next fire times so
 //! the fires that could not be recorded come due again under the misfire rules.
 #![allow(clippy::disallowed_methods)] // driver: reads the clock and sleeps
 

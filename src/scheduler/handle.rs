@@ -1,9 +1,9 @@
 //! [`Handle`]: the job operations the API (and the control socket) call.
 //!
 //! Layer: driver glue. Validates, commits each change with its audit entry through the store,
-//! then tells the scheduler driver by a [`Command`]; answers reads from a view of the job
+//! then tells the scheduler driver by a `Command`; answers reads from a view of the job
 //! table. It reads no clock and writes no table: the time of an operation (for its first fire,
-//! its record and its audit entry) is the driver's clock, asked with [`Command::Now`]; fire
+//! its record and its audit entry) is the driver's clock, asked with `Command::Now` ([`Handle::now`]); fire
 //! times are [`Core`]'s (`Core::first_fire`, `Core::resume_catching_up`); the driver updates
 //! the table and answers with the job as it now is. Webhook destinations are checked here
 //! against the same [`NetPolicy`] the executor enforces.
