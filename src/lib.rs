@@ -16,7 +16,7 @@
 //!   of the running server), [`control`] (local Unix control socket for the CLI; requests read
 //!   into checked types with [`wire`]).
 //! - [`sched`]: sans-IO scheduling core (job specs, triggers, [`sched::Core`]: what fires
-//!   when, first fires and catch-up included); [`scheduler`]: the task that drives it, the
+//!   when, first fires and catch-up included); [`scheduler`]: the task that drives it ([`scheduler::runner`]), the
 //!   API's [`scheduler::Handle`], run records and run stats; [`webhook`]: outbound webhook
 //!   delivery; [`queue`] and [`tasks`]: handler calls; [`clock`]: the one clock both drivers
 //!   read; [`directory`]: which peer a tunnel address belongs to.

@@ -1,7 +1,7 @@
 //! The running scheduler: the job operations the API calls and the task that fires jobs.
 //!
 //! Layer: driver, around the sans-IO [`sched::Core`](crate::sched::Core) (which decides what
-//! fires when). One task, [`driver`], owns the core: it reads the clock, sleeps until the core's
+//! fires when). One task, the [`runner`], owns the core: it reads the clock, sleeps until the core's
 //! next deadline, takes its fires, records them (runs and the jobs' next fire times in one store
 //! transaction), and hands each webhook run to [`webhook::delivery`](crate::webhook::delivery)
 //! on its own task (handler calls go to the handler queue, [`crate::tasks`]). Finished runs
@@ -13,7 +13,7 @@
 //!   the job is on disk. Reads come from the job [`table`]. The handle reads no clock and
 //!   writes no table: it asks the driver for the time, takes fire times from the core's rules
 //!   (`Core::first_fire`), and the driver applies each change to the core and the table.
-//! - [`driver`]: [`start`] (load the stored jobs, close interrupted runs) and the loop.
+//! - [`runner`]: [`start`] (load the stored jobs, close interrupted runs) and the loop.
 //! - [`runs`]: what a fire becomes in the run history.
 //! - [`table`]: the in-memory job table and its JSON views.
 //! - [`stats`]: run counters since start.
@@ -23,21 +23,21 @@
 //! stored next fire times so the fires that could not be recorded come due again under the
 //! misfire rules.
 
-pub mod driver;
 pub mod error;
 pub mod handle;
+pub mod runner;
 pub mod runs;
 pub mod stats;
 pub mod table;
 
 use std::time::Duration;
 
-pub use driver::start;
 pub use error::{
     ChangeError, ClearError, CreateError, JobNotFound, NameTaken, RunNowError, ShuttingDown,
     TestError, UpdateError,
 };
 pub use handle::Handle;
+pub use runner::start;
 pub use stats::{Lateness, RunStats};
 pub use table::{name_key, name_taken, sort_key, JobEntry};
 

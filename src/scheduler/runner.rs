@@ -1,4 +1,4 @@
-//! The scheduler driver: the one task that owns the sans-IO [`Core`], the clock and the
+//! The scheduler's runner (its driver task; not the network [`crate::driver`]): the one task that owns the sans-IO [`Core`], the clock and the
 //! recording of fires.
 //!
 //! Layer: driver. Reads the clock, sleeps until the core's next deadline (or a command, a
