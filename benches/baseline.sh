@@ -293,7 +293,10 @@ beside_b() { # beside_b CONNS TAG: A's req/s while peer B runs wrk with CONNS co
   wait "$pid" || true
 }
 b_summary() { # b_summary TAG: "N req/s, M non-2xx" of B's wrk
-  echo "$(awk '/^Requests\/sec:/ { print $2 }' "$TMP/wrk-$1.txt") req/s, $(awk '/Non-2xx/ { print $NF }' "$TMP/wrk-$1.txt") non-2xx"
+  local rps non2xx
+  rps=$(awk '/^Requests\/sec:/ { print $2 }' "$TMP/wrk-$1.txt")
+  non2xx=$(awk '/Non-2xx/ { print $NF }' "$TMP/wrk-$1.txt")
+  echo "${rps:-?} req/s, ${non2xx:-0} non-2xx"
 }
 # A alone; A beside B using exactly its cap (32 connections, all admitted: plain competing
 # load); A beside B opening 4x its cap (the 96 extra connections must be refused cheaply).
