@@ -23,6 +23,9 @@
 //!   in a second a source is flooding, and the rest of its messages are dropped on a table
 //!   lookup, before mac1. A quiet source, such as a phone coming online while someone else
 //!   floods, is served without the cookie round trip.
+//! - Load or not, a source past [`BAD_MACS_PER_SOURCE`] bad mac1s in a second has the rest of
+//!   its handshake messages dropped on the same lookup: a bad-mac1 flood never reaches the
+//!   queue, so queue length alone would never see it.
 //! - Initiations are then routed by the sender's static key.
 //! - Every other message is routed by its receiver index: a random 24-bit index per peer,
 //!   never reused in the life of the router.
@@ -77,6 +80,11 @@ pub const COOKIE_REPLIES_PER_SOURCE: u32 = 4;
 /// rest of its messages that second are dropped on a table lookup, before mac1 or any copy.
 pub const FLOODING_PER_SOURCE: u32 =
     2 * (QUIET_PER_SOURCE + COOKIE_HANDSHAKES_PER_SOURCE + COOKIE_REPLIES_PER_SOURCE);
+/// Handshake messages with a bad mac1 a source address may send per second, load or not;
+/// the rest of its handshake messages that second are dropped on a table lookup, before mac1.
+/// A peer configured with a wrong server key retries every few seconds, far below this; a
+/// bad-mac1 flood never fills the queue (it fails before it), so it must be counted here.
+pub const BAD_MACS_PER_SOURCE: u32 = 8;
 /// Source addresses counted per second; further new ones share one counter.
 pub const TRACKED_SOURCES: usize = 16_384;
 /// Largest UDP payload we produce: an MTU-sized packet plus WireGuard overhead.
@@ -143,8 +151,9 @@ pub struct RouterStats {
     pub handshakes: u64,
     /// Handshake messages dropped because the handshake queue was full.
     pub dropped_handshake_overload: u64,
-    /// Handshake messages dropped under load: a loud source without a cookie beyond its cookie
-    /// replies, or with one beyond its per-second share.
+    /// Handshake messages dropped under load (a loud source without a cookie beyond its cookie
+    /// replies, or with one beyond its per-second share), or from a source past
+    /// [`BAD_MACS_PER_SOURCE`] this second.
     pub dropped_rate_limited: u64,
     /// Handshake messages waiting for their X25519 work right now.
     pub handshake_queue: u64,
@@ -174,6 +183,8 @@ struct Pending {
 struct SourceCount {
     /// Handshake messages seen (before any check).
     seen: u32,
+    /// Handshake messages whose mac1 was wrong.
+    bad_macs: u32,
     handshakes: u32,
     cookie_replies: u32,
 }
@@ -329,7 +340,9 @@ impl Router {
         let under_load = self.under_load();
         let source = source_count(&mut self.sources, &mut self.other_sources, from.ip());
         source.seen = source.seen.saturating_add(1);
-        if under_load && source.seen > FLOODING_PER_SOURCE {
+        if (under_load && source.seen > FLOODING_PER_SOURCE)
+            || source.bad_macs >= BAD_MACS_PER_SOURCE
+        {
             self.stats.dropped_rate_limited += 1;
             return;
         }
@@ -338,6 +351,7 @@ impl Router {
         let mut reply = [0u8; 64];
         if kind != HANDSHAKE_COOKIE && self.mac1.verify_packet(None, datagram, &mut reply).is_err()
         {
+            source.bad_macs += 1;
             self.stats.dropped_bad_mac += 1;
             return;
         }

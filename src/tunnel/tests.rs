@@ -435,6 +435,36 @@ fn under_load_a_flooding_source_is_dropped_before_mac1() {
 }
 
 #[test]
+fn a_bad_mac1_flood_is_dropped_before_mac1_without_load() {
+    let mut w = World::new(15);
+    w.turn(Duration::from_millis(1));
+    let mut bad = w.stranger_initiations(1).remove(0);
+    bad[120] ^= 0xff;
+    // Bad mac1 never reaches the queue, so the router is not under load; still, past its
+    // allowance a source's handshake messages cost a table lookup, not a BLAKE2s.
+    for _ in 0..1_000 {
+        w.router.handle_datagram(ATTACKER, &bad);
+    }
+    let s = w.router.stats();
+    assert_eq!(s.handshake_queue, 0);
+    assert_eq!(s.dropped_bad_mac, u64::from(BAD_MACS_PER_SOURCE));
+    assert_eq!(
+        s.dropped_rate_limited,
+        1_000 - u64::from(BAD_MACS_PER_SOURCE)
+    );
+    // A registered peer from another address completes its handshake meanwhile.
+    let mut c = w.add_client(1, Ipv4Addr::new(10, 88, 88, 2));
+    w.handshake(&mut c);
+    // The next second the source is checked again.
+    w.turn(RATE_LIMIT_RESET);
+    w.router.handle_datagram(ATTACKER, &bad);
+    assert_eq!(
+        w.router.stats().dropped_bad_mac,
+        u64::from(BAD_MACS_PER_SOURCE) + 1
+    );
+}
+
+#[test]
 fn without_load_initiations_need_no_cookie() {
     let mut w = World::new(11);
     let mut c = w.add_client(1, Ipv4Addr::new(10, 88, 88, 2));
