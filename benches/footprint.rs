@@ -19,14 +19,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use appliance::model::JobRecord;
-use appliance::sched::{JobId, JobSpec};
+use appliance::sched::JobSpec;
 use appliance::store::Store;
 use jiff::Timestamp;
-use serde_json::json;
 
 #[path = "support/temp_dir.rs"]
 mod temp_dir;
 use temp_dir::TempDir;
+
+#[path = "support/raid_job.rs"]
+mod raid_job;
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -53,29 +55,7 @@ fn cli(bin: &Path, dir: &TempDir, args: &[&str]) {
 
 /// A cron job; expressions and zones vary the way a guild's do (1,440 distinct times, 4 zones).
 fn cron_job(i: usize, now: Timestamp) -> JobRecord {
-    let zone = ["Europe/Berlin", "America/New_York", "UTC", "Asia/Tokyo"][i % 4];
-    let body = json!({
-        "name": format!("raid-reminder-{i}"),
-        "trigger": {"cron": format!("{} {} * * THU", i % 60, i / 60 % 24), "timezone": zone},
-        "action": {"webhook": {
-            "url": format!("https://discord.com/api/webhooks/{i}/not-a-real-token"),
-            "body": {"content": "@raiders raid starts at 19:45 Berlin time"}
-        }},
-        "misfire_grace": "5m",
-        "retry": {"attempts": 3, "backoff": "10s"},
-        "metadata": {"channel": "announcements"}
-    });
-    let spec = JobSpec::from_json(&body, Some(now)).expect("valid job");
-    let next = spec.trigger.next_after(now);
-    JobRecord {
-        id: JobId::from_u64(0x5eed_0000_0000 + i as u64),
-        spec: std::sync::Arc::new(spec),
-        created_at_ms: now.as_millisecond() as u64,
-        updated_at_ms: now.as_millisecond() as u64,
-        created_by: "bench".into(),
-        next_fire_at: next,
-        paused_at_ms: None,
-    }
+    raid_job::weekly_record(i, i % 60, i / 60 % 24, now, "bench")
 }
 
 fn fill(bin: &Path, peers: usize, jobs: usize) -> TempDir {

@@ -44,6 +44,9 @@ use tokio::sync::watch;
 #[path = "support/parts.rs"]
 mod parts;
 use parts::{report, Parts};
+#[path = "support/raid_job.rs"]
+mod raid_job;
+
 #[path = "support/temp_dir.rs"]
 mod temp_dir;
 use temp_dir::TempDir;
@@ -107,17 +110,11 @@ fn job_body(i: usize, now: Timestamp) -> Value {
             json!({"at": at.to_string()})
         }
     };
-    json!({
-        "name": format!("raid-reminder-{i}"),
-        "trigger": trigger,
-        "action": {"webhook": {
-            "url": format!("http://127.0.0.1:9/api/webhooks/{i}/not-a-real-token"),
-            "body": {"content": "@raiders raid starts at 19:45 Berlin time"}
-        }},
-        "misfire_grace": "5m",
-        "retry": {"attempts": 3, "backoff": "10s"},
-        "metadata": {"channel": "announcements"}
-    })
+    raid_job::raid_reminder(
+        i,
+        trigger,
+        &format!("http://127.0.0.1:9/api/webhooks/{i}/not-a-real-token"),
+    )
 }
 
 /// How the store lays out a job row, learnt from a row `Store::insert_job` wrote itself, so

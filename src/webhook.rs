@@ -537,15 +537,16 @@ mod tests {
     }
 
     /// A local server that answers one request with `reply` (a whole HTTP/1.1 response).
-    async fn answer_once(reply: &'static str) -> (u16, tokio::task::JoinHandle<()>) {
+    async fn answer_once(reply: impl Into<Vec<u8>>) -> (u16, tokio::task::JoinHandle<()>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let reply = reply.into();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
             let (mut tcp, _) = listener.accept().await.unwrap();
             let mut buf = vec![0u8; 4096];
             let _ = tcp.read(&mut buf).await;
-            let _ = tcp.write_all(reply.as_bytes()).await;
+            let _ = tcp.write_all(&reply).await;
             let _ = tcp.shutdown().await;
         });
         (port, server)
@@ -762,21 +763,14 @@ mod tests {
     /// A reply far larger than the cap is not read whole, and the attempt still completes.
     #[tokio::test]
     async fn huge_replies_are_capped() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = tokio::spawn(async move {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            let mut buf = vec![0u8; 4096];
-            let _ = tcp.read(&mut buf).await;
-            let body = vec![b'x'; 4 * 1024 * 1024];
-            let head = format!(
-                "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\n\r\n",
-                body.len()
-            );
-            let _ = tcp.write_all(head.as_bytes()).await;
-            let _ = tcp.write_all(&body).await;
-        });
+        let body = vec![b'x'; 4 * 1024 * 1024];
+        let mut reply = format!(
+            "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        reply.extend_from_slice(&body);
+        let (port, server) = answer_once(reply).await;
         let r = attempt(&loopback_allowed(), &format!("http://127.0.0.1:{port}/big")).await;
         assert_eq!(r.status, Some(500));
         assert_eq!(r.error.as_deref(), Some("HTTP 500 Internal Server Error"));

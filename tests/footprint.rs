@@ -11,11 +11,12 @@
 use std::sync::Arc;
 
 use appliance::model::JobRecord;
-use appliance::sched::{JobId, JobSpec};
 use appliance::scheduler;
 use appliance::store::Store;
 use jiff::Timestamp;
-use serde_json::json;
+
+#[path = "../benches/support/raid_job.rs"]
+mod raid_job;
 
 #[path = "../benches/support/counting_alloc.rs"]
 mod counting_alloc;
@@ -31,31 +32,7 @@ const SCHEDULER_BOUND: f64 = 2_200.0;
 /// distinct cron patterns (the bench's 1,440 would make the shared parsed patterns count
 /// here as per-job bytes: 2,000 jobs are fewer than in the bench).
 fn cron_job(i: usize, now: Timestamp) -> JobRecord {
-    let zone = ["Europe/Berlin", "America/New_York", "UTC", "Asia/Tokyo"][i % 4];
-    let spec = JobSpec::from_json(
-        &json!({
-            "name": format!("raid-reminder-{i}"),
-            "trigger": {"cron": format!("{} 19 * * THU", i % 60), "timezone": zone},
-            "action": {"webhook": {
-                "url": format!("https://discord.com/api/webhooks/{i}/not-a-real-token"),
-                "body": {"content": "@raiders raid starts at 19:45 Berlin time"}
-            }},
-            "misfire_grace": "5m",
-            "retry": {"attempts": 3, "backoff": "10s"},
-            "metadata": {"channel": "announcements"}
-        }),
-        Some(now),
-    )
-    .unwrap();
-    JobRecord {
-        id: JobId::from_u64(0x5eed_0000_0000 + i as u64),
-        next_fire_at: spec.trigger.next_after(now),
-        spec: Arc::new(spec),
-        created_at_ms: now.as_millisecond() as u64,
-        updated_at_ms: now.as_millisecond() as u64,
-        created_by: "test".into(),
-        paused_at_ms: None,
-    }
+    raid_job::weekly_record(i, i % 60, 19, now, "test")
 }
 
 #[tokio::test(flavor = "current_thread")]
