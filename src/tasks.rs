@@ -509,8 +509,9 @@ impl Tasks {
     }
 
     /// Waits up to `wait` for the handler run `run_id` to finish (acked, or failed for good)
-    /// and returns its task (result or error, attempts); `None` when it did not finish in
-    /// time or is unknown (not a handler run, or finished more than a day ago). For callers
+    /// and returns its task (result or error, attempts) once that finish is on disk; `None`
+    /// when it did not finish in time or is unknown (not a handler run, or finished more than
+    /// a day ago). For callers
     /// that run a job now and want the handler's answer (the ScheduleZero `run_now` shape).
     /// `wait` is real time.
     #[allow(clippy::disallowed_methods)] // driver: waiting sleeps
@@ -520,10 +521,22 @@ impl Tasks {
             let notified = self.run_finished.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.core.lock().await.core.task(run_id) {
-                Some(t) if t.is_finished() => return Some(t.clone()),
-                Some(_) => {}
-                None => return None,
+            let (finished, ticket) = {
+                let st = self.core.lock().await;
+                match st.core.task(run_id) {
+                    Some(t) if t.is_finished() => (Some(t.clone()), st.ticket),
+                    Some(_) => (None, st.ticket),
+                    None => return None,
+                }
+            };
+            // The core changes before the store does (see `Tasks::durable`): answer only once
+            // the finish is on disk. If that commit failed, the core was reloaded from the
+            // store; look again.
+            if let Some(t) = finished {
+                if self.durable(ticket).await.is_ok() {
+                    return Some(t);
+                }
+                continue;
             }
             tokio::select! {
                 biased;
