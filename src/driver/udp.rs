@@ -17,6 +17,8 @@ use socket2::{SockAddr, SockRef};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+pub mod filter;
+
 /// Datagrams per system call, each way.
 pub const BATCH: usize = 64;
 
