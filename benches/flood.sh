@@ -19,16 +19,9 @@
 #
 # Knobs (environment): BIN (the appliance binary; default: `cargo build --release`),
 # ROUNDS (2), WRK_DURATION (8s), UP_REPS (3), MAX_RUNTIME_S (600), KEEP_TMP (0).
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
-. benches/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROUNDS=${ROUNDS:-2}
-WRK_DURATION=${WRK_DURATION:-8s}
-UP_REPS=${UP_REPS:-3}
-MAX_RUNTIME_S=${MAX_RUNTIME_S:-600}
-KEEP_TMP=${KEEP_TMP:-0}
+knobs ROUNDS=2 WRK_DURATION=8s UP_REPS=3 MAX_RUNTIME_S=600 KEEP_TMP=0
 WG_PORT=51820
 HEALTH=http://10.88.88.1:8888/api/v1/health
 

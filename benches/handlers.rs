@@ -41,7 +41,6 @@ use tokio::sync::watch;
 
 #[path = "support/parts.rs"]
 mod parts;
-use parts::{report, Parts};
 #[path = "support/temp_dir.rs"]
 mod temp_dir;
 use temp_dir::TempDir;
@@ -379,22 +378,8 @@ async fn bench_throughput(out: &mut String) {
 }
 
 fn main() {
-    let Some(parts) = Parts::from_args("handlers") else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let t0 = Instant::now();
-    let mut out = String::new();
-    rt.block_on(async {
-        if parts.run("delivery") {
-            bench_delivery(&mut out).await;
-        }
-        if parts.run("throughput") {
-            bench_throughput(&mut out).await;
-        }
+    parts::main("handlers", async |parts, out| {
+        parts.part("delivery", bench_delivery(out)).await;
+        parts.part("throughput", bench_throughput(out)).await;
     });
-    report("handlers", t0, &out);
 }

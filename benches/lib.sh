@@ -2,13 +2,25 @@
 # logging, prerequisite checks, running bounded commands inside a network namespace,
 # userspace wg-quick, the watchdog and cleanup pieces, and the arithmetic of the figures.
 #
-#   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # after `set -euo pipefail`
+#   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # the script's first command
 #
-# Defines functions only (and BENCH, the script's name for log lines); nothing runs, nothing is
-# created. Each script still owns its namespaces, its temp dir and its EXIT trap, built from
-# these pieces, so what a script deletes is only what it created.
+# Sourcing it sets `set -euo pipefail`, moves to the repository root (ROOT) and defines BENCH
+# (the script's name for log lines) and functions; nothing else runs, nothing is created. Each
+# script still owns its namespaces, its temp dir and its EXIT trap, built from these pieces, so
+# what a script deletes is only what it created.
 
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
 BENCH=$(basename "$0")
+
+knobs() { # knobs NAME=DEFAULT...: each NAME keeps its value from the environment, else DEFAULT
+  local kv name
+  for kv in "$@"; do
+    name=${kv%%=*}
+    [ -n "${!name:-}" ] || printf -v "$name" '%s' "${kv#*=}"
+  done
+}
 
 log() { echo "$BENCH: $*" >&2; }
 die() { log "$*"; exit 1; }

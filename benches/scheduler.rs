@@ -30,7 +30,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use appliance::control::{self, Request};
 use appliance::model::{Actor, AuditEntry, JobRecord};
 use appliance::sched::{Action, JobId, JobSpec, Webhook};
 use appliance::scheduler::{self, Handle};
@@ -43,9 +42,11 @@ use tokio::sync::watch;
 
 #[path = "support/parts.rs"]
 mod parts;
-use parts::{report, Parts};
 #[path = "support/raid_job.rs"]
 mod raid_job;
+#[path = "support/serve.rs"]
+mod serve;
+use serve::Served;
 
 #[path = "support/temp_dir.rs"]
 mod temp_dir;
@@ -494,56 +495,10 @@ fn tree_decode(db: &Path) -> (f64, usize) {
 /// Spawns `appliance serve` on `dir`; returns (socket file exists, control socket answers),
 /// in ms since spawn, then stops it with SIGTERM.
 fn serve_once(bin: &Path, dir: &TempDir) -> (f64, f64) {
-    let sock = dir.0.join("control.sock");
-    let _ = std::fs::remove_file(&sock);
-    let t0 = Instant::now();
-    let mut child = Command::new(bin)
-        .arg("--data-dir")
-        .arg(&dir.0)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn appliance");
-    let deadline = Duration::from_secs(60);
-    while !sock.exists() {
-        if t0.elapsed() > deadline {
-            let _ = child.kill();
-            panic!("control.sock did not appear");
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("appliance serve exited early: {st}");
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let exists = t0.elapsed().as_secs_f64() * 1e3;
-    let ready = loop {
-        match control::request(&sock, &Request::PeerList) {
-            Ok(_) => break t0.elapsed().as_secs_f64() * 1e3,
-            Err(e) if t0.elapsed() > deadline => {
-                let _ = child.kill();
-                panic!("control socket never answered: {e}");
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(1)),
-        }
-    };
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let t1 = Instant::now();
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if t1.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    (exists, ready)
+    let mut served = Served::start(bin, &dir.0);
+    let times = (served.socket_ms(), served.ready_ms());
+    served.stop();
+    times
 }
 
 async fn bench_startup(out: &mut String) {
@@ -916,25 +871,9 @@ async fn bench_lateness(out: &mut String) {
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
-    let Some(parts) = Parts::from_args("scheduler") else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let t0 = Instant::now();
-    let mut out = String::new();
-    rt.block_on(async {
-        if parts.run("creates") {
-            bench_creates(&mut out).await;
-        }
-        if parts.run("startup") {
-            bench_startup(&mut out).await;
-        }
-        if parts.run("lateness") {
-            bench_lateness(&mut out).await;
-        }
+    parts::main("scheduler", async |parts, out| {
+        parts.part("creates", bench_creates(out)).await;
+        parts.part("startup", bench_startup(out)).await;
+        parts.part("lateness", bench_lateness(out)).await;
     });
-    report("scheduler", t0, &out);
 }
