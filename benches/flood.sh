@@ -29,19 +29,9 @@ require_root
 require_tools "iproute2 wireguard-tools wireguard-go wrk curl python3" \
   ip wg-quick wireguard-go wrk curl python3
 
-if [ -z "${BIN:-}" ]; then
-  # Optimised, as shipped: a debug build's X25519 and BLAKE2s are so slow that the figures
-  # would measure the build, not the policy.
-  log "cargo build --release --bin appliance"
-  timeout 1800 cargo build --release --bin appliance >&2
-  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/appliance
-fi
-[ -x "$BIN" ] || die "$BIN is not an executable"
+release_bin
 
-NS=apl-flood-$$
-IFACE=wgf$$
-bench_tmp apl-flood-bench
-CONF=$TMP/$IFACE.conf
+one_ns_run flood wgf
 APP_PID=
 NS_CREATED=0
 

@@ -23,16 +23,12 @@ use appliance::sched::JobSpec;
 use appliance::store::Store;
 use jiff::Timestamp;
 
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-use temp_dir::TempDir;
-
-#[path = "support/raid_job.rs"]
-mod raid_job;
-
-#[path = "support/serve.rs"]
-mod serve;
-use serve::Served;
+#[path = "support/mod.rs"]
+#[allow(dead_code)] // each bench uses its own share of it
+mod support;
+use support::raid_job;
+use support::serve::Served;
+use support::temp_dir::TempDir;
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;

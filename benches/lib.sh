@@ -89,10 +89,31 @@ trap_cleanup() { # runs the script's `cleanup` on exit, and exits on INT/TERM so
   trap 'exit 143' TERM
 }
 
+release_bin() { # release_bin: keeps BIN when set, else builds the appliance optimised and sets it
+  # (as shipped: a debug build's X25519 and BLAKE2s are so slow that the figures would
+  # measure the build)
+  if [ -z "${BIN:-}" ]; then
+    command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH"
+    log "cargo build --release --bin appliance"
+    timeout 1800 cargo build --release --bin appliance >&2
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/appliance
+  fi
+  [ -x "$BIN" ] || die "$BIN is not an executable"
+}
+
 bench_tmp() { # bench_tmp PREFIX: a private temp dir /tmp/PREFIX.XXXXXX in $TMP, $DATA inside it
   TMP=$(mktemp -d "/tmp/$1.XXXXXX")
   chmod 700 "$TMP"
   DATA=$TMP/data
+}
+
+one_ns_run() { # one_ns_run NAME IFPREFIX: names this run's namespace (NS=apl-NAME-PID) and its
+  # wg-quick interface (IFACE=IFPREFIXPID), makes its temp dir (bench_tmp apl-NAME-bench) and
+  # sets CONF, the interface's config file in it
+  NS=apl-$1-$$
+  IFACE=$2$$
+  bench_tmp "apl-$1-bench"
+  CONF=$TMP/$IFACE.conf
 }
 
 finish_tmp() { # finish_tmp RC LOG...: on failure shows the logs' last lines and keeps $TMP (as

@@ -36,29 +36,21 @@ use appliance::scheduler::{self, Handle};
 use appliance::store::Store;
 use appliance::webhook::{Executor, NetPolicy};
 use jiff::{SignedDuration, Timestamp};
-use redb::{Database, Durability, TableDefinition};
+use redb::{Database, TableDefinition};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-#[path = "support/parts.rs"]
-mod parts;
-#[path = "support/raid_job.rs"]
-mod raid_job;
-#[path = "support/serve.rs"]
-mod serve;
-use serve::Served;
-
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-use temp_dir::TempDir;
-#[path = "support/webhook_sink.rs"]
-mod webhook_sink;
-use webhook_sink::{start_sink, Hits};
+#[path = "support/mod.rs"]
+#[allow(dead_code)] // each bench uses its own share of it
+mod support;
+use support::bare_commits::bare_commits;
+use support::serve::Served;
+use support::temp_dir::TempDir;
+use support::webhook_sink::{start_sink, Hits};
+use support::{parts, raid_job};
 
 /// The store's job table (u64 id -> JSON row), for the untimed bulk setup.
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
-/// The baseline's table in its own fresh database.
-const BARE: TableDefinition<u64, &[u8]> = TableDefinition::new("bare");
 
 /// Sequential creates per round, and the concurrent split (callers x creates each).
 const CREATES: usize = 512;
@@ -249,34 +241,6 @@ async fn stop_jobs(jobs: Handle, tx: watch::Sender<bool>, task: tokio::task::Joi
 // ---------------------------------------------------------------------------------------------
 // 1. Creates per second
 
-/// Bare redb: `n` write transactions (`Durability::Immediate`) of one `size`-byte insert each,
-/// from `callers` threads. Returns commits/s.
-fn bare_commits(dir: &TempDir, n: usize, callers: usize, size: usize) -> f64 {
-    let db = Arc::new(Database::create(dir.0.join("bare.redb")).unwrap());
-    let value = vec![b'x'; size];
-    let next = Arc::new(AtomicUsize::new(0));
-    let t0 = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..callers {
-            let (db, next, value) = (db.clone(), next.clone(), &value);
-            s.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let mut txn = db.begin_write().unwrap();
-                txn.set_durability(Durability::Immediate);
-                {
-                    let mut t = txn.open_table(BARE).unwrap();
-                    t.insert(i as u64, value.as_slice()).unwrap();
-                }
-                txn.commit().unwrap();
-            });
-        }
-    });
-    n as f64 / t0.elapsed().as_secs_f64()
-}
-
 /// `Store::insert_job` (job row + audit entry in one durable transaction) `n` times from
 /// `callers` threads on a fresh appliance database, records built beforehand. Returns
 /// inserts/s.
@@ -396,10 +360,11 @@ async fn bench_creates(out: &mut String) {
     for round in 1..=CREATE_ROUNDS {
         for callers in [1, CALLERS] {
             let dir = TempDir::new("sched", "bare");
-            let bare =
-                tokio::task::spawn_blocking(move || bare_commits(&dir, CREATES, callers, row_size))
-                    .await
-                    .unwrap();
+            let bare = tokio::task::spawn_blocking(move || {
+                bare_commits(&dir.0, CREATES, callers, row_size)
+            })
+            .await
+            .unwrap();
             let (app, per_batch) = appliance_creates(CREATES, callers).await;
             let syncs = tokio::task::spawn_blocking(|| fsync_probe(200))
                 .await

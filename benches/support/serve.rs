@@ -46,13 +46,11 @@ impl Served {
     }
 
     /// The child's pid (to read its `/proc` entries).
-    #[allow(dead_code)] // the scheduler bench reads no /proc
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Waits until `control.sock` exists; milliseconds since [`Served::start`].
-    #[allow(dead_code)] // the footprint bench waits for readiness only
     pub fn socket_ms(&mut self) -> f64 {
         while !self.sock.exists() {
             self.check("control.sock did not appear");
