@@ -2,7 +2,7 @@
 //!
 //! Layer: checked types at the edge of [`crate::sched`]; no I/O, no clocks (the caller passes
 //! `now`). Owns [`JobId`], [`JobSpec`] and its parts ([`Action`], [`Webhook`], [`Retry`]), the
-//! JSON shape shared by the HTTP API and the store ([`JobSpec::from_json`] /
+//! JSON shape shared by the HTTP API and the store (decoded by [`JobDraft`], written by
 //! [`JobSpec::to_json`]), PATCH semantics ([`JobSpec::patched`]), audit redaction
 //! ([`JobSpec::redacted_json`]) and the duration syntax (`"90s"`, `"1h30m"`; [`parse_duration`]).
 //! Contract: a [`JobSpec`] value is always valid, `from_json(&spec.to_json(), None)` gives the
@@ -10,10 +10,11 @@
 //! path (`"trigger.cron"`, `"action.webhook.url"`, `"retry.attempts"`). Unknown fields are errors
 //! at every level, and `null` means the same as an absent field.
 //!
-//! Split by concept: this file holds [`JobId`], the limits, [`JobSpec`] (parse, render, patch,
-//! redact) and the field readers every part shares; `spec/action.rs` the action (handler call,
-//! webhook, retry, URL and header redaction), `spec/schedule.rs` the `trigger` object,
-//! `spec/name.rs` job names, `spec/duration.rs` the duration syntax, `spec/error.rs`
+//! Split by concept: this file holds [`JobId`], the limits, [`JobSpec`] (render, patch,
+//! redact) and the field checks every part shares; `spec/typed.rs` the one decoder (serde reads
+//! the shape, then the checks, into a [`JobDraft`]); `spec/action.rs` the action (handler call,
+//! webhook, retry, their checks, URL and header redaction), `spec/schedule.rs` the `trigger`
+//! object, `spec/name.rs` job names, `spec/duration.rs` the duration syntax, `spec/error.rs`
 //! [`SpecError`].
 //!
 //! JSON shape (fields marked `?` are optional; defaults in brackets):
@@ -189,19 +190,6 @@ pub struct JobSpec {
     pub metadata: Map<String, Value>,
 }
 
-const TOP_FIELDS: &[&str] = &[
-    "name",
-    "trigger",
-    "action",
-    "misfire_grace",
-    "coalesce",
-    "max_instances",
-    "jitter",
-    "retry",
-    "timeout",
-    "paused",
-    "metadata",
-];
 const TRIGGER_KINDS: &[&str] = &["at", "every", "cron"];
 
 impl JobSpec {

@@ -9,8 +9,8 @@ use hyper::{Method, Uri};
 use serde_json::{json, Map, Value};
 
 use super::typed::{
-    not_object, opt_duration, present, refuse_unknown, required, string, whole, ActionShape,
-    HandlerShape, Json, RetryShape, WebhookShape,
+    object, opt_duration, opt_map, present, required_str, whole, ActionShape, HandlerShape, Json,
+    RetryShape, WebhookShape,
 };
 use super::{SpecError, MAX_ATTEMPTS, MAX_BACKOFF, MAX_HEADERS, MAX_HEADER_VALUE_LEN, MAX_URL_LEN};
 
@@ -266,17 +266,9 @@ pub(super) fn action_json(a: &Action) -> Value {
     json!({ "webhook": hook })
 }
 
-const ACTION_FIELDS: &[&str] = &["webhook", "handler"];
-const WEBHOOK_FIELDS: &[&str] = &["url", "method", "headers", "body"];
-const HANDLER_FIELDS: &[&str] = &["id", "method", "params"];
-const RETRY_FIELDS: &[&str] = &["attempts", "backoff"];
-
 /// Checks an `action` object: exactly one kind, then that kind's fields.
 pub(super) fn check_action(v: Json<'_, ActionShape<'_>>) -> Result<Action, SpecError> {
-    let Json::Object(a) = v else {
-        return Err(not_object("action", ACTION_FIELDS));
-    };
-    refuse_unknown("action", a.unknown.as_deref(), ACTION_FIELDS)?;
+    let a = object(v, "action")?;
     match (present(a.webhook), present(a.handler)) {
         (Some(hook), None) => Ok(Action::Webhook(check_webhook(hook)?)),
         (None, Some(call)) => Ok(Action::Handler(check_handler_call(call)?)),
@@ -295,31 +287,22 @@ pub(super) fn action_kind_error(both: bool) -> SpecError {
 }
 
 fn check_handler_call(v: Json<'_, HandlerShape<'_>>) -> Result<HandlerCall, SpecError> {
-    let p = "action.handler";
-    let Json::Object(h) = v else {
-        return Err(not_object(p, HANDLER_FIELDS));
-    };
-    refuse_unknown(p, h.unknown.as_deref(), HANDLER_FIELDS)?;
-    let id = handler_id_str(&string(
-        required(h.id, "action.handler.id")?,
+    let h = object(v, "action.handler")?;
+    let id = handler_id_str(&required_str(
+        h.id,
         "action.handler.id",
         "must be the handler's peer name, a string such as \"discord-bot\"",
     )?)?;
-    let method = handler_method_str(&string(
-        required(h.method, "action.handler.method")?,
+    let method = handler_method_str(&required_str(
+        h.method,
         "action.handler.method",
         "must be a string such as \"send_message\"",
     )?)?;
-    let params = match present(h.params) {
-        None => Map::new(),
-        Some(Json::Object(o)) => o,
-        Some(_) => {
-            return Err(SpecError::new(
-                "action.handler.params",
-                "must be a JSON object of named parameters, e.g. {\"channel_id\": \"123\"}",
-            ))
-        }
-    };
+    let params = opt_map(
+        h.params,
+        "action.handler.params",
+        "must be a JSON object of named parameters, e.g. {\"channel_id\": \"123\"}",
+    )?;
     Ok(HandlerCall { id, method, params })
 }
 
@@ -348,13 +331,9 @@ pub(super) const FORBIDDEN_HEADERS: &[&str] = &[
 ];
 
 fn check_webhook(v: Json<'_, WebhookShape<'_>>) -> Result<Webhook, SpecError> {
-    let p = "action.webhook";
-    let Json::Object(w) = v else {
-        return Err(not_object(p, WEBHOOK_FIELDS));
-    };
-    refuse_unknown(p, w.unknown.as_deref(), WEBHOOK_FIELDS)?;
-    let url = url_str(&string(
-        required(w.url, "action.webhook.url")?,
+    let w = object(v, "action.webhook")?;
+    let url = url_str(&required_str(
+        w.url,
         "action.webhook.url",
         "must be a string such as \"https://discord.com/api/webhooks/…\"",
     )?)?;
@@ -521,10 +500,7 @@ pub(super) fn url_str(s: &str) -> Result<Uri, SpecError> {
 
 /// Checks a `retry` object.
 pub(super) fn check_retry(v: Json<'_, RetryShape<'_>>) -> Result<Retry, SpecError> {
-    let Json::Object(r) = v else {
-        return Err(not_object("retry", RETRY_FIELDS));
-    };
-    refuse_unknown("retry", r.unknown.as_deref(), RETRY_FIELDS)?;
+    let r = object(v, "retry")?;
     let d = Retry::default();
     let attempts = match present(r.attempts) {
         None => d.attempts,

@@ -37,7 +37,7 @@ use super::name::name_str;
 use super::schedule::{check_trigger, finish_trigger};
 use super::{
     duration_str, int_range, timestamp_str, JobSpec, Retry, SpecError, MAX_INSTANCES, MAX_JITTER,
-    MAX_MISFIRE_GRACE, MAX_TIMEOUT, MIN_MISFIRE_GRACE, MIN_TIMEOUT, TIMESTAMP_HINT, TOP_FIELDS,
+    MAX_MISFIRE_GRACE, MAX_TIMEOUT, MIN_MISFIRE_GRACE, MIN_TIMEOUT, TIMESTAMP_HINT,
 };
 
 /// A JSON string, borrowed from the input when it has no escapes.
@@ -200,6 +200,15 @@ pub(super) fn string<'a>(
     }
 }
 
+/// A required string field, or `message` naming `path`.
+pub(super) fn required_str<'a>(
+    v: Option<Leaf<'a>>,
+    path: &str,
+    message: &str,
+) -> Result<Cow<'a, str>, SpecError> {
+    string(required(v, path)?, path, message)
+}
+
 /// An object that is not one: the sentence lists its fields.
 pub(super) fn not_object(path: &str, fields: &[&str]) -> SpecError {
     SpecError::new(
@@ -275,6 +284,37 @@ fn opt_bool(v: Option<Leaf<'_>>, path: &str) -> Result<Option<bool>, SpecError> 
     }
 }
 
+/// One JSON object of the spec, as [`shape!`] declares it.
+pub(super) trait Shape {
+    /// Its fields, in the order refusals list them.
+    const FIELDS: &'static [&'static str];
+    /// The first key (in key order) that is none of [`Shape::FIELDS`].
+    fn unknown(&self) -> Option<&str>;
+}
+
+/// `v` as the object at `path`, every key one of its fields; refused naming `path` (not an
+/// object) or the first unknown field otherwise.
+pub(super) fn object<T: Shape>(v: Json<'_, T>, path: &str) -> Result<T, SpecError> {
+    let Json::Object(o) = v else {
+        return Err(not_object(path, T::FIELDS));
+    };
+    refuse_unknown(path, o.unknown(), T::FIELDS)?;
+    Ok(o)
+}
+
+/// An optional object of free-form values (absent: empty), or `message` naming `path`.
+pub(super) fn opt_map(
+    v: Option<Json<'_, Map<String, Value>>>,
+    path: &str,
+    message: &str,
+) -> Result<Map<String, Value>, SpecError> {
+    match present(v) {
+        None => Ok(Map::new()),
+        Some(Json::Object(m)) => Ok(m),
+        Some(_) => Err(SpecError::new(path, message)),
+    }
+}
+
 /// Declares the shape of one JSON object of the spec: a struct of its known fields (`None`:
 /// absent; `Some(Json::Null)`: given as `null`) and the first unknown key in key order, read
 /// by a serde visitor that refuses nothing.
@@ -285,6 +325,13 @@ macro_rules! shape {
             $(pub(super) $field: Option<$ty>,)*
             /// The first key (in key order) that is none of the fields above.
             pub(super) unknown: Option<Str<'a>>,
+        }
+
+        impl Shape for $name<'_> {
+            const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
+            fn unknown(&self) -> Option<&str> {
+                self.unknown.as_deref()
+            }
         }
 
         impl<'de: 'a, 'a> Deserialize<'de> for $name<'a> {
@@ -427,15 +474,8 @@ impl JobDraft {
 
 /// The checks, in the order the module documentation gives.
 fn check(v: Json<'_, SpecShape<'_>>) -> Result<JobDraft, SpecError> {
-    let Json::Object(s) = v else {
-        return Err(not_object("", TOP_FIELDS));
-    };
-    refuse_unknown("", s.unknown.as_deref(), TOP_FIELDS)?;
-    let name = name_str(&string(
-        required(s.name, "name")?,
-        "name",
-        "must be a string",
-    )?)?;
+    let s = object(v, "")?;
+    let name = name_str(&required_str(s.name, "name", "must be a string")?)?;
     let (trigger, every_from_now) = check_trigger(required(s.trigger, "trigger")?)?;
     let action = check_action(required(s.action, "action")?)?;
     let misfire_grace = opt_duration(
@@ -458,16 +498,11 @@ fn check(v: Json<'_, SpecShape<'_>>) -> Result<JobDraft, SpecError> {
     let timeout = opt_duration(s.timeout, "timeout", MIN_TIMEOUT, MAX_TIMEOUT)?
         .unwrap_or(Duration::from_secs(30));
     let paused = opt_bool(s.paused, "paused")?.unwrap_or(false);
-    let metadata = match present(s.metadata) {
-        None => Map::new(),
-        Some(Json::Object(m)) => m,
-        Some(_) => {
-            return Err(SpecError::new(
-                "metadata",
-                "must be a JSON object, e.g. {\"channel\": \"announcements\"}",
-            ))
-        }
-    };
+    let metadata = opt_map(
+        s.metadata,
+        "metadata",
+        "must be a JSON object, e.g. {\"channel\": \"announcements\"}",
+    )?;
     Ok(JobDraft {
         spec: JobSpec {
             name,
