@@ -694,7 +694,7 @@ mod tests {
 
     /// A running service (scheduler included, no network driver) on a test disk.
     #[allow(clippy::disallowed_methods)] // a driver-side value: the service's start time
-    fn service_on(disk: &crate::store::testing::Disk) -> Arc<Service> {
+    pub(super) fn service_on(disk: &crate::store::testing::Disk) -> Arc<Service> {
         let store = Arc::new(disk.store());
         let server = crate::model::ServerRecord {
             private_key: ::peers::PrivateKey::generate(&mut rand_core::OsRng),
@@ -735,7 +735,7 @@ mod tests {
         }))
     }
 
-    async fn call(
+    pub(super) async fn call(
         service: &Service,
         method: Method,
         path: &str,
@@ -745,7 +745,7 @@ mod tests {
     }
 
     /// A request from a peer "leader" with this role (not looked up: the role is given).
-    async fn call_as(
+    pub(super) async fn call_as(
         service: &Service,
         role: ::peers::Role,
         method: Method,
