@@ -500,7 +500,7 @@ mod tests {
         }
 
         /// The audit trail's actions, newest first.
-        async fn audited(service: &crate::service::Service) -> Vec<Value> {
+        async fn audited(service: &crate::service::Appliance) -> Vec<Value> {
             let (_, audit) = call(service, Method::GET, "/api/v1/audit", None).await;
             audit["entries"]
                 .as_array()
