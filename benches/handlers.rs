@@ -129,7 +129,8 @@ async fn delivery_round(addr: SocketAddr, hits: &Hits, round: usize) -> Delivery
         let jobs = jobs.clone();
         set.spawn(async move {
             for b in chunk {
-                jobs.create(&b, &actor()).await.unwrap();
+                let job = appliance::sched::JobDraft::from_value(&b).unwrap();
+                jobs.create(job, &actor()).await.unwrap();
             }
         });
     }
