@@ -21,16 +21,9 @@
 #
 # Knobs (environment): BIN (the appliance binary; default: `cargo build --release`),
 # ROUNDS (2), WRK_DURATION (8s), UP_REPS (3), MAX_RUNTIME_S (600), KEEP_TMP (0).
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
-. benches/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROUNDS=${ROUNDS:-2}
-WRK_DURATION=${WRK_DURATION:-8s}
-UP_REPS=${UP_REPS:-3}
-MAX_RUNTIME_S=${MAX_RUNTIME_S:-600}
-KEEP_TMP=${KEEP_TMP:-0}
+knobs ROUNDS=2 WRK_DURATION=8s UP_REPS=3 MAX_RUNTIME_S=600 KEEP_TMP=0
 WG_PORT=51820
 HEALTH=http://10.88.88.1:8888/api/v1/health
 
@@ -38,19 +31,9 @@ require_root
 require_tools "iproute2 wireguard-tools wireguard-go wrk curl python3" \
   ip wg-quick wireguard-go wrk curl python3
 
-if [ -z "${BIN:-}" ]; then
-  # Optimised, as shipped: a debug build's X25519 and BLAKE2s are so slow that the figures
-  # would measure the build, not the policy.
-  log "cargo build --release --bin appliance"
-  timeout 1800 cargo build --release --bin appliance >&2
-  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/appliance
-fi
-[ -x "$BIN" ] || die "$BIN is not an executable"
+release_bin
 
-NS=apl-flood-$$
-IFACE=wgf$$
-bench_tmp apl-flood-bench
-CONF=$TMP/$IFACE.conf
+one_ns_run flood wgf
 APP_PID=
 NS_CREATED=0
 

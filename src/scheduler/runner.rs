@@ -4,7 +4,7 @@
 //! Layer: driver. Reads the clock, sleeps until the core's next deadline (or a command, a
 //! finished run, a finished handler task), takes the core's fires, records them (runs and the
 //! jobs' next fire times in one store transaction), and starts each webhook run on its own task
-//! through [`delivery::deliver`]; handler calls are enqueued in [`Tasks`]. Finished runs come
+//! through [`delivery::deliver`]; handler calls are enqueued in [`Queue`]. Finished runs come
 //! back on a channel and are written in batches. Prunes old runs and audit entries hourly.
 //!
 //! When a commit fails (a full disk) nothing unrecorded runs: the driver stops taking fires,
@@ -28,7 +28,7 @@ use crate::model::{JobRecord, RunRecord, RunStatus};
 use crate::queue::{self, Task};
 use crate::sched::{Core, Fire, FireKind, JobId};
 use crate::store::{Store, StoreError};
-use crate::tasks::Tasks;
+use crate::tasks::Queue;
 use crate::webhook::{delivery, Executor};
 
 /// How often old runs are pruned.
@@ -72,7 +72,7 @@ fn launch(
     damaged_at_start += loaded.damaged.len();
     let records = loaded.rows;
     let stats = Arc::new(Mutex::new(RunStats::default()));
-    let (tasks, task_done, held) = Tasks::load_on(store.clone(), stats.clone(), clock.clone())?;
+    let (tasks, task_done, held) = Queue::load_on(store.clone(), stats.clone(), clock.clone())?;
     let mut core = Core::new();
     let mut table = HashMap::with_capacity(records.len());
     for rec in records {
@@ -156,7 +156,7 @@ struct Driver {
     /// `run now` fires not yet taken: (job, time) so their runs are marked manual, and who
     /// waits for the run's id.
     manual: Vec<(JobId, Timestamp, RunReply)>,
-    tasks: Arc<Tasks>,
+    tasks: Arc<Queue>,
     /// Shared with [`Handle::recording`]. While false the driver takes no fires (the core is not
     /// advanced) and tries [`Store::recover`] every [`RECOVER_EVERY`].
     recording: Arc<AtomicBool>,
@@ -608,6 +608,10 @@ mod tests {
     use crate::model::{Actor, RunFilter};
     use crate::webhook::NetPolicy;
 
+    fn draft(body: &serde_json::Value) -> crate::sched::JobDraft {
+        crate::sched::JobDraft::from_value(body).unwrap()
+    }
+
     /// Creates no longer hold the naming lock across their (grouped) commit; the name claim
     /// still admits exactly one of many concurrent creates of one name, and a rename cannot
     /// take a name a create in flight holds.
@@ -631,7 +635,8 @@ mod tests {
                     jobs.clone(),
                     body(if i % 2 == 0 { "Raid" } else { " raid " }),
                 );
-                tokio::spawn(async move { jobs.create(&b, &Actor::local_cli()).await })
+                let b = crate::sched::JobDraft::from_value(&b).unwrap();
+                tokio::spawn(async move { jobs.create(b, &Actor::local_cli()).await })
             })
             .collect();
         let (mut ok, mut taken) = (0, 0);
@@ -698,11 +703,14 @@ mod tests {
         });
 
         // Created at t0: anchored there, first fire a minute later, stored with it.
-        let job = jobs.create(&body, &actor).await.unwrap();
+        let job = jobs.create(draft(&body), &actor).await.unwrap();
         let id = job.record.id;
         assert_eq!(job.record.next_fire_at, Some(t("2031-03-04T05:07:07.5Z")));
         assert_eq!(job.record.created_at_ms, t0.as_millisecond() as u64);
-        assert_eq!(job.to_json()["trigger"]["start"], json!(t0.to_string()));
+        assert_eq!(
+            job.record.spec.to_json()["trigger"]["start"],
+            json!(t0.to_string())
+        );
         let stored = store.jobs().unwrap().rows;
         assert_eq!(stored[0].next_fire_at, job.record.next_fire_at);
 
@@ -839,7 +847,10 @@ mod tests {
             "trigger": {"every": "1s"},
             "action": {"webhook": {"url": url}},
         });
-        let job = jobs.create(&body, &Actor::local_cli()).await.unwrap();
+        let job = jobs
+            .create(draft(&body), &Actor::local_cli())
+            .await
+            .unwrap();
         let hits_now = || hits.load(Ordering::SeqCst);
         until("first fire", Duration::from_secs(5), || hits_now() >= 1).await;
         assert!(jobs.recording());
