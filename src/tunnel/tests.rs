@@ -115,6 +115,13 @@ impl World {
             .collect()
     }
 
+    /// An initiation whose mac1 is wrong (one byte of it flipped).
+    fn bad_mac1_initiation(&mut self) -> Vec<u8> {
+        let mut bad = self.stranger_initiations(1).remove(0);
+        bad[120] ^= 0xff;
+        bad
+    }
+
     /// Registers a client with the given allowed /32 and returns it.
     fn add_client(&mut self, n: u8, address: Ipv4Addr) -> Client {
         let client = Client::new(&mut self.rng, &self.server_key, &self.psk, n);
@@ -438,8 +445,7 @@ fn under_load_a_flooding_source_is_dropped_before_mac1() {
 fn a_bad_mac1_flood_is_dropped_before_mac1_without_load() {
     let mut w = World::new(15);
     w.turn(Duration::from_millis(1));
-    let mut bad = w.stranger_initiations(1).remove(0);
-    bad[120] ^= 0xff;
+    let bad = w.bad_mac1_initiation();
     // Bad mac1 never reaches the queue, so the router is not under load; still, past its
     // allowance a source's handshake messages cost a table lookup, not a BLAKE2s.
     for _ in 0..1_000 {
@@ -571,8 +577,7 @@ fn a_flooding_source_is_blocked_for_block_for_and_the_driver_is_told_each_change
     w.turn(Duration::from_millis(1));
     let flagged_at = w.now;
     assert_eq!(w.router.poll_blocked_sources(), None, "nothing blocked yet");
-    let mut bad = w.stranger_initiations(1).remove(0);
-    bad[120] ^= 0xff;
+    let bad = w.bad_mac1_initiation();
     for _ in 0..100 {
         w.router.handle_datagram(ATTACKER, &bad);
     }
@@ -639,8 +644,7 @@ fn under_load_a_flooding_source_is_blocked_but_a_peer_behind_it_keeps_its_data()
 fn the_block_list_is_bounded_and_never_names_the_shared_count() {
     let mut w = World::new(18);
     w.turn(Duration::from_millis(1));
-    let mut bad = w.stranger_initiations(1).remove(0);
-    bad[120] ^= 0xff;
+    let bad = w.bad_mac1_initiation();
     let addr = |n: u32| SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + n), 9));
     for n in 0..BLOCKED_SOURCES as u32 + 4 {
         for _ in 0..BAD_MACS_PER_SOURCE + 1 {

@@ -21,9 +21,7 @@
 //! this module only compiles and attaches.
 
 use std::io;
-use std::mem::size_of;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 
 use socket2::SockRef;
 
@@ -223,22 +221,9 @@ pub fn attach(socket: SockRef<'_>, program: &[libc::sock_filter]) -> io::Result<
         len,
         filter: program.as_ptr().cast_mut(),
     };
-    // SAFETY: a setsockopt with a sock_fprog pointing at `program`, which outlives the call;
-    // the kernel copies the instructions.
-    let r = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            (&prog as *const libc::sock_fprog).cast(),
-            size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // SAFETY: SO_ATTACH_FILTER reads a sock_fprog; it points at `program`, which outlives the
+    // call, and the kernel copies the instructions.
+    unsafe { super::set_socket_option(&socket, libc::SO_ATTACH_FILTER, &prog) }
 }
 
 #[cfg(test)]
