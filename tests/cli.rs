@@ -101,6 +101,37 @@ fn a_bad_allow_webhook_net_exits_2_naming_the_flag() {
 }
 
 #[test]
+fn serve_refuses_a_total_connection_cap_below_one_peers_cap() {
+    for args in [
+        &["--max-connections", "35"][..],
+        &["--max-connections", "0"],
+        &[
+            "--max-connections-per-peer",
+            "100",
+            "--max-connections",
+            "103",
+        ],
+    ] {
+        let d = Dir::new("maxconn");
+        let mut argv = vec!["serve"];
+        argv.extend_from_slice(args);
+        let out = run(&d.data(), &argv);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("--max-connections must be at least --max-connections-per-peer plus 4"),
+            "{args:?}: {err}"
+        );
+        assert!(!d.data().exists(), "{args:?}: serve created the data dir");
+    }
+}
+
+#[test]
 fn data_dir_comes_from_the_environment_when_no_flag_is_given() {
     let d = Dir::new("env");
     let out = Command::new(bin())
