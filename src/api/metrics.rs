@@ -128,6 +128,7 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
         "gauge",
         load(&m.handshake_queue),
     );
+    expose_socket_filter(&mut e, m);
     per_peer(
         &mut e,
         "appliance_peer_receive_bytes_total",
@@ -312,6 +313,32 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
     Ok(r)
 }
 
+/// The block list the router keeps for the kernel's socket filter, and what the kernel dropped
+/// on the UDP socket (left out where the kernel does not say).
+fn expose_socket_filter(e: &mut Exposition, m: &crate::driver::Metrics) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    e.single(
+        "appliance_wireguard_blocked_sources",
+        "Source addresses whose handshake messages are dropped now (in the kernel's socket filter).",
+        "gauge",
+        load(&m.blocked_sources),
+    );
+    e.single(
+        "appliance_wireguard_source_blocks_total",
+        "Times a flooding source was added to the block list since start.",
+        "counter",
+        load(&m.source_blocks),
+    );
+    if m.socket_drops_known.load(Ordering::Relaxed) {
+        e.single(
+            "appliance_udp_socket_drops_total",
+            "Datagrams the kernel dropped on the WireGuard socket: refused by the socket filter, a full receive buffer or a bad checksum.",
+            "counter",
+            load(&m.socket_drops),
+        );
+    }
+}
+
 /// The API's limiter counters (the `api` object of `/api/v1/health`) and whether the database
 /// takes writes (its `storage` object).
 fn expose_guards_and_storage(
@@ -392,6 +419,45 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("hs_seconds{peer=\"bob\"}"), "{text}");
+    }
+
+    #[test]
+    fn the_block_list_and_the_socket_drops_are_exported() {
+        let m = crate::driver::Metrics::default();
+        m.blocked_sources.store(2, Ordering::Relaxed);
+        m.source_blocks.store(7, Ordering::Relaxed);
+        m.socket_drops.store(12345, Ordering::Relaxed);
+        let mut e = Exposition::new();
+        expose_socket_filter(&mut e, &m);
+        let text = e.finish();
+        for line in [
+            "# TYPE appliance_wireguard_blocked_sources gauge",
+            "appliance_wireguard_blocked_sources 2",
+            "# TYPE appliance_wireguard_source_blocks_total counter",
+            "appliance_wireguard_source_blocks_total 7",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("appliance_udp_socket_drops_total"),
+            "not read yet, so not exported:\n{text}"
+        );
+        m.socket_drops_known.store(true, Ordering::Relaxed);
+        let mut e = Exposition::new();
+        expose_socket_filter(&mut e, &m);
+        let text = e.finish();
+        for line in [
+            "# TYPE appliance_udp_socket_drops_total counter",
+            "appliance_udp_socket_drops_total 12345",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
     }
 
     #[test]
