@@ -49,6 +49,16 @@ pub fn render(s: &Report) -> String {
     let _ = writeln!(o, "  endpoint:   {}", s.server.endpoint);
     let _ = writeln!(o, "  listening:  udp {}", s.server.listen);
     let _ = writeln!(o, "  tunnel:     {}", s.server.tunnel_address);
+    let st = &s.storage;
+    let since = match (&st.since, &st.reason) {
+        (Some(t), Some(r)) => format!(" since {t}: {r}"),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        o,
+        "  storage:    {}{since}; {} damaged row(s), {} in quarantine",
+        st.state, st.damaged_rows, st.quarantined_rows
+    );
     let online = s.peers.iter().filter(|p| p.online).count();
     let _ = writeln!(o, "\npeers: {} ({online} online)", s.peers.len());
     for p in &s.peers {
