@@ -163,6 +163,27 @@ mod tests {
     }
 
     #[test]
+    fn a_degraded_store_shows_why_and_since_when() {
+        let mut r = report(None);
+        assert!(render(&r).contains("  storage:    ok; 0 damaged row(s), 0 in quarantine\n"));
+        r.storage = StorageStatus {
+            state: "degraded".into(),
+            reason: Some("No space left on device (os error 28)".into()),
+            disk_full: true,
+            since: Some("2026-12-02T08:00:00Z".into()),
+            damaged_rows: 2,
+            quarantined_rows: 1,
+        };
+        let shown = render(&r);
+        assert!(
+            shown.contains(
+                "  storage:    degraded since 2026-12-02T08:00:00Z: No space left on device (os error 28); 2 damaged row(s), 1 in quarantine\n"
+            ),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn the_flood_guard_shows_under_the_tunnel_while_serving() {
         let serving = render(&report(Some(FilterStatus {
             blocked_sources: 3,
