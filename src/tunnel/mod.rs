@@ -14,6 +14,7 @@
 //!   work, at most [`HANDSHAKES_PER_TURN`] per call and [`HANDSHAKES_PER_SECOND`] per second,
 //!   so a handshake flood can never take the time that data needs (wireguard-go's handshake
 //!   queue, on one thread).
+//! - The queue and the load policy below are the router's `Admission` (`tunnel/handshake.rs`).
 //! - Load is measured by that queue: from [`UNDER_LOAD_QUEUE`] waiting messages, and for
 //!   [`UNDER_LOAD_FOR`] after, the router is under load. Then a source address that already
 //!   sent [`QUIET_PER_SOURCE`] handshakes this second must prove it owns its address with a
