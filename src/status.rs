@@ -62,6 +62,23 @@ pub struct ServerStatus {
     pub tunnel_address: String,
     /// Seconds since `serve` started; `null` offline.
     pub uptime_s: Option<u64>,
+    /// The flood guard in front of the UDP socket; `null` offline.
+    #[serde(default)]
+    pub filter: Option<FilterStatus>,
+}
+
+/// The flood guard in front of the UDP socket, while serving.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct FilterStatus {
+    /// Source addresses whose handshake messages are dropped now (in the kernel's socket
+    /// filter; at most 16).
+    pub blocked_sources: u64,
+    /// Times a flooding source was added to that list since `serve` started.
+    pub source_blocks: u64,
+    /// Datagrams the kernel dropped on the UDP socket since `serve` started: refused by the
+    /// socket filter, a full receive buffer or a bad checksum; `null` where the kernel does
+    /// not say.
+    pub socket_drops: Option<u64>,
 }
 
 /// One peer.
@@ -133,6 +150,8 @@ pub struct Live {
     pub uptime_s: u64,
     /// Statistics folded from the router just now, by peer name.
     pub stats: Vec<(String, PeerStats)>,
+    /// The flood guard's figures.
+    pub filter: FilterStatus,
 }
 
 /// What the host reports (probed by the caller, a driver).
@@ -236,6 +255,7 @@ pub fn collect(
             listen: live.listen,
             tunnel_address: server.interface.to_string(),
             uptime_s: serving.then_some(live.uptime_s),
+            filter: serving.then_some(live.filter),
         },
         peers,
         jobs: jobs_status,

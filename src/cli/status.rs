@@ -49,6 +49,17 @@ pub fn render(s: &Report) -> String {
     let _ = writeln!(o, "  endpoint:   {}", s.server.endpoint);
     let _ = writeln!(o, "  listening:  udp {}", s.server.listen);
     let _ = writeln!(o, "  tunnel:     {}", s.server.tunnel_address);
+    if let Some(f) = &s.server.filter {
+        let dropped = match f.socket_drops {
+            Some(n) => format!("; {n} datagrams dropped in the kernel"),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "  flood guard: {} sources blocked now, {} blocks since start{dropped}",
+            f.blocked_sources, f.source_blocks
+        );
+    }
     let online = s.peers.iter().filter(|p| p.online).count();
     let _ = writeln!(o, "\npeers: {} ({online} online)", s.peers.len());
     for p in &s.peers {
@@ -97,5 +108,63 @@ fn uptime(s: u64) -> String {
         60..=3599 => format!("{} min", s / 60),
         3600..=86399 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
         _ => format!("{} days {} h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appliance::status::{FilterStatus, JobsStatus, ServerStatus};
+
+    fn report(filter: Option<FilterStatus>) -> Report {
+        Report {
+            format: 1,
+            version: "1.0.0".into(),
+            serving: filter.is_some(),
+            now: 1_700_000_000,
+            server: ServerStatus {
+                public_key: "KEY".into(),
+                endpoint: "vpn.example.org:51820".into(),
+                listen: "[::]:51820".into(),
+                tunnel_address: "10.88.88.1/24".into(),
+                uptime_s: filter.map(|_| 90),
+                filter,
+            },
+            peers: vec![],
+            jobs: JobsStatus {
+                total: 0,
+                paused: 0,
+                next: vec![],
+                failed_24h: 0,
+                missed_24h: 0,
+                skipped_24h: 0,
+            },
+            handlers_online: None,
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn the_flood_guard_shows_under_the_tunnel_while_serving() {
+        let serving = render(&report(Some(FilterStatus {
+            blocked_sources: 3,
+            source_blocks: 41,
+            socket_drops: Some(120_000),
+        })));
+        assert!(
+            serving.contains(
+                "  tunnel:     10.88.88.1/24\n  flood guard: 3 sources blocked now, 41 blocks since start; 120000 datagrams dropped in the kernel\n"
+            ),
+            "{serving}"
+        );
+        let unknown_drops = render(&report(Some(FilterStatus {
+            socket_drops: None,
+            ..FilterStatus::default()
+        })));
+        assert!(
+            unknown_drops.contains("  flood guard: 0 sources blocked now, 0 blocks since start\n"),
+            "{unknown_drops}"
+        );
+        assert!(!render(&report(None)).contains("flood guard"));
     }
 }

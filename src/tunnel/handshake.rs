@@ -178,7 +178,7 @@ impl Admission {
             stats.dropped_rate_limited += 1;
             // The shared count of untracked sources is no one address's doing.
             if tracked {
-                self.block(ip);
+                self.block(ip, stats);
             }
             return None;
         }
@@ -195,13 +195,15 @@ impl Admission {
 
     /// Blocks `ip`'s handshake messages for [`BLOCK_FOR`] from now (the last
     /// [`Admission::handle_timeout`]), if the list has room.
-    fn block(&mut self, ip: IpAddr) {
+    fn block(&mut self, ip: IpAddr, stats: &mut RouterStats) {
         let Some(now) = self.now else {
             return; // no time yet: the count alone drops it until the first timeout
         };
         if self.blocked.len() < BLOCKED_SOURCES {
             self.blocked.push((ip, now + BLOCK_FOR));
             self.blocked_changed = true;
+            stats.source_blocks += 1;
+            stats.blocked_sources = self.blocked.len() as u64;
         }
     }
 
@@ -297,6 +299,7 @@ impl Admission {
         let before = self.blocked.len();
         self.blocked.retain(|(_, until)| now < *until);
         self.blocked_changed |= self.blocked.len() != before;
+        stats.blocked_sources = self.blocked.len() as u64;
         self.note_queue(stats);
     }
 

@@ -138,6 +138,12 @@ pub struct RouterStats {
     pub dropped_rate_limited: u64,
     /// Handshake messages waiting for their X25519 work right now.
     pub handshake_queue: u64,
+    /// Source addresses whose handshake messages are blocked right now (at most
+    /// [`BLOCKED_SOURCES`]; see [`Router::poll_blocked_sources`]).
+    pub blocked_sources: u64,
+    /// Times a source was added to the block list (a source that keeps flooding is added
+    /// again after each [`BLOCK_FOR`]).
+    pub source_blocks: u64,
 }
 
 /// The sans-IO WireGuard router. See the module docs for the contract.
