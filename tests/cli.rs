@@ -518,6 +518,25 @@ fn a_damaged_job_row_is_skipped_listed_by_doctor_and_quarantined() {
     let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
     assert_eq!(report["damaged"][0]["table"], "jobs");
     assert_eq!(report["damaged"][0]["key"], bad_id.to_string());
+    // Offline, status counts it and says what to do.
+    let st = run(&d.data(), &["status", "--json"]);
+    assert!(st.status.success(), "{}", text(&st.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["storage"]["damaged_rows"], 1, "{v}");
+    assert_eq!(v["storage"]["quarantined_rows"], 0, "{v}");
+    let warning = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["code"] == "damaged_rows")
+        .unwrap_or_else(|| panic!("no damaged_rows warning: {v}"));
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("run `appliance doctor`"),
+        "{warning}"
+    );
 
     // serve still starts, loads the good job and says what it skipped.
     let log = d.0.join("serve.log");
@@ -554,6 +573,16 @@ fn a_damaged_job_row_is_skipped_listed_by_doctor_and_quarantined() {
     let again = run(&d.data(), &["doctor"]);
     assert!(again.status.success(), "{}", text(&again.stderr));
     assert!(text(&again.stdout).contains("no damaged rows (1 kept in quarantine)"));
+    // Status from the running server: none damaged now, one kept in quarantine.
+    let st = run(&d.data(), &["status"]);
+    assert!(st.status.success(), "{}", text(&st.stderr));
+    let human = text(&st.stdout);
+    assert!(human.contains("(serving for"), "{human}");
+    assert!(
+        human.contains("storage:    ok; 0 damaged row(s), 1 in quarantine"),
+        "{human}"
+    );
+    assert!(!human.contains("appliance doctor"), "{human}");
     assert!(s.stop().success());
 
     // The row left `jobs`, its bytes are kept, the good job is untouched.
@@ -880,6 +909,7 @@ fn status_json_matches_the_golden_file() {
         "leader",
         "disabled",
         "private address",
+        "storage:    ok; 0 damaged row(s), 0 in quarantine",
     ] {
         assert!(human.contains(needle), "{needle}: {human}");
     }

@@ -60,6 +60,16 @@ pub fn render(s: &Report) -> String {
             f.blocked_sources, f.source_blocks
         );
     }
+    let st = &s.storage;
+    let since = match (&st.since, &st.reason) {
+        (Some(t), Some(r)) => format!(" since {t}: {r}"),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        o,
+        "  storage:    {}{since}; {} damaged row(s), {} in quarantine",
+        st.state, st.damaged_rows, st.quarantined_rows
+    );
     let online = s.peers.iter().filter(|p| p.online).count();
     let _ = writeln!(o, "\npeers: {} ({online} online)", s.peers.len());
     for p in &s.peers {
@@ -114,7 +124,7 @@ fn uptime(s: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use appliance::status::{FilterStatus, JobsStatus, ServerStatus};
+    use appliance::status::{FilterStatus, JobsStatus, ServerStatus, StorageStatus};
 
     fn report(filter: Option<FilterStatus>) -> Report {
         Report {
@@ -140,8 +150,37 @@ mod tests {
                 skipped_24h: 0,
             },
             handlers_online: None,
+            storage: StorageStatus {
+                state: "ok".into(),
+                reason: None,
+                disk_full: false,
+                since: None,
+                damaged_rows: 0,
+                quarantined_rows: 0,
+            },
             warnings: vec![],
         }
+    }
+
+    #[test]
+    fn a_degraded_store_shows_why_and_since_when() {
+        let mut r = report(None);
+        assert!(render(&r).contains("  storage:    ok; 0 damaged row(s), 0 in quarantine\n"));
+        r.storage = StorageStatus {
+            state: "degraded".into(),
+            reason: Some("No space left on device (os error 28)".into()),
+            disk_full: true,
+            since: Some("2026-12-02T08:00:00Z".into()),
+            damaged_rows: 2,
+            quarantined_rows: 1,
+        };
+        let shown = render(&r);
+        assert!(
+            shown.contains(
+                "  storage:    degraded since 2026-12-02T08:00:00Z: No space left on device (os error 28); 2 damaged row(s), 1 in quarantine\n"
+            ),
+            "{shown}"
+        );
     }
 
     #[test]
