@@ -107,7 +107,7 @@ pub struct Metrics {
     /// Times a source was added to the block list.
     pub source_blocks: AtomicU64,
     /// Datagrams the kernel dropped on the UDP socket (socket filter, full receive buffer or
-    /// bad checksum), as of the last reading (every [`SOCKET_DROPS_EVERY`]); meaningful only
+    /// bad checksum), as of the last reading (once a second); meaningful only
     /// while `socket_drops_known`.
     pub socket_drops: AtomicU64,
     /// Whether the kernel reports `socket_drops` (`SO_MEMINFO`).
