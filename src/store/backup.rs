@@ -81,6 +81,7 @@ const COPIED: &[&str] = &[
     "peer_stats",
     "audit",
     "jobs",
+    "job_schedules",
     "runs",
     "job_runs",
     "quarantine",
@@ -181,6 +182,7 @@ impl Store {
             copy_table(&src, &dst, PEER_STATS)?;
             copy_table(&src, &dst, AUDIT)?;
             let jobs = copy_table(&src, &dst, JOBS)?;
+            copy_table(&src, &dst, JOB_SCHEDULES)?;
             let runs = copy_table(&src, &dst, RUNS)?;
             copy_table(&src, &dst, JOB_RUNS)?;
             copy_table(&src, &dst, QUARANTINE)?;
