@@ -3,7 +3,7 @@
 //! lease + ack with 4 handlers.
 //!
 //! Layer: benchmark (a driver: reads clocks, sleeps). In process, through the same operations
-//! the HTTP routes call (`scheduler::Handle::create`, `Tasks::lease`, `Tasks::ack`) — not through the
+//! the HTTP routes call (`scheduler::Handle::create`, `tasks::Queue::lease`, `tasks::Queue::ack`) — not through the
 //! tunnel, whose own cost is measured in benches/RESULTS.md; these figures are the queue's.
 //! - **delivery**: 1000 handler jobs (250 for each of 4 handlers, each handler a task
 //!   long-polling `lease(max 100, wait 10 s)` and acking what it gets) and 1000 webhook jobs
@@ -33,7 +33,7 @@ use appliance::queue::Task;
 use appliance::sched::{JobId, Retry};
 use appliance::scheduler::{self, RunStats};
 use appliance::store::Store;
-use appliance::tasks::Tasks;
+use appliance::tasks::Queue;
 use jiff::{SignedDuration, Timestamp};
 use redb::{Database, TableDefinition};
 use serde_json::{json, Map, Value};
@@ -319,7 +319,7 @@ async fn drain(max: usize) -> f64 {
         .start_runs_with_tasks(&mut runs, &[], &mut tasks)
         .unwrap();
     let (q, _finished, _) =
-        Tasks::load(store.clone(), Arc::new(Mutex::new(RunStats::default()))).unwrap();
+        Queue::load(store.clone(), Arc::new(Mutex::new(RunStats::default()))).unwrap();
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for h in 0..HANDLERS {

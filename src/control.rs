@@ -27,7 +27,7 @@ use crate::model::{Actor, PeerRecord};
 pub use crate::peer_ops::PeerAdded;
 use crate::peer_ops::{AddError, UpdateError};
 use crate::registry::{AddPeer, PeerUpdate, PeerUpdateError};
-use crate::service::{PeerView, Service};
+use crate::service::{Appliance, PeerView};
 use crate::store::StoreError;
 
 /// Longest request line accepted.
@@ -113,7 +113,7 @@ pub enum Request {
         /// The new endpoint; `None` only shows the current one.
         set: Option<String>,
     },
-    /// The whole appliance at a glance; replies [`crate::status::Status`].
+    /// The whole appliance at a glance; replies [`crate::status::Report`].
     Status,
     /// Write a consistent snapshot of the database into the data directory under a staging
     /// name; replies [`crate::store::BackupInfo`] whose `path` is that file's name. The CLI
@@ -244,7 +244,7 @@ pub fn parse_request(line: &str) -> Result<Request, ControlFailure> {
         .map_err(|e| ControlFailure::invalid(format!("malformed control request: {e}")))
 }
 
-async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, ControlFailure> {
+async fn handle(service: &Appliance, req: Request) -> Result<serde_json::Value, ControlFailure> {
     match req {
         Request::PeerAdd {
             name,
@@ -346,7 +346,7 @@ async fn handle(service: &Service, req: Request) -> Result<serde_json::Value, Co
 }
 
 /// A change to an existing peer by the local CLI; replies the peer as it is now.
-async fn update(service: &Service, op: PeerUpdate) -> Result<serde_json::Value, ControlFailure> {
+async fn update(service: &Appliance, op: PeerUpdate) -> Result<serde_json::Value, ControlFailure> {
     let rec = service.update_peer(op, Actor::local_cli()).await?;
     Ok(view(&rec))
 }
@@ -383,7 +383,7 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Serves control requests until the task is dropped.
-pub async fn serve(listener: UnixListener, service: Arc<Service>) {
+pub async fn serve(listener: UnixListener, service: Arc<Appliance>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,

@@ -11,16 +11,17 @@ use peers::PeerName;
 
 use crate::model::PeerRecord;
 
-/// The peers the running appliance serves, looked up by address.
+/// The roster of peers the running appliance serves (enabled and disabled), looked up by
+/// address or name.
 #[derive(Default, Debug)]
-pub struct Directory {
+pub struct Roster {
     peers: Vec<PeerRecord>,
 }
 
-impl Directory {
-    /// A directory of these peers.
-    pub fn new(peers: Vec<PeerRecord>) -> Directory {
-        Directory { peers }
+impl Roster {
+    /// A roster of these peers.
+    pub fn new(peers: Vec<PeerRecord>) -> Roster {
+        Roster { peers }
     }
 
     /// The enabled peer whose allowed IPs contain `ip`.

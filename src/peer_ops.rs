@@ -4,7 +4,7 @@
 //! socket and the HTTP API all run a peer change through [`PeerOps`]: the pure decision
 //! ([`crate::registry`]), its audit entry, the API's last-admin guard, committed in one write
 //! transaction. The result says what the network must do for the change to be live
-//! ([`Live`]); the running server hands that to the driver ([`crate::service::Service`]),
+//! ([`Live`]); the running server hands that to the driver ([`crate::service::Appliance`]),
 //! while the CLI offline drops it — nothing runs that could make it live, and the next
 //! `serve` loads the stored peers.
 //!

@@ -15,12 +15,12 @@ use std::time::Instant;
 use peers::{Endpoint, EndpointError, Ipv4Net, PrivateKey};
 use tokio::sync::{mpsc, watch};
 
-use crate::directory::Directory;
+use crate::directory::Roster;
 use crate::driver::{self, DriverParts, Metrics};
 use crate::model::ServerRecord;
 use crate::netstack::Limits;
 use crate::paths::DataDir;
-use crate::service::{unix_now, Service, ServiceParts, StatsBook};
+use crate::service::{unix_now, Appliance, ApplianceParts, StatsBook};
 use crate::store::{OpenError, Store, StoreError};
 use crate::tunnel::Router;
 
@@ -336,7 +336,7 @@ pub async fn serve(
     if let Some(warning) = endpoint_warning(&server.endpoint) {
         tracing::warn!(endpoint = %server.endpoint, "{warning}");
     }
-    let directory = Arc::new(RwLock::new(Directory::new(peers)));
+    let directory = Arc::new(RwLock::new(Roster::new(peers)));
     let metrics = Arc::new(Metrics::default());
     let (commands_tx, commands_rx) = mpsc::channel(64);
     crate::backups::remove_stale_staged(dir.root());
@@ -352,7 +352,7 @@ pub async fn serve(
             "serving without {damaged} damaged row(s); `appliance doctor` lists them and `appliance doctor --quarantine` moves them aside"
         );
     }
-    let service = Arc::new(Service::new(ServiceParts {
+    let service = Arc::new(Appliance::new(ApplianceParts {
         store,
         server: server.clone(),
         listen,

@@ -13,7 +13,7 @@ use peers::PublicKey;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::directory::Directory;
+use crate::directory::Roster;
 use crate::driver::{Command, LivePeerStats, Metrics};
 use crate::model::{Actor, PeerRecord, PeerStats, ServerRecord};
 use crate::peer_ops::{AddError, Applied, Live, PeerOps, UpdateError};
@@ -151,16 +151,16 @@ impl StatsBook {
 
 /// Handle to the running appliance: the store, the live server record, the network driver's
 /// command channel and shared tables, the scheduler. Built once, with everything it needs
-/// ([`Service::new`]); the HTTP side keeps its own state ([`crate::api::ApiState`]).
-pub struct Service {
+/// ([`Appliance::new`]); the HTTP side keeps its own state ([`crate::api::ApiState`]).
+pub struct Appliance {
     store: Arc<Store>,
     /// The server record; its endpoint changes live (`appliance endpoint`, `PUT
-    /// /api/v1/endpoint`). Read it with [`Service::server`].
+    /// /api/v1/endpoint`). Read it with [`Appliance::server`].
     server: RwLock<ServerRecord>,
     listen: std::net::SocketAddr,
     data_dir: std::path::PathBuf,
     commands: mpsc::Sender<Command>,
-    directory: Arc<RwLock<Directory>>,
+    directory: Arc<RwLock<Roster>>,
     metrics: Arc<Metrics>,
     stats: Mutex<StatsBook>,
     started: Instant,
@@ -169,8 +169,8 @@ pub struct Service {
     backups: Arc<crate::backups::BackupStats>,
 }
 
-/// What a [`Service`] is built from.
-pub struct ServiceParts {
+/// What an [`Appliance`] is built from.
+pub struct ApplianceParts {
     /// The open database.
     pub store: Arc<Store>,
     /// The server record as loaded (its endpoint may change later).
@@ -183,7 +183,7 @@ pub struct ServiceParts {
     /// The network driver's command channel.
     pub commands: mpsc::Sender<Command>,
     /// The enabled and disabled peers, shared with the driver.
-    pub directory: Arc<RwLock<Directory>>,
+    pub directory: Arc<RwLock<Roster>>,
     /// The tunnel's counters, shared with the driver.
     pub metrics: Arc<Metrics>,
     /// Peer traffic totals loaded from the store.
@@ -213,10 +213,10 @@ impl From<ShuttingDown> for UpdateError {
     }
 }
 
-impl Service {
+impl Appliance {
     /// The one constructor: everything the running appliance's operations need.
-    pub fn new(parts: ServiceParts) -> Service {
-        Service {
+    pub fn new(parts: ApplianceParts) -> Appliance {
+        Appliance {
             store: parts.store,
             server: RwLock::new(parts.server),
             listen: parts.listen,
@@ -253,7 +253,7 @@ impl Service {
     }
 
     /// The peers as the driver routes them.
-    pub fn directory(&self) -> &RwLock<Directory> {
+    pub fn directory(&self) -> &RwLock<Roster> {
         &self.directory
     }
 
@@ -333,7 +333,7 @@ impl Service {
 
     /// `appliance status` while serving: the stored state with live statistics, the bound
     /// socket and the uptime folded in.
-    pub async fn status(&self) -> Result<crate::status::Status, StoreError> {
+    pub async fn status(&self) -> Result<crate::status::Report, StoreError> {
         let stats = self.sample_stats().await.unwrap_or_default();
         let live = crate::status::Live {
             listen: self.listen.to_string(),

@@ -5,7 +5,7 @@
 //! statistics, jobs, the last 24 h of runs) and folds in what only a running server knows
 //! ([`Live`]: listen address, uptime, live peer statistics) and what the host reports
 //! ([`HostChecks`]: disk space, clock). It reads no clock itself: `now` is passed in. The
-//! same [`Status`] is built offline by the CLI and, while serving, by the server for the
+//! same [`Report`] is built offline by the CLI and, while serving, by the server for the
 //! control socket, so `status --json` has one shape either way.
 //!
 //! `--json` is a stable interface: fields are only ever added, never renamed or removed.
@@ -27,7 +27,7 @@ pub const DISK_LOW_FRACTION: f64 = 0.05;
 
 /// The appliance at a glance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Status {
+pub struct Report {
     /// Version of this shape (1); bumped only if a field ever has to change meaning.
     pub format: u32,
     /// The appliance version (`CARGO_PKG_VERSION`) that built this status.
@@ -152,7 +152,7 @@ pub fn collect(
     live: Option<Live>,
     host: HostChecks,
     now: u64,
-) -> Result<Status, StoreError> {
+) -> Result<Report, StoreError> {
     let serving = live.is_some();
     let live = live.unwrap_or_else(|| Live {
         listen: format!("[::]:{}", server.listen_port),
@@ -225,7 +225,7 @@ pub fn collect(
         skipped_24h: count(RunStatus::Skipped)?,
     };
 
-    Ok(Status {
+    Ok(Report {
         format: 1,
         version: env!("CARGO_PKG_VERSION").to_string(),
         serving,
@@ -244,7 +244,7 @@ pub fn collect(
     })
 }
 
-impl Status {
+impl Report {
     /// Adds the clock warning when `synced` says the clock is not synchronised and it is not
     /// there yet (the CLI probes the clock itself for a status that came from `serve`).
     pub fn add_clock_check(&mut self, synced: Option<bool>) {

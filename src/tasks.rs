@@ -17,7 +17,7 @@
 //! its commit, so a task that becomes due while a lease call waits is returned at once.
 //!
 //! The scheduler ([`crate::scheduler`]) records each handler fire with its task in one
-//! transaction, then calls [`Tasks::enqueue`]; finished runs go back to it on a channel
+//! transaction, then calls [`Queue::enqueue`]; finished runs go back to it on a channel
 //! ([`queue::Finished`]) so `max_instances` counts queued and leased tasks until they finish.
 //!
 //! Time: every `now` handed to the core, stored or shown comes from one [`Clock`], the
@@ -100,7 +100,7 @@ struct HandlerEntry {
 }
 
 /// Handle to the task queue, shared by the scheduler and the API.
-pub struct Tasks {
+pub struct Queue {
     store: Arc<Store>,
     core: tokio::sync::Mutex<Ticketed>,
     /// Held while a group commit runs; see the module docs.
@@ -110,7 +110,7 @@ pub struct Tasks {
     /// Wakes the timer task: the earliest deadline may have moved.
     timer: Notify,
     finished: mpsc::UnboundedSender<queue::Finished>,
-    /// Wakes [`Tasks::wait_finished`] callers after a commit that finished runs.
+    /// Wakes [`Queue::wait_finished`] callers after a commit that finished runs.
     run_finished: Notify,
     stats: Arc<Mutex<RunStats>>,
     /// The only source of `now`.
@@ -152,18 +152,18 @@ fn new_delivery_id() -> DeliveryId {
 /// scheduler) and the instances still held per job (to restore into the scheduler's
 /// `max_instances` counts).
 pub type Loaded = (
-    Arc<Tasks>,
+    Arc<Queue>,
     mpsc::UnboundedReceiver<queue::Finished>,
     HashMap<JobId, u32>,
 );
 
-impl Tasks {
+impl Queue {
     /// Loads stored tasks and handlers, on the system clock.
     pub fn load(store: Arc<Store>, stats: Arc<Mutex<RunStats>>) -> Result<Loaded, StoreError> {
-        Tasks::load_on(store, stats, Clock::System)
+        Queue::load_on(store, stats, Clock::System)
     }
 
-    /// [`Tasks::load`] on the given clock (the scheduler's).
+    /// [`Queue::load`] on the given clock (the scheduler's).
     pub(crate) fn load_on(
         store: Arc<Store>,
         stats: Arc<Mutex<RunStats>>,
@@ -185,7 +185,7 @@ impl Tasks {
             })
             .collect();
         let (tx, rx) = mpsc::unbounded_channel();
-        let tasks = Arc::new(Tasks {
+        let tasks = Arc::new(Queue {
             store,
             core: tokio::sync::Mutex::new(Ticketed { core, ticket: 0 }),
             commits: tokio::sync::Mutex::new(Committed::default()),
@@ -239,7 +239,7 @@ impl Tasks {
     }
 
     /// Runs `f` on the core (under its mutex) and returns its result with the ticket of the
-    /// change; pass the ticket to [`Tasks::durable`] before answering anyone.
+    /// change; pass the ticket to [`Queue::durable`] before answering anyone.
     async fn change<T>(&self, f: impl FnOnce(&mut queue::Core, Timestamp) -> T) -> (T, u64) {
         let mut st = self.core.lock().await;
         let out = f(&mut st.core, self.clock.now());
@@ -529,7 +529,7 @@ impl Tasks {
                     None => return None,
                 }
             };
-            // The core changes before the store does (see `Tasks::durable`): answer only once
+            // The core changes before the store does (see `Queue::durable`): answer only once
             // the finish is on disk. If that commit failed, the core was reloaded from the
             // store; look again.
             if let Some(t) = finished {
@@ -679,7 +679,7 @@ mod tests {
         let run = queue_one(&store, 7, t0());
         let stats = Arc::new(Mutex::new(RunStats::default()));
         let clock = Clock::Virtual(Arc::new(Mutex::new(t0())));
-        let (tasks, mut done, held) = Tasks::load_on(store.clone(), stats, clock).unwrap();
+        let (tasks, mut done, held) = Queue::load_on(store.clone(), stats, clock).unwrap();
         assert_eq!(
             held.get(&JobId::from_u64(7)),
             Some(&1),
@@ -741,7 +741,7 @@ mod tests {
         let (store, dir) = temp_store("wake");
         let stats = Arc::new(Mutex::new(RunStats::default()));
         let clock = Clock::Virtual(Arc::new(Mutex::new(t0())));
-        let (tasks, _done, _) = Tasks::load_on(store.clone(), stats, clock).unwrap();
+        let (tasks, _done, _) = Queue::load_on(store.clone(), stats, clock).unwrap();
         let poll = {
             let tasks = tasks.clone();
             tokio::spawn(async move {
@@ -784,7 +784,7 @@ mod tests {
         let now = Arc::new(Mutex::new(t0()));
         let stats = Arc::new(Mutex::new(RunStats::default()));
         let (tasks, _done, _) =
-            Tasks::load_on(store.clone(), stats, Clock::Virtual(now.clone())).unwrap();
+            Queue::load_on(store.clone(), stats, Clock::Virtual(now.clone())).unwrap();
         let (stop_tx, stop) = watch::channel(false);
         let timer = tasks.spawn_timer(stop);
 

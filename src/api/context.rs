@@ -171,7 +171,7 @@ pub type ApiResult = Result<Resp, ApiError>;
 /// Per-request context handed to route handlers.
 pub struct Ctx<'a> {
     /// The running server's operations.
-    pub service: &'a Service,
+    pub service: &'a Appliance,
     /// The API's own state: configuration, limiters, counters.
     pub api: &'a ApiState,
     /// Who is asking.

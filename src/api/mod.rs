@@ -69,7 +69,7 @@ use serde_json::{json, Value};
 
 use crate::model::Actor;
 use crate::netstack::stream::Connection;
-use crate::service::Service;
+use crate::service::Appliance;
 use crate::store::StoreError;
 
 /// Tunables of the HTTP side (all configurable on `serve`).
@@ -133,7 +133,7 @@ pub struct Guards {
     pub denied_attempts: std::sync::atomic::AtomicU64,
 }
 
-/// The HTTP side's own state, next to (not inside) the [`Service`] it serves: its
+/// The HTTP side's own state, next to (not inside) the [`Appliance`] it serves: its
 /// configuration, open connections per peer, write limiters and buffer budgets, request
 /// metrics. Built once from the [`ApiConfig`].
 #[derive(Debug)]
@@ -223,7 +223,7 @@ impl ConnectionCounts {
 }
 
 /// Serves HTTP/1.1 (keep-alive) on one tunnel connection, on its own task.
-pub fn serve_connection(conn: Connection, service: Arc<Service>, api: Arc<ApiState>) {
+pub fn serve_connection(conn: Connection, service: Arc<Appliance>, api: Arc<ApiState>) {
     let remote = conn.remote;
     let endpoint = conn.endpoint;
     tokio::spawn(async move {
@@ -271,7 +271,11 @@ pub fn serve_connection(conn: Connection, service: Arc<Service>, api: Arc<ApiSta
     });
 }
 
-fn caller(service: &Service, remote: SocketAddrV4, endpoint: Option<SocketAddr>) -> Option<Caller> {
+fn caller(
+    service: &Appliance,
+    remote: SocketAddrV4,
+    endpoint: Option<SocketAddr>,
+) -> Option<Caller> {
     let dir = service.directory().read().unwrap();
     dir.by_address(*remote.ip()).map(|p| Caller {
         name: p.name.to_string(),
@@ -285,7 +289,7 @@ fn caller(service: &Service, remote: SocketAddrV4, endpoint: Option<SocketAddr>)
 // Driver (application side): times each request for `GET /metrics`.
 #[allow(clippy::disallowed_methods)]
 async fn handle(
-    service: &Service,
+    service: &Appliance,
     api: &ApiState,
     remote: SocketAddrV4,
     endpoint: Option<SocketAddr>,
@@ -325,7 +329,7 @@ fn method_label(m: &Method) -> &'static str {
 }
 
 async fn gate_and_route(
-    service: &Service,
+    service: &Appliance,
     api: &ApiState,
     remote: SocketAddrV4,
     endpoint: Option<SocketAddr>,
@@ -387,7 +391,7 @@ async fn gate_and_route(
 
 /// Writes a refused privileged attempt to the audit trail (rate-limited per peer and route).
 async fn record_denied(
-    service: &Service,
+    service: &Appliance,
     api: &ApiState,
     who: &Caller,
     method: &Method,
@@ -428,7 +432,7 @@ async fn record_denied(
 }
 
 async fn route(
-    service: &Service,
+    service: &Appliance,
     api: &ApiState,
     who: Caller,
     method: Method,
@@ -532,7 +536,7 @@ fn health(ctx: &Ctx<'_>) -> ApiResult {
 
 /// The body of `GET /api/v1/health`. `status` is `degraded` (not `ok`) while the store refuses
 /// writes or the scheduler cannot record its fires; `storage` and `scheduler` say why.
-pub fn health_json(service: &Service, api: &ApiState) -> Value {
+pub fn health_json(service: &Appliance, api: &ApiState) -> Value {
     let m = service.metrics();
     let g = &api.guards;
     let peers = service.directory().read().unwrap().len();
@@ -694,7 +698,7 @@ mod tests {
 
     /// A running service (scheduler included, no network driver) on a test disk.
     #[allow(clippy::disallowed_methods)] // a driver-side value: the service's start time
-    fn service_on(disk: &crate::store::testing::Disk) -> Arc<Service> {
+    fn service_on(disk: &crate::store::testing::Disk) -> Arc<Appliance> {
         let store = Arc::new(disk.store());
         let server = crate::model::ServerRecord {
             private_key: ::peers::PrivateKey::generate(&mut rand_core::OsRng),
@@ -720,7 +724,7 @@ mod tests {
         });
         let (_, stop) = tokio::sync::watch::channel(false);
         let (jobs, _) = crate::scheduler::start(store.clone(), Default::default(), stop).unwrap();
-        Arc::new(Service::new(crate::service::ServiceParts {
+        Arc::new(Appliance::new(crate::service::ApplianceParts {
             store,
             server,
             listen: "[::]:51820".parse().unwrap(),
@@ -736,7 +740,7 @@ mod tests {
     }
 
     async fn call(
-        service: &Service,
+        service: &Appliance,
         method: Method,
         path: &str,
         body: Option<Value>,
@@ -746,7 +750,7 @@ mod tests {
 
     /// A request from a peer "leader" with this role (not looked up: the role is given).
     async fn call_as(
-        service: &Service,
+        service: &Appliance,
         role: ::peers::Role,
         method: Method,
         path: &str,

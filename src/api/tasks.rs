@@ -16,7 +16,7 @@ use super::body::{self, Body};
 use super::routes::TaskRoute;
 use super::{ok, ApiError, ApiResult, Ctx};
 use crate::queue::{AckOutcome, DeliveryId, FailOutcome, LeaseError, MAX_PER_LEASE};
-use crate::tasks::{TaskError, Tasks, MAX_METHODS, MAX_RESULT_BYTES};
+use crate::tasks::{Queue, TaskError, MAX_METHODS, MAX_RESULT_BYTES};
 
 /// Longest long poll, in seconds.
 pub const MAX_WAIT_S: u64 = 60;
@@ -25,7 +25,7 @@ pub const DEFAULT_LEASE_S: u64 = 60;
 /// Longest error text a `fail` may carry, in bytes.
 pub const MAX_ERROR_BYTES: usize = 4096;
 
-fn tasks<'a>(ctx: &Ctx<'a>) -> Result<&'a Tasks, ApiError> {
+fn tasks<'a>(ctx: &Ctx<'a>) -> Result<&'a Queue, ApiError> {
     Ok(&ctx.service.jobs().tasks)
 }
 

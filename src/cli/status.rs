@@ -2,12 +2,12 @@
 //!
 //! While serving, the status comes from the server through the control socket (live peer
 //! statistics, the bound socket, uptime); offline it is computed from the database. Both are
-//! the same [`Status`]; `--json` prints it as documented in docs/design.md.
+//! the same [`status::Report`]; `--json` prints it as documented in docs/design.md.
 
 use appliance::control::Request;
 use appliance::paths::DataDir;
 use appliance::service::unix_now;
-use appliance::status::{self, Status};
+use appliance::status::{self, Report};
 
 use super::format::{ago, bytes};
 use super::{call, fatal, to_value, Failure};
@@ -24,7 +24,7 @@ pub fn run(dir: &DataDir, json: bool) -> Result<(), Failure> {
             unix_now(),
         )?))
     })?;
-    let mut s: Status = serde_json::from_value(v).map_err(fatal)?;
+    let mut s: Report = serde_json::from_value(v).map_err(fatal)?;
     if s.serving {
         s.add_clock_check(appliance::paths::clock_synced());
     }
@@ -37,7 +37,7 @@ pub fn run(dir: &DataDir, json: bool) -> Result<(), Failure> {
 }
 
 /// The human form: a header like `wg show`'s interface block, a peer table, jobs, warnings.
-pub fn render(s: &Status) -> String {
+pub fn render(s: &Report) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let state = match s.server.uptime_s {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use peers::PublicKey;
 
 use super::{peer_config, Command, LivePeerStats};
-use crate::directory::Directory;
+use crate::directory::Roster;
 use crate::netstack::{self, Accepted, Limits, Stack};
 use crate::tunnel::{Handshake, Router, RouterStats, Transmit, TICK};
 
@@ -30,7 +30,7 @@ pub const ONLINE_GAP: Duration = Duration::from_secs(180);
 pub struct Engine {
     router: Router,
     stack: Stack,
-    directory: Arc<RwLock<Directory>>,
+    directory: Arc<RwLock<Roster>>,
     /// The instant the netstack's clock counts from.
     origin: Instant,
     accepted: VecDeque<Accepted>,
@@ -47,7 +47,7 @@ impl Engine {
         address: Ipv4Addr,
         prefix: u8,
         limits: Limits,
-        directory: Arc<RwLock<Directory>>,
+        directory: Arc<RwLock<Roster>>,
         seed: u64,
         now: Instant,
     ) -> Engine {

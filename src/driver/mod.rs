@@ -30,7 +30,7 @@ use peers::{PeerName, PublicKey};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
-use crate::directory::Directory;
+use crate::directory::Roster;
 use crate::model::PeerRecord;
 use crate::netstack::stream::Connection;
 use crate::netstack::{self, Limits};
@@ -157,7 +157,7 @@ pub struct DriverParts {
     /// Peer changes and statistics requests from the rest of the process.
     pub commands: mpsc::Receiver<Command>,
     /// Which peer owns which tunnel address, kept in step with the router.
-    pub directory: Arc<RwLock<Directory>>,
+    pub directory: Arc<RwLock<Roster>>,
     /// Counters published for the health route.
     pub metrics: Arc<Metrics>,
     /// Where accepted TCP connections go (the HTTP server).

@@ -2,7 +2,7 @@
 //!
 //! The phone is a boringtun client `Tunn` plus a smoltcp interface (its TCP/IP stack) with
 //! hyper's HTTP/1 client on top. The appliance is the real [`Engine`] (router + netstack) with
-//! the real HTTP API (`api::serve_connection` on a [`Service`] over a temporary redb store),
+//! the real HTTP API (`api::serve_connection` on an [`Appliance`] over a temporary redb store),
 //! exactly as `driver::run` wires them. Datagrams travel through two in-memory queues (a test
 //! may drop one). Virtual time advances only when nothing moves, straight to the next deadline
 //! of the engine, the phone's smoltcp or the phone's WireGuard timers; boringtun's own clock
@@ -35,11 +35,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, Notify};
 
 use super::{Command, Engine, Metrics};
-use crate::directory::Directory;
+use crate::directory::Roster;
 use crate::model::{PeerRecord, ServerRecord};
 use crate::netstack::stream::Connection;
 use crate::netstack::{smol_now, Limits, QueueDevice};
-use crate::service::{Service, ServiceParts, StatsBook};
+use crate::service::{Appliance, ApplianceParts, StatsBook};
 use crate::store::Store;
 use crate::tunnel::{Router, MAX_DATAGRAM};
 
@@ -73,7 +73,7 @@ struct World {
     engine: Engine,
     deadline: Instant,
     phone: Phone,
-    service: Arc<Service>,
+    service: Arc<Appliance>,
     api: Arc<crate::api::ApiState>,
     commands: mpsc::Receiver<Command>,
     notify: Arc<Notify>,
@@ -124,7 +124,7 @@ impl World {
         };
         let mut router = Router::new(&server_key, Box::new(ChaCha20Rng::seed_from_u64(8)));
         router.upsert_peer(super::peer_config(&record)).unwrap();
-        let directory = Arc::new(RwLock::new(Directory::new(vec![record])));
+        let directory = Arc::new(RwLock::new(Roster::new(vec![record])));
         let engine = Engine::new(
             router,
             SERVER,
@@ -151,7 +151,7 @@ impl World {
         let store = Arc::new(store);
         let (_, stop) = tokio::sync::watch::channel(false);
         let (jobs, _) = crate::scheduler::start(store.clone(), Default::default(), stop).unwrap();
-        let service = Arc::new(Service::new(ServiceParts {
+        let service = Arc::new(Appliance::new(ApplianceParts {
             store,
             server,
             listen: "0.0.0.0:51820".parse().unwrap(),

@@ -8,7 +8,7 @@
 //! says when to poll again. It never reads a clock, sleeps or touches a runtime.
 //!
 //! Memory: socket buffers are reserved at full size but backed by pages only as they are used,
-//! and given back once a connection has been quiet for [`Limits::idle_release`] ([`pages`]),
+//! and given back once a connection has been quiet for [`Limits::idle_release`] (the private `pages` module),
 //! so an idle keep-alive connection holds no buffer memory.
 //!
 //! Connections: smoltcp has one socket per connection, so the stack arms one listening socket

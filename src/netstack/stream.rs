@@ -1,7 +1,7 @@
 //! The tokio side of a netstack connection.
 //!
 //! Layer: adapter (async, used by the driver and the HTTP API). A [`Stream`] turns a
-//! [`Pipe`] into tokio `AsyncRead` + `AsyncWrite`: it registers the task's waker on the pipe
+//! [`Pipe`](super::Pipe) into tokio `AsyncRead` + `AsyncWrite`: it registers the task's waker on the pipe
 //! when it must wait, and rings the driver's [`Notify`] whenever the stack has work to do
 //! because of it (bytes written, a full receive pipe drained, the write side closed), so the
 //! driver never polls on a timer for data. [`Connection`] is an accepted connection with its

@@ -25,7 +25,7 @@ use super::{JobEntry, RunStats};
 use crate::model::{Actor, AuditAction, AuditEntry, JobAction, JobRecord, RunFilter, RunRecord};
 use crate::sched::{Core, JobId, JobSpec, SpecError};
 use crate::store::{Store, StoreError};
-use crate::tasks::Tasks;
+use crate::tasks::Queue;
 use crate::webhook::delivery::{check_destination, scrub};
 use crate::webhook::{Executor, NetPolicy};
 
@@ -68,7 +68,7 @@ pub struct Handle {
     /// Run counters since start.
     pub stats: Arc<Mutex<RunStats>>,
     /// The handler task queue (handler actions are delivered through it).
-    pub tasks: Arc<Tasks>,
+    pub tasks: Arc<Queue>,
     /// Job and run rows that did not decode when the scheduler loaded (skipped, logged).
     pub damaged_at_start: usize,
     /// Webhook attempts by result (for `GET /metrics`).

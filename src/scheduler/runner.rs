@@ -4,7 +4,7 @@
 //! Layer: driver. Reads the clock, sleeps until the core's next deadline (or a command, a
 //! finished run, a finished handler task), takes the core's fires, records them (runs and the
 //! jobs' next fire times in one store transaction), and starts each webhook run on its own task
-//! through [`delivery::deliver`]; handler calls are enqueued in [`Tasks`]. Finished runs come
+//! through [`delivery::deliver`]; handler calls are enqueued in [`Queue`]. Finished runs come
 //! back on a channel and are written in batches. Prunes old runs and audit entries hourly.
 //!
 //! When a commit fails (a full disk) nothing unrecorded runs: the driver stops taking fires,
@@ -28,7 +28,7 @@ use crate::model::{JobRecord, JobSummary, RunRecord, RunStatus};
 use crate::queue::{self, Task};
 use crate::sched::{Core, Fire, FireKind, JobId, JobSpec};
 use crate::store::{Store, StoreError};
-use crate::tasks::Tasks;
+use crate::tasks::Queue;
 use crate::webhook::{delivery, Executor};
 
 /// How often old runs are pruned.
@@ -72,7 +72,7 @@ fn launch(
     damaged_at_start += loaded.damaged.len();
     let summaries = loaded.rows;
     let stats = Arc::new(Mutex::new(RunStats::default()));
-    let (tasks, task_done, held) = Tasks::load_on(store.clone(), stats.clone(), clock.clone())?;
+    let (tasks, task_done, held) = Queue::load_on(store.clone(), stats.clone(), clock.clone())?;
     let mut core = Core::new();
     let mut table = HashMap::with_capacity(summaries.len());
     for s in summaries {
@@ -159,7 +159,7 @@ struct Driver {
     /// `run now` fires not yet taken: (job, time) so their runs are marked manual, and who
     /// waits for the run's id.
     manual: Vec<(JobId, Timestamp, RunReply)>,
-    tasks: Arc<Tasks>,
+    tasks: Arc<Queue>,
     /// Shared with [`Handle::recording`]. While false the driver takes no fires (the core is not
     /// advanced) and tries [`Store::recover`] every [`RECOVER_EVERY`].
     recording: Arc<AtomicBool>,

@@ -130,7 +130,7 @@ pub struct StorageHealth {
 
 /// The open appliance database.
 ///
-/// All access goes through [`Store::reader`] and [`Store::writer`], which hand out the current
+/// All access goes through its private `reader` and `writer` methods, which hand out the current
 /// redb handle under a lock. After a backend I/O error redb poisons its handle, so the store
 /// marks itself degraded and [`Store::recover`] drops the handle and reopens the same storage
 /// (under the write lock: redb's file lock is released on drop, and no transaction outlives

@@ -56,9 +56,9 @@ pub(super) fn trigger_json(t: &Trigger) -> Value {
     Value::Object(m)
 }
 
-/// Parses a job's `trigger` object on its own, exactly as [`JobSpec::from_json`] does (same
-/// `now` rules, errors named `trigger.*`): the schedule preview uses it so that what it shows is
-/// what the scheduler will do.
+/// Parses a job's `trigger` object on its own, exactly as reading a whole
+/// [`JobSpec`](super::JobSpec) does (same `now` rules, errors named `trigger.*`): the schedule
+/// preview uses it so that what it shows is what the scheduler will do.
 pub fn parse_trigger(v: &Value, now: Option<Timestamp>) -> Result<Trigger, SpecError> {
     let Value::Object(m) = v else {
         return Err(SpecError::new(
