@@ -1,7 +1,7 @@
 //! The job table: what the API needs to know of every job without reading it from the store,
 //! kept in step with the core by the driver.
 //!
-//! Layer: pure (memory only). Owns [`Listed`] (a job's name, next fire, paused flag and running
+//! Layer: pure (memory only). Owns `Listed` (a job's name, next fire, paused flag and running
 //! count: a few dozen bytes, not the job's spec), [`JobEntry`] (a stored job plus its running
 //! count, as the API shows it) and its JSON views, the listing order ([`sort_key`]) and the
 //! name-uniqueness rule ([`name_key`], [`name_taken`]). A job's spec is read from the store
