@@ -365,8 +365,6 @@ pub fn restore_file(src: &Path, dest: &Path) -> Result<Restored, RestoreError> {
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
-    use ::peers::{Endpoint, Ipv4Net, PrivateKey};
-
     use super::*;
 
     fn temp_dir(tag: &str) -> PathBuf {
@@ -380,15 +378,7 @@ mod tests {
         dir
     }
 
-    fn server() -> ServerRecord {
-        ServerRecord {
-            private_key: PrivateKey::from_bytes([5; 32]),
-            listen_port: 51820,
-            interface: Ipv4Net::parse("10.88.88.1/24").unwrap(),
-            endpoint: Endpoint::parse("vpn.example.org", 51820).unwrap(),
-            created_at: 1,
-        }
-    }
+    use super::super::testing::server;
 
     use super::super::tests::job;
 

@@ -755,13 +755,7 @@ fn a_database_without_job_summaries_opens_serves_its_jobs_and_builds_them() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("v1.redb");
-    let server = ServerRecord {
-        private_key: PrivateKey::from_bytes([9; 32]),
-        listen_port: 51820,
-        interface: Ipv4Net::parse("10.88.88.1/24").unwrap(),
-        endpoint: ::peers::Endpoint::parse("vpn.example.org", 51820).unwrap(),
-        created_at: 1,
-    };
+    let server = testing::server();
     let recs = [cron_record(3, "raid"), job_record(9, "weekly")];
     let rows: Vec<(u64, Vec<u8>)> = recs
         .iter()
