@@ -173,6 +173,15 @@ impl Core {
         Core::default()
     }
 
+    /// An empty core with room for `jobs` jobs (a start loads them all at once).
+    pub fn with_capacity(jobs: usize) -> Core {
+        Core {
+            jobs: HashMap::with_capacity(jobs),
+            heap: BinaryHeap::with_capacity(jobs),
+            ..Core::default()
+        }
+    }
+
     /// Adds a job, or replaces the schedule of an existing one (its running count is kept).
     ///
     /// `next_fire_at` is the persisted next fire; `None` (a new job, or a changed spec) computes

@@ -73,7 +73,7 @@ fn launch(
     let summaries = loaded.rows;
     let stats = Arc::new(Mutex::new(RunStats::default()));
     let (tasks, task_done, held) = Queue::load_on(store.clone(), stats.clone(), clock.clone())?;
-    let mut core = Core::new();
+    let mut core = Core::with_capacity(summaries.len());
     let mut table = HashMap::with_capacity(summaries.len());
     for s in summaries {
         let paused = s.schedule.paused;

@@ -94,7 +94,7 @@ pub(super) fn decode_job(id: u64, bytes: &[u8]) -> Result<JobRecord, StoreError>
 // ---- job_schedules: what the scheduler needs of each job, without its action ---------------
 //
 // A `job_schedules` row is derived from the `jobs` row of the same id and written in the same
-// transaction as it. It carries the FNV-1a hash of the `jobs` row bytes it was taken from, and
+// transaction as it. It carries a 64-bit hash (`row_hash`) of the `jobs` row bytes it was taken from, and
 // is trusted only while that hash matches: a `jobs` row changed any other way (an older
 // appliance, a restored file, damage) is decoded in full instead, and its summary rewritten.
 // So the table is a verified cache: a file without it opens and serves, and builds it at the
@@ -104,7 +104,7 @@ pub(super) fn decode_job(id: u64, bytes: &[u8]) -> Result<JobRecord, StoreError>
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScheduleRow<'a> {
-    /// FNV-1a (64 bits) of the `jobs` row this was taken from.
+    /// `row_hash` of the `jobs` row this was taken from.
     row_hash: u64,
     #[serde(borrow)]
     name: Cow<'a, str>,
@@ -139,12 +139,25 @@ enum TriggerRow<'a> {
     },
 }
 
-/// FNV-1a, 64 bits: stable across releases (unlike `std`'s hashers), and fast enough to check
-/// every `jobs` row at start.
+/// A 64-bit hash of a `jobs` row, stable across releases (unlike `std`'s hashers) and fast
+/// enough to check every row at start: FNV-1a's step over 8-byte words (each step a bijection
+/// of the state, so a row that differs in one word always hashes differently), with a shift
+/// that folds the high bits back into the low ones.
 fn row_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let step = |h: u64, w: u64| {
+        let h = (h ^ w).wrapping_mul(PRIME);
+        h ^ (h >> 32)
+    };
+    let mut words = bytes.chunks_exact(8);
+    let mut h = 0xcbf2_9ce4_8422_2325 ^ bytes.len() as u64;
+    for w in &mut words {
+        h = step(h, u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    words
+        .remainder()
+        .iter()
+        .fold(h, |h, b| step(h, u64::from(*b)))
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -191,12 +204,17 @@ pub(super) fn encode_schedule(rec: &JobRecord, row: &[u8]) -> Vec<u8> {
     .expect("rows serialise")
 }
 
-/// Zones by name, so that a start looks each zone up once rather than once per job.
-type Zones = HashMap<String, Zone>;
+/// Zones and cron expressions by name, so that a start looks each up once rather than once
+/// per job.
+#[derive(Default)]
+struct Interned {
+    zones: HashMap<String, Zone>,
+    crons: HashMap<String, CronExpr>,
+}
 
 /// The summary in a `job_schedules` row, if the row was taken from exactly the `jobs` row
 /// `row` and still holds checked values; `None` sends the caller to the `jobs` row itself.
-fn decode_schedule(id: u64, bytes: &[u8], row: &[u8], zones: &mut Zones) -> Option<JobSummary> {
+fn decode_schedule(id: u64, bytes: &[u8], row: &[u8], seen: &mut Interned) -> Option<JobSummary> {
     let r: ScheduleRow = serde_json::from_slice(bytes).ok()?;
     if r.row_hash != row_hash(row) {
         return None;
@@ -224,16 +242,24 @@ fn decode_schedule(id: u64, bytes: &[u8], row: &[u8], zones: &mut Zones) -> Opti
             start,
             end,
         } => {
-            let zone = match zones.get(zone.as_ref()) {
+            let zone = match seen.zones.get(zone.as_ref()) {
                 Some(z) => z.clone(),
                 None => {
                     let z = Zone::get(&zone).ok()?;
-                    zones.insert(zone.into_owned(), z.clone());
+                    seen.zones.insert(zone.into_owned(), z.clone());
                     z
                 }
             };
+            let expr = match seen.crons.get(expr.as_ref()) {
+                Some(e) => e.clone(),
+                None => {
+                    let e = CronExpr::parse(&expr).ok()?;
+                    seen.crons.insert(expr.into_owned(), e.clone());
+                    e
+                }
+            };
             Trigger::Cron {
-                expr: CronExpr::parse(&expr).ok()?,
+                expr,
                 zone,
                 start,
                 end,
@@ -402,7 +428,7 @@ impl Store {
                 Some(t) => Some(t.iter()?.peekable()),
                 None => None,
             };
-            let mut zones = Zones::new();
+            let mut seen = Interned::default();
             let mut failed: Option<StoreError> = None;
             let rows = decode_rows(&table, |id, row| {
                 let key = JobId::from_u64(id).to_string();
@@ -431,7 +457,7 @@ impl Store {
                     if k.value() < id {
                         repairs.drop.push(k.value());
                     } else {
-                        entry = decode_schedule(id, v.value(), row, &mut zones);
+                        entry = decode_schedule(id, v.value(), row, &mut seen);
                     }
                 }
                 if let Some(summary) = entry {
