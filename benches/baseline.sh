@@ -35,19 +35,10 @@
 # Knobs (environment): ROUNDS (3), WRK_DURATION (10s), BULK_CONNS (4), PROFILE (bench),
 # MAX_RUNTIME_S (900), KEEP_TMP (0), SKIP_BUILD=1 (use the binaries already built), PERF=1 records `perf record -g` of the appliance during
 # the first appliance health run into $TMP/perf.data (implies KEEP_TMP=1).
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
-. benches/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROUNDS=${ROUNDS:-3}
-WRK_DURATION=${WRK_DURATION:-10s}
+knobs ROUNDS=3 WRK_DURATION=10s BULK_CONNS=4 PROFILE=bench MAX_RUNTIME_S=900 KEEP_TMP=0 PERF=0
 WRK_CONNS=64
-BULK_CONNS=${BULK_CONNS:-4}
-PROFILE=${PROFILE:-bench}
-MAX_RUNTIME_S=${MAX_RUNTIME_S:-900}
-KEEP_TMP=${KEEP_TMP:-0}
-PERF=${PERF:-0}
 [ "$PERF" = 1 ] && KEEP_TMP=1
 
 TUN_IP=10.88.88.1

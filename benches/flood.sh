@@ -10,7 +10,9 @@
 # it without a flood and under each flood of benches/flood.py (garbage, initiations with a bad
 # mac1, initiations with a valid mac1 and random contents, i.e. the X25519 work of random keys),
 # sent from 127.0.0.2 to the appliance's port as fast as one Python process can. Reported: the
-# median rate under each flood as a ratio to the median rate without one. Then, during a
+# median rate under each flood as a ratio to the median rate without one, each round's own
+# ratio, and the appliance's CPU time during each wrk run (% of one core, median: what the
+# flood costs the appliance itself, as opposed to the machine). Then, during a
 # valid-mac1 flood, ms from `wg-quick up` of a fresh interface (down first) to the first HTTP 200.
 #
 # Bounds and safety: traffic goes only to 127.0.0.1/127.0.0.2 and 10.88.88.1 inside the
@@ -19,16 +21,9 @@
 #
 # Knobs (environment): BIN (the appliance binary; default: `cargo build --release`),
 # ROUNDS (2), WRK_DURATION (8s), UP_REPS (3), MAX_RUNTIME_S (600), KEEP_TMP (0).
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
-. benches/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROUNDS=${ROUNDS:-2}
-WRK_DURATION=${WRK_DURATION:-8s}
-UP_REPS=${UP_REPS:-3}
-MAX_RUNTIME_S=${MAX_RUNTIME_S:-600}
-KEEP_TMP=${KEEP_TMP:-0}
+knobs ROUNDS=2 WRK_DURATION=8s UP_REPS=3 MAX_RUNTIME_S=600 KEEP_TMP=0
 WG_PORT=51820
 HEALTH=http://10.88.88.1:8888/api/v1/health
 
@@ -36,19 +31,9 @@ require_root
 require_tools "iproute2 wireguard-tools wireguard-go wrk curl python3" \
   ip wg-quick wireguard-go wrk curl python3
 
-if [ -z "${BIN:-}" ]; then
-  # Optimised, as shipped: a debug build's X25519 and BLAKE2s are so slow that the figures
-  # would measure the build, not the policy.
-  log "cargo build --release --bin appliance"
-  timeout 1800 cargo build --release --bin appliance >&2
-  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/appliance
-fi
-[ -x "$BIN" ] || die "$BIN is not an executable"
+release_bin
 
-NS=apl-flood-$$
-IFACE=wgf$$
-bench_tmp apl-flood-bench
-CONF=$TMP/$IFACE.conf
+one_ns_run flood wgf
 APP_PID=
 NS_CREATED=0
 
@@ -114,19 +99,27 @@ run_wrk() { # run_wrk: requests/s of the working peer into R_rps
   [ -n "$R_rps" ] || die "could not parse wrk output: $(cat "$out")"
 }
 
-declare -A rates=() sent=()
+declare -A rates=() sent=() cpu=() per_round=()
+TCK=$(getconf CLK_TCK)
 FLOOD_PID=
 MODES=(none garbage badmac validmac)
 secs=${WRK_DURATION%s}
 for round in $(seq "$ROUNDS"); do
   for mode in "${MODES[@]}"; do
     if [ "$mode" != none ]; then start_flood "$mode" $((secs + 2)); fi
+    c0=$(cpu_ticks "$APP_PID")
     run_wrk
+    cpu[$mode]="${cpu[$mode]:-} $(( ($(cpu_ticks "$APP_PID") - c0) * 100 / TCK / secs ))"
     if [ "$mode" != none ]; then
       wait "$FLOOD_PID" || true
       sent[$mode]="${sent[$mode]:-} $(flood_rate "$mode")"
     fi
     rates[$mode]="${rates[$mode]:-} $R_rps"
+    if [ "$mode" = none ]; then
+      round_base=$R_rps
+    else
+      per_round[$mode]="${per_round[$mode]:-} $(ratio "$R_rps" "$round_base")"
+    fi
     log "round $round, flood $mode: $R_rps req/s${FLOOD_PID:+ (flood sent $(flood_rate "$mode") datagrams/s)}"
     FLOOD_PID=
     wait_health
@@ -160,12 +153,12 @@ done
 
 med() { printf '%s\n' $1 | median; }
 BASE=$(med "${rates[none]}")
-echo "| flood | flood datagrams/s (median) | working peer req/s (median; runs) | ratio to no flood |"
-echo "| --- | ---: | --- | ---: |"
-echo "| none | — | $BASE (${rates[none]# }) | 1.00 |"
+echo "| flood | flood datagrams/s (median) | working peer req/s (median; runs) | ratio to no flood | per round | appliance CPU, % of a core (median) |"
+echo "| --- | ---: | --- | ---: | --- | ---: |"
+echo "| none | — | $BASE (${rates[none]# }) | 1.00 | | $(med "${cpu[none]}") |"
 for mode in garbage badmac validmac; do
   m=$(med "${rates[$mode]}")
-  echo "| $mode | $(med "${sent[$mode]}") | $m (${rates[$mode]# }) | $(ratio "$m" "$BASE") |"
+  echo "| $mode | $(med "${sent[$mode]}") | $m (${rates[$mode]# }) | $(ratio "$m" "$BASE") | ${per_round[$mode]# } | $(med "${cpu[$mode]}") |"
 done
 echo
 echo "Fresh \`wg-quick up\` to first 200: during the valid-mac1 flood ${up_ms[*]} ms (median $(printf '%s\n' "${up_ms[@]}" | sed 's/>//' | median)); without a flood ${base_up[*]} ms (median $(printf '%s\n' "${base_up[@]}" | median))."

@@ -23,12 +23,12 @@ use appliance::sched::JobSpec;
 use appliance::store::Store;
 use jiff::Timestamp;
 
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-use temp_dir::TempDir;
-
-#[path = "support/raid_job.rs"]
-mod raid_job;
+#[path = "support/mod.rs"]
+#[allow(dead_code)] // each bench uses its own share of it
+mod support;
+use support::raid_job;
+use support::serve::Served;
+use support::temp_dir::TempDir;
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -107,47 +107,13 @@ struct Sample {
 
 /// Serves `dir` until it is ready, reads its memory, idles 2 s, reads again, stops it.
 fn serve_once(bin: &Path, dir: &TempDir) -> Sample {
-    let sock = dir.0.join("control.sock");
-    let _ = std::fs::remove_file(&sock);
-    let t0 = Instant::now();
-    let mut child = Command::new(bin)
-        .arg("--data-dir")
-        .arg(&dir.0)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn appliance");
-    let ready_ms = loop {
-        if sock.exists() {
-            let ok = Command::new(bin)
-                .arg("--data-dir")
-                .arg(&dir.0)
-                .args(["peer", "list"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                break t0.elapsed().as_secs_f64() * 1e3;
-            }
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("appliance serve exited early: {st}");
-        }
-        assert!(t0.elapsed() < Duration::from_secs(60), "serve never ready");
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let rss_ready = status_kib(child.id(), "VmRSS:");
+    let mut served = Served::start(bin, &dir.0);
+    let ready_ms = served.ready_ms();
+    let rss_ready = status_kib(served.pid(), "VmRSS:");
     std::thread::sleep(Duration::from_secs(2));
-    let rss_idle = status_kib(child.id(), "VmRSS:");
-    let hwm = status_kib(child.id(), "VmHWM:");
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    let rss_idle = status_kib(served.pid(), "VmRSS:");
+    let hwm = status_kib(served.pid(), "VmHWM:");
+    served.stop();
     Sample {
         ready_ms,
         rss_ready,

@@ -24,7 +24,6 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,19 +34,16 @@ use appliance::scheduler::{self, RunStats};
 use appliance::store::Store;
 use appliance::tasks::Queue;
 use jiff::{SignedDuration, Timestamp};
-use redb::{Database, TableDefinition};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
-#[path = "support/parts.rs"]
-mod parts;
-use parts::{report, Parts};
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-use temp_dir::TempDir;
-#[path = "support/webhook_sink.rs"]
-mod webhook_sink;
-use webhook_sink::{start_sink, Hits};
+#[path = "support/mod.rs"]
+#[allow(dead_code)] // each bench uses its own share of it
+mod support;
+use support::bare_commits::bare_commits;
+use support::parts;
+use support::temp_dir::TempDir;
+use support::webhook_sink::{start_sink, Hits};
 
 const HANDLERS: usize = 4;
 const CALLS: usize = 1000;
@@ -58,7 +54,6 @@ const LEAD: Duration = Duration::from_secs(25);
 const DEADLINE: Duration = Duration::from_secs(120);
 const QUEUED: usize = 2000;
 const THROUGHPUT_ROUNDS: usize = 3;
-const BARE: TableDefinition<u64, &[u8]> = TableDefinition::new("bare");
 
 fn actor() -> Actor {
     Actor {
@@ -134,7 +129,8 @@ async fn delivery_round(addr: SocketAddr, hits: &Hits, round: usize) -> Delivery
         let jobs = jobs.clone();
         set.spawn(async move {
             for b in chunk {
-                jobs.create(&b, &actor()).await.unwrap();
+                let job = appliance::sched::JobDraft::from_value(&b).unwrap();
+                jobs.create(job, &actor()).await.unwrap();
             }
         });
     }
@@ -250,31 +246,6 @@ async fn bench_delivery(out: &mut String) {
 // ---------------------------------------------------------------------------------------------
 // 2. Throughput through lease + ack
 
-fn bare_commits(dir: &TempDir, n: usize, callers: usize) -> f64 {
-    let db = Arc::new(Database::create(dir.0.join("bare.redb")).unwrap());
-    let value = vec![b'x'; 600];
-    let next = Arc::new(AtomicUsize::new(0));
-    let t0 = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..callers {
-            let (db, next, value) = (db.clone(), next.clone(), &value);
-            s.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let txn = db.begin_write().unwrap();
-                {
-                    let mut t = txn.open_table(BARE).unwrap();
-                    t.insert(i as u64, value.as_slice()).unwrap();
-                }
-                txn.commit().unwrap();
-            });
-        }
-    });
-    n as f64 / t0.elapsed().as_secs_f64()
-}
-
 /// Drains `QUEUED` tasks with 4 handlers leasing `max` at a time; returns tasks/s.
 async fn drain(max: usize) -> f64 {
     let dir = TempDir::new("handlers", "drain");
@@ -357,7 +328,7 @@ async fn bench_throughput(out: &mut String) {
         let a = drain(1).await;
         let b = drain(10).await;
         let dir = TempDir::new("handlers", "bare");
-        let c = tokio::task::block_in_place(|| bare_commits(&dir, QUEUED, HANDLERS));
+        let c = tokio::task::block_in_place(|| bare_commits(&dir.0, QUEUED, HANDLERS, 600));
         rows += &format!(
             "| {round} | {a:.0} | {b:.0} | {c:.0} | {:.2} | {:.2} |\n",
             a / (c / 2.0),
@@ -379,22 +350,8 @@ async fn bench_throughput(out: &mut String) {
 }
 
 fn main() {
-    let Some(parts) = Parts::from_args("handlers") else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let t0 = Instant::now();
-    let mut out = String::new();
-    rt.block_on(async {
-        if parts.run("delivery") {
-            bench_delivery(&mut out).await;
-        }
-        if parts.run("throughput") {
-            bench_throughput(&mut out).await;
-        }
+    parts::main("handlers", async |parts, out| {
+        parts.part("delivery", bench_delivery(out)).await;
+        parts.part("throughput", bench_throughput(out)).await;
     });
-    report("handlers", t0, &out);
 }

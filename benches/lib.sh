@@ -2,13 +2,25 @@
 # logging, prerequisite checks, running bounded commands inside a network namespace,
 # userspace wg-quick, the watchdog and cleanup pieces, and the arithmetic of the figures.
 #
-#   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # after `set -euo pipefail`
+#   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # the script's first command
 #
-# Defines functions only (and BENCH, the script's name for log lines); nothing runs, nothing is
-# created. Each script still owns its namespaces, its temp dir and its EXIT trap, built from
-# these pieces, so what a script deletes is only what it created.
+# Sourcing it sets `set -euo pipefail`, moves to the repository root (ROOT) and defines BENCH
+# (the script's name for log lines) and functions; nothing else runs, nothing is created. Each
+# script still owns its namespaces, its temp dir and its EXIT trap, built from these pieces, so
+# what a script deletes is only what it created.
 
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
 BENCH=$(basename "$0")
+
+knobs() { # knobs NAME=DEFAULT...: each NAME keeps its value from the environment, else DEFAULT
+  local kv name
+  for kv in "$@"; do
+    name=${kv%%=*}
+    [ -n "${!name:-}" ] || printf -v "$name" '%s' "${kv#*=}"
+  done
+}
 
 log() { echo "$BENCH: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -77,10 +89,31 @@ trap_cleanup() { # runs the script's `cleanup` on exit, and exits on INT/TERM so
   trap 'exit 143' TERM
 }
 
+release_bin() { # release_bin: keeps BIN when set, else builds the appliance optimised and sets it
+  # (as shipped: a debug build's X25519 and BLAKE2s are so slow that the figures would
+  # measure the build)
+  if [ -z "${BIN:-}" ]; then
+    command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH"
+    log "cargo build --release --bin appliance"
+    timeout 1800 cargo build --release --bin appliance >&2
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/appliance
+  fi
+  [ -x "$BIN" ] || die "$BIN is not an executable"
+}
+
 bench_tmp() { # bench_tmp PREFIX: a private temp dir /tmp/PREFIX.XXXXXX in $TMP, $DATA inside it
   TMP=$(mktemp -d "/tmp/$1.XXXXXX")
   chmod 700 "$TMP"
   DATA=$TMP/data
+}
+
+one_ns_run() { # one_ns_run NAME IFPREFIX: names this run's namespace (NS=apl-NAME-PID) and its
+  # wg-quick interface (IFACE=IFPREFIXPID), makes its temp dir (bench_tmp apl-NAME-bench) and
+  # sets CONF, the interface's config file in it
+  NS=apl-$1-$$
+  IFACE=$2$$
+  bench_tmp "apl-$1-bench"
+  CONF=$TMP/$IFACE.conf
 }
 
 finish_tmp() { # finish_tmp RC LOG...: on failure shows the logs' last lines and keeps $TMP (as

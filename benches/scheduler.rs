@@ -28,32 +28,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use appliance::control::{self, Request};
 use appliance::model::{Actor, AuditEntry, JobRecord};
 use appliance::sched::{Action, JobId, JobSpec, Webhook};
 use appliance::scheduler::{self, Handle};
 use appliance::store::Store;
 use appliance::webhook::{Executor, NetPolicy};
 use jiff::{SignedDuration, Timestamp};
-use redb::{Database, Durability, TableDefinition};
+use redb::{Database, TableDefinition};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-#[path = "support/parts.rs"]
-mod parts;
-use parts::{report, Parts};
-#[path = "support/raid_job.rs"]
-mod raid_job;
-
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-use temp_dir::TempDir;
-#[path = "support/webhook_sink.rs"]
-mod webhook_sink;
-use webhook_sink::{start_sink, Hits};
-
-/// The baseline's table in its own fresh database.
-const BARE: TableDefinition<u64, &[u8]> = TableDefinition::new("bare");
+#[path = "support/mod.rs"]
+#[allow(dead_code)] // each bench uses its own share of it
+mod support;
+use support::bare_commits::bare_commits;
+use support::serve::Served;
+use support::temp_dir::TempDir;
+use support::webhook_sink::{start_sink, Hits};
+use support::{parts, raid_job};
 
 /// Sequential creates per round, and the concurrent split (callers x creates each).
 const CREATES: usize = 512;
@@ -171,34 +163,6 @@ async fn stop_jobs(jobs: Handle, tx: watch::Sender<bool>, task: tokio::task::Joi
 // ---------------------------------------------------------------------------------------------
 // 1. Creates per second
 
-/// Bare redb: `n` write transactions (`Durability::Immediate`) of one `size`-byte insert each,
-/// from `callers` threads. Returns commits/s.
-fn bare_commits(dir: &TempDir, n: usize, callers: usize, size: usize) -> f64 {
-    let db = Arc::new(Database::create(dir.0.join("bare.redb")).unwrap());
-    let value = vec![b'x'; size];
-    let next = Arc::new(AtomicUsize::new(0));
-    let t0 = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..callers {
-            let (db, next, value) = (db.clone(), next.clone(), &value);
-            s.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let mut txn = db.begin_write().unwrap();
-                txn.set_durability(Durability::Immediate);
-                {
-                    let mut t = txn.open_table(BARE).unwrap();
-                    t.insert(i as u64, value.as_slice()).unwrap();
-                }
-                txn.commit().unwrap();
-            });
-        }
-    });
-    n as f64 / t0.elapsed().as_secs_f64()
-}
-
 /// `Store::insert_job` (job row + audit entry in one durable transaction) `n` times from
 /// `callers` threads on a fresh appliance database, records built beforehand. Returns
 /// inserts/s.
@@ -272,7 +236,9 @@ async fn appliance_creates(n: usize, callers: usize) -> (f64, f64) {
                 if i >= bodies.len() {
                     break;
                 }
-                jobs.create(&bodies[i], &actor).await.expect("create");
+                // Decoded here, as the API route does before it calls `create`.
+                let job = appliance::sched::JobDraft::from_value(&bodies[i]).expect("a job");
+                jobs.create(job, &actor).await.expect("create");
             }
         });
     }
@@ -322,10 +288,11 @@ async fn bench_creates(out: &mut String) {
     for round in 1..=CREATE_ROUNDS {
         for callers in [1, CALLERS] {
             let dir = TempDir::new("sched", "bare");
-            let bare =
-                tokio::task::spawn_blocking(move || bare_commits(&dir, CREATES, callers, row_size))
-                    .await
-                    .unwrap();
+            let bare = tokio::task::spawn_blocking(move || {
+                bare_commits(&dir.0, CREATES, callers, row_size)
+            })
+            .await
+            .unwrap();
             let (app, per_batch) = appliance_creates(CREATES, callers).await;
             let syncs = tokio::task::spawn_blocking(|| fsync_probe(200))
                 .await
@@ -421,56 +388,10 @@ fn tree_decode(db: &Path) -> (f64, usize) {
 /// Spawns `appliance serve` on `dir`; returns (socket file exists, control socket answers),
 /// in ms since spawn, then stops it with SIGTERM.
 fn serve_once(bin: &Path, dir: &TempDir) -> (f64, f64) {
-    let sock = dir.0.join("control.sock");
-    let _ = std::fs::remove_file(&sock);
-    let t0 = Instant::now();
-    let mut child = Command::new(bin)
-        .arg("--data-dir")
-        .arg(&dir.0)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn appliance");
-    let deadline = Duration::from_secs(60);
-    while !sock.exists() {
-        if t0.elapsed() > deadline {
-            let _ = child.kill();
-            panic!("control.sock did not appear");
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("appliance serve exited early: {st}");
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let exists = t0.elapsed().as_secs_f64() * 1e3;
-    let ready = loop {
-        match control::request(&sock, &Request::PeerList) {
-            Ok(_) => break t0.elapsed().as_secs_f64() * 1e3,
-            Err(e) if t0.elapsed() > deadline => {
-                let _ = child.kill();
-                panic!("control socket never answered: {e}");
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(1)),
-        }
-    };
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let t1 = Instant::now();
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if t1.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    (exists, ready)
+    let mut served = Served::start(bin, &dir.0);
+    let times = (served.socket_ms(), served.ready_ms());
+    served.stop();
+    times
 }
 
 async fn bench_startup(out: &mut String) {
@@ -854,25 +775,9 @@ async fn bench_lateness(out: &mut String) {
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
-    let Some(parts) = Parts::from_args("scheduler") else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let t0 = Instant::now();
-    let mut out = String::new();
-    rt.block_on(async {
-        if parts.run("creates") {
-            bench_creates(&mut out).await;
-        }
-        if parts.run("startup") {
-            bench_startup(&mut out).await;
-        }
-        if parts.run("lateness") {
-            bench_lateness(&mut out).await;
-        }
+    parts::main("scheduler", async |parts, out| {
+        parts.part("creates", bench_creates(out)).await;
+        parts.part("startup", bench_startup(out)).await;
+        parts.part("lateness", bench_lateness(out)).await;
     });
-    report("scheduler", t0, &out);
 }

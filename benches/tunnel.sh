@@ -4,10 +4,11 @@
 #
 #   sudo benches/tunnel.sh            # as root; prints a markdown results block on stdout
 #
-# What it does: `cargo build --release`; creates its own network namespace (loopback only);
-# inside it runs `appliance init --endpoint 127.0.0.1:PORT --listen-port PORT`, `appliance serve`
-# (RUST_LOG=warn), `appliance peer add`, writes the printed config to <iface>.conf and brings it
-# up with `wg-quick up` (WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go). Then it measures:
+# What it does: `cargo build --release --bin appliance` (unless BIN names a binary); creates its
+# own network namespace (loopback only); inside it runs `appliance init --endpoint
+# 127.0.0.1:PORT --listen-port PORT`, `appliance serve` (RUST_LOG=warn), `appliance peer add`,
+# writes the printed config to <iface>.conf and brings it up with `wg-quick up`
+# (WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go). Then it measures:
 #   a. ms from the start of `wg-quick up` to the first HTTP 200 of /api/v1/health (5 down/up
 #      cycles, median);
 #   b. requests/s of `wrk -t2 -c64 -d10s` on /api/v1/health through the tunnel, against the same
@@ -29,25 +30,16 @@
 # `serve` gets `--max-connections-per-peer 2*64` where it has that flag, so that wrk's 64
 # connections from one peer measure serving, not the per-peer cap's 429s.
 #
-# Knobs (environment): ROUNDS (3), WRK_DURATION (10s), UP_REPS (5), PING_COUNT (20000),
-# PING_SIZE (1392), PING_PRELOAD (32), IDLE_S (10), MAX_RUNTIME_S (900), KEEP_TMP (0).
+# Knobs (environment): BIN (the appliance binary; default: the release build), ROUNDS (3),
+# WRK_DURATION (10s), UP_REPS (5), PING_COUNT (20000), PING_SIZE (1392), PING_PRELOAD (32),
+# IDLE_S (10), MAX_RUNTIME_S (900), KEEP_TMP (0).
 # Missing tools are installed from Debian with apt-get (nginx comes from nginx-light).
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
-. benches/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROUNDS=${ROUNDS:-3}
-WRK_DURATION=${WRK_DURATION:-10s}
+knobs ROUNDS=3 WRK_DURATION=10s UP_REPS=5 PING_COUNT=20000 PING_SIZE=1392 PING_PRELOAD=32 \
+  IDLE_S=10 MAX_RUNTIME_S=900 KEEP_TMP=0
 WRK_THREADS=2
 WRK_CONNS=64
-UP_REPS=${UP_REPS:-5}
-PING_COUNT=${PING_COUNT:-20000}
-PING_SIZE=${PING_SIZE:-1392}
-PING_PRELOAD=${PING_PRELOAD:-32}
-IDLE_S=${IDLE_S:-10}
-MAX_RUNTIME_S=${MAX_RUNTIME_S:-900}
-KEEP_TMP=${KEEP_TMP:-0}
 
 APPLIANCE_IP=10.88.88.1
 API_PORT=8888
@@ -77,20 +69,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   timeout 600 env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
-command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH"
-
-log "cargo build --release"
-timeout 1800 cargo build --release >&2
-BIN=$ROOT/target/release/appliance
-[ -x "$BIN" ] || die "$BIN was not built"
+release_bin
 
 # ---------------------------------------------------------------------------------------------
 # Our namespace, temp dir, and the cleanup that removes them
 
-NS=apl-bench-$$
-IFACE=wgb$$
-bench_tmp apl-tunnel-bench
-CONF=$TMP/$IFACE.conf
+one_ns_run tunnel wgb
 APP_PID=
 NGINX_PID=
 WATCHDOG=

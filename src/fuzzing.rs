@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::control::{self, Request};
 use crate::sched::apscheduler;
-use crate::sched::{CronExpr, JobSpec, Trigger, Zone};
+use crate::sched::{CronExpr, JobDraft, JobSpec, Trigger, Zone};
 use crate::tunnel::{PeerConfig, Router, MAX_DATAGRAM};
 
 /// A fuzz target: its name (the directory under `fuzz/corpus/` and the cargo-fuzz binary) and
@@ -236,10 +236,13 @@ pub fn http_gate(data: &[u8]) {
     }
 }
 
-/// `job_spec`: a job's JSON as the API receives it, into [`JobSpec::from_json`]; a second JSON
-/// value in the same input is applied as a PATCH with [`JobSpec::patched`]. Checks the
-/// documented round trip `from_json(to_json(spec)) == spec` and that a parsed trigger's next
-/// fires are strictly increasing.
+/// `job_spec`: a job's JSON as the API receives it (a `Value`), through the one decoder
+/// ([`JobDraft::from_value`], then [`JobDraft::finish`] at a fixed "now"); a second JSON value
+/// in the same input is applied as a PATCH with [`JobSpec::patched`]. Checks that the same JSON
+/// as text ([`JobDraft::from_slice`]) decodes to the same spec or the same refusal, the
+/// documented round trip through the stored text (`Deserialize for JobSpec` of
+/// [`JobSpec::to_json`] gives the spec back), and that a parsed trigger's next fires are
+/// strictly increasing.
 pub fn job_spec(data: &[u8]) {
     let now = Timestamp::from_second(NOW_SECONDS).expect("a valid instant");
     let mut values = serde_json::Deserializer::from_slice(data).into_iter::<Value>();
@@ -247,7 +250,14 @@ pub fn job_spec(data: &[u8]) {
         return;
     };
     let patch = values.next().and_then(Result::ok);
-    let base = match JobSpec::from_json(&first, Some(now)) {
+    let decoded = JobDraft::from_value(&first).and_then(|d| d.finish(Some(now)));
+    let text = serde_json::to_vec(&first).expect("a value serialises");
+    let from_text = JobDraft::from_slice(&text).and_then(|d| d.finish(Some(now)));
+    assert_eq!(
+        decoded, from_text,
+        "a value and its text decode differently: {first}"
+    );
+    let base = match decoded {
         Ok(spec) => spec,
         Err(e) => {
             let _ = e.to_string();
@@ -264,8 +274,9 @@ pub fn job_spec(data: &[u8]) {
 
 fn check_spec(spec: &JobSpec, now: Timestamp) {
     let json = spec.to_json();
-    let again = JobSpec::from_json(&json, None)
-        .unwrap_or_else(|e| panic!("to_json wrote a spec from_json refuses: {e}: {json}"));
+    let stored = serde_json::to_vec(&json).expect("a spec serialises");
+    let again: JobSpec = serde_json::from_slice(&stored)
+        .unwrap_or_else(|e| panic!("to_json wrote a spec the decoder refuses: {e}: {json}"));
     assert_eq!(&again, spec, "the spec did not round-trip through {json}");
     let _ = spec.redacted_json();
     fires_increase(&spec.trigger, now);
@@ -375,8 +386,9 @@ pub fn control_request(data: &[u8]) {
 
 /// `schedulezero_trigger`: the `trigger` object of a ScheduleZero `POST /api/schedule` (an
 /// APScheduler `date`, `interval` or `cron` form) into [`apscheduler::translate`], then the job
-/// spec the route builds from it into [`JobSpec::from_json`] at a fixed "now", as the route
-/// does. What `translate` accepts, `from_json` may refuse only for lying in the past (a
+/// spec the route builds from it into the job decoder ([`JobDraft::from_value`], finished at a
+/// fixed "now"), as the route does. What `translate` accepts, the decoder may refuse only for
+/// lying in the past (a
 /// `run_date` or an `end_date` not after its start or now: `trigger.at`, `trigger.end`);
 /// any other refusal means `translate` wrote a trigger our parser does not take. An accepted
 /// spec round-trips and fires strictly forward like every other spec.
@@ -405,7 +417,7 @@ pub fn schedulezero_trigger(data: &[u8]) {
         spec["jitter"] = Value::String(j);
     }
     let now = Timestamp::from_second(NOW_SECONDS).expect("a valid instant");
-    match JobSpec::from_json(&spec, Some(now)) {
+    match JobDraft::from_value(&spec).and_then(|d| d.finish(Some(now))) {
         Ok(spec) => check_spec(&spec, now),
         Err(e) => assert!(
             matches!(e.field.as_str(), "trigger.at" | "trigger.end"),

@@ -58,16 +58,17 @@ fn wait_runs(
 }
 
 /// An appliance in `ns` with officer "olga" connected from `ns` itself, and handler peer
-/// `handler` connected from its own namespace over 192.0.2.0/24.
-fn with_officer_and_handler<'a, 'h>(
+/// `handler` connected from `handler_ns` over 192.0.2.0/24.
+fn with_officer_and_handler<'a>(
     ns: &'a Netns,
+    handler_ns: &'a Netns,
     handler: &str,
-) -> (Appliance<'a>, WgClient<'a>, &'h Netns, WgClient<'h>) {
+) -> (Appliance<'a>, WgClient<'a>, WgClient<'a>) {
     let app = Appliance::start(ns);
     let conf = app.peer_add("olga", "officer");
     let olga = connect(ns, &app, &conf);
-    let (handler_ns, client) = remote_peer(ns, &app, handler, "handler", "192.0.2");
-    (app, olga, handler_ns, client)
+    let client = remote_peer(ns, &app, handler_ns, handler, "handler", "192.0.2");
+    (app, olga, client)
 }
 
 /// The id of the job's (first) run, once there is one.
@@ -214,8 +215,10 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
         return;
     }
     let ns = Netns::new("hcall");
-    let (mut app, _olga, bot_ns, _bot) = with_officer_and_handler(&ns, "bot");
-    let (eve_ns, _eve) = remote_peer(&ns, &app, "eve", "handler", "198.51.100");
+    let bot_ns = Netns::new("bot");
+    let (mut app, _olga, _bot) = with_officer_and_handler(&ns, &bot_ns, "bot");
+    let eve_ns = Netns::new("eve");
+    let _eve = remote_peer(&ns, &app, &eve_ns, "eve", "handler", "198.51.100");
 
     // Nobody registered yet: the officer cannot schedule a call to bot.
     let at = after(3);
@@ -238,7 +241,7 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
         (json!({"methods": ["echo", "echo"]}), "methods.1"),
         (json!({"methods": ["echo"], "name": "bot"}), "name"),
     ] {
-        refused(bot_ns, "PUT", "/api/v1/handler", Some(&body), 400, field);
+        refused(&bot_ns, "PUT", "/api/v1/handler", Some(&body), 400, field);
     }
     let v = expect(
         &ns,
@@ -249,7 +252,7 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
     );
     assert_eq!(v["error"]["code"], "forbidden_role");
     let v = expect(
-        bot_ns,
+        &bot_ns,
         "PUT",
         "/api/v1/handler",
         Some(&json!({"methods": ["echo", "slow"]})),
@@ -257,7 +260,7 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
     );
     assert_eq!(v, json!({"handler_id": "bot", "methods": ["echo", "slow"]}));
     expect(
-        eve_ns,
+        &eve_ns,
         "PUT",
         "/api/v1/handler",
         Some(&json!({"methods": ["echo"]})),
@@ -281,7 +284,7 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
         ("GET", "/api/v1/runs"),
     ] {
         let v = expect(
-            bot_ns,
+            &bot_ns,
             m,
             p,
             if m == "POST" { Some(&job) } else { None },
@@ -303,7 +306,7 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
         (json!([1]), "body"),
     ] {
         refused(
-            bot_ns,
+            &bot_ns,
             "POST",
             "/api/v1/tasks/lease",
             Some(&body),
@@ -314,29 +317,28 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
 
     // bot long-polls before the job is even created; the call is returned as soon as it is due.
     let job_id = create(&ns, &job);
-    let poll = {
-        let bot_ns: &'static Netns = bot_ns;
-        std::thread::spawn(move || {
+    let (s, v, got_at) = std::thread::scope(|scope| {
+        let poll = scope.spawn(|| {
             let (s, v) = call(
-                bot_ns,
+                &bot_ns,
                 "POST",
                 "/api/v1/tasks/lease",
                 Some(&json!({"wait_s": 20, "max": 10, "lease_s": 30})),
                 &["--max-time", "30"],
             );
             (s, v, Timestamp::now())
-        })
-    };
-    // eve asks for work too, but nothing is addressed to her.
-    let v = expect(
-        eve_ns,
-        "POST",
-        "/api/v1/tasks/lease",
-        Some(&json!({"wait_s": 5})),
-        200,
-    );
-    assert_eq!(v, json!({"tasks": []}), "eve got bot's task");
-    let (s, v, got_at) = poll.join().unwrap();
+        });
+        // eve asks for work too, but nothing is addressed to her.
+        let v = expect(
+            &eve_ns,
+            "POST",
+            "/api/v1/tasks/lease",
+            Some(&json!({"wait_s": 5})),
+            200,
+        );
+        assert_eq!(v, json!({"tasks": []}), "eve got bot's task");
+        poll.join().unwrap()
+    });
     assert_eq!(s, 200, "{v}");
     let tasks = v["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 1, "{v}");
@@ -389,18 +391,18 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
     // eve cannot touch bot's task; bad input to heartbeat, ack and fail names the field.
     let tp = |verb: &str| format!("/api/v1/tasks/{id}/{verb}");
     for verb in ["heartbeat", "ack"] {
-        let v = expect(eve_ns, "POST", &tp(verb), Some(&json!({})), 409);
+        let v = expect(&eve_ns, "POST", &tp(verb), Some(&json!({})), 409);
         assert_eq!(v["error"]["code"], "lease_lost", "{v}");
     }
     expect(
-        eve_ns,
+        &eve_ns,
         "POST",
         &tp("fail"),
         Some(&json!({"error": "x"})),
         409,
     );
     refused(
-        bot_ns,
+        &bot_ns,
         "POST",
         "/api/v1/tasks/nothex/ack",
         Some(&json!({})),
@@ -408,7 +410,7 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
         "id",
     );
     refused(
-        bot_ns,
+        &bot_ns,
         "POST",
         &format!("/api/v1/tasks/{}/ack", "0".repeat(32)),
         Some(&json!({})),
@@ -416,7 +418,7 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
         "id",
     );
     refused(
-        bot_ns,
+        &bot_ns,
         "POST",
         &tp("heartbeat"),
         Some(&json!({"lease_s": 3601})),
@@ -424,16 +426,16 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
         "lease_s",
     );
     refused(
-        bot_ns,
+        &bot_ns,
         "POST",
         &tp("heartbeat"),
         Some(&json!({"extend": 5})),
         400,
         "extend",
     );
-    refused(bot_ns, "POST", &tp("fail"), Some(&json!({})), 400, "error");
+    refused(&bot_ns, "POST", &tp("fail"), Some(&json!({})), 400, "error");
     refused(
-        bot_ns,
+        &bot_ns,
         "POST",
         &tp("fail"),
         Some(&json!({"error": "x", "retry": "yes"})),
@@ -441,7 +443,7 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
         "retry",
     );
     refused(
-        bot_ns,
+        &bot_ns,
         "POST",
         &tp("ack"),
         Some(&json!({"outcome": 1})),
@@ -449,7 +451,7 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
         "outcome",
     );
     let big = json!({"result": "x".repeat(70 * 1024)});
-    let (s, v) = call(bot_ns, "POST", &tp("ack"), Some(&big), &[]);
+    let (s, v) = call(&bot_ns, "POST", &tp("ack"), Some(&big), &[]);
     assert!(
         s == 413 && (v["error"]["field"] == "result" || v["error"]["field"] == "body"),
         "{s} {v}"
@@ -457,7 +459,7 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
 
     // A heartbeat extends the lease; the ack finishes the run with the result, once.
     let v = expect(
-        bot_ns,
+        &bot_ns,
         "POST",
         &tp("heartbeat"),
         Some(&json!({"lease_s": 10})),
@@ -467,7 +469,7 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
     let result = json!({"echo": {"x": 1}, "message_id": "42"});
     let ack = || {
         expect(
-            bot_ns,
+            &bot_ns,
             "POST",
             &tp("ack"),
             Some(&json!({"result": result})),
@@ -476,7 +478,7 @@ fn a_scheduled_call_reaches_its_handler_through_a_long_poll_and_roles_hold() {
     };
     assert_eq!(ack()["repeated"], false);
     assert_eq!(ack()["repeated"], true, "a repeated ack is idempotent");
-    expect(bot_ns, "POST", &tp("heartbeat"), Some(&json!({})), 409);
+    expect(&bot_ns, "POST", &tp("heartbeat"), Some(&json!({})), 409);
     let runs = runs_of(&ns, &job_id);
     let r = &runs[0];
     assert_eq!(r["status"], "succeeded", "{r}");
@@ -508,8 +510,9 @@ fn tasks_survive_crashed_handlers_offline_handlers_and_appliance_restarts() {
         return;
     }
     let ns = Netns::new("hdur");
-    let (mut app, _olga, bot_ns, _bot) = with_officer_and_handler(&ns, "hbot");
-    let mut bot = Handler::start(bot_ns);
+    let bot_ns = Netns::new("hbot");
+    let (mut app, _olga, _bot) = with_officer_and_handler(&ns, &bot_ns, "hbot");
+    let mut bot = Handler::start(&bot_ns);
     bot.kill9();
 
     // 1. Offline when the job fires: the run waits as queued, across a kill -9 of the
@@ -530,7 +533,7 @@ fn tasks_survive_crashed_handlers_offline_handlers_and_appliance_restarts() {
     app.serve();
     wait_api(&ns, &app);
     assert_eq!(runs_of(&ns, &offline)[0]["status"], "queued");
-    bot.restart(bot_ns);
+    bot.restart(&bot_ns);
     let runs = wait_runs(
         &ns,
         &app,
@@ -551,7 +554,7 @@ fn tasks_survive_crashed_handlers_offline_handlers_and_appliance_restarts() {
     bot.wait_event("lease", &crash_run, 1, Duration::from_secs(15));
     bot.kill9();
     let killed_at = Instant::now();
-    bot.restart(bot_ns);
+    bot.restart(&bot_ns);
     let leases = bot.wait_event("lease", &crash_run, 2, Duration::from_secs(20));
     assert_eq!(leases[1]["attempt"], 2, "{leases:?}");
     assert!(

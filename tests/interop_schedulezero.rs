@@ -140,12 +140,23 @@ fn a_schedulezero_client_works_unchanged_through_the_tunnel() {
     let app = Appliance::start(&ns);
     let olga_conf = app.peer_add("olga", "officer");
     let _olga = connect(&ns, &app, &olga_conf);
-    let (bot_ns, _bot) = remote_peer(&ns, &app, "bot", "handler", "192.0.2");
-    let (vic_ns, _vic) = remote_peer(&ns, &app, "vic", "viewer", "198.51.100");
-    let (ada_ns, _ada) = remote_peer(&ns, &app, "ada", "admin", "203.0.113");
-    let _handler = Handler::start(bot_ns);
-    let (dd_ns, _dd) = remote_peer(&ns, &app, "ding-dong-handler", "handler", "100.64.9");
-    let ding_dong = DingDong::start(dd_ns);
+    let bot_ns = Netns::new("bot");
+    let _bot = remote_peer(&ns, &app, &bot_ns, "bot", "handler", "192.0.2");
+    let vic_ns = Netns::new("vic");
+    let _vic = remote_peer(&ns, &app, &vic_ns, "vic", "viewer", "198.51.100");
+    let ada_ns = Netns::new("ada");
+    let _ada = remote_peer(&ns, &app, &ada_ns, "ada", "admin", "203.0.113");
+    let _handler = Handler::start(&bot_ns);
+    let dd_ns = Netns::new("ding-dong-handler");
+    let _dd = remote_peer(
+        &ns,
+        &app,
+        &dd_ns,
+        "ding-dong-handler",
+        "handler",
+        "100.64.9",
+    );
+    let ding_dong = DingDong::start(&dd_ns);
     assert!(
         wait_until(Duration::from_secs(30), || {
             expect(&ns, "GET", "/api/handlers", None, 200)
@@ -428,7 +439,7 @@ fn a_schedulezero_client_works_unchanged_through_the_tunnel() {
     }
     refused(&ns, "DELETE", "/api/schedules/ding-dong-9", None, 404, "id");
     refused(
-        ada_ns,
+        &ada_ns,
         "POST",
         "/api/executions/clear",
         Some(&json!({"all": true})),
@@ -458,7 +469,7 @@ fn a_schedulezero_client_works_unchanged_through_the_tunnel() {
                         "job_params": {"channel_id": "777"},
                         "trigger": {"type": "interval", "hours": 1}});
     expect(&ns, "POST", "/api/schedule", Some(&secret), 201);
-    let seen = expect(vic_ns, "GET", "/api/schedules", None, 200);
+    let seen = expect(&vic_ns, "GET", "/api/schedules", None, 200);
     let full = expect(&ns, "GET", "/api/schedules", None, 200);
     let handler_calls = |v: &Value| -> Vec<Value> {
         v["schedules"]
@@ -483,26 +494,26 @@ fn a_schedulezero_client_works_unchanged_through_the_tunnel() {
     );
     assert!(!seen.to_string().contains("777"), "{seen}");
     expect(&ns, "DELETE", "/api/schedules/viewer-check", None, 200);
-    expect(vic_ns, "GET", "/api/executions", None, 200);
+    expect(&vic_ns, "GET", "/api/executions", None, 200);
     for (m, p, b) in [
         ("POST", "/api/schedule", Some(&call_ok)),
         ("POST", "/api/run_now", Some(&call_ok)),
         ("DELETE", "/api/schedules/x", None),
         ("POST", "/api/executions/clear", None),
     ] {
-        let v = expect(vic_ns, m, p, b, 403);
+        let v = expect(&vic_ns, m, p, b, 403);
         assert_eq!(v["error"]["code"], "forbidden_role", "{m} {p}: {v}");
     }
     expect(&ns, "POST", "/api/executions/clear", None, 403);
-    expect(bot_ns, "GET", "/api/schedules", None, 403);
+    expect(&bot_ns, "GET", "/api/schedules", None, 403);
 
     // Admins clear the finished history, audited.
-    let v = expect(ada_ns, "POST", "/api/executions/clear", None, 200);
+    let v = expect(&ada_ns, "POST", "/api/executions/clear", None, 200);
     assert_eq!(v["status"], "success");
     assert!(v["cleared"].as_u64().unwrap() >= 4, "{v}");
     let after = expect(&ns, "GET", "/api/executions", None, 200);
     assert_eq!(after["count"], 0, "{after}");
-    let audit = expect(ada_ns, "GET", "/api/v1/audit?limit=5", None, 200);
+    let audit = expect(&ada_ns, "GET", "/api/v1/audit?limit=5", None, 200);
     assert!(
         audit.to_string().contains("runs.clear"),
         "clearing is audited: {audit}"

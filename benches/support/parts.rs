@@ -1,8 +1,27 @@
 //! What the harness-less benches' `main` shares: starting only under `cargo bench`, choosing
-//! the named parts (`cargo bench --bench scheduler -- startup`), and the report heading.
-//! Included by the benches with `#[path]` (each bench is its own crate).
+//! the named parts (`cargo bench --bench scheduler -- startup`), the tokio runtime, and the
+//! report heading. Included by the benches with `#[path]` (each bench is its own crate).
+#![allow(clippy::disallowed_methods)] // benchmark: times the whole run
 
+use std::future::Future;
 use std::time::Instant;
+
+/// The whole `main` of a bench made of parts: returns at once under `cargo test` (see
+/// [`Parts::from_args`]), else runs `body` on a multi-thread tokio runtime — each part it runs
+/// through [`Parts::part`] appends its markdown to the report — and prints the report.
+pub fn main(bench: &str, body: impl AsyncFnOnce(&Parts, &mut String)) {
+    let Some(parts) = Parts::from_args(bench) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("build the tokio runtime");
+    let started = Instant::now();
+    let mut out = String::new();
+    rt.block_on(body(&parts, &mut out));
+    report(bench, started, &out);
+}
 
 /// The parts named on the command line (all when none is named).
 pub struct Parts(Vec<String>);
@@ -28,6 +47,14 @@ impl Parts {
     /// Whether the part `name` runs.
     pub fn run(&self, name: &str) -> bool {
         self.0.is_empty() || self.0.iter().any(|o| o == name)
+    }
+
+    /// Runs the part `name` (a future not yet polled, so nothing of it runs otherwise) when
+    /// [`Parts::run`] says so.
+    pub async fn part(&self, name: &str, part: impl Future<Output = ()>) {
+        if self.run(name) {
+            part.await;
+        }
     }
 }
 

@@ -7,15 +7,14 @@
 use hyper::StatusCode;
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::body::{self, Body};
 use super::routes::JobRoute;
-use super::view::{self, RunView};
+use super::view::{self, JobView, RunView};
 use super::{json_response, ok, ApiError, ApiResult, Ctx, Need};
 use crate::model::{RunFilter, RunRecord, RunStatus};
-use crate::sched::JobId;
-use crate::sched::SpecError;
+use crate::sched::{JobDraft, JobId, SpecError};
 use crate::scheduler::{
     sort_key, ChangeError, CreateError, JobEntry, JobNotFound, NameTaken, RunNowError,
     ShuttingDown, TestError, UpdateError,
@@ -135,10 +134,38 @@ impl From<TestError> for ApiError {
 /// A job for this caller: read-only roles see the webhook as scheme, host and fingerprint.
 fn view(ctx: &Ctx<'_>, e: &JobEntry) -> Value {
     if ctx.require(Need::Operate).is_ok() {
-        e.to_json()
+        JobView::full(e).to_json()
     } else {
-        e.to_json_for_viewer(&ctx.service.url_fingerprint_key())
+        JobView::for_viewer(e, &ctx.service.url_fingerprint_key()).to_json()
     }
+}
+
+/// The request's job (create, test), decoded into the checked type before anything else
+/// happens; a 400 naming the field otherwise.
+fn job_body(ctx: &Ctx<'_>, defaults: Option<&Map<String, Value>>) -> Result<JobDraft, ApiError> {
+    let body = ctx
+        .body
+        .as_ref()
+        .ok_or_else(|| ApiError::bad_request("body", "this request needs a JSON body (the job)"))?;
+    match (body, defaults) {
+        (Value::Object(obj), Some(defaults)) => {
+            let mut obj = obj.clone();
+            for (k, v) in defaults {
+                obj.entry(k).or_insert_with(|| v.clone());
+            }
+            JobDraft::from_value(&Value::Object(obj))
+        }
+        _ => JobDraft::from_value(body),
+    }
+    .map_err(invalid)
+}
+
+/// What a test body may leave out, as it is not needed to send: a name and a trigger.
+fn test_defaults() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("name".into(), json!("test"));
+    m.insert("trigger".into(), json!({"every": "1h"}));
+    m
 }
 
 fn parse_id(s: &str) -> Result<JobId, ApiError> {
@@ -157,11 +184,9 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> A
     match route {
         JobRoute::List => list(ctx),
         JobRoute::Create => {
-            let body = ctx.body.as_ref().ok_or_else(|| {
-                ApiError::bad_request("body", "this request needs a JSON body (the job)")
-            })?;
-            let entry = jobs(ctx)?.create(body, &ctx.caller.actor()).await?;
-            let mut r = json_response(StatusCode::CREATED, entry.to_json());
+            let job = job_body(ctx, None)?;
+            let entry = jobs(ctx)?.create(job, &ctx.caller.actor()).await?;
+            let mut r = json_response(StatusCode::CREATED, JobView::full(&entry).to_json());
             r.headers_mut().insert(
                 hyper::header::LOCATION,
                 hyper::header::HeaderValue::from_str(&format!("/api/v1/jobs/{}", entry.record.id))
@@ -170,10 +195,8 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> A
             Ok(r)
         }
         JobRoute::Test => {
-            let body = ctx.body.as_ref().ok_or_else(|| {
-                ApiError::bad_request("body", "this request needs a JSON body (the job)")
-            })?;
-            let r = jobs(ctx)?.test_action(body, &ctx.caller.actor()).await?;
+            let job = job_body(ctx, Some(&test_defaults()))?;
+            let r = jobs(ctx)?.test_action(job, &ctx.caller.actor()).await?;
             ok(json!({"status": r.status, "ok": r.succeeded(), "error": r.error}))
         }
         JobRoute::Get => {
@@ -188,7 +211,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> A
             let id = id()?;
             let patch = ctx.object().map(|o| Value::Object(o.clone()))?;
             let e = jobs(ctx)?.patch(id, &patch, &ctx.caller.actor()).await?;
-            ok(e.to_json())
+            ok(JobView::full(&e).to_json())
         }
         JobRoute::Delete => {
             let id = id()?;
@@ -203,7 +226,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> A
             let e = jobs(ctx)?
                 .set_paused(id, true, false, &ctx.caller.actor())
                 .await?;
-            ok(e.to_json())
+            ok(JobView::full(&e).to_json())
         }
         JobRoute::Resume => {
             let id = id()?;
@@ -217,7 +240,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> A
             let e = jobs(ctx)?
                 .set_paused(id, false, catch_up, &ctx.caller.actor())
                 .await?;
-            ok(e.to_json())
+            ok(JobView::full(&e).to_json())
         }
         JobRoute::Run => {
             let id = id()?;
@@ -456,5 +479,182 @@ mod tests {
             Some(true)
         );
         assert_eq!(decode(json!({"catch_up": null})).unwrap().catch_up, None);
+    }
+
+    mod over_http {
+        use hyper::Method;
+        use serde_json::{json, Value};
+
+        use crate::api::tests::{call, call_as};
+        use crate::store::testing::Disk;
+
+        fn job() -> Value {
+            json!({
+                "name": "raid-reminder",
+                "trigger": {"cron": "45 19 * * THU", "timezone": "Europe/Berlin"},
+                "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/t"}},
+            })
+        }
+
+        fn refusal(field: &str, message: &str) -> Value {
+            json!({"error": {"code": "invalid", "field": field, "message": message}})
+        }
+
+        /// The audit trail's actions, newest first.
+        async fn audited(service: &crate::service::Appliance) -> Vec<Value> {
+            let (_, audit) = call(service, Method::GET, "/api/v1/audit", None).await;
+            audit["entries"]
+                .as_array()
+                .expect("entries")
+                .iter()
+                .map(|e| e["action"].clone())
+                .collect()
+        }
+
+        /// A create body is decoded into the checked spec before anything happens: a wrongly
+        /// typed or unknown field deep inside is a 400 naming its full path, and nothing is
+        /// stored or audited.
+        #[tokio::test]
+        async fn a_create_body_is_refused_by_the_full_path_of_its_field() {
+            let disk = Disk::default();
+            let service = crate::api::tests::service_on(&disk);
+            let post = |body: Value| call(&service, Method::POST, "/api/v1/jobs", Some(body));
+            let mut bad = job();
+            bad["action"]["webhook"]["headers"] = json!({"X-Count": 1});
+            assert_eq!(
+                post(bad).await,
+                (
+                    hyper::StatusCode::BAD_REQUEST,
+                    refusal("action.webhook.headers.X-Count", "must be a string")
+                )
+            );
+            let mut bad = job();
+            bad["trigger"]["tz"] = json!("UTC");
+            assert_eq!(
+                post(bad).await.1,
+                refusal(
+                    "trigger.tz",
+                    "unknown field; remove it (allowed here: cron, timezone, start, end)"
+                )
+            );
+            let mut bad = job();
+            bad["retry"] = json!({"attempts": 2.5});
+            assert_eq!(
+                post(bad).await.1,
+                refusal("retry.attempts", "must be a whole number from 1 to 10")
+            );
+            let (_, list) = call(&service, Method::GET, "/api/v1/jobs", None).await;
+            assert_eq!(list["jobs"], json!([]));
+            assert_eq!(audited(&service).await, Vec::<Value>::new());
+
+            // An `every` without `start` starts at the scheduler's time of the create: the
+            // time its record carries.
+            let mut every = job();
+            every["trigger"] = json!({"every": "1h"});
+            let (status, created) = post(every).await;
+            assert_eq!(status, hyper::StatusCode::CREATED, "{created}");
+            let start: jiff::Timestamp = created["trigger"]["start"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let at: jiff::Timestamp = created["created_at"].as_str().unwrap().parse().unwrap();
+            assert_eq!(start.as_millisecond(), at.as_millisecond());
+        }
+
+        /// A PATCH is merged into the job's JSON, then decoded like a create: a result that is
+        /// not a valid job is refused naming the field, and the job stays as it was.
+        #[tokio::test]
+        async fn a_patch_that_makes_the_job_invalid_is_refused_and_nothing_changes() {
+            let disk = Disk::default();
+            let service = crate::api::tests::service_on(&disk);
+            let (status, created) = call(&service, Method::POST, "/api/v1/jobs", Some(job())).await;
+            assert_eq!(status, hyper::StatusCode::CREATED, "{created}");
+            let path = format!("/api/v1/jobs/{}", created["id"].as_str().unwrap());
+            let patch = |body: Value| call(&service, Method::PATCH, &path, Some(body));
+            assert_eq!(
+                patch(json!({"retry": {"attempts": "3"}})).await,
+                (
+                    hyper::StatusCode::BAD_REQUEST,
+                    refusal("retry.attempts", "must be a whole number from 1 to 10")
+                )
+            );
+            assert_eq!(
+                patch(json!({"action": {"webhook": {"verb": "GET"}}}))
+                    .await
+                    .1,
+                refusal(
+                    "action.webhook.verb",
+                    "unknown field; remove it (allowed here: url, method, headers, body)"
+                )
+            );
+            assert_eq!(
+                patch(json!({"trigger": {"cron": null}})).await.1,
+                refusal(
+                    "trigger",
+                    "needs exactly one of at, every, cron; it has none"
+                )
+            );
+            let (_, now) = call(&service, Method::GET, &path, None).await;
+            assert_eq!(now, created, "the job is unchanged");
+            let rows = service.jobs().store.jobs().unwrap().rows;
+            assert_eq!(rows[0].spec.to_json(), {
+                let mut spec = created.clone();
+                for k in [
+                    "id",
+                    "next_fire_at",
+                    "created_at",
+                    "updated_at",
+                    "created_by",
+                    "running",
+                ] {
+                    spec.as_object_mut().unwrap().remove(k);
+                }
+                spec
+            });
+            assert_eq!(audited(&service).await, vec![json!("job.create")]);
+
+            // A valid patch still goes through, and its reply is the view.
+            let (status, patched) = patch(json!({"retry": {"attempts": 3}})).await;
+            assert_eq!(status, hyper::StatusCode::OK, "{patched}");
+            assert_eq!(patched["retry"], json!({"attempts": 3, "backoff": "10s"}));
+            assert_eq!(patched["id"], created["id"]);
+        }
+
+        /// A test body is decoded the same way, with a name and a trigger it may leave out.
+        #[tokio::test]
+        async fn a_test_body_is_decoded_like_a_job() {
+            let disk = Disk::default();
+            let service = crate::api::tests::service_on(&disk);
+            let test = |body: Value| {
+                call_as(
+                    &service,
+                    ::peers::Role::Officer,
+                    Method::POST,
+                    "/api/v1/jobs/test",
+                    Some(body),
+                )
+            };
+            assert_eq!(
+                test(json!({"action": {"webhook": {"url": 5}}})).await.1,
+                refusal(
+                    "action.webhook.url",
+                    "must be a string such as \"https://discord.com/api/webhooks/…\""
+                )
+            );
+            assert_eq!(
+                test(json!({"action": {"webhook": {"url": "https://a.example/"}}, "colour": 1}))
+                    .await
+                    .1["error"]["field"],
+                json!("colour")
+            );
+            assert_eq!(
+                test(json!({"action": {"handler": {"id": "bot", "method": "m"}}}))
+                    .await
+                    .1["error"]["field"],
+                json!("action")
+            );
+            assert_eq!(audited(&service).await, Vec::<Value>::new());
+        }
     }
 }

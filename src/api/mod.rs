@@ -698,7 +698,7 @@ mod tests {
 
     /// A running service (scheduler included, no network driver) on a test disk.
     #[allow(clippy::disallowed_methods)] // a driver-side value: the service's start time
-    fn service_on(disk: &crate::store::testing::Disk) -> Arc<Appliance> {
+    pub(super) fn service_on(disk: &crate::store::testing::Disk) -> Arc<Appliance> {
         let store = Arc::new(disk.store());
         let server = crate::model::ServerRecord {
             private_key: ::peers::PrivateKey::generate(&mut rand_core::OsRng),
@@ -739,7 +739,7 @@ mod tests {
         }))
     }
 
-    async fn call(
+    pub(super) async fn call(
         service: &Appliance,
         method: Method,
         path: &str,
@@ -749,7 +749,7 @@ mod tests {
     }
 
     /// A request from a peer "leader" with this role (not looked up: the role is given).
-    async fn call_as(
+    pub(super) async fn call_as(
         service: &Appliance,
         role: ::peers::Role,
         method: Method,

@@ -26,7 +26,7 @@ use super::{deny_unknown_query, json_response, ok, ApiError, ApiResult, Ctx, Nee
 use crate::model::{RunFilter, RunRecord, RunStatus};
 use crate::sched::apscheduler;
 use crate::sched::SpecError;
-use crate::sched::{JobId, Trigger};
+use crate::sched::{JobDraft, JobId, Trigger};
 use crate::scheduler::{ChangeError, CreateError, Handle, JobEntry, RunNowError};
 
 /// Metadata key holding the ScheduleZero job id.
@@ -86,6 +86,11 @@ fn create_error(e: CreateError) -> ApiError {
         }
         CreateError::Store(_) | CreateError::ShuttingDown(_) => ApiError::internal(e),
     }
+}
+
+/// The job a route built, decoded as every job body is; a refusal in ScheduleZero's terms.
+fn sz_job(spec: &Value) -> Result<JobDraft, ApiError> {
+    JobDraft::from_value(spec).map_err(invalid)
 }
 
 fn run_now_error(e: RunNowError) -> ApiError {
@@ -358,7 +363,7 @@ async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
         .field("job_id"));
     }
     let entry = jobs
-        .create(&spec, &ctx.caller.actor())
+        .create(sz_job(&spec)?, &ctx.caller.actor())
         .await
         .map_err(create_error)?;
     Ok(json_response(
@@ -390,7 +395,10 @@ async fn run_now(ctx: &Ctx<'_>) -> ApiResult {
         "action": {"handler": {"id": handler, "method": method, "params": params}},
         "metadata": {SZ_RUN_NOW: true},
     });
-    let carrier = jobs.create(&spec, &actor).await.map_err(create_error)?;
+    let carrier = jobs
+        .create(sz_job(&spec)?, &actor)
+        .await
+        .map_err(create_error)?;
     let id = carrier.record.id;
     let run = jobs.run_now(id, &actor).await.map_err(run_now_error)?;
     match jobs.tasks.wait_finished(run, RUN_NOW_WAIT).await {

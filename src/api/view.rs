@@ -6,10 +6,12 @@
 //! API tests hold them to it.
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
 
 use crate::model::{Actor, AuditEntry, RunRecord, RunStatus};
 use crate::sched::JobId;
+use crate::scheduler::JobEntry;
 
 /// How many items to read for a page of `limit`: one more, which only tells whether another
 /// page follows.
@@ -28,6 +30,83 @@ pub fn page<T>(
     items.truncate(limit);
     let next = more.then(|| items.last().map(cursor)).flatten();
     (items, next)
+}
+
+/// A job in the replies of `/api/v1/jobs` (list, get, create, patch, pause, resume): the spec
+/// in the form a client writes it, with the bookkeeping a client reads beside it. Built from
+/// the job as the scheduler holds it ([`JobEntry`]: the record and its running count); the
+/// stored row is the store's own type.
+#[derive(Debug, Serialize)]
+pub struct JobView<'a> {
+    /// The spec's fields (`name`, `trigger`, `action`, `misfire_grace`, …, `metadata`), every
+    /// default written out, as [`JobSpec::to_json`] gives them; for read-only roles as
+    /// [`JobSpec::viewer_json`] does (webhook URL cut to its host, secrets `***`).
+    ///
+    /// [`JobSpec::to_json`]: crate::sched::JobSpec::to_json
+    /// [`JobSpec::viewer_json`]: crate::sched::JobSpec::viewer_json
+    #[serde(flatten)]
+    pub spec: Map<String, Value>,
+    /// The job's id, as 16 hex digits.
+    #[serde(serialize_with = "crate::sched::spec::job_id_hex::serialize")]
+    pub id: JobId,
+    /// The next fire the scheduler will take (none: paused, or nothing left to fire).
+    pub next_fire_at: Option<Timestamp>,
+    /// When the job was created (Unix milliseconds, shown as RFC 3339).
+    #[serde(serialize_with = "millis_rfc3339")]
+    pub created_at: u64,
+    /// When the job last changed (Unix milliseconds, shown as RFC 3339).
+    #[serde(serialize_with = "millis_rfc3339")]
+    pub updated_at: u64,
+    /// Peer name of the creator (`local` for the CLI).
+    pub created_by: &'a str,
+    /// Instances running now (webhook runs executing, handler calls queued or leased).
+    pub running: u32,
+}
+
+impl<'a> JobView<'a> {
+    /// The job as officers and admins see it: the whole spec.
+    pub fn full(e: &'a JobEntry) -> JobView<'a> {
+        JobView::with_spec(e, e.record.spec.to_json())
+    }
+
+    /// The job as read-only roles see it: the webhook URL as scheme and host with a
+    /// fingerprint keyed by `key`, allow-listed header values, no body, no handler params
+    /// (a URL, a header or a body can be enough to post to the channel).
+    pub fn for_viewer(e: &'a JobEntry, key: &[u8]) -> JobView<'a> {
+        JobView::with_spec(e, e.record.spec.viewer_json(key))
+    }
+
+    fn with_spec(e: &'a JobEntry, spec: Value) -> JobView<'a> {
+        let Value::Object(spec) = spec else {
+            unreachable!("a spec's JSON is an object")
+        };
+        let r = &e.record;
+        JobView {
+            spec,
+            id: r.id,
+            next_fire_at: r.next_fire_at,
+            created_at: r.created_at_ms,
+            updated_at: r.updated_at_ms,
+            created_by: &r.created_by,
+            running: e.running,
+        }
+    }
+
+    /// The reply body.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("a job view serialises")
+    }
+}
+
+/// Unix milliseconds as RFC 3339 (`""` beyond the years a timestamp holds, as before).
+fn millis_rfc3339<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+    match i64::try_from(*ms)
+        .ok()
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+    {
+        Some(t) => s.collect_str(&t),
+        None => s.serialize_str(""),
+    }
 }
 
 /// A run in `GET /api/v1/runs` (and `/api/v1/jobs/{id}/runs`).
@@ -184,7 +263,70 @@ impl EndpointView {
 
 #[cfg(test)]
 mod tests {
-    use super::{page, read_limit};
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::{page, read_limit, JobView};
+    use crate::model::JobRecord;
+    use crate::sched::{JobId, JobSpec};
+    use crate::scheduler::JobEntry;
+
+    /// A job with every kind of field: a webhook with a secret header and a body, a cron
+    /// trigger with a zone, metadata, a next fire, one instance running.
+    fn raid_job() -> JobEntry {
+        let spec = JobSpec::from_json(
+            &json!({
+                "name": "raid-reminder",
+                "trigger": {"cron": "45 19 * * THU", "timezone": "Europe/Berlin"},
+                "action": {"webhook": {
+                    "url": "https://discord.com/api/webhooks/123/secret-token?wait=true",
+                    "headers": {"Authorization": "Bot xyz", "User-Agent": "raid-bot"},
+                    "body": {"content": "@raiders raid in 15 minutes!"}}},
+                "retry": {"attempts": 3, "backoff": "10s"},
+                "metadata": {"guild": "raiders"},
+            }),
+            None,
+        )
+        .unwrap();
+        JobEntry {
+            record: JobRecord {
+                id: JobId::from_u64(0x1234_5678_9abc_def0),
+                spec: Arc::new(spec),
+                created_at_ms: 1_780_272_000_123,
+                updated_at_ms: 1_780_275_600_000,
+                created_by: "leader".into(),
+                next_fire_at: Some("2026-06-04T17:45:00Z".parse().unwrap()),
+                paused_at_ms: None,
+            },
+            running: 1,
+        }
+    }
+
+    /// The reply's bytes, pinned: what the code that sent the stored JSON as the reply returned
+    /// for this job (at 48ae411), for officers and for viewers. ScheduleZero clients and the
+    /// dashboard read it.
+    #[test]
+    fn a_jobs_reply_keeps_its_bytes() {
+        let e = raid_job();
+        assert_eq!(
+            JobView::full(&e).to_json().to_string(),
+            r#"{"action":{"webhook":{"body":{"content":"@raiders raid in 15 minutes!"},"headers":{"authorization":"Bot xyz","user-agent":"raid-bot"},"method":"POST","url":"https://discord.com/api/webhooks/123/secret-token?wait=true"}},"coalesce":true,"created_at":"2026-06-01T00:00:00.123Z","created_by":"leader","id":"123456789abcdef0","jitter":"0s","max_instances":1,"metadata":{"guild":"raiders"},"misfire_grace":"1m","name":"raid-reminder","next_fire_at":"2026-06-04T17:45:00Z","paused":false,"retry":{"attempts":3,"backoff":"10s"},"running":1,"timeout":"30s","trigger":{"cron":"45 19 * * THU","timezone":"Europe/Berlin"},"updated_at":"2026-06-01T01:00:00Z"}"#
+        );
+        assert_eq!(
+            JobView::for_viewer(&e, b"k").to_json().to_string(),
+            r#"{"action":{"webhook":{"body":"***","headers":{"authorization":"***","user-agent":"raid-bot"},"method":"POST","url":"https://discord.com/***","url_fingerprint":"cd183aab"}},"coalesce":true,"created_at":"2026-06-01T00:00:00.123Z","created_by":"leader","id":"123456789abcdef0","jitter":"0s","max_instances":1,"metadata":{"guild":"raiders"},"misfire_grace":"1m","name":"raid-reminder","next_fire_at":"2026-06-04T17:45:00Z","paused":false,"retry":{"attempts":3,"backoff":"10s"},"running":1,"timeout":"30s","trigger":{"cron":"45 19 * * THU","timezone":"Europe/Berlin"},"updated_at":"2026-06-01T01:00:00Z"}"#
+        );
+        // No fire left and a time beyond what a timestamp holds: null, and "" as before.
+        let mut e = e;
+        e.record.next_fire_at = None;
+        e.record.updated_at_ms = u64::MAX;
+        let v = JobView::full(&e).to_json();
+        assert_eq!(
+            (&v["next_fire_at"], &v["updated_at"]),
+            (&json!(null), &json!(""))
+        );
+    }
 
     #[test]
     fn a_page_keeps_limit_items_and_a_cursor_only_when_more_were_read() {

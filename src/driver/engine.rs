@@ -10,7 +10,7 @@
 //! connections, with the peer's endpoint filled in).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -184,6 +184,12 @@ impl Engine {
     /// with [`Engine::recycle`] once sent.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.router.poll_transmit()
+    }
+
+    /// The sources whose handshake messages the router blocks, when that list changed (see
+    /// [`Router::poll_blocked_sources`]). Call after every turn.
+    pub fn poll_blocked_sources(&mut self) -> Option<Vec<IpAddr>> {
+        self.router.poll_blocked_sources()
     }
 
     /// Takes back a sent datagram's buffer for reuse.

@@ -5,7 +5,8 @@
 //! synchronous step `turn(now)` that runs everything and returns the next deadline, work out
 //! (`poll_transmit`, `poll_accept`). [`run`] is the thin shell around it: it owns the UDP
 //! socket, reads the clock and sleeps. Receive datagrams (`recvmmsg`, a batch per system call,
-//! [`udp`]), call the step, send (`sendmmsg`), spawn hyper on new connections; then sleep until the earliest of: the engine's
+//! [`udp`]), call the step, send (`sendmmsg`), spawn hyper on new connections, and move the
+//! router's blocked sources into the socket's kernel filter ([`udp::filter`]); then sleep until the earliest of: the engine's
 //! deadline (the router's 250 ms timer tick, smoltcp's `poll_delay`), a new datagram, a
 //! command, or a stream asking for service. It never busy-polls: an idle appliance wakes four
 //! times a second for WireGuard timers and nothing else.
@@ -27,6 +28,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use peers::{PeerName, PublicKey};
+use socket2::SockRef;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
@@ -201,6 +203,15 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
     let mut commands_open = true;
     let mut deadline = origin;
     let dual_stack = socket.local_addr()?.is_ipv6();
+    // What can never be a WireGuard message is dropped in the kernel; without the filter the
+    // router still drops it, at the cost of a copy each.
+    let filter_on = match udp::filter::attach(SockRef::from(&socket), &udp::filter::program(&[])) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "no socket filter: every datagram is checked in userspace");
+            false
+        }
+    };
 
     loop {
         let event = tokio::select! {
@@ -243,6 +254,18 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
         }
 
         deadline = engine.turn(now);
+        if let Some(blocked) = engine.poll_blocked_sources() {
+            tracing::debug!(
+                ?blocked,
+                "sources whose handshakes are dropped in the kernel"
+            );
+            let program = udp::filter::program(&blocked);
+            if filter_on {
+                if let Err(e) = udp::filter::attach(SockRef::from(&socket), &program) {
+                    tracing::warn!(error = %e, "socket filter not updated");
+                }
+            }
+        }
         while let Some(t) = engine.poll_transmit() {
             tx.push(if dual_stack { mapped(t.dst) } else { t.dst }, &t.payload);
             engine.recycle(t.payload);

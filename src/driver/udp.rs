@@ -17,6 +17,8 @@ use socket2::{SockAddr, SockRef};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+pub mod filter;
+
 /// Datagrams per system call, each way.
 pub const BATCH: usize = 64;
 
@@ -58,14 +60,28 @@ pub fn size_buffers(socket: SockRef<'_>) -> io::Result<BufferSizes> {
 
 fn force_buffer(socket: &SockRef<'_>, option: libc::c_int, size: usize) -> io::Result<()> {
     let value = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a plain setsockopt with an int value of the right length on a live fd.
+    // SAFETY: SO_{RCV,SND}BUFFORCE read an int.
+    unsafe { set_socket_option(socket, option, &value) }
+}
+
+/// `setsockopt(SOL_SOCKET, option, value)` on a live socket.
+///
+/// # Safety
+/// `T` must be the type the kernel reads for `option`, with every pointer inside `value`
+/// valid for the call (the kernel copies what it keeps).
+unsafe fn set_socket_option<T>(
+    socket: &SockRef<'_>,
+    option: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live `T` of the length given; the caller vouches for its meaning.
     let r = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
             option,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
         )
     };
     if r == 0 {

@@ -8,20 +8,20 @@
 //! says when to poll again. It never reads a clock, sleeps or touches a runtime.
 //!
 //! Memory: socket buffers are reserved at full size but backed by pages only as they are used,
-//! and given back once a connection has been quiet for [`Limits::idle_release`] (the private `pages` module),
-//! so an idle keep-alive connection holds no buffer memory.
+//! and given back once a connection has been quiet for [`Limits::idle_release`] (the private
+//! `pages` module), so an idle keep-alive connection holds no buffer memory.
 //!
 //! Connections: smoltcp has one socket per connection, so the stack arms one listening socket
 //! per SYN it sees (plus a small spare pool), capped per peer address and overall. The caps are
 //! applied to the SYN itself, before any socket or buffer exists: a SYN over its peer's cap is
 //! dropped (nothing allocated, nothing sent). At the overall cap a peer still under its fair
 //! share gets room by evicting (RST) the oldest idle connection of the peer holding the most,
-//! so a few peers cannot lock the others out. Each
-//! established connection is bridged to the application through a [`Pipe`] (two bounded byte
-//! buffers with readable / writable / closed state, [`pipe`]). The tokio adapter lives apart in
-//! [`stream`]: its [`stream::Stream`] is `AsyncRead`/`AsyncWrite` over a pipe and rings the
-//! driver's `Notify` when it writes, reads or closes, so the driver never polls on a timer for
-//! data.
+//! so a few peers cannot lock the others out. That admission lives in the private `admission`
+//! module, the smoltcp device (two packet queues) in `device`. Each established connection is
+//! bridged to the application through a [`Pipe`] (two bounded byte buffers with readable /
+//! writable / closed state, [`pipe`]). The tokio adapter lives apart in [`stream`]: its
+//! [`stream::Stream`] is `AsyncRead`/`AsyncWrite` over a pipe and rings the driver's `Notify`
+//! when it writes, reads or closes, so the driver never polls on a timer for data.
 //!
 //! Service: a poll visits only the connections with something to do, not all of them. Each
 //! connection's smoltcp socket and its pipe hold a waker that puts the connection on a
@@ -32,12 +32,13 @@
 //! (a min-heap of those deadlines). The cost of a poll is thus the connections that moved, not
 //! the connections held.
 
+mod admission;
+mod device;
 mod pages;
 pub mod pipe;
 pub mod pool;
 pub mod stream;
 
-use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -46,11 +47,10 @@ use std::task::{Wake, Waker};
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
-use smoltcp::time::Instant as SmolInstant;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
+pub(crate) use device::{smol_now, QueueDevice};
 pub use pipe::{AppPipe, Pipe, SharedPipe};
 pub use pool::PacketPool;
 
@@ -147,59 +147,6 @@ pub struct Accepted {
     pub pipe: AppPipe,
 }
 
-/// A smoltcp device that is two packet queues (also the phone's device in crate tests).
-#[derive(Default)]
-pub(crate) struct QueueDevice {
-    /// Packets for smoltcp to receive.
-    pub(crate) rx: VecDeque<Vec<u8>>,
-    /// Packets smoltcp sent.
-    pub(crate) tx: VecDeque<Vec<u8>>,
-    /// Buffers of packets read, for packets sent (both tokens of one exchange share it).
-    pool: RefCell<PacketPool>,
-}
-
-pub(crate) struct Rx<'a>(Vec<u8>, &'a RefCell<PacketPool>);
-pub(crate) struct Tx<'a>(&'a mut VecDeque<Vec<u8>>, &'a RefCell<PacketPool>);
-
-impl RxToken for Rx<'_> {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let r = f(&self.0);
-        self.1.borrow_mut().give(self.0);
-        r
-    }
-}
-
-impl TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = self.1.borrow_mut().zeroed(len);
-        let r = f(&mut buf);
-        self.0.push_back(buf);
-        r
-    }
-}
-
-impl Device for QueueDevice {
-    type RxToken<'a> = Rx<'a>;
-    type TxToken<'a> = Tx<'a>;
-
-    fn receive(&mut self, _: SmolInstant) -> Option<(Rx<'_>, Tx<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((Rx(p, &self.pool), Tx(&mut self.tx, &self.pool)))
-    }
-
-    fn transmit(&mut self, _: SmolInstant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx, &self.pool))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ip;
-        // The MTU client configs carry.
-        caps.max_transmission_unit = usize::from(peers::DEFAULT_MTU);
-        caps
-    }
-}
-
 struct Conn {
     remote: Option<SocketAddrV4>,
     /// Set once established and handed to the application.
@@ -269,10 +216,6 @@ pub struct Stack {
     pages: HashMap<SocketHandle, SocketPages>,
 }
 
-pub(crate) fn smol_now(now: Duration) -> SmolInstant {
-    SmolInstant::from_micros(now.as_micros() as i64)
-}
-
 impl Stack {
     /// A stack owning `address/prefix`; `seed` seeds smoltcp's initial sequence numbers and
     /// ports. `now` is time since an arbitrary, fixed origin.
@@ -305,102 +248,6 @@ impl Stack {
         };
         stack.arm_listeners(0);
         stack
-    }
-
-    /// Feeds one decrypted IPv4 packet (already allowed-IP checked by the router).
-    pub fn handle_packet(&mut self, packet: Vec<u8>) {
-        if let Some(src) = self.syn_source(&packet) {
-            let open = self.connections_from(src) + self.pending_syns.get(&src).unwrap_or(&0);
-            if open >= self.limits.per_peer {
-                self.stats.refused_over_cap += 1;
-                tracing::debug!(%src, open, "dropping SYN over the per-peer connection cap");
-                return;
-            }
-            let used = self.live_connections() + self.pending_syns.values().sum::<usize>();
-            if used >= self.limits.total && !self.evict_for(src, open) {
-                self.stats.refused_over_cap += 1;
-                tracing::debug!(%src, used, "dropping SYN over the overall connection cap");
-                return;
-            }
-            *self.pending_syns.entry(src).or_default() += 1;
-        }
-        self.device.rx.push_back(packet);
-    }
-
-    /// Connections counted against the caps (evicted ones are on their way out).
-    fn live_connections(&self) -> usize {
-        self.live
-    }
-
-    /// At the overall cap, makes room for `src` (holding `open`) by resetting the oldest idle
-    /// connection of the peer holding the most, if that peer holds at least two more than
-    /// `src` (so eviction always moves towards an even share). Returns whether it did.
-    fn evict_for(&mut self, src: Ipv4Addr, open: usize) -> bool {
-        let mut held: HashMap<Ipv4Addr, usize> = HashMap::new();
-        for c in self.conns.values().filter(|c| !c.evicted) {
-            if let Some(r) = c.remote {
-                *held.entry(*r.ip()).or_default() += 1;
-            }
-        }
-        let Some(&most) = held.values().max() else {
-            return false;
-        };
-        if most < open + 2 {
-            return false;
-        }
-        let victim = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                !c.evicted
-                    && !c.fin_sent
-                    && c.remote
-                        .is_some_and(|r| *r.ip() != src && held.get(r.ip()) == Some(&most))
-            })
-            .filter(|(h, c)| {
-                let s = self.sockets.get::<tcp::Socket>(**h);
-                let quiet = s.state() == tcp::State::Established
-                    && s.send_queue() == 0
-                    && s.recv_queue() == 0;
-                quiet
-                    && c.pipe.as_ref().is_some_and(|p| {
-                        let p = p.lock().unwrap();
-                        p.rx.is_empty() && p.tx.is_empty()
-                    })
-            })
-            .min_by_key(|(h, c)| (c.last_active, **h))
-            .map(|(h, _)| *h);
-        let Some(h) = victim else { return false };
-        let conn = self.conns.get_mut(&h).expect("victim is a connection");
-        conn.evicted = true;
-        self.live -= 1;
-        self.sockets.get_mut::<tcp::Socket>(h).abort();
-        if let Some(p) = &conn.pipe {
-            let mut p = p.lock().unwrap();
-            p.reset = true;
-            p.wake_reader();
-            p.wake_writer();
-        }
-        self.stats.evicted += 1;
-        tracing::debug!(%src, victim = ?conn.remote, "evicted an idle connection to make room");
-        true
-    }
-
-    /// The source address if `packet` is a TCP SYN (without ACK) to our port.
-    fn syn_source(&self, packet: &[u8]) -> Option<Ipv4Addr> {
-        let ip = Ipv4Packet::new_checked(packet).ok()?;
-        if ip.next_header() != IpProtocol::Tcp || ip.dst_addr() != self.address {
-            return None;
-        }
-        let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
-        (tcp.syn() && !tcp.ack() && tcp.dst_port() == self.limits.port).then(|| ip.src_addr())
-    }
-
-    fn connections_from(&self, src: Ipv4Addr) -> usize {
-        self.conns
-            .values()
-            .filter(|c| !c.evicted && c.remote.is_some_and(|r| *r.ip() == src))
-            .count()
     }
 
     /// A new socket, added to the set, over fresh page-backed buffers (nothing resident).
@@ -438,18 +285,6 @@ impl Stack {
             .values()
             .map(|p| p.rx.resident() + p.tx.resident())
             .sum()
-    }
-
-    /// Keeps enough listening sockets for `syns` pending SYNs plus the spare pool.
-    fn arm_listeners(&mut self, syns: usize) {
-        let want = syns.max(self.limits.spare_listeners);
-        while self.listeners.len() < want
-            && self.listeners.len() + self.live_connections()
-                < self.limits.total + self.limits.spare_listeners
-        {
-            let h = self.add_socket();
-            self.listeners.push(h);
-        }
     }
 
     /// Runs the stack: ingress, socket state, data to and from pipes, egress.

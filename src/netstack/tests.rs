@@ -4,7 +4,8 @@
 
 use super::stream::{Connection, Stream};
 use super::*;
-use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpEndpoint, Ipv4Repr};
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpEndpoint, IpProtocol, Ipv4Packet, Ipv4Repr};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};

@@ -24,7 +24,7 @@ mod tests;
 
 pub use self::core::{Core, Fire, FireKind, Schedule, MAX_LISTED_PER_CALL};
 pub use self::spec::{
-    check_method_name, format_duration, parse_duration, Action, DurationError, HandlerCall, JobId,
-    JobIdError, JobSpec, JsonBody, Retry, SpecError, Webhook,
+    check_method_name, format_duration, parse_duration, Action, DurationError, HandlerCall,
+    JobDraft, JobId, JobIdError, JobSpec, JsonBody, Retry, SpecError, Webhook,
 };
 pub use self::trigger::{CronExpr, CronExprError, Trigger, Zone, ZoneError};

@@ -2,7 +2,7 @@
 //!
 //! Layer: checked types at the edge of [`crate::sched`]; no I/O, no clocks (the caller passes
 //! `now`). Owns [`JobId`], [`JobSpec`] and its parts ([`Action`], [`Webhook`], [`Retry`]), the
-//! JSON shape shared by the HTTP API and the store ([`JobSpec::from_json`] /
+//! JSON shape shared by the HTTP API and the store (decoded by [`JobDraft`], written by
 //! [`JobSpec::to_json`]), PATCH semantics ([`JobSpec::patched`]), audit redaction
 //! ([`JobSpec::redacted_json`]) and the duration syntax (`"90s"`, `"1h30m"`; [`parse_duration`]).
 //! Contract: a [`JobSpec`] value is always valid, `from_json(&spec.to_json(), None)` gives the
@@ -10,10 +10,11 @@
 //! path (`"trigger.cron"`, `"action.webhook.url"`, `"retry.attempts"`). Unknown fields are errors
 //! at every level, and `null` means the same as an absent field.
 //!
-//! Split by concept: this file holds [`JobId`], the limits, [`JobSpec`] (parse, render, patch,
-//! redact) and the field readers every part shares; `spec/action.rs` the action (handler call,
-//! webhook, retry, URL and header redaction), `spec/schedule.rs` the `trigger` object,
-//! `spec/name.rs` job names, `spec/duration.rs` the duration syntax, `spec/error.rs`
+//! Split by concept: this file holds [`JobId`], the limits, [`JobSpec`] (render, patch,
+//! redact) and the field checks every part shares; `spec/typed.rs` the one decoder (serde reads
+//! the shape, then the checks, into a [`JobDraft`]); `spec/action.rs` the action (handler call,
+//! webhook, retry, their checks, URL and header redaction), `spec/schedule.rs` the `trigger`
+//! object, `spec/name.rs` job names, `spec/duration.rs` the duration syntax, `spec/error.rs`
 //! [`SpecError`].
 //!
 //! JSON shape (fields marked `?` are optional; defaults in brackets):
@@ -56,8 +57,9 @@ pub use error::SpecError;
 pub use name::{check_name_text, MAX_COMBINING_RUN};
 pub use schedule::parse_trigger;
 
-use action::{action_json, is_secret_header, parse_action, parse_retry, redact_url};
-use name::parse_name;
+pub use typed::JobDraft;
+
+use action::{action_json, is_secret_header, redact_url};
 use schedule::{trigger_json, trigger_kind};
 
 /// A job's identity: 64 bits, written as 16 lowercase hex digits (`"00000000000004d2"`).
@@ -188,71 +190,13 @@ pub struct JobSpec {
     pub metadata: Map<String, Value>,
 }
 
-const TOP_FIELDS: &[&str] = &[
-    "name",
-    "trigger",
-    "action",
-    "misfire_grace",
-    "coalesce",
-    "max_instances",
-    "jitter",
-    "retry",
-    "timeout",
-    "paused",
-    "metadata",
-];
 const TRIGGER_KINDS: &[&str] = &["at", "every", "cron"];
 
 impl JobSpec {
-    /// Parses the API or stored JSON.
-    ///
-    /// `now` is the creation (or update) time: it rejects an `at` that is not after it, and is
-    /// stored as the `start` of an `every` trigger that has none. Pass `None` when loading from
-    /// storage, where [`JobSpec::to_json`] has already written `start`.
+    /// Decodes the API's or the store's JSON: [`JobDraft::from_value`], then
+    /// [`JobDraft::finish`] with `now` (the creation or update time; `None` for a stored job).
     pub fn from_json(v: &Value, now: Option<Timestamp>) -> Result<JobSpec, SpecError> {
-        let obj = object(v, "", TOP_FIELDS)?;
-        let name = parse_name(required(obj, "", "name")?)?;
-        let trigger = parse_trigger(required(obj, "", "trigger")?, now)?;
-        let action = parse_action(required(obj, "", "action")?)?;
-        let misfire_grace =
-            opt_duration(obj, "misfire_grace", MIN_MISFIRE_GRACE, MAX_MISFIRE_GRACE)?
-                .unwrap_or(Duration::from_secs(60));
-        let coalesce = opt_bool(obj, "", "coalesce")?.unwrap_or(true);
-        let max_instances = match field(obj, "max_instances") {
-            None => 1,
-            Some(v) => int_in(v, "max_instances", 1, MAX_INSTANCES)?,
-        };
-        let jitter = opt_duration(obj, "jitter", Duration::ZERO, MAX_JITTER)?.unwrap_or_default();
-        let retry = match field(obj, "retry") {
-            None => Retry::default(),
-            Some(v) => parse_retry(v)?,
-        };
-        let timeout = opt_duration(obj, "timeout", MIN_TIMEOUT, MAX_TIMEOUT)?
-            .unwrap_or(Duration::from_secs(30));
-        let paused = opt_bool(obj, "", "paused")?.unwrap_or(false);
-        let metadata = match field(obj, "metadata") {
-            None => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
-            Some(_) => {
-                return Err(SpecError::new(
-                    "metadata",
-                    "must be a JSON object, e.g. {\"channel\": \"announcements\"}",
-                ))
-            }
-        };
-        Ok(JobSpec {
-            name,
-            trigger,
-            action,
-            misfire_grace,
-            coalesce,
-            max_instances,
-            jitter,
-            retry,
-            timeout,
-            paused,
-            metadata,
-        })
+        JobDraft::from_value(v)?.finish(now)
     }
 
     /// The canonical JSON, every field written out (defaults included, `every.start` resolved).
@@ -282,8 +226,8 @@ impl JobSpec {
         Value::Object(obj)
     }
 
-    /// Applies a PATCH body: JSON merge patch (RFC 7386) onto [`JobSpec::to_json`], then
-    /// [`JobSpec::from_json`]. Two departures make common patches work:
+    /// Applies a PATCH body: JSON merge patch (RFC 7386) onto [`JobSpec::to_json`], then the
+    /// decoder every body goes through ([`JobDraft`]). Two departures make common patches work:
     ///
     /// - a `trigger` patch that names a different kind (`{"cron": …}` on an `every` job)
     ///   replaces the whole trigger instead of merging into it;
@@ -325,7 +269,7 @@ impl JobSpec {
         } else {
             None
         };
-        JobSpec::from_json(&target, now)
+        JobDraft::from_value(&target)?.finish(now)
     }
 
     /// [`JobSpec::to_json`] with secrets replaced by `"***"`, for audit logs and run history.
@@ -424,79 +368,13 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-// ---- parsing helpers -------------------------------------------------------------------------
-
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-/// `v` as an object whose keys are all in `allowed`.
-fn object<'a>(
-    v: &'a Value,
-    path: &str,
-    allowed: &[&str],
-) -> Result<&'a Map<String, Value>, SpecError> {
-    let Value::Object(m) = v else {
-        return Err(SpecError::new(
-            path,
-            format!(
-                "must be a JSON object with the fields {}",
-                allowed.join(", ")
-            ),
-        ));
-    };
-    if let Some(unknown) = m.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(SpecError::new(
-            join(path, unknown),
-            format!(
-                "unknown field; remove it (allowed here: {})",
-                allowed.join(", ")
-            ),
-        ));
-    }
-    Ok(m)
-}
-
-/// The field's value, treating `null` as absent.
-fn field<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    m.get(key).filter(|v| !v.is_null())
-}
-
-fn required<'a>(m: &'a Map<String, Value>, path: &str, key: &str) -> Result<&'a Value, SpecError> {
-    field(m, key).ok_or_else(|| SpecError::new(join(path, key), "is required"))
-}
-
-fn opt_bool(m: &Map<String, Value>, path: &str, key: &str) -> Result<Option<bool>, SpecError> {
-    match field(m, key) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(SpecError::new(join(path, key), "must be true or false")),
-    }
-}
-
-fn int_in(v: &Value, path: &str, min: u32, max: u32) -> Result<u32, SpecError> {
-    int_range(v.as_u64(), path, min, max)
-}
+// ---- field checks shared by the parts ------------------------------------------------------
 
 /// `n` (`None`: not a whole number) as a `u32` within `min..=max`.
 fn int_range(n: Option<u64>, path: &str, min: u32, max: u32) -> Result<u32, SpecError> {
     n.and_then(|n| u32::try_from(n).ok())
         .filter(|n| (min..=max).contains(n))
         .ok_or_else(|| SpecError::new(path, format!("must be a whole number from {min} to {max}")))
-}
-
-fn duration_in(v: &Value, path: &str, min: Duration, max: Duration) -> Result<Duration, SpecError> {
-    let Value::String(s) = v else {
-        return Err(SpecError::new(
-            path,
-            "must be a duration string such as \"90s\", \"30m\", \"2h\" or \"1h30m\"",
-        ));
-    };
-    duration_str(s, path, min, max)
 }
 
 /// A duration string within `min..=max`.
@@ -516,25 +394,7 @@ fn duration_str(s: &str, path: &str, min: Duration, max: Duration) -> Result<Dur
     Ok(d)
 }
 
-fn opt_duration(
-    m: &Map<String, Value>,
-    key: &str,
-    min: Duration,
-    max: Duration,
-) -> Result<Option<Duration>, SpecError> {
-    field(m, key)
-        .map(|v| duration_in(v, key, min, max))
-        .transpose()
-}
-
 const TIMESTAMP_HINT: &str = "must be an RFC 3339 time with an offset, e.g. \"2026-12-03T19:45:00+01:00\" or \"2026-12-03T18:45:00.250Z\"";
-
-fn timestamp(v: &Value, path: &str) -> Result<Timestamp, SpecError> {
-    let Value::String(s) = v else {
-        return Err(SpecError::new(path, TIMESTAMP_HINT));
-    };
-    timestamp_str(s, path)
-}
 
 /// An RFC 3339 time with an offset.
 fn timestamp_str(s: &str, path: &str) -> Result<Timestamp, SpecError> {
@@ -559,14 +419,4 @@ fn timestamp_str(s: &str, path: &str) -> Result<Timestamp, SpecError> {
             SpecError::new(path, TIMESTAMP_HINT)
         }
     })
-}
-
-fn opt_timestamp(
-    m: &Map<String, Value>,
-    path: &str,
-    key: &str,
-) -> Result<Option<Timestamp>, SpecError> {
-    field(m, key)
-        .map(|v| timestamp(v, &join(path, key)))
-        .transpose()
 }

@@ -23,7 +23,7 @@ use super::error::{
 use super::table::{name_key, Listed, TableView};
 use super::{JobEntry, RunStats};
 use crate::model::{Actor, AuditAction, AuditEntry, JobAction, JobRecord, RunFilter, RunRecord};
-use crate::sched::{Core, JobId, JobSpec, SpecError};
+use crate::sched::{Core, JobDraft, JobId, JobSpec, SpecError};
 use crate::store::{Store, StoreError};
 use crate::tasks::Queue;
 use crate::webhook::delivery::{check_destination, scrub};
@@ -158,10 +158,11 @@ impl Handle {
         move |spec: &JobSpec| tasks.check_action(spec)
     }
 
-    /// Validates, stores durably (with its audit entry) and schedules a new job.
-    pub async fn create(&self, body: &Value, actor: &Actor) -> Result<JobEntry, CreateError> {
+    /// Finishes the decoded job at the driver's time, checks it, stores it durably (with its
+    /// audit entry) and schedules it.
+    pub async fn create(&self, job: JobDraft, actor: &Actor) -> Result<JobEntry, CreateError> {
         let now = self.now().await?;
-        let spec = JobSpec::from_json(body, Some(now))?;
+        let spec = job.finish(Some(now))?;
         check_destination(&spec, &self.policy)?;
         self.check_action(&spec)?;
         let id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
@@ -403,23 +404,15 @@ impl Handle {
     }
 
     /// Runs a job's action once, now, without creating a job: one attempt through the
-    /// scheduler's own executor with the job's timeout, no retries, no run record. `body` is a
-    /// job as for [`Handle::create`], or just its `action` (and `timeout`): a missing `name` or
-    /// `trigger` is not needed to send. The audit entry (`job.test`, secrets redacted) is
-    /// committed before the request goes out.
+    /// scheduler's own executor with the job's timeout, no retries, no run record. The audit
+    /// entry (`job.test`, secrets redacted) is committed before the request goes out.
     pub async fn test_action(
         &self,
-        body: &Value,
+        job: JobDraft,
         actor: &Actor,
     ) -> Result<crate::webhook::AttemptResult, TestError> {
-        let mut body = body.clone();
-        if let Value::Object(obj) = &mut body {
-            obj.entry("name").or_insert_with(|| json!("test"));
-            obj.entry("trigger")
-                .or_insert_with(|| json!({"every": "1h"}));
-        }
         let now = self.now().await?;
-        let spec = JobSpec::from_json(&body, Some(now))?;
+        let spec = job.finish(Some(now))?;
         check_destination(&spec, &self.policy)?;
         if spec.action.webhook().is_none() {
             return Err(TestError::Spec(SpecError {

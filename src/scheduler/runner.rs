@@ -673,6 +673,10 @@ mod tests {
     use crate::model::{Actor, RunFilter};
     use crate::webhook::NetPolicy;
 
+    fn draft(body: &serde_json::Value) -> crate::sched::JobDraft {
+        crate::sched::JobDraft::from_value(body).unwrap()
+    }
+
     /// Creates no longer hold the naming lock across their (grouped) commit; the name claim
     /// still admits exactly one of many concurrent creates of one name, and a rename cannot
     /// take a name a create in flight holds.
@@ -696,7 +700,8 @@ mod tests {
                     jobs.clone(),
                     body(if i % 2 == 0 { "Raid" } else { " raid " }),
                 );
-                tokio::spawn(async move { jobs.create(&b, &Actor::local_cli()).await })
+                let b = crate::sched::JobDraft::from_value(&b).unwrap();
+                tokio::spawn(async move { jobs.create(b, &Actor::local_cli()).await })
             })
             .collect();
         let (mut ok, mut taken) = (0, 0);
@@ -763,11 +768,14 @@ mod tests {
         });
 
         // Created at t0: anchored there, first fire a minute later, stored with it.
-        let job = jobs.create(&body, &actor).await.unwrap();
+        let job = jobs.create(draft(&body), &actor).await.unwrap();
         let id = job.record.id;
         assert_eq!(job.record.next_fire_at, Some(t("2031-03-04T05:07:07.5Z")));
         assert_eq!(job.record.created_at_ms, t0.as_millisecond() as u64);
-        assert_eq!(job.to_json()["trigger"]["start"], json!(t0.to_string()));
+        assert_eq!(
+            job.record.spec.to_json()["trigger"]["start"],
+            json!(t0.to_string())
+        );
         let stored = store.jobs().unwrap().rows;
         assert_eq!(stored[0].next_fire_at, job.record.next_fire_at);
 
@@ -904,7 +912,10 @@ mod tests {
             "trigger": {"every": "1s"},
             "action": {"webhook": {"url": url}},
         });
-        let job = jobs.create(&body, &Actor::local_cli()).await.unwrap();
+        let job = jobs
+            .create(draft(&body), &Actor::local_cli())
+            .await
+            .unwrap();
         let hits_now = || hits.load(Ordering::SeqCst);
         until("first fire", Duration::from_secs(5), || hits_now() >= 1).await;
         assert!(jobs.recording());

@@ -3,18 +3,16 @@
 //!
 //! Layer: pure (memory only). Owns `Listed` (a job's name, next fire, paused flag and running
 //! count: a few dozen bytes, not the job's spec), [`JobEntry`] (a stored job plus its running
-//! count, as the API shows it) and its JSON views, the listing order ([`sort_key`]) and the
-//! name-uniqueness rule ([`name_key`], [`name_taken`]). A job's spec is read from the store
-//! when it is shown or fires (`Handle::get`, `Handle::list`).
+//! count, as the API shows it), the listing order ([`sort_key`]) and the name-uniqueness rule
+//! ([`name_key`], [`name_taken`]). A job's spec is read from the store when it is shown or
+//! fires (`Handle::get`, `Handle::list`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
-use jiff::Timestamp;
-use serde_json::{json, Value};
-
 use crate::model::JobRecord;
 use crate::sched::JobId;
+use jiff::Timestamp;
 
 /// What the table keeps of one job.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,54 +115,13 @@ fn listing_key(id: JobId, next_fire_at: Option<Timestamp>) -> (i128, u64) {
     )
 }
 
-/// A job as the API shows it.
+/// A job as the API reads it (its reply is `api::view::JobView`).
 #[derive(Debug, Clone)]
 pub struct JobEntry {
     /// The job as stored, with the core's next fire time.
     pub record: JobRecord,
     /// Instances running now (webhook runs executing, handler calls queued or leased).
     pub running: u32,
-}
-
-impl JobEntry {
-    /// The job as stored, with bookkeeping fields.
-    pub fn to_json(&self) -> Value {
-        self.render(None)
-    }
-
-    /// What read-only roles see ([`JobSpec::viewer_json`]: the webhook URL as scheme and host
-    /// with a fingerprint keyed by `key`, allow-listed header values, no body), since a webhook
-    /// URL, a header or a body can be enough to post to the channel.
-    ///
-    /// [`JobSpec::viewer_json`]: crate::sched::JobSpec::viewer_json
-    pub fn to_json_for_viewer(&self, key: &[u8]) -> Value {
-        self.render(Some(key))
-    }
-
-    fn render(&self, viewer_key: Option<&[u8]>) -> Value {
-        let r = &self.record;
-        let mut v = match viewer_key {
-            Some(key) => r.spec.viewer_json(key),
-            None => r.spec.to_json(),
-        };
-        let obj = v.as_object_mut().expect("a spec is an object");
-        obj.insert("id".into(), json!(r.id.to_string()));
-        obj.insert(
-            "next_fire_at".into(),
-            json!(r.next_fire_at.map(|t| t.to_string())),
-        );
-        obj.insert("created_at".into(), json!(ms_to_rfc3339(r.created_at_ms)));
-        obj.insert("updated_at".into(), json!(ms_to_rfc3339(r.updated_at_ms)));
-        obj.insert("created_by".into(), json!(r.created_by));
-        obj.insert("running".into(), json!(self.running));
-        v
-    }
-}
-
-fn ms_to_rfc3339(ms: u64) -> String {
-    Timestamp::from_millisecond(ms as i64)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

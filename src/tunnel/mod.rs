@@ -26,6 +26,11 @@
 //! - Load or not, a source past [`BAD_MACS_PER_SOURCE`] bad mac1s in a second has the rest of
 //!   its handshake messages dropped on the same lookup: a bad-mac1 flood never reaches the
 //!   queue, so queue length alone would never see it.
+//! - A source dropped for either reason is also blocked: its handshake messages are dropped
+//!   for [`BLOCK_FOR`] after the last one that flagged it (at most [`BLOCKED_SOURCES`] sources
+//!   at a time; its data messages still pass, so a working peer behind the same address keeps
+//!   its session). [`Router::poll_blocked_sources`] tells the driver whenever that list
+//!   changes, so it can drop those messages in the kernel, before they cost a copy.
 //! - Initiations are then routed by the sender's static key.
 //! - Every other message is routed by its receiver index: a random 24-bit index per peer,
 //!   never reused in the life of the router.
@@ -87,6 +92,13 @@ pub const FLOODING_PER_SOURCE: u32 =
 pub const BAD_MACS_PER_SOURCE: u32 = 8;
 /// Source addresses counted per second; further new ones share one counter.
 pub const TRACKED_SOURCES: usize = 16_384;
+/// Source addresses blocked at a time (the driver's kernel filter holds as many); a further
+/// flooding source is still dropped by its count, in userspace.
+pub const BLOCKED_SOURCES: usize = 16;
+/// How long a flooding source's handshake messages stay blocked after it was last flagged.
+/// Once the kernel drops them the router no longer sees the flood, so the block lapses after
+/// this and a source that still floods is flagged again within its next few messages.
+pub const BLOCK_FOR: Duration = Duration::from_secs(1);
 /// Largest UDP payload we produce: an MTU-sized packet plus WireGuard overhead.
 pub const MAX_DATAGRAM: usize = 65535;
 
@@ -205,6 +217,10 @@ pub struct Router {
     sources: HashMap<IpAddr, SourceCount>,
     /// The shared count of sources beyond [`TRACKED_SOURCES`].
     other_sources: SourceCount,
+    /// Blocked sources and until when (at most [`BLOCKED_SOURCES`]).
+    blocked: Vec<(IpAddr, Instant)>,
+    /// Whether `blocked` changed since [`Router::poll_blocked_sources`] last said.
+    blocked_changed: bool,
     /// Handshake messages still allowed this second.
     work_left: u32,
     /// The time of the last [`Router::handle_timeout`].
@@ -247,6 +263,8 @@ impl Router {
             lane: VecDeque::new(),
             sources: HashMap::new(),
             other_sources: SourceCount::default(),
+            blocked: Vec::new(),
+            blocked_changed: false,
             work_left: HANDSHAKES_PER_SECOND,
             now: None,
             under_load_until: None,
@@ -336,14 +354,24 @@ impl Router {
             self.stats.dropped_unknown_peer += 1;
             return;
         }
-        // A flooding source under load costs one table lookup per message.
+        // A blocked or flooding source costs a short scan or one table lookup per message.
+        let ip = from.ip();
+        if self.blocked.iter().any(|(b, _)| *b == ip) {
+            self.stats.dropped_rate_limited += 1;
+            return;
+        }
         let under_load = self.under_load();
-        let source = source_count(&mut self.sources, &mut self.other_sources, from.ip());
+        let tracked = self.sources.len() < TRACKED_SOURCES || self.sources.contains_key(&ip);
+        let source = source_count(&mut self.sources, &mut self.other_sources, ip);
         source.seen = source.seen.saturating_add(1);
         if (under_load && source.seen > FLOODING_PER_SOURCE)
             || source.bad_macs >= BAD_MACS_PER_SOURCE
         {
             self.stats.dropped_rate_limited += 1;
+            // The shared count of untracked sources is no one address's doing.
+            if tracked {
+                self.block(ip);
+            }
             return;
         }
         // mac1 (one keyed BLAKE2s) before anything else: only senders that know our public key
@@ -356,6 +384,18 @@ impl Router {
             return;
         }
         self.admit(from, datagram, kind == HANDSHAKE_INIT);
+    }
+
+    /// Blocks `ip`'s handshake messages for [`BLOCK_FOR`] from now (the last
+    /// [`Router::handle_timeout`]), if the list has room.
+    fn block(&mut self, ip: IpAddr) {
+        let Some(now) = self.now else {
+            return; // no time yet: the count alone drops it until the first timeout
+        };
+        if self.blocked.len() < BLOCKED_SOURCES {
+            self.blocked.push((ip, now + BLOCK_FOR));
+            self.blocked_changed = true;
+        }
     }
 
     /// Whether the handshake queue is (or was within [`UNDER_LOAD_FOR`]) long.
@@ -577,6 +617,9 @@ impl Router {
             }
             Some(_) => {}
         }
+        let before = self.blocked.len();
+        self.blocked.retain(|(_, until)| now < *until);
+        self.blocked_changed |= self.blocked.len() != before;
         self.note_queue();
         for _ in 0..HANDSHAKES_PER_TURN.min(self.work_left) {
             let Some(p) = self
@@ -612,10 +655,25 @@ impl Router {
         if waiting && self.work_left > 0 && self.now.is_some() {
             return self.now;
         }
-        match (self.next_tick, self.next_limiter_reset) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [
+            self.next_tick,
+            self.next_limiter_reset,
+            self.blocked.iter().map(|(_, until)| *until).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The source addresses whose handshake messages (initiations, responses, cookie replies)
+    /// the router drops now, when that list changed since the last call; `None` when it did
+    /// not. Their data messages are never blocked. Call after every [`Router::handle_timeout`]
+    /// (sources are added by [`Router::handle_datagram`] and expire in `handle_timeout`).
+    pub fn poll_blocked_sources(&mut self) -> Option<Vec<IpAddr>> {
+        if !std::mem::take(&mut self.blocked_changed) {
+            return None;
         }
+        Some(self.blocked.iter().map(|(ip, _)| *ip).collect())
     }
 
     /// Takes back a buffer for reuse: a sent [`Transmit`]'s payload, or any spare one.

@@ -115,6 +115,13 @@ impl World {
             .collect()
     }
 
+    /// An initiation whose mac1 is wrong (one byte of it flipped).
+    fn bad_mac1_initiation(&mut self) -> Vec<u8> {
+        let mut bad = self.stranger_initiations(1).remove(0);
+        bad[120] ^= 0xff;
+        bad
+    }
+
     /// Registers a client with the given allowed /32 and returns it.
     fn add_client(&mut self, n: u8, address: Ipv4Addr) -> Client {
         let client = Client::new(&mut self.rng, &self.server_key, &self.psk, n);
@@ -438,8 +445,7 @@ fn under_load_a_flooding_source_is_dropped_before_mac1() {
 fn a_bad_mac1_flood_is_dropped_before_mac1_without_load() {
     let mut w = World::new(15);
     w.turn(Duration::from_millis(1));
-    let mut bad = w.stranger_initiations(1).remove(0);
-    bad[120] ^= 0xff;
+    let bad = w.bad_mac1_initiation();
     // Bad mac1 never reaches the queue, so the router is not under load; still, past its
     // allowance a source's handshake messages cost a table lookup, not a BLAKE2s.
     for _ in 0..1_000 {
@@ -563,4 +569,113 @@ fn timers_tick_every_250ms_and_poll_timeout_says_when() {
     assert_eq!(w.router.poll_timeout(), Some(t0 + TICK));
     w.router.handle_timeout(t0 + TICK);
     assert_eq!(w.router.poll_timeout(), Some(t0 + TICK * 2));
+}
+
+#[test]
+fn a_flooding_source_is_blocked_for_block_for_and_the_driver_is_told_each_change() {
+    let mut w = World::new(16);
+    w.turn(Duration::from_millis(1));
+    let flagged_at = w.now;
+    assert_eq!(w.router.poll_blocked_sources(), None, "nothing blocked yet");
+    let bad = w.bad_mac1_initiation();
+    for _ in 0..100 {
+        w.router.handle_datagram(ATTACKER, &bad);
+    }
+    assert_eq!(
+        w.router.poll_blocked_sources(),
+        Some(vec![ATTACKER.ip()]),
+        "past its bad mac1s, the source is listed for the kernel"
+    );
+    assert_eq!(
+        w.router.poll_blocked_sources(),
+        None,
+        "told once per change"
+    );
+    assert!(w.router.poll_timeout() <= Some(flagged_at + BLOCK_FOR));
+    // The next second starts new counts, but the block holds until BLOCK_FOR has passed...
+    w.turn(BLOCK_FOR - Duration::from_millis(1));
+    let s = w.router.stats();
+    w.router.handle_datagram(ATTACKER, &bad);
+    assert_eq!(w.router.stats().dropped_bad_mac, s.dropped_bad_mac);
+    assert_eq!(
+        w.router.stats().dropped_rate_limited,
+        s.dropped_rate_limited + 1
+    );
+    assert_eq!(w.router.poll_blocked_sources(), None);
+    // ...then it lapses, the driver is told, and the source is checked again.
+    w.turn(Duration::from_millis(1));
+    assert_eq!(w.router.poll_blocked_sources(), Some(vec![]));
+    w.router.handle_datagram(ATTACKER, &bad);
+    assert_eq!(w.router.stats().dropped_bad_mac, s.dropped_bad_mac + 1);
+}
+
+#[test]
+fn under_load_a_flooding_source_is_blocked_but_a_peer_behind_it_keeps_its_data() {
+    let mut w = World::new(17);
+    let ip = Ipv4Addr::new(10, 88, 88, 2);
+    let mut c = w.add_client(1, ip);
+    // The working peer shares the flooder's address (another port: the same NAT).
+    c.addr = SocketAddr::new(ATTACKER.ip(), 7777);
+    w.handshake(&mut c);
+    w.turn(Duration::from_millis(1));
+    let inits = w.stranger_initiations(4);
+    flood(&mut w, &inits, 400);
+    assert_eq!(w.router.poll_blocked_sources(), Some(vec![ATTACKER.ip()]));
+    // Its data still passes.
+    let d = c.encapsulate(&ipv4_packet(ip, SERVER_IP, b"still here"));
+    w.router.handle_datagram(c.addr, &d);
+    assert_eq!(std::iter::from_fn(|| w.router.poll_inbound()).count(), 1);
+    // A second phone behind that address: its handshake waits for the block to lapse.
+    let mut d = w.add_client(2, Ipv4Addr::new(10, 88, 88, 3));
+    d.addr = SocketAddr::new(ATTACKER.ip(), 7778);
+    let handshakes = w.router.stats().handshakes;
+    w.router.handle_datagram(d.addr, &d.initiation());
+    while w.router.stats().handshake_queue > 0 {
+        w.turn(Duration::from_millis(5));
+    }
+    assert_eq!(w.router.stats().handshakes, handshakes, "blocked");
+    w.turn(BLOCK_FOR);
+    assert_eq!(w.router.poll_blocked_sources(), Some(vec![]));
+    w.handshake(&mut d);
+    assert_eq!(w.router.stats().handshakes, handshakes + 1);
+}
+
+#[test]
+fn the_block_list_is_bounded_and_never_names_the_shared_count() {
+    let mut w = World::new(18);
+    w.turn(Duration::from_millis(1));
+    let bad = w.bad_mac1_initiation();
+    let addr = |n: u32| SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + n), 9));
+    for n in 0..BLOCKED_SOURCES as u32 + 4 {
+        for _ in 0..BAD_MACS_PER_SOURCE + 1 {
+            w.router.handle_datagram(addr(n), &bad);
+        }
+    }
+    let listed = w.router.poll_blocked_sources().unwrap();
+    assert_eq!(listed.len(), BLOCKED_SOURCES);
+    assert!(listed
+        .iter()
+        .all(|ip| *ip != addr(BLOCKED_SOURCES as u32).ip()));
+    // The sources beyond TRACKED_SOURCES share one count: past its bad mac1s they are
+    // dropped, but no single address of them is to blame, so none is listed.
+    let mut w = World::new(19);
+    w.turn(Duration::from_millis(1));
+    for n in 0..TRACKED_SOURCES as u32 {
+        w.router.handle_datagram(addr(n), &bad);
+    }
+    let s = w.router.stats();
+    for n in 0..20 {
+        w.router
+            .handle_datagram(addr(TRACKED_SOURCES as u32 + n), &bad);
+    }
+    let t = w.router.stats();
+    assert_eq!(
+        t.dropped_bad_mac,
+        s.dropped_bad_mac + u64::from(BAD_MACS_PER_SOURCE)
+    );
+    assert_eq!(
+        t.dropped_rate_limited,
+        s.dropped_rate_limited + 20 - u64::from(BAD_MACS_PER_SOURCE)
+    );
+    assert_eq!(w.router.poll_blocked_sources(), None);
 }

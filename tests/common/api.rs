@@ -115,25 +115,24 @@ pub fn connect<'a>(ns: &'a Netns, app: &Appliance, config: &str) -> WgClient<'a>
     connect_on(ns, app, config, "/api/v1/whoami")
 }
 
-/// A peer `name` of `role` in its own namespace, linked to `ns` over veth subnet `net`
-/// (`"192.0.2"`: appliance side .1, peer side .2), connected. The namespace lives until the
-/// test process ends (leaked, so the client can borrow it for any lifetime).
+/// Peer `name` of `role`, connected from `remote` (its own namespace, which the caller owns and
+/// so deletes when the test ends, panicking or not), linked to `ns` over veth subnet `net`
+/// (`"192.0.2"`: appliance side .1, peer side .2).
 pub fn remote_peer<'a>(
     ns: &Netns,
     app: &Appliance,
+    remote: &'a Netns,
     name: &str,
     role: &str,
     net: &str,
-) -> (&'a Netns, WgClient<'a>) {
-    let remote: &'a Netns = Box::leak(Box::new(Netns::new(name)));
+) -> WgClient<'a> {
     ns.link_veth(remote, &format!("{net}.1/24"), &format!("{net}.2/24"));
     let conf = with_config_value(
         &app.peer_add(name, role),
         "Endpoint",
         &format!("{net}.1:{}", app.port()),
     );
-    let client = connect(remote, app, &conf);
-    (remote, client)
+    connect(remote, app, &conf)
 }
 
 /// Polls `fetch` (a job's runs) until `done` holds; panics with the last runs and the serve

@@ -8,10 +8,11 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Uri};
 use serde_json::{json, Map, Value};
 
-use super::{
-    duration_in, field, int_in, object, required, SpecError, MAX_ATTEMPTS, MAX_BACKOFF,
-    MAX_HEADERS, MAX_HEADER_VALUE_LEN, MAX_URL_LEN,
+use super::typed::{
+    object, opt_duration, opt_map, present, required_str, whole, ActionShape, HandlerShape, Json,
+    RetryShape, WebhookShape,
 };
+use super::{SpecError, MAX_ATTEMPTS, MAX_BACKOFF, MAX_HEADERS, MAX_HEADER_VALUE_LEN, MAX_URL_LEN};
 
 /// What a fire does.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,9 +105,10 @@ impl JsonBody {
         JsonBody(v.to_string().into_boxed_str())
     }
 
-    /// Text already known to be compact JSON (a stored body: [`JsonBody::as_str`] wrote it).
-    pub(super) fn from_stored(raw: &serde_json::value::RawValue) -> JsonBody {
-        JsonBody(raw.get().into())
+    /// A body as the decoder read it: compact when it came from a `Value` or from a stored
+    /// row ([`JsonBody::as_str`] wrote it).
+    pub(super) fn from_raw(raw: Box<serde_json::value::RawValue>) -> JsonBody {
+        JsonBody(raw.into())
     }
 
     /// The JSON text, as sent.
@@ -264,11 +266,12 @@ pub(super) fn action_json(a: &Action) -> Value {
     json!({ "webhook": hook })
 }
 
-pub(super) fn parse_action(v: &Value) -> Result<Action, SpecError> {
-    let m = object(v, "action", &["webhook", "handler"])?;
-    match (field(m, "webhook"), field(m, "handler")) {
-        (Some(hook), None) => Ok(Action::Webhook(parse_webhook(hook)?)),
-        (None, Some(call)) => Ok(Action::Handler(parse_handler_call(call)?)),
+/// Checks an `action` object: exactly one kind, then that kind's fields.
+pub(super) fn check_action(v: Json<'_, ActionShape<'_>>) -> Result<Action, SpecError> {
+    let a = object(v, "action")?;
+    match (present(a.webhook), present(a.handler)) {
+        (Some(hook), None) => Ok(Action::Webhook(check_webhook(hook)?)),
+        (None, Some(call)) => Ok(Action::Handler(check_handler_call(call)?)),
         (Some(_), Some(_)) => Err(action_kind_error(true)),
         (None, None) => Err(action_kind_error(false)),
     }
@@ -283,37 +286,23 @@ pub(super) fn action_kind_error(both: bool) -> SpecError {
     )
 }
 
-pub(super) fn parse_handler_call(v: &Value) -> Result<HandlerCall, SpecError> {
-    let p = "action.handler";
-    let m = object(v, p, &["id", "method", "params"])?;
-    let id = match required(m, p, "id")? {
-        Value::String(s) => handler_id_str(s)?,
-        _ => {
-            return Err(SpecError::new(
-                "action.handler.id",
-                "must be the handler's peer name, a string such as \"discord-bot\"",
-            ))
-        }
-    };
-    let method = match required(m, p, "method")? {
-        Value::String(s) => handler_method_str(s)?,
-        _ => {
-            return Err(SpecError::new(
-                "action.handler.method",
-                "must be a string such as \"send_message\"",
-            ))
-        }
-    };
-    let params = match field(m, "params") {
-        None => Map::new(),
-        Some(Value::Object(o)) => o.clone(),
-        Some(_) => {
-            return Err(SpecError::new(
-                "action.handler.params",
-                "must be a JSON object of named parameters, e.g. {\"channel_id\": \"123\"}",
-            ))
-        }
-    };
+fn check_handler_call(v: Json<'_, HandlerShape<'_>>) -> Result<HandlerCall, SpecError> {
+    let h = object(v, "action.handler")?;
+    let id = handler_id_str(&required_str(
+        h.id,
+        "action.handler.id",
+        "must be the handler's peer name, a string such as \"discord-bot\"",
+    )?)?;
+    let method = handler_method_str(&required_str(
+        h.method,
+        "action.handler.method",
+        "must be a string such as \"send_message\"",
+    )?)?;
+    let params = opt_map(
+        h.params,
+        "action.handler.params",
+        "must be a JSON object of named parameters, e.g. {\"channel_id\": \"123\"}",
+    )?;
     Ok(HandlerCall { id, method, params })
 }
 
@@ -341,24 +330,28 @@ pub(super) const FORBIDDEN_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
-pub(super) fn parse_webhook(v: &Value) -> Result<Webhook, SpecError> {
-    let p = "action.webhook";
-    let m = object(v, p, &["url", "method", "headers", "body"])?;
-    let url = parse_url(required(m, p, "url")?)?;
-    let method = match field(m, "method") {
+fn check_webhook(v: Json<'_, WebhookShape<'_>>) -> Result<Webhook, SpecError> {
+    let w = object(v, "action.webhook")?;
+    let url = url_str(&required_str(
+        w.url,
+        "action.webhook.url",
+        "must be a string such as \"https://discord.com/api/webhooks/…\"",
+    )?)?;
+    let method = match present(w.method) {
         None => Method::POST,
-        Some(Value::String(s)) => method_str(s)?,
+        Some(Json::Str(s)) => method_str(&s)?,
         Some(_) => return Err(method_error()),
     };
     let mut headers = Vec::new();
-    match field(m, "headers") {
+    match present(w.headers) {
         None => {}
-        Some(Value::Object(h)) => {
+        Some(Json::Object(h)) => {
             check_header_count(h.len())?;
-            for (name, value) in h {
-                let Value::String(value) = value else {
+            headers.reserve_exact(h.len());
+            for (name, value) in &h {
+                let Json::Str(value) = value else {
                     // Same order of checks as `push_header`: the name first.
-                    let path = format!("action.webhook.headers.{name}");
+                    let path = format!("action.webhook.headers.{}", &**name);
                     let header = HeaderName::from_bytes(name.as_bytes())
                         .map_err(|_| SpecError::new(&path, "is not a valid HTTP header name"))?;
                     check_not_forbidden(&header, &path)?;
@@ -375,7 +368,10 @@ pub(super) fn parse_webhook(v: &Value) -> Result<Webhook, SpecError> {
             ))
         }
     }
-    let body = field(m, "body").map(JsonBody::from_value);
+    let body = w
+        .body
+        .filter(|raw| raw.get() != "null")
+        .map(JsonBody::from_raw);
     Ok(Webhook {
         url,
         method,
@@ -456,17 +452,6 @@ pub(super) fn method_error() -> SpecError {
     )
 }
 
-pub(super) fn parse_url(v: &Value) -> Result<Uri, SpecError> {
-    let path = "action.webhook.url";
-    let Value::String(s) = v else {
-        return Err(SpecError::new(
-            path,
-            "must be a string such as \"https://discord.com/api/webhooks/…\"",
-        ));
-    };
-    url_str(s)
-}
-
 /// A webhook URL's text, checked.
 pub(super) fn url_str(s: &str) -> Result<Uri, SpecError> {
     let path = "action.webhook.url";
@@ -513,16 +498,15 @@ pub(super) fn url_str(s: &str) -> Result<Uri, SpecError> {
     Ok(uri)
 }
 
-pub(super) fn parse_retry(v: &Value) -> Result<Retry, SpecError> {
-    let m = object(v, "retry", &["attempts", "backoff"])?;
+/// Checks a `retry` object.
+pub(super) fn check_retry(v: Json<'_, RetryShape<'_>>) -> Result<Retry, SpecError> {
+    let r = object(v, "retry")?;
     let d = Retry::default();
-    let attempts = match field(m, "attempts") {
+    let attempts = match present(r.attempts) {
         None => d.attempts,
-        Some(v) => int_in(v, "retry.attempts", 1, MAX_ATTEMPTS)?,
+        Some(v) => whole(v, "retry.attempts", 1, MAX_ATTEMPTS)?,
     };
-    let backoff = match field(m, "backoff") {
-        None => d.backoff,
-        Some(v) => duration_in(v, "retry.backoff", Duration::ZERO, MAX_BACKOFF)?,
-    };
+    let backoff =
+        opt_duration(r.backoff, "retry.backoff", Duration::ZERO, MAX_BACKOFF)?.unwrap_or(d.backoff);
     Ok(Retry { attempts, backoff })
 }

@@ -1,15 +1,6 @@
 //! Job names (part of [`super`]): length, and text that could make one name look like another.
 
-use serde_json::Value;
-
 use super::{SpecError, MAX_NAME_CHARS};
-
-pub(super) fn parse_name(v: &Value) -> Result<String, SpecError> {
-    let Value::String(s) = v else {
-        return Err(SpecError::new("name", "must be a string"));
-    };
-    name_str(s)
-}
 
 /// A job name's text, checked.
 pub(super) fn name_str(s: &str) -> Result<String, SpecError> {

@@ -1,14 +1,18 @@
 //! A job's `trigger` object (part of [`super`]): parsing it into a [`Trigger`] and writing it
 //! back. The time arithmetic itself is [`crate::sched::trigger`].
 
-use std::time::Duration;
-
 use jiff::Timestamp;
 use serde_json::{json, Map, Value};
 
+use serde::Deserialize;
+
+use super::typed::{
+    opt_timestamp, present, refuse_unknown, required, string, Json, Leaf, TriggerShape,
+    DURATION_HINT,
+};
 use super::{
-    duration_in, field, format_duration, object, opt_timestamp, timestamp, SpecError, MAX_INTERVAL,
-    MIN_INTERVAL, TRIGGER_KINDS,
+    duration_str, format_duration, timestamp_str, SpecError, MAX_INTERVAL, MIN_INTERVAL,
+    TIMESTAMP_HINT,
 };
 use crate::sched::trigger::{CronExpr, Trigger, Zone};
 
@@ -56,63 +60,131 @@ pub(super) fn trigger_json(t: &Trigger) -> Value {
     Value::Object(m)
 }
 
-/// Parses a job's `trigger` object on its own, exactly as reading a whole
-/// [`JobSpec`](super::JobSpec) does (same `now` rules, errors named `trigger.*`): the schedule
-/// preview uses it so that what it shows is what the scheduler will do.
+/// Parses a job's `trigger` object on its own, exactly as a job's is (same decoder, same `now`
+/// rules as [`JobDraft::finish`](super::JobDraft::finish), errors named `trigger.*`): the
+/// schedule preview uses it so that what it shows is what the scheduler will do.
 pub fn parse_trigger(v: &Value, now: Option<Timestamp>) -> Result<Trigger, SpecError> {
-    let Value::Object(m) = v else {
+    let shape = Json::<TriggerShape>::deserialize(v)
+        .map_err(|e| SpecError::new("trigger", format!("is not a trigger: {e}")))?;
+    let (trigger, every_from_now) = check_trigger(shape)?;
+    finish_trigger(trigger, every_from_now, now)
+}
+
+/// Fields of each trigger kind.
+const AT_FIELDS: &[&str] = &["at"];
+const EVERY_FIELDS: &[&str] = &["every", "start", "end"];
+const CRON_FIELDS: &[&str] = &["cron", "timezone", "start", "end"];
+
+/// Checks a `trigger` object. An `every` without `start` comes back with a placeholder start
+/// and `true`: [`finish_trigger`] sets it to the time of the request.
+pub(super) fn check_trigger(v: Json<'_, TriggerShape<'_>>) -> Result<(Trigger, bool), SpecError> {
+    let Json::Object(t) = v else {
         return Err(SpecError::new(
             "trigger",
             "must be an object with exactly one of at, every, cron",
         ));
     };
-    let kinds: Vec<&str> = TRIGGER_KINDS
-        .iter()
-        .copied()
-        .filter(|k| field(m, k).is_some())
-        .collect();
-    let kind = one_kind(&kinds)?;
-    let p = "trigger";
-    match kind {
-        "at" => {
-            object(v, p, &["at"])?;
-            at_trigger(timestamp(&m["at"], "trigger.at")?, now)
-        }
-        "every" => {
-            object(v, p, &["every", "start", "end"])?;
-            let interval = duration_in(&m["every"], "trigger.every", MIN_INTERVAL, MAX_INTERVAL)?;
-            let start = opt_timestamp(m, p, "start")?;
-            every_trigger(interval, start, opt_timestamp(m, p, "end")?, now)
-        }
-        _ => {
-            object(v, p, &["cron", "timezone", "start", "end"])?;
-            let Value::String(src) = &m["cron"] else {
+    let is = |f: &Option<Leaf<'_>>| matches!(f, Some(v) if !matches!(v, Json::Null));
+    let kinds: Vec<&str> = [
+        ("at", is(&t.at)),
+        ("every", is(&t.every)),
+        ("cron", is(&t.cron)),
+    ]
+    .into_iter()
+    .filter_map(|(k, here)| here.then_some(k))
+    .collect();
+    let allowed = match one_kind(&kinds)? {
+        "at" => AT_FIELDS,
+        "every" => EVERY_FIELDS,
+        _ => CRON_FIELDS,
+    };
+    // Every key the kind does not take (`null` ones too), known or not: the first in key order.
+    let extra = [
+        ("at", t.at.is_some()),
+        ("cron", t.cron.is_some()),
+        ("end", t.end.is_some()),
+        ("every", t.every.is_some()),
+        ("start", t.start.is_some()),
+        ("timezone", t.timezone.is_some()),
+    ]
+    .into_iter()
+    .find(|(k, here)| *here && !allowed.contains(k))
+    .map(|(k, _)| k);
+    let first = match (extra, t.unknown.as_deref()) {
+        (Some(e), Some(u)) => Some(e.min(u)),
+        (e, u) => e.or(u),
+    };
+    refuse_unknown("trigger", first, allowed)?;
+    if let Some(at) = present(t.at) {
+        let at = timestamp_str(&string(at, "trigger.at", TIMESTAMP_HINT)?, "trigger.at")?;
+        return Ok((Trigger::At(at), false));
+    }
+    if let Some(every) = present(t.every) {
+        let p = "trigger.every";
+        let every = string(every, p, DURATION_HINT)?;
+        let interval = duration_str(&every, p, MIN_INTERVAL, MAX_INTERVAL)?;
+        let start = opt_timestamp(t.start, "trigger.start")?;
+        let end = opt_timestamp(t.end, "trigger.end")?;
+        check_end(start, end)?;
+        let trigger = Trigger::Every {
+            interval,
+            start: start.unwrap_or(Timestamp::UNIX_EPOCH),
+            end,
+        };
+        return Ok((trigger, start.is_none()));
+    }
+    let cron = required(t.cron, "trigger.cron")?;
+    let expr = cron_str(&string(
+        cron,
+        "trigger.cron",
+        "must be a crontab string such as \"45 19 * * THU\"",
+    )?)?;
+    let zone = match present(t.timezone) {
+        None => Zone::utc(),
+        Some(name) => zone_str(&string(
+            name,
+            "trigger.timezone",
+            "must be an IANA time zone name such as \"Europe/Berlin\"",
+        )?)?,
+    };
+    let start = opt_timestamp(t.start, "trigger.start")?;
+    let end = opt_timestamp(t.end, "trigger.end")?;
+    check_end(start, end)?;
+    Ok((
+        Trigger::Cron {
+            expr,
+            zone,
+            start,
+            end,
+        },
+        false,
+    ))
+}
+
+/// Applies the rules that need the time of the request to a checked trigger (see
+/// [`JobDraft::finish`](super::JobDraft::finish)).
+pub(super) fn finish_trigger(
+    trigger: Trigger,
+    every_from_now: bool,
+    now: Option<Timestamp>,
+) -> Result<Trigger, SpecError> {
+    match trigger {
+        Trigger::At(at) => at_trigger(at, now),
+        Trigger::Every { interval, end, .. } if every_from_now => {
+            let Some(now) = now else {
                 return Err(SpecError::new(
-                    "trigger.cron",
-                    "must be a crontab string such as \"45 19 * * THU\"",
+                    "trigger.start",
+                    "is required in a stored job (the API fills it in with the creation time)",
                 ));
             };
-            let expr = cron_str(src)?;
-            let zone = match field(m, "timezone") {
-                None => Zone::utc(),
-                Some(Value::String(name)) => zone_str(name)?,
-                Some(_) => {
-                    return Err(SpecError::new(
-                        "trigger.timezone",
-                        "must be an IANA time zone name such as \"Europe/Berlin\"",
-                    ))
-                }
-            };
-            let start = opt_timestamp(m, p, "start")?;
-            let end = opt_timestamp(m, p, "end")?;
-            check_end(start, end)?;
-            Ok(Trigger::Cron {
-                expr,
-                zone,
-                start,
+            check_end(Some(now), end)?;
+            Ok(Trigger::Every {
+                interval,
+                start: now,
                 end,
             })
         }
+        other => Ok(other),
     }
 }
 
@@ -145,31 +217,6 @@ pub(super) fn at_trigger(at: Timestamp, now: Option<Timestamp>) -> Result<Trigge
         }
     }
     Ok(Trigger::At(at))
-}
-
-/// An `every` trigger; without `start`, it starts at `now` (creating) or is refused (stored).
-pub(super) fn every_trigger(
-    interval: Duration,
-    start: Option<Timestamp>,
-    end: Option<Timestamp>,
-    now: Option<Timestamp>,
-) -> Result<Trigger, SpecError> {
-    let start = match (start, now) {
-        (Some(start), _) => start,
-        (None, Some(now)) => now,
-        (None, None) => {
-            return Err(SpecError::new(
-                "trigger.start",
-                "is required in a stored job (the API fills it in with the creation time)",
-            ))
-        }
-    };
-    check_end(Some(start), end)?;
-    Ok(Trigger::Every {
-        interval,
-        start,
-        end,
-    })
 }
 
 /// A crontab string, through the shared parse cache ([`CronExpr::parse`]).

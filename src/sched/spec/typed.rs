@@ -1,55 +1,51 @@
-//! The typed decode of a job spec (part of [`super`]): `impl Deserialize for JobSpec`, straight
-//! from JSON text into the checked type, without building a `serde_json::Value` tree first.
+//! The one decoder of a job spec (part of [`super`]): JSON into the checked type, for API
+//! bodies (a `serde_json::Value`), PATCH results and stored rows (text) alike.
 //!
-//! Why: a restart decodes every stored job (100,000 in the startup bench), and the tree —
-//! a map per object, a `String` per key — cost most of the time and nearly all the
-//! allocations. Here the shape is a set of serde structs that borrow the row's strings
-//! (`#[serde(deny_unknown_fields)]` at every level), and each field goes through the same
-//! checks as [`JobSpec::from_json`] (the `*_str` helpers both share), so a value that decodes
-//! is the spec `from_json` would have built, and a check that fails names the field by its JSON
-//! path exactly as `from_json` does. Only a wrong JSON *shape* (a number where a string
-//! belongs, an unknown field) gets serde's own message, which names the field but not its
-//! path; callers that show a reason to a person ([`JobSpec::from_json_slice`], the store's
-//! damaged-row report) then ask `from_json` for the full diagnosis.
+//! Two steps:
 //!
-//! It reads serde_json text only (a webhook body is borrowed as a `RawValue`), and like every
-//! derived serde struct it would also read a JSON array of the fields in order, which the
-//! store never writes.
+//! 1. **Shape** (serde, no `Value` tree): each object of the spec is read into a struct of its
+//!    known fields, each a [`Json`] (the value's kind; a string borrowed from the input when it
+//!    has no escapes), remembering the first unknown key rather than failing. Only malformed
+//!    JSON text fails here. A restart decodes every stored job (100,000 in the startup bench)
+//!    this way, straight from the row's text.
+//! 2. **Check**: the fields in one fixed order (`name`, `trigger`, `action`, `misfire_grace`,
+//!    `coalesce`, `max_instances`, `jitter`, `retry`, `timeout`, `paused`, `metadata`; at every
+//!    level unknown fields first), each refusal a [`SpecError`] naming the field by its JSON path
+//!    (`action.webhook.headers.x-token`) with a sentence saying what to send instead. Wrong
+//!    kinds (a number where a string belongs) get such a sentence too, not serde's.
 //!
-//! The decode reads the stored form: `every.start` must be present (`now` is `None`). The API
-//! keeps [`JobSpec::from_json`], which needs the creation time and already holds the body as a
-//! `Value`.
+//! The result is a [`JobDraft`]: checked in full but for what depends on when the request is
+//! made (an `at` must lie ahead; an `every` without `start` starts then), which
+//! [`JobDraft::finish`] applies with the caller's `now` (the scheduler's clock), or without one
+//! for a stored row, whose `every.start` is written out. `null` means the same as an absent
+//! field everywhere.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::de::{Deserializer, Error as _, Visitor};
+use serde::de::{Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::action::{
-    action_kind_error, check_header_count, handler_id_str, handler_method_str, method_str,
-    push_header, url_str,
-};
+use super::action::{check_action, check_retry};
 use super::name::name_str;
-use super::schedule::{at_trigger, cron_str, every_trigger, one_kind, zone_str};
+use super::schedule::{check_trigger, finish_trigger};
 use super::{
-    duration_str, int_range, timestamp_str, Action, HandlerCall, JobSpec, JsonBody, Retry,
-    SpecError, Webhook, MAX_ATTEMPTS, MAX_BACKOFF, MAX_INSTANCES, MAX_INTERVAL, MAX_JITTER,
-    MAX_MISFIRE_GRACE, MAX_TIMEOUT, MIN_INTERVAL, MIN_MISFIRE_GRACE, MIN_TIMEOUT,
+    duration_str, int_range, timestamp_str, JobSpec, Retry, SpecError, MAX_INSTANCES, MAX_JITTER,
+    MAX_MISFIRE_GRACE, MAX_TIMEOUT, MIN_MISFIRE_GRACE, MIN_TIMEOUT, TIMESTAMP_HINT,
 };
-use crate::sched::trigger::{Trigger, Zone};
 
 /// A JSON string, borrowed from the input when it has no escapes.
-struct Str<'a>(Cow<'a, str>);
+pub(super) struct Str<'a>(Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Str<'a>, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        struct V<'a>(PhantomData<&'a ()>);
         impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
             type Value = Str<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -65,7 +61,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
                 Ok(Str(Cow::Owned(s)))
             }
         }
-        d.deserialize_str(V(std::marker::PhantomData))
+        d.deserialize_str(V(PhantomData))
     }
 }
 
@@ -93,366 +89,447 @@ impl PartialEq for Str<'_> {
 }
 impl Eq for Str<'_> {}
 
-// `null` means the same as an absent field everywhere, as in `from_json`: serde reads `null`
-// into `None` for every `Option` below. Each field decodes through `at::<path>`, which puts
-// the field's JSON path in front of serde's own message when its value has the wrong shape.
+/// Any JSON value, read and dropped (an unknown field's, or one whose kind is wrong anyway).
+pub(super) struct Skip;
 
-/// One function per field: decodes `T` and names the field's path in an error.
-macro_rules! at_paths {
-    ($($f:ident => $path:literal,)*) => {
-        mod at {
-            use serde::{Deserialize, Deserializer};
-            $(
-                pub(super) fn $f<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-                    d: D,
-                ) -> Result<T, D::Error> {
-                    T::deserialize(d).map_err(|e| super::at_path::<D::Error>($path, e))
-                }
-            )*
-        }
-    };
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SpecDe<'a> {
-    #[serde(borrow, default, deserialize_with = "at::name")]
-    name: Option<Str<'a>>,
-    #[serde(borrow, default, deserialize_with = "at::trigger")]
-    trigger: Option<TriggerDe<'a>>,
-    #[serde(borrow, default, deserialize_with = "at::action")]
-    action: Option<ActionDe<'a>>,
-    #[serde(borrow, default, deserialize_with = "at::misfire_grace")]
-    misfire_grace: Option<Str<'a>>,
-    #[serde(default, deserialize_with = "at::coalesce")]
-    coalesce: Option<bool>,
-    #[serde(default, deserialize_with = "at::max_instances")]
-    max_instances: Option<u64>,
-    #[serde(borrow, default, deserialize_with = "at::jitter")]
-    jitter: Option<Str<'a>>,
-    #[serde(borrow, default, deserialize_with = "at::retry")]
-    retry: Option<RetryDe<'a>>,
-    #[serde(borrow, default, deserialize_with = "at::timeout")]
-    timeout: Option<Str<'a>>,
-    #[serde(default, deserialize_with = "at::paused")]
-    paused: Option<bool>,
-    #[serde(default, deserialize_with = "at::metadata")]
-    metadata: Option<Map<String, Value>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TriggerDe<'a> {
-    #[serde(borrow, default, deserialize_with = "at::trigger_at")]
-    at: Option<Str<'a>>,
-    #[serde(borrow, default, deserialize_with = "at::trigger_every")]
-    every: Option<Str<'a>>,
-    #[serde(borrow, default, deserialize_with = "at::trigger_cron")]
-    cron: Option<Str<'a>>,
-    #[serde(borrow, default, deserialize_with = "at::trigger_timezone")]
-    timezone: Option<Str<'a>>,
-    #[serde(borrow, default, deserialize_with = "at::trigger_start")]
-    start: Option<Str<'a>>,
-    #[serde(borrow, default, deserialize_with = "at::trigger_end")]
-    end: Option<Str<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ActionDe<'a> {
-    #[serde(borrow, default, deserialize_with = "at::action_webhook")]
-    webhook: Option<WebhookDe<'a>>,
-    #[serde(borrow, default, deserialize_with = "at::action_handler")]
-    handler: Option<HandlerDe<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WebhookDe<'a> {
-    #[serde(borrow, default, deserialize_with = "at::action_webhook_url")]
-    url: Option<Str<'a>>,
-    #[serde(borrow, default, deserialize_with = "at::action_webhook_method")]
-    method: Option<Str<'a>>,
-    #[serde(borrow, default, deserialize_with = "at::action_webhook_headers")]
-    headers: Option<BTreeMap<Str<'a>, Str<'a>>>,
-    #[serde(borrow, default, deserialize_with = "at::action_webhook_body")]
-    body: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HandlerDe<'a> {
-    #[serde(borrow, default, deserialize_with = "at::action_handler_id")]
-    id: Option<Str<'a>>,
-    #[serde(borrow, default, deserialize_with = "at::action_handler_method")]
-    method: Option<Str<'a>>,
-    #[serde(default, deserialize_with = "at::action_handler_params")]
-    params: Option<Map<String, Value>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RetryDe<'a> {
-    #[serde(default, deserialize_with = "at::retry_attempts")]
-    attempts: Option<u64>,
-    #[serde(borrow, default, deserialize_with = "at::retry_backoff")]
-    backoff: Option<Str<'a>>,
-}
-
-at_paths! {
-    name => "name",
-    trigger => "trigger",
-    action => "action",
-    misfire_grace => "misfire_grace",
-    coalesce => "coalesce",
-    max_instances => "max_instances",
-    jitter => "jitter",
-    retry => "retry",
-    timeout => "timeout",
-    paused => "paused",
-    metadata => "metadata",
-    trigger_at => "trigger.at",
-    trigger_every => "trigger.every",
-    trigger_cron => "trigger.cron",
-    trigger_timezone => "trigger.timezone",
-    trigger_start => "trigger.start",
-    trigger_end => "trigger.end",
-    action_webhook => "action.webhook",
-    action_handler => "action.handler",
-    action_webhook_url => "action.webhook.url",
-    action_webhook_method => "action.webhook.method",
-    action_webhook_headers => "action.webhook.headers",
-    action_webhook_body => "action.webhook.body",
-    action_handler_id => "action.handler.id",
-    action_handler_method => "action.handler.method",
-    action_handler_params => "action.handler.params",
-    retry_attempts => "retry.attempts",
-    retry_backoff => "retry.backoff",
-}
-
-/// `e` with `path` in front, unless a field inside already put its own (longer) path there.
-/// serde_json adds the position to the outer error again, so the inner one's is cut.
-fn at_path<E: serde::de::Error>(path: &str, e: impl fmt::Display) -> E {
-    let msg = e.to_string();
-    let msg = match msg.rfind(" at line ") {
-        Some(i)
-            if msg[i + 9..].split_once(" column ").is_some_and(|(l, c)| {
-                l.bytes().all(|b| b.is_ascii_digit()) && c.bytes().all(|b| b.is_ascii_digit())
-            }) =>
-        {
-            &msg[..i]
-        }
-        _ => &msg[..],
-    };
-    if msg.starts_with(path) && msg[path.len()..].starts_with(['.', ':']) {
-        E::custom(msg)
-    } else {
-        E::custom(format_args!("{path}: {msg}"))
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+        IgnoredAny::deserialize(d).map(|_| Skip)
     }
 }
 
-fn required<T>(v: Option<T>, path: &str) -> Result<T, SpecError> {
-    v.ok_or_else(|| SpecError::new(path, "is required"))
+/// A JSON value as the shape step reads it: its kind, with what the check needs of it. An
+/// object is read as `T`; where an object is never right, `T` is [`Skip`].
+pub(super) enum Json<'a, T> {
+    /// `null`: the same as an absent field.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A whole number from 0 to `u64::MAX` (what `Value::as_u64` gives).
+    Uint(u64),
+    /// A string.
+    Str(Cow<'a, str>),
+    /// An object.
+    Object(T),
+    /// Anything else: a negative or fractional number, an array.
+    Other,
 }
 
-fn opt_duration(
-    v: Option<Str<'_>>,
+/// A value where an object does not belong.
+pub(super) type Leaf<'a> = Json<'a, Skip>;
+
+impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for Json<'a, T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Json<'a, T>, D::Error> {
+        struct V<'a, T>(PhantomData<(&'a (), T)>);
+        impl<'de: 'a, 'a, T: Deserialize<'de>> Visitor<'de> for V<'a, T> {
+            type Value = Json<'a, T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Json<'a, T>, E> {
+                Ok(Json::Null)
+            }
+            fn visit_none<E>(self) -> Result<Json<'a, T>, E> {
+                Ok(Json::Null)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Json<'a, T>, E> {
+                Ok(Json::Bool(b))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Json<'a, T>, E> {
+                Ok(Json::Uint(n))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Json<'a, T>, E> {
+                Ok(u64::try_from(n).map_or(Json::Other, Json::Uint))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Json<'a, T>, E> {
+                Ok(Json::Other)
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Json<'a, T>, E> {
+                Ok(Json::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Json<'a, T>, E> {
+                Ok(Json::Str(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Json<'a, T>, E> {
+                Ok(Json::Str(Cow::Owned(s)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Json<'a, T>, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Json::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Json<'a, T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(a)).map(Json::Object)
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+impl<'a, T> Json<'a, T> {
+    /// The value, unless it is `null`.
+    fn present(self) -> Option<Json<'a, T>> {
+        match self {
+            Json::Null => None,
+            v => Some(v),
+        }
+    }
+}
+
+/// The field's value: `None` when absent or `null`.
+pub(super) fn present<T>(v: Option<Json<'_, T>>) -> Option<Json<'_, T>> {
+    v.and_then(Json::present)
+}
+
+/// The field's value, or "is required" naming `path`.
+pub(super) fn required<'a, T>(
+    v: Option<Json<'a, T>>,
+    path: &str,
+) -> Result<Json<'a, T>, SpecError> {
+    present(v).ok_or_else(|| SpecError::new(path, "is required"))
+}
+
+/// The value as a string, or `message` naming `path`.
+pub(super) fn string<'a>(
+    v: Leaf<'a>,
+    path: &str,
+    message: &str,
+) -> Result<Cow<'a, str>, SpecError> {
+    match v {
+        Json::Str(s) => Ok(s),
+        _ => Err(SpecError::new(path, message)),
+    }
+}
+
+/// A required string field, or `message` naming `path`.
+pub(super) fn required_str<'a>(
+    v: Option<Leaf<'a>>,
+    path: &str,
+    message: &str,
+) -> Result<Cow<'a, str>, SpecError> {
+    string(required(v, path)?, path, message)
+}
+
+/// An object that is not one: the sentence lists its fields.
+pub(super) fn not_object(path: &str, fields: &[&str]) -> SpecError {
+    SpecError::new(
+        path,
+        format!(
+            "must be a JSON object with the fields {}",
+            fields.join(", ")
+        ),
+    )
+}
+
+/// Refuses `key`, a field the object at `path` does not take.
+pub(super) fn refuse_unknown(
+    path: &str,
+    key: Option<&str>,
+    allowed: &[&str],
+) -> Result<(), SpecError> {
+    match key {
+        None => Ok(()),
+        Some(key) => Err(SpecError::new(
+            if path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            },
+            format!(
+                "unknown field; remove it (allowed here: {})",
+                allowed.join(", ")
+            ),
+        )),
+    }
+}
+
+pub(super) const DURATION_HINT: &str =
+    "must be a duration string such as \"90s\", \"30m\", \"2h\" or \"1h30m\"";
+
+/// An optional duration string within `min..=max`.
+pub(super) fn opt_duration(
+    v: Option<Leaf<'_>>,
     path: &str,
     min: Duration,
     max: Duration,
 ) -> Result<Option<Duration>, SpecError> {
-    v.map(|s| duration_str(&s, path, min, max)).transpose()
+    present(v)
+        .map(|v| duration_str(&string(v, path, DURATION_HINT)?, path, min, max))
+        .transpose()
 }
 
-fn opt_timestamp(v: Option<Str<'_>>, path: &str) -> Result<Option<Timestamp>, SpecError> {
-    v.map(|s| timestamp_str(&s, path)).transpose()
+/// An optional RFC 3339 time.
+pub(super) fn opt_timestamp(
+    v: Option<Leaf<'_>>,
+    path: &str,
+) -> Result<Option<Timestamp>, SpecError> {
+    present(v)
+        .map(|v| timestamp_str(&string(v, path, TIMESTAMP_HINT)?, path))
+        .transpose()
 }
 
-/// The fields a trigger kind does not allow, as `from_json` reports the first one.
-fn refuse_extra(present: &[(&str, bool)], allowed: &str) -> Result<(), SpecError> {
-    match present.iter().find(|(_, here)| *here) {
-        Some((name, _)) => Err(SpecError::new(
-            format!("trigger.{name}"),
-            format!("unknown field; remove it (allowed here: {allowed})"),
-        )),
-        None => Ok(()),
+/// A whole number within `min..=max`.
+pub(super) fn whole(v: Leaf<'_>, path: &str, min: u32, max: u32) -> Result<u32, SpecError> {
+    let n = match v {
+        Json::Uint(n) => Some(n),
+        _ => None,
+    };
+    int_range(n, path, min, max)
+}
+
+fn opt_bool(v: Option<Leaf<'_>>, path: &str) -> Result<Option<bool>, SpecError> {
+    match present(v) {
+        None => Ok(None),
+        Some(Json::Bool(b)) => Ok(Some(b)),
+        Some(_) => Err(SpecError::new(path, "must be true or false")),
     }
 }
 
-impl TriggerDe<'_> {
-    fn check(self) -> Result<Trigger, SpecError> {
-        let kinds: Vec<&str> = [
-            ("at", self.at.is_some()),
-            ("every", self.every.is_some()),
-            ("cron", self.cron.is_some()),
-        ]
-        .iter()
-        .filter(|(_, here)| *here)
-        .map(|(k, _)| *k)
-        .collect();
-        one_kind(&kinds)?;
-        if let Some(at) = self.at {
-            refuse_extra(
-                &[
-                    ("end", self.end.is_some()),
-                    ("start", self.start.is_some()),
-                    ("timezone", self.timezone.is_some()),
-                ],
-                "at",
-            )?;
-            return at_trigger(timestamp_str(&at, "trigger.at")?, None);
-        }
-        if let Some(every) = self.every {
-            refuse_extra(
-                &[("timezone", self.timezone.is_some())],
-                "every, start, end",
-            )?;
-            let interval = duration_str(&every, "trigger.every", MIN_INTERVAL, MAX_INTERVAL)?;
-            let start = opt_timestamp(self.start, "trigger.start")?;
-            let end = opt_timestamp(self.end, "trigger.end")?;
-            return every_trigger(interval, start, end, None);
-        }
-        let cron = self.cron.expect("exactly one kind");
-        let expr = cron_str(&cron)?;
-        let zone = match self.timezone {
-            None => Zone::utc(),
-            Some(name) => zone_str(&name)?,
-        };
-        let start = opt_timestamp(self.start, "trigger.start")?;
-        let end = opt_timestamp(self.end, "trigger.end")?;
-        super::schedule::check_end(start, end)?;
-        Ok(Trigger::Cron {
-            expr,
-            zone,
-            start,
-            end,
-        })
+/// One JSON object of the spec, as [`shape!`] declares it.
+pub(super) trait Shape {
+    /// Its fields, in the order refusals list them.
+    const FIELDS: &'static [&'static str];
+    /// The first key (in key order) that is none of [`Shape::FIELDS`].
+    fn unknown(&self) -> Option<&str>;
+}
+
+/// `v` as the object at `path`, every key one of its fields; refused naming `path` (not an
+/// object) or the first unknown field otherwise.
+pub(super) fn object<T: Shape>(v: Json<'_, T>, path: &str) -> Result<T, SpecError> {
+    let Json::Object(o) = v else {
+        return Err(not_object(path, T::FIELDS));
+    };
+    refuse_unknown(path, o.unknown(), T::FIELDS)?;
+    Ok(o)
+}
+
+/// An optional object of free-form values (absent: empty), or `message` naming `path`.
+pub(super) fn opt_map(
+    v: Option<Json<'_, Map<String, Value>>>,
+    path: &str,
+    message: &str,
+) -> Result<Map<String, Value>, SpecError> {
+    match present(v) {
+        None => Ok(Map::new()),
+        Some(Json::Object(m)) => Ok(m),
+        Some(_) => Err(SpecError::new(path, message)),
     }
 }
 
-impl ActionDe<'_> {
-    fn check(self) -> Result<Action, SpecError> {
-        match (self.webhook, self.handler) {
-            (Some(hook), None) => Ok(Action::Webhook(hook.check()?)),
-            (None, Some(call)) => Ok(Action::Handler(call.check()?)),
-            (Some(_), Some(_)) => Err(action_kind_error(true)),
-            (None, None) => Err(action_kind_error(false)),
+/// Declares the shape of one JSON object of the spec: a struct of its known fields (`None`:
+/// absent; `Some(Json::Null)`: given as `null`) and the first unknown key in key order, read
+/// by a serde visitor that refuses nothing.
+macro_rules! shape {
+    ($(#[doc = $doc:literal])* $name:ident { $($field:ident: $ty:ty,)* }) => {
+        $(#[doc = $doc])*
+        pub(super) struct $name<'a> {
+            $(pub(super) $field: Option<$ty>,)*
+            /// The first key (in key order) that is none of the fields above.
+            pub(super) unknown: Option<Str<'a>>,
         }
-    }
-}
 
-impl WebhookDe<'_> {
-    fn check(self) -> Result<Webhook, SpecError> {
-        let url = url_str(&required(self.url, "action.webhook.url")?)?;
-        let method = match self.method {
-            None => hyper::Method::POST,
-            Some(m) => method_str(&m)?,
-        };
-        let mut headers = Vec::new();
-        if let Some(h) = self.headers {
-            check_header_count(h.len())?;
-            headers.reserve_exact(h.len());
-            for (name, value) in &h {
-                push_header(&mut headers, name, value)?;
+        impl Shape for $name<'_> {
+            const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
+            fn unknown(&self) -> Option<&str> {
+                self.unknown.as_deref()
             }
-            headers.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         }
-        Ok(Webhook {
-            url,
-            method,
-            headers,
-            body: self.body.map(JsonBody::from_stored),
-        })
-    }
-}
 
-impl HandlerDe<'_> {
-    fn check(self) -> Result<HandlerCall, SpecError> {
-        let id = handler_id_str(&required(self.id, "action.handler.id")?)?;
-        let method = handler_method_str(&required(self.method, "action.handler.method")?)?;
-        Ok(HandlerCall {
-            id,
-            method,
-            params: self.params.unwrap_or_default(),
-        })
-    }
-}
-
-impl SpecDe<'_> {
-    /// The same checks, in the same order, as [`JobSpec::from_json`] with `now = None`.
-    fn check(self) -> Result<JobSpec, SpecError> {
-        let name = name_str(&required(self.name, "name")?)?;
-        let trigger = required(self.trigger, "trigger")?.check()?;
-        let action = required(self.action, "action")?.check()?;
-        let misfire_grace = opt_duration(
-            self.misfire_grace,
-            "misfire_grace",
-            MIN_MISFIRE_GRACE,
-            MAX_MISFIRE_GRACE,
-        )?
-        .unwrap_or(Duration::from_secs(60));
-        let max_instances = match self.max_instances {
-            None => 1,
-            Some(n) => int_range(Some(n), "max_instances", 1, MAX_INSTANCES)?,
-        };
-        let jitter =
-            opt_duration(self.jitter, "jitter", Duration::ZERO, MAX_JITTER)?.unwrap_or_default();
-        let retry = match self.retry {
-            None => Retry::default(),
-            Some(r) => {
-                let d = Retry::default();
-                Retry {
-                    attempts: match r.attempts {
-                        None => d.attempts,
-                        Some(n) => int_range(Some(n), "retry.attempts", 1, MAX_ATTEMPTS)?,
-                    },
-                    backoff: opt_duration(r.backoff, "retry.backoff", Duration::ZERO, MAX_BACKOFF)?
-                        .unwrap_or(d.backoff),
+        impl<'de: 'a, 'a> Deserialize<'de> for $name<'a> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<$name<'a>, D::Error> {
+                struct V<'a>(PhantomData<&'a ()>);
+                impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                    type Value = $name<'a>;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a JSON object")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<$name<'a>, A::Error> {
+                        let mut out = $name { $($field: None,)* unknown: None };
+                        while let Some(key) = a.next_key::<Str<'a>>()? {
+                            match &*key {
+                                $(stringify!($field) => out.$field = Some(a.next_value()?),)*
+                                _ => {
+                                    a.next_value::<IgnoredAny>()?;
+                                    if out.unknown.as_ref().is_none_or(|u| key < *u) {
+                                        out.unknown = Some(key);
+                                    }
+                                }
+                            }
+                        }
+                        Ok(out)
+                    }
                 }
+                d.deserialize_map(V(PhantomData))
             }
-        };
-        let timeout = opt_duration(self.timeout, "timeout", MIN_TIMEOUT, MAX_TIMEOUT)?
-            .unwrap_or(Duration::from_secs(30));
-        Ok(JobSpec {
+        }
+    };
+}
+
+shape! {
+    /// The whole spec.
+    SpecShape {
+        name: Leaf<'a>,
+        trigger: Json<'a, TriggerShape<'a>>,
+        action: Json<'a, ActionShape<'a>>,
+        misfire_grace: Leaf<'a>,
+        coalesce: Leaf<'a>,
+        max_instances: Leaf<'a>,
+        jitter: Leaf<'a>,
+        retry: Json<'a, RetryShape<'a>>,
+        timeout: Leaf<'a>,
+        paused: Leaf<'a>,
+        metadata: Json<'a, Map<String, Value>>,
+    }
+}
+
+shape! {
+    /// `trigger`: one kind (`at`, `every`, `cron`) and the fields that kind takes.
+    TriggerShape {
+        at: Leaf<'a>,
+        every: Leaf<'a>,
+        cron: Leaf<'a>,
+        timezone: Leaf<'a>,
+        start: Leaf<'a>,
+        end: Leaf<'a>,
+    }
+}
+
+shape! {
+    /// `action`: one of its kinds.
+    ActionShape {
+        webhook: Json<'a, WebhookShape<'a>>,
+        handler: Json<'a, HandlerShape<'a>>,
+    }
+}
+
+shape! {
+    /// `action.webhook`. The body is kept as its JSON text (`null`: none).
+    WebhookShape {
+        url: Leaf<'a>,
+        method: Leaf<'a>,
+        headers: Json<'a, BTreeMap<Str<'a>, Leaf<'a>>>,
+        body: Box<RawValue>,
+    }
+}
+
+shape! {
+    /// `action.handler`.
+    HandlerShape {
+        id: Leaf<'a>,
+        method: Leaf<'a>,
+        params: Json<'a, Map<String, Value>>,
+    }
+}
+
+shape! {
+    /// `retry`.
+    RetryShape {
+        attempts: Leaf<'a>,
+        backoff: Leaf<'a>,
+    }
+}
+
+/// A job spec as a client sent it, checked in full except for the rules that depend on when
+/// the request is made; [`JobDraft::finish`] applies those. Built by [`JobDraft::from_value`]
+/// or [`JobDraft::from_slice`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDraft {
+    /// The spec; while `every_from_now`, its `every` trigger's `start` is a placeholder.
+    spec: JobSpec,
+    /// An `every` trigger without `start`: it starts at the time of the request.
+    every_from_now: bool,
+}
+
+impl JobDraft {
+    /// Decodes a JSON value: an API body, or a job's JSON with a PATCH merged in.
+    pub fn from_value(v: &Value) -> Result<JobDraft, SpecError> {
+        // Every JSON value has a shape: the shape step refuses nothing a `Value` can hold.
+        let shape = Json::<SpecShape>::deserialize(v)
+            .map_err(|e| SpecError::new("", format!("is not a job: {e}")))?;
+        check(shape)
+    }
+
+    /// Decodes JSON text. A webhook body is kept as the text holds it, so this is for the
+    /// compact text [`JobSpec::to_json`] gives (stored rows); a body sent with spaces inside
+    /// is sent on with them.
+    pub fn from_slice(bytes: &[u8]) -> Result<JobDraft, SpecError> {
+        let shape = serde_json::from_slice::<Json<SpecShape>>(bytes)
+            .map_err(|e| SpecError::new("", format!("is not valid JSON: {e}")))?;
+        check(shape)
+    }
+
+    /// The spec, with the rules that need the time applied. `now` is the time of the request
+    /// (the scheduler's clock) when creating a job, testing one or changing its trigger: an
+    /// `at` must lie after it, and an `every` without `start` starts then. `None` (a stored
+    /// job, or a change that leaves the trigger alone): an `at` in the past is kept, and an
+    /// `every` must carry its `start`.
+    pub fn finish(self, now: Option<Timestamp>) -> Result<JobSpec, SpecError> {
+        let JobDraft {
+            mut spec,
+            every_from_now,
+        } = self;
+        spec.trigger = finish_trigger(spec.trigger, every_from_now, now)?;
+        Ok(spec)
+    }
+}
+
+/// The checks, in the order the module documentation gives.
+fn check(v: Json<'_, SpecShape<'_>>) -> Result<JobDraft, SpecError> {
+    let s = object(v, "")?;
+    let name = name_str(&required_str(s.name, "name", "must be a string")?)?;
+    let (trigger, every_from_now) = check_trigger(required(s.trigger, "trigger")?)?;
+    let action = check_action(required(s.action, "action")?)?;
+    let misfire_grace = opt_duration(
+        s.misfire_grace,
+        "misfire_grace",
+        MIN_MISFIRE_GRACE,
+        MAX_MISFIRE_GRACE,
+    )?
+    .unwrap_or(Duration::from_secs(60));
+    let coalesce = opt_bool(s.coalesce, "coalesce")?.unwrap_or(true);
+    let max_instances = match present(s.max_instances) {
+        None => 1,
+        Some(v) => whole(v, "max_instances", 1, MAX_INSTANCES)?,
+    };
+    let jitter = opt_duration(s.jitter, "jitter", Duration::ZERO, MAX_JITTER)?.unwrap_or_default();
+    let retry = match present(s.retry) {
+        None => Retry::default(),
+        Some(r) => check_retry(r)?,
+    };
+    let timeout = opt_duration(s.timeout, "timeout", MIN_TIMEOUT, MAX_TIMEOUT)?
+        .unwrap_or(Duration::from_secs(30));
+    let paused = opt_bool(s.paused, "paused")?.unwrap_or(false);
+    let metadata = opt_map(
+        s.metadata,
+        "metadata",
+        "must be a JSON object, e.g. {\"channel\": \"announcements\"}",
+    )?;
+    Ok(JobDraft {
+        spec: JobSpec {
             name,
             trigger,
             action,
             misfire_grace,
-            coalesce: self.coalesce.unwrap_or(true),
+            coalesce,
             max_instances,
             jitter,
             retry,
             timeout,
-            paused: self.paused.unwrap_or(false),
-            metadata: self.metadata.unwrap_or_default(),
-        })
-    }
+            paused,
+            metadata,
+        },
+        every_from_now,
+    })
 }
 
-/// The stored JSON form of a spec, as [`JobSpec::to_json`] writes it. A failed check is a
-/// custom error whose message is the [`SpecError`]'s (`"trigger.cron: …"`).
+/// A stored spec, as [`JobSpec::to_json`] writes it (`every.start` included), straight from
+/// the row's text. A refusal is a custom error whose message is the [`SpecError`]'s
+/// (`"trigger.cron: …"`).
 impl<'de> Deserialize<'de> for JobSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<JobSpec, D::Error> {
-        SpecDe::deserialize(d)?.check().map_err(D::Error::custom)
-    }
-}
-
-impl JobSpec {
-    /// Decodes stored JSON text (the form [`JobSpec::to_json`] writes) through the typed decode,
-    /// and, when it fails, diagnoses the text with [`JobSpec::from_json`] so the error names the
-    /// field by its JSON path whatever went wrong.
-    pub fn from_json_slice(bytes: &[u8]) -> Result<JobSpec, SpecError> {
-        match serde_json::from_slice::<JobSpec>(bytes) {
-            Ok(spec) => Ok(spec),
-            Err(typed) => match serde_json::from_slice::<Value>(bytes) {
-                Err(e) => Err(SpecError::new("", format!("is not valid JSON: {e}"))),
-                Ok(v) => match JobSpec::from_json(&v, None) {
-                    Err(e) => Err(e),
-                    // Both decodes must agree; say so rather than accept what one refused.
-                    Ok(_) => Err(SpecError::new("", typed.to_string())),
-                },
-            },
-        }
+        let shape = Json::<SpecShape>::deserialize(d)?;
+        check(shape)
+            .and_then(|draft| draft.finish(None))
+            .map_err(D::Error::custom)
     }
 }
 
@@ -461,6 +538,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::sched::trigger::Trigger;
 
     fn now() -> Timestamp {
         "2026-06-01T12:00:00Z".parse().unwrap()
@@ -503,26 +581,34 @@ mod tests {
     }
 
     #[test]
-    fn typed_decode_of_stored_json_gives_the_spec_from_json_gives() {
+    fn a_body_and_its_stored_text_decode_to_the_same_spec() {
         for body in every_kind() {
-            let spec = JobSpec::from_json(&body, Some(now())).unwrap();
+            let spec = JobDraft::from_value(&body)
+                .and_then(|d| d.finish(Some(now())))
+                .unwrap();
             let stored = serde_json::to_vec(&spec.to_json()).unwrap();
             let typed: JobSpec = serde_json::from_slice(&stored).unwrap();
             assert_eq!(typed, spec, "for {body}");
-            assert_eq!(JobSpec::from_json_slice(&stored).unwrap(), spec);
+            let draft = JobDraft::from_slice(&stored).unwrap();
+            assert_eq!(draft.finish(None).unwrap(), spec);
             // And back: what it writes is what was stored.
             assert_eq!(serde_json::to_vec(&typed.to_json()).unwrap(), stored);
         }
-        // `null` is the same as absent, as in `from_json`.
+        // `null` is the same as absent.
         let v = json!({"name": "x", "trigger": {"every": "1m", "start": "2026-01-01T00:00:00Z",
                        "end": null}, "action": hook(), "jitter": null, "metadata": null,
                        "retry": null, "coalesce": null});
         let typed: JobSpec = serde_json::from_slice(&serde_json::to_vec(&v).unwrap()).unwrap();
-        assert_eq!(typed, JobSpec::from_json(&v, None).unwrap());
+        let without = json!({"name": "x", "trigger": {"every": "1m",
+                             "start": "2026-01-01T00:00:00Z"}, "action": hook()});
+        assert_eq!(typed, JobSpec::from_json(&without, None).unwrap());
     }
 
+    /// A wrong kind of value, an unknown field or a wrong shape deep inside: the refusal names
+    /// the full path with the sentence a person can act on, whether the spec came as a `Value`
+    /// (an API body) or as text (a stored row) — not serde's "invalid type" message.
     #[test]
-    fn typed_decode_refuses_what_from_json_refuses_naming_the_same_field() {
+    fn every_refusal_names_the_full_path_with_a_sentence_from_a_value_and_from_text() {
         let start = "2026-01-01T00:00:00Z";
         let with = |extra: Value| {
             let mut v = json!({"name": "x", "trigger": {"every": "1m", "start": start},
@@ -532,63 +618,140 @@ mod tests {
             }
             v
         };
+        let hook_with = |extra: Value| {
+            let mut w = json!({"url": "https://a.example/"});
+            for (k, x) in extra.as_object().unwrap() {
+                w[k] = x.clone();
+            }
+            with(json!({"action": {"webhook": w}}))
+        };
+        let duration = "must be a duration string such as \"90s\", \"30m\", \"2h\" or \"1h30m\"";
         let cases = vec![
-            // Checks of a field's value: the typed decode names the path itself.
-            with(json!({"name": " "})),
-            with(json!({"name": "a\u{200B}b"})),
-            with(json!({"trigger": {"every": "1m"}})),
-            with(json!({"trigger": {"every": "0s", "start": start}})),
-            with(json!({"trigger": {"every": "1m", "start": start, "end": start}})),
-            with(json!({"trigger": {"every": "1m", "start": "yesterday"}})),
-            with(json!({"trigger": {"at": "2026-01-01T00:00:00Z", "start": start}})),
-            with(json!({"trigger": {"every": "1m", "timezone": "UTC", "start": start}})),
-            with(json!({"trigger": {"every": "1m", "cron": "* * * * *", "start": start}})),
-            with(json!({"trigger": {}})),
-            with(json!({"trigger": {"cron": "61 * * * *"}})),
-            with(json!({"trigger": {"cron": "0 9 * * *", "timezone": "Mars/Olympus"}})),
-            with(json!({"action": {}})),
-            with(json!({"action": {"webhook": {"url": "ftp://a.example/"}}})),
-            with(json!({"action": {"webhook": {"url": "https://a.example/", "method": "TRACE"}}})),
-            with(
-                json!({"action": {"webhook": {"url": "https://a.example/", "headers": {"Host": "b"}}}}),
-            ),
-            with(json!({"action": {"webhook": {"url": "https://a.example/",
-                                               "headers": {"X-A": "1", "x-a": "2"}}}})),
-            with(json!({"action": {"handler": {"id": "Not A Peer!", "method": "m"}}})),
-            with(json!({"action": {"handler": {"id": "bot", "method": "9lives"}}})),
-            with(json!({"misfire_grace": "0s"})),
-            with(json!({"max_instances": 0})),
-            with(json!({"retry": {"attempts": 11}})),
-            with(json!({"retry": {"backoff": "2h"}})),
-            with(json!({"timeout": "1h"})),
-            with(json!({"jitter": "2h"})),
-            // Wrong shapes: serde refuses them; `from_json_slice` asks `from_json` why.
-            with(json!({"colour": 1})),
-            with(json!({"trigger": {"every": "1m", "start": start, "tz": "UTC"}})),
-            with(json!({"action": {"webhook": {"url": "https://a.example/", "verb": "POST"}}})),
-            with(json!({"action": {"email": {}}})),
-            with(json!({"max_instances": 1.5})),
-            with(json!({"coalesce": "yes"})),
-            with(json!({"metadata": [1]})),
-            with(json!({"name": null})),
-            json!([1, 2]),
+            (with(json!({"coalesce": "yes"})), "coalesce", "must be true or false"),
+            (with(json!({"paused": 1})), "paused", "must be true or false"),
+            (with(json!({"name": 7})), "name", "must be a string"),
+            (with(json!({"max_instances": 1.5})), "max_instances",
+             "must be a whole number from 1 to 100"),
+            (with(json!({"max_instances": -1})), "max_instances",
+             "must be a whole number from 1 to 100"),
+            (with(json!({"jitter": 5})), "jitter", duration),
+            (with(json!({"metadata": [1]})), "metadata",
+             "must be a JSON object, e.g. {\"channel\": \"announcements\"}"),
+            (with(json!({"retry": {"attempts": "3"}})), "retry.attempts",
+             "must be a whole number from 1 to 10"),
+            (with(json!({"retry": {"backoff": 10}})), "retry.backoff", duration),
+            (with(json!({"retry": 3})), "retry",
+             "must be a JSON object with the fields attempts, backoff"),
+            (with(json!({"retry": {"tries": 3}})), "retry.tries",
+             "unknown field; remove it (allowed here: attempts, backoff)"),
+            (with(json!({"colour": 1, "zebra": 2})), "colour",
+             "unknown field; remove it (allowed here: name, trigger, action, misfire_grace, \
+              coalesce, max_instances, jitter, retry, timeout, paused, metadata)"),
+            (with(json!({"trigger": {"every": "1m", "start": start, "tz": "UTC"}})), "trigger.tz",
+             "unknown field; remove it (allowed here: every, start, end)"),
+            (with(json!({"trigger": {"at": start, "every": null}})), "trigger.every",
+             "unknown field; remove it (allowed here: at)"),
+            (with(json!({"trigger": {"every": 60, "start": start}})), "trigger.every", duration),
+            (with(json!({"trigger": {"every": "1m", "start": 0}})), "trigger.start",
+             "must be an RFC 3339 time with an offset, e.g. \"2026-12-03T19:45:00+01:00\" or \"2026-12-03T18:45:00.250Z\""),
+            (with(json!({"trigger": {"cron": ["*"]}})), "trigger.cron",
+             "must be a crontab string such as \"45 19 * * THU\""),
+            (with(json!({"trigger": {"cron": "0 9 * * *", "timezone": {}}})), "trigger.timezone",
+             "must be an IANA time zone name such as \"Europe/Berlin\""),
+            (with(json!({"trigger": "daily"})), "trigger",
+             "must be an object with exactly one of at, every, cron"),
+            (with(json!({"action": []})), "action",
+             "must be a JSON object with the fields webhook, handler"),
+            (with(json!({"action": {"email": {}}})), "action.email",
+             "unknown field; remove it (allowed here: webhook, handler)"),
+            (with(json!({"action": {"webhook": "https://a.example/"}})), "action.webhook",
+             "must be a JSON object with the fields url, method, headers, body"),
+            (hook_with(json!({"url": 5})), "action.webhook.url",
+             "must be a string such as \"https://discord.com/api/webhooks/…\""),
+            (hook_with(json!({"method": true})), "action.webhook.method",
+             "must be one of GET, POST, PUT, PATCH, DELETE"),
+            (hook_with(json!({"verb": "POST"})), "action.webhook.verb",
+             "unknown field; remove it (allowed here: url, method, headers, body)"),
+            (hook_with(json!({"headers": ["X-A"]})), "action.webhook.headers",
+             "must be an object of header names to string values"),
+            (hook_with(json!({"headers": {"X-Count": 1}})), "action.webhook.headers.X-Count",
+             "must be a string"),
+            (hook_with(json!({"headers": {"Host": 1}})), "action.webhook.headers.Host",
+             "is set by the scheduler itself; remove it"),
+            (with(json!({"action": {"handler": {"id": 1, "method": "m"}}})), "action.handler.id",
+             "must be the handler's peer name, a string such as \"discord-bot\""),
+            (with(json!({"action": {"handler": {"id": "bot", "method": null}}})),
+             "action.handler.method", "is required"),
+            (with(json!({"action": {"handler": {"id": "bot", "method": "m", "params": "x"}}})),
+             "action.handler.params",
+             "must be a JSON object of named parameters, e.g. {\"channel_id\": \"123\"}"),
+            (json!([1, 2]), "",
+             "must be a JSON object with the fields name, trigger, action, misfire_grace, \
+              coalesce, max_instances, jitter, retry, timeout, paused, metadata"),
         ];
-        for v in cases {
-            let want = JobSpec::from_json(&v, None).unwrap_err();
-            let bytes = serde_json::to_vec(&v).unwrap();
+        for (v, field, message) in cases {
+            let want = SpecError::new(field, message);
             assert_eq!(
-                JobSpec::from_json_slice(&bytes).unwrap_err(),
+                JobDraft::from_value(&v).unwrap_err(),
                 want,
-                "for {v}"
+                "from a value: {v}"
             );
-            let typed = serde_json::from_slice::<JobSpec>(&bytes)
-                .unwrap_err()
-                .to_string();
-            let last = want.field.rsplit('.').next().unwrap_or_default();
+            let text = serde_json::to_vec(&v).unwrap();
+            assert_eq!(
+                JobDraft::from_slice(&text).unwrap_err(),
+                want,
+                "from text: {v}"
+            );
+            let stored = serde_json::from_slice::<JobSpec>(&text).unwrap_err();
             assert!(
-                typed.contains(last),
-                "serde's message {typed:?} names {last:?}"
+                stored.to_string().starts_with(&want.to_string()),
+                "a stored row: {stored} for {v}"
             );
         }
+        assert_eq!(
+            JobDraft::from_slice(b"{\"name\": ").unwrap_err().field,
+            "",
+            "text that is not JSON"
+        );
+    }
+
+    /// The rules that need the time of the request wait for [`JobDraft::finish`].
+    #[test]
+    fn an_at_in_the_past_and_an_every_without_start_are_judged_at_finish() {
+        let at = JobDraft::from_value(
+            &json!({"name": "x", "trigger": {"at": "2026-01-01T00:00:00Z"},
+                                              "action": hook()}),
+        )
+        .expect("decoding does not know the time");
+        assert_eq!(
+            at.clone().finish(Some(now())).unwrap_err().field,
+            "trigger.at"
+        );
+        assert!(
+            at.finish(None).is_ok(),
+            "a stored job keeps its passed `at`"
+        );
+
+        let every = JobDraft::from_value(&json!({"name": "x", "trigger": {"every": "1m"},
+                                                 "action": hook()}))
+        .unwrap();
+        let spec = every.clone().finish(Some(now())).unwrap();
+        assert_eq!(
+            spec.trigger,
+            Trigger::Every {
+                interval: Duration::from_secs(60),
+                start: now(),
+                end: None
+            }
+        );
+        assert_eq!(every.finish(None).unwrap_err().field, "trigger.start");
+
+        let ends_before_now = JobDraft::from_value(&json!({"name": "x",
+            "trigger": {"every": "1m", "end": "2026-01-01T00:00:00Z"}, "action": hook()}))
+        .unwrap();
+        assert_eq!(
+            ends_before_now.finish(Some(now())).unwrap_err().field,
+            "trigger.end"
+        );
     }
 }
