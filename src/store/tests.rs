@@ -11,7 +11,8 @@ use crate::model::{
 };
 use crate::sched::{JobId, JobSpec};
 
-fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
+/// A fresh, empty directory for one test.
+fn temp_dir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "appliance-store-{tag}-{}-{:?}",
         std::process::id(),
@@ -19,6 +20,11 @@ fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
+    let dir = temp_dir(tag);
     (Store::create(&dir.join("db.redb"), None).unwrap(), dir)
 }
 
@@ -751,9 +757,7 @@ fn drop_summaries(store: &Store) {
 /// of a file whose table is gone altogether does the same.
 #[test]
 fn a_database_without_job_summaries_opens_serves_its_jobs_and_builds_them() {
-    let dir = std::env::temp_dir().join(format!("appliance-summaries-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("no-summaries");
     let path = dir.join("v1.redb");
     let server = testing::server();
     let recs = [cron_record(3, "raid"), job_record(9, "weekly")];
