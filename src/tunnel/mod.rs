@@ -169,6 +169,12 @@ pub struct RouterStats {
     pub dropped_rate_limited: u64,
     /// Handshake messages waiting for their X25519 work right now.
     pub handshake_queue: u64,
+    /// Source addresses whose handshake messages are blocked right now (at most
+    /// [`BLOCKED_SOURCES`]; see [`Router::poll_blocked_sources`]).
+    pub blocked_sources: u64,
+    /// Times a source was added to the block list (a source that keeps flooding is added
+    /// again after each [`BLOCK_FOR`]).
+    pub source_blocks: u64,
 }
 
 /// This second's count of a source address (the shared one beyond [`TRACKED_SOURCES`]).
@@ -395,6 +401,8 @@ impl Router {
         if self.blocked.len() < BLOCKED_SOURCES {
             self.blocked.push((ip, now + BLOCK_FOR));
             self.blocked_changed = true;
+            self.stats.source_blocks += 1;
+            self.stats.blocked_sources = self.blocked.len() as u64;
         }
     }
 
@@ -620,6 +628,7 @@ impl Router {
         let before = self.blocked.len();
         self.blocked.retain(|(_, until)| now < *until);
         self.blocked_changed |= self.blocked.len() != before;
+        self.stats.blocked_sources = self.blocked.len() as u64;
         self.note_queue();
         for _ in 0..HANDSHAKES_PER_TURN.min(self.work_left) {
             let Some(p) = self
