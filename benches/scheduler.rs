@@ -12,11 +12,9 @@
 //!
 //! All traffic stays on 127.0.0.1 (the sink runs in this process); every loop is bounded; data
 //! lives in temp dirs under `std::env::temp_dir()`, removed on drop. The 100k-job and 1k-job
-//! databases are filled untimed by writing rows in the stored layout straight into redb in large
-//! transactions (the `Store` API commits one job per transaction, which would take minutes of
-//! fsyncs). The row layout is learnt from a probe row that `Store::insert_job` writes itself
-//! (so it follows the store's format as it changes), and `Store::jobs()` loading every row back
-//! checks it.
+//! databases are filled untimed through `Store::insert_jobs_unaudited`, 10k jobs per
+//! transaction (the `Store` API's creates commit one job each, which would take minutes of
+//! fsyncs), so the rows and their schedule summaries are the store's own encoding.
 //!
 //! Run: `cargo bench --bench scheduler` (one part: `-- creates`, `-- startup` or
 //! `-- lateness`). Figures and ratios: benches/RESULTS-scheduler.md.
@@ -48,9 +46,6 @@ use support::serve::Served;
 use support::temp_dir::TempDir;
 use support::webhook_sink::{start_sink, Hits};
 use support::{parts, raid_job};
-
-/// The store's job table (u64 id -> JSON row), for the untimed bulk setup.
-const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 
 /// Sequential creates per round, and the concurrent split (callers x creates each).
 const CREATES: usize = 512;
@@ -110,100 +105,27 @@ fn job_body(i: usize, now: Timestamp) -> Value {
     )
 }
 
-/// How the store lays out a job row, learnt from a row `Store::insert_job` wrote itself, so
-/// the bulk setup follows the store's current format (field names, timestamp encoding) rather
-/// than a copy of it.
-struct RowLayout {
-    /// The probe row with its `spec` and next-fire field to be replaced.
-    template: serde_json::Map<String, Value>,
-    /// The field holding the next fire time, and whether it is in Unix ms (else RFC 3339).
-    next_key: String,
-    next_ms: bool,
-}
-
-const PROBE_ID: u64 = 0x0bad_cafe;
-
-impl RowLayout {
-    /// Opens (creating) the appliance database at `dir`, stores one probe job through
-    /// `Store::insert_job`, reads its raw row, and deletes it again.
-    fn learn(dir: &TempDir) -> RowLayout {
-        let now = Timestamp::now();
-        let probe = Timestamp::from_millisecond(1_900_000_000_123).unwrap();
-        {
-            let store = open_db(&dir.db()).expect("open store");
-            let rec = JobRecord {
-                id: JobId::from_u64(PROBE_ID),
-                spec: std::sync::Arc::new(
-                    JobSpec::from_json(&job_body(0, now), Some(now)).unwrap(),
-                ),
-                created_at_ms: now.as_millisecond() as u64,
-                updated_at_ms: now.as_millisecond() as u64,
-                created_by: "bench".into(),
-                next_fire_at: Some(probe),
-                paused_at_ms: None,
-            };
-            assert!(store.insert_job(&rec, None).unwrap());
-        }
-        let db = Database::create(dir.db()).expect("open redb");
-        let txn = db.begin_write().unwrap();
-        let row: Value = {
-            let mut t = txn.open_table(JOBS).unwrap();
-            let v = t.remove(PROBE_ID).unwrap().expect("probe row stored");
-            serde_json::from_slice(v.value()).unwrap()
-        };
-        txn.commit().unwrap();
-        let Value::Object(template) = row else {
-            panic!("a job row is a JSON object: {row}")
-        };
-        assert!(
-            template.contains_key("spec"),
-            "job row without spec: {template:?}"
-        );
-        let as_ms = json!(probe.as_millisecond());
-        let as_ts = serde_json::to_value(probe).unwrap();
-        let (next_key, next_ms) = template
-            .iter()
-            .find_map(|(k, v)| {
-                (*v == as_ms)
-                    .then(|| (k.clone(), true))
-                    .or_else(|| (*v == as_ts).then(|| (k.clone(), false)))
-            })
-            .unwrap_or_else(|| panic!("no next-fire field found in {template:?}"));
-        RowLayout {
-            template,
-            next_key,
-            next_ms,
-        }
-    }
-
-    fn row(&self, spec: &JobSpec, next: Option<Timestamp>) -> Vec<u8> {
-        let mut m = self.template.clone();
-        m.insert("spec".into(), spec.to_json());
-        let next = match next {
-            None => Value::Null,
-            Some(t) if self.next_ms => json!(t.as_millisecond()),
-            Some(t) => serde_json::to_value(t).unwrap(),
-        };
-        m.insert(self.next_key.clone(), next);
-        serde_json::to_vec(&m).unwrap()
-    }
-}
-
-/// Creates the appliance database at `dir`, then writes `jobs` (id, spec, next fire) into its
-/// job table in transactions of 10k, in the store's row layout (untimed setup).
+/// Creates (or opens) the appliance database at `dir` and stores `jobs` (id, spec, next fire)
+/// through `Store::insert_jobs_unaudited`, 10k per transaction (untimed setup: the `Store` API's
+/// creates commit one job each, which would take minutes of fsyncs). The rows and their
+/// schedule summaries are the store's own encoding.
 fn bulk_fill(dir: &TempDir, jobs: impl Iterator<Item = (u64, JobSpec, Option<Timestamp>)>) {
-    let layout = RowLayout::learn(dir);
-    let db = Database::create(dir.db()).expect("open redb");
-    let mut jobs = jobs.peekable();
+    let store = open_db(&dir.db()).expect("open store");
+    let now_ms = Timestamp::now().as_millisecond() as u64;
+    let mut jobs = jobs
+        .map(|(id, spec, next)| JobRecord {
+            id: JobId::from_u64(id),
+            spec: Arc::new(spec),
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            created_by: "bench".into(),
+            next_fire_at: next,
+            paused_at_ms: None,
+        })
+        .peekable();
     while jobs.peek().is_some() {
-        let txn = db.begin_write().unwrap();
-        {
-            let mut t = txn.open_table(JOBS).unwrap();
-            for (id, spec, next) in jobs.by_ref().take(10_000) {
-                t.insert(id, layout.row(&spec, next).as_slice()).unwrap();
-            }
-        }
-        txn.commit().unwrap();
+        let chunk: Vec<JobRecord> = jobs.by_ref().take(10_000).collect();
+        store.insert_jobs_unaudited(&chunk).expect("store jobs");
     }
 }
 
@@ -352,12 +274,16 @@ fn fsync_probe(n: usize) -> f64 {
 async fn bench_creates(out: &mut String) {
     let now = Timestamp::now();
     let spec = JobSpec::from_json(&job_body(0, now), Some(now)).unwrap();
-    let row_size = {
-        let dir = TempDir::new("sched", "layout");
-        RowLayout::learn(&dir)
-            .row(&spec, spec.trigger.next_after(now))
-            .len()
-    };
+    let row_size = appliance::store::encode_job_for_fixture(&JobRecord {
+        id: JobId::from_u64(1),
+        next_fire_at: spec.trigger.next_after(now),
+        spec: Arc::new(spec),
+        created_at_ms: now.as_millisecond() as u64,
+        updated_at_ms: now.as_millisecond() as u64,
+        created_by: "bench".into(),
+        paused_at_ms: None,
+    })
+    .len();
     let mut rows = Vec::new();
     for round in 1..=CREATE_ROUNDS {
         for callers in [1, CALLERS] {
@@ -492,12 +418,18 @@ async fn bench_startup(out: &mut String) {
     // redb and decoded the way they were before the typed decode (a JSON tree, then
     // `JobSpec::from_json`), between them.
     let (mut load, mut start, mut tree) = (Vec::new(), Vec::new(), Vec::new());
+    let mut summaries = Vec::new();
     for _ in 0..STARTUP_ROUNDS {
         let store = Arc::new(open_db(&full.db()).unwrap());
         let t = Instant::now();
         let n = tokio::task::block_in_place(|| store.jobs().unwrap().rows.len());
         load.push(t.elapsed().as_secs_f64() * 1e3);
         assert_eq!(n, STARTUP_JOBS, "every stored row loads back");
+
+        let t = Instant::now();
+        let n = tokio::task::block_in_place(|| store.job_summaries().unwrap().rows.len());
+        summaries.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(n, STARTUP_JOBS, "every stored job has its summary");
 
         let t = Instant::now();
         let (jobs, tx, task) = tokio::task::block_in_place(|| start_jobs(store.clone()));
@@ -510,7 +442,7 @@ async fn bench_startup(out: &mut String) {
         assert_eq!(n, STARTUP_JOBS);
         tree.push(ms);
     }
-    eprintln!("startup in process: load {load:?} ms, start {start:?} ms, tree decode {tree:?} ms");
+    eprintln!("startup in process: load {load:?} ms, summaries {summaries:?} ms, start {start:?} ms, tree decode {tree:?} ms");
 
     // The whole binary: 100k jobs vs empty, alternating after one untimed warm-up each (which
     // also writes the server record on first run).
@@ -548,10 +480,11 @@ async fn bench_startup(out: &mut String) {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (ml, ms, mt) = (
+    let (ml, ms, mt, msu) = (
         median(load.clone()),
         median(start.clone()),
         median(tree.clone()),
+        median(summaries.clone()),
     );
     out.push_str(&format!(
         "### 2. Startup with {STARTUP_JOBS} jobs (every / cron / at, one third each; \
@@ -559,13 +492,17 @@ async fn bench_startup(out: &mut String) {
          | measurement | runs (ms) | median (ms) |\n|---|---|---|\n\
          | baseline: the rows through a JSON tree + `JobSpec::from_json` (the decode before) | {} | {mt:.0} |\n\
          | `Store::jobs()` (read + typed decode + spec check) | {} | {ml:.0} |\n\
-         | `Jobs::start` (the same load + core upserts + table) | {} | {ms:.0} |\n\
+         | `Store::job_summaries()` (what the scheduler loads: summaries checked against the rows' hashes) | {} | {msu:.0} |\n\
+         | `Jobs::start` (summaries + core upserts + table) | {} | {ms:.0} |\n\
          | **ratio** `Store::jobs()` / tree decode | | **{:.2}** |\n\
+         | **ratio** `Store::job_summaries()` / `Store::jobs()` | | **{:.2}** |\n\
          | **ratio** `Jobs::start` / `Store::jobs()` | | **{:.2}** |\n\n",
         fmt(&tree),
         fmt(&load),
+        fmt(&summaries),
         fmt(&start),
         ml / mt,
+        msu / ml,
         ms / ml
     ));
     if !b_ready.is_empty() {

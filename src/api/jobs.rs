@@ -203,6 +203,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> A
             let id = id()?;
             let e = jobs(ctx)?
                 .get(id)
+                .map_err(|e| ApiError::store(&e))?
                 .ok_or_else(|| not_found(JobNotFound(id)))?;
             ok(view(ctx, &e))
         }
@@ -257,7 +258,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: JobRoute, params: &[&str]) -> A
         }
         JobRoute::Runs => {
             let id = id()?;
-            if jobs(ctx)?.get(id).is_none() {
+            if !jobs(ctx)?.contains(id) {
                 return Err(not_found(JobNotFound(id)));
             }
             runs(ctx, Some(id)).await
@@ -293,7 +294,7 @@ fn list(ctx: &Ctx<'_>) -> ApiResult {
             })
         })
         .transpose()?;
-    let all = jobs(ctx)?.list();
+    let all = jobs(ctx)?.list().map_err(|e| ApiError::store(&e))?;
     let page: Vec<&JobEntry> = all
         .iter()
         .filter(|e| paused.is_none_or(|p| e.record.spec.paused == p))

@@ -350,7 +350,8 @@ async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
     }
     let jobs = jobs(ctx)?;
     let _one_at_a_time = SCHEDULE_LOCK.lock().await;
-    if let Some(e) = by_sz_id(&jobs.list(), &job_id) {
+    let all = jobs.list().map_err(|e| ApiError::store(&e))?;
+    if let Some(e) = by_sz_id(&all, &job_id) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "duplicate_job_id",
@@ -458,6 +459,7 @@ fn schedules(ctx: &Ctx<'_>) -> ApiResult {
     let operator = ctx.require(Need::Operate).is_ok();
     let list: Vec<Value> = jobs(ctx)?
         .list()
+        .map_err(|e| ApiError::store(&e))?
         .iter()
         .filter(|e| !is_run_now(e))
         .map(|e| {
@@ -482,7 +484,7 @@ fn schedules(ctx: &Ctx<'_>) -> ApiResult {
 /// `DELETE /api/schedules/{id}`: by ScheduleZero id, or by our id for other jobs.
 async fn delete(ctx: &Ctx<'_>, id: &str) -> ApiResult {
     let jobs = jobs(ctx)?;
-    let all = jobs.list();
+    let all = jobs.list().map_err(|e| ApiError::store(&e))?;
     let found = by_sz_id(&all, id).or_else(|| {
         id.parse::<JobId>()
             .ok()
@@ -539,8 +541,12 @@ async fn scan(
     limit: usize,
     keep: impl Fn(&Value) -> bool,
 ) -> Result<Vec<Value>, ApiError> {
-    let table: std::collections::HashMap<JobId, JobEntry> =
-        jobs.list().into_iter().map(|e| (e.record.id, e)).collect();
+    let table: std::collections::HashMap<JobId, JobEntry> = jobs
+        .list()
+        .map_err(|e| ApiError::store(&e))?
+        .into_iter()
+        .map(|e| (e.record.id, e))
+        .collect();
     let mut out = Vec::new();
     let mut before = None;
     for _ in 0..MAX_EXECUTIONS {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::sched::{JobId, JobSpec};
+use crate::sched::{JobId, JobSpec, Schedule};
 
 /// A stored job: its checked spec plus bookkeeping.
 #[derive(Debug, Clone)]
@@ -29,6 +29,34 @@ pub struct JobRecord {
     pub next_fire_at: Option<Timestamp>,
     /// When the job was paused (kept so a resume can catch up on request).
     pub paused_at_ms: Option<u64>,
+}
+
+impl JobRecord {
+    /// What the scheduler keeps of this job in memory.
+    pub fn summary(&self) -> JobSummary {
+        JobSummary {
+            id: self.id,
+            name: self.spec.name.as_str().into(),
+            schedule: Schedule::of(&self.spec),
+            next_fire_at: self.next_fire_at,
+        }
+    }
+}
+
+/// What the running scheduler keeps of a stored job: enough to order its fires and to answer
+/// the listing and name rules, not its action. The store keeps one per job beside the job
+/// (`store/jobs.rs`, the `job_schedules` table), so a start decodes these instead of every
+/// job's JSON; the whole [`JobRecord`] is read when a job fires or is shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSummary {
+    /// The job's id.
+    pub id: JobId,
+    /// The job's name.
+    pub name: Box<str>,
+    /// When it fires, and under which rules.
+    pub schedule: Schedule,
+    /// The next scheduled fire not yet taken, as stored.
+    pub next_fire_at: Option<Timestamp>,
 }
 
 /// State of one run (one fire of a job).

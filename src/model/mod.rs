@@ -16,5 +16,5 @@ pub mod peer;
 
 pub use audit::{Actor, AuditAction, AuditEntry, JobAction, PeerAction, Via};
 pub use handler::HandlerRecord;
-pub use job::{JobRecord, RunFilter, RunRecord, RunStatus};
+pub use job::{JobRecord, JobSummary, RunFilter, RunRecord, RunStatus};
 pub use peer::{PeerChange, PeerRecord, PeerStats, ServerRecord};

@@ -54,6 +54,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use super::spec::{JobId, JobSpec};
+use super::trigger::Trigger;
 
 /// Most fires one job reports one by one in one [`Core::handle_timeout`] call, per kind (late
 /// fires, and catch-up runs without `coalesce`); the excess is one [`FireKind::MissedMany`].
@@ -97,9 +98,56 @@ impl FireKind {
     }
 }
 
+/// What the core needs of a job: when it fires and under which rules. A job's action, name and
+/// metadata stay out of the core (the driver reads them from the store when a fire runs), so a
+/// scheduled job costs the core a few hundred bytes whatever its webhook carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    /// When the job fires.
+    pub trigger: Trigger,
+    /// How late a fire may still run (see the module docs on misfires).
+    pub misfire_grace: Duration,
+    /// Run several due fires once instead of once each.
+    pub coalesce: bool,
+    /// Concurrent instances allowed.
+    pub max_instances: u32,
+    /// Each fire is delayed by a deterministic offset in `[0, jitter)`.
+    pub jitter: Duration,
+    /// A paused job has no next fire.
+    pub paused: bool,
+}
+
+impl Schedule {
+    /// The schedule of a checked spec.
+    pub fn of(spec: &JobSpec) -> Schedule {
+        Schedule {
+            trigger: spec.trigger.clone(),
+            misfire_grace: spec.misfire_grace,
+            coalesce: spec.coalesce,
+            max_instances: spec.max_instances,
+            jitter: spec.jitter,
+            paused: spec.paused,
+        }
+    }
+}
+
+impl From<&JobSpec> for Schedule {
+    fn from(spec: &JobSpec) -> Schedule {
+        Schedule::of(spec)
+    }
+}
+
+impl From<Arc<JobSpec>> for Schedule {
+    fn from(spec: Arc<JobSpec>) -> Schedule {
+        Schedule::of(&spec)
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
-    spec: Arc<JobSpec>,
+    /// Boxed: the job map holds many empty slots (it grows by doubling), each the size of an
+    /// entry, so the entry stays small.
+    schedule: Box<Schedule>,
     /// The next fire the trigger names (before jitter); `None` when paused or exhausted.
     next: Option<Timestamp>,
     paused: bool,
@@ -125,7 +173,16 @@ impl Core {
         Core::default()
     }
 
-    /// Adds a job, or replaces the spec of an existing one (its running count is kept).
+    /// An empty core with room for `jobs` jobs (a start loads them all at once).
+    pub fn with_capacity(jobs: usize) -> Core {
+        Core {
+            jobs: HashMap::with_capacity(jobs),
+            heap: BinaryHeap::with_capacity(jobs),
+            ..Core::default()
+        }
+    }
+
+    /// Adds a job, or replaces the schedule of an existing one (its running count is kept).
     ///
     /// `next_fire_at` is the persisted next fire; `None` (a new job, or a changed spec) computes
     /// it strictly after `now`. A persisted value in the past is handled by the next
@@ -135,21 +192,22 @@ impl Core {
     pub fn upsert(
         &mut self,
         id: JobId,
-        spec: Arc<JobSpec>,
+        schedule: impl Into<Schedule>,
         next_fire_at: Option<Timestamp>,
         now: Timestamp,
     ) {
-        let paused = spec.paused;
+        let schedule = schedule.into();
+        let paused = schedule.paused;
         let next = if paused {
             None
         } else {
-            next_fire_at.or_else(|| Core::first_fire(&spec, now))
+            next_fire_at.or_else(|| schedule.trigger.next_after(now))
         };
         let running = self.jobs.get(&id).map_or(0, |e| e.running);
         self.jobs.insert(
             id,
             Entry {
-                spec,
+                schedule: Box::new(schedule),
                 next: None,
                 paused,
                 running,
@@ -196,7 +254,7 @@ impl Core {
         };
         if entry.paused {
             entry.paused = false;
-            let next = entry.spec.trigger.next_after(now);
+            let next = entry.schedule.trigger.next_after(now);
             self.set_next(id, next);
             self.tidy();
         }
@@ -220,7 +278,7 @@ impl Core {
         };
         if entry.paused {
             entry.paused = false;
-            let trigger = &entry.spec.trigger;
+            let trigger = &entry.schedule.trigger;
             let next = trigger
                 .next_after(paused_since)
                 .or_else(|| trigger.next_after(now));
@@ -249,7 +307,7 @@ impl Core {
         let Some(entry) = self.jobs.get_mut(&id) else {
             return false;
         };
-        if entry.running >= entry.spec.max_instances {
+        if entry.running >= entry.schedule.max_instances {
             return false;
         }
         entry.running += 1;
@@ -329,9 +387,9 @@ impl Core {
         self.jobs.get(&id).is_some_and(|e| e.paused)
     }
 
-    /// The job's spec, as last upserted.
-    pub fn spec(&self, id: JobId) -> Option<&Arc<JobSpec>> {
-        self.jobs.get(&id).map(|e| &e.spec)
+    /// The job's schedule, as last upserted.
+    pub fn schedule(&self, id: JobId) -> Option<&Schedule> {
+        self.jobs.get(&id).map(|e| &*e.schedule)
     }
 
     /// Whether the core has this job.
@@ -379,7 +437,7 @@ impl Core {
         entry.next = next;
         self.dirty.insert(id);
         if let Some(t) = next {
-            let due = due_time(id, entry.spec.jitter, t);
+            let due = due_time(id, entry.schedule.jitter, t);
             self.heap.push(Reverse((due, id, entry.generation)));
         }
     }
@@ -389,9 +447,9 @@ impl Core {
         let Some(entry) = self.jobs.get(&id) else {
             return;
         };
-        let spec = Arc::clone(&entry.spec);
-        let trigger = &spec.trigger;
-        let jitter = spec.jitter;
+        let schedule = &entry.schedule;
+        let trigger = &schedule.trigger;
+        let jitter = schedule.jitter;
         let mut pending = entry.next;
         let mut out: Vec<Fire> = Vec::new();
         let fire = |scheduled_at, kind| Fire {
@@ -401,7 +459,7 @@ impl Core {
         };
 
         // Late fires: scheduled before `late_before`.
-        let late_before = sub(now, spec.misfire_grace.saturating_add(jitter));
+        let late_before = sub(now, schedule.misfire_grace.saturating_add(jitter));
         let mut listed = 0;
         while let Some(t) = pending {
             if t >= late_before {
@@ -432,7 +490,7 @@ impl Core {
             if due_time(id, jitter, t) > now {
                 break;
             }
-            if spec.coalesce {
+            if schedule.coalesce {
                 if runs.is_empty() {
                     runs.push(t);
                 }
@@ -441,7 +499,7 @@ impl Core {
             } else {
                 excess = Some((excess.map_or(t, |(first, _)| first), t));
             }
-            let jump = (spec.coalesce || excess.is_some()) && t < surely_due;
+            let jump = (schedule.coalesce || excess.is_some()) && t < surely_due;
             pending = if jump {
                 let target = sub(surely_due, Duration::from_nanos(1));
                 if let Some((first, _)) = excess {
@@ -453,9 +511,10 @@ impl Core {
             };
         }
 
+        let max_instances = schedule.max_instances;
         let entry = self.jobs.get_mut(&id).expect("job looked up above");
         for t in runs {
-            if entry.running < spec.max_instances {
+            if entry.running < max_instances {
                 entry.running += 1;
                 out.push(fire(t, FireKind::Run));
             } else {

@@ -22,7 +22,7 @@ pub mod trigger;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{Core, Fire, FireKind, MAX_LISTED_PER_CALL};
+pub use self::core::{Core, Fire, FireKind, Schedule, MAX_LISTED_PER_CALL};
 pub use self::spec::{
     check_method_name, format_duration, parse_duration, Action, DurationError, HandlerCall,
     JobDraft, JobId, JobIdError, JobSpec, JsonBody, Retry, SpecError, Webhook,

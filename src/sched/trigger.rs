@@ -386,7 +386,8 @@ pub enum CronExprError {
 /// A checked IANA time zone, kept with its canonical name (`Europe/Berlin`, `UTC`).
 #[derive(Debug, Clone)]
 pub struct Zone {
-    name: String,
+    /// Shared by clones: every job of a guild names one of a few zones.
+    name: std::sync::Arc<str>,
     tz: TimeZone,
 }
 
@@ -398,14 +399,14 @@ impl Zone {
         let tz = TimeZone::get(name).map_err(|_| ZoneError::Unknown {
             name: name.to_string(),
         })?;
-        let name = tz.iana_name().unwrap_or(name).to_string();
+        let name = tz.iana_name().unwrap_or(name).into();
         Ok(Zone { name, tz })
     }
 
     /// Coordinated Universal Time, the default zone of a cron trigger.
     pub fn utc() -> Zone {
         Zone {
-            name: "UTC".to_string(),
+            name: "UTC".into(),
             tz: TimeZone::UTC,
         }
     }

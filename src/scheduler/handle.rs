@@ -2,7 +2,7 @@
 //!
 //! Layer: driver glue. Validates, commits each change with its audit entry through the store,
 //! then tells the scheduler driver by a `Command`; answers reads from a view of the job
-//! table. It reads no clock and writes no table: the time of an operation (for its first fire,
+//! table (names, order, counts) and the store (a job's spec: one read transaction). It reads no clock and writes no table: the time of an operation (for its first fire,
 //! its record and its audit entry) is the driver's clock, asked with `Command::Now` ([`Handle::now`]); fire
 //! times are [`Core`]'s (`Core::first_fire`, `Core::resume_catching_up`); the driver updates
 //! the table and answers with the job as it now is. Webhook destinations are checked here
@@ -20,7 +20,7 @@ use super::error::{
     ChangeError, ClearError, CreateError, JobNotFound, NameTaken, RunNowError, ShuttingDown,
     TestError, UpdateError,
 };
-use super::table::{name_key, TableView};
+use super::table::{name_key, Listed, TableView};
 use super::{JobEntry, RunStats};
 use crate::model::{Actor, AuditAction, AuditEntry, JobAction, JobRecord, RunFilter, RunRecord};
 use crate::sched::{Core, JobDraft, JobId, JobSpec, SpecError};
@@ -383,13 +383,7 @@ impl Handle {
     /// Runs a job now through the normal run path (respecting `max_instances`); returns the
     /// id of the run, recorded before this returns.
     pub async fn run_now(&self, id: JobId, actor: &Actor) -> Result<u64, RunNowError> {
-        let name = self
-            .get(id)
-            .ok_or(JobNotFound(id))?
-            .record
-            .spec
-            .name
-            .clone();
+        let name = self.table.get(id).ok_or(JobNotFound(id))?.name;
         let now = self.now().await?;
         let run = self.ask(|done| Command::RunNow(id, done)).await??;
         let audit = Self::audit(
@@ -443,14 +437,39 @@ impl Handle {
         Ok(result)
     }
 
-    /// One job, as the table holds it.
-    pub fn get(&self, id: JobId) -> Option<JobEntry> {
-        self.table.get(id)
+    /// One job: its stored record (one row read) with the scheduler's next fire time and
+    /// running count. `Ok(None)` for a job the scheduler does not have.
+    pub fn get(&self, id: JobId) -> Result<Option<JobEntry>, StoreError> {
+        let Some(listed) = self.table.get(id) else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .jobs_by_id(&[id])?
+            .pop()
+            .map(|record| entry(record, &listed)))
     }
 
-    /// Every job, sorted by next fire time (jobs without one last), then id.
-    pub fn list(&self) -> Vec<JobEntry> {
-        self.table.list()
+    /// Whether the scheduler has this job (no store read).
+    pub fn contains(&self, id: JobId) -> bool {
+        self.table.get(id).is_some()
+    }
+
+    /// Every job, sorted by next fire time (jobs without one last), then id: the records read
+    /// from the store in one read transaction, with the scheduler's next fire times and
+    /// running counts.
+    pub fn list(&self) -> Result<Vec<JobEntry>, StoreError> {
+        let listed = self.table.list();
+        let ids: Vec<JobId> = listed.iter().map(|(id, _)| *id).collect();
+        let mut records = self.store.jobs_by_id(&ids)?.into_iter().peekable();
+        let mut out = Vec::with_capacity(listed.len());
+        for (id, l) in &listed {
+            // `jobs_by_id` keeps the order and leaves out only rows gone meanwhile.
+            if let Some(record) = records.next_if(|r| r.id == *id) {
+                out.push(entry(record, l));
+            }
+        }
+        Ok(out)
     }
 
     /// (jobs, paused, running).
@@ -481,6 +500,16 @@ impl Handle {
     /// A page of the run history.
     pub async fn runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, StoreError> {
         self.blocking(move |s| s.runs_page(&filter)).await
+    }
+}
+
+/// A stored job as the API shows it: the scheduler's next fire time (ahead of the stored one
+/// after a fire that could not be recorded yet) and running count.
+fn entry(mut record: JobRecord, listed: &Listed) -> JobEntry {
+    record.next_fire_at = listed.next_fire_at;
+    JobEntry {
+        record,
+        running: listed.running,
     }
 }
 

@@ -21,12 +21,12 @@ use jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 
 use super::handle::{Command, RunReply};
-use super::table::Table;
+use super::table::{Listed, Table};
 use super::{runs, Config, Handle, JobEntry, JobNotFound, RunNowError, RunStats};
 use crate::clock::Clock;
-use crate::model::{JobRecord, RunRecord, RunStatus};
+use crate::model::{JobRecord, JobSummary, RunRecord, RunStatus};
 use crate::queue::{self, Task};
-use crate::sched::{Core, Fire, FireKind, JobId};
+use crate::sched::{Core, Fire, FireKind, JobId, JobSpec};
 use crate::store::{Store, StoreError};
 use crate::tasks::Queue;
 use crate::webhook::{delivery, Executor};
@@ -68,19 +68,22 @@ fn launch(
     if !interrupted.is_empty() {
         store.update_runs(&interrupted)?;
     }
-    let loaded = store.jobs()?;
+    let loaded = store.job_summaries()?;
     damaged_at_start += loaded.damaged.len();
-    let records = loaded.rows;
+    let summaries = loaded.rows;
     let stats = Arc::new(Mutex::new(RunStats::default()));
     let (tasks, task_done, held) = Queue::load_on(store.clone(), stats.clone(), clock.clone())?;
-    let mut core = Core::new();
-    let mut table = HashMap::with_capacity(records.len());
-    for rec in records {
-        core.upsert(rec.id, rec.spec.clone(), rec.next_fire_at, now);
+    let mut core = Core::with_capacity(summaries.len());
+    let mut table = HashMap::with_capacity(summaries.len());
+    for s in summaries {
+        let paused = s.schedule.paused;
+        core.upsert(s.id, s.schedule, s.next_fire_at, now);
         table.insert(
-            rec.id,
-            JobEntry {
-                record: rec,
+            s.id,
+            Listed {
+                name: s.name,
+                next_fire_at: core.next_fire_at(s.id),
+                paused,
                 running: 0,
             },
         );
@@ -235,7 +238,7 @@ impl Driver {
                 // value: the core computes it again only if the record carries none.
                 let id = record.id;
                 self.core
-                    .upsert(id, record.spec.clone(), record.next_fire_at, now);
+                    .upsert(id, &*record.spec, record.next_fire_at, now);
                 let _ = done.send(self.put(*record));
             }
             Command::Remove(id, done) => {
@@ -278,12 +281,15 @@ impl Driver {
     fn put(&mut self, mut record: JobRecord) -> JobEntry {
         let id = record.id;
         record.next_fire_at = self.core.next_fire_at(id);
-        let entry = JobEntry {
-            record,
+        let listed = Listed {
+            name: record.spec.name.as_str().into(),
+            next_fire_at: record.next_fire_at,
+            paused: record.spec.paused,
             running: self.core.running(id),
         };
-        self.table.write().insert(id, entry.clone());
-        entry
+        let running = listed.running;
+        self.table.write().insert(id, listed);
+        JobEntry { record, running }
     }
 
     /// A handler run finished (its run row was written with it): free its instance slot.
@@ -308,27 +314,75 @@ impl Driver {
         if fires.is_empty() && dirty.is_empty() {
             return;
         }
+        // The core keeps schedules only: the specs of the fires that run are read from the
+        // store (one read transaction), the names of the others come from the table.
+        let mut run_ids: Vec<JobId> = fires
+            .iter()
+            .filter(|f| f.kind.is_run())
+            .map(|f| f.job)
+            .collect();
+        run_ids.sort_unstable();
+        run_ids.dedup();
+        let specs: HashMap<JobId, Arc<JobSpec>> = if run_ids.is_empty() {
+            HashMap::new()
+        } else {
+            let store = self.store.clone();
+            let read = tokio::task::spawn_blocking(move || store.jobs_by_id(&run_ids))
+                .await
+                .expect("store task does not panic");
+            match read {
+                Ok(records) => records.into_iter().map(|r| (r.id, r.spec)).collect(),
+                Err(e) => {
+                    self.not_recorded(&fires, Vec::new(), &e);
+                    return;
+                }
+            }
+        };
+        // A job deleted after it fired (the delete is committed before the driver hears of
+        // it) has no row left: its fire is neither run nor recorded.
+        let (fires, gone): (Vec<Fire>, Vec<Fire>) = fires
+            .into_iter()
+            .partition(|f| !f.kind.is_run() || specs.contains_key(&f.job));
+        for f in gone {
+            self.core.handle_finished(f.job);
+            if let Some(i) = self
+                .manual
+                .iter()
+                .position(|m| (m.0, m.1) == (f.job, f.scheduled_at))
+            {
+                let _ = self
+                    .manual
+                    .swap_remove(i)
+                    .2
+                    .send(Err(JobNotFound(f.job).into()));
+            }
+        }
         let now = self.clock.now();
         let mut runs = Vec::with_capacity(fires.len());
         let mut waiters = Vec::with_capacity(fires.len());
         // Handler fires: (index into `runs`, task), committed with the runs.
         let mut tasks: Vec<(usize, Task)> = Vec::new();
-        for f in &fires {
-            let waiter = match f.kind {
-                FireKind::Run => self
-                    .manual
-                    .iter()
-                    .position(|m| (m.0, m.1) == (f.job, f.scheduled_at))
-                    .map(|i| self.manual.swap_remove(i).2),
-                _ => None,
-            };
-            let spec = self.core.spec(f.job).map(|s| &**s);
-            let (run, task) = runs::for_fire(f, spec, waiter.is_some(), now);
-            waiters.push(waiter);
-            if let Some(task) = task {
-                tasks.push((runs.len(), task));
+        {
+            let table = self.table.write();
+            for f in &fires {
+                let waiter = match f.kind {
+                    FireKind::Run => self
+                        .manual
+                        .iter()
+                        .position(|m| (m.0, m.1) == (f.job, f.scheduled_at))
+                        .map(|i| self.manual.swap_remove(i).2),
+                    _ => None,
+                };
+                let spec = specs.get(&f.job);
+                let name = table.get(&f.job).map_or("", |l| &*l.name);
+                let (run, task) =
+                    runs::for_fire(f, name, spec.map(|s| &**s), waiter.is_some(), now);
+                waiters.push(waiter);
+                if let Some(task) = task {
+                    tasks.push((runs.len(), task));
+                }
+                runs.push(run);
             }
-            runs.push(run);
         }
         let store = self.store.clone();
         let dirty_for_store = dirty.clone();
@@ -352,21 +406,7 @@ impl Driver {
                 r
             }
             Err(e) => {
-                // Not recorded, so not run. The core already moved past these fires; the
-                // store still holds the old next fire times. Stop taking fires until the store
-                // is writable again, then reload those times: the same fires come due again and
-                // the misfire rules decide, exactly as after a restart. `run now` callers get
-                // the error (their run will not happen later behind their back).
-                tracing::error!(error = %e, fires = fires.len(), "could not record fires: none of them ran; the scheduler resumes when the disk accepts writes again");
-                for f in &fires {
-                    if f.kind.is_run() {
-                        self.core.handle_finished(f.job);
-                    }
-                }
-                for w in waiters.into_iter().flatten() {
-                    let _ = w.send(Err(RunNowError::NotRecorded(e.same_kind())));
-                }
-                self.stop_recording();
+                self.not_recorded(&fires, waiters, &e);
                 return;
             }
         };
@@ -374,7 +414,7 @@ impl Driver {
             let mut t = self.table.write();
             for (id, next) in &dirty {
                 if let Some(e) = t.get_mut(id) {
-                    e.record.next_fire_at = *next;
+                    e.next_fire_at = *next;
                 }
             }
         }
@@ -400,7 +440,7 @@ impl Driver {
                 continue;
             }
             stats.fired += 1;
-            let Some(spec) = self.core.spec(run.job_id).cloned() else {
+            let Some(spec) = specs.get(&run.job_id).cloned() else {
                 continue;
             };
             if let Some(e) = self.table.write().get_mut(&run.job_id) {
@@ -415,6 +455,35 @@ impl Driver {
                 let _ = finished.send(run).await;
             });
         }
+    }
+
+    /// Fires that could not be recorded (`e`: the read of their jobs or the commit failed) are
+    /// not run. The core already moved past them; the store still holds the old next fire
+    /// times. Stop taking fires until the store is writable again, then reload those times:
+    /// the same fires come due again and the misfire rules decide, exactly as after a restart.
+    /// `run now` callers get the error (their run will not happen later behind their back).
+    fn not_recorded(&mut self, fires: &[Fire], waiters: Vec<Option<RunReply>>, e: &StoreError) {
+        tracing::error!(error = %e, fires = fires.len(), "could not record fires: none of them ran; the scheduler resumes when the disk accepts writes again");
+        for f in fires {
+            if f.kind.is_run() {
+                self.core.handle_finished(f.job);
+            }
+        }
+        let manual = std::mem::take(&mut self.manual);
+        let (taken, kept): (Vec<_>, Vec<_>) = manual.into_iter().partition(|m| {
+            fires
+                .iter()
+                .any(|f| f.kind.is_run() && (m.0, m.1) == (f.job, f.scheduled_at))
+        });
+        self.manual = kept;
+        for w in waiters
+            .into_iter()
+            .flatten()
+            .chain(taken.into_iter().map(|m| m.2))
+        {
+            let _ = w.send(Err(RunNowError::NotRecorded(e.same_kind())));
+        }
+        self.stop_recording();
     }
 
     async fn record_finished(&mut self, batch: Vec<RunRecord>) {
@@ -515,39 +584,35 @@ impl Driver {
             if !orphans.is_empty() {
                 store.update_runs(&orphans)?;
             }
-            store.jobs().map(|loaded| loaded.rows)
+            store.job_summaries().map(|loaded| loaded.rows)
         })
         .await
         .expect("store task does not panic");
-        let records = match reloaded {
+        let summaries = match reloaded {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "could not reload jobs after the disk recovered");
                 return;
             }
         };
-        self.reload(records, now);
+        self.reload(summaries, now);
         self.recording.store(true, Ordering::SeqCst);
         tracing::info!("scheduler recording fires again");
     }
 
-    /// Puts the stored jobs (specs and next fire times) back into the core and the table.
-    fn reload(&mut self, records: Vec<JobRecord>, now: Timestamp) {
-        // Jobs are committed before the core hears of them and deleted from disk before they
-        // leave it, so the stored set is the core's set: only their state needs restoring.
+    fn reload(&mut self, summaries: Vec<JobSummary>, now: Timestamp) {
         let mut t = self.table.write();
-        for rec in records {
-            let id = rec.id;
-            self.core
-                .upsert(id, rec.spec.clone(), rec.next_fire_at, now);
-            let mut rec = rec;
-            rec.next_fire_at = self.core.next_fire_at(id);
-            let running = self.core.running(id);
+        for s in summaries {
+            let id = s.id;
+            let paused = s.schedule.paused;
+            self.core.upsert(id, s.schedule, s.next_fire_at, now);
             t.insert(
                 id,
-                JobEntry {
-                    record: rec,
-                    running,
+                Listed {
+                    name: s.name,
+                    next_fire_at: self.core.next_fire_at(id),
+                    paused,
+                    running: self.core.running(id),
                 },
             );
         }
@@ -739,7 +804,7 @@ mod tests {
         let job = jobs.set_paused(id, false, false, &actor).await.unwrap();
         assert_eq!(job.record.next_fire_at, Some(t("2031-03-04T05:35:00Z")));
         assert_eq!(
-            jobs.get(id).unwrap().record.next_fire_at,
+            jobs.get(id).unwrap().unwrap().record.next_fire_at,
             job.record.next_fire_at
         );
 

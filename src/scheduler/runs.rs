@@ -17,18 +17,21 @@ pub const MANUAL: &str = "manual";
 /// What `trigger` says of a run started by its schedule.
 pub const SCHEDULE: &str = "schedule";
 
-/// The run row for one fire of the job `spec` (`None` if the job is gone), and for a handler
-/// call the task to queue with it. `manual` marks a "run now" fire. A webhook run is recorded
-/// `running`, started at `now`; the driver executes it once the row is committed.
+/// The run row for one fire of the job called `name`, and for a handler call the task to queue
+/// with it. `spec` is the job's stored spec, needed for a [`FireKind::Run`] only (the driver
+/// reads it from the store for those): without it a run is recorded as a webhook run. `manual`
+/// marks a "run now" fire. A webhook run is recorded `running`, started at `now`; the driver
+/// executes it once the row is committed.
 pub fn for_fire(
     fire: &Fire,
+    name: &str,
     spec: Option<&JobSpec>,
     manual: bool,
     now: Timestamp,
 ) -> (RunRecord, Option<Task>) {
     let mut run = RunRecord::starting(
         fire.job,
-        spec.map(|s| s.name.clone()).unwrap_or_default(),
+        name.to_string(),
         fire.scheduled_at,
         if manual { MANUAL } else { SCHEDULE },
     );
@@ -166,7 +169,7 @@ mod tests {
     fn each_fire_becomes_its_run_row() {
         let now = ts("2026-06-01T00:01:00.25Z");
         let hook = spec(json!({"webhook": {"url": "https://example.com/hook"}}));
-        let (run, task) = for_fire(&fire(FireKind::Run), Some(&hook), false, now);
+        let (run, task) = for_fire(&fire(FireKind::Run), &hook.name, Some(&hook), false, now);
         assert!(task.is_none());
         assert_eq!(
             (
@@ -179,7 +182,7 @@ mod tests {
         );
 
         let call = spec(json!({"handler": {"id": "bot", "method": "send", "params": {"a": 1}}}));
-        let (run, task) = for_fire(&fire(FireKind::Run), Some(&call), true, now);
+        let (run, task) = for_fire(&fire(FireKind::Run), &call.name, Some(&call), true, now);
         let task = task.expect("a handler call is queued with its task");
         assert_eq!(
             (
@@ -217,14 +220,19 @@ mod tests {
                 "from 2026-06-01T00:01:00Z through 2026-06-01T03:00:00Z",
             ),
         ] {
-            let (run, task) = for_fire(&fire(kind), Some(&call), false, now);
+            let (run, task) = for_fire(&fire(kind), &call.name, Some(&call), false, now);
             assert!(task.is_none(), "{kind:?}");
             assert_eq!((run.status, run.finished_at), (status, Some(now)));
             assert!(run.error.as_deref().unwrap().contains(says), "{run:?}");
         }
 
-        // A job removed meanwhile still gets its row (no name).
-        let (run, _) = for_fire(&fire(FireKind::Missed), None, false, now);
-        assert_eq!(run.job_name, "");
+        // A missed fire needs no spec (the driver reads specs for runs only): the row carries
+        // the name it is given.
+        let (run, task) = for_fire(&fire(FireKind::Missed), "weekly", None, false, now);
+        assert!(task.is_none());
+        assert_eq!(
+            (run.job_name.as_str(), run.status),
+            ("weekly", RunStatus::Missed)
+        );
     }
 }

@@ -1,25 +1,42 @@
-//! The job table: every job as the API reads it, kept in step with the core by the driver.
+//! The job table: what the API needs to know of every job without reading it from the store,
+//! kept in step with the core by the driver.
 //!
-//! Layer: pure (memory only). Owns [`JobEntry`] (a stored job plus its running count), the
-//! listing order ([`sort_key`]) and the name-uniqueness rule ([`name_key`],
-//! [`name_taken`]).
+//! Layer: pure (memory only). Owns `Listed` (a job's name, next fire, paused flag and running
+//! count: a few dozen bytes, not the job's spec), [`JobEntry`] (a stored job plus its running
+//! count, as the API shows it), the listing order ([`sort_key`]) and the name-uniqueness rule
+//! ([`name_key`], [`name_taken`]). A job's spec is read from the store when it is shown or
+//! fires (`Handle::get`, `Handle::list`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
 use crate::model::JobRecord;
 use crate::sched::JobId;
+use jiff::Timestamp;
+
+/// What the table keeps of one job.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Listed {
+    /// The job's name (for the uniqueness rule and the listing's name filter).
+    pub(super) name: Box<str>,
+    /// The core's next fire time.
+    pub(super) next_fire_at: Option<Timestamp>,
+    /// Whether the job is paused.
+    pub(super) paused: bool,
+    /// Instances running now (webhook runs executing, handler calls queued or leased).
+    pub(super) running: u32,
+}
 
 /// The in-memory job table. The driver owns this writer and is its only writer: it changes
 /// an entry when the core changes the job. The handle holds a [`TableView`].
-pub(super) struct Table(Arc<RwLock<HashMap<JobId, JobEntry>>>);
+pub(super) struct Table(Arc<RwLock<HashMap<JobId, Listed>>>);
 
 /// A read-only view of the [`Table`], for the handle's reads.
 #[derive(Clone)]
-pub(super) struct TableView(Arc<RwLock<HashMap<JobId, JobEntry>>>);
+pub(super) struct TableView(Arc<RwLock<HashMap<JobId, Listed>>>);
 
 impl Table {
-    pub(super) fn new(entries: HashMap<JobId, JobEntry>) -> Table {
+    pub(super) fn new(entries: HashMap<JobId, Listed>) -> Table {
         Table(Arc::new(RwLock::new(entries)))
     }
 
@@ -29,28 +46,34 @@ impl Table {
     }
 
     /// The entries, for a change.
-    pub(super) fn write(&self) -> RwLockWriteGuard<'_, HashMap<JobId, JobEntry>> {
+    pub(super) fn write(&self) -> RwLockWriteGuard<'_, HashMap<JobId, Listed>> {
         self.0.write().unwrap()
     }
 }
 
 impl TableView {
     /// One job.
-    pub(super) fn get(&self, id: JobId) -> Option<JobEntry> {
+    pub(super) fn get(&self, id: JobId) -> Option<Listed> {
         self.0.read().unwrap().get(&id).cloned()
     }
 
     /// Every job, sorted by next fire time (jobs without one last), then id.
-    pub(super) fn list(&self) -> Vec<JobEntry> {
-        let mut v: Vec<JobEntry> = self.0.read().unwrap().values().cloned().collect();
-        v.sort_by_key(|e| sort_key(&e.record));
+    pub(super) fn list(&self) -> Vec<(JobId, Listed)> {
+        let mut v: Vec<(JobId, Listed)> = self
+            .0
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(id, l)| (*id, l.clone()))
+            .collect();
+        v.sort_by_key(|(id, l)| listing_key(*id, l.next_fire_at));
         v
     }
 
     /// (jobs, paused, running).
     pub(super) fn counts(&self) -> (usize, usize, u32) {
         let t = self.0.read().unwrap();
-        let paused = t.values().filter(|e| e.record.spec.paused).count();
+        let paused = t.values().filter(|e| e.paused).count();
         let running = t.values().map(|e| e.running).sum();
         (t.len(), paused, running)
     }
@@ -58,7 +81,7 @@ impl TableView {
     /// The job other than `except` that already has `name` (see [`name_taken`]).
     pub(super) fn name_taken(&self, name: &str, except: Option<JobId>) -> Option<JobId> {
         let t = self.0.read().unwrap();
-        name_taken(t.values().map(|e| &e.record), name, except)
+        name_taken(t.iter().map(|(id, l)| (*id, &*l.name)), name, except)
     }
 }
 
@@ -67,25 +90,28 @@ pub fn name_key(name: &str) -> String {
     name.trim().to_lowercase()
 }
 
-/// The job other than `except` whose name has the same [`name_key`] as `name`, if any.
+/// The job other than `except` whose name has the same [`name_key`] as `name`, if any, among
+/// `jobs` (id and name).
 pub fn name_taken<'a>(
-    jobs: impl IntoIterator<Item = &'a JobRecord>,
+    jobs: impl IntoIterator<Item = (JobId, &'a str)>,
     name: &str,
     except: Option<JobId>,
 ) -> Option<JobId> {
     let key = name_key(name);
     jobs.into_iter()
-        .find(|r| Some(r.id) != except && name_key(&r.spec.name) == key)
-        .map(|r| r.id)
+        .find(|(id, n)| Some(*id) != except && name_key(n) == key)
+        .map(|(id, _)| id)
 }
 
 /// Sort key for listings: next fire (none last), then id.
 pub fn sort_key(r: &JobRecord) -> (i128, u64) {
+    listing_key(r.id, r.next_fire_at)
+}
+
+fn listing_key(id: JobId, next_fire_at: Option<Timestamp>) -> (i128, u64) {
     (
-        r.next_fire_at
-            .map(|t| t.as_nanosecond())
-            .unwrap_or(i128::MAX),
-        r.id.as_u64(),
+        next_fire_at.map(|t| t.as_nanosecond()).unwrap_or(i128::MAX),
+        id.as_u64(),
     )
 }
 
@@ -128,18 +154,23 @@ mod tests {
                 paused_at_ms: None,
             }
         };
-        let jobs = [rec(1, "Raid Reminder"), rec(2, "weekly")];
+        let recs = [rec(1, "Raid Reminder"), rec(2, "weekly")];
+        let jobs: Vec<(JobId, &str)> = recs.iter().map(|r| (r.id, r.spec.name.as_str())).collect();
         assert_eq!(
-            name_taken(&jobs, "raid reminder", None),
+            name_taken(jobs.iter().copied(), "raid reminder", None),
             Some(JobId::from_u64(1))
         );
         assert_eq!(
-            name_taken(&jobs, " WEEKLY ", None),
+            name_taken(jobs.iter().copied(), " WEEKLY ", None),
             Some(JobId::from_u64(2))
         );
-        assert_eq!(name_taken(&jobs, "raid", None), None);
+        assert_eq!(name_taken(jobs.iter().copied(), "raid", None), None);
         assert_eq!(
-            name_taken(&jobs, "RAID REMINDER", Some(JobId::from_u64(1))),
+            name_taken(
+                jobs.iter().copied(),
+                "RAID REMINDER",
+                Some(JobId::from_u64(1))
+            ),
             None,
             "a job does not collide with itself"
         );

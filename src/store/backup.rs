@@ -81,6 +81,7 @@ const COPIED: &[&str] = &[
     "peer_stats",
     "audit",
     "jobs",
+    "job_schedules",
     "runs",
     "job_runs",
     "quarantine",
@@ -181,6 +182,7 @@ impl Store {
             copy_table(&src, &dst, PEER_STATS)?;
             copy_table(&src, &dst, AUDIT)?;
             let jobs = copy_table(&src, &dst, JOBS)?;
+            copy_table(&src, &dst, JOB_SCHEDULES)?;
             let runs = copy_table(&src, &dst, RUNS)?;
             copy_table(&src, &dst, JOB_RUNS)?;
             copy_table(&src, &dst, QUARANTINE)?;
@@ -363,8 +365,6 @@ pub fn restore_file(src: &Path, dest: &Path) -> Result<Restored, RestoreError> {
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
-    use ::peers::{Endpoint, Ipv4Net, PrivateKey};
-
     use super::*;
 
     fn temp_dir(tag: &str) -> PathBuf {
@@ -378,15 +378,7 @@ mod tests {
         dir
     }
 
-    fn server() -> ServerRecord {
-        ServerRecord {
-            private_key: PrivateKey::from_bytes([5; 32]),
-            listen_port: 51820,
-            interface: Ipv4Net::parse("10.88.88.1/24").unwrap(),
-            endpoint: Endpoint::parse("vpn.example.org", 51820).unwrap(),
-            created_at: 1,
-        }
-    }
+    use super::super::testing::server;
 
     use super::super::tests::job;
 

@@ -6,7 +6,7 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::audit::decode_audit;
-use super::jobs::{decode_job, decode_run};
+use super::jobs::{decode_job, decode_run, remove_job};
 use super::peer_rows::{decode_peer, decode_stats};
 use super::rows::{decode_rows, open_existing, reason_of};
 use super::{
@@ -188,6 +188,7 @@ impl Store {
                     let def = STR_TABLES.iter().find(|t| t.0 == table).expect("scanned").1;
                     txn.open_table(def)?.remove(k.as_str())?;
                 }
+                RawKey::U64(k) if table == "jobs" => remove_job(&txn, *k)?,
                 RawKey::U64(k) => {
                     let def = U64_TABLES.iter().find(|t| t.0 == table).expect("scanned").1;
                     txn.open_table(def)?.remove(*k)?;

@@ -45,6 +45,7 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
     txn.open_table(PEER_STATS)?;
     txn.open_table(AUDIT)?;
     txn.open_table(JOBS)?;
+    txn.open_table(JOB_SCHEDULES)?;
     txn.open_table(RUNS)?;
     txn.open_table(JOB_RUNS)?;
     txn.open_table(QUARANTINE)?;

@@ -86,6 +86,9 @@ const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
 const PEER_STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("peer_stats");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+/// Derived from `jobs`: each job's schedule summary, tagged with a hash of the `jobs` row it
+/// was taken from (`store/jobs.rs`), so the scheduler starts without decoding every job.
+const JOB_SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("job_schedules");
 const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 /// Index: (job id, run id) for a job's history.
 const JOB_RUNS: TableDefinition<(u64, u64), ()> = TableDefinition::new("job_runs");

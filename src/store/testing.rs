@@ -8,6 +8,18 @@ use std::sync::{Arc, Mutex};
 use redb::StorageBackend;
 
 use super::Store;
+use crate::model::ServerRecord;
+
+/// A server record for test databases.
+pub fn server() -> ServerRecord {
+    ServerRecord {
+        private_key: ::peers::PrivateKey::from_bytes([5; 32]),
+        listen_port: 51820,
+        interface: ::peers::Ipv4Net::parse("10.88.88.1/24").unwrap(),
+        endpoint: ::peers::Endpoint::parse("vpn.example.org", 51820).unwrap(),
+        created_at: 1,
+    }
+}
 
 const BLOCK: u64 = 4096;
 const ENOSPC: i32 = 28;

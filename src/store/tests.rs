@@ -11,7 +11,8 @@ use crate::model::{
 };
 use crate::sched::{JobId, JobSpec};
 
-fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
+/// A fresh, empty directory for one test.
+fn temp_dir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "appliance-store-{tag}-{}-{:?}",
         std::process::id(),
@@ -19,6 +20,11 @@ fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
+    let dir = temp_dir(tag);
     (Store::create(&dir.join("db.redb"), None).unwrap(), dir)
 }
 
@@ -748,6 +754,157 @@ fn stats_and_handler_rows_keep_their_bytes() {
             "bot".to_string(),
             br#"{"name":"bot","methods":["post"],"registered_at":"2026-01-01T00:00:00Z"}"#.to_vec()
         )]
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A cron job created at `now`, in a zone, for the summary tests.
+fn cron_record(id: u64, name: &str) -> JobRecord {
+    let spec = JobSpec::from_json(
+        &serde_json::json!({
+            "name": name,
+            "trigger": {"cron": "45 19 * * THU", "timezone": "Europe/Berlin"},
+            "action": {"webhook": {"url": "http://127.0.0.1:9/x", "body": {"content": "raid"}}},
+            "misfire_grace": "5m",
+            "jitter": "10s",
+            "max_instances": 2,
+            "metadata": {"channel": "announcements"}
+        }),
+        None,
+    )
+    .unwrap();
+    JobRecord {
+        id: JobId::from_u64(id),
+        next_fire_at: spec.trigger.next_after(ts("2026-06-01T00:00:00Z")),
+        spec: std::sync::Arc::new(spec),
+        created_at_ms: 0,
+        updated_at_ms: 0,
+        created_by: "t".into(),
+        paused_at_ms: None,
+    }
+}
+
+/// The `job_schedules` rows, as raw bytes by id.
+fn summary_rows(store: &Store) -> Vec<(u64, Vec<u8>)> {
+    let db = store.reader().unwrap();
+    let txn = db.begin_read().unwrap();
+    match rows::open_existing(&txn, JOB_SCHEDULES).unwrap() {
+        Some(t) => rows::decode_rows(&t, |k, v| (k, v.to_vec())).unwrap(),
+        None => vec![],
+    }
+}
+
+fn drop_summaries(store: &Store) {
+    let db = store.writer().unwrap();
+    let txn = db.begin_write().unwrap();
+    assert!(txn.delete_table(JOB_SCHEDULES).unwrap());
+    txn.commit().unwrap();
+}
+
+/// A database from before the `job_schedules` table opens and its scheduler load finds every
+/// job, decoded from the `jobs` rows; that load builds the summaries (one write), and a load
+/// of a file whose table is gone altogether does the same.
+#[test]
+fn a_database_without_job_summaries_opens_serves_its_jobs_and_builds_them() {
+    let dir = temp_dir("no-summaries");
+    let path = dir.join("v1.redb");
+    let server = testing::server();
+    let recs = [cron_record(3, "raid"), job_record(9, "weekly")];
+    let rows: Vec<(u64, Vec<u8>)> = recs
+        .iter()
+        .map(|r| (r.id.as_u64(), encode_job_for_fixture(r)))
+        .collect();
+    write_v1_fixture(&path, &server, &[], &rows).unwrap();
+
+    let (store, _) = Store::open_appliance(&path).unwrap();
+    assert!(summary_rows(&store).is_empty());
+    let loaded = store.job_summaries().unwrap();
+    assert!(loaded.damaged.is_empty());
+    let want: Vec<_> = recs.iter().map(JobRecord::summary).collect();
+    assert_eq!(loaded.rows, want);
+    assert_eq!(summary_rows(&store).len(), 2, "built at the first load");
+    assert_eq!(store.job_summaries().unwrap().rows, want);
+    // The jobs themselves are untouched.
+    assert_eq!(store.jobs().unwrap().rows.len(), 2);
+    assert_eq!(
+        store.job(JobId::from_u64(3)).unwrap().unwrap().spec,
+        recs[0].spec
+    );
+
+    // A file whose table is missing altogether (written before the table existed, at the
+    // current schema version).
+    drop_summaries(&store);
+    assert_eq!(store.job_summaries().unwrap().rows, want);
+    assert_eq!(summary_rows(&store).len(), 2);
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A summary counts only while it was taken from the `jobs` row now stored: a row changed
+/// behind the store's back is decoded in full (or reported damaged), its summary rewritten,
+/// and a quarantined row takes its summary with it.
+#[test]
+fn a_summary_is_trusted_only_for_the_row_it_was_taken_from() {
+    let (store, dir) = temp_store("summaries");
+    assert!(store.insert_job(&cron_record(1, "alpha"), None).unwrap());
+    assert!(store.insert_job(&job_record(2, "beta"), None).unwrap());
+    assert_eq!(summary_rows(&store).len(), 2, "written with the job");
+    let names = |store: &Store| -> Vec<String> {
+        let l = store.job_summaries().unwrap();
+        l.rows.iter().map(|s| s.name.to_string()).collect()
+    };
+    assert_eq!(names(&store), ["alpha", "beta"]);
+
+    // The summary is what the load uses while its hash matches the row...
+    let row = encode_job_for_fixture(&cron_record(1, "alpha"));
+    let forged = jobs::encode_schedule(&cron_record(1, "from-the-summary"), &row);
+    {
+        let db = store.writer().unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(JOB_SCHEDULES)
+            .unwrap()
+            .insert(1, forged.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    assert_eq!(names(&store), ["from-the-summary", "beta"]);
+
+    // ...and not once the row changes: an older appliance rewrote job 1.
+    let mut renamed = cron_record(1, "gamma");
+    renamed.next_fire_at = Some(ts("2031-01-02T18:45:00Z"));
+    store
+        .write_raw_row_for_tests(
+            "jobs",
+            &JobId::from_u64(1).to_string(),
+            &encode_job_for_fixture(&renamed),
+        )
+        .unwrap();
+    let loaded = store.job_summaries().unwrap();
+    assert_eq!(loaded.rows[0], renamed.summary());
+    let rewritten = summary_rows(&store);
+    assert_eq!(
+        rewritten[0],
+        (
+            1,
+            jobs::encode_schedule(&renamed, &encode_job_for_fixture(&renamed))
+        )
+    );
+
+    // A damaged row is reported as `Store::jobs` reports it, summary or not.
+    let garbage = b"{not json".to_vec();
+    store
+        .write_raw_row_for_tests("jobs", &JobId::from_u64(2).to_string(), &garbage)
+        .unwrap();
+    let loaded = store.job_summaries().unwrap();
+    assert_eq!(names(&store), ["gamma"]);
+    assert_eq!(loaded.damaged, store.jobs().unwrap().damaged);
+    assert_eq!(loaded.damaged[0].key, JobId::from_u64(2).to_string());
+    store.doctor(true, &Actor::local_cli(), 5).unwrap();
+    assert_eq!(
+        summary_rows(&store).iter().map(|r| r.0).collect::<Vec<_>>(),
+        [1],
+        "the quarantined row's summary went with it"
     );
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
