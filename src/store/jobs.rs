@@ -205,6 +205,7 @@ impl Store {
         audit: Option<AuditEntry>,
     ) -> Result<bool, StoreError> {
         let (id, row) = (rec.id.as_u64(), encode_job(rec));
+        let meter = self.audit_meter.clone();
         self.write_grouped(move |txn| {
             let mut table = txn.open_table(JOBS)?;
             if table.get(id)?.is_some() {
@@ -212,7 +213,7 @@ impl Store {
             }
             table.insert(id, row.as_slice())?;
             if let Some(a) = audit {
-                append_audit(txn, a)?;
+                append_audit(txn, &meter, a)?;
             }
             Ok(true)
         })
@@ -281,7 +282,7 @@ impl Store {
                 }
             }
             if let Some(a) = audit {
-                append_audit(&txn, a)?;
+                append_audit(&txn, &self.audit_meter, a)?;
             }
             Some(next.unwrap_or(current))
         };
