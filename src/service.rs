@@ -339,6 +339,7 @@ impl Appliance {
             listen: self.listen.to_string(),
             uptime_s: self.started.elapsed().as_secs(),
             stats,
+            filter: self.metrics.filter_status(),
         };
         let store = self.store.clone();
         let server = self.server();

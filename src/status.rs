@@ -4,9 +4,10 @@
 //! Layer: storage reader plus a pure assembly. [`collect`] reads the store (peers, their saved
 //! statistics, jobs, the last 24 h of runs) and folds in what only a running server knows
 //! ([`Live`]: listen address, uptime, live peer statistics) and what the host reports
-//! ([`HostChecks`]: disk space, clock). It reads no clock itself: `now` is passed in. The
-//! same [`Report`] is built offline by the CLI and, while serving, by the server for the
-//! control socket, so `status --json` has one shape either way.
+//! ([`HostChecks`]: disk space, clock), and the store's own condition ([`StorageStatus`]:
+//! whether writes succeed, damaged and quarantined rows). It reads no clock itself: `now` is
+//! passed in. The same [`Report`] is built offline by the CLI and, while serving, by the
+//! server for the control socket, so `status --json` has one shape either way.
 //!
 //! `--json` is a stable interface: fields are only ever added, never renamed or removed.
 //! docs/design.md ("Status") documents every field.
@@ -44,6 +45,8 @@ pub struct Report {
     pub jobs: JobsStatus,
     /// Handlers holding a lease right now; `null` until the handler queue exists.
     pub handlers_online: Option<u64>,
+    /// The database: whether it takes writes, and its damaged rows.
+    pub storage: StorageStatus,
     /// Things to look at, each with what to do.
     pub warnings: Vec<Warning>,
 }
@@ -62,6 +65,23 @@ pub struct ServerStatus {
     pub tunnel_address: String,
     /// Seconds since `serve` started; `null` offline.
     pub uptime_s: Option<u64>,
+    /// The flood guard in front of the UDP socket; `null` offline.
+    #[serde(default)]
+    pub filter: Option<FilterStatus>,
+}
+
+/// The flood guard in front of the UDP socket, while serving.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct FilterStatus {
+    /// Source addresses whose handshake messages are dropped now (in the kernel's socket
+    /// filter; at most 16).
+    pub blocked_sources: u64,
+    /// Times a flooding source was added to that list since `serve` started.
+    pub source_blocks: u64,
+    /// Datagrams the kernel dropped on the UDP socket since `serve` started: refused by the
+    /// socket filter, a full receive buffer or a bad checksum; `null` where the kernel does
+    /// not say.
+    pub socket_drops: Option<u64>,
 }
 
 /// One peer.
@@ -104,6 +124,70 @@ pub struct JobsStatus {
     pub skipped_24h: usize,
 }
 
+/// The database's condition, as `/api/v1/health` reports it, plus its damaged rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StorageStatus {
+    /// `ok`, or `degraded` while writes fail (a full disk, an I/O error); it clears by itself
+    /// once a write succeeds again. Offline always `ok`: the CLI has just opened the file.
+    pub state: String,
+    /// Why writes fail (the I/O error); `null` while `ok`.
+    pub reason: Option<String>,
+    /// The reason is a full disk or an exceeded quota.
+    pub disk_full: bool,
+    /// RFC 3339, UTC: when writes started failing; `null` while `ok`.
+    pub since: Option<String>,
+    /// Stored rows that fail to decode and are skipped (what `appliance doctor` lists).
+    pub damaged_rows: u64,
+    /// Rows moved aside by `appliance doctor --quarantine`, their bytes kept.
+    pub quarantined_rows: u64,
+}
+
+impl StorageStatus {
+    fn read(store: &Store) -> Result<StorageStatus, StoreError> {
+        let health = store.health();
+        Ok(StorageStatus {
+            state: if health.writable { "ok" } else { "degraded" }.into(),
+            reason: health.reason,
+            disk_full: health.disk_full,
+            since: health
+                .since
+                .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string()),
+            damaged_rows: store.damaged_rows()?.len() as u64,
+            quarantined_rows: store.quarantined_count()?,
+        })
+    }
+
+    /// The `storage` and `damaged_rows` warnings, each saying what to do.
+    fn warnings(&self) -> Vec<Warning> {
+        let mut out = Vec::new();
+        if self.state != "ok" {
+            let since = self.since.as_deref().unwrap_or("a moment ago");
+            let reason = self.reason.as_deref().unwrap_or("an I/O error");
+            let what = if self.disk_full {
+                "free space on the disk holding the data directory"
+            } else {
+                "check the disk holding the data directory and the log (`journalctl -u appliance`)"
+            };
+            out.push(Warning {
+                code: "storage".into(),
+                message: format!(
+                    "the database refuses writes since {since} ({reason}), so changes are refused and fires are not recorded: {what}; it recovers by itself once a write succeeds"
+                ),
+            });
+        }
+        if self.damaged_rows > 0 {
+            out.push(Warning {
+                code: "damaged_rows".into(),
+                message: format!(
+                    "{} stored row(s) are damaged and skipped: run `appliance doctor` to list them and `appliance doctor --quarantine` to move them aside (their bytes are kept)",
+                    self.damaged_rows
+                ),
+            });
+        }
+        out
+    }
+}
+
 /// One upcoming fire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NextFire {
@@ -118,7 +202,7 @@ pub struct NextFire {
 /// Something to look at.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Warning {
-    /// `endpoint`, `disk` or `clock`.
+    /// `endpoint`, `disk`, `clock`, `storage` (writes fail) or `damaged_rows`.
     pub code: String,
     /// One sentence saying what is wrong and what to do.
     pub message: String,
@@ -133,6 +217,8 @@ pub struct Live {
     pub uptime_s: u64,
     /// Statistics folded from the router just now, by peer name.
     pub stats: Vec<(String, PeerStats)>,
+    /// The flood guard's figures.
+    pub filter: FilterStatus,
 }
 
 /// What the host reports (probed by the caller, a driver).
@@ -225,6 +311,9 @@ pub fn collect(
         skipped_24h: count(RunStatus::Skipped)?,
     };
 
+    let storage = StorageStatus::read(store)?;
+    let mut warnings = warnings(&server.endpoint, host);
+    warnings.extend(storage.warnings());
     Ok(Report {
         format: 1,
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -236,11 +325,13 @@ pub fn collect(
             listen: live.listen,
             tunnel_address: server.interface.to_string(),
             uptime_s: serving.then_some(live.uptime_s),
+            filter: serving.then_some(live.filter),
         },
         peers,
         jobs: jobs_status,
         handlers_online: None,
-        warnings: warnings(&server.endpoint, host),
+        storage,
+        warnings,
     })
 }
 
@@ -313,5 +404,89 @@ mod tests {
         assert_eq!(codes, ["disk", "clock"]);
         let lan = Endpoint::parse("192.168.1.2", 51820).unwrap();
         assert_eq!(warnings(&lan, HostChecks::default())[0].code, "endpoint");
+    }
+
+    fn server() -> ServerRecord {
+        ServerRecord {
+            private_key: peers::PrivateKey::from_bytes([7; 32]),
+            listen_port: 51820,
+            interface: peers::Ipv4Net::parse("10.88.88.1/24").unwrap(),
+            endpoint: Endpoint::parse("vpn.example.org", 51820).unwrap(),
+            created_at: 0,
+        }
+    }
+
+    fn codes(r: &Report) -> Vec<&str> {
+        r.warnings.iter().map(|w| w.code.as_str()).collect()
+    }
+
+    #[test]
+    fn damaged_rows_are_counted_with_a_warning_naming_doctor_until_quarantined() {
+        let disk = crate::store::testing::Disk::default();
+        let store = disk.store();
+        let now = 1_800_000_000;
+        let clean = collect(&store, &server(), None, HostChecks::default(), now).unwrap();
+        assert_eq!(clean.storage.damaged_rows, 0);
+        assert!(codes(&clean).is_empty(), "{:?}", clean.warnings);
+
+        let bad = crate::sched::JobId::from_u64(0xbad).to_string();
+        store
+            .write_raw_row_for_tests("jobs", &bad, b"\x00{\"spec\": truncated")
+            .unwrap();
+        let r = collect(&store, &server(), None, HostChecks::default(), now).unwrap();
+        assert_eq!(r.storage.state, "ok");
+        assert_eq!((r.storage.damaged_rows, r.storage.quarantined_rows), (1, 0));
+        assert_eq!(codes(&r), ["damaged_rows"]);
+        let message = &r.warnings[0].message;
+        assert!(
+            message.starts_with("1 stored row(s) are damaged"),
+            "{message}"
+        );
+        assert!(message.contains("`appliance doctor`"), "{message}");
+        assert!(
+            message.contains("`appliance doctor --quarantine`"),
+            "{message}"
+        );
+
+        store
+            .quarantine_damaged(&crate::model::Actor::local_cli(), 0)
+            .unwrap();
+        let r = collect(&store, &server(), None, HostChecks::default(), now).unwrap();
+        assert_eq!((r.storage.damaged_rows, r.storage.quarantined_rows), (0, 1));
+        assert!(codes(&r).is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn a_store_refusing_writes_is_degraded_with_its_reason_until_a_write_succeeds() {
+        let disk = crate::store::testing::Disk::default();
+        let store = disk.store();
+        let now = 1_800_000_000;
+        disk.set_failing(true);
+        assert!(store.write_raw_row_for_tests("peers", "x", b"{}").is_err());
+        // Reads still work, so the status is built, and it says why writes fail.
+        let r = collect(&store, &server(), None, HostChecks::default(), now).unwrap();
+        assert_eq!(r.storage.state, "degraded");
+        assert!(r.storage.disk_full);
+        assert!(r.storage.since.is_some());
+        let reason = r.storage.reason.as_deref().unwrap();
+        assert!(reason.contains("No space left"), "{reason}");
+        assert_eq!(codes(&r), ["storage"]);
+        let message = &r.warnings[0].message;
+        assert!(
+            message.starts_with("the database refuses writes since"),
+            "{message}"
+        );
+        assert!(message.contains(reason), "{message}");
+        assert!(message.contains("free space on the disk"), "{message}");
+
+        disk.set_failing(false);
+        store.recover().unwrap();
+        let r = collect(&store, &server(), None, HostChecks::default(), now).unwrap();
+        assert_eq!(r.storage.state, "ok");
+        assert_eq!(
+            (r.storage.reason.as_deref(), r.storage.since.as_deref()),
+            (None, None)
+        );
+        assert!(codes(&r).is_empty(), "{:?}", r.warnings);
     }
 }

@@ -491,6 +491,25 @@ fn a_damaged_job_row_is_skipped_listed_by_doctor_and_quarantined() {
     let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
     assert_eq!(report["damaged"][0]["table"], "jobs");
     assert_eq!(report["damaged"][0]["key"], bad_id.to_string());
+    // Offline, status counts it and says what to do.
+    let st = run(&d.data(), &["status", "--json"]);
+    assert!(st.status.success(), "{}", text(&st.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["storage"]["damaged_rows"], 1, "{v}");
+    assert_eq!(v["storage"]["quarantined_rows"], 0, "{v}");
+    let warning = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["code"] == "damaged_rows")
+        .unwrap_or_else(|| panic!("no damaged_rows warning: {v}"));
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("run `appliance doctor`"),
+        "{warning}"
+    );
 
     // serve still starts, loads the good job and says what it skipped.
     let log = d.0.join("serve.log");
@@ -527,6 +546,16 @@ fn a_damaged_job_row_is_skipped_listed_by_doctor_and_quarantined() {
     let again = run(&d.data(), &["doctor"]);
     assert!(again.status.success(), "{}", text(&again.stderr));
     assert!(text(&again.stdout).contains("no damaged rows (1 kept in quarantine)"));
+    // Status from the running server: none damaged now, one kept in quarantine.
+    let st = run(&d.data(), &["status"]);
+    assert!(st.status.success(), "{}", text(&st.stderr));
+    let human = text(&st.stdout);
+    assert!(human.contains("(serving for"), "{human}");
+    assert!(
+        human.contains("storage:    ok; 0 damaged row(s), 1 in quarantine"),
+        "{human}"
+    );
+    assert!(!human.contains("appliance doctor"), "{human}");
     assert!(s.stop().success());
 
     // The row left `jobs`, its bytes are kept, the good job is untouched.
@@ -692,6 +721,66 @@ fn endpoint_changes_live_and_configs_carry_the_port_listened_on() {
     );
 }
 
+/// What the kernel's socket filter drops, and the sources the router blocked, show in
+/// `status` while serving. Loopback only: garbage, then initiations with a bad mac1.
+#[test]
+fn status_shows_what_the_flood_guard_dropped() {
+    let d = Dir::new("floodguard");
+    let s = Serving::start(&d.data());
+    let status = || -> serde_json::Value {
+        let st = run(&d.data(), &["status", "--json"]);
+        assert!(st.status.success(), "{}", text(&st.stderr));
+        serde_json::from_slice(&st.stdout).unwrap()
+    };
+    let st = status();
+    let to: std::net::SocketAddr = st["server"]["listen"].as_str().unwrap().parse().unwrap();
+    let filter = |st: &serde_json::Value, field: &str| st["server"]["filter"][field].as_u64();
+    // Read once a second by the driver: wait for it (bounded).
+    let wait_for = |what: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = status();
+            if what(&st) {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "never: {st}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let st = wait_for(&|st| filter(st, "socket_drops").is_some());
+    assert_eq!(filter(&st, "socket_drops"), Some(0), "{st}");
+    assert_eq!(filter(&st, "source_blocks"), Some(0), "{st}");
+
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let garbage = [0x09u8; 64];
+    for _ in 0..50 {
+        tx.send_to(&garbage, to).unwrap();
+    }
+    let st = wait_for(&|st| filter(st, "socket_drops") >= Some(50));
+    assert_eq!(
+        filter(&st, "socket_drops"),
+        Some(50),
+        "only the garbage: {st}"
+    );
+
+    // WireGuard-shaped initiations that fail mac1: the 9th in a second blocks the source.
+    let mut bad_init = [0x5au8; 148];
+    bad_init[..4].copy_from_slice(&[1, 0, 0, 0]);
+    for _ in 0..20 {
+        tx.send_to(&bad_init, to).unwrap();
+    }
+    let st = wait_for(&|st| filter(st, "source_blocks") >= Some(1));
+    assert!(filter(&st, "blocked_sources") <= Some(1), "{st}");
+    let human = text(&run(&d.data(), &["status"]).stdout);
+    assert!(
+        human.contains("  flood guard: ") && human.contains(" blocks since start; "),
+        "{human}"
+    );
+    assert!(s.stop().success());
+    let offline = status();
+    assert!(offline["server"]["filter"].is_null(), "{offline}");
+}
+
 /// `status --json` is a stable interface: its shape is pinned by tests/golden/status.json,
 /// with the values that change from run to run (keys, times, version) normalised.
 #[test]
@@ -793,6 +882,7 @@ fn status_json_matches_the_golden_file() {
         "leader",
         "disabled",
         "private address",
+        "storage:    ok; 0 damaged row(s), 0 in quarantine",
     ] {
         assert!(human.contains(needle), "{needle}: {human}");
     }

@@ -19,6 +19,11 @@ use crate::model::PeerStats;
 /// `REJECT_AFTER_TIME`: a session older than this carries no data).
 pub const ONLINE_WITHIN_S: u64 = 180;
 
+/// A driver counter's value as a sample.
+fn load(a: &std::sync::atomic::AtomicU64) -> f64 {
+    a.load(Ordering::Relaxed) as f64
+}
+
 /// One per-peer family: its header, then a `peer="NAME"` sample for each peer `value` has
 /// one for.
 fn per_peer(
@@ -103,7 +108,6 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
         online as f64,
     );
     let m = &service.metrics();
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
     e.single(
         "appliance_wireguard_handshakes_total",
         "WireGuard handshakes completed since start.",
@@ -128,6 +132,7 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
         "gauge",
         load(&m.handshake_queue),
     );
+    expose_socket_filter(&mut e, m);
     per_peer(
         &mut e,
         "appliance_peer_receive_bytes_total",
@@ -312,6 +317,31 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
     Ok(r)
 }
 
+/// The block list the router keeps for the kernel's socket filter, and what the kernel dropped
+/// on the UDP socket (left out where the kernel does not say).
+fn expose_socket_filter(e: &mut Exposition, m: &crate::driver::Metrics) {
+    e.single(
+        "appliance_wireguard_blocked_sources",
+        "Source addresses whose handshake messages are dropped now (in the kernel's socket filter).",
+        "gauge",
+        load(&m.blocked_sources),
+    );
+    e.single(
+        "appliance_wireguard_source_blocks_total",
+        "Times a flooding source was added to the block list since start.",
+        "counter",
+        load(&m.source_blocks),
+    );
+    if m.socket_drops_known.load(Ordering::Relaxed) {
+        e.single(
+            "appliance_udp_socket_drops_total",
+            "Datagrams the kernel dropped on the WireGuard socket: refused by the socket filter, a full receive buffer or a bad checksum.",
+            "counter",
+            load(&m.socket_drops),
+        );
+    }
+}
+
 /// The API's limiter counters (the `api` object of `/api/v1/health`) and whether the database
 /// takes writes (its `storage` object).
 fn expose_guards_and_storage(
@@ -394,6 +424,51 @@ mod tests {
         assert!(!text.contains("hs_seconds{peer=\"bob\"}"), "{text}");
     }
 
+    /// Each of `lines` is a whole line of `text`.
+    fn assert_lines(text: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(
+                text.lines().any(|l| l == *line),
+                "{line} missing in:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_block_list_and_the_socket_drops_are_exported() {
+        let render = |m: &crate::driver::Metrics| {
+            let mut e = Exposition::new();
+            expose_socket_filter(&mut e, m);
+            e.finish()
+        };
+        let m = crate::driver::Metrics::default();
+        m.blocked_sources.store(2, Ordering::Relaxed);
+        m.source_blocks.store(7, Ordering::Relaxed);
+        m.socket_drops.store(12345, Ordering::Relaxed);
+        let text = render(&m);
+        assert_lines(
+            &text,
+            &[
+                "# TYPE appliance_wireguard_blocked_sources gauge",
+                "appliance_wireguard_blocked_sources 2",
+                "# TYPE appliance_wireguard_source_blocks_total counter",
+                "appliance_wireguard_source_blocks_total 7",
+            ],
+        );
+        assert!(
+            !text.contains("appliance_udp_socket_drops_total"),
+            "not read yet, so not exported:\n{text}"
+        );
+        m.socket_drops_known.store(true, Ordering::Relaxed);
+        assert_lines(
+            &render(&m),
+            &[
+                "# TYPE appliance_udp_socket_drops_total counter",
+                "appliance_udp_socket_drops_total 12345",
+            ],
+        );
+    }
+
     #[test]
     fn api_guards_and_storage_health_are_exported() {
         let g = super::super::Guards::new(&super::super::ApiConfig::default());
@@ -410,21 +485,19 @@ mod tests {
         let mut e = Exposition::new();
         expose_guards_and_storage(&mut e, &g, &full);
         let text = e.finish();
-        for line in [
-            "appliance_api_buffered_body_bytes 4096",
-            "appliance_api_refused_over_buffer_budget_total 1",
-            "appliance_api_rate_limited_total 3",
-            "appliance_api_denied_attempts_total 2",
-            "appliance_store_writable 0",
-            "appliance_store_disk_full 1",
-            "# TYPE appliance_store_writable gauge",
-            "# TYPE appliance_api_rate_limited_total counter",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "{line} missing in:\n{text}"
-            );
-        }
+        assert_lines(
+            &text,
+            &[
+                "appliance_api_buffered_body_bytes 4096",
+                "appliance_api_refused_over_buffer_budget_total 1",
+                "appliance_api_rate_limited_total 3",
+                "appliance_api_denied_attempts_total 2",
+                "appliance_store_writable 0",
+                "appliance_store_disk_full 1",
+                "# TYPE appliance_store_writable gauge",
+                "# TYPE appliance_api_rate_limited_total counter",
+            ],
+        );
         let ok = crate::store::StorageHealth {
             writable: true,
             reason: None,

@@ -49,6 +49,27 @@ pub fn render(s: &Report) -> String {
     let _ = writeln!(o, "  endpoint:   {}", s.server.endpoint);
     let _ = writeln!(o, "  listening:  udp {}", s.server.listen);
     let _ = writeln!(o, "  tunnel:     {}", s.server.tunnel_address);
+    if let Some(f) = &s.server.filter {
+        let dropped = match f.socket_drops {
+            Some(n) => format!("; {n} datagrams dropped in the kernel"),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "  flood guard: {} sources blocked now, {} blocks since start{dropped}",
+            f.blocked_sources, f.source_blocks
+        );
+    }
+    let st = &s.storage;
+    let since = match (&st.since, &st.reason) {
+        (Some(t), Some(r)) => format!(" since {t}: {r}"),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        o,
+        "  storage:    {}{since}; {} damaged row(s), {} in quarantine",
+        st.state, st.damaged_rows, st.quarantined_rows
+    );
     let online = s.peers.iter().filter(|p| p.online).count();
     let _ = writeln!(o, "\npeers: {} ({online} online)", s.peers.len());
     for p in &s.peers {
@@ -97,5 +118,92 @@ fn uptime(s: u64) -> String {
         60..=3599 => format!("{} min", s / 60),
         3600..=86399 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
         _ => format!("{} days {} h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appliance::status::{FilterStatus, JobsStatus, ServerStatus, StorageStatus};
+
+    fn report(filter: Option<FilterStatus>) -> Report {
+        Report {
+            format: 1,
+            version: "1.0.0".into(),
+            serving: filter.is_some(),
+            now: 1_700_000_000,
+            server: ServerStatus {
+                public_key: "KEY".into(),
+                endpoint: "vpn.example.org:51820".into(),
+                listen: "[::]:51820".into(),
+                tunnel_address: "10.88.88.1/24".into(),
+                uptime_s: filter.map(|_| 90),
+                filter,
+            },
+            peers: vec![],
+            jobs: JobsStatus {
+                total: 0,
+                paused: 0,
+                next: vec![],
+                failed_24h: 0,
+                missed_24h: 0,
+                skipped_24h: 0,
+            },
+            handlers_online: None,
+            storage: StorageStatus {
+                state: "ok".into(),
+                reason: None,
+                disk_full: false,
+                since: None,
+                damaged_rows: 0,
+                quarantined_rows: 0,
+            },
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn a_degraded_store_shows_why_and_since_when() {
+        let mut r = report(None);
+        assert!(render(&r).contains("  storage:    ok; 0 damaged row(s), 0 in quarantine\n"));
+        r.storage = StorageStatus {
+            state: "degraded".into(),
+            reason: Some("No space left on device (os error 28)".into()),
+            disk_full: true,
+            since: Some("2026-12-02T08:00:00Z".into()),
+            damaged_rows: 2,
+            quarantined_rows: 1,
+        };
+        let shown = render(&r);
+        assert!(
+            shown.contains(
+                "  storage:    degraded since 2026-12-02T08:00:00Z: No space left on device (os error 28); 2 damaged row(s), 1 in quarantine\n"
+            ),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_flood_guard_shows_under_the_tunnel_while_serving() {
+        let serving = render(&report(Some(FilterStatus {
+            blocked_sources: 3,
+            source_blocks: 41,
+            socket_drops: Some(120_000),
+        })));
+        assert!(
+            serving.contains(
+                "  tunnel:     10.88.88.1/24\n  flood guard: 3 sources blocked now, 41 blocks since start; 120000 datagrams dropped in the kernel\n"
+            ),
+            "{serving}"
+        );
+        let unknown_drops = render(&report(Some(FilterStatus {
+            socket_drops: None,
+            ..FilterStatus::default()
+        })));
+        assert!(
+            unknown_drops.contains("  flood guard: 0 sources blocked now, 0 blocks since start\n"),
+            "{unknown_drops}"
+        );
+        assert!(!render(&report(None)).contains("flood guard"));
     }
 }

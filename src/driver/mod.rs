@@ -23,7 +23,7 @@ pub use engine::Engine;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,8 @@ use crate::tunnel::{PeerConfig, Router, RouterStats};
 /// At most this many `recvmmsg` batches ([`udp::BATCH`] datagrams each) are read per turn;
 /// more only while each came back full.
 const RECV_BATCHES_PER_TURN: usize = 4;
+/// How often the driver reads the kernel's drop count of the UDP socket (one `getsockopt`).
+const SOCKET_DROPS_EVERY: Duration = Duration::from_secs(1);
 
 /// Requests from the rest of the process to the driver.
 pub enum Command {
@@ -99,6 +101,17 @@ pub struct Metrics {
     pub dropped_rate_limited: AtomicU64,
     /// Handshake messages waiting for their X25519 work right now.
     pub handshake_queue: AtomicU64,
+    /// Sources whose handshake messages are dropped right now (by the router, and in the
+    /// kernel by the socket filter once attached).
+    pub blocked_sources: AtomicU64,
+    /// Times a source was added to the block list.
+    pub source_blocks: AtomicU64,
+    /// Datagrams the kernel dropped on the UDP socket (socket filter, full receive buffer or
+    /// bad checksum), as of the last reading (every [`SOCKET_DROPS_EVERY`]); meaningful only
+    /// while `socket_drops_known`.
+    pub socket_drops: AtomicU64,
+    /// Whether the kernel reports `socket_drops` (`SO_MEMINFO`).
+    pub socket_drops_known: AtomicBool,
     /// TCP connections accepted.
     pub connections_accepted: AtomicU64,
     /// SYNs refused over a connection cap.
@@ -108,6 +121,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The flood guard's figures for `appliance status`.
+    pub fn filter_status(&self) -> crate::status::FilterStatus {
+        crate::status::FilterStatus {
+            blocked_sources: self.blocked_sources.load(Ordering::Relaxed),
+            source_blocks: self.source_blocks.load(Ordering::Relaxed),
+            socket_drops: self
+                .socket_drops_known
+                .load(Ordering::Relaxed)
+                .then(|| self.socket_drops.load(Ordering::Relaxed)),
+        }
+    }
+
     fn publish(&self, r: RouterStats, n: netstack::Stats) {
         self.dropped_spoofed
             .store(r.dropped_spoofed, Ordering::Relaxed);
@@ -132,6 +157,9 @@ impl Metrics {
             .store(r.dropped_rate_limited, Ordering::Relaxed);
         self.handshake_queue
             .store(r.handshake_queue, Ordering::Relaxed);
+        self.blocked_sources
+            .store(r.blocked_sources, Ordering::Relaxed);
+        self.source_blocks.store(r.source_blocks, Ordering::Relaxed);
         self.connections_accepted
             .store(n.accepted, Ordering::Relaxed);
         self.connections_refused
@@ -203,6 +231,8 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
     let mut commands_open = true;
     let mut deadline = origin;
     let dual_stack = socket.local_addr()?.is_ipv6();
+    let mut drops = udp::DropCount::default();
+    let mut next_drops_reading = origin;
     // What can never be a WireGuard message is dropped in the kernel; without the filter the
     // router still drops it, at the cost of a copy each.
     let filter_on = match udp::filter::attach(SockRef::from(&socket), &udp::filter::program(&[])) {
@@ -294,6 +324,17 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
         }
         let (r, n) = engine.stats();
         metrics.publish(r, n);
+        if now >= next_drops_reading {
+            next_drops_reading = now + SOCKET_DROPS_EVERY;
+            match udp::socket_drops(SockRef::from(&socket)) {
+                Ok(reading) => {
+                    let total = drops.observe(reading);
+                    metrics.socket_drops.store(total, Ordering::Relaxed);
+                    metrics.socket_drops_known.store(true, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!(error = %e, "socket drop count"),
+            }
+        }
     }
     Ok(())
 }

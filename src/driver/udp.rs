@@ -91,6 +91,59 @@ unsafe fn set_socket_option<T>(
     }
 }
 
+/// The kernel's count of datagrams it dropped on this socket before they reached its queue:
+/// refused by the socket filter ([`filter`]), arriving to a full receive buffer, or with a
+/// bad UDP checksum (`SK_MEMINFO_DROPS` of `SO_MEMINFO`, the `drops` column of
+/// `/proc/net/udp`). The kernel keeps it in 32 bits, so it wraps; [`DropCount`] turns the
+/// readings into a total. `Unsupported` from a kernel whose `SO_MEMINFO` lacks it (before 4.9).
+pub fn socket_drops(socket: SockRef<'_>) -> io::Result<u32> {
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = size_of::<[u32; SK_MEMINFO_VARS]>() as libc::socklen_t;
+    // SAFETY: SO_MEMINFO writes at most `len` bytes of u32 counters into `info`.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let drops = libc::SK_MEMINFO_DROPS as usize;
+    if (len as usize) < (drops + 1) * size_of::<u32>() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this kernel's SO_MEMINFO does not report socket drops",
+        ));
+    }
+    Ok(info[drops])
+}
+
+/// `SO_MEMINFO` (asm-generic value, as on x86-64 and aarch64; the `libc` crate does not export it).
+const SO_MEMINFO: libc::c_int = 55;
+/// Counters `SO_MEMINFO` reports (`SK_MEMINFO_VARS`); `SK_MEMINFO_DROPS` is the last.
+const SK_MEMINFO_VARS: usize = libc::SK_MEMINFO_DROPS as usize + 1;
+
+/// A running total of [`socket_drops`] readings: the kernel's 32-bit count may wrap between
+/// two readings (not twice: read it at least every few seconds).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DropCount {
+    last: u32,
+    total: u64,
+}
+
+impl DropCount {
+    /// Folds in a new reading and returns the total since the socket was created.
+    pub fn observe(&mut self, reading: u32) -> u64 {
+        self.total += u64::from(reading.wrapping_sub(self.last));
+        self.last = reading;
+        self.total
+    }
+}
+
 /// Receive slots and their headers, allocated once.
 pub struct RecvBatch {
     slots: Vec<u8>,

@@ -26,7 +26,13 @@ use crate::queue::{Task, TaskState};
 pub(super) const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
 pub(super) const HANDLERS: TableDefinition<&str, &[u8]> = TableDefinition::new("handlers");
 
-fn decode_task(id: u64, bytes: &[u8]) -> Result<Task, StoreError> {
+/// Encodes a task as stored in `tasks`.
+pub(super) fn encode_task(task: &Task) -> Vec<u8> {
+    serde_json::to_vec(task).expect("rows serialise")
+}
+
+/// Decodes a `tasks` row and checks it names its run, a valid handler name and method.
+pub(super) fn decode_task(id: u64, bytes: &[u8]) -> Result<Task, StoreError> {
     let key = format!("tasks/{id}");
     let task: Task = serde_json::from_slice(bytes).map_err(|e| corrupt(&key, e))?;
     if task.run_id != id {
@@ -84,7 +90,7 @@ pub(super) fn insert_new(
     let mut table = txn.open_table(TASKS)?;
     for (i, task) in tasks.iter_mut() {
         task.run_id = runs[*i].id;
-        table.insert(task.run_id, serde_json::to_vec(task).unwrap().as_slice())?;
+        table.insert(task.run_id, encode_task(task).as_slice())?;
     }
     Ok(())
 }
@@ -135,7 +141,7 @@ impl Store {
             let mut tasks = txn.open_table(TASKS)?;
             let mut runs = txn.open_table(RUNS)?;
             for t in upsert {
-                tasks.insert(t.run_id, serde_json::to_vec(t).unwrap().as_slice())?;
+                tasks.insert(t.run_id, encode_task(t).as_slice())?;
                 let run = match runs.get(t.run_id)? {
                     Some(v) => Some(decode_run(t.run_id, v.value())?),
                     None => None,

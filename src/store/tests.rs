@@ -593,6 +593,56 @@ fn run_rows_and_run_bodies_keep_their_bytes() {
     );
 }
 
+/// A `tasks` row is the queue's own `Task` serialised, not a private row type: this pins its
+/// bytes, so a change to `queue::Task` that would change (or fail to read) stored rows fails
+/// here first.
+#[test]
+fn task_rows_keep_their_bytes() {
+    let mut params = serde_json::Map::new();
+    params.insert("channel".into(), serde_json::json!("raid"));
+    let mut task = crate::queue::Task::new(
+        JobId::from_u64(0xab),
+        "bot",
+        "send_message",
+        &params,
+        ts("2026-01-01T00:00:00Z"),
+        crate::sched::Retry {
+            attempts: 3,
+            backoff: std::time::Duration::from_secs(10),
+        },
+        std::time::Duration::from_secs(60),
+        ts("2026-01-01T00:00:00Z"),
+    );
+    task.run_id = 7;
+    let delivery = crate::queue::DeliveryId::from_u128(0x0123_4567_89ab_cdef);
+    task.attempt = 1;
+    task.first_leased_at = Some(ts("2026-01-01T00:00:01Z"));
+    task.deliveries.push(crate::queue::Delivery {
+        id: delivery,
+        closed: None,
+    });
+    task.state = crate::queue::TaskState::Leased {
+        delivery,
+        leased_at: ts("2026-01-01T00:00:01Z"),
+        expires_at: ts("2026-01-01T00:00:31Z"),
+        deadline: ts("2026-01-01T00:01:01Z"),
+    };
+    let expected = r#"{"run_id":7,"job_id":"00000000000000ab","handler":"bot","method":"send_message","params":{"channel":"raid"},"scheduled_at":"2026-01-01T00:00:00Z","manual":false,"attempt":1,"max_attempts":3,"backoff_ms":10000,"timeout_ms":60000,"state":{"state":"leased","delivery":"00000000000000000123456789abcdef","leased_at":"2026-01-01T00:00:01Z","expires_at":"2026-01-01T00:00:31Z","deadline":"2026-01-01T00:01:01Z"},"first_leased_at":"2026-01-01T00:00:01Z","cancel_requested":false,"deliveries":[{"id":"00000000000000000123456789abcdef","closed":null}],"error":null,"result":null,"finished_at":null}"#;
+    let row = tasks::encode_task(&task);
+    assert_eq!(std::str::from_utf8(&row).unwrap(), expected);
+    assert_eq!(tasks::decode_task(7, &row).unwrap(), task);
+    // A finished row as written by an ack, and one from before `manual` existed.
+    let done = r#"{"run_id":8,"job_id":"0000000000000001","handler":"bot","method":"m","params":{},"scheduled_at":"2026-01-01T00:00:00Z","attempt":1,"max_attempts":1,"backoff_ms":0,"timeout_ms":1000,"state":{"state":"succeeded"},"first_leased_at":null,"cancel_requested":false,"deliveries":[{"id":"000000000000000000000000000000ff","closed":"acked"}],"error":null,"result":{"ok":true},"finished_at":"2026-01-01T00:00:02Z"}"#;
+    let decoded = tasks::decode_task(8, done.as_bytes()).unwrap();
+    assert_eq!(decoded.state, crate::queue::TaskState::Succeeded);
+    assert!(!decoded.manual);
+    assert_eq!(
+        decoded.deliveries[0].closed,
+        Some(crate::queue::Closed::Acked)
+    );
+    assert_eq!(decoded.result, Some(serde_json::json!({"ok": true})));
+}
+
 /// Same for audit entries: the row, the API body and the control socket's reply.
 #[test]
 fn audit_rows_and_audit_bodies_keep_their_bytes() {

@@ -14,6 +14,7 @@
 //!   work, at most [`HANDSHAKES_PER_TURN`] per call and [`HANDSHAKES_PER_SECOND`] per second,
 //!   so a handshake flood can never take the time that data needs (wireguard-go's handshake
 //!   queue, on one thread).
+//! - The queue and the load policy below are the router's `Admission` (`tunnel/handshake.rs`).
 //! - Load is measured by that queue: from [`UNDER_LOAD_QUEUE`] waiting messages, and for
 //!   [`UNDER_LOAD_FOR`] after, the router is under load. Then a source address that already
 //!   sent [`QUIET_PER_SOURCE`] handshakes this second must prove it owns its address with a
@@ -39,6 +40,7 @@
 //!   counted; everything that reaches [`Router::poll_inbound`] has a trustworthy source.
 //! - Packets from unknown keys or indices get no reply at all.
 
+mod handshake;
 mod peer;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -48,57 +50,24 @@ use std::time::{Duration, Instant};
 
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
-use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::noise::{Packet, Tunn};
 use boringtun::x25519::{PublicKey as XPublic, StaticSecret};
 use peers::{PrivateKey, PublicKey};
 use rand_core::RngCore;
 
 use crate::netstack::PacketPool;
+use handshake::{Admission, Pending};
+pub use handshake::{
+    BAD_MACS_PER_SOURCE, BLOCKED_SOURCES, BLOCK_FOR, COOKIE_HANDSHAKES_PER_SOURCE,
+    COOKIE_REPLIES_PER_SOURCE, FLOODING_PER_SOURCE, HANDSHAKES_PER_SECOND, HANDSHAKES_PER_TURN,
+    HANDSHAKE_QUEUE, QUIET_PER_SOURCE, RATE_LIMIT_RESET, TRACKED_SOURCES, UNDER_LOAD_FOR,
+    UNDER_LOAD_QUEUE,
+};
 use peer::{Decap, Encap};
 pub use peer::{Peer, PeerConfig};
 
 /// How often every peer's timers run.
 pub const TICK: Duration = Duration::from_millis(250);
-/// How often the per-second handshake budgets and per-source counters start over.
-pub const RATE_LIMIT_RESET: Duration = Duration::from_secs(1);
-/// Handshake messages (initiations, responses, cookie replies) that may wait for their X25519
-/// work; beyond it they are dropped (wireguard-go's queue size).
-pub const HANDSHAKE_QUEUE: usize = 1024;
-/// Waiting handshake messages from which the router is under load (wireguard-go: 1/8).
-pub const UNDER_LOAD_QUEUE: usize = HANDSHAKE_QUEUE / 8;
-/// How long the router stays under load after the queue was last that long.
-pub const UNDER_LOAD_FOR: Duration = Duration::from_secs(1);
-/// Handshake messages handled per [`Router::handle_timeout`] (one driver turn): data that
-/// arrived meanwhile never waits behind more than this much X25519 work.
-pub const HANDSHAKES_PER_TURN: u32 = 8;
-/// Handshake messages handled per second at most. A handshake costs a few X25519 operations
-/// (tens of microseconds each), so this bounds handshake work to a few percent of one core.
-pub const HANDSHAKES_PER_SECOND: u32 = 200;
-/// Under load: handshake messages per second a source address may send without a cookie.
-pub const QUIET_PER_SOURCE: u32 = 2;
-/// Under load: initiations with a valid cookie a source address may send per second, on top of
-/// its quiet ones (wireguard-go's per-address limit).
-pub const COOKIE_HANDSHAKES_PER_SOURCE: u32 = 20;
-/// Under load: cookie replies a source address gets per second; a flood gets no more.
-pub const COOKIE_REPLIES_PER_SOURCE: u32 = 4;
-/// Under load: handshake messages per second after which a source address is flooding; the
-/// rest of its messages that second are dropped on a table lookup, before mac1 or any copy.
-pub const FLOODING_PER_SOURCE: u32 =
-    2 * (QUIET_PER_SOURCE + COOKIE_HANDSHAKES_PER_SOURCE + COOKIE_REPLIES_PER_SOURCE);
-/// Handshake messages with a bad mac1 a source address may send per second, load or not;
-/// the rest of its handshake messages that second are dropped on a table lookup, before mac1.
-/// A peer configured with a wrong server key retries every few seconds, far below this; a
-/// bad-mac1 flood never fills the queue (it fails before it), so it must be counted here.
-pub const BAD_MACS_PER_SOURCE: u32 = 8;
-/// Source addresses counted per second; further new ones share one counter.
-pub const TRACKED_SOURCES: usize = 16_384;
-/// Source addresses blocked at a time (the driver's kernel filter holds as many); a further
-/// flooding source is still dropped by its count, in userspace.
-pub const BLOCKED_SOURCES: usize = 16;
-/// How long a flooding source's handshake messages stay blocked after it was last flagged.
-/// Once the kernel drops them the router no longer sees the flood, so the block lapses after
-/// this and a source that still floods is flagged again within its next few messages.
-pub const BLOCK_FOR: Duration = Duration::from_secs(1);
 /// Largest UDP payload we produce: an MTU-sized packet plus WireGuard overhead.
 pub const MAX_DATAGRAM: usize = 65535;
 
@@ -169,36 +138,12 @@ pub struct RouterStats {
     pub dropped_rate_limited: u64,
     /// Handshake messages waiting for their X25519 work right now.
     pub handshake_queue: u64,
-}
-
-/// This second's count of a source address (the shared one beyond [`TRACKED_SOURCES`]).
-fn source_count<'a>(
-    sources: &'a mut HashMap<IpAddr, SourceCount>,
-    others: &'a mut SourceCount,
-    ip: IpAddr,
-) -> &'a mut SourceCount {
-    if sources.len() < TRACKED_SOURCES || sources.contains_key(&ip) {
-        sources.entry(ip).or_default()
-    } else {
-        others
-    }
-}
-
-/// A handshake message that passed the cheap checks and waits for its X25519 work.
-struct Pending {
-    from: SocketAddr,
-    datagram: Vec<u8>,
-}
-
-/// What one source address sent this second (see the module docs).
-#[derive(Default, Clone, Copy)]
-struct SourceCount {
-    /// Handshake messages seen (before any check).
-    seen: u32,
-    /// Handshake messages whose mac1 was wrong.
-    bad_macs: u32,
-    handshakes: u32,
-    cookie_replies: u32,
+    /// Source addresses whose handshake messages are blocked right now (at most
+    /// [`BLOCKED_SOURCES`]; see [`Router::poll_blocked_sources`]).
+    pub blocked_sources: u64,
+    /// Times a source was added to the block list (a source that keeps flooding is added
+    /// again after each [`BLOCK_FOR`]).
+    pub source_blocks: u64,
 }
 
 /// The sans-IO WireGuard router. See the module docs for the contract.
@@ -206,26 +151,10 @@ pub struct Router {
     secret: StaticSecret,
     public: XPublic,
     /// Checks mac1 only (it is never under load). Shared with every peer's `Tunn`, whose own
-    /// check must never answer with a cookie: when to demand one is decided here.
+    /// check must never answer with a cookie: when to demand one is decided by `admission`.
     mac1: Arc<RateLimiter>,
-    /// Always under load: checks mac2 and makes cookie replies.
-    cookies: RateLimiter,
-    /// Handshake messages with a valid cookie: served first.
-    cookie_lane: VecDeque<Pending>,
-    /// The other handshake messages, first come first served.
-    lane: VecDeque<Pending>,
-    sources: HashMap<IpAddr, SourceCount>,
-    /// The shared count of sources beyond [`TRACKED_SOURCES`].
-    other_sources: SourceCount,
-    /// Blocked sources and until when (at most [`BLOCKED_SOURCES`]).
-    blocked: Vec<(IpAddr, Instant)>,
-    /// Whether `blocked` changed since [`Router::poll_blocked_sources`] last said.
-    blocked_changed: bool,
-    /// Handshake messages still allowed this second.
-    work_left: u32,
-    /// The time of the last [`Router::handle_timeout`].
-    now: Option<Instant>,
-    under_load_until: Option<Instant>,
+    /// The handshake queue and the load policy (`handshake.rs`).
+    admission: Admission,
     peers: HashMap<u32, Peer>,
     by_key: HashMap<[u8; 32], u32>,
     /// Exact-address routes (/32 allowed IPs), the common case.
@@ -237,7 +166,6 @@ pub struct Router {
     handshakes: VecDeque<Handshake>,
     stats: RouterStats,
     next_tick: Option<Instant>,
-    next_limiter_reset: Option<Instant>,
     buf: Vec<u8>,
     /// Buffers for transmits and inbound packets, given back by [`Router::recycle`].
     pool: PacketPool,
@@ -258,16 +186,7 @@ impl Router {
         let public = XPublic::from(&secret);
         Router {
             mac1: Arc::new(RateLimiter::new(&public, u64::MAX)),
-            cookies: RateLimiter::new(&public, 0),
-            cookie_lane: VecDeque::new(),
-            lane: VecDeque::new(),
-            sources: HashMap::new(),
-            other_sources: SourceCount::default(),
-            blocked: Vec::new(),
-            blocked_changed: false,
-            work_left: HANDSHAKES_PER_SECOND,
-            now: None,
-            under_load_until: None,
+            admission: Admission::new(&public),
             secret,
             public,
             peers: HashMap::new(),
@@ -280,7 +199,6 @@ impl Router {
             handshakes: VecDeque::new(),
             stats: RouterStats::default(),
             next_tick: None,
-            next_limiter_reset: None,
             buf: vec![0u8; MAX_DATAGRAM],
             pool: PacketPool::default(),
         }
@@ -340,7 +258,6 @@ impl Router {
             return;
         };
         self.stats.datagrams_in += 1;
-        let kind = datagram[0];
         let index = match packet {
             Packet::PacketData(p) => {
                 self.deliver(p.receiver_idx >> 8, from, datagram, false);
@@ -354,112 +271,14 @@ impl Router {
             self.stats.dropped_unknown_peer += 1;
             return;
         }
-        // A blocked or flooding source costs a short scan or one table lookup per message.
-        let ip = from.ip();
-        if self.blocked.iter().any(|(b, _)| *b == ip) {
-            self.stats.dropped_rate_limited += 1;
-            return;
-        }
-        let under_load = self.under_load();
-        let tracked = self.sources.len() < TRACKED_SOURCES || self.sources.contains_key(&ip);
-        let source = source_count(&mut self.sources, &mut self.other_sources, ip);
-        source.seen = source.seen.saturating_add(1);
-        if (under_load && source.seen > FLOODING_PER_SOURCE)
-            || source.bad_macs >= BAD_MACS_PER_SOURCE
+        if let Some(reply) =
+            self.admission
+                .handle_message(from, datagram, &self.mac1, &mut self.stats)
         {
-            self.stats.dropped_rate_limited += 1;
-            // The shared count of untracked sources is no one address's doing.
-            if tracked {
-                self.block(ip);
-            }
-            return;
-        }
-        // mac1 (one keyed BLAKE2s) before anything else: only senders that know our public key
-        // get further. Cookie replies carry no mac1.
-        let mut reply = [0u8; 64];
-        if kind != HANDSHAKE_COOKIE && self.mac1.verify_packet(None, datagram, &mut reply).is_err()
-        {
-            source.bad_macs += 1;
-            self.stats.dropped_bad_mac += 1;
-            return;
-        }
-        self.admit(from, datagram, kind == HANDSHAKE_INIT);
-    }
-
-    /// Blocks `ip`'s handshake messages for [`BLOCK_FOR`] from now (the last
-    /// [`Router::handle_timeout`]), if the list has room.
-    fn block(&mut self, ip: IpAddr) {
-        let Some(now) = self.now else {
-            return; // no time yet: the count alone drops it until the first timeout
-        };
-        if self.blocked.len() < BLOCKED_SOURCES {
-            self.blocked.push((ip, now + BLOCK_FOR));
-            self.blocked_changed = true;
-        }
-    }
-
-    /// Whether the handshake queue is (or was within [`UNDER_LOAD_FOR`]) long.
-    fn under_load(&self) -> bool {
-        self.cookie_lane.len() + self.lane.len() >= UNDER_LOAD_QUEUE
-            || matches!((self.now, self.under_load_until), (Some(n), Some(u)) if n < u)
-    }
-
-    /// Queues a handshake message that passed mac1, applying the load policy of the module
-    /// docs. Only initiations are ever answered with a cookie reply.
-    fn admit(&mut self, from: SocketAddr, datagram: &[u8], initiation: bool) {
-        let under_load = self.under_load();
-        let source = source_count(&mut self.sources, &mut self.other_sources, from.ip());
-        let lane = if !under_load || source.handshakes < QUIET_PER_SOURCE {
-            &mut self.lane
-        } else if !initiation {
-            self.stats.dropped_rate_limited += 1;
-            return;
-        } else {
-            let mut reply = [0u8; 64];
-            match self
-                .cookies
-                .verify_packet(Some(from.ip()), datagram, &mut reply)
-            {
-                Ok(_) if source.handshakes < QUIET_PER_SOURCE + COOKIE_HANDSHAKES_PER_SOURCE => {
-                    &mut self.cookie_lane
-                }
-                Err(TunnResult::WriteToNetwork(cookie))
-                    if source.cookie_replies < COOKIE_REPLIES_PER_SOURCE =>
-                {
-                    source.cookie_replies += 1;
-                    self.stats.cookie_replies += 1;
-                    self.transmit.push_back(Transmit {
-                        dst: from,
-                        payload: self.pool.copy_of(cookie),
-                    });
-                    return;
-                }
-                _ => {
-                    self.stats.dropped_rate_limited += 1;
-                    return;
-                }
-            }
-        };
-        if lane.len() >= HANDSHAKE_QUEUE {
-            self.stats.dropped_handshake_overload += 1;
-            return;
-        }
-        source.handshakes += 1;
-        lane.push_back(Pending {
-            from,
-            datagram: datagram.to_vec(),
-        });
-        self.note_queue();
-    }
-
-    /// Records load when the queue is long (see [`UNDER_LOAD_QUEUE`]).
-    fn note_queue(&mut self) {
-        let queued = self.cookie_lane.len() + self.lane.len();
-        self.stats.handshake_queue = queued as u64;
-        if queued >= UNDER_LOAD_QUEUE {
-            if let Some(now) = self.now {
-                self.under_load_until = Some(now + UNDER_LOAD_FOR);
-            }
+            self.transmit.push_back(Transmit {
+                dst: from,
+                payload: self.pool.copy_of(reply.as_bytes()),
+            });
         }
     }
 
@@ -605,34 +424,14 @@ impl Router {
     /// counts over each [`RATE_LIMIT_RESET`]. Call it whenever `now >= poll_timeout()`, and
     /// after every batch of datagrams.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = Some(now);
-        match self.next_limiter_reset {
-            // The first second began with the router; what came before counts in it.
-            None => self.next_limiter_reset = Some(now + RATE_LIMIT_RESET),
-            Some(t) if now >= t => {
-                self.sources.clear();
-                self.other_sources = SourceCount::default();
-                self.work_left = HANDSHAKES_PER_SECOND;
-                self.next_limiter_reset = Some(now + RATE_LIMIT_RESET);
-            }
-            Some(_) => {}
-        }
-        let before = self.blocked.len();
-        self.blocked.retain(|(_, until)| now < *until);
-        self.blocked_changed |= self.blocked.len() != before;
-        self.note_queue();
-        for _ in 0..HANDSHAKES_PER_TURN.min(self.work_left) {
-            let Some(p) = self
-                .cookie_lane
-                .pop_front()
-                .or_else(|| self.lane.pop_front())
-            else {
+        self.admission.handle_timeout(now, &mut self.stats);
+        for _ in 0..HANDSHAKES_PER_TURN {
+            let Some(p) = self.admission.next_work() else {
                 break;
             };
-            self.work_left -= 1;
             self.handle_handshake(p);
         }
-        self.stats.handshake_queue = (self.cookie_lane.len() + self.lane.len()) as u64;
+        self.stats.handshake_queue = self.admission.queued() as u64;
         if self.next_tick.is_some_and(|t| now < t) {
             return;
         }
@@ -651,18 +450,13 @@ impl Router {
     /// The next instant at which [`Router::handle_timeout`] must be called: at once (the last
     /// `now`) while handshake messages wait and this second's budget allows more.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let waiting = !(self.cookie_lane.is_empty() && self.lane.is_empty());
-        if waiting && self.work_left > 0 && self.now.is_some() {
-            return self.now;
+        if let Some(now) = self.admission.work_due() {
+            return Some(now);
         }
-        [
-            self.next_tick,
-            self.next_limiter_reset,
-            self.blocked.iter().map(|(_, until)| *until).min(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.next_tick, self.admission.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The source addresses whose handshake messages (initiations, responses, cookie replies)
@@ -670,10 +464,7 @@ impl Router {
     /// not. Their data messages are never blocked. Call after every [`Router::handle_timeout`]
     /// (sources are added by [`Router::handle_datagram`] and expire in `handle_timeout`).
     pub fn poll_blocked_sources(&mut self) -> Option<Vec<IpAddr>> {
-        if !std::mem::take(&mut self.blocked_changed) {
-            return None;
-        }
-        Some(self.blocked.iter().map(|(ip, _)| *ip).collect())
+        self.admission.poll_blocked_sources()
     }
 
     /// Takes back a buffer for reuse: a sent [`Transmit`]'s payload, or any spare one.

@@ -679,3 +679,38 @@ fn the_block_list_is_bounded_and_never_names_the_shared_count() {
     );
     assert_eq!(w.router.poll_blocked_sources(), None);
 }
+
+#[test]
+fn blocks_are_counted_and_the_blocked_sources_follow_the_list() {
+    let mut w = World::new(20);
+    w.turn(Duration::from_millis(1));
+    let bad = w.bad_mac1_initiation();
+    let flood_from = |w: &mut World, from: SocketAddr| {
+        for _ in 0..BAD_MACS_PER_SOURCE + 5 {
+            w.router.handle_datagram(from, &bad);
+        }
+    };
+    let other = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 77), 9));
+    flood_from(&mut w, ATTACKER);
+    flood_from(&mut w, other);
+    let s = w.router.stats();
+    assert_eq!((s.blocked_sources, s.source_blocks), (2, 2), "{s:?}");
+    // The blocks lapse: nobody is blocked now, the events stay counted.
+    w.turn(BLOCK_FOR);
+    let s = w.router.stats();
+    assert_eq!((s.blocked_sources, s.source_blocks), (0, 2), "{s:?}");
+    // A source that floods again is blocked again: a second event for it.
+    flood_from(&mut w, ATTACKER);
+    let s = w.router.stats();
+    assert_eq!((s.blocked_sources, s.source_blocks), (1, 3), "{s:?}");
+    // A full list takes no more, and what it refuses is no block event.
+    for n in 0..BLOCKED_SOURCES as u32 + 3 {
+        flood_from(
+            &mut w,
+            SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + n), 9)),
+        );
+    }
+    let s = w.router.stats();
+    assert_eq!(s.blocked_sources, BLOCKED_SOURCES as u64, "{s:?}");
+    assert_eq!(s.source_blocks, 2 + BLOCKED_SOURCES as u64, "{s:?}");
+}

@@ -116,3 +116,12 @@ async fn socket_buffers_grow_with_or_without_cap_net_admin() {
     assert!(sizes.recv > before, "{before} -> {sizes:?}");
     assert!(sizes.send > 0);
 }
+
+#[test]
+fn the_drop_total_counts_on_across_the_kernels_32_bit_wrap() {
+    let mut d = DropCount::default();
+    assert_eq!(d.observe(0), 0);
+    assert_eq!(d.observe(10), 10);
+    assert_eq!(d.observe(u32::MAX - 4), 10 + u64::from(u32::MAX - 14));
+    assert_eq!(d.observe(5), 10 + u64::from(u32::MAX - 14) + 10);
+}

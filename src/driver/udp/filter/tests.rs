@@ -277,3 +277,32 @@ fn the_kernel_runs_the_filter_on_an_ipv6_socket() {
     let got = receive_until_markers(&rx, &[tx.local_addr().unwrap()], &marker);
     assert_eq!(got, vec![(tx.local_addr().unwrap(), msg(1, 148))]);
 }
+
+#[test]
+fn the_kernel_counts_what_the_filter_drops_as_socket_drops() {
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = rx.local_addr().unwrap();
+    let marker = msg(4, 33);
+    let garbage = [msg(0, 148), msg(1, 149), msg(4, 31), msg(9, 64)];
+    // Without a filter garbage is queued like anything else: nothing is dropped.
+    for m in garbage.iter().chain([&marker]) {
+        tx.send_to(m, to).unwrap();
+    }
+    let got = receive_until_markers(&rx, &[tx.local_addr().unwrap()], &marker);
+    assert_eq!(got.len(), garbage.len());
+    assert_eq!(super::super::socket_drops(SockRef::from(&rx)).unwrap(), 0);
+    // With it, each refused datagram is one socket drop, and what passes is none.
+    attach(SockRef::from(&rx), &program(&[])).unwrap();
+    const N: usize = 100;
+    for i in 0..N {
+        tx.send_to(&garbage[i % garbage.len()], to).unwrap();
+    }
+    tx.send_to(&marker, to).unwrap();
+    let got = receive_until_markers(&rx, &[tx.local_addr().unwrap()], &marker);
+    assert_eq!(got, vec![]);
+    assert_eq!(
+        super::super::socket_drops(SockRef::from(&rx)).unwrap(),
+        N as u32
+    );
+}
