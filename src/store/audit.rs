@@ -151,19 +151,23 @@ impl AuditMeter {
     }
 }
 
-/// What an audit entry keeps of `summary`. A `{"before": {..}, "after": {..}}` change keeps
-/// only the top-level fields that differ; every string longer than [`MAX_VALUE_BYTES`] is cut
-/// (ending `… (N bytes, truncated)`), deeper than six levels or past 32 items a value becomes
-/// its cut JSON text, and the summary gains `"truncated": true`. If it still takes more than
-/// [`MAX_SUMMARY_BYTES`], it keeps only the changed (or top-level) field names. The shape of
-/// small summaries is untouched, so API bodies (`AuditView`) read as before.
+/// What an audit entry keeps of `summary`: every string longer than [`MAX_VALUE_BYTES`] is
+/// cut (ending `… (N bytes, truncated)`), deeper than six levels or past 32 items a value
+/// becomes its cut JSON text, and the summary gains `"truncated": true`. If it still takes more
+/// than [`MAX_SUMMARY_BYTES`], a `{"before": {..}, "after": {..}}` change keeps only the
+/// top-level fields that differ, and past that only the changed (or top-level) field names.
+/// Small summaries are untouched, so API bodies (`AuditView`) read as before.
 pub fn bound_summary(summary: Value) -> Value {
-    let mut s = changed_only(summary);
+    let too_big = |s: &Value| serde_json::to_vec(s).map_or(0, |v| v.len()) > MAX_SUMMARY_BYTES;
+    let mut s = summary;
     let mut truncated = false;
     shorten(&mut s, 0, &mut truncated);
-    if serde_json::to_vec(&s).map_or(0, |v| v.len()) > MAX_SUMMARY_BYTES {
-        s = names_only(&s);
+    if too_big(&s) {
+        s = changed_only(s);
         truncated = true;
+    }
+    if too_big(&s) {
+        s = names_only(&s);
     }
     if truncated {
         if let Value::Object(m) = &mut s {
@@ -403,27 +407,24 @@ mod tests {
 
     use super::*;
 
-    /// A PATCH of a 60 KB job audits its changed fields, cut to a few hundred bytes and saying
-    /// so, within the bound; the unchanged 60 KB body is not kept at all.
+    /// A PATCH of a 60 KB job keeps both sides with long values cut to a few hundred bytes,
+    /// saying so, within the bound.
     #[test]
-    fn a_big_change_keeps_its_changed_fields_cut_and_marked() {
+    fn a_big_change_keeps_its_values_cut_and_marked() {
         let big = "x".repeat(60_000);
-        let spec = |name: &str, content: &str| {
-            json!({"name": name, "trigger": {"every": "1h"},
+        let spec = |content: &str| {
+            json!({"name": "raid", "trigger": {"every": "1h"},
                    "action": {"webhook": {"url": "https://h/", "body": {"content": content}}},
                    "description": big})
         };
         let summary = json!({
-            "before": spec("raid", &format!("a{big}")),
-            "after": spec("raid", &format!("b{big}")),
+            "before": spec(&format!("a{big}")),
+            "after": spec(&format!("b{big}")),
         });
         let kept = bound_summary(summary);
         assert!(serde_json::to_vec(&kept).unwrap().len() <= MAX_SUMMARY_BYTES);
         assert_eq!(kept["truncated"], json!(true));
-        for side in ["before", "after"] {
-            let fields: Vec<&String> = kept[side].as_object().unwrap().keys().collect();
-            assert_eq!(fields, ["action"], "only the changed field: {kept}");
-        }
+        assert_eq!(kept["after"]["name"], "raid");
         let content = kept["after"]["action"]["webhook"]["body"]["content"]
             .as_str()
             .unwrap();
@@ -432,41 +433,39 @@ mod tests {
         assert!(content.len() < MAX_VALUE_BYTES + 40);
     }
 
-    /// Past the bound even when cut (many changed fields), a change keeps the names of what
-    /// changed; a small summary is kept exactly as it was.
+    /// Past the bound even when cut, a change keeps only the fields that differ, and past that
+    /// the names of what changed; a small summary is kept exactly as it was.
     #[test]
-    fn summaries_past_the_bound_keep_names_and_small_ones_are_untouched() {
-        let side = |v: &str| {
+    fn summaries_past_the_bound_keep_changed_fields_then_names() {
+        let side = |v: &str, changed: usize| {
             Value::Object(
                 (0..30)
-                    .map(|i| (format!("field{i}"), json!(v.repeat(300))))
+                    .map(|i| {
+                        let v = if i < changed { v } else { "same" };
+                        (format!("field{i}"), json!(v.repeat(300)))
+                    })
                     .collect(),
             )
         };
-        let kept = bound_summary(json!({"before": side("a"), "after": side("b")}));
+        let kept = bound_summary(json!({"before": side("a", 1), "after": side("b", 1)}));
+        let fields: Vec<&String> = kept["after"].as_object().unwrap().keys().collect();
+        assert_eq!(fields, ["field0"], "{kept}");
+        assert_eq!(kept["truncated"], json!(true));
+
+        let kept = bound_summary(json!({"before": side("a", 30), "after": side("b", 30)}));
         assert_eq!(kept["changed"].as_array().unwrap().len(), 30, "{kept}");
         assert_eq!(kept["truncated"], json!(true));
         assert!(serde_json::to_vec(&kept).unwrap().len() <= MAX_SUMMARY_BYTES);
 
-        let small =
-            json!({"role": "officer", "before": {"a": 1, "b": 2}, "after": {"a": 1, "b": 3}});
-        assert_eq!(
-            bound_summary(small),
-            json!({"role": "officer", "before": {"b": 2}, "after": {"b": 3}})
-        );
-        let plain = json!({"name": "leader", "addresses": ["10.88.88.2/32"]});
-        assert_eq!(bound_summary(plain.clone()), plain);
+        let small = json!({"before": {"a": 1, "b": 2}, "after": {"a": 1, "b": 3}});
+        assert_eq!(bound_summary(small.clone()), small);
     }
 
     /// The meter wakes its waiter once the bytes appended reach the threshold, and a prune
     /// starts the count again.
     #[test]
     fn the_meter_counts_appends_until_a_prune() {
-        let dir =
-            std::env::temp_dir().join(format!("appliance-audit-meter-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::create(&dir.join("db.redb"), None).unwrap();
+        let store = super::super::testing::Disk::default().store();
         let meter = store.audit_meter();
         meter.set_threshold(1_000);
         let entry = || AuditEntry {
@@ -484,6 +483,5 @@ mod tests {
         }
         assert_eq!(store.prune_audit(0, u64::MAX).unwrap(), 0);
         assert!(!meter.due(), "a prune starts the count again");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
