@@ -80,7 +80,7 @@ pub enum Request {
         #[serde(with = "crate::wire::text")]
         name: PeerName,
     },
-    /// Audit entries, newest first; replies `[AuditEntry]`.
+    /// Audit entries, newest first; replies `[AuditView]` ([`crate::api::view::AuditView`]).
     AuditList {
         /// Only entries before this sequence number (the paging cursor).
         before: Option<u64>,

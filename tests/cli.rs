@@ -80,6 +80,21 @@ fn bad_init_input_exits_2_and_creates_no_key() {
     }
 }
 
+/// `serve` with these flags exits 2 with every needle in its message, before anything is
+/// created.
+fn assert_serve_refuses(flags: &[&str], needles: &[&str]) {
+    let d = Dir::new("badserve");
+    let mut args = vec!["serve"];
+    args.extend_from_slice(flags);
+    let out = run(&d.data(), &args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+    assert!(!d.data().exists(), "{flags:?}: serve created the data dir");
+}
+
 /// A bad `--allow-webhook-net` is a usage error naming the flag, before anything is created.
 #[test]
 fn a_bad_allow_webhook_net_exits_2_naming_the_flag() {
@@ -88,16 +103,28 @@ fn a_bad_allow_webhook_net_exits_2_naming_the_flag() {
         ("lan", "is not an IP address"),
         ("fd00::/200", "not a valid prefix length"),
     ] {
-        let d = Dir::new("badnet");
-        let out = run(&d.data(), &["serve", "--allow-webhook-net", net]);
-        assert_eq!(out.status.code(), Some(2), "{net}: {}", text(&out.stderr));
-        let err = text(&out.stderr);
-        assert!(
-            err.contains("--allow-webhook-net") && err.contains(needle),
-            "{net}: {err}"
+        assert_serve_refuses(
+            &["--allow-webhook-net", net],
+            &["--allow-webhook-net", needle],
         );
-        assert!(!d.data().exists(), "{net}: serve created the data dir");
     }
+}
+
+/// The total connection cap must hold one peer at its cap (the API's plus 4).
+#[test]
+fn serve_refuses_a_total_connection_cap_below_one_peers_cap() {
+    let needle = "--max-connections must be at least --max-connections-per-peer plus 4";
+    assert_serve_refuses(&["--max-connections", "35"], &[needle, "(36)"]);
+    assert_serve_refuses(&["--max-connections", "0"], &[needle]);
+    assert_serve_refuses(
+        &[
+            "--max-connections-per-peer",
+            "100",
+            "--max-connections",
+            "103",
+        ],
+        &[needle, "(104)"],
+    );
 }
 
 #[test]

@@ -270,6 +270,8 @@ fn a_real_prometheus_peer_scrapes_metrics_through_wireguard_go() {
         "appliance_webhook_attempts_total{result=\"success\"} 0",
         "appliance_backups_total{result=\"ok\"} 1",
         "appliance_backups_total{result=\"failed\"} 0",
+        "appliance_tcp_socket_buffer_resident_bytes ",
+        "appliance_tcp_connections_evicted_total 0",
     ] {
         assert!(body.contains(series), "missing {series} in:\n{body}");
     }

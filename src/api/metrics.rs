@@ -190,6 +190,7 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
         "counter",
         load(&m.connections_accepted),
     );
+    expose_connection_memory(&mut e, m);
 
     // HTTP.
     ctx.api.http.expose(&mut e);
@@ -342,6 +343,22 @@ fn expose_socket_filter(e: &mut Exposition, m: &crate::driver::Metrics) {
     }
 }
 
+/// The tunnel stack's socket buffer memory and its evictions at the overall connection cap.
+fn expose_connection_memory(e: &mut Exposition, m: &crate::driver::Metrics) {
+    e.single(
+        "appliance_tcp_socket_buffer_resident_bytes",
+        "Bytes of TCP socket buffer memory the tunnel's stack holds now (resident pages).",
+        "gauge",
+        load(&m.socket_buffer_resident_bytes),
+    );
+    e.single(
+        "appliance_tcp_connections_evicted_total",
+        "Idle TCP connections reset at the overall connection cap to make room for a lighter peer.",
+        "counter",
+        load(&m.connections_evicted),
+    );
+}
+
 /// The API's limiter counters (the `api` object of `/api/v1/health`) and whether the database
 /// takes writes (its `storage` object).
 fn expose_guards_and_storage(
@@ -466,6 +483,33 @@ mod tests {
                 "# TYPE appliance_udp_socket_drops_total counter",
                 "appliance_udp_socket_drops_total 12345",
             ],
+        );
+    }
+
+    #[test]
+    fn socket_buffer_memory_and_evictions_are_exported() {
+        let m = crate::driver::Metrics::default();
+        m.socket_buffer_resident_bytes
+            .store(3 * 4096, Ordering::Relaxed);
+        m.connections_evicted.store(2, Ordering::Relaxed);
+        let mut e = Exposition::new();
+        expose_connection_memory(&mut e, &m);
+        let text = e.finish();
+        assert_lines(
+            &text,
+            &[
+                "# TYPE appliance_tcp_socket_buffer_resident_bytes gauge",
+                "appliance_tcp_socket_buffer_resident_bytes 12288",
+                "# TYPE appliance_tcp_connections_evicted_total counter",
+                "appliance_tcp_connections_evicted_total 2",
+            ],
+        );
+        assert!(
+            text.lines()
+                .filter(|l| l.starts_with("# HELP appliance_tcp_"))
+                .count()
+                == 2,
+            "{text}"
         );
     }
 

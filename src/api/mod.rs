@@ -830,6 +830,107 @@ mod tests {
         assert_eq!(health["scheduler"]["recording"], true);
     }
 
+    /// One raw HTTP/1.1 request from `from` through hyper and the whole gate (`handle`), over
+    /// an in-memory pipe: the status line, the header lines (lower case, `date` left out, as
+    /// it may tick between two calls) and the body bytes.
+    async fn exchange(
+        service: &Arc<Appliance>,
+        from: SocketAddrV4,
+        method: &str,
+        path: &str,
+    ) -> (String, Vec<String>, Vec<u8>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let api = Arc::new(ApiState::new(ApiConfig::default()));
+        let service = service.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let (service, api) = (service.clone(), api.clone());
+            async move { Ok::<_, Infallible>(handle(&service, &api, from, None, req).await) }
+        });
+        let conn = tokio::spawn(
+            hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(server), svc),
+        );
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 10.88.88.1:8888\r\nConnection: close\r\n\r\n"
+        );
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        conn.await.unwrap().unwrap();
+        let end = out
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a head");
+        let head = String::from_utf8(out[..end].to_vec()).unwrap();
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap().to_string();
+        let mut headers: Vec<String> = lines
+            .map(str::to_ascii_lowercase)
+            .filter(|l| !l.starts_with("date:"))
+            .collect();
+        headers.sort();
+        (status, headers, out[end + 4..].to_vec())
+    }
+
+    /// Item 11 of issue 13, without root: HEAD answers like GET (status, every header,
+    /// Content-Length included) with no body, on pages, assets, JSON and admin routes; on a
+    /// POST-only route it is refused as GET is (405).
+    #[tokio::test]
+    async fn head_answers_like_get_without_a_body() {
+        let disk = crate::store::testing::Disk::default();
+        let service = service_on(&disk);
+        assert!(service.store().init_server(&service.server()).unwrap());
+        let key = ::peers::PrivateKey::generate(&mut rand_core::OsRng).public_key();
+        let rec = service
+            .add_peer(
+                crate::registry::AddPeer {
+                    name: ::peers::PeerName::new("leader").unwrap(),
+                    role: ::peers::Role::Admin,
+                    public_key: key,
+                    preshared_key: None,
+                    extra_allowed_ips: vec![],
+                },
+                Actor::local_cli(),
+            )
+            .await
+            .unwrap();
+        // The stand-in network does not keep the directory; the driver would.
+        service.directory().write().unwrap().upsert(rec.clone());
+        let from = SocketAddrV4::new(rec.address, 40000);
+        for (path, status) in [
+            ("/", "HTTP/1.1 200 OK"),
+            ("/assets/app.js", "HTTP/1.1 200 OK"),
+            ("/api/v1/openapi.json", "HTTP/1.1 200 OK"),
+            ("/api/v1/jobs", "HTTP/1.1 200 OK"),
+            ("/api/v1/whoami", "HTTP/1.1 200 OK"),
+            ("/api/v1/peers", "HTTP/1.1 200 OK"),
+            (
+                "/api/v1/schedule/preview",
+                "HTTP/1.1 405 Method Not Allowed",
+            ),
+            ("/api/run_now", "HTTP/1.1 405 Method Not Allowed"),
+        ] {
+            let (get_status, get_headers, get_body) = exchange(&service, from, "GET", path).await;
+            let (head_status, head_headers, head_body) =
+                exchange(&service, from, "HEAD", path).await;
+            assert_eq!(get_status, status, "GET {path}");
+            assert_eq!(head_status, status, "HEAD {path}");
+            assert!(!get_body.is_empty(), "GET {path} has a body");
+            assert!(
+                head_body.is_empty(),
+                "HEAD {path} sent a body: {:?}",
+                String::from_utf8_lossy(&head_body)
+            );
+            assert!(
+                get_headers.contains(&format!("content-length: {}", get_body.len())),
+                "GET {path}: {get_headers:?}"
+            );
+            assert_eq!(head_headers, get_headers, "HEAD {path} headers");
+        }
+    }
+
     #[test]
     fn only_a_handlers_task_calls_skip_the_write_bucket() {
         let who = |role| Caller {

@@ -171,6 +171,10 @@ pub struct ServeArgs {
     /// Concurrent HTTP connections per peer
     #[arg(long, default_value_t = 32)]
     pub max_connections_per_peer: usize,
+    /// TCP connections all peers together may hold (at least --max-connections-per-peer + 4);
+    /// at the cap, the heaviest peer's oldest idle connection makes room for a lighter peer
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_connections: usize,
     /// Largest request head (request line and headers), in bytes; more gets a 431 (at least 8192)
     #[arg(long, default_value_t = 16 * 1024)]
     pub max_head: usize,

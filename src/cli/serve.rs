@@ -63,6 +63,17 @@ pub fn serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
             "--max-buffered-per-peer must be at least --max-body, and --max-buffered-total at least --max-buffered-per-peer",
         ));
     }
+    // The stack arms a few connections past the API's per-peer cap (for its 429), so one peer
+    // alone must fit in the total.
+    let stack_per_peer = args
+        .max_connections_per_peer
+        .saturating_add(appliance::netstack::Limits::REFUSAL_HEADROOM);
+    if args.max_connections < stack_per_peer {
+        return Err(usage(format!(
+            "--max-connections must be at least --max-connections-per-peer plus {} ({stack_per_peer}), so that one peer at its cap still fits",
+            appliance::netstack::Limits::REFUSAL_HEADROOM
+        )));
+    }
     let audit_retention = appliance::sched::parse_duration(&args.audit_retention)
         .map_err(|e| usage(format!("invalid --audit-retention: {e}")))?;
     if audit_retention < std::time::Duration::from_secs(86_400) {
@@ -138,7 +149,10 @@ pub fn serve(dir: &DataDir, args: ServeArgs) -> Result<(), Failure> {
             max_buffered_total: args.max_buffered_total,
         },
         // The stack drops SYNs a little past the API's cap, before allocating anything.
-        limits: appliance::netstack::Limits::for_api_cap(args.max_connections_per_peer),
+        limits: appliance::netstack::Limits {
+            total: args.max_connections,
+            ..appliance::netstack::Limits::for_api_cap(args.max_connections_per_peer)
+        },
         backups,
         first_run,
     };

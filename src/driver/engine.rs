@@ -207,6 +207,12 @@ impl Engine {
         (self.router.stats(), self.stack.stats())
     }
 
+    /// Resident bytes of the netstack's socket buffers (a `mincore` per buffer: sample it,
+    /// do not call it every turn).
+    pub fn socket_buffer_resident_bytes(&self) -> usize {
+        self.stack.socket_buffer_resident_bytes()
+    }
+
     /// The router, for inspection.
     pub fn router(&self) -> &Router {
         &self.router

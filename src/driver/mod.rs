@@ -107,7 +107,7 @@ pub struct Metrics {
     /// Times a source was added to the block list.
     pub source_blocks: AtomicU64,
     /// Datagrams the kernel dropped on the UDP socket (socket filter, full receive buffer or
-    /// bad checksum), as of the last reading (every [`SOCKET_DROPS_EVERY`]); meaningful only
+    /// bad checksum), as of the last reading (once a second); meaningful only
     /// while `socket_drops_known`.
     pub socket_drops: AtomicU64,
     /// Whether the kernel reports `socket_drops` (`SO_MEMINFO`).
@@ -118,6 +118,11 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     /// TCP connections the netstack holds right now (half-open included).
     pub open_connections: AtomicU64,
+    /// Idle TCP connections reset at the overall cap to make room for a lighter peer.
+    pub connections_evicted: AtomicU64,
+    /// Resident bytes of the netstack's socket buffers. Refreshed when per-peer statistics
+    /// are sampled (every `/metrics` scrape), not every turn: it costs a `mincore` per buffer.
+    pub socket_buffer_resident_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -166,6 +171,7 @@ impl Metrics {
             .store(n.refused_over_cap, Ordering::Relaxed);
         self.open_connections
             .store(n.open_connections as u64, Ordering::Relaxed);
+        self.connections_evicted.store(n.evicted, Ordering::Relaxed);
     }
 }
 
@@ -279,7 +285,16 @@ pub async fn run(parts: DriverParts) -> io::Result<()> {
                 }
             }
             Event::Readable(Err(e)) => tracing::debug!(error = %e, "udp receive"),
-            Event::Command(cmd) => engine.handle_command(cmd),
+            Event::Command(cmd) => {
+                // Before the reply, so a scrape that awaited it reads a fresh value.
+                if matches!(cmd, Command::PeerStats(_)) {
+                    metrics.socket_buffer_resident_bytes.store(
+                        engine.socket_buffer_resident_bytes() as u64,
+                        Ordering::Relaxed,
+                    );
+                }
+                engine.handle_command(cmd)
+            }
             Event::Wake => {}
         }
 
