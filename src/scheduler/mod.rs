@@ -51,7 +51,8 @@ pub struct Config {
     pub run_retention: Duration,
     /// Audit entries older than this are pruned.
     pub audit_retention: Duration,
-    /// The audit trail is pruned, oldest first, to at most this many bytes of entries.
+    /// The audit trail is pruned, oldest first, to at most this many bytes of entries (hourly,
+    /// and as soon as an eighth of it was appended since the last prune).
     pub audit_max_bytes: u64,
     /// Where webhooks may connect (public addresses by default; `serve` adds the tunnel subnet
     /// as forbidden and the `--allow-webhook-net` networks as allowed).

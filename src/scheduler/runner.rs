@@ -5,7 +5,8 @@
 //! finished run, a finished handler task), takes the core's fires, records them (runs and the
 //! jobs' next fire times in one store transaction), and starts each webhook run on its own task
 //! through [`delivery::deliver`]; handler calls are enqueued in [`Queue`]. Finished runs come
-//! back on a channel and are written in batches. Prunes old runs and audit entries hourly.
+//! back on a channel and are written in batches. Prunes old runs and audit entries hourly, and
+//! the audit trail also as soon as an eighth of its size cap was appended since its last prune.
 //!
 //! When a commit fails (a full disk) nothing unrecorded runs: the driver stops taking fires,
 //! tries [`Store::recover`] every `RECOVER_EVERY` (2 s), then reloads the stored next fire times so
@@ -31,8 +32,12 @@ use crate::store::{Store, StoreError};
 use crate::tasks::Queue;
 use crate::webhook::{delivery, Executor};
 
-/// How often old runs are pruned.
+/// How often old runs and audit entries are pruned (the audit trail also whenever the bytes
+/// appended since its last prune pass `audit_max_bytes / AUDIT_PRUNE_FRACTION`).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// The audit trail is pruned once the bytes appended since its last prune pass this fraction
+/// of its cap, so it never holds more than the cap and an eighth between hourly sweeps.
+const AUDIT_PRUNE_FRACTION: u64 = 8;
 /// Longest sleep when no job is due (the loop also wakes on every command).
 const IDLE_SLEEP: Duration = Duration::from_secs(3600);
 /// While fires cannot be recorded, how often the driver tries to make the store writable.
@@ -180,6 +185,8 @@ impl Driver {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
+        let audit = self.store.audit_meter();
+        audit.set_threshold(self.config.audit_max_bytes / AUDIT_PRUNE_FRACTION);
         loop {
             let now = self.clock.now();
             let sleep = match self.core.poll_timeout() {
@@ -214,6 +221,11 @@ impl Driver {
                     }
                 }
                 _ = prune.tick() => self.prune().await,
+                _ = audit.over_threshold() => {
+                    if audit.due() {
+                        self.prune_audit().await;
+                    }
+                }
                 _ = tokio::time::sleep(sleep) => {}
             }
             if !self.is_recording() && std::time::Instant::now() >= self.next_recover {
@@ -634,6 +646,11 @@ impl Driver {
             Ok(n) => tracing::info!(pruned = n, "old runs pruned"),
             Err(e) => tracing::warn!(error = %e, "could not prune runs"),
         }
+        self.prune_audit().await;
+    }
+
+    /// Prunes the audit trail by age and size (hourly, and as soon as enough was appended).
+    async fn prune_audit(&self) {
         let now_ms = self.clock.now().as_millisecond().max(0) as u64;
         let cutoff_ms = now_ms.saturating_sub(
             self.config
@@ -832,6 +849,52 @@ mod tests {
                 t("2031-03-04T05:15:00Z"),
                 t("2031-03-04T05:20:00Z"),
             ]
+        );
+    }
+
+    /// Issue 13 item 10: 200 PATCHes of a 60 KB job (an officer in a loop) leave the audit
+    /// trail within its cap and an eighth, on a virtual clock where no hourly sweep comes: each
+    /// entry keeps only the changed fields, cut, and a prune follows every eighth of the cap
+    /// appended.
+    #[tokio::test]
+    async fn patches_in_a_loop_keep_the_audit_trail_under_its_cap_between_sweeps() {
+        let store = Arc::new(crate::store::testing::Disk::default().store());
+        let clock = Arc::new(Mutex::new("2031-03-04T05:06:07Z".parse().unwrap()));
+        let (_stop_tx, stop) = watch::channel(false);
+        let cap = 64 * 1024;
+        let config = Config {
+            audit_max_bytes: cap,
+            ..Config::default()
+        };
+        let (jobs, _task) = launch(store.clone(), config, Clock::Virtual(clock), stop).unwrap();
+        let actor = Actor::local_cli();
+        let content = |i: usize| format!("{i:04}{}", "x".repeat(60_000));
+        let body = json!({
+            "name": "big",
+            "trigger": {"every": "1h"},
+            "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/x",
+                                   "body": {"content": content(0)}}},
+        });
+        let id = jobs.create(draft(&body), &actor).await.unwrap().record.id;
+        for i in 1..=200 {
+            let patch = json!({"action": {"webhook": {"url": "https://discord.com/api/webhooks/1/x",
+                                                      "body": {"content": content(i)}}}});
+            jobs.patch(id, &patch, &actor).await.unwrap();
+            let bytes = store.audit_bytes().unwrap();
+            // The prune runs on the driver task: at most one more eighth lands meanwhile.
+            assert!(bytes <= cap + cap / 4, "after {i} patches: {bytes} bytes");
+        }
+        until("the last prune", Duration::from_secs(10), || {
+            store.audit_bytes().unwrap() <= cap + cap / 8
+        })
+        .await;
+        let newest = store.audit_page(None, None, 1).unwrap();
+        assert_eq!(newest[0].summary["truncated"], json!(true));
+        assert!(
+            newest[0].summary["after"]["action"]["webhook"]["body"]["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("0200")
         );
     }
 

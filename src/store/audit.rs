@@ -1,8 +1,16 @@
 //! Storage of the audit trail (part of [`crate::store`]): table `audit`, key the sequence
 //! number, value the entry as JSON. Append-only but for pruning by age and size.
+//!
+//! The size cap holds between the scheduler's hourly sweeps in two ways: every entry's summary
+//! is bounded when it is appended ([`bound_summary`]: changed fields only, long values cut, at
+//! most [`MAX_SUMMARY_BYTES`]), and the [`AuditMeter`] counts the bytes appended so the
+//! scheduler can prune as soon as they pass a fraction of the cap.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::rows::{decode_rows, open_existing};
 use super::{corrupt, Store, StoreError, AUDIT};
@@ -82,9 +90,196 @@ pub(super) fn decode_audit(seq: u64, bytes: &[u8]) -> Result<AuditEntry, StoreEr
         .map_err(|e| corrupt(&format!("audit/{seq}"), e))
 }
 
+/// Longest string value an entry's summary keeps, in bytes; a longer one is cut and says so.
+pub const MAX_VALUE_BYTES: usize = 256;
+/// Most bytes an entry's summary takes once encoded (past that it keeps only field names).
+pub const MAX_SUMMARY_BYTES: usize = 4096;
+
+/// Bytes of audit entries appended since the last prune, shared by the store (which counts)
+/// and the scheduler's driver (which prunes once they pass its threshold). Counted at append,
+/// so an entry whose transaction then fails counts too: that only brings a prune forward.
+#[derive(Debug)]
+pub struct AuditMeter {
+    appended: AtomicU64,
+    threshold: AtomicU64,
+    wake: tokio::sync::Notify,
+}
+
+impl Default for AuditMeter {
+    fn default() -> AuditMeter {
+        AuditMeter {
+            appended: AtomicU64::new(0),
+            threshold: AtomicU64::new(u64::MAX),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl AuditMeter {
+    /// Wakes [`AuditMeter::over_threshold`] once this many bytes were appended since the last
+    /// [`AuditMeter::take`] (never, until set).
+    pub fn set_threshold(&self, bytes: u64) {
+        self.threshold.store(bytes.max(1), Ordering::Relaxed);
+        self.check();
+    }
+
+    /// Returns once the bytes appended since the last [`AuditMeter::take`] reach the threshold
+    /// (at once if they did while nobody waited). Call [`AuditMeter::take`] before pruning.
+    pub async fn over_threshold(&self) {
+        self.wake.notified().await
+    }
+
+    /// The bytes appended since the last call, resetting the count.
+    pub fn take(&self) -> u64 {
+        self.appended.swap(0, Ordering::Relaxed)
+    }
+
+    /// Whether the bytes appended since the last [`AuditMeter::take`] reach the threshold.
+    pub fn due(&self) -> bool {
+        self.appended.load(Ordering::Relaxed) >= self.threshold.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, bytes: u64) {
+        self.appended.fetch_add(bytes, Ordering::Relaxed);
+        self.check();
+    }
+
+    fn check(&self) {
+        if self.due() {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// What an audit entry keeps of `summary`: every string longer than [`MAX_VALUE_BYTES`] is
+/// cut (ending `… (N bytes, truncated)`), deeper than six levels or past 32 items a value
+/// becomes its cut JSON text, and the summary gains `"truncated": true`. If it still takes more
+/// than [`MAX_SUMMARY_BYTES`], a `{"before": {..}, "after": {..}}` change keeps only the
+/// top-level fields that differ, and past that only the changed (or top-level) field names.
+/// Small summaries are untouched, so API bodies (`AuditView`) read as before.
+pub fn bound_summary(summary: Value) -> Value {
+    let too_big = |s: &Value| serde_json::to_vec(s).map_or(0, |v| v.len()) > MAX_SUMMARY_BYTES;
+    let mut s = summary;
+    let mut truncated = false;
+    shorten(&mut s, 0, &mut truncated);
+    if too_big(&s) {
+        s = changed_only(s);
+        truncated = true;
+    }
+    if too_big(&s) {
+        s = names_only(&s);
+    }
+    if truncated {
+        if let Value::Object(m) = &mut s {
+            m.insert("truncated".into(), Value::Bool(true));
+        }
+    }
+    s
+}
+
+/// A before/after summary without the fields that did not change.
+fn changed_only(summary: Value) -> Value {
+    let Value::Object(mut m) = summary else {
+        return summary;
+    };
+    if let (Some(Value::Object(before)), Some(Value::Object(after))) =
+        (m.get("before"), m.get("after"))
+    {
+        let same: Vec<String> = before
+            .iter()
+            .filter(|(k, v)| after.get(*k) == Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for side in ["before", "after"] {
+            if let Some(Value::Object(o)) = m.get_mut(side) {
+                for k in &same {
+                    o.remove(k);
+                }
+            }
+        }
+    }
+    Value::Object(m)
+}
+
+/// Cuts long strings, deep nesting and long lists in place.
+fn shorten(v: &mut Value, depth: usize, truncated: &mut bool) {
+    const MAX_ITEMS: usize = 32;
+    const MAX_DEPTH: usize = 6;
+    match v {
+        Value::String(s) if s.len() > MAX_VALUE_BYTES => {
+            *s = cut(s);
+            *truncated = true;
+        }
+        Value::Array(_) | Value::Object(_) if depth >= MAX_DEPTH => {
+            *v = Value::String(cut(&v.to_string()));
+            *truncated = true;
+        }
+        Value::Array(items) => {
+            if items.len() > MAX_ITEMS {
+                items.truncate(MAX_ITEMS);
+                *truncated = true;
+            }
+            for i in items {
+                shorten(i, depth + 1, truncated);
+            }
+        }
+        Value::Object(m) => {
+            if m.len() > MAX_ITEMS {
+                let extra: Vec<String> = m.keys().skip(MAX_ITEMS).cloned().collect();
+                for k in extra {
+                    m.remove(&k);
+                }
+                *truncated = true;
+            }
+            for (_, i) in m.iter_mut() {
+                shorten(i, depth + 1, truncated);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The first [`MAX_VALUE_BYTES`] of `s` (on a character boundary) and a note of its length.
+fn cut(s: &str) -> String {
+    let mut end = MAX_VALUE_BYTES.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes, truncated)", &s[..end], s.len())
+}
+
+/// The field names of a summary too large even when shortened: `{"changed": [..]}` for a
+/// before/after change, else `{"fields": [..]}` (at most 32 names, each cut).
+fn names_only(s: &Value) -> Value {
+    let Value::Object(m) = s else {
+        return serde_json::json!({});
+    };
+    let keys = |o: &serde_json::Map<String, Value>| -> Vec<Value> {
+        o.keys()
+            .take(32)
+            .map(|k| Value::String(k.chars().take(64).collect()))
+            .collect()
+    };
+    match (m.get("before"), m.get("after")) {
+        (Some(Value::Object(b)), Some(Value::Object(a))) => {
+            let mut names = keys(a);
+            for k in keys(b) {
+                if !names.contains(&k) {
+                    names.push(k);
+                }
+            }
+            names.truncate(32);
+            serde_json::json!({"changed": names})
+        }
+        _ => serde_json::json!({"fields": keys(m)}),
+    }
+}
+
 /// Appends an entry inside an open write transaction, assigning the next sequence number.
+/// Its summary is bounded first ([`bound_summary`]) and its bytes are counted on `meter`.
 pub(crate) fn append_audit(
     txn: &redb::WriteTransaction,
+    meter: &AuditMeter,
     mut entry: AuditEntry,
 ) -> Result<u64, StoreError> {
     let mut table = txn.open_table(AUDIT)?;
@@ -93,7 +288,10 @@ pub(crate) fn append_audit(
         None => 1,
     };
     entry.seq = seq;
-    table.insert(seq, encode_audit(entry).as_slice())?;
+    entry.summary = bound_summary(std::mem::take(&mut entry.summary));
+    let row = encode_audit(entry);
+    table.insert(seq, row.as_slice())?;
+    meter.add(row.len() as u64);
     Ok(seq)
 }
 
@@ -102,7 +300,7 @@ impl Store {
     pub fn audit(&self, entry: AuditEntry) -> Result<u64, StoreError> {
         let db = self.writer()?;
         let txn = db.begin_write()?;
-        let seq = append_audit(&txn, entry)?;
+        let seq = append_audit(&txn, &self.audit_meter, entry)?;
         self.commit(txn)?;
         Ok(seq)
     }
@@ -111,8 +309,11 @@ impl Store {
     /// oldest first, until the entries kept take at most `max_bytes` — but never the newest
     /// entry. Returns how many went.
     /// Damaged entries count by their size and are pruned like the rest (they are old history,
-    /// not live state). A full scan; it runs once an hour.
+    /// not live state). A full scan; it runs once an hour and whenever the [`AuditMeter`] passes
+    /// its threshold.
     pub fn prune_audit(&self, cutoff_ms: u64, max_bytes: u64) -> Result<usize, StoreError> {
+        // What was appended so far is counted by the scan below.
+        self.audit_meter.take();
         // Decided on a read transaction: a sweep with nothing to do never takes the writer, so
         // it writes nothing (no fsync every hour) and never races a write on a failing disk.
         let doomed = {
@@ -152,6 +353,24 @@ impl Store {
         Ok(doomed.len())
     }
 
+    /// The meter of bytes appended to the audit trail since the last prune, for the driver
+    /// that prunes it.
+    pub fn audit_meter(&self) -> std::sync::Arc<AuditMeter> {
+        self.audit_meter.clone()
+    }
+
+    /// Bytes the audit trail's entries take, counted as [`Store::prune_audit`] counts them
+    /// (each stored row's length). A full scan.
+    pub fn audit_bytes(&self) -> Result<u64, StoreError> {
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
+        let Some(table) = open_existing(&txn, AUDIT)? else {
+            return Ok(0);
+        };
+        let sizes = decode_rows(&table, |_, v| v.len() as u64)?;
+        Ok(sizes.iter().sum())
+    }
+
     /// Audit entries, newest first: those with `seq < before` (all when `None`), at or after
     /// `since_ms`, at most `limit`.
     pub fn audit_page(
@@ -179,5 +398,90 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A PATCH of a 60 KB job keeps both sides with long values cut to a few hundred bytes,
+    /// saying so, within the bound.
+    #[test]
+    fn a_big_change_keeps_its_values_cut_and_marked() {
+        let big = "x".repeat(60_000);
+        let spec = |content: &str| {
+            json!({"name": "raid", "trigger": {"every": "1h"},
+                   "action": {"webhook": {"url": "https://h/", "body": {"content": content}}},
+                   "description": big})
+        };
+        let summary = json!({
+            "before": spec(&format!("a{big}")),
+            "after": spec(&format!("b{big}")),
+        });
+        let kept = bound_summary(summary);
+        assert!(serde_json::to_vec(&kept).unwrap().len() <= MAX_SUMMARY_BYTES);
+        assert_eq!(kept["truncated"], json!(true));
+        assert_eq!(kept["after"]["name"], "raid");
+        let content = kept["after"]["action"]["webhook"]["body"]["content"]
+            .as_str()
+            .unwrap();
+        assert!(content.starts_with("bxxx"), "{content}");
+        assert!(content.ends_with("… (60001 bytes, truncated)"), "{content}");
+        assert!(content.len() < MAX_VALUE_BYTES + 40);
+    }
+
+    /// Past the bound even when cut, a change keeps only the fields that differ, and past that
+    /// the names of what changed; a small summary is kept exactly as it was.
+    #[test]
+    fn summaries_past_the_bound_keep_changed_fields_then_names() {
+        let side = |v: &str, changed: usize| {
+            Value::Object(
+                (0..30)
+                    .map(|i| {
+                        let v = if i < changed { v } else { "same" };
+                        (format!("field{i}"), json!(v.repeat(300)))
+                    })
+                    .collect(),
+            )
+        };
+        let kept = bound_summary(json!({"before": side("a", 1), "after": side("b", 1)}));
+        let fields: Vec<&String> = kept["after"].as_object().unwrap().keys().collect();
+        assert_eq!(fields, ["field0"], "{kept}");
+        assert_eq!(kept["truncated"], json!(true));
+
+        let kept = bound_summary(json!({"before": side("a", 30), "after": side("b", 30)}));
+        assert_eq!(kept["changed"].as_array().unwrap().len(), 30, "{kept}");
+        assert_eq!(kept["truncated"], json!(true));
+        assert!(serde_json::to_vec(&kept).unwrap().len() <= MAX_SUMMARY_BYTES);
+
+        let small = json!({"before": {"a": 1, "b": 2}, "after": {"a": 1, "b": 3}});
+        assert_eq!(bound_summary(small.clone()), small);
+    }
+
+    /// The meter wakes its waiter once the bytes appended reach the threshold, and a prune
+    /// starts the count again.
+    #[test]
+    fn the_meter_counts_appends_until_a_prune() {
+        let store = super::super::testing::Disk::default().store();
+        let meter = store.audit_meter();
+        meter.set_threshold(1_000);
+        let entry = || AuditEntry {
+            seq: 0,
+            at_ms: 1,
+            actor: Actor::local_cli(),
+            action: AuditAction::Other("test".into()),
+            target: None,
+            summary: json!({"text": "y".repeat(200)}),
+        };
+        store.audit(entry()).unwrap();
+        assert!(!meter.due());
+        while !meter.due() {
+            store.audit(entry()).unwrap();
+        }
+        assert_eq!(store.prune_audit(0, u64::MAX).unwrap(), 0);
+        assert!(!meter.due(), "a prune starts the count again");
     }
 }

@@ -196,6 +196,7 @@ impl Store {
             }
             append_audit(
                 &txn,
+                &self.audit_meter,
                 AuditEntry {
                     seq: 0,
                     at_ms,

@@ -562,6 +562,7 @@ impl Store {
         let id = rec.id.as_u64();
         let row = encode_job(rec);
         let summary = encode_schedule(rec, &row);
+        let meter = self.audit_meter.clone();
         self.write_grouped(move |txn| {
             let mut table = txn.open_table(JOBS)?;
             if table.get(id)?.is_some() {
@@ -571,7 +572,7 @@ impl Store {
             txn.open_table(JOB_SCHEDULES)?
                 .insert(id, summary.as_slice())?;
             if let Some(a) = audit {
-                append_audit(txn, a)?;
+                append_audit(txn, &meter, a)?;
             }
             Ok(true)
         })
@@ -650,7 +651,7 @@ impl Store {
                 None => remove_job(&txn, id.as_u64())?,
             }
             if let Some(a) = audit {
-                append_audit(&txn, a)?;
+                append_audit(&txn, &self.audit_meter, a)?;
             }
             Some(next.unwrap_or(current))
         };

@@ -74,6 +74,7 @@ pub(crate) mod testing;
 mod tests;
 
 pub(crate) use audit::append_audit;
+pub use audit::AuditMeter;
 use backend::{file_backend, open_db, quietly, BackendFactory, IoWatch, REDB_MAGIC};
 pub use doctor::DoctorReport;
 pub use error::{is_disk_full, OpenError, StoreError};
@@ -147,6 +148,8 @@ pub struct Store {
     pub commit_latency: crate::metrics::Histogram,
     /// Job creates from concurrent callers share one transaction (`store/group.rs`).
     group: group::Group<redb::WriteTransaction>,
+    /// Bytes of audit entries appended since the last prune (see [`AuditMeter`]).
+    audit_meter: Arc<AuditMeter>,
 }
 
 /// The current database handle, held for the life of one operation.
@@ -471,6 +474,7 @@ impl Store {
             probes: std::sync::atomic::AtomicU64::new(0),
             commit_latency: crate::metrics::Histogram::new(crate::metrics::LATENCY_BUCKETS),
             group: group::Group::default(),
+            audit_meter: Arc::default(),
         }
     }
 

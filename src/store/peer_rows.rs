@@ -213,6 +213,7 @@ impl Store {
         };
         append_audit(
             &txn,
+            &self.audit_meter,
             AuditEntry {
                 seq: 0,
                 at_ms: now_ms,
@@ -289,7 +290,7 @@ impl Store {
                 }
             }
             if let Some(entry) = change.audit {
-                append_audit(&txn, entry)?;
+                append_audit(&txn, &self.audit_meter, entry)?;
             }
             out
         };

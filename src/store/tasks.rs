@@ -178,7 +178,7 @@ impl Store {
         {
             let mut table = txn.open_table(HANDLERS)?;
             table.insert(rec.name.as_str(), encode_handler(rec).as_slice())?;
-            append_audit(&txn, audit)?;
+            append_audit(&txn, &self.audit_meter, audit)?;
         }
         self.commit(txn)?;
         Ok(())

@@ -156,7 +156,8 @@ fn audit_is_pruned_by_age_then_by_size_oldest_first() {
         actor: Actor::local_cli(),
         action: crate::model::JobAction::Update.into(),
         target: None,
-        summary: serde_json::json!({"pad": "x".repeat(pad)}),
+        // `pad` bytes of JSON in strings under the 256-byte cut every summary is subject to.
+        summary: serde_json::json!({"pad": vec!["x".repeat((pad / 4).saturating_sub(3)); 4]}),
     };
     for i in 0..10u64 {
         store.audit(entry(1_000 * (i + 1), 1_000)).unwrap();
