@@ -310,6 +310,11 @@ else
 fi
 if [ -s "$trace" ]; then
   filter=$(systemd-analyze syscall-filter 2>/dev/null)
+  # The filter as installed: every SystemCallFilter= line of appliance.service, in order.
+  unit_filter=$(grep '^SystemCallFilter=' /usr/lib/systemd/system/appliance.service)
+  check "both units carry the same SystemCallFilter= lines" bash -c \
+    '[ "$1" = "$(grep "^SystemCallFilter=" /usr/lib/systemd/system/appliance@.service)" ]' _ \
+    "$unit_filter"
   verdict=$("${as_root[@]}" cat "$trace" | python3 -c '
 import re, sys
 groups, group = {}, None
@@ -323,8 +328,18 @@ def expand(name, seen=()):
     for m in groups.get(name, ()):
         out |= expand(m, seen + (name,)) if m.startswith("@") and m not in seen else {m}
     return out
-# SystemCallFilter=@system-service then SystemCallFilter=~@privileged @resources
-allowed = expand("@system-service") - expand("@privileged") - expand("@resources")
+def names(word):
+    return expand(word) if word.startswith("@") else {word}
+# Applied in order as systemd does: the first line (not ~) makes an allow list, later plain
+# lines add to it, ~ lines take away.
+allowed = set()
+for line in sys.argv[2].splitlines():
+    value = line.split("=", 1)[1].strip()
+    deny = value.startswith("~")
+    words = set()
+    for w in value.lstrip("~").split():
+        words |= names(w)
+    allowed = allowed - words if deny else allowed | words
 used = set()
 for line in sys.stdin:
     m = re.match(r"\d+\s+(?:<\.\.\. )?([a-z0-9_]+)[( ]", line)
@@ -332,7 +347,7 @@ for line in sys.stdin:
         used.add(m.group(1))
 refused = sorted(used - allowed)
 print(len(used), " ".join(refused))
-' "$filter")
+' "$filter" "$unit_filter")
   read -r nused refused <<<"$verdict"
   check "serve used $nused system calls, all allowed by SystemCallFilter= (refused: ${refused:-none})" \
     test -z "$refused"
