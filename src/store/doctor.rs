@@ -6,9 +6,10 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::audit::decode_audit;
-use super::jobs::{decode_job, decode_run, remove_job};
+use super::jobs::{decode_job, remove_job};
 use super::peer_rows::{decode_peer, decode_stats};
 use super::rows::{decode_rows, open_existing, reason_of};
+use super::runs::decode_run;
 use super::{
     append_audit, corrupt, DamagedRow, Store, StoreError, AUDIT, JOBS, PEERS, PEER_STATS,
     QUARANTINE, RUNS,

@@ -67,6 +67,7 @@ mod group;
 mod jobs;
 mod peer_rows;
 mod rows;
+mod runs;
 mod tasks;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -17,8 +17,8 @@ use jiff::Timestamp;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::jobs::{decode_run, encode_run};
 use super::rows::{decode_rows, open_existing};
+use super::runs::{decode_run, encode_run};
 use super::{append_audit, corrupt, Store, StoreError, RUNS};
 use crate::model::{AuditEntry, HandlerRecord, RunRecord, RunStatus};
 use crate::queue::{Task, TaskState};

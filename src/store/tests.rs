@@ -584,17 +584,17 @@ fn run_rows_and_run_bodies_keep_their_bytes() {
     r.handler = Some("bot".into());
     r.result = Some(serde_json::json!({"ok": true}));
     let expected = r#"{"id":7,"job_id":"00000000000000ab","job_name":"job171","scheduled_at":"2026-01-01T00:00:00Z","started_at":"2026-01-01T00:00:01.5Z","finished_at":null,"attempt":1,"status":"succeeded","trigger":"schedule","http_status":204,"error":null,"duration_ms":12,"handler":"bot","result":{"ok":true}}"#;
-    let row = jobs::encode_run(&r);
+    let row = runs::encode_run(&r);
     assert_eq!(std::str::from_utf8(&row).unwrap(), expected);
     let body = serde_json::to_string(&crate::api::view::RunView::from(&r)).unwrap();
     assert_eq!(body, expected);
-    assert_eq!(jobs::decode_run(7, &row).unwrap(), r);
+    assert_eq!(runs::decode_run(7, &row).unwrap(), r);
     // Rows written before handlers existed have none of the optional tail.
     let old = r#"{"id":8,"job_id":"0000000000000001","job_name":"a","scheduled_at":"2026-01-01T00:00:00Z","started_at":null,"finished_at":null,"attempt":1,"status":"missed","trigger":"schedule","http_status":null,"error":null,"duration_ms":null}"#;
-    let decoded = jobs::decode_run(8, old.as_bytes()).unwrap();
+    let decoded = runs::decode_run(8, old.as_bytes()).unwrap();
     assert_eq!(decoded.status, RunStatus::Missed);
     assert_eq!(
-        std::str::from_utf8(&jobs::encode_run(&decoded)).unwrap(),
+        std::str::from_utf8(&runs::encode_run(&decoded)).unwrap(),
         old
     );
 }
