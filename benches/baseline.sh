@@ -35,9 +35,16 @@
 # Knobs (environment): ROUNDS (3), WRK_DURATION (10s), BULK_CONNS (4), PROFILE (bench),
 # MAX_RUNTIME_S (900), KEEP_TMP (0), SKIP_BUILD=1 (use the binaries already built), PERF=1 records `perf record -g` of the appliance during
 # the first appliance health run into $TMP/perf.data (implies KEEP_TMP=1).
+# BEFORE_BIN=PATH: another appliance binary (say, main's) measured in every round too, on the
+# same data directory and flags (serve restarts with it, then with the binary under test), so
+# before and after alternate in one run: its rows are its own ratios against the same-round
+# baseline, and after/before per round; with PERF=1 its profile goes to $TMP/perf-before.data.
+# The load-independent figure: server CPU time per health request (µs: CPU ticks of the server
+# side during the run over wrk's request count), for every server.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-knobs ROUNDS=3 WRK_DURATION=10s BULK_CONNS=4 PROFILE=bench MAX_RUNTIME_S=900 KEEP_TMP=0 PERF=0
+knobs ROUNDS=3 WRK_DURATION=10s BULK_CONNS=4 PROFILE=bench MAX_RUNTIME_S=900 KEEP_TMP=0 PERF=0 \
+  BEFORE_BIN=
 WRK_CONNS=64
 [ "$PERF" = 1 ] && KEEP_TMP=1
 
@@ -60,6 +67,10 @@ OUT=$PROFILE; [ "$PROFILE" = bench ] && OUT=release
 BIN=$TARGET/$OUT/appliance
 BASE_BIN=$TARGET/$OUT/examples/baseline_server
 [ -x "$BIN" ] && [ -x "$BASE_BIN" ] || die "the build did not produce $BIN and $BASE_BIN"
+if [ -n "$BEFORE_BIN" ]; then
+  [ -x "$BEFORE_BIN" ] || die "BEFORE_BIN=$BEFORE_BIN is not an executable"
+  cmp -s "$BIN" "$BEFORE_BIN" && die "BEFORE_BIN is the same binary as $BIN: nothing to compare"
+fi
 
 NSC=apl-bc-$$
 NSS=apl-bs-$$
@@ -97,13 +108,14 @@ timeout 10 ip -n "$NSS" addr add "$S_IP/24" dev "vs$$"
 timeout 10 ip -n "$NSC" link set "vc$$" up
 timeout 10 ip -n "$NSS" link set "vs$$" up
 
-start_appliance() { # start_appliance [SERVE ARGS...]: (re)starts serve, waits for control.sock
+RUN_BIN=$BIN
+start_appliance() { # start_appliance [SERVE ARGS...]: (re)starts serve ($RUN_BIN), waits for control.sock
   if [ -n "$APP_PID" ]; then
     kill -TERM "$APP_PID" 2>/dev/null || true
     wait "$APP_PID" 2>/dev/null || true
   fi
   rm -f "$DATA/control.sock"
-  ip netns exec "$NSS" env RUST_LOG=warn NO_COLOR=1 "$BIN" --data-dir "$DATA" serve \
+  ip netns exec "$NSS" env RUST_LOG=warn NO_COLOR=1 "$RUN_BIN" --data-dir "$DATA" serve \
     --listen "$S_IP:$APP_UDP" "$@" </dev/null >>"$TMP/serve.log" 2>&1 &
   APP_PID=$!
   wait_control_sock "$DATA" "$APP_PID"
@@ -147,9 +159,15 @@ nss 10 wg set "wgs$$" private-key "$TMP/base.key" listen-port "$BASE_UDP" \
 timeout 10 ip -n "$NSS" addr add "$TUN_IP/24" dev "wgs$$"
 timeout 10 ip -n "$NSS" link set "wgs$$" mtu 1420 up
 
-use_server() { # use_server app|base: route the tunnel subnet to that peer, wait for a 200
-  local pub=$APP_PUB code=000
+use_server() { # use_server app|before|base: route the tunnel subnet to that peer, wait for a 200
+  local pub=$APP_PUB code=000 want=
   [ "$1" = base ] && pub=$BASE_PUB
+  # The appliance runs the binary under test (app) or BEFORE_BIN (before).
+  case $1 in app) want=$BIN ;; before) want=$BEFORE_BIN ;; esac
+  if [ -n "$want" ] && [ "$RUN_BIN" != "$want" ]; then
+    RUN_BIN=$want
+    start_appliance --max-connections-per-peer 128
+  fi
   nsc 10 wg set "wgc$$" peer "$pub" allowed-ips 10.88.88.0/24
   for _ in $(seq 100); do
     code=$(nsc 5 curl -s -o /dev/null -w '%{http_code}' --connect-timeout 1 --max-time 2 \
@@ -202,35 +220,51 @@ run_wrk() {
   W_err=$(awk '/Socket errors:/ { sub(/^ *Socket errors: */, ""); print }' "$out")
   W_cpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) \
     'BEGIN { printf "%.0f", 100 * d / hz / (ns / 1e9) }')
+  W_us=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="${W_total:-0}" \
+    'BEGIN { if (n > 0) printf "%.1f", 1e6 * d / hz / n; else print "nan" }')
   [ -n "$W_rps" ] || die "could not parse wrk output for $name: $(cat "$out")"
-  log "$name: $W_rps req/s, $W_mib MiB/s, non-2xx $W_non2xx of $W_total${W_err:+, socket errors $W_err}, server CPU $W_cpu%, load $(load1)"
+  log "$name: $W_rps req/s, $W_mib MiB/s, non-2xx $W_non2xx of $W_total${W_err:+, socket errors $W_err}, server CPU $W_cpu% ($W_us µs/request), load $(load1)"
 }
 SERVER=base
 server_ticks() {
-  if [ "$SERVER" = app ]; then cpu_ticks "$APP_PID"
+  if [ "$SERVER" != base ]; then cpu_ticks "$APP_PID"
   else echo $(( $(cpu_ticks "$WGS_PID") + $(cpu_ticks "$BASE_SRV_PID") )); fi
 }
 
 h_app=() h_base=() b_app=() b_base=() cpu_h_app=() cpu_h_base=() loads=() rounds_txt=""
+us_app=() us_base=() h_before=() b_before=() cpu_h_before=() us_before=()
+SERVERS="base app"
+[ -n "$BEFORE_BIN" ] && SERVERS="base before app"
 for round in $(seq "$ROUNDS"); do
-  for SERVER in base app; do
+  for SERVER in $SERVERS; do
     use_server "$SERVER"
     loads+=("$(load1)")
-    if [ "$SERVER" = app ] && [ "$PERF" = 1 ] && [ "$round" = 1 ]; then
-      perf record -g -o "$TMP/perf.data" -p "$APP_PID" -- sleep 8 >/dev/null 2>&1 &
+    PERF_PID=
+    if [ "$SERVER" != base ] && [ "$PERF" = 1 ] && [ "$round" = 1 ]; then
+      pdata=$TMP/perf.data
+      [ "$SERVER" = before ] && pdata=$TMP/perf-before.data
+      perf record -g -o "$pdata" -p "$APP_PID" -- sleep 8 >/dev/null 2>&1 &
       PERF_PID=$!
     fi
     run_wrk "$SERVER-health" "$WRK_CONNS" /api/v1/health
-    if [ "$SERVER" = app ]; then h_app+=("$W_rps"); cpu_h_app+=("$W_cpu")
-    else h_base+=("$W_rps"); cpu_h_base+=("$W_cpu"); fi
+    case $SERVER in
+      app) h_app+=("$W_rps"); cpu_h_app+=("$W_cpu"); us_app+=("$W_us") ;;
+      before) h_before+=("$W_rps"); cpu_h_before+=("$W_cpu"); us_before+=("$W_us") ;;
+      base) h_base+=("$W_rps"); cpu_h_base+=("$W_cpu"); us_base+=("$W_us") ;;
+    esac
+    [ -n "$PERF_PID" ] && { wait "$PERF_PID" || true; }
     run_wrk "$SERVER-openapi" "$BULK_CONNS" /api/v1/openapi.json
-    if [ "$SERVER" = app ]; then b_app+=("$W_mib"); else b_base+=("$W_mib"); fi
+    case $SERVER in
+      app) b_app+=("$W_mib") ;;
+      before) b_before+=("$W_mib") ;;
+      base) b_base+=("$W_mib") ;;
+    esac
   done
-  rounds_txt+="round $round: health ${h_base[-1]} / ${h_app[-1]} req/s, openapi ${b_base[-1]} / ${b_app[-1]} MiB/s; "
+  rounds_txt+="round $round: health ${h_base[-1]} / ${h_app[-1]} req/s, openapi ${b_base[-1]} / ${b_app[-1]} MiB/s${BEFORE_BIN:+ (before: ${h_before[-1]} req/s, ${b_before[-1]} MiB/s)}; "
 done
-[ -n "${PERF_PID:-}" ] && wait "$PERF_PID"
 
 # The default per-peer cap: wrk's 64 connections from one peer against 32 (+4 headroom).
+RUN_BIN=$BIN
 start_appliance
 SERVER=app
 use_server app
@@ -309,6 +343,7 @@ HWM_KB=$(awk '/^VmHWM:/ { print $2 }' "/proc/$APP_PID/status")
 H_A=$(printf '%s\n' "${h_app[@]}" | median); H_B=$(printf '%s\n' "${h_base[@]}" | median)
 B_A=$(printf '%s\n' "${b_app[@]}" | median); B_B=$(printf '%s\n' "${b_base[@]}" | median)
 C_A=$(printf '%s\n' "${cpu_h_app[@]}" | median); C_B=$(printf '%s\n' "${cpu_h_base[@]}" | median)
+U_A=$(printf '%s\n' "${us_app[@]}" | median); U_B=$(printf '%s\n' "${us_base[@]}" | median)
 per_round_ratio() { # per_round_ratio APP[@] BASE[@] -> "r1 r2 ..."
   local -n a=$1 b=$2; local i out=""
   for i in "${!a[@]}"; do out+="$(ratio "${a[$i]}" "${b[$i]}") "; done
@@ -326,6 +361,7 @@ cat <<EOF
 | \`GET /api/v1/health\` ($HEALTH_BYTES B), \`wrk -t2 -c$WRK_CONNS -d$WRK_DURATION\`, req/s, cap 128 | $H_A | $H_B | **$(ratio "$H_A" "$H_B")**; $(per_round_ratio h_app h_base) |
 | \`GET /api/v1/openapi.json\` ($OPENAPI_BYTES B), \`wrk -t2 -c$BULK_CONNS\`, MiB/s | $B_A | $B_B | **$(ratio "$B_A" "$B_B")**; $(per_round_ratio b_app b_base) |
 | server-side CPU during the health run, % of one core | $C_A | $C_B (wireguard-go + hyper) | $(ratio "$C_A" "$C_B") |
+| server CPU time per health request, µs (lower is better) | $U_A | $U_B (wireguard-go + hyper) | $(ratio "$U_A" "$U_B"); $(per_round_ratio us_app us_base) |
 | default per-peer cap (32), 64 connections: req/s of all replies; 429s of all replies; socket errors | $CAP_RPS; $CAP_NON2XX of $CAP_TOTAL; $CAP_ERR (server CPU $CAP_CPU%) | — | — |
 | fairness: peer A \`wrk -t1 -c$FAIR_VICTIM_CONNS\` req/s while peer B opens $FAIR_HOG_CONNS connections (4× cap 32), against A alone (goal ≥ 0.8) | $F_H | $F_A (A alone) | **$(ratio "$F_H" "$F_A")**; $(per_round_ratio fair_hogged fair_alone) |
 | fairness, cost of the over-cap connections only: A beside B at 4× cap, against A beside B using exactly its cap (32) | $F_H | $F_C (B at cap) | **$(ratio "$F_H" "$F_C")**; $(per_round_ratio fair_hogged fair_atcap) |
@@ -335,3 +371,18 @@ Per round (baseline / appliance): $rounds_txt
 
 Fairness per round: $fair_txt
 EOF
+if [ -n "$BEFORE_BIN" ]; then
+  H_P=$(printf '%s\n' "${h_before[@]}" | median); B_P=$(printf '%s\n' "${b_before[@]}" | median)
+  U_P=$(printf '%s\n' "${us_before[@]}" | median); C_P=$(printf '%s\n' "${cpu_h_before[@]}" | median)
+  cat <<EOF
+
+Before and after in the same run (before: \`$BEFORE_BIN\`, measured in each round right before the binary under test):
+
+| figure | before | after | baseline | before / baseline (median; per round) | after / baseline (median; per round) | after / before, per round |
+| --- | ---: | ---: | ---: | --- | --- | --- |
+| health req/s | $H_P | $H_A | $H_B | **$(ratio "$H_P" "$H_B")**; $(per_round_ratio h_before h_base) | **$(ratio "$H_A" "$H_B")**; $(per_round_ratio h_app h_base) | $(per_round_ratio h_app h_before) |
+| openapi MiB/s | $B_P | $B_A | $B_B | **$(ratio "$B_P" "$B_B")**; $(per_round_ratio b_before b_base) | **$(ratio "$B_A" "$B_B")**; $(per_round_ratio b_app b_base) | $(per_round_ratio b_app b_before) |
+| server CPU µs per health request | $U_P | $U_A | $U_B | $(ratio "$U_P" "$U_B"); $(per_round_ratio us_before us_base) | $(ratio "$U_A" "$U_B"); $(per_round_ratio us_app us_base) | $(per_round_ratio us_app us_before) |
+| server CPU during health, % of one core | $C_P | $C_A | $C_B | — | — | — |
+EOF
+fi
