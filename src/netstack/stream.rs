@@ -85,32 +85,56 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut p = self.pipe.lock().unwrap();
-        match p.write(data) {
-            Write::Queued(n) => {
-                drop(p);
-                self.driver.notify_one();
-                Poll::Ready(Ok(n))
-            }
-            Write::Full => {
-                p.register_write_waker(cx.waker());
-                Poll::Pending
-            }
-            Write::Reset => Poll::Ready(Err(io::ErrorKind::ConnectionReset.into())),
-            Write::Closed => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-        }
+        self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Queues as much of `parts`, in order, as the pipe has room for, under one lock and with
+    /// one ring of the driver: hyper hands a reply's head and body as separate slices and
+    /// need not copy them into one buffer first.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        parts: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let mut p = self.pipe.lock().unwrap();
-        match p.is_flushed() {
-            Err(_) => Poll::Ready(Err(io::ErrorKind::ConnectionReset.into())),
-            Ok(true) => Poll::Ready(Ok(())),
-            Ok(false) => {
-                p.register_write_waker(cx.waker());
-                Poll::Pending
+        let mut queued = 0;
+        for part in parts.iter().filter(|part| !part.is_empty()) {
+            match p.write(part) {
+                Write::Queued(n) => {
+                    queued += n;
+                    if n < part.len() {
+                        break;
+                    }
+                }
+                Write::Full => break,
+                Write::Reset => return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into())),
+                Write::Closed => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
             }
         }
+        if queued == 0 && parts.iter().any(|part| !part.is_empty()) {
+            p.register_write_waker(cx.waker());
+            return Poll::Pending;
+        }
+        drop(p);
+        if queued > 0 {
+            self.driver.notify_one();
+        }
+        Poll::Ready(Ok(queued))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    /// Complete once the bytes are in the pipe, as a kernel socket's flush is once they are
+    /// in its send buffer: the write already asked the driver to move them, so waiting for it
+    /// would only cost this task another wake-up per reply. Fails once the connection was
+    /// reset.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.pipe.lock().unwrap().reset {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
