@@ -30,7 +30,9 @@
 //! the application writes, drains a full pipe, closes or drops its end. New connections are on
 //! the list, and a quiet connection comes due once more when its buffer pages may be released
 //! (a min-heap of those deadlines). The cost of a poll is thus the connections that moved, not
-//! the connections held.
+//! the connections held. smoltcp itself still visits every socket to egress (it has no list of
+//! sockets with something to send), so a poll runs ingress, then the pipes, then one egress walk
+//! ([`Stats::egress_walks`]).
 
 mod admission;
 mod device;
@@ -46,7 +48,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
 use std::time::Duration;
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
@@ -134,6 +136,9 @@ pub struct Stats {
     /// Connection visits by the polls so far: each one a connection that had something to do
     /// (see "Service" in the module docs); idle connections add nothing.
     pub serviced: u64,
+    /// Times a poll had smoltcp walk every socket for egress: one per poll, two when the
+    /// pipes of connections that egress itself changed (a FIN sent, a timeout) had more to send.
+    pub egress_walks: u64,
 }
 
 /// A freshly established TCP connection. Dropping it (or every holder of its pipe) closes
@@ -204,6 +209,9 @@ pub struct Stack {
     to_serve: ToServe,
     /// Scratch for the list being served (kept for its allocation).
     serving: Vec<SocketHandle>,
+    /// Connections found closed by the pipes' service, released after this poll's egress
+    /// (duplicates possible).
+    dead: Vec<SocketHandle>,
     /// When quiet connections may give their buffer pages back (earliest first; an entry may
     /// be stale: the connection is re-checked and re-armed when it comes due).
     release_due: BinaryHeap<Reverse<(Duration, SocketHandle)>>,
@@ -240,6 +248,7 @@ impl Stack {
             live: 0,
             to_serve: Arc::new(Mutex::new(Vec::new())),
             serving: Vec::new(),
+            dead: Vec::new(),
             release_due: BinaryHeap::new(),
             pending_syns: HashMap::new(),
             accepted: VecDeque::new(),
@@ -295,13 +304,28 @@ impl Stack {
         self.arm_listeners(syns);
         let at = now;
         let now = smol_now(now);
-        self.iface.poll(now, &mut self.device, &mut self.sockets);
+        // Ingress, then the pipes, then one egress: what the application already wrote leaves
+        // with the acknowledgements of this poll's packets, and smoltcp walks its sockets for
+        // egress once per poll, not once before and once after the pipes.
+        while self
+            .iface
+            .poll_ingress_single(now, &mut self.device, &mut self.sockets)
+            != PollIngressSingleResult::None
+        {}
         self.collect_new_connections(at);
+        self.shuttle(at);
+        self.stats.egress_walks += 1;
+        self.iface
+            .poll_egress(now, &mut self.device, &mut self.sockets);
+        // Egress can change a socket's state itself (a FIN sent, a timeout): serve those
+        // connections now rather than at the next wake-up.
         if self.shuttle(at) {
-            // Data moved into sockets: let smoltcp send it now rather than next wake-up.
-            self.iface.poll(now, &mut self.device, &mut self.sockets);
-            self.shuttle(at);
+            self.stats.egress_walks += 1;
+            self.iface
+                .poll_egress(now, &mut self.device, &mut self.sockets);
         }
+        // Only after egress: an aborted or evicted socket sends its RST first.
+        self.reap();
         self.arm_listeners(0);
         self.stats.open_connections = self.live_connections();
     }
@@ -345,7 +369,8 @@ impl Stack {
 
     /// Moves bytes between sockets and pipes for the connections marked for service (and those
     /// whose page release came due); hands established connections to the application; reaps
-    /// closed sockets. Returns whether anything was written to a socket.
+    /// closed sockets ([`Stack::reap`], after egress). Returns whether anything was written to a
+    /// socket.
     fn shuttle(&mut self, now: Duration) -> bool {
         while let Some(&Reverse((at, h))) = self.release_due.peek() {
             if at > now {
@@ -365,7 +390,7 @@ impl Stack {
         self.serving.dedup();
         let serving = std::mem::take(&mut self.serving);
         let mut wrote = false;
-        let mut dead = Vec::new();
+        let mut dead = std::mem::take(&mut self.dead);
         let mut relisten = Vec::new();
         for &h in &serving {
             let Some(conn) = self.conns.get_mut(&h) else {
@@ -511,7 +536,16 @@ impl Stack {
             }
             self.listeners.push(h);
         }
-        for h in dead {
+        self.dead = dead;
+        wrote
+    }
+
+    /// Releases the sockets [`Stack::shuttle`] found closed, telling their pipes.
+    fn reap(&mut self) {
+        let mut dead = std::mem::take(&mut self.dead);
+        dead.sort_unstable();
+        dead.dedup();
+        for &h in &dead {
             if let Some(conn) = self.conns.remove(&h) {
                 if !conn.evicted {
                     self.live -= 1;
@@ -528,7 +562,8 @@ impl Stack {
             }
             self.remove_socket(h);
         }
-        wrote
+        dead.clear();
+        self.dead = dead;
     }
 
     /// Aborts every connection from an address in `nets` (a removed or disabled peer).

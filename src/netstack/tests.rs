@@ -702,3 +702,112 @@ fn fin_and_reset_from_the_phone_are_served() {
         }
     }
 }
+
+/// A flush completes as soon as the pipe holds the bytes (as a kernel socket's does once
+/// they are in its buffer): the stack was asked to serve the connection by the write, so
+/// waiting for it to move them into smoltcp would only cost the HTTP task one more wake-up
+/// per reply. They still reach the phone; a reset connection still fails the flush.
+#[test]
+fn a_flush_completes_once_the_pipe_holds_the_bytes() {
+    let mut sim = Sim::new(Limits::default());
+    let mut phone = Phone::new(Ipv4Addr::new(10, 88, 88, 2));
+    let h = phone.connect(45000);
+    sim.run(&mut [&mut phone]);
+    let mut conn = sim.accepted.pop().expect("accepted");
+
+    assert_eq!(write(&mut conn.stream, b"HTTP/1.1 200 OK\r\n\r\n"), 19);
+    // No stack poll in between.
+    match Pin::new(&mut conn.stream).poll_flush(&mut cx()) {
+        Poll::Ready(Ok(())) => {}
+        other => panic!("flush waited for the stack: {other:?}"),
+    }
+    sim.run(&mut [&mut phone]);
+    let mut buf = [0u8; 64];
+    assert_eq!(phone.tcp(h).recv_slice(&mut buf), Ok(19));
+
+    phone.tcp(h).abort();
+    sim.run(&mut [&mut phone]);
+    match Pin::new(&mut conn.stream).poll_flush(&mut cx()) {
+        Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset),
+        other => panic!("flush of a reset connection: {other:?}"),
+    }
+}
+
+/// hyper writes a reply as its head and its body: with vectored writes both go into the pipe
+/// in one call (one lock, one wake of the driver) instead of being copied into one buffer
+/// first, and as much of each as fits is taken.
+#[test]
+fn a_vectored_write_queues_every_slice_in_one_call() {
+    let mut sim = Sim::new(Limits {
+        stream_buffer: 32,
+        ..Limits::default()
+    });
+    let mut phone = Phone::new(Ipv4Addr::new(10, 88, 88, 2));
+    let h = phone.connect(45001);
+    sim.run(&mut [&mut phone]);
+    let mut conn = sim.accepted.pop().expect("accepted");
+    assert!(conn.stream.is_write_vectored());
+
+    let parts = [
+        io::IoSlice::new(b"HTTP/1.1 200 OK\r\n\r\n"),
+        io::IoSlice::new(b""),
+        io::IoSlice::new(b"0123456789abcdef"),
+    ];
+    match Pin::new(&mut conn.stream).poll_write_vectored(&mut cx(), &parts) {
+        // 19 + 16 bytes offered, 32 fit.
+        Poll::Ready(Ok(n)) => assert_eq!(n, 32),
+        other => panic!("{other:?}"),
+    }
+    match Pin::new(&mut conn.stream).poll_write_vectored(&mut cx(), &parts[2..]) {
+        Poll::Pending => {}
+        other => panic!("a full pipe takes nothing: {other:?}"),
+    }
+    sim.run(&mut [&mut phone]);
+    let mut buf = [0u8; 64];
+    assert_eq!(phone.tcp(h).recv_slice(&mut buf), Ok(32));
+    assert_eq!(&buf[..32], b"HTTP/1.1 200 OK\r\n\r\n0123456789abc");
+}
+
+/// smoltcp walks every socket for egress, so a poll does it once: ingress, then the pipes,
+/// then egress. A request in and its reply out each cost one walk (the stack once walked twice
+/// a poll, before and after the pipes), and the reply still leaves in the same poll.
+#[test]
+fn a_poll_walks_the_sockets_for_egress_once() {
+    let mut sim = Sim::new(Limits::default());
+    let mut phone = Phone::new(Ipv4Addr::new(10, 88, 88, 2));
+    let handles: Vec<_> = (0..8).map(|i| phone.connect(46000 + i)).collect();
+    sim.run(&mut [&mut phone]);
+    assert_eq!(sim.accepted.len(), 8);
+
+    phone
+        .tcp(handles[3])
+        .send_slice(b"GET / HTTP/1.1\r\n\r\n")
+        .unwrap();
+    phone
+        .iface
+        .poll(smol_now(sim.now), &mut phone.dev, &mut phone.sockets);
+    while let Some(p) = phone.dev.tx.pop_front() {
+        sim.stack.handle_packet(p);
+    }
+    let before = sim.stack.stats().egress_walks;
+    sim.stack.poll(sim.now);
+    assert_eq!(sim.stack.stats().egress_walks - before, 1, "request in");
+    let conn = expect_read(&mut sim.accepted, 46003, b"GET / HTTP/1.1\r\n\r\n");
+
+    assert_eq!(write(&mut conn.stream, b"HTTP/1.1 200 OK\r\n\r\n"), 19);
+    let before = sim.stack.stats().egress_walks;
+    sim.stack.poll(sim.now);
+    assert_eq!(sim.stack.stats().egress_walks - before, 1, "reply out");
+    // That one walk sent it.
+    let mut sent = Vec::new();
+    while let Some(p) = sim.stack.poll_transmit() {
+        sent.push(p);
+    }
+    assert!(!sent.is_empty(), "the reply left in the same poll");
+    for p in sent {
+        phone.dev.rx.push_back(p);
+    }
+    sim.run(&mut [&mut phone]);
+    let mut buf = [0u8; 64];
+    assert_eq!(phone.tcp(handles[3]).recv_slice(&mut buf), Ok(19));
+}
