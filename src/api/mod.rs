@@ -36,6 +36,7 @@ mod audit;
 pub mod body;
 mod context;
 mod endpoint;
+pub mod health;
 mod hygiene;
 mod jobs;
 pub mod limits;
@@ -531,51 +532,7 @@ fn task_call(who: &Caller, path: &str) -> bool {
 }
 
 fn health(ctx: &Ctx<'_>) -> ApiResult {
-    ok(health_json(ctx.service, ctx.api))
-}
-
-/// The body of `GET /api/v1/health`. `status` is `degraded` (not `ok`) while the store refuses
-/// writes or the scheduler cannot record its fires; `storage` and `scheduler` say why.
-pub fn health_json(service: &Appliance, api: &ApiState) -> Value {
-    let m = service.metrics();
-    let g = &api.guards;
-    let peers = service.directory().read().unwrap().len();
-    let damaged = service.damaged_rows();
-    let storage = service.store().health();
-    let recording = service.jobs().recording();
-    let status = if storage.writable && recording && damaged == 0 {
-        "ok"
-    } else {
-        "degraded"
-    };
-    json!({
-        "status": status,
-        "storage": {
-            "writable": storage.writable,
-            "disk_full": storage.disk_full,
-            "reason": storage.reason,
-            "since": storage.since.map(|t| t.to_string()),
-        },
-        "scheduler": {"recording": recording},
-        "version": env!("CARGO_PKG_VERSION"),
-        "peers": peers,
-        "damaged_rows": damaged,
-        "uptime_s": service.started().elapsed().as_secs(),
-        "tunnel": {
-            "handshakes": m.handshakes.load(Ordering::Relaxed),
-            "dropped_spoofed": m.dropped_spoofed.load(Ordering::Relaxed),
-            "dropped_unknown_peer": m.dropped_unknown_peer.load(Ordering::Relaxed),
-            "connections_accepted": m.connections_accepted.load(Ordering::Relaxed),
-            "connections_refused": m.connections_refused.load(Ordering::Relaxed),
-            "open_connections": m.open_connections.load(Ordering::Relaxed),
-        },
-        "api": {
-            "buffered_body_bytes": g.buffers.in_use.load(Ordering::Relaxed),
-            "refused_over_buffer_budget": g.buffers.refused.load(Ordering::Relaxed),
-            "rate_limited": g.rate_limited.load(Ordering::Relaxed),
-            "denied_attempts": g.denied_attempts.load(Ordering::Relaxed),
-        }
-    })
+    Ok(health::reply(&health::health(ctx.service, ctx.api)))
 }
 
 /// The OpenAPI 3.1 description of this API.
