@@ -442,6 +442,7 @@ impl Store {
             let Some(v) = table.get(id.as_u64())? else {
                 continue;
             };
+            self.count_job_rows_read(1);
             match decode_job(id.as_u64(), v.value()) {
                 Ok(rec) => out.push(rec),
                 Err(e) => {
@@ -458,7 +459,23 @@ impl Store {
         let txn = db.begin_read()?;
         let table = txn.open_table(JOBS)?;
         let row = table.get(id.as_u64())?;
+        if row.is_some() {
+            self.count_job_rows_read(1);
+        }
         row.map(|v| decode_job(id.as_u64(), v.value())).transpose()
+    }
+
+    fn count_job_rows_read(&self, n: u64) {
+        self.job_rows_read
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many `jobs` rows reads of chosen jobs ([`Store::job`], [`Store::jobs_by_id`]) have
+    /// decoded since the store was opened: what showing jobs costs (a listing page reads
+    /// only its own rows).
+    pub fn job_rows_read(&self) -> u64 {
+        self.job_rows_read
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Inserts a new job (returns false, writing nothing, if the id is taken) with its audit
