@@ -68,6 +68,7 @@ mod jobs;
 mod peer_rows;
 mod rows;
 mod runs;
+mod schedules;
 mod tasks;
 #[cfg(test)]
 pub(crate) mod testing;
