@@ -633,6 +633,14 @@ fn spec_errors_name_the_field() {
         now,
     );
     assert!(e.to_string().starts_with("colour: unknown field"), "{e}");
+    // A Discord URL pasted without its https:// (as a phone's share sheet may): told to add it.
+    let e = err(
+        json!({"name": "x", "trigger": {"every": "1m"},
+               "action": {"webhook": {"url": "discord.com/api/webhooks/1/abc"}}}),
+        now,
+    );
+    assert_eq!(e.field, "action.webhook.url");
+    assert!(e.message.starts_with("must start with https://"), "{e}");
     // A past `at` is fine when loading from storage.
     assert!(JobSpec::from_json(&spec_json(json!({"at": "2020-01-01T00:00:00Z"})), None).is_ok());
     // `null` is the same as absent.

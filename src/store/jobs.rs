@@ -13,11 +13,8 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::rows::decode_rows;
-use super::runs::encode_run;
 use super::schedules::encode_schedule;
-use super::{
-    append_audit, corrupt, tasks, Loaded, Store, StoreError, JOBS, JOB_RUNS, JOB_SCHEDULES, RUNS,
-};
+use super::{append_audit, corrupt, tasks, Loaded, Store, StoreError, JOBS, JOB_SCHEDULES};
 use crate::model::{AuditEntry, JobRecord, RunRecord};
 use crate::sched::{JobId, JobSpec};
 
@@ -294,17 +291,7 @@ impl Store {
         let db = self.writer()?;
         let txn = db.begin_write()?;
         {
-            let mut table = txn.open_table(RUNS)?;
-            let mut index = txn.open_table(JOB_RUNS)?;
-            let first_id = match table.last()? {
-                Some((k, _)) => k.value() + 1,
-                None => 1,
-            };
-            for (run, id) in runs.iter_mut().zip(first_id..) {
-                run.id = id;
-                table.insert(run.id, encode_run(run).as_slice())?;
-                index.insert((run.job_id.as_u64(), run.id), ())?;
-            }
+            super::runs::insert_new_runs(&txn, runs)?;
             for (id, next) in next_fires {
                 let current = {
                     let jobs = txn.open_table(JOBS)?;

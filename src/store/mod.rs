@@ -48,7 +48,7 @@ use crate::model::ServerRecord;
 
 /// Version of the layout below; recorded in `meta`. Opening an older file upgrades it in one
 /// transaction (see `store/migrate.rs` for the steps).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 mod backup;
 mod migrate;
@@ -69,6 +69,7 @@ mod peer_rows;
 mod rows;
 mod runs;
 mod schedules;
+pub use runs::RunCounts;
 mod tasks;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -95,6 +96,9 @@ const JOB_SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("job_sch
 const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 /// Index: (job id, run id) for a job's history.
 const JOB_RUNS: TableDefinition<(u64, u64), ()> = TableDefinition::new("job_runs");
+/// Index: (scheduled time in Unix milliseconds, run id) → job id, for the runs of a time window
+/// (pruning, the last day's counts) without reading the whole history (`store/runs.rs`).
+const RUN_TIMES: TableDefinition<(u64, u64), u64> = TableDefinition::new("run_times");
 /// Damaged rows moved aside by `appliance doctor --quarantine`: key `"{table}/{key}"` (numeric
 /// keys in decimal, a `#N` suffix if that name was taken), value the row's original bytes.
 const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine");

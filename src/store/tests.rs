@@ -983,3 +983,113 @@ fn summaries_in_the_earlier_json_form_are_rebuilt_from_the_rows() {
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Writes `bytes` as the `runs` row `id` (a damaged row for the tests below).
+fn damage_run(store: &Store, id: u64, bytes: &[u8]) {
+    let db = store.writer().unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(RUNS).unwrap().insert(id, bytes).unwrap();
+    store.commit(txn).unwrap();
+}
+
+#[test]
+fn a_time_window_of_runs_is_read_without_reading_older_rows() {
+    let (store, dir) = temp_store("window");
+    let mut runs = vec![
+        run(1, "2026-01-01T00:00:00Z", RunStatus::Failed),
+        run(1, "2026-01-10T00:00:00Z", RunStatus::Failed),
+        run(2, "2026-01-10T01:00:00Z", RunStatus::Missed),
+        run(2, "2026-01-10T02:00:00Z", RunStatus::Skipped),
+        run(1, "2026-01-10T03:00:00Z", RunStatus::Succeeded),
+        // Recorded late (catch-up after downtime): a new id, a time before the window.
+        run(2, "2026-01-09T12:00:00Z", RunStatus::Missed),
+        run(1, "2026-01-09T13:00:00Z", RunStatus::Running),
+    ];
+    store.start_runs(&mut runs, &[]).unwrap();
+    // The oldest run's row is damaged: reading the window must never touch it (a full scan
+    // fails on it, as `runs_page` does).
+    damage_run(&store, 1, b"{not json");
+    let since = ts("2026-01-09T23:00:00Z");
+    assert_eq!(
+        store.run_counts_since(since).unwrap(),
+        RunCounts {
+            failed: 1,
+            missed: 1,
+            skipped: 1
+        }
+    );
+    let page = store
+        .runs_page(&RunFilter {
+            since: Some(since),
+            limit: 10,
+            ..RunFilter::default()
+        })
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![5, 4, 3, 2]
+    );
+    let page = store
+        .runs_page(&RunFilter {
+            since: Some(since),
+            before: Some(4),
+            status: Some(RunStatus::Missed),
+            limit: 10,
+            ..RunFilter::default()
+        })
+        .unwrap();
+    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3]);
+
+    // Pruning before 01:30 removes 2, 3 and the late 6; never the damaged 1 (left for
+    // `appliance doctor`) or the running 7.
+    assert_eq!(store.prune_runs(ts("2026-01-10T01:30:00Z")).unwrap(), 3);
+    let left = |job: u64| -> Vec<u64> {
+        store
+            .runs_page(&RunFilter {
+                job: Some(JobId::from_u64(job)),
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(left(2), vec![4]);
+    assert!(matches!(
+        store.runs_page(&RunFilter {
+            job: Some(JobId::from_u64(1)),
+            limit: 10,
+            ..RunFilter::default()
+        }),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert_eq!(
+        store.run_counts_since(ts("2026-01-01T00:00:00Z")).unwrap(),
+        RunCounts {
+            failed: 0,
+            missed: 0,
+            skipped: 1
+        },
+        "what is left: 4 skipped, 5 succeeded, 7 running (1 is damaged)"
+    );
+
+    // A row moved aside (doctor --quarantine) leaves index entries; the next prune drops them.
+    store.doctor(true, &Actor::local_cli(), 5).unwrap();
+    assert_eq!(store.prune_runs(Timestamp::MAX).unwrap(), 2, "4 and 5");
+    let db = store.reader().unwrap();
+    let txn = db.begin_read().unwrap();
+    let times: Vec<(u64, u64)> = txn
+        .open_table(RUN_TIMES)
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|r| r.unwrap().0.value())
+        .collect();
+    assert_eq!(times.iter().map(|k| k.1).collect::<Vec<_>>(), vec![7]);
+    let by_job = redb::ReadableTableMetadata::len(&txn.open_table(JOB_RUNS).unwrap()).unwrap();
+    assert_eq!(by_job, 1, "only the running 7 is indexed");
+    drop(txn);
+    drop(db);
+    let _ = std::fs::remove_dir_all(dir);
+}
