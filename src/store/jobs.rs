@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::rows::{decode_rows, open_existing};
 use super::runs::encode_run;
 use super::{
-    append_audit, corrupt, tasks, Loaded, Store, StoreError, JOBS, JOB_RUNS, JOB_SCHEDULES, RUNS,
+    append_audit, append_prepared, corrupt, tasks, Loaded, PreparedAudit, Store, StoreError, JOBS,
+    JOB_RUNS, JOB_SCHEDULES, RUNS,
 };
 use crate::model::{AuditEntry, JobRecord, JobSummary, RunRecord};
 use crate::sched::{CronExpr, JobId, JobSpec, Schedule, Trigger, Zone};
@@ -468,9 +469,12 @@ impl Store {
         rec: &JobRecord,
         audit: Option<AuditEntry>,
     ) -> Result<bool, StoreError> {
+        // Every row is encoded here, by the caller, before it queues: the batch's leader only
+        // inserts bytes (and numbers the audit entry).
         let id = rec.id.as_u64();
         let row = encode_job(rec);
         let summary = encode_schedule(rec, &row);
+        let audit = audit.map(PreparedAudit::new);
         let meter = self.audit_meter.clone();
         self.write_grouped(move |txn| {
             let mut table = txn.open_table(JOBS)?;
@@ -481,7 +485,7 @@ impl Store {
             txn.open_table(JOB_SCHEDULES)?
                 .insert(id, summary.as_slice())?;
             if let Some(a) = audit {
-                append_audit(txn, &meter, a)?;
+                append_prepared(txn, &meter, a)?;
             }
             Ok(true)
         })
