@@ -291,9 +291,8 @@ async fn handle(service: &Appliance, req: Request) -> Result<serde_json::Value, 
             })
             .await
             .expect("store task does not panic")?;
-            if quarantine {
-                service.clear_damaged_rows();
-            }
+            // The scan just made is the newest count; after a quarantine, nothing is left.
+            service.set_damaged_rows(if quarantine { 0 } else { report.damaged.len() });
             Ok(serde_json::to_value(report).unwrap())
         }
         Request::Endpoint { set: None } => Ok(serde_json::to_value(

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use appliance::paths::DataDir;
 use clap::Parser;
 use cli::args::{Cli, Command, LogFormat};
+use cli::format::{terminal_size, wrap};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -51,7 +52,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            let line = format!("error: {}", f.message);
+            // On a terminal, break the sentence at its words rather than inside them.
+            match terminal_size(libc::STDERR_FILENO) {
+                Some((columns, _)) => eprintln!("{}", wrap(&line, columns)),
+                None => eprintln!("{line}"),
+            }
             ExitCode::from(f.code)
         }
     }

@@ -15,7 +15,7 @@
 use peers::Endpoint;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{PeerStats, RunFilter, RunStatus, ServerRecord};
+use crate::model::{PeerStats, ServerRecord};
 use crate::store::{Store, StoreError};
 
 /// A peer counts as online when its last handshake is at most this old (WireGuard
@@ -143,7 +143,8 @@ pub struct StorageStatus {
 }
 
 impl StorageStatus {
-    fn read(store: &Store) -> Result<StorageStatus, StoreError> {
+    /// `damaged`: the running server's count; `None` offline, where the doctor's scan counts.
+    fn read(store: &Store, damaged: Option<u64>) -> Result<StorageStatus, StoreError> {
         let health = store.health();
         Ok(StorageStatus {
             state: if health.writable { "ok" } else { "degraded" }.into(),
@@ -152,7 +153,10 @@ impl StorageStatus {
             since: health
                 .since
                 .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string()),
-            damaged_rows: store.damaged_rows()?.len() as u64,
+            damaged_rows: match damaged {
+                Some(n) => n,
+                None => store.damaged_rows()?.len() as u64,
+            },
             quarantined_rows: store.quarantined_count()?,
         })
     }
@@ -219,6 +223,8 @@ pub struct Live {
     pub stats: Vec<(String, PeerStats)>,
     /// The flood guard's figures.
     pub filter: FilterStatus,
+    /// Damaged rows as the server counts them (the number `/api/v1/health` shows).
+    pub damaged_rows: u64,
 }
 
 /// What the host reports (probed by the caller, a driver).
@@ -292,26 +298,17 @@ pub fn collect(
     next.truncate(NEXT_FIRES);
     let since = jiff::Timestamp::from_second(now.saturating_sub(86_400) as i64)
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    let count = |status: RunStatus| -> Result<usize, StoreError> {
-        Ok(store
-            .runs_page(&RunFilter {
-                status: Some(status),
-                since: Some(since),
-                limit: usize::MAX,
-                ..RunFilter::default()
-            })?
-            .len())
-    };
+    let last_day = store.run_counts_since(since)?;
     let jobs_status = JobsStatus {
         total: jobs.len(),
         paused: jobs.iter().filter(|j| j.spec.paused).count(),
         next: next.into_iter().map(|(_, n)| n).collect(),
-        failed_24h: count(RunStatus::Failed)?,
-        missed_24h: count(RunStatus::Missed)?,
-        skipped_24h: count(RunStatus::Skipped)?,
+        failed_24h: last_day.failed,
+        missed_24h: last_day.missed,
+        skipped_24h: last_day.skipped,
     };
 
-    let storage = StorageStatus::read(store)?;
+    let storage = StorageStatus::read(store, serving.then_some(live.damaged_rows))?;
     let mut warnings = warnings(&server.endpoint, host);
     warnings.extend(storage.warnings());
     Ok(Report {

@@ -915,9 +915,8 @@ fn status_json_matches_the_golden_file() {
     }
 }
 
-/// `peer add NAME ARGS…` on a pseudo-terminal of `cols` x `rows` (`script` from
-/// util-linux, which also merges stderr into the terminal); `None` when `script` is missing
-/// outside CI.
+/// `peer add NAME ARGS…` on a pseudo-terminal of `cols` x `rows`; `None` when `script` is
+/// missing outside CI.
 fn peer_add_on_a_terminal(
     data: &Path,
     name: &str,
@@ -925,14 +924,18 @@ fn peer_add_on_a_terminal(
     cols: u16,
     rows: u16,
 ) -> Option<Output> {
-    let cmd = format!(
-        "stty cols {cols} rows {rows}; {} --data-dir {} peer add {name} {}",
-        bin(),
-        data.display(),
-        args.join(" ")
-    );
+    let mut all = vec!["--data-dir", data.to_str().unwrap(), "peer", "add", name];
+    all.extend_from_slice(args);
+    on_a_terminal(&all, cols, rows)
+}
+
+/// `appliance ARGS…` on a pseudo-terminal of `cols` x `rows` (`script` from util-linux, which
+/// also merges stderr into the terminal); `None` when `script` is missing outside CI.
+fn on_a_terminal(args: &[&str], cols: u16, rows: u16) -> Option<Output> {
+    let cmd = format!("stty cols {cols} rows {rows}; {} {}", bin(), args.join(" "));
     match Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("APPLIANCE_DATA_DIR")
         .output()
     {
         Ok(out) => Some(out),
@@ -946,6 +949,111 @@ fn peer_add_on_a_terminal(
             None
         }
     }
+}
+
+/// `raw` without its SGR sequences (`ESC [ … m`: bold, underline, colours).
+fn without_styles(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Every command's help, and an error, on an 80-column terminal: lines break between words
+/// (no line is wider than the terminal, which would break it inside a word), and every flag
+/// says what it does.
+#[test]
+fn help_and_errors_fit_an_80_column_terminal() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["init"],
+        &["serve"],
+        &["audit"],
+        &["endpoint"],
+        &["status"],
+        &["doctor"],
+        &["backup"],
+        &["restore"],
+        &["peer"],
+        &["peer", "add"],
+        &["peer", "list"],
+        &["peer", "show"],
+        &["peer", "role"],
+        &["peer", "enable"],
+        &["peer", "disable"],
+        &["peer", "remove"],
+        &["peer", "rotate"],
+    ];
+    for command in commands {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let Some(out) = on_a_terminal(&args, 80, 24) else {
+            return;
+        };
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stdout));
+        let help = without_styles(&text(&out.stdout)).replace("\r\n", "\n");
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            assert!(
+                line.chars().count() <= 80,
+                "{args:?}: wider than 80: {line:?}\n{help}"
+            );
+            // A flag alone on its line has its description on the next one (clap's layout
+            // for long flags), indented further.
+            let alone = line.trim_start().starts_with('-') && line.split_whitespace().count() == 1;
+            let described = lines.get(i + 1).is_some_and(|next| {
+                let indent = |l: &str| l.len() - l.trim_start().len();
+                !next.trim().is_empty() && indent(next) > indent(line)
+            });
+            assert!(
+                !alone || described,
+                "{args:?}: {line:?} says nothing about itself:\n{help}"
+            );
+        }
+    }
+    let Some(out) = on_a_terminal(&["serve", "--help"], 80, 24) else {
+        return;
+    };
+    let help = text(&out.stdout).replace("\r\n", " ").replace("  ", " ");
+    assert!(
+        help.contains("[::]:<listen port>"),
+        "serve listens dual-stack: {help}"
+    );
+
+    // An error sentence longer than the terminal breaks between its words.
+    let d = Dir::new("narrow");
+    assert!(run(&d.data(), &["init"]).status.success());
+    let Some(out) = on_a_terminal(
+        &[
+            "--data-dir",
+            d.data().to_str().unwrap(),
+            "audit",
+            "--since",
+            "yesterday-and-a-long-time-before-that-when-all-was-fine",
+        ],
+        40,
+        24,
+    ) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(2));
+    let said = text(&out.stdout).replace("\r\n", "\n");
+    assert!(
+        said.lines()
+            .all(|l| l.chars().count() <= 40 || !l.contains(' ')),
+        "{said}"
+    );
+    assert!(said.starts_with("error: invalid --since"), "{said}");
 }
 
 /// One character cell of a terminal screen: the character and its 256-colour palette
@@ -1163,6 +1271,7 @@ fn terminal_qr_code_scans_from_the_screen_or_says_how_to_get_one() {
         assert!(said.contains(needle), "{needle:?} not in {said}");
     }
     assert!(!peers(&d).contains("small"), "a peer was added");
+    screen(&raw, 80, 24); // the refusal breaks between words, not at the terminal's edge
 
     // With sextants (2x3 modules a cell) the code fits 80x24 and scans from the screen.
     let Some(out) = peer_add_on_a_terminal(&d.data(), "sext", &["--qr-sextants"], 80, 24) else {

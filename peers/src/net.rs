@@ -189,6 +189,15 @@ pub enum EndpointError {
         /// The refused host text.
         given: String,
     },
+    /// A URL (`scheme://…`, as pasted from a browser) was given instead of a host.
+    #[error(
+        "'{given}' is a web address: give only the host name or IP address, optionally with \
+         :port, such as vpn.example.org or vpn.example.org:51820 (no https://, no path)"
+    )]
+    Url {
+        /// The refused text.
+        given: String,
+    },
 }
 
 /// Where a client sends its WireGuard packets: a host (DNS name, IPv4 or IPv6 address, IPv6
@@ -228,6 +237,11 @@ impl Endpoint {
         let s = s.trim();
         if s.is_empty() {
             return Err(EndpointError::Empty);
+        }
+        if s.contains("://") {
+            return Err(EndpointError::Url {
+                given: s.to_owned(),
+            });
         }
         let invalid_host = |h: &str| EndpointError::InvalidHost {
             given: h.to_owned(),
@@ -463,6 +477,21 @@ mod tests {
         assert_eq!(Endpoint::parse("[::1]x", 51820), host("[::1]x"));
         assert_eq!(Endpoint::parse("a#b", 51820), host("a#b"));
         assert_eq!(Endpoint::parse("a\nb:1", 51820), host("a\nb"));
+        // Pasted from a browser: said to be a web address, not a bad port.
+        let url = |g: &str| Err(EndpointError::Url { given: g.into() });
+        assert_eq!(
+            Endpoint::parse("https://vpn.example.org", 51820),
+            url("https://vpn.example.org")
+        );
+        assert_eq!(
+            Endpoint::parse(" http://x:1/y ", 51820),
+            url("http://x:1/y")
+        );
+        assert!(EndpointError::Url {
+            given: "http://x".into()
+        }
+        .to_string()
+        .contains("give only the host name or IP address"));
         assert_eq!(
             EndpointError::InvalidPort { given: "0".into() }.to_string(),
             "'0' is not a valid port: use a number from 1 to 65535, as in vpn.example.org:51820"

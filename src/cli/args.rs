@@ -58,6 +58,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Show the audit trail (who changed what, when, from where), newest first
     Audit {
+        /// Print JSON, for scripts
         #[arg(long)]
         json: bool,
         /// Only entries at or after this time (RFC 3339, or Unix seconds)
@@ -72,6 +73,7 @@ pub enum Command {
         /// The server's public DNS name or address; without a port, the port listened on
         #[arg(value_name = "HOST[:PORT]")]
         host: Option<String>,
+        /// Print JSON, for scripts
         #[arg(long)]
         json: bool,
     },
@@ -86,6 +88,7 @@ pub enum Command {
     Peer(PeerCommand),
     /// List stored rows that are damaged (skipped while serving); exits 1 if there are any
     Doctor {
+        /// Print JSON, for scripts
         #[arg(long)]
         json: bool,
         /// Move the damaged rows into the quarantine table (their bytes are kept) so they no
@@ -125,12 +128,14 @@ pub enum PeerCommand {
     },
     /// List peers with their state and traffic
     List {
+        /// Print JSON, for scripts
         #[arg(long)]
         json: bool,
     },
     /// Show one peer
     Show {
         name: String,
+        /// Print JSON, for scripts
         #[arg(long)]
         json: bool,
     },
@@ -156,7 +161,8 @@ pub enum PeerCommand {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// UDP address to listen on [default: 0.0.0.0:<listen port>]
+    /// UDP address to listen on [default: [::]:<listen port>, IPv6 and IPv4; 0.0.0.0 where
+    /// IPv6 is off]
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<std::net::SocketAddr>,
     /// Another name the API answers to in the Host header (repeatable), e.g. a local DNS name
@@ -246,10 +252,10 @@ pub struct ConfigArgs {
     #[arg(long)]
     pub endpoint: Option<String>,
     /// Write the config to this file (mode 0600) instead of stdout
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Also write the QR code of the config as a PNG image
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub qr_png: Option<PathBuf>,
     /// On a terminal, print the config text after the QR code (piped, it is always printed)
     #[arg(long)]

@@ -1,4 +1,5 @@
-//! How the CLI writes times and sizes for people: dates (with jiff), "2 min ago", "1.5 KiB".
+//! How the CLI writes for people: dates (with jiff), "2 min ago", "1.5 KiB", and sentences
+//! wrapped at the words to the terminal they land on.
 
 /// "2 min ago", "never".
 pub fn ago(unix: Option<u64>, now: u64) -> String {
@@ -39,6 +40,41 @@ pub fn date(unix: u64) -> String {
         .unwrap_or_else(|| format!("{unix} (Unix seconds, beyond the calendar)"))
 }
 
+/// Columns and rows of the terminal on `fd` (e.g. `libc::STDOUT_FILENO`), if it is one that
+/// knows its size.
+pub fn terminal_size(fd: libc::c_int) -> Option<(usize, usize)> {
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the valid, writable `ws`.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_col > 0 && ws.ws_row > 0).then_some((ws.ws_col as usize, ws.ws_row as usize))
+}
+
+/// `text` with each line broken at spaces so that none is wider than `columns` characters (a
+/// word longer than that stays whole on its own line). Lines already short enough, and the
+/// line breaks in `text`, are kept as they are.
+pub fn wrap(text: &str, columns: usize) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / columns.max(1));
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let mut width = 0;
+        for (j, word) in line.split(' ').enumerate() {
+            let w = word.chars().count();
+            if j > 0 && width + 1 + w > columns {
+                out.push('\n');
+                width = 0;
+            } else if j > 0 {
+                out.push(' ');
+                width += 1;
+            }
+            out.push_str(word);
+            width += w;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +97,19 @@ mod tests {
         assert_eq!(ago(Some(0), 150), "2 min ago");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn wrap_breaks_at_spaces_only() {
+        assert_eq!(wrap("one two three", 7), "one two\nthree");
+        assert_eq!(wrap("short", 80), "short");
+        assert_eq!(wrap("a\nb c", 3), "a\nb c");
+        assert_eq!(
+            wrap("x averyveryverylongword y", 6),
+            "x\naveryveryverylongword\ny"
+        );
+        let long = "error: the QR code needs a 65 x 35 terminal and this one is 80 x 24, so it would scroll off";
+        assert!(wrap(long, 40).lines().all(|l| l.chars().count() <= 40));
+        assert_eq!(wrap(long, 40).replace('\n', " "), long);
     }
 }

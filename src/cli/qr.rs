@@ -20,6 +20,7 @@ use appliance::peer_ops::PeerAdded;
 use peers::{Cells, Endpoint, Ipv4Net, PeerName, Role};
 
 use super::args::ConfigArgs;
+use super::format::terminal_size;
 use super::peer::{config_for, ClientKeys};
 use super::{fatal, usage, Failure};
 
@@ -72,7 +73,7 @@ fn plan(text: &str, sextants: bool, other_way: bool, unchanged: &str) -> Result<
     } else {
         Cells::HalfBlocks
     };
-    let Some((columns, rows)) = terminal_size() else {
+    let Some((columns, rows)) = terminal_size(libc::STDOUT_FILENO) else {
         // A terminal that does not know its size: draw, as a terminal of unknown size could
         // hold it.
         return Ok(Plan {
@@ -171,14 +172,6 @@ pub(super) fn print(
         eprintln!("{note}");
     }
     Ok(())
-}
-
-/// Columns and rows of the terminal on stdout, if it is one that knows its size.
-fn terminal_size() -> Option<(usize, usize)> {
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ writes one `winsize` into the valid, writable `ws`.
-    let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
-    (r == 0 && ws.ws_col > 0 && ws.ws_row > 0).then_some((ws.ws_col as usize, ws.ws_row as usize))
 }
 
 #[cfg(test)]

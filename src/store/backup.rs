@@ -84,6 +84,7 @@ const COPIED: &[&str] = &[
     "job_schedules",
     "runs",
     "job_runs",
+    "run_times",
     "quarantine",
     "tasks",
     "handlers",
@@ -185,6 +186,7 @@ impl Store {
             copy_table(&src, &dst, JOB_SCHEDULES)?;
             let runs = copy_table(&src, &dst, RUNS)?;
             copy_table(&src, &dst, JOB_RUNS)?;
+            copy_table(&src, &dst, RUN_TIMES)?;
             copy_table(&src, &dst, QUARANTINE)?;
             copy_table(&src, &dst, super::tasks::TASKS)?;
             copy_table(&src, &dst, super::tasks::HANDLERS)?;

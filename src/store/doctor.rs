@@ -242,7 +242,7 @@ impl Store {
         decode_rows(&table, |k, v| (k.to_string(), v.to_vec()))
     }
 
-    /// Writes raw bytes as a row of `table` (`peers` or `jobs`), bypassing every check: for
+    /// Writes raw bytes as a row of `table` (`peers`, `jobs` or `runs`), bypassing every check: for
     /// tests that need a damaged row.
     #[doc(hidden)]
     pub fn write_raw_row_for_tests(
@@ -260,6 +260,10 @@ impl Store {
             "jobs" => {
                 let id: JobId = key.parse().map_err(|e| corrupt(key, e))?;
                 txn.open_table(JOBS)?.insert(id.as_u64(), bytes)?;
+            }
+            "runs" => {
+                let id: u64 = key.parse().map_err(|e| corrupt(key, e))?;
+                txn.open_table(RUNS)?.insert(id, bytes)?;
             }
             other => return Err(corrupt(other, "no such table for raw test rows")),
         }

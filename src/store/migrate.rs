@@ -13,6 +13,7 @@
 //! - 2: every table exists (the 1 → 2 step creates the missing ones, `quarantine` included).
 //!   A backup taken from an older appliance therefore restores and is upgraded at first open.
 //! - 3: the handler queue's `tasks` and `handlers` tables exist (the 2 → 3 step creates them).
+//! - 4: `run_times` indexes the runs by scheduled time (the 3 → 4 step fills it from `runs`).
 
 use std::os::unix::fs::PermissionsExt as _;
 
@@ -35,6 +36,11 @@ const STEPS: &[(u32, &str, Step)] = &[
         "create the handler queue's tables (tasks, handlers)",
         create_tables,
     ),
+    (
+        3,
+        "index the runs by scheduled time (run_times)",
+        index_run_times,
+    ),
 ];
 
 /// Opens (creating when missing) every table of the current layout. Used by `init` for a
@@ -48,10 +54,17 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
     txn.open_table(JOB_SCHEDULES)?;
     txn.open_table(RUNS)?;
     txn.open_table(JOB_RUNS)?;
+    txn.open_table(RUN_TIMES)?;
     txn.open_table(QUARANTINE)?;
     txn.open_table(super::tasks::TASKS)?;
     txn.open_table(super::tasks::HANDLERS)?;
     Ok(())
+}
+
+/// The 3 → 4 step: every table of the current layout, and `run_times` filled from `runs`.
+fn index_run_times(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    create_tables(txn)?;
+    super::runs::index_run_times(txn)
 }
 
 /// Upgrades `store` from version `from` to [`SCHEMA_VERSION`] in one transaction.
@@ -181,6 +194,57 @@ mod tests {
         // Opening again is a no-op (already current).
         let store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_version_3_file_gets_its_runs_indexed_by_time_at_open() {
+        use crate::model::{RunRecord, RunStatus};
+        use crate::sched::JobId;
+        let dir = std::env::temp_dir().join(format!("appliance-migrate3-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v3.redb");
+        let run = |at: &str, status| RunRecord {
+            status,
+            ..RunRecord::starting(
+                JobId::from_u64(1),
+                "j".into(),
+                at.parse().unwrap(),
+                "schedule",
+            )
+        };
+        {
+            let store = Store::create(&path, None).unwrap();
+            let mut runs = vec![
+                run("2026-01-01T00:00:00Z", RunStatus::Failed),
+                run("2026-01-05T00:00:00Z", RunStatus::Missed),
+            ];
+            store.start_runs(&mut runs, &[]).unwrap();
+        }
+        // What a version 3 file holds: the same runs, no `run_times`.
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            assert!(txn.delete_table(RUN_TIMES).unwrap());
+            txn.open_table(META)
+                .unwrap()
+                .insert(KEY_SCHEMA, b"3".as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(!tables(&path).contains(&"run_times".to_string()));
+
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+        let since = "2026-01-02T00:00:00Z".parse().unwrap();
+        assert_eq!(store.run_counts_since(since).unwrap().missed, 1);
+        assert_eq!(
+            store.prune_runs(since).unwrap(),
+            1,
+            "the older run is found by time"
+        );
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }

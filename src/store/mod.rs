@@ -48,7 +48,7 @@ use crate::model::ServerRecord;
 
 /// Version of the layout below; recorded in `meta`. Opening an older file upgrades it in one
 /// transaction (see `store/migrate.rs` for the steps).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 mod backup;
 mod migrate;
@@ -68,6 +68,8 @@ mod jobs;
 mod peer_rows;
 mod rows;
 mod runs;
+mod schedules;
+pub use runs::RunCounts;
 mod tasks;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -94,6 +96,9 @@ const JOB_SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("job_sch
 const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 /// Index: (job id, run id) for a job's history.
 const JOB_RUNS: TableDefinition<(u64, u64), ()> = TableDefinition::new("job_runs");
+/// Index: (scheduled time in Unix milliseconds, run id) → job id, for the runs of a time window
+/// (pruning, the last day's counts) without reading the whole history (`store/runs.rs`).
+const RUN_TIMES: TableDefinition<(u64, u64), u64> = TableDefinition::new("run_times");
 /// Damaged rows moved aside by `appliance doctor --quarantine`: key `"{table}/{key}"` (numeric
 /// keys in decimal, a `#N` suffix if that name was taken), value the row's original bytes.
 const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine");
@@ -151,6 +156,8 @@ pub struct Store {
     group: group::Group<redb::WriteTransaction>,
     /// Bytes of audit entries appended since the last prune (see [`AuditMeter`]).
     audit_meter: Arc<AuditMeter>,
+    /// `jobs` rows decoded by reads of chosen jobs ([`Store::job`], [`Store::jobs_by_id`]).
+    job_rows_read: std::sync::atomic::AtomicU64,
 }
 
 /// The current database handle, held for the life of one operation.
@@ -476,6 +483,7 @@ impl Store {
             commit_latency: crate::metrics::Histogram::new(crate::metrics::LATENCY_BUCKETS),
             group: group::Group::new(group::one_commit),
             audit_meter: Arc::default(),
+            job_rows_read: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

@@ -4,15 +4,21 @@
 //! |---|---|---|
 //! | `runs` | run id (u64) | one fire's record (JSON) |
 //! | `job_runs` | (job id, run id) | nothing: the index of a job's history |
+//! | `run_times` | (scheduled time in Unix ms, run id) | job id: the index of a time window |
 //!
 //! A fire's run rows are first written together with the jobs' next fire times
-//! ([`Store::start_runs`], in `jobs.rs`); this file owns the row format and everything after.
+//! ([`Store::start_runs`], in `jobs.rs`, through [`insert_new_runs`]); this file owns the row
+//! format, both indexes and everything after. Run ids grow with recording time, not with
+//! scheduled time (catch-up after downtime records old fires late), so a time window is read
+//! through `run_times`: pruning and the last day's counts read the runs of their window only,
+//! however long the history is.
 
 use jiff::Timestamp;
+use redb::ReadableTable as _;
 use serde::{Deserialize, Serialize};
 
 use super::rows::decode_rows;
-use super::{corrupt, Loaded, Store, StoreError, JOB_RUNS, RUNS};
+use super::{corrupt, Loaded, Store, StoreError, JOB_RUNS, RUNS, RUN_TIMES};
 use crate::model::{RunFilter, RunRecord, RunStatus};
 use crate::sched::JobId;
 
@@ -107,6 +113,59 @@ pub(super) fn decode_run(id: u64, bytes: &[u8]) -> Result<RunRecord, StoreError>
         .map_err(|e| corrupt(&format!("runs/{id}"), e))
 }
 
+/// The `run_times` key of a run: its scheduled time in Unix milliseconds (times before 1970,
+/// which no schedule produces, count as 0) and its id.
+fn time_key(at: Timestamp, id: u64) -> (u64, u64) {
+    (millis(at), id)
+}
+
+fn millis(at: Timestamp) -> u64 {
+    u64::try_from(at.as_millisecond()).unwrap_or(0)
+}
+
+/// Stores new runs in the caller's transaction, assigning their ids (after the highest stored
+/// one) and indexing each by job and by scheduled time.
+pub(super) fn insert_new_runs(
+    txn: &redb::WriteTransaction,
+    runs: &mut [RunRecord],
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(RUNS)?;
+    let mut by_job = txn.open_table(JOB_RUNS)?;
+    let mut by_time = txn.open_table(RUN_TIMES)?;
+    let first_id = match table.last()? {
+        Some((k, _)) => k.value() + 1,
+        None => 1,
+    };
+    for (run, id) in runs.iter_mut().zip(first_id..) {
+        run.id = id;
+        table.insert(run.id, encode_run(run).as_slice())?;
+        by_job.insert((run.job_id.as_u64(), run.id), ())?;
+        by_time.insert(time_key(run.scheduled_at, run.id), run.job_id.as_u64())?;
+    }
+    Ok(())
+}
+
+/// Fills `run_times` from every decodable `runs` row (the 3 → 4 schema step; a damaged row is
+/// left to `appliance doctor`).
+pub(super) fn index_run_times(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let entries: Vec<((u64, u64), u64)> = {
+        let table = txn.open_table(RUNS)?;
+        decode_rows(&table, |id, v| {
+            decode_run(id, v)
+                .ok()
+                .map(|r| (time_key(r.scheduled_at, id), r.job_id.as_u64()))
+        })?
+        .into_iter()
+        .flatten()
+        .collect()
+    };
+    let mut by_time = txn.open_table(RUN_TIMES)?;
+    for (key, job) in entries {
+        by_time.insert(key, job)?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Rewrites finished (or progressing) runs.
     pub fn update_runs(&self, runs: &[RunRecord]) -> Result<(), StoreError> {
@@ -150,6 +209,30 @@ impl Store {
                     }
                 }
             }
+            None if f.since.is_some() => {
+                // Only the window's runs, through `run_times`, newest id first.
+                let since = f.since.map_or(0, millis);
+                let by_time = txn.open_table(RUN_TIMES)?;
+                let mut ids = Vec::new();
+                for row in by_time.range((since, 0)..)? {
+                    let id = row?.0.value().1;
+                    if id < before {
+                        ids.push(id);
+                    }
+                }
+                ids.sort_unstable_by(|a, b| b.cmp(a));
+                for id in ids {
+                    if let Some(v) = table.get(id)? {
+                        let r = decode_run(id, v.value())?;
+                        if keep(&r) {
+                            out.push(r);
+                            if out.len() >= f.limit {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
             None => {
                 for row in table.range(..before)?.rev() {
                     let (k, v) = row?;
@@ -166,6 +249,26 @@ impl Store {
         Ok(out)
     }
 
+    /// How many runs scheduled at or after `since` there are of each status, read through
+    /// `run_times` (only the window's rows). Damaged rows are not counted: `appliance doctor`
+    /// reports them.
+    pub fn run_counts_since(&self, since: Timestamp) -> Result<RunCounts, StoreError> {
+        let db = self.reader()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(RUNS)?;
+        let by_time = txn.open_table(RUN_TIMES)?;
+        let mut counts = RunCounts::default();
+        for row in by_time.range((millis(since), 0)..)? {
+            let id = row?.0.value().1;
+            let Some(v) = table.get(id)? else { continue };
+            match decode_run(id, v.value()) {
+                Ok(r) if r.scheduled_at >= since => counts.add(r.status),
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+
     /// Runs still marked running (left over from a crash), and the run rows that do not
     /// decode (each logged at WARN).
     pub fn unfinished_runs(&self) -> Result<Loaded<RunRecord>, StoreError> {
@@ -178,39 +281,71 @@ impl Store {
     }
 
     /// Deletes runs scheduled before `cutoff` that are no longer running; returns how many.
+    /// Reads only the runs scheduled before `cutoff` (through `run_times`), and drops index
+    /// entries whose run row is gone (moved aside by `appliance doctor --quarantine`).
     pub fn prune_runs(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
         // Decided on a read transaction, as in `prune_audit`: nothing to prune writes nothing.
-        let doomed: Vec<(u64, u64)> = {
+        // A damaged run is left for `appliance doctor`, not pruned blindly.
+        let mut doomed = Vec::new();
+        let mut dangling = Vec::new();
+        {
             let db = self.reader()?;
             let txn = db.begin_read()?;
             let table = txn.open_table(RUNS)?;
-            // A full scan: ids grow with recording time, not with scheduled time (catch-up
-            // after downtime records old fires late), and this runs once an hour.
-            // A damaged run is left for `appliance doctor`, not pruned blindly.
-            decode_rows(&table, |id, v| {
-                decode_run(id, v)
-                    .ok()
-                    .filter(|r| r.scheduled_at < cutoff && !r.status.is_open())
-                    .map(|r| (id, r.job_id.as_u64()))
-            })?
-            .into_iter()
-            .flatten()
-            .collect()
-        };
-        if doomed.is_empty() {
+            let by_time = txn.open_table(RUN_TIMES)?;
+            for row in by_time.range(..=(millis(cutoff), u64::MAX))? {
+                let (k, job) = row?;
+                let (key, job) = (k.value(), job.value());
+                match table.get(key.1)? {
+                    None => dangling.push((key, job)),
+                    Some(v) => {
+                        if decode_run(key.1, v.value())
+                            .is_ok_and(|r| r.scheduled_at < cutoff && !r.status.is_open())
+                        {
+                            doomed.push((key, job));
+                        }
+                    }
+                }
+            }
+        }
+        if doomed.is_empty() && dangling.is_empty() {
             return Ok(0);
         }
         let db = self.writer()?;
         let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(RUNS)?;
-            let mut index = txn.open_table(JOB_RUNS)?;
-            for (id, job) in &doomed {
-                table.remove(*id)?;
-                index.remove((*job, *id))?;
+            let mut by_job = txn.open_table(JOB_RUNS)?;
+            let mut by_time = txn.open_table(RUN_TIMES)?;
+            for (key, job) in doomed.iter().chain(&dangling) {
+                table.remove(key.1)?;
+                by_job.remove((*job, key.1))?;
+                by_time.remove(*key)?;
             }
         }
         self.commit(txn)?;
         Ok(doomed.len())
+    }
+}
+
+/// Runs of each status in a window ([`Store::run_counts_since`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    /// Runs that failed.
+    pub failed: usize,
+    /// Missed fires (a summarising record counts once).
+    pub missed: usize,
+    /// Fires skipped because the previous run was still going.
+    pub skipped: usize,
+}
+
+impl RunCounts {
+    fn add(&mut self, status: RunStatus) {
+        match status {
+            RunStatus::Failed => self.failed += 1,
+            RunStatus::Missed => self.missed += 1,
+            RunStatus::Skipped => self.skipped += 1,
+            _ => {}
+        }
     }
 }

@@ -859,7 +859,7 @@ fn a_summary_is_trusted_only_for_the_row_it_was_taken_from() {
 
     // The summary is what the load uses while its hash matches the row...
     let row = encode_job_for_fixture(&cron_record(1, "alpha"));
-    let forged = jobs::encode_schedule(&cron_record(1, "from-the-summary"), &row);
+    let forged = schedules::encode_schedule(&cron_record(1, "from-the-summary"), &row);
     {
         let db = store.writer().unwrap();
         let txn = db.begin_write().unwrap();
@@ -888,7 +888,7 @@ fn a_summary_is_trusted_only_for_the_row_it_was_taken_from() {
         rewritten[0],
         (
             1,
-            jobs::encode_schedule(&renamed, &encode_job_for_fixture(&renamed))
+            schedules::encode_schedule(&renamed, &encode_job_for_fixture(&renamed))
         )
     );
 
@@ -908,5 +908,188 @@ fn a_summary_is_trusted_only_for_the_row_it_was_taken_from() {
         "the quarantined row's summary went with it"
     );
     drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A file whose summaries are in the earlier JSON form (as the appliance wrote them before
+/// the binary rows, hash and all) opens and starts from its `jobs` rows, not from those
+/// summaries, and the load rewrites every summary in the current form.
+#[test]
+fn summaries_in_the_earlier_json_form_are_rebuilt_from_the_rows() {
+    let (store, dir) = temp_store("json-summaries");
+    let recs = [cron_record(1, "alpha"), job_record(2, "beta")];
+    for r in &recs {
+        assert!(store.insert_job(r, None).unwrap());
+    }
+    // The rows main wrote before this format: JSON, with the hash of the row they were taken
+    // from. Their names are forged so a load that trusted them would show it.
+    let json_row = |r: &JobRecord| {
+        let row = encode_job_for_fixture(r);
+        let trigger = match &r.spec.trigger {
+            crate::sched::Trigger::Cron { expr, zone, .. } => serde_json::json!({"cron": {
+                "expr": expr.as_str(), "zone": zone.name(), "start": null, "end": null}}),
+            crate::sched::Trigger::Every {
+                interval, start, ..
+            } => serde_json::json!({"every": {
+                "interval_ns": interval.as_nanos() as u64, "start": start, "end": null}}),
+            crate::sched::Trigger::At(at) => serde_json::json!({"at": {"at": at}}),
+        };
+        serde_json::to_vec(&serde_json::json!({
+            "row_hash": schedules::row_hash(&row),
+            "name": format!("json-{}", r.spec.name.as_str()),
+            "trigger": trigger,
+            "misfire_grace_ns": r.spec.misfire_grace.as_nanos() as u64,
+            "coalesce": r.spec.coalesce,
+            "max_instances": r.spec.max_instances,
+            "jitter_ns": r.spec.jitter.as_nanos() as u64,
+            "paused": r.spec.paused,
+            "next_fire_at": r.next_fire_at,
+        }))
+        .unwrap()
+    };
+    {
+        let db = store.writer().unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut t = txn.open_table(JOB_SCHEDULES).unwrap();
+        for r in &recs {
+            t.insert(r.id.as_u64(), json_row(r).as_slice()).unwrap();
+        }
+        drop(t);
+        txn.commit().unwrap();
+    }
+    let path = dir.join("db.redb");
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    let loaded = store.job_summaries().unwrap();
+    assert!(loaded.damaged.is_empty());
+    let want: Vec<_> = recs.iter().map(JobRecord::summary).collect();
+    assert_eq!(
+        loaded.rows, want,
+        "decoded from the rows, not the JSON summaries"
+    );
+    let rewritten: Vec<_> = recs
+        .iter()
+        .map(|r| {
+            let row = encode_job_for_fixture(r);
+            (r.id.as_u64(), schedules::encode_schedule(r, &row))
+        })
+        .collect();
+    assert_eq!(
+        summary_rows(&store),
+        rewritten,
+        "rewritten in the current form"
+    );
+    assert_eq!(store.job_summaries().unwrap().rows, want);
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Writes `bytes` as the `runs` row `id` (a damaged row for the tests below).
+fn damage_run(store: &Store, id: u64, bytes: &[u8]) {
+    let db = store.writer().unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(RUNS).unwrap().insert(id, bytes).unwrap();
+    store.commit(txn).unwrap();
+}
+
+#[test]
+fn a_time_window_of_runs_is_read_without_reading_older_rows() {
+    let (store, dir) = temp_store("window");
+    let mut runs = vec![
+        run(1, "2026-01-01T00:00:00Z", RunStatus::Failed),
+        run(1, "2026-01-10T00:00:00Z", RunStatus::Failed),
+        run(2, "2026-01-10T01:00:00Z", RunStatus::Missed),
+        run(2, "2026-01-10T02:00:00Z", RunStatus::Skipped),
+        run(1, "2026-01-10T03:00:00Z", RunStatus::Succeeded),
+        // Recorded late (catch-up after downtime): a new id, a time before the window.
+        run(2, "2026-01-09T12:00:00Z", RunStatus::Missed),
+        run(1, "2026-01-09T13:00:00Z", RunStatus::Running),
+    ];
+    store.start_runs(&mut runs, &[]).unwrap();
+    // The oldest run's row is damaged: reading the window must never touch it (a full scan
+    // fails on it, as `runs_page` does).
+    damage_run(&store, 1, b"{not json");
+    let since = ts("2026-01-09T23:00:00Z");
+    assert_eq!(
+        store.run_counts_since(since).unwrap(),
+        RunCounts {
+            failed: 1,
+            missed: 1,
+            skipped: 1
+        }
+    );
+    let page = store
+        .runs_page(&RunFilter {
+            since: Some(since),
+            limit: 10,
+            ..RunFilter::default()
+        })
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![5, 4, 3, 2]
+    );
+    let page = store
+        .runs_page(&RunFilter {
+            since: Some(since),
+            before: Some(4),
+            status: Some(RunStatus::Missed),
+            limit: 10,
+            ..RunFilter::default()
+        })
+        .unwrap();
+    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3]);
+
+    // Pruning before 01:30 removes 2, 3 and the late 6; never the damaged 1 (left for
+    // `appliance doctor`) or the running 7.
+    assert_eq!(store.prune_runs(ts("2026-01-10T01:30:00Z")).unwrap(), 3);
+    let left = |job: u64| -> Vec<u64> {
+        store
+            .runs_page(&RunFilter {
+                job: Some(JobId::from_u64(job)),
+                limit: 10,
+                ..RunFilter::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(left(2), vec![4]);
+    assert!(matches!(
+        store.runs_page(&RunFilter {
+            job: Some(JobId::from_u64(1)),
+            limit: 10,
+            ..RunFilter::default()
+        }),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert_eq!(
+        store.run_counts_since(ts("2026-01-01T00:00:00Z")).unwrap(),
+        RunCounts {
+            failed: 0,
+            missed: 0,
+            skipped: 1
+        },
+        "what is left: 4 skipped, 5 succeeded, 7 running (1 is damaged)"
+    );
+
+    // A row moved aside (doctor --quarantine) leaves index entries; the next prune drops them.
+    store.doctor(true, &Actor::local_cli(), 5).unwrap();
+    assert_eq!(store.prune_runs(Timestamp::MAX).unwrap(), 2, "4 and 5");
+    let db = store.reader().unwrap();
+    let txn = db.begin_read().unwrap();
+    let times: Vec<(u64, u64)> = txn
+        .open_table(RUN_TIMES)
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|r| r.unwrap().0.value())
+        .collect();
+    assert_eq!(times.iter().map(|k| k.1).collect::<Vec<_>>(), vec![7]);
+    let by_job = redb::ReadableTableMetadata::len(&txn.open_table(JOB_RUNS).unwrap()).unwrap();
+    assert_eq!(by_job, 1, "only the running 7 is indexed");
+    drop(txn);
+    drop(db);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -139,6 +139,15 @@ def check_layout(view):
     result.setdefault("layout_checked", []).append(view)
 
 
+def assert_in_view(el, what):
+    """`el` is on screen: not scrolled off above or below the viewport."""
+    top, bottom, vh, y = d.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); return [r.top, r.bottom, window.innerHeight, window.scrollY]", el)
+    assert y > 0, "%s: the page is not scrolled, so this proves nothing" % what
+    assert top >= 0 and bottom <= vh, "%s is off screen (top %s, bottom %s, viewport %s px, scrolled %s px)" % (
+        what, top, bottom, vh, y)
+
+
 def fetch(method, path, body=None):
     """A request from the page itself (same origin, so the browser sends our Origin)."""
     return d.execute_async_script("""
@@ -170,6 +179,8 @@ def leader():
     result["preview"] = until("5 previewed Thursday fire times", lambda: (lambda t: t if len(t) == 5 and all(
         x.startswith("Thu") and "GMT+1" in x for x in t) else None)(
         [li.text for li in find("job-preview").find_elements(By.TAG_NAME, "li")]))
+    # The example shows the whole address, https:// included (the server refuses it without).
+    assert find("job-webhook-url").get_attribute("placeholder").startswith("https://discord.com/")
     fill("job-webhook-url", SINK_URL)
     fill("job-message", "@raiders raid in 15 minutes!")
     click_summary = d.find_element(By.XPATH, "//summary[normalize-space()='Embed (optional)']")
@@ -248,6 +259,8 @@ def leader():
     click("nav-members")
     until("the member list", lambda: all_of("peer-row"))
     click("new-peer")
+    # The name's rule, as the server checks it: a phone keyboard offers capitals.
+    assert "lowercase" in d.find_element(By.ID, "hint-peer-name").text, d.find_element(By.ID, "hint-peer-name").text
     fill("peer-name", "vera")
     Select(find("peer-role")).select_by_value("viewer")
     click("peer-save")
@@ -424,16 +437,20 @@ def manage():
     check_layout("members with the guard")
     shot("members-guard", scroll_to=d.find_element(By.CSS_SELECTOR, row_of("peer", "leader")))
 
-    # Role change, disable and enable, on otto.
+    # Role change, disable and enable, on otto. Its row is far down the page: what the tap
+    # did is said where the leader is looking (the message stays in view), not at the top.
     def role_to(r):
         until("a role menu for otto", lambda: Select(in_row("peer", "otto", "peer-row-role")).select_by_value(r) or True)
         until("otto is " + r, lambda: d.find_element(By.ID, "msg").text == "otto is now %s." % r and
               d.find_element(By.CSS_SELECTOR, row_of("peer", "otto")).text.find(r + " · ") >= 0)
+        assert_in_view(d.find_element(By.ID, "msg"), "the answer to a role change")
     role_to("viewer")
     result["otto_roles"] = [in_row("peer", "otto", "peer-row-role").get_attribute("value")]
     until("a click on Disable", lambda: in_row("peer", "otto", "peer-toggle").click() or True)
     until("otto disabled", lambda: in_row("peer", "otto", "peer-state").text == "disabled" and
           in_row("peer", "otto", "peer-toggle").text == "Enable")
+    assert_in_view(d.find_element(By.ID, "msg"), "the answer to Disable")
+    assert d.find_element(By.ID, "msg").text == "otto is disabled.", d.find_element(By.ID, "msg").text
     result["otto_states"] = ["disabled"]
     until("a click on Enable", lambda: in_row("peer", "otto", "peer-toggle").click() or True)
     until("otto enabled", lambda: in_row("peer", "otto", "peer-state").text == "offline" and

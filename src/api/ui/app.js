@@ -355,7 +355,7 @@
       const hasHandlers = Array.isArray(S.handlers);
       sel("action-kind", [["webhook", "Discord message (webhook)"]].concat(hasHandlers ? [["handler", "Handler"]] : []));
       ui["action-kind"].value = handler && hasHandlers ? "handler" : "webhook";
-      inp("job-webhook-url", { type: "url", value: hook.url || "", autocomplete: "off", autocapitalize: "off", placeholder: "discord.com/api/webhooks/…" });
+      inp("job-webhook-url", { type: "url", value: hook.url || "", autocomplete: "off", autocapitalize: "off", placeholder: "https://discord.com/api/webhooks/…" });
       ui["job-message"] = h("textarea", { testid: "job-message", value: body.content || "" });
       inp("embed-title", { value: embed.title || "" });
       ui["embed-desc"] = h("textarea", { testid: "embed-desc", value: embed.description || "" });
@@ -678,7 +678,7 @@
         } finally { save.disabled = false; }
       } },
         h("h3", { text: "Add a member" }),
-        field("peer-name", "Name", name, "letters, digits, - and _"),
+        field("peer-name", "Name", name, "lowercase letters a-z, digits, - and _ (up to 32)"),
         field("peer-role", "Role", rl, "admin: everything · officer: jobs · viewer: read only · handler: bots"),
         fe, save, h("button", { type: "button", onclick: () => clear(addBox) }, "Cancel"));
       clear(addBox, f);

@@ -467,6 +467,13 @@ pub(super) fn url_str(s: &str) -> Result<Uri, SpecError> {
             "must not contain a #fragment (it is never sent); remove it",
         ));
     }
+    if !s.contains("://") {
+        return Err(SpecError::new(
+            path,
+            "must start with https:// (or http://): copy the whole address, such as \
+             https://discord.com/api/webhooks/…",
+        ));
+    }
     let uri: Uri = s
         .parse()
         .map_err(|_| SpecError::new(path, "is not a valid absolute URL"))?;
