@@ -297,6 +297,32 @@ mod tests {
             v
         }
 
+        /// The running batch (of two) must not be answered before its commit returns; its
+        /// commit then fails, and both its callers must get the error.
+        fn fail_batch_of_two(&self) {
+            assert!(
+                self.answers.try_recv().is_err(),
+                "nobody is answered before the commit returns"
+            );
+            self.release.send(false).unwrap();
+            for (id, r) in self.answers(2) {
+                assert!(
+                    matches!(r, Err(StoreError::DiskFull)),
+                    "caller {id} of the failed batch got {r:?}"
+                );
+            }
+        }
+
+        /// Caller 1 leads and commits alone while caller 2 queues behind it; 1 is answered.
+        fn one_answered_one_queued(&mut self) {
+            self.submit(1, change(1));
+            assert_eq!(self.entered.recv().unwrap(), vec![1]);
+            self.submit(2, change(2));
+            self.until_queued(1);
+            self.release.send(true).unwrap();
+            assert!(self.answers(1)[0].1.is_ok());
+        }
+
         fn join(self) {
             for t in self.threads {
                 t.join().unwrap();
@@ -331,17 +357,7 @@ mod tests {
 
         // One of the two waiters leads the next batch, holding both changes in arrival order.
         assert_eq!(h.entered.recv().unwrap(), vec![2, 3]);
-        assert!(
-            h.answers.try_recv().is_err(),
-            "nobody is answered before the commit returns"
-        );
-        h.release.send(false).unwrap();
-        for (id, r) in h.answers(2) {
-            assert!(
-                matches!(r, Err(StoreError::DiskFull)),
-                "caller {id} of the failed batch got {r:?}"
-            );
-        }
+        h.fail_batch_of_two();
         assert_eq!(*h.committed.lock().unwrap(), vec![vec![1]]);
         assert_eq!(h.group.counts(), (2, 3));
         h.join();
@@ -384,12 +400,7 @@ mod tests {
     fn a_leader_waits_for_the_callers_just_answered_and_shares_their_fate() {
         // A grace far longer than the test: the leader starts only when its company is queued.
         let mut h = Harness::with_grace(|_| Duration::from_secs(600));
-        h.submit(1, change(1));
-        assert_eq!(h.entered.recv().unwrap(), vec![1]);
-        h.submit(2, change(2));
-        h.until_queued(1);
-        h.release.send(true).unwrap();
-        assert!(h.answers(1)[0].1.is_ok());
+        h.one_answered_one_queued();
         // Caller 1 was answered; caller 2 leads next and expects 2 changes (1's and its own).
         // Caller 1 "comes back" only now, after its answer.
         h.submit(3, change(3));
@@ -398,17 +409,7 @@ mod tests {
             vec![2, 3],
             "the leader waited for the caller the previous batch answered"
         );
-        assert!(
-            h.answers.try_recv().is_err(),
-            "nobody is answered before the commit returns"
-        );
-        h.release.send(false).unwrap();
-        for (id, r) in h.answers(2) {
-            assert!(
-                matches!(r, Err(StoreError::DiskFull)),
-                "caller {id} of the failed gathered batch got {r:?}"
-            );
-        }
+        h.fail_batch_of_two();
         assert_eq!(*h.committed.lock().unwrap(), vec![vec![1]]);
         assert_eq!(h.group.counts(), (2, 3));
         h.join();
@@ -419,12 +420,7 @@ mod tests {
     #[test]
     fn a_leader_stops_waiting_after_the_grace() {
         let mut h = Harness::with_grace(|_| Duration::from_millis(20));
-        h.submit(1, change(1));
-        assert_eq!(h.entered.recv().unwrap(), vec![1]);
-        h.submit(2, change(2));
-        h.until_queued(1);
-        h.release.send(true).unwrap();
-        assert!(h.answers(1)[0].1.is_ok());
+        h.one_answered_one_queued();
         // Caller 1 never comes back: 2 leads alone once the grace has passed.
         assert_eq!(h.entered.recv().unwrap(), vec![2]);
         h.release.send(true).unwrap();
