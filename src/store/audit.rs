@@ -280,16 +280,56 @@ fn names_only(s: &Value) -> Value {
 pub(crate) fn append_audit(
     txn: &redb::WriteTransaction,
     meter: &AuditMeter,
-    mut entry: AuditEntry,
+    entry: AuditEntry,
+) -> Result<u64, StoreError> {
+    append_prepared(txn, meter, PreparedAudit::new(entry))
+}
+
+/// An audit entry encoded before its transaction begins — summary bounded, row serialised —
+/// but for its sequence number, which only the transaction appending it knows. A group
+/// commit's callers prepare their entries themselves, so its leader only inserts bytes.
+pub(crate) struct PreparedAudit {
+    /// The row as [`encode_audit`] writes it, without its opening `{"seq":0`.
+    rest: Vec<u8>,
+}
+
+/// How every encoded row opens (`seq` is [`AuditRow`]'s first field), here with seq 0.
+const SEQ_ZERO: &[u8] = b"{\"seq\":0";
+
+impl PreparedAudit {
+    pub(crate) fn new(mut entry: AuditEntry) -> PreparedAudit {
+        entry.seq = 0;
+        entry.summary = bound_summary(std::mem::take(&mut entry.summary));
+        let mut row = encode_audit(entry);
+        assert!(row.starts_with(SEQ_ZERO), "an audit row opens with its seq");
+        row.drain(..SEQ_ZERO.len());
+        PreparedAudit { rest: row }
+    }
+
+    /// The row with sequence number `seq`: byte for byte what [`encode_audit`] gives for the
+    /// entry with that `seq`.
+    fn row(&self, seq: u64) -> Vec<u8> {
+        let seq = seq.to_string();
+        let mut row = Vec::with_capacity(SEQ_ZERO.len() + seq.len() + self.rest.len());
+        row.extend_from_slice(&SEQ_ZERO[..SEQ_ZERO.len() - 1]);
+        row.extend_from_slice(seq.as_bytes());
+        row.extend_from_slice(&self.rest);
+        row
+    }
+}
+
+/// Appends a prepared entry with the next sequence number in `txn`; returns that number.
+pub(crate) fn append_prepared(
+    txn: &redb::WriteTransaction,
+    meter: &AuditMeter,
+    entry: PreparedAudit,
 ) -> Result<u64, StoreError> {
     let mut table = txn.open_table(AUDIT)?;
     let seq = match table.last()? {
         Some((k, _)) => k.value() + 1,
         None => 1,
     };
-    entry.seq = seq;
-    entry.summary = bound_summary(std::mem::take(&mut entry.summary));
-    let row = encode_audit(entry);
+    let row = entry.row(seq);
     table.insert(seq, row.as_slice())?;
     meter.add(row.len() as u64);
     Ok(seq)
@@ -483,5 +523,28 @@ mod tests {
         }
         assert_eq!(store.prune_audit(0, u64::MAX).unwrap(), 0);
         assert!(!meter.due(), "a prune starts the count again");
+    }
+
+    /// A prepared entry, given its seq, is byte for byte the row `append_audit` always wrote:
+    /// summary bounded, every field, any number of digits.
+    #[test]
+    fn a_prepared_entry_is_the_row_encoded_with_its_seq() {
+        let entry = AuditEntry {
+            seq: 77,
+            at_ms: 1_700_000_000_123,
+            actor: Actor::local_cli(),
+            action: AuditAction::Other("job.create".into()),
+            target: Some("0123456789abcdef".into()),
+            summary: json!({"name": "raid", "long": "x".repeat(2 * MAX_VALUE_BYTES)}),
+        };
+        let prepared = PreparedAudit::new(entry.clone());
+        for seq in [1, 9, 10, 12_345, u64::MAX] {
+            let mut direct = entry.clone();
+            direct.seq = seq;
+            direct.summary = bound_summary(direct.summary);
+            let row = prepared.row(seq);
+            assert_eq!(row, encode_audit(direct), "seq {seq}");
+            assert_eq!(decode_audit(seq, &row).unwrap().seq, seq);
+        }
     }
 }

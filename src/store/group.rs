@@ -6,8 +6,19 @@
 //! in arrival order inside one transaction and commits it (one fsync for all of them), then
 //! answers every caller in the batch and wakes the others; the next caller still waiting leads
 //! the next batch. While one batch is committing, new changes queue up behind it, so under load
-//! batches grow by themselves and an idle store still commits a lone change at once (no timer,
-//! no waiting for company).
+//! batches grow by themselves and an idle store still commits a lone change at once.
+//!
+//! Gathering. Callers that each wait for their answer before sending their next change (16 API
+//! clients, each creating jobs one after another) would otherwise split into two cohorts that
+//! take turns: the callers answered by one batch are still on their way back when the callers
+//! that queued behind it start the next batch, so every batch holds about half of them and
+//! each caller waits for two commits per change. So a leader first waits for the company it
+//! can expect — the callers the previous batch just answered plus those queued behind it —
+//! but only briefly: until that many changes are queued, or until a grace time after the
+//! previous batch ended, whichever comes first. The store's grace ([`one_commit`]) is as long
+//! as the previous commit took, capped, so it shrinks with the disk's fsync: a caller never
+//! waits longer than if it had arrived while the previous batch was still committing. A
+//! change arriving after the grace (an idle store, a lone caller) commits at once.
 //!
 //! Contract (what makes a grouped 201 as durable as an ungrouped one):
 //! - no caller returns before the commit of the transaction holding its change has returned;
@@ -19,8 +30,10 @@
 //!   is taken" is an `Ok` value.
 //!
 //! The group is generic over the transaction type so that its tests run without redb.
+#![allow(clippy::disallowed_methods)] // storage driver: times its commits for the gather grace
 
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use super::StoreError;
 
@@ -30,37 +43,66 @@ pub(crate) type Change<T> = Box<dyn FnOnce(&T) -> Result<(), StoreError> + Send>
 /// Where a caller's result is put by the leader of its batch.
 type Slot = Arc<Mutex<Option<Result<(), StoreError>>>>;
 
+/// How long a leader may wait for company after the previous batch ended, given how long that
+/// batch's write (its changes and commit) took.
+pub(crate) type Grace = fn(Duration) -> Duration;
+
+/// The store's grace: as long as the previous commit took, at most 5 ms. A lone caller that
+/// arrives just after a batch waits no longer than if it had arrived while that batch was
+/// still committing (it would have waited for that commit); callers on their way back join
+/// the batch instead of forming a second cohort. The cap bounds the wait on slow flash, where
+/// commits are long enough for callers to queue behind them anyway.
+pub(crate) fn one_commit(commit: Duration) -> Duration {
+    commit.min(Duration::from_millis(5))
+}
+
 /// See the module docs.
 pub(crate) struct Group<T> {
     state: Mutex<State<T>>,
     /// Signalled whenever a batch is answered.
     answered: Condvar,
+    /// Signalled when a change is queued while a leader gathers.
+    arrived: Condvar,
+    grace: Grace,
 }
 
 struct State<T> {
     queue: Vec<(Change<T>, Slot)>,
-    /// A leader is writing a batch.
+    /// A leader is gathering or writing a batch.
     leading: bool,
+    /// A leader is waiting for company (so an arrival signals `arrived`).
+    gathering: bool,
+    /// Changes the next leader can expect: the previous batch's plus those queued behind it.
+    expect: usize,
+    /// When the previous batch was answered, and how long it took to write.
+    last_end: Option<Instant>,
+    last_write: Duration,
     /// Batches written so far (committed or failed), and the changes in them.
     batches: u64,
     changes: u64,
 }
 
-impl<T> Default for Group<T> {
-    fn default() -> Self {
+impl<T> Group<T> {
+    /// A group whose leaders wait at most `grace(previous write)` after the previous batch for
+    /// the callers they can expect (see the module docs).
+    pub(crate) fn new(grace: Grace) -> Self {
         Group {
             state: Mutex::new(State {
                 queue: Vec::new(),
                 leading: false,
+                gathering: false,
+                expect: 0,
+                last_end: None,
+                last_write: Duration::ZERO,
                 batches: 0,
                 changes: 0,
             }),
             answered: Condvar::new(),
+            arrived: Condvar::new(),
+            grace,
         }
     }
-}
 
-impl<T> Group<T> {
     /// Queues `change` and returns once the transaction holding it has been committed (`Ok`)
     /// or has failed (the error, for every caller of that batch). `write` is called only if
     /// this caller leads a batch: it gets the batch's changes in arrival order and must apply
@@ -74,6 +116,9 @@ impl<T> Group<T> {
         let mut write = Some(write);
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.queue.push((change, slot.clone()));
+        if st.gathering {
+            self.arrived.notify_one();
+        }
         loop {
             if let Some(r) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 return r;
@@ -84,11 +129,14 @@ impl<T> Group<T> {
             }
             // No batch in flight and ours is not answered: it is still queued. Lead.
             st.leading = true;
+            st = self.gather(st);
             let (changes, slots): (Vec<_>, Vec<_>) =
                 std::mem::take(&mut st.queue).into_iter().unzip();
             drop(st);
             let write = write.take().expect("a caller leads at most one batch");
+            let started = Instant::now();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(changes)));
+            let took = started.elapsed();
             let answer = |r: &Result<(), StoreError>| match r {
                 Ok(()) => Ok(()),
                 Err(e) => Err(e.same_kind()),
@@ -106,12 +154,42 @@ impl<T> Group<T> {
             st.leading = false;
             st.batches += 1;
             st.changes += slots.len() as u64;
+            st.expect = slots.len() + st.queue.len();
+            st.last_write = took;
+            st.last_end = Some(Instant::now());
             self.answered.notify_all();
             if let Err(panic) = result {
                 drop(st);
                 std::panic::resume_unwind(panic);
             }
         }
+    }
+
+    /// The leader's wait for company: until the queue holds the changes it can expect, or
+    /// until the grace after the previous batch has passed. Returns at once when the previous
+    /// batch ended longer ago than that, or when the queue already holds them.
+    fn gather<'a>(
+        &self,
+        mut st: std::sync::MutexGuard<'a, State<T>>,
+    ) -> std::sync::MutexGuard<'a, State<T>> {
+        let Some(last_end) = st.last_end else {
+            return st;
+        };
+        let deadline = last_end + (self.grace)(st.last_write);
+        st.gathering = true;
+        while st.queue.len() < st.expect {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self
+                .arrived
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        st.gathering = false;
+        st
     }
 
     /// (batches written, changes in them) since the store was opened.
@@ -158,12 +236,17 @@ mod tests {
     }
 
     impl Harness {
+        /// Leaders that never wait for company (each batch takes what is queued).
         fn new() -> Harness {
+            Harness::with_grace(|_| Duration::ZERO)
+        }
+
+        fn with_grace(grace: Grace) -> Harness {
             let (release, release_rx) = mpsc::channel();
             let (answers_tx, answers) = mpsc::channel();
             let (entered_tx, entered) = mpsc::channel();
             Harness {
-                group: Arc::new(Group::default()),
+                group: Arc::new(Group::new(grace)),
                 committed: Arc::default(),
                 release,
                 release_rx: Arc::new(Mutex::new(release_rx)),
@@ -214,6 +297,32 @@ mod tests {
             v
         }
 
+        /// The running batch (of two) must not be answered before its commit returns; its
+        /// commit then fails, and both its callers must get the error.
+        fn fail_batch_of_two(&self) {
+            assert!(
+                self.answers.try_recv().is_err(),
+                "nobody is answered before the commit returns"
+            );
+            self.release.send(false).unwrap();
+            for (id, r) in self.answers(2) {
+                assert!(
+                    matches!(r, Err(StoreError::DiskFull)),
+                    "caller {id} of the failed batch got {r:?}"
+                );
+            }
+        }
+
+        /// Caller 1 leads and commits alone while caller 2 queues behind it; 1 is answered.
+        fn one_answered_one_queued(&mut self) {
+            self.submit(1, change(1));
+            assert_eq!(self.entered.recv().unwrap(), vec![1]);
+            self.submit(2, change(2));
+            self.until_queued(1);
+            self.release.send(true).unwrap();
+            assert!(self.answers(1)[0].1.is_ok());
+        }
+
         fn join(self) {
             for t in self.threads {
                 t.join().unwrap();
@@ -248,17 +357,7 @@ mod tests {
 
         // One of the two waiters leads the next batch, holding both changes in arrival order.
         assert_eq!(h.entered.recv().unwrap(), vec![2, 3]);
-        assert!(
-            h.answers.try_recv().is_err(),
-            "nobody is answered before the commit returns"
-        );
-        h.release.send(false).unwrap();
-        for (id, r) in h.answers(2) {
-            assert!(
-                matches!(r, Err(StoreError::DiskFull)),
-                "caller {id} of the failed batch got {r:?}"
-            );
-        }
+        h.fail_batch_of_two();
         assert_eq!(*h.committed.lock().unwrap(), vec![vec![1]]);
         assert_eq!(h.group.counts(), (2, 3));
         h.join();
@@ -290,5 +389,61 @@ mod tests {
         }
         assert_eq!(*h.committed.lock().unwrap(), vec![vec![1]]);
         h.join();
+    }
+
+    /// The cohort fix: the callers answered by one batch are expected back, and the next
+    /// leader waits for them (within the grace) so that the next batch holds every caller.
+    /// That gathered batch still answers nobody before its commit returns, and when its commit
+    /// fails, every caller in it — the one that waited and the ones it waited for — gets the
+    /// error.
+    #[test]
+    fn a_leader_waits_for_the_callers_just_answered_and_shares_their_fate() {
+        // A grace far longer than the test: the leader starts only when its company is queued.
+        let mut h = Harness::with_grace(|_| Duration::from_secs(600));
+        h.one_answered_one_queued();
+        // Caller 1 was answered; caller 2 leads next and expects 2 changes (1's and its own).
+        // Caller 1 "comes back" only now, after its answer.
+        h.submit(3, change(3));
+        assert_eq!(
+            h.entered.recv().unwrap(),
+            vec![2, 3],
+            "the leader waited for the caller the previous batch answered"
+        );
+        h.fail_batch_of_two();
+        assert_eq!(*h.committed.lock().unwrap(), vec![vec![1]]);
+        assert_eq!(h.group.counts(), (2, 3));
+        h.join();
+    }
+
+    /// Company that does not come back is waited for only until the grace has passed; then the
+    /// leader writes what is queued.
+    #[test]
+    fn a_leader_stops_waiting_after_the_grace() {
+        let mut h = Harness::with_grace(|_| Duration::from_millis(20));
+        h.one_answered_one_queued();
+        // Caller 1 never comes back: 2 leads alone once the grace has passed.
+        assert_eq!(h.entered.recv().unwrap(), vec![2]);
+        h.release.send(true).unwrap();
+        assert!(h.answers(1)[0].1.is_ok());
+        assert_eq!(*h.committed.lock().unwrap(), vec![vec![1], vec![2]]);
+        h.join();
+    }
+
+    /// The store's grace is the previous commit's duration, capped, so it shrinks with the
+    /// disk.
+    #[test]
+    fn the_grace_is_one_commit_at_most_five_milliseconds() {
+        assert_eq!(
+            one_commit(Duration::from_micros(300)),
+            Duration::from_micros(300)
+        );
+        assert_eq!(
+            one_commit(Duration::from_millis(2)),
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            one_commit(Duration::from_millis(40)),
+            Duration::from_millis(5)
+        );
     }
 }

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::rows::decode_rows;
 use super::schedules::encode_schedule;
-use super::{append_audit, corrupt, tasks, Loaded, Store, StoreError, JOBS, JOB_SCHEDULES};
+use super::{
+    append_audit, append_prepared, corrupt, tasks, Loaded, PreparedAudit, Store, StoreError, JOBS,
+    JOB_SCHEDULES,
+};
 use crate::model::{AuditEntry, JobRecord, RunRecord};
 use crate::sched::{JobId, JobSpec};
 
@@ -169,9 +172,12 @@ impl Store {
         rec: &JobRecord,
         audit: Option<AuditEntry>,
     ) -> Result<bool, StoreError> {
+        // Every row is encoded here, by the caller, before it queues: the batch's leader only
+        // inserts bytes (and numbers the audit entry).
         let id = rec.id.as_u64();
         let row = encode_job(rec);
         let summary = encode_schedule(rec, &row);
+        let audit = audit.map(PreparedAudit::new);
         let meter = self.audit_meter.clone();
         self.write_grouped(move |txn| {
             let mut table = txn.open_table(JOBS)?;
@@ -182,7 +188,7 @@ impl Store {
             txn.open_table(JOB_SCHEDULES)?
                 .insert(id, summary.as_slice())?;
             if let Some(a) = audit {
-                append_audit(txn, &meter, a)?;
+                append_prepared(txn, &meter, a)?;
             }
             Ok(true)
         })

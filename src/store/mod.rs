@@ -76,8 +76,8 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use audit::append_audit;
 pub use audit::AuditMeter;
+pub(crate) use audit::{append_audit, append_prepared, PreparedAudit};
 use backend::{file_backend, open_db, quietly, BackendFactory, IoWatch, REDB_MAGIC};
 pub use doctor::DoctorReport;
 pub use error::{is_disk_full, OpenError, StoreError};
@@ -481,7 +481,7 @@ impl Store {
             degraded: std::sync::Mutex::new(None),
             probes: std::sync::atomic::AtomicU64::new(0),
             commit_latency: crate::metrics::Histogram::new(crate::metrics::LATENCY_BUCKETS),
-            group: group::Group::default(),
+            group: group::Group::new(group::one_commit),
             audit_meter: Arc::default(),
             job_rows_read: std::sync::atomic::AtomicU64::new(0),
         }
