@@ -16,7 +16,7 @@ use super::{json_response, ok, ApiError, ApiResult, Ctx, Need};
 use crate::model::{RunFilter, RunRecord, RunStatus};
 use crate::sched::{JobDraft, JobId, SpecError};
 use crate::scheduler::{
-    sort_key, ChangeError, CreateError, JobEntry, JobNotFound, NameTaken, RunNowError,
+    sort_key, ChangeError, CreateError, JobEntry, JobNotFound, JobQuery, NameTaken, RunNowError,
     ShuttingDown, TestError, UpdateError,
 };
 
@@ -294,17 +294,15 @@ fn list(ctx: &Ctx<'_>) -> ApiResult {
             })
         })
         .transpose()?;
-    let all = jobs(ctx)?.list().map_err(|e| ApiError::store(&e))?;
-    let page: Vec<&JobEntry> = all
-        .iter()
-        .filter(|e| paused.is_none_or(|p| e.record.spec.paused == p))
-        .filter(|e| {
-            name.as_ref()
-                .is_none_or(|n| e.record.spec.name.to_lowercase().contains(n))
+    // Filtered and ordered in memory; only the page's rows are read.
+    let page = jobs(ctx)?
+        .list_page(&JobQuery {
+            paused,
+            name,
+            after: cursor,
+            limit: view::read_limit(limit),
         })
-        .filter(|e| cursor.is_none_or(|c| sort_key(&e.record) > c))
-        .take(view::read_limit(limit))
-        .collect();
+        .map_err(|e| ApiError::store(&e))?;
     let (page, next) = view::page(page, limit, |e| job_cursor(sort_key(&e.record)));
     ok(json!({
         "jobs": page.iter().map(|e| view(ctx, e)).collect::<Vec<_>>(),
@@ -655,6 +653,83 @@ mod tests {
                 json!("action")
             );
             assert_eq!(audited(&service).await, Vec::<Value>::new());
+        }
+    }
+
+    /// A listing page filters and orders the job table in memory and reads only the rows it
+    /// returns (`Store::job_rows_read`), not every job; its pages hold exactly the jobs a
+    /// filter over every stored row finds, in listing order, each shown as `GET` shows it.
+    #[tokio::test]
+    async fn a_jobs_page_reads_only_its_own_rows() {
+        use super::super::tests::{call, service_on};
+        use hyper::Method;
+        let disk = crate::store::testing::Disk::default();
+        let service = service_on(&disk);
+        for i in 0..24u32 {
+            let name = if i % 3 == 0 {
+                format!("Raid-{i}")
+            } else {
+                format!("weekly-{i}")
+            };
+            let body = json!({
+                "name": name,
+                // Fire order differs from creation (id) order.
+                "trigger": {"every": format!("{}m", 1 + (i * 7) % 24)},
+                "paused": i % 4 == 0,
+                "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/t"}},
+            });
+            let (status, v) = call(&service, Method::POST, "/api/v1/jobs", Some(body)).await;
+            assert_eq!(status, StatusCode::CREATED, "{v}");
+        }
+        let store = service.store().clone();
+        let stored = store.jobs().unwrap().rows;
+        type Keep = fn(&crate::model::JobRecord) -> bool;
+        let queries: [(&str, Keep); 5] = [
+            ("", |_| true),
+            ("paused=true&", |r| r.spec.paused),
+            ("paused=false&", |r| !r.spec.paused),
+            ("name=RAID&", |r| {
+                r.spec.name.as_str().to_lowercase().contains("raid")
+            }),
+            ("name=weekly-1&paused=false&", |r| {
+                r.spec.name.as_str().starts_with("weekly-1") && !r.spec.paused
+            }),
+        ];
+        for (query, keep) in queries {
+            let mut want: Vec<&crate::model::JobRecord> =
+                stored.iter().filter(|r| keep(r)).collect();
+            want.sort_by_key(|r| sort_key(r));
+            let mut got = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let path = match &cursor {
+                    None => format!("/api/v1/jobs?{query}limit=4"),
+                    Some(c) => format!("/api/v1/jobs?{query}limit=4&cursor={c}"),
+                };
+                let before = store.job_rows_read();
+                let (status, page) = call(&service, Method::GET, &path, None).await;
+                assert_eq!(status, StatusCode::OK, "{page}");
+                let read = store.job_rows_read() - before;
+                assert!(
+                    read <= 5,
+                    "{path}: read {read} rows of {} for a page of 4",
+                    stored.len()
+                );
+                for job in page["jobs"].as_array().unwrap() {
+                    let id = job["id"].as_str().unwrap();
+                    let (_, one) =
+                        call(&service, Method::GET, &format!("/api/v1/jobs/{id}"), None).await;
+                    assert_eq!(job, &one, "a listed job is shown as GET shows it");
+                    got.push(id.to_string());
+                }
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            let want: Vec<String> = want.iter().map(|r| r.id.to_string()).collect();
+            assert!(!want.is_empty(), "{query}");
+            assert_eq!(got, want, "{query}");
         }
     }
 }

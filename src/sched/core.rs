@@ -5,7 +5,8 @@
 //! count, and the queue of [`Fire`]s waiting to be taken. Touches nothing but its own state.
 //! Contract, for a driver that owns the clock, the store and the executor:
 //!
-//! 1. Load every stored job with [`Core::upsert`], passing the persisted `next_fire_at`.
+//! 1. Load every stored job with [`Core::load`] (or one by one with [`Core::upsert`]),
+//!    passing the persisted `next_fire_at`.
 //! 2. Loop: sleep until [`Core::poll_timeout`] (or new input), call [`Core::handle_timeout`]
 //!    with the current time, drain [`Core::poll_fire`] until `None`, execute each
 //!    [`FireKind::Run`] and record the others, persist [`Core::take_dirty`], and call
@@ -180,6 +181,49 @@ impl Core {
             heap: BinaryHeap::with_capacity(jobs),
             ..Core::default()
         }
+    }
+
+    /// A core holding these jobs, as [`Core::upsert`] leaves an empty core after adding them
+    /// one by one at `now` with their persisted next fires (`None`: computed strictly after
+    /// `now`), but with the fire queue built in one pass rather than one push per job: how a
+    /// driver loads the stored jobs at start.
+    pub fn load(
+        jobs: impl ExactSizeIterator<Item = (JobId, Schedule, Option<Timestamp>)>,
+        now: Timestamp,
+    ) -> Core {
+        let mut core = Core::with_capacity(jobs.len());
+        let mut heap = Vec::with_capacity(jobs.len());
+        for (id, schedule, persisted) in jobs {
+            let paused = schedule.paused;
+            let next = if paused {
+                None
+            } else {
+                persisted.or_else(|| schedule.trigger.next_after(now))
+            };
+            core.next_generation += 1;
+            let generation = core.next_generation;
+            if let Some(t) = next {
+                heap.push(Reverse((due_time(id, schedule.jitter, t), id, generation)));
+            }
+            let entry = Entry {
+                schedule: Box::new(schedule),
+                next,
+                paused,
+                running: 0,
+                generation,
+            };
+            // A repeated id replaces the earlier entry (whose heap item goes stale), as an
+            // upsert would; the store already holds a persisted next fire.
+            core.jobs.insert(id, entry);
+            if next == persisted {
+                core.dirty.remove(&id);
+            } else {
+                core.dirty.insert(id);
+            }
+        }
+        core.heap = BinaryHeap::from(heap);
+        core.tidy();
+        core
     }
 
     /// Adds a job, or replaces the schedule of an existing one (its running count is kept).

@@ -1853,3 +1853,56 @@ fn viewers_see_a_handler_call_without_its_params() {
     assert_eq!(seen["action"]["handler"]["params"], "***");
     assert!(!seen.to_string().contains("777"), "{seen}");
 }
+
+/// `Core::load` leaves the core `upsert` one by one leaves: the same next fires, the same
+/// jobs to persist, and the same fires, in the same order, as time passes (jitter, pauses,
+/// persisted fires in the past and ones to compute included).
+#[test]
+fn loading_at_once_is_upserting_one_by_one() {
+    let now = ts("2026-06-01T00:00:00Z");
+    let jobs: Vec<(JobId, Schedule, Option<Timestamp>)> = (0..200u64)
+        .map(|i| {
+            let trigger = match i % 4 {
+                0 => json!({"every": format!("{}s", 5 + i), "start": "2026-05-31T23:00:00Z"}),
+                1 => json!({"cron": "*/2 * * * *", "timezone": "Europe/Berlin"}),
+                2 => json!({"at": format!("2026-06-01T00:{:02}:30Z", i % 60)}),
+                _ => json!({"every": "1m", "start": "2026-05-01T00:00:00Z"}),
+            };
+            let extra = json!({
+                "paused": i % 7 == 0,
+                "jitter": if i % 3 == 0 { "20s" } else { "0s" },
+                "coalesce": i % 5 != 0,
+            });
+            let spec = spec_with(trigger, extra, "2026-05-01T00:00:00Z");
+            // Some persisted fires, some long past (misfires), some to be computed.
+            let persisted = match i % 3 {
+                0 => spec.trigger.next_after(now),
+                1 => spec.trigger.next_after(ts("2026-05-31T23:58:00Z")),
+                _ => None,
+            };
+            (id(1000 - i), Schedule::of(&spec), persisted)
+        })
+        .collect();
+    let mut one_by_one = Core::new();
+    for (i, s, p) in jobs.clone() {
+        one_by_one.upsert(i, s, p, now);
+    }
+    let mut loaded = Core::load(jobs.clone().into_iter(), now);
+    assert_eq!(loaded.len(), one_by_one.len());
+    for (i, _, _) in &jobs {
+        assert_eq!(loaded.next_fire_at(*i), one_by_one.next_fire_at(*i));
+    }
+    let mut dirty = (loaded.take_dirty(), one_by_one.take_dirty());
+    dirty.0.sort_by_key(|(i, _)| *i);
+    dirty.1.sort_by_key(|(i, _)| *i);
+    assert!(!dirty.0.is_empty());
+    assert_eq!(dirty.0, dirty.1);
+    let mut at = now;
+    for _ in 0..40 {
+        assert_eq!(loaded.poll_timeout(), one_by_one.poll_timeout());
+        at = loaded.poll_timeout().unwrap().max(at + secs(7));
+        loaded.handle_timeout(at);
+        one_by_one.handle_timeout(at);
+        assert_eq!(drain(&mut loaded), drain(&mut one_by_one));
+    }
+}

@@ -20,7 +20,7 @@ use super::error::{
     ChangeError, ClearError, CreateError, JobNotFound, NameTaken, RunNowError, ShuttingDown,
     TestError, UpdateError,
 };
-use super::table::{name_key, Listed, TableView};
+use super::table::{listing_key, name_key, JobQuery, Listed, TableView};
 use super::{JobEntry, RunStats};
 use crate::model::{Actor, AuditAction, AuditEntry, JobAction, JobRecord, RunFilter, RunRecord};
 use crate::sched::{Core, JobDraft, JobId, JobSpec, SpecError};
@@ -459,14 +459,37 @@ impl Handle {
     /// from the store in one read transaction, with the scheduler's next fire times and
     /// running counts.
     pub fn list(&self) -> Result<Vec<JobEntry>, StoreError> {
-        let listed = self.table.list();
-        let ids: Vec<JobId> = listed.iter().map(|(id, _)| *id).collect();
-        let mut records = self.store.jobs_by_id(&ids)?.into_iter().peekable();
-        let mut out = Vec::with_capacity(listed.len());
-        for (id, l) in &listed {
-            // `jobs_by_id` keeps the order and leaves out only rows gone meanwhile.
-            if let Some(record) = records.next_if(|r| r.id == *id) {
-                out.push(entry(record, l));
+        self.list_page(&JobQuery::all())
+    }
+
+    /// The jobs `query` admits, in the order and form of [`Handle::list`], at most
+    /// `query.limit` of them. The filters and the order are applied to the job table first;
+    /// only the rows of the jobs returned are read (a row deleted meanwhile is left out and
+    /// the next match read in its place).
+    pub fn list_page(&self, query: &JobQuery) -> Result<Vec<JobEntry>, StoreError> {
+        let mut out = Vec::new();
+        let mut after = query.after;
+        while out.len() < query.limit {
+            let want = query.limit - out.len();
+            let picked = self.table.select(query, after, want);
+            let Some((last, l)) = picked.last() else {
+                break;
+            };
+            after = Some(listing_key(*last, l.next_fire_at));
+            let ids: Vec<JobId> = picked.iter().map(|(id, _)| *id).collect();
+            let mut records = self.store.jobs_by_id(&ids)?.into_iter().peekable();
+            for (id, l) in &picked {
+                // `jobs_by_id` keeps the order and leaves out only rows gone meanwhile; a row
+                // changed since the table was read is shown only if it still matches.
+                if let Some(record) = records.next_if(|r| r.id == *id) {
+                    let e = entry(record, l);
+                    if query.admits_entry(&e) {
+                        out.push(e);
+                    }
+                }
+            }
+            if picked.len() < want {
+                break;
             }
         }
         Ok(out)

@@ -40,7 +40,7 @@ pub use error::{
 pub use handle::Handle;
 pub use runner::start;
 pub use stats::{Lateness, RunStats};
-pub use table::{name_key, name_taken, sort_key, JobEntry};
+pub use table::{name_key, name_taken, sort_key, JobEntry, JobQuery};
 
 use crate::webhook::NetPolicy;
 

@@ -78,20 +78,22 @@ fn launch(
     let summaries = loaded.rows;
     let stats = Arc::new(Mutex::new(RunStats::default()));
     let (tasks, task_done, held) = Queue::load_on(store.clone(), stats.clone(), clock.clone())?;
-    let mut core = Core::with_capacity(summaries.len());
     let mut table = HashMap::with_capacity(summaries.len());
-    for s in summaries {
-        let paused = s.schedule.paused;
-        core.upsert(s.id, s.schedule, s.next_fire_at, now);
-        table.insert(
-            s.id,
-            Listed {
+    let mut core = Core::load(
+        summaries.into_iter().map(|s| {
+            let listed = Listed {
                 name: s.name,
-                next_fire_at: core.next_fire_at(s.id),
-                paused,
+                next_fire_at: None,
+                paused: s.schedule.paused,
                 running: 0,
-            },
-        );
+            };
+            table.insert(s.id, listed);
+            (s.id, s.schedule, s.next_fire_at)
+        }),
+        now,
+    );
+    for (id, listed) in table.iter_mut() {
+        listed.next_fire_at = core.next_fire_at(*id);
     }
     // Handler tasks still queued or leased hold their instances across the restart.
     for (job, n) in held {

@@ -3,9 +3,10 @@
 //!
 //! Layer: pure (memory only). Owns `Listed` (a job's name, next fire, paused flag and running
 //! count: a few dozen bytes, not the job's spec), [`JobEntry`] (a stored job plus its running
-//! count, as the API shows it), the listing order ([`sort_key`]) and the name-uniqueness rule
+//! count, as the API shows it), the listing order ([`sort_key`]) and filters ([`JobQuery`]: a
+//! listing picks its page here before it reads a row) and the name-uniqueness rule
 //! ([`name_key`], [`name_taken`]). A job's spec is read from the store when it is shown or
-//! fires (`Handle::get`, `Handle::list`).
+//! fires (`Handle::get`, `Handle::list_page`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
@@ -57,17 +58,33 @@ impl TableView {
         self.0.read().unwrap().get(&id).cloned()
     }
 
-    /// Every job, sorted by next fire time (jobs without one last), then id.
-    pub(super) fn list(&self) -> Vec<(JobId, Listed)> {
-        let mut v: Vec<(JobId, Listed)> = self
-            .0
-            .read()
-            .unwrap()
+    /// The first `n` jobs that `query` admits after the listing position `after` (or from the
+    /// start), in listing order ([`sort_key`]: next fire time, jobs without one last, then
+    /// id). Sorts only the matches, and of those only the `n` it returns.
+    pub(super) fn select(
+        &self,
+        query: &JobQuery,
+        after: Option<(i128, u64)>,
+        n: usize,
+    ) -> Vec<(JobId, Listed)> {
+        let t = self.0.read().unwrap();
+        let mut hits: Vec<((i128, u64), JobId)> = t
             .iter()
-            .map(|(id, l)| (*id, l.clone()))
+            .map(|(id, l)| (listing_key(*id, l.next_fire_at), *id, l))
+            .filter(|(key, _, l)| after.is_none_or(|a| *key > a) && query.admits(&l.name, l.paused))
+            .map(|(key, id, _)| (key, id))
             .collect();
-        v.sort_by_key(|(id, l)| listing_key(*id, l.next_fire_at));
-        v
+        if n == 0 {
+            return Vec::new();
+        }
+        if hits.len() > n {
+            hits.select_nth_unstable(n - 1);
+            hits.truncate(n);
+        }
+        hits.sort_unstable();
+        hits.into_iter()
+            .map(|(_, id)| (id, t[&id].clone()))
+            .collect()
     }
 
     /// (jobs, paused, running).
@@ -82,6 +99,47 @@ impl TableView {
     pub(super) fn name_taken(&self, name: &str, except: Option<JobId>) -> Option<JobId> {
         let t = self.0.read().unwrap();
         name_taken(t.iter().map(|(id, l)| (*id, &*l.name)), name, except)
+    }
+}
+
+/// Which jobs a listing shows (`GET /api/v1/jobs?paused=&name=&cursor=&limit=`): the filters,
+/// where the page starts, and how many it takes at most.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobQuery {
+    /// Only paused (`true`) or only running-on-schedule (`false`) jobs.
+    pub paused: Option<bool>,
+    /// Only jobs whose name, lowercased, contains this (give it lowercased).
+    pub name: Option<String>,
+    /// Only jobs after this listing position (a [`sort_key`], as a page's cursor names it).
+    pub after: Option<(i128, u64)>,
+    /// At most this many jobs.
+    pub limit: usize,
+}
+
+impl JobQuery {
+    /// Every job, in listing order.
+    pub fn all() -> JobQuery {
+        JobQuery {
+            paused: None,
+            name: None,
+            after: None,
+            limit: usize::MAX,
+        }
+    }
+
+    /// Whether a job with this name and paused flag passes the filters.
+    fn admits(&self, name: &str, paused: bool) -> bool {
+        self.paused.is_none_or(|p| p == paused)
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|n| name.to_lowercase().contains(n.as_str()))
+    }
+
+    /// Whether a job as read from the store passes the filters and lies after the start.
+    pub(super) fn admits_entry(&self, e: &JobEntry) -> bool {
+        self.admits(e.record.spec.name.as_str(), e.record.spec.paused)
+            && self.after.is_none_or(|a| sort_key(&e.record) > a)
     }
 }
 
@@ -108,7 +166,7 @@ pub fn sort_key(r: &JobRecord) -> (i128, u64) {
     listing_key(r.id, r.next_fire_at)
 }
 
-fn listing_key(id: JobId, next_fire_at: Option<Timestamp>) -> (i128, u64) {
+pub(super) fn listing_key(id: JobId, next_fire_at: Option<Timestamp>) -> (i128, u64) {
     (
         next_fire_at.map(|t| t.as_nanosecond()).unwrap_or(i128::MAX),
         id.as_u64(),

@@ -4,21 +4,19 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `jobs` | job id (u64) | spec, creation and update times, creator, next fire, pause time (JSON) |
-//! | `job_schedules` | job id (u64) | the job's [`JobSummary`] and the hash of the `jobs` row it was taken from (JSON) |
+//! | `job_schedules` | job id (u64) | the job's summary and the hash of the `jobs` row it was taken from (`schedules.rs`, which also holds the scheduler's load) |
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use super::rows::{decode_rows, open_existing};
+use super::rows::decode_rows;
+use super::schedules::encode_schedule;
 use super::{append_audit, corrupt, tasks, Loaded, Store, StoreError, JOBS, JOB_SCHEDULES};
-use crate::model::{AuditEntry, JobRecord, JobSummary, RunRecord};
-use crate::sched::{CronExpr, JobId, JobSpec, Schedule, Trigger, Zone};
+use crate::model::{AuditEntry, JobRecord, RunRecord};
+use crate::sched::{JobId, JobSpec};
 
 /// A `jobs` row as written, and as read when a row fails the typed decode ([`JobRowIn`]): the
 /// spec as a JSON tree, which [`JobSpec::from_json`] diagnoses field by field.
@@ -88,196 +86,6 @@ pub(super) fn decode_job(id: u64, bytes: &[u8]) -> Result<JobRecord, StoreError>
     })
 }
 
-// ---- job_schedules: what the scheduler needs of each job, without its action ---------------
-//
-// A `job_schedules` row is derived from the `jobs` row of the same id and written in the same
-// transaction as it. It carries a 64-bit hash (`row_hash`) of the `jobs` row bytes it was taken from, and
-// is trusted only while that hash matches: a `jobs` row changed any other way (an older
-// appliance, a restored file, damage) is decoded in full instead, and its summary rewritten.
-// So the table is a verified cache: a file without it opens and serves, and builds it at the
-// scheduler's first start.
-
-/// A `job_schedules` row. Durations in nanoseconds, times in full precision.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScheduleRow<'a> {
-    /// `row_hash` of the `jobs` row this was taken from.
-    row_hash: u64,
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    #[serde(borrow)]
-    trigger: TriggerRow<'a>,
-    misfire_grace_ns: u64,
-    coalesce: bool,
-    max_instances: u32,
-    jitter_ns: u64,
-    paused: bool,
-    next_fire_at: Option<Timestamp>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-enum TriggerRow<'a> {
-    At {
-        at: Timestamp,
-    },
-    Every {
-        interval_ns: u64,
-        start: Timestamp,
-        end: Option<Timestamp>,
-    },
-    Cron {
-        #[serde(borrow)]
-        expr: Cow<'a, str>,
-        #[serde(borrow)]
-        zone: Cow<'a, str>,
-        start: Option<Timestamp>,
-        end: Option<Timestamp>,
-    },
-}
-
-/// A 64-bit hash of a `jobs` row, stable across releases (unlike `std`'s hashers) and fast
-/// enough to check every row at start: FNV-1a's step over 8-byte words (each step a bijection
-/// of the state, so a row that differs in one word always hashes differently), with a shift
-/// that folds the high bits back into the low ones.
-fn row_hash(bytes: &[u8]) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let step = |h: u64, w: u64| {
-        let h = (h ^ w).wrapping_mul(PRIME);
-        h ^ (h >> 32)
-    };
-    let mut words = bytes.chunks_exact(8);
-    let mut h = 0xcbf2_9ce4_8422_2325 ^ bytes.len() as u64;
-    for w in &mut words {
-        h = step(h, u64::from_le_bytes(w.try_into().expect("8 bytes")));
-    }
-    words
-        .remainder()
-        .iter()
-        .fold(h, |h, b| step(h, u64::from(*b)))
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// The `job_schedules` row of `rec`, whose `jobs` row is `row`.
-pub(super) fn encode_schedule(rec: &JobRecord, row: &[u8]) -> Vec<u8> {
-    let spec = &rec.spec;
-    let trigger = match &spec.trigger {
-        Trigger::At(at) => TriggerRow::At { at: *at },
-        Trigger::Every {
-            interval,
-            start,
-            end,
-        } => TriggerRow::Every {
-            interval_ns: nanos(*interval),
-            start: *start,
-            end: *end,
-        },
-        Trigger::Cron {
-            expr,
-            zone,
-            start,
-            end,
-        } => TriggerRow::Cron {
-            expr: expr.as_str().into(),
-            zone: zone.name().into(),
-            start: *start,
-            end: *end,
-        },
-    };
-    serde_json::to_vec(&ScheduleRow {
-        row_hash: row_hash(row),
-        name: spec.name.as_str().into(),
-        trigger,
-        misfire_grace_ns: nanos(spec.misfire_grace),
-        coalesce: spec.coalesce,
-        max_instances: spec.max_instances,
-        jitter_ns: nanos(spec.jitter),
-        paused: spec.paused,
-        next_fire_at: rec.next_fire_at,
-    })
-    .expect("rows serialise")
-}
-
-/// Zones and cron expressions by name, so that a start looks each up once rather than once
-/// per job.
-#[derive(Default)]
-struct Interned {
-    zones: HashMap<String, Zone>,
-    crons: HashMap<String, CronExpr>,
-}
-
-/// The summary in a `job_schedules` row, if the row was taken from exactly the `jobs` row
-/// `row` and still holds checked values; `None` sends the caller to the `jobs` row itself.
-fn decode_schedule(id: u64, bytes: &[u8], row: &[u8], seen: &mut Interned) -> Option<JobSummary> {
-    let r: ScheduleRow = serde_json::from_slice(bytes).ok()?;
-    if r.row_hash != row_hash(row) {
-        return None;
-    }
-    let trigger = match r.trigger {
-        TriggerRow::At { at } => Trigger::At(at),
-        TriggerRow::Every {
-            interval_ns,
-            start,
-            end,
-        } => {
-            let interval = Duration::from_nanos(interval_ns);
-            if interval < crate::sched::spec::MIN_INTERVAL || end.is_some_and(|e| e <= start) {
-                return None;
-            }
-            Trigger::Every {
-                interval,
-                start,
-                end,
-            }
-        }
-        TriggerRow::Cron {
-            expr,
-            zone,
-            start,
-            end,
-        } => {
-            let zone = match seen.zones.get(zone.as_ref()) {
-                Some(z) => z.clone(),
-                None => {
-                    let z = Zone::get(&zone).ok()?;
-                    seen.zones.insert(zone.into_owned(), z.clone());
-                    z
-                }
-            };
-            let expr = match seen.crons.get(expr.as_ref()) {
-                Some(e) => e.clone(),
-                None => {
-                    let e = CronExpr::parse(&expr).ok()?;
-                    seen.crons.insert(expr.into_owned(), e.clone());
-                    e
-                }
-            };
-            Trigger::Cron {
-                expr,
-                zone,
-                start,
-                end,
-            }
-        }
-    };
-    Some(JobSummary {
-        id: JobId::from_u64(id),
-        name: r.name.into(),
-        schedule: Schedule {
-            trigger,
-            misfire_grace: Duration::from_nanos(r.misfire_grace_ns),
-            coalesce: r.coalesce,
-            max_instances: r.max_instances,
-            jitter: Duration::from_nanos(r.jitter_ns),
-            paused: r.paused,
-        },
-        next_fire_at: r.next_fire_at,
-    })
-}
-
 /// Writes `rec` into `jobs` and its summary into `job_schedules`, in the caller's transaction.
 fn put_job(txn: &redb::WriteTransaction, rec: &JobRecord) -> Result<(), StoreError> {
     let row = encode_job(rec);
@@ -295,15 +103,6 @@ pub(super) fn remove_job(txn: &redb::WriteTransaction, id: u64) -> Result<(), St
     Ok(())
 }
 
-/// What the loader found out of step between `jobs` and `job_schedules`.
-#[derive(Default)]
-struct Repairs {
-    /// (id, hash of the `jobs` row read, the summary row to write).
-    put: Vec<(u64, u64, Vec<u8>)>,
-    /// Summaries whose `jobs` row is gone.
-    drop: Vec<u64>,
-}
-
 impl Store {
     /// Every stored job that decodes, and the rows that do not (each logged at WARN).
     pub fn jobs(&self) -> Result<Loaded<JobRecord>, StoreError> {
@@ -314,118 +113,6 @@ impl Store {
             (JobId::from_u64(id).to_string(), decode_job(id, v))
         })?;
         Ok(Loaded::sort("jobs", rows))
-    }
-
-    /// What the scheduler keeps of every stored job ([`JobSummary`]), and the rows that do not
-    /// decode (each logged at WARN), as [`Store::jobs`] would find them: read from
-    /// `job_schedules` where its entry was taken from the current `jobs` row (the hash
-    /// matches), otherwise decoded from the `jobs` row in full. Entries found missing or stale
-    /// (a file from before the table, or rows written by an older appliance) are then
-    /// rewritten in one write transaction; if that fails the summaries are still returned
-    /// (and the next start decodes those rows again).
-    pub fn job_summaries(&self) -> Result<Loaded<JobSummary>, StoreError> {
-        let mut repairs = Repairs::default();
-        let loaded = {
-            let db = self.reader()?;
-            let txn = db.begin_read()?;
-            let table = txn.open_table(JOBS)?;
-            let index = open_existing(&txn, JOB_SCHEDULES)?;
-            let mut summaries = match &index {
-                Some(t) => Some(t.iter()?.peekable()),
-                None => None,
-            };
-            let mut seen = Interned::default();
-            let mut failed: Option<StoreError> = None;
-            let rows = decode_rows(&table, |id, row| {
-                let key = JobId::from_u64(id).to_string();
-                let mut entry = None;
-                // Both tables are in id order: walk the summaries alongside.
-                while let Some(next) = summaries.as_mut().and_then(|s| s.peek()) {
-                    let k = match next {
-                        Ok((k, _)) => k.value(),
-                        Err(_) => {
-                            let Some(Err(e)) = summaries.as_mut().and_then(|s| s.next()) else {
-                                unreachable!("peeked an error")
-                            };
-                            failed.get_or_insert(e.into());
-                            summaries = None;
-                            break;
-                        }
-                    };
-                    if k > id {
-                        break;
-                    }
-                    let (k, v) = summaries
-                        .as_mut()
-                        .and_then(|s| s.next())
-                        .expect("peeked")
-                        .expect("peeked Ok");
-                    if k.value() < id {
-                        repairs.drop.push(k.value());
-                    } else {
-                        entry = decode_schedule(id, v.value(), row, &mut seen);
-                    }
-                }
-                if let Some(summary) = entry {
-                    return (key, Ok(summary));
-                }
-                let decoded = decode_job(id, row);
-                if let Ok(rec) = &decoded {
-                    repairs
-                        .put
-                        .push((id, row_hash(row), encode_schedule(rec, row)));
-                }
-                (key, decoded.map(|rec| rec.summary()))
-            })?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            if let Some(s) = summaries.as_mut() {
-                for rest in s {
-                    repairs.drop.push(rest?.0.value());
-                }
-            }
-            Loaded::sort("jobs", rows)
-        };
-        if !repairs.put.is_empty() || !repairs.drop.is_empty() {
-            let (put, dropped) = (repairs.put.len(), repairs.drop.len());
-            match self.repair_schedules(repairs) {
-                Ok(()) => tracing::info!(
-                    written = put,
-                    removed = dropped,
-                    "job schedule summaries rebuilt"
-                ),
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "could not store the rebuilt job schedule summaries; the next start decodes those jobs again"
-                ),
-            }
-        }
-        Ok(loaded)
-    }
-
-    /// Writes the summaries [`Store::job_summaries`] rebuilt, each only if its `jobs` row is
-    /// still the one it was taken from (or, for a removal, still absent).
-    fn repair_schedules(&self, repairs: Repairs) -> Result<(), StoreError> {
-        let db = self.writer()?;
-        let txn = db.begin_write()?;
-        {
-            let jobs = txn.open_table(JOBS)?;
-            let mut index = txn.open_table(JOB_SCHEDULES)?;
-            for (id, hash, summary) in repairs.put {
-                let current = jobs.get(id)?.map(|v| row_hash(v.value()));
-                if current == Some(hash) {
-                    index.insert(id, summary.as_slice())?;
-                }
-            }
-            for id in repairs.drop {
-                if jobs.get(id)?.is_none() {
-                    index.remove(id)?;
-                }
-            }
-        }
-        self.commit(txn)?;
-        Ok(())
     }
 
     /// The stored jobs with these ids, in the order given; ids with no row, or a row that no
@@ -439,6 +126,7 @@ impl Store {
             let Some(v) = table.get(id.as_u64())? else {
                 continue;
             };
+            self.count_job_rows_read(1);
             match decode_job(id.as_u64(), v.value()) {
                 Ok(rec) => out.push(rec),
                 Err(e) => {
@@ -455,7 +143,23 @@ impl Store {
         let txn = db.begin_read()?;
         let table = txn.open_table(JOBS)?;
         let row = table.get(id.as_u64())?;
+        if row.is_some() {
+            self.count_job_rows_read(1);
+        }
         row.map(|v| decode_job(id.as_u64(), v.value())).transpose()
+    }
+
+    fn count_job_rows_read(&self, n: u64) {
+        self.job_rows_read
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many `jobs` rows reads of chosen jobs ([`Store::job`], [`Store::jobs_by_id`]) have
+    /// decoded since the store was opened: what showing jobs costs (a listing page reads
+    /// only its own rows).
+    pub fn job_rows_read(&self) -> u64 {
+        self.job_rows_read
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Inserts a new job (returns false, writing nothing, if the id is taken) with its audit

@@ -68,6 +68,7 @@ mod jobs;
 mod peer_rows;
 mod rows;
 mod runs;
+mod schedules;
 pub use runs::RunCounts;
 mod tasks;
 #[cfg(test)]
@@ -155,6 +156,8 @@ pub struct Store {
     group: group::Group<redb::WriteTransaction>,
     /// Bytes of audit entries appended since the last prune (see [`AuditMeter`]).
     audit_meter: Arc<AuditMeter>,
+    /// `jobs` rows decoded by reads of chosen jobs ([`Store::job`], [`Store::jobs_by_id`]).
+    job_rows_read: std::sync::atomic::AtomicU64,
 }
 
 /// The current database handle, held for the life of one operation.
@@ -480,6 +483,7 @@ impl Store {
             commit_latency: crate::metrics::Histogram::new(crate::metrics::LATENCY_BUCKETS),
             group: group::Group::default(),
             audit_meter: Arc::default(),
+            job_rows_read: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

@@ -859,7 +859,7 @@ fn a_summary_is_trusted_only_for_the_row_it_was_taken_from() {
 
     // The summary is what the load uses while its hash matches the row...
     let row = encode_job_for_fixture(&cron_record(1, "alpha"));
-    let forged = jobs::encode_schedule(&cron_record(1, "from-the-summary"), &row);
+    let forged = schedules::encode_schedule(&cron_record(1, "from-the-summary"), &row);
     {
         let db = store.writer().unwrap();
         let txn = db.begin_write().unwrap();
@@ -888,7 +888,7 @@ fn a_summary_is_trusted_only_for_the_row_it_was_taken_from() {
         rewritten[0],
         (
             1,
-            jobs::encode_schedule(&renamed, &encode_job_for_fixture(&renamed))
+            schedules::encode_schedule(&renamed, &encode_job_for_fixture(&renamed))
         )
     );
 
@@ -907,6 +907,79 @@ fn a_summary_is_trusted_only_for_the_row_it_was_taken_from() {
         [1],
         "the quarantined row's summary went with it"
     );
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A file whose summaries are in the earlier JSON form (as the appliance wrote them before
+/// the binary rows, hash and all) opens and starts from its `jobs` rows, not from those
+/// summaries, and the load rewrites every summary in the current form.
+#[test]
+fn summaries_in_the_earlier_json_form_are_rebuilt_from_the_rows() {
+    let (store, dir) = temp_store("json-summaries");
+    let recs = [cron_record(1, "alpha"), job_record(2, "beta")];
+    for r in &recs {
+        assert!(store.insert_job(r, None).unwrap());
+    }
+    // The rows main wrote before this format: JSON, with the hash of the row they were taken
+    // from. Their names are forged so a load that trusted them would show it.
+    let json_row = |r: &JobRecord| {
+        let row = encode_job_for_fixture(r);
+        let trigger = match &r.spec.trigger {
+            crate::sched::Trigger::Cron { expr, zone, .. } => serde_json::json!({"cron": {
+                "expr": expr.as_str(), "zone": zone.name(), "start": null, "end": null}}),
+            crate::sched::Trigger::Every {
+                interval, start, ..
+            } => serde_json::json!({"every": {
+                "interval_ns": interval.as_nanos() as u64, "start": start, "end": null}}),
+            crate::sched::Trigger::At(at) => serde_json::json!({"at": {"at": at}}),
+        };
+        serde_json::to_vec(&serde_json::json!({
+            "row_hash": schedules::row_hash(&row),
+            "name": format!("json-{}", r.spec.name.as_str()),
+            "trigger": trigger,
+            "misfire_grace_ns": r.spec.misfire_grace.as_nanos() as u64,
+            "coalesce": r.spec.coalesce,
+            "max_instances": r.spec.max_instances,
+            "jitter_ns": r.spec.jitter.as_nanos() as u64,
+            "paused": r.spec.paused,
+            "next_fire_at": r.next_fire_at,
+        }))
+        .unwrap()
+    };
+    {
+        let db = store.writer().unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut t = txn.open_table(JOB_SCHEDULES).unwrap();
+        for r in &recs {
+            t.insert(r.id.as_u64(), json_row(r).as_slice()).unwrap();
+        }
+        drop(t);
+        txn.commit().unwrap();
+    }
+    let path = dir.join("db.redb");
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    let loaded = store.job_summaries().unwrap();
+    assert!(loaded.damaged.is_empty());
+    let want: Vec<_> = recs.iter().map(JobRecord::summary).collect();
+    assert_eq!(
+        loaded.rows, want,
+        "decoded from the rows, not the JSON summaries"
+    );
+    let rewritten: Vec<_> = recs
+        .iter()
+        .map(|r| {
+            let row = encode_job_for_fixture(r);
+            (r.id.as_u64(), schedules::encode_schedule(r, &row))
+        })
+        .collect();
+    assert_eq!(
+        summary_rows(&store),
+        rewritten,
+        "rewritten in the current form"
+    );
+    assert_eq!(store.job_summaries().unwrap().rows, want);
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
