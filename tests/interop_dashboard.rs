@@ -176,6 +176,11 @@ fn a_leader_runs_the_guild_from_a_phone() {
         (400, Some("trigger.cron")),
         "{v}"
     );
+    assert_eq!(
+        v["error"]["message"],
+        "the minute (1st field) must be 0-59, e.g. 0, 45 or */15; got \"61\"",
+        "{v}"
+    );
     let bad_url = json!({"action": {"webhook": {"url": "ftp://example.invalid/x"}}});
     let (s, v) = call(&ns, "POST", "/api/v1/jobs/test", Some(&bad_url), &[]);
     assert_eq!(
@@ -199,8 +204,9 @@ fn a_leader_runs_the_guild_from_a_phone() {
         "embeds": [{"title": "Raid night", "color": 0x5865f2}]
     });
     assert_eq!(body, message);
-    assert!(
-        r["bad_cron_error"].as_str().unwrap().contains("not valid"),
+    // The bad cron is named in words: which field, what it takes, what was typed.
+    assert_eq!(
+        r["bad_cron_error"], "the minute (1st field) must be 0-59, e.g. 0, 45 or */15; got \"61\"",
         "{r:#}"
     );
     // The failures view showed a stored failure of the failing job, with its error text.
@@ -625,4 +631,61 @@ fn audit_count(ns: &Netns) -> usize {
 fn v_id(ns: &Netns, name: &str) -> String {
     let (_, v) = call(ns, "GET", &format!("/api/v1/jobs?name={name}"), None, &[]);
     v["jobs"][0]["id"].as_str().expect("job id").to_string()
+}
+
+/// A server with damaged rows, seen from the leader's phone: a banner above every view says
+/// so in plain words and what to ask the admin; a day of week spelled out is named at the
+/// field; every link on the jobs list and a job's page is a 44 px tap target.
+#[test]
+fn a_phone_is_told_what_is_wrong_with_the_server() {
+    if !prereqs() {
+        return;
+    }
+    let ns = Netns::new("dashhealth");
+    let mut app = Appliance::init(&ns, &[]);
+    let config = app.peer_add("leader", "admin");
+    {
+        let store = appliance::store::Store::open(&app.data_dir().join("appliance.redb")).unwrap();
+        store
+            .write_raw_row_for_tests("jobs", "0000000000000bad", b"not json")
+            .unwrap();
+    }
+    app.serve();
+    let leader = WgClient::up(&ns, &config);
+    assert!(
+        leader.wait_handshake(Duration::from_secs(20)),
+        "no handshake"
+    );
+    // A reachable endpoint, so that the damaged row is the one thing wrong.
+    let (s, v) = call(
+        &ns,
+        "PUT",
+        "/api/v1/endpoint",
+        Some(&json!({"endpoint": "vpn.example.org"})),
+        &[],
+    );
+    assert_eq!(s, 200, "{v}");
+    let job = json!({
+        "name": "raid-reminder",
+        "trigger": {"cron": "45 19 * * THU", "timezone": "Europe/Berlin"},
+        "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/t"}}
+    });
+    let (s, v) = call(&ns, "POST", "/api/v1/jobs", Some(&job), &[]);
+    assert_eq!(s, 201, "{v}");
+    let (_, v) = call(&ns, "GET", "/api/v1/health", None, &[]);
+    assert_eq!(v["status"], "degraded", "{v}");
+
+    let shots = unique_temp_dir("shots");
+    let r = phase(&ns, "degraded", &shots, None);
+    assert_eq!(r["health"].as_array().unwrap().len(), 1, "{r:#}");
+    for (link, px) in r["link_heights"].as_object().unwrap() {
+        assert!(px.as_f64().unwrap() >= 44.0, "{link}: {px} px");
+    }
+    assert_eq!(
+        r["cron_error"],
+        "the day of week (5th field) must be 0-7 or MON-SUN (0 and 7 are Sunday), \
+         e.g. 4, THU or MON-FRI; got \"THURSDAY\"",
+        "{r:#}"
+    );
+    save_screenshots(&shots, &["health-damaged"]);
 }

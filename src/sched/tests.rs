@@ -361,7 +361,7 @@ fn cron_expr_rejections() {
     );
     assert!(matches!(
         CronExpr::parse("60 * * * *").unwrap_err(),
-        CronExprError::Invalid { .. }
+        CronExprError::Field { name: "minute", .. }
     ));
     assert_eq!(CronExpr::parse("  ").unwrap_err(), CronExprError::Empty);
     assert_eq!(
@@ -373,6 +373,65 @@ fn cron_expr_rejections() {
         "0 12 * * MON"
     );
     assert_eq!(CronExpr::parse("@daily").unwrap().as_str(), "@daily");
+}
+
+/// A bad field is named in words a non-engineer can act on: which field, what it takes, what
+/// was given; never the parser's own jargon.
+#[test]
+fn cron_errors_name_the_field_in_plain_words() {
+    for (expr, want) in [
+        (
+            "45 19 * * THURSDAY",
+            "the day of week (5th field) must be 0-7 or MON-SUN (0 and 7 are Sunday), e.g. 4, THU or MON-FRI; got \"THURSDAY\"",
+        ),
+        (
+            "60 19 * * THU",
+            "the minute (1st field) must be 0-59, e.g. 0, 45 or */15; got \"60\"",
+        ),
+        (
+            "45 24 * * *",
+            "the hour (2nd field) must be 0-23, e.g. 19, 9-17 or */2; got \"24\"",
+        ),
+        (
+            "0 12 32 * *",
+            "the day of month (3rd field) must be 1-31 or L (the last day), e.g. 1, 15 or 1-7; got \"32\"",
+        ),
+        (
+            "0 12 1 JANUARY *",
+            "the month (4th field) must be 1-12 or JAN-DEC, e.g. 6, JUN or JAN-MAR; got \"JANUARY\"",
+        ),
+        (
+            "0 12 * 13 *",
+            "the month (4th field) must be 1-12 or JAN-DEC, e.g. 6, JUN or JAN-MAR; got \"13\"",
+        ),
+        (
+            "75 0 12 * * *",
+            "the second (1st field) must be 0-59, e.g. 0, 30 or */10; got \"75\"",
+        ),
+        (
+            "0 0 12 * * MONDAY",
+            "the day of week (6th field) must be 0-7 or MON-SUN (0 and 7 are Sunday), e.g. 4, THU or MON-FRI; got \"MONDAY\"",
+        ),
+    ] {
+        let e = CronExpr::parse(expr).unwrap_err().to_string();
+        assert_eq!(e, want, "{expr}");
+        for jargon in ["CronPattern", "illegal", "Component", "Pattern"] {
+            assert!(!e.contains(jargon), "{expr}: {e}");
+        }
+    }
+    // The first bad field is the one named.
+    assert!(matches!(
+        CronExpr::parse("99 99 * * *").unwrap_err(),
+        CronExprError::Field { position: 1, .. }
+    ));
+    let e = CronExpr::parse("@weekdays").unwrap_err();
+    assert_eq!(
+        e,
+        CronExprError::UnknownShortcut {
+            got: "@weekdays".into()
+        }
+    );
+    assert!(e.to_string().contains("@daily"), "{e}");
 }
 
 // ---- spec parsing ----------------------------------------------------------------------------

@@ -238,14 +238,9 @@ impl CronExpr {
                 return Err(CronExprError::FieldCount { found: fields });
             }
         }
-        let cron = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .year(Year::Disallowed)
-            .build()
+        let cron = cron_parser()
             .parse(source)
-            .map_err(|e| CronExprError::Invalid {
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| explain_rejection(source, &e))?;
         let expr = CronExpr {
             compiled: std::sync::Arc::new(Compiled {
                 source: normal,
@@ -360,6 +355,71 @@ impl FromStr for CronExpr {
     }
 }
 
+/// The parser every expression goes through: 5 fields, or 6 with seconds first; no year.
+fn cron_parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+}
+
+/// The fields of an expression in order, each with what it accepts; a 5-field expression has no
+/// `second`, a 6-field one starts with it.
+const CRON_FIELDS: [(&str, &str); 6] = [
+    ("second", "0-59, e.g. 0, 30 or */10"),
+    ("minute", "0-59, e.g. 0, 45 or */15"),
+    ("hour", "0-23, e.g. 19, 9-17 or */2"),
+    (
+        "day of month",
+        "1-31 or L (the last day), e.g. 1, 15 or 1-7",
+    ),
+    ("month", "1-12 or JAN-DEC, e.g. 6, JUN or JAN-MAR"),
+    (
+        "day of week",
+        "0-7 or MON-SUN (0 and 7 are Sunday), e.g. 4, THU or MON-FRI",
+    ),
+];
+
+/// Turns the parser's complaint about `source` (already known to have 5 or 6 fields, or to
+/// start with `@`) into a sentence naming the field at fault: each field is parsed on its own,
+/// every other one `*`, and the first one the parser refuses is named. Only a combination the
+/// parser refuses although each field passes alone keeps the parser's own words.
+fn explain_rejection(source: &str, e: &croner::errors::CronError) -> CronExprError {
+    if source.starts_with('@') {
+        return CronExprError::UnknownShortcut {
+            got: source.to_string(),
+        };
+    }
+    let parts: Vec<&str> = source.split_whitespace().collect();
+    let names = &CRON_FIELDS[CRON_FIELDS.len().saturating_sub(parts.len())..];
+    for (i, (part, (name, accepts))) in parts.iter().zip(names).enumerate() {
+        let mut probe = vec!["*"; parts.len()];
+        probe[i] = part;
+        if cron_parser().parse(&probe.join(" ")).is_err() {
+            return CronExprError::Field {
+                name,
+                position: i + 1,
+                accepts,
+                got: (*part).to_string(),
+            };
+        }
+    }
+    CronExprError::Invalid {
+        reason: e.to_string(),
+    }
+}
+
+/// "1st", "2nd", "3rd", "4th", … (positions of fields: 1 to 6).
+fn ordinal(n: &usize) -> String {
+    let suffix = match *n {
+        1 => "st",
+        2 => "nd",
+        3 => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
 /// Why a cron expression was rejected by [`CronExpr::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CronExprError {
@@ -372,8 +432,27 @@ pub enum CronExprError {
         /// How many fields were found.
         found: usize,
     },
-    /// A field is out of range or malformed; `reason` is the parser's explanation.
-    #[error("the cron expression is not valid: {reason}")]
+    /// One field is out of range or malformed.
+    #[error("the {name} ({} field) must be {accepts}; got \"{got}\"", ordinal(.position))]
+    Field {
+        /// The field's name: `minute`, `day of week`, …
+        name: &'static str,
+        /// Its position in the expression, from 1.
+        position: usize,
+        /// What it accepts, with examples.
+        accepts: &'static str,
+        /// The text given for it.
+        got: String,
+    },
+    /// An `@` shortcut that does not exist.
+    #[error("\"{got}\" is not a shortcut this scheduler knows: use @yearly, @monthly, @weekly, @daily or @hourly, or 5 fields (minute hour day month weekday) such as \"45 19 * * THU\"")]
+    UnknownShortcut {
+        /// The expression given.
+        got: String,
+    },
+    /// The fields are each valid but the parser refuses them together; `reason` is its
+    /// explanation.
+    #[error("the cron expression is not valid ({reason}); write 5 fields (minute hour day month weekday) such as \"45 19 * * THU\"")]
     Invalid {
         /// The parser's explanation.
         reason: String,

@@ -70,6 +70,51 @@
   const may = (route) => !!S.me && Array.isArray(S.me.permitted) && S.me.permitted.includes(route);
   const canRead = () => may("GET /api/v1/jobs");
 
+  // ---- Server health --------------------------------------------------------------------
+  // The banner above every view: what is wrong with the server, in plain words, and what a
+  // phone user can do about it; empty (hidden) when all is well. Read from GET /api/v1/health
+  // (every role) and, where the role may read it, GET /api/v1/endpoint. Refreshed when the page
+  // loads, on every navigation and after every action; not on the 5 s poll.
+  function problems(hl, ep) {
+    const out = [];
+    const st = hl.storage || {};
+    // Admins manage members from here but may not run the server machine themselves.
+    const ask = may("GET /api/v1/peers") ? "Ask whoever runs the server machine to " : "Ask your admin to ";
+    if (st.writable === false) {
+      out.push(st.disk_full
+        ? "The server's disk is full, so nothing new can be saved: changes are refused and job runs are not recorded. " + ask + "free disk space on it; the server recovers by itself, no restart needed."
+        : "The server's database is refusing writes" + (st.reason ? " (" + st.reason + ")" : "") + ", so changes are refused. " + ask + "look at the server's log; it recovers by itself once the cause is fixed.");
+    } else if (hl.scheduler && hl.scheduler.recording === false) {
+      out.push("The scheduler cannot record job runs right now, so jobs are not running on time and Run now is refused. " + ask + "check the server's disk; missed runs follow each job's misfire rule once it recovers.");
+    }
+    if (hl.damaged_rows > 0) {
+      const n = hl.damaged_rows;
+      out.push(n + (n === 1 ? " stored record is" : " stored records are") + " damaged and left out, so a job, member or run may be missing from these lists. " + ask + "run \"appliance doctor\" on the server.");
+    }
+    if (ep && ep.warning) {
+      const fix = may("PUT /api/v1/endpoint")
+        ? "Set this server's public name or address under Members, Endpoint."
+        : "Ask your admin to set this server's public name or address.";
+      out.push("New members' phones may not reach this server from outside your network: their configs dial " + ep.endpoint + ". " + fix);
+    }
+    return out;
+  }
+  async function refreshHealth() {
+    const box = $("health");
+    try {
+      const [hl, ep] = await Promise.all([api("GET", "/api/v1/health"),
+        may("GET /api/v1/endpoint") ? api("GET", "/api/v1/endpoint").catch(() => null) : null]);
+      const list = problems(hl, ep);
+      const fixHere = ep && ep.warning && may("PUT /api/v1/endpoint") && !S.route.startsWith("#/members");
+      clear(box, list.length ? [h("strong", { text: "The server needs attention" }),
+        list.map((t) => h("p", { testid: "health-problem", text: t })),
+        fixHere ? h("a", { class: "btn", href: "#/members", testid: "health-fix-endpoint" }, "Go to Members") : null] : []);
+      box.hidden = !list.length;
+    } catch (e) {
+      // Health is open to every role; a failure here is the connection, which the views report.
+    }
+  }
+
   // ---- Formatting ------------------------------------------------------------------------
   function rel(ms) {
     const s = Math.round((ms - Date.now()) / 1000), a = Math.abs(s);
@@ -135,6 +180,7 @@
     } catch (e) {
       flash(e.message, true);
     }
+    refreshHealth();
   }
   // A poll must not pull the rug from under an open confirmation or a focused menu.
   function busy(box) {
@@ -587,6 +633,7 @@
           const tid = showError(e);
           if (tid) ui[tid].focus();
           flash("Not saved: " + e.message, true);
+          refreshHealth();
         } finally {
           save.disabled = false;
         }
@@ -671,6 +718,7 @@
           clear(addBox);
           issued(panel, v, "Added");
           flash("Added " + v.peer.name + ".");
+          refreshHealth();
           refresh();
         } catch (e) {
           const t = e.field === "name" ? name : e.field === "role" ? rl : null;
@@ -699,6 +747,7 @@
       try {
         const e = await api("PUT", "/api/v1/endpoint", { endpoint: epNew.value.trim() });
         showEndpoint(e);
+        refreshHealth();
         epNew.value = "";
         flash("New configs carry " + e.endpoint + "; tunnels that are up stay up.");
       } catch (e) { epErr.textContent = e.message; }
@@ -785,6 +834,7 @@
     S.route = location.hash || "#/jobs";
     const [, name, arg] = S.route.split("/");
     nav();
+    refreshHealth();
     // Keep the answer to what was just done (e.g. "Deleted …") across the navigation it caused.
     if (Date.now() - flashedAt > 1500) flash("");
     let v;
