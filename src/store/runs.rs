@@ -186,25 +186,27 @@ impl Store {
         let db = self.reader()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(RUNS)?;
-        let mut out = Vec::new();
         let before = f.before.unwrap_or(u64::MAX);
-        let keep = |r: &RunRecord| {
-            f.status.is_none_or(|s| r.status == s) && f.since.is_none_or(|t| r.scheduled_at >= t)
+        let mut out = Vec::new();
+        // Takes one row if the filter keeps it; true once the page is full.
+        let mut offer = |id: u64, bytes: &[u8]| -> Result<bool, StoreError> {
+            let r = decode_run(id, bytes)?;
+            let kept = f.status.is_none_or(|s| r.status == s)
+                && f.since.is_none_or(|t| r.scheduled_at >= t);
+            if kept {
+                out.push(r);
+            }
+            Ok(kept && out.len() >= f.limit)
         };
         match f.job {
             Some(job) => {
                 let index = txn.open_table(JOB_RUNS)?;
                 let j = job.as_u64();
                 for row in index.range((j, 0)..(j, before))?.rev() {
-                    let (k, _) = row?;
-                    let id = k.value().1;
+                    let id = row?.0.value().1;
                     if let Some(v) = table.get(id)? {
-                        let r = decode_run(id, v.value())?;
-                        if keep(&r) {
-                            out.push(r);
-                            if out.len() >= f.limit {
-                                break;
-                            }
+                        if offer(id, v.value())? {
+                            break;
                         }
                     }
                 }
@@ -223,12 +225,8 @@ impl Store {
                 ids.sort_unstable_by(|a, b| b.cmp(a));
                 for id in ids {
                     if let Some(v) = table.get(id)? {
-                        let r = decode_run(id, v.value())?;
-                        if keep(&r) {
-                            out.push(r);
-                            if out.len() >= f.limit {
-                                break;
-                            }
+                        if offer(id, v.value())? {
+                            break;
                         }
                     }
                 }
@@ -236,12 +234,8 @@ impl Store {
             None => {
                 for row in table.range(..before)?.rev() {
                     let (k, v) = row?;
-                    let r = decode_run(k.value(), v.value())?;
-                    if keep(&r) {
-                        out.push(r);
-                        if out.len() >= f.limit {
-                            break;
-                        }
+                    if offer(k.value(), v.value())? {
+                        break;
                     }
                 }
             }
