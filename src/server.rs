@@ -403,20 +403,6 @@ pub async fn serve(
             stop_rx.clone(),
         ))
     });
-    // Loading read peers and jobs only; the run and audit history is checked once now, off
-    // the start path, so that health, /metrics and status count every damaged row alike.
-    let scan_service = service.clone();
-    tokio::task::spawn_blocking(move || {
-        let known = scan_service.damaged_rows();
-        match scan_service.count_damaged_rows() {
-            Ok(n) if n > known => tracing::warn!(
-                damaged_rows = n,
-                "{n} stored row(s) are damaged; `appliance doctor` lists them and `appliance doctor --quarantine` moves them aside"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not check the database for damaged rows"),
-        }
-    });
     let stats_service = service.clone();
     let stats_task = tokio::spawn(async move {
         let mut every = tokio::time::interval(STATS_PERSIST_INTERVAL);

@@ -165,17 +165,8 @@ pub struct Appliance {
     stats: Mutex<StatsBook>,
     started: Instant,
     jobs: crate::scheduler::Handle,
-    damaged_rows: Mutex<DamagedCount>,
+    damaged_rows: std::sync::atomic::AtomicUsize,
     backups: Arc<crate::backups::BackupStats>,
-}
-
-/// How many stored rows are damaged, as last counted. `health`, `/metrics` and `status` all
-/// read this one count. `generation` grows with every count taken from a newer state of the
-/// file (a doctor run, a quarantine), so a slower scan begun before it cannot overwrite it.
-#[derive(Debug, Default)]
-struct DamagedCount {
-    rows: usize,
-    generation: u64,
 }
 
 /// What an [`Appliance`] is built from.
@@ -236,10 +227,7 @@ impl Appliance {
             stats: Mutex::new(parts.stats),
             started: parts.started,
             jobs: parts.jobs,
-            damaged_rows: Mutex::new(DamagedCount {
-                rows: parts.damaged_rows,
-                generation: 0,
-            }),
+            damaged_rows: parts.damaged_rows.into(),
             backups: Default::default(),
         }
     }
@@ -284,33 +272,20 @@ impl Appliance {
         &self.jobs
     }
 
-    /// Stored rows that fail to decode, in every table (`/api/v1/health`, `/metrics` and
-    /// `appliance status` show this one count): at first those skipped while loading peers and
-    /// jobs, then what [`Appliance::count_damaged_rows`] and `appliance doctor` find.
+    /// Damaged stored rows (`/api/v1/health`, `/metrics` and `appliance status` show this one
+    /// count): at start those skipped while loading peers and jobs; each `appliance doctor`
+    /// recounts over every table (run and audit history included), and `--quarantine` leaves
+    /// none. No full scan runs by itself: on a long history it would cost the memory and
+    /// time that loading only summaries saves.
     pub fn damaged_rows(&self) -> usize {
-        self.damaged_rows.lock().unwrap().rows
+        self.damaged_rows.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `appliance doctor` counted `rows` damaged rows just now (0 after `--quarantine` moved
     /// them aside).
     pub fn set_damaged_rows(&self, rows: usize) {
-        let mut d = self.damaged_rows.lock().unwrap();
-        d.rows = rows;
-        d.generation += 1;
-    }
-
-    /// Scans every table for damaged rows (the doctor's scan: run and audit history
-    /// included, which loading does not read) and keeps the count, unless a doctor run
-    /// counted meanwhile. Run once on a blocking thread after start: a long history must not
-    /// delay readiness.
-    pub fn count_damaged_rows(&self) -> Result<usize, StoreError> {
-        let generation = self.damaged_rows.lock().unwrap().generation;
-        let rows = self.store.damaged_rows()?.len();
-        let mut d = self.damaged_rows.lock().unwrap();
-        if d.generation == generation {
-            d.rows = rows;
-        }
-        Ok(d.rows)
+        self.damaged_rows
+            .store(rows, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Backups this server wrote (`GET /metrics`).

@@ -385,32 +385,40 @@ fn damaged_rows_degrade_health_and_low_order_keys_are_refused() {
         store
             .write_raw_row_for_tests("peers", "mallory", mallory.to_string().as_bytes())
             .unwrap();
-        // And a damaged row in the run history, which loading does not read.
+        // A damaged run (loading reads the run history for unfinished runs) and a damaged
+        // audit row (loading never reads the audit trail).
         store
             .write_raw_row_for_tests("runs", "5", b"{\"id\": 5, truncated")
+            .unwrap();
+        store
+            .write_raw_row_for_tests("audit", "999", b"{\"seq\": 999, truncated")
             .unwrap();
     }
     app.serve();
     let _client = WgClient::up(&ns, &config);
 
-    // The rest serves; health says what was skipped, and (once the history is checked, just
-    // after start) the damaged run too.
+    // The rest serves; health says what loading skipped.
     let (s, v) = call(&ns, "GET", "/api/v1/health", None, &[]);
     assert_eq!(s, 200, "{v}; log:\n{}", app.log_tail(40));
     assert_eq!(v["status"], "degraded", "{v}");
+    assert_eq!(v["damaged_rows"], 3, "{v}");
     assert_eq!(v["peers"], 1, "the low-order peer is not routed: {v}");
-    let mut v = Value::Null;
-    wait_until(Duration::from_secs(20), || {
-        v = call(&ns, "GET", "/api/v1/health", None, &[]).1;
-        v["damaged_rows"] == 3
-    });
-    assert_eq!(v["damaged_rows"], 3, "{v}; log:\n{}", app.log_tail(40));
     // `appliance status` from the running server gives the same count as health.
-    let out = app.run(&["status", "--json"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = |app: &Appliance| -> Value {
+        let out = app.run(&["status", "--json"]);
+        assert!(out.status.success(), "{}", describe(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let st = status(&app);
     assert_eq!(st["serving"], true, "{st}");
     assert_eq!(st["storage"]["damaged_rows"], 3, "{st}");
+    // `appliance doctor` scans every table, and health and status then count the damaged
+    // audit row too.
+    let out = app.run(&["doctor"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let (_, v) = call(&ns, "GET", "/api/v1/health", None, &[]);
+    assert_eq!(v["damaged_rows"], 4, "{v}");
+    assert_eq!(status(&app)["storage"]["damaged_rows"], 4);
 
     // The API refuses a low-order key, naming the field; nothing is created.
     let (s, v) = call(
@@ -439,10 +447,9 @@ fn damaged_rows_degrade_health_and_low_order_keys_are_refused() {
         (v["status"].as_str(), v["damaged_rows"].as_u64()),
         (Some("ok"), Some(0))
     );
-    let out = app.run(&["status", "--json"]);
-    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let st = status(&app);
     assert_eq!(st["storage"]["damaged_rows"], 0, "{st}");
-    assert_eq!(st["storage"]["quarantined_rows"], 3, "{st}");
+    assert_eq!(st["storage"]["quarantined_rows"], 4, "{st}");
 }
 
 /// The stored bytes of one peer row, read back through the store's own encoding.

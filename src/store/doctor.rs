@@ -242,7 +242,7 @@ impl Store {
         decode_rows(&table, |k, v| (k.to_string(), v.to_vec()))
     }
 
-    /// Writes raw bytes as a row of `table` (`peers`, `jobs` or `runs`), bypassing every check: for
+    /// Writes raw bytes as a row of `table` (`peers`, `jobs`, `runs` or `audit`), bypassing every check: for
     /// tests that need a damaged row.
     #[doc(hidden)]
     pub fn write_raw_row_for_tests(
@@ -261,9 +261,10 @@ impl Store {
                 let id: JobId = key.parse().map_err(|e| corrupt(key, e))?;
                 txn.open_table(JOBS)?.insert(id.as_u64(), bytes)?;
             }
-            "runs" => {
+            "runs" | "audit" => {
                 let id: u64 = key.parse().map_err(|e| corrupt(key, e))?;
-                txn.open_table(RUNS)?.insert(id, bytes)?;
+                let def = if table == "runs" { RUNS } else { AUDIT };
+                txn.open_table(def)?.insert(id, bytes)?;
             }
             other => return Err(corrupt(other, "no such table for raw test rows")),
         }
