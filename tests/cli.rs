@@ -678,7 +678,7 @@ fn endpoint_is_shown_changed_and_audited_offline() {
     let v: serde_json::Value = serde_json::from_slice(&set.stdout).unwrap();
     assert_eq!(
         v,
-        serde_json::json!({"endpoint": "vpn.example.org:51820", "previous": "vm:51820", "warning": null})
+        serde_json::json!({"endpoint": "vpn.example.org:51820", "previous": "vm:51820", "warning": null, "reason": null})
     );
     assert!(text(&set.stderr).is_empty(), "{}", text(&set.stderr));
     let cfg = run(&d.data(), &["peer", "add", "alice"]);

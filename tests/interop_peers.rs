@@ -1197,7 +1197,7 @@ fn endpoint_changes_live_new_configs_carry_it_and_tunnels_stay_up() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         v,
-        serde_json::json!({"endpoint": new, "previous": endpoint, "warning": null})
+        serde_json::json!({"endpoint": new, "previous": endpoint, "warning": null, "reason": null})
     );
     let (status, v) = call(
         &ns,
