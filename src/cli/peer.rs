@@ -28,7 +28,8 @@ pub fn run(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
             let role: Role = role.parse().map_err(usage)?;
             let keys = ClientKeys::new(&config)?;
             let prepared = config.validate()?;
-            let qr = super::qr::before_change(dir, &keys, &config, "nothing was added")?;
+            let as_image = format!("appliance peer add {name} --role {role} --qr-png {name}.png");
+            let qr = super::qr::before_change(dir, &keys, &config, "nothing was added", &as_image)?;
             let add = AddPeer {
                 name,
                 role,
@@ -55,7 +56,9 @@ pub fn run(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
             let name = parse_name(&name)?;
             let keys = ClientKeys::new(&config)?;
             let prepared = config.validate()?;
-            let qr = super::qr::before_change(dir, &keys, &config, "no keys were changed")?;
+            let as_image = format!("appliance peer rotate {name} --qr-png {name}.png");
+            let qr =
+                super::qr::before_change(dir, &keys, &config, "no keys were changed", &as_image)?;
             let req = Request::PeerRotate {
                 name: name.clone(),
                 public_key: keys.public,
