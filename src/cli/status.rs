@@ -9,7 +9,7 @@ use appliance::paths::DataDir;
 use appliance::service::unix_now;
 use appliance::status::{self, Report};
 
-use super::format::{ago, bytes};
+use super::format::{ago, table, wrap};
 use super::{call, fatal, to_value, Failure};
 
 pub fn run(dir: &DataDir, json: bool) -> Result<(), Failure> {
@@ -31,13 +31,14 @@ pub fn run(dir: &DataDir, json: bool) -> Result<(), Failure> {
     if json {
         println!("{}", serde_json::to_string_pretty(&s).unwrap());
     } else {
-        print!("{}", render(&s));
+        print!("{}", render(&s, super::format::stdout_columns()));
     }
     Ok(())
 }
 
-/// The human form: a header like `wg show`'s interface block, a peer table, jobs, warnings.
-pub fn render(s: &Report) -> String {
+/// The human form for a terminal `columns` wide: a header like `wg show`'s interface block, a
+/// peer table, jobs, warnings (wrapped).
+pub fn render(s: &Report, columns: usize) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let state = match s.server.uptime_s {
@@ -72,24 +73,26 @@ pub fn render(s: &Report) -> String {
     );
     let online = s.peers.iter().filter(|p| p.online).count();
     let _ = writeln!(o, "\npeers: {} ({online} online)", s.peers.len());
-    for p in &s.peers {
-        let state = match (p.enabled, p.online) {
-            (false, _) => "disabled",
-            (true, true) => "online",
-            (true, false) => "offline",
-        };
-        let _ = writeln!(
-            o,
-            "  {:<16} {:<8} {:<15} {:<8} handshake {:<12} rx {:<10} tx {:<10} {}",
-            p.name,
-            p.role,
-            p.address,
-            state,
-            ago(p.last_handshake, s.now),
-            bytes(p.rx_bytes),
-            bytes(p.tx_bytes),
-            p.endpoint.as_deref().unwrap_or("-")
-        );
+    if !s.peers.is_empty() {
+        // Addresses and traffic: `appliance peer list` and `peer show`.
+        let rows: Vec<Vec<String>> = (s.peers.iter())
+            .map(|p| {
+                let state = match (p.enabled, p.online) {
+                    (false, _) => "disabled",
+                    (true, true) => "online",
+                    (true, false) => "offline",
+                };
+                vec![
+                    p.name.clone(),
+                    p.role.clone(),
+                    state.into(),
+                    ago(p.last_handshake, s.now),
+                    p.endpoint.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        let head = ["NAME", "ROLE", "STATE", "HANDSHAKE", "ENDPOINT"];
+        o.push_str(&table(&head, &rows, &[4, 0], 2, columns));
     }
     let j = &s.jobs;
     let _ = writeln!(
@@ -106,7 +109,8 @@ pub fn render(s: &Report) -> String {
     if !s.warnings.is_empty() {
         let _ = writeln!(o, "\nwarnings:");
         for w in &s.warnings {
-            let _ = writeln!(o, "  - {}", w.message);
+            let text = wrap(&w.message, columns.saturating_sub(4).max(20));
+            let _ = writeln!(o, "  - {}", text.replace('\n', "\n    "));
         }
     }
     o
@@ -165,7 +169,7 @@ mod tests {
     #[test]
     fn a_degraded_store_shows_why_and_since_when() {
         let mut r = report(None);
-        assert!(render(&r).contains("  storage:    ok; 0 damaged row(s), 0 in quarantine\n"));
+        assert!(render(&r, 80).contains("  storage:    ok; 0 damaged row(s), 0 in quarantine\n"));
         r.storage = StorageStatus {
             state: "degraded".into(),
             reason: Some("No space left on device (os error 28)".into()),
@@ -174,7 +178,7 @@ mod tests {
             damaged_rows: 2,
             quarantined_rows: 1,
         };
-        let shown = render(&r);
+        let shown = render(&r, 80);
         assert!(
             shown.contains(
                 "  storage:    degraded since 2026-12-02T08:00:00Z: No space left on device (os error 28); 2 damaged row(s), 1 in quarantine\n"
@@ -185,25 +189,31 @@ mod tests {
 
     #[test]
     fn the_flood_guard_shows_under_the_tunnel_while_serving() {
-        let serving = render(&report(Some(FilterStatus {
-            blocked_sources: 3,
-            source_blocks: 41,
-            socket_drops: Some(120_000),
-        })));
+        let serving = render(
+            &report(Some(FilterStatus {
+                blocked_sources: 3,
+                source_blocks: 41,
+                socket_drops: Some(120_000),
+            })),
+            80,
+        );
         assert!(
             serving.contains(
                 "  tunnel:     10.88.88.1/24\n  flood guard: 3 sources blocked now, 41 blocks since start; 120000 datagrams dropped in the kernel\n"
             ),
             "{serving}"
         );
-        let unknown_drops = render(&report(Some(FilterStatus {
-            socket_drops: None,
-            ..FilterStatus::default()
-        })));
+        let unknown_drops = render(
+            &report(Some(FilterStatus {
+                socket_drops: None,
+                ..FilterStatus::default()
+            })),
+            80,
+        );
         assert!(
             unknown_drops.contains("  flood guard: 0 sources blocked now, 0 blocks since start\n"),
             "{unknown_drops}"
         );
-        assert!(!render(&report(None)).contains("flood guard"));
+        assert!(!render(&report(None), 80).contains("flood guard"));
     }
 }
