@@ -113,22 +113,10 @@ mod tests {
             "2026-13-01",
             "-1h",
         ] {
-            let e = at(bad).unwrap_err();
-            assert!(
-                e.starts_with(&format!("invalid --since '{bad}': give ")),
-                "{e}"
+            assert_eq!(
+                at(bad),
+                Err(format!("invalid --since '{bad}': give {ACCEPTED}"))
             );
-            for form in [
-                "RFC 3339",
-                "2026-11-30",
-                "30m",
-                "1h",
-                "2d",
-                "today",
-                "yesterday",
-            ] {
-                assert!(e.contains(form), "{bad}: {e}");
-            }
         }
         // Beyond the calendar: refused, never wrapped.
         assert!(at("99999999999999d").is_err());
