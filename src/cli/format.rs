@@ -33,6 +33,15 @@ pub fn cut(s: &str, max: usize) -> String {
     out
 }
 
+/// `label` then `value`, wrapped at its words to `columns`, its further lines indented under
+/// the value's start: a `status` field that fits the terminal.
+pub fn hang(label: &str, value: &str, columns: usize) -> String {
+    let indent = label.chars().count();
+    let text = wrap(value, columns.saturating_sub(indent).max(20));
+    let pad = format!("\n{}", " ".repeat(indent));
+    format!("{label}{}\n", text.replace('\n', &pad))
+}
+
 /// A table: `head` and `rows`, each column as wide as its widest cell, two spaces apart, every
 /// line after `indent` spaces. When that is wider than `columns`, the columns in `shrink` (by
 /// index, first cut first) are cut with `…`, each down to its header's width at the least.
