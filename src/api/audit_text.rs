@@ -31,16 +31,18 @@ pub fn describe(action: &AuditAction, target: Option<&str>, summary: &Value) -> 
             ))
         }),
         AuditAction::HandlerRegister => s.and_then(|s| {
-            let methods = list(s.get("methods")?)?;
-            Some(format!(
-                "Handler {} registered {}: {methods}.",
-                target?,
-                if methods.contains(", ") {
-                    "its methods"
-                } else {
-                    "its method"
-                }
-            ))
+            let methods: Vec<&str> = (s.get("methods")?.as_array()?.iter())
+                .map(Value::as_str)
+                .collect::<Option<_>>()?;
+            let handler = target?;
+            Some(match methods.as_slice() {
+                [] => format!("Handler {handler} registered no methods."),
+                [one] => format!("Handler {handler} registered its method {one}."),
+                all => format!(
+                    "Handler {handler} registered its methods: {}.",
+                    all.join(", ")
+                ),
+            })
         }),
         AuditAction::ServerEndpoint => s.and_then(|s| {
             Some(format!(
@@ -475,6 +477,19 @@ mod tests {
             ),
             "Handler discord-bot registered its methods: send_message, kick."
         );
+        for (methods, said) in [
+            (
+                json!(["send_message"]),
+                "Handler discord-bot registered its method send_message.",
+            ),
+            (json!([]), "Handler discord-bot registered no methods."),
+        ] {
+            let summary = json!({ "methods": methods });
+            assert_eq!(
+                describe(&AuditAction::HandlerRegister, Some("discord-bot"), &summary),
+                said
+            );
+        }
         assert_eq!(
             describe(
                 &AuditAction::ServerEndpoint,
