@@ -14,6 +14,8 @@
 //!   A backup taken from an older appliance therefore restores and is upgraded at first open.
 //! - 3: the handler queue's `tasks` and `handlers` tables exist (the 2 → 3 step creates them).
 //! - 4: `run_times` indexes the runs by scheduled time (the 3 → 4 step fills it from `runs`).
+//! - 5: `open_runs` lists the runs still queued, leased or running (the 4 → 5 step fills it
+//!   from `runs`), so a start reads only those.
 
 use std::os::unix::fs::PermissionsExt as _;
 
@@ -41,6 +43,7 @@ const STEPS: &[(u32, &str, Step)] = &[
         "index the runs by scheduled time (run_times)",
         index_run_times,
     ),
+    (4, "index the open runs (open_runs)", index_open_runs),
 ];
 
 /// Opens (creating when missing) every table of the current layout. Used by `init` for a
@@ -55,6 +58,7 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
     txn.open_table(RUNS)?;
     txn.open_table(JOB_RUNS)?;
     txn.open_table(RUN_TIMES)?;
+    txn.open_table(OPEN_RUNS)?;
     txn.open_table(QUARANTINE)?;
     txn.open_table(super::tasks::TASKS)?;
     txn.open_table(super::tasks::HANDLERS)?;
@@ -65,6 +69,12 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
 fn index_run_times(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     create_tables(txn)?;
     super::runs::index_run_times(txn)
+}
+
+/// The 4 → 5 step: every table of the current layout, and `open_runs` filled from `runs`.
+fn index_open_runs(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    create_tables(txn)?;
+    super::runs::index_open_runs(txn)
 }
 
 /// Upgrades `store` from version `from` to [`SCHEMA_VERSION`] in one transaction.
@@ -246,6 +256,80 @@ mod tests {
             "the older run is found by time"
         );
         drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_version_4_file_gets_its_open_runs_indexed_at_open() {
+        use crate::model::{RunRecord, RunStatus};
+        use crate::sched::JobId;
+        let dir = std::env::temp_dir().join(format!("appliance-migrate4-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v4.redb");
+        let run = |status| RunRecord {
+            status,
+            ..RunRecord::starting(
+                JobId::from_u64(1),
+                "j".into(),
+                "2026-01-01T00:00:00Z".parse().unwrap(),
+                "schedule",
+            )
+        };
+        {
+            let store = Store::create(&path, None).unwrap();
+            let mut runs = vec![
+                run(RunStatus::Succeeded),
+                run(RunStatus::Running),
+                run(RunStatus::Failed),
+                run(RunStatus::Leased),
+            ];
+            store.start_runs(&mut runs, &[]).unwrap();
+        }
+        // What a version 4 file holds: the same runs, no `open_runs`.
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            assert!(txn.delete_table(OPEN_RUNS).unwrap());
+            txn.open_table(META)
+                .unwrap()
+                .insert(KEY_SCHEMA, b"4".as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(!tables(&path).contains(&"open_runs".to_string()));
+
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+        let running: Vec<u64> = store
+            .unfinished_runs()
+            .unwrap()
+            .rows
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(
+            running,
+            vec![2],
+            "the running run is found through the index"
+        );
+        drop(store);
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let open: Vec<u64> = txn
+            .open_table(OPEN_RUNS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|r| r.unwrap().0.value())
+            .collect();
+        assert_eq!(
+            open,
+            vec![2, 4],
+            "running and leased, not the finished ones"
+        );
+        drop(txn);
+        drop(db);
         let _ = std::fs::remove_dir_all(dir);
     }
 
