@@ -234,6 +234,26 @@ pub(super) fn index_open_runs(txn: &redb::WriteTransaction) -> Result<(), StoreE
     Ok(())
 }
 
+/// The ids below `before` of the runs scheduled at or after `since` (to the millisecond:
+/// callers compare the rows' times), newest id first, read from `run_times` alone: the one
+/// walk of a time window, for [`Store::runs_page`] and [`Store::run_counts_since`].
+fn window_ids(
+    txn: &redb::ReadTransaction,
+    since: Timestamp,
+    before: u64,
+) -> Result<Vec<u64>, StoreError> {
+    let by_time = txn.open_table(RUN_TIMES)?;
+    let mut ids = Vec::new();
+    for row in by_time.range((millis(since), 0)..)? {
+        let id = row?.0.value().1;
+        if id < before {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(ids)
+}
+
 impl Store {
     /// Rewrites finished (or progressing) runs.
     pub fn update_runs(&self, runs: &[RunRecord]) -> Result<(), StoreError> {
@@ -280,18 +300,8 @@ impl Store {
                 }
             }
             None if f.since.is_some() => {
-                // Only the window's runs, through `run_times`, newest id first.
-                let since = f.since.map_or(0, millis);
-                let by_time = txn.open_table(RUN_TIMES)?;
-                let mut ids = Vec::new();
-                for row in by_time.range((since, 0)..)? {
-                    let id = row?.0.value().1;
-                    if id < before {
-                        ids.push(id);
-                    }
-                }
-                ids.sort_unstable_by(|a, b| b.cmp(a));
-                for id in ids {
+                let since = f.since.unwrap_or(Timestamp::MIN);
+                for id in window_ids(&txn, since, before)? {
                     if let Some(v) = table.get(id)? {
                         if offer(id, v.value())? {
                             break;
@@ -319,9 +329,7 @@ impl Store {
         let txn = db.begin_read()?;
         let table = txn.open_table(RUNS)?;
         let mut counts = RunCounts::default();
-        let by_time = txn.open_table(RUN_TIMES)?;
-        for row in by_time.range((millis(since), 0)..)? {
-            let id = row?.0.value().1;
+        for id in window_ids(&txn, since, u64::MAX)? {
             let Some(v) = table.get(id)? else { continue };
             match decode_run(id, v.value()) {
                 Ok(r) if r.scheduled_at >= since => counts.add(r.status),
