@@ -347,6 +347,7 @@ impl Appliance {
             uptime_s: self.started.elapsed().as_secs(),
             stats,
             filter: self.metrics.filter_status(),
+            jobs: Some(self.jobs.glance()),
         };
         let store = self.store.clone();
         let server = self.server();

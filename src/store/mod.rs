@@ -159,7 +159,7 @@ pub struct Store {
     group: group::Group<redb::WriteTransaction>,
     /// Bytes of audit entries appended since the last prune (see [`AuditMeter`]).
     audit_meter: Arc<AuditMeter>,
-    /// `jobs` rows decoded by reads of chosen jobs ([`Store::job`], [`Store::jobs_by_id`]).
+    /// `jobs` rows decoded so far ([`Store::job_rows_read`]).
     job_rows_read: std::sync::atomic::AtomicU64,
 }
 
