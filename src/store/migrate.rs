@@ -150,6 +150,7 @@ mod tests {
     use ::peers::{Endpoint, Ipv4Net, PeerName, PrivateKey, Role};
     use redb::TableHandle as _;
 
+    use super::super::tests::temp_dir;
     use super::*;
     use crate::model::PeerRecord;
 
@@ -165,11 +166,29 @@ mod tests {
         names
     }
 
+    /// Turns the closed file at `path` into what schema `version` held: no `table` (added by
+    /// the step after it).
+    fn as_version<K: redb::Key + 'static, V: redb::Value + 'static>(
+        path: &Path,
+        table: TableDefinition<K, V>,
+        version: u32,
+    ) {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(table).unwrap());
+        let version = version.to_string();
+        txn.open_table(META)
+            .unwrap()
+            .insert(KEY_SCHEMA, version.as_bytes())
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        assert!(!tables(path).contains(&table.name().to_string()));
+    }
+
     #[test]
     fn a_version_1_file_is_upgraded_at_open_keeping_every_row() {
-        let dir = std::env::temp_dir().join(format!("appliance-migrate-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("migrate");
         let path = dir.join("v1.redb");
         let server = ServerRecord {
             private_key: PrivateKey::from_bytes([9; 32]),
@@ -212,9 +231,7 @@ mod tests {
     fn a_version_3_file_gets_its_runs_indexed_by_time_at_open() {
         use crate::model::{RunRecord, RunStatus};
         use crate::sched::JobId;
-        let dir = std::env::temp_dir().join(format!("appliance-migrate3-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("migrate3");
         let path = dir.join("v3.redb");
         let run = |at: &str, status| RunRecord {
             status,
@@ -233,18 +250,9 @@ mod tests {
             ];
             store.start_runs(&mut runs, &[]).unwrap();
         }
-        // What a version 3 file holds: the same runs, no `run_times`.
-        {
-            let db = Database::open(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            assert!(txn.delete_table(RUN_TIMES).unwrap());
-            txn.open_table(META)
-                .unwrap()
-                .insert(KEY_SCHEMA, b"3".as_slice())
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        assert!(!tables(&path).contains(&"run_times".to_string()));
+        // What a version 3 file holds: the same runs, no `run_times` (nor `open_runs`).
+        as_version(&path, OPEN_RUNS, 4);
+        as_version(&path, RUN_TIMES, 3);
 
         let store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
@@ -263,9 +271,7 @@ mod tests {
     fn a_version_4_file_gets_its_open_runs_indexed_at_open() {
         use crate::model::{RunRecord, RunStatus};
         use crate::sched::JobId;
-        let dir = std::env::temp_dir().join(format!("appliance-migrate4-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("migrate4");
         let path = dir.join("v4.redb");
         let run = |status| RunRecord {
             status,
@@ -287,17 +293,7 @@ mod tests {
             store.start_runs(&mut runs, &[]).unwrap();
         }
         // What a version 4 file holds: the same runs, no `open_runs`.
-        {
-            let db = Database::open(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            assert!(txn.delete_table(OPEN_RUNS).unwrap());
-            txn.open_table(META)
-                .unwrap()
-                .insert(KEY_SCHEMA, b"4".as_slice())
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        assert!(!tables(&path).contains(&"open_runs".to_string()));
+        as_version(&path, OPEN_RUNS, 4);
 
         let store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));

@@ -12,7 +12,7 @@ use crate::model::{
 use crate::sched::{JobId, JobSpec};
 
 /// A fresh, empty directory for one test.
-fn temp_dir(tag: &str) -> std::path::PathBuf {
+pub(super) fn temp_dir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "appliance-store-{tag}-{}-{:?}",
         std::process::id(),
