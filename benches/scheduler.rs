@@ -8,7 +8,9 @@
 //! - `scheduler::start` with 100k stored jobs vs `Store::jobs()` alone (raw load + JSON decode), and
 //!   the whole `appliance serve` binary with 100k jobs vs an empty database;
 //! - lateness of 1000 scheduler fires at a loopback sink vs a bare tokio task that sleeps until
-//!   the same kind of instant and fires the same 1000 webhooks through the same `Executor`.
+//!   the same kind of instant and fires the same 1000 webhooks through the same `Executor`;
+//!   the same with the 1000 fires spread 1 ms apart over one second vs 1000 bare tasks each
+//!   sleeping until its own instant.
 //!
 //! All traffic stays on 127.0.0.1 (the sink runs in this process); every loop is bounded; data
 //! lives in temp dirs under `std::env::temp_dir()`, removed on drop. The 100k-job and 1k-job
@@ -17,8 +19,9 @@
 //! fsyncs), so the rows and their schedule summaries are the store's own encoding.
 //!
 //! Run: `cargo bench --bench scheduler` (one part: `-- creates`, `-- startup`, `-- lateness`
-//! or `-- history`, the last with `APPLIANCE_BEFORE`: see `support/history.rs`). Figures and
-//! ratios: benches/RESULTS-scheduler.md.
+//! (1000 fires at one instant), `-- spread` (1000 fires 1 ms apart: "1000 jobs due within a
+//! second", issue 12's keep-goal) or `-- history` (with `APPLIANCE_BEFORE`: see
+//! `support/history.rs`)). Figures and ratios: benches/RESULTS-scheduler.md.
 #![allow(clippy::disallowed_methods)] // benchmark: reads clocks and sleeps
 
 use std::collections::HashMap;
@@ -216,9 +219,29 @@ fn store_inserts(n: usize, callers: usize) -> f64 {
     n as f64 / t0.elapsed().as_secs_f64()
 }
 
-/// `Handle::create` `n` times from `callers` tasks on a fresh appliance database. Returns
-/// creates/s.
-async fn appliance_creates(n: usize, callers: usize) -> (f64, f64) {
+/// This process's CPU time so far, (user, system) in µs.
+fn cpu_us() -> (f64, f64) {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    (us(u.ru_utime), us(u.ru_stime))
+}
+
+/// What one round of `Handle::create` measured.
+struct Creates {
+    /// Creates per second.
+    rate: f64,
+    /// Creates per group commit.
+    per_batch: f64,
+    /// Process CPU per create, µs: user (our code, redb, the runtime) and system (syscalls,
+    /// the disk's writes and syncs). Load-independent, unlike the rate on a shared disk.
+    user_us: f64,
+    sys_us: f64,
+}
+
+/// `Handle::create` `n` times from `callers` tasks on a fresh appliance database.
+async fn appliance_creates(n: usize, callers: usize) -> Creates {
     let dir = TempDir::new("sched", "creates");
     let store = Arc::new(open_db(&dir.db()).unwrap());
     let (batches0, changes0) = store.group_commit_counts();
@@ -229,6 +252,7 @@ async fn appliance_creates(n: usize, callers: usize) -> (f64, f64) {
     let next = Arc::new(AtomicUsize::new(0));
     let actor = actor();
     let t0 = Instant::now();
+    let cpu0 = cpu_us();
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..callers {
         let (jobs, bodies, next, actor) =
@@ -249,12 +273,18 @@ async fn appliance_creates(n: usize, callers: usize) -> (f64, f64) {
         r.unwrap();
     }
     let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let cpu1 = cpu_us();
     let (batches, changes) = store.group_commit_counts();
     let per_batch = (changes - changes0) as f64 / (batches - batches0).max(1) as f64;
     assert_eq!(jobs.counts().0, n, "every create is scheduled");
     let jobs = Arc::try_unwrap(jobs).ok().expect("callers are done");
     stop_jobs(jobs, tx, task).await;
-    (rate, per_batch)
+    Creates {
+        rate,
+        per_batch,
+        user_us: (cpu1.0 - cpu0.0) / n as f64,
+        sys_us: (cpu1.1 - cpu0.1) / n as f64,
+    }
 }
 
 /// The disk's own rate of durable writes: `n` times, 4 KiB written at the start of a file and
@@ -296,16 +326,20 @@ async fn bench_creates(out: &mut String) {
             })
             .await
             .unwrap();
-            let (app, per_batch) = appliance_creates(CREATES, callers).await;
+            let c = appliance_creates(CREATES, callers).await;
+            let (app, per_batch) = (c.rate, c.per_batch);
             let syncs = tokio::task::spawn_blocking(|| fsync_probe(200))
                 .await
                 .unwrap();
             let st = tokio::task::spawn_blocking(move || store_inserts(CREATES, callers))
                 .await
                 .unwrap();
-            rows.push((round, callers, app, st, bare, per_batch, syncs));
+            rows.push((
+                round, callers, app, st, bare, per_batch, syncs, c.user_us, c.sys_us,
+            ));
             eprintln!(
-                "creates round {round} callers {callers}: {app:.0}/s ({per_batch:.1} per batch), insert_job {st:.0}/s, bare {bare:.0}/s, disk {syncs:.0} fdatasync/s"
+                "creates round {round} callers {callers}: {app:.0}/s ({per_batch:.1} per batch; CPU per create {:.0} µs user + {:.0} µs sys), insert_job {st:.0}/s, bare {bare:.0}/s, disk {syncs:.0} fdatasync/s",
+                c.user_us, c.sys_us
             );
         }
     }
@@ -316,27 +350,30 @@ async fn bench_creates(out: &mut String) {
          between, for attribution: `Store::insert_job` alone (the same job row plus its audit \
          entry in one durable transaction; records built beforehand: no validation, no async \
          hop, no scheduling). Order in each round: bare, `Jobs::create`, `insert_job`.\n\n\
-         `Jobs::create` also shows the creates per group commit (changes / batches), and each \
+         `Jobs::create` also shows the creates per group commit (changes / batches) and the \
+         process's CPU time per create (user and system, from `getrusage`: the load-independent \
+         figure on a shared disk), and each \
          round ends with the disk's own rate: 200 × (4 KiB write + `fdatasync`) on one file.\n\n\
-         | round | callers | `Jobs::create` /s | creates per commit | `Store::insert_job` /s | bare redb commits/s \
+         | round | callers | `Jobs::create` /s | creates per commit | CPU µs per create (user + sys) | `Store::insert_job` /s | bare redb commits/s \
          | ratio create / bare | ratio insert_job / bare | disk fdatasync/s |\n\
-         |---|---|---|---|---|---|---|---|---|\n"
+         |---|---|---|---|---|---|---|---|---|---|\n"
     ));
-    for (round, callers, app, st, bare, per_batch, syncs) in &rows {
+    for (round, callers, app, st, bare, per_batch, syncs, user, sys) in &rows {
         out.push_str(&format!(
-            "| {round} | {callers} | {app:.0} | {per_batch:.1} | {st:.0} | {bare:.0} | {:.2} | {:.2} | {syncs:.0} |\n",
+            "| {round} | {callers} | {app:.0} | {per_batch:.1} | {user:.0} + {sys:.0} | {st:.0} | {bare:.0} | {:.2} | {:.2} | {syncs:.0} |\n",
             app / bare,
             st / bare
         ));
     }
-    type Row = (usize, usize, f64, f64, f64, f64, f64);
+    type Row = (usize, usize, f64, f64, f64, f64, f64, f64, f64);
     for callers in [1, CALLERS] {
         let pick =
             |f: fn(&Row) -> f64| median(rows.iter().filter(|r| r.1 == callers).map(f).collect());
         let (app, st, bare) = (pick(|r| r.2), pick(|r| r.3), pick(|r| r.4));
         let (per_batch, syncs) = (pick(|r| r.5), pick(|r| r.6));
+        let (user, sys) = (pick(|r| r.7), pick(|r| r.8));
         out.push_str(&format!(
-            "| **median** | {callers} | **{app:.0}** | {per_batch:.1} | **{st:.0}** | **{bare:.0}** \
+            "| **median** | {callers} | **{app:.0}** | {per_batch:.1} | **{user:.0} + {sys:.0}** | **{st:.0}** | **{bare:.0}** \
              | **{:.2}** | **{:.2}** | {syncs:.0} |\n",
             app / bare,
             st / bare
@@ -557,6 +594,12 @@ fn burst_instant() -> Timestamp {
     Timestamp::from_second(t.as_second() + 1).unwrap()
 }
 
+/// When job `i` of a round is due: all at `at` (a burst, `step` zero), or `i` steps after it
+/// (spread: 1000 jobs 1 ms apart are "1000 jobs due within one second").
+fn due(at: Timestamp, i: usize, step: Duration) -> Timestamp {
+    at + SignedDuration::try_from(step * i as u32).unwrap()
+}
+
 fn burst_body(addr: SocketAddr, prefix: &str, i: usize, at: Timestamp) -> Value {
     json!({
         "name": format!("burst-{i}"),
@@ -569,8 +612,15 @@ fn burst_body(addr: SocketAddr, prefix: &str, i: usize, at: Timestamp) -> Value 
 }
 
 /// Waits until `n` hits under `prefix` arrived (bounded), then a little longer to catch
-/// duplicates; returns each hit's lateness in ms, and whether every index arrived exactly once.
-async fn collect(hits: &Hits, prefix: &str, at: Timestamp, n: usize) -> (Vec<f64>, bool) {
+/// duplicates; returns each hit's lateness in ms (against its own due time, [`due`]), and
+/// whether every index arrived exactly once.
+async fn collect(
+    hits: &Hits,
+    prefix: &str,
+    at: Timestamp,
+    step: Duration,
+    n: usize,
+) -> (Vec<f64>, bool) {
     let p = format!("/{prefix}/");
     let count = || {
         hits.lock()
@@ -580,7 +630,7 @@ async fn collect(hits: &Hits, prefix: &str, at: Timestamp, n: usize) -> (Vec<f64
             .count()
     };
     let t0 = Instant::now();
-    while count() < n && t0.elapsed() < BURST_DEADLINE + LEAD {
+    while count() < n && t0.elapsed() < BURST_DEADLINE + LEAD + step * n as u32 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -590,7 +640,7 @@ async fn collect(hits: &Hits, prefix: &str, at: Timestamp, n: usize) -> (Vec<f64
     for (path, t) in hits.iter().filter(|h| h.0.starts_with(&p)) {
         let i: usize = path[p.len()..].parse().unwrap();
         *seen.entry(i).or_default() += 1;
-        late.push(at.duration_until(*t).as_secs_f64() * 1e3);
+        late.push(due(at, i, step).duration_until(*t).as_secs_f64() * 1e3);
     }
     late.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let once = seen.len() == n && seen.values().all(|&c| c == 1);
@@ -608,15 +658,16 @@ struct Burst {
     stats: Option<SchedStats>,
 }
 
-async fn appliance_burst(addr: SocketAddr, hits: &Hits, round: usize) -> Burst {
+async fn appliance_burst(addr: SocketAddr, hits: &Hits, round: usize, step: Duration) -> Burst {
     let dir = TempDir::new("sched", "burst");
-    let prefix = format!("a{round}");
+    let prefix = format!("a{round}-{}", step.as_micros());
     let now = Timestamp::now();
     let at = burst_instant();
     tokio::task::block_in_place(|| {
         bulk_fill(
             &dir,
             (0..BURST).map(|i| {
+                let at = due(at, i, step);
                 let spec =
                     JobSpec::from_json(&burst_body(addr, &prefix, i, at), Some(now)).unwrap();
                 (0xb0_0000 + i as u64, spec, Some(at))
@@ -626,7 +677,7 @@ async fn appliance_burst(addr: SocketAddr, hits: &Hits, round: usize) -> Burst {
     let store = Arc::new(open_db(&dir.db()).unwrap());
     let (jobs, tx, task) = start_jobs(store);
     assert!(Timestamp::now() < at, "setup took longer than the lead");
-    let (late, once) = collect(hits, &prefix, at, BURST).await;
+    let (late, once) = collect(hits, &prefix, at, step, BURST).await;
     // Finished runs are recorded in batches; give the driver a bounded moment.
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(10) {
@@ -648,27 +699,39 @@ async fn appliance_burst(addr: SocketAddr, hits: &Hits, round: usize) -> Burst {
     Burst { late, once, stats }
 }
 
-async fn baseline_burst(addr: SocketAddr, hits: &Hits, round: usize) -> Burst {
-    let prefix = format!("b{round}");
+async fn baseline_burst(addr: SocketAddr, hits: &Hits, round: usize, step: Duration) -> Burst {
+    let prefix = format!("b{round}-{}", step.as_micros());
     let now = Timestamp::now();
     let at = burst_instant();
     let executor = Executor::new(loopback_policy());
-    let hooks: Vec<(Webhook, JobSpec)> = (0..BURST)
+    let hooks: Vec<(Webhook, JobSpec, Timestamp)> = (0..BURST)
         .map(|i| {
+            let at = due(at, i, step);
             let spec = JobSpec::from_json(&burst_body(addr, &prefix, i, at), Some(now)).unwrap();
             let Action::Webhook(h) = spec.action.clone() else {
                 unreachable!("burst jobs are webhooks")
             };
-            (h, spec)
+            (h, spec, at)
         })
         .collect();
     let fire = tokio::spawn(async move {
-        let wait = Timestamp::now().duration_until(at);
-        tokio::time::sleep(wait.try_into().unwrap_or(Duration::ZERO)).await;
+        let until = |t: Timestamp| {
+            let wait = Timestamp::now().duration_until(t);
+            tokio::time::sleep(wait.try_into().unwrap_or(Duration::ZERO))
+        };
+        // A burst: one sleep, then every webhook at once. Spread: a task per webhook, each
+        // sleeping until its own instant (a timer each, as a bare executor would).
+        if step.is_zero() {
+            until(at).await;
+        }
         let mut set = tokio::task::JoinSet::new();
-        for (hook, spec) in hooks {
+        for (hook, spec, due) in hooks {
             let executor = executor.clone();
+            let wait = (!step.is_zero()).then(|| until(due));
             set.spawn(async move {
+                if let Some(wait) = wait {
+                    wait.await;
+                }
                 executor
                     .run(&hook, spec.retry, spec.timeout, |_| {})
                     .await
@@ -682,7 +745,7 @@ async fn baseline_burst(addr: SocketAddr, hits: &Hits, round: usize) -> Burst {
         }
         ok
     });
-    let (late, once) = collect(hits, &prefix, at, BURST).await;
+    let (late, once) = collect(hits, &prefix, at, step, BURST).await;
     let ok = fire.await.unwrap();
     assert_eq!(ok, BURST, "every baseline post succeeded");
     Burst {
@@ -692,14 +755,16 @@ async fn baseline_burst(addr: SocketAddr, hits: &Hits, round: usize) -> Burst {
     }
 }
 
-async fn bench_lateness(out: &mut String) {
+/// Lateness of `BURST` fires `step` apart (zero: all at one instant), appliance and baseline
+/// alternating.
+async fn bench_lateness(out: &mut String, step: Duration) {
     let (addr, hits, sink) = start_sink().await;
     let mut rounds = Vec::new();
     for round in 1..=BURST_ROUNDS {
-        let a = appliance_burst(addr, &hits, round).await;
-        let b = baseline_burst(addr, &hits, round).await;
+        let a = appliance_burst(addr, &hits, round, step).await;
+        let b = baseline_burst(addr, &hits, round, step).await;
         eprintln!(
-            "burst round {round}: appliance p50 {:.1} p99 {:.1} ({} arrived) | baseline p50 {:.1} p99 {:.1} ({} arrived)",
+            "lateness (step {step:?}) round {round}: appliance p50 {:.1} p99 {:.1} ({} arrived) | baseline p50 {:.1} p99 {:.1} ({} arrived)",
             pct(&a.late, 0.5),
             pct(&a.late, 0.99),
             a.late.len(),
@@ -710,12 +775,30 @@ async fn bench_lateness(out: &mut String) {
         rounds.push((a, b));
     }
     sink.abort();
+    let (title, baseline) = if step.is_zero() {
+        (
+            format!("### 3. Firing lateness: {BURST} `at` jobs due at the same instant"),
+            format!(
+                "a bare tokio task sleeps until the same kind of instant, then starts the same \
+                 {BURST} webhooks concurrently"
+            ),
+        )
+    } else {
+        (
+            format!(
+                "### 3b. Firing lateness: {BURST} `at` jobs due within {:?}, {step:?} apart",
+                step * BURST as u32
+            ),
+            format!(
+                "{BURST} bare tokio tasks, each sleeping until its own instant, then posting its \
+                 webhook"
+            ),
+        )
+    };
     out.push_str(&format!(
-        "### 3. Firing lateness: {BURST} `at` jobs due at the same instant, each posting to a \
-         loopback sink (arrival at the sink − scheduled instant; {BURST_ROUNDS} rounds, \
-         alternating)\n\n\
-         Baseline: a bare tokio task sleeps until the same kind of instant, then starts the same \
-         {BURST} webhooks concurrently through a fresh `webhook::Executor`.\n\n\
+        "{title}, each posting to a loopback sink (arrival at the sink − its scheduled \
+         instant; {BURST_ROUNDS} rounds, alternating)\n\n\
+         Baseline: {baseline} through a fresh `webhook::Executor`.\n\n\
          | round | who | arrived (each once?) | p50 (ms) | p99 (ms) | max (ms) | min (ms) |\n\
          |---|---|---|---|---|---|---|\n"
     ));
@@ -764,8 +847,8 @@ async fn bench_lateness(out: &mut String) {
         ratio(0.99),
     ));
     out.push_str(
-        "The scheduler's own view (`Jobs.stats`: scheduled instant → the moment the driver \
-         took the fires, before recording them and before any HTTP):\n\n\
+        "The scheduler's own view (`Jobs.stats`: scheduled instant → the start of the first \
+         attempt, after the fire was recorded):\n\n\
          | round | stats p50 (ms) | stats p99 (ms) | samples | fired / succeeded / failed |\n\
          |---|---|---|---|---|\n",
     );
@@ -787,7 +870,12 @@ fn main() {
     parts::main("scheduler", async |parts, out| {
         parts.part("creates", bench_creates(out)).await;
         parts.part("startup", bench_startup(out)).await;
-        parts.part("lateness", bench_lateness(out)).await;
+        parts
+            .part("lateness", bench_lateness(out, Duration::ZERO))
+            .await;
+        parts
+            .part("spread", bench_lateness(out, Duration::from_millis(1)))
+            .await;
         parts
             .part("history", async {
                 let bin = Path::new(env!("CARGO_BIN_EXE_appliance"));

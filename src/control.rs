@@ -80,7 +80,7 @@ pub enum Request {
         #[serde(with = "crate::wire::text")]
         name: PeerName,
     },
-    /// Audit entries, newest first; replies `[AuditView]` ([`crate::api::view::AuditView`]).
+    /// Audit entries, newest first; replies `[AuditItem]` ([`crate::api::view::AuditItem`]).
     AuditList {
         /// Only entries before this sequence number (the paging cursor).
         before: Option<u64>,
@@ -274,7 +274,7 @@ async fn handle(service: &Appliance, req: Request) -> Result<serde_json::Value, 
                 tokio::task::spawn_blocking(move || store.audit_page(before, since_ms, limit))
                     .await
                     .expect("store task does not panic")?;
-            Ok(serde_json::to_value(crate::api::view::audit_views(page)).unwrap())
+            Ok(serde_json::to_value(crate::api::view::audit_items(page)).unwrap())
         }
         Request::PeerSetEnabled { name, enabled } => {
             update(service, PeerUpdate::SetEnabled { name, enabled }).await

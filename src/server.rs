@@ -515,9 +515,28 @@ mod libc_codes {
 }
 
 /// Why phones outside this network may not reach `endpoint`, as one sentence that says what
-/// to run; `None` for a public address or a dotted DNS name. A warning, not an error: a LAN-only
-/// appliance or a test may want exactly this.
+/// to run (for a terminal: it names `appliance endpoint`); `None` for a public address or a
+/// dotted DNS name. A warning, not an error: a LAN-only appliance or a test may want exactly
+/// this.
 pub fn endpoint_warning(endpoint: &Endpoint) -> Option<String> {
+    let why = endpoint_unreachable_because(endpoint)?;
+    Some(format!(
+        "the endpoint {endpoint} {why}: run `appliance endpoint HOST[:PORT]` with this \
+         server's public DNS name or address (see \"Reaching your server from outside\" in the README)"
+    ))
+}
+
+/// The reason alone, in plain words for someone who has no terminal (the dashboard's reader):
+/// `"The endpoint 192.168.1.20:51820 is a private address that phones outside this network
+/// cannot reach."`; `None` where [`endpoint_warning`] is `None`.
+pub fn endpoint_reason(endpoint: &Endpoint) -> Option<String> {
+    let why = endpoint_unreachable_because(endpoint)?;
+    Some(format!("The endpoint {endpoint} {why}."))
+}
+
+/// What is wrong with `endpoint` for phones outside this network, as the end of a sentence
+/// starting with the endpoint.
+fn endpoint_unreachable_because(endpoint: &Endpoint) -> Option<&'static str> {
     use std::net::IpAddr;
     let why = match endpoint.host.parse::<IpAddr>() {
         Ok(ip) if ip.is_loopback() => "is a loopback address that only this machine can reach",
@@ -537,10 +556,7 @@ pub fn endpoint_warning(endpoint: &Endpoint) -> Option<String> {
         }
         Err(_) => return None,
     };
-    Some(format!(
-        "the endpoint {endpoint} {why}: run `appliance endpoint HOST[:PORT]` with this \
-         server's public DNS name or address (see \"Reaching your server from outside\" in the README)"
-    ))
+    Some(why)
 }
 
 /// 100.64.0.0/10, the carrier-grade NAT range (RFC 6598).
@@ -602,6 +618,13 @@ mod tests {
             let w = warn(e).unwrap_or_else(|| panic!("{e} should warn"));
             assert!(w.contains(why), "{e}: {w}");
             assert!(w.contains("appliance endpoint"), "{e}: {w}");
+            // The dashboard's form: the same reason, no command a phone cannot run.
+            let r = endpoint_reason(&Endpoint::parse(e, 51820).unwrap()).unwrap();
+            assert!(
+                r.contains(why) && r.starts_with("The endpoint "),
+                "{e}: {r}"
+            );
+            assert!(!r.contains("appliance") && !r.contains('`'), "{e}: {r}");
         }
         for e in [
             "vpn.example.org",
@@ -610,6 +633,7 @@ mod tests {
             "100.128.0.1",
         ] {
             assert_eq!(warn(e), None, "{e}");
+            assert_eq!(endpoint_reason(&Endpoint::parse(e, 51820).unwrap()), None);
         }
     }
 }

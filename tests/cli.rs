@@ -678,7 +678,7 @@ fn endpoint_is_shown_changed_and_audited_offline() {
     let v: serde_json::Value = serde_json::from_slice(&set.stdout).unwrap();
     assert_eq!(
         v,
-        serde_json::json!({"endpoint": "vpn.example.org:51820", "previous": "vm:51820", "warning": null})
+        serde_json::json!({"endpoint": "vpn.example.org:51820", "previous": "vm:51820", "warning": null, "reason": null})
     );
     assert!(text(&set.stderr).is_empty(), "{}", text(&set.stderr));
     let cfg = run(&d.data(), &["peer", "add", "alice"]);
@@ -1056,6 +1056,182 @@ fn help_and_errors_fit_an_80_column_terminal() {
     assert!(said.starts_with("error: invalid --since"), "{said}");
 }
 
+/// `audit --since` takes what an admin types; anything else is refused naming the flag and
+/// the forms it takes.
+#[test]
+fn audit_since_takes_what_an_admin_types() {
+    let d = Dir::new("since");
+    assert!(run(&d.data(), &["init"]).status.success());
+    assert!(
+        run(&d.data(), &["peer", "add", "leader", "--role", "admin"])
+            .status
+            .success()
+    );
+    let tomorrow = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48))
+        .strftime("%Y-%m-%d")
+        .to_string();
+    for (since, shown) in [
+        ("yesterday", true),
+        ("today", true),
+        ("1h", true),
+        ("30m", true),
+        ("2d", true),
+        ("2020-01-31", true),
+        ("2020-01-31T00:00:00Z", true),
+        (tomorrow.as_str(), false),
+    ] {
+        let out = run(&d.data(), &["audit", "--since", since]);
+        assert!(out.status.success(), "{since}: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout).contains("Added peer leader as admin"),
+            shown,
+            "{since}: {}",
+            text(&out.stdout)
+        );
+    }
+    let out = run(&d.data(), &["audit", "--since", "last tuesday"]);
+    assert_eq!(out.status.code(), Some(2));
+    let said = text(&out.stderr);
+    assert!(said.contains("invalid --since 'last tuesday'"), "{said}");
+    for form in [
+        "RFC 3339",
+        "2026-11-30",
+        "30m",
+        "1h",
+        "2d",
+        "today",
+        "yesterday",
+    ] {
+        assert!(said.contains(form), "{form}: {said}");
+    }
+    assert!(
+        !said.contains("failed to parse"),
+        "not jiff's words: {said}"
+    );
+}
+
+/// The tables an admin reads at an 80 x 24 terminal fit its 80 columns with realistic data
+/// (16-character names, IPv4 endpoints, an endpoint warning, sentences of the audit trail),
+/// and still say what matters in full; `--json` keeps the full values.
+#[test]
+fn peer_list_status_and_audit_fit_80_columns() {
+    let d = Dir::new("narrowtables");
+    let init = run(&d.data(), &["init", "--endpoint", "192.168.100.200"]);
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let names = [
+        ("guild-leader-one", "admin"),
+        ("raid-officer-two", "officer"),
+        ("discord-bot-main", "handler"),
+        ("quiet-viewer-abc", "viewer"),
+    ];
+    for (name, role) in names {
+        let out = run(&d.data(), &["peer", "add", name, "--role", role]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    for args in [
+        &["peer", "disable", "quiet-viewer-abc"][..],
+        &["peer", "role", "raid-officer-two", "admin"],
+        &["endpoint", "vpn.example-guild.org"],
+        &["endpoint", "192.168.100.200"],
+    ] {
+        let out = run(&d.data(), args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    let now = jiff::Timestamp::now().as_second() as u64;
+    {
+        // Live statistics come from the tunnel; here they are written into the stopped store.
+        use appliance::model::PeerStats;
+        let store = appliance::store::Store::open(&d.data().join("appliance.redb")).unwrap();
+        let stats: Vec<(String, PeerStats)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                let i = i as u64;
+                let stats = PeerStats {
+                    last_handshake: Some(now - 90 * i * i * 60),
+                    rx_bytes: 1_234_567_890 * i,
+                    tx_bytes: 987_654_321 * i,
+                    endpoint: Some(format!("203.113.{}.2{i}0:5182{i}", 100 + i)),
+                };
+                (name.to_string(), stats)
+            })
+            .collect();
+        store.save_peer_stats(&stats).unwrap();
+    }
+    let fits = |args: &[&str], needles: &[&str]| {
+        let out = run(&d.data(), args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let shown = text(&out.stdout);
+        for line in shown.lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "{args:?}: wider than 80: {line:?}\n{shown}"
+            );
+        }
+        for needle in needles {
+            assert!(
+                shown.contains(needle),
+                "{args:?}: no {needle:?} in\n{shown}"
+            );
+        }
+        shown
+    };
+    let list = fits(
+        &["peer", "list"],
+        &[
+            "guild-leader-one",
+            "203.113.103.230:51823",
+            "just now",
+            "1h ago",
+        ],
+    );
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("quiet-viewer-abc"))
+        .unwrap();
+    assert!(row.contains(" off ") && row.contains("13h ago"), "{list}");
+    fits(
+        &["status"],
+        &[
+            "discord-bot-main",
+            "203.113.102.220:51822",
+            "disabled",
+            "6h ago",
+        ],
+    );
+    let audit = fits(
+        &["audit"],
+        &[
+            "Added peer guild-leader-one as admin at 10.88.88.2.",
+            "Disabled peer quiet-viewer-abc: its tunnel stopped.",
+            "Made peer raid-officer-two admin.",
+            "by local (cli)",
+        ],
+    );
+    assert!(!audit.contains('{'), "no raw JSON: {audit}");
+
+    // Scripts keep every value in full.
+    let json: serde_json::Value =
+        serde_json::from_slice(&run(&d.data(), &["peer", "list", "--json"]).stdout).unwrap();
+    let bot = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "discord-bot-main")
+        .unwrap();
+    assert_eq!(bot["rx_bytes"], 2 * 1_234_567_890u64, "{json}");
+    assert_eq!(bot["endpoint"], "203.113.102.220:51822", "{json}");
+    assert_eq!(bot["created_at"].as_u64().map(|t| t <= now), Some(true));
+    let json: serde_json::Value =
+        serde_json::from_slice(&run(&d.data(), &["audit", "--json"]).stdout).unwrap();
+    assert_eq!(json[0]["action"], "server.endpoint", "{json}");
+    assert_eq!(json[0]["summary"]["to"], "192.168.100.200:51820", "{json}");
+    assert!(json[0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("Changed the endpoint"));
+}
+
 /// One character cell of a terminal screen: the character and its 256-colour palette
 /// foreground and background (`None`: the theme's default).
 #[derive(Clone, Copy)]
@@ -1265,11 +1441,12 @@ fn terminal_qr_code_scans_from_the_screen_or_says_how_to_get_one() {
         "nothing was added",
         "at least 65 x 35",
         "--qr-sextants",
-        "--qr-png FILE",
-        "dashboard",
+        // The command that works without a tunnel, not the dashboard (no tunnel yet).
+        "appliance peer add small --role viewer --qr-png small.png",
     ] {
         assert!(said.contains(needle), "{needle:?} not in {said}");
     }
+    assert!(!said.contains("dashboard"), "{said}");
     assert!(!peers(&d).contains("small"), "a peer was added");
     screen(&raw, 80, 24); // the refusal breaks between words, not at the terminal's edge
 

@@ -288,6 +288,30 @@ fn a_leader_runs_the_guild_from_a_phone() {
         !audit.to_string().contains("SeCrEtToken"),
         "the audit trail shows the webhook token"
     );
+    // The Audit page reads in sentences, an update naming only what changed; no raw JSON.
+    let said: Vec<&str> = r["audit_texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for sentence in [
+        "Changed job raid-reminder-edited: name raid-reminder → raid-reminder-edited; \
+         trigger cron 45 19 * * THU (Europe/Berlin) → cron 30 20 * * THU (Europe/Berlin).",
+        "Paused job raid-reminder.",
+    ] {
+        assert!(said.contains(&sentence), "no {sentence:?} in {said:#?}");
+    }
+    assert!(
+        said.iter()
+            .any(|t| t.starts_with("Added peer vera as viewer at 10.88.88.")),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter()
+            .all(|t| !t.contains('"') && !t.contains("SeCrEtToken")),
+        "{said:#?}"
+    );
 
     // The admin changed the endpoint on the Members page: shown before and after, live.
     assert_eq!(
@@ -297,6 +321,16 @@ fn a_leader_runs_the_guild_from_a_phone() {
     );
     let now = format!("vpn.example.org:{}", app.port());
     assert_eq!(r["endpoint_after"], format!("Phones dial {now}"), "{r:#}");
+    // Why the loopback endpoint was a problem, in words for a phone: no terminal command.
+    assert_eq!(
+        r["endpoint_reason_before"],
+        format!(
+            "The endpoint {} is a loopback address that only this machine can reach.",
+            app.endpoint()
+        ),
+        "{r:#}"
+    );
+    assert_eq!(r["endpoint_reason_after"], "", "{r:#}");
     let (s, v) = call(&ns, "GET", "/api/v1/endpoint", None, &[]);
     assert_eq!((s, v["endpoint"].as_str()), (200, Some(now.as_str())));
 

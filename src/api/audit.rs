@@ -49,7 +49,7 @@ pub(super) async fn list(ctx: &Ctx<'_>) -> ApiResult {
     .expect("store task does not panic")
     .map_err(|e| ApiError::store(&e))?;
     let (entries, next) = view::page(entries, limit, |e| e.seq.to_string());
-    ok(json!({"entries": view::audit_views(entries), "next_cursor": next}))
+    ok(json!({"entries": view::audit_items(entries), "next_cursor": next}))
 }
 
 #[cfg(test)]

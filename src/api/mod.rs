@@ -33,6 +33,7 @@
 //! Errors are always `{"error":{"code","message","field"}}`.
 
 mod audit;
+pub mod audit_text;
 pub mod body;
 mod context;
 mod endpoint;
@@ -971,7 +972,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{v}");
         assert_eq!(
             v,
-            json!({"endpoint": "new.example.org:51820", "previous": "vpn.example:51820", "warning": null})
+            json!({"endpoint": "new.example.org:51820", "previous": "vpn.example:51820", "warning": null, "reason": null})
         );
         assert_eq!(
             service.server().endpoint.to_string(),
@@ -990,6 +991,37 @@ mod tests {
         let audit = service.store().audit_page(None, None, 10).unwrap();
         assert_eq!(audit[0].action, crate::model::AuditAction::ServerEndpoint);
         assert_eq!(audit[0].actor.peer, "leader");
+    }
+
+    /// An endpoint phones outside cannot reach: the dashboard reads `reason`, plain words
+    /// naming no command (its reader is on a phone); `warning` keeps the CLI's fix.
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_explained_without_a_command_for_the_dashboard() {
+        let disk = crate::store::testing::Disk::default();
+        let service = service_on(&disk);
+        assert!(service.store().init_server(&service.server()).unwrap());
+        let put = json!({"endpoint": "192.168.1.20"});
+        let (status, v) = call(&service, Method::PUT, "/api/v1/endpoint", Some(put)).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let (_, got) = call(&service, Method::GET, "/api/v1/endpoint", None).await;
+        for v in [v, got] {
+            assert_eq!(
+                v["reason"],
+                "The endpoint 192.168.1.20:51820 is a private address that phones outside this network cannot reach.",
+                "{v}"
+            );
+            let warning = v["warning"].as_str().unwrap();
+            assert!(warning.contains("`appliance endpoint HOST[:PORT]`"), "{v}");
+        }
+        // The audit trail's entries carry their sentence beside the summary.
+        let (_, audit) = call(&service, Method::GET, "/api/v1/audit", None).await;
+        let entry = &audit["entries"][0];
+        assert_eq!(
+            entry["text"],
+            "Changed the endpoint new configs carry from vpn.example:51820 to 192.168.1.20:51820.",
+            "{audit}"
+        );
+        assert_eq!(entry["summary"]["to"], "192.168.1.20:51820", "{audit}");
     }
 
     /// The dashboard's member changes go through the API's PATCH: one field at a time is

@@ -115,7 +115,6 @@ pub(super) async fn route(ctx: &Ctx<'_>) -> ApiResult {
         .service
         .jobs()
         .now()
-        .await
         .map_err(super::jobs::shutting_down)?;
     preview(ctx.body.as_ref(), now)
         .map_err(|e| ApiError::bad_request(e.field, e.message))

@@ -335,7 +335,7 @@ async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
     let job_id = match job_id(body.job_id)? {
         Some(id) => id,
         None => {
-            let now = jobs(ctx)?.now().await.map_err(super::jobs::shutting_down)?;
+            let now = jobs(ctx)?.now().map_err(super::jobs::shutting_down)?;
             default_job_id(&handler, &method, now)
         }
     };

@@ -192,6 +192,19 @@ pub struct AuditView {
     pub summary: serde_json::Value,
 }
 
+/// An audit entry as `GET /api/v1/audit`, the control socket's `AuditList` reply and
+/// `appliance audit --json` show it: the entry ([`AuditView`], the stored row's fields) and
+/// its sentence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditItem {
+    /// The entry's fields.
+    #[serde(flatten)]
+    pub entry: AuditView,
+    /// The entry as one plain sentence ([`crate::api::audit_text::describe`]), built from the
+    /// action, target and redacted summary: what the dashboard and `appliance audit` show.
+    pub text: String,
+}
+
 /// Who made a change, inside an [`AuditView`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActorView {
@@ -233,9 +246,20 @@ impl From<AuditEntry> for AuditView {
     }
 }
 
-/// Audit entries as shown, in the order given.
+/// Audit entries with the stored row's fields only, in the order given.
 pub fn audit_views(entries: Vec<AuditEntry>) -> Vec<AuditView> {
     entries.into_iter().map(AuditView::from).collect()
+}
+
+/// Audit entries as shown, each with its sentence, in the order given.
+pub fn audit_items(entries: Vec<AuditEntry>) -> Vec<AuditItem> {
+    entries
+        .into_iter()
+        .map(|e| AuditItem {
+            text: crate::api::audit_text::describe(&e.action, e.target.as_deref(), &e.summary),
+            entry: AuditView::from(e),
+        })
+        .collect()
 }
 
 /// The endpoint new client configs carry, as `appliance endpoint` and `/api/v1/endpoint`
@@ -246,8 +270,13 @@ pub struct EndpointView {
     pub endpoint: String,
     /// The endpoint it replaced, when this was a change.
     pub previous: Option<String>,
-    /// Why phones may not reach it, with what to run ([`crate::server::endpoint_warning`]).
+    /// Why phones may not reach it, with what to run on the server
+    /// ([`crate::server::endpoint_warning`]): for the CLI.
     pub warning: Option<String>,
+    /// The same reason in plain words, naming no command ([`crate::server::endpoint_reason`]):
+    /// for the dashboard, whose reader has no terminal.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl EndpointView {
@@ -257,6 +286,7 @@ impl EndpointView {
             endpoint: endpoint.to_string(),
             previous: previous.map(ToString::to_string),
             warning: crate::server::endpoint_warning(endpoint),
+            reason: crate::server::endpoint_reason(endpoint),
         }
     }
 }

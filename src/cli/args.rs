@@ -61,7 +61,8 @@ pub enum Command {
         /// Print JSON, for scripts
         #[arg(long)]
         json: bool,
-        /// Only entries at or after this time (RFC 3339, or Unix seconds)
+        /// Only entries at or after this time: an RFC 3339 time, a date (2026-11-30), a time
+        /// ago (30m, 1h, 2d), today or yesterday
         #[arg(long)]
         since: Option<String>,
         /// At most this many entries

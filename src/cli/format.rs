@@ -1,7 +1,8 @@
-//! How the CLI writes for people: dates (with jiff), "2 min ago", "1.5 KiB", and sentences
-//! wrapped at the words to the terminal they land on.
+//! How the CLI writes for people: dates (with jiff), "2m ago", "1.5 KiB", sentences wrapped
+//! at the words and tables cut to the terminal they land on (80 columns when not on one).
 
-/// "2 min ago", "never".
+/// "just now", "42s ago", "2m ago", "3h ago", "12d ago", "never": at most 8 characters, for
+/// table columns.
 pub fn ago(unix: Option<u64>, now: u64) -> String {
     let Some(t) = unix else {
         return "never".into();
@@ -9,11 +10,72 @@ pub fn ago(unix: Option<u64>, now: u64) -> String {
     let s = now.saturating_sub(t);
     match s {
         0..=9 => "just now".into(),
-        10..=59 => format!("{s} s ago"),
-        60..=3599 => format!("{} min ago", s / 60),
-        3600..=86399 => format!("{} h ago", s / 3600),
-        _ => format!("{} days ago", s / 86400),
+        10..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        3600..=86399 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
     }
+}
+
+/// The width tables and wrapped text are made for: the terminal's, on one; 80 columns when
+/// stdout is a pipe or a file.
+pub fn stdout_columns() -> usize {
+    terminal_size(libc::STDOUT_FILENO).map_or(80, |(cols, _)| cols)
+}
+
+/// `s` cut to `max` characters, its last one `…` when it was longer.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// `label` then `value`, wrapped at its words to `columns`, its further lines indented under
+/// the value's start: a `status` field that fits the terminal.
+pub fn hang(label: &str, value: &str, columns: usize) -> String {
+    let indent = label.chars().count();
+    let text = wrap(value, columns.saturating_sub(indent).max(20));
+    let pad = format!("\n{}", " ".repeat(indent));
+    format!("{label}{}\n", text.replace('\n', &pad))
+}
+
+/// A table: `head` and `rows`, each column as wide as its widest cell, two spaces apart, every
+/// line after `indent` spaces. When that is wider than `columns`, the columns in `shrink` (by
+/// index, first cut first) are cut with `…`, each down to its header's width at the least.
+pub fn table(
+    head: &[&str],
+    rows: &[Vec<String>],
+    shrink: &[usize],
+    indent: usize,
+    columns: usize,
+) -> String {
+    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let total = |w: &[usize]| indent + w.iter().sum::<usize>() + 2 * w.len().saturating_sub(1);
+    for &i in shrink {
+        let over = total(&widths).saturating_sub(columns);
+        let least = head[i].chars().count().max(2);
+        widths[i] -= over.min(widths[i].saturating_sub(least));
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let s: Vec<String> = cells
+            .zip(&widths)
+            .map(|(c, &w)| format!("{:<w$}", cut(c, w)))
+            .collect();
+        format!("{}{}\n", " ".repeat(indent), s.join("  ").trim_end())
+    };
+    let mut out = line(&mut head.iter().copied());
+    for r in rows {
+        out.push_str(&line(&mut r.iter().map(String::as_str)));
+    }
+    out
 }
 
 pub fn bytes(n: u64) -> String {
@@ -94,9 +156,40 @@ mod tests {
         );
         assert_eq!(ago(None, 100), "never");
         assert_eq!(ago(Some(100), 105), "just now");
-        assert_eq!(ago(Some(0), 150), "2 min ago");
+        assert_eq!(ago(Some(0), 150), "2m ago");
+        assert_eq!(ago(Some(0), 42), "42s ago");
+        assert_eq!(ago(Some(0), 3 * 3600 + 5), "3h ago");
+        assert_eq!(ago(Some(0), 400 * 86400), "400d ago");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn a_table_too_wide_is_cut_in_the_columns_given() {
+        let rows = vec![
+            vec![
+                "alice".to_string(),
+                "[2001:db8::1234:5678]:51820".to_string(),
+            ],
+            vec!["bob".to_string(), "-".to_string()],
+        ];
+        assert_eq!(
+            table(&["NAME", "ENDPOINT"], &rows, &[1], 0, 80),
+            "NAME   ENDPOINT\nalice  [2001:db8::1234:5678]:51820\nbob    -\n"
+        );
+        assert_eq!(
+            table(&["NAME", "ENDPOINT"], &rows, &[1], 2, 20),
+            "  NAME   ENDPOINT\n  alice  [2001:db8:…\n  bob    -\n"
+        );
+        // Never below the header's width: the line stays too wide rather than lose the column.
+        assert_eq!(
+            table(&["NAME", "ENDPOINT"], &rows, &[1], 0, 5)
+                .lines()
+                .nth(1),
+            Some("alice  [2001:d…")
+        );
+        assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(cut("abcd", 4), "abcd");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod peer;
 pub mod qr;
 pub mod serve;
 pub mod status;
+pub mod when;
 
 use appliance::control::{self, ClientError, ControlFailure, Request};
 use appliance::model::ServerRecord;

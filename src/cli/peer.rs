@@ -18,7 +18,7 @@ use appliance::service::{unix_now, unix_now_ms, PeerView};
 use peers::{ClientConfig, Endpoint, PeerName, PresharedKey, PrivateKey, PublicKey, Role};
 
 use super::args::{ConfigArgs, PeerCommand};
-use super::format::{ago, bytes, date};
+use super::format::{ago, bytes, date, table};
 use super::{call, fatal, to_value, usage, Failure};
 
 pub fn run(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
@@ -28,7 +28,8 @@ pub fn run(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
             let role: Role = role.parse().map_err(usage)?;
             let keys = ClientKeys::new(&config)?;
             let prepared = config.validate()?;
-            let qr = super::qr::before_change(dir, &keys, &config, "nothing was added")?;
+            let as_image = format!("appliance peer add {name} --role {role} --qr-png {name}.png");
+            let qr = super::qr::before_change(dir, &keys, &config, "nothing was added", &as_image)?;
             let add = AddPeer {
                 name,
                 role,
@@ -55,7 +56,9 @@ pub fn run(dir: &DataDir, cmd: PeerCommand) -> Result<(), Failure> {
             let name = parse_name(&name)?;
             let keys = ClientKeys::new(&config)?;
             let prepared = config.validate()?;
-            let qr = super::qr::before_change(dir, &keys, &config, "no keys were changed")?;
+            let as_image = format!("appliance peer rotate {name} --qr-png {name}.png");
+            let qr =
+                super::qr::before_change(dir, &keys, &config, "no keys were changed", &as_image)?;
             let req = Request::PeerRotate {
                 name: name.clone(),
                 public_key: keys.public,
@@ -316,57 +319,35 @@ fn print_config(
     Ok(())
 }
 
+/// The peer table for a terminal `columns` wide: traffic and creation time are in `peer show`
+/// and `--json`; a long endpoint, then a long name, is cut with `…` to fit.
+fn render_table(views: &[PeerView], now: u64, columns: usize) -> String {
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                v.role.clone(),
+                v.address.to_string(),
+                if v.enabled { "on" } else { "off" }.into(),
+                ago(v.last_handshake, now),
+                v.endpoint.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let head = ["NAME", "ROLE", "ADDRESS", "STATE", "HANDSHAKE", "ENDPOINT"];
+    table(&head, &rows, &[5, 0], 0, columns)
+}
+
 fn print_table(views: &[PeerView]) {
     if views.is_empty() {
         println!("no peers yet: add one with `appliance peer add NAME --role admin`");
         return;
     }
-    let now = unix_now();
-    let rows: Vec<[String; 9]> = views
-        .iter()
-        .map(|v| {
-            [
-                v.name.clone(),
-                v.role.clone(),
-                v.address.to_string(),
-                if v.enabled { "yes" } else { "no" }.into(),
-                date(v.created_at),
-                ago(v.last_handshake, now),
-                bytes(v.rx_bytes),
-                bytes(v.tx_bytes),
-                v.endpoint.clone().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    let head = [
-        "NAME",
-        "ROLE",
-        "ADDRESS",
-        "ENABLED",
-        "CREATED",
-        "HANDSHAKE",
-        "RX",
-        "TX",
-        "ENDPOINT",
-    ];
-    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let s: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", s.join("  ").trim_end());
-    };
-    line(head.to_vec());
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect());
-    }
+    print!(
+        "{}",
+        render_table(views, unix_now(), super::format::stdout_columns())
+    );
 }
 
 fn print_one(v: &PeerView) {

@@ -44,6 +44,7 @@ pub(super) fn before_change(
     keys: &ClientKeys,
     args: &ConfigArgs,
     unchanged: &str,
+    as_image: &str,
 ) -> Result<Option<Plan>, Failure> {
     if args.out.is_some() || !std::io::stdout().is_terminal() {
         return Ok(None);
@@ -59,15 +60,23 @@ pub(super) fn before_change(
     };
     let text = appliance::peer_ops::qr_text(&config_for(&longest, keys, args)?);
     let other_way = args.qr_png.is_some() || args.show_config;
-    plan(&text, args.qr_sextants, other_way, unchanged).map(Some)
+    plan(&text, args.qr_sextants, other_way, unchanged, as_image).map(Some)
 }
 
 /// Decides how the code for `text` (or a text at least as long) is drawn on the terminal on
 /// stdout. `sextants`: `--qr-sextants` was given. `other_way`: the admin also gets the config
 /// another way (`--qr-png`, `--show-config`). `unchanged` says what refusing leaves
-/// unchanged ("nothing was added"). Refuses, as a usage error, a code that cannot fit when
-/// there is no other way.
-fn plan(text: &str, sextants: bool, other_way: bool, unchanged: &str) -> Result<Plan, Failure> {
+/// unchanged ("nothing was added"); `as_image` is the command that writes the code as an
+/// image instead (`appliance peer add NAME --role ROLE --qr-png NAME.png`): an admin
+/// adding the first member has no tunnel, so no dashboard, yet. Refuses, as a usage error, a
+/// code that cannot fit when there is no other way.
+fn plan(
+    text: &str,
+    sextants: bool,
+    other_way: bool,
+    unchanged: &str,
+    as_image: &str,
+) -> Result<Plan, Failure> {
     let cells = if sextants {
         Cells::Sextants
     } else {
@@ -81,7 +90,7 @@ fn plan(text: &str, sextants: bool, other_way: bool, unchanged: &str) -> Result<
             note: None,
         });
     };
-    decide(text, cells, other_way, unchanged, columns, rows)
+    decide(text, cells, other_way, unchanged, as_image, columns, rows)
 }
 
 fn decide(
@@ -89,6 +98,7 @@ fn decide(
     cells: Cells,
     other_way: bool,
     unchanged: &str,
+    as_image: &str,
     columns: usize,
     rows: usize,
 ) -> Result<Plan, Failure> {
@@ -135,8 +145,8 @@ fn decide(
     Err(usage(format!(
         "{size}, so it would scroll off the screen ({unchanged}). Enlarge the window (or zoom \
          out, Ctrl -) to at least {need_c} x {need_r} and run this again{smaller}; or write the \
-         code as an image with --qr-png FILE, or the config with --show-config or --out FILE; \
-         or add the member from the dashboard (Members, then Add member), which shows the code"
+         code as an image to scan from another screen: {as_image} (the config as text: \
+         --show-config, or --out FILE)"
     )))
 }
 
@@ -184,6 +194,9 @@ mod tests {
         PresharedKey=MzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzM=\nEndpoint=vpn.example.org:51820\n\
         AllowedIPs=10.88.88.0/24\nPersistentKeepalive=25\n";
 
+    /// What a refusal offers instead.
+    const IMG: &str = "appliance peer add leader --role admin --qr-png leader.png";
+
     /// The plan, or a panic with the refusal's sentence (`Failure` has no `Debug`).
     fn ok(r: Result<Plan, Failure>) -> Plan {
         r.unwrap_or_else(|f| panic!("refused: {}", f.message))
@@ -192,21 +205,28 @@ mod tests {
     #[test]
     fn half_blocks_need_35_rows_and_sextants_fit_80_by_24() {
         assert_eq!(USUAL.len(), 298);
-        let fits = ok(decide(USUAL, Cells::HalfBlocks, false, "x", 80, 35));
+        let fits = ok(decide(USUAL, Cells::HalfBlocks, false, "x", IMG, 80, 35));
         assert_eq!(fits.cells, Some(Cells::HalfBlocks));
-        let fits = ok(decide(USUAL, Cells::Sextants, false, "x", 80, 24));
+        let fits = ok(decide(USUAL, Cells::Sextants, false, "x", IMG, 80, 24));
         assert_eq!(fits.cells, Some(Cells::Sextants));
 
-        let refused = decide(USUAL, Cells::HalfBlocks, false, "nothing was added", 80, 24)
-            .expect_err("does not fit 80 x 24");
+        let refused = decide(
+            USUAL,
+            Cells::HalfBlocks,
+            false,
+            "nothing was added",
+            IMG,
+            80,
+            24,
+        )
+        .expect_err("does not fit 80 x 24");
         assert_eq!(refused.code, 2);
         for needle in [
             "the QR code needs a 65 x 35 terminal and this one is 80 x 24",
             "(nothing was added)",
             "at least 65 x 35",
             "24 rows tall with --qr-sextants",
-            "--qr-png FILE",
-            "dashboard",
+            "an image to scan from another screen: appliance peer add leader --role admin --qr-png leader.png",
         ] {
             assert!(
                 refused.message.contains(needle),
@@ -214,18 +234,24 @@ mod tests {
                 refused.message
             );
         }
+        // Not the dashboard: whoever adds the first member has no tunnel to reach it.
+        assert!(
+            !refused.message.contains("dashboard"),
+            "{}",
+            refused.message
+        );
         // Too small even for sextants: no sextant advice.
-        let refused = decide(USUAL, Cells::HalfBlocks, false, "x", 80, 20).unwrap_err();
+        let refused = decide(USUAL, Cells::HalfBlocks, false, "x", IMG, 80, 20).unwrap_err();
         assert!(!refused.message.contains("sextants"), "{}", refused.message);
 
         // With another way to the config, the code is left out with a note instead.
-        let left_out = ok(decide(USUAL, Cells::HalfBlocks, true, "x", 80, 24));
+        let left_out = ok(decide(USUAL, Cells::HalfBlocks, true, "x", IMG, 80, 24));
         assert_eq!(left_out.cells, None);
         assert!(left_out
             .note
             .expect("a note")
             .starts_with("note: the QR code needs a 65 x 35 terminal"));
-        let note = ok(decide(USUAL, Cells::HalfBlocks, true, "x", 80, 24))
+        let note = ok(decide(USUAL, Cells::HalfBlocks, true, "x", IMG, 80, 24))
             .note
             .expect("a note");
         assert!(note.lines().all(|l| l.len() <= 80), "{note}");

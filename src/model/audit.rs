@@ -1,7 +1,7 @@
 //! The audit trail: who did what, and when.
 //!
 //! Pure data. Stored by [`crate::store`] in the `audit` table (its row is private there), shown
-//! by the API, the control socket and the CLI as [`crate::api::view::AuditView`]. What was done
+//! by the API, the control socket and the CLI as [`crate::api::view::AuditItem`]. What was done
 //! is an [`AuditAction`]; its wire strings (`peer.add`, `job.create`, …) are what existing
 //! databases hold and what API clients read, so they never change.
 

@@ -2,10 +2,14 @@
 //!
 //! Layer: driver glue. Validates, commits each change with its audit entry through the store,
 //! then tells the scheduler driver by a `Command`; answers reads from a view of the job
-//! table (names, order, counts) and the store (a job's spec: one read transaction). It reads no clock and writes no table: the time of an operation (for its first fire,
-//! its record and its audit entry) is the driver's clock, asked with `Command::Now` ([`Handle::now`]); fire
-//! times are [`Core`]'s (`Core::first_fire`, `Core::resume_catching_up`); the driver updates
-//! the table and answers with the job as it now is. Webhook destinations are checked here
+//! table (names, order, counts) and the store (a job's spec: one read transaction). It writes
+//! no table, and the only clock it reads is the driver's own [`Clock`]: the time of an
+//! operation (for its first fire, its record and its audit entry) is read from it without a
+//! round trip ([`Handle::now`]), and the driver brings its core up to date with that clock
+//! (takes the fires due by then) before it applies the change, so a change never overtakes a
+//! fire that was due before it. Fire times are [`Core`]'s (`Core::first_fire`,
+//! `Core::resume_catching_up`); the driver updates the table and answers with the job as it
+//! now is. Webhook destinations are checked here
 //! against the same [`NetPolicy`] the executor enforces.
 
 use std::collections::HashMap;
@@ -22,6 +26,7 @@ use super::error::{
 };
 use super::table::{listing_key, name_key, JobQuery, Listed, TableView};
 use super::{JobEntry, RunStats};
+use crate::clock::Clock;
 use crate::model::{Actor, AuditAction, AuditEntry, JobAction, JobRecord, RunFilter, RunRecord};
 use crate::sched::{Core, JobDraft, JobId, JobSpec, SpecError};
 use crate::store::{Store, StoreError};
@@ -35,8 +40,6 @@ pub(super) type RunReply = oneshot::Sender<Result<u64, RunNowError>>;
 /// What the handle asks of the driver. Each change is sent after it is on disk; the driver
 /// applies it to the core and the table and answers with the job as the table now holds it.
 pub(super) enum Command {
-    /// The driver's clock: the time of an operation.
-    Now(oneshot::Sender<Timestamp>),
     /// A new or changed job, stored with its first fire ([`Core::first_fire`]).
     Upsert {
         record: Box<JobRecord>,
@@ -62,6 +65,8 @@ pub(super) enum Command {
 /// Handle to the scheduler, shared by the API.
 pub struct Handle {
     pub(super) commands: mpsc::Sender<Command>,
+    /// The driver's clock (the same one: a virtual clock in tests).
+    pub(super) clock: Clock,
     pub(super) table: TableView,
     /// The store the jobs and runs live in.
     pub store: Arc<Store>,
@@ -119,9 +124,16 @@ impl Handle {
 
     /// The time of an operation, from the driver's clock (the only clock the scheduler reads).
     /// API routes that need "now" (a schedule preview, ScheduleZero's default `job_id`) ask
-    /// here rather than read the wall clock, so they follow the scheduler's clock.
-    pub async fn now(&self) -> Result<Timestamp, ShuttingDown> {
-        self.ask(Command::Now).await
+    /// here rather than read the wall clock, so they follow the scheduler's clock. Read
+    /// without a round trip to the driver: the driver takes the fires due by the time it
+    /// applies a change first (`runner`), so reading the clock here cannot let a change
+    /// overtake a due fire. `ShuttingDown` once the driver has stopped, so nothing is
+    /// committed that it would never schedule.
+    pub fn now(&self) -> Result<Timestamp, ShuttingDown> {
+        if self.commands.is_closed() {
+            return Err(ShuttingDown);
+        }
+        Ok(self.clock.now())
     }
 
     fn audit(
@@ -161,7 +173,7 @@ impl Handle {
     /// Finishes the decoded job at the driver's time, checks it, stores it durably (with its
     /// audit entry) and schedules it.
     pub async fn create(&self, job: JobDraft, actor: &Actor) -> Result<JobEntry, CreateError> {
-        let now = self.now().await?;
+        let now = self.now()?;
         let spec = job.finish(Some(now))?;
         check_destination(&spec, &self.policy)?;
         self.check_action(&spec)?;
@@ -241,7 +253,7 @@ impl Handle {
         patch: &Value,
         actor: &Actor,
     ) -> Result<JobEntry, UpdateError> {
-        let now = self.now().await?;
+        let now = self.now()?;
         let patch = patch.clone();
         let actor = actor.clone();
         let check = self.action_checker();
@@ -291,7 +303,7 @@ impl Handle {
 
     /// Deletes a job (its run history stays until pruned).
     pub async fn delete(&self, id: JobId, actor: &Actor) -> Result<JobEntry, ChangeError> {
-        let now = self.now().await?;
+        let now = self.now()?;
         let actor = actor.clone();
         let rec = self
             .blocking(move |s| {
@@ -332,7 +344,7 @@ impl Handle {
         actor: &Actor,
     ) -> Result<JobEntry, ChangeError> {
         let actor = actor.clone();
-        let now = self.now().await?;
+        let now = self.now()?;
         let now_ms = millis(now);
         let (rec, paused_since) = self
             .blocking(move |s| {
@@ -384,7 +396,7 @@ impl Handle {
     /// id of the run, recorded before this returns.
     pub async fn run_now(&self, id: JobId, actor: &Actor) -> Result<u64, RunNowError> {
         let name = self.table.get(id).ok_or(JobNotFound(id))?.name;
-        let now = self.now().await?;
+        let now = self.now()?;
         let run = self.ask(|done| Command::RunNow(id, done)).await??;
         let audit = Self::audit(
             actor,
@@ -411,7 +423,7 @@ impl Handle {
         job: JobDraft,
         actor: &Actor,
     ) -> Result<crate::webhook::AttemptResult, TestError> {
-        let now = self.now().await?;
+        let now = self.now()?;
         let spec = job.finish(Some(now))?;
         check_destination(&spec, &self.policy)?;
         if spec.action.webhook().is_none() {
@@ -523,7 +535,7 @@ impl Handle {
     /// Deletes the whole finished run history (queued, leased and running runs stay), with an
     /// audit entry `runs.clear`; returns how many runs were deleted.
     pub async fn clear_runs(&self, actor: &Actor) -> Result<usize, ClearError> {
-        let now = self.now().await?;
+        let now = self.now()?;
         let actor = actor.clone();
         self.blocking(move |s| {
             let n = s.prune_runs(Timestamp::MAX)?;

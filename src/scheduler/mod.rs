@@ -11,9 +11,10 @@
 //! - [`handle`]: [`Handle`], what the API holds. Every change is committed (with its audit
 //!   entry) before the driver hears of it and before the caller gets its answer: a 201 means
 //!   the job is on disk. Names, order and counts come from the job [`table`]; a job's spec is
-//!   read from the store when it is shown (the core and the table keep no spec). The handle reads no clock and
-//!   writes no table: it asks the driver for the time, takes fire times from the core's rules
-//!   (`Core::first_fire`), and the driver applies each change to the core and the table.
+//!   read from the store when it is shown (the core and the table keep no spec). The handle
+//!   writes no table and reads only the driver's own clock, without a round trip: the driver
+//!   takes the fires due by then before it applies a change. Fire times follow the core's
+//!   rules (`Core::first_fire`), and the driver applies each change to the core and the table.
 //! - [`runner`]: [`start`] (load the stored jobs, close interrupted runs) and the loop.
 //! - [`runs`]: what a fire becomes in the run history.
 //! - [`table`]: the in-memory job table (names, next fires, running counts) and the JSON views.

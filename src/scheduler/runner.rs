@@ -38,6 +38,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// The audit trail is pruned once the bytes appended since its last prune pass this fraction
 /// of its cap, so it never holds more than the cap and an eighth between hourly sweeps.
 const AUDIT_PRUNE_FRACTION: u64 = 8;
+/// Most commands applied in one wake-up of the driver before it takes fires again.
+const COMMANDS_PER_WAKE: usize = 64;
 /// Longest sleep when no job is due (the loop also wakes on every command).
 const IDLE_SLEEP: Duration = Duration::from_secs(3600);
 /// While fires cannot be recorded, how often the driver tries to make the store writable.
@@ -124,7 +126,7 @@ fn launch(
         in_flight: HashSet::new(),
         next_recover: std::time::Instant::now(),
         core,
-        clock,
+        clock: clock.clone(),
         store: store.clone(),
         table,
         stats: stats.clone(),
@@ -138,6 +140,7 @@ fn launch(
     Ok((
         Handle {
             commands: tx,
+            clock: clock.clone(),
             table: view,
             store,
             stats,
@@ -205,7 +208,17 @@ impl Driver {
                     if *shutdown.borrow() { break; }
                 }
                 cmd = commands.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd),
+                    Some(cmd) => {
+                        self.handle(cmd);
+                        // Concurrent callers' commands (a group commit's creates) are applied
+                        // in one wake-up, not one loop round each.
+                        for _ in 1..COMMANDS_PER_WAKE {
+                            match commands.try_recv() {
+                                Ok(cmd) => self.handle(cmd),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break,
                 },
                 Some(run) = finished.recv() => {
@@ -241,12 +254,16 @@ impl Driver {
         tracing::info!("scheduler stopped");
     }
 
+    /// Applies one command from the handle. The handle read the time of the change from this
+    /// clock without asking: so first the fires due by now are taken into the core's queue
+    /// (recorded by the next `take_fires`), exactly as if the driver had woken for them
+    /// before the change arrived. A change never overtakes a fire due before it.
     fn handle(&mut self, cmd: Command) {
         let now = self.clock.now();
+        if self.is_recording() {
+            self.core.handle_timeout(now);
+        }
         match cmd {
-            Command::Now(done) => {
-                let _ = done.send(now);
-            }
             Command::Upsert { record, done } => {
                 // Stored with its first fire (`Core::first_fire`), so that is the persisted
                 // value: the core computes it again only if the record carries none.
@@ -754,10 +771,34 @@ mod tests {
             stop,
         )
         .unwrap();
-        assert_eq!(jobs.now().await.unwrap(), t0);
+        assert_eq!(jobs.now().unwrap(), t0);
         let later: Timestamp = "2031-03-04T06:00:00Z".parse().unwrap();
         *clock.lock().unwrap() = later;
-        assert_eq!(jobs.now().await.unwrap(), later);
+        assert_eq!(jobs.now().unwrap(), later);
+    }
+
+    /// The handle reads the driver's clock without a round trip, but only while the driver
+    /// runs: once it has stopped, a create is refused before anything is committed (a job on
+    /// disk that no scheduler took would fire only after the next start, unannounced).
+    #[tokio::test]
+    async fn after_the_driver_stops_a_create_commits_nothing() {
+        let store = Arc::new(crate::store::testing::Disk::default().store());
+        let (stop_tx, stop) = watch::channel(false);
+        let (jobs, task) = start(store.clone(), Config::default(), stop).unwrap();
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        let body = json!({
+            "name": "late",
+            "trigger": {"every": "1h"},
+            "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/x"}},
+        });
+        assert!(jobs.now().is_err());
+        let refused = jobs.create(draft(&body), &Actor::local_cli()).await;
+        assert!(
+            matches!(refused, Err(super::super::CreateError::ShuttingDown(_))),
+            "{refused:?}"
+        );
+        assert!(store.jobs().unwrap().rows.is_empty());
     }
 
     /// Every fire time comes from the driver's clock through the core, not from the request

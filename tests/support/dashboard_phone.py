@@ -298,16 +298,20 @@ def leader():
     # The admin changes the endpoint new configs carry (PUT /api/v1/endpoint).
     until("the endpoint", lambda: find("endpoint-current").text.startswith("Phones dial "))
     result["endpoint_before"] = find("endpoint-current").text
+    until("why phones may not reach it", lambda: find("endpoint-warning").text)
+    result["endpoint_reason_before"] = find("endpoint-warning").text
     fill("endpoint-new", "vpn.example.org")
     click("endpoint-save")
     until("the new endpoint", lambda: "vpn.example.org:" in find("endpoint-current").text)
     result["endpoint_after"] = find("endpoint-current").text
+    result["endpoint_reason_after"] = find("endpoint-warning").text
     # Fixed: the banner goes at once, without a reload.
     until("the banner to go", lambda: health_problems() == [])
 
     click("nav-audit")
     until("audit entries", lambda: all_of("audit-row"))
     result["audit_actions"] = [t.split("\n")[0] for t in texts("audit-row")]
+    result["audit_texts"] = texts("audit-text")
     check_layout("audit")
     shot("audit")
 

@@ -91,7 +91,7 @@
       const n = hl.damaged_rows;
       out.push(n + (n === 1 ? " stored record is" : " stored records are") + " damaged and left out, so a job, member or run may be missing from these lists. " + ask + "run \"appliance doctor\" on the server.");
     }
-    if (ep && ep.warning) {
+    if (ep && ep.reason) {
       const fix = may("PUT /api/v1/endpoint")
         ? "Set this server's public name or address under Members, Endpoint."
         : "Ask your admin to set this server's public name or address.";
@@ -105,7 +105,7 @@
       const [hl, ep] = await Promise.all([api("GET", "/api/v1/health"),
         may("GET /api/v1/endpoint") ? api("GET", "/api/v1/endpoint").catch(() => null) : null]);
       const list = problems(hl, ep);
-      const fixHere = ep && ep.warning && may("PUT /api/v1/endpoint") && !S.route.startsWith("#/members");
+      const fixHere = ep && ep.reason && may("PUT /api/v1/endpoint") && !S.route.startsWith("#/members");
       clear(box, list.length ? [h("strong", { text: "The server needs attention" }),
         list.map((t) => h("p", { testid: "health-problem", text: t })),
         fixHere ? h("a", { class: "btn", href: "#/members", testid: "health-fix-endpoint" }, "Go to Members") : null] : []);
@@ -739,7 +739,7 @@
     const epErr = h("p", { class: "err", role: "alert" });
     function showEndpoint(e) {
       epNow.textContent = "Phones dial " + e.endpoint;
-      epWarn.textContent = e.warning || "";
+      epWarn.textContent = e.reason || "";
     }
     const epForm = h("form", { class: "card", novalidate: true, onsubmit: async (ev) => {
       ev.preventDefault();
@@ -801,7 +801,7 @@
       clear(list, v.entries.length ? v.entries.map((e) => h("div", { class: "card", testid: "audit-row", "data-seq": e.seq },
         h("div", { class: "row" }, h("span", { class: "name", text: e.action }), h("span", { class: "mute", text: when(new Date(e.at_ms).toISOString()) })),
         h("div", null, "by " + e.actor.peer + " (" + e.actor.via + ")" + (e.target ? " · " + e.target : "")),
-        h("code", { text: JSON.stringify(e.summary).slice(0, 300) })))
+        h("p", { testid: "audit-text", text: e.text })))
         : h("p", { class: "mute", text: "Nothing yet." }));
       return v.next_cursor;
     });
