@@ -150,7 +150,7 @@ mod tests {
     use ::peers::{Endpoint, Ipv4Net, PeerName, PrivateKey, Role};
     use redb::TableHandle as _;
 
-    use super::super::tests::temp_dir;
+    use super::super::tests::{open_ids, temp_dir};
     use super::*;
     use crate::model::PeerRecord;
 
@@ -309,23 +309,12 @@ mod tests {
             vec![2],
             "the running run is found through the index"
         );
-        drop(store);
-        let db = Database::open(&path).unwrap();
-        let txn = db.begin_read().unwrap();
-        let open: Vec<u64> = txn
-            .open_table(OPEN_RUNS)
-            .unwrap()
-            .iter()
-            .unwrap()
-            .map(|r| r.unwrap().0.value())
-            .collect();
         assert_eq!(
-            open,
+            open_ids(&store),
             vec![2, 4],
             "running and leased, not the finished ones"
         );
-        drop(txn);
-        drop(db);
+        drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
 

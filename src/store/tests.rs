@@ -1095,7 +1095,7 @@ fn a_time_window_of_runs_is_read_without_reading_older_rows() {
 }
 
 /// The run ids `open_runs` lists.
-fn open_ids(store: &Store) -> Vec<u64> {
+pub(super) fn open_ids(store: &Store) -> Vec<u64> {
     let db = store.reader().unwrap();
     let txn = db.begin_read().unwrap();
     let ids = txn
