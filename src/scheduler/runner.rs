@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 
 use super::handle::{Command, RunReply};
-use super::table::{Listed, Table};
+use super::table::{Jobs, Listed, Table};
 use super::{runs, Config, Handle, JobEntry, JobNotFound, RunNowError, RunStats};
 use crate::clock::Clock;
 use crate::model::{JobRecord, JobSummary, RunRecord, RunStatus};
@@ -80,7 +80,7 @@ fn launch(
     let summaries = loaded.rows;
     let stats = Arc::new(Mutex::new(RunStats::default()));
     let (tasks, task_done, held) = Queue::load_on(store.clone(), stats.clone(), clock.clone())?;
-    let mut table = HashMap::with_capacity(summaries.len());
+    let mut table = Jobs::with_capacity(summaries.len());
     let mut core = Core::load(
         summaries.into_iter().map(|s| {
             let listed = Listed {

@@ -8,7 +8,8 @@
 //! ([`name_key`], [`name_taken`]). A job's spec is read from the store when it is shown or
 //! fires (`Handle::get`, `Handle::list_page`).
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
 use crate::model::JobRecord;
@@ -28,16 +29,150 @@ pub(super) struct Listed {
     pub(super) running: u32,
 }
 
+/// The jobs the table holds, with an index of their names: a create's or rename's uniqueness
+/// check ([`Jobs::name_taken`]) is one hash lookup, not a pass over every job (it runs under
+/// the handle's naming lock, so a pass would serialise creates at O(jobs) each).
+///
+/// The index maps a hash of each [`name_key`] to the jobs holding it (usually one: jobs
+/// stored before names were unique may share one), 8 bytes of id per job plus the map's own;
+/// candidates are confirmed against their names. Names change only through
+/// [`Jobs::insert`], which keeps the index in step; [`Jobs::get_mut`] is for the other fields.
+#[derive(Default)]
+pub(super) struct Jobs {
+    entries: HashMap<JobId, Listed>,
+    by_name: HashMap<u64, Holders>,
+    hasher: RandomState,
+    /// Names compared by [`Jobs::name_taken`] so far (tests check it stays O(1)).
+    #[cfg(test)]
+    compared: std::sync::atomic::AtomicUsize,
+}
+
+/// The jobs whose names share one index hash.
+enum Holders {
+    One(JobId),
+    Many(Vec<JobId>),
+}
+
+impl Jobs {
+    pub(super) fn with_capacity(n: usize) -> Jobs {
+        Jobs {
+            entries: HashMap::with_capacity(n),
+            by_name: HashMap::with_capacity(n),
+            hasher: RandomState::new(),
+            #[cfg(test)]
+            compared: Default::default(),
+        }
+    }
+
+    fn name_hash(&self, name: &str) -> u64 {
+        self.hasher.hash_one(name_key(name))
+    }
+
+    /// Adds or replaces a job, returning what it replaces.
+    pub(super) fn insert(&mut self, id: JobId, listed: Listed) -> Option<Listed> {
+        let h = self.name_hash(&listed.name);
+        let old = self.entries.insert(id, listed);
+        if let Some(old) = &old {
+            self.unindex(id, &old.name);
+        }
+        match self.by_name.entry(h) {
+            Entry::Vacant(v) => {
+                v.insert(Holders::One(id));
+            }
+            Entry::Occupied(mut o) => match o.get_mut() {
+                Holders::One(other) => {
+                    let other = *other;
+                    o.insert(Holders::Many(vec![other, id]));
+                }
+                Holders::Many(ids) => ids.push(id),
+            },
+        }
+        old
+    }
+
+    /// Removes a job, returning it.
+    pub(super) fn remove(&mut self, id: &JobId) -> Option<Listed> {
+        let old = self.entries.remove(id)?;
+        self.unindex(*id, &old.name);
+        Some(old)
+    }
+
+    fn unindex(&mut self, id: JobId, name: &str) {
+        let h = self.name_hash(name);
+        if let Entry::Occupied(mut o) = self.by_name.entry(h) {
+            match o.get_mut() {
+                Holders::One(held) if *held == id => {
+                    o.remove();
+                }
+                Holders::One(_) => {}
+                Holders::Many(ids) => {
+                    ids.retain(|held| *held != id);
+                    if let [only] = ids[..] {
+                        o.insert(Holders::One(only));
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn get(&self, id: &JobId) -> Option<&Listed> {
+        self.entries.get(id)
+    }
+
+    /// A job's entry, to change its next fire, paused flag or running count (a name changes
+    /// only through [`Jobs::insert`]).
+    pub(super) fn get_mut(&mut self, id: &JobId) -> Option<&mut Listed> {
+        self.entries.get_mut(id)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&JobId, &Listed)> {
+        self.entries.iter()
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&JobId, &mut Listed)> {
+        self.entries.iter_mut()
+    }
+
+    /// The job other than `except` that already has `name` (the same [`name_key`]), if any.
+    pub(super) fn name_taken(&self, name: &str, except: Option<JobId>) -> Option<JobId> {
+        let candidates: &[JobId] = match self.by_name.get(&self.name_hash(name))? {
+            Holders::One(id) => std::slice::from_ref(id),
+            Holders::Many(ids) => ids,
+        };
+        #[cfg(test)]
+        self.compared
+            .fetch_add(candidates.len(), std::sync::atomic::Ordering::Relaxed);
+        name_taken(
+            candidates
+                .iter()
+                .filter_map(|id| Some((*id, &*self.entries.get(id)?.name))),
+            name,
+            except,
+        )
+    }
+}
+
+impl std::ops::Index<&JobId> for Jobs {
+    type Output = Listed;
+    fn index(&self, id: &JobId) -> &Listed {
+        &self.entries[id]
+    }
+}
+
 /// The in-memory job table. The driver owns this writer and is its only writer: it changes
 /// an entry when the core changes the job. The handle holds a [`TableView`].
-pub(super) struct Table(Arc<RwLock<HashMap<JobId, Listed>>>);
+pub(super) struct Table(Arc<RwLock<Jobs>>);
 
 /// A read-only view of the [`Table`], for the handle's reads.
 #[derive(Clone)]
-pub(super) struct TableView(Arc<RwLock<HashMap<JobId, Listed>>>);
+pub(super) struct TableView(Arc<RwLock<Jobs>>);
 
 impl Table {
-    pub(super) fn new(entries: HashMap<JobId, Listed>) -> Table {
+    pub(super) fn new(entries: Jobs) -> Table {
         Table(Arc::new(RwLock::new(entries)))
     }
 
@@ -47,7 +182,7 @@ impl Table {
     }
 
     /// The entries, for a change.
-    pub(super) fn write(&self) -> RwLockWriteGuard<'_, HashMap<JobId, Listed>> {
+    pub(super) fn write(&self) -> RwLockWriteGuard<'_, Jobs> {
         self.0.write().unwrap()
     }
 }
@@ -90,15 +225,14 @@ impl TableView {
     /// (jobs, paused, running).
     pub(super) fn counts(&self) -> (usize, usize, u32) {
         let t = self.0.read().unwrap();
-        let paused = t.values().filter(|e| e.paused).count();
-        let running = t.values().map(|e| e.running).sum();
+        let paused = t.iter().filter(|(_, e)| e.paused).count();
+        let running = t.iter().map(|(_, e)| e.running).sum();
         (t.len(), paused, running)
     }
 
-    /// The job other than `except` that already has `name` (see [`name_taken`]).
+    /// The job other than `except` that already has `name` (see [`Jobs::name_taken`]).
     pub(super) fn name_taken(&self, name: &str, except: Option<JobId>) -> Option<JobId> {
-        let t = self.0.read().unwrap();
-        name_taken(t.iter().map(|(id, l)| (*id, &*l.name)), name, except)
+        self.0.read().unwrap().name_taken(name, except)
     }
 }
 
@@ -232,5 +366,73 @@ mod tests {
             None,
             "a job does not collide with itself"
         );
+    }
+
+    fn listed(name: &str) -> Listed {
+        Listed {
+            name: name.into(),
+            next_fire_at: None,
+            paused: false,
+            running: 0,
+        }
+    }
+
+    /// The name index answers as a pass over every job would, through renames, removals and
+    /// names shared by jobs stored before names were unique, while comparing only the names
+    /// that share the asked name's hash: one check among 10,000 jobs compares one name (the
+    /// pass compared 10,000, under the naming lock every create holds).
+    #[test]
+    fn the_name_index_answers_as_a_full_pass_would_and_compares_one_name() {
+        let mut jobs = Jobs::with_capacity(0);
+        let id = JobId::from_u64;
+        let pass = |jobs: &Jobs, name: &str, except: Option<JobId>| {
+            let mut all: Vec<(JobId, &str)> = jobs.iter().map(|(i, l)| (*i, &*l.name)).collect();
+            all.sort_by_key(|(i, _)| *i);
+            name_taken(all, name, except)
+        };
+        jobs.insert(id(1), listed("Raid Reminder"));
+        jobs.insert(id(2), listed("weekly"));
+        // Two jobs from before names were unique.
+        jobs.insert(id(3), listed("Dup"));
+        jobs.insert(id(4), listed(" dup "));
+        for (name, except) in [
+            ("raid reminder", None),
+            (" WEEKLY ", None),
+            ("RAID REMINDER", Some(id(1))),
+            ("raid", None),
+            ("DUP", Some(id(3))),
+            ("DUP", Some(id(4))),
+        ] {
+            assert_eq!(
+                jobs.name_taken(name, except),
+                pass(&jobs, name, except),
+                "{name:?} except {except:?}"
+            );
+        }
+        assert_eq!(
+            jobs.name_taken("dup", None)
+                .map(|i| i == id(3) || i == id(4)),
+            Some(true)
+        );
+        // A rename frees the old name and takes the new one; a removal frees its name.
+        jobs.insert(id(1), listed("Raid Night"));
+        assert_eq!(jobs.name_taken("raid reminder", None), None);
+        assert_eq!(jobs.name_taken("raid night", None), Some(id(1)));
+        jobs.remove(&id(3));
+        assert_eq!(jobs.name_taken("dup", None), Some(id(4)));
+        assert_eq!(jobs.name_taken("dup", Some(id(4))), None);
+        jobs.remove(&id(4));
+        assert_eq!(jobs.name_taken("dup", None), None);
+        assert!(jobs.by_name.len() == 2, "no index entry left behind");
+
+        let mut big = Jobs::with_capacity(10_000);
+        for i in 0..10_000 {
+            big.insert(id(i), listed(&format!("job {i}")));
+        }
+        let before = big.compared.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(big.name_taken("JOB 4321", None), Some(id(4321)));
+        assert_eq!(big.name_taken("job 10000", None), None);
+        let compared = big.compared.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert!(compared <= 2, "compared {compared} names for two checks");
     }
 }
