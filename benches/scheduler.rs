@@ -19,8 +19,9 @@
 //! fsyncs), so the rows and their schedule summaries are the store's own encoding.
 //!
 //! Run: `cargo bench --bench scheduler` (one part: `-- creates`, `-- startup`, `-- lateness`
-//! (1000 fires at one instant) or `-- spread` (1000 fires 1 ms apart: "1000 jobs due within a
-//! second", issue 12's keep-goal)). Figures and ratios: benches/RESULTS-scheduler.md.
+//! (1000 fires at one instant), `-- spread` (1000 fires 1 ms apart: "1000 jobs due within a
+//! second", issue 12's keep-goal) or `-- history` (with `APPLIANCE_BEFORE`: see
+//! `support/history.rs`)). Figures and ratios: benches/RESULTS-scheduler.md.
 #![allow(clippy::disallowed_methods)] // benchmark: reads clocks and sleeps
 
 use std::collections::HashMap;
@@ -48,7 +49,7 @@ use support::bare_commits::bare_commits;
 use support::serve::Served;
 use support::temp_dir::TempDir;
 use support::webhook_sink::{start_sink, Hits};
-use support::{parts, raid_job};
+use support::{history, parts, raid_job};
 
 /// Sequential creates per round, and the concurrent split (callers x creates each).
 const CREATES: usize = 512;
@@ -57,6 +58,8 @@ const CREATE_ROUNDS: usize = 5;
 /// Jobs in the startup database.
 const STARTUP_JOBS: usize = 100_000;
 const STARTUP_ROUNDS: usize = 5;
+/// The id of the startup database's first job.
+const FIRST_JOB: u64 = 0x5eed_0000_0000;
 /// Jobs due at the same instant, and rounds of (appliance, baseline).
 const BURST: usize = 1000;
 const BURST_ROUNDS: usize = 5;
@@ -392,7 +395,7 @@ fn fill_startup(dir: &TempDir) {
             let spec = JobSpec::from_json(&job_body(i, now), Some(now)).unwrap();
             let next = spec.trigger.next_after(horizon);
             assert!(next.is_some());
-            (0x5eed_0000_0000 + i as u64, spec, next)
+            (FIRST_JOB + i as u64, spec, next)
         }),
     );
 }
@@ -431,11 +434,11 @@ fn serve_once(bin: &Path, dir: &TempDir) -> (f64, f64) {
     times
 }
 
-async fn bench_startup(out: &mut String) {
-    let full = TempDir::new("sched", "startup100k");
+/// An `init`ed data directory holding [`STARTUP_JOBS`] jobs (filled untimed).
+fn startup_dir(bin: &Path, tag: &str) -> TempDir {
+    let full = TempDir::new("sched", tag);
     // `serve` refuses a database without a server record (exit 3, issue 13), so the jobs go
     // into a directory `init` made, as a user's would.
-    let bin = Path::new(env!("CARGO_BIN_EXE_appliance"));
     let init = Command::new(bin)
         .arg("--data-dir")
         .arg(&full.0)
@@ -450,6 +453,12 @@ async fn bench_startup(out: &mut String) {
         "startup setup: {STARTUP_JOBS} jobs written in {:?}",
         t.elapsed()
     );
+    full
+}
+
+async fn bench_startup(out: &mut String) {
+    let bin = Path::new(env!("CARGO_BIN_EXE_appliance"));
+    let full = startup_dir(bin, "startup100k");
 
     // In process: Store::jobs() vs scheduler::start, alternating, and the rows read with
     // redb and decoded the way they were before the typed decode (a JSON tree, then
@@ -866,6 +875,17 @@ fn main() {
             .await;
         parts
             .part("spread", bench_lateness(out, Duration::from_millis(1)))
+            .await;
+        parts
+            .part("history", async {
+                let bin = Path::new(env!("CARGO_BIN_EXE_appliance"));
+                let Some(before) = history::before(out) else {
+                    return;
+                };
+                let dir = startup_dir(bin, "history");
+                let bench = || history::bench(out, bin, &before, &dir, FIRST_JOB, STARTUP_JOBS);
+                tokio::task::block_in_place(bench);
+            })
             .await;
     });
 }

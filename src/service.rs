@@ -273,7 +273,8 @@ impl Appliance {
     }
 
     /// Damaged stored rows (`/api/v1/health`, `/metrics` and `appliance status` show this one
-    /// count): at start those skipped while loading peers, jobs and unfinished runs; each `appliance doctor`
+    /// count): at start those skipped while loading peers, jobs and the open runs (a damaged
+    /// finished run is not read at start); each `appliance doctor`
     /// recounts over every table (run and audit history included), and `--quarantine` leaves
     /// none. No full scan runs by itself: on a long history it would cost the memory and
     /// time that loading only summaries saves.
@@ -346,6 +347,7 @@ impl Appliance {
             uptime_s: self.started.elapsed().as_secs(),
             stats,
             filter: self.metrics.filter_status(),
+            jobs: Some(self.jobs.glance()),
         };
         let store = self.store.clone();
         let server = self.server();

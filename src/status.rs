@@ -3,7 +3,8 @@
 //!
 //! Layer: storage reader plus a pure assembly. [`collect`] reads the store (peers, their saved
 //! statistics, jobs, the last 24 h of runs) and folds in what only a running server knows
-//! ([`Live`]: listen address, uptime, live peer statistics) and what the host reports
+//! ([`Live`]: listen address, uptime, live peer statistics, and the jobs as the scheduler's
+//! table knows them, so a serving status reads no job row) and what the host reports
 //! ([`HostChecks`]: disk space, clock), and the store's own condition ([`StorageStatus`]:
 //! whether writes succeed, damaged and quarantined rows). It reads no clock itself: `now` is
 //! passed in. The same [`Report`] is built offline by the CLI and, while serving, by the
@@ -16,6 +17,7 @@ use peers::Endpoint;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{PeerStats, ServerRecord};
+use crate::sched::JobId;
 use crate::store::{Store, StoreError};
 
 /// A peer counts as online when its last handshake is at most this old (WireGuard
@@ -225,6 +227,48 @@ pub struct Live {
     pub filter: FilterStatus,
     /// Damaged rows as the server counts them (the number `/api/v1/health` shows).
     pub damaged_rows: u64,
+    /// The jobs as the scheduler's table knows them; `None` reads them from the store.
+    pub jobs: Option<JobsGlance>,
+}
+
+/// The jobs at a glance: how many, how many paused, and the soonest fires. While serving it
+/// comes from the scheduler's job table (`scheduler::Handle::glance`, no job row read);
+/// offline from every stored row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobsGlance {
+    /// Jobs stored.
+    pub total: usize,
+    /// Of those, paused.
+    pub paused: usize,
+    /// The next fires of jobs that are not paused, soonest first (ties by name), at most
+    /// [`NEXT_FIRES`]: (job, name, when).
+    pub next: Vec<Fire>,
+}
+
+impl JobsGlance {
+    /// From every stored job that decodes.
+    fn read(store: &Store) -> Result<JobsGlance, StoreError> {
+        let jobs = store.jobs()?.rows;
+        let next = jobs
+            .iter()
+            .filter(|j| !j.spec.paused)
+            .filter_map(|j| Some((j.id, j.spec.name.to_string(), j.next_fire_at?)));
+        Ok(JobsGlance {
+            total: jobs.len(),
+            paused: jobs.iter().filter(|j| j.spec.paused).count(),
+            next: soonest(next.collect()),
+        })
+    }
+}
+
+/// A fire listed by `status`: (job, name, when).
+pub type Fire = (JobId, String, jiff::Timestamp);
+
+/// The [`NEXT_FIRES`] soonest of `fires`, soonest first, ties by name.
+pub fn soonest(mut fires: Vec<Fire>) -> Vec<Fire> {
+    fires.sort_by(|a, b| a.2.cmp(&b.2).then_with(|| a.1.cmp(&b.1)));
+    fires.truncate(NEXT_FIRES);
+    fires
 }
 
 /// What the host reports (probed by the caller, a driver).
@@ -277,32 +321,22 @@ pub fn collect(
         })
         .collect();
 
-    let jobs = store.jobs()?.rows;
-    let mut next: Vec<(jiff::Timestamp, NextFire)> = jobs
-        .iter()
-        .filter(|j| !j.spec.paused)
-        .filter_map(|j| {
-            j.next_fire_at.map(|at| {
-                (
-                    at,
-                    NextFire {
-                        job: j.id.to_string(),
-                        name: j.spec.name.clone(),
-                        at: at.round(jiff::Unit::Second).unwrap_or(at).to_string(),
-                    },
-                )
-            })
-        })
-        .collect();
-    next.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
-    next.truncate(NEXT_FIRES);
+    let glance = match live.jobs {
+        Some(g) => g,
+        None => JobsGlance::read(store)?,
+    };
+    let next = glance.next.into_iter().map(|(id, name, at)| NextFire {
+        job: id.to_string(),
+        name,
+        at: at.round(jiff::Unit::Second).unwrap_or(at).to_string(),
+    });
     let since = jiff::Timestamp::from_second(now.saturating_sub(86_400) as i64)
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let last_day = store.run_counts_since(since)?;
     let jobs_status = JobsStatus {
-        total: jobs.len(),
-        paused: jobs.iter().filter(|j| j.spec.paused).count(),
-        next: next.into_iter().map(|(_, n)| n).collect(),
+        total: glance.total,
+        paused: glance.paused,
+        next: next.collect(),
         failed_24h: last_day.failed,
         missed_24h: last_day.missed,
         skipped_24h: last_day.skipped,

@@ -385,8 +385,8 @@ fn damaged_rows_degrade_health_and_low_order_keys_are_refused() {
         store
             .write_raw_row_for_tests("peers", "mallory", mallory.to_string().as_bytes())
             .unwrap();
-        // A damaged run (loading reads the run history for unfinished runs) and a damaged
-        // audit row (loading never reads the audit trail).
+        // A damaged finished run (loading reads only the open runs) and a damaged audit row
+        // (loading never reads the audit trail).
         store
             .write_raw_row_for_tests("runs", "5", b"{\"id\": 5, truncated")
             .unwrap();
@@ -401,7 +401,7 @@ fn damaged_rows_degrade_health_and_low_order_keys_are_refused() {
     let (s, v) = call(&ns, "GET", "/api/v1/health", None, &[]);
     assert_eq!(s, 200, "{v}; log:\n{}", app.log_tail(40));
     assert_eq!(v["status"], "degraded", "{v}");
-    assert_eq!(v["damaged_rows"], 3, "{v}");
+    assert_eq!(v["damaged_rows"], 2, "{v}");
     assert_eq!(v["peers"], 1, "the low-order peer is not routed: {v}");
     // `appliance status` from the running server gives the same count as health.
     let status = |app: &Appliance| -> Value {
@@ -411,9 +411,9 @@ fn damaged_rows_degrade_health_and_low_order_keys_are_refused() {
     };
     let st = status(&app);
     assert_eq!(st["serving"], true, "{st}");
-    assert_eq!(st["storage"]["damaged_rows"], 3, "{st}");
+    assert_eq!(st["storage"]["damaged_rows"], 2, "{st}");
     // `appliance doctor` scans every table, and health and status then count the damaged
-    // audit row too.
+    // run and audit rows too.
     let out = app.run(&["doctor"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let (_, v) = call(&ns, "GET", "/api/v1/health", None, &[]);

@@ -4,6 +4,7 @@
 //! as the process's allocator; the footprint bench and test include it on their own.
 
 pub mod bare_commits;
+pub mod history;
 pub mod parts;
 pub mod raid_job;
 pub mod serve;

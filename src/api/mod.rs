@@ -735,6 +735,43 @@ mod tests {
         )
     }
 
+    /// A serving `appliance status` takes its job totals and next fires from the scheduler's
+    /// table: no job row is read (`Store::job_rows_read`), and it says what the rows say.
+    #[tokio::test]
+    async fn a_serving_status_reads_no_job_row() {
+        let disk = crate::store::testing::Disk::default();
+        let service = service_on(&disk);
+        for i in 0..8 {
+            let job = json!({
+                "name": format!("job-{i}"),
+                "trigger": {"every": format!("{}h", i + 1)},
+                "paused": i % 3 == 0,
+                "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/t"}},
+            });
+            let (status, body) = call(&service, Method::POST, "/api/v1/jobs", Some(job)).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        let store = service.store().clone();
+        let before = store.job_rows_read();
+        let serving = service.status().await.unwrap();
+        assert_eq!(store.job_rows_read(), before, "no job row read");
+        assert_eq!((serving.jobs.total, serving.jobs.paused), (8, 3));
+        let names: Vec<&str> = serving.jobs.next.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["job-1", "job-2", "job-4", "job-5", "job-7"]);
+        let offline = crate::status::collect(
+            &store,
+            &service.server(),
+            None,
+            crate::status::HostChecks::default(),
+            serving.now,
+        )
+        .unwrap();
+        assert_eq!(
+            serving.jobs, offline.jobs,
+            "the same as from the stored rows"
+        );
+    }
+
     // Deterministic: the scheduler's startup sweep (prune) writes nothing on an empty store,
     // so only the test's own operations touch the failing disk.
     #[tokio::test]

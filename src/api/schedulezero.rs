@@ -541,12 +541,8 @@ async fn scan(
     limit: usize,
     keep: impl Fn(&Value) -> bool,
 ) -> Result<Vec<Value>, ApiError> {
-    let table: std::collections::HashMap<JobId, JobEntry> = jobs
-        .list()
-        .map_err(|e| ApiError::store(&e))?
-        .into_iter()
-        .map(|e| (e.record.id, e))
-        .collect();
+    // Only the jobs the runs name are read, each once (a deleted job's runs show its name).
+    let mut named: std::collections::HashMap<JobId, Option<JobEntry>> = Default::default();
     let mut out = Vec::new();
     let mut before = None;
     for _ in 0..MAX_EXECUTIONS {
@@ -564,7 +560,13 @@ async fn scan(
         before = Some(last.id);
         let full = page.len() == MAX_EXECUTIONS;
         for r in &page {
-            let v = record(r, table.get(&r.job_id));
+            let job = match named.entry(r.job_id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(jobs.get(r.job_id).map_err(|e| ApiError::store(&e))?)
+                }
+            };
+            let v = record(r, job.as_ref());
             if keep(&v) {
                 out.push(v);
                 if out.len() == limit {
@@ -809,5 +811,55 @@ mod tests {
         assert_eq!(sz_field("trigger.at"), "trigger.run_date");
         assert_eq!(sz_field("trigger.every"), "trigger");
         assert_eq!(sz_field("name"), "job_id");
+    }
+
+    /// `GET /api/executions` reads the rows of the jobs its runs name, each once, not every
+    /// job (`Store::job_rows_read`); a deleted job's runs still show its name.
+    #[tokio::test]
+    async fn executions_read_only_the_jobs_their_runs_name() {
+        use crate::api::tests::{call, service_on};
+        use crate::model::RunRecord;
+        use hyper::Method;
+        let disk = crate::store::testing::Disk::default();
+        let service = service_on(&disk);
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            let body = json!({
+                "name": format!("job-{i}"),
+                "trigger": {"every": "1h"},
+                "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/t"}},
+            });
+            let (status, v) = call(&service, Method::POST, "/api/v1/jobs", Some(body)).await;
+            assert_eq!(status, StatusCode::CREATED, "{v}");
+            ids.push(v["id"].as_str().unwrap().parse::<JobId>().unwrap());
+        }
+        let gone = JobId::from_u64(0xdead);
+        let store = service.store().clone();
+        let at: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut runs: Vec<RunRecord> = [ids[3], ids[3], ids[7], gone, ids[3]]
+            .into_iter()
+            .map(|job| RunRecord {
+                status: RunStatus::Succeeded,
+                ..RunRecord::starting(job, format!("was {job}"), at, "schedule")
+            })
+            .collect();
+        store.start_runs(&mut runs, &[]).unwrap();
+        let before = store.job_rows_read();
+        let (status, v) = call(&service, Method::GET, "/api/executions", None).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(store.job_rows_read() - before, 2, "jobs 3 and 7, once each");
+        let names: Vec<&str> = v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["job_id"].as_str().unwrap())
+            .collect();
+        let ours = |i: usize| ids[i].to_string();
+        let gone_name = format!("was {gone}");
+        assert_eq!(
+            names,
+            vec![&*ours(3), &*gone_name, &*ours(7), &*ours(3), &*ours(3)],
+            "newest first; the deleted job's run shows its name"
+        );
     }
 }

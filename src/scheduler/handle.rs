@@ -512,6 +512,26 @@ impl Handle {
         self.table.counts()
     }
 
+    /// The jobs at a glance for `appliance status`, from the job table alone (no row read):
+    /// totals and the soonest fires of jobs that are not paused.
+    pub fn glance(&self) -> crate::status::JobsGlance {
+        let (total, paused, _) = self.table.counts();
+        let unpaused = JobQuery {
+            paused: Some(false),
+            ..JobQuery::all()
+        };
+        // Listing order is next fire time first: the first NEXT_FIRES unpaused jobs hold the
+        // soonest fires (those without one come last).
+        let n = crate::status::NEXT_FIRES;
+        let next = self.table.select(&unpaused, None, n).into_iter();
+        let next = next.filter_map(|(id, l)| Some((id, l.name.to_string(), l.next_fire_at?)));
+        crate::status::JobsGlance {
+            total,
+            paused,
+            next: crate::status::soonest(next.collect()),
+        }
+    }
+
     /// Deletes the whole finished run history (queued, leased and running runs stay), with an
     /// audit entry `runs.clear`; returns how many runs were deleted.
     pub async fn clear_runs(&self, actor: &Actor) -> Result<usize, ClearError> {

@@ -85,6 +85,7 @@ const COPIED: &[&str] = &[
     "runs",
     "job_runs",
     "run_times",
+    "open_runs",
     "quarantine",
     "tasks",
     "handlers",
@@ -187,6 +188,7 @@ impl Store {
             let runs = copy_table(&src, &dst, RUNS)?;
             copy_table(&src, &dst, JOB_RUNS)?;
             copy_table(&src, &dst, RUN_TIMES)?;
+            copy_table(&src, &dst, OPEN_RUNS)?;
             copy_table(&src, &dst, QUARANTINE)?;
             copy_table(&src, &dst, super::tasks::TASKS)?;
             copy_table(&src, &dst, super::tasks::HANDLERS)?;

@@ -9,7 +9,7 @@ use super::audit::decode_audit;
 use super::jobs::{decode_job, remove_job};
 use super::peer_rows::{decode_peer, decode_stats};
 use super::rows::{decode_rows, open_existing, reason_of};
-use super::runs::decode_run;
+use super::runs::{decode_run, RunRows};
 use super::{
     append_audit, corrupt, DamagedRow, Store, StoreError, AUDIT, JOBS, PEERS, PEER_STATS,
     QUARANTINE, RUNS,
@@ -190,6 +190,8 @@ impl Store {
                     txn.open_table(def)?.remove(k.as_str())?;
                 }
                 RawKey::U64(k) if table == "jobs" => remove_job(&txn, *k)?,
+                // With its `open_runs` entry: a start must not look for it.
+                RawKey::U64(k) if table == "runs" => RunRows::open(&txn)?.remove(*k)?,
                 RawKey::U64(k) => {
                     let def = U64_TABLES.iter().find(|t| t.0 == table).expect("scanned").1;
                     txn.open_table(def)?.remove(*k)?;

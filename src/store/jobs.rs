@@ -115,6 +115,7 @@ impl Store {
         let rows = decode_rows(&table, |id, v| {
             (JobId::from_u64(id).to_string(), decode_job(id, v))
         })?;
+        self.count_job_rows_read(rows.len() as u64);
         Ok(Loaded::sort("jobs", rows))
     }
 
@@ -157,9 +158,9 @@ impl Store {
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// How many `jobs` rows reads of chosen jobs ([`Store::job`], [`Store::jobs_by_id`]) have
-    /// decoded since the store was opened: what showing jobs costs (a listing page reads
-    /// only its own rows).
+    /// How many `jobs` rows [`Store::jobs`] and the reads of chosen jobs ([`Store::job`],
+    /// [`Store::jobs_by_id`]) have decoded since the store was opened: what showing jobs
+    /// costs (a listing page reads only its own rows, a serving `status` none).
     pub fn job_rows_read(&self) -> u64 {
         self.job_rows_read
             .load(std::sync::atomic::Ordering::Relaxed)

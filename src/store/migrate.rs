@@ -14,6 +14,8 @@
 //!   A backup taken from an older appliance therefore restores and is upgraded at first open.
 //! - 3: the handler queue's `tasks` and `handlers` tables exist (the 2 → 3 step creates them).
 //! - 4: `run_times` indexes the runs by scheduled time (the 3 → 4 step fills it from `runs`).
+//! - 5: `open_runs` lists the runs still queued, leased or running (the 4 → 5 step fills it
+//!   from `runs`), so a start reads only those.
 
 use std::os::unix::fs::PermissionsExt as _;
 
@@ -41,6 +43,7 @@ const STEPS: &[(u32, &str, Step)] = &[
         "index the runs by scheduled time (run_times)",
         index_run_times,
     ),
+    (4, "index the open runs (open_runs)", index_open_runs),
 ];
 
 /// Opens (creating when missing) every table of the current layout. Used by `init` for a
@@ -55,6 +58,7 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
     txn.open_table(RUNS)?;
     txn.open_table(JOB_RUNS)?;
     txn.open_table(RUN_TIMES)?;
+    txn.open_table(OPEN_RUNS)?;
     txn.open_table(QUARANTINE)?;
     txn.open_table(super::tasks::TASKS)?;
     txn.open_table(super::tasks::HANDLERS)?;
@@ -65,6 +69,12 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
 fn index_run_times(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     create_tables(txn)?;
     super::runs::index_run_times(txn)
+}
+
+/// The 4 → 5 step: every table of the current layout, and `open_runs` filled from `runs`.
+fn index_open_runs(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    create_tables(txn)?;
+    super::runs::index_open_runs(txn)
 }
 
 /// Upgrades `store` from version `from` to [`SCHEMA_VERSION`] in one transaction.
@@ -140,6 +150,7 @@ mod tests {
     use ::peers::{Endpoint, Ipv4Net, PeerName, PrivateKey, Role};
     use redb::TableHandle as _;
 
+    use super::super::tests::{open_ids, temp_dir};
     use super::*;
     use crate::model::PeerRecord;
 
@@ -155,11 +166,29 @@ mod tests {
         names
     }
 
+    /// Turns the closed file at `path` into what schema `version` held: no `table` (added by
+    /// the step after it).
+    fn as_version<K: redb::Key + 'static, V: redb::Value + 'static>(
+        path: &Path,
+        table: TableDefinition<K, V>,
+        version: u32,
+    ) {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(table).unwrap());
+        let version = version.to_string();
+        txn.open_table(META)
+            .unwrap()
+            .insert(KEY_SCHEMA, version.as_bytes())
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        assert!(!tables(path).contains(&table.name().to_string()));
+    }
+
     #[test]
     fn a_version_1_file_is_upgraded_at_open_keeping_every_row() {
-        let dir = std::env::temp_dir().join(format!("appliance-migrate-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("migrate");
         let path = dir.join("v1.redb");
         let server = ServerRecord {
             private_key: PrivateKey::from_bytes([9; 32]),
@@ -202,9 +231,7 @@ mod tests {
     fn a_version_3_file_gets_its_runs_indexed_by_time_at_open() {
         use crate::model::{RunRecord, RunStatus};
         use crate::sched::JobId;
-        let dir = std::env::temp_dir().join(format!("appliance-migrate3-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("migrate3");
         let path = dir.join("v3.redb");
         let run = |at: &str, status| RunRecord {
             status,
@@ -223,18 +250,9 @@ mod tests {
             ];
             store.start_runs(&mut runs, &[]).unwrap();
         }
-        // What a version 3 file holds: the same runs, no `run_times`.
-        {
-            let db = Database::open(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            assert!(txn.delete_table(RUN_TIMES).unwrap());
-            txn.open_table(META)
-                .unwrap()
-                .insert(KEY_SCHEMA, b"3".as_slice())
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        assert!(!tables(&path).contains(&"run_times".to_string()));
+        // What a version 3 file holds: the same runs, no `run_times` (nor `open_runs`).
+        as_version(&path, OPEN_RUNS, 4);
+        as_version(&path, RUN_TIMES, 3);
 
         let store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
@@ -244,6 +262,57 @@ mod tests {
             store.prune_runs(since).unwrap(),
             1,
             "the older run is found by time"
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_version_4_file_gets_its_open_runs_indexed_at_open() {
+        use crate::model::{RunRecord, RunStatus};
+        use crate::sched::JobId;
+        let dir = temp_dir("migrate4");
+        let path = dir.join("v4.redb");
+        let run = |status| RunRecord {
+            status,
+            ..RunRecord::starting(
+                JobId::from_u64(1),
+                "j".into(),
+                "2026-01-01T00:00:00Z".parse().unwrap(),
+                "schedule",
+            )
+        };
+        {
+            let store = Store::create(&path, None).unwrap();
+            let mut runs = vec![
+                run(RunStatus::Succeeded),
+                run(RunStatus::Running),
+                run(RunStatus::Failed),
+                run(RunStatus::Leased),
+            ];
+            store.start_runs(&mut runs, &[]).unwrap();
+        }
+        // What a version 4 file holds: the same runs, no `open_runs`.
+        as_version(&path, OPEN_RUNS, 4);
+
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+        let running: Vec<u64> = store
+            .unfinished_runs()
+            .unwrap()
+            .rows
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(
+            running,
+            vec![2],
+            "the running run is found through the index"
+        );
+        assert_eq!(
+            open_ids(&store),
+            vec![2, 4],
+            "running and leased, not the finished ones"
         );
         drop(store);
         let _ = std::fs::remove_dir_all(dir);

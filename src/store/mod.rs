@@ -30,10 +30,10 @@
 //!
 //! Files, one per group of tables: this one holds [`Store`] itself (open, create, the access
 //! point, recovery); `peer_rows.rs` the server record, peers and their statistics (not
-//! `peers.rs`: that would shadow the `peers` crate here); `jobs.rs` jobs and runs; `audit.rs`
-//! the audit trail; `tasks.rs` handler tasks and handlers; `doctor.rs` damaged rows and the
-//! quarantine; `backend.rs` the storage backends under redb; `error.rs` the errors;
-//! `migrate.rs` and `backup.rs` upgrades and snapshots. Each file's row types (the encodings on
+//! `peers.rs`: that would shadow the `peers` crate here); `jobs.rs` jobs; `runs.rs` runs and
+//! their indexes; `audit.rs` the audit trail; `tasks.rs` handler tasks and handlers;
+//! `doctor.rs` damaged rows and the quarantine; `backend.rs` the storage backends under redb;
+//! `error.rs` the errors; `migrate.rs` and `backup.rs` upgrades and snapshots. Each file's row types (the encodings on
 //! disk) are private to it; the rest of the appliance sees [`crate::model`] types.
 
 use std::io::Read as _;
@@ -48,7 +48,7 @@ use crate::model::ServerRecord;
 
 /// Version of the layout below; recorded in `meta`. Opening an older file upgrades it in one
 /// transaction (see `store/migrate.rs` for the steps).
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 mod backup;
 mod migrate;
@@ -99,6 +99,9 @@ const JOB_RUNS: TableDefinition<(u64, u64), ()> = TableDefinition::new("job_runs
 /// Index: (scheduled time in Unix milliseconds, run id) → job id, for the runs of a time window
 /// (pruning, the last day's counts) without reading the whole history (`store/runs.rs`).
 const RUN_TIMES: TableDefinition<(u64, u64), u64> = TableDefinition::new("run_times");
+/// Index: the ids of the runs still open (queued, leased or running), so a start finds the
+/// runs a stop interrupted without reading the whole history (`store/runs.rs`).
+const OPEN_RUNS: TableDefinition<u64, ()> = TableDefinition::new("open_runs");
 /// Damaged rows moved aside by `appliance doctor --quarantine`: key `"{table}/{key}"` (numeric
 /// keys in decimal, a `#N` suffix if that name was taken), value the row's original bytes.
 const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine");
@@ -156,7 +159,7 @@ pub struct Store {
     group: group::Group<redb::WriteTransaction>,
     /// Bytes of audit entries appended since the last prune (see [`AuditMeter`]).
     audit_meter: Arc<AuditMeter>,
-    /// `jobs` rows decoded by reads of chosen jobs ([`Store::job`], [`Store::jobs_by_id`]).
+    /// `jobs` rows decoded so far ([`Store::job_rows_read`]).
     job_rows_read: std::sync::atomic::AtomicU64,
 }
 

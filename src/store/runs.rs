@@ -5,20 +5,24 @@
 //! | `runs` | run id (u64) | one fire's record (JSON) |
 //! | `job_runs` | (job id, run id) | nothing: the index of a job's history |
 //! | `run_times` | (scheduled time in Unix ms, run id) | job id: the index of a time window |
+//! | `open_runs` | run id | nothing: the runs still queued, leased or running |
 //!
 //! A fire's run rows are first written together with the jobs' next fire times
 //! ([`Store::start_runs`], in `jobs.rs`, through [`insert_new_runs`]); this file owns the row
-//! format, both indexes and everything after. Run ids grow with recording time, not with
+//! format, the indexes and everything after. Run ids grow with recording time, not with
 //! scheduled time (catch-up after downtime records old fires late), so a time window is read
 //! through `run_times`: pruning and the last day's counts read the runs of their window only,
-//! however long the history is.
+//! however long the history is. Every write of a run row goes through [`RunRows::put_run`],
+//! which keeps `open_runs` in step with the row's status in the same transaction, so a start
+//! finds the runs a stop interrupted ([`Store::unfinished_runs`]) without reading the finished
+//! history.
 
 use jiff::Timestamp;
 use redb::ReadableTable as _;
 use serde::{Deserialize, Serialize};
 
 use super::rows::decode_rows;
-use super::{corrupt, Loaded, Store, StoreError, JOB_RUNS, RUNS, RUN_TIMES};
+use super::{corrupt, Loaded, Store, StoreError, JOB_RUNS, OPEN_RUNS, RUNS, RUN_TIMES};
 use crate::model::{RunFilter, RunRecord, RunStatus};
 use crate::sched::JobId;
 
@@ -123,22 +127,65 @@ fn millis(at: Timestamp) -> u64 {
     u64::try_from(at.as_millisecond()).unwrap_or(0)
 }
 
+/// The `runs` table and its index of open runs, opened together in a write transaction:
+/// every write of a run row goes through [`RunRows::put_run`].
+pub(super) struct RunRows<'t> {
+    rows: redb::Table<'t, u64, &'static [u8]>,
+    open: redb::Table<'t, u64, ()>,
+}
+
+impl<'t> RunRows<'t> {
+    pub(super) fn open(txn: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
+        Ok(RunRows {
+            rows: txn.open_table(RUNS)?,
+            open: txn.open_table(OPEN_RUNS)?,
+        })
+    }
+
+    /// The stored row of run `id`, decoded; `None` if there is none (pruned or quarantined).
+    pub(super) fn get(&self, id: u64) -> Result<Option<RunRecord>, StoreError> {
+        match self.rows.get(id)? {
+            Some(v) => decode_run(id, v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a run's row, and lists it in `open_runs` exactly while its status is open.
+    pub(super) fn put_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
+        self.rows.insert(run.id, encode_run(run).as_slice())?;
+        if run.status.is_open() {
+            self.open.insert(run.id, ())?;
+        } else {
+            self.open.remove(run.id)?;
+        }
+        Ok(())
+    }
+
+    /// Removes run `id`'s row and its `open_runs` entry (its other index entries are the
+    /// caller's).
+    pub(super) fn remove(&mut self, id: u64) -> Result<(), StoreError> {
+        self.rows.remove(id)?;
+        self.open.remove(id)?;
+        Ok(())
+    }
+}
+
 /// Stores new runs in the caller's transaction, assigning their ids (after the highest stored
-/// one) and indexing each by job and by scheduled time.
+/// one) and indexing each by job, by scheduled time and (while open) in `open_runs`.
 pub(super) fn insert_new_runs(
     txn: &redb::WriteTransaction,
     runs: &mut [RunRecord],
 ) -> Result<(), StoreError> {
-    let mut table = txn.open_table(RUNS)?;
+    let mut table = RunRows::open(txn)?;
     let mut by_job = txn.open_table(JOB_RUNS)?;
     let mut by_time = txn.open_table(RUN_TIMES)?;
-    let first_id = match table.last()? {
+    let first_id = match table.rows.last()? {
         Some((k, _)) => k.value() + 1,
         None => 1,
     };
     for (run, id) in runs.iter_mut().zip(first_id..) {
         run.id = id;
-        table.insert(run.id, encode_run(run).as_slice())?;
+        table.put_run(run)?;
         by_job.insert((run.job_id.as_u64(), run.id), ())?;
         by_time.insert(time_key(run.scheduled_at, run.id), run.job_id.as_u64())?;
     }
@@ -166,15 +213,56 @@ pub(super) fn index_run_times(txn: &redb::WriteTransaction) -> Result<(), StoreE
     Ok(())
 }
 
+/// Fills `open_runs` from every decodable `runs` row whose status is open (the 4 → 5 schema
+/// step; a damaged row is left to `appliance doctor`).
+pub(super) fn index_open_runs(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let open: Vec<u64> = {
+        let table = txn.open_table(RUNS)?;
+        decode_rows(&table, |id, v| {
+            decode_run(id, v)
+                .is_ok_and(|r| r.status.is_open())
+                .then_some(id)
+        })?
+        .into_iter()
+        .flatten()
+        .collect()
+    };
+    let mut index = txn.open_table(OPEN_RUNS)?;
+    for id in open {
+        index.insert(id, ())?;
+    }
+    Ok(())
+}
+
+/// The ids below `before` of the runs scheduled at or after `since` (to the millisecond:
+/// callers compare the rows' times), newest id first, read from `run_times` alone: the one
+/// walk of a time window, for [`Store::runs_page`] and [`Store::run_counts_since`].
+fn window_ids(
+    txn: &redb::ReadTransaction,
+    since: Timestamp,
+    before: u64,
+) -> Result<Vec<u64>, StoreError> {
+    let by_time = txn.open_table(RUN_TIMES)?;
+    let mut ids = Vec::new();
+    for row in by_time.range((millis(since), 0)..)? {
+        let id = row?.0.value().1;
+        if id < before {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(ids)
+}
+
 impl Store {
     /// Rewrites finished (or progressing) runs.
     pub fn update_runs(&self, runs: &[RunRecord]) -> Result<(), StoreError> {
         let db = self.writer()?;
         let txn = db.begin_write()?;
         {
-            let mut table = txn.open_table(RUNS)?;
+            let mut table = RunRows::open(&txn)?;
             for run in runs {
-                table.insert(run.id, encode_run(run).as_slice())?;
+                table.put_run(run)?;
             }
         }
         self.commit(txn)?;
@@ -212,18 +300,8 @@ impl Store {
                 }
             }
             None if f.since.is_some() => {
-                // Only the window's runs, through `run_times`, newest id first.
-                let since = f.since.map_or(0, millis);
-                let by_time = txn.open_table(RUN_TIMES)?;
-                let mut ids = Vec::new();
-                for row in by_time.range((since, 0)..)? {
-                    let id = row?.0.value().1;
-                    if id < before {
-                        ids.push(id);
-                    }
-                }
-                ids.sort_unstable_by(|a, b| b.cmp(a));
-                for id in ids {
+                let since = f.since.unwrap_or(Timestamp::MIN);
+                for id in window_ids(&txn, since, before)? {
                     if let Some(v) = table.get(id)? {
                         if offer(id, v.value())? {
                             break;
@@ -250,10 +328,8 @@ impl Store {
         let db = self.reader()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(RUNS)?;
-        let by_time = txn.open_table(RUN_TIMES)?;
         let mut counts = RunCounts::default();
-        for row in by_time.range((millis(since), 0)..)? {
-            let id = row?.0.value().1;
+        for id in window_ids(&txn, since, u64::MAX)? {
             let Some(v) = table.get(id)? else { continue };
             match decode_run(id, v.value()) {
                 Ok(r) if r.scheduled_at >= since => counts.add(r.status),
@@ -263,14 +339,24 @@ impl Store {
         Ok(counts)
     }
 
-    /// Runs still marked running (left over from a crash), and the run rows that do not
-    /// decode (each logged at WARN).
+    /// Runs still marked running (left over from a crash), and the open runs' rows that do not
+    /// decode (each logged at WARN). Reads only the rows `open_runs` lists, never the finished
+    /// history: a damaged finished row is left to `appliance doctor`.
     pub fn unfinished_runs(&self) -> Result<Loaded<RunRecord>, StoreError> {
         let db = self.reader()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(RUNS)?;
-        let mut rows = decode_rows(&table, |id, v| (id.to_string(), decode_run(id, v)))?;
-        rows.retain(|(_, r)| !matches!(r, Ok(r) if r.status != RunStatus::Running));
+        let open = txn.open_table(OPEN_RUNS)?;
+        let mut rows = Vec::new();
+        for entry in open.iter()? {
+            let id = entry?.0.value();
+            // No row: moved aside by `appliance doctor --quarantine`.
+            let Some(v) = table.get(id)? else { continue };
+            match decode_run(id, v.value()) {
+                Ok(r) if r.status != RunStatus::Running => {}
+                r => rows.push((id.to_string(), r)),
+            }
+        }
         Ok(Loaded::sort("runs", rows))
     }
 
@@ -308,7 +394,7 @@ impl Store {
         let db = self.writer()?;
         let txn = db.begin_write()?;
         {
-            let mut table = txn.open_table(RUNS)?;
+            let mut table = RunRows::open(&txn)?;
             let mut by_job = txn.open_table(JOB_RUNS)?;
             let mut by_time = txn.open_table(RUN_TIMES)?;
             for (key, job) in doomed.iter().chain(&dangling) {

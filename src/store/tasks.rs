@@ -14,12 +14,12 @@
 //! database from before handlers simply reads as having none.
 
 use jiff::Timestamp;
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::rows::{decode_rows, open_existing};
-use super::runs::{decode_run, encode_run};
-use super::{append_audit, corrupt, Store, StoreError, RUNS};
+use super::runs::RunRows;
+use super::{append_audit, corrupt, Store, StoreError};
 use crate::model::{AuditEntry, HandlerRecord, RunRecord, RunStatus};
 use crate::queue::{Task, TaskState};
 
@@ -139,17 +139,13 @@ impl Store {
         let txn = db.begin_write()?;
         {
             let mut tasks = txn.open_table(TASKS)?;
-            let mut runs = txn.open_table(RUNS)?;
+            let mut runs = RunRows::open(&txn)?;
             for t in upsert {
                 tasks.insert(t.run_id, encode_task(t).as_slice())?;
-                let run = match runs.get(t.run_id)? {
-                    Some(v) => Some(decode_run(t.run_id, v.value())?),
-                    None => None,
-                };
                 // A run pruned from history keeps no row to update.
-                if let Some(mut run) = run {
+                if let Some(mut run) = runs.get(t.run_id)? {
                     run_from_task(&mut run, t);
-                    runs.insert(run.id, encode_run(&run).as_slice())?;
+                    runs.put_run(&run)?;
                 }
             }
             for id in remove {

@@ -12,7 +12,7 @@ use crate::model::{
 use crate::sched::{JobId, JobSpec};
 
 /// A fresh, empty directory for one test.
-fn temp_dir(tag: &str) -> std::path::PathBuf {
+pub(super) fn temp_dir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "appliance-store-{tag}-{}-{:?}",
         std::process::id(),
@@ -1091,5 +1091,106 @@ fn a_time_window_of_runs_is_read_without_reading_older_rows() {
     assert_eq!(by_job, 1, "only the running 7 is indexed");
     drop(txn);
     drop(db);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The run ids `open_runs` lists.
+pub(super) fn open_ids(store: &Store) -> Vec<u64> {
+    let db = store.reader().unwrap();
+    let txn = db.begin_read().unwrap();
+    let ids = txn
+        .open_table(OPEN_RUNS)
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|r| r.unwrap().0.value())
+        .collect();
+    ids
+}
+
+fn run_ids(runs: &[RunRecord]) -> Vec<u64> {
+    runs.iter().map(|r| r.id).collect()
+}
+
+#[test]
+fn a_start_reads_only_the_open_runs_never_a_damaged_finished_row() {
+    let (store, dir) = temp_store("open-runs");
+    let mut runs = vec![
+        run(1, "2026-01-01T00:00:00Z", RunStatus::Succeeded),
+        run(1, "2026-01-02T00:00:00Z", RunStatus::Running),
+        run(2, "2026-01-02T00:00:00Z", RunStatus::Failed),
+        run(2, "2026-01-03T00:00:00Z", RunStatus::Running),
+        run(3, "2026-01-03T00:00:00Z", RunStatus::Queued),
+    ];
+    store.start_runs(&mut runs, &[]).unwrap();
+    assert_eq!(open_ids(&store), vec![2, 4, 5]);
+    // A finished row is damaged: finding the interrupted runs must not read it (a full scan
+    // of the history reports it as damaged).
+    damage_run(&store, 1, b"{not json");
+    let loaded = store.unfinished_runs().unwrap();
+    assert!(loaded.damaged.is_empty(), "{:?}", loaded.damaged);
+    assert_eq!(run_ids(&loaded.rows), vec![2, 4], "running ones only");
+
+    // Finishing a run takes it out of the index in the same write.
+    runs[1].status = RunStatus::Failed;
+    store.update_runs(&runs[1..2]).unwrap();
+    assert_eq!(open_ids(&store), vec![4, 5]);
+    assert_eq!(run_ids(&store.unfinished_runs().unwrap().rows), vec![4]);
+
+    // An open run whose row is damaged is still read at start, and reported.
+    damage_run(&store, 4, b"{\"id\": 4, truncated");
+    let loaded = store.unfinished_runs().unwrap();
+    assert!(loaded.rows.is_empty());
+    let keys: Vec<&str> = loaded.damaged.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(keys, vec!["4"]);
+
+    // doctor --quarantine moves 1 and 4 aside, and 4 leaves the index with its row.
+    let moved = store.doctor(true, &Actor::local_cli(), 5).unwrap().damaged;
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    assert_eq!(open_ids(&store), vec![5]);
+    let loaded = store.unfinished_runs().unwrap();
+    assert!(loaded.rows.is_empty() && loaded.damaged.is_empty());
+    // Clearing the history keeps the queued run and its entry.
+    assert_eq!(store.prune_runs(Timestamp::MAX).unwrap(), 2, "3 and 2");
+    assert_eq!(open_ids(&store), vec![5]);
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_handler_run_leaves_the_open_index_when_its_task_finishes() {
+    use crate::queue::{Task, TaskState};
+    let (store, dir) = temp_store("open-task");
+    let at = ts("2026-01-01T00:00:00Z");
+    let mut runs = vec![run(1, "2026-01-01T00:00:00Z", RunStatus::Queued)];
+    let task = Task::new(
+        JobId::from_u64(1),
+        "bot",
+        "send_message",
+        &serde_json::Map::new(),
+        at,
+        crate::sched::Retry {
+            attempts: 1,
+            backoff: std::time::Duration::from_secs(1),
+        },
+        std::time::Duration::from_secs(5),
+        at,
+    );
+    let mut tasks = vec![(0, task)];
+    store
+        .start_runs_with_tasks(&mut runs, &[], &mut tasks)
+        .unwrap();
+    assert_eq!(open_ids(&store), vec![1]);
+    let mut done = tasks[0].1.clone();
+    done.state = TaskState::Succeeded;
+    done.finished_at = Some(at);
+    store.apply_task_changes(&[done], &[]).unwrap();
+    assert!(open_ids(&store).is_empty());
+    let page = store.runs_page(&RunFilter {
+        limit: 10,
+        ..RunFilter::default()
+    });
+    assert_eq!(page.unwrap()[0].status, RunStatus::Succeeded);
+    drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
