@@ -326,8 +326,9 @@ fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
     }
 }
 
-/// `s` cut to `max` characters, the last one `…` when cut.
-fn cut(s: &str, max: usize) -> String {
+/// `s` cut to `max` characters, the last one `…` when cut. The one such cut: the CLI's
+/// tables use it too (`cli::format::cut`).
+pub fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
     }

@@ -23,15 +23,9 @@ pub fn stdout_columns() -> usize {
     terminal_size(libc::STDOUT_FILENO).map_or(80, |(cols, _)| cols)
 }
 
-/// `s` cut to `max` characters, its last one `…` when it was longer.
-pub fn cut(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
+/// `s` cut to `max` characters, its last one `…` when it was longer (the audit wording's cut,
+/// one for both).
+pub use appliance::api::audit_text::cut;
 
 /// `label` then `value`, wrapped at its words to `columns`, its further lines indented under
 /// the value's start: a `status` field that fits the terminal.

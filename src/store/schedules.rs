@@ -193,22 +193,26 @@ struct Interned {
 
 impl Interned {
     fn zone(&mut self, name: &[u8]) -> Option<Zone> {
-        if let Some(z) = self.zones.get(name) {
-            return Some(z.clone());
-        }
-        let z = Zone::get(std::str::from_utf8(name).ok()?).ok()?;
-        self.zones.insert(name.to_vec(), z.clone());
-        Some(z)
+        interned(&mut self.zones, name, |s| Zone::get(s).ok())
     }
 
     fn cron(&mut self, expr: &[u8]) -> Option<CronExpr> {
-        if let Some(e) = self.crons.get(expr) {
-            return Some(e.clone());
-        }
-        let e = CronExpr::parse(std::str::from_utf8(expr).ok()?).ok()?;
-        self.crons.insert(expr.to_vec(), e.clone());
-        Some(e)
+        interned(&mut self.crons, expr, |s| CronExpr::parse(s).ok())
     }
+}
+
+/// The value `key` stands for: the one made before, or `make` of its text, kept.
+fn interned<T: Clone>(
+    seen: &mut HashMap<Vec<u8>, T>,
+    key: &[u8],
+    make: impl FnOnce(&str) -> Option<T>,
+) -> Option<T> {
+    if let Some(v) = seen.get(key) {
+        return Some(v.clone());
+    }
+    let v = make(std::str::from_utf8(key).ok()?)?;
+    seen.insert(key.to_vec(), v.clone());
+    Some(v)
 }
 
 /// The summary in a `job_schedules` row, if the row is in the current format, was taken from
