@@ -140,7 +140,7 @@ fn launch(
     Ok((
         Handle {
             commands: tx,
-            clock: clock.clone(),
+            clock,
             table: view,
             store,
             stats,

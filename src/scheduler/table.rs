@@ -37,7 +37,6 @@ pub(super) struct Listed {
 /// stored before names were unique may share one), 8 bytes of id per job plus the map's own;
 /// candidates are confirmed against their names. Names change only through
 /// [`Jobs::insert`], which keeps the index in step; [`Jobs::get_mut`] is for the other fields.
-#[derive(Default)]
 pub(super) struct Jobs {
     entries: HashMap<JobId, Listed>,
     by_name: HashMap<u64, Holders>,

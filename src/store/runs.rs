@@ -192,20 +192,26 @@ pub(super) fn insert_new_runs(
     Ok(())
 }
 
-/// Fills `run_times` from every decodable `runs` row (the 3 → 4 schema step; a damaged row is
-/// left to `appliance doctor`).
+/// `pick` applied to every `runs` row that decodes (a damaged row is left to `appliance
+/// doctor`): what the schema steps that index the existing runs read.
+fn from_each_run<T>(
+    txn: &redb::WriteTransaction,
+    pick: impl Fn(u64, RunRecord) -> Option<T>,
+) -> Result<Vec<T>, StoreError> {
+    let table = txn.open_table(RUNS)?;
+    Ok(decode_rows(&table, |id, v| {
+        decode_run(id, v).ok().and_then(|r| pick(id, r))
+    })?
+    .into_iter()
+    .flatten()
+    .collect())
+}
+
+/// Fills `run_times` from every decodable `runs` row (the 3 → 4 schema step).
 pub(super) fn index_run_times(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    let entries: Vec<((u64, u64), u64)> = {
-        let table = txn.open_table(RUNS)?;
-        decode_rows(&table, |id, v| {
-            decode_run(id, v)
-                .ok()
-                .map(|r| (time_key(r.scheduled_at, id), r.job_id.as_u64()))
-        })?
-        .into_iter()
-        .flatten()
-        .collect()
-    };
+    let entries = from_each_run(txn, |id, r| {
+        Some((time_key(r.scheduled_at, id), r.job_id.as_u64()))
+    })?;
     let mut by_time = txn.open_table(RUN_TIMES)?;
     for (key, job) in entries {
         by_time.insert(key, job)?;
@@ -214,19 +220,9 @@ pub(super) fn index_run_times(txn: &redb::WriteTransaction) -> Result<(), StoreE
 }
 
 /// Fills `open_runs` from every decodable `runs` row whose status is open (the 4 → 5 schema
-/// step; a damaged row is left to `appliance doctor`).
+/// step).
 pub(super) fn index_open_runs(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    let open: Vec<u64> = {
-        let table = txn.open_table(RUNS)?;
-        decode_rows(&table, |id, v| {
-            decode_run(id, v)
-                .is_ok_and(|r| r.status.is_open())
-                .then_some(id)
-        })?
-        .into_iter()
-        .flatten()
-        .collect()
-    };
+    let open = from_each_run(txn, |id, r| r.status.is_open().then_some(id))?;
     let mut index = txn.open_table(OPEN_RUNS)?;
     for id in open {
         index.insert(id, ())?;
@@ -286,8 +282,8 @@ impl Store {
             }
             Ok(kept && out.len() >= f.limit)
         };
-        match f.job {
-            Some(job) => {
+        match (f.job, f.since) {
+            (Some(job), _) => {
                 let index = txn.open_table(JOB_RUNS)?;
                 let j = job.as_u64();
                 for row in index.range((j, 0)..(j, before))?.rev() {
@@ -299,8 +295,7 @@ impl Store {
                     }
                 }
             }
-            None if f.since.is_some() => {
-                let since = f.since.unwrap_or(Timestamp::MIN);
+            (None, Some(since)) => {
                 for id in window_ids(&txn, since, before)? {
                     if let Some(v) = table.get(id)? {
                         if offer(id, v.value())? {
@@ -309,7 +304,7 @@ impl Store {
                     }
                 }
             }
-            None => {
+            (None, None) => {
                 for row in table.range(..before)?.rev() {
                     let (k, v) = row?;
                     if offer(k.value(), v.value())? {
