@@ -272,7 +272,12 @@ pub fn deny_unknown(
 
 /// A JSON response.
 pub fn json_response(status: StatusCode, body: Value) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    json_bytes(status, Bytes::from(body.to_string()))
+}
+
+/// A JSON response whose body is already serialized (a typed body, a static document).
+pub fn json_bytes(status: StatusCode, body: Bytes) -> Resp {
+    let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

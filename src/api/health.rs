@@ -11,12 +11,10 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::Response;
+use hyper::StatusCode;
 use serde::Serialize;
 
-use super::{ApiState, Resp};
+use super::{json_bytes, ApiState, Resp};
 use crate::service::Appliance;
 
 /// The reply body. `status` is `degraded` (not `ok`) while the store refuses writes or the
@@ -139,14 +137,13 @@ pub fn health(service: &Appliance, api: &ApiState) -> Health {
 /// The 200 reply carrying `body`.
 pub fn reply(body: &Health) -> Resp {
     let bytes = serde_json::to_vec(body).expect("the health body always serializes");
-    let mut r = Response::new(Full::new(Bytes::from(bytes)));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
+    json_bytes(StatusCode::OK, Bytes::from(bytes))
 }
 
 #[cfg(test)]
 mod tests {
+    use hyper::header::CONTENT_TYPE;
+
     use super::*;
 
     /// The typed body writes exactly the bytes of the `Value` tree it replaced (whose maps

@@ -540,10 +540,7 @@ fn health(ctx: &Ctx<'_>) -> ApiResult {
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 fn openapi() -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
+    json_bytes(StatusCode::OK, Bytes::from_static(OPENAPI.as_bytes()))
 }
 
 #[cfg(test)]
