@@ -94,7 +94,7 @@ pub enum ScheduleZeroRoute {
 pub enum Handler {
     /// The dashboard page, `GET /`.
     Index,
-    /// The dashboard's script and style sheet, `GET /assets/{name}`.
+    /// The dashboard's script modules and style sheet, `GET /assets/{name}`.
     Asset,
     /// Next fire times of an unsaved trigger.
     SchedulePreview,
