@@ -29,8 +29,8 @@ use crate::sched::SpecError;
 use crate::sched::{JobDraft, JobId, Trigger};
 use crate::scheduler::{ChangeError, CreateError, Handle, JobEntry, RunNowError};
 
-/// Metadata key holding the ScheduleZero job id.
-pub const SZ_ID: &str = "schedulezero_job_id";
+/// Metadata key holding the ScheduleZero job id (the job table indexes it).
+pub const SZ_ID: &str = crate::sched::spec::SCHEDULEZERO_ID;
 /// Metadata key marking the paused job that carries one `run_now`.
 pub const SZ_RUN_NOW: &str = "schedulezero_run_now";
 /// How long `run_now` waits for the handler's answer.
@@ -291,13 +291,6 @@ fn handler_call(
     Ok((handler, method, params.unwrap_or_else(|| json!({}))))
 }
 
-/// The job carrying a ScheduleZero id, if any.
-fn by_sz_id(all: &[JobEntry], id: &str) -> Option<JobEntry> {
-    all.iter()
-        .find(|e| e.record.spec.metadata.get(SZ_ID).and_then(Value::as_str) == Some(id))
-        .cloned()
-}
-
 fn is_run_now(e: &JobEntry) -> bool {
     e.record.spec.metadata.contains_key(SZ_RUN_NOW)
 }
@@ -306,9 +299,7 @@ fn is_run_now(e: &JobEntry) -> bool {
 fn sz_id(e: &JobEntry) -> String {
     e.record
         .spec
-        .metadata
-        .get(SZ_ID)
-        .and_then(Value::as_str)
+        .schedulezero_id()
         .map(str::to_string)
         .unwrap_or_else(|| e.record.id.to_string())
 }
@@ -350,8 +341,10 @@ async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
     }
     let jobs = jobs(ctx)?;
     let _one_at_a_time = SCHEDULE_LOCK.lock().await;
-    let all = jobs.list().map_err(|e| ApiError::store(&e))?;
-    if let Some(e) = by_sz_id(&all, &job_id) {
+    let taken = jobs
+        .by_schedulezero_id(&job_id)
+        .map_err(|e| ApiError::store(&e))?;
+    if let Some(e) = taken {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "duplicate_job_id",
@@ -481,15 +474,19 @@ fn schedules(ctx: &Ctx<'_>) -> ApiResult {
     ok(json!({"count": list.len(), "schedules": list}))
 }
 
-/// `DELETE /api/schedules/{id}`: by ScheduleZero id, or by our id for other jobs.
+/// `DELETE /api/schedules/{id}`: by ScheduleZero id, or by our id for other jobs. Of jobs
+/// sharing a ScheduleZero id (possible natively: metadata is free-form), the first in
+/// `GET /api/schedules` order goes. Reads one row (the job's), not every job.
 async fn delete(ctx: &Ctx<'_>, id: &str) -> ApiResult {
     let jobs = jobs(ctx)?;
-    let all = jobs.list().map_err(|e| ApiError::store(&e))?;
-    let found = by_sz_id(&all, id).or_else(|| {
-        id.parse::<JobId>()
-            .ok()
-            .and_then(|n| all.iter().find(|e| e.record.id == n).cloned())
-    });
+    let mut found = jobs
+        .by_schedulezero_id(id)
+        .map_err(|e| ApiError::store(&e))?;
+    if found.is_none() {
+        if let Ok(n) = id.parse::<JobId>() {
+            found = jobs.get(n).map_err(|e| ApiError::store(&e))?;
+        }
+    }
     let Some(e) = found else {
         return Err(ApiError::not_found(format!(
             "no schedule with id {id:?}; GET /api/schedules lists them"
@@ -861,5 +858,100 @@ mod tests {
             vec![&*ours(3), &*gone_name, &*ours(7), &*ours(3), &*ours(3)],
             "newest first; the deleted job's run shows its name"
         );
+    }
+
+    /// Issue 12: `POST /api/schedule`'s duplicate check and `DELETE /api/schedules/{id}` read
+    /// the row of the job they are about (`Store::job_rows_read`), not every job's: among
+    /// 1,000 jobs a new job_id reads none (a pass read 1,000), a repeated one, one carried
+    /// natively by a renamed job, a delete by either id each read one.
+    #[tokio::test]
+    async fn schedule_and_delete_read_one_row_not_every_job() {
+        use crate::api::tests::{call, service_on};
+        use crate::model::Actor;
+        use hyper::Method;
+        let disk = crate::store::testing::Disk::default();
+        let service = service_on(&disk);
+        let jobs = service.jobs();
+        let actor = Actor::local_cli();
+        jobs.tasks
+            .register("bot", vec!["ping".into()], &actor)
+            .await
+            .unwrap();
+        for i in 0..1000 {
+            let body = json!({
+                "name": format!("job-{i}"),
+                "trigger": {"every": "1h"},
+                "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/t"}},
+            });
+            jobs.create(JobDraft::from_value(&body).unwrap(), &actor)
+                .await
+                .unwrap();
+        }
+        // A native job carrying a ScheduleZero id in its metadata, then renamed.
+        let native = json!({
+            "name": "native",
+            "trigger": {"every": "1h"},
+            "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/t"}},
+            "metadata": {SZ_ID: "carried"},
+        });
+        let (status, v) = call(&service, Method::POST, "/api/v1/jobs", Some(native)).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        let native_id = v["id"].as_str().unwrap().to_string();
+        let path = format!("/api/v1/jobs/{native_id}");
+        let (status, v) = call(
+            &service,
+            Method::PATCH,
+            &path,
+            Some(json!({"name": "other"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+
+        let store = service.store().clone();
+        let schedule = |job_id: &str| {
+            json!({"handler_id": "bot", "job_method": "ping", "job_id": job_id,
+                   "trigger": {"type": "interval", "hours": 1}})
+        };
+        let mut rows_read = Vec::new();
+        for (method, path, body, want) in [
+            (
+                Method::POST,
+                "/api/schedule",
+                Some(schedule("ding")),
+                StatusCode::CREATED,
+            ),
+            (
+                Method::POST,
+                "/api/schedule",
+                Some(schedule("ding")),
+                StatusCode::CONFLICT,
+            ),
+            (
+                Method::POST,
+                "/api/schedule",
+                Some(schedule("carried")),
+                StatusCode::CONFLICT,
+            ),
+            (Method::DELETE, "/api/schedules/ding", None, StatusCode::OK),
+            (
+                Method::DELETE,
+                "/api/schedules/ding",
+                None,
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                Method::DELETE,
+                &format!("/api/schedules/{native_id}"),
+                None,
+                StatusCode::OK,
+            ),
+        ] {
+            let before = store.job_rows_read();
+            let (status, v) = call(&service, method.clone(), path, body).await;
+            assert_eq!(status, want, "{method} {path}: {v}");
+            rows_read.push(store.job_rows_read() - before);
+        }
+        assert_eq!(rows_read, [0, 1, 1, 1, 0, 1], "rows read per request");
+        assert_eq!(jobs.counts().0, 1000, "the two deleted, the others kept");
     }
 }
