@@ -83,12 +83,7 @@ fn launch(
     let mut table = Jobs::with_capacity(summaries.len());
     let mut core = Core::load(
         summaries.into_iter().map(|s| {
-            let listed = Listed {
-                name: s.name,
-                next_fire_at: None,
-                paused: s.schedule.paused,
-                running: 0,
-            };
+            let listed = Listed::new(s.name, None, s.schedule.paused, 0);
             table.insert(s.id, listed, s.schedulezero_id.as_deref());
             (s.id, s.schedule, s.next_fire_at)
         }),
@@ -312,12 +307,12 @@ impl Driver {
     fn put(&mut self, mut record: JobRecord) -> JobEntry {
         let id = record.id;
         record.next_fire_at = self.core.next_fire_at(id);
-        let listed = Listed {
-            name: record.spec.name.as_str().into(),
-            next_fire_at: record.next_fire_at,
-            paused: record.spec.paused,
-            running: self.core.running(id),
-        };
+        let listed = Listed::new(
+            record.spec.name.as_str().into(),
+            record.next_fire_at,
+            record.spec.paused,
+            self.core.running(id),
+        );
         let running = listed.running;
         self.table
             .write()
@@ -641,12 +636,12 @@ impl Driver {
             self.core.upsert(id, s.schedule, s.next_fire_at, now);
             t.insert(
                 id,
-                Listed {
-                    name: s.name,
-                    next_fire_at: self.core.next_fire_at(id),
+                Listed::new(
+                    s.name,
+                    self.core.next_fire_at(id),
                     paused,
-                    running: self.core.running(id),
-                },
+                    self.core.running(id),
+                ),
                 s.schedulezero_id.as_deref(),
             );
         }

@@ -28,6 +28,27 @@ pub(super) struct Listed {
     pub(super) paused: bool,
     /// Instances running now (webhook runs executing, handler calls queued or leased).
     pub(super) running: u32,
+    /// Whether the job's ScheduleZero id is its name, as for a job `POST /api/schedule`
+    /// created and nobody renamed: then the name index finds it, and the ScheduleZero index
+    /// holds nothing for it. Set by [`Jobs::insert`] (a byte of what was padding).
+    schedulezero_is_name: bool,
+}
+
+impl Listed {
+    pub(super) fn new(
+        name: Box<str>,
+        next_fire_at: Option<Timestamp>,
+        paused: bool,
+        running: u32,
+    ) -> Listed {
+        Listed {
+            name,
+            next_fire_at,
+            paused,
+            running,
+            schedulezero_is_name: false,
+        }
+    }
 }
 
 /// The jobs the table holds, with an index of their names: a create's or rename's uniqueness
@@ -39,17 +60,19 @@ pub(super) struct Listed {
 /// candidates are confirmed against their names. Names change only through
 /// [`Jobs::insert`], which keeps the index in step; [`Jobs::get_mut`] is for the other fields.
 ///
-/// A second index does the same for the ScheduleZero ids jobs carry in their metadata
-/// ([`crate::sched::JobSpec::schedulezero_id`]), so ScheduleZero's routes read the one row
-/// they need, not every job. It holds only the jobs that have one (a job without costs
-/// nothing), and keeps a hash of the id, not the id: [`Jobs::schedulezero`] answers the
-/// candidates, which the reader confirms against their rows (that it reads anyway).
+/// The ScheduleZero ids jobs carry in their metadata
+/// ([`crate::sched::JobSpec::schedulezero_id`]) are indexed too, so ScheduleZero's routes
+/// read the one row they need, not every job: a job whose id is its name (the usual case)
+/// through the name index and a flag in its entry, any other through a second index of
+/// the id's hash, not the id. A job without an id costs nothing, and one whose id is its
+/// name nothing more; [`Jobs::schedulezero`] answers the candidates, which the reader
+/// confirms against their rows (that it reads anyway).
 pub(super) struct Jobs {
     entries: HashMap<JobId, Listed>,
     by_name: HashMap<u64, Holders>,
-    /// The hash of each ScheduleZero id, by job (only jobs with one: to unindex it).
+    /// The hash of each ScheduleZero id other than its job's name, by job (to unindex it).
     schedulezero_of: HashMap<JobId, u64>,
-    /// Jobs by the hash of their ScheduleZero id.
+    /// Jobs by the hash of their ScheduleZero id, if it is not their name.
     by_schedulezero: HashMap<u64, Holders>,
     hasher: RandomState,
     /// Names compared by [`Jobs::name_taken`] so far (tests check it stays O(1)).
@@ -128,17 +151,20 @@ impl Jobs {
     pub(super) fn insert(
         &mut self,
         id: JobId,
-        listed: Listed,
+        mut listed: Listed,
         schedulezero_id: Option<&str>,
     ) -> Option<Listed> {
         let h = self.name_hash(&listed.name);
+        listed.schedulezero_is_name = schedulezero_id == Some(&*listed.name);
+        let sz = schedulezero_id
+            .filter(|_| !listed.schedulezero_is_name)
+            .map(|s| self.hasher.hash_one(s));
         let old = self.entries.insert(id, listed);
         if let Some(old) = &old {
             let was = self.name_hash(&old.name);
             release(&mut self.by_name, was, id);
         }
         hold(&mut self.by_name, h, id);
-        let sz = schedulezero_id.map(|s| self.hasher.hash_one(s));
         let old_sz = match sz {
             Some(h) => self.schedulezero_of.insert(id, h),
             None => self.schedulezero_of.remove(&id),
@@ -165,13 +191,25 @@ impl Jobs {
         Some(old)
     }
 
-    /// The jobs that may carry the ScheduleZero id `id` (those whose id has its hash: almost
-    /// always exactly the ones that do), in no particular order; the caller confirms each
-    /// against its row.
-    pub(super) fn schedulezero(&self, id: &str) -> &[JobId] {
-        self.by_schedulezero
+    /// The jobs that may carry the ScheduleZero id `id` (those named `id` whose id is their
+    /// name, and those whose other id has its hash: almost always exactly the ones that
+    /// carry it), in no particular order; the caller confirms each against its row.
+    pub(super) fn schedulezero(&self, id: &str) -> Vec<JobId> {
+        let named = self
+            .by_name
+            .get(&self.name_hash(id))
+            .map_or(&[][..], Holders::ids)
+            .iter()
+            .filter(|j| {
+                self.entries
+                    .get(j)
+                    .is_some_and(|l| l.schedulezero_is_name && *l.name == *id)
+            });
+        let other = self
+            .by_schedulezero
             .get(&self.hasher.hash_one(id))
-            .map_or(&[], Holders::ids)
+            .map_or(&[][..], Holders::ids);
+        named.chain(other).copied().collect()
     }
 
     pub(super) fn get(&self, id: &JobId) -> Option<&Listed> {
@@ -297,8 +335,8 @@ impl TableView {
         let t = self.0.read().unwrap();
         let mut found: Vec<(JobId, Listed)> = t
             .schedulezero(id)
-            .iter()
-            .filter_map(|id| Some((*id, t.get(id)?.clone())))
+            .into_iter()
+            .filter_map(|id| Some((id, t.get(&id)?.clone())))
             .collect();
         found.sort_unstable_by_key(|(id, l)| listing_key(*id, l.next_fire_at));
         found
@@ -438,12 +476,7 @@ mod tests {
     }
 
     fn listed(name: &str) -> Listed {
-        Listed {
-            name: name.into(),
-            next_fire_at: None,
-            paused: false,
-            running: 0,
-        }
+        Listed::new(name.into(), None, false, 0)
     }
 
     /// The name index answers as a pass over every job would, through renames, removals and
@@ -505,9 +538,10 @@ mod tests {
         assert!(compared <= 2, "compared {compared} names for two checks");
     }
 
-    /// The ScheduleZero index names exactly the jobs a pass over every job's id would find,
-    /// through ids given, changed, dropped and shared, renames (a name is not the id) and
-    /// removals; it holds nothing for jobs without an id, however many.
+    /// The ScheduleZero lookup names exactly the jobs a pass over every job's id would find,
+    /// through ids given, changed, dropped and shared, renames (a name is not the id, and
+    /// names compare ignoring case, ids exactly) and removals; its own index holds nothing
+    /// for jobs without an id or whose id is their name, however many.
     #[test]
     fn the_schedulezero_index_names_the_jobs_a_full_pass_would() {
         let mut jobs = Jobs::with_capacity(0);
@@ -515,13 +549,15 @@ mod tests {
         // What each job carries, as its metadata says.
         let mut carried: HashMap<JobId, &str> = HashMap::new();
         let check = |jobs: &Jobs, carried: &HashMap<JobId, &str>, step: &str| {
-            for q in ["ding", "dong", "dup", "job 3", "nobody"] {
+            for q in [
+                "ding", "dong", "dup", "job 3", "job 4", "JOB 4", "job 5", "Job 5", "nobody",
+            ] {
                 let mut want: Vec<JobId> = carried
                     .iter()
                     .filter(|(_, c)| **c == q)
                     .map(|(i, _)| *i)
                     .collect();
-                let mut got = jobs.schedulezero(q).to_vec();
+                let mut got = jobs.schedulezero(q);
                 want.sort();
                 got.sort();
                 assert_eq!(got, want, "{q:?} after {step}");
@@ -549,14 +585,26 @@ mod tests {
             (0, 0),
             "jobs without a ScheduleZero id cost the index nothing"
         );
+        let empty =
+            |jobs: &Jobs| jobs.schedulezero_of.is_empty() && jobs.by_schedulezero.is_empty();
+        put(&mut jobs, &mut carried, 4, "job 4", Some("job 4"));
+        check(&jobs, &carried, "a job whose id is its name");
+        assert!(empty(&jobs), "found through the name index");
         for (i, name, sz, step) in [
+            (5, "job 5", Some("Job 5"), "an id its name in another case"),
+            (
+                4,
+                "job 4 renamed",
+                Some("job 4"),
+                "the rename of a job named as its id",
+            ),
             (1, "ding", Some("ding"), "a job given an id"),
             (1, "renamed", Some("ding"), "a rename (the id stays)"),
             (1, "renamed", Some("dong"), "a changed id"),
             (2, "x", Some("dup"), "a second id"),
             (
                 3,
-                "job 3",
+                "dup",
                 Some("dup"),
                 "an id shared (metadata is free-form)",
             ),
@@ -565,14 +613,16 @@ mod tests {
             put(&mut jobs, &mut carried, i, name, sz);
             check(&jobs, &carried, step);
         }
-        for (i, step) in [(2, "the removal of one of two sharing"), (3, "the last")] {
+        for (i, step) in [
+            (2, "the removal of one of two sharing"),
+            (3, "the removal of the other"),
+            (4, "a removal"),
+            (5, "the last removal"),
+        ] {
             jobs.remove(&id(i));
             carried.remove(&id(i));
             check(&jobs, &carried, step);
         }
-        assert!(
-            jobs.schedulezero_of.is_empty() && jobs.by_schedulezero.is_empty(),
-            "no index entry left behind"
-        );
+        assert!(empty(&jobs), "no index entry left behind");
     }
 }
