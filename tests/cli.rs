@@ -1157,15 +1157,38 @@ fn peer_list_status_and_audit_fit_80_columns() {
             })
             .collect();
         store.save_peer_stats(&stats).unwrap();
+        // A guild names its jobs with emoji and CJK, two columns each on a terminal.
+        store
+            .audit(appliance::model::AuditEntry {
+                seq: 0,
+                at_ms: now * 1000,
+                actor: appliance::model::Actor {
+                    peer: "guild-leader-one".into(),
+                    fingerprint: None,
+                    address: Some("10.88.88.2".into()),
+                    endpoint: None,
+                    via: appliance::model::Via::Api,
+                },
+                action: appliance::model::JobAction::Create.into(),
+                target: Some("1234567890abcdef".into()),
+                summary: serde_json::json!({
+                    "name": "🐉🐉 龍の襲撃 raid night reminder for the whole guild, every Thursday",
+                    "trigger": {"cron": "45 19 * * THU", "timezone": "Europe/Berlin"},
+                    "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/***"}},
+                }),
+            })
+            .unwrap();
     }
+    // Terminal columns, not characters: a wide character takes two.
+    let columns = unicode_width::UnicodeWidthStr::width;
     let fits = |args: &[&str], needles: &[&str]| {
         let out = run(&d.data(), args);
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         let shown = text(&out.stdout);
         for line in shown.lines() {
             assert!(
-                line.chars().count() <= 80,
-                "{args:?}: wider than 80: {line:?}\n{shown}"
+                columns(line) <= 80,
+                "{args:?}: wider than 80 columns: {line:?}\n{shown}"
             );
         }
         for needle in needles {
@@ -1206,6 +1229,7 @@ fn peer_list_status_and_audit_fit_80_columns() {
             "Disabled peer quiet-viewer-abc: its tunnel stopped.",
             "Made peer raid-officer-two admin.",
             "by local (cli)",
+            "Created job 🐉🐉 龍の襲撃 raid night",
         ],
     );
     assert!(!audit.contains('{'), "no raw JSON: {audit}");
@@ -1224,9 +1248,11 @@ fn peer_list_status_and_audit_fit_80_columns() {
     assert_eq!(bot["created_at"].as_u64().map(|t| t <= now), Some(true));
     let json: serde_json::Value =
         serde_json::from_slice(&run(&d.data(), &["audit", "--json"]).stdout).unwrap();
-    assert_eq!(json[0]["action"], "server.endpoint", "{json}");
-    assert_eq!(json[0]["summary"]["to"], "192.168.100.200:51820", "{json}");
-    assert!(json[0]["text"]
+    // Newest first: the job created through the store above, then the last endpoint change.
+    assert_eq!(json[0]["action"], "job.create", "{json}");
+    assert_eq!(json[1]["action"], "server.endpoint", "{json}");
+    assert_eq!(json[1]["summary"]["to"], "192.168.100.200:51820", "{json}");
+    assert!(json[1]["text"]
         .as_str()
         .unwrap()
         .starts_with("Changed the endpoint"));

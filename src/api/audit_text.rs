@@ -12,10 +12,10 @@ use serde_json::{Map, Value};
 
 use crate::model::{AuditAction, JobAction, PeerAction};
 
-/// Longest value shown for one field of an update, in characters (longer ones end in `…`).
-const MAX_FIELD_CHARS: usize = 80;
-/// Longest sentence, in characters (a longer one ends in `…`).
-const MAX_TEXT_CHARS: usize = 400;
+/// Longest value shown for one field of an update, in terminal columns (longer ones end in `…`).
+const MAX_FIELD_COLUMNS: usize = 80;
+/// Longest sentence, in terminal columns (a longer one ends in `…`).
+const MAX_TEXT_COLUMNS: usize = 400;
 
 /// The sentence for an entry: what was done, to what, with the fields that matter.
 pub fn describe(action: &AuditAction, target: Option<&str>, summary: &Value) -> String {
@@ -62,7 +62,7 @@ pub fn describe(action: &AuditAction, target: Option<&str>, summary: &Value) -> 
         AuditAction::Other(_) => None,
     };
     let text = known.unwrap_or_else(|| fallback(action, target, summary));
-    cut(&text, MAX_TEXT_CHARS)
+    cut(&text, MAX_TEXT_COLUMNS)
 }
 
 fn peer(action: PeerAction, name: &str, s: &Map<String, Value>) -> Option<String> {
@@ -214,7 +214,7 @@ fn diff(
         let path = format!("{prefix}{k}");
         let shown = |v: Option<&Value>| match v {
             None => "(none)".to_string(),
-            Some(v) => cut(&field_text(&path, v), MAX_FIELD_CHARS),
+            Some(v) => cut(&field_text(&path, v), MAX_FIELD_COLUMNS),
         };
         let (tb, ta) = (shown(b), shown(a));
         match (b, a) {
@@ -326,13 +326,30 @@ fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
     }
 }
 
-/// `s` cut to `max` characters, the last one `…` when cut. The one such cut: the CLI's
-/// tables use it too (`cli::format::cut`).
+/// The columns `s` takes on a terminal: a CJK character or most emoji take two, a combining
+/// mark none (Unicode's East Asian Width, as terminals count). Table columns are measured in
+/// these, not in characters, so a guild's emoji names keep the table straight.
+pub fn width(s: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(s)
+}
+
+/// `s` cut to `max` columns ([`width`]), the last one `…` when cut. The one such cut: the
+/// CLI's tables use it too (`cli::format::cut`).
 pub fn cut(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
+    if width(s) <= max {
         return s.to_string();
     }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    let room = max.saturating_sub(1);
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w > room {
+            break;
+        }
+        used += w;
+        out.push(c);
+    }
     out.push('…');
     out
 }

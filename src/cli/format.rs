@@ -23,20 +23,20 @@ pub fn stdout_columns() -> usize {
     terminal_size(libc::STDOUT_FILENO).map_or(80, |(cols, _)| cols)
 }
 
-/// `s` cut to `max` characters, its last one `…` when it was longer (the audit wording's cut,
-/// one for both).
-pub use appliance::api::audit_text::cut;
+/// `s` cut to `max` columns, its last one `…` when it was longer, and the columns a string
+/// takes on a terminal (the audit wording's, one for both).
+pub use appliance::api::audit_text::{cut, width};
 
 /// `label` then `value`, wrapped at its words to `columns`, its further lines indented under
 /// the value's start: a `status` field that fits the terminal.
 pub fn hang(label: &str, value: &str, columns: usize) -> String {
-    let indent = label.chars().count();
+    let indent = width(label);
     let text = wrap(value, columns.saturating_sub(indent).max(20));
     let pad = format!("\n{}", " ".repeat(indent));
     format!("{label}{}\n", text.replace('\n', &pad))
 }
 
-/// A table: `head` and `rows`, each column as wide as its widest cell, two spaces apart, every
+/// A table: `head` and `rows`, each column as wide as its widest cell (in terminal columns), two spaces apart, every
 /// line after `indent` spaces. When that is wider than `columns`, the columns in `shrink` (by
 /// index, first cut first) are cut with `…`, each down to its header's width at the least.
 pub fn table(
@@ -46,22 +46,27 @@ pub fn table(
     indent: usize,
     columns: usize,
 ) -> String {
-    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    let mut widths: Vec<usize> = head.iter().map(|h| width(h)).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
+            *w = (*w).max(width(c));
         }
     }
     let total = |w: &[usize]| indent + w.iter().sum::<usize>() + 2 * w.len().saturating_sub(1);
     for &i in shrink {
         let over = total(&widths).saturating_sub(columns);
-        let least = head[i].chars().count().max(2);
+        let least = width(head[i]).max(2);
         widths[i] -= over.min(widths[i].saturating_sub(least));
     }
     let line = |cells: &mut dyn Iterator<Item = &str>| {
         let s: Vec<String> = cells
             .zip(&widths)
-            .map(|(c, &w)| format!("{:<w$}", cut(c, w)))
+            .map(|(c, &w)| {
+                // Padded by columns: `{:<w$}` would count characters.
+                let c = cut(c, w);
+                let pad = w.saturating_sub(width(&c));
+                format!("{c}{}", " ".repeat(pad))
+            })
             .collect();
         format!("{}{}\n", " ".repeat(indent), s.join("  ").trim_end())
     };
@@ -105,7 +110,7 @@ pub fn terminal_size(fd: libc::c_int) -> Option<(usize, usize)> {
     (r == 0 && ws.ws_col > 0 && ws.ws_row > 0).then_some((ws.ws_col as usize, ws.ws_row as usize))
 }
 
-/// `text` with each line broken at spaces so that none is wider than `columns` characters (a
+/// `text` with each line broken at spaces so that none is wider than `columns` columns (a
 /// word longer than that stays whole on its own line). Lines already short enough, and the
 /// line breaks in `text`, are kept as they are.
 pub fn wrap(text: &str, columns: usize) -> String {
@@ -114,18 +119,18 @@ pub fn wrap(text: &str, columns: usize) -> String {
         if i > 0 {
             out.push('\n');
         }
-        let mut width = 0;
+        let mut used = 0;
         for (j, word) in line.split(' ').enumerate() {
-            let w = word.chars().count();
-            if j > 0 && width + 1 + w > columns {
+            let w = width(word);
+            if j > 0 && used + 1 + w > columns {
                 out.push('\n');
-                width = 0;
+                used = 0;
             } else if j > 0 {
                 out.push(' ');
-                width += 1;
+                used += 1;
             }
             out.push_str(word);
-            width += w;
+            used += w;
         }
     }
     out
@@ -186,6 +191,36 @@ mod tests {
         assert_eq!(cut("abcd", 4), "abcd");
     }
 
+    /// A guild's names carry emoji and CJK, two columns each on a terminal: the table is
+    /// measured in columns, so every row's second column starts at the same column and a cut
+    /// line fits, never splitting a wide character.
+    #[test]
+    fn a_table_of_wide_names_stays_straight_and_fits() {
+        let rows = vec![
+            vec!["🐉dragon-phone".to_string(), "officer".to_string()],
+            vec!["公会长".to_string(), "admin".to_string()],
+            vec!["bob".to_string(), "viewer".to_string()],
+        ];
+        let t = table(&["NAME", "ROLE"], &rows, &[0], 0, 80);
+        let starts: Vec<usize> = t
+            .lines()
+            .map(|l| {
+                let (before, _) = l.split_at(l.rfind("  ").unwrap() + 2);
+                width(before)
+            })
+            .collect();
+        assert_eq!(starts, vec![16, 16, 16, 16], "{t}");
+        let narrow = table(&["NAME", "ROLE"], &rows, &[0], 0, 14);
+        for l in narrow.lines() {
+            assert!(width(l) <= 14, "{l:?} is {} columns", width(l));
+        }
+        assert_eq!(narrow.lines().nth(1), Some("🐉dr…  officer"));
+        assert_eq!(narrow.lines().nth(2), Some("公会…  admin"));
+        assert_eq!(cut("公会长", 4), "公…");
+        assert_eq!(cut("公会长", 6), "公会长");
+        assert_eq!(width("🐉a"), 3);
+    }
+
     #[test]
     fn wrap_breaks_at_spaces_only() {
         assert_eq!(wrap("one two three", 7), "one two\nthree");
@@ -196,7 +231,7 @@ mod tests {
             "x\naveryveryverylongword\ny"
         );
         let long = "error: the QR code needs a 65 x 35 terminal and this one is 80 x 24, so it would scroll off";
-        assert!(wrap(long, 40).lines().all(|l| l.chars().count() <= 40));
+        assert!(wrap(long, 40).lines().all(|l| width(l) <= 40));
         assert_eq!(wrap(long, 40).replace('\n', " "), long);
     }
 }
