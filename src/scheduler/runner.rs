@@ -989,14 +989,16 @@ mod tests {
     async fn schedulezero_lookups_find_what_a_pass_over_every_job_finds() {
         let disk = crate::store::testing::Disk::default();
         let actor = Actor::local_cli();
-        let body = |name: &str, every: &str, metadata: serde_json::Value| {
-            draft(&json!({
+        async fn create(jobs: &Handle, name: &str, every: &str, sz: serde_json::Value) -> JobId {
+            let body = json!({
                 "name": name,
                 "trigger": {"every": every},
                 "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/x"}},
-                "metadata": metadata,
-            }))
-        };
+                "metadata": {"schedulezero_job_id": sz},
+            });
+            let job = jobs.create(draft(&body), &Actor::local_cli()).await;
+            job.unwrap().record.id
+        }
         // The route's answer before the index: the first job in listing order carrying it.
         let pass = |jobs: &Handle, q: &str| {
             jobs.list()
@@ -1029,25 +1031,10 @@ mod tests {
         let store = Arc::new(disk.store());
         let (stop_tx, stop) = watch::channel(false);
         let (jobs, task) = start(store.clone(), Config::default(), stop).unwrap();
-        let ding = jobs
-            .create(
-                body("ding", "1h", json!({"schedulezero_job_id": "ding"})),
-                &actor,
-            )
-            .await
-            .unwrap()
-            .record
-            .id;
-        // Named like an id, carrying none; and an id that is not a string.
-        jobs.create(body("plain", "1h", json!({})), &actor)
-            .await
-            .unwrap();
-        jobs.create(
-            body("seven", "1h", json!({"schedulezero_job_id": 7})),
-            &actor,
-        )
-        .await
-        .unwrap();
+        let ding = create(&jobs, "ding", "1h", json!("ding")).await;
+        // Named like an id, carrying none (null: the key, but no id); an id not a string.
+        create(&jobs, "plain", "1h", json!(null)).await;
+        create(&jobs, "seven", "1h", json!(7)).await;
         agree(&jobs, "creates");
         jobs.patch(ding, &json!({"name": "ding renamed"}), &actor)
             .await
@@ -1062,21 +1049,8 @@ mod tests {
         .unwrap();
         agree(&jobs, "a metadata patch");
         // Two jobs sharing an id: the later created fires first, so it lists first.
-        jobs.create(
-            body("dup late", "2h", json!({"schedulezero_job_id": "dup"})),
-            &actor,
-        )
-        .await
-        .unwrap();
-        let first = jobs
-            .create(
-                body("dup soon", "30m", json!({"schedulezero_job_id": "dup"})),
-                &actor,
-            )
-            .await
-            .unwrap()
-            .record
-            .id;
+        create(&jobs, "dup late", "2h", json!("dup")).await;
+        let first = create(&jobs, "dup soon", "30m", json!("dup")).await;
         agree(&jobs, "a shared id");
         assert_eq!(
             jobs.by_schedulezero_id("dup").unwrap().unwrap().record.id,
