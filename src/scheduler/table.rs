@@ -5,7 +5,7 @@
 //! count: a few dozen bytes, not the job's spec), [`JobEntry`] (a stored job plus its running
 //! count, as the API shows it), the listing order ([`sort_key`]) and filters ([`JobQuery`]: a
 //! listing picks its page here before it reads a row), the name-uniqueness rule
-//! ([`name_key`], [`name_taken`]) and the index of ScheduleZero ids ([`Jobs::schedulezero`]).
+//! ([`name_key`], [`name_taken`]) and the index of ScheduleZero ids (`Jobs::schedulezero`).
 //! A job's spec is read from the store when it is shown or fires (`Handle::get`,
 //! `Handle::list_page`, `Handle::by_schedulezero_id`).
 
