@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the .deb with `cargo deb` and checks it the way a headless home server uses it:
-# package metadata, contents and modes, maintainer scripts, the copyright file, a stripped
-# binary, `dpkg -i` (twice: install, then the upgrade path), the installed units with
+# Builds the manual pages (`appliance man target/man`) and the .deb with `cargo deb`, and checks
+# it the way a headless home server uses it: package metadata, contents and modes, maintainer
+# scripts, the copyright file, a stripped binary, `dpkg -i` (twice: install, then the upgrade
+# path), `man appliance` and a page per subcommand, every link of the installed documents
+# resolving to an installed file, the installed units with
 # `systemd-analyze verify` and `systemd-analyze security` (exposure at most 1.5), every system
 # call `serve` makes against the units' SystemCallFilter=, the installed binary run as a
 # throwaway unprivileged user (init, peer add, serve until SIGTERM), then `dpkg -r` (state
@@ -11,7 +13,7 @@
 #
 # Needs root, or sudo: it installs a package system-wide and purges it at the end. Installs
 # what is missing: cargo-deb (`cargo install cargo-deb --locked`) and the Debian packages
-# systemd (for systemd-analyze), dpkg-dev, file, strace, iproute2, python3. systemd need not
+# systemd (for systemd-analyze), dpkg-dev, file, strace, iproute2, python3, man-db. systemd need not
 # be PID 1 (CI, containers): the maintainer scripts must succeed without it. It refuses to run
 # where an appliance package or its state already exist, since it would purge them.
 # One release build (several minutes on 2 cores; cargo reuses it when nothing changed).
@@ -72,7 +74,7 @@ if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg >/dev/null 2>&1; th
 fi
 need=()
 for pair in systemd-analyze:systemd dpkg-shlibdeps:dpkg-dev file:file strace:strace ss:iproute2 \
-  python3:python3 setpriv:util-linux; do
+  python3:python3 setpriv:util-linux man:man-db; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -129,8 +131,19 @@ cleanup() {
 trap cleanup EXIT
 
 # --- build ----------------------------------------------------------------------------------
-log "cargo deb --locked (release build)"
+# The manual pages first: cargo-deb installs target/man/*.1 (Cargo.toml's assets). Rendered
+# from the clap definitions by the release binary that `cargo deb` then packages unchanged.
+log "cargo run --release --locked -- man target/man (release build)"
 build_started=$SECONDS
+rm -rf target/man
+if ! cargo run --release --locked -q -- man target/man >"$work/man.out" 2>"$work/man.err"; then
+  tail -n 30 "$work/man.err"
+  fatal "appliance man target/man failed"
+fi
+pages=()
+for f in target/man/*.1; do pages+=("${f##*/}"); done
+log "wrote ${#pages[@]} manual pages into target/man/"
+log "cargo deb --locked"
 if ! cargo deb --locked >"$work/cargo-deb.out" 2>"$work/cargo-deb.err"; then
   tail -n 30 "$work/cargo-deb.err"
   fatal "cargo deb failed"
@@ -171,8 +184,32 @@ expect_entry -rw-r--r-- usr/lib/systemd/system/appliance@.service
 expect_entry -rw-r--r-- usr/share/doc/appliance/copyright
 expect_entry -rw-r--r-- usr/share/doc/appliance/README.md
 expect_entry -rw-r--r-- usr/share/doc/appliance/README.packaging.md
+expect_entries() { # DESCRIPTION MODE PATH...: every PATH is there with MODE, owned by root
+  local what=$1 mode=$2
+  shift 2
+  check "$what" awk -v mode="$mode" -v want="$*" \
+    'BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) need["./" w[i]] = 1 }
+     $1 == mode && ($2 == "0/0" || $2 == "root/root") { delete need[$3] }
+     END { for (p in need) { print "missing " p; bad = 1 } exit bad }' "$work/contents"
+}
+docs=(docs/*.md docs/screenshots/*.png)
+expect_entries "contains the ${#docs[@]} files of docs/ under usr/share/doc/appliance/, -rw-r--r-- root" \
+  -rw-r--r-- "${docs[@]/#/usr/share/doc/appliance/}"
+# Debian policy 12.1 (lintian: manpage-not-compressed): pages gzipped, mode 644.
+man_paths=()
+for page in "${pages[@]}"; do man_paths+=("usr/share/man/man1/$page.gz"); done
+expect_entries "contains the ${#pages[@]} manual pages gzipped in usr/share/man/man1/, -rw-r--r-- root" \
+  -rw-r--r-- "${man_paths[@]}"
+check "contains no uncompressed manual page" awk \
+  '$1 ~ /^-/ && $3 ~ /^\.\/usr\/share\/man\// && $3 !~ /\.gz$/ { print; bad = 1 } END { exit bad }' \
+  "$work/contents"
+expected=$((6 + ${#docs[@]} + ${#pages[@]}))
 files=$(grep -c '^-' "$work/contents" || true)
-check "contains exactly those 6 files (found $files)" test "$files" -eq 6
+check "contains exactly those $expected files: 6, ${#docs[@]} docs, ${#pages[@]} pages (found $files)" \
+  test "$files" -eq "$expected"
+mkdir "$work/unpacked"
+dpkg-deb -x "$deb" "$work/unpacked"
+log "installed size: $(field Installed-Size) KiB; docs/ $(du -sk "$work/unpacked/usr/share/doc/appliance/docs" | cut -f1) KiB, man pages $(du -sk "$work/unpacked/usr/share/man" | cut -f1) KiB"
 
 mkdir "$work/control"
 dpkg-deb -e "$deb" "$work/control"
@@ -227,6 +264,58 @@ check "binary is stripped (file: $(file -b /usr/bin/appliance | grep -oE '(not )
   bash -c 'file -b /usr/bin/appliance | grep -qE "(^|, )stripped"'
 check "binary is $size bytes (limit $MAX_BINARY_BYTES)" test "$size" -lt "$MAX_BINARY_BYTES"
 check "installed binary runs: $(/usr/bin/appliance --version 2>&1)" /usr/bin/appliance --version
+
+# --- manual pages and documents -------------------------------------------------------------
+# Minimal images may tell dpkg to drop /usr/share/man (path-exclude); then nothing installs
+# there and only the package contents above can be checked.
+if grep -rqs '^path-exclude=\?/usr/share/man' /etc/dpkg/dpkg.cfg.d/; then
+  log "dpkg here excludes /usr/share/man ($(grep -rls '^path-exclude=\?/usr/share/man' \
+    /etc/dpkg/dpkg.cfg.d/)): installed manual pages not checked"
+else
+  check "the ${#pages[@]} installed manual pages are 644 root:root and gzip" bash -c \
+    'for p in "$@"; do f=/usr/share/man/man1/$p.gz
+       [ "$(stat -c "%a %U:%G" "$f")" = "644 root:root" ] && gzip -t "$f" || { echo "$f"; exit 1; }
+     done' _ "${pages[@]}"
+  check "man -w appliance finds /usr/share/man/man1/appliance.1.gz" \
+    bash -c '[ "$(man -w appliance)" = /usr/share/man/man1/appliance.1.gz ]'
+  check "man -w appliance-peer finds its page" \
+    bash -c '[ "$(man -w appliance-peer)" = /usr/share/man/man1/appliance-peer.1.gz ]'
+  # Every visible subcommand (from the installed binary's own --help) is in the SUBCOMMANDS
+  # section of `man appliance`.
+  subcommands=$(/usr/bin/appliance --help |
+    awk '/^Commands:/ { on = 1; next } /^$/ { on = 0 } on && /^  [a-z]/ && $1 != "help" { print $1 }')
+  check "man appliance shows SUBCOMMANDS with all of: $(tr '\n' ' ' <<<"$subcommands")" bash -c \
+    'text=$(MANWIDTH=80 man appliance 2>/dev/null | sed -n "/^SUBCOMMANDS/,/^[A-Z]/p")
+     [ -n "$1" ] && [ -n "$text" ] &&
+     for s in $1; do grep -q "^ *appliance-$s(1)" <<<"$text" || { echo "no $s in: $text"; exit 1; }; done' \
+    _ "$subcommands"
+  check "man appliance-peer-add shows its --role option" \
+    bash -c 'MANWIDTH=80 man appliance-peer-add 2>/dev/null | grep -q -- "--role"'
+fi
+# Every relative link in the installed Markdown documents, and every `docs/...` path the
+# README names, resolves to an installed file: nothing points into the source tree.
+check "every relative link of the installed documents resolves" python3 -c '
+import os, re, sys
+root = "/usr/share/doc/appliance"
+missing, seen = [], 0
+for dirpath, _, names in os.walk(root):
+    for name in names:
+        if not name.endswith(".md"):
+            continue
+        path = os.path.join(dirpath, name)
+        text = open(path, encoding="utf-8").read()
+        targets = [(os.path.dirname(path), t) for t in re.findall(r"\]\(([^)\s]+)", text)]
+        targets += [(root, t) for t in re.findall(r"`(docs/[^`\s]+)`", text)]
+        for base, target in targets:
+            if re.match(r"[a-z][a-z0-9+.-]*:|#", target):
+                continue
+            seen += 1
+            if not os.path.exists(os.path.join(base, target.split("#")[0])):
+                missing.append(path + ": " + target)
+print(seen, "links checked")
+if missing or not seen:
+    sys.exit("\n".join(missing) or "no links found")
+'
 
 for unit in "${UNITS[@]}"; do
   path=/usr/lib/systemd/system/$unit

@@ -1,5 +1,6 @@
 //! The `appliance` command line: `init`, `serve`, `peer add|list|show|role|enable|disable|remove|rotate`,
-//! `audit`, `doctor`, `endpoint`, `status`, `backup`, `restore`.
+//! `audit`, `doctor`, `endpoint`, `status`, `backup`, `restore`, and the hidden `man DIR` that
+//! writes the manual pages at packaging time.
 //!
 //! Layer: CLI edge. This file only parses the arguments ([`cli::args`]) and dispatches to the
 //! command modules in `cli/`, which check them into typed values, send each command to the
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         Command::Status { json } => cli::status::run(&dir, json),
         Command::Backup { file } => cli::backup::cmd_backup(&dir, &file),
         Command::Restore { file, force } => cli::backup::cmd_restore(&dir, &file, force),
+        Command::Man { out_dir } => cli::man::run(&out_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 use jiff::Timestamp;
-use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
-use super::body::{self, Body};
+use self::form::{handler_call, job_id, Clear, RunNow, Schedule};
+use super::body;
 use super::routes::ScheduleZeroRoute;
 use super::{deny_unknown_query, json_response, ok, ApiError, ApiResult, Ctx, Need};
 use crate::model::{RunFilter, RunRecord, RunStatus};
@@ -29,8 +29,10 @@ use crate::sched::SpecError;
 use crate::sched::{JobDraft, JobId, Trigger};
 use crate::scheduler::{ChangeError, CreateError, Handle, JobEntry, RunNowError};
 
-/// Metadata key holding the ScheduleZero job id.
-pub const SZ_ID: &str = "schedulezero_job_id";
+mod form;
+
+/// Metadata key holding the ScheduleZero job id (the job table indexes it).
+pub const SZ_ID: &str = crate::sched::spec::SCHEDULEZERO_ID;
 /// Metadata key marking the paused job that carries one `run_now`.
 pub const SZ_RUN_NOW: &str = "schedulezero_run_now";
 /// How long `run_now` waits for the handler's answer.
@@ -157,147 +159,6 @@ async fn handlers(ctx: &Ctx<'_>) -> ApiResult {
     ok(json!({"handlers": out}))
 }
 
-/// A ScheduleZero call, in its names: `POST /api/schedule` reads all of it ([`Schedule`]),
-/// `POST /api/run_now` all but the trigger ([`RunNow`]; an unknown field there).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Form {
-    #[serde(default, deserialize_with = "handler_field")]
-    handler_id: Option<String>,
-    #[serde(default, deserialize_with = "method_field")]
-    job_method: Option<String>,
-    #[serde(default, deserialize_with = "params_field")]
-    job_params: Option<Value>,
-    /// APScheduler's trigger object, translated by [`apscheduler::translate`] once the call
-    /// itself is known to be complete.
-    #[serde(default, deserialize_with = "body::raw")]
-    trigger: Option<Value>,
-    /// The schedule's name ([`job_id`] checks it); `run_now` accepts and ignores it, as its
-    /// carrier job gets a name of its own.
-    #[serde(default, deserialize_with = "body::raw")]
-    job_id: Option<Value>,
-}
-
-/// `POST /api/schedule`'s body.
-#[derive(Debug, Deserialize)]
-#[serde(transparent)]
-struct Schedule(Form);
-
-impl Body for Schedule {
-    const FIELDS: &'static [&'static str] = &[
-        "handler_id",
-        "job_method",
-        "job_params",
-        "trigger",
-        "job_id",
-    ];
-}
-
-/// `POST /api/run_now`'s body.
-#[derive(Debug, Deserialize)]
-#[serde(transparent)]
-struct RunNow(Form);
-
-impl Body for RunNow {
-    const FIELDS: &'static [&'static str] = &["handler_id", "job_method", "job_params", "job_id"];
-}
-
-/// `POST /api/executions/clear`'s body (may be left out): nothing.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Clear {}
-
-impl Body for Clear {
-    const FIELDS: &'static [&'static str] = &[];
-}
-
-const HANDLER_EXAMPLE: &str = "discord-bot";
-const METHOD_EXAMPLE: &str = "send_message";
-
-/// The 400 for a required string field left out (or null).
-fn required(key: &str, example: &str) -> String {
-    format!("{key} is required, e.g. {example:?}")
-}
-
-/// A required non-empty string field: present, it must be one.
-fn non_empty<'de, D: Deserializer<'de>>(
-    d: D,
-    key: &str,
-    example: &str,
-) -> Result<Option<String>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::String(s) if !s.trim().is_empty() => Ok(Some(s)),
-        Value::Null => Err(body::refuse(key, required(key, example))),
-        _ => Err(body::refuse(
-            key,
-            format!("{key} must be a non-empty string, e.g. {example:?}"),
-        )),
-    }
-}
-
-fn handler_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    non_empty(d, "handler_id", HANDLER_EXAMPLE)
-}
-
-fn method_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    non_empty(d, "job_method", METHOD_EXAMPLE)
-}
-
-/// `job_params`: an object (absent or null: `{}` at the call).
-fn params_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(None),
-        p @ Value::Object(_) => Ok(Some(p)),
-        _ => Err(body::refuse(
-            "job_params",
-            "job_params must be a JSON object, e.g. {\"channel_id\": 123, \"content\": \"hi\"}",
-        )),
-    }
-}
-
-/// `job_id`: a name for the schedule (absent or null: `None`, one is made up).
-fn job_id(v: Option<Value>) -> Result<Option<String>, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s))
-            if !s.trim().is_empty()
-                && s.chars().count() <= crate::sched::spec::MAX_NAME_CHARS
-                && !s.chars().any(|c| c.is_control() || c == '/') =>
-        {
-            Ok(Some(s))
-        }
-        Some(_) => Err(ApiError::bad_request(
-            "job_id",
-            format!(
-                "job_id must be a string of 1 to {} characters without '/' or control characters, e.g. \"ding-dong-1\"",
-                crate::sched::spec::MAX_NAME_CHARS
-            ),
-        )),
-    }
-}
-
-/// The handler, method and params of a call, each required but the params.
-fn handler_call(
-    handler: Option<String>,
-    method: Option<String>,
-    params: Option<Value>,
-) -> Result<(String, String, Value), ApiError> {
-    let handler = handler.ok_or_else(|| {
-        ApiError::bad_request("handler_id", required("handler_id", HANDLER_EXAMPLE))
-    })?;
-    let method = method.ok_or_else(|| {
-        ApiError::bad_request("job_method", required("job_method", METHOD_EXAMPLE))
-    })?;
-    Ok((handler, method, params.unwrap_or_else(|| json!({}))))
-}
-
-/// The job carrying a ScheduleZero id, if any.
-fn by_sz_id(all: &[JobEntry], id: &str) -> Option<JobEntry> {
-    all.iter()
-        .find(|e| e.record.spec.metadata.get(SZ_ID).and_then(Value::as_str) == Some(id))
-        .cloned()
-}
-
 fn is_run_now(e: &JobEntry) -> bool {
     e.record.spec.metadata.contains_key(SZ_RUN_NOW)
 }
@@ -306,9 +167,7 @@ fn is_run_now(e: &JobEntry) -> bool {
 fn sz_id(e: &JobEntry) -> String {
     e.record
         .spec
-        .metadata
-        .get(SZ_ID)
-        .and_then(Value::as_str)
+        .schedulezero_id()
         .map(str::to_string)
         .unwrap_or_else(|| e.record.id.to_string())
 }
@@ -350,8 +209,10 @@ async fn schedule(ctx: &Ctx<'_>) -> ApiResult {
     }
     let jobs = jobs(ctx)?;
     let _one_at_a_time = SCHEDULE_LOCK.lock().await;
-    let all = jobs.list().map_err(|e| ApiError::store(&e))?;
-    if let Some(e) = by_sz_id(&all, &job_id) {
+    let taken = jobs
+        .by_schedulezero_id(&job_id)
+        .map_err(|e| ApiError::store(&e))?;
+    if let Some(e) = taken {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "duplicate_job_id",
@@ -481,15 +342,19 @@ fn schedules(ctx: &Ctx<'_>) -> ApiResult {
     ok(json!({"count": list.len(), "schedules": list}))
 }
 
-/// `DELETE /api/schedules/{id}`: by ScheduleZero id, or by our id for other jobs.
+/// `DELETE /api/schedules/{id}`: by ScheduleZero id, or by our id for other jobs. Of jobs
+/// sharing a ScheduleZero id (possible natively: metadata is free-form), the first in
+/// `GET /api/schedules` order goes. Reads one row (the job's), not every job.
 async fn delete(ctx: &Ctx<'_>, id: &str) -> ApiResult {
     let jobs = jobs(ctx)?;
-    let all = jobs.list().map_err(|e| ApiError::store(&e))?;
-    let found = by_sz_id(&all, id).or_else(|| {
-        id.parse::<JobId>()
-            .ok()
-            .and_then(|n| all.iter().find(|e| e.record.id == n).cloned())
-    });
+    let mut found = jobs
+        .by_schedulezero_id(id)
+        .map_err(|e| ApiError::store(&e))?;
+    if found.is_none() {
+        if let Ok(n) = id.parse::<JobId>() {
+            found = jobs.get(n).map_err(|e| ApiError::store(&e))?;
+        }
+    }
     let Some(e) = found else {
         return Err(ApiError::not_found(format!(
             "no schedule with id {id:?}; GET /api/schedules lists them"
@@ -687,78 +552,12 @@ async fn clear(ctx: &Ctx<'_>) -> ApiResult {
 mod tests {
     use super::*;
 
-    use crate::api::body::refused;
-
     /// The default job_id carries the seconds of the time it is given (the scheduler's),
     /// not of the wall clock.
     #[test]
     fn the_default_job_id_carries_the_given_time() {
         let now: Timestamp = "2031-03-04T05:06:07.9Z".parse().unwrap();
         assert_eq!(default_job_id("bot", "ping", now), "bot_ping_1930367167");
-    }
-
-    /// The ScheduleZero forms refuse an unknown field and a wrongly typed one, naming it.
-    #[test]
-    fn schedulezero_bodies_name_the_field_they_refuse() {
-        for ((field, message), want_field, want) in [
-            (
-                refused::<Schedule>(json!({"handler_id": "bot", "method_name": "x"})),
-                "method_name",
-                "unknown field 'method_name'; expected one of: handler_id, job_method, job_params, trigger, job_id",
-            ),
-            (
-                refused::<Schedule>(json!({"handler_id": 7})),
-                "handler_id",
-                "handler_id must be a non-empty string, e.g. \"discord-bot\"",
-            ),
-            (
-                refused::<Schedule>(json!({"job_method": null})),
-                "job_method",
-                "job_method is required, e.g. \"send_message\"",
-            ),
-            (
-                refused::<RunNow>(json!({"handler_id": "bot", "trigger": {}})),
-                "trigger",
-                "unknown field 'trigger'; expected one of: handler_id, job_method, job_params, job_id",
-            ),
-            (
-                refused::<RunNow>(json!({"job_params": "x"})),
-                "job_params",
-                "job_params must be a JSON object",
-            ),
-            (
-                refused::<Clear>(json!({"all": true})),
-                "all",
-                "unknown field 'all'",
-            ),
-        ] {
-            assert_eq!(field, want_field, "{message}");
-            assert!(message.starts_with(want), "{field}: {message}");
-        }
-        let e = job_id(Some(json!(7))).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("job_id"));
-        assert!(
-            e.message.starts_with("job_id must be a string of 1 to"),
-            "{}",
-            e.message
-        );
-        assert_eq!(job_id(Some(Value::Null)).unwrap(), None);
-        let Schedule(ok) = body::decode(
-            json!({"handler_id": "bot", "job_method": "echo", "trigger": null, "job_id": "a"})
-                .as_object()
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            ok.trigger,
-            Some(Value::Null),
-            "a null trigger reaches the translation"
-        );
-        assert_eq!(ok.job_id, Some(json!("a")));
-        let e = handler_call(None, Some("echo".into()), None).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("handler_id"));
-        let (_, _, params) = handler_call(Some("bot".into()), Some("echo".into()), None).unwrap();
-        assert_eq!(params, json!({}));
     }
 
     /// The scheduler's errors in ScheduleZero's terms: its field names, 500 for storage.
@@ -861,5 +660,100 @@ mod tests {
             vec![&*ours(3), &*gone_name, &*ours(7), &*ours(3), &*ours(3)],
             "newest first; the deleted job's run shows its name"
         );
+    }
+
+    /// Issue 12: `POST /api/schedule`'s duplicate check and `DELETE /api/schedules/{id}` read
+    /// the row of the job they are about (`Store::job_rows_read`), not every job's: among
+    /// 1,000 jobs a new job_id reads none (a pass read 1,000), a repeated one, one carried
+    /// natively by a renamed job, a delete by either id each read one.
+    #[tokio::test]
+    async fn schedule_and_delete_read_one_row_not_every_job() {
+        use crate::api::tests::{call, service_on};
+        use crate::model::Actor;
+        use hyper::Method;
+        let disk = crate::store::testing::Disk::default();
+        let service = service_on(&disk);
+        let jobs = service.jobs();
+        let actor = Actor::local_cli();
+        jobs.tasks
+            .register("bot", vec!["ping".into()], &actor)
+            .await
+            .unwrap();
+        for i in 0..1000 {
+            let body = json!({
+                "name": format!("job-{i}"),
+                "trigger": {"every": "1h"},
+                "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/t"}},
+            });
+            jobs.create(JobDraft::from_value(&body).unwrap(), &actor)
+                .await
+                .unwrap();
+        }
+        // A native job carrying a ScheduleZero id in its metadata, then renamed.
+        let native = json!({
+            "name": "native",
+            "trigger": {"every": "1h"},
+            "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/t"}},
+            "metadata": {SZ_ID: "carried"},
+        });
+        let (status, v) = call(&service, Method::POST, "/api/v1/jobs", Some(native)).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        let native_id = v["id"].as_str().unwrap().to_string();
+        let path = format!("/api/v1/jobs/{native_id}");
+        let (status, v) = call(
+            &service,
+            Method::PATCH,
+            &path,
+            Some(json!({"name": "other"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+
+        let store = service.store().clone();
+        let schedule = |job_id: &str| {
+            json!({"handler_id": "bot", "job_method": "ping", "job_id": job_id,
+                   "trigger": {"type": "interval", "hours": 1}})
+        };
+        let mut rows_read = Vec::new();
+        for (method, path, body, want) in [
+            (
+                Method::POST,
+                "/api/schedule",
+                Some(schedule("ding")),
+                StatusCode::CREATED,
+            ),
+            (
+                Method::POST,
+                "/api/schedule",
+                Some(schedule("ding")),
+                StatusCode::CONFLICT,
+            ),
+            (
+                Method::POST,
+                "/api/schedule",
+                Some(schedule("carried")),
+                StatusCode::CONFLICT,
+            ),
+            (Method::DELETE, "/api/schedules/ding", None, StatusCode::OK),
+            (
+                Method::DELETE,
+                "/api/schedules/ding",
+                None,
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                Method::DELETE,
+                &format!("/api/schedules/{native_id}"),
+                None,
+                StatusCode::OK,
+            ),
+        ] {
+            let before = store.job_rows_read();
+            let (status, v) = call(&service, method.clone(), path, body).await;
+            assert_eq!(status, want, "{method} {path}: {v}");
+            rows_read.push(store.job_rows_read() - before);
+        }
+        assert_eq!(rows_read, [0, 1, 1, 1, 0, 1], "rows read per request");
+        assert_eq!(jobs.counts().0, 1000, "the two deleted, the others kept");
     }
 }

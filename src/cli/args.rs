@@ -113,6 +113,14 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Write the manual pages (appliance.1, appliance-serve.1, ...) into DIR, created if
+    /// missing. For packaging (scripts/test-deb.sh), hence hidden from --help
+    #[command(hide = true)]
+    Man {
+        /// Where to write them, e.g. target/man
+        #[arg(value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

@@ -10,6 +10,7 @@ pub mod backup;
 pub mod doctor;
 pub mod endpoint;
 pub mod format;
+pub mod man;
 pub mod peer;
 pub mod qr;
 pub mod serve;

@@ -37,6 +37,7 @@ impl JobRecord {
         JobSummary {
             id: self.id,
             name: self.spec.name.as_str().into(),
+            schedulezero_id: self.spec.schedulezero_id().map(Into::into),
             schedule: Schedule::of(&self.spec),
             next_fire_at: self.next_fire_at,
         }
@@ -53,6 +54,9 @@ pub struct JobSummary {
     pub id: JobId,
     /// The job's name.
     pub name: Box<str>,
+    /// Its ScheduleZero id ([`crate::sched::JobSpec::schedulezero_id`]), which the job table
+    /// indexes.
+    pub schedulezero_id: Option<Box<str>>,
     /// When it fires, and under which rules.
     pub schedule: Schedule,
     /// The next scheduled fire not yet taken, as stored.

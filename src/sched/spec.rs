@@ -132,6 +132,8 @@ pub enum JobIdError {
     NotHex,
 }
 
+/// The metadata key holding a job's ScheduleZero id ([`JobSpec::schedulezero_id`]).
+pub const SCHEDULEZERO_ID: &str = "schedulezero_job_id";
 /// Longest job name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
 /// Most concurrent instances a job may allow.
@@ -186,13 +188,20 @@ pub struct JobSpec {
     pub timeout: Duration,
     /// A paused job keeps its spec but does not fire.
     pub paused: bool,
-    /// Free-form data for the caller; the scheduler never reads it.
+    /// Free-form data for the caller; the scheduler reads only one key of it, the
+    /// ScheduleZero id its job table indexes ([`JobSpec::schedulezero_id`]).
     pub metadata: Map<String, Value>,
 }
 
 const TRIGGER_KINDS: &[&str] = &["at", "every", "cron"];
 
 impl JobSpec {
+    /// The ScheduleZero id the job carries: `metadata.schedulezero_job_id` when it is a string
+    /// (a job created through `POST /api/schedule`, or given one natively).
+    pub fn schedulezero_id(&self) -> Option<&str> {
+        self.metadata.get(SCHEDULEZERO_ID).and_then(Value::as_str)
+    }
+
     /// Decodes the API's or the store's JSON: [`JobDraft::from_value`], then
     /// [`JobDraft::finish`] with `now` (the creation or update time; `None` for a stored job).
     pub fn from_json(v: &Value, now: Option<Timestamp>) -> Result<JobSpec, SpecError> {

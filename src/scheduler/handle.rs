@@ -459,6 +459,29 @@ impl Handle {
             .map(|record| entry(record, &listed)))
     }
 
+    /// The job carrying the ScheduleZero id `id` ([`JobSpec::schedulezero_id`]); of several,
+    /// the first in listing order, as a pass over [`Handle::list`] would find it. Reads only
+    /// the rows of the jobs the table's index names for `id`: none when no job carries it,
+    /// one when one does.
+    pub fn by_schedulezero_id(&self, id: &str) -> Result<Option<JobEntry>, StoreError> {
+        let candidates = self.table.schedulezero(id);
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<JobId> = candidates.iter().map(|(id, _)| *id).collect();
+        let mut records = self.store.jobs_by_id(&ids)?.into_iter().peekable();
+        for (job, l) in &candidates {
+            // In the order asked; a row gone meanwhile is left out, one changed meanwhile
+            // counts only if it still carries the id.
+            if let Some(record) = records.next_if(|r| r.id == *job) {
+                if record.spec.schedulezero_id() == Some(id) {
+                    return Ok(Some(entry(record, l)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether the scheduler has this job (no store read).
     pub fn contains(&self, id: JobId) -> bool {
         self.table.get(id).is_some()

@@ -83,13 +83,8 @@ fn launch(
     let mut table = Jobs::with_capacity(summaries.len());
     let mut core = Core::load(
         summaries.into_iter().map(|s| {
-            let listed = Listed {
-                name: s.name,
-                next_fire_at: None,
-                paused: s.schedule.paused,
-                running: 0,
-            };
-            table.insert(s.id, listed);
+            let listed = Listed::new(s.name, None, s.schedule.paused, 0);
+            table.insert(s.id, listed, s.schedulezero_id.as_deref());
             (s.id, s.schedule, s.next_fire_at)
         }),
         now,
@@ -312,14 +307,16 @@ impl Driver {
     fn put(&mut self, mut record: JobRecord) -> JobEntry {
         let id = record.id;
         record.next_fire_at = self.core.next_fire_at(id);
-        let listed = Listed {
-            name: record.spec.name.as_str().into(),
-            next_fire_at: record.next_fire_at,
-            paused: record.spec.paused,
-            running: self.core.running(id),
-        };
+        let listed = Listed::new(
+            record.spec.name.as_str().into(),
+            record.next_fire_at,
+            record.spec.paused,
+            self.core.running(id),
+        );
         let running = listed.running;
-        self.table.write().insert(id, listed);
+        self.table
+            .write()
+            .insert(id, listed, record.spec.schedulezero_id());
         JobEntry { record, running }
     }
 
@@ -639,12 +636,13 @@ impl Driver {
             self.core.upsert(id, s.schedule, s.next_fire_at, now);
             t.insert(
                 id,
-                Listed {
-                    name: s.name,
-                    next_fire_at: self.core.next_fire_at(id),
+                Listed::new(
+                    s.name,
+                    self.core.next_fire_at(id),
                     paused,
-                    running: self.core.running(id),
-                },
+                    self.core.running(id),
+                ),
+                s.schedulezero_id.as_deref(),
             );
         }
     }
@@ -981,6 +979,102 @@ mod tests {
                 .unwrap()
                 .starts_with("0200")
         );
+    }
+
+    /// `Handle::by_schedulezero_id` finds the job a pass over every job (`Handle::list`) finds,
+    /// the first in listing order, through metadata given natively, renames, metadata patches,
+    /// a shared id and deletes, and again after a restart (the table rebuilt from the stored
+    /// summaries); it reads the row of the job it names and no other.
+    #[tokio::test]
+    async fn schedulezero_lookups_find_what_a_pass_over_every_job_finds() {
+        let disk = crate::store::testing::Disk::default();
+        let actor = Actor::local_cli();
+        async fn create(jobs: &Handle, name: &str, every: &str, sz: serde_json::Value) -> JobId {
+            let body = json!({
+                "name": name,
+                "trigger": {"every": every},
+                "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/x"}},
+                "metadata": {"schedulezero_job_id": sz},
+            });
+            let job = jobs.create(draft(&body), &Actor::local_cli()).await;
+            job.unwrap().record.id
+        }
+        // The route's answer before the index: the first job in listing order carrying it.
+        let pass = |jobs: &Handle, q: &str| {
+            jobs.list()
+                .unwrap()
+                .into_iter()
+                .find(|e| e.record.spec.metadata.get("schedulezero_job_id") == Some(&json!(q)))
+        };
+        let agree = |jobs: &Handle, step: &str| {
+            for q in ["ding", "dong", "dup", "plain", "7", "nobody"] {
+                let before = jobs.store.job_rows_read();
+                let got = jobs.by_schedulezero_id(q).unwrap();
+                let read = jobs.store.job_rows_read() - before;
+                let want = pass(jobs, q);
+                assert_eq!(
+                    got.as_ref().map(|e| e.record.id),
+                    want.as_ref().map(|e| e.record.id),
+                    "{q:?} after {step}"
+                );
+                let carriers = jobs
+                    .list()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| {
+                        e.record.spec.metadata.get("schedulezero_job_id") == Some(&json!(q))
+                    })
+                    .count() as u64;
+                assert_eq!(read, carriers, "{q:?} after {step}: rows read");
+            }
+        };
+        let store = Arc::new(disk.store());
+        let (stop_tx, stop) = watch::channel(false);
+        let (jobs, task) = start(store.clone(), Config::default(), stop).unwrap();
+        let ding = create(&jobs, "ding", "1h", json!("ding")).await;
+        // Named like an id, carrying none (null: the key, but no id); an id not a string.
+        create(&jobs, "plain", "1h", json!(null)).await;
+        create(&jobs, "seven", "1h", json!(7)).await;
+        agree(&jobs, "creates");
+        jobs.patch(ding, &json!({"name": "ding renamed"}), &actor)
+            .await
+            .unwrap();
+        agree(&jobs, "a rename");
+        jobs.patch(
+            ding,
+            &json!({"metadata": {"schedulezero_job_id": "dong"}}),
+            &actor,
+        )
+        .await
+        .unwrap();
+        agree(&jobs, "a metadata patch");
+        // Two jobs sharing an id: the later created fires first, so it lists first.
+        create(&jobs, "dup late", "2h", json!("dup")).await;
+        let first = create(&jobs, "dup soon", "30m", json!("dup")).await;
+        agree(&jobs, "a shared id");
+        assert_eq!(
+            jobs.by_schedulezero_id("dup").unwrap().unwrap().record.id,
+            first
+        );
+        jobs.delete(first, &actor).await.unwrap();
+        agree(&jobs, "a delete");
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        drop((jobs, store));
+
+        let store = Arc::new(disk.store());
+        let (_stop_tx, stop) = watch::channel(false);
+        let (jobs, _task) = start(store, Config::default(), stop).unwrap();
+        agree(&jobs, "a restart");
+        assert_eq!(
+            jobs.by_schedulezero_id("dong").unwrap().unwrap().record.id,
+            ding
+        );
+        jobs.patch(ding, &json!({"metadata": null}), &actor)
+            .await
+            .unwrap();
+        agree(&jobs, "the metadata dropped");
+        assert!(jobs.by_schedulezero_id("dong").unwrap().is_none());
     }
 
     /// A webhook receiver on loopback that counts the requests it answers.

@@ -4,9 +4,10 @@
 //! Layer: pure (memory only). Owns `Listed` (a job's name, next fire, paused flag and running
 //! count: a few dozen bytes, not the job's spec), [`JobEntry`] (a stored job plus its running
 //! count, as the API shows it), the listing order ([`sort_key`]) and filters ([`JobQuery`]: a
-//! listing picks its page here before it reads a row) and the name-uniqueness rule
-//! ([`name_key`], [`name_taken`]). A job's spec is read from the store when it is shown or
-//! fires (`Handle::get`, `Handle::list_page`).
+//! listing picks its page here before it reads a row), the name-uniqueness rule
+//! ([`name_key`], [`name_taken`]) and the index of ScheduleZero ids (`Jobs::schedulezero`).
+//! A job's spec is read from the store when it is shown or fires (`Handle::get`,
+//! `Handle::list_page`, `Handle::by_schedulezero_id`).
 
 use std::collections::hash_map::{Entry, HashMap, RandomState};
 use std::hash::BuildHasher;
@@ -27,6 +28,27 @@ pub(super) struct Listed {
     pub(super) paused: bool,
     /// Instances running now (webhook runs executing, handler calls queued or leased).
     pub(super) running: u32,
+    /// Whether the job's ScheduleZero id is its name, as for a job `POST /api/schedule`
+    /// created and nobody renamed: then the name index finds it, and the ScheduleZero index
+    /// holds nothing for it. Set by [`Jobs::insert`] (a byte of what was padding).
+    schedulezero_is_name: bool,
+}
+
+impl Listed {
+    pub(super) fn new(
+        name: Box<str>,
+        next_fire_at: Option<Timestamp>,
+        paused: bool,
+        running: u32,
+    ) -> Listed {
+        Listed {
+            name,
+            next_fire_at,
+            paused,
+            running,
+            schedulezero_is_name: false,
+        }
+    }
 }
 
 /// The jobs the table holds, with an index of their names: a create's or rename's uniqueness
@@ -37,19 +59,74 @@ pub(super) struct Listed {
 /// stored before names were unique may share one), 8 bytes of id per job plus the map's own;
 /// candidates are confirmed against their names. Names change only through
 /// [`Jobs::insert`], which keeps the index in step; [`Jobs::get_mut`] is for the other fields.
+///
+/// The ScheduleZero ids jobs carry in their metadata
+/// ([`crate::sched::JobSpec::schedulezero_id`]) are indexed too, so ScheduleZero's routes
+/// read the one row they need, not every job: a job whose id is its name (the usual case)
+/// through the name index and a flag in its entry, any other through a second index of
+/// the id's hash, not the id. A job without an id costs nothing, and one whose id is its
+/// name nothing more; [`Jobs::schedulezero`] answers the candidates, which the reader
+/// confirms against their rows (that it reads anyway).
 pub(super) struct Jobs {
     entries: HashMap<JobId, Listed>,
     by_name: HashMap<u64, Holders>,
+    /// The hash of each ScheduleZero id other than its job's name, by job (to unindex it).
+    schedulezero_of: HashMap<JobId, u64>,
+    /// Jobs by the hash of their ScheduleZero id, if it is not their name.
+    by_schedulezero: HashMap<u64, Holders>,
     hasher: RandomState,
     /// Names compared by [`Jobs::name_taken`] so far (tests check it stays O(1)).
     #[cfg(test)]
     compared: std::sync::atomic::AtomicUsize,
 }
 
-/// The jobs whose names share one index hash.
+/// The jobs whose names (or ScheduleZero ids) share one index hash.
 enum Holders {
     One(JobId),
     Many(Vec<JobId>),
+}
+
+impl Holders {
+    fn ids(&self) -> &[JobId] {
+        match self {
+            Holders::One(id) => std::slice::from_ref(id),
+            Holders::Many(ids) => ids,
+        }
+    }
+}
+
+/// Adds `id` to the holders of hash `h`.
+fn hold(index: &mut HashMap<u64, Holders>, h: u64, id: JobId) {
+    match index.entry(h) {
+        Entry::Vacant(v) => {
+            v.insert(Holders::One(id));
+        }
+        Entry::Occupied(mut o) => match o.get_mut() {
+            Holders::One(other) => {
+                let other = *other;
+                o.insert(Holders::Many(vec![other, id]));
+            }
+            Holders::Many(ids) => ids.push(id),
+        },
+    }
+}
+
+/// Takes `id` from the holders of hash `h` (the entry goes with its last holder).
+fn release(index: &mut HashMap<u64, Holders>, h: u64, id: JobId) {
+    if let Entry::Occupied(mut o) = index.entry(h) {
+        match o.get_mut() {
+            Holders::One(held) if *held == id => {
+                o.remove();
+            }
+            Holders::One(_) => {}
+            Holders::Many(ids) => {
+                ids.retain(|held| *held != id);
+                if let [only] = ids[..] {
+                    o.insert(Holders::One(only));
+                }
+            }
+        }
+    }
 }
 
 impl Jobs {
@@ -57,6 +134,8 @@ impl Jobs {
         Jobs {
             entries: HashMap::with_capacity(n),
             by_name: HashMap::with_capacity(n),
+            schedulezero_of: HashMap::new(),
+            by_schedulezero: HashMap::new(),
             hasher: RandomState::new(),
             #[cfg(test)]
             compared: Default::default(),
@@ -67,24 +146,36 @@ impl Jobs {
         self.hasher.hash_one(name_key(name))
     }
 
-    /// Adds or replaces a job, returning what it replaces.
-    pub(super) fn insert(&mut self, id: JobId, listed: Listed) -> Option<Listed> {
+    /// Adds or replaces a job, with the ScheduleZero id it carries (if any), returning what
+    /// it replaces.
+    pub(super) fn insert(
+        &mut self,
+        id: JobId,
+        mut listed: Listed,
+        schedulezero_id: Option<&str>,
+    ) -> Option<Listed> {
         let h = self.name_hash(&listed.name);
+        listed.schedulezero_is_name = schedulezero_id == Some(&*listed.name);
+        let sz = schedulezero_id
+            .filter(|_| !listed.schedulezero_is_name)
+            .map(|s| self.hasher.hash_one(s));
         let old = self.entries.insert(id, listed);
         if let Some(old) = &old {
-            self.unindex(id, &old.name);
+            let was = self.name_hash(&old.name);
+            release(&mut self.by_name, was, id);
         }
-        match self.by_name.entry(h) {
-            Entry::Vacant(v) => {
-                v.insert(Holders::One(id));
+        hold(&mut self.by_name, h, id);
+        let old_sz = match sz {
+            Some(h) => self.schedulezero_of.insert(id, h),
+            None => self.schedulezero_of.remove(&id),
+        };
+        if old_sz != sz {
+            if let Some(h) = old_sz {
+                release(&mut self.by_schedulezero, h, id);
             }
-            Entry::Occupied(mut o) => match o.get_mut() {
-                Holders::One(other) => {
-                    let other = *other;
-                    o.insert(Holders::Many(vec![other, id]));
-                }
-                Holders::Many(ids) => ids.push(id),
-            },
+            if let Some(h) = sz {
+                hold(&mut self.by_schedulezero, h, id);
+            }
         }
         old
     }
@@ -92,26 +183,33 @@ impl Jobs {
     /// Removes a job, returning it.
     pub(super) fn remove(&mut self, id: &JobId) -> Option<Listed> {
         let old = self.entries.remove(id)?;
-        self.unindex(*id, &old.name);
+        let was = self.name_hash(&old.name);
+        release(&mut self.by_name, was, *id);
+        if let Some(h) = self.schedulezero_of.remove(id) {
+            release(&mut self.by_schedulezero, h, *id);
+        }
         Some(old)
     }
 
-    fn unindex(&mut self, id: JobId, name: &str) {
-        let h = self.name_hash(name);
-        if let Entry::Occupied(mut o) = self.by_name.entry(h) {
-            match o.get_mut() {
-                Holders::One(held) if *held == id => {
-                    o.remove();
-                }
-                Holders::One(_) => {}
-                Holders::Many(ids) => {
-                    ids.retain(|held| *held != id);
-                    if let [only] = ids[..] {
-                        o.insert(Holders::One(only));
-                    }
-                }
-            }
-        }
+    /// The jobs that may carry the ScheduleZero id `id` (those named `id` whose id is their
+    /// name, and those whose other id has its hash: almost always exactly the ones that
+    /// carry it), in no particular order; the caller confirms each against its row.
+    pub(super) fn schedulezero(&self, id: &str) -> Vec<JobId> {
+        let named = self
+            .by_name
+            .get(&self.name_hash(id))
+            .map_or(&[][..], Holders::ids)
+            .iter()
+            .filter(|j| {
+                self.entries
+                    .get(j)
+                    .is_some_and(|l| l.schedulezero_is_name && *l.name == *id)
+            });
+        let other = self
+            .by_schedulezero
+            .get(&self.hasher.hash_one(id))
+            .map_or(&[][..], Holders::ids);
+        named.chain(other).copied().collect()
     }
 
     pub(super) fn get(&self, id: &JobId) -> Option<&Listed> {
@@ -138,10 +236,7 @@ impl Jobs {
 
     /// The job other than `except` that already has `name` (the same [`name_key`]), if any.
     pub(super) fn name_taken(&self, name: &str, except: Option<JobId>) -> Option<JobId> {
-        let candidates: &[JobId] = match self.by_name.get(&self.name_hash(name))? {
-            Holders::One(id) => std::slice::from_ref(id),
-            Holders::Many(ids) => ids,
-        };
+        let candidates = self.by_name.get(&self.name_hash(name))?.ids();
         #[cfg(test)]
         self.compared
             .fetch_add(candidates.len(), std::sync::atomic::Ordering::Relaxed);
@@ -232,6 +327,19 @@ impl TableView {
     /// The job other than `except` that already has `name` (see [`Jobs::name_taken`]).
     pub(super) fn name_taken(&self, name: &str, except: Option<JobId>) -> Option<JobId> {
         self.0.read().unwrap().name_taken(name, except)
+    }
+
+    /// The jobs that may carry the ScheduleZero id `id` ([`Jobs::schedulezero`]), in listing
+    /// order ([`sort_key`]).
+    pub(super) fn schedulezero(&self, id: &str) -> Vec<(JobId, Listed)> {
+        let t = self.0.read().unwrap();
+        let mut found: Vec<(JobId, Listed)> = t
+            .schedulezero(id)
+            .into_iter()
+            .filter_map(|id| Some((id, t.get(&id)?.clone())))
+            .collect();
+        found.sort_unstable_by_key(|(id, l)| listing_key(*id, l.next_fire_at));
+        found
     }
 }
 
@@ -368,12 +476,7 @@ mod tests {
     }
 
     fn listed(name: &str) -> Listed {
-        Listed {
-            name: name.into(),
-            next_fire_at: None,
-            paused: false,
-            running: 0,
-        }
+        Listed::new(name.into(), None, false, 0)
     }
 
     /// The name index answers as a pass over every job would, through renames, removals and
@@ -389,11 +492,11 @@ mod tests {
             all.sort_by_key(|(i, _)| *i);
             name_taken(all, name, except)
         };
-        jobs.insert(id(1), listed("Raid Reminder"));
-        jobs.insert(id(2), listed("weekly"));
+        jobs.insert(id(1), listed("Raid Reminder"), None);
+        jobs.insert(id(2), listed("weekly"), None);
         // Two jobs from before names were unique.
-        jobs.insert(id(3), listed("Dup"));
-        jobs.insert(id(4), listed(" dup "));
+        jobs.insert(id(3), listed("Dup"), None);
+        jobs.insert(id(4), listed(" dup "), None);
         for (name, except) in [
             ("raid reminder", None),
             (" WEEKLY ", None),
@@ -414,7 +517,7 @@ mod tests {
             Some(true)
         );
         // A rename frees the old name and takes the new one; a removal frees its name.
-        jobs.insert(id(1), listed("Raid Night"));
+        jobs.insert(id(1), listed("Raid Night"), None);
         assert_eq!(jobs.name_taken("raid reminder", None), None);
         assert_eq!(jobs.name_taken("raid night", None), Some(id(1)));
         jobs.remove(&id(3));
@@ -426,12 +529,100 @@ mod tests {
 
         let mut big = Jobs::with_capacity(10_000);
         for i in 0..10_000 {
-            big.insert(id(i), listed(&format!("job {i}")));
+            big.insert(id(i), listed(&format!("job {i}")), None);
         }
         let before = big.compared.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(big.name_taken("JOB 4321", None), Some(id(4321)));
         assert_eq!(big.name_taken("job 10000", None), None);
         let compared = big.compared.load(std::sync::atomic::Ordering::Relaxed) - before;
         assert!(compared <= 2, "compared {compared} names for two checks");
+    }
+
+    /// The ScheduleZero lookup names exactly the jobs a pass over every job's id would find,
+    /// through ids given, changed, dropped and shared, renames (a name is not the id, and
+    /// names compare ignoring case, ids exactly) and removals; its own index holds nothing
+    /// for jobs without an id or whose id is their name, however many.
+    #[test]
+    fn the_schedulezero_index_names_the_jobs_a_full_pass_would() {
+        let mut jobs = Jobs::with_capacity(0);
+        let id = JobId::from_u64;
+        // What each job carries, as its metadata says.
+        let mut carried: HashMap<JobId, &str> = HashMap::new();
+        let check = |jobs: &Jobs, carried: &HashMap<JobId, &str>, step: &str| {
+            for q in [
+                "ding", "dong", "dup", "job 3", "job 4", "JOB 4", "job 5", "Job 5", "nobody",
+            ] {
+                let mut want: Vec<JobId> = carried
+                    .iter()
+                    .filter(|(_, c)| **c == q)
+                    .map(|(i, _)| *i)
+                    .collect();
+                let mut got = jobs.schedulezero(q);
+                want.sort();
+                got.sort();
+                assert_eq!(got, want, "{q:?} after {step}");
+            }
+        };
+        let put = |jobs: &mut Jobs,
+                   carried: &mut HashMap<JobId, &'static str>,
+                   i: u64,
+                   name: &str,
+                   sz: Option<&'static str>| {
+            jobs.insert(id(i), listed(name), sz);
+            match sz {
+                Some(s) => carried.insert(id(i), s),
+                None => carried.remove(&id(i)),
+            };
+        };
+        for i in 0..6 {
+            put(&mut jobs, &mut carried, i, &format!("job {i}"), None);
+        }
+        assert_eq!(
+            (
+                jobs.schedulezero_of.capacity(),
+                jobs.by_schedulezero.capacity()
+            ),
+            (0, 0),
+            "jobs without a ScheduleZero id cost the index nothing"
+        );
+        let empty =
+            |jobs: &Jobs| jobs.schedulezero_of.is_empty() && jobs.by_schedulezero.is_empty();
+        put(&mut jobs, &mut carried, 4, "job 4", Some("job 4"));
+        check(&jobs, &carried, "a job whose id is its name");
+        assert!(empty(&jobs), "found through the name index");
+        for (i, name, sz, step) in [
+            (5, "job 5", Some("Job 5"), "an id its name in another case"),
+            (
+                4,
+                "job 4 renamed",
+                Some("job 4"),
+                "the rename of a job named as its id",
+            ),
+            (1, "ding", Some("ding"), "a job given an id"),
+            (1, "renamed", Some("ding"), "a rename (the id stays)"),
+            (1, "renamed", Some("dong"), "a changed id"),
+            (2, "x", Some("dup"), "a second id"),
+            (
+                3,
+                "dup",
+                Some("dup"),
+                "an id shared (metadata is free-form)",
+            ),
+            (1, "renamed", None, "an id dropped from the metadata"),
+        ] {
+            put(&mut jobs, &mut carried, i, name, sz);
+            check(&jobs, &carried, step);
+        }
+        for (i, step) in [
+            (2, "the removal of one of two sharing"),
+            (3, "the removal of the other"),
+            (4, "a removal"),
+            (5, "the last removal"),
+        ] {
+            jobs.remove(&id(i));
+            carried.remove(&id(i));
+            check(&jobs, &carried, step);
+        }
+        assert!(empty(&jobs), "no index entry left behind");
     }
 }

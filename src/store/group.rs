@@ -349,6 +349,12 @@ impl<T> Group<T> {
         self.state.lock().unwrap().queue.len()
     }
 
+    /// Whether a leader is waiting for company (for tests).
+    #[cfg(test)]
+    fn gathering(&self) -> bool {
+        self.state.lock().unwrap().gathering
+    }
+
     /// (leader wake-ups by arrivals, idle waiter wake-ups) so far (for tests).
     #[cfg(test)]
     fn wakes(&self) -> (u64, u64) {
@@ -467,6 +473,14 @@ mod tests {
                     write(changes)
                 })
             })
+        }
+
+        /// Waits (without sleeping) until the caller woken to lead is waiting for company: a
+        /// caller arriving before that would find nobody leading and lead itself.
+        fn until_gathering(&self) {
+            while !self.group.gathering() {
+                std::thread::yield_now();
+            }
         }
 
         /// Waits (without sleeping) until `n` changes are queued behind the running batch.
@@ -616,6 +630,7 @@ mod tests {
         h.release.send(true).unwrap();
         assert!(h.answers(1)[0].1.is_ok());
         // 2 leads and expects 3 (1's and the two queued): 4 completes it.
+        h.until_gathering();
         h.submit(4, change(4));
         assert_eq!(h.entered.recv().unwrap(), vec![2, 3, 4]);
         // While that batch commits, 5 and 6 queue behind it.
@@ -626,6 +641,7 @@ mod tests {
         h.release.send(true).unwrap();
         assert_eq!(h.answers(3).len(), 3);
         // 5 leads and expects 5 (three answered, two queued): 7, 8 and 9 arrive one by one.
+        h.until_gathering();
         for id in 7..=8 {
             h.submit(id, change(id));
             h.until_queued(id as usize - 4);

@@ -10,20 +10,24 @@
 //! with rows in an earlier format, opens and serves, and the scheduler's first start rebuilds
 //! what it could not use. It is not versioned: older binaries keep opening the file.
 //!
-//! Row format 1 (what this module writes; little-endian, fixed width, so a start parses no
+//! Row format 2 (what this module writes; little-endian, fixed width, so a start parses no
 //! text but the names):
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 1 | format, `1` (the earlier JSON rows start with `{`, and are rebuilt) |
+//! | 1 | format, `2` (earlier rows, format `1` without the ScheduleZero id or JSON starting with `{`, are rebuilt) |
 //! | 8 | hash of the `jobs` row |
-//! | 1 | flags: 1 coalesce, 2 paused, 4 next fire present, 8 start present (cron), 16 end present |
+//! | 1 | flags: 1 coalesce, 2 paused, 4 next fire present, 8 start present (cron), 16 end present, 32 ScheduleZero id present |
 //! | 1 | trigger: 0 at, 1 every, 2 cron |
 //! | 4 | max instances |
 //! | 8, 8 | misfire grace, jitter (ns) |
 //! | 12 | next fire, if present: seconds (i64) and nanoseconds (i32) since the epoch |
 //! | … | at: the instant; every: interval (ns, 8), start, end if present; cron: start and end if present, zone and expression (each a u16 length and UTF-8) |
 //! | 2 + n | the name (u16 length, UTF-8) |
+//! | 4 + n | the ScheduleZero id, if present (u32 length, UTF-8: metadata strings may be long) |
+//!
+//! Format 1 rows (no ScheduleZero id) are never trusted, though their hash may match: an
+//! older binary that rewrote one would have left out a ScheduleZero id its `jobs` row has.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -38,13 +42,14 @@ use crate::model::{JobRecord, JobSummary};
 use crate::sched::{CronExpr, JobId, Schedule, Trigger, Zone};
 
 /// The first byte of a row this module writes.
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 const COALESCE: u8 = 1;
 const PAUSED: u8 = 2;
 const HAS_NEXT: u8 = 4;
 const HAS_START: u8 = 8;
 const HAS_END: u8 = 16;
+const HAS_SCHEDULEZERO_ID: u8 = 32;
 
 const AT: u8 = 0;
 const EVERY: u8 = 1;
@@ -98,12 +103,20 @@ impl Writer {
         self.0.extend_from_slice(&n.to_le_bytes());
         self.0.extend_from_slice(s.as_bytes());
     }
+    fn long_str(&mut self, s: &str) {
+        let n = u32::try_from(s.len()).expect("a request body is shorter than 4 GiB");
+        self.u32(n);
+        self.0.extend_from_slice(s.as_bytes());
+    }
 }
 
 /// The `job_schedules` row of `rec`, whose `jobs` row is `row`.
 pub(super) fn encode_schedule(rec: &JobRecord, row: &[u8]) -> Vec<u8> {
     let spec = &rec.spec;
-    let mut w = Writer(Vec::with_capacity(96 + spec.name.as_str().len()));
+    let sz_id = spec.schedulezero_id();
+    let mut w = Writer(Vec::with_capacity(
+        100 + spec.name.as_str().len() + sz_id.map_or(0, str::len),
+    ));
     w.u8(FORMAT);
     w.u64(row_hash(row));
     let (kind, start, end) = match &spec.trigger {
@@ -116,7 +129,8 @@ pub(super) fn encode_schedule(rec: &JobRecord, row: &[u8]) -> Vec<u8> {
         | flag(spec.paused, PAUSED)
         | flag(rec.next_fire_at.is_some(), HAS_NEXT)
         | flag(start.is_some(), HAS_START)
-        | flag(end.is_some(), HAS_END));
+        | flag(end.is_some(), HAS_END)
+        | flag(sz_id.is_some(), HAS_SCHEDULEZERO_ID));
     w.u8(kind);
     w.u32(spec.max_instances);
     w.u64(nanos(spec.misfire_grace));
@@ -141,6 +155,7 @@ pub(super) fn encode_schedule(rec: &JobRecord, row: &[u8]) -> Vec<u8> {
         }
     }
     w.str(spec.name.as_str());
+    sz_id.into_iter().for_each(|id| w.long_str(id));
     w.0
 }
 
@@ -180,6 +195,10 @@ impl<'a> Reader<'a> {
     fn bytes(&mut self) -> Option<&'a [u8]> {
         let n = u16::from_le_bytes(self.array()?);
         self.take(usize::from(n))
+    }
+    fn long_bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()?;
+        self.take(usize::try_from(n).ok()?)
     }
 }
 
@@ -260,12 +279,17 @@ fn decode_schedule(id: u64, bytes: &[u8], row: &[u8], seen: &mut Interned) -> Op
         _ => return None,
     };
     let name = std::str::from_utf8(r.bytes()?).ok()?;
+    let schedulezero_id = match flags & HAS_SCHEDULEZERO_ID {
+        0 => None,
+        _ => Some(std::str::from_utf8(r.long_bytes()?).ok()?.into()),
+    };
     if !r.0.is_empty() {
         return None;
     }
     Some(JobSummary {
         id: JobId::from_u64(id),
         name: name.into(),
+        schedulezero_id,
         schedule: Schedule {
             trigger,
             misfire_grace,
@@ -460,11 +484,20 @@ mod tests {
                        "start": "2026-03-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"}),
                 json!({}),
             ),
+            record(
+                json!({"every": "1m", "start": "2026-01-01T00:00:00Z"}),
+                json!({"metadata": {"schedulezero_job_id": "ding-dong-1", "n": 1}}),
+            ),
+            // Not a string: not a ScheduleZero id.
+            record(
+                json!({"at": "2026-07-01T12:00:00Z"}),
+                json!({"metadata": {"schedulezero_job_id": 7}}),
+            ),
         ]
     }
 
-    /// Every trigger kind and every optional field reads back as the summary it was taken
-    /// from, and only against the `jobs` row it was taken from.
+    /// Every trigger kind and every optional field (the ScheduleZero id among them) reads back
+    /// as the summary it was taken from, and only against the `jobs` row it was taken from.
     #[test]
     fn a_summary_row_reads_back_as_its_summary_for_its_own_row_only() {
         let mut seen = Interned::default();
@@ -505,6 +538,9 @@ mod tests {
             assert_eq!(decode_schedule(id, &kind, &row, &mut seen), None);
             let mut format = bytes.clone();
             format[0] = b'{';
+            assert_eq!(decode_schedule(id, &format, &row, &mut seen), None);
+            // Format 1 had no ScheduleZero id: its rows are rebuilt, even with the hash right.
+            format[0] = 1;
             assert_eq!(decode_schedule(id, &format, &row, &mut seen), None);
         }
     }
