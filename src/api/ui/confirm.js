@@ -21,7 +21,13 @@ export async function act(fn, okText, then) {
     await fn();
     if (okText) flash(okText);
     if (then) then();
-    else if (S.view === view && view && view.refresh) await view.refresh(true);
+    else if (S.view === view && view && view.refresh) {
+      // The refresh replaces the control that was tapped, and Chromium (148) scrolls to the top
+      // when the focused element goes: let go of it first, so the answer stays in view.
+      const a = document.activeElement;
+      if (a && view.el.contains(a)) a.blur();
+      await view.refresh(true);
+    }
   } catch (e) {
     flash(e.message, true);
   }
