@@ -131,6 +131,22 @@ mod tests {
         assert!(!CSP.contains("unsafe"), "{CSP}");
     }
 
+    /// A phone on a slow link would fetch the modules in rounds, one per level of imports
+    /// (the entry, its imports, theirs): the page names every module it needs up front, so
+    /// they all load in one round beside the entry.
+    #[test]
+    fn the_page_preloads_every_module_the_entry_imports() {
+        for (name, _) in modules().filter(|(n, _)| *n != "app.js") {
+            let link = format!(r#"<link rel="modulepreload" href="/assets/{name}">"#);
+            assert!(INDEX.contains(&link), "index.html lacks {link}");
+        }
+        assert_eq!(
+            INDEX.matches("modulepreload").count(),
+            modules().count() - 1,
+            "a preload for a module that is not served"
+        );
+    }
+
     /// No module builds markup from strings or code from text: the policy forbids `eval` and
     /// inline script, and API data must never become markup.
     #[test]
