@@ -214,8 +214,11 @@ impl Handle {
                 record.spec.redacted_json(),
                 now,
             );
-            // Awaited without holding a thread: the group commit's leader writes it.
-            if self.store.insert_job_async(&record, Some(audit)).await? {
+            let r = record.clone();
+            if self
+                .blocking(move |s| s.insert_job(&r, Some(audit)))
+                .await?
+            {
                 break;
             }
             record.id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));

@@ -754,48 +754,6 @@ mod tests {
         );
     }
 
-    /// A create awaits its group commit without holding a thread: with one blocking thread
-    /// for the whole runtime, 16 concurrent creates still share a few commits. (Had each
-    /// create waited on a blocking-pool thread, the one thread would write them one by one:
-    /// 16 commits.)
-    #[test]
-    fn concurrent_creates_share_commits_without_a_thread_each() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .max_blocking_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let store = Arc::new(crate::store::testing::Disk::default().store());
-            let (_stop_tx, stop) = watch::channel(false);
-            let (jobs, _task) = start(store.clone(), Config::default(), stop).unwrap();
-            let jobs = Arc::new(jobs);
-            let (batches0, changes0) = store.group_commit_counts();
-            let creates: Vec<_> = (0..16)
-                .map(|i| {
-                    let jobs = jobs.clone();
-                    let b = draft(&json!({
-                        "name": format!("job {i}"),
-                        "trigger": {"every": "1h"},
-                        "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/x"}},
-                    }));
-                    tokio::spawn(async move { jobs.create(b, &Actor::local_cli()).await })
-                })
-                .collect();
-            for c in creates {
-                c.await.unwrap().unwrap();
-            }
-            let (batches, changes) = store.group_commit_counts();
-            assert_eq!(changes - changes0, 16);
-            assert!(
-                batches - batches0 <= 4,
-                "16 creates took {} commits",
-                batches - batches0
-            );
-            assert_eq!(store.jobs().unwrap().rows.len(), 16);
-        });
-    }
-
     /// "Now" for the API (previews, ScheduleZero's default job_id) is the driver's clock:
     /// on a virtual clock, the handle answers that clock's time, and follows it when it moves.
     #[tokio::test]

@@ -1,21 +1,13 @@
 //! Group commit: the changes of many concurrent callers written in one durable transaction.
 //!
-//! Layer: storage. Callers are either blocking threads ([`Group::submit`], as for every
-//! `Store` write) or async tasks ([`Group::enqueue`]) that await their answer without holding
-//! a thread: a waiting create costs a queued entry, not a blocking-pool thread and its wake-ups.
-//! A leader takes *every* change queued so far, applies them in arrival order inside one
-//! transaction and commits it (one fsync for all of them), then answers every caller in the
-//! batch. While one batch is committing, new changes queue up behind it, so under load batches
-//! grow by themselves and an idle store still commits a lone change at once.
-//!
-//! Who leads. A blocking caller that finds no batch being written leads one itself. An async
-//! caller that finds none is told to start a leader ([`Group::lead_queued`], on a blocking
-//! thread of its choice); that leader keeps leading while async callers keep queueing (one
-//! thread writes batch after batch: no hand-off between them), and stops once a grace has
-//! passed with nothing queued. When a blocking caller is first in line after a batch, the
-//! leader hands over to it instead (it is awake anyway), waking only that thread: every waiter
-//! sleeps on its own condition variable, and a gathering leader is woken only once its
-//! company is queued.
+//! Layer: storage (synchronous; callers are blocking threads, as for every `Store` write).
+//! A caller hands its change to [`Group::submit`] and blocks. The first caller that finds no
+//! batch being written becomes the leader: it takes *every* change queued so far, applies them
+//! in arrival order inside one transaction and commits it (one fsync for all of them), then
+//! answers and wakes every caller in the batch, and wakes the first caller queued behind it,
+//! which leads the next batch (no other thread is woken: each waiter sleeps on its own
+//! condition variable, and a gathering leader is woken only once its company is queued). While one batch is committing, new changes queue up behind it, so under load
+//! batches grow by themselves and an idle store still commits a lone change at once.
 //!
 //! Gathering. Callers that each wait for their answer before sending their next change (16 API
 //! clients, each creating jobs one after another) would otherwise split into two cohorts that
@@ -30,33 +22,28 @@
 //! change arriving after the grace (an idle store, a lone caller) commits at once.
 //!
 //! Contract (what makes a grouped 201 as durable as an ungrouped one):
-//! - no caller is answered before the commit of the transaction holding its change has
-//!   returned;
+//! - no caller returns before the commit of the transaction holding its change has returned;
 //! - a caller gets `Ok` only if that commit succeeded;
 //! - if the batch fails — beginning the transaction, any change in it, or the commit — the
 //!   transaction is dropped (nothing of it is written) and **every** caller in the batch gets
 //!   the error ([`StoreError::same_kind`]), including those whose own change applied cleanly.
 //!   A change must therefore return `Err` only for a storage failure; an outcome like "that id
-//!   is taken" is an `Ok` value;
-//! - if writing a batch panics, every caller in it and every caller queued behind it gets an
-//!   error (nothing of theirs is written), and the panic goes on in the leader.
+//!   is taken" is an `Ok` value.
 //!
 //! The group is generic over the transaction type so that its tests run without redb.
 #![allow(clippy::disallowed_methods)] // storage driver: times its commits for the gather grace
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::sync::oneshot;
 
 use super::StoreError;
 
 /// One caller's change, applied by the batch's leader inside the batch's transaction.
 pub(crate) type Change<T> = Box<dyn FnOnce(&T) -> Result<(), StoreError> + Send>;
 
-/// Where a blocking caller's result is put by the leader of its batch, and the caller's own
-/// wake-up: a waiter is woken only when its answer is in, or when it is first in line to lead
-/// the next batch, never for other callers' answers. (Waking every waiter for every batch cost
+/// Where a caller's result is put by the leader of its batch, and the caller's own wake-up:
+/// a waiter is woken only when its answer is in, or when it is first in line to lead the
+/// next batch, never for other callers' answers. (Waking every waiter for every batch cost
 /// each create a futex round trip per batch it was not in: sys time on 2 cores.) The
 /// condition variable is used with the group's state lock.
 type Slot = Arc<SlotInner>;
@@ -65,17 +52,6 @@ struct SlotInner {
     result: Mutex<Option<Result<(), StoreError>>>,
     wake: Condvar,
 }
-
-/// Who waits for a queued change's answer.
-enum Waiter {
-    /// A blocking caller of [`Group::submit`], asleep on its slot.
-    Thread(Slot),
-    /// An async caller of [`Group::enqueue`], awaiting the receiver of this sender.
-    Task(oneshot::Sender<Result<(), StoreError>>),
-}
-
-/// The answer an async caller awaits (see [`Group::enqueue`]).
-pub(crate) type Answer = oneshot::Receiver<Result<(), StoreError>>;
 
 /// How long a leader may wait for company after the previous batch ended, given how long that
 /// batch's write (its changes and commit) took.
@@ -99,8 +75,8 @@ pub(crate) struct Group<T> {
 }
 
 struct State<T> {
-    queue: Vec<(Change<T>, Waiter)>,
-    /// A leader is gathering or writing a batch (or an async caller was told to start one).
+    queue: Vec<(Change<T>, Slot)>,
+    /// A leader is gathering or writing a batch.
     leading: bool,
     /// A leader is waiting for company (so an arrival signals `arrived`).
     gathering: bool,
@@ -144,14 +120,24 @@ impl<T> Group<T> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues a change; a gathering leader is woken once the queue holds what it expects, not
-    /// for every arrival before.
-    fn push(&self, st: &mut State<T>, change: Change<T>, waiter: Waiter) {
-        st.queue.push((change, waiter));
+    /// Queues `change` and returns once the transaction holding it has been committed (`Ok`)
+    /// or has failed (the error, for every caller of that batch). `write` is called only if
+    /// this caller leads a batch: it gets the batch's changes in arrival order and must apply
+    /// all of them in one transaction and commit it, or return the first error.
+    pub(crate) fn submit(
+        &self,
+        change: Change<T>,
+        write: impl FnOnce(Vec<Change<T>>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let slot: Slot = Arc::new(SlotInner {
+            result: Mutex::new(None),
+            wake: Condvar::new(),
+        });
+        let mut write = Some(write);
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.queue.push((change, slot.clone()));
+        // A gathering leader waits until the queue holds what it expects: wake it then, not
+        // for every arrival before.
         if st.gathering && st.queue.len() >= st.expect {
             #[cfg(test)]
             {
@@ -159,25 +145,6 @@ impl<T> Group<T> {
             }
             self.arrived.notify_one();
         }
-    }
-
-    /// Queues `change` and returns once the transaction holding it has been committed (`Ok`)
-    /// or has failed (the error, for every caller of that batch). `write` is called only if
-    /// this caller leads: it gets a batch's changes in arrival order and must apply all of
-    /// them in one transaction and commit it, or return the first error. A blocking caller
-    /// leads when it finds no leader, and goes on leading while async callers are first in
-    /// line (nobody else would).
-    pub(crate) fn submit(
-        &self,
-        change: Change<T>,
-        mut write: impl FnMut(Vec<Change<T>>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let slot: Slot = Arc::new(SlotInner {
-            result: Mutex::new(None),
-            wake: Condvar::new(),
-        });
-        let mut st = self.lock();
-        self.push(&mut st, change, Waiter::Thread(slot.clone()));
         loop {
             if let Some(r) = slot.result.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 return r;
@@ -192,123 +159,46 @@ impl<T> Group<T> {
             }
             // No batch in flight and ours is not answered: it is still queued. Lead.
             st.leading = true;
-            st = self.lead(st, Some(&slot), &mut write);
-        }
-    }
-
-    /// Queues `change` for an async caller, which awaits the returned answer (`Ok` once the
-    /// transaction holding the change has been committed; the batch's error otherwise; a
-    /// closed channel only if the leader it was told to start never ran). When the second
-    /// value is true, no leader was running: the caller must call [`Group::lead_queued`] on a
-    /// thread that may block (and need not wait for it).
-    pub(crate) fn enqueue(&self, change: Change<T>) -> (Answer, bool) {
-        let (tx, rx) = oneshot::channel();
-        let mut st = self.lock();
-        self.push(&mut st, change, Waiter::Task(tx));
-        let lead = !st.leading;
-        st.leading = true;
-        (rx, lead)
-    }
-
-    /// Leads batches for the callers queued (see [`Group::enqueue`]) until a grace has passed
-    /// with nothing queued, or a blocking caller is first in line and takes over.
-    pub(crate) fn lead_queued(
-        &self,
-        mut write: impl FnMut(Vec<Change<T>>) -> Result<(), StoreError>,
-    ) {
-        let st = self.lock();
-        debug_assert!(st.leading, "enqueue marked the leader");
-        drop(self.lead(st, None, &mut write));
-    }
-
-    /// Writes batch after batch (each after gathering, see the module docs) and answers their
-    /// callers. `own` is the slot of the blocking caller leading, if one is: it stops once the
-    /// queue is empty, where an async leader first waits out the grace for more company.
-    /// Returns with `leading` cleared (and the next leader, if any, woken).
-    fn lead<'a>(
-        &'a self,
-        mut st: MutexGuard<'a, State<T>>,
-        own: Option<&Slot>,
-        write: &mut impl FnMut(Vec<Change<T>>) -> Result<(), StoreError>,
-    ) -> MutexGuard<'a, State<T>> {
-        loop {
             st = self.gather(st);
-            if st.queue.is_empty() {
-                st.leading = false;
-                return st;
-            }
-            let (changes, waiters): (Vec<_>, Vec<_>) =
+            let (changes, slots): (Vec<_>, Vec<_>) =
                 std::mem::take(&mut st.queue).into_iter().unzip();
             drop(st);
+            let write = write.take().expect("a caller leads at most one batch");
             let started = Instant::now();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(changes)));
             let took = started.elapsed();
-            let answer = || match &result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.same_kind()),
-                Err(_) => Err(panicked()),
+            let answer = |r: &Result<(), StoreError>| match r {
+                Ok(()) => Ok(()),
+                Err(e) => Err(e.same_kind()),
             };
-            let n = waiters.len();
-            // Async callers are answered at once (a send wakes their task); blocking ones get
-            // their result now and their wake-up under the state lock below.
-            let mut threads = Vec::new();
-            for w in waiters {
-                match w {
-                    Waiter::Thread(s) => {
-                        *s.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(answer());
-                        threads.push(s);
-                    }
-                    Waiter::Task(tx) => {
-                        let _ = tx.send(answer());
-                    }
-                }
+            let failed = StoreError::Unavailable {
+                reason: "a change in the same group commit panicked".into(),
+            };
+            for s in &slots {
+                *s.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(match &result {
+                    Ok(r) => answer(r),
+                    Err(_) => Err(failed.same_kind()),
+                });
             }
-            st = self.lock();
+            st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.leading = false;
             st.batches += 1;
-            st.changes += n as u64;
-            st.expect = n + st.queue.len();
+            st.changes += slots.len() as u64;
+            st.expect = slots.len() + st.queue.len();
             st.last_write = took;
             st.last_end = Some(Instant::now());
             // Under the state lock, so no waiter can miss its wake-up between its check and
-            // its wait: every blocking caller of this batch (a leading one returns below).
-            for s in threads
-                .iter()
-                .filter(|s| own.is_none_or(|o| !Arc::ptr_eq(s, o)))
-            {
+            // its wait. Every caller of this batch (this one returns below), and the first
+            // caller queued behind it, which leads the next batch.
+            for s in slots.iter().filter(|s| !Arc::ptr_eq(s, &slot)) {
                 s.wake.notify_one();
             }
+            if let Some((_, next)) = st.queue.first() {
+                next.wake.notify_one();
+            }
             if let Err(panic) = result {
-                // The writer is in an unknown state: nothing queued behind is written either.
-                for (_, w) in std::mem::take(&mut st.queue) {
-                    match w {
-                        Waiter::Thread(s) => {
-                            *s.result.lock().unwrap_or_else(|e| e.into_inner()) =
-                                Some(Err(panicked()));
-                            s.wake.notify_one();
-                        }
-                        Waiter::Task(tx) => {
-                            let _ = tx.send(Err(panicked()));
-                        }
-                    }
-                }
-                st.leading = false;
                 drop(st);
                 std::panic::resume_unwind(panic);
-            }
-            match st.queue.first() {
-                // A blocking caller is first: it leads the next batch (it is awake anyway).
-                Some((_, Waiter::Thread(next))) => {
-                    next.wake.notify_one();
-                    st.leading = false;
-                    return st;
-                }
-                // A blocking leader's own answer is in: it returns when nobody is queued.
-                None if own.is_some() => {
-                    st.leading = false;
-                    return st;
-                }
-                // Async callers are queued, or may be on their way back: gather, write on.
-                _ => {}
             }
         }
     }
@@ -316,7 +206,10 @@ impl<T> Group<T> {
     /// The leader's wait for company: until the queue holds the changes it can expect, or
     /// until the grace after the previous batch has passed. Returns at once when the previous
     /// batch ended longer ago than that, or when the queue already holds them.
-    fn gather<'a>(&self, mut st: MutexGuard<'a, State<T>>) -> MutexGuard<'a, State<T>> {
+    fn gather<'a>(
+        &self,
+        mut st: std::sync::MutexGuard<'a, State<T>>,
+    ) -> std::sync::MutexGuard<'a, State<T>> {
         let Some(last_end) = st.last_end else {
             return st;
         };
@@ -339,7 +232,7 @@ impl<T> Group<T> {
 
     /// (batches written, changes in them) since the store was opened.
     pub(crate) fn counts(&self) -> (u64, u64) {
-        let st = self.lock();
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         (st.batches, st.changes)
     }
 
@@ -360,13 +253,6 @@ impl<T> Group<T> {
     fn wakes(&self) -> (u64, u64) {
         let st = self.state.lock().unwrap();
         (st.leader_wakes, st.idle_wakes)
-    }
-}
-
-/// What every caller of a batch whose write panicked is told (and every caller queued behind).
-fn panicked() -> StoreError {
-    StoreError::Unavailable {
-        reason: "a change in the same group commit panicked".into(),
     }
 }
 
@@ -423,56 +309,30 @@ mod tests {
             }
         }
 
-        /// A batch writer: applies the changes, reports them on `entered`, then blocks until
-        /// the test releases the commit (true: committed, false: a full disk). On `panics`,
-        /// a released batch panics instead.
-        fn writer(&self) -> impl FnMut(Vec<Change<Txn>>) -> Result<(), StoreError> + Send {
-            let (c, rel, ent) = (
+        fn submit(&mut self, id: u32, ch: Change<Txn>) {
+            let (g, c, rel, ans, ent) = (
+                self.group.clone(),
                 self.committed.clone(),
                 self.release_rx.clone(),
+                self.answers_tx.clone(),
                 self.entered_tx.clone(),
             );
-            move |changes| {
-                let txn = Txn::default();
-                let applied = changes.into_iter().try_for_each(|ch| ch(&txn));
-                let ids = txn.into_inner().unwrap();
-                ent.send(ids.clone()).unwrap();
-                applied?;
-                if rel.lock().unwrap().recv().unwrap() {
-                    c.lock().unwrap().push(ids);
-                    Ok(())
-                } else {
-                    Err(StoreError::DiskFull)
-                }
-            }
-        }
-
-        fn submit(&mut self, id: u32, ch: Change<Txn>) {
-            let (g, ans, write) = (self.group.clone(), self.answers_tx.clone(), self.writer());
             self.threads.push(std::thread::spawn(move || {
-                let r = g.submit(ch, write);
+                let r = g.submit(ch, |changes| {
+                    let txn = Txn::default();
+                    let applied = changes.into_iter().try_for_each(|ch| ch(&txn));
+                    let ids = txn.into_inner().unwrap();
+                    ent.send(ids.clone()).unwrap();
+                    applied?;
+                    if rel.lock().unwrap().recv().unwrap() {
+                        c.lock().unwrap().push(ids);
+                        Ok(())
+                    } else {
+                        Err(StoreError::DiskFull)
+                    }
+                });
                 ans.send((id, r)).unwrap();
             }));
-        }
-
-        /// An async caller's change; returns its answer and whether it must start a leader.
-        fn enqueue(&self, ch: Change<Txn>) -> (Answer, bool) {
-            self.group.enqueue(ch)
-        }
-
-        /// A leader for the async callers, on its own thread (as the store's blocking pool),
-        /// noting the thread of every batch it writes.
-        fn lead(
-            &self,
-            threads: Arc<Mutex<Vec<std::thread::ThreadId>>>,
-        ) -> std::thread::JoinHandle<()> {
-            let (g, mut write) = (self.group.clone(), self.writer());
-            std::thread::spawn(move || {
-                g.lead_queued(|changes| {
-                    threads.lock().unwrap().push(std::thread::current().id());
-                    write(changes)
-                })
-            })
         }
 
         /// Waits (without sleeping) until the caller woken to lead is waiting for company: a
@@ -670,121 +530,6 @@ mod tests {
         assert!(h.answers(1)[0].1.is_ok());
         assert_eq!(*h.committed.lock().unwrap(), vec![vec![1], vec![2]]);
         h.join();
-    }
-
-    /// Async callers hold no thread while they wait: only the first one (finding no leader)
-    /// is told to start one, and that one leader writes batch after batch on one thread while
-    /// they keep queueing. Nobody is answered before the commit holding their change returns,
-    /// and a failed batch fails each of its callers. With nothing more queued, the leader
-    /// stops.
-    #[test]
-    fn awaiting_callers_share_one_leader_that_writes_batch_after_batch() {
-        let h = Harness::new();
-        let (mut a1, lead) = h.enqueue(change(1));
-        assert!(lead, "the first caller starts a leader");
-        let threads = Arc::new(Mutex::new(vec![]));
-        let leader = h.lead(threads.clone());
-        assert_eq!(h.entered.recv().unwrap(), vec![1]);
-        let (mut a2, lead2) = h.enqueue(change(2));
-        let (a3, lead3) = h.enqueue(change(3));
-        assert!(!lead2 && !lead3, "one leader serves everyone queued behind");
-        assert!(a1.try_recv().is_err(), "not answered while its commit runs");
-        h.release.send(true).unwrap();
-        assert!(a1.blocking_recv().unwrap().is_ok());
-        assert_eq!(
-            h.entered.recv().unwrap(),
-            vec![2, 3],
-            "the same leader writes on"
-        );
-        assert!(a2.try_recv().is_err(), "not answered while its commit runs");
-        h.release.send(false).unwrap();
-        for a in [a2, a3] {
-            assert!(matches!(
-                a.blocking_recv().unwrap(),
-                Err(StoreError::DiskFull)
-            ));
-        }
-        leader.join().unwrap();
-        let threads = threads.lock().unwrap();
-        assert_eq!(threads.len(), 2);
-        assert_eq!(
-            threads[0], threads[1],
-            "both batches on the leader's one thread"
-        );
-        assert_eq!(*h.committed.lock().unwrap(), vec![vec![1]]);
-        assert_eq!(h.group.counts(), (2, 3));
-        // The leader has stopped: the next caller starts a new one.
-        assert!(h.enqueue(change(4)).1);
-    }
-
-    /// Blocking and async callers mix: a blocking leader goes on leading while an async
-    /// caller is first in line (nobody else would), and an async leader hands over to a
-    /// blocking caller first in line and stops.
-    #[test]
-    fn blocking_and_awaiting_callers_take_turns_leading() {
-        let mut h = Harness::new();
-        h.submit(1, change(1));
-        assert_eq!(h.entered.recv().unwrap(), vec![1]);
-        let (a2, lead) = h.enqueue(change(2));
-        assert!(!lead, "a blocking caller is leading");
-        h.release.send(true).unwrap();
-        assert_eq!(
-            h.entered.recv().unwrap(),
-            vec![2],
-            "the blocking leader writes on"
-        );
-        h.release.send(true).unwrap();
-        assert!(a2.blocking_recv().unwrap().is_ok());
-        assert!(h.answers(1)[0].1.is_ok());
-
-        let (a3, lead) = h.enqueue(change(3));
-        assert!(lead);
-        let leader = h.lead(Arc::default());
-        assert_eq!(h.entered.recv().unwrap(), vec![3]);
-        h.submit(4, change(4));
-        h.until_queued(1);
-        h.release.send(true).unwrap();
-        assert!(a3.blocking_recv().unwrap().is_ok());
-        leader.join().unwrap();
-        assert_eq!(
-            h.entered.recv().unwrap(),
-            vec![4],
-            "the blocking caller took over"
-        );
-        h.release.send(true).unwrap();
-        assert!(h.answers(1)[0].1.is_ok());
-        assert_eq!(h.group.counts(), (4, 4));
-        h.join();
-    }
-
-    /// A batch whose write panics answers its callers and everyone queued behind it with an
-    /// error (none of it was written), and the leader stops, so the next caller leads anew.
-    #[test]
-    fn a_panicking_batch_fails_its_callers_and_those_queued_behind() {
-        let h = Harness::new();
-        let (a1, _) = h.enqueue(change(1));
-        let group = h.group.clone();
-        let release = h.release_rx.clone();
-        let leader = std::thread::spawn(move || {
-            group.lead_queued(|_| {
-                release.lock().unwrap().recv().unwrap();
-                panic!("a bug in a change");
-            })
-        });
-        while h.group.queued() > 0 {
-            std::thread::yield_now();
-        }
-        let (a2, lead) = h.enqueue(change(2));
-        assert!(!lead);
-        h.release.send(true).unwrap();
-        assert!(leader.join().is_err(), "the panic goes on in the leader");
-        for a in [a1, a2] {
-            assert!(matches!(
-                a.blocking_recv().unwrap(),
-                Err(StoreError::Unavailable { .. })
-            ));
-        }
-        assert!(h.enqueue(change(3)).1, "the next caller starts a leader");
     }
 
     /// The store's grace is the previous commit's duration, capped, so it shrinks with the

@@ -12,7 +12,6 @@ use jiff::Timestamp;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use super::group;
 use super::rows::decode_rows;
 use super::schedules::encode_schedule;
 use super::{
@@ -21,28 +20,6 @@ use super::{
 };
 use crate::model::{AuditEntry, JobRecord, RunRecord};
 use crate::sched::{JobId, JobSpec};
-
-/// A change for the group commit, and where it leaves its result once applied.
-type Out<T> = Arc<std::sync::Mutex<Option<T>>>;
-
-fn grouped<T: Send + 'static>(
-    change: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
-) -> (group::Change<redb::WriteTransaction>, Out<T>) {
-    let out: Out<T> = Arc::default();
-    let put = out.clone();
-    let change: group::Change<redb::WriteTransaction> = Box::new(move |txn| {
-        let v = change(txn)?;
-        *put.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
-        Ok(())
-    });
-    (change, out)
-}
-
-/// The result a committed change left.
-fn taken<T>(out: &Out<T>) -> T {
-    let v = out.lock().unwrap_or_else(|e| e.into_inner()).take();
-    v.expect("a committed change left its result")
-}
 
 /// A `jobs` row as written, and as read when a row fails the typed decode ([`JobRowIn`]): the
 /// spec as a JSON tree, which [`JobSpec::from_json`] diagnoses field by field.
@@ -190,40 +167,20 @@ impl Store {
     }
 
     /// Inserts a new job (returns false, writing nothing, if the id is taken) with its audit
-    /// entry, in one durable transaction (a group commit shared with concurrent callers).
+    /// entry, in one durable transaction.
     pub fn insert_job(
         &self,
         rec: &JobRecord,
         audit: Option<AuditEntry>,
     ) -> Result<bool, StoreError> {
-        self.write_grouped(self.insert_change(rec, audit))
-    }
-
-    /// [`Store::insert_job`] for async callers: the caller's task awaits the group commit
-    /// holding its job without occupying a thread (see `store/group.rs`); only the batch's
-    /// leader runs on a blocking thread. Must be called within a Tokio runtime.
-    pub async fn insert_job_async(
-        self: &Arc<Self>,
-        rec: &JobRecord,
-        audit: Option<AuditEntry>,
-    ) -> Result<bool, StoreError> {
-        let change = self.insert_change(rec, audit);
-        self.write_grouped_async(change).await
-    }
-
-    /// The write of [`Store::insert_job`]. Every row is encoded here, by the caller, before it
-    /// queues: the batch's leader only inserts bytes (and numbers the audit entry).
-    fn insert_change(
-        &self,
-        rec: &JobRecord,
-        audit: Option<AuditEntry>,
-    ) -> impl FnOnce(&redb::WriteTransaction) -> Result<bool, StoreError> + Send + 'static {
+        // Every row is encoded here, by the caller, before it queues: the batch's leader only
+        // inserts bytes (and numbers the audit entry).
         let id = rec.id.as_u64();
         let row = encode_job(rec);
         let summary = encode_schedule(rec, &row);
         let audit = audit.map(PreparedAudit::new);
         let meter = self.audit_meter.clone();
-        move |txn| {
+        self.write_grouped(move |txn| {
             let mut table = txn.open_table(JOBS)?;
             if table.get(id)?.is_some() {
                 return Ok(false);
@@ -235,7 +192,7 @@ impl Store {
                 append_prepared(txn, &meter, a)?;
             }
             Ok(true)
-        }
+        })
     }
 
     /// Stores many jobs in one transaction (overwriting any with the same id), without audit
@@ -259,49 +216,26 @@ impl Store {
         &self,
         change: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (change, out) = grouped(change);
-        self.group
-            .submit(change, |changes| self.write_batch(changes))?;
-        Ok(taken(&out))
-    }
-
-    /// [`Store::write_grouped`] for an async caller, which awaits its answer; when no leader
-    /// is running, one is started on the runtime's blocking pool.
-    async fn write_grouped_async<T: Send + 'static>(
-        self: &Arc<Self>,
-        change: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let (change, out) = grouped(change);
-        let (answer, lead) = self.group.enqueue(change);
-        if lead {
-            let store = self.clone();
-            // Not awaited: this caller's answer comes through `answer` like everyone's.
-            drop(tokio::task::spawn_blocking(move || {
-                store
-                    .group
-                    .lead_queued(|changes| store.write_batch(changes))
-            }));
-        }
-        answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Unavailable {
-                reason: "the group commit stopped before writing this change".into(),
-            })
-        })?;
-        Ok(taken(&out))
-    }
-
-    /// One batch of a group commit: every change in one write transaction, then its commit.
-    fn write_batch(
-        &self,
-        changes: Vec<group::Change<redb::WriteTransaction>>,
-    ) -> Result<(), StoreError> {
-        let db = self.writer()?;
-        let txn = db.begin_write()?;
-        for change in changes {
-            change(&txn)?;
-        }
-        self.commit(txn)?;
-        Ok(())
+        let out = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let put = out.clone();
+        self.group.submit(
+            Box::new(move |txn| {
+                let v = change(txn)?;
+                *put.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+                Ok(())
+            }),
+            |changes| {
+                let db = self.writer()?;
+                let txn = db.begin_write()?;
+                for change in changes {
+                    change(&txn)?;
+                }
+                self.commit(txn)?;
+                Ok(())
+            },
+        )?;
+        let v = out.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(v.expect("a committed change left its result"))
     }
 
     /// (group commits written, changes in them) since the store was opened.
