@@ -46,15 +46,8 @@ CLK_TCK=$(getconf CLK_TCK)
 nsx() { in_ns "$NS" "$@"; }
 wg_quick() { wg_quick_in "$NS" "$CONF" "$TMP/wg.log" "$1"; }
 
-stop_app() { # TERM, up to 10 s, then KILL
-  local i
-  [ -n "$APP_PID" ] && kill -0 "$APP_PID" 2>/dev/null || { APP_PID=; return 0; }
-  kill -TERM "$APP_PID" 2>/dev/null || true
-  for i in $(seq 100); do
-    kill -0 "$APP_PID" 2>/dev/null || { APP_PID=; return 0; }
-    sleep 0.1
-  done
-  kill -KILL "$APP_PID" 2>/dev/null || true
+stop_app() {
+  stop_pid "$APP_PID"
   APP_PID=
 }
 
@@ -63,7 +56,7 @@ cleanup() {
   set +e
   stop_watchdog
   if [ "$NS_CREATED" = 1 ]; then
-    [ -f "$CONF" ] && ip -n "$NS" link show "$IFACE" >/dev/null 2>&1 && wg_quick down
+    wg_quick_down_if_up
     stop_app
     kill_ns "$NS"
   fi

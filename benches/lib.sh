@@ -101,6 +101,22 @@ release_bin() { # release_bin: keeps BIN when set, else builds the appliance opt
   [ -x "$BIN" ] || die "$BIN is not an executable"
 }
 
+stop_pid() { # stop_pid PID: TERM, up to 5 s, then KILL
+  local pid=$1 i
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+wg_quick_down_if_up() { # takes down this run's wg-quick interface ($IFACE in $NS, $CONF) if it is up
+  [ -f "$CONF" ] && ip -n "$NS" link show "$IFACE" >/dev/null 2>&1 \
+    && wg_quick_in "$NS" "$CONF" "$TMP/wg.log" down
+}
+
 bench_tmp() { # bench_tmp PREFIX: a private temp dir /tmp/PREFIX.XXXXXX in $TMP, $DATA inside it
   TMP=$(mktemp -d "/tmp/$1.XXXXXX")
   chmod 700 "$TMP"

@@ -84,23 +84,12 @@ CLK_TCK=$(getconf CLK_TCK)
 nsx() { in_ns "$NS" "$@"; } # nsx SECONDS PROGRAM ARGS...: run bounded inside our namespace
 wg_quick() { wg_quick_in "$NS" "$CONF" "$TMP/wg.log" "$1"; } # wg_quick up|down
 
-stop_pid() { # stop_pid PID: TERM, up to 5 s, then KILL
-  local pid=$1 i
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 50); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-}
-
 cleanup() {
   local rc=$?
   set +e
   stop_watchdog
   if [ "$NS_CREATED" = 1 ]; then
-    [ -f "$CONF" ] && ip -n "$NS" link show "$IFACE" >/dev/null 2>&1 && wg_quick down
+    wg_quick_down_if_up
     stop_pid "$APP_PID"
     stop_pid "$NGINX_PID"
     kill_ns "$NS"
