@@ -7,7 +7,9 @@
 //! nothing but this appliance. The Content-Security-Policy allows only this origin's script and
 //! stylesheet, no inline script, no `eval`, and images only from this origin or `data:` (the
 //! QR code of a new peer). The page loads one entry module, `app.js`, which imports the others
-//! by relative name (`./dom.js`), so every module is an asset listed in [`ASSETS`].
+//! by relative name (`./dom.js`), so every module is an asset listed in [`ASSETS`]. Before it,
+//! one classic script, `boot.js`, watches the entry: when a module fails to load (a phone that
+//! changes network mid-load), it reloads once, then says so with a button to try again.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -23,10 +25,12 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 
 const INDEX: &str = include_str!("ui/index.html");
 
-/// Everything served under `/assets/`, by name: the entry module, the modules it imports (one
-/// per concern, see docs/design.md) and the stylesheet. The content type follows the name's
-/// extension. A module missing here is a 404 for the browser, which the tests catch.
+/// Everything served under `/assets/`, by name: the loader guard (a classic script), the entry
+/// module, the modules it imports (one per concern, see docs/design.md) and the stylesheet. The
+/// content type follows the name's extension. A module missing here is a 404 for the browser,
+/// which the tests catch.
 const ASSETS: &[(&str, &str)] = &[
+    ("boot.js", include_str!("ui/boot.js")),
     ("app.js", include_str!("ui/app.js")),
     ("dom.js", include_str!("ui/dom.js")),
     ("state.js", include_str!("ui/state.js")),
@@ -77,12 +81,21 @@ pub fn asset(name: &str) -> ApiResult {
 mod tests {
     use super::*;
 
-    /// The script modules, by name.
-    fn modules() -> impl Iterator<Item = (&'static str, &'static str)> {
+    /// The scripts that are not modules: the page loads them with a plain `<script src>`, and
+    /// nothing imports them.
+    const CLASSIC: &[&str] = &["boot.js"];
+
+    /// Every script, modules and classic, by name.
+    fn scripts() -> impl Iterator<Item = (&'static str, &'static str)> {
         ASSETS
             .iter()
             .copied()
             .filter(|(name, _)| name.ends_with(".js"))
+    }
+
+    /// The script modules, by name.
+    fn modules() -> impl Iterator<Item = (&'static str, &'static str)> {
+        scripts().filter(|(name, _)| !CLASSIC.contains(name))
     }
 
     /// What each `import` line of `src` names: `import { a, b } from "./x.js";` gives `x.js`.
@@ -118,9 +131,20 @@ mod tests {
     /// forbid inline script and style.
     #[test]
     fn page_loads_the_entry_module_and_nothing_inline() {
-        assert!(INDEX.contains(r#"<script type="module" src="/assets/app.js"></script>"#));
+        assert!(
+            INDEX.contains(r#"<script type="module" id="entry" src="/assets/app.js"></script>"#)
+        );
         assert!(INDEX.contains(r#"<link rel="stylesheet" href="/assets/app.css">"#));
-        assert_eq!(INDEX.matches("<script").count(), 1, "only the entry module");
+        for name in CLASSIC {
+            assert!(INDEX.contains(&format!(r#"<script src="/assets/{name}"></script>"#)));
+        }
+        assert_eq!(
+            INDEX.matches("<script").count(),
+            1 + CLASSIC.len(),
+            "only the entry module and the classic scripts"
+        );
+        // The guard must run before the entry can fail: a plain script placed before it.
+        assert!(INDEX.find("/assets/boot.js") < INDEX.find("/assets/app.js"));
         assert!(!INDEX.contains("<style"), "no inline stylesheet");
         assert!(!INDEX.contains(" style="), "no style attributes");
         assert!(!INDEX.contains(" on"), "no inline event handlers");
@@ -151,7 +175,7 @@ mod tests {
     /// inline script, and API data must never become markup.
     #[test]
     fn no_module_uses_what_the_policy_forbids() {
-        for (name, src) in modules() {
+        for (name, src) in scripts() {
             for banned in [
                 "eval(",
                 "new Function",
@@ -181,6 +205,12 @@ mod tests {
                 }
             }
             i += 1;
+        }
+        for name in CLASSIC {
+            assert!(
+                !reached.contains(name),
+                "{name} is a classic script, not a module"
+            );
         }
         for (name, src) in modules() {
             imports(name, src);
