@@ -79,6 +79,13 @@ fn serve_args(app: &Appliance) -> Vec<&'static str> {
 /// Runs one phase of the browser script inside `ns`; returns what it reported.
 /// `arg`: the phase's argument (the sink URL, or the ids a phase works on, as JSON).
 fn phase(ns: &Netns, name: &str, shots: &Path, arg: Option<&str>) -> Value {
+    // Chromium aborts every request in flight (ERR_NETWORK_CHANGED) when an address of its
+    // namespace changes, as an IPv6 link-local address does when its duplicate-address check
+    // ends a second or two after a veth comes up: start the browser after that.
+    assert!(
+        ns.wait_addresses_settled(Duration::from_secs(10)),
+        "addresses of the namespace still tentative after 10 s"
+    );
     let out_json = shots.join(format!("{name}.json"));
     let mut cmd = ns.bounded(240, selenium_python().expect("checked in prereqs"));
     cmd.arg(SCRIPT).arg(name).arg(&out_json).arg(shots);
@@ -669,7 +676,9 @@ fn v_id(ns: &Netns, name: &str) -> String {
 
 /// A server with damaged rows, seen from the leader's phone: a banner above every view says
 /// so in plain words and what to ask the admin; a day of week spelled out is named at the
-/// field; every link on the jobs list and a job's page is a 44 px tap target.
+/// field; every link on the jobs list and a job's page is a 44 px tap target; and a module
+/// that fails to load (blocked, as a network change mid-load does) is retried once, then
+/// explained with a button that loads the dashboard once the module is reachable.
 #[test]
 fn a_phone_is_told_what_is_wrong_with_the_server() {
     if !prereqs() {
@@ -721,5 +730,17 @@ fn a_phone_is_told_what_is_wrong_with_the_server() {
          e.g. 4, THU or MON-FRI; got \"THURSDAY\"",
         "{r:#}"
     );
+    // A module blocked while the page loads: reloaded once, then explained, then recovered.
+    let lf = &r["load_failure"];
+    assert_eq!(lf["navigation"], "reload", "the guard did not retry: {r:#}");
+    assert!(
+        lf["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("The dashboard did not load"),
+        "{r:#}"
+    );
+    assert_eq!(lf["who"], "Not loaded.", "{r:#}");
+    assert_eq!(lf["recovered"], true, "{r:#}");
     save_screenshots(&shots, &["health-damaged"]);
 }

@@ -327,6 +327,22 @@ impl Netns {
         (here, there)
     }
 
+    /// Waits until no address in the namespace is tentative (an IPv6 address still in its
+    /// duplicate-address check, which ends with an address change a browser reacts to).
+    pub fn wait_addresses_settled(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            let out = output_of(bounded(CMD_TIMEOUT_S, "ip").args([
+                "-o",
+                "-n",
+                &self.name,
+                "addr",
+                "show",
+                "tentative",
+            ]));
+            out.status.success() && out.stdout.iter().all(u8::is_ascii_whitespace)
+        })
+    }
+
     /// Pids of the processes whose network namespace this is.
     pub fn pids(&self) -> Vec<u32> {
         let out = output_of(bounded(CMD_TIMEOUT_S, "ip").args(["netns", "pids", &self.name]));

@@ -13,7 +13,8 @@ Usage: dashboard_phone.py PHASE OUT_JSON SHOTS_DIR [ARG]
                   (ARG: JSON {"dice": job id, "busy": id of a job with over 20 runs})
   PHASE degraded: an admin of a server with damaged rows is told so in plain words above
                   every view, sees a bad day of week named at the field, and every link on the
-                  jobs list and a job's page is a 44 px tap target
+                  jobs list and a job's page is a 44 px tap target; a module that fails to
+                  load is retried once, then explained with a button that tries again
 
 Runs inside the test's network namespace (`ip netns exec`): the page is loaded from
 http://10.88.88.1:8888/ through the namespace's WireGuard tunnel, and nothing else is reached.
@@ -87,6 +88,17 @@ def until(what, cond, timeout=20):
         return WebDriverWait(d, timeout, ignored_exceptions=[StaleElementReferenceException]).until(lambda d: cond())
     except TimeoutException:
         raise AssertionError("timed out waiting for " + what + "; page text:\n" + d.find_element(By.TAG_NAME, "body").text)
+
+
+def steady(read):
+    """`read()` again when a poll re-rendered the view between finding an element and reading
+    it (a stale element); unlike `until`, any value, None and False too, is an answer."""
+    for _ in range(50):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    return read()
 
 
 def texts(testid, attr=None):
@@ -297,14 +309,14 @@ def leader():
 
     # The admin changes the endpoint new configs carry (PUT /api/v1/endpoint).
     until("the endpoint", lambda: find("endpoint-current").text.startswith("Phones dial "))
-    result["endpoint_before"] = find("endpoint-current").text
+    result["endpoint_before"] = steady(lambda: find("endpoint-current").text)
     until("why phones may not reach it", lambda: find("endpoint-warning").text)
-    result["endpoint_reason_before"] = find("endpoint-warning").text
+    result["endpoint_reason_before"] = steady(lambda: find("endpoint-warning").text)
     fill("endpoint-new", "vpn.example.org")
     click("endpoint-save")
     until("the new endpoint", lambda: "vpn.example.org:" in find("endpoint-current").text)
-    result["endpoint_after"] = find("endpoint-current").text
-    result["endpoint_reason_after"] = find("endpoint-warning").text
+    result["endpoint_after"] = steady(lambda: find("endpoint-current").text)
+    result["endpoint_reason_after"] = steady(lambda: find("endpoint-warning").text)
     # Fixed: the banner goes at once, without a reload.
     until("the banner to go", lambda: health_problems() == [])
 
@@ -379,8 +391,8 @@ def handlers():
     """The bot in the handler list; a job that calls it, built in the form and run now."""
     go("#/handlers")
     until("discord-bot online", lambda: in_row("handler", "discord-bot", "handler-state").text == "online")
-    result["handler_methods"] = in_row("handler", "discord-bot", "handler-methods").text
-    result["handler_tasks"] = in_row("handler", "discord-bot", "handler-tasks").text
+    result["handler_methods"] = steady(lambda: in_row("handler", "discord-bot", "handler-methods").text)
+    result["handler_tasks"] = steady(lambda: in_row("handler", "discord-bot", "handler-tasks").text)
     check_layout("handlers")
     shot("handlers")
 
@@ -408,7 +420,7 @@ def handlers():
     click("job-save")
     until("the dice job's page", lambda: "#/job/" in d.current_url and all_of("job-row"))
     result["dice_id"] = d.current_url.rsplit("/", 1)[1]
-    result["dice_row"] = find("job-row").text
+    result["dice_row"] = steady(lambda: find("job-row").text)
     # Run now: the call waits in the bot's queue, and the history says so.
     click("job-run")
     until("the manual run in the history", lambda: any(
@@ -431,12 +443,12 @@ def manage():
     go("#/job/" + ids["busy"])
     until("a full first page", lambda: len(all_of("run-row")) == 20)
     page1 = texts("run-row", "data-id")
-    assert find("page-newer").get_attribute("disabled") is not None, "Newer on the first page"
-    assert find("page-older").get_attribute("disabled") is None, "no Older with more than 20 runs"
+    assert steady(lambda: find("page-newer").get_attribute("disabled")) is not None, "Newer on the first page"
+    assert steady(lambda: find("page-older").get_attribute("disabled")) is None, "no Older with more than 20 runs"
     click("page-older")
     until("the second page", lambda: texts("run-row", "data-id") != page1)
     page2 = texts("run-row", "data-id")
-    assert find("page-newer").get_attribute("disabled") is None, "no Newer on the second page"
+    assert steady(lambda: find("page-newer").get_attribute("disabled")) is None, "no Newer on the second page"
     click("page-newer")
     until("the first page again", lambda: texts("run-row", "data-id") == page1)
     result["history_pages"] = [page1, page2]
@@ -456,13 +468,14 @@ def manage():
     # The last-admin guard is explained, and its controls are off.
     click("nav-members")
     until("the member list", lambda: all_of("peer-row") and len(all_of("peer-guard")) == 1)
-    result["guard"] = in_row("peer", "leader", "peer-guard").text
+    result["guard"] = until("the guard's text", lambda: in_row("peer", "leader", "peer-guard").text)
     # Read in one go, again if the 5 s poll re-rendered the list meanwhile.
     result["guard_disabled"] = until("the guard's controls", lambda: [
         in_row("peer", "leader", t).get_attribute("disabled") is not None
         for t in ("peer-row-role", "peer-toggle", "peer-remove")])
     check_layout("members with the guard")
-    shot("members-guard", scroll_to=d.find_element(By.CSS_SELECTOR, row_of("peer", "leader")))
+    until("a screenshot of the guard", lambda: shot(
+        "members-guard", scroll_to=d.find_element(By.CSS_SELECTOR, row_of("peer", "leader"))) or True)
 
     # Role change, disable and enable, on otto. Its row is far down the page: what the tap
     # did is said where the leader is looking (the message stays in view), not at the top.
@@ -472,7 +485,7 @@ def manage():
               d.find_element(By.CSS_SELECTOR, row_of("peer", "otto")).text.find(r + " · ") >= 0)
         assert_in_view(d.find_element(By.ID, "msg"), "the answer to a role change")
     role_to("viewer")
-    result["otto_roles"] = [in_row("peer", "otto", "peer-row-role").get_attribute("value")]
+    result["otto_roles"] = [until("otto's role menu", lambda: in_row("peer", "otto", "peer-row-role").get_attribute("value"))]
     until("a click on Disable", lambda: in_row("peer", "otto", "peer-toggle").click() or True)
     until("otto disabled", lambda: in_row("peer", "otto", "peer-state").text == "disabled" and
           in_row("peer", "otto", "peer-toggle").text == "Enable")
@@ -515,6 +528,31 @@ def degraded():
     err = until("the cron error at the field", lambda: d.find_element(By.ID, "err-job-schedule").text)
     result["cron_error"] = err
     shot("job-form-cron-error", scroll_to=find("job-schedule"))
+    load_failure()
+
+
+def load_failure():
+    """A module that fails to load (here blocked, as a network change mid-load does) leaves no
+    page stuck on "Loading…": the loader guard reloads once by itself, then says what happened,
+    and its button loads the dashboard once the module is reachable again."""
+    d.execute_cdp_cmd("Network.enable", {})
+    d.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/assets/jobs.js"]})
+    d.get("about:blank")  # a new load of the page, not a change of its #route
+    d.get(BASE + "#/jobs")
+    msg = until("the loader guard's message", lambda: d.find_element(By.CSS_SELECTOR, css("boot-failed")).text)
+    result["load_failure"] = {
+        "message": msg,
+        # The guard reloaded once before it gave up: this page is that reload.
+        "navigation": d.execute_script("return performance.getEntriesByType('navigation')[0].type"),
+        "who": d.find_element(By.ID, "who").text,
+    }
+    check_layout("load failure")
+    shot("load-failure")
+    d.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+    click("boot-retry")
+    until("the header after trying again", lambda: "You are" in d.find_element(By.ID, "who").text)
+    until("the jobs list after trying again", lambda: all_of("job-link"))
+    result["load_failure"]["recovered"] = True
 
 
 def no_policy_violations():
