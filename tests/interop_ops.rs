@@ -267,6 +267,8 @@ fn a_real_prometheus_peer_scrapes_metrics_through_wireguard_go() {
         "appliance_http_requests_total{route=\"other\",method=\"GET\",status=\"404\"} 1",
         "appliance_run_lateness_seconds_bucket{le=\"+Inf\"} 0",
         "appliance_store_commit_duration_seconds_count ",
+        "appliance_store_group_commits_total ",
+        "appliance_store_group_commit_changes_total ",
         "appliance_webhook_attempts_total{result=\"success\"} 0",
         "appliance_backups_total{result=\"ok\"} 1",
         "appliance_backups_total{result=\"failed\"} 0",

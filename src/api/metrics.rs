@@ -308,6 +308,7 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
         &service.store().commit_latency.snapshot(),
     );
 
+    expose_group_commits(&mut e, service.store().group_commit_counts());
     expose_guards_and_storage(&mut e, &ctx.api.guards, &service.store().health());
 
     let mut r = Response::new(Full::new(Bytes::from(e.finish())));
@@ -316,6 +317,24 @@ pub(super) async fn get(ctx: &Ctx<'_>) -> ApiResult {
         HeaderValue::from_static(metrics::CONTENT_TYPE),
     );
     Ok(r)
+}
+
+/// Group commit: how many durable transactions wrote how many grouped changes (job creates
+/// and the other writes that go through the group). Their ratio is the mean batch size: about
+/// 1 on an idle server, up to the number of concurrent writers under load.
+fn expose_group_commits(e: &mut Exposition, (batches, changes): (u64, u64)) {
+    e.single(
+        "appliance_store_group_commits_total",
+        "Durable transactions written by group commit since start.",
+        "counter",
+        batches as f64,
+    );
+    e.single(
+        "appliance_store_group_commit_changes_total",
+        "Changes (such as job creates) those transactions held, since start.",
+        "counter",
+        changes as f64,
+    );
 }
 
 /// The block list the router keeps for the kernel's socket filter, and what the kernel dropped
@@ -510,6 +529,51 @@ mod tests {
                 .count()
                 == 2,
             "{text}"
+        );
+    }
+
+    /// The group-commit counters are the store's: each create one after another is a batch
+    /// of one, so three creates add 3 to both.
+    #[test]
+    fn group_commit_counters_are_the_stores() {
+        let disk = crate::store::testing::Disk::default();
+        let store = disk.store();
+        let render = |s: &crate::store::Store| {
+            let mut e = Exposition::new();
+            expose_group_commits(&mut e, s.group_commit_counts());
+            e.finish()
+        };
+        let (batches, changes) = store.group_commit_counts();
+        for id in 1..=3 {
+            let spec = crate::sched::JobSpec::from_json(
+                &serde_json::json!({
+                    "name": format!("job-{id}"),
+                    "trigger": {"every": "1h", "start": "2026-01-01T00:00:00Z"},
+                    "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/t"}}
+                }),
+                None,
+            )
+            .unwrap();
+            let record = crate::model::JobRecord {
+                id: crate::sched::JobId::from_u64(id),
+                spec: std::sync::Arc::new(spec),
+                created_at_ms: 0,
+                updated_at_ms: 0,
+                created_by: "t".into(),
+                next_fire_at: None,
+                paused_at_ms: None,
+            };
+            assert!(store.insert_job(&record, None).unwrap());
+        }
+        let text = render(&store);
+        assert_lines(
+            &text,
+            &[
+                "# TYPE appliance_store_group_commits_total counter",
+                &format!("appliance_store_group_commits_total {}", batches + 3),
+                "# TYPE appliance_store_group_commit_changes_total counter",
+                &format!("appliance_store_group_commit_changes_total {}", changes + 3),
+            ],
         );
     }
 
