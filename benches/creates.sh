@@ -12,8 +12,11 @@
 # per-peer write limit, 10/s by default, would otherwise measure the limiter). Every reply must
 # be a 201: any other status, or fewer jobs in `appliance status --json` than wrk counted
 # replies, fails the run. Figures per round: creates/s, the appliance's CPU per create (µs,
-# from /proc ticks), and the disk's fdatasync/s just before (a 4 KiB write + fdatasync loop in
-# the data directory: the commit's own cost on this disk, for reading the rates).
+# from /proc ticks), the CPU the rest of the box spent per create meanwhile (the client: wrk,
+# wireguard-go and their kernel work), how busy the box was, the creates per group commit (from
+# /metrics; n/a for a binary without those counters), and the disk's fdatasync/s just
+# before (a 4 KiB write + fdatasync loop in the data directory: the commit's own cost on this
+# disk, for reading the rates).
 # BEFORE_BIN=PATH: another appliance binary (say, main's) measured in every round too, on the
 # same data directory, alternating with the binary under test, so rounds compare in one run.
 #
@@ -103,6 +106,17 @@ os.unlink(p)
 EOF
 }
 
+box_ticks() { # "busy total": the box's CPU ticks, busy (not idle or iowait) and all, from /proc/stat
+  awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat
+}
+
+group_commits() { # "commits changes" from the server's /metrics (0 0 where a binary has none)
+  nsx 10 curl -s --max-time 5 "http://$APPLIANCE_IP:8888/metrics" | awk '
+    $1 == "appliance_store_group_commits_total" { c = $2 }
+    $1 == "appliance_store_group_commit_changes_total" { n = $2 }
+    END { print c + 0, n + 0 }'
+}
+
 job_count() {
   nsx 30 "$BIN" --data-dir "$DATA" status --json | python3 -c \
     'import json, sys; s = json.load(sys.stdin); print(s["jobs"]["total"] if isinstance(s["jobs"], dict) else s["jobs"])'
@@ -141,7 +155,7 @@ wait_health
 
 BINS=(after)
 [ -n "$BEFORE_BIN" ] && BINS=(after before)
-declare -A RATES CPUS
+declare -A RATES CPUS RESTS
 counted=0
 ROWS=""
 for round in $(seq "$ROUNDS"); do
@@ -156,10 +170,14 @@ for round in $(seq "$ROUNDS"); do
     syncs=$(fsync_rate)
     out=$TMP/wrk-$round-$which.txt
     a0=$(cpu_ticks "$APP_PID")
+    b0=$(box_ticks)
+    g0=$(group_commits)
     nsx 120 wrk -t2 -c"$CONNS" -d"$DURATION" --timeout 10s -s "$TMP/create.lua" \
       "http://$APPLIANCE_IP:8888" -- "$round$which" >"$out" 2>&1 \
       || { cat "$out" >&2; die "wrk failed"; }
     a1=$(cpu_ticks "$APP_PID")
+    b1=$(box_ticks)
+    g1=$(group_commits)
     rate=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
     n=$(awk '/requests in/ { print $1 }' "$out")
     if grep -q -E 'Non-2xx|Socket errors' "$out"; then
@@ -168,10 +186,17 @@ for round in $(seq "$ROUNDS"); do
     fi
     counted=$((counted + n))
     cpu=$(awk -v d=$((a1 - a0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.0f", 1e6 * d / hz / n }')
+    # Everything else the box did meanwhile (wrk, wireguard-go, their kernel work), and how busy
+    # it was: the rate is the box's CPU divided by the CPU of a create, both sides counted.
+    rest=$(echo "$b0 $b1" | awk -v a=$((a1 - a0)) -v hz="$CLK_TCK" -v n="$n" \
+      '{ printf "%.0f", 1e6 * ($3 - $1 - a) / hz / n }')
+    busy=$(echo "$b0 $b1" | awk '{ printf "%.0f", 100 * ($3 - $1) / ($4 - $2) }')
+    RESTS[$which]+="$rest "
+    batch=$(echo "$g0 $g1" | awk '{ if ($3 > $1) printf "%.1f", ($4 - $2) / ($3 - $1); else print "n/a" }')
     RATES[$which]+="$rate "
     CPUS[$which]+="$cpu "
-    ROWS+="| $round | $which | $rate | $cpu | $syncs |"$'\n'
-    log "round $round $which: $rate creates/s ($n in $DURATION, $cpu µs appliance CPU each), disk $syncs fdatasync/s"
+    ROWS+="| $round | $which | $rate | $cpu | $rest | $busy | $batch | $syncs |"$'\n'
+    log "round $round $which: $rate creates/s ($n in $DURATION, $cpu µs appliance CPU each, $rest µs the rest of the box, $busy % busy, $batch creates per commit), disk $syncs fdatasync/s"
     [ "$bin" = "$BIN" ] || stop_app
   done
 done
@@ -185,11 +210,11 @@ echo "### Durable creates through the tunnel ($(date -u +%FT%TZ), $(nproc) cores
 echo
 echo "\`sudo benches/creates.sh\` (ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS${BEFORE_BIN:+ BEFORE_BIN=$BEFORE_BIN}); every reply a 201; $jobs jobs stored for $counted counted 201s."
 echo
-echo "| round | binary | creates/s | appliance CPU µs per create | disk fdatasync/s before |"
-echo "|---|---|---:|---:|---:|"
+echo "| round | binary | creates/s | appliance CPU µs per create | rest of the box (client) µs per create | box busy % | creates per commit | disk fdatasync/s before |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
 printf '%s' "$ROWS"
 for which in "${BINS[@]}"; do
-  echo "| median | $which | $(echo "${RATES[$which]}" | med) | $(echo "${CPUS[$which]}" | med) | |"
+  echo "| median | $which | $(echo "${RATES[$which]}" | med) | $(echo "${CPUS[$which]}" | med) | $(echo "${RESTS[$which]}" | med) | | | |"
 done
 if [ -n "$BEFORE_BIN" ]; then
   echo

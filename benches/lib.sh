@@ -78,8 +78,12 @@ start_watchdog() { # start_watchdog SECONDS: TERMs this script after SECONDS; se
 
 stop_watchdog() {
   [ -n "${WATCHDOG:-}" ] || return 0
-  pkill -TERM -P "$WATCHDOG" 2>/dev/null
+  # The subshell first, then its sleep: a subshell whose sleep is killed under it prints
+  # "Terminated" on the way out.
+  local sleeper
+  sleeper=$(pgrep -P "$WATCHDOG" 2>/dev/null)
   kill -TERM "$WATCHDOG" 2>/dev/null
+  [ -z "$sleeper" ] || kill -TERM $sleeper 2>/dev/null
   return 0
 }
 
