@@ -349,8 +349,10 @@ impl Store {
     /// oldest first, until the entries kept take at most `max_bytes` — but never the newest
     /// entry. Returns how many went.
     /// Damaged entries count by their size and are pruned like the rest (they are old history,
-    /// not live state). A full scan; it runs once an hour and whenever the [`AuditMeter`] passes
-    /// its threshold.
+    /// not live state). It runs once an hour and whenever the [`AuditMeter`] passes its
+    /// threshold: a pass over the stored lengths, then a walk from the oldest entry that
+    /// decodes only the entries that go and the one that stops it
+    /// ([`Store::audit_rows_decoded`]).
     pub fn prune_audit(&self, cutoff_ms: u64, max_bytes: u64) -> Result<usize, StoreError> {
         // What was appended so far is counted by the scan below.
         self.audit_meter.take();
@@ -360,21 +362,28 @@ impl Store {
             let db = self.reader()?;
             let txn = db.begin_read()?;
             let table = txn.open_table(AUDIT)?;
-            let mut rows = decode_rows(&table, |seq, v| {
-                let at_ms = decode_audit(seq, v).map(|e| e.at_ms).unwrap_or(0);
-                (seq, at_ms, v.len() as u64)
-            })?;
-            let mut total: u64 = rows.iter().map(|(_, _, size)| size).sum();
-            // The newest entry always stays: sequence numbers continue from it, so cursors
-            // handed out earlier never come to mean other entries.
-            rows.pop();
+            // What the entries take, from the stored lengths alone: nothing is decoded.
+            let (mut total, mut count) = (0u64, 0usize);
+            for row in table.iter()? {
+                total += row?.1.value().len() as u64;
+                count += 1;
+            }
+            // Then oldest first, decoding only the entries that go and the one that stops the
+            // walk (the trail is in sequence order, so by age): a sweep with nothing to prune
+            // decodes one entry, not every one. The newest entry always stays: sequence
+            // numbers continue from it, so cursors handed out earlier never come to mean
+            // other entries.
             let mut doomed = Vec::new();
-            for (seq, at_ms, size) in rows {
+            for row in table.iter()?.take(count.saturating_sub(1)) {
+                let (k, v) = row?;
+                let (seq, bytes) = (k.value(), v.value());
+                self.audit_rows_decoded.fetch_add(1, Ordering::Relaxed);
+                let at_ms = decode_audit(seq, bytes).map(|e| e.at_ms).unwrap_or(0);
                 if at_ms >= cutoff_ms && total <= max_bytes {
                     break;
                 }
                 doomed.push(seq);
-                total -= size;
+                total -= bytes.len() as u64;
             }
             doomed
         };
@@ -391,6 +400,11 @@ impl Store {
         }
         self.commit(txn)?;
         Ok(doomed.len())
+    }
+
+    /// How many audit entries [`Store::prune_audit`] has decoded since the store was opened.
+    pub fn audit_rows_decoded(&self) -> u64 {
+        self.audit_rows_decoded.load(Ordering::Relaxed)
     }
 
     /// The meter of bytes appended to the audit trail since the last prune, for the driver

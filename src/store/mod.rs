@@ -161,6 +161,8 @@ pub struct Store {
     audit_meter: Arc<AuditMeter>,
     /// `jobs` rows decoded so far ([`Store::job_rows_read`]).
     job_rows_read: std::sync::atomic::AtomicU64,
+    /// `audit` rows decoded by pruning so far ([`Store::audit_rows_decoded`]).
+    audit_rows_decoded: std::sync::atomic::AtomicU64,
 }
 
 /// The current database handle, held for the life of one operation.
@@ -487,6 +489,7 @@ impl Store {
             group: group::Group::new(group::one_commit),
             audit_meter: Arc::default(),
             job_rows_read: std::sync::atomic::AtomicU64::new(0),
+            audit_rows_decoded: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
