@@ -77,6 +77,20 @@ impl JobId {
     pub const fn as_u64(self) -> u64 {
         self.0
     }
+
+    /// Random bits below the creation time in a [`JobId::fresh`] id.
+    pub const FRESH_RANDOM_BITS: u32 = 22;
+
+    /// A new job's id: the creation time in Unix milliseconds (42 bits, good until 2109) above
+    /// [`JobId::FRESH_RANDOM_BITS`] bits of `random`. Ids made later sort after earlier ones,
+    /// so a new job's rows land at the end of the tables keyed by id (the B-tree's last pages,
+    /// which stay cached) instead of on a random page of a large table: what a create costs
+    /// stops growing with the number of jobs. Two creates in one millisecond collide once in
+    /// about 4 million pairs; the store refuses a taken id and the caller draws again.
+    pub fn fresh(unix_ms: u64, random: u64) -> JobId {
+        let time = unix_ms & ((1 << (64 - Self::FRESH_RANDOM_BITS)) - 1);
+        JobId(time << Self::FRESH_RANDOM_BITS | random & ((1 << Self::FRESH_RANDOM_BITS) - 1))
+    }
 }
 
 impl fmt::Display for JobId {

@@ -869,6 +869,20 @@ fn redacted_json_hides_tokens_and_secret_headers() {
     );
 }
 
+/// A fresh id is the time in milliseconds above 22 random bits: later sorts after earlier
+/// whatever the random bits, and the random bits beyond 22 are dropped, not mixed into the time.
+#[test]
+fn fresh_ids_put_the_time_above_the_random_bits() {
+    let t = 1_796_246_746_134u64; // 2026-12-02T21:25:46.134Z
+    assert_eq!(JobId::fresh(t, 0).as_u64(), t << 22);
+    assert_eq!(JobId::fresh(t, u64::MAX).as_u64(), t << 22 | 0x3f_ffff);
+    assert!(JobId::fresh(t, u64::MAX) < JobId::fresh(t + 1, 0));
+    assert_eq!(JobId::fresh(t, 0x1234_5678).as_u64() >> 22, t);
+    // Good until 2109: the time's 42 bits do not overflow into nothing before then.
+    let y2109 = 4_398_046_511_103u64; // 2^42 - 1 ms after 1970
+    assert!(JobId::fresh(y2109, 0) > JobId::fresh(t, u64::MAX));
+}
+
 #[test]
 fn job_id_text_form() {
     let id = JobId::from_u64(0x4d2);

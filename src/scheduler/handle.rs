@@ -177,7 +177,9 @@ impl Handle {
         let spec = job.finish(Some(now))?;
         check_destination(&spec, &self.policy)?;
         self.check_action(&spec)?;
-        let id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
+        let now_ms = millis(now);
+        let fresh = || JobId::fresh(now_ms, rand_core::RngCore::next_u64(&mut rand_core::OsRng));
+        let id = fresh();
         let _claim = {
             let _naming = self.naming.lock().await;
             self.check_name(&spec.name, None)?;
@@ -196,7 +198,6 @@ impl Handle {
                 key,
             }
         };
-        let now_ms = millis(now);
         let mut record = JobRecord {
             id,
             next_fire_at: Core::first_fire(&spec, now),
@@ -221,7 +222,7 @@ impl Handle {
             {
                 break;
             }
-            record.id = JobId::from_u64(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
+            record.id = fresh();
         }
         // The next fire went to disk with the job, so the driver has nothing to write back:
         // one durable commit per create.

@@ -775,6 +775,48 @@ mod tests {
         assert_eq!(jobs.now().unwrap(), later);
     }
 
+    /// A new job's id is its creation time on the driver's clock above random bits: jobs made
+    /// later sort after those made before (so their rows land at the end of the tables keyed
+    /// by id), and two made in one millisecond still differ.
+    #[tokio::test]
+    async fn job_ids_grow_with_the_time_of_their_creation() {
+        let store = Arc::new(crate::store::testing::Disk::default().store());
+        let t0: Timestamp = "2031-03-04T05:06:07.5Z".parse().unwrap();
+        let clock = Arc::new(Mutex::new(t0));
+        let (_stop_tx, stop) = watch::channel(false);
+        let (jobs, _task) = launch(
+            store,
+            Config::default(),
+            Clock::Virtual(clock.clone()),
+            stop,
+        )
+        .unwrap();
+        let body = |name: &str| {
+            draft(&json!({
+                "name": name,
+                "trigger": {"every": "1h"},
+                "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/x"}},
+            }))
+        };
+        let mut ids = Vec::new();
+        for i in 0..6 {
+            if i % 2 == 0 {
+                *clock.lock().unwrap() = t0 + jiff::SignedDuration::from_millis(i);
+            }
+            let e = jobs
+                .create(body(&format!("j{i}")), &Actor::local_cli())
+                .await;
+            ids.push(e.unwrap().record.id.as_u64());
+        }
+        let shift = crate::sched::JobId::FRESH_RANDOM_BITS;
+        let times: Vec<u64> = ids.iter().map(|id| id >> shift).collect();
+        let ms = t0.as_millisecond() as u64;
+        assert_eq!(times, [ms, ms, ms + 2, ms + 2, ms + 4, ms + 4], "{ids:x?}");
+        for pair in ids.chunks(2) {
+            assert_ne!(pair[0], pair[1], "two creates in one millisecond");
+        }
+    }
+
     /// The handle reads the driver's clock without a round trip, but only while the driver
     /// runs: once it has stopped, a create is refused before anything is committed (a job on
     /// disk that no scheduler took would fire only after the next start, unannounced).

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use redb::StorageBackend;
@@ -35,6 +35,7 @@ pub struct Disk {
     state: Arc<Mutex<(Vec<u8>, HashSet<u64>)>>,
     full: Arc<AtomicBool>,
     failing: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
 }
 
 impl Disk {
@@ -51,6 +52,11 @@ impl Disk {
         let mut s = self.state.lock().unwrap();
         s.0.clear();
         s.1.clear();
+    }
+
+    /// Bytes written to this disk so far (what commits cost it).
+    pub fn bytes_written(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
     }
 
     pub fn len(&self) -> usize {
@@ -112,6 +118,7 @@ impl StorageBackend for Disk {
         }
         s.0[offset as usize..end as usize].copy_from_slice(data);
         s.1.extend(blocks);
+        self.written.fetch_add(data.len() as u64, Ordering::SeqCst);
         Ok(())
     }
 }
