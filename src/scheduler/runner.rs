@@ -754,21 +754,31 @@ mod tests {
         );
     }
 
-    /// "Now" for the API (previews, ScheduleZero's default job_id) is the driver's clock:
-    /// on a virtual clock, the handle answers that clock's time, and follows it when it moves.
-    #[tokio::test]
-    async fn the_handle_tells_the_time_of_the_driver_clock() {
+    /// What keeps a test's scheduler running: its stop sender and its task.
+    type Running = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
+
+    /// A scheduler on a test disk whose clock is `t0` until the test moves it; keep the third
+    /// value for as long as the scheduler should run.
+    fn on_virtual_clock(t0: Timestamp) -> (Handle, Arc<Mutex<Timestamp>>, Running) {
         let store = Arc::new(crate::store::testing::Disk::default().store());
-        let t0: Timestamp = "2031-03-04T05:06:07.5Z".parse().unwrap();
         let clock = Arc::new(Mutex::new(t0));
-        let (_stop_tx, stop) = watch::channel(false);
-        let (jobs, _task) = launch(
+        let (stop_tx, stop) = watch::channel(false);
+        let (jobs, task) = launch(
             store,
             Config::default(),
             Clock::Virtual(clock.clone()),
             stop,
         )
         .unwrap();
+        (jobs, clock, (stop_tx, task))
+    }
+
+    /// "Now" for the API (previews, ScheduleZero's default job_id) is the driver's clock:
+    /// on a virtual clock, the handle answers that clock's time, and follows it when it moves.
+    #[tokio::test]
+    async fn the_handle_tells_the_time_of_the_driver_clock() {
+        let t0: Timestamp = "2031-03-04T05:06:07.5Z".parse().unwrap();
+        let (jobs, clock, _running) = on_virtual_clock(t0);
         assert_eq!(jobs.now().unwrap(), t0);
         let later: Timestamp = "2031-03-04T06:00:00Z".parse().unwrap();
         *clock.lock().unwrap() = later;
@@ -780,17 +790,8 @@ mod tests {
     /// by id), and two made in one millisecond still differ.
     #[tokio::test]
     async fn job_ids_grow_with_the_time_of_their_creation() {
-        let store = Arc::new(crate::store::testing::Disk::default().store());
         let t0: Timestamp = "2031-03-04T05:06:07.5Z".parse().unwrap();
-        let clock = Arc::new(Mutex::new(t0));
-        let (_stop_tx, stop) = watch::channel(false);
-        let (jobs, _task) = launch(
-            store,
-            Config::default(),
-            Clock::Virtual(clock.clone()),
-            stop,
-        )
-        .unwrap();
+        let (jobs, clock, _running) = on_virtual_clock(t0);
         let body = |name: &str| {
             draft(&json!({
                 "name": name,
