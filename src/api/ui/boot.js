@@ -10,9 +10,16 @@
   // on the document in the capture phase, for that element only.
   document.addEventListener("error", function (e) {
     if (!e.target || e.target.id !== "entry") return;
-    var last = Number(sessionStorage.getItem(KEY) || 0);
-    if (Date.now() - last > 30000) {
-      sessionStorage.setItem(KEY, String(Date.now()));
+    // A browser that refuses session storage gets the message at once: without a record of
+    // the retry, reloading could go on for ever.
+    var retry = false;
+    try {
+      retry = Date.now() - Number(sessionStorage.getItem(KEY) || 0) > 30000;
+      if (retry) sessionStorage.setItem(KEY, String(Date.now()));
+    } catch (err) {
+      retry = false;
+    }
+    if (retry) {
       setTimeout(function () { location.reload(); }, 1000);
       return;
     }
@@ -28,7 +35,7 @@
     b.setAttribute("data-testid", "boot-retry");
     b.textContent = "Try again";
     b.addEventListener("click", function () {
-      sessionStorage.removeItem(KEY);
+      try { sessionStorage.removeItem(KEY); } catch (err) { /* nothing recorded */ }
       location.reload();
     });
     main.replaceChildren(p, b);
