@@ -191,10 +191,10 @@ for round in $(seq "$ROUNDS"); do
     rest=$(echo "$b0 $b1" | awk -v a=$((a1 - a0)) -v hz="$CLK_TCK" -v n="$n" \
       '{ printf "%.0f", 1e6 * ($3 - $1 - a) / hz / n }')
     busy=$(echo "$b0 $b1" | awk '{ printf "%.0f", 100 * ($3 - $1) / ($4 - $2) }')
-    RESTS[$which]+="$rest "
     batch=$(echo "$g0 $g1" | awk '{ if ($3 > $1) printf "%.1f", ($4 - $2) / ($3 - $1); else print "n/a" }')
     RATES[$which]+="$rate "
     CPUS[$which]+="$cpu "
+    RESTS[$which]+="$rest "
     ROWS+="| $round | $which | $rate | $cpu | $rest | $busy | $batch | $syncs |"$'\n'
     log "round $round $which: $rate creates/s ($n in $DURATION, $cpu µs appliance CPU each, $rest µs the rest of the box, $busy % busy, $batch creates per commit), disk $syncs fdatasync/s"
     [ "$bin" = "$BIN" ] || stop_app

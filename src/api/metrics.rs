@@ -545,24 +545,7 @@ mod tests {
         };
         let (batches, changes) = store.group_commit_counts();
         for id in 1..=3 {
-            let spec = crate::sched::JobSpec::from_json(
-                &serde_json::json!({
-                    "name": format!("job-{id}"),
-                    "trigger": {"every": "1h", "start": "2026-01-01T00:00:00Z"},
-                    "action": {"webhook": {"url": "https://discord.com/api/webhooks/1/t"}}
-                }),
-                None,
-            )
-            .unwrap();
-            let record = crate::model::JobRecord {
-                id: crate::sched::JobId::from_u64(id),
-                spec: std::sync::Arc::new(spec),
-                created_at_ms: 0,
-                updated_at_ms: 0,
-                created_by: "t".into(),
-                next_fire_at: None,
-                paused_at_ms: None,
-            };
+            let record = crate::store::testing::job_record(id, &format!("job-{id}"));
             assert!(store.insert_job(&record, None).unwrap());
         }
         let text = render(&store);

@@ -6,8 +6,9 @@
 //! in arrival order inside one transaction and commits it (one fsync for all of them), then
 //! answers and wakes every caller in the batch, and wakes the first caller queued behind it,
 //! which leads the next batch (no other thread is woken: each waiter sleeps on its own
-//! condition variable, and a gathering leader is woken only once its company is queued). While one batch is committing, new changes queue up behind it, so under load
-//! batches grow by themselves and an idle store still commits a lone change at once.
+//! condition variable, and a gathering leader is woken only once its company is queued).
+//! While one batch is committing, new changes queue up behind it, so under load batches grow
+//! by themselves and an idle store still commits a lone change at once.
 //!
 //! Gathering. Callers that each wait for their answer before sending their next change (16 API
 //! clients, each creating jobs one after another) would otherwise split into two cohorts that

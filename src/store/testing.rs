@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use redb::StorageBackend;
 
 use super::Store;
-use crate::model::ServerRecord;
+use crate::model::{JobRecord, ServerRecord};
+use crate::sched::{JobId, JobSpec};
 
 /// A server record for test databases.
 pub fn server() -> ServerRecord {
@@ -18,6 +19,29 @@ pub fn server() -> ServerRecord {
         interface: ::peers::Ipv4Net::parse("10.88.88.1/24").unwrap(),
         endpoint: ::peers::Endpoint::parse("vpn.example.org", 51820).unwrap(),
         created_at: 1,
+    }
+}
+
+/// A stored job named `name` with id `id`: every minute from 2026-01-01, posting to a
+/// loopback port nothing listens on, next fire a minute after the start.
+pub fn job_record(id: u64, name: &str) -> JobRecord {
+    let spec = JobSpec::from_json(
+        &serde_json::json!({
+            "name": name,
+            "trigger": {"every": "1m", "start": "2026-01-01T00:00:00Z"},
+            "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
+        }),
+        None,
+    )
+    .unwrap();
+    JobRecord {
+        id: JobId::from_u64(id),
+        spec: std::sync::Arc::new(spec),
+        created_at_ms: 0,
+        updated_at_ms: 0,
+        created_by: "t".into(),
+        next_fire_at: Some("2026-01-01T00:01:00Z".parse().unwrap()),
+        paused_at_ms: None,
     }
 }
 

@@ -10,6 +10,7 @@ use crate::model::{
     RunStatus,
 };
 use crate::sched::{JobId, JobSpec};
+use crate::store::testing::job_record;
 
 /// A fresh, empty directory for one test.
 pub(super) fn temp_dir(tag: &str) -> std::path::PathBuf {
@@ -303,27 +304,6 @@ fn batches_of_fresh_ids_write_a_fraction_of_what_random_ids_write() {
         fresh_ids * 3 < random_ids,
         "20 batches of 16 creates wrote {fresh_ids} bytes with fresh ids, {random_ids} with random ones"
     );
-}
-
-fn job_record(id: u64, name: &str) -> JobRecord {
-    let spec = JobSpec::from_json(
-        &serde_json::json!({
-            "name": name,
-            "trigger": {"every": "1m", "start": "2026-01-01T00:00:00Z"},
-            "action": {"webhook": {"url": "http://127.0.0.1:9/x"}}
-        }),
-        None,
-    )
-    .unwrap();
-    JobRecord {
-        id: JobId::from_u64(id),
-        spec: std::sync::Arc::new(spec),
-        created_at_ms: 0,
-        updated_at_ms: 0,
-        created_by: "t".into(),
-        next_fire_at: Some(ts("2026-01-01T00:01:00Z")),
-        paused_at_ms: None,
-    }
 }
 
 /// A write big enough to need blocks the disk has never allocated.

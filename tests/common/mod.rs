@@ -331,15 +331,8 @@ impl Netns {
     /// duplicate-address check, which ends with an address change a browser reacts to).
     pub fn wait_addresses_settled(&self, timeout: Duration) -> bool {
         wait_until(timeout, || {
-            let out = output_of(bounded(CMD_TIMEOUT_S, "ip").args([
-                "-o",
-                "-n",
-                &self.name,
-                "addr",
-                "show",
-                "tentative",
-            ]));
-            out.status.success() && out.stdout.iter().all(u8::is_ascii_whitespace)
+            let out = self.ip(&["-o", "addr", "show", "tentative"]);
+            out.stdout.iter().all(u8::is_ascii_whitespace)
         })
     }
 
